@@ -1,0 +1,238 @@
+"""One typed settings object: defaults <- pyproxy.toml <- PYPROXY_* environment <- CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A bad configuration file or value; the message names the setting."""
+
+
+# pip's own default index is the built-in upstream; it is read from the installed pip at
+# start-up so this project never writes the public index's address down.
+DEFAULT_UPSTREAM = "pip-default"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    data_dir: Path = Path("pyproxy-data")
+    # externally visible origin (scheme://host[:port]) for absolute URLs; empty: from the request
+    base_url: str = ""
+    # Cache-Control max-age of simple pages, seconds: how long a client may reuse a page
+    page_max_age: int = 0
+    # "pip-default": pip's built-in default index; "": private packages only
+    upstream_url: str = DEFAULT_UPSTREAM
+    upstream_timeout: float = 30.0
+    upstream_page_ttl: int = 600
+    upstream_index_ttl: int = 3600
+    upstream_ca_bundle: str = ""
+    offline: bool = False
+    cache_max_size: int = 10 * 1024**3
+    merge: tuple[str, ...] = ()
+    max_upload_size: int = 100 * 1024**2
+    log_level: str = "info"
+
+    @property
+    def private_only(self) -> bool:
+        return self.upstream_url == ""
+
+
+# (section, key) in pyproxy.toml -> field name; the environment name is PYPROXY_<SECTION>_<KEY>
+_TOML_KEYS: dict[tuple[str, str], str] = {
+    ("server", "host"): "host",
+    ("server", "port"): "port",
+    ("server", "workers"): "workers",
+    ("server", "data_dir"): "data_dir",
+    ("server", "base_url"): "base_url",
+    ("server", "page_max_age"): "page_max_age",
+    ("server", "log_level"): "log_level",
+    ("upstream", "url"): "upstream_url",
+    ("upstream", "timeout"): "upstream_timeout",
+    ("upstream", "page_ttl"): "upstream_page_ttl",
+    ("upstream", "index_ttl"): "upstream_index_ttl",
+    ("upstream", "ca_bundle"): "upstream_ca_bundle",
+    ("upstream", "offline"): "offline",
+    ("cache", "max_size"): "cache_max_size",
+    ("overlay", "merge"): "merge",
+    ("uploads", "max_file_size"): "max_upload_size",
+}
+_FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
+_SIZE_FIELDS = {"cache_max_size", "max_upload_size"}
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
+               "tb": 1000**4, "tib": 1024**4}
+
+
+def parse_size(value: str | int) -> int:
+    """'10GiB', '500 MB', '1024' or an int -> bytes."""
+    if isinstance(value, bool):
+        raise ValueError("expected a size such as 500MiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a size cannot be negative")
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"{value!r} is not a size such as 500MiB or 10GB")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
+    """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
+    if name in _SIZE_FIELDS:
+        return parse_size(value)
+    default = getattr(Settings(), name)
+    if isinstance(default, bool):
+        if from_text and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(f"{value!r} is not true or false")
+        if not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
+    if isinstance(default, int):
+        if from_text and isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a whole number") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("expected a whole number")
+        if value < 0:
+            raise ValueError("cannot be negative")
+        return value
+    if isinstance(default, float):
+        if from_text and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a number") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError("expected a positive number of seconds")
+        return float(value)
+    if isinstance(default, tuple):
+        if from_text and isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError("expected a list of names")
+        return tuple(value)
+    if isinstance(default, Path):
+        if not isinstance(value, str) or not value:
+            raise ValueError("expected a directory path")
+        return Path(value).expanduser()
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _check(settings: Settings) -> None:
+    def fail(name: str, why: str) -> None:
+        raise ConfigError(f"{_FIELD_SETTING.get(name, name)}: {why}")
+
+    if not 0 < settings.port < 65536 and settings.port != 0:
+        fail("port", f"{settings.port} is not a TCP port")
+    if settings.workers < 1:
+        fail("workers", "must be at least 1")
+    if settings.log_level not in _LOG_LEVELS:
+        fail("log_level", f"{settings.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+    for name in ("upstream_url", "base_url"):
+        url = getattr(settings, name)
+        if url and url != DEFAULT_UPSTREAM and not re.match(r"https?://[^/\s]+", url):
+            fail(name, f"{url!r} is not an http:// or https:// URL")
+    if settings.upstream_ca_bundle and not Path(settings.upstream_ca_bundle).is_file():
+        fail("upstream_ca_bundle", f"{settings.upstream_ca_bundle!r} is not a file")
+    if settings.max_upload_size == 0:
+        fail("max_upload_size", "must be larger than 0")
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            document = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    values: dict[str, Any] = {}
+    for section, table in document.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {section}: expected a [{section}] table")
+        for key, raw in table.items():
+            name = _TOML_KEYS.get((section, key))
+            if name is None:
+                raise ConfigError(f"{path}: {section}.{key}: unknown setting")
+            try:
+                value = _coerce(name, raw, from_text=False)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {section}.{key}: {exc}") from None
+            if name == "data_dir" and not value.is_absolute():
+                value = path.parent / value  # relative to the file, not to the cwd
+            values[name] = value
+    return values
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for (section, key), name in _TOML_KEYS.items():
+        variable = f"PYPROXY_{section}_{key}".upper()
+        if variable in environ:
+            try:
+                values[name] = _coerce(name, environ[variable], from_text=True)
+            except ValueError as exc:
+                raise ConfigError(f"{variable}: {exc}") from None
+    return values
+
+
+def find_config_file(explicit: str | None, environ: Mapping[str, str]) -> Path | None:
+    """--config, else $PYPROXY_CONFIG, else ./pyproxy.toml when present."""
+    if explicit:
+        return Path(explicit)
+    if environ.get("PYPROXY_CONFIG"):
+        return Path(environ["PYPROXY_CONFIG"])
+    local = Path("pyproxy.toml")
+    return local if local.is_file() else None
+
+
+def load_settings(
+    config_file: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Merge every layer; `overrides` are CLI values (None means "not given")."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = find_config_file(config_file, environ)
+    if path is not None:
+        values.update(_from_toml(path))
+    values.update(_from_environment(environ))
+    for name, value in (overrides or {}).items():
+        if value is None:
+            continue
+        try:
+            values[name] = _coerce(name, value, from_text=isinstance(value, str))
+        except ValueError as exc:
+            raise ConfigError(f"--{name.replace('_', '-')}: {exc}") from None
+    settings = dataclasses.replace(Settings(), **values)
+    _check(settings)
+    return settings
+
+
+
+__all__ = ["ConfigError", "DEFAULT_UPSTREAM", "Settings", "load_settings", "parse_size"]
