@@ -1,0 +1,133 @@
+"""The model as PEP 503 HTML and PEP 691 JSON bytes, rendered once and served many times."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import jinja2
+import orjson
+
+from pyproxy.formats.negotiate import Format
+from pyproxy.model import DistFile, ProjectList, ProjectPage
+
+API_VERSION = "1.4"
+
+# uv rejects fragments and hash keys it does not know; these are the ones every client reads.
+_FRAGMENT_HASHES = ("sha256", "sha384", "sha512", "md5")
+_JSON_HASHES = frozenset({"md5", "sha1", "sha224", "sha256", "sha384", "sha512", "blake2b"})
+
+templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("pyproxy", "templates"),
+    autoescape=True,
+    trim_blocks=False,
+    keep_trailing_newline=True,
+)
+
+FileURL = Callable[[DistFile], str]
+
+
+def format_upload_time(moment: datetime) -> str:
+    """PEP 700's form: UTC with a literal Z (pip reads a naive time without it)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _fragment(hashes: Mapping[str, str]) -> str:
+    for name in _FRAGMENT_HASHES:
+        if name in hashes:
+            return f"#{name}={hashes[name]}"
+    return ""
+
+
+def _metadata_attribute(core_metadata: Mapping[str, str] | bool) -> str | None:
+    if core_metadata is False:
+        return None  # never "false": pip reads it as "metadata exists"
+    if core_metadata is True:
+        return "true"
+    for name in _FRAGMENT_HASHES:
+        if name in core_metadata:
+            return f"{name}={core_metadata[name]}"
+    return "true"
+
+
+@dataclass(frozen=True, slots=True)
+class _Link:
+    filename: str
+    href: str
+    requires_python: str | None
+    yanked: str | None  # None: not yanked; always a quoted value otherwise (pip ignores bare)
+    core_metadata: str | None
+
+
+def _offered_files(page: ProjectPage) -> tuple[DistFile, ...]:
+    return page.files if page.status.offers_files else ()
+
+
+def render_project_html(page: ProjectPage, file_url: FileURL) -> bytes:
+    links = [
+        _Link(
+            filename=dist.filename,
+            href=file_url(dist) + _fragment(dist.hashes),
+            requires_python=dist.requires_python,
+            yanked=dist.yanked_reason if dist.yanked else None,
+            core_metadata=_metadata_attribute(dist.core_metadata),
+        )
+        for dist in _offered_files(page)
+    ]
+    text = templates.get_template("simple_project.html").render(
+        api_version=API_VERSION, name=page.name, status=page.status, links=links
+    )
+    return text.encode()
+
+
+def _file_json(dist: DistFile, file_url: FileURL) -> dict[str, object]:
+    entry: dict[str, object] = {
+        "filename": dist.filename,
+        "url": file_url(dist),
+        "hashes": {k: v for k, v in dist.hashes.items() if k in _JSON_HASHES},
+    }
+    if dist.requires_python:
+        entry["requires-python"] = dist.requires_python
+    if dist.size is not None:
+        entry["size"] = dist.size
+    if dist.upload_time is not None:
+        entry["upload-time"] = format_upload_time(dist.upload_time)
+    if dist.yanked:
+        # "" would read as not yanked to pip
+        entry["yanked"] = dist.yanked_reason or True
+    if dist.core_metadata is True:
+        entry["core-metadata"] = True
+    elif dist.core_metadata:
+        entry["core-metadata"] = dict(dist.core_metadata)
+    return entry
+
+
+def render_project_json(page: ProjectPage, file_url: FileURL) -> bytes:
+    document: dict[str, object] = {
+        "meta": {"api-version": API_VERSION},
+        "name": page.name,
+        "versions": list(page.versions),
+        "files": [_file_json(dist, file_url) for dist in _offered_files(page)],
+        "project-status": {"status": page.status.status},
+    }
+    if page.status.reason:
+        document["project-status"] = {"status": page.status.status, "reason": page.status.reason}
+    return orjson.dumps(document)
+
+
+def render_project(page: ProjectPage, fmt: Format, file_url: FileURL) -> bytes:
+    if fmt.is_json:
+        return render_project_json(page, file_url)
+    return render_project_html(page, file_url)
+
+
+def render_index(projects: ProjectList, fmt: Format, project_url: Callable[[str], str]) -> bytes:
+    if fmt.is_json:
+        return orjson.dumps(
+            {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in projects.names]}
+        )
+    text = templates.get_template("simple_index.html").render(
+        api_version=API_VERSION, projects=[(n, project_url(n)) for n in projects.names]
+    )
+    return text.encode()

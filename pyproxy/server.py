@@ -1,0 +1,146 @@
+"""Running the app: one process, or N forked workers sharing one port via SO_REUSEPORT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from pyproxy.auth import UserStore
+from pyproxy.config import Settings
+from pyproxy.private import PrivateRepository, PrivateStore
+from pyproxy.web.app import build_app
+from pyproxy.web.context import Services
+from pyproxy.web.simple import RenderedPages
+
+log = logging.getLogger("pyproxy")
+
+# in-flight downloads and uploads get this long to finish after SIGTERM
+SHUTDOWN_GRACE_S = 30.0
+
+
+def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
+    return PrivateStore(data_dir / "private"), UserStore(data_dir)
+
+
+def describe_upstream(settings: Settings) -> str:
+    return "none (private packages only)"
+
+
+def build_services(settings: Settings) -> Services:
+    private, users = open_stores(settings.data_dir)
+    return Services(
+        settings=settings,
+        repository=PrivateRepository(private),
+        private=private,
+        users=users,
+        pages=RenderedPages(),
+        upstream_description=describe_upstream(settings),
+    )
+
+
+def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+async def _serve(settings: Settings, sock: socket.socket) -> None:
+    services = build_services(settings)
+    removed = await asyncio.to_thread(services.private.collect_garbage)
+    if removed:
+        log.info("removed %d leftovers of interrupted uploads", removed)
+    runner = web.AppRunner(
+        build_app(services), handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+    )
+    await runner.setup()
+    await web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_GRACE_S).start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+        log.info("stopping (pid %d): finishing requests in flight", os.getpid())
+    finally:
+        await runner.cleanup()
+        services.private.close()
+        services.users.close()
+
+
+def _run_worker(settings: Settings, sock: socket.socket) -> None:
+    sock.listen(1024)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(_serve(settings, sock))
+    else:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(_serve(settings, sock))
+
+
+def serve(settings: Settings) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # open once up front so a bad data directory fails here, with one message
+    private, users = open_stores(settings.data_dir)
+    private.close()
+    users.close()
+    workers = settings.workers
+    sock = _listening_socket(settings.host, settings.port, reuse_port=workers > 1)
+    host, port = sock.getsockname()[:2]
+    shown_host = f"[{host}]" if ":" in host else host
+    print(f"pyproxy: listening on http://{shown_host}:{port}", file=sys.stderr, flush=True)
+    log.info(
+        "data directory %s; upstream: %s; %d worker(s)",
+        settings.data_dir, describe_upstream(settings), workers,
+    )
+    if workers == 1:
+        _run_worker(settings, sock)
+        return 0
+    return _run_workers(settings, sock, host, port)
+
+
+def _run_workers(settings: Settings, reserved: socket.socket, host: str, port: int) -> int:
+    """Fork workers, each with its own SO_REUSEPORT socket so the kernel spreads connections;
+    the parent's socket only holds the port (it never listens)."""
+    children: list[int] = []
+    for _ in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:
+            reserved.close()
+            code = 0
+            try:
+                _run_worker(settings, _listening_socket(host, port, reuse_port=True))
+            except BaseException:
+                log.exception("worker %d failed", os.getpid())
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        if os.waitstatus_to_exitcode(code) != 0:
+            status = 1
+    reserved.close()
+    return status

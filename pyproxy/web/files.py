@@ -1,0 +1,211 @@
+"""Sending distribution files: conditional requests, single byte ranges, sendfile, streaming.
+
+aiohttp's FileResponse derives its ETag from the mtime and reads If-Range only as a date, so
+a resumed pip download with an ETag validator would get a wrong 206. Our files are
+content-addressed, so the sha256 is a natural strong ETag; this module does the HTTP side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import hdrs, web
+
+from pyproxy.model import LocalFile, StreamedFile, normalize
+from pyproxy.web.context import SERVICES
+
+log = logging.getLogger("pyproxy.web")
+METADATA_SUFFIX = ".metadata"
+IMMUTABLE = "max-age=365000000, immutable"
+_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int  # inclusive
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+class Unsatisfiable(Exception):
+    pass
+
+
+def parse_range(header: str, size: int) -> ByteRange | None:
+    """One `bytes=` range resolved against `size`; None means "send the whole file" (no
+    usable range, or several ranges, which we may ignore per RFC 9110)."""
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash:
+        return None
+    try:
+        if not first:  # suffix range: the last N bytes
+            suffix = int(last)
+            if suffix < 0:
+                return None
+            if suffix == 0 or size == 0:
+                raise Unsatisfiable
+            return ByteRange(max(size - suffix, 0), size - 1)
+        start = int(first)
+        end = int(last) if last else size - 1
+    except ValueError:
+        return None
+    if start < 0 or end < start:
+        return None
+    if start >= size:
+        raise Unsatisfiable
+    return ByteRange(start, min(end, size - 1))
+
+
+def _if_range_holds(if_range: str, etag: str, last_modified: float) -> bool:
+    if if_range.startswith('"'):
+        return if_range == etag  # strong comparison; a weak tag never matches
+    if if_range.startswith("W/"):
+        return False
+    parsed = email.utils.parsedate_to_datetime(if_range) if if_range else None
+    return parsed is not None and int(parsed.timestamp()) == int(last_modified)
+
+
+def _none_match(header: str, etag: str) -> bool:
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
+
+
+class _FileBody(web.StreamResponse):
+    """Sends a byte span of an open file with the kernel's sendfile where possible."""
+
+    def __init__(self, fobj: object, offset: int, count: int, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self._fobj = fobj
+        self._offset = offset
+        self._count = count
+
+    async def prepare(self, request: web.BaseRequest):  # type: ignore[override]
+        if self.prepared:
+            return await super().prepare(request)
+        try:
+            writer = await super().prepare(request)
+            if request.method == hdrs.METH_HEAD or self._count == 0:
+                return writer
+            transport = request.transport
+            if transport is None:
+                raise ConnectionResetError("Connection lost")
+            try:
+                await asyncio.get_running_loop().sendfile(
+                    transport, self._fobj, self._offset, self._count  # type: ignore[arg-type]
+                )
+            except NotImplementedError:  # e.g. uvloop or TLS: copy in chunks off the loop
+                await self._copy(writer)
+            return writer
+        finally:
+            self._fobj.close()  # type: ignore[attr-defined]
+
+    async def _copy(self, writer) -> None:  # type: ignore[no-untyped-def]
+        position, remaining = self._offset, self._count
+        while remaining > 0:
+            chunk = await asyncio.to_thread(os.pread, self._fobj.fileno(), min(_CHUNK, remaining), position)  # type: ignore[attr-defined]
+            if not chunk:
+                raise ConnectionResetError("file shrank while being sent")
+            await writer.write(chunk)
+            position += len(chunk)
+            remaining -= len(chunk)
+
+
+def _base_headers(etag: str, last_modified: float | None) -> dict[str, str]:
+    headers = {
+        hdrs.ETAG: etag,
+        hdrs.CACHE_CONTROL: IMMUTABLE,
+        hdrs.ACCEPT_RANGES: "bytes",
+        hdrs.CONTENT_TYPE: "application/octet-stream",
+    }
+    if last_modified is not None:
+        headers[hdrs.LAST_MODIFIED] = email.utils.formatdate(last_modified, usegmt=True)
+    return headers
+
+
+async def send_local(request: web.Request, file: LocalFile) -> web.StreamResponse:
+    """A complete file on disk, with HEAD, If-None-Match, Range and If-Range."""
+    etag = f'"{file.sha256}"'
+    # open first: the path may be evicted from a cache meanwhile, an open file survives it
+    fobj = await asyncio.to_thread(open, file.path, "rb")
+    try:
+        stat = os.fstat(fobj.fileno())
+        size = stat.st_size
+        headers = _base_headers(etag, stat.st_mtime)
+        if (none_match := request.headers.get(hdrs.IF_NONE_MATCH)) and _none_match(none_match, etag):
+            fobj.close()
+            return web.Response(status=304, headers={k: v for k, v in headers.items() if k != hdrs.CONTENT_TYPE})
+        span = ByteRange(0, size - 1) if size else ByteRange(0, -1)
+        status = 200
+        range_header = request.headers.get(hdrs.RANGE)
+        if_range = request.headers.get(hdrs.IF_RANGE)
+        if range_header and (if_range is None or _if_range_holds(if_range.strip(), etag, stat.st_mtime)):
+            try:
+                requested = parse_range(range_header, size)
+            except Unsatisfiable:
+                fobj.close()
+                headers[hdrs.CONTENT_RANGE] = f"bytes */{size}"
+                return web.Response(status=416, headers=headers)
+            if requested is not None:
+                span, status = requested, 206
+                headers[hdrs.CONTENT_RANGE] = f"bytes {span.start}-{span.end}/{size}"
+        response = _FileBody(fobj, span.start, span.length, status=status, headers=headers)
+        response.content_length = span.length
+        return response
+    except BaseException:
+        fobj.close()
+        raise
+
+
+async def send_streamed(
+    request: web.Request, file: StreamedFile, on_error: Callable[[BaseException], None]
+) -> web.StreamResponse:
+    """A body still arriving from upstream. Errors mid-body abort the connection, so a
+    client never takes a truncated or mismatching file for a complete one."""
+    headers = _base_headers(f'"{file.sha256}"', None) if file.sha256 else {
+        hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"
+    }
+    headers.pop(hdrs.ACCEPT_RANGES, None)  # ranges only once the file is complete on disk
+    response = web.StreamResponse(status=200, headers=headers)
+    if file.size is not None:
+        response.content_length = file.size
+    await response.prepare(request)
+    if request.method == hdrs.METH_HEAD:
+        return response
+    try:
+        async for chunk in file.chunks:
+            await response.write(chunk)
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        on_error(exc)
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("upstream body failed") from exc
+    return response
+
+
+async def download(request: web.Request) -> web.StreamResponse:
+    """/files/<project>/<filename> and <filename>.metadata (PEP 658)."""
+    services = request.app[SERVICES]
+    project = normalize(request.match_info["project"])
+    filename = request.match_info["filename"]
+    if filename.endswith(METADATA_SUFFIX):
+        source = await services.repository.open_metadata(project, filename[: -len(METADATA_SUFFIX)])
+    else:
+        source = await services.repository.open_file(project, filename)
+    if isinstance(source, LocalFile):
+        return await send_local(request, source)
+    return await send_streamed(
+        request, source, lambda exc: log.warning("aborted %s: %s", request.path, exc)
+    )

@@ -1,0 +1,59 @@
+"""Cross-cutting HTTP behaviour: error mapping, CORS on every response, preflights."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from pyproxy.model import NotFound, Unavailable
+
+log = logging.getLogger("pyproxy.web")
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+    "Access-Control-Allow-Headers": (
+        "Accept, Authorization, Content-Type, If-Match, If-Modified-Since, If-None-Match,"
+        " If-Range, If-Unmodified-Since, Range"
+    ),
+    "Access-Control-Expose-Headers": "Content-Length, Content-Range, ETag, Last-Modified",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A plain-text error whose reason phrase carries the message too (twine shows it)."""
+    reason = message.encode("latin-1", "replace").decode("latin-1")
+    return web.Response(
+        status=status, reason=reason, text=message + "\n", headers=headers, content_type="text/plain"
+    )
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Repository errors become 404/503; anything unexpected a 500 without a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except NotFound as exc:
+        return text_error(404, f"Not Found: {exc}")
+    except Unavailable as exc:
+        return text_error(503, f"Service Unavailable: {exc}", {hdrs.RETRY_AFTER: "30"})
+    except (ConnectionResetError, ConnectionError):
+        raise
+    except Exception:
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        return text_error(500, "Internal Server Error: the error was logged on the server")
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: browsers (micropip) need CORS on 200s, redirects and errors alike."""
+    for name, value in CORS_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+async def preflight(request: web.Request) -> web.Response:
+    return web.Response(status=204)

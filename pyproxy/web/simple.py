@@ -1,0 +1,133 @@
+"""The Simple Repository API: /simple/ and /simple/<project>/, negotiated, pre-rendered."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+
+from pyproxy.formats.negotiate import Format, negotiate
+from pyproxy.formats.render import render_index, render_project
+from pyproxy.model import DistFile, NormalizedName, NotFound, normalize
+from pyproxy.web.context import SERVICES, origin
+
+# PEP 508 project names; anything else cannot exist, here or upstream
+_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    body: bytes
+    etag: str
+
+
+class RenderedPages:
+    """Rendered bodies by (origin, format, page), reused until the page's revision changes,
+    so a project with thousands of files costs one dictionary lookup per request."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[str, Format, str], tuple[str, Rendered]] = OrderedDict()
+
+    def get(
+        self, key: tuple[str, Format, str], revision: str, render: Callable[[], bytes]
+    ) -> Rendered:
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == revision and revision:
+            self._entries.move_to_end(key)
+            return entry[1]
+        body = render()
+        rendered = Rendered(body, '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"')
+        if revision:
+            self._entries[key] = (revision, rendered)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        return rendered
+
+
+def file_url(base: str, project: NormalizedName) -> Callable[[DistFile], str]:
+    prefix = f"{base}/files/{project}/"
+    return lambda dist: prefix + quote(dist.filename)
+
+
+def _chosen_format(request: web.Request) -> Format:
+    fmt = negotiate(request.headers.get(hdrs.ACCEPT), request.query.get("format"))
+    if fmt is None:
+        raise _not_acceptable()
+    return fmt
+
+
+def _not_acceptable() -> web.HTTPException:
+    types = ", ".join(f.value for f in Format)
+    return web.HTTPNotAcceptable(
+        text=f"Not Acceptable: this index serves {types}\n",
+        headers={hdrs.VARY: "Accept"},
+    )
+
+
+def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
+    headers = {
+        hdrs.VARY: "Accept",
+        hdrs.ETAG: page.etag,
+        hdrs.CACHE_CONTROL: f"max-age={request.app[SERVICES].settings.page_max_age}, must-revalidate",
+    }
+    none_match = request.headers.get(hdrs.IF_NONE_MATCH, "")
+    if page.etag in (tag.strip().removeprefix("W/") for tag in none_match.split(",")):
+        return web.Response(status=304, headers=headers)
+    headers[hdrs.CONTENT_TYPE] = fmt.content_type
+    return web.Response(body=page.body, headers=headers)
+
+
+def _redirect(request: web.Request, path: str) -> web.HTTPException:
+    location = path + (f"?{request.query_string}" if request.query_string else "")
+    return web.HTTPMovedPermanently(location)
+
+
+async def simple_root_without_slash(request: web.Request) -> web.StreamResponse:
+    raise _redirect(request, "/simple/")
+
+
+async def simple(request: web.Request) -> web.StreamResponse:
+    """/simple/<anything>: the index, a project page, or a redirect to the canonical URL."""
+    tail = request.match_info["tail"]
+    parts = [part for part in tail.split("/") if part]
+    if not parts:
+        if tail:  # "/simple//"
+            raise _redirect(request, "/simple/")
+        return await _index(request)
+    if len(parts) > 1 or not _VALID_NAME.match(parts[0]):
+        raise NotFound(f"{tail.strip('/')!r} is not a project name")
+    name = normalize(parts[0])
+    if tail != f"{name}/":
+        raise _redirect(request, f"/simple/{name}/")
+    return await _project(request, name)
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    fmt = _chosen_format(request)
+    projects = await services.repository.list_projects()
+    base = origin(request)
+    page = services.pages.get(
+        (base, fmt, ""),
+        projects.revision,
+        lambda: render_index(projects, fmt, lambda n: f"{base}/simple/{normalize(n)}/"),
+    )
+    return _page(request, fmt, page)
+
+
+async def _project(request: web.Request, name: NormalizedName) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    fmt = _chosen_format(request)
+    project = await services.repository.project_page(name)
+    base = origin(request)
+    page = services.pages.get(
+        (base, fmt, name), project.revision, lambda: render_project(project, fmt, file_url(base, name))
+    )
+    return _page(request, fmt, page)
