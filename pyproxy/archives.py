@@ -20,6 +20,8 @@ import zlib
 from pathlib import Path
 from typing import IO, Final
 
+from packaging.utils import canonicalize_name, canonicalize_version
+
 __all__ = [
     "InvalidArchive",
     "InvalidWheelContents",
@@ -85,12 +87,26 @@ def _exceeds_ratio(decompressed: int, compressed: int) -> bool:
 # ---------------------------------------------------------------------------------------- wheels
 
 
-def _dist_info(filename: str) -> str:
+def _dist_info(filename: str, archive: zipfile.ZipFile) -> str:
+    """The wheel's .dist-info directory: spelled as in the filename, or (older build tools
+    wrote "Foo_Bar-1.0.dist-info" in "foo_bar-…whl" and vice versa) the one whose name and
+    version are canonically equal to the filename's, as installers find it."""
     try:
         name, version, _rest = filename.split("-", 2)
     except ValueError:
         raise InvalidArchive("Unable to parse name and version from wheel filename") from None
-    return f"{name}-{version}.dist-info"
+    literal = f"{name}-{version}.dist-info"
+    if f"{literal}/WHEEL" in archive.NameToInfo:
+        return literal
+    wanted = (canonicalize_name(name), canonicalize_version(version))
+    for member in archive.NameToInfo:
+        top = member.split("/", 1)[0]
+        stem = top.removesuffix(".dist-info")
+        if stem != top and stem.count("-") == 1:
+            dir_name, dir_version = stem.split("-")
+            if (canonicalize_name(dir_name), canonicalize_version(dir_version)) == wanted:
+                return top
+    return literal
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -141,7 +157,7 @@ def check_wheel(path: Path, filename: str) -> None:
     """Structural checks of a wheel: a sound zip, sane members, and a WHEEL file."""
     with _open_zip(path) as archive:
         _check_zip_members(archive, path.stat().st_size)
-        target = f"{_dist_info(filename)}/WHEEL"
+        target = f"{_dist_info(filename, archive)}/WHEEL"
         if target not in archive.NameToInfo:
             raise InvalidArchive(f"WHEEL not found at {target}")
 
@@ -175,8 +191,8 @@ def _check_entry_points(text: str) -> bool:
 
 def wheel_core_metadata(path: Path, filename: str) -> bytes:
     """RECORD present, entry points sound, and the exact METADATA bytes (call check_wheel first)."""
-    dist_info = _dist_info(filename)
     with _open_zip(path) as archive:
+        dist_info = _dist_info(filename, archive)
         names = archive.NameToInfo
         record = f"{dist_info}/RECORD"
         if record not in names:

@@ -425,13 +425,9 @@ def _check_wheel_name(form: UploadForm, filename: str) -> None:
     normalized = form.project.replace("-", "_")
     if name != form.project:
         raise UploadRejected(f"Start filename for {form.name!r} with {normalized!r}.")
-    # parse_wheel_filename normalises; the spec wants the name part already normalised
-    as_written = filename.split("-", 1)[0]
-    if as_written != normalized:
-        raise UploadRejected(
-            f"Filename {filename!r} should contain the normalized project name "
-            f"{normalized!r}, not {as_written!r}."
-        )
+    # Unlike the public index, a name part that is not yet normalised ("Foo_Bar-1.0-…",
+    # as setuptools wrote before 75.8) is accepted: installers compare canonical names, and a
+    # private index must take a company's existing wheels.
     if Version(form.version) != version:
         raise UploadRejected(
             f"Version in filename should be {str(Version(form.version))!r} not {str(version)!r}."

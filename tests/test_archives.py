@@ -214,13 +214,19 @@ def test_wheel_filename_without_name_and_version(tmp_path: Path) -> None:
     assert caught.value.message == "Unable to parse name and version from wheel filename"
 
 
-def test_dist_info_is_found_from_the_literal_filename(tmp_path: Path) -> None:
-    # the dist-info dir is "foo_bar-1.0", the filename says "Foo_Bar": as the public index, refuse
+def test_dist_info_is_found_by_canonical_name(tmp_path: Path) -> None:
+    # the dist-info dir is "foo_bar-1.0", the filename says "Foo_Bar": installers accept it
     path = make_wheel(tmp_path, "Foo.Bar", "1.0")
     assert path.name == "Foo_Bar-1.0-py3-none-any.whl"
+    archives.check_wheel(path, path.name)
+    assert archives.wheel_core_metadata(path, path.name).startswith(b"Metadata-Version")
+
+
+def test_dist_info_of_another_project_is_not_taken(tmp_path: Path) -> None:
+    path = make_wheel(tmp_path, "foo", "1.0", dist_info="bar-1.0")
     with pytest.raises(InvalidArchive) as caught:
         archives.check_wheel(path, path.name)
-    assert caught.value.message == "WHEEL not found at Foo_Bar-1.0.dist-info/WHEEL"
+    assert caught.value.message == "WHEEL not found at foo-1.0.dist-info/WHEEL"
 
 
 @pytest.mark.parametrize(
