@@ -159,6 +159,12 @@ class PrivateStore:
         row = self._reader.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone()
         return row is not None
 
+    def has_file(self, project: NormalizedName, filename: str) -> bool:
+        row = self._reader.execute(
+            "SELECT 1 FROM files WHERE project = ? AND filename = ?", (project, filename)
+        ).fetchone()
+        return row is not None
+
     def list_projects(self) -> ProjectList:
         version = self._reader.execute("PRAGMA data_version").fetchone()[0]
         rows = self._reader.execute("SELECT display_name FROM projects ORDER BY name").fetchall()

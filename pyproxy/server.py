@@ -13,8 +13,12 @@ from pathlib import Path
 from aiohttp import web
 
 from pyproxy.auth import UserStore
-from pyproxy.config import Settings
+from pyproxy.blobcache import BlobCache
+from pyproxy.config import DEFAULT_UPSTREAM, Settings
+from pyproxy.model import Repository
+from pyproxy.overlay import Overlay
 from pyproxy.private import PrivateRepository, PrivateStore
+from pyproxy.upstream import Upstream, pip_default_index, redact
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
 from pyproxy.web.simple import RenderedPages
@@ -29,19 +33,46 @@ def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
     return PrivateStore(data_dir / "private"), UserStore(data_dir)
 
 
+def upstream_url(settings: Settings) -> str | None:
+    """The configured upstream, pip's own default index when none is set, None for none."""
+    if settings.private_only:
+        return None
+    if settings.upstream_url == DEFAULT_UPSTREAM:
+        return pip_default_index()
+    return settings.upstream_url
+
+
 def describe_upstream(settings: Settings) -> str:
-    return "none (private packages only)"
+    url = upstream_url(settings)
+    return "none (private packages only)" if url is None else redact(url)
 
 
 def build_services(settings: Settings) -> Services:
     private, users = open_stores(settings.data_dir)
+    url = upstream_url(settings)
+    upstream = blobs = None
+    repository: Repository = PrivateRepository(private)
+    if url is not None:
+        cache = settings.data_dir / "cache"
+        upstream = Upstream(
+            url,
+            cache / "pages",
+            timeout=settings.upstream_timeout,
+            page_ttl=settings.upstream_page_ttl,
+            index_ttl=settings.upstream_index_ttl,
+            ca_bundle=settings.upstream_ca_bundle,
+        )
+        blobs = BlobCache(cache / "files", settings.cache_max_size)
+        repository = Overlay(private, upstream, blobs, settings.merge)
     return Services(
         settings=settings,
-        repository=PrivateRepository(private),
+        repository=repository,
         private=private,
         users=users,
         pages=RenderedPages(),
         upstream_description=describe_upstream(settings),
+        upstream=upstream,
+        blobs=blobs,
     )
 
 
@@ -74,8 +105,7 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         log.info("stopping (pid %d): finishing requests in flight", os.getpid())
     finally:
         await runner.cleanup()
-        services.private.close()
-        services.users.close()
+        await services.close()
 
 
 def _run_worker(settings: Settings, sock: socket.socket) -> None:

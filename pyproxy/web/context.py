@@ -8,9 +8,11 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from pyproxy.auth import UserStore
+from pyproxy.blobcache import BlobCache
 from pyproxy.config import Settings
 from pyproxy.model import Repository
 from pyproxy.private import PrivateStore
+from pyproxy.upstream import Upstream
 
 if TYPE_CHECKING:
     from pyproxy.web.simple import RenderedPages
@@ -24,6 +26,16 @@ class Services:
     users: UserStore
     pages: RenderedPages
     upstream_description: str  # for the landing page and start-up log
+    upstream: Upstream | None = None
+    blobs: BlobCache | None = None
+
+    async def close(self) -> None:
+        if self.upstream is not None:
+            await self.upstream.close()
+        if self.blobs is not None:
+            await self.blobs.aclose()
+        self.private.close()
+        self.users.close()
 
 
 SERVICES = web.AppKey("services", Services)

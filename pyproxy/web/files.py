@@ -200,12 +200,22 @@ async def download(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     project = normalize(request.match_info["project"])
     filename = request.match_info["filename"]
-    if filename.endswith(METADATA_SUFFIX):
-        source = await services.repository.open_metadata(project, filename[: -len(METADATA_SUFFIX)])
-    else:
-        source = await services.repository.open_file(project, filename)
-    if isinstance(source, LocalFile):
-        return await send_local(request, source)
+    for attempt in (1, 2):
+        if filename.endswith(METADATA_SUFFIX):
+            source = await services.repository.open_metadata(
+                project, filename[: -len(METADATA_SUFFIX)]
+            )
+        else:
+            source = await services.repository.open_file(project, filename)
+        if not isinstance(source, LocalFile):
+            break
+        try:
+            return await send_local(request, source)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+            # evicted from the cache between lookup and open: look it up (or fetch it) again
+    assert isinstance(source, StreamedFile)
     return await send_streamed(
         request, source, lambda exc: log.warning("aborted %s: %s", request.path, exc)
     )

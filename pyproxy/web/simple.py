@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from collections import OrderedDict
@@ -34,14 +35,15 @@ class RenderedPages:
         self._capacity = capacity
         self._entries: OrderedDict[tuple[str, Format, str], tuple[str, Rendered]] = OrderedDict()
 
-    def get(
+    async def get(
         self, key: tuple[str, Format, str], revision: str, render: Callable[[], bytes]
     ) -> Rendered:
         entry = self._entries.get(key)
         if entry is not None and entry[0] == revision and revision:
             self._entries.move_to_end(key)
             return entry[1]
-        body = render()
+        # off the loop: a merged project list can take seconds to render
+        body = await asyncio.to_thread(render)
         rendered = Rendered(body, '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"')
         if revision:
             self._entries[key] = (revision, rendered)
@@ -114,7 +116,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
     fmt = _chosen_format(request)
     projects = await services.repository.list_projects()
     base = origin(request)
-    page = services.pages.get(
+    page = await services.pages.get(
         (base, fmt, ""),
         projects.revision,
         lambda: render_index(projects, fmt, lambda n: f"{base}/simple/{normalize(n)}/"),
@@ -127,7 +129,7 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
     fmt = _chosen_format(request)
     project = await services.repository.project_page(name)
     base = origin(request)
-    page = services.pages.get(
+    page = await services.pages.get(
         (base, fmt, name), project.revision, lambda: render_project(project, fmt, file_url(base, name))
     )
     return _page(request, fmt, page)

@@ -1,0 +1,153 @@
+"""Private packages over the upstream index: the merge policy, and where files come from.
+
+A name that exists privately is served from the private store only: no upstream file,
+`.metadata` or page of that name is reachable (dependency confusion), unless the operator
+allow-lists the name for merging, and then a private file wins a filename collision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+
+from pyproxy.blobcache import BlobCache
+from pyproxy.model import (
+    DistFile,
+    FileSource,
+    NormalizedName,
+    NotFound,
+    ProjectList,
+    ProjectPage,
+    Unavailable,
+    normalize,
+)
+from pyproxy.private import PrivateStore
+from pyproxy.upstream import Upstream
+
+log = logging.getLogger("pyproxy.overlay")
+
+
+def merge_pages(private: ProjectPage, upstream: ProjectPage) -> ProjectPage:
+    """Both pages' files; on a filename collision the private file wins."""
+    private_names = {dist.filename for dist in private.files}
+    for dist in upstream.files:
+        if dist.filename in private_names:
+            log.warning("%s exists privately and upstream; serving the private file", dist.filename)
+    files = private.files + tuple(d for d in upstream.files if d.filename not in private_names)
+    return ProjectPage.build(
+        private.name,
+        files,
+        extra_versions=private.versions + upstream.versions,
+        status=private.status,
+        revision=f"{private.revision}+{upstream.revision}",
+    )
+
+
+def merge_lists(private: ProjectList, upstream: ProjectList) -> ProjectList:
+    names = dict.fromkeys(private.names)
+    private_normalized = {normalize(name) for name in private.names}
+    for name in upstream.names:
+        if normalize(name) not in private_normalized:
+            names.setdefault(name, None)
+    return ProjectList(tuple(names), revision=f"{private.revision}+{upstream.revision}")
+
+
+def blob_key(dist: DistFile) -> str:
+    """Cache key of an upstream file: its sha256 when upstream names one, else its URL."""
+    if dist.sha256:
+        return dist.sha256
+    assert dist.upstream_url is not None
+    return "url:" + hashlib.sha256(dist.upstream_url.encode()).hexdigest()
+
+
+class Overlay:
+    """The Repository the web layer serves: private store first, then upstream."""
+
+    def __init__(
+        self,
+        private: PrivateStore,
+        upstream: Upstream,
+        blobs: BlobCache,
+        merge: Iterable[str] = (),
+    ) -> None:
+        self.private = private
+        self.upstream = upstream
+        self.blobs = blobs
+        self.merge = frozenset(normalize(name) for name in merge)
+        self._merged_list: ProjectList | None = None
+
+    def _shadows(self, name: NormalizedName) -> bool:
+        """True if the private project hides upstream's entirely."""
+        return self.private.has_project(name) and name not in self.merge
+
+    async def list_projects(self) -> ProjectList:
+        private = self.private.list_projects()
+        try:
+            upstream = await self.upstream.project_list()
+        except Unavailable as exc:
+            log.warning("project list without upstream names: %s", exc)
+            return private
+        # the upstream list can hold hundreds of thousands of names: merge once per revision
+        revision = f"{private.revision}+{upstream.revision}"
+        if self._merged_list is None or self._merged_list.revision != revision:
+            self._merged_list = merge_lists(private, upstream)
+        return self._merged_list
+
+    async def project_page(self, name: NormalizedName) -> ProjectPage:
+        if not self.private.has_project(name):
+            return await self.upstream.project_page(name)
+        private = self.private.project_page(name)
+        if name not in self.merge:
+            return private
+        try:
+            upstream = await self.upstream.project_page(name)
+        except (NotFound, Unavailable) as exc:
+            log.warning("merged project %s served without upstream files: %s", name, exc)
+            return private
+        return merge_pages(private, upstream)
+
+    async def _upstream_file(self, project: NormalizedName, filename: str) -> DistFile:
+        if self._shadows(project):
+            raise NotFound(f"no file {filename!r} in private project {project!r}")
+        page = await self.upstream.project_page(project)
+        dist = page.file(filename)
+        if dist is None or not page.status.offers_files:
+            raise NotFound(f"no file {filename!r} in project {project!r}")
+        return dist
+
+    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+        if self.private.has_project(project):
+            try:
+                return self.private.open_file(project, filename)
+            except NotFound:
+                if project not in self.merge:
+                    raise
+        dist = await self._upstream_file(project, filename)
+        assert dist.upstream_url is not None
+        return await self.blobs.fetch(
+            blob_key(dist),
+            sha256=dist.sha256,
+            size=dist.size,
+            open_upstream=self.upstream.opener(dist.upstream_url),
+        )
+
+    async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
+        if self.private.has_project(project):
+            try:
+                return self.private.open_metadata(project, filename)
+            except NotFound:
+                if project not in self.merge or self.private.has_file(project, filename):
+                    raise
+        dist = await self._upstream_file(project, filename)
+        if not dist.core_metadata:
+            raise NotFound(f"upstream offers no metadata for {filename!r}")
+        assert dist.upstream_url is not None
+        sha256 = None if dist.core_metadata is True else dist.core_metadata.get("sha256")
+        return await self.blobs.fetch(
+            "meta:" + (sha256 or blob_key(dist)),
+            sha256=sha256,
+            size=None,
+            open_upstream=self.upstream.opener(dist.upstream_url + ".metadata"),
+        )
+

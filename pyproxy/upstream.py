@@ -1,0 +1,276 @@
+"""The upstream simple index: one pooled aiohttp client, and a page cache on disk.
+
+Pages are fresh for a TTL, then revalidated with If-None-Match / If-Modified-Since (a 304
+costs no parse). On timeouts, refused connections, 5xx or garbage, a stale copy is served
+and logged; with no copy, the caller gets Unavailable (503) — never NotFound, because a 404
+sends installers on to the next index, which is the dependency-confusion path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import diskcache
+
+from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse_project_page
+from pyproxy.model import NormalizedName, NotFound, ProjectList, ProjectPage, Unavailable
+
+log = logging.getLogger("pyproxy.upstream")
+
+ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1,"
+    " text/html;q=0.01"
+)
+_CHUNK = 256 * 1024
+_INDEX_KEY = "/"  # the project list's key in the page cache; no project is named "/"
+_MEMORY_PAGES = 2048
+
+
+def pip_default_index() -> str:
+    """pip's built-in default index, read from the installed pip (never written down here)."""
+    try:
+        from pip._internal.models.index import PyPI
+    except ImportError as exc:
+        raise RuntimeError(
+            "no upstream is configured and pip is not installed to name its default index:"
+            " set [upstream] url, or serve private packages only with --no-upstream"
+        ) from exc
+    return str(PyPI.simple_url)
+
+
+def redact(url: str) -> str:
+    """The URL without user:password, for logs and pages."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the disk cache keeps per page: the raw answer, so a restart needs no refetch."""
+
+    status: int  # 200, or 404 for "upstream does not have it"
+    body: bytes
+    content_type: str | None
+    url: str  # the final URL (after redirects), against which relative links resolve
+    etag: str | None
+    last_modified: str | None
+    fetched_at: float  # wall clock, shared between worker processes
+    revision: str  # hash of the body: a 304 keeps it, so nothing is parsed or re-rendered
+
+
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """A parsed page in memory, with what is needed to judge and revalidate it."""
+
+    fetched_at: float
+    revision: str
+    result: ProjectPage | ProjectList | None  # None: upstream has no such project
+
+
+class UpstreamError(Exception):
+    """Upstream could not give a usable answer right now."""
+
+
+class Upstream:
+    def __init__(
+        self,
+        index_url: str,
+        cache_dir: Path,
+        *,
+        timeout: float,
+        page_ttl: float,
+        index_ttl: float,
+        ca_bundle: str = "",
+    ) -> None:
+        parts = urlsplit(index_url)
+        self._auth = (
+            aiohttp.BasicAuth(parts.username or "", parts.password or "")
+            if parts.username or parts.password
+            else None
+        )
+        self.index_url = redact(index_url).rstrip("/") + "/"
+        self._index_origin = urlsplit(self.index_url)[:2]
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
+        self._page_ttl = page_ttl
+        self._index_ttl = index_ttl
+        self._ca_bundle = ca_bundle
+        self._disk = diskcache.Cache(str(cache_dir), size_limit=2**30)
+        self._memory: OrderedDict[str, _Known] = OrderedDict()
+        self._in_flight: dict[str, asyncio.Future[ProjectPage | ProjectList | None]] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            ssl_context = ssl.create_default_context(cafile=self._ca_bundle or None)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=100, ssl=ssl_context),
+                timeout=self._timeout,
+                trust_env=True,  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as corporate networks need
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+        self._disk.close()
+
+    def _auth_for(self, url: str) -> aiohttp.BasicAuth | None:
+        # credentials go only to the index's own origin, never to a file host
+        return self._auth if urlsplit(url)[:2] == self._index_origin else None
+
+    # ---- pages ----
+
+    async def project_page(self, name: NormalizedName) -> ProjectPage:
+        page = await self._page(name, f"{self.index_url}{name}/", self._page_ttl)
+        if page is None:
+            raise NotFound(f"upstream index has no project {name!r}")
+        assert isinstance(page, ProjectPage)
+        return page
+
+    async def project_list(self) -> ProjectList:
+        projects = await self._page(_INDEX_KEY, self.index_url, self._index_ttl)
+        assert isinstance(projects, ProjectList)
+        return projects
+
+    async def _page(self, key: str, url: str, ttl: float) -> ProjectPage | ProjectList | None:
+        known = self._memory.get(key)
+        if known is not None and time.time() - known.fetched_at < ttl:
+            return known.result  # the warm path: no disk, no parse
+        # another worker process may have refreshed it on disk meanwhile
+        entry = await asyncio.to_thread(self._load, key)
+        if entry is not None and time.time() - entry.fetched_at < ttl:
+            return (await self._remember(key, entry)).result
+        flight = self._in_flight.get(key)
+        if flight is None:  # one upstream request per page however many clients ask
+            flight = asyncio.ensure_future(self._refresh(key, url, entry))
+            self._in_flight[key] = flight
+            flight.add_done_callback(lambda done: self._landed(key, done))
+        return await asyncio.shield(flight)
+
+    def _landed(self, key: str, flight: asyncio.Future[object]) -> None:
+        self._in_flight.pop(key, None)
+        if not flight.cancelled():
+            flight.exception()  # retrieved here, so a fetch nobody waited for logs nothing
+
+    async def _refresh(self, key: str, url: str, stale: _Entry | None) -> ProjectPage | ProjectList | None:
+        try:
+            entry = await self._fetch(url, stale)
+            known = await self._remember(key, entry)
+        except UpstreamError as exc:
+            if stale is None:
+                raise Unavailable(f"upstream index unavailable ({exc}) and no copy is cached") from None
+            age = int(time.time() - stale.fetched_at)
+            log.warning("serving a stale copy of %s (%d s old): upstream %s", url, age, exc)
+            return (await self._remember(key, stale)).result
+        await asyncio.to_thread(self._disk.set, key, entry)
+        return known.result
+
+    async def _fetch(self, url: str, stale: _Entry | None) -> _Entry:
+        headers = {"Accept": ACCEPT}
+        if stale is not None and stale.status == 200:
+            if stale.etag:
+                headers["If-None-Match"] = stale.etag
+            if stale.last_modified:
+                headers["If-Modified-Since"] = stale.last_modified
+        try:
+            async with self.session.get(url, headers=headers, auth=self._auth_for(url)) as response:
+                if response.status == 304 and stale is not None:
+                    return dataclasses.replace(stale, fetched_at=time.time())
+                if response.status in (404, 410):
+                    return _Entry(404, b"", None, url, None, None, time.time(), "")
+                if response.status != 200:
+                    raise UpstreamError(f"answered HTTP {response.status}")
+                body = await response.read()
+                headers_in = response.headers
+                final_url = str(response.url)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise UpstreamError(_describe(exc)) from None
+        return _Entry(
+            status=200,
+            body=body,
+            content_type=headers_in.get("Content-Type"),
+            url=final_url,
+            etag=headers_in.get("ETag"),
+            last_modified=headers_in.get("Last-Modified"),
+            fetched_at=time.time(),
+            revision=hashlib.blake2b(body, digest_size=12).hexdigest(),
+        )
+
+    def _load(self, key: str) -> _Entry | None:
+        entry = self._disk.get(key)
+        return entry if isinstance(entry, _Entry) else None
+
+    async def _remember(self, key: str, entry: _Entry) -> _Known:
+        """Parse entry (unless the same body is already parsed) and keep it in memory."""
+        known = self._memory.get(key)
+        if known is None or known.revision != entry.revision:
+            result = None
+            if entry.status == 200:
+                result = await asyncio.to_thread(self._parse, key, entry)
+            known = _Known(entry.fetched_at, entry.revision, result)
+        else:
+            known = dataclasses.replace(known, fetched_at=entry.fetched_at)
+        self._memory[key] = known
+        self._memory.move_to_end(key)
+        while len(self._memory) > _MEMORY_PAGES:
+            self._memory.popitem(last=False)
+        return known
+
+    @staticmethod
+    def _parse(key: str, entry: _Entry) -> ProjectPage | ProjectList:
+        revision = f"u{entry.revision}"
+        try:
+            if key == _INDEX_KEY:
+                projects = parse_project_list(entry.body, entry.content_type, entry.url)
+                return ProjectList(projects.names, revision=revision)
+            page = parse_project_page(entry.body, entry.content_type, entry.url, NormalizedName(key))
+        except UpstreamFormatError as exc:
+            raise UpstreamError(f"sent a malformed page: {exc}") from None
+        return dataclasses.replace(page, revision=revision)
+
+    # ---- files ----
+
+    def opener(self, url: str) -> Callable[[], AsyncIterator[bytes]]:
+        """For the blob cache: opens the body of a URL read from an upstream page."""
+
+        @asynccontextmanager
+        async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
+            try:
+                response = await self.session.get(
+                    url, auth=self._auth_for(url), headers={"Accept-Encoding": "identity"}
+                )
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
+            try:
+                if response.status != 200:
+                    raise Unavailable(f"upstream answered HTTP {response.status} for a file")
+                yield response.content.iter_chunked(_CHUNK)
+            finally:
+                response.release()
+
+        return open_body  # type: ignore[return-value]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]
