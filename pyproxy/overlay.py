@@ -31,10 +31,11 @@ log = logging.getLogger("pyproxy.overlay")
 def merge_pages(private: ProjectPage, upstream: ProjectPage) -> ProjectPage:
     """Both pages' files; on a filename collision the private file wins."""
     private_names = {dist.filename for dist in private.files}
-    for dist in upstream.files:
+    for dist in upstream.files if upstream.status.offers_files else ():
         if dist.filename in private_names:
             log.warning("%s exists privately and upstream; serving the private file", dist.filename)
-    files = private.files + tuple(d for d in upstream.files if d.filename not in private_names)
+    offered = upstream.files if upstream.status.offers_files else ()
+    files = private.files + tuple(d for d in offered if d.filename not in private_names)
     return ProjectPage.build(
         private.name,
         files,

@@ -304,7 +304,7 @@ class PrivateStore:
             )
         if new.filetype == "sdist" and db.execute(
             "SELECT 1 FROM files WHERE project = ? AND version = ? AND filetype = 'sdist'",
-            (new.project, new.version),
+            (new.project, canonical_version(new.version)),
         ).fetchone():
             raise StoreRejected("Only one sdist may be uploaded per release.")
         return False

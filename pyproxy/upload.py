@@ -404,7 +404,9 @@ def _check_filename(filename: str, filetype: str) -> None:
 
 
 def _check_content_type(content_type: str | None) -> None:
-    if not content_type or content_type.strip().lower().startswith("image/"):
+    # uv publish sends the file part with no Content-Type (multipart then means text/plain,
+    # which the public index accepts too); only image/* is a sign of the wrong file
+    if content_type and content_type.strip().lower().startswith("image/"):
         raise UploadRejected("Invalid distribution file.")
 
 

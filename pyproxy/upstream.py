@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 import diskcache
@@ -101,7 +101,7 @@ class Upstream:
     ) -> None:
         parts = urlsplit(index_url)
         self._auth = (
-            aiohttp.BasicAuth(parts.username or "", parts.password or "")
+            aiohttp.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
             if parts.username or parts.password
             else None
         )

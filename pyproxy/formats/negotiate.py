@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 
 
 class Format(enum.Enum):
@@ -34,6 +35,7 @@ _NAMED: dict[str, Format] = {
 _PREFERENCE = (Format.JSON, Format.HTML_V1, Format.HTML)
 # With no Accept, or a bare */*, answer what the public index answers.
 DEFAULT = Format.HTML
+_QVALUE = re.compile(r"0(\.\d{0,3})?|1(\.0{0,3})?")
 
 
 def _parse_accept(header: str) -> list[tuple[str, float]]:
@@ -46,11 +48,9 @@ def _parse_accept(header: str) -> list[tuple[str, float]]:
         for param in params:
             key, _, value = param.partition("=")
             if key.strip().lower() == "q":
-                try:
-                    quality = float(value.strip())
-                except ValueError:
-                    quality = 0.0  # a garbled q makes the range unusable, not preferred
-                quality = min(max(quality, 0.0), 1.0)
+                # RFC 9110 qvalue; anything else (nan, inf, 1_0, 2) makes the range unusable
+                value = value.strip()
+                quality = float(value) if _QVALUE.fullmatch(value) else 0.0
         ranges.append((media.lower(), quality))
     return ranges
 
@@ -80,7 +80,8 @@ def negotiate(accept: str | None, format_param: str | None = None) -> Format | N
     unsupported value falls back to Accept, as the spec allows.
     """
     if format_param:
-        chosen = _NAMED.get(format_param.strip().lower())
+        # an unencoded "+" in a query string arrives as a space
+        chosen = _NAMED.get(format_param.strip().lower().replace(" ", "+"))
         if chosen is not None:
             return chosen
     if accept is None or not accept.strip():

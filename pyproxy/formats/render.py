@@ -99,7 +99,8 @@ def _file_json(dist: DistFile, file_url: FileURL) -> dict[str, object]:
     if dist.core_metadata is True:
         entry["core-metadata"] = True
     elif dist.core_metadata:
-        entry["core-metadata"] = dict(dist.core_metadata)
+        known = {k: v for k, v in dist.core_metadata.items() if k in _JSON_HASHES}
+        entry["core-metadata"] = known or True
     return entry
 
 

@@ -24,5 +24,4 @@ def build_app(services: Services) -> web.Application:
     # twine aborts on any redirect, so every spelling of the upload URL is served directly
     for path in ("/legacy/", "/legacy", "/"):
         router.add_post(path, legacy.upload)
-    router.add_route("OPTIONS", "/{tail:.*}", middleware.preflight)
     return app

@@ -60,10 +60,12 @@ def parse_range(header: str, size: int) -> ByteRange | None:
         end = int(last) if last else size - 1
     except ValueError:
         return None
-    if start < 0 or end < start:
+    if start < 0:
         return None
     if start >= size:
         raise Unsatisfiable
+    if end < start:
+        return None
     return ByteRange(start, min(end, size - 1))
 
 

@@ -47,11 +47,19 @@ class _Hashes:
 
 
 def _too_large(limit: int, name: str | None) -> UploadRejected:
-    megabytes = limit // (1024 * 1024)
     project = f" for project {name!r}" if name else ""
     return UploadRejected(
-        f"File too large. Limit{project} is {megabytes} MB (set [uploads] max_file_size to change it)."
+        f"File too large. Limit{project} is {_human_size(limit)}"
+        " (the operator sets it as [uploads] max_file_size)."
     )
+
+
+def _human_size(size: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}".replace(".0 ", " ")
+        size /= 1024  # type: ignore[assignment]
+    raise AssertionError
 
 
 async def _authenticate(request: web.Request) -> Identity:

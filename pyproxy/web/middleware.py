@@ -33,7 +33,10 @@ def text_error(status: int, message: str, headers: dict[str, str] | None = None)
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Repository errors become 404/503; anything unexpected a 500 without a traceback."""
+    """Preflights get 204; repository errors become 404/503; anything unexpected a 500
+    without a traceback."""
+    if request.method == hdrs.METH_OPTIONS:
+        return web.Response(status=204)  # CORS preflight, for any path
     try:
         return await handler(request)
     except web.HTTPException:
@@ -53,7 +56,3 @@ async def add_cors_headers(request: web.Request, response: web.StreamResponse) -
     """on_response_prepare: browsers (micropip) need CORS on 200s, redirects and errors alike."""
     for name, value in CORS_HEADERS.items():
         response.headers.setdefault(name, value)
-
-
-async def preflight(request: web.Request) -> web.Response:
-    return web.Response(status=204)

@@ -44,7 +44,9 @@ class RenderedPages:
             return entry[1]
         # off the loop: a merged project list can take seconds to render
         body = await asyncio.to_thread(render)
-        rendered = Rendered(body, '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"')
+        # text/html and v1+html share a body but are different representations
+        digest = hashlib.blake2b(body, digest_size=16, person=key[1].name.encode()[:16])
+        rendered = Rendered(body, f'"{digest.hexdigest()}"')
         if revision:
             self._entries[key] = (revision, rendered)
             self._entries.move_to_end(key)
@@ -87,7 +89,8 @@ def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
 
 
 def _redirect(request: web.Request, path: str) -> web.HTTPException:
-    location = path + (f"?{request.query_string}" if request.query_string else "")
+    query = request.rel_url.raw_query_string  # as sent: decoding would turn "+" into " "
+    location = path + (f"?{query}" if query else "")
     return web.HTTPMovedPermanently(location)
 
 

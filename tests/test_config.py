@@ -1,0 +1,446 @@
+"""pyproxy.config: defaults <- pyproxy.toml <- PYPROXY_* environment <- CLI flags."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyproxy import config
+from pyproxy.config import DEFAULT_UPSTREAM, ConfigError, Settings, find_config_file, load_settings, parse_size
+
+ROOT = Path(__file__).resolve().parent.parent
+GiB = 1024**3
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run every test in an empty directory, so the repository's own ./pyproxy.toml is not read."""
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("PYPROXY_CONFIG", raising=False)
+
+
+def write_toml(directory: Path, text: str, name: str = "pyproxy.toml") -> Path:
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def one_line(exc: ConfigError) -> str:
+    message = str(exc)
+    assert message and "\n" not in message, repr(message)
+    return message
+
+
+# ---- defaults ----
+
+
+def test_defaults() -> None:
+    settings = load_settings(None, None, environ={})
+    assert settings == Settings()
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 8080
+    assert settings.workers == 1
+    assert settings.data_dir == Path("pyproxy-data")
+    assert settings.base_url == ""
+    assert settings.page_max_age == 0
+    assert settings.upstream_url == DEFAULT_UPSTREAM
+    assert settings.upstream_timeout == 30.0
+    assert settings.upstream_page_ttl == 600
+    assert settings.upstream_index_ttl == 3600
+    assert settings.upstream_ca_bundle == ""
+    assert settings.offline is False
+    assert settings.cache_max_size == 10 * GiB
+    assert settings.merge == ()
+    assert settings.max_upload_size == 100 * 1024**2
+    assert settings.log_level == "info"
+    assert not settings.private_only
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
+
+
+def test_empty_upstream_means_private_only() -> None:
+    assert load_settings(None, {"upstream_url": ""}, environ={}).private_only
+
+
+# ---- every key of the file, the environment and the CLI ----
+
+# (section, key) -> (TOML literal, environment text, expected field value); data_dir is absolute here
+SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
+    ("server", "host"): ('"0.0.0.0"', "0.0.0.0", "0.0.0.0"),
+    ("server", "port"): ("9000", "9000", 9000),
+    ("server", "workers"): ("4", "4", 4),
+    ("server", "data_dir"): ('"/srv/pyproxy"', "/srv/pyproxy", Path("/srv/pyproxy")),
+    ("server", "base_url"): ('"https://packages.example.com"', "https://packages.example.com",
+                             "https://packages.example.com"),
+    ("server", "page_max_age"): ("60", "60", 60),
+    ("server", "log_level"): ('"debug"', "debug", "debug"),
+    ("upstream", "url"): ('"http://127.0.0.1:9999/simple/"', "http://127.0.0.1:9999/simple/",
+                          "http://127.0.0.1:9999/simple/"),
+    ("upstream", "timeout"): ("2.5", "2.5", 2.5),
+    ("upstream", "page_ttl"): ("5", "5", 5),
+    ("upstream", "index_ttl"): ("7", "7", 7),
+    ("upstream", "ca_bundle"): ("CA", "CA", "CA"),  # replaced by a real file in the tests
+    ("upstream", "offline"): ("true", "true", True),
+    ("cache", "max_size"): ('"2GiB"', "2GiB", 2 * GiB),
+    ("overlay", "merge"): ('["foo", "bar-baz"]', "foo, bar-baz", ("foo", "bar-baz")),
+    ("uploads", "max_file_size"): ('"5MB"', "5MB", 5_000_000),
+}
+
+
+def test_samples_cover_every_setting() -> None:
+    assert set(SAMPLES) == set(config._TOML_KEYS)
+    assert set(config._TOML_KEYS.values()) == {f.name for f in dataclasses.fields(Settings)}
+
+
+def _sample(key: tuple[str, str], tmp_path: Path) -> tuple[str, str, Any]:
+    toml_value, env_value, expected = SAMPLES[key]
+    if key == ("upstream", "ca_bundle"):
+        bundle = tmp_path / "ca.pem"
+        bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+        return f'"{bundle}"', str(bundle), str(bundle)
+    return toml_value, env_value, expected
+
+
+@pytest.mark.parametrize("key", list(SAMPLES), ids=lambda k: ".".join(k))
+def test_file_sets_each_key(key: tuple[str, str], tmp_path: Path) -> None:
+    toml_value, _, expected = _sample(key, tmp_path)
+    path = write_toml(tmp_path, f"[{key[0]}]\n{key[1]} = {toml_value}\n")
+    settings = load_settings(str(path), None, environ={})
+    field = config._TOML_KEYS[key]
+    assert getattr(settings, field) == expected
+    # and nothing else moved
+    assert dataclasses.replace(settings, **{field: getattr(Settings(), field)}) == Settings()
+
+
+@pytest.mark.parametrize("key", list(SAMPLES), ids=lambda k: ".".join(k))
+def test_environment_sets_each_key(key: tuple[str, str], tmp_path: Path) -> None:
+    _, env_value, expected = _sample(key, tmp_path)
+    variable = f"PYPROXY_{key[0]}_{key[1]}".upper()
+    settings = load_settings(None, None, environ={variable: env_value})
+    assert getattr(settings, config._TOML_KEYS[key]) == expected
+
+
+@pytest.mark.parametrize("key", list(SAMPLES), ids=lambda k: ".".join(k))
+def test_cli_sets_each_key_as_text(key: tuple[str, str], tmp_path: Path) -> None:
+    _, env_value, expected = _sample(key, tmp_path)
+    field = config._TOML_KEYS[key]
+    settings = load_settings(None, {field: env_value}, environ={})
+    assert getattr(settings, field) == expected
+
+
+def test_layers_file_then_environment_then_cli(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[server]\nport = 9001\nhost = '10.0.0.1'\nworkers = 3\n")
+    environ = {"PYPROXY_SERVER_PORT": "9002", "PYPROXY_SERVER_HOST": "10.0.0.2"}
+    only_file = load_settings(str(path), None, environ={})
+    assert (only_file.port, only_file.host, only_file.workers) == (9001, "10.0.0.1", 3)
+    with_env = load_settings(str(path), None, environ=environ)
+    assert (with_env.port, with_env.host, with_env.workers) == (9002, "10.0.0.2", 3)
+    with_cli = load_settings(str(path), {"port": 9003, "host": None}, environ=environ)
+    assert (with_cli.port, with_cli.host, with_cli.workers) == (9003, "10.0.0.2", 3)
+
+
+def test_environment_can_clear_the_upstream(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[upstream]\nurl = 'http://127.0.0.1:9999/simple/'\n")
+    settings = load_settings(str(path), None, environ={"PYPROXY_UPSTREAM_URL": ""})
+    assert settings.private_only
+
+
+def test_os_environ_is_the_default_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYPROXY_SERVER_WORKERS", "5")
+    assert load_settings().workers == 5
+
+
+def test_unrelated_environment_is_ignored() -> None:
+    settings = load_settings(None, None, environ={"PYPROXY": "x", "PORT": "1", "PYPROXY_CONFIGX": "y"})
+    assert settings == Settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("1", True), ("YES", True), (" on ", True),
+     ("false", False), ("0", False), ("No", False), ("off", False)],
+)
+def test_boolean_text(text: str, expected: bool) -> None:
+    assert load_settings(None, None, environ={"PYPROXY_UPSTREAM_OFFLINE": text}).offline is expected
+
+
+def test_merge_list_text_ignores_blanks() -> None:
+    settings = load_settings(None, None, environ={"PYPROXY_OVERLAY_MERGE": " a ,, b,"})
+    assert settings.merge == ("a", "b")
+    assert load_settings(None, None, environ={"PYPROXY_OVERLAY_MERGE": ""}).merge == ()
+
+
+def test_float_accepts_an_integer(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[upstream]\ntimeout = 5\n")
+    settings = load_settings(str(path), None, environ={})
+    assert settings.upstream_timeout == 5.0 and isinstance(settings.upstream_timeout, float)
+
+
+def test_port_zero_picks_a_free_port() -> None:
+    assert load_settings(None, {"port": 0}, environ={}).port == 0
+
+
+# ---- data_dir ----
+
+
+def test_data_dir_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    etc = tmp_path / "etc" / "pyproxy"
+    etc.mkdir(parents=True)
+    path = write_toml(etc, "[server]\ndata_dir = 'data'\n")
+    assert load_settings(str(path), None, environ={}).data_dir == etc / "data"
+    nested = write_toml(etc, "[server]\ndata_dir = '../var/cache'\n", "nested.toml")
+    assert load_settings(str(nested), None, environ={}).data_dir == etc / "../var/cache"
+
+
+def test_data_dir_given_relative_config_path(tmp_path: Path) -> None:
+    sub = Path.cwd() / "conf"
+    sub.mkdir()
+    write_toml(sub, "[server]\ndata_dir = 'data'\n")
+    assert load_settings("conf/pyproxy.toml", None, environ={}).data_dir == Path("conf/data")
+
+
+def test_data_dir_absolute_and_home(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, f"[server]\ndata_dir = '{tmp_path / 'abs'}'\n")
+    assert load_settings(str(path), None, environ={}).data_dir == tmp_path / "abs"
+    home = write_toml(tmp_path, "[server]\ndata_dir = '~/pyproxy'\n", "home.toml")
+    assert load_settings(str(home), None, environ={}).data_dir == Path("~/pyproxy").expanduser()
+
+
+def test_data_dir_from_environment_or_cli_is_relative_to_cwd(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[server]\ndata_dir = 'from-file'\n")
+    env = load_settings(str(path), None, environ={"PYPROXY_SERVER_DATA_DIR": "from-env"})
+    assert env.data_dir == Path("from-env")
+    cli = load_settings(str(path), {"data_dir": "from-cli"}, environ={})
+    assert cli.data_dir == Path("from-cli")
+
+
+# ---- sizes ----
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("10GiB", 10 * GiB),
+        ("500 MB", 500 * 1000**2),
+        ("500MiB", 500 * 1024**2),
+        (1024, 1024),
+        ("1024", 1024),
+        (0, 0),
+        ("1.5GiB", int(1.5 * GiB)),
+        ("2k", 2000),
+        ("2KiB", 2048),
+        ("1 TB", 10**12),
+        ("1tib", 1024**4),
+        ("  7 b ", 7),
+        ("3G", 3 * 1000**3),
+    ],
+)
+def test_parse_size(value: str | int, expected: int) -> None:
+    assert parse_size(value) == expected
+
+
+@pytest.mark.parametrize("value", ["", "GiB", "10 XB", "-5", -5, "ten", "1,000", "10 GiB extra", True])
+def test_parse_size_rejects(value: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("toml_value", "expected"), [('"10GiB"', 10 * GiB), ('"500 MB"', 500 * 1000**2), ("1024", 1024)]
+)
+def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> None:
+    path = write_toml(tmp_path, f"[cache]\nmax_size = {toml_value}\n[uploads]\nmax_file_size = {toml_value}\n")
+    settings = load_settings(str(path), None, environ={})
+    assert settings.cache_max_size == expected
+    assert settings.max_upload_size == expected
+
+
+# ---- bad values: one line that names the setting ----
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[server]\nhots = 'x'\n", "server.hots"),  # unknown key
+        ("[srever]\nhost = 'x'\n", "srever.host"),  # unknown section
+        ("port = 8080\n", "port"),  # a key outside any table
+        ("[server]\nport = '8080'\n", "server.port"),  # wrong type
+        ("[server]\nport = 80.5\n", "server.port"),
+        ("[server]\nport = true\n", "server.port"),
+        ("[server]\nport = 70000\n", "server.port"),  # out of range
+        ("[server]\nport = 65536\n", "server.port"),
+        ("[server]\nport = -1\n", "server.port"),
+        ("[server]\nworkers = 0\n", "server.workers"),
+        ("[server]\nworkers = 'many'\n", "server.workers"),
+        ("[server]\nlog_level = 'verbose'\n", "server.log_level"),
+        ("[server]\nlog_level = 3\n", "server.log_level"),
+        ("[server]\nhost = 1\n", "server.host"),
+        ("[server]\ndata_dir = ''\n", "server.data_dir"),
+        ("[server]\ndata_dir = 5\n", "server.data_dir"),
+        ("[server]\nbase_url = 'packages.example.com'\n", "server.base_url"),
+        ("[server]\npage_max_age = -5\n", "server.page_max_age"),
+        ("[upstream]\nurl = 'ftp://127.0.0.1/simple/'\n", "upstream.url"),  # bad URL
+        ("[upstream]\nurl = 'http://'\n", "upstream.url"),
+        ("[upstream]\nurl = 'not a url'\n", "upstream.url"),
+        ("[upstream]\ntimeout = 0\n", "upstream.timeout"),
+        ("[upstream]\ntimeout = 'soon'\n", "upstream.timeout"),
+        ("[upstream]\noffline = 'yes'\n", "upstream.offline"),
+        ("[upstream]\nca_bundle = '/nonexistent/ca.pem'\n", "upstream.ca_bundle"),
+        ("[cache]\nmax_size = 'huge'\n", "cache.max_size"),
+        ("[cache]\nmax_size = -1\n", "cache.max_size"),
+        ("[overlay]\nmerge = 'foo'\n", "overlay.merge"),
+        ("[overlay]\nmerge = [1, 2]\n", "overlay.merge"),
+        ("[uploads]\nmax_file_size = 0\n", "uploads.max_file_size"),
+        ("[uploads]\nmax_file_size = '10 parsecs'\n", "uploads.max_file_size"),
+    ],
+)
+def test_bad_file_values(text: str, named: str, tmp_path: Path) -> None:
+    path = write_toml(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path), None, environ={})
+    assert named in one_line(caught.value)
+
+
+def test_ca_bundle_must_be_a_file_not_a_directory(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, f"[upstream]\nca_bundle = '{tmp_path}'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path), None, environ={})
+    assert "upstream.ca_bundle" in one_line(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PYPROXY_SERVER_PORT", "eighty"),
+        ("PYPROXY_SERVER_PORT", "99999"),
+        ("PYPROXY_SERVER_WORKERS", "0"),
+        ("PYPROXY_SERVER_LOG_LEVEL", "loud"),
+        ("PYPROXY_UPSTREAM_URL", "127.0.0.1:9999"),
+        ("PYPROXY_UPSTREAM_OFFLINE", "maybe"),
+        ("PYPROXY_UPSTREAM_TIMEOUT", "-1"),
+        ("PYPROXY_UPSTREAM_CA_BUNDLE", "/nonexistent/ca.pem"),
+        ("PYPROXY_CACHE_MAX_SIZE", "lots"),
+        ("PYPROXY_UPLOADS_MAX_FILE_SIZE", "0"),
+    ],
+)
+def test_bad_environment_values(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, None, environ={variable: value})
+    message = one_line(caught.value)
+    section, key = variable.removeprefix("PYPROXY_").lower().split("_", 1)
+    assert variable in message or f"{section}.{key}" in message
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"port": "http"}, "port"),
+        ({"port": 123456}, "server.port"),
+        ({"workers": 0}, "server.workers"),
+        ({"log_level": "chatty"}, "server.log_level"),
+        ({"upstream_url": "file:///tmp/index"}, "upstream.url"),
+    ],
+)
+def test_bad_cli_values(overrides: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, overrides, environ={})
+    assert named in one_line(caught.value)
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[server\nport = 1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path), None, environ={})
+    message = one_line(caught.value)
+    assert str(path) in message and "TOML" in message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(missing), None, environ={})
+    assert str(missing) in one_line(caught.value)
+    with pytest.raises(ConfigError):
+        load_settings(None, None, environ={"PYPROXY_CONFIG": str(missing)})
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    # a directory where the file should be: an OSError other than FileNotFoundError
+    directory = tmp_path / "dir.toml"
+    directory.mkdir()
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(directory), None, environ={})
+    assert str(directory) in one_line(caught.value)
+
+
+def test_invalid_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"[server]\nhost = '\xe9'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path), None, environ={})
+    assert str(path) in one_line(caught.value)
+
+
+# ---- which file ----
+
+
+def test_find_config_file_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    cwd = Path.cwd()
+    assert find_config_file(None, {}) is None
+    write_toml(cwd, "")
+    assert find_config_file(None, {}) == Path("pyproxy.toml")
+    assert find_config_file(None, {"PYPROXY_CONFIG": "/etc/env.toml"}) == Path("/etc/env.toml")
+    assert find_config_file("/etc/cli.toml", {"PYPROXY_CONFIG": "/etc/env.toml"}) == Path("/etc/cli.toml")
+    # empty values count as not given
+    assert find_config_file("", {"PYPROXY_CONFIG": ""}) == Path("pyproxy.toml")
+
+
+def test_a_directory_named_pyproxy_toml_is_not_a_config_file() -> None:
+    (Path.cwd() / "pyproxy.toml").mkdir()
+    assert find_config_file(None, {}) is None
+
+
+def test_load_settings_reads_the_found_file(tmp_path: Path) -> None:
+    write_toml(Path.cwd(), "[server]\nport = 1111\n")
+    env_file = write_toml(tmp_path, "[server]\nport = 2222\n", "env.toml")
+    cli_file = write_toml(tmp_path, "[server]\nport = 3333\n", "cli.toml")
+    assert load_settings(None, None, environ={}).port == 1111
+    assert load_settings(None, None, environ={"PYPROXY_CONFIG": str(env_file)}).port == 2222
+    assert load_settings(str(cli_file), None, environ={"PYPROXY_CONFIG": str(env_file)}).port == 3333
+
+
+# ---- the shipped pyproxy.toml ----
+
+
+def test_shipped_pyproxy_toml_is_the_defaults() -> None:
+    shipped = ROOT / "pyproxy.toml"
+    settings = load_settings(str(shipped), None, environ={})
+    assert settings.data_dir == ROOT / "data"
+    assert dataclasses.replace(settings, data_dir=Settings().data_dir) == Settings()
+
+
+def test_shipped_pyproxy_toml_lists_every_setting() -> None:
+    text = (ROOT / "pyproxy.toml").read_text(encoding="utf-8")
+    document = tomllib.loads(text)
+    present = {(section, key) for section, table in document.items() for key in table}
+    # every setting is written out, except the upstream URL which is left commented out
+    assert present == set(config._TOML_KEYS) - {("upstream", "url")}
+    lines = [line.strip() for line in text.splitlines()]
+    assert any(line.startswith("# url =") for line in lines)
+    assert 'url = ""' in text  # the private-only form is explained
+
+
+def test_shipped_pyproxy_toml_is_found_from_the_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(ROOT)
+    assert find_config_file(None, {}) == Path("pyproxy.toml")
+    assert load_settings(None, None, environ={}).data_dir == Path("data")
+

@@ -1,0 +1,354 @@
+"""The legacy upload endpoint over real HTTP: the contract twine and uv publish rely on
+(UPLOAD.md A1-A45, SIMPLE-API.md H 69 and L 86-94). The validation messages themselves are
+tested in tests/test_upload.py; here: status codes, reason phrases, auth, idempotency, storage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import random
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+from packaging.utils import canonicalize_name
+
+from pyproxy.web.context import Services
+from tests.conftest import PASSWORD, USER, upload
+from tests.dists import make_sdist, make_wheel
+
+JSON = "application/vnd.pypi.simple.v1+json"
+MIB = 1024 * 1024
+
+
+# ------------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def dists(tmp_path: Path) -> Path:
+    return tmp_path / "dists"
+
+
+def wheel(directory: Path, name: str = "demo", version: str = "1.0", **kwargs) -> Path:
+    return make_wheel(directory, name, version, **kwargs)
+
+
+def big_wheel(directory: Path, name: str, size: int) -> Path:
+    """A wheel of roughly `size` bytes: base64-like random text compresses to about 3/4."""
+    text = base64.b64encode(random.Random(size).randbytes(size + 1024)).decode()
+    path = make_wheel(directory, name, "1.0", modules={f"{name}/blob.py": f"DATA = {text!r}\n"})
+    assert path.stat().st_size > size
+    return path
+
+
+async def project_json(client: TestClient, name: str) -> dict | None:
+    response = await client.get(f"/simple/{name}/", headers={"Accept": JSON})
+    if response.status == 404:
+        return None
+    assert response.status == 200
+    return json.loads(await response.read())
+
+
+async def filenames(client: TestClient, name: str) -> list[str]:
+    document = await project_json(client, name)
+    return [] if document is None else [entry["filename"] for entry in document["files"]]
+
+
+def stored_files(services: Services) -> list[Path]:
+    return sorted(p for p in services.private.blobs.rglob("*") if p.is_file())
+
+
+def leftovers(services: Services) -> list[Path]:
+    return sorted(p for p in services.private.tmp.rglob("*") if p.is_file())
+
+
+async def assert_rejected(response, status: int, starts_with: str) -> str:
+    """The message is the reason phrase (one line, what twine prints) and the body."""
+    body = await response.text()
+    assert response.status == status, (response.status, response.reason, body)
+    assert response.reason is not None and response.reason.startswith(starts_with), response.reason
+    assert body.startswith(starts_with), body
+    assert "\n" not in response.reason and "\r" not in response.reason
+    assert body.strip() == response.reason  # A43: the same text in both
+    return response.reason
+
+
+# ------------------------------------------------------------------- success and routing
+
+
+async def test_upload_wheel_and_sdist_then_listed_at_once(client: TestClient, services: Services, dists: Path) -> None:
+    """A44, A45, 93: 200; the files are on the simple page at once with sha256, size,
+    upload-time, requires-python and (wheel only) core-metadata."""
+    w = wheel(dists, "Demo_Pkg", "1.0", requires_python=">=3.9", filename="demo_pkg-1.0-py3-none-any.whl")
+    s = make_sdist(dists, "Demo_Pkg", "1.0", requires_python=">=3.9")
+    assert await project_json(client, "demo-pkg") is None
+    for path in (w, s):
+        response = await upload(client, path)
+        assert response.status == 200, await response.text()
+    document = await project_json(client, "demo-pkg")
+    assert document is not None
+    by_name = {entry["filename"]: entry for entry in document["files"]}
+    assert set(by_name) == {w.name, s.name}
+    for path in (w, s):
+        entry = by_name[path.name]
+        data = path.read_bytes()
+        assert entry["hashes"]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["size"] == len(data)
+        assert entry["upload-time"].endswith("Z")
+        assert entry["requires-python"] == ">=3.9"
+    assert "core-metadata" in by_name[w.name]
+    assert "core-metadata" not in by_name[s.name]
+    html = await (await client.get("/simple/demo-pkg/", headers={"Accept": "text/html"})).text()
+    assert f">{w.name}</a>" in html and f">{s.name}</a>" in html
+    root = json.loads(await (await client.get("/simple/", headers={"Accept": JSON})).read())
+    assert "demo-pkg" in {canonicalize_name(p["name"]) for p in root["projects"]}
+    assert leftovers(services) == []
+
+
+@pytest.mark.parametrize("url", ["/legacy/", "/legacy", "/"])
+async def test_a3_every_upload_url_accepts_without_redirect(client: TestClient, dists: Path, url: str) -> None:
+    """A3, 91: twine raises RedirectDetected on any 3xx."""
+    response = await upload(client, wheel(dists), url=url)
+    assert response.status == 200, (response.status, await response.text())
+    assert await filenames(client, "demo") == ["demo-1.0-py3-none-any.whl"]
+
+
+async def test_a1_action_in_query_string(client: TestClient, dists: Path) -> None:
+    response = await upload(client, wheel(dists), url="/legacy/?:action=file_upload", **{":action": None})
+    assert response.status == 200, await response.text()
+
+
+async def test_a2_protocol_version_defaults_to_1(client: TestClient, dists: Path) -> None:
+    response = await upload(client, wheel(dists), protocol_version=None)
+    assert response.status == 200, await response.text()
+
+
+# ------------------------------------------------------------------------------------ auth
+
+
+async def test_a9_h69_no_credentials_401_with_basic_challenge(client: TestClient, services: Services, dists: Path) -> None:
+    response = await upload(client, wheel(dists), user=None)
+    assert response.status == 401
+    challenge = response.headers.get("WWW-Authenticate", "")
+    assert challenge.lower().startswith("basic realm=")
+    assert await filenames(client, "demo") == []
+    assert stored_files(services) == [] and leftovers(services) == []
+
+
+@pytest.mark.parametrize(("user", "password"), [(USER, "wrong-password"), ("mallory", PASSWORD), ("__token__", "pyproxy-nonsense")])
+async def test_a10_bad_credentials_403(client: TestClient, services: Services, dists: Path, user: str, password: str) -> None:
+    response = await upload(client, wheel(dists), user=user, password=password)
+    await assert_rejected(response, 403, "")
+    assert await filenames(client, "demo") == []
+    assert stored_files(services) == [] and leftovers(services) == []
+
+
+@pytest.mark.parametrize("decorate", [lambda t: t, lambda t: t + "\n", lambda t: f"  {t}  "])
+async def test_a10_token_auth(client: TestClient, services: Services, dists: Path, decorate) -> None:
+    """twine sends __token__:<token>; surrounding whitespace is stripped (pasted tokens)."""
+    token = services.users.create_token(USER)
+    response = await upload(client, wheel(dists), user="__token__", password=decorate(token))
+    assert response.status == 200, await response.text()
+    services.users.revoke_token(token)
+    again = await upload(client, wheel(dists, version="2.0"), user="__token__", password=token)
+    assert again.status == 403
+
+
+async def test_a11_other_users_project_403_until_granted(client: TestClient, services: Services, dists: Path) -> None:
+    services.users.add_user("bob", "bobpassword")
+    assert (await upload(client, wheel(dists, "Shared.Thing", filename="shared_thing-1.0-py3-none-any.whl"))).status == 200
+    blobs_before = stored_files(services)
+    # bob, under another spelling of the same name, is refused and the message names the project
+    attempt = wheel(dists / "bob", "SHARED_thing", "1.1", filename="shared_thing-1.1-py3-none-any.whl")
+    response = await upload(client, attempt, user="bob", password="bobpassword")
+    reason = await assert_rejected(response, 403, "The user 'bob' isn't allowed to upload to project")
+    assert "shared-thing" in reason
+    assert await filenames(client, "shared-thing") == ["shared_thing-1.0-py3-none-any.whl"]
+    assert stored_files(services) == blobs_before and leftovers(services) == []
+    services.private.grant(canonicalize_name("shared-thing"), "bob")
+    response = await upload(client, attempt, user="bob", password="bobpassword")
+    assert response.status == 200, await response.text()
+    assert len(await filenames(client, "shared-thing")) == 2
+
+
+# --------------------------------------------------------------------- duplicates (A37-A41)
+
+
+async def test_a37_identical_reupload_is_200_and_changes_nothing(client: TestClient, services: Services, dists: Path) -> None:
+    path = wheel(dists)
+    assert (await upload(client, path)).status == 200
+    document = await project_json(client, "demo")
+    blobs = stored_files(services)
+    response = await upload(client, path)
+    assert response.status == 200, await response.text()
+    assert await project_json(client, "demo") == document  # same upload-time: nothing changed
+    assert stored_files(services) == blobs
+    assert leftovers(services) == []
+
+
+async def test_a37_concurrent_identical_uploads(client: TestClient, services: Services, dists: Path) -> None:
+    """twine retries a whole upload on a 5xx: two identical uploads racing both get 200."""
+    path = wheel(dists)
+    responses = await asyncio.gather(*(upload(client, path) for _ in range(3)))
+    assert [r.status for r in responses] == [200, 200, 200]
+    assert await filenames(client, "demo") == [path.name]
+    assert leftovers(services) == []
+
+
+async def test_a38_same_filename_other_bytes_400_file_already_exists(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    first = wheel(dists / "a")
+    second = wheel(dists / "b", summary="different bytes, same name")
+    assert first.name == second.name and first.read_bytes() != second.read_bytes()
+    assert (await upload(client, first)).status == 200
+    blobs = stored_files(services)
+    response = await upload(client, second)
+    reason = await assert_rejected(response, 400, "File already exists")
+    assert "already exist" in reason.lower()  # what twine --skip-existing looks for
+    assert stored_files(services) == blobs and leftovers(services) == []
+    served = await client.get(f"/files/demo/{first.name}")
+    assert await served.read() == first.read_bytes()
+
+
+async def test_a39_same_bytes_other_filename_400(client: TestClient, dists: Path) -> None:
+    first = wheel(dists)
+    assert (await upload(client, first)).status == 200
+    other_name = "demo-1.0-py2.py3-none-any.whl"
+    response = await upload(client, first, filename=other_name, pyversion="py2.py3")
+    await assert_rejected(response, 400, "File already exists")
+    assert await filenames(client, "demo") == [first.name]
+
+
+async def test_a40_second_sdist_for_a_release_400(client: TestClient, dists: Path) -> None:
+    """A private index accepts only the PEP 625 sdist name, so a second sdist of a release has
+    the first one's filename: either message tells twine it exists."""
+    first = make_sdist(dists / "a", "demo", "1.0")
+    second = make_sdist(dists / "b", "demo", "1.0", summary="another sdist")
+    assert (await upload(client, first)).status == 200
+    response = await upload(client, second)
+    assert response.status == 400
+    assert response.reason is not None
+    assert response.reason.startswith(("File already exists", "Only one sdist may be uploaded per release."))
+    assert await filenames(client, "demo") == [first.name]
+
+
+async def test_a41_yank_and_remove_then_reupload(client: TestClient, services: Services, dists: Path) -> None:
+    """Yanks and removals through the store show on the page at once; a removed filename can
+    never be uploaded again, whatever its bytes."""
+    one = wheel(dists, version="1.0")
+    two = wheel(dists, version="2.0")
+    for path in (one, two):
+        assert (await upload(client, path)).status == 200
+    services.private.yank(canonicalize_name("demo"), "1.0", "broken")
+    by_name = {e["filename"]: e for e in (await project_json(client, "demo"))["files"]}  # type: ignore[index]
+    assert by_name[one.name]["yanked"] == "broken"
+    assert "yanked" not in by_name[two.name]
+
+    services.private.remove(canonicalize_name("demo"), "1.0", forget_name=False)
+    document = await project_json(client, "demo")
+    assert document is not None
+    assert [e["filename"] for e in document["files"]] == [two.name]
+    assert "1.0" not in document["versions"]
+    assert (await client.get(f"/files/demo/{one.name}")).status == 404
+
+    response = await upload(client, one)
+    await assert_rejected(response, 400, "This filename was previously used")
+    rebuilt = wheel(dists / "rebuilt", version="1.0", summary="rebuilt")
+    response = await upload(client, rebuilt)
+    await assert_rejected(response, 400, "This filename was previously used")
+    assert leftovers(services) == []
+
+
+# ----------------------------------------------------------------------- form and protocol
+
+
+async def test_a2_unknown_protocol_version(client: TestClient, services: Services, dists: Path) -> None:
+    response = await upload(client, wheel(dists), protocol_version="2")
+    assert await assert_rejected(response, 400, "Unknown protocol version.") == "Unknown protocol version."
+    assert stored_files(services) == [] and leftovers(services) == []
+
+
+@pytest.mark.parametrize("field", ["summary", "version", "sha256_digest"])
+async def test_a6_text_field_as_file_part(client: TestClient, services: Services, dists: Path, field: str) -> None:
+    response = await upload(client, wheel(dists), file_parts={field: ("x.txt", b"1.0")})
+    expected = f"{field}: Should not be a tuple."
+    assert await assert_rejected(response, 400, expected) == expected
+    assert stored_files(services) == [] and leftovers(services) == []
+
+
+async def test_a22_missing_file(client: TestClient, services: Services, dists: Path) -> None:
+    response = await upload(client, wheel(dists), content=False)
+    expected = "Upload payload does not have a file."
+    assert await assert_rejected(response, 400, expected) == expected
+    assert await filenames(client, "demo") == []
+
+
+async def test_not_multipart_400(client: TestClient, dists: Path) -> None:
+    from aiohttp import encode_basic_auth
+
+    response = await client.post(
+        "/legacy/", data={":action": "file_upload"}, headers={"Authorization": encode_basic_auth(USER, PASSWORD)}
+    )
+    assert response.status == 400
+
+
+# ------------------------------------------------------------------------------ sizes (A8)
+
+
+async def test_a8_body_over_one_mib_is_accepted(client: TestClient, dists: Path) -> None:
+    """aiohttp's default client_max_size (1 MiB) must not apply to uploads."""
+    path = big_wheel(dists, "bigpkg", 3 * MIB // 2)
+    response = await upload(client, path)
+    assert response.status == 200, (response.status, await response.text())
+    served = await client.get(f"/files/bigpkg/{path.name}")
+    assert await served.read() == path.read_bytes()
+
+
+async def test_a8_over_the_configured_limit(make_client, dists: Path) -> None:
+    client, services = await make_client(max_upload_size=MIB)
+    path = big_wheel(dists, "bigpkg", 3 * MIB // 2)
+    response = await upload(client, path)
+    reason = await assert_rejected(response, 400, "File too large.")
+    assert "1 MB" in reason or "1 MiB" in reason or str(MIB) in reason
+    assert await filenames(client, "bigpkg") == []
+    assert stored_files(services) == [] and leftovers(services) == []
+    # and the server is still fine afterwards
+    small = wheel(dists)
+    assert (await upload(client, small)).status == 200
+
+
+async def test_a8_small_limit_message_states_the_real_limit(make_client, dists: Path) -> None:
+    """A limit below 1 MiB must not be shown as "0 MB" (the uploader learns nothing)."""
+    client, _services = await make_client(max_upload_size=500)
+    response = await upload(client, wheel(dists))
+    reason = await assert_rejected(response, 400, "File too large.")
+    assert " 0 MB" not in reason, reason
+
+
+# --------------------------------------------------------------- rejections leave nothing
+
+
+REJECTIONS = {
+    "bad-digest": dict(sha256_digest="0" * 64),
+    "bad-archive": dict(content=b"this is not a zip file at all" * 10),
+    "protocol": dict(protocol_version="2"),
+    "bad-password": dict(password="nope-nope"),
+    "no-credentials": dict(user=None),
+    "wrong-filename": dict(filename="other-1.0-py3-none-any.whl"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REJECTIONS))
+async def test_rejected_upload_leaves_nothing(client: TestClient, services: Services, dists: Path, kind: str) -> None:
+    response = await upload(client, wheel(dists), **REJECTIONS[kind])
+    assert 400 <= response.status < 500, (response.status, await response.text())
+    assert stored_files(services) == []
+    assert leftovers(services) == []
+    assert services.private.list_projects().names == ()
+    assert await project_json(client, "demo") is None
+    # a later good upload of the same file is not blocked by the failed one
+    assert (await upload(client, wheel(dists))).status == 200
