@@ -7,6 +7,7 @@ or a complete file. Bodies left without a record by a crash are removed by `coll
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sqlite3
@@ -74,8 +75,6 @@ CREATE TABLE IF NOT EXISTS tombstones (
 )
 """
 
-# A temp file younger than this may belong to an upload still arriving.
-_TEMP_MIN_AGE_S = 6 * 3600
 
 
 class StoreRejected(Exception):
@@ -137,14 +136,16 @@ class PrivateStore:
     @contextmanager
     def temporary_file(self) -> Iterator[Path]:
         """A temp file on the store's filesystem (so the final rename is atomic), removed
-        unless it was moved into place."""
+        unless it was moved into place. It is flock'd while in use, so any process can tell
+        an abandoned one (its writer crashed) from one still being written."""
         fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.tmp)
-        os.close(fd)
         path = Path(name)
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             yield path
         finally:
             path.unlink(missing_ok=True)
+            os.close(fd)
 
     # ---- reads (cheap; called on the event loop) ----
 
@@ -420,12 +421,11 @@ class PrivateStore:
         self.collect_garbage()
         return len(rows)
 
-    def collect_garbage(self, temp_min_age_s: float = _TEMP_MIN_AGE_S) -> int:
+    def collect_garbage(self) -> int:
         """Remove bodies no record refers to, and temp files left by crashed uploads."""
         removed = 0
-        cutoff = time.time() - temp_min_age_s
         for leftover in self.tmp.glob("upload-*.part"):
-            if leftover.stat().st_mtime < cutoff:
+            if _abandoned(leftover):
                 leftover.unlink(missing_ok=True)
                 removed += 1
         with self._write() as db:  # bodies are only moved in under this lock
@@ -441,6 +441,21 @@ class PrivateStore:
                     blob.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def _abandoned(path: Path) -> bool:
+    """True if no process holds the temp file's lock (its upload died with its process)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def _fsync_file(path: Path) -> None:

@@ -88,9 +88,6 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:
     services = build_services(settings)
-    removed = await asyncio.to_thread(services.private.collect_garbage)
-    if removed:
-        log.info("removed %d leftovers of interrupted uploads", removed)
     runner = web.AppRunner(
         build_app(services), handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
     )
@@ -123,6 +120,9 @@ def serve(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # open once up front so a bad data directory fails here, with one message
     private, users = open_stores(settings.data_dir)
+    removed = private.collect_garbage()
+    if removed:
+        log.info("removed %d leftovers of interrupted uploads", removed)
     private.close()
     users.close()
     workers = settings.workers

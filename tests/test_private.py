@@ -454,14 +454,13 @@ def test_collect_garbage(store: PrivateStore) -> None:
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"orphan")
     old_temp = store.tmp / "upload-old.part"
-    old_temp.write_bytes(b"half an upload")
-    _age(old_temp, 7 * 3600)
-    young_temp = store.tmp / "upload-young.part"
-    young_temp.write_bytes(b"an upload still arriving")
+    old_temp.write_bytes(b"half an upload")  # nobody holds its lock: its writer died
 
-    assert store.collect_garbage() == 2
-    assert not orphan.exists() and not old_temp.exists()
-    assert young_temp.exists()  # may belong to an upload in progress
+    with store.temporary_file() as live_temp:
+        live_temp.write_bytes(b"an upload still arriving")
+        assert store.collect_garbage() == 2
+        assert not orphan.exists() and not old_temp.exists()
+        assert live_temp.exists()  # locked by an upload in progress
     assert blob_files(store) == {hashlib.sha256(b"kept").hexdigest(), hashlib.sha256(METADATA).hexdigest()}
     assert store.open_file(normalize("foo"), "foo-1.0-py3-none-any.whl").path.read_bytes() == b"kept"
     assert store.collect_garbage() == 0
@@ -472,7 +471,7 @@ def test_collect_garbage_never_removes_a_referenced_blob(store: PrivateStore) ->
         upload(store, f"foo-{version}-py3-none-any.whl", core_metadata=METADATA + version.encode())
     before = blob_files(store)
     assert len(before) == 6
-    assert store.collect_garbage(temp_min_age_s=0) == 0
+    assert store.collect_garbage() == 0
     assert blob_files(store) == before
 
 
@@ -494,7 +493,7 @@ def test_crash_leftovers_are_invisible_and_collected(directory: Path) -> None:
         assert restarted.list_projects().names == ("foo",)
         with pytest.raises(NotFound):
             restarted.open_file(normalize("foo"), "foo-2.0-py3-none-any.whl")
-        assert restarted.collect_garbage(temp_min_age_s=0) == 2
+        assert restarted.collect_garbage() == 2
         assert not leftover.exists() and not orphan.exists()
         assert restarted.open_file(normalize("foo"), "foo-1.0-py3-none-any.whl").path.read_bytes() == b"committed"
         # the same bytes can now be uploaded properly
