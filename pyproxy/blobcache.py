@@ -172,7 +172,10 @@ class _Tail:
 
     async def __anext__(self) -> bytes:
         while (flight := self._flight) is not None:
-            available = flight.written - self._offset
+            # the last byte waits for the hash check, so a client never receives a complete
+            # body that turns out to be wrong (it sees an aborted download instead)
+            readable = flight.written if flight.state == "ok" else flight.written - 1
+            available = readable - self._offset
             if available > 0:
                 n = min(CHUNK_SIZE, available)
                 data = await _in_thread(os.pread, flight.fd, n, self._offset)
