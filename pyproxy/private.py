@@ -12,7 +12,6 @@ import hashlib
 import os
 import sqlite3
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass

@@ -201,7 +201,7 @@ class Upstream:
                 body = await response.read()
                 headers_in = response.headers
                 final_url = str(response.url)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise UpstreamError(_describe(exc)) from None
         return _Entry(
             status=200,
@@ -257,7 +257,7 @@ class Upstream:
                 response = await self.session.get(
                     url, auth=self._auth_for(url), headers={"Accept-Encoding": "identity"}
                 )
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
             try:
                 if response.status != 200:

@@ -134,7 +134,7 @@ def test_ties_prefer_json(accept: str, expected: Format) -> None:
         ("*/*;q=0.1", Format.HTML),
         ("text/*", Format.HTML),
         (MICROPIP, Format.JSON),
-        (f"application/*;q=0.5, text/html", Format.HTML),
+        ("application/*;q=0.5, text/html", Format.HTML),
         # a specific range beats a wildcard for the same type (RFC 9110 12.5.1)
         (f"{V1_JSON};q=0, application/*", Format.HTML_V1),
         ("application/*;q=0.2, text/*;q=0.1", Format.JSON),
