@@ -100,10 +100,12 @@ class Upstream:
         ca_bundle: str = "",
     ) -> None:
         parts = urlsplit(index_url)
-        self._auth = (
-            aiohttp.BasicAuth(unquote(parts.username or ""), unquote(parts.password or ""))
+        self._authorization = (
+            {"Authorization": aiohttp.encode_basic_auth(
+                unquote(parts.username or ""), unquote(parts.password or "")
+            )}
             if parts.username or parts.password
-            else None
+            else {}
         )
         self.index_url = redact(index_url).rstrip("/") + "/"
         self._index_origin = urlsplit(self.index_url)[:2]
@@ -132,9 +134,9 @@ class Upstream:
             await self._session.close()
         self._disk.close()
 
-    def _auth_for(self, url: str) -> aiohttp.BasicAuth | None:
+    def _credentials_for(self, url: str) -> dict[str, str]:
         # credentials go only to the index's own origin, never to a file host
-        return self._auth if urlsplit(url)[:2] == self._index_origin else None
+        return self._authorization if urlsplit(url)[:2] == self._index_origin else {}
 
     # ---- pages ----
 
@@ -184,14 +186,14 @@ class Upstream:
         return known.result
 
     async def _fetch(self, url: str, stale: _Entry | None) -> _Entry:
-        headers = {"Accept": ACCEPT}
+        headers = {"Accept": ACCEPT, **self._credentials_for(url)}
         if stale is not None and stale.status == 200:
             if stale.etag:
                 headers["If-None-Match"] = stale.etag
             if stale.last_modified:
                 headers["If-Modified-Since"] = stale.last_modified
         try:
-            async with self.session.get(url, headers=headers, auth=self._auth_for(url)) as response:
+            async with self.session.get(url, headers=headers) as response:
                 if response.status == 304 and stale is not None:
                     return dataclasses.replace(stale, fetched_at=time.time())
                 if response.status in (404, 410):
@@ -255,7 +257,7 @@ class Upstream:
         async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
             try:
                 response = await self.session.get(
-                    url, auth=self._auth_for(url), headers={"Accept-Encoding": "identity"}
+                    url, headers={"Accept-Encoding": "identity", **self._credentials_for(url)}
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
