@@ -36,6 +36,7 @@ ACCEPT = (
 _CHUNK = 256 * 1024
 _INDEX_KEY = "/"  # the project list's key in the page cache; no project is named "/"
 _MEMORY_PAGES = 2048
+_RETRY_AFTER_FAILURE_S = 30.0
 
 
 def pip_default_index() -> str:
@@ -162,7 +163,7 @@ class Upstream:
             return (await self._remember(key, entry)).result
         flight = self._in_flight.get(key)
         if flight is None:  # one upstream request per page however many clients ask
-            flight = asyncio.ensure_future(self._refresh(key, url, entry))
+            flight = asyncio.ensure_future(self._refresh(key, url, entry, ttl))
             self._in_flight[key] = flight
             flight.add_done_callback(lambda done: self._landed(key, done))
         return await asyncio.shield(flight)
@@ -172,7 +173,9 @@ class Upstream:
         if not flight.cancelled():
             flight.exception()  # retrieved here, so a fetch nobody waited for logs nothing
 
-    async def _refresh(self, key: str, url: str, stale: _Entry | None) -> ProjectPage | ProjectList | None:
+    async def _refresh(
+        self, key: str, url: str, stale: _Entry | None, ttl: float
+    ) -> ProjectPage | ProjectList | None:
         try:
             entry = await self._fetch(url, stale)
             known = await self._remember(key, entry)
@@ -181,7 +184,10 @@ class Upstream:
                 raise Unavailable(f"upstream index unavailable ({exc}) and no copy is cached") from None
             age = int(time.time() - stale.fetched_at)
             log.warning("serving a stale copy of %s (%d s old): upstream %s", url, age, exc)
-            return (await self._remember(key, stale)).result
+            # while upstream hangs, don't make every request wait for its timeout: the stale
+            # copy counts as fresh (in memory only) for a short while before the next try
+            retry_at = time.time() - ttl + min(ttl, _RETRY_AFTER_FAILURE_S)
+            return (await self._remember(key, dataclasses.replace(stale, fetched_at=retry_at))).result
         await asyncio.to_thread(self._disk.set, key, entry)
         return known.result
 

@@ -44,7 +44,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except NotFound as exc:
         return text_error(404, f"Not Found: {exc}")
     except Unavailable as exc:
-        return text_error(503, f"Service Unavailable: {exc}", {hdrs.RETRY_AFTER: "30"})
+        # no Retry-After: pip would sleep that long before each of its retries
+        return text_error(503, f"Service Unavailable: {exc}")
     except (ConnectionResetError, ConnectionError):
         raise
     except Exception:
