@@ -29,8 +29,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _stores(args: argparse.Namespace) -> tuple[PrivateStore, UserStore]:
-    settings = _settings(args)
-    return PrivateStore(settings.data_dir / "private"), UserStore(settings.data_dir)
+    from pyproxy.server import open_stores  # one place knows the data directory's layout
+
+    return open_stores(_settings(args).data_dir)
 
 
 # ---- commands ----

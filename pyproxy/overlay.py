@@ -78,10 +78,6 @@ class Overlay:
         self.merge = frozenset(normalize(name) for name in merge)
         self._merged_list: ProjectList | None = None
 
-    def _shadows(self, name: NormalizedName) -> bool:
-        """True if the private project hides upstream's entirely."""
-        return self.private.has_project(name) and name not in self.merge
-
     async def list_projects(self) -> ProjectList:
         private = self.private.list_projects()
         try:
@@ -109,8 +105,7 @@ class Overlay:
         return merge_pages(private, upstream)
 
     async def _upstream_file(self, project: NormalizedName, filename: str) -> DistFile:
-        if self._shadows(project):
-            raise NotFound(f"no file {filename!r} in private project {project!r}")
+        """The upstream file a request may reach (callers have ruled out private names)."""
         page = await self.upstream.project_page(project)
         dist = page.file(filename)
         if dist is None or not page.status.offers_files:

@@ -103,6 +103,14 @@ class NewFile:
     uploader: str | None
 
 
+def not_allowed(user: str, project: NormalizedName) -> StoreRejected:
+    return StoreRejected(
+        f"The user {user!r} isn't allowed to upload to project {project!r}."
+        f" An owner can allow it with: pyproxy grant {project} {user}",
+        status=403,
+    )
+
+
 def canonical_version(version: str) -> str:
     try:
         return str(Version(version))
@@ -328,12 +336,7 @@ class PrivateStore:
                 if new.uploader is not None and not admin and not self._may_upload(
                     db, new.uploader, new.project
                 ):
-                    raise StoreRejected(
-                        f"The user {new.uploader!r} isn't allowed to upload to project"
-                        f" {new.project!r}. An owner can allow it with: pyproxy grant"
-                        f" {new.project} {new.uploader}",
-                        status=403,
-                    )
+                    raise not_allowed(new.uploader, new.project)
                 self._claim_project(db, new)
                 # bodies enter the store only under the write lock, so garbage collection
                 # (which holds it too) never sees a body whose record is about to commit

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,6 @@ def open_services(settings: Settings) -> Services:
     if not services.users.exists(USER):
         services.users.add_user(USER, PASSWORD)
     return services
-
-
-def close_services(services: Services) -> None:
-    services.private.close()
-    services.users.close()
 
 
 async def upload(
@@ -111,12 +106,12 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def services(settings: Settings) -> Iterator[Services]:
+async def services(settings: Settings) -> AsyncIterator[Services]:
     services = open_services(settings)
     try:
         yield services
     finally:
-        close_services(services)
+        await services.close()
 
 
 @pytest.fixture
@@ -140,7 +135,7 @@ async def make_client(
     yield make
     for test_client, services in opened:
         await test_client.close()
-        close_services(services)
+        await services.close()
 
 
 # ----------------------------------------------------------------------- shared seeded data
@@ -183,7 +178,7 @@ async def _upload_all(settings: Settings, paths: list[Path]) -> None:
                 response = await upload(test_client, path)
                 assert response.status == 200, (path.name, response.status, await response.text())
     finally:
-        close_services(services)
+        await services.close()
 
 
 @pytest.fixture(scope="session")

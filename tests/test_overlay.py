@@ -29,9 +29,8 @@ from pyproxy.model import (
     normalize,
 )
 from pyproxy.overlay import merge_lists, merge_pages
-from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
-from tests.conftest import base_settings, open_services, upload
+from tests.conftest import upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -160,25 +159,13 @@ async def fake() -> AsyncIterator[FakeUpstream]:
 
 
 @pytest.fixture
-async def make_proxy(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[MakeProxy]:
+def make_proxy(make_client: MakeProxy) -> MakeProxy:
     """`await make_proxy(fake, **settings)`: a pyproxy app whose upstream is `fake` (user alice)."""
-    opened: list[tuple[TestClient, Services]] = []
 
     async def make(upstream: FakeUpstream, **overrides: Any) -> tuple[TestClient, Services]:
-        settings = base_settings(
-            tmp_path / f"data{len(opened)}", upstream_url=upstream.index_url, **overrides
-        )
-        services = open_services(settings)
-        client = await aiohttp_client(build_app(services))
-        opened.append((client, services))
-        return client, services
+        return await make_client(upstream_url=upstream.index_url, **overrides)
 
-    yield make
-    for client, services in opened:
-        await client.close()
-        await services.close()
+    return make
 
 
 async def _upload_wheel(client: TestClient, tmp_path: Path, name: str, version: str,

@@ -123,13 +123,10 @@ class _FileBody(web.StreamResponse):
             remaining -= len(chunk)
 
 
-def _base_headers(etag: str, last_modified: float | None) -> dict[str, str]:
-    headers = {
-        hdrs.ETAG: etag,
-        hdrs.CACHE_CONTROL: IMMUTABLE,
-        hdrs.ACCEPT_RANGES: "bytes",
-        hdrs.CONTENT_TYPE: "application/octet-stream",
-    }
+def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, str]:
+    headers = {hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"}
+    if etag is not None:
+        headers[hdrs.ETAG] = etag
     if last_modified is not None:
         headers[hdrs.LAST_MODIFIED] = email.utils.formatdate(last_modified, usegmt=True)
     return headers
@@ -144,6 +141,7 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
         stat = os.fstat(fobj.fileno())
         size = stat.st_size
         headers = _base_headers(etag, stat.st_mtime)
+        headers[hdrs.ACCEPT_RANGES] = "bytes"
         if (none_match := request.headers.get(hdrs.IF_NONE_MATCH)) and _none_match(none_match, etag):
             fobj.close()
             return web.Response(status=304, headers={k: v for k, v in headers.items() if k != hdrs.CONTENT_TYPE})
@@ -174,10 +172,8 @@ async def send_streamed(
 ) -> web.StreamResponse:
     """A body still arriving from upstream. Errors mid-body abort the connection, so a
     client never takes a truncated or mismatching file for a complete one."""
-    headers = _base_headers(f'"{file.sha256}"', None) if file.sha256 else {
-        hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"
-    }
-    headers.pop(hdrs.ACCEPT_RANGES, None)  # ranges only once the file is complete on disk
+    # no Accept-Ranges: ranges only once the file is complete on disk
+    headers = _base_headers(f'"{file.sha256}"' if file.sha256 else None, None)
     response = web.StreamResponse(status=200, headers=headers)
     if file.size is not None:
         response.content_length = file.size

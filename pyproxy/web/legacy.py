@@ -15,7 +15,7 @@ from typing import BinaryIO
 from aiohttp import BodyPartReader, hdrs, web
 
 from pyproxy.auth import Identity, parse_basic
-from pyproxy.private import NewFile, StoreRejected
+from pyproxy.private import NewFile, StoreRejected, not_allowed
 from pyproxy.upload import UploadRejected, validate_file, validate_form
 from pyproxy.web.context import SERVICES
 from pyproxy.web.middleware import text_error
@@ -158,11 +158,7 @@ async def _accept(
     if filename is None:
         raise UploadRejected("Upload payload does not have a file.")
     if not services.private.may_upload(identity.user, form.project, admin=identity.admin):
-        raise UploadRejected(
-            f"The user {identity.user!r} isn't allowed to upload to project {form.project!r}."
-            f" An owner can allow it with: pyproxy grant {form.project} {identity.user}",
-            status=403,
-        )
+        raise not_allowed(identity.user, form.project)
     checked = await asyncio.to_thread(validate_file, form, filename, content_type, body_path, digests)
     new = NewFile(
         filename=checked.filename,

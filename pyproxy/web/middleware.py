@@ -46,7 +46,7 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Unavailable as exc:
         # no Retry-After: pip would sleep that long before each of its retries
         return text_error(503, f"Service Unavailable: {exc}")
-    except (ConnectionResetError, ConnectionError):
+    except ConnectionError:
         raise
     except Exception:
         log.exception("unhandled error for %s %s", request.method, request.path)
