@@ -339,6 +339,19 @@ class BlobCache:
             if isinstance(key, str) and isinstance(tag, str)
         ]
 
+    def present(self, keys: list[str]) -> set[str]:
+        """Which of `keys` are committed blobs (one query per 500 keys; not a use for the LRU)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT key FROM Cache WHERE filename IS NOT NULL AND key IN ({marks})",
+                tuple(chunk),
+            )
+            found.update(key for (key,) in rows)
+        return found
+
     def delete(self, key: str) -> bool:
         return bool(self._cache.delete(key, retry=True))
 

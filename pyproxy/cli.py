@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     upstream = "" if args.no_upstream else args.upstream
     settings = _settings(
         args, host=args.host, port=args.port, upstream_url=upstream, workers=args.workers,
-        log_level=args.log_level,
+        log_level=args.log_level, offline=args.offline or None,
     )
     logging.basicConfig(
         level=settings.log_level.upper(), stream=sys.stderr,
@@ -164,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     upstream = serve.add_mutually_exclusive_group()
     upstream.add_argument("--upstream", metavar="URL", help="upstream simple index URL")
     upstream.add_argument("--no-upstream", action="store_true", help="serve private packages only")
+    serve.add_argument("--offline", action="store_true",
+                       help="never contact upstream: serve private files and what the cache holds")
 
     user = commands.add_parser("user", help="manage users who may upload", description="manage users who may upload")
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")

@@ -44,7 +44,9 @@ def upstream_url(settings: Settings) -> str | None:
 
 def describe_upstream(settings: Settings) -> str:
     url = upstream_url(settings)
-    return "none (private packages only)" if url is None else redact(url)
+    if url is None:
+        return "none (private packages only)"
+    return redact(url) + (" (offline: never contacted)" if settings.offline else "")
 
 
 def build_services(settings: Settings) -> Services:
@@ -61,6 +63,7 @@ def build_services(settings: Settings) -> Services:
             page_ttl=settings.upstream_page_ttl,
             index_ttl=settings.upstream_index_ttl,
             ca_bundle=settings.upstream_ca_bundle,
+            offline=settings.offline,
         )
         blobs = BlobCache(cache / "files", settings.cache_max_size)
         repository = Overlay(private, upstream, blobs, settings.merge)

@@ -99,7 +99,10 @@ class Upstream:
         page_ttl: float,
         index_ttl: float,
         ca_bundle: str = "",
+        offline: bool = False,
     ) -> None:
+        # offline: never contact upstream; serve what the page cache holds, whatever its age
+        self.offline = offline
         parts = urlsplit(index_url)
         self._authorization = (
             {"Authorization": aiohttp.encode_basic_auth(
@@ -144,16 +147,22 @@ class Upstream:
     async def project_page(self, name: NormalizedName) -> ProjectPage:
         page = await self._page(name, f"{self.index_url}{name}/", self._page_ttl)
         if page is None:
+            if self.offline:
+                raise NotFound(f"no cached page for {name!r}, and pyproxy is offline")
             raise NotFound(f"upstream index has no project {name!r}")
         assert isinstance(page, ProjectPage)
         return page
 
     async def project_list(self) -> ProjectList:
+        if self.offline:
+            return await self._cached_project_list()
         projects = await self._page(_INDEX_KEY, self.index_url, self._index_ttl)
         assert isinstance(projects, ProjectList)
         return projects
 
     async def _page(self, key: str, url: str, ttl: float) -> ProjectPage | ProjectList | None:
+        if self.offline:
+            return await self._cached_page(key)
         known = self._memory.get(key)
         if known is not None and time.time() - known.fetched_at < ttl:
             return known.result  # the warm path: no disk, no parse
@@ -167,6 +176,39 @@ class Upstream:
             self._in_flight[key] = flight
             flight.add_done_callback(lambda done: self._landed(key, done))
         return await asyncio.shield(flight)
+
+    async def _cached_page(self, key: str) -> ProjectPage | ProjectList | None:
+        known = self._memory.get(key)
+        if known is not None:
+            return known.result
+        entry = await asyncio.to_thread(self._load, key)
+        if entry is None:
+            log.info("offline: %r was never fetched from upstream, so it is not served", key)
+            return None
+        return (await self._remember(key, entry)).result
+
+    async def _cached_project_list(self) -> ProjectList:
+        """Offline, the upstream projects are those whose page is cached (not the cached index,
+        which would name projects that cannot be served)."""
+        known = self._memory.get(_INDEX_KEY)
+        if known is not None and time.time() - known.fetched_at < self._index_ttl:
+            assert isinstance(known.result, ProjectList)
+            return known.result
+        names = await asyncio.to_thread(self._cached_project_names)
+        revision = "o" + hashlib.blake2b("\n".join(names).encode(), digest_size=12).hexdigest()
+        projects = ProjectList(tuple(names), revision=revision)
+        self._memory[_INDEX_KEY] = _Known(time.time(), revision, projects)
+        return projects
+
+    def _cached_project_names(self) -> list[str]:
+        names = []
+        for key in self._disk.iterkeys():
+            if key == _INDEX_KEY:
+                continue
+            entry = self._load(key)  # only 200s count: a cached 404 is a project upstream lacks
+            if entry is not None and entry.status == 200:
+                names.append(key)
+        return sorted(names)
 
     def _landed(self, key: str, flight: asyncio.Future[object]) -> None:
         self._in_flight.pop(key, None)
