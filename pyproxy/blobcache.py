@@ -355,6 +355,10 @@ class BlobCache:
     def delete(self, key: str) -> bool:
         return bool(self._cache.delete(key, retry=True))
 
+    def shrink_to(self, limit: int) -> list[tuple[str, int]]:
+        """Evict least recently used blobs until the cache holds at most `limit` bytes."""
+        return self._evict(limit=limit)
+
     # -- single flight ---------------------------------------------------------------------------
 
     def _part_path(self, key: str) -> Path:
@@ -552,21 +556,25 @@ class BlobCache:
             finally:
                 os.close(fd)
 
-    def _evict(self, protect: str) -> None:
-        """Delete least recently used blobs until the volume is within max_size."""
-        while (excess := self._cache.volume() - self.max_size) > 0:
+    def _evict(self, protect: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
+        """Delete least recently used blobs until the volume is within `limit` (max_size)."""
+        limit = self.max_size if limit is None else limit
+        removed: list[tuple[str, int]] = []
+        while (excess := self._cache.volume() - limit) > 0:
             victims = self._query(
                 "SELECT key, size FROM Cache WHERE key != ? ORDER BY access_time LIMIT 64",
-                (protect,),
+                (protect or "",),
             )
             if not victims:
-                return
+                break
             for key, size in victims:
                 if self._cache.delete(key, retry=True):
                     log.debug("evicted %r (%d bytes)", key, size)
+                    removed.append((key, size))
                     excess -= size
                 if excess <= 0:
                     break
+        return removed
 
     def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """A read of diskcache's Cache table, for what its API does not offer (order by use)."""

@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("version", nargs="?")
     remove.add_argument("--forget-name", action="store_true",
                         help="also release the name, so upstream may serve it again")
+
+    from pyproxy import cli_cache  # noqa: PLC0415 (kept beside its commands)
+
+    cli_cache.add_parsers(commands, command, _settings)
     return parser
 
 

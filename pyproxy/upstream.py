@@ -15,7 +15,7 @@ import logging
 import ssl
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +85,68 @@ class _Known:
     result: ProjectPage | ProjectList | None  # None: upstream has no such project
 
 
+def cached_project_names(disk: diskcache.Cache) -> list[str]:
+    """Projects whose upstream page is cached (a cached 404 is a project upstream lacks)."""
+    names = []
+    for key in disk.iterkeys():
+        if key == _INDEX_KEY:
+            continue
+        entry = disk.get(key)
+        if isinstance(entry, _Entry) and entry.status == 200:
+            names.append(key)
+    return sorted(names)
+
+
+def cached_pages(disk: diskcache.Cache) -> Iterator[ProjectPage]:
+    """Every cached upstream project page, parsed (skipping any that no longer parse)."""
+    for key in disk.iterkeys():
+        entry = disk.get(key)
+        if key == _INDEX_KEY or not isinstance(entry, _Entry) or entry.status != 200:
+            continue
+        try:
+            page = Upstream._parse(key, entry)
+        except UpstreamError:
+            continue
+        assert isinstance(page, ProjectPage)
+        yield page
+
+
+def open_page_cache(cache_dir: Path) -> diskcache.Cache:
+    return diskcache.Cache(str(cache_dir), size_limit=2**30)
+
+
+def export_pages(disk: diskcache.Cache) -> Iterator[tuple[str, dict[str, object], bytes]]:
+    """Every cached page as (key, its fields without the body, body), for `pyproxy export`."""
+    for key in disk.iterkeys():
+        entry = disk.get(key)
+        if isinstance(entry, _Entry):
+            fields = dataclasses.asdict(entry)
+            body = fields.pop("body")
+            yield key, fields, body
+
+
+def import_page(disk: diskcache.Cache, key: str, fields: dict[str, object], body: bytes) -> bool:
+    """Store an exported page unless a newer copy is cached; raises ValueError if it is unusable."""
+    try:
+        entry = _Entry(body=body, **fields)  # type: ignore[arg-type]
+    except TypeError as exc:
+        raise ValueError(f"not a page record: {exc}") from None
+    if entry.status not in (200, 404) or not isinstance(entry.fetched_at, int | float):
+        raise ValueError("not a page record")
+    if entry.revision != (hashlib.blake2b(body, digest_size=12).hexdigest() if entry.status == 200 else ""):
+        raise ValueError("its body does not match its recorded revision")
+    if entry.status == 200:
+        try:
+            Upstream._parse(key, entry)
+        except UpstreamError as exc:
+            raise ValueError(str(exc)) from None
+    held = disk.get(key)
+    if isinstance(held, _Entry) and held.fetched_at >= entry.fetched_at:
+        return False
+    disk.set(key, entry)
+    return True
+
+
 class UpstreamError(Exception):
     """Upstream could not give a usable answer right now."""
 
@@ -117,7 +179,7 @@ class Upstream:
         self._page_ttl = page_ttl
         self._index_ttl = index_ttl
         self._ca_bundle = ca_bundle
-        self._disk = diskcache.Cache(str(cache_dir), size_limit=2**30)
+        self._disk = open_page_cache(cache_dir)
         self._memory: OrderedDict[str, _Known] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[ProjectPage | ProjectList | None]] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -194,21 +256,11 @@ class Upstream:
         if known is not None and time.time() - known.fetched_at < self._index_ttl:
             assert isinstance(known.result, ProjectList)
             return known.result
-        names = await asyncio.to_thread(self._cached_project_names)
+        names = await asyncio.to_thread(cached_project_names, self._disk)
         revision = "o" + hashlib.blake2b("\n".join(names).encode(), digest_size=12).hexdigest()
         projects = ProjectList(tuple(names), revision=revision)
         self._memory[_INDEX_KEY] = _Known(time.time(), revision, projects)
         return projects
-
-    def _cached_project_names(self) -> list[str]:
-        names = []
-        for key in self._disk.iterkeys():
-            if key == _INDEX_KEY:
-                continue
-            entry = self._load(key)  # only 200s count: a cached 404 is a project upstream lacks
-            if entry is not None and entry.status == 200:
-                names.append(key)
-        return sorted(names)
 
     def _landed(self, key: str, flight: asyncio.Future[object]) -> None:
         self._in_flight.pop(key, None)
