@@ -1,0 +1,91 @@
+"""The benchmark (benchmarks/run.py) starts, measures pyproxy on a tiny input, reports a peer it
+cannot run as unavailable, prints its table, writes its JSON and leaves no process behind.
+
+It asserts nothing about speed: the figures of a --quick run mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.measure import parse_wrk
+
+REPO = Path(__file__).resolve().parent.parent
+
+WRK_OUTPUT = """\
+Running 5s test @ http://127.0.0.1:8080/simple/bench-small/
+  1 threads and 10 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.21ms  300.00us   9.80ms   90.00%
+    Req/Sec     8.30k   400.00     9.00k    70.00%
+  Latency Distribution
+     50%    1.10ms
+     75%    1.30ms
+     90%    1.50ms
+     99%    2.78ms
+  41500 requests in 5.00s, 120.50MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 3
+Requests/sec:   8300.00
+Transfer/sec:     24.10MB
+"""
+
+
+def test_parse_wrk() -> None:
+    load = parse_wrk(WRK_OUTPUT)
+    assert (load.requests, load.seconds, load.rps) == (41500, 5.0, 8300.0)
+    assert (load.p50_ms, load.p99_ms) == (1.10, 2.78)
+    assert load.bytes_per_s == 24.10 * 1024**2
+    assert load.errors == 6
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(f"{entry.name}: {cmdline}")
+    return found
+
+
+def test_quick_run(tmp_path: Path) -> None:
+    work, out = tmp_path / "work", tmp_path / "numbers.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--only", "pyproxy,devpi",
+         "--no-install", "--loadgen", "python", "--seconds", "0.5", "--latency-ms", "5",
+         "--work-dir", str(work), "--json", str(out)],
+        capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"[-4000:]
+    assert "10-file page JSON req/s" in proc.stdout
+    assert "issue #6 targets:" in proc.stdout
+    assert f"numbers: {out}" in proc.stdout
+    assert "devpi: unavailable: no virtual environment" in proc.stdout
+
+    data = json.loads(out.read_text())
+    assert set(data) == {"meta", "servers", "targets"}
+    assert data["meta"]["quick"] is True and data["meta"]["loadgen"] == "python"
+    assert data["servers"]["devpi"]["status"] == "unavailable"
+    assert data["servers"]["direct"]["status"] == "ok"
+    pyproxy = data["servers"]["pyproxy"]
+    assert pyproxy["status"] == "ok", pyproxy
+    assert set(pyproxy) >= {"cold", "stampede", "pip", "big_file", "pages", "rss"}
+    for case in ("small_html", "small_json", "huge_html", "huge_json"):
+        assert pyproxy["pages"][case]["status"] == 200
+        assert pyproxy["pages"][case]["rps"] > 0
+    assert pyproxy["cold"]["file_total_ms"] > 0
+    assert pyproxy["stampede"]["statuses"] == {"200": 50}
+    assert pyproxy["pip"]["cold_s"] > 0 and pyproxy["pip"]["warm_s"] > 0
+    assert pyproxy["rss"]["peak_total_mb"] > 0
+    assert {t["server"] for t in data["targets"]} == {"pyproxy"}
+    assert all(t["met"] in (True, False, None) for t in data["targets"])
+
+    assert _processes_mentioning(str(tmp_path)) == []
