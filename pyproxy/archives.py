@@ -23,13 +23,13 @@ from typing import IO, Final
 from packaging.utils import canonicalize_name, canonicalize_version
 
 __all__ = [
+    "MAX_CORE_METADATA_BYTES",
     "InvalidArchive",
     "InvalidWheelContents",
-    "MAX_CORE_METADATA_BYTES",
     "check_wheel",
-    "wheel_core_metadata",
-    "sdist_core_metadata",
     "read_core_metadata",
+    "sdist_core_metadata",
+    "wheel_core_metadata",
 ]
 
 MIB: Final = 1024 * 1024

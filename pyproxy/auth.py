@@ -9,7 +9,11 @@ import hashlib
 import hmac
 import re
 import secrets
+import sqlite3
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +40,8 @@ TOKEN_PREFIX = "pyproxy-"
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # scrypt cost: ~50 ms per check on one core; uploads are rare enough to afford it
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# how often revision() looks for changes other processes committed (the CLI, other workers)
+REVISION_RECHECK_S = 0.5
 
 
 class AuthError(Exception):
@@ -101,9 +107,30 @@ class UserStore:
         self._path = directory / "auth.sqlite3"
         self._db = sqlite.connect(self._path, SCHEMA)
         self._lock = threading.Lock()  # authenticate() runs in worker threads
+        self._own_changes = 0  # PRAGMA data_version does not count this connection's commits
+        self._data_version = 0
+        self._checked = float("-inf")
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with sqlite.write_transaction(self._db):
+                yield self._db
+        finally:
+            self._own_changes += 1
+
+    def revision(self) -> tuple[int, int]:
+        """Moves whenever users or tokens change: at once for this store's own changes, within
+        REVISION_RECHECK_S for other processes'. Cheap: mostly no query at all."""
+        now = time.monotonic()
+        if now - self._checked >= REVISION_RECHECK_S:
+            with self._lock:
+                self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._checked = now
+        return self._data_version, self._own_changes
 
     def add_user(self, name: str, password: str, *, admin: bool = False) -> None:
         if not _USERNAME.fullmatch(name) or name == TOKEN_USERNAME:
@@ -112,7 +139,7 @@ class UserStore:
             )
         if len(password) < 8:
             raise AuthError("the password must be at least 8 characters long")
-        with sqlite.write_transaction(self._db):
+        with self._write():
             if self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
                 raise AuthError(f"user {name!r} already exists")
             self._db.execute(
@@ -121,7 +148,7 @@ class UserStore:
             )
 
     def remove_user(self, name: str) -> None:
-        with sqlite.write_transaction(self._db):
+        with self._write():
             if self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
                 raise AuthError(f"no user {name!r}")
 
@@ -138,7 +165,7 @@ class UserStore:
 
     def create_token(self, user: str) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        with sqlite.write_transaction(self._db):
+        with self._write():
             if not self.exists(user):
                 raise AuthError(f"no user {user!r}")
             self._db.execute(
@@ -150,7 +177,7 @@ class UserStore:
 
     def revoke_token(self, token_or_prefix: str) -> int:
         """Revoke one token given whole, or every token starting with a shown prefix."""
-        with sqlite.write_transaction(self._db):
+        with self._write():
             count = self._db.execute(
                 "DELETE FROM tokens WHERE token_hash = ?", (_token_hash(token_or_prefix),)
             ).rowcount

@@ -44,9 +44,10 @@ from typing import Any, Literal, TypeVar
 import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
+from . import metrics
 from .model import FileSource, LocalFile, StreamedFile, Unavailable
 
-__all__ = ["BlobCache", "BlobEntry", "HashMismatch", "OpenUpstream", "CHUNK_SIZE"]
+__all__ = ["CHUNK_SIZE", "BlobCache", "BlobEntry", "HashMismatch", "OpenUpstream"]
 
 log = logging.getLogger("pyproxy.blobcache")
 
@@ -269,7 +270,7 @@ class BlobCache:
         # diskcache opened the file inside its transaction, so it was not evicted before this
         with handle:
             size = os.fstat(handle.fileno()).st_size
-        return LocalFile(path=Path(handle.name), size=size, sha256=sha256)
+        return LocalFile(path=Path(handle.name), size=size, sha256=sha256, cache="hit")
 
     async def fetch(
         self,
@@ -293,7 +294,8 @@ class BlobCache:
                     return hit
                 log.warning("cached %r is not the file now announced; fetching it again", key)
                 await asyncio.to_thread(self._cache.delete, key, True)
-            flight = self._flights.get(key) or self._start(key, sha256, size, open_upstream)
+            joined = self._flights.get(key)
+            flight = joined or self._start(key, sha256, size, open_upstream)
             await flight.settled()
             if flight.state == "cached":
                 continue
@@ -303,7 +305,8 @@ class BlobCache:
                 raise flight.consumer_error()
             if size is None and flight.state == "ok":
                 size = flight.written
-            return StreamedFile(chunks=_Tail(flight), size=size, sha256=sha256)
+            outcome = "coalesced" if joined is not None or flight.remote else "miss"
+            return StreamedFile(chunks=_Tail(flight), size=size, sha256=sha256, cache=outcome)
         raise Unavailable(f"could not obtain {key!r}")
 
     def close(self) -> None:
@@ -570,6 +573,8 @@ class BlobCache:
             for key, size in victims:
                 if self._cache.delete(key, retry=True):
                     log.debug("evicted %r (%d bytes)", key, size)
+                    metrics.CACHE_EVICTIONS.inc()
+                    metrics.CACHE_EVICTED_BYTES.inc(size)
                     removed.append((key, size))
                     excess -= size
                 if excess <= 0:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyproxy.blobcache import BlobCache, BlobEntry
+from pyproxy.metrics import counter_values
+from pyproxy.multiproc import live_directories
 from pyproxy.overlay import blob_key, metadata_key
 from pyproxy.upstream import cached_pages, cached_project_names, open_page_cache
 
@@ -55,8 +57,19 @@ def describe(data_dir: Path, keys: set[str]) -> dict[str, str]:
 
 
 def hit_counts(data_dir: Path) -> tuple[int, int] | None:
-    """(hits, misses) of the cache since the server started, from its metrics; None if unknown."""
-    return None  # replaced once the server's metrics land
+    """(hits, misses) of the cache since the running server started, read from its metrics
+    (a request that joined a download in progress counts as a miss); None if no server runs."""
+    directories = live_directories(data_dir)
+    if not directories:
+        return None
+    hits = misses = 0.0
+    for directory in directories:
+        for labels, value in counter_values(directory, "pyproxy_cache_requests").items():
+            if ("result", "hit") in labels:
+                hits += value
+            else:
+                misses += value
+    return int(hits), int(misses)
 
 
 @dataclass(frozen=True)

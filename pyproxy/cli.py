@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import logging
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,7 +28,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _stores(args: argparse.Namespace) -> tuple[PrivateStore, UserStore]:
-    from pyproxy.server import open_stores  # one place knows the data directory's layout
+    from pyproxy.server import (
+        open_stores,  # one place knows the data directory's layout
+    )
 
     return open_stores(_settings(args).data_dir)
 
@@ -37,18 +38,23 @@ def _stores(args: argparse.Namespace) -> tuple[PrivateStore, UserStore]:
 # ---- commands ----
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from pyproxy import server  # the web stack is only needed here
+    from pyproxy import logs, multiproc
 
     upstream = "" if args.no_upstream else args.upstream
     settings = _settings(
         args, host=args.host, port=args.port, upstream_url=upstream, workers=args.workers,
-        log_level=args.log_level, offline=args.offline or None,
+        log_level=args.log_level, log_format=args.log_format, offline=args.offline or None,
     )
-    logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    return server.serve(settings)
+    logs.configure(settings.log_level, settings.log_format)
+    # before the web stack imports prometheus_client, which reads the setting once
+    metrics_dir = multiproc.prepare(settings.data_dir)
+    from pyproxy import server
+
+    try:
+        return server.serve(settings)
+    finally:
+        if metrics_dir is not None:
+            multiproc.release(metrics_dir)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -112,13 +118,27 @@ def cmd_grant(args: argparse.Namespace) -> int:
     if args.revoke:
         if not private.revoke(project, args.user):
             raise CommandError(f"{args.user!r} has no role on {project!r}")
-        print(f"{args.user} may no longer upload to {project}")
+        print(f"{args.user} no longer has a role on {project}")
         return 0
     if not users.exists(args.user):
         raise CommandError(f"no user {args.user!r}")
-    role = "owner" if args.owner else "maintainer"
+    role = "owner" if args.owner else "reader" if args.read else "maintainer"
     private.grant(project, args.user, role)
     print(f"{args.user} is now {role} of {project}")
+    return 0
+
+
+def cmd_restrict(args: argparse.Namespace) -> int:
+    private, _ = _stores(args)
+    project = normalize(args.project)
+    changed = private.restrict(project, undo=args.undo)
+    if args.undo:
+        state = "readable by every reader again" if changed else "was not restricted"
+    else:
+        state = "restricted" if changed else "was already restricted"
+    print(f"{project} {state}")
+    if not args.undo:
+        print(f"readers: users with a role on it, and admins (pyproxy grant {project} USER --read)")
     return 0
 
 
@@ -160,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0 picks a free one)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-level", type=str.lower, choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--log-format", type=str.lower, choices=["text", "json"],
+                       help="stderr lines as text (default) or one JSON object per line")
     upstream = serve.add_mutually_exclusive_group()
     upstream.add_argument("--upstream", metavar="URL", help="upstream simple index URL")
     upstream.add_argument("--no-upstream", action="store_true", help="serve private packages only")
@@ -186,11 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     list_tokens = command("list", cmd_token_list, "list a user's tokens by prefix", token_commands)
     list_tokens.add_argument("user")
 
-    grant = command("grant", cmd_grant, "let a user upload to a private project")
+    grant = command("grant", cmd_grant, "let a user upload to (or read) a private project")
     grant.add_argument("project")
     grant.add_argument("user")
-    grant.add_argument("--owner", action="store_true", help="grant the owner role")
-    grant.add_argument("--revoke", action="store_true", help="take the user's role away instead")
+    role = grant.add_mutually_exclusive_group()
+    role.add_argument("--owner", action="store_true", help="grant the owner role")
+    role.add_argument("--read", action="store_true",
+                      help="grant the reader role: may read the project if restricted, not upload")
+    role.add_argument("--revoke", action="store_true", help="take the user's role away instead")
+
+    restrict = command("restrict", cmd_restrict,
+                       "let only users with a role on a private project (and admins) read it")
+    restrict.add_argument("project")
+    restrict.add_argument("--undo", action="store_true", help="let every reader read it again")
 
     yank = command("yank", cmd_yank, "yank a private release (installers skip it unless pinned)")
     yank.add_argument("project")
@@ -204,9 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--forget-name", action="store_true",
                         help="also release the name, so upstream may serve it again")
 
-    from pyproxy import cli_cache  # noqa: PLC0415 (kept beside its commands)
+    from pyproxy import cli_cache, cli_transfer
 
     cli_cache.add_parsers(commands, command, _settings)
+    cli_transfer.add_parsers(commands, command, _settings)
+
+    # the prefetch module owns its options
+    from pyproxy.prefetch import add_prefetch_parser
+
+    add_prefetch_parser(commands)
     return parser
 
 

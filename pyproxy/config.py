@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import tomllib
@@ -31,6 +32,10 @@ class Settings:
     base_url: str = ""
     # Cache-Control max-age of simple pages, seconds: how long a client may reuse a page
     page_max_age: int = 0
+    # honour X-Forwarded-Proto/-Host: False, True (from any peer), or the peers' networks
+    trust_forwarded: bool | tuple[str, ...] = False
+    # seconds requests in flight get to finish after SIGTERM
+    shutdown_grace: float = 30.0
     # "pip-default": pip's built-in default index; "": private packages only
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
@@ -42,6 +47,9 @@ class Settings:
     merge: tuple[str, ...] = ()
     max_upload_size: int = 100 * 1024**2
     log_level: str = "info"
+    log_format: str = "text"  # of the lines on stderr: "text" or "json" (one object per line)
+    # "anonymous": anyone may read; "authenticated": every read needs a user's credentials
+    read_access: str = "anonymous"
 
     @property
     def private_only(self) -> bool:
@@ -56,7 +64,8 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("server", "data_dir"): "data_dir",
     ("server", "base_url"): "base_url",
     ("server", "page_max_age"): "page_max_age",
-    ("server", "log_level"): "log_level",
+    ("server", "trust_forwarded"): "trust_forwarded",
+    ("server", "shutdown_grace"): "shutdown_grace",
     ("upstream", "url"): "upstream_url",
     ("upstream", "timeout"): "upstream_timeout",
     ("upstream", "page_ttl"): "upstream_page_ttl",
@@ -66,10 +75,44 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("cache", "max_size"): "cache_max_size",
     ("overlay", "merge"): "merge",
     ("uploads", "max_file_size"): "max_upload_size",
+    ("log", "level"): "log_level",
+    ("log", "format"): "log_format",
+    ("auth", "read"): "read_access",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
 _SIZE_FIELDS = {"cache_max_size", "max_upload_size"}
-_LOG_LEVELS = ("debug", "info", "warning", "error")
+# settings with a closed set of values, taken in any case
+_CHOICES = {
+    "log_level": ("debug", "info", "warning", "error"),
+    "log_format": ("text", "json"),
+    "read_access": ("anonymous", "authenticated"),
+}
+# host[:port] as pyproxy writes it into absolute URLs: a DNS name (underscores allowed, as in
+# container names), an IPv4 address or a bracketed IPv6 address. Nothing else, so a header
+# cannot smuggle markup, a path or credentials into pages.
+_AUTHORITY = re.compile(
+    r"(?P<host>[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+    r"|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def is_authority(text: str) -> bool:
+    """True for "host", "host:port", "1.2.3.4:80", "[::1]:8080"; False for anything else."""
+    match = _AUTHORITY.fullmatch(text)
+    if match is None or len(match["host"]) > 253:
+        return False
+    if match["port"] is not None and not 0 < int(match["port"]) < 65536:
+        return False
+    if match["ipv6"] is not None:
+        try:
+            ipaddress.IPv6Address(match["ipv6"])
+        except ValueError:
+            return False
+    return True
+
+
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
                "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
                "tb": 1000**4, "tib": 1024**4}
@@ -89,10 +132,40 @@ def parse_size(value: str | int) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
+def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
+    """true/false, or addresses and networks ("127.0.0.1", "10.0.0.0/8", "::1") as a list
+    (TOML) or comma-separated (environment)."""
+    if from_text and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("", "0", "false", "no", "off"):
+            return False
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, bool):
+        return value
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected true, false or a list of proxy addresses")
+    networks = []
+    for entry in value:
+        try:
+            networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or network") from None
+    return tuple(networks) or False
+
+
 def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
+    if name == "trust_forwarded":
+        return _trusted_peers(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
+    if name in _CHOICES:
+        choices = _CHOICES[name]
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise ValueError(f"{value!r} is not one of {', '.join(choices)}")
+        return value.strip().lower()
     default = getattr(Settings(), name)
     if isinstance(default, bool):
         if from_text and isinstance(value, str):
@@ -148,12 +221,14 @@ def _check(settings: Settings) -> None:
         fail("port", f"{settings.port} is not a TCP port")
     if settings.workers < 1:
         fail("workers", "must be at least 1")
-    if settings.log_level not in _LOG_LEVELS:
-        fail("log_level", f"{settings.log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
     for name in ("upstream_url", "base_url"):
         url = getattr(settings, name)
         if url and url != DEFAULT_UPSTREAM and not re.match(r"https?://[^/\s]+", url):
             fail(name, f"{url!r} is not an http:// or https:// URL")
+    base = re.fullmatch(r"(https?)://([^/?#]*)/?", settings.base_url)
+    if settings.base_url and (base is None or not is_authority(base.group(2))):
+        fail("base_url", f"{settings.base_url!r} is not scheme://host[:port] (a path prefix is "
+                         "not supported: serve pyproxy at the root of its host name)")
     if settings.upstream_ca_bundle and not Path(settings.upstream_ca_bundle).is_file():
         fail("upstream_ca_bundle", f"{settings.upstream_ca_bundle!r} is not a file")
     if settings.max_upload_size == 0:
@@ -237,4 +312,6 @@ def load_settings(
 
 
 
-__all__ = ["ConfigError", "DEFAULT_UPSTREAM", "Settings", "load_settings", "parse_size"]
+__all__ = [
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings", "parse_size",
+]

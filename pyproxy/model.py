@@ -19,20 +19,20 @@ from packaging.utils import (
 )
 
 __all__ = [
-    "NormalizedName",
-    "normalize",
-    "Origin",
     "DistFile",
-    "ProjectStatus",
-    "ProjectPage",
-    "ProjectList",
-    "LocalFile",
-    "StreamedFile",
     "FileSource",
+    "LocalFile",
+    "NormalizedName",
+    "NotFound",
+    "Origin",
+    "ProjectList",
+    "ProjectPage",
+    "ProjectStatus",
     "Repository",
     "RepositoryError",
-    "NotFound",
+    "StreamedFile",
     "Unavailable",
+    "normalize",
     "version_of",
 ]
 
@@ -90,6 +90,11 @@ class ProjectPage:
     status: ProjectStatus = field(default_factory=ProjectStatus)
     # changes whenever anything a client can see changes; used for rendered-page caching
     revision: str = ""
+    # filename -> file, built once: every file request looks its file up on the page
+    _by_filename: Mapping[str, DistFile] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_filename", {dist.filename: dist for dist in self.files})
 
     @classmethod
     def build(
@@ -115,10 +120,7 @@ class ProjectPage:
         )
 
     def file(self, filename: str) -> DistFile | None:
-        for dist in self.files:
-            if dist.filename == filename:
-                return dist
-        return None
+        return self._by_filename.get(filename)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,8 @@ class LocalFile:
     path: Path
     size: int
     sha256: str
+    # how it was had, for the access log and metrics: "private", "hit" (in the upstream cache)
+    cache: str = field(default="-", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,8 @@ class StreamedFile:
     chunks: AsyncIterator[bytes]
     size: int | None
     sha256: str | None
+    # "miss" (this request started the download) or "coalesced" (joined one in progress)
+    cache: str = field(default="-", compare=False)
 
 
 FileSource = LocalFile | StreamedFile

@@ -12,9 +12,10 @@ import hashlib
 import os
 import sqlite3
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import orjson
 from packaging.version import InvalidVersion, Version
 
 from pyproxy import sqlite
+from pyproxy.changes import ChangeCounter
 from pyproxy.model import (
     DistFile,
     LocalFile,
@@ -38,7 +40,8 @@ CREATE TABLE IF NOT EXISTS projects (
     name TEXT PRIMARY KEY,            -- PEP 503 normalised
     display_name TEXT NOT NULL,
     created TEXT NOT NULL,
-    serial INTEGER NOT NULL DEFAULT 0 -- bumped on every visible change
+    serial INTEGER NOT NULL DEFAULT 0, -- bumped on every visible change
+    restricted INTEGER NOT NULL DEFAULT 0 -- readable only by users with a role, and admins
 );
 CREATE TABLE IF NOT EXISTS files (
     filename TEXT PRIMARY KEY,
@@ -64,7 +67,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_sdist_per_release
 CREATE TABLE IF NOT EXISTS roles (
     project TEXT NOT NULL REFERENCES projects(name),
     user TEXT NOT NULL,
-    role TEXT NOT NULL,               -- owner | maintainer
+    role TEXT NOT NULL,               -- owner | maintainer | reader (may read, not upload)
     PRIMARY KEY (project, user)
 );
 CREATE TABLE IF NOT EXISTS tombstones (
@@ -101,6 +104,9 @@ class NewFile:
     summary: str | None
     fields: Mapping[str, tuple[str, ...]]
     uploader: str | None
+    # `pyproxy import` keeps what the exporting index recorded; an upload leaves them None
+    upload_time: str | None = None  # ISO 8601, UTC
+    yanked_reason: str | None = None  # None: not yanked
 
 
 def not_allowed(user: str, project: NormalizedName) -> StoreRejected:
@@ -118,6 +124,46 @@ def canonical_version(version: str) -> str:
         raise NotFound(f"{version!r} is not a valid version") from None
 
 
+ROLES = ("owner", "maintainer", "reader")
+# how often readers also ask the database whether it changed (normally the change counter says)
+DB_RECHECK_S = 1.0
+# how often read_restrictions() looks for changes other processes committed
+RESTRICTIONS_RECHECK_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRestrictions:
+    """The restricted projects and who may read each: the users holding any role on it.
+    Admins read everything; every other project is readable by anyone allowed to read."""
+
+    readers: Mapping[NormalizedName, frozenset[str]] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.readers)
+
+    def may_read(self, project: NormalizedName, user: str | None, *, admin: bool) -> bool:
+        allowed = self.readers.get(project)
+        return allowed is None or admin or (user is not None and user in allowed)
+
+    def hidden_from(self, user: str | None, *, admin: bool) -> frozenset[NormalizedName]:
+        """The projects a listing must leave out for this reader."""
+        if admin:
+            return frozenset()
+        return frozenset(name for name, users in self.readers.items() if user not in users)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database made by an earlier version up to SCHEMA (processes may race here)."""
+
+    def missing() -> bool:
+        return "restricted" not in {row[1] for row in db.execute("PRAGMA table_info(projects)")}
+
+    if missing():
+        with sqlite.write_transaction(db):
+            if missing():
+                db.execute("ALTER TABLE projects ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0")
+
+
 class PrivateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -127,11 +173,23 @@ class PrivateStore:
             path.mkdir(parents=True, exist_ok=True)
         self._db_path = directory / "private.sqlite3"
         self._reader = sqlite.connect(self._db_path, SCHEMA)
+        # what the warm path reads is cached and reloaded only when the change counter moves;
+        # the database's own data_version is a backstop for a writer that died before its bump
+        self._changes = ChangeCounter(directory / "changes")
+        self._db_version = -1
+        self._db_checked = float("-inf")
         self._pages: dict[NormalizedName, ProjectPage] = {}
-        self._pages_version = -1
+        self._names: frozenset[NormalizedName] | None = None
+        self._list: ProjectList | None = None
+        self._pages_version: tuple[int, int] = (-1, -1)
+        _migrate(self._reader)
+        self._restrictions = ReadRestrictions()
+        self._restrictions_version = -1
+        self._restrictions_checked = float("-inf")
 
     def close(self) -> None:
         self._reader.close()
+        self._changes.close()
 
     def _writer(self) -> sqlite3.Connection:
         # one connection per write: writes run in worker threads
@@ -156,16 +214,52 @@ class PrivateStore:
 
     # ---- reads (cheap; called on the event loop) ----
 
+    def _version(self) -> tuple[int, int]:
+        now = time.monotonic()
+        if now - self._db_checked >= DB_RECHECK_S:
+            self._db_checked = now
+            self._db_version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        return self._changes.value, self._db_version
+
     def _fresh(self) -> None:
-        """Drop cached pages when any process committed a change (PRAGMA data_version moves)."""
-        version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+        """Drop what is cached when any process committed a change."""
+        version = self._version()
         if version != self._pages_version:
             self._pages.clear()
+            self._names = None
+            self._list = None
             self._pages_version = version
 
     def has_project(self, name: NormalizedName) -> bool:
-        row = self._reader.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone()
-        return row is not None
+        """On every request for every project: a set lookup, no query while nothing changes."""
+        self._fresh()
+        if self._names is None:
+            rows = self._reader.execute("SELECT name FROM projects").fetchall()
+            self._names = frozenset(NormalizedName(row[0]) for row in rows)
+        return name in self._names
+
+    def read_restrictions(self) -> ReadRestrictions:
+        """Cheap enough for every request: it looks at the database at most every
+        RESTRICTIONS_RECHECK_S (at once after this store's own writes), and reloads only when
+        some process committed a change."""
+        now = time.monotonic()
+        if now - self._restrictions_checked >= RESTRICTIONS_RECHECK_S:
+            self._restrictions_checked = now
+            version = self._reader.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._restrictions_version:
+                readers: dict[NormalizedName, set[str]] = {}
+                for name, user in self._reader.execute(
+                    "SELECT projects.name, roles.user FROM projects"
+                    " LEFT JOIN roles ON roles.project = projects.name WHERE projects.restricted"
+                ):
+                    users = readers.setdefault(name, set())
+                    if user is not None:
+                        users.add(user)
+                self._restrictions = ReadRestrictions(
+                    {name: frozenset(users) for name, users in readers.items()}
+                )
+                self._restrictions_version = version
+        return self._restrictions
 
     def has_file(self, project: NormalizedName, filename: str) -> bool:
         row = self._reader.execute(
@@ -174,9 +268,12 @@ class PrivateStore:
         return row is not None
 
     def list_projects(self) -> ProjectList:
-        version = self._reader.execute("PRAGMA data_version").fetchone()[0]
-        rows = self._reader.execute("SELECT display_name FROM projects ORDER BY name").fetchall()
-        return ProjectList(tuple(row[0] for row in rows), revision=f"d{version}")
+        self._fresh()
+        if self._list is None:
+            rows = self._reader.execute("SELECT display_name FROM projects ORDER BY name").fetchall()
+            changes, db_version = self._pages_version
+            self._list = ProjectList(tuple(row[0] for row in rows), revision=f"d{changes}.{db_version}")
+        return self._list
 
     def project_page(self, name: NormalizedName) -> ProjectPage:
         self._fresh()
@@ -219,7 +316,9 @@ class PrivateStore:
         ).fetchone()
         if row is None:
             raise NotFound(f"no file {filename!r} in private project {project!r}")
-        return LocalFile(self.blob_path(row["sha256"]), row["size"], row["sha256"])
+        return LocalFile(
+            self.blob_path(row["sha256"]), row["size"], row["sha256"], cache="private"
+        )
 
     def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
         row = self._reader.execute(
@@ -229,11 +328,26 @@ class PrivateStore:
         if row is None or row[0] is None:
             raise NotFound(f"no metadata for {filename!r} in private project {project!r}")
         path = self.blob_path(row[0])
-        return LocalFile(path, path.stat().st_size, row[0])
+        return LocalFile(path, path.stat().st_size, row[0], cache="private")
 
     def file_fields(self, filename: str) -> dict[str, list[str]] | None:
         row = self._reader.execute("SELECT fields FROM files WHERE filename = ?", (filename,)).fetchone()
         return None if row is None else orjson.loads(row[0])
+
+    def project_serial(self, name: NormalizedName) -> int | None:
+        """The project's change counter (the legacy JSON API's `last_serial`); None if unknown."""
+        row = self._reader.execute("SELECT serial FROM projects WHERE name = ?", (name,)).fetchone()
+        return None if row is None else int(row[0])
+
+    def file_digests(self, project: NormalizedName) -> dict[str, dict[str, str]]:
+        """filename -> every digest stored for it (the page's files carry only sha256)."""
+        rows = self._reader.execute(
+            "SELECT filename, sha256, blake2_256, md5 FROM files WHERE project = ?", (project,)
+        ).fetchall()
+        return {
+            row["filename"]: {"sha256": row["sha256"], "blake2_256": row["blake2_256"], "md5": row["md5"]}
+            for row in rows
+        }
 
     # ---- permissions ----
 
@@ -247,15 +361,20 @@ class PrivateStore:
     def _may_upload(db: sqlite3.Connection, user: str, project: NormalizedName) -> bool:
         if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
             return True
-        owned = db.execute("SELECT 1 FROM roles WHERE project = ? LIMIT 1", (project,)).fetchone()
+        owned = db.execute(
+            "SELECT 1 FROM roles WHERE project = ? AND role != 'reader' LIMIT 1", (project,)
+        ).fetchone()
         if owned is None:
             return True  # a name reserved by removal, with no one left holding it
         role = db.execute(
-            "SELECT 1 FROM roles WHERE project = ? AND user = ?", (project, user)
+            "SELECT 1 FROM roles WHERE project = ? AND user = ? AND role != 'reader'",
+            (project, user),
         ).fetchone()
         return role is not None
 
     def grant(self, project: NormalizedName, user: str, role: str = "maintainer") -> None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
         with self._write() as db:
             if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
                 raise NotFound(f"no private project {project!r}")
@@ -269,6 +388,17 @@ class PrivateStore:
         with self._write() as db:
             cursor = db.execute("DELETE FROM roles WHERE project = ? AND user = ?", (project, user))
             return cursor.rowcount > 0
+
+    def restrict(self, project: NormalizedName, *, undo: bool = False) -> bool:
+        """Make a project readable only by users with a role on it (and admins), or by every
+        reader again with `undo`; False if it already was."""
+        with self._write() as db:
+            if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
+                raise NotFound(f"no private project {project!r}")
+            return db.execute(
+                "UPDATE projects SET restricted = ? WHERE name = ? AND restricted != ?",
+                (int(not undo), project, int(not undo)),
+            ).rowcount > 0
 
     def roles(self, project: NormalizedName) -> list[tuple[str, str]]:
         rows = self._reader.execute(
@@ -284,8 +414,10 @@ class PrivateStore:
         try:
             with sqlite.write_transaction(db):
                 yield db
+            self._changes.bump()  # committed: every process reloads on its next read
         finally:
             db.close()
+            self._restrictions_checked = float("-inf")  # see our own changes at once
 
     def find_duplicate(self, new: NewFile) -> bool:
         """True if exactly this file is already stored (an idempotent re-upload);
@@ -346,12 +478,15 @@ class PrivateStore:
                 db.execute(
                     "INSERT INTO files (filename, project, version, filetype, size, sha256,"
                     " blake2_256, md5, metadata_sha256, requires_python, summary, upload_time,"
-                    " uploader, fields) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " uploader, yanked, yanked_reason, fields)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         new.filename, new.project, canonical_version(new.version), new.filetype,
                         new.size, new.sha256, new.blake2_256, new.md5, metadata_sha256,
-                        new.requires_python, new.summary, datetime.now(UTC).isoformat(),
-                        new.uploader, orjson.dumps(dict(new.fields)),
+                        new.requires_python, new.summary,
+                        new.upload_time or datetime.now(UTC).isoformat(),
+                        new.uploader, new.yanked_reason is not None, new.yanked_reason or "",
+                        orjson.dumps(dict(new.fields)),
                     ),
                 )
                 self._bump(db, new.project)
@@ -366,10 +501,11 @@ class PrivateStore:
             (new.project, new.display_name, datetime.now(UTC).isoformat()),
         )
         if new.uploader is not None and db.execute(
-            "SELECT 1 FROM roles WHERE project = ? LIMIT 1", (new.project,)
+            "SELECT 1 FROM roles WHERE project = ? AND role != 'reader' LIMIT 1", (new.project,)
         ).fetchone() is None:
             db.execute(
-                "INSERT INTO roles (project, user, role) VALUES (?, ?, 'owner')",
+                "INSERT INTO roles (project, user, role) VALUES (?, ?, 'owner')"
+                " ON CONFLICT (project, user) DO UPDATE SET role = 'owner'",
                 (new.project, new.uploader),
             )
 
@@ -384,6 +520,50 @@ class PrivateStore:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
         _fsync_dir(target.parent)
+
+    def reserve(self, project: NormalizedName, display_name: str) -> bool:
+        """Take a name for private use without a file (what `remove` leaves); False if taken."""
+        with self._write() as db:
+            inserted = db.execute(
+                "INSERT INTO projects (name, display_name, created) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (project, display_name, datetime.now(UTC).isoformat()),
+            ).rowcount
+        return bool(inserted)
+
+    # ---- export ----
+
+    def exported_projects(self) -> list[dict[str, object]]:
+        """Every private project, with or without files: name, display name, restriction, roles."""
+        rows = self._reader.execute(
+            "SELECT name, display_name, restricted FROM projects ORDER BY name"
+        ).fetchall()
+        return [
+            {
+                "name": row[0], "display_name": row[1], "restricted": bool(row[2]),
+                "roles": [{"user": user, "role": role} for user, role in self.roles(row[0])],
+            }
+            for row in rows
+        ]
+
+    def exported_files(self) -> list[dict[str, object]]:
+        """Every file's record, oldest first, as `pyproxy export` writes it."""
+        rows = self._reader.execute(
+            "SELECT f.filename, p.display_name, f.version, f.filetype, f.size, f.sha256,"
+            " f.blake2_256, f.md5, f.upload_time, f.uploader, f.yanked, f.yanked_reason, f.fields"
+            " FROM files f JOIN projects p ON p.name = f.project ORDER BY f.upload_time, f.filename"
+        ).fetchall()
+        return [
+            {
+                "filename": row["filename"], "name": row["display_name"], "version": row["version"],
+                "filetype": row["filetype"], "size": row["size"], "sha256": row["sha256"],
+                "blake2_256": row["blake2_256"], "md5": row["md5"],
+                "upload_time": row["upload_time"], "uploader": row["uploader"],
+                "yanked_reason": row["yanked_reason"] if row["yanked"] else None,
+                "fields": orjson.loads(row["fields"]),
+            }
+            for row in rows
+        ]
 
     def yank(self, project: NormalizedName, version: str, reason: str, *, undo: bool = False) -> int:
         with self._write() as db:

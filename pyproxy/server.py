@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pyproxy import metrics
 from pyproxy.auth import UserStore
 from pyproxy.blobcache import BlobCache
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
@@ -19,14 +20,13 @@ from pyproxy.model import Repository
 from pyproxy.overlay import Overlay
 from pyproxy.private import PrivateRepository, PrivateStore
 from pyproxy.upstream import Upstream, pip_default_index, redact
+from pyproxy.web.access import runner_options
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
+from pyproxy.web.lifecycle import IN_FLIGHT, InFlight
 from pyproxy.web.simple import RenderedPages
 
 log = logging.getLogger("pyproxy")
-
-# in-flight downloads and uploads get this long to finish after SIGTERM
-SHUTDOWN_GRACE_S = 30.0
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
@@ -90,22 +90,69 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
 
 
 async def _serve(settings: Settings, sock: socket.socket) -> None:
-    services = build_services(settings)
-    runner = web.AppRunner(
-        build_app(services), handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
-    )
-    await runner.setup()
-    await web.SockSite(runner, sock, shutdown_timeout=SHUTDOWN_GRACE_S).start()
+    """Serve until SIGTERM or SIGINT, then stop gracefully (see `_stop_gracefully`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    services = build_services(settings)
+    app = build_app(services)
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace, **runner_options()
+    )
+    deadline = None
     try:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
         await stop.wait()
-        log.info("stopping (pid %d): finishing requests in flight", os.getpid())
+        deadline = await _stop_gracefully(runner, app[IN_FLIGHT], settings.shutdown_grace)
     finally:
+        server = runner.server
+        transports = [c.transport for c in server.connections if c.transport] if server else []
         await runner.cleanup()
+        if deadline is not None:
+            await _flushed(transports, deadline)
         await services.close()
+    log.info("stopped (pid %d)", os.getpid())
+
+
+async def _stop_gracefully(runner: web.AppRunner, in_flight: InFlight, grace: float) -> float:
+    """Refuse new connections at once; let running handlers finish (uploads still receiving
+    their bodies among them); then leave the rest of `grace` to aiohttp's cleanup, which closes
+    idle connections, waits for responses still being sent and cancels what remains. A cancelled
+    upload leaves nothing behind (its temp file is removed), a cancelled download is not cached.
+    Returns the loop time at which the grace period ends."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    for site in list(runner.sites):
+        await site.stop()
+    log.info(
+        "stopping (pid %d): %d request(s) in flight get up to %gs to finish",
+        os.getpid(), in_flight.running, grace,
+    )
+    if not await in_flight.drained(grace):
+        log.warning("grace period over: cancelling %d request(s) in flight", in_flight.running)
+    # AppRunner takes its timeout only at construction; what is left of the grace period
+    # bounds the whole stop, not the grace period once more
+    if hasattr(runner, "_shutdown_timeout"):
+        runner._shutdown_timeout = max(deadline - loop.time(), 0.1)
+    return deadline
+
+
+async def _flushed(transports: list[asyncio.Transport], deadline: float) -> None:
+    """aiohttp closes a connection as soon as its last response is written, which may still
+    sit in the transport's buffer for a slow client: keep the loop running (until `deadline`)
+    until those ends of responses have gone to the kernel, which delivers them after exit."""
+    loop = asyncio.get_running_loop()
+    while any(_unsent(t) for t in transports) and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def _unsent(transport: asyncio.Transport) -> bool:
+    try:
+        return transport.get_write_buffer_size() > 0
+    except (AttributeError, RuntimeError):  # a transport already torn down
+        return False
 
 
 def _run_worker(settings: Settings, sock: socket.socket) -> None:
@@ -129,6 +176,8 @@ def serve(settings: Settings) -> int:
     private.close()
     users.close()
     workers = settings.workers
+    if workers > 1 and not metrics.multiprocess():
+        log.warning("metrics are per worker: prometheus_client was imported too early")
     sock = _listening_socket(settings.host, settings.port, reuse_port=workers > 1)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -173,6 +222,7 @@ def _run_workers(settings: Settings, reserved: socket.socket, host: str, port: i
     status = 0
     for child in children:
         _, code = os.waitpid(child, 0)
+        metrics.worker_exited(child)
         if os.waitstatus_to_exitcode(code) != 0:
             status = 1
     reserved.close()

@@ -39,13 +39,13 @@ from pyproxy import archives
 from pyproxy.model import NormalizedName, normalize
 
 __all__ = [
-    "UploadRejected",
     "UploadForm",
+    "UploadRejected",
     "ValidatedFile",
-    "validate_form",
-    "validate_file",
     "file_part_rejected",
     "missing_file",
+    "validate_file",
+    "validate_form",
 ]
 
 CORE_METADATA_HELP: Final = "https://packaging.python.org/specifications/core-metadata"
@@ -116,7 +116,7 @@ _GONE_ACTIONS: Final = {
     "doc_upload": "Uploading documentation is no longer supported, we recommend using "
     "https://readthedocs.org/.",
 }
-_PROJECT_NAME: Final = re.compile(r"([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])", re.I | re.ASCII)
+_PROJECT_NAME: Final = re.compile(r"([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])", re.IGNORECASE | re.ASCII)
 _HEX_256: Final = re.compile(r"[A-Fa-f0-9]{64}")
 _FILETYPES: Final = ("sdist", "bdist_wheel")
 _DIGEST_FIELDS: Final = {
@@ -368,7 +368,7 @@ def validate_form(fields: Mapping[str, Sequence[str]]) -> UploadForm:
 
 # ------------------------------------------------------------------------------------------ file
 
-_DIST_FILE: Final = re.compile(r".+?(?P<extension>\.(tar\.gz|zip|whl))\Z", re.I | re.S)
+_DIST_FILE: Final = re.compile(r".+?(?P<extension>\.(tar\.gz|zip|whl))\Z", re.IGNORECASE | re.DOTALL)
 _EXTENSIONS: Final = {"sdist": ".tar.gz", "bdist_wheel": ".whl"}
 _PEP_527: Final = "https://www.python.org/dev/peps/pep-0527"
 _MAX_FILENAME_BYTES: Final = 255  # what common filesystems allow for one path component

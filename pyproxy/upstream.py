@@ -16,7 +16,7 @@ import ssl
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -24,8 +24,19 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import aiohttp
 import diskcache
 
-from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse_project_page
-from pyproxy.model import NormalizedName, NotFound, ProjectList, ProjectPage, Unavailable
+from pyproxy import metrics
+from pyproxy.formats.parse import (
+    UpstreamFormatError,
+    parse_project_list,
+    parse_project_page,
+)
+from pyproxy.model import (
+    NormalizedName,
+    NotFound,
+    ProjectList,
+    ProjectPage,
+    Unavailable,
+)
 
 log = logging.getLogger("pyproxy.upstream")
 
@@ -183,6 +194,9 @@ class Upstream:
         self._memory: OrderedDict[str, _Known] = OrderedDict()
         self._in_flight: dict[str, asyncio.Future[ProjectPage | ProjectList | None]] = {}
         self._session: aiohttp.ClientSession | None = None
+        # when (time.monotonic) upstream last answered, or last failed to: /ready reads them
+        self.last_success: float | None = None
+        self.last_failure: float | None = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -271,13 +285,15 @@ class Upstream:
         self, key: str, url: str, stale: _Entry | None, ttl: float
     ) -> ProjectPage | ProjectList | None:
         try:
-            entry = await self._fetch(url, stale)
+            with self._asking("page"):
+                entry = await self._fetch(url, stale)
             known = await self._remember(key, entry)
         except UpstreamError as exc:
             if stale is None:
                 raise Unavailable(f"upstream index unavailable ({exc}) and no copy is cached") from None
             age = int(time.time() - stale.fetched_at)
             log.warning("serving a stale copy of %s (%d s old): upstream %s", url, age, exc)
+            metrics.STALE_PAGES.inc()
             # while upstream hangs, don't make every request wait for its timeout: the stale
             # copy counts as fresh (in memory only) for a short while before the next try
             retry_at = time.time() - ttl + min(ttl, _RETRY_AFTER_FAILURE_S)
@@ -355,20 +371,49 @@ class Upstream:
 
         @asynccontextmanager
         async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
-            try:
-                response = await self.session.get(
-                    url, headers={"Accept-Encoding": "identity", **self._credentials_for(url)}
-                )
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
-            try:
+            with self._asking("file"):
+                try:
+                    response = await self.session.get(
+                        url, headers={"Accept-Encoding": "identity", **self._credentials_for(url)}
+                    )
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
                 if response.status != 200:
+                    response.release()
                     raise Unavailable(f"upstream answered HTTP {response.status} for a file")
+            try:
                 yield response.content.iter_chunked(_CHUNK)
             finally:
                 response.release()
 
         return open_body  # type: ignore[return-value]
+
+    # ---- health ----
+
+    @contextmanager
+    def _asking(self, kind: str) -> Iterator[None]:
+        """One upstream request: counted and timed, and remembered for /ready."""
+        with metrics.upstream_request(kind):
+            try:
+                yield
+            except Exception:
+                self.last_failure = time.monotonic()
+                raise
+        self.last_success = time.monotonic()
+
+    async def probe(self) -> None:
+        """HEAD the index (no body: the project list can be huge); UpstreamError if it does not
+        answer usefully. 405 counts as an answer: an index may serve GET only."""
+        with self._asking("probe"):
+            try:
+                async with self.session.head(
+                    self.index_url, headers=self._credentials_for(self.index_url)
+                ) as response:
+                    status = response.status
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise UpstreamError(_describe(exc)) from None
+            if status >= 400 and status != 405:
+                raise UpstreamError(f"answered HTTP {status}")
 
 
 def _describe(exc: BaseException) -> str:

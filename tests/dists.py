@@ -25,7 +25,7 @@ from packaging.metadata import parse_email
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-__all__ = ["make_wheel", "make_sdist", "form_fields_for", "core_metadata", "underscored"]
+__all__ = ["core_metadata", "form_fields_for", "make_sdist", "make_wheel", "underscored"]
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _TAR_MTIME = 315532800  # 1980-01-01, same instant as the zip epoch

@@ -43,7 +43,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-__all__ = ["FakeFile", "FakeUpstream", "Formats", "JSON_TYPE", "HTML_TYPE"]
+__all__ = ["HTML_TYPE", "JSON_TYPE", "FakeFile", "FakeUpstream", "Formats"]
 
 Formats = Literal["json", "html", "both"]
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"

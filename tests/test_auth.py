@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from pyproxy import auth
-from pyproxy.auth import TOKEN_PREFIX, TOKEN_USERNAME, AuthError, Identity, UserStore, hash_password, parse_basic, verify_password
+from pyproxy.auth import (
+    TOKEN_PREFIX,
+    TOKEN_USERNAME,
+    AuthError,
+    Identity,
+    UserStore,
+    hash_password,
+    parse_basic,
+    verify_password,
+)
 
 PASSWORD = "correct horse battery"
 REAL_SCRYPT_N = auth._SCRYPT_N

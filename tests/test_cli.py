@@ -336,9 +336,9 @@ def test_missing_config_file_exits_2(pyproxy, tmp_path: Path) -> None:  # type: 
 
 
 def test_bad_environment_exits_2(pyproxy, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("PYPROXY_SERVER_LOG_LEVEL", "loud")
+    monkeypatch.setenv("PYPROXY_LOG_LEVEL", "loud")
     code, _, err = pyproxy("user", "list")
-    assert code == 2 and "server.log_level" in one_line_error(err)
+    assert code == 2 and "PYPROXY_LOG_LEVEL" in one_line_error(err)
 
 
 def test_config_file_from_environment(pyproxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
@@ -405,3 +405,34 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
         cli.main(argv)
     assert exited.value.code == 2
     assert "usage:" in capsys.readouterr().err
+
+
+def test_restrict_and_grant_read(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+    add_private(private, "foo-1.0-py3-none-any.whl", uploader="alice")
+    pyproxy("user", "add", "bob", "--password-stdin", stdin=PASSWORD)
+    code, out, err = pyproxy("restrict", "Foo")
+    assert (code, err) == (0, "")
+    assert "foo restricted" in out and "pyproxy grant foo USER --read" in out
+    code, out, _ = pyproxy("restrict", "foo")
+    assert code == 0 and "already" in out
+
+    code, out, err = pyproxy("grant", "foo", "bob", "--read")
+    assert (code, err) == (0, "")
+    assert "bob is now reader of foo" in out
+    assert ("bob", "reader") in private.roles(normalize("foo"))
+    assert private.read_restrictions().may_read(normalize("foo"), "bob", admin=False)
+    assert not private.may_upload("bob", normalize("foo"), admin=False)
+
+    with pytest.raises(SystemExit) as exited:  # one role at a time
+        pyproxy("grant", "foo", "bob", "--read", "--owner")
+    assert exited.value.code == 2
+
+    code, out, _ = pyproxy("restrict", "foo", "--undo")
+    assert code == 0 and "readable by every reader" in out
+    fresh = PrivateStore(private.directory)  # `private` looks again only after a moment
+    try:
+        assert not fresh.read_restrictions()
+    finally:
+        fresh.close()
+    code, _, err = pyproxy("restrict", "nope")
+    assert code == 1 and "nope" in one_line_error(err)

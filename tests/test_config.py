@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from pyproxy import config
-from pyproxy.config import DEFAULT_UPSTREAM, ConfigError, Settings, find_config_file, load_settings, parse_size
+from pyproxy.config import (
+    DEFAULT_UPSTREAM,
+    ConfigError,
+    Settings,
+    find_config_file,
+    load_settings,
+    parse_size,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GiB = 1024**3
@@ -82,7 +89,9 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("server", "base_url"): ('"https://packages.example.com"', "https://packages.example.com",
                              "https://packages.example.com"),
     ("server", "page_max_age"): ("60", "60", 60),
-    ("server", "log_level"): ('"debug"', "debug", "debug"),
+    ("server", "trust_forwarded"): ('["127.0.0.1", "10.1.2.3/8"]', "127.0.0.1, 10.1.2.3/8",
+                                    ("127.0.0.1/32", "10.0.0.0/8")),
+    ("server", "shutdown_grace"): ("5", "5", 5.0),
     ("upstream", "url"): ('"http://127.0.0.1:9999/simple/"', "http://127.0.0.1:9999/simple/",
                           "http://127.0.0.1:9999/simple/"),
     ("upstream", "timeout"): ("2.5", "2.5", 2.5),
@@ -93,6 +102,9 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("cache", "max_size"): ('"2GiB"', "2GiB", 2 * GiB),
     ("overlay", "merge"): ('["foo", "bar-baz"]', "foo, bar-baz", ("foo", "bar-baz")),
     ("uploads", "max_file_size"): ('"5MB"', "5MB", 5_000_000),
+    ("log", "level"): ('"DEBUG"', "Debug", "debug"),  # in any case
+    ("log", "format"): ('"Json"', "JSON", "json"),
+    ("auth", "read"): ('"Authenticated"', "AUTHENTICATED", "authenticated"),
 }
 
 
@@ -177,6 +189,30 @@ def test_merge_list_text_ignores_blanks() -> None:
     settings = load_settings(None, None, environ={"PYPROXY_OVERLAY_MERGE": " a ,, b,"})
     assert settings.merge == ("a", "b")
     assert load_settings(None, None, environ={"PYPROXY_OVERLAY_MERGE": ""}).merge == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("true", True), ("yes", True), ("false", False), ("", False), ("0", False),
+     ("::1", ("::1/128",)), ("127.0.0.1,172.16.0.0/12", ("127.0.0.1/32", "172.16.0.0/12"))],
+)
+def test_trust_forwarded_text(text: str, expected: object) -> None:
+    settings = load_settings(None, None, environ={"PYPROXY_SERVER_TRUST_FORWARDED": text})
+    assert settings.trust_forwarded == expected
+
+
+@pytest.mark.parametrize(("toml_value", "expected"), [("true", True), ("false", False), ("[]", False)])
+def test_trust_forwarded_in_the_file(toml_value: str, expected: bool, tmp_path: Path) -> None:
+    path = write_toml(tmp_path, f"[server]\ntrust_forwarded = {toml_value}\n")
+    assert load_settings(str(path), None, environ={}).trust_forwarded is expected
+
+
+@pytest.mark.parametrize(
+    "url", ["https://packages.example.com", "https://packages.example.com/", "http://10.0.0.1:8080",
+            "http://[::1]:8080/"],
+)
+def test_base_url_is_an_origin(url: str) -> None:
+    assert load_settings(None, {"base_url": url}, environ={}).base_url == url
 
 
 def test_float_accepts_an_integer(tmp_path: Path) -> None:
@@ -281,12 +317,22 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[server]\nport = -1\n", "server.port"),
         ("[server]\nworkers = 0\n", "server.workers"),
         ("[server]\nworkers = 'many'\n", "server.workers"),
-        ("[server]\nlog_level = 'verbose'\n", "server.log_level"),
-        ("[server]\nlog_level = 3\n", "server.log_level"),
+        ("[log]\nlevel = 'verbose'\n", "log.level"),
+        ("[log]\nlevel = 3\n", "log.level"),
+        ("[log]\nformat = 'xml'\n", "log.format"),
+        ("[auth]\nread = 'everyone'\n", "auth.read"),
+        ("[auth]\nread = true\n", "auth.read"),
+        ("[server]\nlog_level = 'info'\n", "server.log_level"),  # now [log] level
         ("[server]\nhost = 1\n", "server.host"),
         ("[server]\ndata_dir = ''\n", "server.data_dir"),
         ("[server]\ndata_dir = 5\n", "server.data_dir"),
         ("[server]\nbase_url = 'packages.example.com'\n", "server.base_url"),
+        ("[server]\nbase_url = 'https://packages.example.com/pypi'\n", "server.base_url"),
+        ("[server]\nbase_url = 'https://\"><b>/'\n", "server.base_url"),
+        ("[server]\ntrust_forwarded = 'yes'\n", "server.trust_forwarded"),
+        ("[server]\ntrust_forwarded = ['nginx']\n", "server.trust_forwarded"),
+        ("[server]\ntrust_forwarded = [1]\n", "server.trust_forwarded"),
+        ("[server]\nshutdown_grace = 0\n", "server.shutdown_grace"),
         ("[server]\npage_max_age = -5\n", "server.page_max_age"),
         ("[upstream]\nurl = 'ftp://127.0.0.1/simple/'\n", "upstream.url"),  # bad URL
         ("[upstream]\nurl = 'http://'\n", "upstream.url"),
@@ -323,13 +369,18 @@ def test_ca_bundle_must_be_a_file_not_a_directory(tmp_path: Path) -> None:
         ("PYPROXY_SERVER_PORT", "eighty"),
         ("PYPROXY_SERVER_PORT", "99999"),
         ("PYPROXY_SERVER_WORKERS", "0"),
-        ("PYPROXY_SERVER_LOG_LEVEL", "loud"),
+        ("PYPROXY_LOG_LEVEL", "loud"),
+        ("PYPROXY_LOG_FORMAT", "xml"),
+        ("PYPROXY_AUTH_READ", "users"),
         ("PYPROXY_UPSTREAM_URL", "127.0.0.1:9999"),
         ("PYPROXY_UPSTREAM_OFFLINE", "maybe"),
         ("PYPROXY_UPSTREAM_TIMEOUT", "-1"),
         ("PYPROXY_UPSTREAM_CA_BUNDLE", "/nonexistent/ca.pem"),
         ("PYPROXY_CACHE_MAX_SIZE", "lots"),
         ("PYPROXY_UPLOADS_MAX_FILE_SIZE", "0"),
+        ("PYPROXY_SERVER_TRUST_FORWARDED", "maybe"),
+        ("PYPROXY_SERVER_TRUST_FORWARDED", "127.0.0.1, 300.1.1.1"),
+        ("PYPROXY_SERVER_SHUTDOWN_GRACE", "forever"),
     ],
 )
 def test_bad_environment_values(variable: str, value: str) -> None:
@@ -346,7 +397,8 @@ def test_bad_environment_values(variable: str, value: str) -> None:
         ({"port": "http"}, "port"),
         ({"port": 123456}, "server.port"),
         ({"workers": 0}, "server.workers"),
-        ({"log_level": "chatty"}, "server.log_level"),
+        ({"log_level": "chatty"}, "--log-level"),
+        ({"log_format": "yaml"}, "--log-format"),
         ({"upstream_url": "file:///tmp/index"}, "upstream.url"),
     ],
 )

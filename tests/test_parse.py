@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -459,7 +459,7 @@ def test_json_upload_time(text: str | None, moment: datetime | None) -> None:
     assert dist.upload_time == moment
     if moment is not None:
         assert dist.upload_time is not None and dist.upload_time.utcoffset() == timedelta(0)
-        assert dist.upload_time.tzinfo in (UTC, timezone.utc)
+        assert dist.upload_time.tzinfo in (UTC, UTC)
 
 
 def test_json_versions_merge_with_file_versions() -> None:

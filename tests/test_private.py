@@ -608,3 +608,121 @@ def test_instances_opening_a_new_directory_together(tmp_path: Path) -> None:
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
+
+
+# ---- what the legacy JSON API reads ----
+
+
+def test_project_serial_and_file_digests(store: PrivateStore) -> None:
+    foo = normalize("foo")
+    assert store.project_serial(foo) is None and store.file_digests(foo) == {}
+    upload(store, "foo-1.0-py3-none-any.whl", b"wheel body")
+    upload(store, "foo-1.0.tar.gz", b"sdist body")
+    assert store.project_serial(foo) == 2
+    store.yank(foo, "1.0", "x")
+    assert store.project_serial(foo) == 3
+    body = b"sdist body"
+    assert store.file_digests(foo)["foo-1.0.tar.gz"] == {
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "blake2_256": hashlib.blake2b(body, digest_size=32).hexdigest(),
+        "md5": hashlib.md5(body).hexdigest(),
+    }
+    assert set(store.file_digests(foo)) == {"foo-1.0-py3-none-any.whl", "foo-1.0.tar.gz"}
+
+
+# ---- read restrictions ----
+
+
+def test_restrict_and_readers(store: PrivateStore, other: PrivateStore) -> None:
+    foo = normalize("foo")
+    upload(store, uploader="alice")
+    upload(store, "bar-1.0-py3-none-any.whl", uploader="alice")
+    assert not store.read_restrictions()  # nothing restricted
+    assert store.restrict(foo)
+    assert not store.restrict(foo)  # already
+    store.grant(foo, "bob", "reader")
+    restrictions = store.read_restrictions()  # this store's own writes show at once
+    assert dict(restrictions.readers) == {foo: frozenset({"alice", "bob"})}
+    for user, admin, allowed in [("alice", False, True), ("bob", False, True),
+                                 ("carol", False, False), (None, False, False),
+                                 ("root", True, True)]:
+        assert restrictions.may_read(foo, user, admin=admin) is allowed, user
+        assert restrictions.may_read(normalize("bar"), user, admin=admin), user
+        assert (foo in restrictions.hidden_from(user, admin=admin)) is not allowed, user
+    # a reader may read, not upload
+    assert not store.may_upload("bob", foo, admin=False)
+    with pytest.raises(StoreRejected):
+        upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
+    assert store.roles(foo) == [("bob", "reader"), ("alice", "owner")]
+    # another process sees the change within the recheck interval
+    deadline = time.monotonic() + 2
+    while not other.read_restrictions():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert store.restrict(foo, undo=True)
+    assert not store.read_restrictions()
+    with pytest.raises(NotFound):
+        store.restrict(normalize("nope"))
+
+
+def test_readers_alone_do_not_hold_a_name(store: PrivateStore) -> None:
+    """A name whose uploaders are all gone is free to claim, even with readers left on it;
+    a reader claiming it becomes its owner."""
+    foo = normalize("foo")
+    upload(store, uploader="alice")
+    store.grant(foo, "bob", "reader")
+    store.revoke(foo, "alice")
+    assert store.may_upload("bob", foo, admin=False)
+    assert upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
+    assert store.roles(foo) == [("bob", "owner")]
+    with pytest.raises(ValueError):
+        store.grant(foo, "carol", "superuser")
+
+
+def test_databases_without_the_restricted_column_are_migrated(directory: Path) -> None:
+    """A data dir written before read restrictions existed opens, keeps its data, and can
+    restrict (two stores opening it at once both cope)."""
+    directory.mkdir(parents=True)
+    old = sqlite3.connect(directory / "private.sqlite3")
+    old.executescript(
+        "CREATE TABLE projects (name TEXT PRIMARY KEY, display_name TEXT NOT NULL,"
+        " created TEXT NOT NULL, serial INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO projects VALUES ('foo', 'Foo', '2024-01-01T00:00:00+00:00', 3);"
+    )
+    old.close()
+    stores = [PrivateStore(directory), PrivateStore(directory)]
+    try:
+        assert stores[0].list_projects().names == ("Foo",)
+        assert stores[0].project_serial(normalize("foo")) == 3
+        assert not stores[1].read_restrictions()
+        assert stores[1].restrict(normalize("foo"))
+        assert normalize("foo") in stores[1].read_restrictions().readers
+    finally:
+        for opened in stores:
+            opened.close()
+
+
+# ---------------------------------------------------------------------- the warm read path
+
+
+def test_warm_reads_make_no_query_and_see_another_process_change_at_once(
+    store: PrivateStore, other: PrivateStore
+) -> None:
+    upload(store)
+    foo = normalize("foo")
+    assert other.has_project(foo) and not other.has_project(normalize("bar"))
+    other.project_page(foo), other.list_projects()
+    statements: list[str] = []
+    other._reader.set_trace_callback(statements.append)
+    for _ in range(3):
+        assert other.has_project(foo)
+        assert [f.filename for f in other.project_page(foo).files] == ["foo-1.0-py3-none-any.whl"]
+        assert other.list_projects().names == ("foo",)
+    # the database backstop may be asked once a second, nothing else
+    assert [s for s in statements if "data_version" not in s] == []
+
+    upload(store, "bar-1.0-py3-none-any.whl")  # "another worker" commits
+    assert other.has_project(normalize("bar")), "seen without waiting for the backstop"
+    assert other.list_projects().names == ("bar", "foo")
+    upload(store, "foo-2.0-py3-none-any.whl")
+    assert len(other.project_page(foo).files) == 2

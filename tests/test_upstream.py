@@ -8,9 +8,9 @@ Everything runs against real servers on 127.0.0.1: the FakeUpstream, or for what
 from __future__ import annotations
 
 import asyncio
-import time
 import base64
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path

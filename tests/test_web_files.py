@@ -14,6 +14,8 @@ from aiohttp.test_utils import TestClient
 
 from pyproxy.config import Settings
 from tests.conftest import Seed, seeded_settings
+from tests.dists import make_wheel
+from tests.fake_upstream import FakeUpstream
 
 JSON = "application/vnd.pypi.simple.v1+json"
 WHEEL_10 = "foo_bar-1.0-py3-none-any.whl"
@@ -291,3 +293,34 @@ async def test_last_modified_is_http_date(client: TestClient) -> None:
     response = await client.head(file_path(WHEEL_10))
     if "Last-Modified" in response.headers:
         assert email.utils.parsedate_to_datetime(response.headers["Last-Modified"]) is not None
+
+
+# ------------------------------------------------------------------------ X-Pyproxy-Cache
+
+
+@pytest.mark.parametrize("suffix", ["", ".metadata"])
+async def test_cache_status_hit_for_a_file_on_disk(client: TestClient, seed: Seed, suffix: str) -> None:
+    """A private file (any LocalFile) is "hit"; `pyproxy prefetch` counts it as already cached."""
+    response = await client.get(file_path(WHEEL_10) + suffix)
+    assert response.status == 200
+    assert response.headers["X-Pyproxy-Cache"] == "hit"
+    etag = response.headers["ETag"]
+    conditional = await client.get(file_path(WHEEL_10) + suffix, headers={"If-None-Match": etag})
+    assert conditional.status == 304
+    assert conditional.headers["X-Pyproxy-Cache"] == "hit"
+
+
+async def test_cache_status_miss_while_streaming_from_upstream_then_hit(make_client, tmp_path: Path) -> None:
+    wheel = make_wheel(tmp_path / "dists", "up-stream", "1.0")
+    async with FakeUpstream(formats="json") as fake:
+        fake.add_file("up-stream", wheel.name, wheel.read_bytes(), metadata=wheel_metadata(wheel))
+        client, _ = await make_client(upstream_url=fake.index_url)
+        first = await client.get(file_path(wheel.name, "up-stream"))
+        assert first.status == 200
+        assert first.headers["X-Pyproxy-Cache"] == "miss"
+        assert await first.read() == wheel.read_bytes()
+        second = await client.get(file_path(wheel.name, "up-stream"))
+        assert second.status == 200
+        assert second.headers["X-Pyproxy-Cache"] == "hit"
+        assert await second.read() == wheel.read_bytes()
+        assert fake.count(fake.file_path("up-stream", wheel.name)) == 1

@@ -296,6 +296,25 @@ async def test_not_multipart_400(client: TestClient, dists: Path) -> None:
     assert response.status == 400
 
 
+@pytest.mark.parametrize("body", [
+    b"--x\r\nno colon in this header line\r\n\r\nvalue\r\n--x--\r\n",
+    b"--x\r\n--x--\r\n",
+])
+async def test_malformed_multipart_part_is_a_400_not_a_traceback(
+    client: TestClient, services: Services, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    from aiohttp import encode_basic_auth
+
+    response = await client.post(
+        "/legacy/", data=body,
+        headers={"Authorization": encode_basic_auth(USER, PASSWORD),
+                 "Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert response.status == 400, await response.text()
+    assert "Traceback" not in caplog.text
+    assert leftovers(services) == []
+
+
 # ------------------------------------------------------------------------------ sizes (A8)
 
 

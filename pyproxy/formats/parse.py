@@ -19,15 +19,22 @@ from urllib.parse import unquote, urldefrag, urljoin, urlsplit
 import orjson
 from lxml import etree
 
-from pyproxy.model import DistFile, NormalizedName, Origin, ProjectList, ProjectPage, ProjectStatus
+from pyproxy.model import (
+    DistFile,
+    NormalizedName,
+    Origin,
+    ProjectList,
+    ProjectPage,
+    ProjectStatus,
+)
 
 __all__ = [
-    "JSON_TYPE",
-    "HTML_TYPES",
     "FRAGMENT_HASH_ALGORITHMS",
+    "HTML_TYPES",
+    "JSON_TYPE",
     "UpstreamFormatError",
-    "parse_project_page",
     "parse_project_list",
+    "parse_project_page",
 ]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"

@@ -6,7 +6,17 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from pyproxy.web import files, legacy, middleware, pages, simple
+from pyproxy.web import (
+    files,
+    json_api,
+    legacy,
+    lifecycle,
+    middleware,
+    ops,
+    pages,
+    readauth,
+    simple,
+)
 from pyproxy.web.context import SERVICES, Services
 
 
@@ -14,13 +24,28 @@ def build_app(services: Services) -> web.Application:
     # uploads are streamed part by part, so the body-size limit never applies to them
     app = web.Application(middlewares=[middleware.errors])
     app[SERVICES] = services
+    readauth.setup(app)  # who may read what: before any handler, inside the error middleware
+    lifecycle.install(app)  # the outermost middleware: counts requests for a graceful stop
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("pyproxy", "templates"), autoescape=True)
     app.on_response_prepare.append(middleware.add_cors_headers)
     router = app.router
     router.add_get("/", pages.landing)
+    router.add_get("/search", pages.search)
+    router.add_get("/projects", pages.projects_without_slash)
+    router.add_get("/projects/", pages.projects)
+    router.add_get("/project/{tail:.*}", pages.project)
     router.add_get("/simple", simple.simple_root_without_slash)
     router.add_get("/simple/{tail:.*}", simple.simple)
     router.add_get("/files/{project}/{filename}", files.download)
+    router.add_get("/health", ops.health)
+    router.add_get("/ready", ops.ready)
+    router.add_get("/metrics", ops.metrics_page)
+    app[ops.READINESS] = ops.Readiness()
+    app[json_api.RENDERED] = json_api.RenderedDocuments()
+    # the public index also answers these with a trailing slash
+    for suffix in ("json", "json/"):
+        router.add_get(f"/pypi/{{project}}/{suffix}", json_api.project)
+        router.add_get(f"/pypi/{{project}}/{{version}}/{suffix}", json_api.release)
     # twine aborts on any redirect, so every spelling of the upload URL is served directly
     for path in ("/legacy/", "/legacy", "/"):
         router.add_post(path, legacy.upload)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from pyproxy.auth import UserStore
 from pyproxy.blobcache import BlobCache
-from pyproxy.config import Settings
+from pyproxy.config import Settings, is_authority
 from pyproxy.model import Repository
 from pyproxy.private import PrivateStore
 from pyproxy.upstream import Upstream
@@ -42,8 +44,47 @@ SERVICES = web.AppKey("services", Services)
 
 
 def origin(request: web.Request) -> str:
-    """scheme://host[:port] for the absolute URLs pyproxy writes."""
-    configured = request.app[SERVICES].settings.base_url
-    if configured:
-        return configured.rstrip("/")
-    return f"{request.scheme}://{request.host}"
+    """scheme://host[:port] for the absolute URLs pyproxy writes: `[server] base_url` when set;
+    else X-Forwarded-Proto/-Host when `[server] trust_forwarded` trusts the peer; else the
+    request's own scheme and Host. A host that is not a plain host[:port] is a 400, never
+    written into a page."""
+    settings = request.app[SERVICES].settings
+    if settings.base_url:
+        return settings.base_url.rstrip("/")
+    scheme, host = request.scheme, request.host
+    if _trusted(settings.trust_forwarded, request.remote):
+        scheme = _first(request, "X-Forwarded-Proto", scheme).lower()
+        host = _first(request, "X-Forwarded-Host", host)
+        if scheme not in ("http", "https"):
+            raise web.HTTPBadRequest(text=f"X-Forwarded-Proto: {scheme[:64]!r} is not http or https\n")
+        if not is_authority(host):
+            raise web.HTTPBadRequest(text=f"X-Forwarded-Host: {host[:64]!r} is not a host[:port]\n")
+    elif not is_authority(host):
+        raise web.HTTPBadRequest(text=f"Host: {host[:64]!r} is not a host[:port]\n")
+    return f"{scheme}://{host}"
+
+
+def _first(request: web.Request, header: str, default: str) -> str:
+    """The first entry of a (possibly comma-joined, possibly repeated) header: the one the
+    proxy nearest the client wrote."""
+    value = request.headers.get(header)
+    if value is None:
+        return default
+    return value.split(",", 1)[0].strip()
+
+
+def _trusted(trust: bool | tuple[str, ...], remote: str | None) -> bool:
+    if isinstance(trust, bool):
+        return trust
+    return remote is not None and _in_networks(remote, trust)
+
+
+@lru_cache(maxsize=256)
+def _in_networks(remote: str, networks: tuple[str, ...]) -> bool:
+    try:
+        address = ipaddress.ip_address(remote)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped  # a dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d
+    return any(address in ipaddress.ip_network(network) for network in networks)

@@ -16,12 +16,16 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
+from pyproxy import metrics
 from pyproxy.model import LocalFile, StreamedFile, normalize
+from pyproxy.web.access import CACHE_OUTCOME
 from pyproxy.web.context import SERVICES
 
 log = logging.getLogger("pyproxy.web")
 METADATA_SUFFIX = ".metadata"
 IMMUTABLE = "max-age=365000000, immutable"
+# tells `pyproxy prefetch` (and operators) whether a file was already on disk
+CACHE_STATUS = "X-Pyproxy-Cache"
 _CHUNK = 256 * 1024
 
 
@@ -106,8 +110,10 @@ class _FileBody(web.StreamResponse):
                 await asyncio.get_running_loop().sendfile(
                     transport, self._fobj, self._offset, self._count  # type: ignore[arg-type]
                 )
+                writer.output_size += self._count  # bypassed the writer; the access log reads it
             except NotImplementedError:  # e.g. uvloop or TLS: copy in chunks off the loop
                 await self._copy(writer)
+            _count_served(request, self._count)
             return writer
         finally:
             self._fobj.close()  # type: ignore[attr-defined]
@@ -121,6 +127,16 @@ class _FileBody(web.StreamResponse):
             await writer.write(chunk)
             position += len(chunk)
             remaining -= len(chunk)
+
+
+_SERVED_FROM = {"hit": "cache", "miss": "upstream", "coalesced": "upstream"}
+
+
+def _count_served(request: web.BaseRequest, count: int) -> None:
+    """Body bytes of an upstream file sent, by where they came from (private files: not counted)."""
+    source = _SERVED_FROM.get(request.get(CACHE_OUTCOME, "-"))
+    if source is not None and count:
+        metrics.SERVED_BYTES.labels(source).inc(count)
 
 
 def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, str]:
@@ -142,6 +158,7 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
         size = stat.st_size
         headers = _base_headers(etag, stat.st_mtime)
         headers[hdrs.ACCEPT_RANGES] = "bytes"
+        headers[CACHE_STATUS] = "hit"
         if (none_match := request.headers.get(hdrs.IF_NONE_MATCH)) and _none_match(none_match, etag):
             fobj.close()
             return web.Response(status=304, headers={k: v for k, v in headers.items() if k != hdrs.CONTENT_TYPE})
@@ -174,15 +191,18 @@ async def send_streamed(
     client never takes a truncated or mismatching file for a complete one."""
     # no Accept-Ranges: ranges only once the file is complete on disk
     headers = _base_headers(f'"{file.sha256}"' if file.sha256 else None, None)
+    headers[CACHE_STATUS] = "miss"
     response = web.StreamResponse(status=200, headers=headers)
     if file.size is not None:
         response.content_length = file.size
     await response.prepare(request)
     if request.method == hdrs.METH_HEAD:
         return response
+    sent = 0
     try:
         async for chunk in file.chunks:
             await response.write(chunk)
+            sent += len(chunk)
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception as exc:
@@ -190,6 +210,8 @@ async def send_streamed(
         if request.transport is not None:
             request.transport.abort()
         raise ConnectionResetError("upstream body failed") from exc
+    finally:
+        _count_served(request, sent)
     return response
 
 
@@ -205,6 +227,9 @@ async def download(request: web.Request) -> web.StreamResponse:
             )
         else:
             source = await services.repository.open_file(project, filename)
+        request[CACHE_OUTCOME] = source.cache
+        if source.cache in metrics.CACHE_RESULTS:
+            metrics.CACHE_REQUESTS.labels(source.cache).inc()
         if not isinstance(source, LocalFile):
             break
         try:

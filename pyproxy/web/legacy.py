@@ -9,14 +9,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from pyproxy import metrics
 from pyproxy.auth import Identity, parse_basic
 from pyproxy.private import NewFile, StoreRejected, not_allowed
 from pyproxy.upload import UploadRejected, validate_file, validate_form
+from pyproxy.web import readauth
+from pyproxy.web.access import USER
 from pyproxy.web.context import SERVICES
 from pyproxy.web.middleware import text_error
 
@@ -25,7 +31,7 @@ log = logging.getLogger("pyproxy.upload")
 _CHUNK = 256 * 1024
 _MAX_FIELDS_BYTES = 16 * 1024 * 1024  # descriptions can be long, but not unbounded
 _FILE_FIELDS = {"content", "gpg_signature", "attestations"}
-AUTH_CHALLENGE = {hdrs.WWW_AUTHENTICATE: 'Basic realm="pyproxy"'}
+_R = TypeVar("_R", UploadRejected, StoreRejected)
 
 
 class _Hashes:
@@ -48,10 +54,40 @@ class _Hashes:
 
 def _too_large(limit: int, name: str | None) -> UploadRejected:
     project = f" for project {name!r}" if name else ""
-    return UploadRejected(
+    rejection = UploadRejected(
         f"File too large. Limit{project} is {_human_size(limit)}"
         " (the operator sets it as [uploads] max_file_size)."
     )
+    return _counted_as(rejection, "too_large")
+
+
+# ---- why uploads are rejected, as a closed set of metrics labels (metrics.UPLOAD_REJECTIONS)
+
+_REASON = "metrics_reason"
+
+
+def _counted_as(rejection: _R, reason: str) -> _R:
+    if not hasattr(rejection, _REASON):  # the innermost, most specific reason wins
+        setattr(rejection, _REASON, reason)
+    return rejection
+
+
+@contextmanager
+def _rejections_count_as(reason: str) -> Iterator[None]:
+    try:
+        yield
+    except (UploadRejected, StoreRejected) as rejection:
+        _counted_as(rejection, reason)
+        raise
+
+
+def _reason(rejection: UploadRejected | StoreRejected) -> str:
+    tagged = getattr(rejection, _REASON, None)
+    if tagged is not None:
+        return tagged
+    if isinstance(rejection, StoreRejected):  # the store refuses duplicates and non-maintainers
+        return "forbidden" if rejection.status == 403 else "duplicate"
+    return "malformed"  # what is left: the request itself (not multipart, odd parts, no file)
 
 
 def _human_size(size: int) -> str:
@@ -70,7 +106,7 @@ async def _authenticate(request: web.Request) -> Identity:
             " (user name __token__).",
             status=401,
         )
-    identity = await asyncio.to_thread(request.app[SERVICES].users.authenticate, *credentials)
+    identity = await readauth.identify(request)  # the same (cached) check as for reads
     if identity is None:
         raise UploadRejected("Invalid or non-existent authentication information.", status=403)
     return identity
@@ -91,22 +127,27 @@ async def _save_content(
 
 async def upload(request: web.Request) -> web.StreamResponse:
     try:
-        return await _upload(request)
+        response = await _upload(request)
     except (UploadRejected, StoreRejected) as rejection:
+        metrics.UPLOADS_REJECTED.labels(_reason(rejection)).inc()
         log.info("upload rejected (%d): %s", rejection.status, rejection.message)
-        headers = AUTH_CHALLENGE if rejection.status == 401 else None
+        headers = readauth.AUTH_CHALLENGE if rejection.status == 401 else None
         return text_error(rejection.status, rejection.message, headers)
+    metrics.UPLOADS_ACCEPTED.inc()
+    return response
 
 
 async def _upload(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    identity = await _authenticate(request)
+    with _rejections_count_as("unauthenticated"):
+        identity = await _authenticate(request)
+    request[USER] = identity.user  # for the access log
     if not request.content_type.startswith("multipart/"):
         raise UploadRejected("Upload payload must be multipart/form-data.")
     try:
         reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
-        raise UploadRejected(f"Malformed multipart body: {exc}") from None
+    except (ValueError, AssertionError, HttpProcessingError) as exc:
+        raise UploadRejected(f"Malformed multipart body: {_parse_error(exc)}") from None
 
     fields: dict[str, list[str]] = {key: [value] for key, value in request.query.items()}
     filename: str | None = None
@@ -136,11 +177,19 @@ async def _upload(request: web.Request) -> web.StreamResponse:
                         value = await part.text()
                         field_bytes += len(value)
                         if field_bytes > _MAX_FIELDS_BYTES:
-                            raise UploadRejected("Upload form fields are too large.")
+                            raise _counted_as(
+                                UploadRejected("Upload form fields are too large."), "too_large"
+                            )
                         fields.setdefault(part.name, []).append(value)
-            except (ValueError, AssertionError) as exc:
-                raise UploadRejected(f"Malformed multipart body: {exc}") from None
+            except (ValueError, AssertionError, HttpProcessingError) as exc:
+                # e.g. a part whose headers do not parse (aiohttp's InvalidHeader)
+                raise UploadRejected(f"Malformed multipart body: {_parse_error(exc)}") from None
         return await _accept(request, identity, fields, filename, content_type, body_path, size, digests)
+
+
+def _parse_error(exc: Exception) -> str:
+    message = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    return " ".join(str(message).split()) or type(exc).__name__
 
 
 async def _accept(
@@ -154,12 +203,16 @@ async def _accept(
     digests: dict[str, str],
 ) -> web.StreamResponse:
     services = request.app[SERVICES]
-    form = validate_form(fields)
+    with _rejections_count_as("invalid_metadata"):
+        form = validate_form(fields)
     if filename is None:
         raise UploadRejected("Upload payload does not have a file.")
     if not services.private.may_upload(identity.user, form.project, admin=identity.admin):
         raise not_allowed(identity.user, form.project)
-    checked = await asyncio.to_thread(validate_file, form, filename, content_type, body_path, digests)
+    with _rejections_count_as("invalid_file"):
+        checked = await asyncio.to_thread(
+            validate_file, form, filename, content_type, body_path, digests
+        )
     new = NewFile(
         filename=checked.filename,
         project=form.project,

@@ -14,7 +14,8 @@ from aiohttp import hdrs, web
 
 from pyproxy.formats.negotiate import Format, negotiate
 from pyproxy.formats.render import render_index, render_project
-from pyproxy.model import DistFile, NormalizedName, NotFound, normalize
+from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize
+from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, origin
 
 # PEP 508 project names; anything else cannot exist, here or upstream
@@ -119,11 +120,21 @@ async def _index(request: web.Request) -> web.StreamResponse:
     fmt = _chosen_format(request)
     projects = await services.repository.list_projects()
     base = origin(request)
-    page = await services.pages.get(
-        (base, fmt, ""),
-        projects.revision,
-        lambda: render_index(projects, fmt, lambda n: f"{base}/simple/{normalize(n)}/"),
-    )
+    hidden = readauth.hidden_projects(request)
+    # callers who may read the same projects share one rendering ("" is no project's name)
+    variant = ""
+    if hidden:
+        digest = hashlib.blake2b("\n".join(sorted(hidden)).encode(), digest_size=16)
+        variant = f"without:{digest.hexdigest()}"
+
+    def render() -> bytes:
+        listed = projects
+        if hidden:
+            names = tuple(n for n in projects.names if normalize(n) not in hidden)
+            listed = ProjectList(names, revision=projects.revision)
+        return render_index(listed, fmt, lambda n: f"{base}/simple/{normalize(n)}/")
+
+    page = await services.pages.get((base, fmt, variant), projects.revision, render)
     return _page(request, fmt, page)
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.access_log import access_records
 from tests.e2e.clients import client_env, describe, get, run
 
 START_TIMEOUT = 20.0
@@ -107,27 +108,26 @@ class PyproxyServer:
         except FileNotFoundError:
             return ""
 
-    _ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/1\.[01]" (?P<status>\d{3}) ')
+    def access_records(self) -> list[dict]:
+        """The access-log records on this server's stderr, text or JSON (tests/access_log.py)."""
+        return access_records(self.stderr_text())
 
     def requests(self, method: str | None = None, path_re: str = "", status: int | None = None,
                  agent: str | None = None) -> int | None:
-        """How many access-log lines ('"GET /path HTTP/1.1" 200 ... "User-Agent"', aiohttp's
-        default format) on this server's stderr match; `agent` is a User-Agent prefix such as
-        "pip/". None when the server logs no requests at all."""
-        count, seen = 0, False
-        for line in self.stderr_text().splitlines():
-            m = self._ACCESS.search(line)
-            if not m:
-                continue
-            seen = True
-            if (
-                (method is None or m["method"] == method)
-                and re.search(path_re, m["path"])
-                and (status is None or int(m["status"]) == status)
-                and (agent is None or f'"{agent}' in line[m.end():])
-            ):
-                count += 1
-        return count if seen else None
+        """How many access-log records on this server's stderr match; `path_re` is searched in
+        the logged path (decoded, query dropped but for `format=`), `agent` is a User-Agent
+        prefix such as "pip/". None when the server logs no requests at all."""
+        records = self.access_records()
+        if not records:
+            return None
+        return sum(
+            1
+            for r in records
+            if (method is None or r["method"] == method)
+            and re.search(path_re, r["path"])
+            and (status is None or r["status"] == status)
+            and (agent is None or r["agent"].startswith(agent))
+        )
 
     def start(self) -> PyproxyServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -364,7 +364,8 @@ def test_two_servers_one_data_dir_concurrent_uploads(pyproxy_factory, tmp_path):
         assert "Traceback" not in log, f"{server} logged a traceback:\n{log}"
 
 
-_DB_NOISE = re.compile(r"(-wal|-shm|-journal|\.log|\.lock|\.pid)$")
+# database side files, and each server's own Prometheus value files (fresh at every start)
+_DB_NOISE = re.compile(r"(-wal|-shm|-journal|\.log|\.lock|\.pid)$|^metrics/")
 _TEMP = re.compile(r"(^|/)(tmp|temp|incoming)/|\.(part|tmp|partial)$")
 
 

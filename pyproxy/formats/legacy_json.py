@@ -1,0 +1,372 @@
+"""The public index's legacy JSON API (`/pypi/<project>/json`), built from the model. No I/O.
+
+Renovate, Dependabot and bandersnatch-like tools read it: `info` (metadata of one release),
+`urls` (that release's files), `releases` (every version's files; project endpoint only),
+`last_serial` and `vulnerabilities`. Field names, types and nulls follow the public index, so a
+client that parses its answers parses ours.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.errors import MessageError
+
+import orjson
+from packaging.metadata import RawMetadata, parse_email
+from packaging.utils import canonicalize_version
+from packaging.version import InvalidVersion, Version
+
+from pyproxy.formats.render import format_upload_time
+from pyproxy.model import DistFile, Origin, ProjectPage
+
+__all__ = [
+    "ReleaseMetadata",
+    "Releases",
+    "build_document",
+    "choose_version",
+    "dumps",
+    "file_entry",
+    "find_version",
+    "group_releases",
+    "metadata_file",
+    "metadata_from_core",
+    "metadata_from_fields",
+    "release_yanked",
+]
+
+FileURL = Callable[[DistFile], str]
+Releases = dict[str, list[DistFile]]  # version -> its files, oldest version first
+
+# digest names as the public index writes them, from what pyproxy's stores call them
+_DIGEST_NAMES = {"md5": "md5", "sha256": "sha256", "blake2b_256": "blake2b_256", "blake2_256": "blake2b_256"}
+_PACKAGE_TYPES = (
+    (".whl", "bdist_wheel"),
+    (".tar.gz", "sdist"), (".zip", "sdist"), (".tar.bz2", "sdist"), (".tar.xz", "sdist"),
+    (".tgz", "sdist"), (".tar", "sdist"),
+    (".egg", "bdist_egg"), (".exe", "bdist_wininst"), (".msi", "bdist_msi"),
+    (".rpm", "bdist_rpm"), (".dmg", "bdist_dmg"),
+)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------- metadata
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseMetadata:
+    """What `info` says about a release beyond its files; None/() when unknown."""
+
+    name: str | None = None
+    summary: str | None = None
+    description: str | None = None
+    description_content_type: str | None = None
+    keywords: str | None = None
+    license: str | None = None
+    license_expression: str | None = None
+    license_files: tuple[str, ...] = ()
+    classifiers: tuple[str, ...] = ()
+    author: str | None = None
+    author_email: str | None = None
+    maintainer: str | None = None
+    maintainer_email: str | None = None
+    home_page: str | None = None
+    download_url: str | None = None
+    platform: str | None = None
+    requires_python: str | None = None
+    requires_dist: tuple[str, ...] = ()
+    provides_extra: tuple[str, ...] = ()
+    dynamic: tuple[str, ...] = ()
+    project_urls: Mapping[str, str] = field(default_factory=dict)
+
+
+_TEXT_FIELDS = (
+    "name", "summary", "description", "description_content_type", "license",
+    "license_expression", "author", "author_email", "maintainer", "maintainer_email",
+    "home_page", "download_url", "requires_python",
+)  # fmt: skip
+_LIST_FIELDS = ("license_files", "classifiers", "requires_dist", "provides_extra", "dynamic")
+# upload form field -> core metadata key, where twine renames them
+_FORM_RENAMES = {"license_file": "license_files", "platform": "platforms"}
+
+
+def _from_raw(raw: Mapping[str, object], keywords: str | None) -> ReleaseMetadata:
+    values: dict[str, object] = {}
+    for key in _TEXT_FIELDS:
+        value = raw.get(key)
+        if isinstance(value, str) and value.strip():
+            values[key] = value
+    for key in _LIST_FIELDS:
+        value = raw.get(key)
+        if isinstance(value, list):
+            values[key] = tuple(str(item) for item in value if str(item).strip())
+    platforms = raw.get("platforms")
+    if isinstance(platforms, list) and platforms:
+        values["platform"] = ", ".join(str(p) for p in platforms)
+    urls = raw.get("project_urls")
+    if isinstance(urls, Mapping):
+        values["project_urls"] = {str(label): str(url) for label, url in urls.items()}
+    return ReleaseMetadata(keywords=keywords or None, **values)  # type: ignore[arg-type]
+
+
+def metadata_from_core(data: bytes) -> ReleaseMetadata:
+    """A METADATA / PKG-INFO file (PEP 658 `.metadata`), read leniently: what cannot be parsed
+    is left out rather than failing the whole answer."""
+    try:
+        raw: RawMetadata = parse_email(data)[0]
+    except (ValueError, MessageError):
+        return ReleaseMetadata()
+    keywords = raw.get("keywords")
+    return _from_raw(raw, ", ".join(keywords) if keywords else None)
+
+
+def metadata_from_fields(fields: Mapping[str, Sequence[str]]) -> ReleaseMetadata:
+    """The metadata fields of an upload form (as the private store keeps them, form names)."""
+    raw: dict[str, object] = {}
+    for key, values in fields.items():
+        values = [v for v in values if v != ""]
+        if not values:
+            continue
+        key = _FORM_RENAMES.get(key, key)
+        if key == "project_urls":
+            urls: dict[str, str] = {}
+            for value in values:
+                label, _, url = value.partition(",")
+                urls.setdefault(label.strip(), url.strip())
+            raw[key] = urls
+        elif key in _LIST_FIELDS or key == "platforms":
+            raw[key] = list(values)
+        else:
+            raw[key] = values[0]
+    keywords = raw.get("keywords")
+    return _from_raw(raw, keywords if isinstance(keywords, str) else None)
+
+
+def _urls(meta: ReleaseMetadata) -> dict[str, str] | None:
+    """Home-page and Download-URL first, then the Project-URLs not already there (as the
+    public index shows them)."""
+    urls: dict[str, str] = {}
+    if meta.home_page:
+        urls["Homepage"] = meta.home_page
+    if meta.download_url:
+        urls["Download"] = meta.download_url
+    for label, url in meta.project_urls.items():
+        if url not in urls.values():
+            urls.setdefault(label, url)
+    return urls or None
+
+
+# ---------------------------------------------------------------------------------- releases
+
+
+def _release_key(version: str) -> str:
+    try:
+        return str(Version(version))
+    except InvalidVersion:
+        return version
+
+
+def _sort_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)  # legacy versions sort before every valid one
+
+
+def group_releases(page: ProjectPage) -> Releases:
+    """Every version the page names, oldest first, each with its files sorted by filename.
+    Versions listed without files (PEP 700) are releases with no files."""
+    keys: dict[str, str] = {}  # each spelling parsed once: projects have thousands of files
+    releases: dict[str, list[DistFile]] = {}
+    for version in page.versions:
+        releases.setdefault(keys.get(version) or keys.setdefault(version, _release_key(version)), [])
+    for dist in page.files if page.status.offers_files else ():
+        version = dist.version
+        if version is not None:
+            key = keys.get(version) or keys.setdefault(version, _release_key(version))
+            releases.setdefault(key, []).append(dist)
+    return {
+        version: sorted(releases[version], key=lambda d: d.filename)
+        for version in sorted(releases, key=_sort_key)
+    }
+
+
+def release_yanked(files: Sequence[DistFile]) -> tuple[bool, str | None]:
+    """A release is yanked when all its files are (PEP 592 yanks files; the index, releases)."""
+    if not files or not all(dist.yanked for dist in files):
+        return False, None
+    return True, next((d.yanked_reason for d in files if d.yanked_reason), None)
+
+
+def choose_version(releases: Releases) -> str | None:
+    """The release `/pypi/<project>/json` describes, as the public index picks it: the highest
+    one that is not yanked and not a prerelease; failing that a prerelease, then a yanked one.
+    Only releases with files count, unless none has any."""
+    candidates = [v for v, files in releases.items() if files] or list(releases)
+    if not candidates:
+        return None
+
+    def rank(version: str) -> tuple[bool, int, tuple[int, Version | str]]:
+        order = _sort_key(version)
+        stage = 2 if isinstance(order[1], str) else int(order[1].is_prerelease)
+        return (not release_yanked(releases[version])[0], -stage, order)
+
+    return max(candidates, key=rank)
+
+
+def find_version(releases: Releases, requested: str) -> str | None:
+    """The release a `/pypi/<project>/<version>/json` URL names: the exact spelling, else the
+    one equal after normalisation ("1.0.0" finds "1.0"), when that is unambiguous."""
+    if requested in releases:
+        return requested
+    key = _release_key(requested)
+    if key in releases:
+        return key
+    try:
+        wanted = canonicalize_version(requested)
+    except InvalidVersion:
+        return None
+    matches = [v for v in releases if canonicalize_version(v) == wanted]
+    return matches[0] if len(matches) == 1 else None
+
+
+def metadata_file(files: Sequence[DistFile]) -> DistFile | None:
+    """The file of a release whose PEP 658 metadata describes it best: a wheel (an sdist's may
+    leave fields dynamic), else any file that offers metadata."""
+    offering = [dist for dist in files if dist.core_metadata]
+    wheels = [dist for dist in offering if dist.filename.endswith(".whl")]
+    return (wheels or offering or [None])[0]
+
+
+# ---------------------------------------------------------------------------------- document
+
+
+def _package_type(filename: str) -> str:
+    for suffix, kind in _PACKAGE_TYPES:
+        if filename.endswith(suffix):
+            return kind
+    return "unknown"
+
+
+def _python_version(filename: str, package_type: str) -> str:
+    """What twine sends as `pyversion`: the wheel's python tag, "source" for an sdist."""
+    if package_type == "sdist":
+        return "source"
+    parts = filename.rsplit(".", 1)[0].split("-")
+    if package_type == "bdist_wheel" and len(parts) >= 5:
+        return parts[-3]
+    if package_type == "bdist_egg" and len(parts) >= 3:
+        return parts[2].removeprefix("py")
+    return "any"
+
+
+def _digests(dist: DistFile, extra: Mapping[str, str]) -> dict[str, str]:
+    digests: dict[str, str] = {}
+    for source in (dist.hashes, extra):
+        for name, value in source.items():
+            if name in _DIGEST_NAMES:
+                digests.setdefault(_DIGEST_NAMES[name], value)
+    return digests
+
+
+def file_entry(dist: DistFile, url: str, extra_digests: Mapping[str, str]) -> dict[str, object]:
+    kind = _package_type(dist.filename)
+    digests = _digests(dist, extra_digests)
+    uploaded = dist.upload_time
+    return {
+        "comment_text": "",
+        "digests": digests,
+        "downloads": -1,
+        "filename": dist.filename,
+        "has_sig": False,
+        "md5_digest": digests.get("md5"),
+        "packagetype": kind,
+        "python_version": _python_version(dist.filename, kind),
+        "requires_python": dist.requires_python or None,
+        "size": dist.size,
+        "upload_time": uploaded.strftime("%Y-%m-%dT%H:%M:%S") if uploaded else None,
+        "upload_time_iso_8601": format_upload_time(uploaded) if uploaded else None,
+        "url": url,
+        "yanked": dist.yanked,
+        "yanked_reason": (dist.yanked_reason or None) if dist.yanked else None,
+    }
+
+
+def _info(
+    page: ProjectPage, version: str, files: Sequence[DistFile], meta: ReleaseMetadata, base: str
+) -> dict[str, object]:
+    yanked, reason = release_yanked(files)
+    requires_python = meta.requires_python or next(
+        (d.requires_python for d in files if d.requires_python), None
+    )
+    project_url = f"{base}/project/{page.name}/"
+    return {
+        "author": meta.author,
+        "author_email": meta.author_email,
+        "bugtrack_url": None,
+        "classifiers": list(meta.classifiers),
+        "description": meta.description,
+        "description_content_type": meta.description_content_type,
+        "docs_url": None,
+        "download_url": meta.download_url,
+        "downloads": {"last_day": -1, "last_month": -1, "last_week": -1},
+        "dynamic": list(meta.dynamic) or None,
+        "home_page": meta.home_page,
+        "keywords": meta.keywords,
+        "license": meta.license,
+        "license_expression": meta.license_expression,
+        "license_files": list(meta.license_files) or None,
+        "maintainer": meta.maintainer,
+        "maintainer_email": meta.maintainer_email,
+        "name": meta.name or page.name,
+        "package_url": project_url,
+        "platform": meta.platform,
+        "project_url": project_url,
+        "project_urls": _urls(meta),
+        "provides_extra": list(meta.provides_extra) or None,
+        "release_url": f"{project_url}{version}/",
+        "requires_dist": list(meta.requires_dist) or None,
+        "requires_python": requires_python,
+        "summary": meta.summary,
+        "version": version,
+        "yanked": yanked,
+        "yanked_reason": reason,
+    }
+
+
+def build_document(
+    page: ProjectPage,
+    releases: Releases,
+    version: str,
+    *,
+    metadata: ReleaseMetadata,
+    base: str,
+    file_url: FileURL,
+    last_serial: int,
+    private_digests: Mapping[str, Mapping[str, str]] | None = None,
+    all_releases: bool,
+) -> dict[str, object]:
+    """The whole answer for `version` (a key of `releases`); `releases` only if `all_releases`.
+
+    `private_digests`: more digests (md5, blake2_256) of private files, by filename.
+    """
+    extra = private_digests or {}
+
+    def entries(files: Sequence[DistFile]) -> list[dict[str, object]]:
+        return [
+            file_entry(d, file_url(d), extra.get(d.filename, {}) if d.origin is Origin.PRIVATE else {})
+            for d in files
+        ]
+
+    document: dict[str, object] = {
+        "info": _info(page, version, releases[version], metadata, base),
+        "last_serial": last_serial,
+        "urls": entries(releases[version]),
+        "vulnerabilities": [],
+    }
+    if all_releases:
+        document["releases"] = {v: entries(files) for v, files in releases.items()}
+    return document
+
+
+def dumps(document: Mapping[str, object]) -> bytes:
+    return orjson.dumps(document)

@@ -1,0 +1,237 @@
+"""Every Prometheus metric pyproxy records, defined once; a leaf module any layer may import.
+
+prometheus-client decides when it is first imported whether values live in per-process files
+(multiprocess mode, from PROMETHEUS_MULTIPROC_DIR, which `pyproxy serve` sets up: see
+pyproxy/multiproc.py) or in memory. Modules import this one at start-up, before `serve` has read
+its configuration, so the metrics below are declarations that create their prometheus-client
+objects (all together) on first use, and only this module imports prometheus_client.
+Gauges of state that all workers share (the cache size) are not stored: `scrape` computes them.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# label values are closed sets (route templates, never raw paths), so series stay bounded
+CACHE_RESULTS = ("hit", "miss", "coalesced")
+SERVED_SOURCES = ("cache", "upstream")
+UPSTREAM_KINDS = ("page", "file", "probe")
+UPLOAD_REJECTIONS = (
+    "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
+    "duplicate", "other",
+)
+_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+_declared: list[_Metric] = []
+_registry: Any = None  # the prometheus_client CollectorRegistry, once created
+_lock = threading.Lock()  # the first use may come from a worker thread (eviction) too
+
+
+class _Metric:
+    """A counter or histogram whose prometheus-client object is made on first use."""
+
+    __slots__ = ("_real", "histogram", "known", "labelnames", "name", "text")
+
+    def __init__(
+        self, name: str, text: str, labelnames: tuple[str, ...] = (), *,
+        histogram: bool = False, known: Iterable[str] = (),
+    ) -> None:
+        self.name, self.text, self.labelnames = name, text, labelnames
+        self.histogram = histogram
+        self.known = tuple(known)  # values of the only label, shown (at 0) from the start
+        self._real: Any = None
+        _declared.append(self)
+
+    def real(self) -> Any:
+        if self._real is None:
+            _create_all()
+        return self._real
+
+    def labels(self, *values: str) -> Any:
+        return self.real().labels(*values)
+
+    def inc(self, amount: float = 1) -> None:
+        self.real().inc(amount)
+
+    def observe(self, value: float) -> None:
+        self.real().observe(value)
+
+
+def _create_all() -> None:
+    global _registry
+    with _lock:
+        if _registry is not None:
+            return
+        from prometheus_client import (
+            CollectorRegistry,
+            Counter,
+            Histogram,
+            disable_created_metrics,
+        )
+
+        # `_created` series double the output and multiprocess mode has none: one shape for both
+        disable_created_metrics()
+        registry = CollectorRegistry()
+        for metric in _declared:
+            if metric.histogram:
+                real = Histogram(
+                    metric.name, metric.text, metric.labelnames, buckets=_SECONDS, registry=registry
+                )
+            else:
+                real = Counter(metric.name, metric.text, metric.labelnames, registry=registry)
+            for value in metric.known:
+                real.labels(value)
+            metric._real = real
+        _registry = registry
+
+
+HTTP_REQUESTS = _Metric(
+    "pyproxy_http_requests", "HTTP requests answered, by route template, method and status.",
+    ("route", "method", "status"),
+)
+HTTP_DURATION = _Metric(
+    "pyproxy_http_request_duration_seconds",
+    "From a request's arrival until its response was sent, by route template.",
+    ("route", "method"), histogram=True,
+)
+CACHE_REQUESTS = _Metric(
+    "pyproxy_cache_requests",
+    "Requests for upstream files and .metadata: hit (on disk), miss (started the download),"
+    " coalesced (joined a download already in progress, in any worker).",
+    ("result",), known=CACHE_RESULTS,
+)
+SERVED_BYTES = _Metric(
+    "pyproxy_served_bytes",
+    "Body bytes of upstream files sent to clients: from the cache, or as they arrived from"
+    " upstream.",
+    ("source",), known=SERVED_SOURCES,
+)
+CACHE_EVICTIONS = _Metric(
+    "pyproxy_cache_evictions", "Files evicted to keep the cache within its size bound."
+)
+CACHE_EVICTED_BYTES = _Metric(
+    "pyproxy_cache_evicted_bytes", "Bytes of the files evicted from the cache."
+)
+UPSTREAM_REQUESTS = _Metric(
+    "pyproxy_upstream_requests",
+    "Requests to upstream: pages (project pages, the index), files, readiness probes.",
+    ("kind",), known=UPSTREAM_KINDS,
+)
+UPSTREAM_ERRORS = _Metric(
+    "pyproxy_upstream_errors",
+    "Upstream requests without a usable answer (timeout, refused, 5xx, unexpected status).",
+    ("kind",), known=UPSTREAM_KINDS,
+)
+UPSTREAM_DURATION = _Metric(
+    "pyproxy_upstream_request_duration_seconds",
+    "Upstream latency: a whole page, or until a file's response headers.",
+    ("kind",), histogram=True,
+)
+STALE_PAGES = _Metric(
+    "pyproxy_stale_pages_served",
+    "Failed revalidations of a cached page that were answered with the stale copy.",
+)
+UPLOADS_ACCEPTED = _Metric(
+    "pyproxy_uploads_accepted", "Uploads answered 200 (stored, or an identical re-upload)."
+)
+UPLOADS_REJECTED = _Metric(
+    "pyproxy_uploads_rejected", "Uploads refused, by reason.", ("reason",), known=UPLOAD_REJECTIONS
+)
+
+
+def multiprocess() -> bool:
+    """Whether values live in per-process files (decided when prometheus_client was imported)."""
+    from prometheus_client import values
+
+    return values.ValueClass is not values.MutexValue
+
+
+def worker_exited(pid: int) -> None:
+    """Multiprocess bookkeeping for a worker that ended (its counters keep counting)."""
+    if multiprocess():
+        from prometheus_client import multiprocess as prometheus_multiprocess
+
+        prometheus_multiprocess.mark_process_dead(pid)
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# the labelled series by (route, method, status): finding one costs more than using it
+_request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def request_done(route: str, method: str, status: int, seconds: float) -> None:
+    """One answered request; `route` must be a route template (or another closed set)."""
+    method = method if method in _METHODS else "other"  # clients may send any method name
+    key = (route, method, status)
+    series = _request_series.get(key)
+    if series is None:
+        series = HTTP_REQUESTS.labels(route, method, str(status)), HTTP_DURATION.labels(route, method)
+        _request_series[key] = series
+    series[0].inc()
+    series[1].observe(seconds)
+
+
+@contextmanager
+def upstream_request(kind: str) -> Iterator[None]:
+    """Counts and times one upstream request; an exception out of the block counts as an error
+    (cancellation does not: that is the client going away, not upstream failing)."""
+    UPSTREAM_REQUESTS.labels(kind).inc()
+    started = time.monotonic()
+    try:
+        yield
+    except Exception:
+        UPSTREAM_ERRORS.labels(kind).inc()
+        raise
+    finally:
+        UPSTREAM_DURATION.labels(kind).observe(time.monotonic() - started)
+
+
+Gauges = Callable[[], Iterable[tuple[str, str, float]]]
+
+
+def scrape(accept: str, gauges: Gauges) -> tuple[bytes, str]:
+    """The exposition (body, content type) the Accept header asks for: every worker's values
+    in multiprocess mode, this process's otherwise, plus `gauges()` as (name, help, value)."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.exposition import choose_encoder
+    from prometheus_client.metrics_core import GaugeMetricFamily
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    _create_all()
+    encode, content_type = choose_encoder(accept)
+    registry = CollectorRegistry()
+    if multiprocess():
+        MultiProcessCollector(registry)  # the files of all workers, exited ones included
+    else:
+        registry.register(_Collector(_registry.collect))
+
+    def collect_gauges() -> Iterator[Any]:
+        for name, text, value in gauges():
+            yield GaugeMetricFamily(name, text, value=value)
+
+    registry.register(_Collector(collect_gauges))
+    return encode(registry), content_type
+
+
+class _Collector:
+    def __init__(self, collect: Callable[[], Iterable[Any]]) -> None:
+        self.collect = collect
+
+
+def counter_values(directory: Path, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """A counter's values, summed over the workers, read from a server's value directory
+    (for `pyproxy cache stats`, which runs beside the server): labels -> value."""
+    from prometheus_client import multiprocess
+
+    values: dict[tuple[tuple[str, str], ...], float] = {}
+    for family in multiprocess.MultiProcessCollector(None, path=str(directory)).collect():
+        for sample in family.samples:
+            if sample.name == f"{name}_total":
+                labels = tuple(sorted(sample.labels.items()))
+                values[labels] = values.get(labels, 0.0) + sample.value
+    return values

@@ -1,0 +1,223 @@
+"""The legacy JSON API: GET /pypi/<project>/json and /pypi/<project>/<version>/json.
+
+Same repository (so the same private-wins rule) and the same file URLs as the Simple API.
+`info` of a private release comes from its upload form; of an upstream release, from the
+PEP 658 metadata of one of its wheels (read through the blob cache, so fetched once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+from packaging.utils import InvalidName, canonicalize_name
+
+from pyproxy.formats import legacy_json
+from pyproxy.formats.legacy_json import ReleaseMetadata
+from pyproxy.model import (
+    DistFile,
+    LocalFile,
+    NormalizedName,
+    NotFound,
+    Origin,
+    ProjectPage,
+    Unavailable,
+)
+from pyproxy.web.context import SERVICES, Services, origin
+from pyproxy.web.middleware import CORS_HEADERS
+from pyproxy.web.simple import file_url
+
+log = logging.getLogger("pyproxy.web.json")
+
+CONTENT_TYPE = "application/json"
+_MAX_METADATA = 16 * 1024 * 1024  # a METADATA file is small; anything bigger is not read
+# the public index exposes its serial header to browsers too
+_EXPOSE = CORS_HEADERS["Access-Control-Expose-Headers"] + ", X-PyPI-Last-Serial"
+
+
+@dataclass(frozen=True, slots=True)
+class _Rendered:
+    body: bytes
+    etag: str
+    serial: int
+
+
+class RenderedDocuments:
+    """Answers by (origin, project, requested version), reused while the page's revision holds:
+    building one means reading metadata and walking every file of the project."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[str, str, str | None], tuple[str, _Rendered]] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str | None], revision: str) -> _Rendered | None:
+        entry = self._entries.get(key)
+        if entry is None or not revision or entry[0] != revision:
+            return None
+        self._entries.move_to_end(key)
+        return entry[1]
+
+    def put(self, key: tuple[str, str, str | None], revision: str, rendered: _Rendered) -> None:
+        if not revision:
+            return
+        self._entries[key] = (revision, rendered)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+
+RENDERED = web.AppKey("legacy_json_rendered", RenderedDocuments)
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+async def project(request: web.Request) -> web.StreamResponse:
+    """/pypi/<project>/json: the latest release's info and files, and every release's files."""
+    return await _answer(request, None)
+
+
+async def release(request: web.Request) -> web.StreamResponse:
+    """/pypi/<project>/<version>/json: that release only (no `releases` key)."""
+    return await _answer(request, request.match_info["version"])
+
+
+async def _answer(request: web.Request, requested: str | None) -> web.StreamResponse:
+    raw_name = request.match_info["project"]
+    try:
+        name = canonicalize_name(raw_name, validate=True)
+    except InvalidName:
+        return _json_error(404, "Not Found")
+    if raw_name != name:
+        return _redirect(request, name, requested)
+    try:
+        return await _document(request, name, requested)
+    except NotFound:
+        return _json_error(404, "Not Found")
+    except Unavailable as exc:
+        return _json_error(503, f"Service Unavailable: {exc}")
+
+
+def _redirect(request: web.Request, name: NormalizedName, requested: str | None) -> web.Response:
+    path = f"/pypi/{name}/"
+    if requested is not None:
+        path += quote(requested, safe="+!") + "/"
+    path += "json" + ("/" if request.path.endswith("/") else "")
+    query = request.rel_url.raw_query_string
+    location = path + (f"?{query}" if query else "")
+    return web.Response(status=301, headers={hdrs.LOCATION: location})
+
+
+async def _document(
+    request: web.Request, name: NormalizedName, requested: str | None
+) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    page = await services.repository.project_page(name)
+    if not page.status.offers_files:
+        raise NotFound(f"project {name!r} is quarantined")  # as the public index hides them
+    base = origin(request)
+    cache = request.app[RENDERED]
+    key = (base, name, requested)
+    rendered = cache.get(key, page.revision)
+    if rendered is None:
+        # off the loop: a project with thousands of files takes tens of ms to walk
+        releases, version = await asyncio.to_thread(_release_of, page, requested)
+        if version is None:
+            raise NotFound(f"no such release of {name!r}")
+        metadata, complete = await _metadata(services, page, releases[version])
+        serial = services.private.project_serial(name) or 0
+        private_digests = _private_digests(services, page)
+
+        def render() -> bytes:
+            document = legacy_json.build_document(
+                page,
+                releases,
+                version,
+                metadata=metadata,
+                base=base,
+                file_url=file_url(base, name),
+                last_serial=serial,
+                private_digests=private_digests,
+                all_releases=requested is None,
+            )
+            return legacy_json.dumps(document)
+
+        body = await asyncio.to_thread(render)
+        etag = f'"{hashlib.blake2b(body, digest_size=16).hexdigest()}"'
+        rendered = _Rendered(body, etag, serial)
+        if complete:  # an answer missing upstream metadata is not kept: the next one may have it
+            cache.put(key, page.revision, rendered)
+    return _respond(request, services, rendered)
+
+
+def _release_of(page: ProjectPage, requested: str | None) -> tuple[legacy_json.Releases, str | None]:
+    releases = legacy_json.group_releases(page)
+    if requested is None:
+        return releases, legacy_json.choose_version(releases)
+    return releases, legacy_json.find_version(releases, requested)
+
+
+def _respond(request: web.Request, services: Services, rendered: _Rendered) -> web.Response:
+    headers = {
+        hdrs.ETAG: rendered.etag,
+        hdrs.CACHE_CONTROL: f"max-age={services.settings.page_max_age}, must-revalidate",
+        "X-PyPI-Last-Serial": str(rendered.serial),
+        hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: _EXPOSE,
+    }
+    none_match = request.headers.get(hdrs.IF_NONE_MATCH, "")
+    if rendered.etag in (tag.strip().removeprefix("W/") for tag in none_match.split(",")):
+        return web.Response(status=304, headers=headers)
+    headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE
+    return web.Response(body=rendered.body, headers=headers)
+
+
+def _private_digests(services: Services, page: ProjectPage) -> dict[str, dict[str, str]]:
+    if not any(dist.origin is Origin.PRIVATE for dist in page.files):
+        return {}
+    return services.private.file_digests(page.name)
+
+
+async def _metadata(
+    services: Services, page: ProjectPage, files: list[DistFile]
+) -> tuple[ReleaseMetadata, bool]:
+    """The release's metadata, and whether it is all there is to know (False: it could not be
+    read right now)."""
+    for dist in files:
+        if dist.origin is Origin.PRIVATE:
+            fields = services.private.file_fields(dist.filename)
+            if fields is not None:
+                return legacy_json.metadata_from_fields(fields), True
+    source = legacy_json.metadata_file(files)
+    if source is None:
+        return ReleaseMetadata(), True
+    try:
+        data = await _read_metadata(services, page.name, source.filename)
+    except (NotFound, Unavailable, OSError) as exc:
+        log.warning("info of %s without metadata of %s: %s", page.name, source.filename, exc)
+        return ReleaseMetadata(), False
+    if data is None:
+        log.warning("metadata of %s is larger than %d bytes; not read", source.filename, _MAX_METADATA)
+        return ReleaseMetadata(), True
+    return legacy_json.metadata_from_core(data), True
+
+
+async def _read_metadata(services: Services, project: NormalizedName, filename: str) -> bytes | None:
+    source = await services.repository.open_metadata(project, filename)
+    if isinstance(source, LocalFile):
+        if source.size > _MAX_METADATA:
+            return None
+        return await asyncio.to_thread(source.path.read_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in source.chunks:
+        size += len(chunk)
+        if size > _MAX_METADATA:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,74 @@
+"""Requests in flight, for a graceful shutdown that lets uploads finish.
+
+aiohttp's own graceful shutdown (AppRunner.cleanup) marks every connection as closing first, and
+a closing connection drops the bytes that still arrive: an upload whose body is still coming in
+would stall until the grace period is over and then be cut off. So the server first stops
+listening and waits, through this module, until no handler is running (an upload handler runs
+until it has read the whole body), and only then lets aiohttp close the connections and wait for
+the responses still being sent (files go out after their handler has returned).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+
+class InFlight:
+    """How many handlers are running; `stopping` makes every later response close its
+    connection, so keep-alive clients reconnect (to another instance) instead."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        self.running += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        self.running -= 1
+        if self.running == 0:
+            self._idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Stop: wait up to `timeout` seconds until no handler runs; False if some still do."""
+        self.stopping = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+
+
+@web.middleware
+async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.begin()
+    try:
+        return await handler(request)
+    finally:
+        in_flight.end()
+
+
+async def _close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
+    if request.app[IN_FLIGHT].stopping:
+        response.force_close()  # the connection ends after this response
+        # aiohttp has already chosen the Connection header when this hook runs
+        response.headers[hdrs.CONNECTION] = "close"
+
+
+def install(app: web.Application) -> InFlight:
+    """Count the app's requests (outermost middleware) and answer `Connection: close` once
+    stopping."""
+    in_flight = app[IN_FLIGHT] = InFlight()
+    app.middlewares.insert(0, _track)
+    app.on_response_prepare.append(_close_when_stopping)
+    return in_flight

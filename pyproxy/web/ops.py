@@ -1,0 +1,113 @@
+"""For operators: /health (liveness), /ready (readiness) and /metrics (Prometheus).
+
+None of them needs credentials or sends caching headers. /ready answers 200 only when the data
+directory takes a new file and, unless pyproxy is offline or serves private packages only,
+upstream answered recently: a request to it succeeded within READY_WINDOW_S with no failure
+since, or else a HEAD of the upstream index (with the configured timeout) succeeds; a probe's
+outcome is reused for PROBE_TTL_S, and concurrent /ready requests share one probe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from aiohttp import hdrs, web
+
+from pyproxy import metrics
+from pyproxy.upstream import Upstream, UpstreamError
+from pyproxy.web.context import SERVICES, Services
+
+READY_WINDOW_S = 60.0
+PROBE_TTL_S = 5.0
+
+
+class Readiness:
+    """One per application: the last probe of upstream and the probe in flight."""
+
+    def __init__(self) -> None:
+        self._checked_at = -math.inf
+        self._problem: str | None = None
+        self._probe: asyncio.Future[str | None] | None = None
+
+    async def upstream_problem(self, upstream: Upstream) -> str | None:
+        now = time.monotonic()
+        succeeded, failed = upstream.last_success, upstream.last_failure
+        if succeeded is not None and now - succeeded < READY_WINDOW_S and (
+            failed is None or failed <= succeeded
+        ):
+            return None
+        if now - self._checked_at < PROBE_TTL_S:
+            return self._problem
+        if self._probe is None:
+            self._probe = asyncio.ensure_future(self._run_probe(upstream))
+        return await asyncio.shield(self._probe)
+
+    async def _run_probe(self, upstream: Upstream) -> str | None:
+        try:
+            await upstream.probe()
+            problem = None
+        except UpstreamError as exc:
+            problem = f"upstream did not answer: {exc}"
+        finally:
+            self._probe = None
+        self._checked_at, self._problem = time.monotonic(), problem
+        return problem
+
+
+READINESS = web.AppKey("readiness", Readiness)
+
+
+def _text(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text + "\n", content_type="text/plain")
+
+
+async def health(request: web.Request) -> web.Response:
+    return _text(200, "ok")
+
+
+def _data_dir_problem(data_dir: Path) -> str | None:
+    """Creating (and removing) a file is what uploads and downloads need; os.access would
+    not tell, e.g. for root or on a read-only mount."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ready-", dir=data_dir)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        return f"the data directory is not writable ({exc.strerror or exc})"
+    return None
+
+
+async def ready(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    problem = await asyncio.to_thread(_data_dir_problem, services.settings.data_dir)
+    if problem is None and services.upstream is not None and not services.settings.offline:
+        problem = await request.app[READINESS].upstream_problem(services.upstream)
+    if problem is not None:
+        return _text(503, f"not ready: {problem}")
+    return _text(200, "ready")
+
+
+def _cache_gauges(services: Services) -> Iterator[tuple[str, str, float]]:
+    """State all workers share, read at scrape time rather than stored per process."""
+    blobs = services.blobs
+    if blobs is None:
+        return
+    yield (
+        "pyproxy_cache_size_bytes", "Bytes the upstream file cache holds (files and index).",
+        blobs.volume(),
+    )
+    yield "pyproxy_cache_max_size_bytes", "The cache's bound ([cache] max_size).", blobs.max_size
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    body, content_type = await asyncio.to_thread(  # reads every worker's file: off the loop
+        metrics.scrape, request.headers.get(hdrs.ACCEPT, ""), lambda: _cache_gauges(services)
+    )
+    return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})

@@ -1,0 +1,301 @@
+"""End to end: `pyproxy prefetch` warming a pyproxy subprocess that pulls from a fake upstream,
+then real pip and uv installing from what it cached, with upstream gone.
+
+One fake upstream and one pyproxy serve the whole module (project names carry a per-test stem
+and a per-run suffix, so the upstream's request counters tell each test's files apart); the
+offline test has its own pair, since it stops both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import socket
+import subprocess
+import uuid
+import zipfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from tests.dists import make_sdist, make_wheel, underscored
+from tests.e2e.clients import describe, get, pip_install, run, uv_pip_install
+from tests.e2e.conftest import PyproxyServer, ServerFactory, pyproxy_command
+from tests.fake_upstream import FakeUpstream
+
+pytestmark = pytest.mark.e2e
+
+RUN = uuid.uuid4().hex[:6]
+SUMMARY = re.compile(r"(\d+) file\(s\) fetched \(([^)]*)\), (\d+) already cached, (\d+) failed")
+MAC = "macosx_11_0_arm64"
+LINUX = "manylinux_2_17_x86_64"
+
+
+def pname(stem: str) -> str:
+    return f"pf-{stem}-{RUN}"
+
+
+def publish(fake: FakeUpstream, path: Path, project: str) -> Path:
+    metadata = None
+    if path.name.endswith(".whl"):
+        with zipfile.ZipFile(path) as archive:
+            member = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+            metadata = archive.read(member)
+    fake.add_file(project, path.name, path.read_bytes(), metadata=metadata,
+                  upload_time=datetime(2025, 1, 1, tzinfo=UTC))
+    return path
+
+
+def native_wheel(directory: Path, project: str, version: str, python: str, platform: str,
+                 requires: list[str] | None = None) -> Path:
+    return make_wheel(directory, project, version, python_tag=python, abi_tag=python,
+                      platform_tag=platform, requires_dist=requires or [])
+
+
+def prefetch(url: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return run([*pyproxy_command(), "prefetch", "--url", url, *args], check=False, cwd=cwd,
+               timeout=180)
+
+
+def counts(proc: subprocess.CompletedProcess) -> tuple[int, int, int]:
+    """(fetched, already cached, failed) from the summary line."""
+    match = SUMMARY.search(proc.stdout)
+    assert match, f"no summary line:{describe(proc)}"
+    return int(match[1]), int(match[3]), int(match[4])
+
+
+def requirements(path: Path, *lines: str) -> str:
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return str(path)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def installed(target: Path) -> dict[str, str]:
+    found = {}
+    for entry in target.glob("*.dist-info"):
+        name, _, version = entry.name.removesuffix(".dist-info").rpartition("-")
+        found[name] = version
+    return found
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream.running_in_thread(formats="json") as upstream:
+        yield upstream
+
+
+@pytest.fixture(scope="module")
+def proxy(module_pyproxy_factory: ServerFactory, fake: FakeUpstream) -> PyproxyServer:
+    return module_pyproxy_factory.start(user=None, extra_args=["--upstream", fake.index_url])
+
+
+# ---------------------------------------------------------------------------------------------
+# warm, then install with upstream gone
+
+
+def test_prefetched_tree_installs_offline_with_pip_and_uv(pyproxy_factory, tmp_path):
+    with FakeUpstream.running_in_thread(formats="json") as upstream:
+        app, lib, base = pname("app"), pname("lib"), pname("base")
+        dists = tmp_path / "dists"
+        publish(upstream, make_wheel(dists, base, "1.0"), base)
+        publish(upstream, make_wheel(dists, base, "2.0"), base)  # excluded by lib: never fetched
+        publish(upstream, make_wheel(dists, lib, "1.1", requires_dist=[f"{base}<2"]), lib)
+        publish(upstream, make_wheel(dists, app, "1.0", requires_dist=[f"{lib}>=1.1"]), app)
+        server = pyproxy_factory.start(user=None, extra_args=["--upstream", upstream.index_url])
+        req = requirements(tmp_path / "requirements.txt", app)
+
+        proc = prefetch(server.url, "-r", req, cwd=tmp_path)
+        assert proc.returncode == 0, describe(proc)
+        assert counts(proc) == (3, 0, 0), describe(proc)
+        base_2 = upstream.file_path(base, f"{underscored(base)}-2.0-py3-none-any.whl")
+        assert upstream.count(base_2) == 0
+        upstream_index = upstream.index_url
+    # the fake upstream is stopped: nothing answers on its ports any more
+
+    server.stop()
+    offline = pyproxy_factory.start(server.data_dir, user=None,
+                                    extra_args=["--upstream", upstream_index, "--offline"])
+    expected = {underscored(app): "1.0", underscored(lib): "1.1", underscored(base): "1.0"}
+    target = tmp_path / "pip"
+    proc = pip_install(offline.simple_url, "-r", req, target=target, extra_args=["--retries", "0"])
+    assert installed(target) == expected, describe(proc)
+    target = tmp_path / "uv"
+    proc = uv_pip_install(offline.simple_url, "-r", req, target=target)
+    assert installed(target) == expected, describe(proc)
+
+
+# ---------------------------------------------------------------------------------------------
+# other platforms and Python versions
+
+
+def test_foreign_platform_fetches_exactly_its_wheels(fake, proxy, tmp_path):
+    native, dep = pname("native"), pname("dep")
+    dists = tmp_path / "dists"
+    mac = publish(fake, native_wheel(dists, native, "1.0", "cp312", MAC, [dep]), native)
+    linux = publish(fake, native_wheel(dists, native, "1.0", "cp312", LINUX, [dep]), native)
+    sdist = make_sdist(dists, native, "1.0", requires_dist=[dep])
+    fake.add_file(native, sdist.name, sdist.read_bytes())
+    pure = publish(fake, make_wheel(dists, dep, "1.0"), dep)
+    req = requirements(tmp_path / "requirements.txt", native)
+    args = ("-r", req, "--platform", MAC, "--python-version", "3.12", "--only-binary", ":all:")
+
+    proc = prefetch(proxy.url, *args, cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (2, 0, 0), describe(proc)
+    assert fake.count(fake.file_path(native, mac.name)) == 1
+    assert fake.count(fake.file_path(dep, pure.name)) == 1
+    assert fake.count(fake.file_path(native, linux.name)) == 0
+    assert fake.count(fake.file_path(native, sdist.name)) == 0
+    # pyproxy now serves the macOS wheel from its cache
+    response = get(f"{proxy.url}/files/{native}/{mac.name}")
+    assert response.status == 200 and response.headers["x-pyproxy-cache"] == "hit", str(response)
+    assert hashlib.sha256(response.content).hexdigest() == sha256(mac)
+    assert fake.count(fake.file_path(native, mac.name)) == 1
+
+    # a second run finds everything cached and moves no body from upstream
+    before = fake.total
+    proc = prefetch(proxy.url, *args, cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (0, 2, 0), describe(proc)
+    assert not any(path.endswith(".whl") for _m, path in fake.requests[before:]), fake.requests
+
+
+def test_several_targets_in_one_run(fake, proxy, tmp_path):
+    multi, common = pname("multi"), pname("common")
+    dists = tmp_path / "dists"
+    wanted = [
+        publish(fake, native_wheel(dists, multi, "2.0", python, platform, [common]), multi)
+        for python in ("cp311", "cp312") for platform in (LINUX, MAC)
+    ]
+    other = publish(fake, native_wheel(dists, multi, "2.0", "cp313", LINUX, [common]), multi)
+    shared = publish(fake, make_wheel(dists, common, "1.0"), common)
+    req = requirements(tmp_path / "requirements.txt", multi)
+
+    proc = prefetch(proxy.url, "-r", req, "--python-version", "3.11", "--python-version", "3.12",
+                    "--platform", LINUX, "--platform", MAC, "--only-binary", ":all:",
+                    cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (5, 0, 0), describe(proc)  # four native wheels, the shared one once
+    for wheel in [*wanted, shared]:
+        assert fake.count(fake.file_path(multi if wheel in wanted else common, wheel.name)) == 1
+    assert fake.count(fake.file_path(multi, other.name)) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# lock files
+
+
+def test_uv_lock_files_are_fetched_through_pyproxy(fake, proxy, tmp_path):
+    locked = pname("uvlocked")
+    dists = tmp_path / "dists"
+    wheel = publish(fake, make_wheel(dists, locked, "1.0"), locked)
+    sdist = make_sdist(dists, locked, "1.0")
+    fake.add_file(locked, sdist.name, sdist.read_bytes())
+    registry = fake.index_url.rstrip("/")
+    lock = tmp_path / "uv.lock"
+    lock.write_text(f"""\
+version = 1
+revision = 3
+requires-python = ">=3.11"
+
+[[package]]
+name = "{locked}"
+version = "1.0"
+source = {{ registry = "{registry}" }}
+sdist = {{ url = "{fake.file_url(locked, sdist.name)}", hash = "sha256:{sha256(sdist)}", size = {sdist.stat().st_size} }}
+wheels = [
+    {{ url = "{fake.file_url(locked, wheel.name)}", hash = "sha256:{sha256(wheel)}", size = {wheel.stat().st_size} }},
+]
+
+[[package]]
+name = "my-app"
+version = "0.1.0"
+source = {{ editable = "." }}
+dependencies = [{{ name = "{locked}" }}]
+""")
+    proc = prefetch(proxy.url, "--lock", str(lock), cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (2, 0, 0), describe(proc)
+    assert "my-app: editable" in proc.stdout, describe(proc)
+    for dist in (wheel, sdist):
+        assert fake.count(fake.file_path(locked, dist.name)) == 1
+        response = get(f"{proxy.url}/files/{locked}/{dist.name}")
+        assert response.headers["x-pyproxy-cache"] == "hit", str(response)
+    served = proxy.requests("GET", rf"^/files/{locked}/", 200)
+    assert served is None or served >= 2  # pyproxy, not the lock's URLs, served the files
+
+    proc = prefetch(proxy.url, "--lock", str(lock), cwd=tmp_path)
+    assert proc.returncode == 0 and counts(proc) == (0, 2, 0), describe(proc)
+    assert fake.count(fake.file_path(locked, wheel.name)) == 1
+
+
+def pylock_text(entries: list[tuple[str, str, str]]) -> str:
+    """A PEP 751 lock of (project, filename, sha256) wheels, one package each."""
+    text = 'lock-version = "1.0"\ncreated-by = "tests"\n'
+    for project, filename, digest in entries:
+        text += (f'\n[[packages]]\nname = "{project}"\nversion = "1.0"\n'
+                 f'\n[[packages.wheels]]\nname = "{filename}"\n'
+                 f'url = "http://127.0.0.1:9/files/{project}/{filename}"\n'
+                 f'hashes = {{ sha256 = "{digest}" }}\n')
+    return text
+
+
+def test_pylock_files_are_fetched_and_a_wrong_hash_fails(fake, proxy, tmp_path):
+    good, bad = pname("pygood"), pname("pybad")
+    dists = tmp_path / "dists"
+    good_wheel = publish(fake, make_wheel(dists, good, "1.0"), good)
+    bad_wheel = publish(fake, make_wheel(dists, bad, "1.0"), bad)
+
+    lock = tmp_path / "pylock.toml"
+    lock.write_text(pylock_text([(good, good_wheel.name, sha256(good_wheel))]))
+    proc = prefetch(proxy.url, "--lock", str(lock), cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (1, 0, 0), describe(proc)
+    assert fake.count(fake.file_path(good, good_wheel.name)) == 1
+
+    missing = f"{underscored(bad)}-9.9-py3-none-any.whl"
+    wrong = tmp_path / "wrong" / "pylock.toml"
+    wrong.parent.mkdir()
+    wrong.write_text(pylock_text([
+        (good, good_wheel.name, sha256(good_wheel)),
+        (bad, bad_wheel.name, "0" * 64),
+        (bad, missing, "1" * 64),
+    ]))
+    proc = prefetch(proxy.url, "--lock", str(wrong), cwd=tmp_path)
+    assert proc.returncode == 1, describe(proc)
+    assert counts(proc) == (0, 1, 2), describe(proc)
+    assert re.search(rf"{bad}/{re.escape(bad_wheel.name)}: hash mismatch: sha256 "
+                     rf"{sha256(bad_wheel)}, expected 0{{64}}", proc.stdout), describe(proc)
+    assert re.search(rf"{bad}/{re.escape(missing)}: HTTP 404: Not Found", proc.stdout), describe(proc)
+    assert "Traceback" not in proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# failures that stop before or during resolution
+
+
+def test_resolution_failure_is_reported_with_pips_message(fake, proxy, tmp_path):
+    req = requirements(tmp_path / "requirements.txt", pname("nowhere"))
+    proc = prefetch(proxy.url, "-r", req, cwd=tmp_path)
+    assert proc.returncode == 1, describe(proc)
+    assert counts(proc) == (0, 0, 1), describe(proc)
+    assert "resolution for this machine: pip exited with 1" in proc.stdout, describe(proc)
+    assert "No matching distribution found" in proc.stdout, describe(proc)
+
+
+def test_unreachable_pyproxy_is_one_clear_line(tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    req = requirements(tmp_path / "requirements.txt", "anything")
+    proc = prefetch(f"http://127.0.0.1:{port}", "-r", req, cwd=tmp_path)
+    assert proc.returncode == 1, describe(proc)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"pyproxy: cannot reach pyproxy at http://127.0.0.1:{port}: "), describe(proc)
+    assert proc.stdout == "", describe(proc)

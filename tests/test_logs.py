@@ -1,0 +1,58 @@
+"""pyproxy.logs: where log records go and how they look, as text and as JSON lines."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from pyproxy import logs
+
+
+@pytest.fixture
+def root() -> Iterator[logging.Logger]:
+    """The root logger, restored afterwards (configure replaces its handlers)."""
+    logger = logging.getLogger()
+    saved = logger.handlers[:], logger.level
+    try:
+        yield logger
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+
+
+def test_text_lines(root: logging.Logger) -> None:
+    stream = io.StringIO()
+    logs.configure("info", "text", stream)
+    logging.getLogger("pyproxy.test").info("hello %s", "world")
+    logging.getLogger("pyproxy.test").debug("not shown")
+    [line] = stream.getvalue().splitlines()
+    assert line.endswith(" INFO pyproxy.test: hello world")
+
+
+def test_json_lines(root: logging.Logger) -> None:
+    stream = io.StringIO()
+    logs.configure("debug", "json", stream)
+    log = logging.getLogger("pyproxy.test")
+    log.debug("x=%d", 1)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.exception("failed")
+    log.info("ignored", extra={"fields": {"method": "GET", "status": 200}})
+    first, second, third = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first["message"] == "x=1" and first["level"] == "debug"
+    assert first["logger"] == "pyproxy.test" and first["time"].endswith("+00:00")
+    assert second["message"] == "failed" and "ValueError: boom" in second["exception"]
+    assert "\n" not in stream.getvalue().splitlines()[1]  # the traceback stays on its line
+    assert third == {**{k: third[k] for k in ("time", "level", "logger")},
+                     "method": "GET", "status": 200}
+
+
+def test_level_in_any_case(root: logging.Logger) -> None:
+    logs.configure("Warning", "text", io.StringIO())
+    assert root.level == logging.WARNING
+    assert len(root.handlers) == 1
