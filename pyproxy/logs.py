@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -44,4 +45,48 @@ def configure(level: str, log_format: str, stream: TextIO | None = None) -> logg
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    global ACCESS_SINK
+    ACCESS_SINK = AccessSink(handler, log_format)
     return handler
+
+
+class AccessSink:
+    """The access log's fast path: one line per request written straight to the handler's stream,
+    looking exactly as the handler would write it, but without a LogRecord, a Formatter and the
+    handler's lock (the access log is written from the event loop's thread only)."""
+
+    def __init__(self, handler: logging.StreamHandler[TextIO], log_format: str) -> None:
+        self.handler = handler
+        self._stream = handler.stream
+        self._json = log_format == "json"
+        self._second = -1
+        self._stamp = ""
+
+    def active(self) -> bool:
+        """Still the root logger's handler (tests and embedders may reconfigure logging)."""
+        return self.handler in logging.getLogger().handlers
+
+    def _asctime(self, now: float) -> str:
+        second = int(now)
+        if second != self._second:  # strftime once a second, not once a request
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int((now - second) * 1000):03d}"
+
+    def write(self, logger: str, fields: dict[str, object], text: object) -> None:
+        now = time.time()
+        if self._json:
+            document = {
+                "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"),
+                "level": "info",
+                "logger": logger,
+                **fields,
+            }
+            line = orjson.dumps(document, default=str).decode()
+        else:
+            line = f"{self._asctime(now)} INFO {logger}: {text}"
+        self._stream.write(line + "\n")
+        self._stream.flush()
+
+
+ACCESS_SINK: AccessSink | None = None

@@ -56,3 +56,28 @@ def test_level_in_any_case(root: logging.Logger) -> None:
     logs.configure("Warning", "text", io.StringIO())
     assert root.level == logging.WARNING
     assert len(root.handlers) == 1
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_access_fast_path_writes_what_the_handler_would(
+    root: logging.Logger, log_format: str
+) -> None:
+    from pyproxy.web.access import _Line
+
+    stream = io.StringIO()
+    logs.configure("info", log_format, stream)
+    fields = {"method": "GET", "path": "/simple/x/", "status": 200, "bytes": 10,
+              "duration_ms": 1.5, "cache": "-", "remote": "127.0.0.1", "user": None, "agent": "pip"}
+    record = logging.LogRecord("pyproxy.access", logging.INFO, __file__, 0, _Line(fields), None, None)
+    record.fields = fields
+    root.handlers[0].handle(record)
+    assert logs.ACCESS_SINK is not None and logs.ACCESS_SINK.active()
+    logs.ACCESS_SINK.write("pyproxy.access", fields, _Line(fields))
+    slow, fast = stream.getvalue().splitlines()
+    if log_format == "json":
+        slow_doc, fast_doc = json.loads(slow), json.loads(fast)
+        assert slow_doc.pop("time")[:19] == fast_doc.pop("time")[:19]
+        assert slow_doc == fast_doc
+    else:
+        assert slow[:19] == fast[:19] and slow[23:] == fast[23:]  # same but for the milliseconds
+        assert len(slow) == len(fast)

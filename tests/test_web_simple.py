@@ -757,3 +757,36 @@ async def test_i73_preflight(client: TestClient, path: str) -> None:
     assert {"GET", "HEAD"} <= methods
     allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"accept", "authorization"} <= allowed
+
+
+# ---------------------------------------------------------------- pre-compressed pages
+
+
+@pytest.mark.parametrize("accept", [JSON, "text/html"])
+async def test_gzip_page_is_precompressed_and_has_its_own_etag(client: TestClient, accept: str) -> None:
+    import gzip as gzip_module
+
+    plain = await client.get("/simple/foo-bar/", headers={"Accept": accept, "Accept-Encoding": "identity"},
+                             auto_decompress=False)
+    packed = await client.get("/simple/foo-bar/", headers={"Accept": accept, "Accept-Encoding": "gzip, deflate"},
+                              auto_decompress=False)
+    assert plain.status == packed.status == 200
+    assert "Content-Encoding" not in plain.headers
+    assert packed.headers["Content-Encoding"] == "gzip"
+    assert packed.headers["Vary"] == plain.headers["Vary"] == "Accept, Accept-Encoding"
+    assert gzip_module.decompress(await packed.read()) == await plain.read()
+    assert packed.headers["ETag"] != plain.headers["ETag"]
+    again = await client.get("/simple/foo-bar/", auto_decompress=False, headers={
+        "Accept": accept, "Accept-Encoding": "gzip", "If-None-Match": packed.headers["ETag"]})
+    assert again.status == 304 and again.headers["ETag"] == packed.headers["ETag"]
+    # the identity ETag does not validate the compressed representation
+    other = await client.get("/simple/foo-bar/", auto_decompress=False, headers={
+        "Accept": accept, "Accept-Encoding": "gzip", "If-None-Match": plain.headers["ETag"]})
+    assert other.status == 200
+
+
+@pytest.mark.parametrize("accept_encoding", ["gzip;q=0", "br", "identity", "gzipx", ""])
+async def test_no_gzip_unless_accepted(client: TestClient, accept_encoding: str) -> None:
+    response = await client.get("/simple/foo-bar/", auto_decompress=False,
+                                headers={"Accept": JSON, "Accept-Encoding": accept_encoding})
+    assert response.status == 200 and "Content-Encoding" not in response.headers

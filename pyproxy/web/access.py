@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from pyproxy import metrics
+from pyproxy import logs, metrics
 
 LOGGER = logging.getLogger("pyproxy.access")
 # set by handlers for this log: how a file was had (hit | miss | coalesced | private), and who
@@ -103,6 +103,10 @@ class AccessLogger(AbstractAccessLogger):
             "user": request.get(USER),
             "agent": request.headers.get("User-Agent", "")[:_MAX_AGENT],
         }
+        sink = logs.ACCESS_SINK
+        if sink is not None and sink.active():
+            sink.write(logger.name, fields, _Line(fields))
+            return
         # a record made here, not by logger.info: no caller lookup, no argument formatting
         record = logging.LogRecord(logger.name, logging.INFO, __file__, 0, _Line(fields), None, None)
         record.fields = fields

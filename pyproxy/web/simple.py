@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import re
 from collections import OrderedDict
@@ -22,10 +23,37 @@ from pyproxy.web.context import SERVICES, origin
 _VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
 
 
+# bodies smaller than this are sent as they are: gzip would save less than its header costs
+GZIP_MIN_BYTES = 1024
+_GZIP_TOKEN = re.compile(r"(?:^|,)\s*(?:gzip|\*)\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*(?=,|$)", re.I)
+
+
 @dataclass(frozen=True, slots=True)
 class Rendered:
     body: bytes
     etag: str
+    gzipped: bytes | None = None  # compressed once per revision, for clients that accept gzip
+    gzip_etag: str = ""
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    if not accept_encoding:
+        return False
+    for match in _GZIP_TOKEN.finditer(accept_encoding):
+        try:
+            if match.group(1) is None or float(match.group(1)) > 0:
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def _rendered(body: bytes, etag: str) -> Rendered:
+    if len(body) < GZIP_MIN_BYTES:
+        return Rendered(body, etag)
+    # mtime=0: the same page always compresses to the same bytes (stable across workers)
+    gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+    return Rendered(body, etag, gzipped, etag[:-1] + '-gzip"')
 
 
 class RenderedPages:
@@ -43,11 +71,14 @@ class RenderedPages:
         if entry is not None and entry[0] == revision and revision:
             self._entries.move_to_end(key)
             return entry[1]
-        # off the loop: a merged project list can take seconds to render
-        body = await asyncio.to_thread(render)
-        # text/html and v1+html share a body but are different representations
-        digest = hashlib.blake2b(body, digest_size=16, person=key[1].name.encode()[:16])
-        rendered = Rendered(body, f'"{digest.hexdigest()}"')
+        def build() -> Rendered:
+            body = render()
+            # text/html and v1+html share a body but are different representations
+            digest = hashlib.blake2b(body, digest_size=16, person=key[1].name.encode()[:16])
+            return _rendered(body, f'"{digest.hexdigest()}"')
+
+        # off the loop: a merged project list can take seconds to render and compress
+        rendered = await asyncio.to_thread(build)
         if revision:
             self._entries[key] = (revision, rendered)
             self._entries.move_to_end(key)
@@ -77,15 +108,20 @@ def _not_acceptable() -> web.HTTPException:
 
 
 def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
+    compressed = page.gzipped is not None and accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING))
+    etag = page.gzip_etag if compressed else page.etag
     headers = {
-        hdrs.VARY: "Accept",
-        hdrs.ETAG: page.etag,
+        hdrs.VARY: "Accept, Accept-Encoding",
+        hdrs.ETAG: etag,
         hdrs.CACHE_CONTROL: f"max-age={request.app[SERVICES].settings.page_max_age}, must-revalidate",
     }
     none_match = request.headers.get(hdrs.IF_NONE_MATCH, "")
-    if page.etag in (tag.strip().removeprefix("W/") for tag in none_match.split(",")):
+    if none_match and etag in (tag.strip().removeprefix("W/") for tag in none_match.split(",")):
         return web.Response(status=304, headers=headers)
     headers[hdrs.CONTENT_TYPE] = fmt.content_type
+    if compressed:
+        headers[hdrs.CONTENT_ENCODING] = "gzip"
+        return web.Response(body=page.gzipped, headers=headers)
     return web.Response(body=page.body, headers=headers)
 
 
