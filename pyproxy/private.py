@@ -34,6 +34,7 @@ from pyproxy.model import (
     ProjectPage,
     ProjectStatus,
 )
+from pyproxy.upload import UploadForm, ValidatedFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -107,6 +108,35 @@ class NewFile:
     # `pyproxy import` keeps what the exporting index recorded; an upload leaves them None
     upload_time: str | None = None  # ISO 8601, UTC
     yanked_reason: str | None = None  # None: not yanked
+
+
+def new_file(
+    form: UploadForm,
+    checked: ValidatedFile,
+    size: int,
+    digests: Mapping[str, str],
+    uploader: str | None,
+    **recorded: str | None,
+) -> NewFile:
+    """The record of a validated upload (`recorded`: what an import keeps, see NewFile)."""
+    return NewFile(
+        filename=checked.filename,
+        project=form.project,
+        display_name=form.name,
+        version=checked.version,
+        filetype=checked.filetype,
+        size=size,
+        sha256=digests["sha256"],
+        blake2_256=digests["blake2_256"],
+        md5=digests["md5"],
+        # PEP 658 for wheels only: an sdist's PKG-INFO may leave dependencies dynamic
+        core_metadata=checked.core_metadata if checked.filetype == "bdist_wheel" else None,
+        requires_python=checked.requires_python,
+        summary=checked.summary,
+        fields=form.fields,
+        uploader=uploader,
+        **recorded,  # type: ignore[arg-type]
+    )
 
 
 def not_allowed(user: str, project: NormalizedName) -> StoreRejected:

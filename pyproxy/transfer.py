@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -34,7 +35,7 @@ import orjson
 
 from pyproxy.blobcache import BlobCache
 from pyproxy.model import StreamedFile, Unavailable, normalize
-from pyproxy.private import NewFile, PrivateStore, StoreRejected
+from pyproxy.private import PrivateStore, StoreRejected, new_file
 from pyproxy.upload import UploadRejected, validate_file, validate_form
 from pyproxy.upstream import export_pages, import_page, open_page_cache
 
@@ -281,23 +282,12 @@ def _import_file(private: PrivateStore, files: Path, record: dict[str, Any]) -> 
         computed = {name: digest.hexdigest() for name, digest in digests.items()}
         checked = validate_file(form, filename, "application/octet-stream", body, computed)
         yanked = record.get("yanked_reason")
-        new = NewFile(
-            filename=checked.filename,
-            project=form.project,
+        uploader = record.get("uploader")
+        new = dataclasses.replace(
+            new_file(form, checked, size, computed, uploader if isinstance(uploader, str) else None,
+                     upload_time=datetime.fromisoformat(str(record["upload_time"])).isoformat(),
+                     yanked_reason=str(yanked) if yanked is not None else None),
             display_name=str(record.get("name") or form.name),
-            version=checked.version,
-            filetype=checked.filetype,
-            size=size,
-            sha256=computed["sha256"],
-            blake2_256=computed["blake2_256"],
-            md5=computed["md5"],
-            core_metadata=checked.core_metadata if checked.filetype == "bdist_wheel" else None,
-            requires_python=checked.requires_python,
-            summary=checked.summary,
-            fields=form.fields,
-            uploader=record.get("uploader") if isinstance(record.get("uploader"), str) else None,
-            upload_time=datetime.fromisoformat(str(record["upload_time"])).isoformat(),
-            yanked_reason=str(yanked) if yanked is not None else None,
         )
         if private.find_duplicate(new):
             return False

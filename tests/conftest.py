@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -95,6 +96,22 @@ async def upload(
     if user is not None:
         headers["Authorization"] = encode_basic_auth(user, password or "")
     return await client.post(url, data=form, headers=headers, allow_redirects=False)
+
+
+# ---------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """For commands run through cli.main(): an empty working directory (so no ./pyproxy.toml is
+    read) and no PYPROXY_* variables."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for variable in list(os.environ):
+        if variable.startswith("PYPROXY"):
+            monkeypatch.delenv(variable)
+    return work
 
 
 # ---------------------------------------------------------------------------- per-test app

@@ -22,12 +22,8 @@ SIZES = {"a": 300_000, "b": 200_000, "c": 100_000}
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(isolated_cwd: Path) -> None:
     """No ./pyproxy.toml and no PYPROXY_* variables reach the commands."""
-    monkeypatch.chdir(tmp_path)
-    for variable in list(os.environ):
-        if variable.startswith("PYPROXY"):
-            monkeypatch.delenv(variable)
 
 
 @pytest.fixture

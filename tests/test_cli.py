@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,15 +19,8 @@ PASSWORD = "correct horse battery"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An empty working directory (so no ./pyproxy.toml is found), no PYPROXY_* variables, and a
-    cheap scrypt cost."""
-    work = tmp_path / "cwd"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    for variable in list(os.environ):
-        if variable.startswith("PYPROXY"):
-            monkeypatch.delenv(variable)
+def _isolated(isolated_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ./pyproxy.toml, no PYPROXY_* variables (see conftest), and a cheap scrypt cost."""
     monkeypatch.setattr(auth, "_SCRYPT_N", 2**8)
 
 

@@ -4,7 +4,6 @@ directories through a portable directory, each file checked on the way in."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,8 @@ Open = Callable[[Settings], Awaitable[TestClient]]
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)
-    for variable in list(os.environ):
-        if variable.startswith("PYPROXY"):
-            monkeypatch.delenv(variable)
+def _isolated(isolated_cwd: Path) -> None:
+    """No ./pyproxy.toml and no PYPROXY_* variables reach the commands."""
 
 
 @pytest.fixture

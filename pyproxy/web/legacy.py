@@ -19,7 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from pyproxy import metrics
 from pyproxy.auth import Identity, parse_basic
-from pyproxy.private import NewFile, StoreRejected, not_allowed
+from pyproxy.private import StoreRejected, new_file, not_allowed
 from pyproxy.upload import UploadRejected, validate_file, validate_form
 from pyproxy.web import readauth
 from pyproxy.web.access import USER
@@ -213,23 +213,7 @@ async def _accept(
         checked = await asyncio.to_thread(
             validate_file, form, filename, content_type, body_path, digests
         )
-    new = NewFile(
-        filename=checked.filename,
-        project=form.project,
-        display_name=form.name,
-        version=checked.version,
-        filetype=checked.filetype,
-        size=size,
-        sha256=digests["sha256"],
-        blake2_256=digests["blake2_256"],
-        md5=digests["md5"],
-        # PEP 658 for wheels only: an sdist's PKG-INFO may leave dependencies dynamic
-        core_metadata=checked.core_metadata if checked.filetype == "bdist_wheel" else None,
-        requires_python=checked.requires_python,
-        summary=checked.summary,
-        fields=form.fields,
-        uploader=identity.user,
-    )
+    new = new_file(form, checked, size, digests, identity.user)
     if services.private.find_duplicate(new):
         log.info("identical re-upload of %s by %s: nothing to do", new.filename, identity.user)
         return web.Response(text="OK: identical file already stored\n")
