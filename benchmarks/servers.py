@@ -20,8 +20,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks.corpus import (
+    REPO,  # importing corpus also puts the repository on sys.path
+)
+from tests.processes import session_members
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
 START_TIMEOUT = 60.0
 INSTALL_TIMEOUT = 900.0
 
@@ -49,22 +53,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def session_members(sid: int) -> list[int]:
-    """Live (non-zombie) pids whose session id is `sid`."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = stat[stat.rfind(")") + 2:].split()  # state ppid pgrp session ...
-        if rest[0] != "Z" and int(rest[3]) == sid:
-            members.append(int(entry.name))
-    return members
 
 
 class Proc:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pyproxy.model import normalize
+from pyproxy.model import NormalizedName, normalize
 
 CACHE_STATUS = "X-Pyproxy-Cache"  # set by pyproxy.web.files: "hit" or "miss"
 DOWNLOADS = 4  # files fetched at once
@@ -84,6 +84,17 @@ def _hash_pair(spec: str, where: str) -> tuple[str, str]:
     return algorithm.lower(), digest.lower()
 
 
+def _package_files(package: object, where: str) -> tuple[NormalizedName, list[dict[str, Any]]]:
+    """A lock's package entry: its name, and its `sdist` and `wheels` tables (both lock formats
+    spell them so)."""
+    if not isinstance(package, dict) or not isinstance(package.get("name"), str):
+        raise PrefetchError(f"{where}: no name")
+    entries = [package["sdist"]] if isinstance(package.get("sdist"), dict) else []
+    wheels = package.get("wheels", [])
+    entries += [w for w in wheels if isinstance(w, dict)] if isinstance(wheels, list) else []
+    return normalize(package["name"]), entries
+
+
 def parse_uv_lock(text: str, source: str = "uv.lock") -> LockContents:
     """Files pinned by a uv.lock: `[[package]]` with `sdist = {url, hash}` and
     `wheels = [{url, hash}]`. Workspace, editable, path and git packages have no URL there."""
@@ -94,13 +105,8 @@ def parse_uv_lock(text: str, source: str = "uv.lock") -> LockContents:
     contents = LockContents()
     for index, package in enumerate(packages):
         where = f"{source}: package[{index}]"
-        if not isinstance(package, dict) or not isinstance(package.get("name"), str):
-            raise PrefetchError(f"{where}: no name")
-        name = normalize(package["name"])
+        name, entries = _package_files(package, where)
         src = package.get("source", {})
-        entries = [package["sdist"]] if isinstance(package.get("sdist"), dict) else []
-        wheels = package.get("wheels", [])
-        entries += [w for w in wheels if isinstance(w, dict)] if isinstance(wheels, list) else []
         remote = [e for e in entries if isinstance(e.get("url"), str) and _is_remote(e["url"])]
         if not remote:
             kind = next(iter(src), "no source") if isinstance(src, dict) else "no source"
@@ -131,12 +137,7 @@ def parse_pylock(text: str, source: str = "pylock.toml") -> LockContents:
     contents = LockContents()
     for index, package in enumerate(packages):
         where = f"{source}: packages[{index}]"
-        if not isinstance(package, dict) or not isinstance(package.get("name"), str):
-            raise PrefetchError(f"{where}: no name")
-        name = normalize(package["name"])
-        entries = [package["sdist"]] if isinstance(package.get("sdist"), dict) else []
-        wheels = package.get("wheels", [])
-        entries += [w for w in wheels if isinstance(w, dict)] if isinstance(wheels, list) else []
+        name, entries = _package_files(package, where)
         if not entries:
             kind = next((k for k in ("vcs", "directory", "archive") if k in package), "nothing")
             contents.skipped.append(f"{name}: {kind}, not a file of an index")

@@ -28,6 +28,7 @@ import pytest
 
 from tests.access_log import access_records
 from tests.e2e.clients import client_env, describe, get, run
+from tests.processes import session_members
 
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -44,23 +45,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.e2e)
-
-
-def _session_members(sid: int) -> list[int]:
-    """PIDs of live (non-zombie) processes whose session id is `sid`."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp session ...
-        rest = stat[stat.rfind(")") + 2:].split()
-        if rest[0] != "Z" and int(rest[3]) == sid:
-            members.append(int(entry.name))
-    return members
 
 
 def _pid_alive(pid: int) -> bool:
@@ -192,7 +176,7 @@ class PyproxyServer:
 
     def _reap_session(self) -> list[int]:
         assert self.proc is not None
-        leftovers = [pid for pid in _session_members(self.proc.pid) if pid != os.getpid()]
+        leftovers = [pid for pid in session_members(self.proc.pid) if pid != os.getpid()]
         for pid in leftovers:
             try:
                 os.kill(pid, signal.SIGKILL)
