@@ -1,5 +1,5 @@
 import sys
 
-from pyproxy.cli import main
+from pyproxy.cli.main import main
 
 sys.exit(main())

@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from pyproxy.blobcache import BlobCache, OpenUpstream
 from pyproxy.model import LocalFile, Unavailable
+from pyproxy.stores.blobcache import BlobCache, OpenUpstream
 
 PIECE = 64 * 1024
 

@@ -29,8 +29,8 @@ import pytest
 from aiohttp import ClientResponse, FormData, encode_basic_auth
 from aiohttp.test_utils import TestClient, TestServer
 
-from pyproxy import server
 from pyproxy.config import Settings
+from pyproxy.web import runner as server
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
 from tests.dists import form_fields_for, make_sdist, make_wheel

@@ -62,7 +62,7 @@ def test_level_in_any_case(root: logging.Logger) -> None:
 def test_access_fast_path_writes_what_the_handler_would(
     root: logging.Logger, log_format: str
 ) -> None:
-    from pyproxy.web.access import _Line
+    from pyproxy.web.access_log import _Line
 
     stream = io.StringIO()
     logs.configure("info", log_format, stream)

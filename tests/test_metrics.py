@@ -19,7 +19,7 @@ from aiohttp import encode_basic_auth
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyproxy.web.access import runner_options
+from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
 from tests.conftest import PASSWORD, USER, base_settings, open_services, upload

@@ -9,13 +9,13 @@ from aiohttp import web
 from pyproxy.web import (
     files,
     json_api,
-    legacy,
     lifecycle,
     middleware,
     ops,
     pages,
     readauth,
     simple,
+    upload,
 )
 from pyproxy.web.context import SERVICES, Services
 
@@ -48,5 +48,5 @@ def build_app(services: Services) -> web.Application:
         router.add_get(f"/pypi/{{project}}/{{version}}/{suffix}", json_api.release)
     # twine aborts on any redirect, so every spelling of the upload URL is served directly
     for path in ("/legacy/", "/legacy", "/"):
-        router.add_post(path, legacy.upload)
+        router.add_post(path, upload.upload)
     return app

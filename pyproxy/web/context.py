@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pyproxy.auth import UserStore
-from pyproxy.blobcache import BlobCache
 from pyproxy.config import Settings, is_authority
 from pyproxy.model import Repository
-from pyproxy.private import PrivateStore
-from pyproxy.upstream import Upstream
+from pyproxy.repository.upstream import Upstream
+from pyproxy.stores.auth import UserStore
+from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.private import PrivateStore
 
 if TYPE_CHECKING:
     from pyproxy.web.simple import RenderedPages

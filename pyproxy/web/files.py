@@ -18,7 +18,7 @@ from aiohttp import hdrs, web
 
 from pyproxy import metrics
 from pyproxy.model import LocalFile, StreamedFile, normalize
-from pyproxy.web.access import CACHE_OUTCOME
+from pyproxy.web.access_log import CACHE_OUTCOME
 from pyproxy.web.context import SERVICES
 
 log = logging.getLogger("pyproxy.web")

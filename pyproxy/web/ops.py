@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import hdrs, web
 
 from pyproxy import metrics
-from pyproxy.upstream import Upstream, UpstreamError
+from pyproxy.repository.upstream import Upstream, UpstreamError
 from pyproxy.web.context import SERVICES, Services
 
 READY_WINDOW_S = 60.0

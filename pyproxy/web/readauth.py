@@ -28,10 +28,10 @@ from collections.abc import Iterable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from pyproxy.auth import TOKEN_USERNAME, Identity, UserStore, parse_basic
 from pyproxy.model import NormalizedName, normalize
-from pyproxy.private import PrivateStore, ReadRestrictions
-from pyproxy.web.access import USER
+from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore, parse_basic
+from pyproxy.stores.private import PrivateStore, ReadRestrictions
+from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES
 from pyproxy.web.middleware import text_error
 

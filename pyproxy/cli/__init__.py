@@ -1,0 +1,1 @@
+"""The `pyproxy` command: argparse front ends over the services, nothing else."""

@@ -1,0 +1,170 @@
+"""`pyproxy cache stats|prune|verify`: the command-line side of pyproxy.cacheops."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pyproxy.config import Settings, parse_size
+from pyproxy.ops import cacheops
+
+Command = Callable[..., argparse.ArgumentParser]
+LoadSettings = Callable[[argparse.Namespace], Settings]
+
+
+def human_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _size_argument(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _days_argument(text: str) -> float:
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if days < 0:
+        raise argparse.ArgumentTypeError("a number of days cannot be negative")
+    return days
+
+
+def _open(settings: Settings) -> cacheops.BlobCache:
+    if not settings.data_dir.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "no data directory", str(settings.data_dir))
+    return cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
+
+
+def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
+    blobs = _open(settings)
+    try:
+        found = cacheops.stats(settings.data_dir, blobs)
+    finally:
+        blobs.close()
+    hits = cacheops.hit_counts(settings.data_dir)
+    if args.json:
+        document: dict[str, Any] = {
+            "projects": found.projects,
+            "files": found.files,
+            "metadata_files": found.metadata_files,
+            "bytes": found.bytes,
+            "max_size": found.max_size,
+            "oldest_stored": found.oldest.stored if found.oldest else None,
+            "least_recently_used": found.least_recent.accessed if found.least_recent else None,
+            "hits": hits[0] if hits else None,
+            "misses": hits[1] if hits else None,
+        }
+        sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    share = 100 * found.bytes / found.max_size if found.max_size else 0
+    print(f"projects    {found.projects} upstream project pages")
+    print(f"files       {found.files} files, {found.metadata_files} .metadata")
+    print(f"size        {human_size(found.bytes)} of {human_size(found.max_size)} ({share:.0f}%)")
+    if found.oldest is not None and found.least_recent is not None:
+        names = cacheops.describe(settings.data_dir, {found.oldest.key, found.least_recent.key})
+        print(f"oldest      {_when(found.oldest.stored)}  {names.get(found.oldest.key, found.oldest.key)}")
+        print(f"least used  {_when(found.least_recent.accessed)}"
+              f"  {names.get(found.least_recent.key, found.least_recent.key)}")
+    else:
+        print("oldest      - (the cache is empty)")
+    if hits is None:
+        print("hit ratio   unknown: no server has run on this data directory since it started")
+    else:
+        total = hits[0] + hits[1]
+        ratio = f"{100 * hits[0] / total:.1f}%" if total else "-"
+        print(f"hit ratio   {ratio} since the server started ({hits[0]} hits, {hits[1]} misses)")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
+    if args.max_size is None and args.older_than is None:
+        print("pyproxy: say what to prune: --max-size SIZE and/or --older-than DAYS", file=sys.stderr)
+        return 2
+    blobs = _open(settings)
+    try:
+        before = blobs.volume()
+        result = cacheops.prune(blobs, max_size=args.max_size, older_than_days=args.older_than)
+        after = blobs.volume()
+    finally:
+        blobs.close()
+    print(f"removed {len(result.removed)} files ({human_size(result.bytes)});"
+          f" the cache holds {human_size(after)} (was {human_size(before)})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    blobs = _open(settings)
+    try:
+        total = len(blobs.entries())
+        with _progress(total) as advance:
+            result = cacheops.verify(blobs, advance)
+    finally:
+        blobs.close()
+    names = cacheops.describe(settings.data_dir, {d.entry.key for d in result.damaged})
+    for damaged in result.damaged:
+        label = names.get(damaged.entry.key, damaged.entry.key)
+        print(f"removed {label}: {damaged.reason}")
+    print(f"checked {result.checked} files ({human_size(result.bytes)}):"
+          f" {len(result.damaged)} damaged and removed")
+    return 1 if result.damaged else 0
+
+
+class _progress:
+    """A rich progress bar on a terminal; nothing otherwise (the summary line says it all)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._bar: Any = None
+
+    def __enter__(self) -> Callable[[object], None]:
+        if sys.stderr.isatty():
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=True)
+            self._bar.start()
+            task = self._bar.add_task("verifying", total=self.total)
+            return lambda _entry: self._bar.advance(task)
+        return lambda _entry: None
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None:
+    cache = commands.add_parser(
+        "cache", help="inspect and tidy the upstream cache (safe while serving)",
+        description="inspect and tidy the upstream cache (safe while serving)",
+    )
+    sub = cache.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")
+
+    def bound(func: Callable[[argparse.Namespace, Settings], int]) -> Callable[[argparse.Namespace], int]:
+        return lambda args: func(args, settings(args))
+
+    stats = command("stats", bound(cmd_stats), "projects, files, bytes, hit ratio, oldest entry", sub)
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
+    prune = command("prune", bound(cmd_prune), "remove cached files: unused ones, or down to a size", sub)
+    prune.add_argument("--max-size", type=_size_argument, metavar="SIZE",
+                       help="remove least recently used files until the cache holds at most SIZE (e.g. 5GiB)")
+    prune.add_argument("--older-than", type=_days_argument, metavar="DAYS",
+                       help="remove files not used for DAYS days")
+    command("verify", bound(cmd_verify), "re-hash every cached file; remove those that changed", sub)

@@ -1,0 +1,116 @@
+"""`pyproxy export DIR` / `pyproxy import DIR`: the command-line side of pyproxy.transfer."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pyproxy.cli.cache import human_size
+from pyproxy.config import Settings
+from pyproxy.ops import cacheops, transfer
+from pyproxy.stores.private import PrivateStore
+
+Command = Callable[..., argparse.ArgumentParser]
+LoadSettings = Callable[[argparse.Namespace], Settings]
+
+
+def _line(what: str, report: transfer.Report, verb: str) -> str:
+    text = f"{what}: {report.copied} {verb} ({human_size(report.bytes)})"
+    if report.skipped:
+        text += f", {report.skipped} already there"
+    if report.failures:
+        text += f", {len(report.failures)} failed"
+    return text
+
+
+def _summary(result: transfer.TransferReport, verb: str, *, cache: bool) -> int:
+    print(_line("private files", result.private, verb))
+    if cache:
+        print(_line("cached files", result.cache_files, verb))
+        print(_line("cached pages", result.pages, verb))
+    failures = result.private.failures + result.cache_files.failures + result.pages.failures
+    for what, why in failures:
+        print(f"failed: {what}: {why}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _private(settings: Settings) -> PrivateStore:
+    from pyproxy.web.runner import (
+        open_stores,  # one place knows the data directory's layout
+    )
+
+    private, users = open_stores(settings.data_dir)
+    users.close()
+    return private
+
+
+def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    if not (settings.data_dir / "private").is_dir():
+        raise transfer.TransferError(f"no private store in {settings.data_dir}")
+    private = _private(settings)
+    blobs = None
+    pages_dir, files_dir = cacheops.cache_dirs(settings.data_dir)
+    try:
+        if args.include_cache and files_dir.is_dir():
+            blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
+        result = transfer.export(
+            private, Path(args.directory), blobs=blobs,
+            pages_dir=pages_dir if args.include_cache else None,
+        )
+    finally:
+        private.close()
+        if blobs is not None:
+            blobs.close()
+    return _summary(result, "exported", cache=args.include_cache)
+
+
+def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
+    source = Path(args.directory)
+    manifest = transfer.read_manifest(source)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    result = transfer.TransferReport()
+    private = _private(settings)
+    try:
+        transfer.import_private(private, source, result)
+    finally:
+        private.close()
+    cache = bool(manifest.get("cache_files") or manifest.get("pages"))
+    if cache:
+        pages_dir, _ = cacheops.cache_dirs(settings.data_dir)
+        transfer.import_pages(pages_dir, source, result.pages)
+        blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
+
+        async def load() -> None:
+            try:
+                await transfer.import_blobs(blobs, source, result.cache_files)
+            finally:
+                await blobs.aclose()
+
+        asyncio.run(load())
+    if result.reserved:
+        print(f"reserved {result.reserved} private names")
+    return _summary(result, "imported", cache=cache)
+
+
+def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None:
+    def bound(func: Callable[[argparse.Namespace, Settings], int]) -> Callable[[argparse.Namespace], int]:
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return func(args, settings(args))
+            except transfer.TransferError as exc:
+                print(f"pyproxy: {exc}", file=sys.stderr)
+                return 1
+        return run
+
+    export = command("export", bound(cmd_export),
+                     "write the private packages into a portable directory (for air-gapped networks)")
+    export.add_argument("directory", help="a new or empty directory")
+    export.add_argument("--include-cache", action="store_true",
+                        help="also write the cached upstream files and pages")
+    load = command("import", bound(cmd_import),
+                   "load an export into this data directory, checking every file; skips what is there")
+    load.add_argument("directory", help="a directory written by pyproxy export")

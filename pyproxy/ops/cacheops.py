@@ -1,0 +1,183 @@
+"""Operations on the upstream cache beside a running server: stats, prune, verify.
+
+Everything goes through diskcache's own transactions (as the server's eviction does), so it is
+safe while workers serve: a blob removed here is one a worker either already has open (and keeps
+sending) or looks up again and fetches anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyproxy.metrics import counter_values
+from pyproxy.multiproc import live_directories
+from pyproxy.repository.overlay import blob_key, metadata_key
+from pyproxy.repository.upstream import (
+    cached_pages,
+    cached_project_names,
+    open_page_cache,
+)
+from pyproxy.stores.blobcache import BlobCache, BlobEntry
+
+_CHUNK = 1024 * 1024
+_DAY = 86400.0
+
+
+def cache_dirs(data_dir: Path) -> tuple[Path, Path]:
+    """(page cache, file cache) under a data directory."""
+    return data_dir / "cache" / "pages", data_dir / "cache" / "files"
+
+
+def open_blobs(data_dir: Path, max_size: int) -> BlobCache:
+    return BlobCache(cache_dirs(data_dir)[1], max_size)
+
+
+def is_metadata(entry: BlobEntry) -> bool:
+    return entry.key.startswith("meta:")
+
+
+def describe(data_dir: Path, keys: set[str]) -> dict[str, str]:
+    """"project/filename" for cache keys (which are hashes), read from the cached pages."""
+    names: dict[str, str] = {}
+    pages_dir = cache_dirs(data_dir)[0]
+    if not keys or not pages_dir.exists():
+        return names
+    pages = open_page_cache(pages_dir)
+    try:
+        for page in cached_pages(pages):
+            for dist in page.files:
+                if dist.upstream_url is None:
+                    continue
+                for key, suffix in ((blob_key(dist), ""), (metadata_key(dist), ".metadata")):
+                    if key in keys:
+                        names.setdefault(key, f"{page.name}/{dist.filename}{suffix}")
+    finally:
+        pages.close()
+    return names
+
+
+def hit_counts(data_dir: Path) -> tuple[int, int] | None:
+    """(hits, misses) of the cache since the running server started, read from its metrics
+    (a request that joined a download in progress counts as a miss); None if no server runs."""
+    directories = live_directories(data_dir)
+    if not directories:
+        return None
+    hits = misses = 0.0
+    for directory in directories:
+        for labels, value in counter_values(directory, "pyproxy_cache_requests").items():
+            if ("result", "hit") in labels:
+                hits += value
+            else:
+                misses += value
+    return int(hits), int(misses)
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    projects: int  # upstream project pages cached
+    files: int  # distribution files (not counting .metadata)
+    metadata_files: int
+    bytes: int  # what max_size bounds: blobs plus the cache's index
+    max_size: int
+    oldest: BlobEntry | None  # stored longest ago
+    least_recent: BlobEntry | None  # the next to be evicted
+
+
+def stats(data_dir: Path, blobs: BlobCache) -> CacheStats:
+    pages_dir = cache_dirs(data_dir)[0]
+    projects = 0
+    if pages_dir.exists():
+        pages = open_page_cache(pages_dir)
+        try:
+            projects = len(cached_project_names(pages))
+        finally:
+            pages.close()
+    entries = blobs.entries()  # least recently used first
+    metadata = sum(1 for entry in entries if is_metadata(entry))
+    return CacheStats(
+        projects=projects,
+        files=len(entries) - metadata,
+        metadata_files=metadata,
+        bytes=blobs.volume(),
+        max_size=blobs.max_size,
+        oldest=min(entries, key=lambda e: e.stored, default=None),
+        least_recent=entries[0] if entries else None,
+    )
+
+
+@dataclass
+class PruneResult:
+    removed: list[tuple[str, int]] = field(default_factory=list)  # (key, size)
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _, size in self.removed)
+
+
+def prune(blobs: BlobCache, *, max_size: int | None, older_than_days: float | None,
+          now: float | None = None) -> PruneResult:
+    """Remove files not used for `older_than_days`, then least recently used ones until the
+    cache holds at most `max_size` bytes."""
+    result = PruneResult()
+    if older_than_days is not None:
+        cutoff = (time.time() if now is None else now) - older_than_days * _DAY
+        for entry in blobs.entries():
+            if entry.accessed >= cutoff:
+                break  # least recently used first: the rest are newer
+            if blobs.delete(entry.key):
+                result.removed.append((entry.key, entry.size))
+    if max_size is not None:
+        result.removed += blobs.shrink_to(max_size)
+    return result
+
+
+@dataclass(frozen=True)
+class Damaged:
+    entry: BlobEntry
+    reason: str
+
+
+@dataclass
+class VerifyResult:
+    checked: int = 0
+    bytes: int = 0
+    damaged: list[Damaged] = field(default_factory=list)
+
+
+def _sha256_of(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as file:
+        while chunk := file.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def verify(blobs: BlobCache, progress: Callable[[BlobEntry], None] | None = None) -> VerifyResult:
+    """Re-hash every cached file; remove (and report) those whose bytes changed."""
+    result = VerifyResult()
+    for entry in blobs.entries():
+        try:
+            actual, size = _sha256_of(entry.path)
+        except FileNotFoundError:
+            if progress:
+                progress(entry)
+            continue  # evicted or replaced by the server meanwhile
+        reason = None
+        if size != entry.size:
+            reason = f"{size} bytes on disk, {entry.size} when cached"
+        elif actual != entry.sha256:
+            reason = f"sha256 {actual}, {entry.sha256} when cached"
+        if reason is not None:
+            blobs.delete(entry.key)
+            result.damaged.append(Damaged(entry, reason))
+        result.checked += 1
+        result.bytes += size
+        if progress:
+            progress(entry)
+    return result

@@ -1,0 +1,360 @@
+"""`pyproxy export` / `pyproxy import`: a portable directory for air-gapped networks.
+
+Layout of an export (the manifest is written last, so a directory without it is incomplete):
+
+    pyproxy-export.json          format version, when, and the counts below
+    private/projects.jsonl       every private name (also those reserved without files), whether
+                                 it is restricted, and the user names holding roles on it
+    private/files.jsonl          one record per file: the form fields, hashes, upload time, yank
+    private/files/<filename>     the bodies
+    cache/files.jsonl            with --include-cache: cache key, sha256, size, body name
+    cache/files/<hash of key>
+    cache/pages.jsonl            the cached upstream pages as fetched (headers, fetch time)
+    cache/pages/<hash of key>
+
+Import checks every private file as an upload would (form, archive, metadata, digests) and every
+cached file against its sha256, and skips what the target already holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import os
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pyproxy.model import StreamedFile, Unavailable, normalize
+from pyproxy.publish.validate import UploadRejected, validate_file, validate_form
+from pyproxy.repository.upstream import export_pages, import_page, open_page_cache
+from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.private import PrivateStore, StoreRejected, new_file
+
+FORMAT = 1
+MANIFEST = "pyproxy-export.json"
+_CHUNK = 1024 * 1024
+
+
+class TransferError(Exception):
+    """The export or import cannot start (one line for the operator)."""
+
+
+@dataclass
+class Report:
+    copied: int = 0
+    skipped: int = 0  # already there
+    bytes: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+
+    def fail(self, what: str, why: str) -> None:
+        self.failures.append((what, why))
+
+
+@dataclass
+class TransferReport:
+    private: Report = field(default_factory=Report)
+    cache_files: Report = field(default_factory=Report)
+    pages: Report = field(default_factory=Report)
+    reserved: int = 0
+
+
+def _key_name(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _write_jsonl(path: Path, records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> int:
+    count = 0
+    with open(path, "wb") as out:
+        for record in records:
+            out.write(orjson.dumps(record) + b"\n")
+            count += 1
+        out.flush()
+        os.fsync(out.fileno())
+    return count
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    if not path.exists():
+        return
+    with open(path, "rb") as source:
+        for number, line in enumerate(source, 1):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise TransferError(f"{path}, line {number}: not a JSON record") from None
+            if not isinstance(record, dict):
+                raise TransferError(f"{path}, line {number}: not a JSON object")
+            yield record
+
+
+def _copy(source: Path, target: Path) -> int:
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        shutil.copyfileobj(reader, writer, _CHUNK)
+        writer.flush()
+        os.fsync(writer.fileno())
+        return writer.tell()
+
+
+# ----------------------------------------------------------------------------------- export
+
+
+def export(
+    private: PrivateStore,
+    target: Path,
+    *,
+    blobs: BlobCache | None = None,
+    pages_dir: Path | None = None,
+    log: Callable[[str], None] = lambda _line: None,
+) -> TransferReport:
+    """Write the private packages (and, given `blobs`/`pages_dir`, the cache) into `target`."""
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise TransferError(f"{target} exists and is not an empty directory")
+    report = TransferReport()
+    (target / "private" / "files").mkdir(parents=True, exist_ok=True)
+    projects = private.exported_projects()
+    _write_jsonl(target / "private" / "projects.jsonl", projects)
+    records = []
+    for record in private.exported_files():
+        filename = str(record["filename"])
+        try:
+            size = _copy(private.blob_path(str(record["sha256"])), target / "private" / "files" / filename)
+        except FileNotFoundError:  # removed meanwhile by `pyproxy remove`
+            report.private.fail(filename, "removed during the export")
+            continue
+        records.append(record)
+        report.private.copied += 1
+        report.private.bytes += size
+        log(f"private {filename}")
+    _write_jsonl(target / "private" / "files.jsonl", records)
+    if blobs is not None:
+        _export_blobs(blobs, target / "cache", report.cache_files, log)
+    if pages_dir is not None and pages_dir.exists():
+        _export_pages(pages_dir, target / "cache", report.pages)
+    manifest = {
+        "format": FORMAT,
+        "created": datetime.now(UTC).isoformat(),
+        "projects": len(projects),
+        "private_files": report.private.copied,
+        "cache_files": report.cache_files.copied,
+        "pages": report.pages.copied,
+    }
+    partial = target / (MANIFEST + ".part")
+    partial.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+    os.replace(partial, target / MANIFEST)
+    return report
+
+
+def _export_blobs(blobs: BlobCache, target: Path, report: Report, log: Callable[[str], None]) -> None:
+    (target / "files").mkdir(parents=True, exist_ok=True)
+    records = []
+    for entry in blobs.entries():
+        name = _key_name(entry.key)
+        try:
+            size = _copy(entry.path, target / "files" / name)
+        except FileNotFoundError:  # evicted meanwhile
+            continue
+        records.append({"key": entry.key, "sha256": entry.sha256, "size": size, "file": name})
+        report.copied += 1
+        report.bytes += size
+        log(f"cached {entry.key}")
+    _write_jsonl(target / "files.jsonl", records)
+
+
+def _export_pages(pages_dir: Path, target: Path, report: Report) -> None:
+    (target / "pages").mkdir(parents=True, exist_ok=True)
+    disk = open_page_cache(pages_dir)
+    records = []
+    try:
+        for key, fields, body in export_pages(disk):
+            name = _key_name(key)
+            (target / "pages" / name).write_bytes(body)
+            records.append({"key": key, "file": name, "fields": fields})
+            report.copied += 1
+            report.bytes += len(body)
+    finally:
+        disk.close()
+    _write_jsonl(target / "pages.jsonl", records)
+
+
+# ----------------------------------------------------------------------------------- import
+
+
+def read_manifest(source: Path) -> dict[str, Any]:
+    path = source / MANIFEST
+    if not path.exists():
+        raise TransferError(f"{source} is not a complete pyproxy export (no {MANIFEST})")
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        raise TransferError(f"{path} is not valid JSON") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise TransferError(f"{path}: unknown export format {manifest.get('format')!r}"
+                            if isinstance(manifest, dict) else f"{path}: not a manifest")
+    return manifest
+
+
+def _body(directory: Path, name: object) -> Path:
+    """The body file a record names, refusing names that would leave `directory`."""
+    if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
+        raise ValueError(f"bad file name {name!r}")
+    return directory / name
+
+
+def import_private(private: PrivateStore, source: Path, report: TransferReport,
+                   log: Callable[[str], None] = lambda _line: None) -> None:
+    # names, restrictions and roles first: no file is ever readable by more people than it was
+    for record in _read_jsonl(source / "private" / "projects.jsonl"):
+        name, shown = record.get("name"), record.get("display_name")
+        if not (isinstance(name, str) and isinstance(shown, str) and normalize(shown) == name):
+            report.private.fail(f"project {name!r}", "unusable record")
+            continue
+        project = normalize(shown)
+        report.reserved += private.reserve(project, shown)
+        if record.get("restricted"):
+            private.restrict(project)
+        for role in record.get("roles") or ():
+            try:
+                private.grant(project, str(role["user"]), str(role["role"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                report.private.fail(f"role on {project}", f"unusable record: {exc}")
+    for record in _read_jsonl(source / "private" / "files.jsonl"):
+        filename = str(record.get("filename"))
+        try:
+            stored = _import_file(private, source / "private" / "files", record)
+        except (UploadRejected, StoreRejected) as exc:
+            report.private.fail(filename, exc.message)
+            continue
+        except (ValueError, KeyError, TypeError, OSError) as exc:
+            report.private.fail(filename, f"unusable record: {exc}")
+            continue
+        if stored:
+            report.private.copied += 1
+            report.private.bytes += int(record["size"])
+            log(f"private {filename}")
+        else:
+            report.private.skipped += 1
+
+
+def _pyversion(filename: str, filetype: str) -> str:
+    if filetype == "sdist":
+        return "source"
+    parts = filename[: -len(".whl")].split("-")
+    return parts[-3] if len(parts) >= 5 else ""
+
+
+def _import_file(private: PrivateStore, files: Path, record: dict[str, Any]) -> bool:
+    """Validate one exported file as an upload and store it; False if it was already there."""
+    filename, filetype = str(record["filename"]), str(record["filetype"])
+    fields: dict[str, list[str]] = {
+        key: [str(v) for v in values] for key, values in dict(record["fields"]).items()
+    }
+    fields.update({
+        ":action": ["file_upload"],
+        "protocol_version": ["1"],
+        "filetype": [filetype],
+        "pyversion": [_pyversion(filename, filetype)],
+        "sha256_digest": [str(record["sha256"])],
+        "blake2_256_digest": [str(record["blake2_256"])],
+        "md5_digest": [str(record["md5"])],
+    })
+    form = validate_form(fields)
+    with private.temporary_file() as body:
+        digests = {"sha256": hashlib.sha256(), "blake2_256": hashlib.blake2b(digest_size=32),
+                   "md5": hashlib.md5(usedforsecurity=False)}
+        size = 0
+        with open(_body(files, filename), "rb") as reader, open(body, "wb") as writer:
+            while chunk := reader.read(_CHUNK):
+                writer.write(chunk)
+                size += len(chunk)
+                for digest in digests.values():
+                    digest.update(chunk)
+        computed = {name: digest.hexdigest() for name, digest in digests.items()}
+        checked = validate_file(form, filename, "application/octet-stream", body, computed)
+        yanked = record.get("yanked_reason")
+        uploader = record.get("uploader")
+        new = dataclasses.replace(
+            new_file(form, checked, size, computed, uploader if isinstance(uploader, str) else None,
+                     upload_time=datetime.fromisoformat(str(record["upload_time"])).isoformat(),
+                     yanked_reason=str(yanked) if yanked is not None else None),
+            display_name=str(record.get("name") or form.name),
+        )
+        if private.find_duplicate(new):
+            return False
+        return private.add_file(new, body, admin=True)
+
+
+def import_pages(pages_dir: Path, source: Path, report: Report) -> None:
+    disk = open_page_cache(pages_dir)
+    try:
+        for record in _read_jsonl(source / "cache" / "pages.jsonl"):
+            key = str(record.get("key"))
+            try:
+                body = _body(source / "cache" / "pages", record.get("file")).read_bytes()
+                fields = record.get("fields")
+                if not isinstance(fields, dict):
+                    raise ValueError("no page fields")
+                stored = import_page(disk, key, fields, body)
+            except (ValueError, OSError) as exc:
+                report.fail(f"page {key}", str(exc))
+                continue
+            if stored:
+                report.copied += 1
+                report.bytes += len(body)
+            else:
+                report.skipped += 1
+    finally:
+        disk.close()
+
+
+def _local_body(path: Path) -> Callable[[], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]]:
+    @asynccontextmanager
+    async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            with open(path, "rb") as reader:
+                while chunk := await asyncio.to_thread(reader.read, _CHUNK):
+                    yield chunk
+
+        yield chunks()
+
+    return open_body
+
+
+async def import_blobs(blobs: BlobCache, source: Path, report: Report,
+                       log: Callable[[str], None] = lambda _line: None) -> None:
+    """Each file goes through the cache's own verified download path, read from the export."""
+    for record in _read_jsonl(source / "cache" / "files.jsonl"):
+        key = str(record.get("key"))
+        try:
+            path = _body(source / "cache" / "files", record.get("file"))
+            sha256, size = str(record["sha256"]), int(record["size"])
+        except (ValueError, KeyError, TypeError) as exc:
+            report.fail(f"cached {key}", f"unusable record: {exc}")
+            continue
+        if await asyncio.to_thread(blobs.lookup, key) is not None:
+            report.skipped += 1
+            continue
+        try:
+            got = await blobs.fetch(key, sha256=sha256, size=size, open_upstream=_local_body(path))
+            if isinstance(got, StreamedFile):
+                async for _chunk in got.chunks:
+                    pass
+        except (Unavailable, OSError) as exc:
+            report.fail(f"cached {key}", str(exc))
+            continue
+        if await asyncio.to_thread(blobs.lookup, key) is None:
+            report.fail(f"cached {key}", f"{size} bytes do not fit the cache's max_size")
+            continue
+        report.copied += 1
+        report.bytes += size
+        log(f"cached {key}")

@@ -1,0 +1,222 @@
+"""Users and API tokens: slow salted password hashes, hashed tokens, Basic credentials."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pyproxy.stores import sqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    admin INTEGER NOT NULL DEFAULT 0,
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY,      -- sha256 of the token; the token itself is never stored
+    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    prefix TEXT NOT NULL,             -- the first characters, to tell tokens apart when revoking
+    created TEXT NOT NULL
+)
+"""
+
+TOKEN_USERNAME = "__token__"
+TOKEN_PREFIX = "pyproxy-"
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# scrypt cost: ~50 ms per check on one core; uploads are rare enough to afford it
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# how often revision() looks for changes other processes committed (the CLI, other workers)
+REVISION_RECHECK_S = 0.5
+
+
+class AuthError(Exception):
+    """A user-management request that cannot be done; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str
+    admin: bool
+    via_token: bool
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(
+        password.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
+    )
+    encoded = [base64.b64encode(part).decode() for part in (salt, digest)]
+    return f"scrypt${_SCRYPT_N}${_SCRYPT_R}${_SCRYPT_P}${encoded[0]}${encoded[1]}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(digest)
+        actual = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+            dklen=len(expected),
+        )
+    except (ValueError, binascii.Error):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+def parse_basic(header: str | None) -> tuple[str, str] | None:
+    """(username, password) from an Authorization header, or None if absent or not Basic."""
+    if not header:
+        return None
+    scheme, _, encoded = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    if not sep:
+        return None
+    return username, password
+
+
+def _token_hash(token: str) -> str:
+    # tokens carry 256 random bits, so a fast hash is enough to keep them unusable if leaked
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class UserStore:
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self._path = directory / "auth.sqlite3"
+        self._db = sqlite.connect(self._path, SCHEMA)
+        self._lock = threading.Lock()  # authenticate() runs in worker threads
+        self._own_changes = 0  # PRAGMA data_version does not count this connection's commits
+        self._data_version = 0
+        self._checked = float("-inf")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with sqlite.write_transaction(self._db):
+                yield self._db
+        finally:
+            self._own_changes += 1
+
+    def revision(self) -> tuple[int, int]:
+        """Moves whenever users or tokens change: at once for this store's own changes, within
+        REVISION_RECHECK_S for other processes'. Cheap: mostly no query at all."""
+        now = time.monotonic()
+        if now - self._checked >= REVISION_RECHECK_S:
+            with self._lock:
+                self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            self._checked = now
+        return self._data_version, self._own_changes
+
+    def add_user(self, name: str, password: str, *, admin: bool = False) -> None:
+        if not _USERNAME.fullmatch(name) or name == TOKEN_USERNAME:
+            raise AuthError(
+                f"{name!r} is not a valid user name: use letters, digits, '.', '_' or '-'"
+            )
+        if len(password) < 8:
+            raise AuthError("the password must be at least 8 characters long")
+        with self._write():
+            if self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+                raise AuthError(f"user {name!r} already exists")
+            self._db.execute(
+                "INSERT INTO users (name, password_hash, admin, created) VALUES (?, ?, ?, ?)",
+                (name, hash_password(password), int(admin), datetime.now(UTC).isoformat()),
+            )
+
+    def remove_user(self, name: str) -> None:
+        with self._write():
+            if self._db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+                raise AuthError(f"no user {name!r}")
+
+    def users(self) -> list[tuple[str, bool, int]]:
+        """(name, admin, number of tokens) for every user."""
+        rows = self._db.execute(
+            "SELECT name, admin, (SELECT count(*) FROM tokens WHERE tokens.user = users.name)"
+            " FROM users ORDER BY name"
+        ).fetchall()
+        return [(row[0], bool(row[1]), row[2]) for row in rows]
+
+    def exists(self, name: str) -> bool:
+        return self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+
+    def create_token(self, user: str) -> str:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._write():
+            if not self.exists(user):
+                raise AuthError(f"no user {user!r}")
+            self._db.execute(
+                "INSERT INTO tokens (token_hash, user, prefix, created) VALUES (?, ?, ?, ?)",
+                (_token_hash(token), user, token[: len(TOKEN_PREFIX) + 6],
+                 datetime.now(UTC).isoformat()),
+            )
+        return token
+
+    def revoke_token(self, token_or_prefix: str) -> int:
+        """Revoke one token given whole, or every token starting with a shown prefix."""
+        with self._write():
+            count = self._db.execute(
+                "DELETE FROM tokens WHERE token_hash = ?", (_token_hash(token_or_prefix),)
+            ).rowcount
+            if count == 0 and len(token_or_prefix) >= len(TOKEN_PREFIX) + 6:
+                count = self._db.execute(
+                    "DELETE FROM tokens WHERE prefix = ?", (token_or_prefix,)
+                ).rowcount
+        if count == 0:
+            raise AuthError("no such token")
+        return count
+
+    def tokens(self, user: str) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT prefix, created FROM tokens WHERE user = ? ORDER BY created", (user,)
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def authenticate(self, username: str, password: str) -> Identity | None:
+        """The identity these credentials prove, or None. Blocking (scrypt): run off the loop."""
+        if username == TOKEN_USERNAME:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT users.name, users.admin FROM tokens"
+                    " JOIN users ON users.name = tokens.user WHERE token_hash = ?",
+                    (_token_hash(password.strip()),),  # pasted tokens often carry a newline
+                ).fetchone()
+            return None if row is None else Identity(row[0], bool(row[1]), via_token=True)
+        with self._lock:
+            row = self._db.execute(
+                "SELECT password_hash, admin FROM users WHERE name = ?", (username,)
+            ).fetchone()
+        if row is None:
+            verify_password(password, _dummy_hash())  # same cost whether or not the user exists
+            return None
+        if not verify_password(password, row[0]):
+            return None
+        return Identity(username, bool(row[1]), via_token=False)
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_password(secrets.token_hex(8))

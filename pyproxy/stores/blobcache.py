@@ -1,0 +1,587 @@
+"""Upstream files on disk: stream while caching, verify, single flight, LRU size bound.
+
+Layout under `directory` (nothing outside it is ever written or removed):
+
+    blobs/             a diskcache.Cache: cache.db (the index) and xx/yy/<random>.val (the blobs)
+    partial/<h>.part   the download in progress for key hash <h>, flock'd LOCK_EX by its writer
+    partial/<h>.*.new  a writer's fresh file, not yet published as <h>.part
+
+Single flight. Within a process, every request for a key shares one `_Flight`, woken by an
+asyncio.Event. Across processes the file `<h>.part` decides: a writer creates and locks a fresh file
+under a unique name and publishes it with link(2), which fails if `<h>.part` exists, so a `.part`
+that anyone can see is locked from its first moment. Whoever finds a locked `.part` follows it
+(polls its size and its lock, a few ms apart); an unlocked `.part` was left by a crashed writer
+and is removed. A writer that verified its bytes sets the file mode to 0o644 before it unlocks
+(0o640: nothing to download after all), so a follower knows from fstat() whether what it read
+is complete and good; links the file into
+diskcache's layout (the diskcache commit) before it removes `<h>.part`; and removes `<h>.part`
+before it unlocks. So a newcomer either finds the `.part`, or finds the key committed.
+
+Eviction is diskcache's own path (Cache.delete -> Disk.remove); we choose the victims ourselves
+in least-recently-used order, because diskcache's built-in cull drops ten rows at a time,
+which can include the file just stored and does not guarantee the bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import io
+import logging
+import os
+import secrets
+import sqlite3
+import stat
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import diskcache
+from diskcache.core import MODE_BINARY, UNKNOWN
+
+from pyproxy import metrics
+from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
+
+__all__ = ["CHUNK_SIZE", "BlobCache", "BlobEntry", "HashMismatch", "OpenUpstream"]
+
+log = logging.getLogger("pyproxy.blobcache")
+
+OpenUpstream = Callable[[], AbstractAsyncContextManager[AsyncIterator[bytes]]]
+
+CHUNK_SIZE = 256 * 1024  # what a follower reads from disk at a time
+_PART_MODE = 0o600  # a file being written
+_DONE_MODE = 0o644  # a complete, verified file (the signal to followers in other processes)
+_CACHED_MODE = 0o640  # no download after all: the key was committed meanwhile, look it up
+_POLL_MIN = 0.002  # seconds between looks at another process's download
+_POLL_MAX = 0.05
+_ATTEMPTS = 3  # a fetch retries when another process's download failed before serving it
+
+_T = TypeVar("_T")
+
+
+class HashMismatch(Unavailable):
+    """Upstream sent a body whose size or sha256 is not the one its index announced."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    key: str
+    size: int
+    sha256: str
+    path: Path
+    stored: float  # unix time
+    accessed: float  # unix time, last lookup or store
+
+
+class _Blob:
+    """A verified file that `_BlobDisk.store` links into diskcache's layout."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+
+
+class _BlobDisk(diskcache.Disk):
+    """A Disk that takes a finished file by hard link instead of copying it."""
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
+        if not isinstance(value, _Blob):
+            return super().store(value, read, key=key)
+        filename, full_path = self.filename(key, value)
+        for attempt in range(10):  # another process may remove the empty sub-directory meanwhile
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            try:
+                os.link(value.path, full_path)
+                break
+            except FileNotFoundError:
+                if attempt == 9 or not value.path.exists():
+                    raise
+        return value.size, MODE_BINARY, filename, None
+
+
+State = Literal["running", "ok", "failed", "cached"]
+
+
+class _Flight:
+    """One download of one key, as this process sees it: its own, or another process's."""
+
+    def __init__(self, key: str, part: Path, fd: int, *, remote: bool) -> None:
+        self.key = key
+        self.part = part
+        # the holder's locked file, or a follower's handle on another process's; readers pread()
+        # it, so it stays open until the last of them lets go of the flight
+        self.fd = fd
+        self.remote = remote
+        self.written = 0  # bytes on disk that a reader may read
+        self.state: State = "running"
+        self.error: BaseException | None = None
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+    async def settled(self) -> None:
+        """Until there is a first byte to read, or the flight has ended."""
+        while self.state == "running" and self.written == 0:
+            await self.changed()
+
+    def finish(self, state: State, error: BaseException | None = None) -> None:
+        self.state = state
+        self.error = error
+        self.notify()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
+
+    def consumer_error(self) -> Unavailable:
+        error = self.error
+        if isinstance(error, HashMismatch):
+            new: Unavailable = HashMismatch(str(error))
+        elif isinstance(error, Unavailable):
+            new = Unavailable(str(error))
+        else:
+            new = Unavailable(f"upstream download of {self.key!r} failed: {error!r}")
+        new.__cause__ = error
+        return new
+
+
+class _Tail:
+    """Follows a flight's file from the start, as far as it has been written."""
+
+    def __init__(self, flight: _Flight) -> None:
+        self._flight: _Flight | None = flight
+        self._offset = 0
+
+    def __aiter__(self) -> _Tail:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while (flight := self._flight) is not None:
+            # the last byte waits for the hash check, so a client never receives a complete
+            # body that turns out to be wrong (it sees an aborted download instead)
+            readable = flight.written if flight.state == "ok" else flight.written - 1
+            available = readable - self._offset
+            if available > 0:
+                n = min(CHUNK_SIZE, available)
+                data = await _in_thread(os.pread, flight.fd, n, self._offset)
+                if not data:
+                    self._flight = None
+                    raise Unavailable(f"the file for {flight.key!r} is shorter than written")
+                self._offset += len(data)
+                return data
+            if flight.state == "ok":
+                break
+            if flight.state != "running":
+                self._flight = None
+                raise flight.consumer_error()
+            await flight.changed()
+        self._flight = None
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        self._flight = None
+
+
+async def _in_thread(func: Callable[..., _T], *args: Any) -> _T:
+    """Run blocking work in a thread; if cancelled, still wait for it (it may use our fds)."""
+    future = asyncio.get_running_loop().run_in_executor(None, func, *args)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _try_lock(fd: int, how: int) -> bool:
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _write_all(fd: int, data: bytes, offset: int, digest: Any) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
+    digest.update(data)
+
+
+class BlobCache:
+    def __init__(self, directory: Path, max_size: int) -> None:
+        self.directory = Path(directory)
+        self.max_size = max_size
+        self._blobs = self.directory / "blobs"
+        self._partial = self.directory / "partial"
+        self._partial.mkdir(parents=True, exist_ok=True)
+        self._cache = diskcache.Cache(
+            str(self._blobs),
+            disk=_BlobDisk,
+            size_limit=max_size,
+            eviction_policy="least-recently-used",
+            cull_limit=0,  # eviction is ours, see _evict
+        )
+        self._db = self._blobs / diskcache.core.DBNAME  # read directly by _query
+        self._flights: dict[str, _Flight] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweep()
+
+    # -- the interface --------------------------------------------------------------------------
+
+    def lookup(self, key: str) -> LocalFile | None:
+        """A complete, verified blob, or None. Counts as a use for the LRU order."""
+        try:
+            handle, sha256 = self._cache.get(key, read=True, tag=True, retry=True)
+        except (diskcache.Timeout, sqlite3.Error) as exc:
+            log.warning("cache index unavailable for %r: %s", key, exc)
+            return None
+        if handle is None:
+            return None
+        if not isinstance(handle, io.BufferedReader) or not isinstance(sha256, str):
+            return None  # not one of ours
+        # diskcache opened the file inside its transaction, so it was not evicted before this
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+        return LocalFile(path=Path(handle.name), size=size, sha256=sha256, cache="hit")
+
+    async def fetch(
+        self,
+        key: str,
+        *,
+        sha256: str | None,
+        size: int | None,
+        open_upstream: OpenUpstream,
+    ) -> FileSource:
+        """The cached blob, or a stream of the body as it arrives from the one upstream download.
+
+        Raises Unavailable (HashMismatch if it is the body that is wrong) when the download fails
+        before anything could be served. Once a StreamedFile is returned, a failure makes its
+        iterator raise the same way, and nothing is cached.
+        """
+        sha256 = sha256.lower() if sha256 else None
+        for attempt in range(_ATTEMPTS):
+            hit = await asyncio.to_thread(self.lookup, key)
+            if hit is not None:
+                if (sha256 is None or hit.sha256 == sha256) and (size is None or hit.size == size):
+                    return hit
+                log.warning("cached %r is not the file now announced; fetching it again", key)
+                await asyncio.to_thread(self._cache.delete, key, True)
+            joined = self._flights.get(key)
+            flight = joined or self._start(key, sha256, size, open_upstream)
+            await flight.settled()
+            if flight.state == "cached":
+                continue
+            if flight.state == "failed":
+                if flight.remote and attempt + 1 < _ATTEMPTS:
+                    continue  # another process's download died before it could serve us
+                raise flight.consumer_error()
+            if size is None and flight.state == "ok":
+                size = flight.written
+            outcome = "coalesced" if joined is not None or flight.remote else "miss"
+            return StreamedFile(chunks=_Tail(flight), size=size, sha256=sha256, cache=outcome)
+        raise Unavailable(f"could not obtain {key!r}")
+
+    def close(self) -> None:
+        """Stop downloads in progress (they clean up when the loop next runs them) and close."""
+        for task in list(self._tasks):
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                task.cancel()
+        self._cache.close()
+
+    async def aclose(self) -> None:
+        """Stop downloads in progress, wait for them to clean up, and close."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._cache.close()
+
+    # -- for stats, prune, verify ----------------------------------------------------------------
+
+    def volume(self) -> int:
+        """Bytes the cache holds: blobs plus its index (what `max_size` bounds)."""
+        return int(self._cache.volume())
+
+    def entries(self) -> list[BlobEntry]:
+        """Every committed blob, least recently used first."""
+        rows = self._query(
+            "SELECT key, size, tag, filename, store_time, access_time FROM Cache"
+            " WHERE filename IS NOT NULL ORDER BY access_time"
+        )
+        return [
+            BlobEntry(key, size, tag, self._blobs / filename, stored, accessed)
+            for key, size, tag, filename, stored, accessed in rows
+            if isinstance(key, str) and isinstance(tag, str)
+        ]
+
+    def present(self, keys: list[str]) -> set[str]:
+        """Which of `keys` are committed blobs (one query per 500 keys; not a use for the LRU)."""
+        found: set[str] = set()
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT key FROM Cache WHERE filename IS NOT NULL AND key IN ({marks})",
+                tuple(chunk),
+            )
+            found.update(key for (key,) in rows)
+        return found
+
+    def delete(self, key: str) -> bool:
+        return bool(self._cache.delete(key, retry=True))
+
+    def shrink_to(self, limit: int) -> list[tuple[str, int]]:
+        """Evict least recently used blobs until the cache holds at most `limit` bytes."""
+        return self._evict(limit=limit)
+
+    # -- single flight ---------------------------------------------------------------------------
+
+    def _part_path(self, key: str) -> Path:
+        return self._partial / (hashlib.sha256(key.encode()).hexdigest() + ".part")
+
+    def _start(
+        self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream
+    ) -> _Flight:
+        part = self._part_path(key)
+        try:
+            role, fd = self._claim(part)
+        except OSError as exc:
+            log.error("cannot create a download file for %r: %s", key, exc)
+            raise Unavailable(f"cache directory unusable: {exc}") from exc
+        flight = _Flight(key, part, fd, remote=role == "follow")
+        self._flights[key] = flight
+        if flight.remote:
+            job = self._follow_remote(flight)
+        else:
+            job = self._download(flight, sha256, size, open_upstream)
+        task = asyncio.create_task(job, name=f"blobcache {role} {key}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return flight
+
+    def _claim(self, part: Path) -> tuple[Literal["hold", "follow"], int]:
+        """Become the writer of `part` (a fresh, locked, empty file) or a follower of its writer."""
+        fresh: tuple[int, Path] | None = None
+        try:
+            for _ in range(1000):
+                try:
+                    fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    pass
+                else:
+                    if not _try_lock(fd, fcntl.LOCK_SH):
+                        return "follow", fd  # a live download
+                    # unlocked: its writer finished and removed it just now, or crashed
+                    if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, part):
+                        log.info("removing %s, left by an interrupted download", part.name)
+                        os.unlink(part)
+                    os.close(fd)
+                    continue
+                if fresh is None:
+                    fresh = self._new_locked_file(part)
+                try:
+                    os.link(fresh[1], part)
+                except FileExistsError:
+                    continue
+                except FileNotFoundError:  # our .new was swept by a starting process
+                    os.close(fresh[0])
+                    fresh = None
+                    continue
+                fd, new = fresh
+                fresh = None
+                os.unlink(new)
+                return "hold", fd
+            raise OSError(errno.EAGAIN, f"could not claim {part}")
+        finally:
+            if fresh is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(fresh[1])
+                os.close(fresh[0])
+
+    def _new_locked_file(self, part: Path) -> tuple[int, Path]:
+        new = part.with_name(f"{part.stem}.{os.getpid()}.{secrets.token_hex(4)}.new")
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _PART_MODE)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this file yet: immediate
+        return fd, new
+
+    def _release(self, flight: _Flight) -> None:
+        """The writer's end: remove `.part` if still ours, then unlock (readers keep the fd)."""
+        with contextlib.suppress(OSError):
+            if _same_file(flight.fd, flight.part):
+                os.unlink(flight.part)
+        with contextlib.suppress(OSError):
+            fcntl.flock(flight.fd, fcntl.LOCK_UN)
+
+    def _end(self, flight: _Flight, state: State, error: BaseException | None = None) -> None:
+        if self._flights.get(flight.key) is flight:
+            del self._flights[flight.key]
+        flight.finish(state, error)
+
+    async def _download(
+        self, flight: _Flight, sha256: str | None, size: int | None, open_upstream: OpenUpstream
+    ) -> None:
+        key = flight.key
+        try:
+            # another process may have committed the key between our lookup and our claim
+            if await _in_thread(self.lookup, key) is not None:
+                os.fchmod(flight.fd, _CACHED_MODE)
+                self._end(flight, "cached")
+                return
+            digest = hashlib.sha256()
+            async with open_upstream() as body:
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    if size is not None and flight.written + len(chunk) > size:
+                        raise HashMismatch(f"{key!r}: upstream sent more than {size} bytes")
+                    await _in_thread(_write_all, flight.fd, chunk, flight.written, digest)
+                    flight.written += len(chunk)
+                    flight.notify()
+            if size is not None and flight.written != size:
+                raise HashMismatch(
+                    f"{key!r}: upstream sent {flight.written} bytes, expected {size}"
+                )
+            actual = digest.hexdigest()
+            if sha256 is not None and actual != sha256:
+                raise HashMismatch(f"{key!r}: upstream body has sha256 {actual}, expected {sha256}")
+            await _in_thread(self._commit, flight, actual)
+            self._end(flight, "ok")
+        except asyncio.CancelledError:
+            log.info("download of %r cancelled after %d bytes", key, flight.written)
+            self._end(flight, "failed", Unavailable("the cache was closed"))
+            raise
+        except Exception as exc:
+            log.warning(
+                "download of %r failed after %d bytes, nothing cached: %s", key, flight.written, exc
+            )
+            self._end(flight, "failed", exc)
+        finally:
+            self._release(flight)
+
+    def _commit(self, flight: _Flight, sha256: str) -> None:
+        """In a thread. Afterwards the flight's bytes are final, whatever became of the index."""
+        os.fsync(flight.fd)
+        os.fchmod(flight.fd, _DONE_MODE)
+        size = flight.written
+        try:
+            overhead = self._cache.volume() - self._cache.reset("size")
+            if size + overhead > self.max_size:
+                log.warning(
+                    "%r has %d bytes, more than the cache holds (%d): served, not cached",
+                    flight.key,
+                    size,
+                    self.max_size,
+                )
+                return
+            if not _same_file(flight.fd, flight.part):
+                log.error("%s was removed during the download of %r", flight.part, flight.key)
+                return
+            self._cache.set(flight.key, _Blob(flight.part, size), tag=sha256, retry=True)
+            os.unlink(flight.part)
+            log.debug("cached %r (%d bytes)", flight.key, size)
+            self._evict(protect=flight.key)
+        except Exception:
+            log.exception("could not add %r to the cache index", flight.key)
+
+    async def _follow_remote(self, flight: _Flight) -> None:
+        """Watch another process's download: its size as it grows, its lock until it ends."""
+        delay = _POLL_MIN
+        try:
+            while True:
+                grown = os.fstat(flight.fd).st_size
+                if grown > flight.written:
+                    flight.written = grown
+                    flight.notify()
+                    delay = _POLL_MIN
+                if _try_lock(flight.fd, fcntl.LOCK_SH):
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _POLL_MAX)
+            done = os.fstat(flight.fd)
+            fcntl.flock(flight.fd, fcntl.LOCK_UN)
+            flight.written = done.st_size
+            mode = stat.S_IMODE(done.st_mode)
+            if mode == _DONE_MODE:
+                self._end(flight, "ok")
+            elif mode == _CACHED_MODE:
+                self._end(flight, "cached")
+            else:
+                log.warning("the download of %r in another process failed", flight.key)
+                self._end(flight, "failed", Unavailable("the download in another worker failed"))
+        except asyncio.CancelledError:
+            self._end(flight, "failed", Unavailable("the cache was closed"))
+            raise
+        except Exception as exc:
+            log.exception("lost track of the download of %r in another process", flight.key)
+            self._end(flight, "failed", exc)
+
+    # -- housekeeping ----------------------------------------------------------------------------
+
+    def _sweep(self) -> None:
+        """Remove what crashed writers left in partial/ (files nobody holds locked)."""
+        for path in self._partial.iterdir():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, path):
+                    log.info("removing %s, left by an interrupted download", path.name)
+                    os.unlink(path)
+            finally:
+                os.close(fd)
+
+    def _evict(self, protect: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
+        """Delete least recently used blobs until the volume is within `limit` (max_size)."""
+        limit = self.max_size if limit is None else limit
+        removed: list[tuple[str, int]] = []
+        while (excess := self._cache.volume() - limit) > 0:
+            victims = self._query(
+                "SELECT key, size FROM Cache WHERE key != ? ORDER BY access_time LIMIT 64",
+                (protect or "",),
+            )
+            if not victims:
+                break
+            for key, size in victims:
+                if self._cache.delete(key, retry=True):
+                    log.debug("evicted %r (%d bytes)", key, size)
+                    metrics.CACHE_EVICTIONS.inc()
+                    metrics.CACHE_EVICTED_BYTES.inc(size)
+                    removed.append((key, size))
+                    excess -= size
+                if excess <= 0:
+                    break
+        return removed
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """A read of diskcache's Cache table, for what its API does not offer (order by use)."""
+        with contextlib.closing(sqlite3.connect(self._db, timeout=60)) as db:
+            return db.execute(sql, args).fetchall()

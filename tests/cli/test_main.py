@@ -1,0 +1,431 @@
+"""pyproxy.cli: the operator commands, run in-process through main()."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyproxy.cli import main as cli
+from pyproxy.model import normalize
+from pyproxy.stores import auth
+from pyproxy.stores.auth import TOKEN_USERNAME, UserStore
+from pyproxy.stores.private import NewFile, PrivateStore
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(isolated_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No ./pyproxy.toml, no PYPROXY_* variables (see conftest), and a cheap scrypt cost."""
+    monkeypatch.setattr(auth, "_SCRYPT_N", 2**8)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def pyproxy(data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """run(*args, stdin=None) -> (exit status, stdout, stderr), with --data-dir added."""
+
+    def run(*args: str, stdin: str | None = None, data: bool = True) -> tuple[int, str, str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin or ""))
+        argv = [*args, "--data-dir", str(data_dir)] if data else list(args)
+        code = cli.main(argv)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
+
+
+def one_line_error(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("pyproxy: ")
+    return lines[0]
+
+
+def open_users(data_dir: Path) -> UserStore:
+    return UserStore(data_dir)
+
+
+@pytest.fixture
+def private(data_dir: Path) -> Iterator[PrivateStore]:
+    store = PrivateStore(data_dir / "private")
+    yield store
+    store.close()
+
+
+def add_private(store: PrivateStore, filename: str, uploader: str = "alice") -> None:
+    body = filename.encode()
+    name, version = filename.split("-")[:2]
+    version = version.removesuffix(".tar.gz")
+    new = NewFile(
+        filename=filename, project=normalize(name), display_name=name, version=version,
+        filetype="bdist_wheel" if filename.endswith(".whl") else "sdist", size=len(body),
+        sha256=hashlib.sha256(body).hexdigest(),
+        blake2_256=hashlib.blake2b(body, digest_size=32).hexdigest(),
+        md5=hashlib.md5(body).hexdigest(), core_metadata=None, requires_python=None, summary=None,
+        fields={}, uploader=uploader,
+    )
+    with store.temporary_file() as tmp:
+        tmp.write_bytes(body)
+        store.add_file(new, tmp)
+
+
+# ---- users ----
+
+
+def test_user_add_list_remove(pyproxy, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    assert (code, err) == (0, "")
+    assert out.strip() == "added user alice"
+    code, out, _ = pyproxy("user", "add", "root", "--admin", "--password-stdin", stdin=PASSWORD + "\r\n")
+    assert code == 0 and "(admin)" in out
+
+    users = open_users(data_dir)
+    try:
+        assert users.authenticate("alice", PASSWORD) is not None  # the newline is not part of it
+        assert users.authenticate("root", PASSWORD).admin  # type: ignore[union-attr]
+    finally:
+        users.close()
+
+    code, out, _ = pyproxy("user", "list")
+    assert code == 0
+    assert out.splitlines() == ["alice\tuser\t0 token(s)", "root\tadmin\t0 token(s)"]
+
+    code, out, _ = pyproxy("user", "remove", "alice")
+    assert code == 0 and "removed user alice" in out
+    assert pyproxy("user", "list")[1].splitlines() == ["root\tadmin\t0 token(s)"]
+
+
+def test_user_add_password_with_spaces_kept(pyproxy, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    assert pyproxy("user", "add", "alice", "--password-stdin", stdin="  spaced out  \n")[0] == 0
+    users = open_users(data_dir)
+    try:
+        assert users.authenticate("alice", "  spaced out  ") is not None
+    finally:
+        users.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "fragment"),
+    [
+        (("user", "add", "alice", "--password-stdin"), "short\n", "8 characters"),
+        (("user", "add", "alice", "--password-stdin"), "", "8 characters"),
+        (("user", "add", "bad name", "--password-stdin"), PASSWORD, "not a valid user name"),
+        (("user", "add", TOKEN_USERNAME, "--password-stdin"), PASSWORD, "not a valid user name"),
+        (("user", "add", "alice"), PASSWORD, "--password-stdin"),  # no terminal to ask on
+        (("user", "remove", "nobody"), None, "no user"),
+    ],
+)
+def test_user_errors(pyproxy, args: tuple[str, ...], stdin: str | None, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = pyproxy(*args, stdin=stdin)
+    assert code == 1
+    assert fragment in one_line_error(err)
+    assert out == ""
+
+
+def test_duplicate_user(pyproxy) -> None:  # type: ignore[no-untyped-def]
+    pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+    code, _, err = pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+    assert code == 1 and "already exists" in one_line_error(err)
+
+
+# ---- tokens ----
+
+
+def test_token_create_list_revoke(pyproxy, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+    code, out, err = pyproxy("token", "create", "alice")
+    assert (code, err) == (0, "")
+    first = out.strip()
+    assert first.startswith("pyproxy-") and "\n" not in first
+    second = pyproxy("token", "create", "alice")[1].strip()
+
+    users = open_users(data_dir)
+    try:
+        assert users.authenticate(TOKEN_USERNAME, first + "\n") is not None
+    finally:
+        users.close()
+
+    code, out, _ = pyproxy("token", "list", "alice")
+    assert code == 0
+    rows = out.splitlines()
+    assert len(rows) == 2
+    prefixes = [row.split("\t")[0].rstrip("…") for row in rows]
+    assert any(first.startswith(p) for p in prefixes) and any(second.startswith(p) for p in prefixes)
+    assert all("created" in row for row in rows)
+    assert pyproxy("user", "list")[1].strip() == "alice\tuser\t2 token(s)"
+
+    code, out, _ = pyproxy("token", "revoke", first)  # the whole token
+    assert code == 0 and "revoked 1 token(s)" in out
+    second_prefix = next(p for p in prefixes if second.startswith(p))
+    code, out, _ = pyproxy("token", "revoke", second_prefix)  # the prefix `token list` shows
+    assert code == 0 and "revoked 1 token(s)" in out
+    assert pyproxy("token", "list", "alice")[1] == ""
+
+    users = open_users(data_dir)
+    try:
+        assert users.authenticate(TOKEN_USERNAME, first) is None
+        assert users.authenticate(TOKEN_USERNAME, second) is None
+    finally:
+        users.close()
+
+    code, _, err = pyproxy("token", "revoke", first)
+    assert code == 1 and "no such token" in one_line_error(err)
+
+
+@pytest.mark.parametrize("args", [("token", "create", "nobody"), ("token", "list", "nobody")])
+def test_token_unknown_user(pyproxy, args: tuple[str, ...]) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = pyproxy(*args)
+    assert code == 1 and out == ""
+    assert "nobody" in one_line_error(err)
+
+
+def test_user_remove_revokes_tokens(pyproxy, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+    token = pyproxy("token", "create", "alice")[1].strip()
+    pyproxy("user", "remove", "alice")
+    users = open_users(data_dir)
+    try:
+        assert users.authenticate(TOKEN_USERNAME, token) is None
+    finally:
+        users.close()
+
+
+# ---- grant, yank, remove ----
+
+
+def test_grant_and_revoke(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+    add_private(private, "foo-1.0-py3-none-any.whl", uploader="alice")
+    pyproxy("user", "add", "bob", "--password-stdin", stdin=PASSWORD)
+    code, out, err = pyproxy("grant", "Foo", "bob")
+    assert (code, err) == (0, "")
+    assert "bob is now maintainer of foo" in out
+    assert private.may_upload("bob", normalize("foo"), admin=False)
+
+    code, out, _ = pyproxy("grant", "foo", "bob", "--owner")
+    assert code == 0 and "owner" in out
+    assert ("bob", "owner") in private.roles(normalize("foo"))
+
+    code, out, _ = pyproxy("grant", "foo", "bob", "--revoke")
+    assert code == 0 and "no longer" in out
+    assert not private.may_upload("bob", normalize("foo"), admin=False)
+
+    code, _, err = pyproxy("grant", "foo", "bob", "--revoke")
+    assert code == 1 and "no role" in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("grant", "foo", "nobody"), "no user"),
+        (("grant", "nope", "alice"), "nope"),
+        (("yank", "nope", "1.0"), "nope"),
+        (("yank", "foo", "9.9"), "9.9"),
+        (("remove", "nope"), "nope"),
+        (("remove", "foo", "9.9"), "9.9"),
+    ],
+)
+def test_unknown_names(pyproxy, private: PrivateStore, args: tuple[str, ...], fragment: str) -> None:  # type: ignore[no-untyped-def]
+    add_private(private, "foo-1.0-py3-none-any.whl")
+    pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
+    code, out, err = pyproxy(*args)
+    assert code == 1 and out == ""
+    assert fragment in one_line_error(err)
+
+
+def test_yank_and_undo(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+    add_private(private, "foo-1.0-py3-none-any.whl")
+    add_private(private, "foo-1.0.tar.gz")
+    code, out, err = pyproxy("yank", "Foo", "1.0", "--reason", "broken build")
+    assert (code, err) == (0, "")
+    assert "yanked 2 file(s) of foo 1.0" in out
+    files = private.project_page(normalize("foo")).files
+    assert all(f.yanked and f.yanked_reason == "broken build" for f in files)
+
+    code, out, _ = pyproxy("yank", "foo", "1.0", "--undo")
+    assert code == 0 and "un-yanked 2 file(s)" in out
+    assert not any(f.yanked for f in private.project_page(normalize("foo")).files)
+
+
+def test_remove_version_then_project(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+    add_private(private, "foo-1.0-py3-none-any.whl")
+    add_private(private, "foo-2.0-py3-none-any.whl")
+    code, out, err = pyproxy("remove", "foo", "1.0")
+    assert (code, err) == (0, "")
+    assert "removed 1 file(s) of foo 1.0" in out
+    assert [f.filename for f in private.project_page(normalize("foo")).files] == ["foo-2.0-py3-none-any.whl"]
+
+    code, out, _ = pyproxy("remove", "foo")
+    assert code == 0 and "stays reserved" in out
+    assert private.has_project(normalize("foo"))
+
+    code, out, _ = pyproxy("remove", "foo", "--forget-name")
+    assert code == 0 and "stays reserved" not in out
+    assert not private.has_project(normalize("foo"))
+
+
+# ---- configuration errors ----
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[server]\nport = 'x'\n", "server.port"),
+        ("[server]\nworkers = 0\n", "server.workers"),
+        ("[server]\nunknown = 1\n", "server.unknown"),
+        ("[server\n", "TOML"),
+    ],
+)
+@pytest.mark.parametrize("command", [("user", "list"), ("token", "list", "alice"), ("remove", "foo")])
+def test_bad_config_file_exits_2(pyproxy, tmp_path: Path, text: str | bytes, named: str,  # type: ignore[no-untyped-def]
+                                 command: tuple[str, ...]) -> None:
+    path = tmp_path / "bad.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    code, out, err = pyproxy(*command, "--config", str(path))
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert line.startswith("pyproxy: configuration error:") and named in line
+
+
+def test_config_file_not_utf8_exits_2(pyproxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b"[server]\nhost = '\xe9'\n")
+    code, out, err = pyproxy("user", "list", "--config", str(path))
+    assert code == 2 and out == ""
+    assert "latin1.toml" in one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--port", "70000"), "server.port"),
+        (("--workers", "0"), "server.workers"),
+        (("--upstream", "ftp://127.0.0.1/simple/"), "upstream.url"),
+    ],
+)
+def test_serve_with_bad_settings_exits_2_before_listening(pyproxy, args: tuple[str, ...], named: str) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = pyproxy("serve", "--host", "127.0.0.1", *args)
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert "configuration error" in line and named in line and "listening" not in err
+
+
+def test_missing_config_file_exits_2(pyproxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = pyproxy("user", "list", "--config", str(tmp_path / "missing.toml"))
+    assert code == 2 and "missing.toml" in one_line_error(err)
+
+
+def test_bad_environment_exits_2(pyproxy, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("PYPROXY_LOG_LEVEL", "loud")
+    code, _, err = pyproxy("user", "list")
+    assert code == 2 and "PYPROXY_LOG_LEVEL" in one_line_error(err)
+
+
+def test_config_file_from_environment(pyproxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    (conf / "pyproxy.toml").write_text("[server]\ndata_dir = 'state'\n")
+    monkeypatch.setenv("PYPROXY_CONFIG", str(conf / "pyproxy.toml"))
+    code, _, _ = pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD, data=False)
+    assert code == 0
+    assert (conf / "state" / "auth.sqlite3").is_file()
+
+
+def test_data_dir_that_is_a_file(pyproxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    code, _, err = pyproxy("user", "list", "--data-dir", str(blocker), data=False)
+    assert code == 1
+    one_line_error(err)
+
+
+# ---- help ----
+
+
+def _all_commands() -> list[tuple[str, ...]]:
+    """Every command path in the parser, so a new command is covered without editing this list."""
+    found: list[tuple[str, ...]] = [()]
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    found.append((*path, name))
+                    walk(sub, (*path, name))
+
+    walk(cli.build_parser(), ())
+    return found
+
+
+COMMANDS = _all_commands()
+
+
+def test_command_list_is_complete() -> None:
+    expected = {
+        (), ("serve",), ("user",), ("user", "add"), ("user", "list"), ("user", "remove"), ("token",),
+        ("token", "create"), ("token", "revoke"), ("token", "list"), ("grant",), ("yank",), ("remove",),
+    }
+    assert expected <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "pyproxy")
+def test_help(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*command, "--help"])
+    assert exited.value.code == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("usage: pyproxy")
+    assert " ".join(("pyproxy", *command)) in captured.out.splitlines()[0]
+    assert captured.err == ""
+
+
+@pytest.mark.parametrize("argv", [[], ["user"], ["token"], ["bogus"], ["user", "add"]])
+def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_restrict_and_grant_read(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+    add_private(private, "foo-1.0-py3-none-any.whl", uploader="alice")
+    pyproxy("user", "add", "bob", "--password-stdin", stdin=PASSWORD)
+    code, out, err = pyproxy("restrict", "Foo")
+    assert (code, err) == (0, "")
+    assert "foo restricted" in out and "pyproxy grant foo USER --read" in out
+    code, out, _ = pyproxy("restrict", "foo")
+    assert code == 0 and "already" in out
+
+    code, out, err = pyproxy("grant", "foo", "bob", "--read")
+    assert (code, err) == (0, "")
+    assert "bob is now reader of foo" in out
+    assert ("bob", "reader") in private.roles(normalize("foo"))
+    assert private.read_restrictions().may_read(normalize("foo"), "bob", admin=False)
+    assert not private.may_upload("bob", normalize("foo"), admin=False)
+
+    with pytest.raises(SystemExit) as exited:  # one role at a time
+        pyproxy("grant", "foo", "bob", "--read", "--owner")
+    assert exited.value.code == 2
+
+    code, out, _ = pyproxy("restrict", "foo", "--undo")
+    assert code == 0 and "readable by every reader" in out
+    fresh = PrivateStore(private.directory)  # `private` looks again only after a moment
+    try:
+        assert not fresh.read_restrictions()
+    finally:
+        fresh.close()
+    code, _, err = pyproxy("restrict", "nope")
+    assert code == 1 and "nope" in one_line_error(err)

@@ -1,0 +1,180 @@
+"""`pyproxy cache stats|prune|verify`, run through cli.main() while an in-process pyproxy holds
+the same data directory (the operations must be safe beside a running server)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from aiohttp.test_utils import TestClient
+
+from pyproxy.cli import main as cli
+from pyproxy.ops import cacheops
+from pyproxy.web.app import build_app
+from pyproxy.web.context import Services
+from tests.conftest import base_settings, open_services
+from tests.fake_upstream import FakeUpstream
+
+SIZES = {"a": 300_000, "b": 200_000, "c": 100_000}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(isolated_cwd: Path) -> None:
+    """No ./pyproxy.toml and no PYPROXY_* variables reach the commands."""
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(formats="json") as upstream:
+        for name, size in SIZES.items():
+            upstream.add_generated_file(name, f"{name}-1.0-py3-none-any.whl", size,
+                                        metadata=f"Name: {name}\n".encode())
+        yield upstream
+
+
+@pytest.fixture
+async def proxy(
+    tmp_path: Path, fake: FakeUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> AsyncIterator[tuple[TestClient, Services]]:
+    services = open_services(base_settings(tmp_path / "data", upstream_url=fake.index_url))
+    client = await aiohttp_client(build_app(services))
+    yield client, services
+    await client.close()
+    await services.close()
+
+
+def run(data_dir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = cli.main([*args, "--data-dir", str(data_dir)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+async def _download(client: TestClient, name: str, suffix: str = "") -> bytes:
+    response = await client.get(f"/files/{name}/{name}-1.0-py3-none-any.whl{suffix}")
+    assert response.status == 200, await response.text()
+    return await response.read()
+
+
+async def _warm_all(client: TestClient) -> None:
+    for name in SIZES:  # a is used first, so it is the least recently used
+        await _download(client, name)
+        time.sleep(0.01)  # distinct access times
+
+
+async def test_stats_counts_projects_files_bytes_and_oldest(
+    proxy: tuple[TestClient, Services], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, services = proxy
+    await _warm_all(client)
+    await _download(client, "a", ".metadata")
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "stats", "--json")
+    assert code == 0
+    figures = orjson.loads(out)
+    assert figures["projects"] == 3
+    assert figures["files"] == 3 and figures["metadata_files"] == 1
+    assert sum(SIZES.values()) < figures["bytes"] < sum(SIZES.values()) + 1_000_000
+    assert figures["oldest_stored"] <= time.time()
+
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "stats")
+    assert code == 0
+    assert "3 upstream project pages" in out and "3 files, 1 .metadata" in out
+    # keys are hashes; the report names the file
+    assert "a/a-1.0-py3-none-any.whl" in out
+
+
+async def test_verify_removes_a_corrupted_file_and_the_server_fetches_it_again(
+    proxy: tuple[TestClient, Services], fake: FakeUpstream, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, services = proxy
+    await _warm_all(client)
+    assert services.blobs is not None
+    victim = next(e for e in services.blobs.entries()
+                  if e.key == fake.file("b", "b-1.0-py3-none-any.whl").sha256)
+    with open(victim.path, "r+b") as body:  # same size, one byte flipped
+        first = body.read(1)
+        body.seek(0)
+        body.write(bytes([first[0] ^ 0xFF]))
+
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
+    assert code == 1, "damage found must show in the exit status"
+    assert "removed b/b-1.0-py3-none-any.whl: sha256" in out
+    assert "checked 3 files" in out and "1 damaged and removed" in out
+    assert not victim.path.exists()
+    assert {e.key for e in services.blobs.entries()} == {
+        fake.file(n, f"{n}-1.0-py3-none-any.whl").sha256 for n in ("a", "c")
+    }
+
+    # the running server notices nothing but a miss: the good bytes come from upstream again
+    fake.reset_counters()
+    body = await _download(client, "b")
+    assert len(body) == SIZES["b"]
+    assert fake.count(fake.file_path("b", "b-1.0-py3-none-any.whl")) == 1
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
+    assert code == 0 and "0 damaged" in out
+
+
+async def test_verify_notices_a_truncated_file(
+    proxy: tuple[TestClient, Services], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, services = proxy
+    await _download(client, "c")
+    assert services.blobs is not None
+    (entry,) = services.blobs.entries()
+    os.truncate(entry.path, 10)
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
+    assert code == 1 and "10 bytes on disk" in out
+
+
+async def test_prune_to_a_size_removes_least_recently_used_first(
+    proxy: tuple[TestClient, Services], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, services = proxy
+    await _warm_all(client)
+    await _download(client, "a")  # now b is the least recently used
+    assert services.blobs is not None
+    bound = services.blobs.volume() - 150_000  # b alone (200 kB) brings it under
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "prune", "--max-size", str(bound))
+    assert code == 0 and out.startswith("removed 1 files")
+    assert services.blobs.volume() <= bound
+    kept = {e.path.stat().st_size for e in services.blobs.entries()}
+    assert kept == {SIZES["a"], SIZES["c"]}
+
+    code, _, _ = run(services.settings.data_dir, capsys, "cache", "prune", "--max-size", "0")
+    assert code == 0
+    assert services.blobs.entries() == []
+    assert await _download(client, "a"), "a pruned file is fetched again"
+
+
+async def test_prune_older_than_uses_the_last_use(
+    proxy: tuple[TestClient, Services], capsys: pytest.CaptureFixture[str]
+) -> None:
+    client, services = proxy
+    await _warm_all(client)
+    assert services.blobs is not None
+    entries = services.blobs.entries()
+    result = cacheops.prune(services.blobs, max_size=None, older_than_days=2)
+    assert result.removed == []
+    # "now" just after a's last use, with a bound of 0 days: only a is older than that
+    result = cacheops.prune(services.blobs, max_size=None, older_than_days=0,
+                            now=entries[0].accessed + 0.001)
+    assert [key for key, _ in result.removed] == [entries[0].key]
+
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "prune", "--older-than", "30")
+    assert code == 0 and out.startswith("removed 0 files")
+
+
+def test_cache_commands_give_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(tmp_path / "missing", capsys, "cache", "stats")
+    assert code == 1 and err.strip() == f"pyproxy: no data directory: {tmp_path / 'missing'}"
+    (tmp_path / "data").mkdir()
+    code, _, err = run(tmp_path / "data", capsys, "cache", "prune")
+    assert code == 2 and "--max-size SIZE and/or --older-than DAYS" in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["cache", "prune", "--max-size", "lots", "--data-dir", str(tmp_path / "data")])
+    assert exit_info.value.code == 2
+    assert "is not a size" in capsys.readouterr().err

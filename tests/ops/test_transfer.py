@@ -1,0 +1,223 @@
+"""`pyproxy export` / `pyproxy import`: private packages (and the cache) moved between data
+directories through a portable directory, each file checked on the way in."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import encode_basic_auth
+from aiohttp.test_utils import TestClient
+
+from pyproxy.cli import main as cli
+from pyproxy.config import Settings
+from pyproxy.stores.private import PrivateStore
+from pyproxy.web.app import build_app
+from pyproxy.web.context import SERVICES, Services
+from tests.conftest import PASSWORD, USER, base_settings, open_services, upload
+from tests.dists import make_sdist, make_wheel
+from tests.fake_upstream import FakeUpstream
+
+JSON = "application/vnd.pypi.simple.v1+json"
+AUTH = {"Authorization": encode_basic_auth(USER, PASSWORD)}  # the owner of the restricted project
+Open = Callable[[Settings], Awaitable[TestClient]]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(isolated_cwd: Path) -> None:
+    """No ./pyproxy.toml and no PYPROXY_* variables reach the commands."""
+
+
+@pytest.fixture
+async def open_app(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> AsyncIterator[Open]:
+    opened: list[tuple[TestClient, Services]] = []
+
+    async def open_(settings: Settings) -> TestClient:
+        services = open_services(settings)
+        client = await aiohttp_client(build_app(services))
+        opened.append((client, services))
+        return client
+
+    yield open_
+    for client, services in opened:
+        await client.close()
+        await services.close()
+
+
+async def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    # in a thread: import runs its own event loop, as it does from a shell
+    code = await asyncio.to_thread(cli.main, list(args))
+    out, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, out, err
+
+
+async def _page(client: TestClient, project: str) -> dict[str, Any]:
+    response = await client.get(f"/simple/{project}/", headers={"Accept": JSON, **AUTH})
+    assert response.status == 200, await response.text()
+    page = orjson.loads(await response.read())
+    for dist in page["files"]:  # the two apps differ only in their port
+        dist["url"] = dist["url"].split("/files/", 1)[1]
+    return page
+
+
+async def _filled(open_app: Open, tmp_path: Path) -> tuple[TestClient, Path]:
+    """A data dir with a wheel, an sdist, a yanked release and a name reserved without files."""
+    data = tmp_path / "source"
+    client = await open_app(base_settings(data))
+    dists = tmp_path / "dists"
+    for path in (
+        make_wheel(dists, "Acme.Widgets", "1.0", requires_python=">=3.8"),
+        make_sdist(dists, "Acme.Widgets", "1.0"),
+        make_wheel(dists, "Acme.Widgets", "2.0"),
+        make_wheel(dists, "gone", "1.0"),
+    ):
+        response = await upload(client, path)
+        assert response.status == 200, await response.text()
+    code = cli.main(["yank", "acme-widgets", "2.0", "--reason", "broken", "--data-dir", str(data)])
+    assert code == 0
+    assert cli.main(["remove", "gone", "--data-dir", str(data)]) == 0
+    assert client.app is not None
+    client.app[SERVICES].users.add_user("bob", "bob's password")
+    assert cli.main(["restrict", "acme-widgets", "--data-dir", str(data)]) == 0
+    assert cli.main(["grant", "acme-widgets", "bob", "--read", "--data-dir", str(data)]) == 0
+    return client, data
+
+
+async def test_export_then_import_gives_identical_private_pages(
+    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source_client, source = await _filled(open_app, tmp_path)
+    capsys.readouterr()
+    code, out, _ = await run(capsys, "export", str(tmp_path / "export"), "--data-dir", str(source))
+    assert code == 0 and "private files: 3 exported" in out
+
+    target = tmp_path / "target"
+    code, out, err = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
+    assert code == 0, err
+    assert "private files: 3 imported" in out and "reserved 2 private names" in out
+
+    stores = [PrivateStore(d / "private") for d in (source, target)]
+    try:  # restrictions and roles travel too: an import never widens who may read
+        exported = [store.exported_projects() for store in stores]
+    finally:
+        for store in stores:
+            store.close()
+    assert exported[1] == exported[0]
+    assert {"user": "bob", "role": "reader"} in exported[1][0]["roles"]
+    assert exported[1][0]["restricted"] is True
+
+    target_client = await open_app(base_settings(target))
+    before, after = await _page(source_client, "acme-widgets"), await _page(target_client, "acme-widgets")
+    assert after["files"] == before["files"]  # same hashes, sizes, upload times, yanks, metadata
+    assert after["versions"] == before["versions"]
+    assert any(f.get("yanked") == "broken" for f in after["files"])
+    for dist in before["files"]:
+        name = dist["filename"]
+        old = await (await source_client.get(f"/files/acme-widgets/{name}", headers=AUTH)).read()
+        new = await (await target_client.get(f"/files/acme-widgets/{name}", headers=AUTH)).read()
+        assert old == new
+        if dist.get("core-metadata"):
+            meta = await target_client.get(f"/files/acme-widgets/{name}.metadata", headers=AUTH)
+            assert meta.status == 200
+    # the removed project's name stays reserved: upstream may not take it
+    gone = await target_client.get("/simple/gone/", headers={"Accept": JSON})
+    assert gone.status == 200 and orjson.loads(await gone.read())["files"] == []
+
+    code, out, _ = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
+    assert code == 0 and "private files: 0 imported (0 B), 3 already there" in out
+
+
+async def test_import_checks_every_file_as_an_upload_would(
+    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, source = await _filled(open_app, tmp_path)
+    export = tmp_path / "export"
+    assert cli.main(["export", str(export), "--data-dir", str(source)]) == 0
+    victim = export / "private" / "files" / "Acme_Widgets-2.0-py3-none-any.whl"
+    data = bytearray(victim.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same length, other bytes
+    victim.write_bytes(bytes(data))
+    records = (export / "private" / "files.jsonl").read_bytes().splitlines()
+    evil = orjson.loads(records[0])
+    evil["filename"] = "../../escape.whl"
+    (export / "private" / "files.jsonl").write_bytes(b"\n".join([*records, orjson.dumps(evil)]))
+    capsys.readouterr()
+
+    target = tmp_path / "target"
+    code, out, err = await run(capsys, "import", str(export), "--data-dir", str(target))
+    assert code == 1
+    assert "private files: 2 imported" in out and "2 failed" in out
+    assert "failed: Acme_Widgets-2.0-py3-none-any.whl: The digest supplied does not match" in err
+    assert "failed: ../../escape.whl:" in err
+    assert not (tmp_path / "escape.whl").exists()
+    assert list((target / "private" / "tmp").iterdir()) == [], "no partial file left behind"
+
+
+async def test_export_refuses_a_non_empty_directory_and_import_an_incomplete_one(
+    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, source = await _filled(open_app, tmp_path)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    capsys.readouterr()
+    code, _, err = await run(capsys, "export", str(tmp_path / "busy"), "--data-dir", str(source))
+    assert code == 1 and err.strip() == f"pyproxy: {tmp_path / 'busy'} exists and is not an empty directory"
+    code, _, err = await run(capsys, "import", str(tmp_path / "busy"), "--data-dir", str(tmp_path / "t"))
+    assert code == 1 and "is not a complete pyproxy export" in err
+    code, _, err = await run(capsys, "export", str(tmp_path / "e"), "--data-dir", str(tmp_path / "nothing"))
+    assert code == 1 and "no private store" in err
+
+
+async def test_include_cache_carries_upstream_files_to_an_offline_mirror(
+    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with FakeUpstream(formats="json") as fake:
+        fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one", metadata=b"Name: lib\n")
+        fake.add_file("lib", "lib-2.0-py3-none-any.whl", b"lib two")
+        source = tmp_path / "source"
+        client = await open_app(base_settings(source, upstream_url=fake.index_url))
+        assert (await client.get("/simple/lib/")).status == 200
+        for path in ("/files/lib/lib-1.0-py3-none-any.whl", "/files/lib/lib-1.0-py3-none-any.whl.metadata"):
+            response = await client.get(path)
+            assert response.status == 200
+            await response.read()
+        upstream_url = fake.index_url
+    capsys.readouterr()
+    code, out, _ = await run(capsys, "export", str(tmp_path / "export"), "--include-cache",
+                       "--data-dir", str(source))
+    assert code == 0 and "cached files: 2 exported" in out and "cached pages: 1 exported" in out
+
+    target = tmp_path / "target"
+    code, out, err = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
+    assert code == 0, err
+    assert "cached files: 2 imported" in out and "cached pages: 1 imported" in out
+
+    offline = await open_app(base_settings(target, upstream_url=upstream_url, offline=True))
+    page = await _page(offline, "lib")
+    assert [f["filename"] for f in page["files"]] == ["lib-1.0-py3-none-any.whl"]
+    body = await (await offline.get("/files/lib/lib-1.0-py3-none-any.whl")).read()
+    assert body == b"lib one"
+
+    code, out, _ = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
+    assert code == 0 and "2 already there" in out and "cached pages: 0 imported (0 B), 1 already there" in out
+
+
+async def test_a_damaged_cached_file_is_refused_on_import(
+    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with FakeUpstream(formats="json") as fake:
+        fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one")
+        source = tmp_path / "source"
+        client = await open_app(base_settings(source, upstream_url=fake.index_url))
+        await (await client.get("/files/lib/lib-1.0-py3-none-any.whl")).read()
+    assert cli.main(["export", str(tmp_path / "export"), "--include-cache", "--data-dir", str(source)]) == 0
+    (body,) = (tmp_path / "export" / "cache" / "files").iterdir()
+    body.write_bytes(b"lib 0ne")
+    capsys.readouterr()
+    code, out, err = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(tmp_path / "t"))
+    assert code == 1 and "cached files: 0 imported" in out and "sha256" in err

@@ -1,0 +1,588 @@
+"""The upstream client: parsing what the fake index serves, the page cache (TTL, revalidation,
+restart), stale-on-error, coalescing, malformed answers, and where credentials go.
+
+Everything runs against real servers on 127.0.0.1: the FakeUpstream, or for what it cannot do
+(record request headers, send garbage bodies) a few-line aiohttp app defined here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from pyproxy.config import Settings
+from pyproxy.model import NormalizedName, NotFound, Origin, Unavailable
+from pyproxy.repository.upstream import Upstream
+from pyproxy.web.app import build_app
+from pyproxy.web.context import Services
+from pyproxy.web.runner import build_services
+from tests.fake_upstream import FakeUpstream, Formats
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+MOMENT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+WHEEL = "foo_bar-1.0-py3-none-any.whl"
+SDIST = "foo_bar-0.9.tar.gz"
+METADATA = b"Metadata-Version: 2.1\nName: Foo_Bar\nVersion: 1.0\n"
+
+MakeUpstream = Callable[..., Upstream]
+
+
+def _n(name: str) -> NormalizedName:
+    return NormalizedName(name)
+
+
+def _fill(fake: FakeUpstream) -> None:
+    fake.add_file("Foo_Bar", WHEEL, b"wheel " * 100, requires_python=">=3.8,<4",
+                  metadata=METADATA, upload_time=MOMENT)
+    fake.add_file("Foo_Bar", SDIST, b"sdist", yanked="broken", upload_time=MOMENT)
+    fake.add_file("Foo_Bar", "foo_bar-0.8.tar.gz", b"older", yanked=True)
+
+
+@pytest.fixture
+async def make_upstream(tmp_path: Path) -> AsyncIterator[MakeUpstream]:
+    """`make_upstream(index_url, **kwargs)`; each call its own cache dir unless `cache_dir` given."""
+    made: list[Upstream] = []
+
+    def make(index_url: str, *, cache_dir: Path | None = None, **kwargs: Any) -> Upstream:
+        options: dict[str, Any] = {"timeout": 2.0, "page_ttl": 600.0, "index_ttl": 600.0}
+        options.update(kwargs)
+        upstream = Upstream(index_url, cache_dir or tmp_path / f"pages{len(made)}", **options)
+        made.append(upstream)
+        return upstream
+
+    yield make
+    for upstream in made:
+        await upstream.close()
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(formats="json") as upstream:
+        _fill(upstream)
+        yield upstream
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("formats", ["json", "html", "both"])
+@pytest.mark.parametrize("relative", [False, True])
+async def test_parsed_fields_equal_the_fixture(
+    make_upstream: MakeUpstream, formats: Formats, relative: bool
+) -> None:
+    async with FakeUpstream(formats=formats, relative_file_urls=relative) as fake:
+        _fill(fake)
+        upstream = make_upstream(fake.index_url)
+        page = await upstream.project_page(_n("foo-bar"))
+
+        assert page.name == "foo-bar"
+        assert sorted(page.versions) == ["0.8", "0.9", "1.0"]
+        assert {d.filename for d in page.files} == {WHEEL, SDIST, "foo_bar-0.8.tar.gz"}
+        with_size = formats != "html"  # PEP 700 fields exist only in JSON
+        for dist in page.files:
+            served = fake.file("foo_bar", dist.filename)
+            assert dist.origin is Origin.UPSTREAM
+            # relative links are resolved against the page URL
+            assert dist.upstream_url == fake.file_url("foo_bar", dist.filename)
+            assert dict(dist.hashes) == {"sha256": served.sha256}
+            assert dist.size == (served.size if with_size else None)
+        wheel = page.file(WHEEL)
+        assert wheel is not None
+        assert wheel.requires_python == ">=3.8,<4"
+        assert wheel.core_metadata == {"sha256": fake.file("foo_bar", WHEEL).metadata_sha256}
+        assert not wheel.yanked
+        assert wheel.upload_time == (MOMENT if with_size else None)
+        sdist = page.file(SDIST)
+        assert sdist is not None and sdist.yanked and sdist.yanked_reason == "broken"
+        assert sdist.core_metadata is False
+        old = page.file("foo_bar-0.8.tar.gz")
+        assert old is not None and old.yanked and old.yanked_reason == ""
+        assert page.status.status == "active"
+
+        projects = await upstream.project_list()
+        assert [name.lower() for name in projects.names] == ["foo_bar"]
+
+
+async def test_project_status_is_parsed(make_upstream: MakeUpstream) -> None:
+    for formats in ("json", "html"):
+        async with FakeUpstream(formats=formats) as fake:  # type: ignore[arg-type]
+            fake.add_file("q", "q-1.0.tar.gz", b"q")
+            fake.set_status("q", "quarantined", "malware")
+            page = await make_upstream(fake.index_url).project_page(_n("q"))
+            assert page.files == ()
+            assert (page.status.status, page.status.reason) == ("quarantined", "malware")
+            assert not page.status.offers_files
+
+
+# ---------------------------------------------------------------------------- page cache
+
+
+async def test_second_request_within_ttl_is_not_sent(fake: FakeUpstream,
+                                                     make_upstream: MakeUpstream) -> None:
+    upstream = make_upstream(fake.index_url)
+    first = await upstream.project_page(_n("foo-bar"))
+    second = await upstream.project_page(_n("foo-bar"))
+    assert second == first
+    assert fake.count(fake.page_path("foo-bar")) == 1
+    await upstream.project_list()
+    await upstream.project_list()
+    assert fake.count("/simple/") == 1
+
+
+async def test_after_ttl_revalidates_with_304_and_no_reparse(
+    fake: FakeUpstream, make_upstream: MakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parses: list[str] = []
+    original = Upstream._parse
+
+    def counting_parse(key: str, entry: Any) -> Any:
+        parses.append(key)
+        return original(key, entry)
+
+    monkeypatch.setattr(Upstream, "_parse", staticmethod(counting_parse))
+    upstream = make_upstream(fake.index_url, page_ttl=0.05)
+    path = fake.page_path("foo-bar")
+    first = await upstream.project_page(_n("foo-bar"))
+    assert parses == ["foo-bar"]
+    await asyncio.sleep(0.1)
+    second = await upstream.project_page(_n("foo-bar"))
+    assert fake.count(path) == 2
+    assert fake.not_modified_count(path) == 1, "the revalidation was not answered 304"
+    assert parses == ["foo-bar"], "a 304 re-parsed the page"
+    assert second is first  # same parsed object, same revision: nothing re-rendered
+    # and within the renewed TTL, no request at all
+    await upstream.project_page(_n("foo-bar"))
+    assert fake.count(path) == 2
+
+    # a real change upstream is picked up at the next revalidation
+    fake.add_file("foo_bar", "foo_bar-2.0.tar.gz", b"new")
+    await asyncio.sleep(0.1)
+    third = await upstream.project_page(_n("foo-bar"))
+    assert third.file("foo_bar-2.0.tar.gz") is not None
+    assert third.revision != first.revision
+    assert fake.not_modified_count(path) == 1
+
+
+async def test_page_cache_survives_a_restart(
+    fake: FakeUpstream, make_upstream: MakeUpstream, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "shared-pages"
+    first = make_upstream(fake.index_url, cache_dir=cache_dir)
+    page = await first.project_page(_n("foo-bar"))
+    await first.project_list()
+    await first.close()
+    assert fake.total == 2
+
+    second = make_upstream(fake.index_url, cache_dir=cache_dir)
+    again = await second.project_page(_n("foo-bar"))
+    await second.project_list()
+    assert fake.total == 2, f"refetched after a restart within the TTL: {fake.requests}"
+    assert again.files == page.files and again.revision == page.revision
+    await second.close()
+
+    # after the TTL, the restarted process revalidates the stored copy (304), not a full fetch
+    third = make_upstream(fake.index_url, cache_dir=cache_dir, page_ttl=0.0)
+    await third.project_page(_n("foo-bar"))
+    assert fake.count(fake.page_path("foo-bar")) == 2
+    assert fake.not_modified_count(fake.page_path("foo-bar")) == 1
+
+
+async def test_upstream_404_is_not_found(fake: FakeUpstream, make_upstream: MakeUpstream) -> None:
+    upstream = make_upstream(fake.index_url)
+    with pytest.raises(NotFound):
+        await upstream.project_page(_n("does-not-exist"))
+    with pytest.raises(NotFound):  # remembered for the TTL like any page
+        await upstream.project_page(_n("does-not-exist"))
+    assert fake.count(fake.page_path("does-not-exist")) == 1
+
+
+# ---------------------------------------------------------------------------- outages
+
+
+async def _break(fake: FakeUpstream, how: str) -> None:
+    if how == "503":
+        fake.fail_status = 503
+    elif how == "500":
+        fake.fail_status = 500
+    elif how == "stopped":
+        await fake.stop()
+    elif how == "timeout":
+        fake.latency = 2.0
+    else:
+        raise AssertionError(how)
+
+
+OUTAGES = ["503", "500", "stopped", "timeout"]
+
+
+@pytest.mark.parametrize("how", OUTAGES)
+async def test_outage_with_cached_copy_serves_stale(
+    fake: FakeUpstream, make_upstream: MakeUpstream, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream = make_upstream(fake.index_url, timeout=0.3, page_ttl=0.05, index_ttl=0.05)
+    page = await upstream.project_page(_n("foo-bar"))
+    projects = await upstream.project_list()
+    await asyncio.sleep(0.1)
+    await _break(fake, how)
+    with caplog.at_level(logging.WARNING, logger="pyproxy.upstream"):
+        stale = await upstream.project_page(_n("foo-bar"))
+        stale_list = await upstream.project_list()
+    assert stale.files == page.files
+    assert stale_list.names == projects.names
+    assert "stale" in caplog.text
+
+
+async def test_after_a_failed_revalidation_the_stale_copy_is_served_without_waiting(
+    fake: FakeUpstream, make_upstream: MakeUpstream
+) -> None:
+    """While upstream hangs, only one request per back-off period pays its timeout."""
+    upstream = make_upstream(fake.index_url, timeout=0.3, page_ttl=1.0)
+    page = await upstream.project_page(_n("foo-bar"))
+    await asyncio.sleep(1.1)
+    await _break(fake, "timeout")
+    started = time.monotonic()
+    assert (await upstream.project_page(_n("foo-bar"))).files == page.files
+    assert time.monotonic() - started >= 0.3  # this one waited for upstream's timeout
+    sent = fake.total
+    started = time.monotonic()
+    for _ in range(5):
+        assert (await upstream.project_page(_n("foo-bar"))).files == page.files
+    assert time.monotonic() - started < 0.2
+    assert fake.total == sent  # no request while backing off
+
+
+@pytest.mark.parametrize("how", OUTAGES)
+async def test_outage_without_copy_is_unavailable(
+    fake: FakeUpstream, make_upstream: MakeUpstream, how: str
+) -> None:
+    upstream = make_upstream(fake.index_url, timeout=0.3)
+    await _break(fake, how)
+    with pytest.raises(Unavailable):
+        await upstream.project_page(_n("foo-bar"))
+    with pytest.raises(Unavailable):
+        await upstream.project_list()
+
+
+@pytest.mark.parametrize("how", OUTAGES)
+async def test_outage_without_copy_is_503_over_http(
+    fake: FakeUpstream, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]],
+    how: str,
+) -> None:
+    services = build_services(
+        Settings(data_dir=tmp_path / "data", upstream_url=fake.index_url, upstream_timeout=0.3)
+    )
+    try:
+        client = await aiohttp_client(build_app(services))
+        await _break(fake, how)
+        for accept in (JSON_TYPE, "text/html"):
+            response = await client.get("/simple/uncached/", headers={"Accept": accept})
+            assert response.status == 503, (accept, response.status, await response.text())
+            # pip honours Retry-After by sleeping before each retry: a 503 must not set it
+            assert "Retry-After" not in response.headers
+        await client.close()
+    finally:
+        await services.close()
+
+
+# ---------------------------------------------------------------------------- malformed answers
+
+
+class Scripted:
+    """A tiny upstream whose answers the test sets per path; it records every request's headers."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, tuple[int, bytes, str | None]] = {}
+        self.seen: list[tuple[str, dict[str, str]]] = []
+        self.app = web.Application()
+        self.app.router.add_route("GET", "/{tail:.*}", self._handle)
+
+    def set(self, path: str, body: bytes | dict[str, Any], content_type: str | None = JSON_TYPE,
+            status: int = 200) -> None:
+        data = orjson.dumps(body) if isinstance(body, dict) else body
+        self.answers[path] = (status, data, content_type)
+
+    def headers_for(self, path: str) -> list[dict[str, str]]:
+        return [headers for seen_path, headers in self.seen if seen_path == path]
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.seen.append((request.path, dict(request.headers)))
+        if request.path not in self.answers:
+            return web.Response(status=404)
+        status, body, content_type = self.answers[request.path]
+        headers = {"Content-Type": content_type} if content_type else {}
+        response = web.Response(status=status, body=body, headers=headers)
+        if content_type is None:
+            response.headers.popall("Content-Type", None)
+        return response
+
+
+MakeScripted = Callable[[], Awaitable[tuple[Scripted, str]]]
+
+
+@pytest.fixture
+async def scripted_server() -> AsyncIterator[MakeScripted]:
+    servers: list[TestServer] = []
+
+    async def make() -> tuple[Scripted, str]:
+        scripted = Scripted()
+        server = TestServer(scripted.app, host="127.0.0.1")
+        await server.start_server()
+        servers.append(server)
+        return scripted, f"http://127.0.0.1:{server.port}"
+
+    yield make
+    for server in servers:
+        await server.close()
+
+
+def _good_page(origin: str) -> dict[str, Any]:
+    return {
+        "meta": {"api-version": "1.1"},
+        "name": "proj",
+        "versions": ["1.0"],
+        "files": [{"filename": "proj-1.0.tar.gz", "url": f"{origin}/files/proj-1.0.tar.gz",
+                   "hashes": {"sha256": "ab" * 32}, "size": 3}],
+    }
+
+
+MALFORMED: dict[str, tuple[bytes, str | None]] = {
+    "garbage json": (b"{not json at all", JSON_TYPE),
+    "json array": (b"[1, 2, 3]", JSON_TYPE),
+    "files not a list": (b'{"meta": {"api-version": "1.0"}, "files": "nope"}', JSON_TYPE),
+    "file without url": (b'{"meta": {"api-version": "1.0"}, "files": [{"filename": "a.tar.gz"}]}',
+                         JSON_TYPE),
+    "api version 2": (b'{"meta": {"api-version": "2.0"}, "name": "proj", "files": []}', JSON_TYPE),
+    "application/json": (orjson.dumps({"meta": {"api-version": "1.0"}, "files": []}),
+                         "application/json"),
+    "text/plain html": (b"<html><body><a href='x-1.0.tar.gz'>x</a></body></html>", "text/plain"),
+    "no content type": (b"<html><body></body></html>", None),
+    "empty html": (b"", "text/html"),
+    "binary junk": (bytes(range(256)) * 4, "application/octet-stream"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_malformed_answer_without_copy_is_unavailable(
+    scripted_server: MakeScripted, make_upstream: MakeUpstream, case: str
+) -> None:
+    scripted, origin = await scripted_server()
+    body, content_type = MALFORMED[case]
+    scripted.set("/simple/proj/", body, content_type)
+    scripted.set("/simple/", body, content_type)
+    upstream = make_upstream(f"{origin}/simple/")
+    with pytest.raises(Unavailable):
+        await upstream.project_page(_n("proj"))
+    with pytest.raises(Unavailable):
+        await upstream.project_list()
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_malformed_answer_with_copy_serves_stale(
+    scripted_server: MakeScripted, make_upstream: MakeUpstream, tmp_path: Path, case: str
+) -> None:
+    scripted, origin = await scripted_server()
+    scripted.set("/simple/proj/", _good_page(origin))
+    cache_dir = tmp_path / "pages-malformed"
+    upstream = make_upstream(f"{origin}/simple/", page_ttl=0.05, cache_dir=cache_dir)
+    good = await upstream.project_page(_n("proj"))
+    await asyncio.sleep(0.1)
+    body, content_type = MALFORMED[case]
+    scripted.set("/simple/proj/", body, content_type)
+    stale = await upstream.project_page(_n("proj"))
+    assert stale.files == good.files
+    assert len(scripted.headers_for("/simple/proj/")) == 2
+    await upstream.close()
+    # the garbage was not stored: a restarted process still has the good copy on disk
+    restarted = make_upstream(f"{origin}/simple/", page_ttl=600.0, cache_dir=cache_dir)
+    assert (await restarted.project_page(_n("proj"))).files == good.files
+    assert len(scripted.headers_for("/simple/proj/")) == 2
+
+
+async def test_malformed_answer_is_503_over_http(
+    scripted_server: MakeScripted, tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+) -> None:
+    scripted, origin = await scripted_server()
+    for index, (body, content_type) in enumerate(MALFORMED.values()):
+        scripted.set(f"/simple/case{index}/", body, content_type)
+    services = build_services(Settings(data_dir=tmp_path / "data", upstream_url=f"{origin}/simple/"))
+    try:
+        client = await aiohttp_client(build_app(services))
+        for index, case in enumerate(MALFORMED):
+            response = await client.get(f"/simple/case{index}/", headers={"Accept": JSON_TYPE})
+            assert response.status == 503, (case, response.status, await response.text())
+        await client.close()
+    finally:
+        await services.close()
+
+
+# ---------------------------------------------------------------------------- coalescing
+
+
+async def test_concurrent_requests_for_one_page_send_one(
+    fake: FakeUpstream, make_upstream: MakeUpstream
+) -> None:
+    fake.latency = 0.2
+    upstream = make_upstream(fake.index_url)
+    pages = await asyncio.gather(*(upstream.project_page(_n("foo-bar")) for _ in range(20)))
+    assert fake.count(fake.page_path("foo-bar")) == 1
+    assert all(page == pages[0] for page in pages)
+
+
+async def test_concurrent_requests_for_a_missing_page_send_one(
+    fake: FakeUpstream, make_upstream: MakeUpstream
+) -> None:
+    fake.latency = 0.2
+    upstream = make_upstream(fake.index_url)
+    results = await asyncio.gather(
+        *(upstream.project_page(_n("missing")) for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(result, NotFound) for result in results), results
+    assert fake.count(fake.page_path("missing")) == 1
+
+
+async def test_concurrent_requests_during_an_outage_send_one_and_all_fail_cleanly(
+    fake: FakeUpstream, make_upstream: MakeUpstream
+) -> None:
+    fake.latency = 0.2
+    fake.fail_status = 502
+    upstream = make_upstream(fake.index_url)
+    results = await asyncio.gather(
+        *(upstream.project_page(_n("foo-bar")) for _ in range(20)), return_exceptions=True
+    )
+    assert all(isinstance(result, Unavailable) for result in results), results
+    assert fake.count(fake.page_path("foo-bar")) == 1
+
+
+async def test_cancelled_waiter_does_not_break_the_shared_fetch(
+    fake: FakeUpstream, make_upstream: MakeUpstream
+) -> None:
+    fake.latency = 0.3
+    upstream = make_upstream(fake.index_url)
+    first = asyncio.ensure_future(upstream.project_page(_n("foo-bar")))
+    await asyncio.sleep(0.05)
+    second = asyncio.ensure_future(upstream.project_page(_n("foo-bar")))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    page = await second
+    assert page.file(WHEEL) is not None
+    assert fake.count(fake.page_path("foo-bar")) == 1
+
+
+# ---------------------------------------------------------------------------- credentials
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [("ci-user", "plain-S3cret"), ("ci@corp", "p@ss:w/rd%")],
+    ids=["plain", "percent-encoded"],
+)
+async def test_credentials_go_to_the_index_only_and_never_show(
+    scripted_server: MakeScripted, tmp_path: Path,
+    aiohttp_client: Callable[..., Awaitable[TestClient]], caplog: pytest.LogCaptureFixture,
+    user: str, password: str,
+) -> None:
+    index, index_origin = await scripted_server()
+    files, files_origin = await scripted_server()
+    page = {
+        "meta": {"api-version": "1.1"},
+        "name": "proj",
+        "files": [
+            {"filename": "proj-1.0.tar.gz", "url": f"{files_origin}/f/proj-1.0.tar.gz",
+             "hashes": {}, "size": 4},
+            # a file on the index origin itself (relative URL): credentials may go there
+            {"filename": "proj-1.1.tar.gz", "url": "../../f/proj-1.1.tar.gz", "hashes": {},
+             "size": 4},
+        ],
+    }
+    index.set("/simple/proj/", page)
+    index.set("/simple/", {"meta": {"api-version": "1.0"}, "projects": [{"name": "proj"}]})
+    index.set("/f/proj-1.1.tar.gz", b"same", "application/octet-stream")
+    files.set("/f/proj-1.0.tar.gz", b"body", "application/octet-stream")
+    netloc = index_origin.removeprefix("http://")
+    url = f"http://{quote(user, safe='')}:{quote(password, safe='')}@{netloc}/simple/"
+    secrets = [password, quote(password, safe=""), quote(user, safe="") + ":",
+               base64.b64encode(f"{user}:{password}".encode()).decode()]
+
+    settings = Settings(data_dir=tmp_path / "data", upstream_url=url, upstream_page_ttl=0)
+    with caplog.at_level(logging.DEBUG):
+        services: Services = build_services(settings)
+        try:
+            client = await aiohttp_client(build_app(services))
+            bodies = []
+            for path, accept in (("/simple/proj/", JSON_TYPE), ("/simple/proj/", "text/html"),
+                                 ("/simple/", JSON_TYPE), ("/simple/", "text/html"), ("/", None)):
+                response = await client.get(path, headers={"Accept": accept} if accept else {})
+                assert response.status == 200, (path, await response.text())
+                bodies.append(await response.text())
+            response = await client.get("/files/proj/proj-1.0.tar.gz")
+            assert response.status == 200 and await response.read() == b"body"
+            response = await client.get("/files/proj/proj-1.1.tar.gz")
+            assert response.status == 200 and await response.read() == b"same"
+            # an outage: the stale path logs the URL it failed on
+            index.set("/simple/proj/", b"", None, status=503)
+            index.set("/simple/other/", b"", None, status=503)
+            response = await client.get("/simple/proj/", headers={"Accept": JSON_TYPE})
+            assert response.status == 200
+            response = await client.get("/simple/other/", headers={"Accept": JSON_TYPE})
+            assert response.status == 503
+            bodies.append(await response.text())
+            await client.close()
+        finally:
+            await services.close()
+
+    for secret in secrets:
+        for body in bodies:
+            assert secret not in body
+        assert secret not in caplog.text, f"{secret!r} in the logs"
+        assert secret not in services.upstream_description
+    assert files.seen, "the file was never fetched from the files origin"
+    assert all("Authorization" not in headers for _p, headers in files.seen), files.seen
+    # like pip, the userinfo of the URL is percent-decoded before it is sent
+    sent = {
+        base64.b64decode(value.removeprefix("Basic ")).decode() if value else None
+        for value in (h.get("Authorization") for _p, h in index.seen)
+    }
+    assert sent == {f"{user}:{password}"}, f"index got credentials {sent}"
+
+
+async def test_credentials_are_not_sent_after_a_redirect_to_another_origin(
+    scripted_server: MakeScripted, make_upstream: MakeUpstream
+) -> None:
+    elsewhere, elsewhere_origin = await scripted_server()
+    elsewhere.set("/moved/proj/", _good_page(elsewhere_origin))
+    seen: list[dict[str, str]] = []
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        raise web.HTTPFound(f"{elsewhere_origin}/moved/proj/")
+
+    redirecting = web.Application()
+    redirecting.router.add_get("/simple/proj/", moved)
+    server = TestServer(redirecting, host="127.0.0.1")
+    await server.start_server()
+    try:
+        upstream = make_upstream(f"http://u:pw@127.0.0.1:{server.port}/simple/")
+        page = await upstream.project_page(_n("proj"))
+        assert page.file("proj-1.0.tar.gz") is not None
+        assert seen and seen[0].get("Authorization") == _basic("u", "pw")
+        followed = elsewhere.headers_for("/moved/proj/")
+        assert followed and all("Authorization" not in h for h in followed), followed
+    finally:
+        await server.close()

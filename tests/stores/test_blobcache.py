@@ -1,0 +1,416 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
+from pyproxy.stores.blobcache import BlobCache, HashMismatch
+from tests.blob_server import Blob, BlobServer, opener
+
+REPO = Path(__file__).resolve().parents[2]
+KiB = 1024
+MiB = 1024 * KiB
+
+
+def block(size: int, seed: int = 0) -> bytes:
+    """`size` bytes that differ per seed, without needing a random generator."""
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"{seed}:{counter}".encode()).digest() * 64
+        counter += 1
+    return bytes(out[:size])
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Upstream:
+    def __init__(self, blobs: BlobServer, base: str, session: aiohttp.ClientSession) -> None:
+        self.blobs = blobs
+        self.base = base
+        self.session = session
+
+    def add(self, name: str, blob: Blob) -> Blob:
+        return self.blobs.add(name, blob)
+
+    def url(self, name: str) -> str:
+        return f"{self.base}/blob/{name}"
+
+    def requests(self, name: str) -> int:
+        return self.blobs.requests[name]
+
+    async def fetch(
+        self, cache: BlobCache, name: str, *, key: str | None = None, **announced: object
+    ) -> FileSource:
+        blob = self.blobs.blobs[name]
+        kwargs = {"sha256": blob.sha256, "size": blob.size} | announced
+        return await cache.fetch(
+            key or name, open_upstream=opener(self.session, self.url(name)), **kwargs
+        )  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def upstream(aiohttp_server) -> AsyncIterator[Upstream]:
+    blobs = BlobServer()
+    server = await aiohttp_server(blobs.app, host="127.0.0.1")
+    async with aiohttp.ClientSession() as session:
+        yield Upstream(blobs, str(server.make_url("")).rstrip("/"), session)
+
+
+@pytest.fixture
+async def cache(tmp_path: Path) -> AsyncIterator[BlobCache]:
+    blob_cache = BlobCache(tmp_path / "cache", max_size=64 * MiB)
+    yield blob_cache
+    await blob_cache.aclose()
+
+
+async def body_of(source: FileSource) -> bytes:
+    if isinstance(source, LocalFile):
+        return source.path.read_bytes()
+    return b"".join([chunk async for chunk in source.chunks])
+
+
+async def digest_of(source: FileSource) -> tuple[str, int]:
+    if isinstance(source, LocalFile):
+        data = source.path.read_bytes()
+        return hashlib.sha256(data).hexdigest(), len(data)
+    digest = hashlib.sha256()
+    count = 0
+    async for chunk in source.chunks:
+        digest.update(chunk)
+        count += len(chunk)
+    return digest.hexdigest(), count
+
+
+def leftovers(cache: BlobCache) -> list[str]:
+    return sorted(p.name for p in (cache.directory / "partial").iterdir())
+
+
+def blob_files(cache: BlobCache) -> list[Path]:
+    return [p for p in (cache.directory / "blobs").rglob("*.val")]
+
+
+async def test_miss_streams_then_hits_from_disk(upstream: Upstream, cache: BlobCache) -> None:
+    blob = upstream.add("a", Blob(block(300 * KiB)))
+    first = await upstream.fetch(cache, "a")
+    assert isinstance(first, StreamedFile)
+    assert (first.size, first.sha256) == (blob.size, blob.sha256)
+    assert await body_of(first) == blob.block
+
+    hit = cache.lookup("a")
+    assert hit == LocalFile(path=hit.path, size=blob.size, sha256=blob.sha256)
+    assert hit.path.read_bytes() == blob.block
+    assert hit.path.is_relative_to(cache.directory)
+    assert await upstream.fetch(cache, "a") == hit
+    assert upstream.requests("a") == 1
+    assert leftovers(cache) == []
+    [entry] = cache.entries()
+    assert (entry.key, entry.size, entry.sha256, entry.path) == (
+        "a",
+        blob.size,
+        blob.sha256,
+        hit.path,
+    )
+
+
+async def test_fifty_concurrent_fetches_make_one_upstream_request(
+    upstream: Upstream, cache: BlobCache
+) -> None:
+    blob = upstream.add("b", Blob(block(MiB), repeat=2, pause_at=MiB // 2, pause=0.2))
+
+    async def one() -> tuple[str, int]:
+        return await digest_of(await upstream.fetch(cache, "b"))
+
+    results = await asyncio.gather(*(one() for _ in range(50)))
+    assert results == [(blob.sha256, blob.size)] * 50
+    assert upstream.requests("b") == 1
+    assert isinstance(await upstream.fetch(cache, "b"), LocalFile)
+    assert upstream.requests("b") == 1
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.blob_server",
+        *args,
+        cwd=REPO,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert (await asyncio.wait_for(process.stdout.readline(), 20)).strip() == b"ready"
+    return process
+
+
+async def test_two_processes_make_one_upstream_request(upstream: Upstream, tmp_path: Path) -> None:
+    blob = upstream.add("c", Blob(block(MiB), repeat=3, pause_at=MiB, pause=0.5))
+    args = (str(tmp_path / "cache"), upstream.url("c"), "c", blob.sha256, str(blob.size), "3")
+    workers = await asyncio.gather(_spawn(*args), _spawn(*args))
+    for worker in workers:
+        assert worker.stdin is not None
+        worker.stdin.write(b"go\n")
+    outputs = await asyncio.gather(*(asyncio.wait_for(w.communicate(), 20) for w in workers))
+    results = [item for stdout, _ in outputs for item in json.loads(stdout)]
+    assert [(r.get("sha256"), r.get("size")) for r in results] == [(blob.sha256, blob.size)] * 6
+    # both processes were served while the one download was under way (neither waited for a hit)
+    assert {r["kind"] for r in results} == {"streamed"}
+    assert upstream.requests("c") == 1
+
+    mine = BlobCache(tmp_path / "cache", max_size=64 * MiB)
+    try:
+        assert mine.lookup("c") is not None
+        assert leftovers(mine) == []
+    finally:
+        mine.close()
+
+
+async def test_truncated_body_is_not_cached_and_retried(
+    upstream: Upstream, cache: BlobCache, caplog: pytest.LogCaptureFixture
+) -> None:
+    blob = upstream.add("d", Blob(block(MiB), pause_at=256 * KiB, pause=0.1, cut_at=700 * KiB))
+    source = await upstream.fetch(cache, "d")
+    assert isinstance(source, StreamedFile)
+    with caplog.at_level(logging.WARNING, logger="pyproxy.blobcache"):
+        with pytest.raises(Unavailable) as raised:
+            await body_of(source)
+    assert not isinstance(raised.value, HashMismatch)
+    assert any("failed" in r.message and r.name == "pyproxy.blobcache" for r in caplog.records)
+    assert cache.lookup("d") is None
+    assert leftovers(cache) == [] and blob_files(cache) == []
+
+    blob.cut_at = None
+    assert await body_of(await upstream.fetch(cache, "d")) == blob.block
+    assert upstream.requests("d") == 2
+    assert cache.lookup("d") is not None
+
+
+async def test_wrong_bytes_are_not_cached_and_retried(upstream: Upstream, cache: BlobCache) -> None:
+    blob = upstream.add("e", Blob(block(MiB), pause_at=256 * KiB, pause=0.1, corrupt=True))
+    source = await upstream.fetch(cache, "e")
+    assert isinstance(source, StreamedFile)
+    with pytest.raises(HashMismatch):
+        await body_of(source)
+    assert cache.lookup("e") is None
+    assert leftovers(cache) == [] and blob_files(cache) == []
+
+    blob.corrupt = False
+    assert await body_of(await upstream.fetch(cache, "e")) == blob.block
+    assert upstream.requests("e") == 2
+
+
+async def test_wrong_size_is_a_mismatch(upstream: Upstream, cache: BlobCache) -> None:
+    blob = upstream.add("f", Blob(block(MiB), pause_at=256 * KiB, pause=0.1))
+    for announced in (blob.size - 1, blob.size + 1):
+        source = await upstream.fetch(cache, "f", size=announced)
+        with pytest.raises(HashMismatch):
+            await body_of(source)
+    assert cache.lookup("f") is None
+    assert upstream.requests("f") == 2
+
+
+async def test_failure_before_the_first_byte_raises_from_fetch(
+    upstream: Upstream, cache: BlobCache
+) -> None:
+    blob = upstream.add("g", Blob(block(10 * KiB), status=503))
+    with pytest.raises(Unavailable):
+        await upstream.fetch(cache, "g")
+    blob.status = 200
+    blob.corrupt = True  # small enough to be wrong before fetch returns
+    with pytest.raises(HashMismatch):
+        await upstream.fetch(cache, "g")
+    blob.corrupt = False
+    assert await body_of(await upstream.fetch(cache, "g")) == blob.block
+    assert upstream.requests("g") == 3
+
+    async def unreachable():  # any exception from the opener is Unavailable to the caller
+        raise ConnectionRefusedError("nobody home")
+        yield
+
+    with pytest.raises(Unavailable):
+        await cache.fetch(
+            "h", sha256=None, size=None, open_upstream=asynccontextmanager(unreachable)
+        )
+
+
+async def test_first_chunk_arrives_before_upstream_finishes(
+    upstream: Upstream, cache: BlobCache
+) -> None:
+    gate = asyncio.Event()
+    blob = upstream.add("i", Blob(block(MiB), repeat=2, pause_at=MiB, gate=gate))
+    source = await asyncio.wait_for(upstream.fetch(cache, "i"), 5)
+    assert isinstance(source, StreamedFile)
+    chunks = source.chunks
+    first = await asyncio.wait_for(chunks.__anext__(), 5)
+    assert first and blob.block.startswith(first)
+    assert not gate.is_set()
+    gate.set()
+    rest = b"".join([chunk async for chunk in chunks])
+    assert first + rest == blob.block * 2
+
+
+async def test_download_continues_when_its_clients_go_away(
+    upstream: Upstream, cache: BlobCache
+) -> None:
+    blob = upstream.add("j", Blob(block(MiB), repeat=2, pause_at=MiB // 2, pause=0.2))
+    quitter = await upstream.fetch(cache, "j")
+    stayer = await upstream.fetch(cache, "j")
+    assert isinstance(quitter, StreamedFile) and isinstance(stayer, StreamedFile)
+    await quitter.chunks.__anext__()
+    await quitter.chunks.aclose()  # type: ignore[attr-defined]
+    assert await digest_of(stayer) == (blob.sha256, blob.size)
+
+    # the only client leaves at once; the file is cached all the same
+    other = upstream.add("k", Blob(block(MiB, seed=1), pause_at=MiB // 2, pause=0.2))
+    alone = await upstream.fetch(cache, "k")
+    assert isinstance(alone, StreamedFile)
+    del alone
+    for _ in range(100):
+        if (hit := cache.lookup("k")) is not None:
+            break
+        await asyncio.sleep(0.05)
+    assert hit is not None and hit.sha256 == other.sha256
+    assert (upstream.requests("j"), upstream.requests("k")) == (1, 1)
+
+
+async def test_eviction_keeps_within_bound_and_inside_directory(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    sibling = tmp_path / "sibling"
+    sibling.mkdir()
+    (sibling / "keep.bin").write_bytes(b"x" * MiB)
+    (tmp_path / "beside.bin").write_bytes(b"y" * MiB)
+    max_size = 3 * MiB
+    cache = BlobCache(tmp_path / "cache", max_size=max_size)
+    try:
+        for n in range(12):
+            upstream.add(f"n{n}", Blob(block(512 * KiB, seed=n)))
+            assert len(await body_of(await upstream.fetch(cache, f"n{n}"))) == 512 * KiB
+            if n >= 1:
+                assert cache.lookup("n0") is not None  # used each round: never the LRU victim
+            assert cache.volume() <= max_size
+            assert sum(p.stat().st_size for p in blob_files(cache)) <= max_size
+            assert cache.lookup(f"n{n}") is not None  # the newest is never evicted for itself
+        kept = {entry.key for entry in cache.entries()}
+        assert "n0" in kept and "n1" not in kept and len(kept) >= 4
+        assert len(blob_files(cache)) == len(kept)
+
+        # too big for the cache: served, not cached, nothing evicted for it
+        big = upstream.add("big", Blob(block(MiB, seed=99), repeat=4))
+        assert await digest_of(await upstream.fetch(cache, "big")) == (big.sha256, big.size)
+        assert cache.lookup("big") is None
+        assert {entry.key for entry in cache.entries()} == kept
+        assert leftovers(cache) == []
+    finally:
+        cache.close()
+    assert (sibling / "keep.bin").read_bytes() == b"x" * MiB
+    assert (tmp_path / "beside.bin").read_bytes() == b"y" * MiB
+
+
+BIG_MB = int(os.environ.get("PYPROXY_TEST_BIG_MB", "200"))
+
+
+async def test_large_file_streams_in_bounded_memory(upstream: Upstream, tmp_path: Path) -> None:
+    blob = upstream.add("large", Blob(block(MiB, seed=7), repeat=BIG_MB))
+    expected = blob.sha256
+    cache = BlobCache(tmp_path / "cache", max_size=2 * BIG_MB * MiB)
+    try:
+        before = peak = rss()
+        started = time.monotonic()
+        source = await upstream.fetch(cache, "large")
+        assert isinstance(source, StreamedFile)
+        digest = hashlib.sha256()
+        count = 0
+        async for chunk in source.chunks:
+            digest.update(chunk)
+            count += len(chunk)
+            peak = max(peak, rss())
+        elapsed = time.monotonic() - started
+        assert (digest.hexdigest(), count) == (expected, blob.size)
+        growth = peak - before
+        print(
+            f"\n{BIG_MB} MB streamed in {elapsed:.2f} s, RSS {before >> 20} MB"
+            f" -> peak {peak >> 20} MB (growth {growth / MiB:.1f} MB)"
+        )
+        assert growth < 50 * MiB
+        hit = cache.lookup("large")
+        assert hit is not None and hit.size == blob.size
+    finally:
+        cache.close()
+
+
+async def test_stale_part_does_not_block_or_poison(upstream: Upstream, tmp_path: Path) -> None:
+    blob = upstream.add("s", Blob(block(300 * KiB)))
+    cache = BlobCache(tmp_path / "cache", max_size=64 * MiB)
+    try:
+        part = cache._part_path("s")
+        part.write_bytes(b"garbage from a crashed writer" * 1000)  # nobody holds its lock
+        assert await asyncio.wait_for(body_of(await upstream.fetch(cache, "s")), 5) == blob.block
+        assert cache.lookup("s") is not None and cache.lookup("s").path.read_bytes() == blob.block
+        assert upstream.requests("s") == 1
+        assert leftovers(cache) == []
+
+        # left-overs are also swept when a cache opens on the directory
+        (part.parent / "0123.part").write_bytes(b"old")
+        (part.parent / "0123.999.abcd.new").write_bytes(b"older")
+    finally:
+        cache.close()
+    reopened = BlobCache(tmp_path / "cache", max_size=64 * MiB)
+    try:
+        assert leftovers(reopened) == []
+        assert reopened.lookup("s") is not None
+    finally:
+        reopened.close()
+
+
+async def test_killed_writer_leaves_nothing_behind(upstream: Upstream, tmp_path: Path) -> None:
+    gate = asyncio.Event()
+    blob = upstream.add("w", Blob(block(MiB), repeat=2, pause_at=MiB, gate=gate))
+    args = (
+        str(tmp_path / "cache"),
+        upstream.url("w"),
+        "w",
+        blob.sha256,
+        str(blob.size),
+        "1",
+        "--hold",
+    )
+    writer = await _spawn(*args)
+    assert writer.stdin is not None and writer.stdout is not None
+    writer.stdin.write(b"go\n")
+    assert (await asyncio.wait_for(writer.stdout.readline(), 20)).strip() == b"streaming"
+
+    cache = BlobCache(tmp_path / "cache", max_size=64 * MiB)
+    try:
+        follower = await upstream.fetch(cache, "w")  # follows the other process's download
+        assert isinstance(follower, StreamedFile)
+        assert await follower.chunks.__anext__()
+        writer.send_signal(signal.SIGKILL)
+        await writer.wait()
+        with pytest.raises(Unavailable):
+            await asyncio.wait_for(body_of(follower), 5)
+        gate.set()
+        assert cache.lookup("w") is None and blob_files(cache) == []
+
+        again = await asyncio.wait_for(upstream.fetch(cache, "w"), 5)
+        assert await digest_of(again) == (blob.sha256, blob.size)
+        assert upstream.requests("w") == 2
+        assert cache.lookup("w") is not None
+        assert leftovers(cache) == []
+    finally:
+        await cache.aclose()

@@ -1,0 +1,373 @@
+"""Read access control (pyproxy/web/readauth.py), in process: `[auth] read = "authenticated"`,
+restricted private projects (403, never 404), listings that leave out what the caller may not
+read, the verification cache, and logs free of credentials.
+
+The seeded data dir holds `foo-bar` and `holygrail`, both owned by alice (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import encode_basic_auth
+from aiohttp.test_utils import TestClient, TestServer
+
+from pyproxy.model import normalize
+from pyproxy.stores import auth, private
+from pyproxy.stores.auth import TOKEN_USERNAME, UserStore
+from pyproxy.stores.private import PrivateStore
+from pyproxy.web.access_log import runner_options
+from pyproxy.web.app import build_app
+from pyproxy.web.context import Services
+from tests.conftest import PASSWORD, USER, Seed, open_services, seeded_settings, upload
+from tests.dists import make_wheel
+
+WHEEL = "foo_bar-1.0-py3-none-any.whl"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+OTHER_PASSWORD = "other-secret-1"
+CHALLENGE = 'Basic realm="pyproxy"'
+
+# every read route, as a client would ask for it: path -> status with valid credentials
+READ_ROUTES = {
+    "/": 200,
+    "/search?q=foo": 200,
+    "/projects/": 200,
+    "/projects": 301,
+    "/project/foo-bar/": 200,
+    "/simple/": 200,
+    "/simple": 301,
+    "/simple/foo-bar/": 200,
+    "/simple/Foo_Bar/": 301,
+    f"/files/foo-bar/{WHEEL}": 200,
+    f"/files/foo-bar/{WHEEL}.metadata": 200,
+    "/pypi/foo-bar/json": 200,
+    "/pypi/foo-bar/1.0/json": 200,
+    "/pypi/Foo_Bar/json": 301,
+    "/no/such/route": 404,
+}
+# the routes about the project foo-bar, as a restriction must cover them
+PROJECT_ROUTES = [
+    "/simple/foo-bar/",
+    "/simple/Foo_Bar/",  # judged before the redirect to the normalised spelling
+    f"/files/foo-bar/{WHEEL}",
+    f"/files/foo-bar/{WHEEL}.metadata",
+    "/files/foo-bar/no-such-file-1.0.tar.gz",  # still 403, not 404: nothing to probe
+    "/pypi/foo-bar/json",
+    "/pypi/foo-bar/2.0/json",
+    "/project/foo-bar/",
+]
+
+MakeApp = Callable[..., Awaitable[tuple[TestClient, Services]]]
+
+
+def basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": encode_basic_auth(user, password)}
+
+
+@pytest.fixture(autouse=True)
+def _cheap_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Users added by these tests hash cheaply (alice, from the seed, keeps the real cost)."""
+    monkeypatch.setattr(auth, "_SCRYPT_N", 2**8)
+
+
+@pytest.fixture
+async def make_app(
+    seed: Seed, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]]
+) -> AsyncIterator[MakeApp]:
+    """`await make_app(**settings) -> (client, services)` on a copy of the seeded data dir, with
+    users bob, carol and root (admin), and the access log on."""
+    opened: list[tuple[TestClient, Services]] = []
+
+    async def make(**overrides: Any) -> tuple[TestClient, Services]:
+        settings = seeded_settings(seed, tmp_path / f"app{len(opened)}", **overrides)
+        services = open_services(settings)
+        for name in ("bob", "carol"):
+            services.users.add_user(name, OTHER_PASSWORD)
+        services.users.add_user("root", OTHER_PASSWORD, admin=True)
+        server = TestServer(build_app(services), host="127.0.0.1")
+        await server.start_server(**runner_options())
+        test_client = await aiohttp_client(server)
+        opened.append((test_client, services))
+        return test_client, services
+
+    yield make
+    for test_client, services in opened:
+        await test_client.close()
+        await services.close()
+
+
+async def status_of(client: TestClient, path: str, headers: dict[str, str] | None = None,
+                    method: str = "GET") -> tuple[int, str, dict[str, str]]:
+    response = await client.request(method, path, headers=headers, allow_redirects=False)
+    return response.status, (await response.read()).decode("utf-8", "replace"), dict(response.headers)
+
+
+# ------------------------------------------------------------------------ read = authenticated
+
+
+async def test_authenticated_mode_challenges_every_read_route(make_app: MakeApp) -> None:
+    client, services = await make_app(read_access="authenticated")
+    token = services.users.create_token("bob")
+    wrong = {
+        "none": None,
+        "wrong password": basic("bob", "wrong-password"),
+        "unknown user": basic("nobody", "wrong-password"),
+        "wrong token": basic(TOKEN_USERNAME, token + "x"),
+        "not basic": {"Authorization": "Bearer " + token},
+        "garbage": {"Authorization": "Basic !!!"},
+    }
+    for path in READ_ROUTES:
+        for method in ("GET", "HEAD"):
+            bodies = set()
+            for label, headers in wrong.items() if method == "GET" else [("none", None)]:
+                status, body, response_headers = await status_of(client, path, headers, method)
+                assert status == 401, (path, method, label, status, body)
+                assert response_headers["WWW-Authenticate"] == CHALLENGE, (path, label)
+                if method == "GET":
+                    assert body.count("\n") == 1 and body.startswith("Unauthorized"), body
+                    if headers is not None:
+                        bodies.add(body)
+            # wrong password and unknown user read alike: nothing tells whether a user exists
+            assert len(bodies) <= 1, bodies
+
+
+async def test_authenticated_mode_serves_password_and_token(make_app: MakeApp) -> None:
+    client, services = await make_app(read_access="authenticated")
+    token = services.users.create_token("bob")
+    for headers in (basic(USER, PASSWORD), basic(TOKEN_USERNAME, token),
+                    basic(TOKEN_USERNAME, token + "\n")):
+        for path, expected in READ_ROUTES.items():
+            status, body, response_headers = await status_of(client, path, headers)
+            assert status == expected, (path, status, body)
+            assert "WWW-Authenticate" not in response_headers
+    # what a proxy must not hand to someone else is marked so
+    status, _, response_headers = await status_of(client, f"/files/foo-bar/{WHEEL}",
+                                                   basic(USER, PASSWORD))
+    assert status == 200 and response_headers["Cache-Control"].startswith("private, ")
+
+
+async def test_authenticated_mode_leaves_probes_uploads_and_preflights_open(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    client, _ = await make_app(read_access="authenticated")
+    for path in ("/health", "/ready", "/metrics"):
+        status, body, headers = await status_of(client, path)
+        assert status == 200, (path, status, body)
+        assert "WWW-Authenticate" not in headers
+    response = await client.options("/simple/", headers={"Origin": "http://127.0.0.1:1"})
+    assert response.status == 204  # browsers send preflights without credentials
+    wheel = make_wheel(tmp_path / "dist", "New-Thing", "1.0")
+    response = await upload(client, wheel, "bob", OTHER_PASSWORD)
+    assert response.status == 200, await response.text()
+    response = await upload(client, wheel, None)
+    assert response.status == 401  # uploads keep their own check
+
+
+async def test_removed_user_and_revoked_token_are_refused_at_once(make_app: MakeApp) -> None:
+    client, services = await make_app(read_access="authenticated")
+    token = services.users.create_token("carol")
+    for headers in (basic("bob", OTHER_PASSWORD), basic(TOKEN_USERNAME, token)):
+        assert (await status_of(client, "/simple/", headers))[0] == 200
+        assert (await status_of(client, "/simple/", headers))[0] == 200  # now from the cache
+    services.users.revoke_token(token)
+    assert (await status_of(client, "/simple/", basic(TOKEN_USERNAME, token)))[0] == 401
+    services.users.remove_user("bob")
+    assert (await status_of(client, "/simple/", basic("bob", OTHER_PASSWORD)))[0] == 401
+    assert (await status_of(client, "/simple/", basic("carol", OTHER_PASSWORD)))[0] == 200
+
+
+async def test_another_process_removing_a_user_takes_effect_within_a_second(
+    make_app: MakeApp,
+) -> None:
+    client, services = await make_app(read_access="authenticated")
+    headers = basic("bob", OTHER_PASSWORD)
+    assert (await status_of(client, "/simple/", headers))[0] == 200
+    cli_store = UserStore(services.settings.data_dir)  # what `pyproxy user remove` opens
+    try:
+        cli_store.remove_user("bob")
+    finally:
+        cli_store.close()
+    removed_at = time.monotonic()
+    while (await status_of(client, "/simple/", headers))[0] == 200:
+        assert time.monotonic() - removed_at < 1.0, "a removed user still reads after 1 s"
+        await asyncio.sleep(0.02)
+
+
+async def test_verifications_are_cached_and_coalesced(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, services = await make_app(read_access="authenticated")
+    calls: list[str] = []
+    original = services.users.authenticate
+
+    def counting(username: str, password: str) -> auth.Identity | None:
+        calls.append(username)
+        time.sleep(0.05)  # long enough for the parallel requests to pile up
+        return original(username, password)
+
+    monkeypatch.setattr(services.users, "authenticate", counting)
+    headers = basic("bob", OTHER_PASSWORD)
+    statuses = await asyncio.gather(*(status_of(client, "/simple/", headers) for _ in range(10)))
+    assert [s[0] for s in statuses] == [200] * 10
+    for _ in range(10):
+        assert (await status_of(client, "/simple/foo-bar/", headers))[0] == 200
+    assert calls == ["bob"]
+    # failures are not remembered: each one costs a verification again
+    for _ in range(2):
+        assert (await status_of(client, "/simple/", basic("bob", "wrong-one")))[0] == 401
+    assert calls == ["bob", "bob", "bob"]
+
+
+async def test_no_credentials_in_the_logs(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client, services = await make_app(read_access="authenticated")
+    services.private.restrict(normalize("holygrail"))
+    token = services.users.create_token("bob")
+    secrets = [PASSWORD, OTHER_PASSWORD, token, "wrong-password"]
+    sent = [basic(USER, PASSWORD), basic("bob", OTHER_PASSWORD), basic(TOKEN_USERNAME, token),
+            basic(USER, "wrong-password")]
+    for headers in sent:
+        for path in ("/simple/", f"/files/foo-bar/{WHEEL}", "/pypi/foo-bar/json",
+                     "/simple/holygrail/", "/nope"):
+            await status_of(client, path, headers)
+    await upload(client, make_wheel(tmp_path / "dist", "HolyGrail", "9"), USER, "wrong-password")
+    text = caplog.text + "".join(repr(record.__dict__) for record in caplog.records)
+    assert "status=200" in caplog.text or '"status": 200' in text  # the access log was on
+    for secret in secrets + [h["Authorization"].split()[1] for h in sent]:
+        assert secret not in text
+
+
+# ------------------------------------------------------------------------ restricted projects
+
+
+async def _restricted(make_app: MakeApp, **settings: Any) -> tuple[TestClient, Services]:
+    client, services = await make_app(**settings)
+    foo = normalize("foo-bar")
+    assert services.private.restrict(foo)
+    services.private.grant(foo, "bob", "reader")
+    return client, services
+
+
+@pytest.mark.parametrize("mode", ["anonymous", "authenticated"])
+async def test_restricted_project_answers_403_never_404(make_app: MakeApp, mode: str) -> None:
+    client, _ = await _restricted(make_app, read_access=mode)
+    readers = {"alice (owner)": basic(USER, PASSWORD), "bob (reader)": basic("bob", OTHER_PASSWORD),
+               "root (admin)": basic("root", OTHER_PASSWORD)}
+    for path in PROJECT_ROUTES:
+        status, body, headers = await status_of(client, path)
+        assert status == 401 and headers["WWW-Authenticate"] == CHALLENGE, (path, status, body)
+        status, body, _ = await status_of(client, path, basic("carol", "wrong-password"))
+        assert status == 401, (path, status, body)
+        status, body, headers = await status_of(client, path, basic("carol", OTHER_PASSWORD))
+        assert status == 403, (path, status, body)
+        assert "restricted" in body and "pyproxy grant foo-bar carol --read" in body
+        assert body.count("\n") == 1 and "WWW-Authenticate" not in headers
+        for who, credentials in readers.items():
+            status, body, _ = await status_of(client, path, credentials)
+            expected = 404 if "no-such-file" in path else 301 if "Foo_Bar" in path else 200
+            assert status == expected, (path, who, status, body)
+    # the other private project is not affected
+    expected = 401 if mode == "authenticated" else 200
+    assert (await status_of(client, "/simple/holygrail/"))[0] == expected
+    assert (await status_of(client, "/simple/holygrail/", basic("carol", OTHER_PASSWORD)))[0] == 200
+
+
+async def test_listings_leave_out_what_the_caller_may_not_read(make_app: MakeApp) -> None:
+    client, _ = await _restricted(make_app)
+    callers: dict[str, dict[str, str] | None] = {
+        "anonymous": None, "carol": basic("carol", OTHER_PASSWORD),
+        "bob": basic("bob", OTHER_PASSWORD), "root": basic("root", OTHER_PASSWORD),
+    }
+    # twice round, so a rendering cached for one caller is never served to another
+    for _ in range(2):
+        for who, headers in callers.items():
+            sees = who in ("bob", "root")
+            status, body, _ = await status_of(
+                client, "/simple/", {**(headers or {}), "Accept": SIMPLE_JSON}
+            )
+            names = {p["name"] for p in json.loads(body)["projects"]}
+            assert status == 200 and ("Foo-Bar" in names) == sees and "HolyGrail" in names, (who, names)
+            status, body, _ = await status_of(client, "/simple/", headers)
+            assert ("/simple/foo-bar/" in body) == sees and "/simple/holygrail/" in body, who
+            status, body, _ = await status_of(client, "/projects/", headers)
+            assert ("/project/foo-bar/" in body) == sees and "/project/holygrail/" in body, who
+            status, body, _ = await status_of(client, "/search?q=ba", headers)
+            assert ("/project/foo-bar/" in body) == sees, who
+            status, body, response_headers = await status_of(client, "/search?q=foo-bar", headers)
+            if sees:  # an exact name goes straight to its page
+                assert status == 302 and response_headers["Location"] == "/project/foo-bar/"
+            else:
+                assert status == 200 and "/project/foo-bar/" not in body, (who, status)
+
+
+async def test_restriction_can_be_undone_and_readers_revoked(make_app: MakeApp) -> None:
+    client, services = await _restricted(make_app)
+    foo = normalize("foo-bar")
+    bob = basic("bob", OTHER_PASSWORD)
+    assert (await status_of(client, "/simple/foo-bar/", bob))[0] == 200
+    services.private.revoke(foo, "bob")
+    assert (await status_of(client, "/simple/foo-bar/", bob))[0] == 403
+    assert services.private.restrict(foo, undo=True)
+    assert (await status_of(client, "/simple/foo-bar/"))[0] == 200
+    assert "/simple/foo-bar/" in (await status_of(client, "/simple/"))[1]
+
+
+async def test_another_process_restricting_takes_effect_within_a_second(
+    make_app: MakeApp,
+) -> None:
+    client, services = await make_app()
+    assert (await status_of(client, "/simple/foo-bar/"))[0] == 200
+    cli_store = PrivateStore(services.private.directory)  # what `pyproxy restrict` opens
+    try:
+        cli_store.restrict(normalize("foo-bar"))
+    finally:
+        cli_store.close()
+    restricted_at = time.monotonic()
+    while (await status_of(client, "/simple/foo-bar/"))[0] == 200:
+        assert time.monotonic() - restricted_at < 1.0, "still readable 1 s after `restrict`"
+        await asyncio.sleep(0.02)
+    assert (await status_of(client, "/simple/foo-bar/"))[0] == 401
+
+
+async def test_a_reader_cannot_upload(make_app: MakeApp, tmp_path: Path) -> None:
+    client, _ = await _restricted(make_app)
+    wheel = make_wheel(tmp_path / "dist", "Foo_Bar", "9.0")
+    response = await upload(client, wheel, "bob", OTHER_PASSWORD)
+    assert response.status == 403, await response.text()
+
+
+# ------------------------------------------------------------------------ read = anonymous
+
+
+async def test_anonymous_mode_asks_nothing_and_queries_nothing(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With nothing restricted, reads need no credentials, wrong ones are not even looked at,
+    and the guard adds no database query."""
+    monkeypatch.setattr(private, "RESTRICTIONS_RECHECK_S", 60.0)
+    client, services = await make_app()
+    for path, expected in READ_ROUTES.items():
+        for headers in (None, basic(USER, "wrong-password")):
+            status, body, response_headers = await status_of(client, path, headers)
+            assert status == expected, (path, status, body)
+            assert "private" not in response_headers.get("Cache-Control", "")
+    statements: list[str] = []
+    services.private._reader.set_trace_callback(statements.append)
+    services.users._db.set_trace_callback(statements.append)
+    try:
+        for headers in (None, basic(USER, "wrong-password")):
+            for _ in range(5):
+                assert (await status_of(client, "/search", headers))[0] == 200  # no data read
+    finally:
+        services.private._reader.set_trace_callback(None)
+        services.users._db.set_trace_callback(None)
+    assert statements == []
