@@ -15,13 +15,12 @@ from pathlib import Path
 
 from pyproxy.metrics import counter_values
 from pyproxy.multiproc import live_directories
-from pyproxy.repository.overlay import blob_key, metadata_key
 from pyproxy.repository.upstream import (
     cached_pages,
     cached_project_names,
     open_page_cache,
 )
-from pyproxy.stores.blobcache import BlobCache, BlobEntry
+from pyproxy.stores.blobcache import BlobCache, BlobEntry, blob_key, is_metadata_key, metadata_key
 
 _CHUNK = 1024 * 1024
 _DAY = 86400.0
@@ -37,7 +36,7 @@ def open_blobs(data_dir: Path, max_size: int) -> BlobCache:
 
 
 def is_metadata(entry: BlobEntry) -> bool:
-    return entry.key.startswith("meta:")
+    return is_metadata_key(entry.key)
 
 
 def describe(data_dir: Path, keys: set[str]) -> dict[str, str]:

@@ -26,7 +26,7 @@ from pyproxy.model import (
     normalize,
 )
 from pyproxy.repository.upstream import Upstream
-from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key
 from pyproxy.stores.private import PrivateStore
 
 log = logging.getLogger("pyproxy.overlay")
@@ -61,20 +61,6 @@ def merge_lists(private: ProjectList, upstream: ProjectList) -> ProjectList:
         if normalize(name) not in private_normalized:
             names.setdefault(name, None)
     return ProjectList(tuple(names), revision=f"{private.revision}+{upstream.revision}")
-
-
-def blob_key(dist: DistFile) -> str:
-    """Cache key of an upstream file: its sha256 when upstream names one, else its URL."""
-    if dist.sha256:
-        return dist.sha256
-    assert dist.upstream_url is not None
-    return "url:" + hashlib.sha256(dist.upstream_url.encode()).hexdigest()
-
-
-def metadata_key(dist: DistFile) -> str:
-    """Cache key of an upstream file's `.metadata`."""
-    sha256 = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
-    return "meta:" + (sha256 or blob_key(dist))
 
 
 def only_cached(page: ProjectPage, cached: set[str]) -> ProjectPage:

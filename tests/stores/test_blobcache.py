@@ -15,8 +15,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
-from pyproxy.stores.blobcache import BlobCache, HashMismatch
+from pyproxy.model import DistFile, FileSource, LocalFile, Origin, StreamedFile, Unavailable
+from pyproxy.stores.blobcache import (
+    BlobCache,
+    HashMismatch,
+    blob_key,
+    is_metadata_key,
+    metadata_key,
+)
 from tests.blob_server import Blob, BlobServer, opener
 
 REPO = Path(__file__).resolve().parents[2]
@@ -414,3 +420,28 @@ async def test_killed_writer_leaves_nothing_behind(upstream: Upstream, tmp_path:
         assert leftovers(cache) == []
     finally:
         await cache.aclose()
+
+
+# ---------------------------------------------------------------------------- the key scheme
+
+_SHA = "ab" * 32
+_URL = "http://127.0.0.1:9/f/x-1.0.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("hashes", "core_metadata", "blob", "metadata"),
+    [
+        ({"sha256": _SHA}, {"sha256": "cd" * 32}, _SHA, "meta:" + "cd" * 32),
+        ({"sha256": _SHA}, True, _SHA, "meta:" + _SHA),  # metadata hash unknown: the file's
+        ({}, True, "url:" + hashlib.sha256(_URL.encode()).hexdigest(),
+         "meta:url:" + hashlib.sha256(_URL.encode()).hexdigest()),
+    ],
+    ids=["both-hashes", "file-hash-only", "no-hash"],
+)
+def test_cache_keys_of_an_upstream_file(
+    hashes: dict[str, str], core_metadata: dict[str, str] | bool, blob: str, metadata: str
+) -> None:
+    dist = DistFile("x-1.0.tar.gz", hashes, core_metadata=core_metadata,
+                    origin=Origin.UPSTREAM, upstream_url=_URL)
+    assert blob_key(dist) == blob and not is_metadata_key(blob_key(dist))
+    assert metadata_key(dist) == metadata and is_metadata_key(metadata_key(dist))
