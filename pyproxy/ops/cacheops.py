@@ -15,12 +15,8 @@ from pathlib import Path
 
 from pyproxy.metrics import counter_values
 from pyproxy.multiproc import live_directories
-from pyproxy.repository.upstream import (
-    cached_pages,
-    cached_project_names,
-    open_page_cache,
-)
 from pyproxy.stores.blobcache import BlobCache, BlobEntry, blob_key, is_metadata_key, metadata_key
+from pyproxy.stores.pages import PageStore
 
 _CHUNK = 1024 * 1024
 _DAY = 86400.0
@@ -45,9 +41,9 @@ def describe(data_dir: Path, keys: set[str]) -> dict[str, str]:
     pages_dir = cache_dirs(data_dir)[0]
     if not keys or not pages_dir.exists():
         return names
-    pages = open_page_cache(pages_dir)
+    pages = PageStore(pages_dir)
     try:
-        for page in cached_pages(pages):
+        for page in pages.pages():
             for dist in page.files:
                 if dist.upstream_url is None:
                     continue
@@ -90,9 +86,9 @@ def stats(data_dir: Path, blobs: BlobCache) -> CacheStats:
     pages_dir = cache_dirs(data_dir)[0]
     projects = 0
     if pages_dir.exists():
-        pages = open_page_cache(pages_dir)
+        pages = PageStore(pages_dir)
         try:
-            projects = len(cached_project_names(pages))
+            projects = len(pages.project_names())
         finally:
             pages.close()
     entries = blobs.entries()  # least recently used first

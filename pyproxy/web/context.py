@@ -11,7 +11,7 @@ from aiohttp import web
 
 from pyproxy.config import Settings, is_authority
 from pyproxy.model import Repository
-from pyproxy.repository.upstream import Upstream
+from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.private import PrivateStore
@@ -28,14 +28,12 @@ class Services:
     users: UserStore
     pages: RenderedPages
     upstream_description: str  # for the landing page and start-up log
-    upstream: Upstream | None = None
+    upstream: UpstreamRepository | None = None  # closed with its client and caches
     blobs: BlobCache | None = None
 
     async def close(self) -> None:
         if self.upstream is not None:
             await self.upstream.close()
-        if self.blobs is not None:
-            await self.blobs.aclose()
         self.private.close()
         self.users.close()
 

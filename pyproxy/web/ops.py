@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import hdrs, web
 
 from pyproxy import metrics
-from pyproxy.repository.upstream import Upstream, UpstreamError
+from pyproxy.repository.http import UpstreamClient, UpstreamError
 from pyproxy.web.context import SERVICES, Services
 
 READY_WINDOW_S = 60.0
@@ -35,7 +35,7 @@ class Readiness:
         self._problem: str | None = None
         self._probe: asyncio.Future[str | None] | None = None
 
-    async def upstream_problem(self, upstream: Upstream) -> str | None:
+    async def upstream_problem(self, upstream: UpstreamClient) -> str | None:
         now = time.monotonic()
         succeeded, failed = upstream.last_success, upstream.last_failure
         if succeeded is not None and now - succeeded < READY_WINDOW_S and (
@@ -48,7 +48,7 @@ class Readiness:
             self._probe = asyncio.ensure_future(self._run_probe(upstream))
         return await asyncio.shield(self._probe)
 
-    async def _run_probe(self, upstream: Upstream) -> str | None:
+    async def _run_probe(self, upstream: UpstreamClient) -> str | None:
         try:
             await upstream.probe()
             problem = None
@@ -87,7 +87,7 @@ async def ready(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     problem = await asyncio.to_thread(_data_dir_problem, services.settings.data_dir)
     if problem is None and services.upstream is not None and not services.settings.offline:
-        problem = await request.app[READINESS].upstream_problem(services.upstream)
+        problem = await request.app[READINESS].upstream_problem(services.upstream.client)
     if problem is not None:
         return _text(503, f"not ready: {problem}")
     return _text(200, "ready")

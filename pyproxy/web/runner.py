@@ -15,10 +15,13 @@ from aiohttp import web
 from pyproxy import metrics
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.model import Repository
-from pyproxy.repository.overlay import Overlay
-from pyproxy.repository.upstream import Upstream, pip_default_index, redact
+from pyproxy.repository.http import UpstreamClient, pip_default_index, redact
+from pyproxy.repository.offline import OnlyCached
+from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateRepository, PrivateStore
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
@@ -52,21 +55,21 @@ def describe_upstream(settings: Settings) -> str:
 def build_services(settings: Settings) -> Services:
     private, users = open_stores(settings.data_dir)
     url = upstream_url(settings)
-    upstream = blobs = None
+    upstream = None
     repository: Repository = PrivateRepository(private)
     if url is not None:
         cache = settings.data_dir / "cache"
-        upstream = Upstream(
-            url,
-            cache / "pages",
-            timeout=settings.upstream_timeout,
+        upstream = UpstreamRepository(
+            UpstreamClient(
+                url, timeout=settings.upstream_timeout, ca_bundle=settings.upstream_ca_bundle
+            ),
+            PageStore(cache / "pages"),
+            BlobCache(cache / "files", settings.cache_max_size),
             page_ttl=settings.upstream_page_ttl,
             index_ttl=settings.upstream_index_ttl,
-            ca_bundle=settings.upstream_ca_bundle,
-            offline=settings.offline,
         )
-        blobs = BlobCache(cache / "files", settings.cache_max_size)
-        repository = Overlay(private, upstream, blobs, settings.merge)
+        side: Repository = OnlyCached(upstream) if settings.offline else upstream
+        repository = PrivateWins(repository, side, settings.merge)
     return Services(
         settings=settings,
         repository=repository,
@@ -75,7 +78,7 @@ def build_services(settings: Settings) -> Services:
         pages=RenderedPages(),
         upstream_description=describe_upstream(settings),
         upstream=upstream,
-        blobs=blobs,
+        blobs=upstream.blobs if upstream is not None else None,
     )
 
 

@@ -175,7 +175,7 @@ async def test_offline_works_with_upstream_gone_and_back_online_needs_no_rebuild
 async def test_offline_page_drops_a_file_removed_from_the_cache(
     open_proxy: Open, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pyproxy.repository.overlay._OFFLINE_RECHECK_S", 0.0)
+    monkeypatch.setattr("pyproxy.repository.offline._OFFLINE_RECHECK_S", 0.0)
     client, _ = await open_proxy()
     await _json(client, "/simple/foo/")
     await _warm(client, "/files/foo/foo-1.0-py3-none-any.whl", "/files/foo/foo-2.0-py3-none-any.whl")

@@ -1,34 +1,36 @@
-"""The upstream client: parsing what the fake index serves, the page cache (TTL, revalidation,
-restart), stale-on-error, coalescing, malformed answers, and where credentials go.
+"""The upstream repository (pyproxy/repository/upstream.py): parsing what the fake index serves,
+the page cache (TTL, revalidation, restart), stale-on-error, coalescing and malformed answers.
+Where credentials go is tests/repository/test_http.py.
 
 Everything runs against real servers on 127.0.0.1: the FakeUpstream, or for what it cannot do
-(record request headers, send garbage bodies) a few-line aiohttp app defined here.
+(send garbage bodies) the `Scripted` app of tests/repository/conftest.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from pyproxy.config import Settings
 from pyproxy.model import NormalizedName, NotFound, Origin, Unavailable
-from pyproxy.repository.upstream import Upstream
+from pyproxy.repository.http import UpstreamClient
+from pyproxy.repository.upstream import UpstreamRepository
+from pyproxy.stores import pages as page_store
+from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.pages import PageStore
 from pyproxy.web.app import build_app
-from pyproxy.web.context import Services
 from pyproxy.web.runner import build_services
 from tests.fake_upstream import FakeUpstream, Formats
+from tests.repository.conftest import MakeScripted, good_page
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 MOMENT = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
@@ -36,7 +38,7 @@ WHEEL = "foo_bar-1.0-py3-none-any.whl"
 SDIST = "foo_bar-0.9.tar.gz"
 METADATA = b"Metadata-Version: 2.1\nName: Foo_Bar\nVersion: 1.0\n"
 
-MakeUpstream = Callable[..., Upstream]
+MakeUpstream = Callable[..., UpstreamRepository]
 
 
 def _n(name: str) -> NormalizedName:
@@ -53,12 +55,17 @@ def _fill(fake: FakeUpstream) -> None:
 @pytest.fixture
 async def make_upstream(tmp_path: Path) -> AsyncIterator[MakeUpstream]:
     """`make_upstream(index_url, **kwargs)`; each call its own cache dir unless `cache_dir` given."""
-    made: list[Upstream] = []
+    made: list[UpstreamRepository] = []
 
-    def make(index_url: str, *, cache_dir: Path | None = None, **kwargs: Any) -> Upstream:
-        options: dict[str, Any] = {"timeout": 2.0, "page_ttl": 600.0, "index_ttl": 600.0}
-        options.update(kwargs)
-        upstream = Upstream(index_url, cache_dir or tmp_path / f"pages{len(made)}", **options)
+    def make(index_url: str, *, cache_dir: Path | None = None, timeout: float = 2.0,
+             page_ttl: float = 600.0, index_ttl: float = 600.0) -> UpstreamRepository:
+        upstream = UpstreamRepository(
+            UpstreamClient(index_url, timeout=timeout),
+            PageStore(cache_dir or tmp_path / f"pages{len(made)}"),
+            BlobCache(tmp_path / f"files{len(made)}", 2**30),
+            page_ttl=page_ttl,
+            index_ttl=index_ttl,
+        )
         made.append(upstream)
         return upstream
 
@@ -111,7 +118,7 @@ async def test_parsed_fields_equal_the_fixture(
         assert old is not None and old.yanked and old.yanked_reason == ""
         assert page.status.status == "active"
 
-        projects = await upstream.project_list()
+        projects = await upstream.list_projects()
         assert [name.lower() for name in projects.names] == ["foo_bar"]
 
 
@@ -136,8 +143,8 @@ async def test_second_request_within_ttl_is_not_sent(fake: FakeUpstream,
     second = await upstream.project_page(_n("foo-bar"))
     assert second == first
     assert fake.count(fake.page_path("foo-bar")) == 1
-    await upstream.project_list()
-    await upstream.project_list()
+    await upstream.list_projects()
+    await upstream.list_projects()
     assert fake.count("/simple/") == 1
 
 
@@ -145,13 +152,13 @@ async def test_after_ttl_revalidates_with_304_and_no_reparse(
     fake: FakeUpstream, make_upstream: MakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parses: list[str] = []
-    original = Upstream._parse
+    original = page_store.parse
 
     def counting_parse(key: str, entry: Any) -> Any:
         parses.append(key)
         return original(key, entry)
 
-    monkeypatch.setattr(Upstream, "_parse", staticmethod(counting_parse))
+    monkeypatch.setattr(page_store, "parse", counting_parse)
     upstream = make_upstream(fake.index_url, page_ttl=0.05)
     path = fake.page_path("foo-bar")
     first = await upstream.project_page(_n("foo-bar"))
@@ -181,13 +188,13 @@ async def test_page_cache_survives_a_restart(
     cache_dir = tmp_path / "shared-pages"
     first = make_upstream(fake.index_url, cache_dir=cache_dir)
     page = await first.project_page(_n("foo-bar"))
-    await first.project_list()
+    await first.list_projects()
     await first.close()
     assert fake.total == 2
 
     second = make_upstream(fake.index_url, cache_dir=cache_dir)
     again = await second.project_page(_n("foo-bar"))
-    await second.project_list()
+    await second.list_projects()
     assert fake.total == 2, f"refetched after a restart within the TTL: {fake.requests}"
     assert again.files == page.files and again.revision == page.revision
     await second.close()
@@ -233,12 +240,12 @@ async def test_outage_with_cached_copy_serves_stale(
 ) -> None:
     upstream = make_upstream(fake.index_url, timeout=0.3, page_ttl=0.05, index_ttl=0.05)
     page = await upstream.project_page(_n("foo-bar"))
-    projects = await upstream.project_list()
+    projects = await upstream.list_projects()
     await asyncio.sleep(0.1)
     await _break(fake, how)
     with caplog.at_level(logging.WARNING, logger="pyproxy.upstream"):
         stale = await upstream.project_page(_n("foo-bar"))
-        stale_list = await upstream.project_list()
+        stale_list = await upstream.list_projects()
     assert stale.files == page.files
     assert stale_list.names == projects.names
     assert "stale" in caplog.text
@@ -272,7 +279,7 @@ async def test_outage_without_copy_is_unavailable(
     with pytest.raises(Unavailable):
         await upstream.project_page(_n("foo-bar"))
     with pytest.raises(Unavailable):
-        await upstream.project_list()
+        await upstream.list_projects()
 
 
 @pytest.mark.parametrize("how", OUTAGES)
@@ -297,64 +304,6 @@ async def test_outage_without_copy_is_503_over_http(
 
 
 # ---------------------------------------------------------------------------- malformed answers
-
-
-class Scripted:
-    """A tiny upstream whose answers the test sets per path; it records every request's headers."""
-
-    def __init__(self) -> None:
-        self.answers: dict[str, tuple[int, bytes, str | None]] = {}
-        self.seen: list[tuple[str, dict[str, str]]] = []
-        self.app = web.Application()
-        self.app.router.add_route("GET", "/{tail:.*}", self._handle)
-
-    def set(self, path: str, body: bytes | dict[str, Any], content_type: str | None = JSON_TYPE,
-            status: int = 200) -> None:
-        data = orjson.dumps(body) if isinstance(body, dict) else body
-        self.answers[path] = (status, data, content_type)
-
-    def headers_for(self, path: str) -> list[dict[str, str]]:
-        return [headers for seen_path, headers in self.seen if seen_path == path]
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        self.seen.append((request.path, dict(request.headers)))
-        if request.path not in self.answers:
-            return web.Response(status=404)
-        status, body, content_type = self.answers[request.path]
-        headers = {"Content-Type": content_type} if content_type else {}
-        response = web.Response(status=status, body=body, headers=headers)
-        if content_type is None:
-            response.headers.popall("Content-Type", None)
-        return response
-
-
-MakeScripted = Callable[[], Awaitable[tuple[Scripted, str]]]
-
-
-@pytest.fixture
-async def scripted_server() -> AsyncIterator[MakeScripted]:
-    servers: list[TestServer] = []
-
-    async def make() -> tuple[Scripted, str]:
-        scripted = Scripted()
-        server = TestServer(scripted.app, host="127.0.0.1")
-        await server.start_server()
-        servers.append(server)
-        return scripted, f"http://127.0.0.1:{server.port}"
-
-    yield make
-    for server in servers:
-        await server.close()
-
-
-def _good_page(origin: str) -> dict[str, Any]:
-    return {
-        "meta": {"api-version": "1.1"},
-        "name": "proj",
-        "versions": ["1.0"],
-        "files": [{"filename": "proj-1.0.tar.gz", "url": f"{origin}/files/proj-1.0.tar.gz",
-                   "hashes": {"sha256": "ab" * 32}, "size": 3}],
-    }
 
 
 MALFORMED: dict[str, tuple[bytes, str | None]] = {
@@ -385,7 +334,7 @@ async def test_malformed_answer_without_copy_is_unavailable(
     with pytest.raises(Unavailable):
         await upstream.project_page(_n("proj"))
     with pytest.raises(Unavailable):
-        await upstream.project_list()
+        await upstream.list_projects()
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
@@ -393,7 +342,7 @@ async def test_malformed_answer_with_copy_serves_stale(
     scripted_server: MakeScripted, make_upstream: MakeUpstream, tmp_path: Path, case: str
 ) -> None:
     scripted, origin = await scripted_server()
-    scripted.set("/simple/proj/", _good_page(origin))
+    scripted.set("/simple/proj/", good_page(origin))
     cache_dir = tmp_path / "pages-malformed"
     upstream = make_upstream(f"{origin}/simple/", page_ttl=0.05, cache_dir=cache_dir)
     good = await upstream.project_page(_n("proj"))
@@ -479,110 +428,3 @@ async def test_cancelled_waiter_does_not_break_the_shared_fetch(
     page = await second
     assert page.file(WHEEL) is not None
     assert fake.count(fake.page_path("foo-bar")) == 1
-
-
-# ---------------------------------------------------------------------------- credentials
-
-
-def _basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-@pytest.mark.parametrize(
-    ("user", "password"),
-    [("ci-user", "plain-S3cret"), ("ci@corp", "p@ss:w/rd%")],
-    ids=["plain", "percent-encoded"],
-)
-async def test_credentials_go_to_the_index_only_and_never_show(
-    scripted_server: MakeScripted, tmp_path: Path,
-    aiohttp_client: Callable[..., Awaitable[TestClient]], caplog: pytest.LogCaptureFixture,
-    user: str, password: str,
-) -> None:
-    index, index_origin = await scripted_server()
-    files, files_origin = await scripted_server()
-    page = {
-        "meta": {"api-version": "1.1"},
-        "name": "proj",
-        "files": [
-            {"filename": "proj-1.0.tar.gz", "url": f"{files_origin}/f/proj-1.0.tar.gz",
-             "hashes": {}, "size": 4},
-            # a file on the index origin itself (relative URL): credentials may go there
-            {"filename": "proj-1.1.tar.gz", "url": "../../f/proj-1.1.tar.gz", "hashes": {},
-             "size": 4},
-        ],
-    }
-    index.set("/simple/proj/", page)
-    index.set("/simple/", {"meta": {"api-version": "1.0"}, "projects": [{"name": "proj"}]})
-    index.set("/f/proj-1.1.tar.gz", b"same", "application/octet-stream")
-    files.set("/f/proj-1.0.tar.gz", b"body", "application/octet-stream")
-    netloc = index_origin.removeprefix("http://")
-    url = f"http://{quote(user, safe='')}:{quote(password, safe='')}@{netloc}/simple/"
-    secrets = [password, quote(password, safe=""), quote(user, safe="") + ":",
-               base64.b64encode(f"{user}:{password}".encode()).decode()]
-
-    settings = Settings(data_dir=tmp_path / "data", upstream_url=url, upstream_page_ttl=0)
-    with caplog.at_level(logging.DEBUG):
-        services: Services = build_services(settings)
-        try:
-            client = await aiohttp_client(build_app(services))
-            bodies = []
-            for path, accept in (("/simple/proj/", JSON_TYPE), ("/simple/proj/", "text/html"),
-                                 ("/simple/", JSON_TYPE), ("/simple/", "text/html"), ("/", None)):
-                response = await client.get(path, headers={"Accept": accept} if accept else {})
-                assert response.status == 200, (path, await response.text())
-                bodies.append(await response.text())
-            response = await client.get("/files/proj/proj-1.0.tar.gz")
-            assert response.status == 200 and await response.read() == b"body"
-            response = await client.get("/files/proj/proj-1.1.tar.gz")
-            assert response.status == 200 and await response.read() == b"same"
-            # an outage: the stale path logs the URL it failed on
-            index.set("/simple/proj/", b"", None, status=503)
-            index.set("/simple/other/", b"", None, status=503)
-            response = await client.get("/simple/proj/", headers={"Accept": JSON_TYPE})
-            assert response.status == 200
-            response = await client.get("/simple/other/", headers={"Accept": JSON_TYPE})
-            assert response.status == 503
-            bodies.append(await response.text())
-            await client.close()
-        finally:
-            await services.close()
-
-    for secret in secrets:
-        for body in bodies:
-            assert secret not in body
-        assert secret not in caplog.text, f"{secret!r} in the logs"
-        assert secret not in services.upstream_description
-    assert files.seen, "the file was never fetched from the files origin"
-    assert all("Authorization" not in headers for _p, headers in files.seen), files.seen
-    # like pip, the userinfo of the URL is percent-decoded before it is sent
-    sent = {
-        base64.b64decode(value.removeprefix("Basic ")).decode() if value else None
-        for value in (h.get("Authorization") for _p, h in index.seen)
-    }
-    assert sent == {f"{user}:{password}"}, f"index got credentials {sent}"
-
-
-async def test_credentials_are_not_sent_after_a_redirect_to_another_origin(
-    scripted_server: MakeScripted, make_upstream: MakeUpstream
-) -> None:
-    elsewhere, elsewhere_origin = await scripted_server()
-    elsewhere.set("/moved/proj/", _good_page(elsewhere_origin))
-    seen: list[dict[str, str]] = []
-
-    async def moved(request: web.Request) -> web.StreamResponse:
-        seen.append(dict(request.headers))
-        raise web.HTTPFound(f"{elsewhere_origin}/moved/proj/")
-
-    redirecting = web.Application()
-    redirecting.router.add_get("/simple/proj/", moved)
-    server = TestServer(redirecting, host="127.0.0.1")
-    await server.start_server()
-    try:
-        upstream = make_upstream(f"http://u:pw@127.0.0.1:{server.port}/simple/")
-        page = await upstream.project_page(_n("proj"))
-        assert page.file("proj-1.0.tar.gz") is not None
-        assert seen and seen[0].get("Authorization") == _basic("u", "pw")
-        followed = elsewhere.headers_for("/moved/proj/")
-        assert followed and all("Authorization" not in h for h in followed), followed
-    finally:
-        await server.close()
