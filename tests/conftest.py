@@ -4,7 +4,7 @@
 Fixtures:
 - `settings`: `Settings(data_dir=tmp_path / "data", upstream_url="")`. Override it in a module
   (or use `make_client`) for other settings; `seeded_settings()` copies a pre-built data dir.
-- `services`: `server.build_services(settings)` with user "alice" (password "secret123");
+- `services`: `compose.build_services(settings)` with user "alice" (password "secret123");
   the stores are closed at teardown.
 - `client`: an aiohttp `TestClient` for `web.app.build_app(services)`.
 - `make_client`: `await make_client(**settings_overrides) -> (client, services)` for a second
@@ -29,8 +29,8 @@ import pytest
 from aiohttp import ClientResponse, FormData, encode_basic_auth
 from aiohttp.test_utils import TestClient, TestServer
 
+from pyproxy import compose
 from pyproxy.config import Settings
-from pyproxy.web import runner as server
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
 from tests.dists import form_fields_for, make_sdist, make_wheel
@@ -45,7 +45,7 @@ def base_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 def open_services(settings: Settings) -> Services:
-    services = server.build_services(settings)
+    services = compose.build_services(settings)
     if not services.users.exists(USER):
         services.users.add_user(USER, PASSWORD)
     return services

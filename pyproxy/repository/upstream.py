@@ -114,7 +114,8 @@ class UpstreamRepository:
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
         dist = offered_metadata(await self.project_page(project), filename)
         assert dist.upstream_url is not None
-        sha256 = None if dist.core_metadata is True else dist.core_metadata.get("sha256")
+        metadata = dist.core_metadata  # offered: True (hash unknown) or its hashes
+        sha256 = None if isinstance(metadata, bool) else metadata.get("sha256")
         return await self.blobs.fetch(
             metadata_key(dist),
             sha256=sha256,

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -131,7 +132,7 @@ async def _document(
         if version is None:
             raise NotFound(f"no such release of {name!r}")
         metadata, complete = await _metadata(services, page, releases[version])
-        serial = services.private.project_serial(name) or 0
+        serial = services.catalog.project_serial(name) or 0
         private_digests = _private_digests(services, page)
 
         def render() -> bytes:
@@ -177,10 +178,12 @@ def _respond(request: web.Request, services: Services, rendered: _Rendered) -> w
     return web.Response(body=rendered.body, headers=headers)
 
 
-def _private_digests(services: Services, page: ProjectPage) -> dict[str, dict[str, str]]:
+def _private_digests(
+    services: Services, page: ProjectPage
+) -> Mapping[str, Mapping[str, str]]:
     if not any(dist.origin is Origin.PRIVATE for dist in page.files):
         return {}
-    return services.private.file_digests(page.name)
+    return services.catalog.file_digests(page.name)
 
 
 async def _metadata(
@@ -190,7 +193,7 @@ async def _metadata(
     read right now)."""
     for dist in files:
         if dist.origin is Origin.PRIVATE:
-            fields = services.private.file_fields(dist.filename)
+            fields = services.catalog.file_fields(dist.filename)
             if fields is not None:
                 return legacy_json.metadata_from_fields(fields), True
     source = legacy_json.metadata_file(files)

@@ -28,9 +28,9 @@ from collections.abc import Iterable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from pyproxy.model import NormalizedName, normalize
+from pyproxy.model import NormalizedName, PrivateCatalog, normalize
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore, parse_basic
-from pyproxy.stores.private import PrivateStore, ReadRestrictions
+from pyproxy.stores.private import ReadRestrictions
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES
 from pyproxy.web.middleware import text_error
@@ -106,7 +106,9 @@ class Verifications:
 class ReadAccess:
     """What the guard needs, built once per application."""
 
-    def __init__(self, private: PrivateStore, users: UserStore, *, authenticated: bool) -> None:
+    def __init__(
+        self, private: PrivateCatalog[ReadRestrictions], users: UserStore, *, authenticated: bool
+    ) -> None:
         self.private = private
         self.authenticated = authenticated
         self.verifications = Verifications(users)
@@ -120,7 +122,7 @@ def setup(app: web.Application) -> None:
     are) on an application whose services are set."""
     services = app[SERVICES]
     app[READ_ACCESS] = ReadAccess(
-        services.private, services.users,
+        services.catalog, services.users,
         authenticated=services.settings.read_access == "authenticated",
     )
     app.middlewares.append(guard)

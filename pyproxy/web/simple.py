@@ -87,6 +87,9 @@ class RenderedPages:
         return rendered
 
 
+RENDERED = web.AppKey("rendered_pages", RenderedPages)
+
+
 def file_url(base: str, project: NormalizedName) -> Callable[[DistFile], str]:
     prefix = f"{base}/files/{project}/"
     return lambda dist: prefix + quote(dist.filename)
@@ -170,7 +173,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
             listed = ProjectList(names, revision=projects.revision)
         return render_index(listed, fmt, lambda n: f"{base}/simple/{normalize(n)}/")
 
-    page = await services.pages.get((base, fmt, variant), projects.revision, render)
+    page = await request.app[RENDERED].get((base, fmt, variant), projects.revision, render)
     return _page(request, fmt, page)
 
 
@@ -179,7 +182,7 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
     fmt = _chosen_format(request)
     project = await services.repository.project_page(name)
     base = origin(request)
-    page = await services.pages.get(
+    page = await request.app[RENDERED].get(
         (base, fmt, name), project.revision, lambda: render_project(project, fmt, file_url(base, name))
     )
     return _page(request, fmt, page)

@@ -92,8 +92,8 @@ async def test_verify_removes_a_corrupted_file_and_the_server_fetches_it_again(
 ) -> None:
     client, services = proxy
     await _warm_all(client)
-    assert services.blobs is not None
-    victim = next(e for e in services.blobs.entries()
+    assert services.health.blobs is not None
+    victim = next(e for e in services.health.blobs.entries()
                   if e.key == fake.file("b", "b-1.0-py3-none-any.whl").sha256)
     with open(victim.path, "r+b") as body:  # same size, one byte flipped
         first = body.read(1)
@@ -105,7 +105,7 @@ async def test_verify_removes_a_corrupted_file_and_the_server_fetches_it_again(
     assert "removed b/b-1.0-py3-none-any.whl: sha256" in out
     assert "checked 3 files" in out and "1 damaged and removed" in out
     assert not victim.path.exists()
-    assert {e.key for e in services.blobs.entries()} == {
+    assert {e.key for e in services.health.blobs.entries()} == {
         fake.file(n, f"{n}-1.0-py3-none-any.whl").sha256 for n in ("a", "c")
     }
 
@@ -123,8 +123,8 @@ async def test_verify_notices_a_truncated_file(
 ) -> None:
     client, services = proxy
     await _download(client, "c")
-    assert services.blobs is not None
-    (entry,) = services.blobs.entries()
+    assert services.health.blobs is not None
+    (entry,) = services.health.blobs.entries()
     os.truncate(entry.path, 10)
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
     assert code == 1 and "10 bytes on disk" in out
@@ -136,17 +136,17 @@ async def test_prune_to_a_size_removes_least_recently_used_first(
     client, services = proxy
     await _warm_all(client)
     await _download(client, "a")  # now b is the least recently used
-    assert services.blobs is not None
-    bound = services.blobs.volume() - 150_000  # b alone (200 kB) brings it under
+    assert services.health.blobs is not None
+    bound = services.health.blobs.volume() - 150_000  # b alone (200 kB) brings it under
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "prune", "--max-size", str(bound))
     assert code == 0 and out.startswith("removed 1 files")
-    assert services.blobs.volume() <= bound
-    kept = {e.path.stat().st_size for e in services.blobs.entries()}
+    assert services.health.blobs.volume() <= bound
+    kept = {e.path.stat().st_size for e in services.health.blobs.entries()}
     assert kept == {SIZES["a"], SIZES["c"]}
 
     code, _, _ = run(services.settings.data_dir, capsys, "cache", "prune", "--max-size", "0")
     assert code == 0
-    assert services.blobs.entries() == []
+    assert services.health.blobs.entries() == []
     assert await _download(client, "a"), "a pruned file is fetched again"
 
 
@@ -155,12 +155,12 @@ async def test_prune_older_than_uses_the_last_use(
 ) -> None:
     client, services = proxy
     await _warm_all(client)
-    assert services.blobs is not None
-    entries = services.blobs.entries()
-    result = cacheops.prune(services.blobs, max_size=None, older_than_days=2)
+    assert services.health.blobs is not None
+    entries = services.health.blobs.entries()
+    result = cacheops.prune(services.health.blobs, max_size=None, older_than_days=2)
     assert result.removed == []
     # "now" just after a's last use, with a bound of 0 days: only a is older than that
-    result = cacheops.prune(services.blobs, max_size=None, older_than_days=0,
+    result = cacheops.prune(services.health.blobs, max_size=None, older_than_days=0,
                             now=entries[0].accessed + 0.001)
     assert [key for key, _ in result.removed] == [entries[0].key]
 

@@ -20,7 +20,7 @@ from pyproxy.model import Unavailable
 from pyproxy.repository.http import PageAnswer, UpstreamClient, UpstreamError, redact
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
-from pyproxy.web.runner import build_services
+from pyproxy.compose import build_services
 from tests.repository.conftest import JSON_TYPE, MakeScripted, good_page
 
 MakeClient = Callable[..., UpstreamClient]

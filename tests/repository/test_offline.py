@@ -183,9 +183,9 @@ async def test_offline_page_drops_a_file_removed_from_the_cache(
     first = await client.get("/simple/foo/", headers={"Accept": JSON})
     assert len((orjson.loads(await first.read()))["files"]) == 2
 
-    assert services.blobs is not None
-    (victim,) = [e for e in services.blobs.entries() if e.key == fake.file("foo", "foo-1.0-py3-none-any.whl").sha256]
-    assert services.blobs.delete(victim.key)
+    assert services.health.blobs is not None
+    (victim,) = [e for e in services.health.blobs.entries() if e.key == fake.file("foo", "foo-1.0-py3-none-any.whl").sha256]
+    assert services.health.blobs.delete(victim.key)
 
     second = await client.get(
         "/simple/foo/", headers={"Accept": JSON, "If-None-Match": first.headers["ETag"]}

@@ -28,7 +28,7 @@ from pyproxy.stores import pages as page_store
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
 from pyproxy.web.app import build_app
-from pyproxy.web.runner import build_services
+from pyproxy.compose import build_services
 from tests.fake_upstream import FakeUpstream, Formats
 from tests.repository.conftest import MakeScripted, good_page
 
