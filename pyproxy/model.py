@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,8 +35,20 @@ __all__ = [
     "StreamedFile",
     "Unavailable",
     "normalize",
+    "valid_name",
     "version_of",
 ]
+
+
+# PEP 508 project names. re.ASCII: with IGNORECASE alone, [A-Z] also matches the long s "ſ"
+# and the Kelvin sign, which case-fold to ASCII letters
+_VALID_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE | re.ASCII)
+
+
+def valid_name(name: str) -> bool:
+    """A PEP 508 project name; anything else cannot exist, here or upstream (and is refused
+    for upload)."""
+    return _VALID_NAME.fullmatch(name) is not None
 
 
 def normalize(name: str) -> NormalizedName:

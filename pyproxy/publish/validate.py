@@ -35,7 +35,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from pyproxy.model import NormalizedName, normalize
+from pyproxy.model import NormalizedName, normalize, valid_name
 from pyproxy.publish import archives
 
 __all__ = [
@@ -116,7 +116,6 @@ _GONE_ACTIONS: Final = {
     "doc_upload": "Uploading documentation is no longer supported, we recommend using "
     "https://readthedocs.org/.",
 }
-_PROJECT_NAME: Final = re.compile(r"([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])", re.IGNORECASE | re.ASCII)
 _HEX_256: Final = re.compile(r"[A-Fa-f0-9]{64}")
 _FILETYPES: Final = ("sdist", "bdist_wheel")
 _DIGEST_FIELDS: Final = {
@@ -181,7 +180,7 @@ def _form_field_errors(fields: Mapping[str, list[str]]) -> dict[str, str]:
     name = _first(fields, "name")
     if not name:
         errors["name"] = "This field is required."
-    elif not _PROJECT_NAME.fullmatch(name):
+    elif not valid_name(name):
         errors["name"] = (
             "Start and end with a letter or numeral containing only ASCII numeric and "
             "'.', '_' and '-'."

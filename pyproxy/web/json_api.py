@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
-from packaging.utils import InvalidName, canonicalize_name
 
 from pyproxy.formats import legacy_json
 from pyproxy.formats.legacy_json import ReleaseMetadata
@@ -28,6 +27,8 @@ from pyproxy.model import (
     Origin,
     ProjectPage,
     Unavailable,
+    normalize,
+    valid_name,
 )
 from pyproxy.web.context import SERVICES, Services, origin
 from pyproxy.web.middleware import CORS_HEADERS
@@ -91,10 +92,9 @@ async def release(request: web.Request) -> web.StreamResponse:
 
 async def _answer(request: web.Request, requested: str | None) -> web.StreamResponse:
     raw_name = request.match_info["project"]
-    try:
-        name = canonicalize_name(raw_name, validate=True)
-    except InvalidName:
+    if not valid_name(raw_name):
         return _json_error(404, "Not Found")
+    name = normalize(raw_name)
     if raw_name != name:
         return _redirect(request, name, requested)
     try:

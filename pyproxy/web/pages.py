@@ -28,10 +28,11 @@ from pyproxy.model import (
     ProjectPage,
     Unavailable,
     normalize,
+    valid_name,
 )
 from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, Services, origin
-from pyproxy.web.simple import _VALID_NAME, file_url
+from pyproxy.web.simple import file_url
 
 MAX_SEARCH_RESULTS = 100
 
@@ -287,7 +288,7 @@ async def search(request: web.Request) -> web.StreamResponse:
     query = request.query.get("q", "").strip()
     context: dict[str, object] = {"query": query, "matches": [], "more": 0, "open_name": None}
     if query:
-        valid = bool(_VALID_NAME.match(query))
+        valid = valid_name(query)
         hidden = readauth.hidden_projects(request)
         if valid and services.catalog.has_project(normalize(query)) and normalize(query) not in hidden:
             raise web.HTTPFound(f"/project/{normalize(query)}/")
@@ -330,7 +331,7 @@ async def project(request: web.Request) -> web.StreamResponse:
     parts = [part for part in tail.split("/") if part]
     if not parts:
         raise web.HTTPFound("/projects/")
-    if len(parts) != 1 or not _VALID_NAME.match(parts[0]):
+    if len(parts) != 1 or not valid_name(parts[0]):
         return _error_page(request, 404, "Not Found", f"{tail.strip('/')!r} is not a project name.")
     name = normalize(parts[0])
     if tail != f"{name}/":

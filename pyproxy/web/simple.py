@@ -15,13 +15,9 @@ from aiohttp import hdrs, web
 
 from pyproxy.formats.negotiate import Format, negotiate
 from pyproxy.formats.render import render_index, render_project
-from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize
+from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize, valid_name
 from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, origin
-
-# PEP 508 project names; anything else cannot exist, here or upstream
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
-
 
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
 GZIP_MIN_BYTES = 1024
@@ -146,7 +142,7 @@ async def simple(request: web.Request) -> web.StreamResponse:
         if tail:  # "/simple//"
             raise _redirect(request, "/simple/")
         return await _index(request)
-    if len(parts) > 1 or not _VALID_NAME.match(parts[0]):
+    if len(parts) > 1 or not valid_name(parts[0]):
         raise NotFound(f"{tail.strip('/')!r} is not a project name")
     name = normalize(parts[0])
     if tail != f"{name}/":
