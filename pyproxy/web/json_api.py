@@ -30,6 +30,7 @@ from pyproxy.model import (
     normalize,
     valid_name,
 )
+from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, Services, origin
 from pyproxy.web.middleware import CORS_HEADERS
 from pyproxy.web.simple import file_url
@@ -171,8 +172,7 @@ def _respond(request: web.Request, services: Services, rendered: _Rendered) -> w
         "X-PyPI-Last-Serial": str(rendered.serial),
         hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: _EXPOSE,
     }
-    none_match = request.headers.get(hdrs.IF_NONE_MATCH, "")
-    if rendered.etag in (tag.strip().removeprefix("W/") for tag in none_match.split(",")):
+    if none_match(request.headers.get(hdrs.IF_NONE_MATCH), rendered.etag):
         return web.Response(status=304, headers=headers)
     headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE
     return web.Response(body=rendered.body, headers=headers)

@@ -17,6 +17,7 @@ from pyproxy.formats.negotiate import Format, negotiate
 from pyproxy.formats.render import render_index, render_project
 from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize, valid_name
 from pyproxy.web import readauth
+from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, origin
 
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
@@ -114,8 +115,7 @@ def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
         hdrs.ETAG: etag,
         hdrs.CACHE_CONTROL: f"max-age={request.app[SERVICES].settings.page_max_age}, must-revalidate",
     }
-    none_match = request.headers.get(hdrs.IF_NONE_MATCH, "")
-    if none_match and etag in (tag.strip().removeprefix("W/") for tag in none_match.split(",")):
+    if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
         return web.Response(status=304, headers=headers)
     headers[hdrs.CONTENT_TYPE] = fmt.content_type
     if compressed:
