@@ -13,8 +13,8 @@ import dataclasses
 import hashlib
 import logging
 import time
-from collections import OrderedDict
 
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import FileSource, NormalizedName, NotFound, ProjectList, ProjectPage
 from pyproxy.repository.upstream import UpstreamRepository, offered_file, offered_metadata
 from pyproxy.stores.blobcache import blob_key, metadata_key
@@ -47,7 +47,10 @@ class OnlyCached:
 
     def __init__(self, upstream: UpstreamRepository) -> None:
         self.upstream = upstream
-        self._pages: OrderedDict[NormalizedName, tuple[str, float, ProjectPage]] = OrderedDict()
+        # name -> (revision of the cached page, when its files were looked up, deliverable page)
+        self._pages: BoundedLRU[NormalizedName, tuple[str, float, ProjectPage]] = BoundedLRU(
+            _OFFLINE_PAGES
+        )
         self._list: tuple[float, ProjectList] | None = None
 
     async def close(self) -> None:
@@ -78,10 +81,7 @@ class OnlyCached:
         keys += [metadata_key(d) for d in page.files if d.core_metadata]
         present = await asyncio.to_thread(self.upstream.blobs.present, keys)
         deliverable = only_cached(page, present)
-        self._pages[name] = (page.revision, now, deliverable)
-        self._pages.move_to_end(name)
-        while len(self._pages) > _OFFLINE_PAGES:
-            self._pages.popitem(last=False)
+        self._pages.put(name, (page.revision, now, deliverable))
         return deliverable
 
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource:

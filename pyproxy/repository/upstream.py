@@ -19,6 +19,7 @@ import logging
 import time
 
 from pyproxy import metrics
+from pyproxy.lru import SingleFlight
 from pyproxy.model import (
     DistFile,
     FileSource,
@@ -80,7 +81,7 @@ class UpstreamRepository:
         self.blobs = blobs
         self.index_ttl = index_ttl
         self._page_ttl = page_ttl
-        self._in_flight: dict[str, asyncio.Future[Result]] = {}
+        self._refreshing: SingleFlight[str, Result] = SingleFlight()
 
     async def close(self) -> None:
         await self.client.close()
@@ -144,17 +145,8 @@ class UpstreamRepository:
         record = await asyncio.to_thread(self.pages.load, key)
         if record is not None and time.time() - record.fetched_at < ttl:
             return (await self.pages.remember(key, record)).result
-        flight = self._in_flight.get(key)
-        if flight is None:  # one upstream request per page however many clients ask
-            flight = asyncio.ensure_future(self._refresh(key, url, record, ttl))
-            self._in_flight[key] = flight
-            flight.add_done_callback(lambda done: self._landed(key, done))
-        return await asyncio.shield(flight)
-
-    def _landed(self, key: str, flight: asyncio.Future[Result]) -> None:
-        self._in_flight.pop(key, None)
-        if not flight.cancelled():
-            flight.exception()  # retrieved here, so a fetch nobody waited for logs nothing
+        # one upstream request per page however many clients ask
+        return await self._refreshing.run(key, lambda: self._refresh(key, url, record, ttl))
 
     async def _refresh(self, key: str, url: str, stale: PageRecord | None, ttl: float) -> Result:
         try:

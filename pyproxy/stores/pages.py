@@ -16,7 +16,6 @@ import hashlib
 import io
 import os
 import pickle
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import diskcache
 from diskcache.core import MODE_PICKLE
 
 from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse_project_page
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import NormalizedName, ProjectList, ProjectPage
 
 __all__ = ["INDEX_KEY", "PageRecord", "PageStore", "Parsed", "UpstreamFormatError", "revision_of"]
@@ -98,8 +98,7 @@ class PageStore:
 
     def __init__(self, directory: Path, *, memory_pages: int = _MEMORY_PAGES) -> None:
         self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
-        self._memory: OrderedDict[str, Parsed] = OrderedDict()
-        self._memory_pages = memory_pages
+        self._memory: BoundedLRU[str, Parsed] = BoundedLRU(memory_pages)
 
     def close(self) -> None:
         self._disk.close()
@@ -121,10 +120,7 @@ class PageStore:
             known = Parsed(record.fetched_at, record.revision, result)
         else:
             known = dataclasses.replace(known, fetched_at=record.fetched_at)
-        self._memory[key] = known
-        self._memory.move_to_end(key)
-        while len(self._memory) > self._memory_pages:
-            self._memory.popitem(last=False)
+        self._memory.put(key, known)
         return known
 
     # ---- disk (blocking: call from a thread) ----

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -19,6 +18,7 @@ from aiohttp import hdrs, web
 
 from pyproxy.formats import legacy_json
 from pyproxy.formats.legacy_json import ReleaseMetadata
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
     DistFile,
     LocalFile,
@@ -55,23 +55,19 @@ class RenderedDocuments:
     building one means reading metadata and walking every file of the project."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, str, str | None], tuple[str, _Rendered]] = OrderedDict()
+        self._entries: BoundedLRU[tuple[str, str, str | None], tuple[str, _Rendered]] = (
+            BoundedLRU(capacity)
+        )
 
     def get(self, key: tuple[str, str, str | None], revision: str) -> _Rendered | None:
         entry = self._entries.get(key)
         if entry is None or not revision or entry[0] != revision:
             return None
-        self._entries.move_to_end(key)
         return entry[1]
 
     def put(self, key: tuple[str, str, str | None], revision: str, rendered: _Rendered) -> None:
-        if not revision:
-            return
-        self._entries[key] = (revision, rendered)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        if revision:
+            self._entries.put(key, (revision, rendered))
 
 
 RENDERED = web.AppKey("legacy_json_rendered", RenderedDocuments)

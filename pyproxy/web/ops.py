@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 
 from pyproxy import metrics
 from pyproxy.compose import Health
+from pyproxy.lru import SingleFlight
 from pyproxy.web.context import SERVICES
 
 READY_WINDOW_S = 60.0
@@ -32,22 +33,17 @@ class Readiness:
     def __init__(self) -> None:
         self._checked_at = -math.inf
         self._problem: str | None = None
-        self._probe: asyncio.Future[str | None] | None = None
+        self._probing: SingleFlight[str, str | None] = SingleFlight()
 
     async def upstream_problem(self, health: Health) -> str | None:
         if health.upstream_answered_within(READY_WINDOW_S):
             return None
         if time.monotonic() - self._checked_at < PROBE_TTL_S:
             return self._problem
-        if self._probe is None:
-            self._probe = asyncio.ensure_future(self._run_probe(health))
-        return await asyncio.shield(self._probe)
+        return await self._probing.run("upstream", lambda: self._run_probe(health))
 
     async def _run_probe(self, health: Health) -> str | None:
-        try:
-            problem = await health.probe_upstream()
-        finally:
-            self._probe = None
+        problem = await health.probe_upstream()
         self._checked_at, self._problem = time.monotonic(), problem
         return problem
 

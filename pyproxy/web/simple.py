@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import hashlib
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -15,6 +14,7 @@ from aiohttp import hdrs, web
 
 from pyproxy.formats.negotiate import Format, negotiate
 from pyproxy.formats.render import render_index, render_project
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize, valid_name
 from pyproxy.web import readauth
 from pyproxy.web.conditional import none_match
@@ -58,15 +58,15 @@ class RenderedPages:
     so a project with thousands of files costs one dictionary lookup per request."""
 
     def __init__(self, capacity: int = 4096) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, Format, str], tuple[str, Rendered]] = OrderedDict()
+        self._entries: BoundedLRU[tuple[str, Format, str], tuple[str, Rendered]] = BoundedLRU(
+            capacity
+        )
 
     async def get(
         self, key: tuple[str, Format, str], revision: str, render: Callable[[], bytes]
     ) -> Rendered:
         entry = self._entries.get(key)
         if entry is not None and entry[0] == revision and revision:
-            self._entries.move_to_end(key)
             return entry[1]
         def build() -> Rendered:
             body = render()
@@ -77,10 +77,7 @@ class RenderedPages:
         # off the loop: a merged project list can take seconds to render and compress
         rendered = await asyncio.to_thread(build)
         if revision:
-            self._entries[key] = (revision, rendered)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+            self._entries.put(key, (revision, rendered))
         return rendered
 
 
