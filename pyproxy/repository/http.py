@@ -9,7 +9,6 @@ counted and timed, and its outcome kept for /ready (`last_success`, `last_failur
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -22,8 +21,6 @@ import aiohttp
 from pyproxy import metrics
 from pyproxy.model import Unavailable
 from pyproxy.stores.blobcache import OpenUpstream
-
-log = logging.getLogger("pyproxy.upstream")
 
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1,"

@@ -53,9 +53,6 @@ class OnlyCached:
         )
         self._list: tuple[float, ProjectList] | None = None
 
-    async def close(self) -> None:
-        await self.upstream.close()
-
     async def list_projects(self) -> ProjectList:
         if self._list is not None and time.time() - self._list[0] < self.upstream.index_ttl:
             return self._list[1]
