@@ -116,12 +116,15 @@ class _Flight:
         self.key = key
         self.part = part
         # the holder's locked file, or a follower's handle on another process's; readers pread()
-        # it, so it stays open until the last of them lets go of the flight
+        # it, so after a success it stays open until the last of them lets go of the flight
         self.fd = fd
         self.remote = remote
         self.written = 0  # bytes on disk that a reader may read
+        self.reading = 0  # pread()s in progress in threads (the fd must outlive them)
         self.state: State = "running"
-        self.error: BaseException | None = None
+        # the failure's class and words only: the exception's traceback holds the frames that
+        # hold this flight, a cycle that would keep the fd (and an unlinked file) until a gc
+        self.failure: tuple[type[Unavailable], str] | None = None
         self._changed = asyncio.Event()
 
     def notify(self) -> None:
@@ -138,8 +141,14 @@ class _Flight:
 
     def finish(self, state: State, error: BaseException | None = None) -> None:
         self.state = state
-        self.error = error
+        if error is not None:
+            self.failure = _failure_of(self.key, error)
         self.notify()
+
+    def let_go(self) -> None:
+        """Close the fd of a flight nobody will read again (failed, or cached meanwhile)."""
+        if self.state in ("failed", "cached") and self.reading == 0:
+            self.close()
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -150,15 +159,16 @@ class _Flight:
         self.close()
 
     def consumer_error(self) -> Unavailable:
-        error = self.error
-        if isinstance(error, HashMismatch):
-            new: Unavailable = HashMismatch(str(error))
-        elif isinstance(error, Unavailable):
-            new = Unavailable(str(error))
-        else:
-            new = Unavailable(f"upstream download of {self.key!r} failed: {error!r}")
-        new.__cause__ = error
-        return new
+        kind, message = self.failure or (Unavailable, f"upstream download of {self.key!r} failed")
+        return kind(message)
+
+
+def _failure_of(key: str, error: BaseException) -> tuple[type[Unavailable], str]:
+    if isinstance(error, HashMismatch):
+        return HashMismatch, str(error)
+    if isinstance(error, Unavailable):
+        return Unavailable, str(error)
+    return Unavailable, f"upstream download of {key!r} failed: {error!r}"
 
 
 class _Tail:
@@ -173,13 +183,21 @@ class _Tail:
 
     async def __anext__(self) -> bytes:
         while (flight := self._flight) is not None:
+            if flight.state in ("failed", "cached"):  # its fd is closed or about to be
+                self._flight = None
+                raise flight.consumer_error()
             # the last byte waits for the hash check, so a client never receives a complete
             # body that turns out to be wrong (it sees an aborted download instead)
             readable = flight.written if flight.state == "ok" else flight.written - 1
             available = readable - self._offset
             if available > 0:
                 n = min(CHUNK_SIZE, available)
-                data = await _in_thread(os.pread, flight.fd, n, self._offset)
+                flight.reading += 1
+                try:
+                    data = await _in_thread(os.pread, flight.fd, n, self._offset)
+                finally:
+                    flight.reading -= 1
+                    flight.let_go()  # the flight may have failed during the read
                 if not data:
                     self._flight = None
                     raise Unavailable(f"the file for {flight.key!r} is shorter than written")
@@ -187,9 +205,6 @@ class _Tail:
                 return data
             if flight.state == "ok":
                 break
-            if flight.state != "running":
-                self._flight = None
-                raise flight.consumer_error()
             await flight.changed()
         self._flight = None
         raise StopAsyncIteration
@@ -485,6 +500,7 @@ class BlobCache:
             self._end(flight, "failed", exc)
         finally:
             self._release(flight)
+            flight.let_go()
 
     def _commit(self, flight: _Flight, sha256: str) -> None:
         """In a thread. Afterwards the flight's bytes are final, whatever became of the index."""
@@ -542,6 +558,8 @@ class BlobCache:
         except Exception as exc:
             log.exception("lost track of the download of %r in another process", flight.key)
             self._end(flight, "failed", exc)
+        finally:
+            flight.let_go()
 
     # -- housekeeping ----------------------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -414,3 +416,51 @@ async def test_killed_writer_leaves_nothing_behind(upstream: Upstream, tmp_path:
         assert leftovers(cache) == []
     finally:
         await cache.aclose()
+
+
+def deleted_parts(cache: BlobCache) -> list[str]:
+    """This process's open files that are unlinked download files of `cache`."""
+    partial = str(cache.directory / "partial") + "/"
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd, or one closed meanwhile
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(partial) and target.endswith(" (deleted)"):
+                found.append(target)
+    return found
+
+
+async def until_released(cache: BlobCache) -> list[str]:
+    """The pinned part files once the cache's download task has had its turn (bounded)."""
+    for _ in range(100):
+        if not (pinned := deleted_parts(cache)):
+            break
+        await asyncio.sleep(0.01)
+    return pinned
+
+
+@pytest.mark.parametrize("breakage", ["cut", "corrupt", "refused"])
+async def test_failed_download_closes_its_part_file_without_the_gc(
+    upstream: Upstream, cache: BlobCache, breakage: str
+) -> None:
+    blob = Blob(block(MiB), pause_at=256 * KiB, pause=0.05)
+    if breakage == "cut":  # upstream drops the connection part-way
+        blob.cut_at = 700 * KiB
+    elif breakage == "corrupt":  # the whole body arrives, with the wrong hash
+        blob.corrupt = True
+    else:  # an error status: fetch itself raises
+        blob.status = 503
+    upstream.add("fd", blob)
+    gc.collect()
+    gc.disable()  # a reference cycle would keep the unlinked file open until a collection
+    try:
+        with pytest.raises(Unavailable) as raised:
+            source = await upstream.fetch(cache, "fd")
+            assert isinstance(source, StreamedFile)
+            await body_of(source)
+        assert isinstance(raised.value, HashMismatch) == (breakage == "corrupt")
+        # the client still holds its stream and the exception, as a web handler may
+        assert await until_released(cache) == []
+        assert leftovers(cache) == [] and cache.lookup("fd") is None
+    finally:
+        gc.enable()
