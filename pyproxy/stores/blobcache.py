@@ -46,6 +46,7 @@ from diskcache.core import MODE_BINARY, UNKNOWN
 
 from pyproxy import metrics
 from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
+from pyproxy.stores import proof
 
 __all__ = ["CHUNK_SIZE", "BlobCache", "BlobEntry", "HashMismatch", "OpenUpstream"]
 
@@ -65,7 +66,8 @@ _T = TypeVar("_T")
 
 
 class HashMismatch(Unavailable):
-    """Upstream sent a body whose size or sha256 is not the one its index announced."""
+    """Upstream sent a body whose size or sha256 is not the one its index announced (or, with no
+    sha256 announced, a body that is not a well-formed file of its kind)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +243,21 @@ def _try_lock(fd: int, how: int) -> bool:
     return True
 
 
+def _prove(flight: _Flight, filename: str | None) -> None:
+    """In a thread: a body with no sha256 to match must be a well-formed file of its kind."""
+    if filename is None:
+        raise HashMismatch(f"{flight.key!r}: no sha256 and no filename to check the body against")
+    # a second fd on the same file: the checks seek, and writers and readers use pwrite/pread
+    with open(os.dup(flight.fd), "rb") as body:
+        try:
+            proof.check_file(filename, body, flight.written)
+        except proof.Unproven as exc:
+            raise HashMismatch(
+                f"{filename}: upstream lists no sha256, and the body it sent is not a"
+                f" well-formed file of its kind: {exc}"
+            ) from None
+
+
 def _write_all(fd: int, data: bytes, offset: int, digest: Any) -> None:
     view = memoryview(data)
     while view:
@@ -294,12 +311,15 @@ class BlobCache:
         sha256: str | None,
         size: int | None,
         open_upstream: OpenUpstream,
+        filename: str | None = None,
     ) -> FileSource:
         """The cached blob, or a stream of the body as it arrives from the one upstream download.
 
         Raises Unavailable (HashMismatch if it is the body that is wrong) when the download fails
         before anything could be served. Once a StreamedFile is returned, a failure makes its
-        iterator raise the same way, and nothing is cached.
+        iterator raise the same way, and nothing is cached. Without a `sha256`, the body is good
+        only if it is a well-formed file of `filename`'s kind (see stores.proof); with neither,
+        it is never good.
         """
         sha256 = sha256.lower() if sha256 else None
         for attempt in range(_ATTEMPTS):
@@ -310,7 +330,7 @@ class BlobCache:
                 log.warning("cached %r is not the file now announced; fetching it again", key)
                 await asyncio.to_thread(self._cache.delete, key, True)
             joined = self._flights.get(key)
-            flight = joined or self._start(key, sha256, size, open_upstream)
+            flight = joined or self._start(key, sha256, size, open_upstream, filename)
             await flight.settled()
             if flight.state == "cached":
                 continue
@@ -383,7 +403,12 @@ class BlobCache:
         return self._partial / (hashlib.sha256(key.encode()).hexdigest() + ".part")
 
     def _start(
-        self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream
+        self,
+        key: str,
+        sha256: str | None,
+        size: int | None,
+        open_upstream: OpenUpstream,
+        filename: str | None,
     ) -> _Flight:
         part = self._part_path(key)
         try:
@@ -396,7 +421,7 @@ class BlobCache:
         if flight.remote:
             job = self._follow_remote(flight)
         else:
-            job = self._download(flight, sha256, size, open_upstream)
+            job = self._download(flight, sha256, size, open_upstream, filename)
         task = asyncio.create_task(job, name=f"blobcache {role} {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -461,7 +486,12 @@ class BlobCache:
         flight.finish(state, error)
 
     async def _download(
-        self, flight: _Flight, sha256: str | None, size: int | None, open_upstream: OpenUpstream
+        self,
+        flight: _Flight,
+        sha256: str | None,
+        size: int | None,
+        open_upstream: OpenUpstream,
+        filename: str | None,
     ) -> None:
         key = flight.key
         try:
@@ -487,6 +517,8 @@ class BlobCache:
             actual = digest.hexdigest()
             if sha256 is not None and actual != sha256:
                 raise HashMismatch(f"{key!r}: upstream body has sha256 {actual}, expected {sha256}")
+            if sha256 is None:
+                await _in_thread(_prove, flight, filename)
             await _in_thread(self._commit, flight, actual)
             self._end(flight, "ok")
         except asyncio.CancelledError:
