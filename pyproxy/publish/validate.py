@@ -33,7 +33,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from pyproxy.model import NormalizedName, normalize
 from pyproxy.publish import archives
@@ -437,25 +437,30 @@ def _check_wheel_name(form: UploadForm, filename: str) -> None:
 
 
 def _check_sdist_name(form: UploadForm, filename: str) -> None:
+    """The name part must normalise to the project, the version part must be the release.
+
+    Unlike the public index today, a name part not spelled as PEP 625 wants ("my-pkg-1.0.tar.gz",
+    "My.Pkg-1.0.tar.gz", as setuptools wrote before 69.3) is accepted and kept, as that index did
+    for years. The version part must be the normalised release: every reader of filenames
+    (`model.version_of`, installers) takes the version after the last '-'.
+    """
     try:
-        name, _version = parse_sdist_filename(filename)
+        parse_sdist_filename(filename)
     except InvalidSdistFilename:
         raise UploadRejected(f"Invalid source distribution filename: {filename}") from None
     release = Version(form.version)
-    # parse_sdist_filename splits at the last '-': "foo-1.0-1.tar.gz" (a post release) needs the
-    # second-to-last one
-    if release.is_postrelease and name != form.project and filename.count("-") >= 2:
-        candidate = filename.rpartition("-")[0].rpartition("-")[0]
-        try:
-            Version(filename[len(candidate) + 1 : -len(".tar.gz")])
-            name = canonicalize_name(candidate)
-        except InvalidVersion:
-            pass
     normalized = form.project.replace("-", "_")
-    if canonicalize_name(name) != form.project:
-        raise UploadRejected(f"Start filename for {form.name!r} with {normalized!r}.")
     expected = f"{normalized}-{release}.tar.gz"
-    if filename != expected:  # PEP 625
+    name_part, _, version_part = filename.removesuffix(".tar.gz").rpartition("-")
+    # "foo-1.0-1.tar.gz" (a post release spelled with '-') names foo, wrongly spelled
+    if release.is_postrelease and canonicalize_name(name_part) != form.project:
+        candidate = name_part.rpartition("-")[0]
+        if canonicalize_name(candidate) == form.project:
+            name_part = candidate
+    if canonicalize_name(name_part) != form.project:
+        raise UploadRejected(f"Start filename for {form.name!r} with {normalized!r}.")
+    # ASCII only: canonicalize_name lower-cases, so "\u212aelvin" (Kelvin sign) would pass
+    if not _PROJECT_NAME.fullmatch(name_part) or version_part != str(release):
         raise UploadRejected(f"Filename {filename!r} is invalid, should be {expected!r}.")
 
 

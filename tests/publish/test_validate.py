@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pyproxy.model import NormalizedName
+from pyproxy.model import NormalizedName, version_of
 from pyproxy.publish.validate import (
     UploadForm,
     UploadRejected,
@@ -769,13 +769,15 @@ def test_wheel_name_checks_run_before_the_record_check(tmp_path: Path) -> None:
         ("foo", "1.0", "foo-1.x.tar.gz", "Invalid source distribution filename: foo-1.x.tar.gz"),
         ("foo", "1.0", "bar-1.0.tar.gz", "Start filename for 'foo' with 'foo'."),
         ("Foo.Bar", "1.0", "foo-1.0.tar.gz", "Start filename for 'Foo.Bar' with 'foo_bar'."),
-        # PEP 625
+        # the name part may be a legacy spelling, but only of the project, in ASCII
         (
-            "Foo.Bar",
+            "Kelvin",
             "1.0",
-            "Foo.Bar-1.0.tar.gz",
-            "Filename 'Foo.Bar-1.0.tar.gz' is invalid, should be 'foo_bar-1.0.tar.gz'.",
+            "\u212aelvin-1.0.tar.gz",
+            "Filename '\u212aelvin-1.0.tar.gz' is invalid, should be 'kelvin-1.0.tar.gz'.",
         ),
+        ("my-pkg", "1.0", "mypkg-1.0.tar.gz", "Start filename for 'my-pkg' with 'my_pkg'."),
+        # the version part must be the normalised release
         (
             "foo",
             "1.0",
@@ -801,6 +803,29 @@ def test_sdist_name_rejections(  # A29
 ) -> None:
     sdist = make_sdist(tmp_path, name, version, filename=filename)
     assert file_rejected(validated_form_for(sdist), sdist).message == message
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "filename"),
+    [
+        ("my-pkg", "1.0", "my-pkg-1.0.tar.gz"),  # setuptools before 69.3
+        ("my_pkg", "1.0", "my_pkg-1.0.tar.gz"),
+        ("My.Pkg", "1.0rc1", "My.Pkg-1.0rc1.tar.gz"),
+        ("my-pkg", "1.0.post2", "my--pkg-1.0.post2.tar.gz"),
+        ("foo-2", "3.0", "foo-2-3.0.tar.gz"),
+        ("my-pkg", "1.0+corp.1", "my-pkg-1.0+corp.1.tar.gz"),
+    ],
+)
+def test_legacy_sdist_names_are_accepted_and_kept(  # A29, policy
+    tmp_path: Path, name: str, version: str, filename: str
+) -> None:
+    sdist = make_sdist(tmp_path, name, version, filename=filename)
+    result = validate_file(
+        validated_form_for(sdist), sdist.name, "application/gzip", sdist, computed(sdist)
+    )
+    assert (result.filename, result.filetype, result.version) == (filename, "sdist", version)
+    # the rest of pyproxy reads the release from the filename alone
+    assert version_of(result.filename) == result.version
 
 
 @pytest.mark.parametrize(

@@ -224,8 +224,8 @@ async def test_a39_same_bytes_other_filename_400(client: TestClient, dists: Path
 
 
 async def test_a40_second_sdist_for_a_release_400(client: TestClient, dists: Path) -> None:
-    """A private index accepts only the PEP 625 sdist name, so a second sdist of a release has
-    the first one's filename: either message tells twine it exists."""
+    """A second sdist of a release, under the first one's filename or not: either message tells
+    twine it exists."""
     first = make_sdist(dists / "a", "demo", "1.0")
     second = make_sdist(dists / "b", "demo", "1.0", summary="another sdist")
     assert (await upload(client, first)).status == 200
@@ -260,6 +260,51 @@ async def test_a41_yank_and_remove_then_reupload(client: TestClient, services: S
     rebuilt = wheel(dists / "rebuilt", version="1.0", summary="rebuilt")
     response = await upload(client, rebuilt)
     await assert_rejected(response, 400, "This filename was previously used")
+    assert leftovers(services) == []
+
+
+# ------------------------------------------------------------------- legacy sdist names (A29)
+
+
+async def test_legacy_sdist_name_is_stored_and_served_as_uploaded(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    """setuptools before 69.3 writes `my-pkg-1.0.tar.gz`: kept as uploaded, on every page."""
+    legacy = make_sdist(dists, "my-pkg", "1.0", filename="my-pkg-1.0.tar.gz")
+    response = await upload(client, legacy)
+    assert response.status == 200, (response.status, response.reason, await response.text())
+    document = await project_json(client, "my-pkg")
+    assert document is not None
+    assert [e["filename"] for e in document["files"]] == ["my-pkg-1.0.tar.gz"]
+    assert document["versions"] == ["1.0"]
+    served = await client.get(f"/files/my-pkg/{legacy.name}")
+    assert served.status == 200 and await served.read() == legacy.read_bytes()
+    legacy_json = json.loads(await (await client.get("/pypi/my-pkg/json")).read())
+    assert [f["filename"] for f in legacy_json["releases"]["1.0"]] == [legacy.name]
+    assert (await upload(client, legacy)).status == 200  # identical re-upload
+    assert leftovers(services) == []
+
+
+async def test_legacy_and_pep_625_spellings_are_one_release(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    """A release has one sdist whichever way its name is spelled, also after it was removed."""
+    legacy = make_sdist(dists / "a", "my-pkg", "1.0", filename="my-pkg-1.0.tar.gz")
+    other = make_sdist(dists / "b", "my-pkg", "1.0", summary="rebuilt")
+    assert other.name == "my_pkg-1.0.tar.gz"
+    assert (await upload(client, legacy)).status == 200
+    await assert_rejected(await upload(client, other), 400, "Only one sdist may be uploaded per release.")
+    response = await upload(client, legacy, filename="My.Pkg-1.0.tar.gz")  # same bytes
+    await assert_rejected(response, 400, "File already exists ('my-pkg-1.0.tar.gz'")
+
+    services.private.remove(canonicalize_name("my-pkg"), "1.0", forget_name=False)
+    expected = (
+        "The sdist of this release was previously uploaded as 'my-pkg-1.0.tar.gz' and has since"
+        " been deleted. Use a different version."
+    )
+    assert await assert_rejected(await upload(client, other), 400, expected) == expected
+    await assert_rejected(await upload(client, legacy), 400, "This filename was previously used")
+    assert await filenames(client, "my-pkg") == []
     assert leftovers(services) == []
 
 
