@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 MIB: Final = 1024 * 1024
-MAX_CORE_METADATA_BYTES: Final = 10 * MIB
+# above the upload form's limit (validate.MAX_FORM_BYTES): a description the form takes fits
+# in the file's own metadata too, with room for many short header lines
+MAX_CORE_METADATA_BYTES: Final = 24 * MIB
 MAX_ENTRY_POINTS_BYTES: Final = 1 * MIB
 MAX_MEMBERS: Final = 100_000
 # As the public index: a high ratio only counts once the content is big enough to hurt.

@@ -279,7 +279,7 @@ def test_oversize_wheel_metadata(tmp_path: Path) -> None:
     archives.check_wheel(path, WHEEL)
     with pytest.raises(InvalidArchive) as caught:
         archives.wheel_core_metadata(path, WHEEL)
-    assert caught.value.message == "foo-1.0.dist-info/METADATA is larger than 10 MiB"
+    assert caught.value.message == "foo-1.0.dist-info/METADATA is larger than 24 MiB"
     assert not isinstance(caught.value, InvalidWheelContents)
 
 
@@ -440,7 +440,7 @@ def test_oversize_pkg_info(tmp_path: Path) -> None:
     path = make_sdist(tmp_path, "foo", "1.0", pkg_info=pkg_info)
     with pytest.raises(InvalidArchive) as caught:
         archives.sdist_core_metadata(path)
-    assert caught.value.message == "foo-1.0/PKG-INFO is larger than 10 MiB"
+    assert caught.value.message == "foo-1.0/PKG-INFO is larger than 24 MiB"
 
 
 def test_sdist_without_pkg_info_from_dists_helper(tmp_path: Path) -> None:
