@@ -684,6 +684,13 @@ def test_digests_compare_case_insensitively(wheel: Path) -> None:  # A32
             ),
             "Wheel 'foo-1.0-py3-none-any.whl' has invalid entry points defined in the entry_points.txt file",
         ),
+        # pip refuses a wheel with a second .dist-info
+        (
+            lambda d: make_wheel(
+                d, "foo", "1.0", extra_members={"bar-2.0.dist-info/METADATA": core_metadata("bar", "2.0")}
+            ),
+            "Wheel 'foo-1.0-py3-none-any.whl' has more than one .dist-info directory ('bar-2.0.dist-info', 'foo-1.0.dist-info'); installers take only wheels with exactly one.",
+        ),
         # oversize METADATA
         (
             lambda d: make_wheel(

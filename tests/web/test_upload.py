@@ -397,6 +397,23 @@ async def test_a8_small_limit_message_states_the_real_limit(make_client, dists: 
     assert " 0 MB" not in reason, reason
 
 
+async def test_wheel_with_a_second_dist_info_is_refused(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    """A wheel smuggling another project's metadata: pip would refuse it, so pyproxy does."""
+    path = wheel(dists, extra_members={
+        "requests-99.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: requests\nVersion: 99.0\n",
+        "requests-99.0.dist-info/WHEEL": b"Wheel-Version: 1.0\n",
+    })
+    expected = (
+        f"Wheel '{path.name}' has more than one .dist-info directory ('demo-1.0.dist-info',"
+        " 'requests-99.0.dist-info'); installers take only wheels with exactly one."
+    )
+    assert await assert_rejected(await upload(client, path), 400, expected) == expected
+    assert stored_files(services) == [] and leftovers(services) == []
+    assert await project_json(client, "demo") is None
+
+
 # ------------------------------------------------------------- the form's own limits
 
 
