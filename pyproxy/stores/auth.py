@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyproxy.stores import sqlite
+from pyproxy.stores.changes import ChangeCounter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -40,7 +41,7 @@ TOKEN_PREFIX = "pyproxy-"
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # scrypt cost: ~50 ms per check on one core; uploads are rare enough to afford it
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-# how often revision() looks for changes other processes committed (the CLI, other workers)
+# how often revision() also asks the database whether it changed (normally the counter says)
 REVISION_RECHECK_S = 0.5
 
 
@@ -107,30 +108,33 @@ class UserStore:
         self._path = directory / "auth.sqlite3"
         self._db = sqlite.connect(self._path, SCHEMA)
         self._lock = threading.Lock()  # authenticate() runs in worker threads
-        self._own_changes = 0  # PRAGMA data_version does not count this connection's commits
+        # bumped after every commit, by whichever process made it (the CLI, any worker), so
+        # what a server remembers about credentials is dropped before its next request
+        self._changes = ChangeCounter(directory / "auth.changes")
+        # the database's own counter: a backstop for a writer that died before its bump
         self._data_version = 0
         self._checked = float("-inf")
 
     def close(self) -> None:
         self._db.close()
+        self._changes.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with sqlite.write_transaction(self._db):
-                yield self._db
-        finally:
-            self._own_changes += 1
+        with sqlite.write_transaction(self._db):
+            yield self._db
+        self._changes.bump()  # committed: every process sees the change on its next revision()
 
     def revision(self) -> tuple[int, int]:
-        """Moves whenever users or tokens change: at once for this store's own changes, within
-        REVISION_RECHECK_S for other processes'. Cheap: mostly no query at all."""
+        """Moves whenever users or tokens change, in this process or any other, at once: the
+        shared change counter is a memory read; the database is asked only every
+        REVISION_RECHECK_S (the backstop)."""
         now = time.monotonic()
         if now - self._checked >= REVISION_RECHECK_S:
             with self._lock:
                 self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
             self._checked = now
-        return self._data_version, self._own_changes
+        return self._changes.value, self._data_version
 
     def add_user(self, name: str, password: str, *, admin: bool = False) -> None:
         if not _USERNAME.fullmatch(name) or name == TOKEN_USERNAME:

@@ -17,9 +17,9 @@ class Verifications:
 
     Keyed by sha256 of a per-process random salt and the header, so neither credentials nor a
     reusable digest of them is kept. An entry lives at most `ttl` seconds and is dropped as soon
-    as the user store's revision moves (a removed user or a revoked token: at once in this
-    process, within auth.REVISION_RECHECK_S in the others). Only successes are kept; a header
-    being verified is verified once, however many requests carry it meanwhile.
+    as the user store's revision moves (a removed user or a revoked token, in any process: the
+    next request checks again). Only successes are kept; a header being verified is verified
+    once, however many requests carry it meanwhile.
     """
 
     def __init__(self, users: UserStore, *, ttl: float = 60.0, capacity: int = 4096) -> None:
