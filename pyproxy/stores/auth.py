@@ -199,26 +199,45 @@ class UserStore:
         ).fetchall()
         return [(row[0], row[1]) for row in rows]
 
-    def authenticate(self, username: str, password: str) -> Identity | None:
-        """The identity these credentials prove, or None. Blocking (scrypt): run off the loop."""
+    def token_identity(self, token: str) -> Identity | None:
+        """The identity an API token proves, or None: one indexed lookup of its sha256, cheap
+        enough for the event loop. Tokens never cost a password hash."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT users.name, users.admin FROM tokens"
+                " JOIN users ON users.name = tokens.user WHERE token_hash = ?",
+                (_token_hash(token.strip()),),  # pasted tokens often carry a newline
+            ).fetchone()
+        return None if row is None else Identity(row[0], bool(row[1]), via_token=True)
+
+    def password_record(self, username: str) -> tuple[str, bool] | None:
+        """(stored password hash, admin) of a user, or None: a lookup, no hashing."""
         if username == TOKEN_USERNAME:
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT users.name, users.admin FROM tokens"
-                    " JOIN users ON users.name = tokens.user WHERE token_hash = ?",
-                    (_token_hash(password.strip()),),  # pasted tokens often carry a newline
-                ).fetchone()
-            return None if row is None else Identity(row[0], bool(row[1]), via_token=True)
+            return None
         with self._lock:
             row = self._db.execute(
                 "SELECT password_hash, admin FROM users WHERE name = ?", (username,)
             ).fetchone()
-        if row is None:
-            verify_password(password, _dummy_hash())  # same cost whether or not the user exists
+        return None if row is None else (row[0], bool(row[1]))
+
+    def authenticate(self, username: str, password: str) -> Identity | None:
+        """The identity these credentials prove, or None. Blocking (scrypt): run off the loop."""
+        if username == TOKEN_USERNAME:
+            return self.token_identity(password)
+        record = self.password_record(username)
+        if not check_password(password, None if record is None else record[0]):
             return None
-        if not verify_password(password, row[0]):
-            return None
-        return Identity(username, bool(row[1]), via_token=False)
+        assert record is not None
+        return Identity(username, record[1], via_token=False)
+
+
+def check_password(password: str, stored: str | None) -> bool:
+    """verify_password, or for a user that does not exist (`stored` None) the same cost spent
+    on a dummy hash and False, so the answer's timing does not tell whether a user exists."""
+    if stored is None:
+        verify_password(password, _dummy_hash())
+        return False
+    return verify_password(password, stored)
 
 
 @functools.cache

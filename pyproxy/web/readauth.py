@@ -11,9 +11,11 @@ route, never 404, which would send pip on to the next index (dependency confusio
 leave out what the caller may not read (`hidden_projects`). The open routes (health, readiness,
 metrics) carry no project data; uploads authenticate themselves (upload.py).
 
-Verifying a password costs ~50 ms of scrypt, so successful verifications are remembered briefly
-(`Verifications`). In anonymous mode with nothing restricted, a request costs a clock read and
-a dict lookup: no credentials are looked at and no database is queried.
+Verifying a password costs ~50 ms of scrypt: credentials.py remembers answers briefly, checks
+passwords on threads of their own and limits wrong passwords per client address (429), so a
+flood of guesses never holds up file serving or token users. In anonymous mode with nothing
+restricted, a request costs a memory read and a dict lookup: no credentials are looked at and
+no database is queried.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from collections.abc import Iterable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from pyproxy.config import Settings
 from pyproxy.model import NormalizedName, normalize
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore
 from pyproxy.stores.private import PrivateStore, ReadRestrictions
 from pyproxy.web.access_log import USER
-from pyproxy.web.context import SERVICES
-from pyproxy.web.credentials import Verifications
+from pyproxy.web.context import SERVICES, _trusted
+from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused, Verifications
 from pyproxy.web.middleware import text_error
 
 AUTH_CHALLENGE = {hdrs.WWW_AUTHENTICATE: 'Basic realm="pyproxy"'}
@@ -44,10 +47,15 @@ _PERSONAL = web.RequestKey("readauth_personal", bool)  # the answer depends on w
 class ReadAccess:
     """What the guard needs, built once per application."""
 
-    def __init__(self, private: PrivateStore, users: UserStore, *, authenticated: bool) -> None:
+    def __init__(self, private: PrivateStore, users: UserStore, settings: Settings) -> None:
         self.private = private
-        self.authenticated = authenticated
-        self.verifications = Verifications(users)
+        self.authenticated = settings.read_access == "authenticated"
+        self.trust_forwarded = settings.trust_forwarded
+        self.verifications = Verifications(
+            users,
+            PasswordPool(settings.password_threads, settings.password_queue),
+            FailureLimit(settings.password_failures_per_minute),
+        )
 
 
 READ_ACCESS = web.AppKey("read_access", ReadAccess)
@@ -57,24 +65,53 @@ def setup(app: web.Application) -> None:
     """Install the guard (inside the error middleware, so preflights and errors stay as they
     are) on an application whose services are set."""
     services = app[SERVICES]
-    app[READ_ACCESS] = ReadAccess(
-        services.private, services.users,
-        authenticated=services.settings.read_access == "authenticated",
-    )
+    app[READ_ACCESS] = ReadAccess(services.private, services.users, services.settings)
     app.middlewares.append(guard)
     app.on_response_prepare.append(_keep_out_of_shared_caches)
+    app.on_cleanup.append(_close)
+
+
+async def _close(app: web.Application) -> None:
+    app[READ_ACCESS].verifications.close()
 
 
 async def identify(request: web.Request) -> Identity | None:
-    """Who the request's credentials prove it is; None when it sent none or wrong ones."""
+    """Who the request's credentials prove it is; None when it sent none or wrong ones. A
+    password check that cannot be made now raises 429 or 503 (with Retry-After)."""
     header = request.headers.get(hdrs.AUTHORIZATION)
     if not header:
         return None
-    identity = await request.app[READ_ACCESS].verifications.identify(header)
+    access = request.app[READ_ACCESS]
+    try:
+        identity = await access.verifications.identify(header, client_address(request, access))
+    except Refused as refused:
+        raise _refusal(refused) from None
     if identity is not None:
         request[_IDENTITY] = identity
         request[USER] = identity.user  # for the access log
     return identity
+
+
+def client_address(request: web.Request, access: ReadAccess) -> str:
+    """Whom wrong passwords are counted against: the peer, or behind a proxy that `[server]
+    trust_forwarded` trusts, the client it names in X-Forwarded-For (the right-most entry that
+    is not a trusted proxy itself; the left-most when every peer is trusted)."""
+    remote = request.remote or ""
+    # context.py's reading of the setting, so both uses of forwarded headers trust alike
+    if not _trusted(access.trust_forwarded, remote):
+        return remote
+    hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", ())
+            for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(access.trust_forwarded, hop):
+            return hop[:64]
+    return hops[0][:64] if hops else remote
+
+
+def _refusal(refused: Refused) -> web.HTTPException:
+    kind = web.HTTPTooManyRequests if refused.status == 429 else web.HTTPServiceUnavailable
+    return kind(reason=refused.message, text=refused.message + "\n", content_type="text/plain",
+                headers={hdrs.RETRY_AFTER: str(refused.retry_after)})
 
 
 def _route(request: web.Request) -> str | None:
