@@ -105,6 +105,9 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("log", "level"): ('"DEBUG"', "Debug", "debug"),  # in any case
     ("log", "format"): ('"Json"', "JSON", "json"),
     ("auth", "read"): ('"Authenticated"', "AUTHENTICATED", "authenticated"),
+    ("auth", "password_threads"): ("2", "2", 2),
+    ("auth", "password_queue"): ("0", "0", 0),
+    ("auth", "password_failures_per_minute"): ("30", "30", 30),
 }
 
 
@@ -322,6 +325,8 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[log]\nformat = 'xml'\n", "log.format"),
         ("[auth]\nread = 'everyone'\n", "auth.read"),
         ("[auth]\nread = true\n", "auth.read"),
+        ("[auth]\npassword_threads = 0\n", "auth.password_threads"),
+        ("[auth]\npassword_failures_per_minute = -1\n", "auth.password_failures_per_minute"),
         ("[server]\nlog_level = 'info'\n", "server.log_level"),  # now [log] level
         ("[server]\nhost = 1\n", "server.host"),
         ("[server]\ndata_dir = ''\n", "server.data_dir"),

@@ -224,6 +224,29 @@ def test_users_persist_across_instances(tmp_path: Path) -> None:
         second.close()
 
 
+def test_revision_moves_at_once_for_every_instance(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's store sees another process's change (the CLI's store stands in for it) on its
+    very next revision(), without waiting for the database backstop."""
+    monkeypatch.setattr(auth, "REVISION_RECHECK_S", 3600.0)
+    server, cli = UserStore(tmp_path), UserStore(tmp_path)
+    try:
+        cli.add_user("alice", PASSWORD)
+        seen = server.revision()
+        for change in (lambda: cli.create_token("alice"), lambda: cli.revoke_token(
+                cli.create_token("alice")), lambda: server.add_user("bob", PASSWORD),
+                lambda: cli.remove_user("alice")):
+            change()
+            assert server.revision() != seen
+            seen = server.revision()
+        with pytest.raises(AuthError):  # nothing committed, nothing to drop
+            cli.remove_user("alice")
+        assert server.revision() == seen
+    finally:
+        server.close()
+        cli.close()
+
+
 # ---- tokens ----
 
 
