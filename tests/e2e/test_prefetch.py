@@ -14,7 +14,6 @@ import socket
 import subprocess
 import uuid
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 
 from tests.dists import make_sdist, make_wheel, underscored
 from tests.e2e.clients import describe, get, pip_install, run, uv_pip_install
-from tests.e2e.conftest import PyproxyServer, ServerFactory, pyproxy_command
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory, pyproxy_command
 from tests.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.e2e
@@ -84,9 +83,8 @@ def installed(target: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream.running_in_thread(formats="json") as upstream:
-        yield upstream
+def fake(module_fake_factory: FakeFactory) -> FakeUpstream:
+    return module_fake_factory("json")
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
 """End to end: pyproxy as a pull-through cache of a fake upstream index, driven by real pip, uv
 and twine, and by raw HTTP where the exact bytes and statuses matter.
 
-Each test runs its own FakeUpstream in a background thread (`FakeUpstream.running_in_thread`) and
-starts `pyproxy serve --upstream <fake index URL>` subprocesses through the shared
-`pyproxy_factory`. Project names carry a per-run suffix so nothing but pyproxy can satisfy them.
+Each test runs its own FakeUpstream in a background thread (tests/e2e/conftest.py's
+`fake_factory`) and starts `pyproxy serve --upstream <fake index URL>` subprocesses through the
+shared `pyproxy_factory`. Project names carry a per-run suffix so nothing but pyproxy can
+satisfy them.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import urllib.parse
 import uuid
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +36,7 @@ from tests.e2e.clients import (
     twine_upload,
     uv_pip_install,
 )
-from tests.fake_upstream import FakeUpstream, Formats
+from tests.fake_upstream import FakeUpstream
 
 pytestmark = pytest.mark.e2e
 
@@ -46,21 +46,6 @@ MB = 1000 * 1000
 
 def pname(stem: str) -> str:
     return f"pt-{stem}-{RUN}"
-
-
-@pytest.fixture
-def fake_factory() -> Iterator:
-    """`fake_factory(formats)` -> a FakeUpstream serving from a thread; all stopped at the end."""
-    contexts = []
-
-    def make(formats: Formats = "json") -> FakeUpstream:
-        context = FakeUpstream.running_in_thread(formats=formats)
-        contexts.append(context)
-        return context.__enter__()
-
-    yield make
-    for context in reversed(contexts):
-        context.__exit__(None, None, None)
 
 
 def start_proxy(factory, fake: FakeUpstream, tmp_path: Path, *, config: str | None = None,

@@ -28,7 +28,7 @@ from tests.e2e.clients import (
     raw_upload,
     upload_request,
 )
-from tests.e2e.conftest import PyproxyServer, ServerFactory
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
 from tests.fake_upstream import CHUNK_SIZE, FakeUpstream
 
 EXIT_MARGIN = 5.0  # start-up of cancellation, closing stores, interpreter exit; a loaded machine
@@ -204,9 +204,8 @@ class Download(threading.Thread):
 
 
 @pytest.fixture
-def slow_upstream():  # type: ignore[no-untyped-def]
-    with FakeUpstream.running_in_thread(formats="json") as upstream:
-        yield upstream
+def slow_upstream(fake_factory: FakeFactory) -> FakeUpstream:
+    return fake_factory("json")
 
 
 def start_download(server: PyproxyServer, upstream: FakeUpstream, project: str,

@@ -20,14 +20,11 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from pyproxy.config import Settings
 from pyproxy.model import NormalizedName, NotFound, Origin, Unavailable
 from pyproxy.repository.upstream import Upstream
-from pyproxy.web.app import build_app
-from pyproxy.web.context import Services
-from pyproxy.web.runner import build_services
+from tests.conftest import MakeClient
 from tests.fake_upstream import FakeUpstream, Formats
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -68,10 +65,9 @@ async def make_upstream(tmp_path: Path) -> AsyncIterator[MakeUpstream]:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="json") as upstream:
-        _fill(upstream)
-        yield upstream
+def fake(fake: FakeUpstream) -> FakeUpstream:
+    _fill(fake)
+    return fake
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -277,23 +273,15 @@ async def test_outage_without_copy_is_unavailable(
 
 @pytest.mark.parametrize("how", OUTAGES)
 async def test_outage_without_copy_is_503_over_http(
-    fake: FakeUpstream, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]],
-    how: str,
+    fake: FakeUpstream, make_client: MakeClient, how: str
 ) -> None:
-    services = build_services(
-        Settings(data_dir=tmp_path / "data", upstream_url=fake.index_url, upstream_timeout=0.3)
-    )
-    try:
-        client = await aiohttp_client(build_app(services))
-        await _break(fake, how)
-        for accept in (JSON_TYPE, "text/html"):
-            response = await client.get("/simple/uncached/", headers={"Accept": accept})
-            assert response.status == 503, (accept, response.status, await response.text())
-            # pip honours Retry-After by sleeping before each retry: a 503 must not set it
-            assert "Retry-After" not in response.headers
-        await client.close()
-    finally:
-        await services.close()
+    client, _ = await make_client(upstream_url=fake.index_url, upstream_timeout=0.3)
+    await _break(fake, how)
+    for accept in (JSON_TYPE, "text/html"):
+        response = await client.get("/simple/uncached/", headers={"Accept": accept})
+        assert response.status == 503, (accept, response.status, await response.text())
+        # pip honours Retry-After by sleeping before each retry: a 503 must not set it
+        assert "Retry-After" not in response.headers
 
 
 # ---------------------------------------------------------------------------- malformed answers
@@ -411,21 +399,15 @@ async def test_malformed_answer_with_copy_serves_stale(
 
 
 async def test_malformed_answer_is_503_over_http(
-    scripted_server: MakeScripted, tmp_path: Path,
-    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    scripted_server: MakeScripted, make_client: MakeClient
 ) -> None:
     scripted, origin = await scripted_server()
     for index, (body, content_type) in enumerate(MALFORMED.values()):
         scripted.set(f"/simple/case{index}/", body, content_type)
-    services = build_services(Settings(data_dir=tmp_path / "data", upstream_url=f"{origin}/simple/"))
-    try:
-        client = await aiohttp_client(build_app(services))
-        for index, case in enumerate(MALFORMED):
-            response = await client.get(f"/simple/case{index}/", headers={"Accept": JSON_TYPE})
-            assert response.status == 503, (case, response.status, await response.text())
-        await client.close()
-    finally:
-        await services.close()
+    client, _ = await make_client(upstream_url=f"{origin}/simple/")
+    for index, case in enumerate(MALFORMED):
+        response = await client.get(f"/simple/case{index}/", headers={"Accept": JSON_TYPE})
+        assert response.status == 503, (case, response.status, await response.text())
 
 
 # ---------------------------------------------------------------------------- coalescing
@@ -494,8 +476,7 @@ def _basic(user: str, password: str) -> str:
     ids=["plain", "percent-encoded"],
 )
 async def test_credentials_go_to_the_index_only_and_never_show(
-    scripted_server: MakeScripted, tmp_path: Path,
-    aiohttp_client: Callable[..., Awaitable[TestClient]], caplog: pytest.LogCaptureFixture,
+    scripted_server: MakeScripted, make_client: MakeClient, caplog: pytest.LogCaptureFixture,
     user: str, password: str,
 ) -> None:
     index, index_origin = await scripted_server()
@@ -520,32 +501,28 @@ async def test_credentials_go_to_the_index_only_and_never_show(
     secrets = [password, quote(password, safe=""), quote(user, safe="") + ":",
                base64.b64encode(f"{user}:{password}".encode()).decode()]
 
-    settings = Settings(data_dir=tmp_path / "data", upstream_url=url, upstream_page_ttl=0)
     with caplog.at_level(logging.DEBUG):
-        services: Services = build_services(settings)
-        try:
-            client = await aiohttp_client(build_app(services))
-            bodies = []
-            for path, accept in (("/simple/proj/", JSON_TYPE), ("/simple/proj/", "text/html"),
-                                 ("/simple/", JSON_TYPE), ("/simple/", "text/html"), ("/", None)):
-                response = await client.get(path, headers={"Accept": accept} if accept else {})
-                assert response.status == 200, (path, await response.text())
-                bodies.append(await response.text())
-            response = await client.get("/files/proj/proj-1.0.tar.gz")
-            assert response.status == 200 and await response.read() == b"body"
-            response = await client.get("/files/proj/proj-1.1.tar.gz")
-            assert response.status == 200 and await response.read() == b"same"
-            # an outage: the stale path logs the URL it failed on
-            index.set("/simple/proj/", b"", None, status=503)
-            index.set("/simple/other/", b"", None, status=503)
-            response = await client.get("/simple/proj/", headers={"Accept": JSON_TYPE})
-            assert response.status == 200
-            response = await client.get("/simple/other/", headers={"Accept": JSON_TYPE})
-            assert response.status == 503
+        client, services = await make_client(upstream_url=url, upstream_page_ttl=0)
+        bodies = []
+        for path, accept in (("/simple/proj/", JSON_TYPE), ("/simple/proj/", "text/html"),
+                             ("/simple/", JSON_TYPE), ("/simple/", "text/html"), ("/", None)):
+            response = await client.get(path, headers={"Accept": accept} if accept else {})
+            assert response.status == 200, (path, await response.text())
             bodies.append(await response.text())
-            await client.close()
-        finally:
-            await services.close()
+        response = await client.get("/files/proj/proj-1.0.tar.gz")
+        assert response.status == 200 and await response.read() == b"body"
+        response = await client.get("/files/proj/proj-1.1.tar.gz")
+        assert response.status == 200 and await response.read() == b"same"
+        # an outage: the stale path logs the URL it failed on
+        index.set("/simple/proj/", b"", None, status=503)
+        index.set("/simple/other/", b"", None, status=503)
+        response = await client.get("/simple/proj/", headers={"Accept": JSON_TYPE})
+        assert response.status == 200
+        response = await client.get("/simple/other/", headers={"Accept": JSON_TYPE})
+        assert response.status == 503
+        bodies.append(await response.text())
+        # stopped inside the block: what the shutdown logs is checked too
+        await make_client.close(client)
 
     for secret in secrets:
         for body in bodies:
