@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -51,14 +50,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.e2e)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rfind(")") + 2] != "Z"
 
 
 class PyproxyServer:
@@ -282,11 +273,6 @@ def module_pyproxy_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def pyproxy_server(module_pyproxy_factory: ServerFactory) -> PyproxyServer:
     """A private-only server shared by the tests of one module; user `alice`."""
     return module_pyproxy_factory.start()
-
-
-def origin_of(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
 
 
 class FakeFactory:
