@@ -114,8 +114,9 @@ def test_sigterm_lets_a_slow_upload_finish(pyproxy_factory: ServerFactory, tmp_p
         wait_for(lambda: upload_temps(server), 10, "the upload's temp file")
         signalled = terminate(server)
         wait_for(lambda: refuses_connections(server), 3, "the listening socket to close")
+        # the stop has begun and is waiting for the upload, not exiting under it
+        wait_for(lambda: "stopping" in server.stderr_text(), 5, "the stopping line")
         assert server.running, "pyproxy exited with an upload in flight"
-        time.sleep(0.3)
         sock.sendall(rest)
         response = read_response(sock)
     finally:
@@ -215,7 +216,7 @@ def start_download(server: PyproxyServer, upstream: FakeUpstream, project: str,
     download.start()
     path = upstream.file_path(project, filename)
     wait_for(lambda: upstream.count(path) > 0, 10, "pyproxy to ask upstream for the file")
-    time.sleep(0.3)  # some chunks are on their way
+    wait_for(lambda: download.received > 0, 10, "the first bytes to reach the client")
     return download
 
 
