@@ -31,6 +31,7 @@ from pyproxy.model import (
     ProjectList,
     ProjectPage,
     ProjectStatus,
+    version_of,
 )
 from pyproxy.publish.validate import UploadForm, ValidatedFile
 from pyproxy.stores import sqlite
@@ -472,6 +473,12 @@ class PrivateStore:
                 "This filename was previously used by a file that has since been deleted."
                 " Use a different version."
             )
+        if new.filetype == "sdist" and (removed := _removed_sdist(db, new)) is not None:
+            # legacy sdist names ("my-pkg-1.0.tar.gz") give one release several spellings
+            raise StoreRejected(
+                f"The sdist of this release was previously uploaded as {removed!r} and has since"
+                " been deleted. Use a different version."
+            )
         if new.filetype == "sdist" and db.execute(
             "SELECT 1 FROM files WHERE project = ? AND version = ? AND filetype = 'sdist'",
             (new.project, canonical_version(new.version)),
@@ -653,6 +660,16 @@ class PrivateStore:
                     blob.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def _removed_sdist(db: sqlite3.Connection, new: NewFile) -> str | None:
+    """The deleted sdist of `new`'s release, under whatever spelling it was uploaded."""
+    release = canonical_version(new.version)
+    rows = db.execute(
+        "SELECT filename FROM tombstones WHERE project = ? AND filename LIKE '%.tar.gz'",
+        (new.project,),
+    )
+    return next((name for (name,) in rows if version_of(name) == release), None)
 
 
 def _abandoned(path: Path) -> bool:

@@ -201,3 +201,59 @@ async def test_a_damaged_cached_file_is_refused_on_import(
     capsys.readouterr()
     code, out, err = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(tmp_path / "t"))
     assert code == 1 and "cached files: 0 imported" in out and "sha256" in err
+
+
+async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tampered export cannot poison the target's cache: a record's key, body name and sha256
+    must agree with each other and with the body, or nothing of it is written."""
+    import hashlib
+
+    from pyproxy.ops import cacheops
+    from pyproxy.ops.transfer import _key_name
+
+    async with FakeUpstream(formats="json") as fake:
+        good = fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one")
+        source = tmp_path / "source"
+        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
+        await (await client.get("/files/lib/lib-1.0-py3-none-any.whl")).read()
+    export = tmp_path / "export"
+    assert cli.main(["export", str(export), "--include-cache", "--data-dir", str(source)]) == 0
+    files = export / "cache" / "files"
+    (record,) = [orjson.loads(line) for line in (export / "cache" / "files.jsonl").read_bytes().splitlines()]
+    assert record["key"] == record["sha256"] == good.sha256
+
+    evil = b"evil bytes served as lib one"
+    evil_sha = hashlib.sha256(evil).hexdigest()
+    (files / _key_name("x")).write_bytes(evil)  # any body name: the checks come first
+    url_key = "url:" + "0" * 64
+    tampered = [
+        # the evil body under the good file's key: its own sha256 would pass the body check
+        {**record, "sha256": evil_sha, "size": len(evil), "file": _key_name("x")},
+        # a body exported for another key, served under a key that names no sha256
+        {**record, "key": url_key},
+        {**record, "key": "whatever", "file": _key_name("whatever")},
+        {**record, "key": good.sha256.upper(), "sha256": good.sha256.upper()},
+        record,  # and the untouched record still comes in
+    ]
+    (export / "cache" / "files.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in tampered))
+    capsys.readouterr()
+
+    target = tmp_path / "target"
+    code, out, err = await run(capsys, "import", str(export), "--data-dir", str(target))
+    assert code == 1 and "cached files: 1 imported (7 B), 4 failed" in out, out
+    assert f"failed: cached {good.sha256}: the key names sha256 {good.sha256}, the record says {evil_sha}" in err
+    assert f"failed: cached {url_key}: the record's body '{_key_name(good.sha256)}' is not the one exported for this key" in err
+    assert "failed: cached whatever: not a cache key pyproxy makes" in err
+    assert f"failed: cached {good.sha256.upper()}: sha256 '{good.sha256.upper()}' is not a lowercase hex sha256" in err
+
+    blobs = cacheops.open_blobs(target, 1 << 30)
+    try:
+        assert [entry.key for entry in blobs.entries()] == [good.sha256]
+        hit = blobs.lookup(good.sha256)
+        assert hit is not None and hit.path.read_bytes() == b"lib one"
+    finally:
+        await blobs.aclose()
+    _, blob_dir = cacheops.cache_dirs(target)
+    assert not [p for p in blob_dir.rglob("*") if p.is_file() and p.suffix == ".part"]

@@ -2,7 +2,8 @@
 and how upstream files are listed and routed.
 
 Pure merge policy first (hand-built pages, plain calls), then the whole app in process
-(`build_app(build_services(...))` under pytest-aiohttp) against a FakeUpstream in the same loop.
+(tests/conftest.py's `make_client`, under pytest-aiohttp) against a FakeUpstream in the same
+loop.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ from aiohttp.test_utils import TestServer
 from pyproxy.model import NormalizedName, NotFound, Origin, Unavailable
 from pyproxy.repository.upstream import Upstream
 from tests.conftest import MakeClient
+from tests.dists import make_sdist
 from tests.fake_upstream import FakeUpstream, Formats
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -497,26 +498,29 @@ def _basic(user: str, password: str) -> str:
     ids=["plain", "percent-encoded"],
 )
 async def test_credentials_go_to_the_index_only_and_never_show(
-    scripted_server: MakeScripted, make_client: MakeClient, caplog: pytest.LogCaptureFixture,
-    user: str, password: str,
+    scripted_server: MakeScripted, make_client: MakeClient, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, user: str, password: str,
 ) -> None:
     index, index_origin = await scripted_server()
     files, files_origin = await scripted_server()
+    # listed without a hash, so they must be real sdists to be served
+    sdist = make_sdist(tmp_path / "dists", "proj", "1.0").read_bytes()
+    other_sdist = make_sdist(tmp_path / "dists", "proj", "1.1").read_bytes()
     page = {
         "meta": {"api-version": "1.1"},
         "name": "proj",
         "files": [
             {"filename": "proj-1.0.tar.gz", "url": f"{files_origin}/f/proj-1.0.tar.gz",
-             "hashes": {}, "size": 4},
+             "hashes": {}, "size": len(sdist)},
             # a file on the index origin itself (relative URL): credentials may go there
             {"filename": "proj-1.1.tar.gz", "url": "../../f/proj-1.1.tar.gz", "hashes": {},
-             "size": 4},
+             "size": len(other_sdist)},
         ],
     }
     index.set("/simple/proj/", page)
     index.set("/simple/", {"meta": {"api-version": "1.0"}, "projects": [{"name": "proj"}]})
-    index.set("/f/proj-1.1.tar.gz", b"same", "application/octet-stream")
-    files.set("/f/proj-1.0.tar.gz", b"body", "application/octet-stream")
+    index.set("/f/proj-1.1.tar.gz", other_sdist, "application/octet-stream")
+    files.set("/f/proj-1.0.tar.gz", sdist, "application/octet-stream")
     netloc = index_origin.removeprefix("http://")
     url = f"http://{quote(user, safe='')}:{quote(password, safe='')}@{netloc}/simple/"
     secrets = [password, quote(password, safe=""), quote(user, safe="") + ":",
@@ -531,9 +535,9 @@ async def test_credentials_go_to_the_index_only_and_never_show(
             assert response.status == 200, (path, await response.text())
             bodies.append(await response.text())
         response = await client.get("/files/proj/proj-1.0.tar.gz")
-        assert response.status == 200 and await response.read() == b"body"
+        assert response.status == 200 and await response.read() == sdist
         response = await client.get("/files/proj/proj-1.1.tar.gz")
-        assert response.status == 200 and await response.read() == b"same"
+        assert response.status == 200 and await response.read() == other_sdist
         # an outage: the stale path logs the URL it failed on
         index.set("/simple/proj/", b"", None, status=503)
         index.set("/simple/other/", b"", None, status=503)
