@@ -23,13 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 GiB = 1024**3
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every test in an empty directory, so the repository's own ./pyproxy.toml is not read."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("PYPROXY_CONFIG", raising=False)
+# every test in an empty directory (the repository's own ./pyproxy.toml is not read) and
+# without PYPROXY_* variables
+pytestmark = pytest.mark.usefixtures("isolated_cwd")
 
 
 def write_toml(directory: Path, text: str, name: str = "pyproxy.toml") -> Path:

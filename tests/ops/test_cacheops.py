@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,9 +18,8 @@ from pyproxy.cli import main as cli
 from pyproxy.model import StreamedFile
 from pyproxy.ops import cacheops
 from pyproxy.stores.blobcache import BlobCache
-from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
-from tests.conftest import base_settings, open_services
+from tests.conftest import MakeClient
 from tests.dists import core_metadata, make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -33,23 +32,18 @@ def _isolated(isolated_cwd: Path) -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="json") as upstream:
-        for name, size in SIZES.items():
-            upstream.add_generated_file(name, f"{name}-1.0-py3-none-any.whl", size,
-                                        metadata=f"Name: {name}\n".encode())
-        yield upstream
+def fake(fake: FakeUpstream) -> FakeUpstream:
+    for name, size in SIZES.items():
+        fake.add_generated_file(name, f"{name}-1.0-py3-none-any.whl", size,
+                                metadata=f"Name: {name}\n".encode())
+    return fake
 
 
 @pytest.fixture
 async def proxy(
-    tmp_path: Path, fake: FakeUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[tuple[TestClient, Services]]:
-    services = open_services(base_settings(tmp_path / "data", upstream_url=fake.index_url))
-    client = await aiohttp_client(build_app(services))
-    yield client, services
-    await client.close()
-    await services.close()
+    tmp_path: Path, fake: FakeUpstream, make_client: MakeClient
+) -> tuple[TestClient, Services]:
+    return await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url)
 
 
 def run(data_dir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -315,17 +316,39 @@ def test_revoke_by_whole_token(users: UserStore) -> None:
         users.revoke_token(revoked)
 
 
-def test_revoke_by_prefix(users: UserStore) -> None:
+def _scripted_tokens(monkeypatch: pytest.MonkeyPatch, *randoms: str) -> None:
+    """The random part of the next tokens, in order (43 characters, as token_urlsafe(32))."""
+    values = iter(randoms)
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda nbytes=None: next(values))
+
+
+def test_revoke_by_prefix(users: UserStore, monkeypatch: pytest.MonkeyPatch) -> None:
     users.add_user("alice", PASSWORD)
+    _scripted_tokens(monkeypatch, "Revoked" + "r" * 36, "Kept00" + "k" * 37)
     revoked = users.create_token("alice")
     kept = users.create_token("alice")
     prefix = next(p for p, _ in users.tokens("alice") if revoked.startswith(p))
-    if kept.startswith(prefix):  # 36 bits of prefix collide about never; keep the test exact
-        pytest.skip("prefix collision")
+    assert not kept.startswith(prefix)
     assert users.revoke_token(prefix) == 1
     assert users.authenticate(TOKEN_USERNAME, revoked) is None
     assert users.authenticate(TOKEN_USERNAME, kept) is not None
     assert [p for p, _ in users.tokens("alice")] == [kept[: len(prefix)]]
+
+
+def test_revoke_by_a_shared_prefix_revokes_every_token_with_it(
+    users: UserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users.add_user("alice", PASSWORD)
+    _scripted_tokens(monkeypatch, "Shared" + "a" * 37, "Shared" + "b" * 37, "Other0" + "c" * 37)
+    first, second, other = (users.create_token("alice") for _ in range(3))
+    prefixes = [p for p, _ in users.tokens("alice")]
+    assert len(set(prefixes)) == 2
+    shared = next(p for p in prefixes if first.startswith(p))
+    assert second.startswith(shared)
+    assert users.revoke_token(shared) == 2
+    assert users.authenticate(TOKEN_USERNAME, first) is None
+    assert users.authenticate(TOKEN_USERNAME, second) is None
+    assert users.authenticate(TOKEN_USERNAME, other) is not None
 
 
 @pytest.mark.parametrize("value", ["", "pyproxy-", "pyproxy-ab", "nothing", "pyproxy-zzzzzz"])

@@ -13,7 +13,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -21,10 +20,9 @@ from aiohttp.test_utils import TestClient
 
 from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores.blobcache import BlobCache, HashMismatch
-from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
 from tests.blob_server import Blob, BlobServer, opener
-from tests.conftest import base_settings, open_services
+from tests.conftest import MakeClient, StartFake
 from tests.dists import core_metadata, make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -478,8 +476,9 @@ async def test_failed_download_closes_its_part_file_without_the_gc(
 
 @pytest.fixture
 async def unhashed(
-    tmp_path: Path, request: pytest.FixtureRequest, aiohttp_client: Any
-) -> AsyncIterator[tuple[TestClient, Services, FakeUpstream, dict[str, bytes]]]:
+    tmp_path: Path, request: pytest.FixtureRequest, fake_upstream: StartFake,
+    make_client: MakeClient,
+) -> tuple[TestClient, Services, FakeUpstream, dict[str, bytes]]:
     """A pyproxy whose upstream lists a wheel (with .metadata) and an sdist, with no hash or size."""
     formats = getattr(request, "param", "json")
     dists = tmp_path / "dists"
@@ -487,19 +486,14 @@ async def unhashed(
         path.name: path.read_bytes()
         for path in (make_wheel(dists, "foo", "1.0"), make_sdist(dists, "foo", "1.0"))
     }
-    async with FakeUpstream(formats=formats) as fake:
-        for filename, body in bodies.items():
-            fake.add_file(
-                "foo", filename, body, metadata=core_metadata("foo", "1.0"),
-                listed_hash=False, listed_size=False,
-            )
-        services = open_services(base_settings(tmp_path / "data", upstream_url=fake.index_url))
-        client = await aiohttp_client(build_app(services))
-        try:
-            yield client, services, fake, bodies
-        finally:
-            await client.close()
-            await services.close()
+    fake = await fake_upstream(formats=formats)
+    for filename, body in bodies.items():
+        fake.add_file(
+            "foo", filename, body, metadata=core_metadata("foo", "1.0"),
+            listed_hash=False, listed_size=False,
+        )
+    client, services = await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url)
+    return client, services, fake, bodies
 
 
 async def _get(client: TestClient, filename: str) -> tuple[int, bytes | None, str | None]:

@@ -14,23 +14,21 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import encode_basic_auth
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from pyproxy.model import normalize
 from pyproxy.stores import auth, private
 from pyproxy.stores.auth import TOKEN_USERNAME, UserStore
 from pyproxy.stores.private import PrivateStore
-from pyproxy.web.access_log import runner_options
 from pyproxy.web import credentials
-from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
-from tests.conftest import PASSWORD, USER, Seed, open_services, seeded_settings, upload
+from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_wheel
 
 WHEEL = "foo_bar-1.0-py3-none-any.whl"
@@ -82,29 +80,18 @@ def _cheap_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def make_app(
-    seed: Seed, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[MakeApp]:
+def make_app(make_client: MakeClient) -> MakeApp:
     """`await make_app(**settings) -> (client, services)` on a copy of the seeded data dir, with
     users bob, carol and root (admin), and the access log on."""
-    opened: list[tuple[TestClient, Services]] = []
 
     async def make(**overrides: Any) -> tuple[TestClient, Services]:
-        settings = seeded_settings(seed, tmp_path / f"app{len(opened)}", **overrides)
-        services = open_services(settings)
+        test_client, services = await make_client(seeded=True, access_log=True, **overrides)
         for name in ("bob", "carol"):
             services.users.add_user(name, OTHER_PASSWORD)
         services.users.add_user("root", OTHER_PASSWORD, admin=True)
-        server = TestServer(build_app(services), host="127.0.0.1")
-        await server.start_server(**runner_options())
-        test_client = await aiohttp_client(server)
-        opened.append((test_client, services))
         return test_client, services
 
-    yield make
-    for test_client, services in opened:
-        await test_client.close()
-        await services.close()
+    return make
 
 
 async def status_of(client: TestClient, path: str, headers: dict[str, str] | None = None,
@@ -419,8 +406,8 @@ async def test_restricted_project_answers_403_never_404(make_app: MakeApp, mode:
         assert status == 403, (path, status, body)
         assert "restricted" in body and "pyproxy grant foo-bar carol --read" in body
         assert body.count("\n") == 1 and "WWW-Authenticate" not in headers
-        for who, credentials in readers.items():
-            status, body, _ = await status_of(client, path, credentials)
+        for who, reader in readers.items():
+            status, body, _ = await status_of(client, path, reader)
             expected = 404 if "no-such-file" in path else 301 if "Foo_Bar" in path else 200
             assert status == expected, (path, who, status, body)
     # the other private project is not affected
