@@ -110,6 +110,7 @@ class UpstreamRepository:
             sha256=dist.sha256,
             size=dist.size,
             open_upstream=self.client.opener(dist.upstream_url),
+            filename=filename,
         )
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
@@ -122,6 +123,7 @@ class UpstreamRepository:
             sha256=sha256,
             size=None,
             open_upstream=self.client.opener(dist.upstream_url + ".metadata"),
+            filename=filename + ".metadata",
         )
 
     # ---- what the caches hold, without asking upstream (for the offline filter) ----

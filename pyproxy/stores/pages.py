@@ -74,7 +74,7 @@ def parse(key: str, record: PageRecord) -> ProjectPage | ProjectList:
 
 class _Unpickler(pickle.Unpickler):
     # records written before this module existed name the class where it lived then
-    _MOVED = {("pyproxy.upstream", "_Entry"), ("pyproxy.repository.upstream", "_Entry")}
+    _MOVED = frozenset({("pyproxy.upstream", "_Entry"), ("pyproxy.repository.upstream", "_Entry")})
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in self._MOVED:
@@ -82,7 +82,7 @@ class _Unpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-class _RecordDisk(diskcache.Disk):
+class _RecordDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no types
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode != MODE_PICKLE:
             return super().fetch(mode, filename, value, read)

@@ -2,14 +2,15 @@
 and how upstream files are listed and routed.
 
 Pure merge policy first (hand-built pages, plain calls), then the whole app in process
-(`build_app(build_services(...))` under pytest-aiohttp) against a FakeUpstream in the same loop.
+(tests/conftest.py's `make_client`, under pytest-aiohttp) against a FakeUpstream in the same
+loop.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -33,7 +34,7 @@ from pyproxy.model import (
 )
 from pyproxy.repository.overlay import PrivateWins, merge_lists, merge_pages
 from pyproxy.web.context import Services
-from tests.conftest import upload
+from tests.conftest import StartFake, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -113,7 +114,7 @@ def test_merge_keeps_the_private_name_and_status_and_tracks_both_revisions() -> 
 
 def test_merge_offers_no_files_of_a_quarantined_upstream_project() -> None:
     """PEP 792: quarantined means no distributions may be offered. An allow-listed merge must not
-    list upstream files that the file route refuses to serve (Overlay._upstream_file 404s them)."""
+    list upstream files that the file route refuses to serve (upstream.offered_file 404s them)."""
     private = _page("foo", _dist("foo-1.0.tar.gz"))
     upstream = _page("foo", _dist("foo-99.0.tar.gz", upstream=True),
                      status=ProjectStatus("quarantined", "malware"))
@@ -150,7 +151,7 @@ def test_merge_lists_no_duplicates_and_revision_follows_both_sides() -> None:
     assert merge_lists(ProjectList(private.names, revision="p2"), upstream).revision != merged.revision
 
 
-# ============================================================================ PrivateWins over doubles
+# ======================================================================= PrivateWins over doubles
 
 
 class Memory:
@@ -176,7 +177,8 @@ class Memory:
         dist = self.pages[project].file(filename) if project in self.pages else None
         if dist is None or (metadata and not dist.core_metadata):
             raise NotFound(f"no {filename!r} in {project!r}")
-        return LocalFile(Path("/nowhere") / filename, dist.size or 0, dist.sha256 or "", cache="hit")
+        size, sha256 = dist.size or 0, dist.sha256 or ""
+        return LocalFile(Path("/nowhere") / filename, size, sha256, cache="hit")
 
     async def open_file(self, project: NormalizedName, filename: str) -> LocalFile:
         self.asked.append(("open_file", f"{project}/{filename}"))
@@ -319,9 +321,8 @@ MakeProxy = Callable[..., Awaitable[tuple[TestClient, Services]]]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="both") as upstream:
-        yield upstream
+async def fake(fake_upstream: StartFake) -> FakeUpstream:
+    return await fake_upstream(formats="both")
 
 
 @pytest.fixture
