@@ -127,7 +127,10 @@ def build_services(settings: Settings) -> Services:
         cache = settings.data_dir / "cache"
         upstream = UpstreamRepository(
             UpstreamClient(
-                url, timeout=settings.upstream_timeout, ca_bundle=settings.upstream_ca_bundle
+                url,
+                timeout=settings.upstream_timeout,
+                ca_bundle=settings.upstream_ca_bundle,
+                files_from=settings.upstream_files_from,
             ),
             PageStore(cache / "pages"),
             BlobCache(cache / "files", settings.cache_max_size),

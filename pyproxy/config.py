@@ -42,6 +42,9 @@ class Settings:
     upstream_page_ttl: int = 600
     upstream_index_ttl: int = 3600
     upstream_ca_bundle: str = ""
+    # origins (or https host names) file downloads may be redirected to, besides the index's
+    # own and those its pages link files on
+    upstream_files_from: tuple[str, ...] = ()
     offline: bool = False
     cache_max_size: int = 10 * 1024**3
     merge: tuple[str, ...] = ()
@@ -76,6 +79,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("upstream", "page_ttl"): "upstream_page_ttl",
     ("upstream", "index_ttl"): "upstream_index_ttl",
     ("upstream", "ca_bundle"): "upstream_ca_bundle",
+    ("upstream", "files_from"): "upstream_files_from",
     ("upstream", "offline"): "offline",
     ("cache", "max_size"): "cache_max_size",
     ("overlay", "merge"): "merge",
@@ -119,6 +123,13 @@ def is_authority(text: str) -> bool:
         except ValueError:
             return False
     return True
+
+
+def is_origin(text: str) -> bool:
+    """True for "https://host", "http://host:8080" and a bare "host" or "host:port" (https);
+    False for anything with a path, user or other scheme."""
+    match = re.fullmatch(r"(?:(https?)://)?([^/?#@]+)/?", text.strip(), flags=re.IGNORECASE)
+    return match is not None and is_authority(match.group(2))
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
@@ -243,6 +254,9 @@ def _check(settings: Settings) -> None:
         fail("upstream_ca_bundle", f"{settings.upstream_ca_bundle!r} is not a file")
     if settings.max_upload_size == 0:
         fail("max_upload_size", "must be larger than 0")
+    for entry in settings.upstream_files_from:
+        if not is_origin(entry):
+            fail("upstream_files_from", f"{entry!r} is not scheme://host[:port] or a host name")
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -323,5 +337,6 @@ def load_settings(
 
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings", "parse_size",
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "is_origin", "load_settings",
+    "parse_size",
 ]

@@ -106,6 +106,7 @@ class FakeUpstream:
         self.chunk_delay = 0.0  # seconds between 64 KiB chunks of a file body
         self.fail_status: int | None = None  # answer every request with this status
         self.fail_paths: dict[str, int] = {}  # path -> status, for those paths only
+        self.redirect_paths: dict[str, str] = {}  # path -> Location of a 302, for those paths
         self.drop_connection = False  # files: reset the connection after half the body
         self.truncate_files = False  # files: full Content-Length, half the body, clean close
         self.wrong_bytes = False  # files: same length, other bytes than the hash says
@@ -359,6 +360,9 @@ class FakeUpstream:
         status = self.fail_paths.get(request.path, self.fail_status)
         if status is not None:
             return web.Response(status=status, text=f"fake upstream failure {status}\n")
+        location = self.redirect_paths.get(request.path)
+        if location is not None:
+            raise web.HTTPFound(location)
         return await handler(request)
 
     async def _add_slash(self, request: web.Request) -> web.StreamResponse:

@@ -4,6 +4,10 @@ TLS checks against the configured CA bundle (else the system's); proxies come fr
 environment (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), as corporate networks need; the index URL's
 user:password is sent to the index's own origin only, never to a file host. Every request is
 counted and timed, and its outcome kept for /ready (`last_success`, `last_failure`).
+
+A file download follows at most MAX_FILE_REDIRECTS redirects, and only to an origin that the
+caller names (those its page links files on), the index's own, or one configured with
+`[upstream] files_from`: any other target is refused before it is asked anything.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 
@@ -27,6 +31,11 @@ ACCEPT = (
     " text/html;q=0.01"
 )
 _CHUNK = 256 * 1024
+MAX_FILE_REDIRECTS = 3
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Origin = tuple[str, str, int]  # scheme, lower-case host, port
 
 
 def pip_default_index() -> str:
@@ -52,6 +61,33 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
+def origin_of(url: str) -> Origin | None:
+    """(scheme, host, port) of an http(s) URL, the default port filled in; None otherwise."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        return None
+    return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]
+
+
+def configured_origin(entry: str) -> Origin:
+    """An `[upstream] files_from` entry: "scheme://host[:port]", or a bare host[:port] (https)."""
+    entry = entry.strip()
+    origin = origin_of(entry if "://" in entry else f"https://{entry}")
+    if origin is None:
+        raise ValueError(f"{entry!r} is not scheme://host[:port] or a host name")
+    return origin
+
+
+def _shown(origin: Origin) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{host}" + ("" if _DEFAULT_PORTS[scheme] == port else f":{port}")
+
+
 class UpstreamError(Exception):
     """Upstream could not give a usable answer right now."""
 
@@ -70,7 +106,14 @@ class PageAnswer:
 
 
 class UpstreamClient:
-    def __init__(self, index_url: str, *, timeout: float, ca_bundle: str = "") -> None:
+    def __init__(
+        self,
+        index_url: str,
+        *,
+        timeout: float,
+        ca_bundle: str = "",
+        files_from: Iterable[str] = (),
+    ) -> None:
         parts = urlsplit(index_url)
         self._authorization = (
             {"Authorization": aiohttp.encode_basic_auth(
@@ -81,6 +124,11 @@ class UpstreamClient:
         )
         self.index_url = redact(index_url).rstrip("/") + "/"
         self._index_origin = urlsplit(self.index_url)[:2]
+        index_origin = origin_of(self.index_url)
+        # where any file download may be redirected to, whatever page it was listed on
+        self._redirect_origins = frozenset(map(configured_origin, files_from)) | (
+            {index_origin} if index_origin is not None else set()
+        )
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
         self._ca_bundle = ca_bundle
         self._session: aiohttp.ClientSession | None = None
@@ -137,27 +185,63 @@ class UpstreamClient:
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise UpstreamError(_describe(exc)) from None
 
-    def opener(self, url: str) -> OpenUpstream:
-        """For the blob cache: opens the body of a URL read from an upstream page."""
+    def opener(
+        self, url: str, *, file_origins: Callable[[], Collection[Origin]] = frozenset
+    ) -> OpenUpstream:
+        """For the blob cache: opens the body of a URL read from an upstream page.
+        `file_origins()`, asked only when upstream redirects, names the origins the page links
+        files on: redirects may lead there, to the index's origin and to `files_from`."""
 
         @asynccontextmanager
         async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
             with self._asking("file"):
-                try:
-                    response = await self.session.get(
-                        url, headers={"Accept-Encoding": "identity", **self._credentials_for(url)}
-                    )
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
-                if response.status != 200:
-                    response.release()
-                    raise Unavailable(f"upstream answered HTTP {response.status} for a file")
+                response = await self._get_file(url, file_origins)
             try:
                 yield response.content.iter_chunked(_CHUNK)
             finally:
                 response.release()
 
         return open_body
+
+    async def _get_file(
+        self, url: str, file_origins: Callable[[], Collection[Origin]]
+    ) -> aiohttp.ClientResponse:
+        """The 200 response for a file, redirects followed by our rules; Unavailable if none."""
+        allowed: Collection[Origin] | None = None
+        for hop in range(MAX_FILE_REDIRECTS + 1):
+            try:
+                response = await self.session.get(
+                    url,
+                    headers={"Accept-Encoding": "identity", **self._credentials_for(url)},
+                    allow_redirects=False,
+                )
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
+            if response.status == 200:
+                return response
+            location = response.headers.get("Location")
+            response.release()
+            if response.status not in _REDIRECTS or not location:
+                raise Unavailable(f"upstream answered HTTP {response.status} for a file")
+            if hop == MAX_FILE_REDIRECTS:
+                raise Unavailable(
+                    f"upstream redirected a file more than {MAX_FILE_REDIRECTS} times"
+                )
+            try:
+                target = urljoin(url, location.strip())
+            except ValueError:
+                target = ""
+            origin = origin_of(target)
+            if allowed is None:
+                allowed = self._redirect_origins | frozenset(file_origins())
+            if origin not in allowed:
+                where = "a URL that is not http(s)" if origin is None else _shown(origin)
+                raise Unavailable(
+                    f"upstream redirected a file to {where}, which is neither a host its pages"
+                    " list files on nor one allowed by [upstream] files_from"
+                )
+            url = target
+        raise AssertionError("unreachable")
 
     async def probe(self) -> None:
         """HEAD the index (no body: the project list can be huge); UpstreamError if it does not

@@ -8,7 +8,8 @@ sends installers on to the next index, which is the dependency-confusion path. H
 clients ask for a page at once, one request goes upstream.
 
 Only URLs read from an upstream page are ever fetched (no open proxy), and only while the
-page offers files (PEP 792: a quarantined project offers none).
+page offers files (PEP 792: a quarantined project offers none); a file's redirects may lead only
+to the origins that page links files on (or those the client allows: repository/http.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import asyncio
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from pyproxy import metrics
-from pyproxy.lru import SingleFlight
+from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
     FileSource,
@@ -29,7 +31,7 @@ from pyproxy.model import (
     ProjectPage,
     Unavailable,
 )
-from pyproxy.repository.http import UpstreamClient, UpstreamError
+from pyproxy.repository.http import Origin, UpstreamClient, UpstreamError, origin_of
 from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key
 from pyproxy.stores.pages import (
     INDEX_KEY,
@@ -43,6 +45,7 @@ from pyproxy.stores.pages import (
 log = logging.getLogger("pyproxy.upstream")
 
 _RETRY_AFTER_FAILURE_S = 30.0
+_ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
 
 Result = ProjectPage | ProjectList | None
 
@@ -82,6 +85,7 @@ class UpstreamRepository:
         self.index_ttl = index_ttl
         self._page_ttl = page_ttl
         self._refreshing: SingleFlight[str, Result] = SingleFlight()
+        self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
 
     async def close(self) -> None:
         await self.client.close()
@@ -103,18 +107,22 @@ class UpstreamRepository:
         return page
 
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
-        dist = offered_file(await self.project_page(project), filename)
+        page = await self.project_page(project)
+        dist = offered_file(page, filename)
         assert dist.upstream_url is not None
         return await self.blobs.fetch(
             blob_key(dist),
             sha256=dist.sha256,
             size=dist.size,
-            open_upstream=self.client.opener(dist.upstream_url),
+            open_upstream=self.client.opener(
+                dist.upstream_url, file_origins=self._origins_of(page)
+            ),
             filename=filename,
         )
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
-        dist = offered_metadata(await self.project_page(project), filename)
+        page = await self.project_page(project)
+        dist = offered_metadata(page, filename)
         assert dist.upstream_url is not None
         metadata = dist.core_metadata  # offered: True (hash unknown) or its hashes
         sha256 = None if isinstance(metadata, bool) else metadata.get("sha256")
@@ -122,9 +130,24 @@ class UpstreamRepository:
             metadata_key(dist),
             sha256=sha256,
             size=None,
-            open_upstream=self.client.opener(dist.upstream_url + ".metadata"),
+            open_upstream=self.client.opener(
+                dist.upstream_url + ".metadata", file_origins=self._origins_of(page)
+            ),
             filename=filename + ".metadata",
         )
+
+    def _origins_of(self, page: ProjectPage) -> Callable[[], frozenset[Origin]]:
+        """The origins `page` links files on, worked out once per revision when first asked."""
+
+        def origins() -> frozenset[Origin]:
+            known = self._file_origins.get(page.revision)
+            if known is None:
+                found = (origin_of(dist.upstream_url or "") for dist in page.files)
+                known = frozenset(origin for origin in found if origin is not None)
+                self._file_origins.put(page.revision, known)
+            return known
+
+        return origins
 
     # ---- what the caches hold, without asking upstream (for the offline filter) ----
 
