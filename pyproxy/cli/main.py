@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pyproxy.config import ConfigError, Settings, load_settings
+from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
 from pyproxy.stores.auth import AuthError, UserStore
 from pyproxy.stores.private import PrivateStore
@@ -28,11 +29,8 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _stores(args: argparse.Namespace) -> tuple[PrivateStore, UserStore]:
-    from pyproxy.web.runner import (
-        open_stores,  # one place knows the data directory's layout
-    )
-
-    return open_stores(_settings(args).data_dir)
+    layout = DataDir(_settings(args).data_dir)
+    return PrivateStore(layout.private), UserStore(layout.users)
 
 
 # ---- commands ----
