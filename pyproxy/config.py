@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyproxy.units import parse_size
+
 
 class ConfigError(Exception):
     """A bad configuration file or value; the message names the setting."""
@@ -111,25 +113,6 @@ def is_authority(text: str) -> bool:
         except ValueError:
             return False
     return True
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
-               "tb": 1000**4, "tib": 1024**4}
-
-
-def parse_size(value: str | int) -> int:
-    """'10GiB', '500 MB', '1024' or an int -> bytes."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 500MiB")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size such as 500MiB or 10GB")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
 def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
@@ -313,5 +296,5 @@ def load_settings(
 
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings", "parse_size",
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings",
 ]

@@ -16,7 +16,6 @@ from pyproxy.config import (
     Settings,
     find_config_file,
     load_settings,
-    parse_size,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,34 +259,6 @@ def test_data_dir_from_environment_or_cli_is_relative_to_cwd(tmp_path: Path) -> 
 
 
 # ---- sizes ----
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("10GiB", 10 * GiB),
-        ("500 MB", 500 * 1000**2),
-        ("500MiB", 500 * 1024**2),
-        (1024, 1024),
-        ("1024", 1024),
-        (0, 0),
-        ("1.5GiB", int(1.5 * GiB)),
-        ("2k", 2000),
-        ("2KiB", 2048),
-        ("1 TB", 10**12),
-        ("1tib", 1024**4),
-        ("  7 b ", 7),
-        ("3G", 3 * 1000**3),
-    ],
-)
-def test_parse_size(value: str | int, expected: int) -> None:
-    assert parse_size(value) == expected
-
-
-@pytest.mark.parametrize("value", ["", "GiB", "10 XB", "-5", -5, "ten", "1,000", "10 GiB extra", True])
-def test_parse_size_rejects(value: object) -> None:
-    with pytest.raises(ValueError):
-        parse_size(value)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

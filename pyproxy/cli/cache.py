@@ -11,20 +11,12 @@ from typing import Any
 
 import orjson
 
-from pyproxy.config import Settings, parse_size
+from pyproxy.config import Settings
 from pyproxy.ops import cacheops
+from pyproxy.units import human_size, parse_size
 
 Command = Callable[..., argparse.ArgumentParser]
 LoadSettings = Callable[[argparse.Namespace], Settings]
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _when(timestamp: float) -> str:

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pyproxy.cli.cache import human_size
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops, transfer
 from pyproxy.stores.private import PrivateStore
+from pyproxy.units import human_size
 
 Command = Callable[..., argparse.ArgumentParser]
 LoadSettings = Callable[[argparse.Namespace], Settings]

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from pyproxy.model import NormalizedName, normalize
+from pyproxy.units import human_size
 
 CACHE_STATUS = "X-Pyproxy-Cache"  # set by pyproxy.web.files: "hit" or "miss"
 DOWNLOADS = 4  # files fetched at once
@@ -326,15 +327,6 @@ class Summary:
         return lines
 
 
-def human_size(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
 Outcome = Literal["fetched", "cached", "failed"]
 
 
@@ -402,7 +394,7 @@ class BarProgress:
         self._bytes_bar = Progress(TextColumn("  {task.description} {task.fields[moved]}"),
                                    TransferSpeedColumn(), console=self._bar.console)
         self._files = self._bar.add_task("files", total=0)
-        self._bytes = self._bytes_bar.add_task("received", total=None, moved="0 B")
+        self._bytes = self._bytes_bar.add_task("received", total=None, moved=human_size(0))
         self._moved = 0
         self._live = Live(Group(self._bar, self._bytes_bar), console=self._bar.console,
                           refresh_per_second=8)

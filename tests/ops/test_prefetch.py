@@ -16,7 +16,6 @@ from pyproxy.ops.prefetch import (
     Target,
     expand_targets,
     files_url,
-    human_size,
     normalize_base,
     parse_pip_report,
     parse_pylock,
@@ -266,11 +265,6 @@ def test_normalize_base(given: str, base: str) -> None:
 def test_normalize_base_refuses_what_is_not_an_http_url(url: str) -> None:
     with pytest.raises(PrefetchError, match="not an http"):
         normalize_base(url)
-
-
-def test_human_size() -> None:
-    assert [human_size(n) for n in (0, 999, 1000, 2_500_000, 3 * 10**12)] == [
-        "0 B", "999 B", "1.0 kB", "2.5 MB", "3000.0 GB"]
 
 
 def test_summary_lines_give_counts_and_every_failure_reason() -> None:

@@ -129,7 +129,7 @@ async def test_export_then_import_gives_identical_private_pages(
     assert gone.status == 200 and orjson.loads(await gone.read())["files"] == []
 
     code, out, _ = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
-    assert code == 0 and "private files: 0 imported (0 B), 3 already there" in out
+    assert code == 0 and "private files: 0 imported (0 bytes), 3 already there" in out
 
 
 async def test_import_checks_every_file_as_an_upload_would(
@@ -204,7 +204,7 @@ async def test_include_cache_carries_upstream_files_to_an_offline_mirror(
     assert body == b"lib one"
 
     code, out, _ = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
-    assert code == 0 and "2 already there" in out and "cached pages: 0 imported (0 B), 1 already there" in out
+    assert code == 0 and "2 already there" in out and "cached pages: 0 imported (0 bytes), 1 already there" in out
 
 
 async def test_a_damaged_cached_file_is_refused_on_import(
