@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_transfer.add_parsers(commands, command, _settings)
 
     # the prefetch module owns its options
-    from pyproxy.ops.prefetch import add_prefetch_parser
+    from pyproxy.ops.prefetch.run import add_prefetch_parser
 
     add_prefetch_parser(commands)
     return parser

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyproxy.cli import main as cli
-from pyproxy.ops.prefetch import (
+from pyproxy.ops.prefetch.run import (
     Pinned,
     PrefetchError,
     Summary,
@@ -325,7 +325,7 @@ def test_cli_missing_files_are_one_line_errors(capsys: pytest.CaptureFixture[str
 def test_cli_default_url_comes_from_the_configuration(capsys: pytest.CaptureFixture[str],
                                                       tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from pyproxy.ops.prefetch import default_url
+    from pyproxy.ops.prefetch.run import default_url
 
     monkeypatch.delenv("PYPROXY_CONFIG", raising=False)
     monkeypatch.delenv("PYPROXY_SERVER_PORT", raising=False)
