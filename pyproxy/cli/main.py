@@ -8,6 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pyproxy.cli import cache as cli_cache
+from pyproxy.cli import prefetch as cli_prefetch
+from pyproxy.cli import transfer as cli_transfer
 from pyproxy.config import ConfigError, Settings, load_settings
 from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
@@ -232,16 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--forget-name", action="store_true",
                         help="also release the name, so upstream may serve it again")
 
-    from pyproxy.cli import cache as cli_cache
-    from pyproxy.cli import transfer as cli_transfer
-
     cli_cache.add_parsers(commands, command, _settings)
     cli_transfer.add_parsers(commands, command, _settings)
-
-    # the prefetch module owns its options
-    from pyproxy.ops.prefetch.run import add_prefetch_parser
-
-    add_prefetch_parser(commands)
+    cli_prefetch.add_parser(commands)  # its own --config, no --data-dir: it talks to a server
     return parser
 
 

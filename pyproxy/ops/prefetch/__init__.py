@@ -1,0 +1,1 @@
+"""`pyproxy prefetch`, by concern: locks (lock files), resolve (pip), run (downloads), progress."""
