@@ -38,6 +38,12 @@ class Settings:
     trust_forwarded: bool | tuple[str, ...] = False
     # seconds requests in flight get to finish after SIGTERM
     shutdown_grace: float = 30.0
+    # seconds a new connection has to send its first complete request head
+    header_timeout: float = 20.0
+    # seconds a connection may sit idle between requests
+    keepalive_timeout: float = 75.0
+    # open connections per worker; past it new ones get a 503 and are closed
+    max_connections: int = 1000
     # "pip-default": pip's built-in default index; "": private packages only
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
@@ -68,6 +74,9 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("server", "page_max_age"): "page_max_age",
     ("server", "trust_forwarded"): "trust_forwarded",
     ("server", "shutdown_grace"): "shutdown_grace",
+    ("server", "header_timeout"): "header_timeout",
+    ("server", "keepalive_timeout"): "keepalive_timeout",
+    ("server", "max_connections"): "max_connections",
     ("upstream", "url"): "upstream_url",
     ("upstream", "timeout"): "upstream_timeout",
     ("upstream", "page_ttl"): "upstream_page_ttl",
@@ -204,6 +213,8 @@ def _check(settings: Settings) -> None:
         fail("port", f"{settings.port} is not a TCP port")
     if settings.workers < 1:
         fail("workers", "must be at least 1")
+    if settings.max_connections < 1:
+        fail("max_connections", "must be at least 1")
     for name in ("upstream_url", "base_url"):
         url = getattr(settings, name)
         if url and url != DEFAULT_UPSTREAM and not re.match(r"https?://[^/\s]+", url):

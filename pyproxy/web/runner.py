@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -22,11 +23,15 @@ from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.private import PrivateRepository, PrivateStore
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
+from pyproxy.web.connections import ConnectionGuard, GuardedSite
 from pyproxy.web.context import Services
 from pyproxy.web.lifecycle import IN_FLIGHT, InFlight
 from pyproxy.web.simple import RenderedPages
 
 log = logging.getLogger("pyproxy")
+BACKLOG = 1024  # connections the kernel queues for a worker before it accepts them
+_FDS_PER_CONNECTION = 3  # its socket, a file being sent, an upstream connection
+_FDS_RESERVED = 64  # stores, logs, the listening socket
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
@@ -98,12 +103,16 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
     services = build_services(settings)
     app = build_app(services)
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace, **runner_options()
+        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace,
+        keepalive_timeout=settings.keepalive_timeout, **runner_options(),
     )
     deadline = None
     try:
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        assert runner.server is not None
+        guard = ConnectionGuard(runner.server, limit=settings.max_connections,
+                                header_timeout=settings.header_timeout)
+        await GuardedSite(runner, sock, guard, BACKLOG).start()
         await stop.wait()
         deadline = await _stop_gracefully(runner, app[IN_FLIGHT], settings.shutdown_grace)
     finally:
@@ -156,7 +165,6 @@ def _unsent(transport: asyncio.Transport) -> bool:
 
 
 def _run_worker(settings: Settings, sock: socket.socket) -> None:
-    sock.listen(1024)
     try:
         import uvloop
     except ImportError:
@@ -164,6 +172,26 @@ def _run_worker(settings: Settings, sock: socket.socket) -> None:
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(_serve(settings, sock))
+
+
+def _open_files_for(connections: int) -> None:
+    """Raise the soft limit on open files to the hard one, and say so when even that leaves
+    less than `[server] max_connections` needs: past the limit accept() fails and nobody is
+    served, where the connection bound would have refused only the newcomers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    needed = connections * _FDS_PER_CONNECTION + _FDS_RESERVED
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the open-file limit (%d) is below what [server] max_connections = %d may need (%d):"
+            " raise it (ulimit -n, LimitNOFILE=) or lower max_connections", soft, connections,
+            needed,
+        )
 
 
 def serve(settings: Settings) -> int:
@@ -175,6 +203,7 @@ def serve(settings: Settings) -> int:
         log.info("removed %d leftovers of interrupted uploads", removed)
     private.close()
     users.close()
+    _open_files_for(settings.max_connections)
     workers = settings.workers
     if workers > 1 and not metrics.multiprocess():
         log.warning("metrics are per worker: prometheus_client was imported too early")
