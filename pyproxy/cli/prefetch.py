@@ -10,7 +10,7 @@ from typing import Any
 from pyproxy.config import load_settings
 from pyproxy.ops.prefetch.locks import PrefetchError
 from pyproxy.ops.prefetch.progress import BarProgress, PlainProgress, Progress
-from pyproxy.ops.prefetch.resolve import expand_targets
+from pyproxy.ops.prefetch.targets import expand_targets
 from pyproxy.ops.prefetch.run import Request, normalize_base, prefetch
 
 
@@ -55,7 +55,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     """`pyproxy prefetch`, on the `pyproxy` command's subparsers."""
     description = ("warm a running pyproxy: resolve requirements with pip through it, or read "
                    "lock files, and download every file through it")
-    parser = commands.add_parser("prefetch", help=description, description=description)
+    parser: argparse.ArgumentParser = commands.add_parser("prefetch", help=description, description=description)
     parser.set_defaults(func=cmd_prefetch)
     parser.add_argument("--config", metavar="PATH",
                         help="configuration file the default --url is read from")
@@ -67,18 +67,21 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     parser.add_argument("-c", "--constraint", dest="constraints", action="append", default=[],
                         metavar="FILE", help="constraints file (repeatable)")
     parser.add_argument("--lock", dest="locks", action="append", default=[], metavar="FILE",
-                        help="uv.lock or pylock.toml: fetch every file it pins (repeatable)")
+                        help="uv.lock or pylock.toml: fetch the files it pins that the targets "
+                        "need (every file when no target is given; repeatable)")
     parser.add_argument("--platform", dest="platforms", action="append", default=[],
-                        metavar="TAG", help="resolve for this platform tag, e.g. "
-                        "manylinux_2_17_x86_64 (repeatable; needs --only-binary :all:)")
+                        metavar="TAG", help="prefetch for this platform tag, e.g. "
+                        "manylinux_2_17_x86_64: pip resolves for it (with --only-binary :all:) "
+                        "and lock files give only its wheels (repeatable)")
     parser.add_argument("--python-version", dest="python_versions", action="append", default=[],
-                        metavar="VERSION", help="resolve for this Python, e.g. 3.12 (repeatable; "
-                        "each one with each --platform)")
+                        metavar="VERSION", help="prefetch for this Python, e.g. 3.12 "
+                        "(repeatable; each one with each --platform)")
     parser.add_argument("--implementation", metavar="IMPL",
                         help="Python implementation for every target: cp, pp, py")
     parser.add_argument("--abi", dest="abis", action="append", default=[], metavar="ABI",
                         help="ABI tag for every target, e.g. cp312 (repeatable)")
     parser.add_argument("--only-binary", action="append", default=[], metavar="SPEC",
-                        help="as pip's --only-binary, e.g. :all: (repeatable)")
+                        help="as pip's --only-binary, e.g. :all: (repeatable); lock files' "
+                        "sdists of those projects are left out")
     return parser
 

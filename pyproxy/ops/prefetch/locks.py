@@ -41,6 +41,7 @@ class Pinned:
 class LockContents:
     files: list[Pinned] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # entries that name no index file, why
+    left_out: int = 0  # files no target needs (targets.for_targets)
 
 
 def url_filename(url: str) -> str:

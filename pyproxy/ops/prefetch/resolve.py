@@ -4,12 +4,10 @@ target platform/Python; nothing is resolved here."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,57 +20,9 @@ from pyproxy.ops.prefetch.locks import (
     is_remote,
     url_filename,
 )
+from pyproxy.ops.prefetch.targets import Target
 
 _STDERR_TAIL = 12  # lines of pip's stderr kept in a failure
-
-
-@dataclass(frozen=True)
-class Target:
-    """One environment pip resolves for; all None means this machine's own."""
-
-    python_version: str | None = None
-    platform: str | None = None
-    implementation: str | None = None
-    abis: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        parts = []
-        if self.implementation:
-            parts.append(self.implementation)
-        if self.python_version:
-            parts.append(f"python {self.python_version}")
-        if self.platform:
-            parts.append(self.platform)
-        if self.abis:
-            parts.append("abi " + ",".join(self.abis))
-        return ", ".join(parts) or "this machine"
-
-    def pip_args(self) -> list[str]:
-        args = []
-        if self.python_version:
-            args += ["--python-version", self.python_version]
-        if self.platform:
-            args += ["--platform", self.platform]
-        if self.implementation:
-            args += ["--implementation", self.implementation]
-        for abi in self.abis:
-            args += ["--abi", abi]
-        return args
-
-    @property
-    def foreign(self) -> bool:
-        return bool(self.python_version or self.platform or self.implementation or self.abis)
-
-
-def expand_targets(python_versions: Sequence[str], platforms: Sequence[str],
-                   implementation: str | None, abis: Sequence[str]) -> list[Target]:
-    """Every --python-version × every --platform; --implementation and --abi apply to all."""
-    return [
-        Target(version, platform, implementation, tuple(abis))
-        for version, platform in itertools.product(python_versions or [None],
-                                                    platforms or [None])
-    ]
 
 
 def pip_command(index_url: str, report: Path, requirements: Sequence[str],

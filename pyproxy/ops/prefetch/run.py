@@ -22,7 +22,8 @@ from typing import Any
 from pyproxy.model import normalize
 from pyproxy.ops.prefetch.locks import LockContents, Pinned, PrefetchError, read_lock
 from pyproxy.ops.prefetch.progress import Outcome, Progress
-from pyproxy.ops.prefetch.resolve import ResolutionFailed, Target, resolve_for
+from pyproxy.ops.prefetch.resolve import ResolutionFailed, resolve_for
+from pyproxy.ops.prefetch.targets import Target, for_targets
 from pyproxy.units import human_size
 
 CACHE_STATUS = "X-Pyproxy-Cache"  # set by pyproxy.web.files: "hit" or "miss"
@@ -43,6 +44,7 @@ class Summary:
     cached: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
     skipped: list[str] = field(default_factory=list)
+    left_out: int = 0  # lock files for no target
 
     @property
     def ok(self) -> bool:
@@ -53,6 +55,9 @@ class Summary:
             f"{self.fetched} file(s) fetched ({human_size(self.fetched_bytes)}), "
             f"{self.cached} already cached, {len(self.failures)} failed"
         )]
+        if self.left_out:
+            lines.append(f"left out {self.left_out} file(s) of the lock files that no target needs"
+                         " (--platform, --python-version, --only-binary)")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} entr{'y' if len(self.skipped) == 1 else 'ies'}"
                          " that name no index file:")
@@ -163,6 +168,7 @@ class _Run:
             self.progress.start()  # only now: a bad --url leaves no empty bar behind
             for contents in locks:
                 self.summary.skipped += contents.skipped
+                self.summary.left_out += contents.left_out
                 self.schedule(session, contents.files)
             if self.request.requirements:
                 gate = asyncio.Semaphore(RESOLVERS)
@@ -242,7 +248,8 @@ def prefetch(request: Request, progress: Progress) -> Summary:
     for path in [*request.requirements, *request.constraints]:
         if not Path(path).is_file():
             raise PrefetchError(f"{path}: no such file")
-    locks = [read_lock(path) for path in request.locks]
+    locks = [for_targets(read_lock(path), request.targets, request.only_binary)
+             for path in request.locks]
     if any(t.foreign for t in request.targets) and request.requirements and not any(
         ":all:" in spec.split(",") for spec in request.only_binary
     ):

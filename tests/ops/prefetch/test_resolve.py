@@ -7,13 +7,8 @@ import sys
 from pathlib import Path
 
 from pyproxy.ops.prefetch.locks import Pinned
-from pyproxy.ops.prefetch.resolve import (
-    Target,
-    expand_targets,
-    parse_pip_report,
-    pip_command,
-    pip_environment,
-)
+from pyproxy.ops.prefetch.resolve import parse_pip_report, pip_command, pip_environment
+from pyproxy.ops.prefetch.targets import Target
 
 A = "a" * 64
 B = "b" * 64
@@ -39,19 +34,6 @@ def test_pip_report_gives_files_hashes_and_skips_local_ones() -> None:
         Pinned("old", "old-1.tar.gz", {"sha256": B}),
     ]
     assert len(contents.skipped) == 1 and contents.skipped[0].startswith("mine:")
-
-
-def test_targets_are_every_version_with_every_platform() -> None:
-    targets = expand_targets(["3.11", "3.12"], ["manylinux_2_17_x86_64", "macosx_11_0_arm64"],
-                             "cp", ["cp311", "cp312"])
-    assert [(t.python_version, t.platform) for t in targets] == [
-        ("3.11", "manylinux_2_17_x86_64"), ("3.11", "macosx_11_0_arm64"),
-        ("3.12", "manylinux_2_17_x86_64"), ("3.12", "macosx_11_0_arm64"),
-    ]
-    assert all(t.implementation == "cp" and t.abis == ("cp311", "cp312") for t in targets)
-    assert expand_targets([], [], None, []) == [Target()]
-    assert not Target().foreign and Target().label == "this machine"
-    assert expand_targets(["3.12"], [], None, [])[0].label == "python 3.12"
 
 
 def test_pip_command_is_a_dry_run_through_pyproxy(tmp_path: Path) -> None:
