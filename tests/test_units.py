@@ -31,7 +31,9 @@ def test_parse_size(value: str | int, expected: int) -> None:
     assert parse_size(value) == expected
 
 
-@pytest.mark.parametrize("value", ["", "GiB", "10 XB", "-5", -5, "ten", "1,000", "10 GiB extra", True])
+@pytest.mark.parametrize(
+    "value", ["", "GiB", "10 XB", "-5", -5, "ten", "1,000", "10 GiB extra", True]
+)
 def test_parse_size_rejects(value: object) -> None:
     with pytest.raises(ValueError):
         parse_size(value)  # type: ignore[arg-type]

@@ -10,8 +10,8 @@ from typing import Any
 from pyproxy.config import load_settings
 from pyproxy.ops.prefetch.locks import PrefetchError
 from pyproxy.ops.prefetch.progress import BarProgress, PlainProgress, Progress
-from pyproxy.ops.prefetch.targets import expand_targets
 from pyproxy.ops.prefetch.run import Request, normalize_base, prefetch
+from pyproxy.ops.prefetch.targets import expand_targets
 
 
 def default_url(config: str | None) -> str:
@@ -55,7 +55,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     """`pyproxy prefetch`, on the `pyproxy` command's subparsers."""
     description = ("warm a running pyproxy: resolve requirements with pip through it, or read "
                    "lock files, and download every file through it")
-    parser: argparse.ArgumentParser = commands.add_parser("prefetch", help=description, description=description)
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "prefetch", help=description, description=description
+    )
     parser.set_defaults(func=cmd_prefetch)
     parser.add_argument("--config", metavar="PATH",
                         help="configuration file the default --url is read from")

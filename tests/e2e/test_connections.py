@@ -128,7 +128,7 @@ def test_past_max_connections_new_ones_get_503_and_a_log_line(pyproxy_factory: S
             held.enter_context(connection(server))
         time.sleep(0.5)  # accepted by the worker
         with connection(server) as extra:
-            seconds, received = closed_after(extra, MARGIN)
+            _, received = closed_after(extra, MARGIN)
         assert received.startswith(b"HTTP/1.1 503 "), received
         assert b"too many connections" in received
         assert "connection limit reached" in server.stderr_text()

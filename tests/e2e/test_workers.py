@@ -54,7 +54,7 @@ def test_a_killed_worker_is_replaced_and_ready_says_so_meanwhile(
     victim = min(first)
     os.kill(victim, signal.SIGKILL)
 
-    status, text = wait_until(lambda: (r := ready(server))[0] == 503 and r, 10,
+    _, text = wait_until(lambda: (r := ready(server))[0] == 503 and r, 10,
                               "/ready to report the lost worker")
     assert text == "not ready: 1 of 2 workers serving"
     assert get(f"{server.url}/simple/").status == 200  # the other one serves meanwhile

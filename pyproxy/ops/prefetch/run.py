@@ -59,8 +59,8 @@ class Summary:
             lines.append(f"left out {self.left_out} file(s) of the lock files that no target needs"
                          " (--platform, --python-version, --only-binary)")
         if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} entr{'y' if len(self.skipped) == 1 else 'ies'}"
-                         " that name no index file:")
+            entries = "entry" if len(self.skipped) == 1 else "entries"
+            lines.append(f"skipped {len(self.skipped)} {entries} that name no index file:")
             lines += [f"  {why}" for why in self.skipped]
         if self.failures:
             lines.append("failures:")
@@ -123,7 +123,8 @@ class _Run:
                     return "cached", 0, ""
                 if response.status != 200:
                     return "failed", 0, f"HTTP {response.status}: {await _message(response)}"
-                digests = {a: hashlib.new(a) for a in pinned.hashes if a in hashlib.algorithms_available}
+                digests = {a: hashlib.new(a) for a in pinned.hashes
+                           if a in hashlib.algorithms_available}
                 size = 0
                 async for chunk in response.content.iter_chunked(_CHUNK):
                     size += len(chunk)
