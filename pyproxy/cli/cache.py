@@ -13,6 +13,7 @@ import orjson
 
 from pyproxy.config import Settings
 from pyproxy.ops import cacheops
+from pyproxy.stores.blobcache import BlobCache
 from pyproxy.units import human_size, parse_size
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -40,7 +41,7 @@ def _days_argument(text: str) -> float:
     return days
 
 
-def _open(settings: Settings) -> cacheops.BlobCache:
+def _open(settings: Settings) -> BlobCache:
     if not settings.data_dir.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no data directory", str(settings.data_dir))
     return cacheops.open_blobs(settings.data_dir, settings.cache_max_size)

@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
                 parent: Any = commands) -> argparse.ArgumentParser:
-        sub = parent.add_parser(name, help=help, description=help)
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
         _common(sub)
         sub.set_defaults(func=func)
         return sub
@@ -243,8 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return func(args)
     except ConfigError as exc:
         print(f"pyproxy: configuration error: {exc}", file=sys.stderr)
         return 2

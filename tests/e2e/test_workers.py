@@ -30,7 +30,12 @@ def workers_of(server: PyproxyServer) -> set[int]:
 
 
 def ready(server: PyproxyServer) -> tuple[int, str]:
-    response = get(f"{server.url}/ready", timeout=10)
+    """/ready's status and text; (0, why) for a connection that a worker's death reset (one
+    queued for the killed worker, or landing on its socket as it closes)."""
+    try:
+        response = get(f"{server.url}/ready", timeout=10)
+    except OSError as exc:
+        return 0, str(exc)
     return response.status, response.body.strip()
 
 
@@ -55,7 +60,7 @@ def test_a_killed_worker_is_replaced_and_ready_says_so_meanwhile(
     os.kill(victim, signal.SIGKILL)
 
     _, text = wait_until(lambda: (r := ready(server))[0] == 503 and r, 10,
-                              "/ready to report the lost worker")
+                         "/ready to report the lost worker")
     assert text == "not ready: 1 of 2 workers serving"
     assert get(f"{server.url}/simple/").status == 200  # the other one serves meanwhile
     wait_until(lambda: ready(server) == (200, "ready"), 30, "the replacement to serve")
