@@ -88,7 +88,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None:
-    def bound(func: Callable[[argparse.Namespace, Settings], int]) -> Callable[[argparse.Namespace], int]:
+    def bound(func: Callable[[argparse.Namespace, Settings], int]
+              ) -> Callable[[argparse.Namespace], int]:
         def run(args: argparse.Namespace) -> int:
             try:
                 return func(args, settings(args))
@@ -97,11 +98,11 @@ def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None
                 return 1
         return run
 
-    export = command("export", bound(cmd_export),
-                     "write the private packages into a portable directory (for air-gapped networks)")
+    export = command("export", bound(cmd_export), "write the private packages into a portable "
+                     "directory (for air-gapped networks)")
     export.add_argument("directory", help="a new or empty directory")
     export.add_argument("--include-cache", action="store_true",
                         help="also write the cached upstream files and pages")
-    load = command("import", bound(cmd_import),
-                   "load an export into this data directory, checking every file; skips what is there")
+    load = command("import", bound(cmd_import), "load an export into this data directory, "
+                   "checking every file; skips what is there")
     load.add_argument("directory", help="a directory written by pyproxy export")
