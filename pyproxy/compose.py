@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
+from pyproxy.datadir import DataDir
 from pyproxy.model import PrivateCatalog, Repository
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
@@ -31,7 +32,8 @@ from pyproxy.stores.private import PrivateRepository, PrivateStore, ReadRestrict
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
-    return PrivateStore(data_dir / "private"), UserStore(data_dir)
+    layout = DataDir(data_dir)
+    return PrivateStore(layout.private), UserStore(layout.users)
 
 
 def upstream_url(settings: Settings) -> str | None:
@@ -124,7 +126,7 @@ def build_services(settings: Settings) -> Services:
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
     url = upstream_url(settings)
     if url is not None:
-        cache = settings.data_dir / "cache"
+        layout = DataDir(settings.data_dir)
         upstream = UpstreamRepository(
             UpstreamClient(
                 url,
@@ -132,8 +134,8 @@ def build_services(settings: Settings) -> Services:
                 ca_bundle=settings.upstream_ca_bundle,
                 files_from=settings.upstream_files_from,
             ),
-            PageStore(cache / "pages"),
-            BlobCache(cache / "files", settings.cache_max_size),
+            PageStore(layout.pages),
+            BlobCache(layout.files, settings.cache_max_size),
             page_ttl=settings.upstream_page_ttl,
             index_ttl=settings.upstream_index_ttl,
         )
