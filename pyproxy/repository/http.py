@@ -257,6 +257,10 @@ class UpstreamClient:
             if status >= 400 and status != 405:
                 raise UpstreamError(f"answered HTTP {status}")
 
+    def answer_unusable(self) -> None:
+        """An answer that arrived but could not be used (a garbage page): for /ready, a failure."""
+        self.last_failure = time.monotonic()
+
     @contextmanager
     def _asking(self, kind: str) -> Iterator[None]:
         """One upstream request: counted and timed, and remembered for /ready."""

@@ -7,6 +7,12 @@ and logged; with no copy, the caller gets Unavailable (503) — never NotFound, 
 sends installers on to the next index, which is the dependency-confusion path. However many
 clients ask for a page at once, one request goes upstream.
 
+Garbage is any 200 that is not the page asked for: a body that does not parse, HTML with nothing
+of a simple page (formats.parse), HTML without the version marker where the copy was JSON, or a
+page that suddenly lists no files (a list no projects) where the copy had some and upstream does
+not say why (PEP 792 quarantine). It is counted, and never replaces the copy, in memory or on
+disk.
+
 Only URLs read from an upstream page are ever fetched (no open proxy), and only while the
 page offers files (PEP 792: a quarantined project offers none); a file's redirects may lead only
 to the origins that page links files on (or those the client allows: repository/http.py).
@@ -21,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from pyproxy import metrics
+from pyproxy.formats.parse import JSON_TYPE, NotASimplePage
 from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
@@ -48,6 +55,38 @@ _RETRY_AFTER_FAILURE_S = 30.0
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
 
 Result = ProjectPage | ProjectList | None
+
+
+class PageEmptied(UpstreamFormatError):
+    """A page that lists nothing where the cached copy listed something."""
+
+
+def lists_nothing(result: Result) -> bool:
+    """A page without files that says of no reason why (PEP 792), or a list without names."""
+    if isinstance(result, ProjectPage):
+        return not result.files and result.status.offers_files
+    return isinstance(result, ProjectList) and not result.names
+
+
+def emptied(old: Result, new: Result) -> bool:
+    """`new` lists nothing (see lists_nothing), where `old` listed something."""
+    if isinstance(old, ProjectPage) and isinstance(new, ProjectPage):
+        return bool(old.files) and lists_nothing(new)
+    if isinstance(old, ProjectList) and isinstance(new, ProjectList):
+        return bool(old.names) and not new.names
+    return False
+
+
+def _spoke_json(record: PageRecord | None) -> bool:
+    if record is None or record.status != 200 or not record.content_type:
+        return False
+    return record.content_type.split(";")[0].strip().lower() == JSON_TYPE
+
+
+def _refusal(exc: UpstreamFormatError) -> str:
+    if isinstance(exc, PageEmptied):
+        return "emptied"
+    return "not_a_page" if isinstance(exc, NotASimplePage) else "malformed"
 
 
 def offered_file(page: ProjectPage, filename: str) -> DistFile:
@@ -158,7 +197,13 @@ class UpstreamRepository:
         if known is not None:
             return known
         record = await asyncio.to_thread(self.pages.load, name)
-        return None if record is None else await self.pages.remember(name, record)
+        if record is None:
+            return None
+        try:
+            return await self.pages.remember(name, record)
+        except UpstreamFormatError as exc:  # stored by a pyproxy with laxer checks
+            log.warning("the cached page of %s is unusable: %s", name, exc)
+            return None
 
     # ---- pages ----
 
@@ -176,11 +221,18 @@ class UpstreamRepository:
     async def _refresh(self, key: str, url: str, stale: PageRecord | None, ttl: float) -> Result:
         try:
             record = await self._fetch(url, stale)
-            known = await self.pages.remember(key, record)
+            fresh = await self.pages.parsed(key, record, require_marker=_spoke_json(stale))
+            if stale is not None and stale.revision != record.revision:
+                await self._check_not_emptied(key, stale, fresh)
         except (UpstreamError, UpstreamFormatError) as exc:
-            malformed = isinstance(exc, UpstreamFormatError)
-            problem = f"sent a malformed page: {exc}" if malformed else str(exc)
+            if isinstance(exc, UpstreamFormatError):
+                metrics.REFUSED_PAGES.labels(_refusal(exc)).inc()
+                self.client.answer_unusable()
+                problem = f"answered 200 with something that is not the page: {exc}"
+            else:
+                problem = str(exc)
             if stale is None:
+                log.warning("no copy of %s to serve: upstream %s", url, problem)
                 raise Unavailable(
                     f"upstream index unavailable ({problem}) and no copy is cached"
                 ) from None
@@ -192,8 +244,19 @@ class UpstreamRepository:
             retry_at = time.time() - ttl + min(ttl, _RETRY_AFTER_FAILURE_S)
             backing_off = dataclasses.replace(stale, fetched_at=retry_at)
             return (await self.pages.remember(key, backing_off)).result
+        self.pages.keep(key, fresh)
         await asyncio.to_thread(self.pages.save, key, record)
-        return known.result
+        return fresh.result
+
+    async def _check_not_emptied(self, key: str, stale: PageRecord, fresh: Parsed) -> None:
+        if not lists_nothing(fresh.result):
+            return  # lists something (or is a 404): nothing to compare, and no parse of the copy
+        try:
+            old = await self.pages.parsed(key, stale)
+        except UpstreamFormatError:
+            return  # the copy itself is unusable: nothing to protect
+        if emptied(old.result, fresh.result):
+            raise PageEmptied("it lists nothing, where the cached copy lists something")
 
     async def _fetch(self, url: str, stale: PageRecord | None) -> PageRecord:
         etag = last_modified = None

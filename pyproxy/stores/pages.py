@@ -62,13 +62,21 @@ class Parsed:
     result: ProjectPage | ProjectList | None  # None: upstream has no such project
 
 
-def parse(key: str, record: PageRecord) -> ProjectPage | ProjectList:
-    """The page a 200 record holds; UpstreamFormatError if its body is malformed."""
+def parse(
+    key: str, record: PageRecord, *, require_marker: bool = False
+) -> ProjectPage | ProjectList:
+    """The page a 200 record holds; UpstreamFormatError if its body is malformed or is no
+    simple page (`require_marker`: see formats.parse)."""
     revision = f"u{record.revision}"
     if key == INDEX_KEY:
-        projects = parse_project_list(record.body, record.content_type, record.url)
+        projects = parse_project_list(
+            record.body, record.content_type, record.url, require_marker=require_marker
+        )
         return ProjectList(projects.names, revision=revision)
-    page = parse_project_page(record.body, record.content_type, record.url, NormalizedName(key))
+    page = parse_project_page(
+        record.body, record.content_type, record.url, NormalizedName(key),
+        require_marker=require_marker,
+    )
     return dataclasses.replace(page, revision=revision)
 
 
@@ -110,18 +118,24 @@ class PageStore:
         return self._memory.get(key)
 
     async def remember(self, key: str, record: PageRecord) -> Parsed:
-        """Parse the record (off the loop, unless the same body is already parsed) and keep it
-        in memory; UpstreamFormatError if it does not parse."""
-        known = self._memory.get(key)
-        if known is None or known.revision != record.revision:
-            result = None
-            if record.status == 200:
-                result = await asyncio.to_thread(parse, key, record)
-            known = Parsed(record.fetched_at, record.revision, result)
-        else:
-            known = dataclasses.replace(known, fetched_at=record.fetched_at)
-        self._memory.put(key, known)
+        """Parse the record (see `parsed`) and keep it in memory."""
+        known = await self.parsed(key, record)
+        self.keep(key, known)
         return known
+
+    async def parsed(self, key: str, record: PageRecord, *, require_marker: bool = False) -> Parsed:
+        """The record parsed (off the loop, unless the same body is already parsed), not kept;
+        UpstreamFormatError if it does not parse."""
+        known = self._memory.get(key)
+        if known is not None and known.revision == record.revision:
+            return dataclasses.replace(known, fetched_at=record.fetched_at)
+        result = None
+        if record.status == 200:
+            result = await asyncio.to_thread(parse, key, record, require_marker=require_marker)
+        return Parsed(record.fetched_at, record.revision, result)
+
+    def keep(self, key: str, parsed: Parsed) -> None:
+        self._memory.put(key, parsed)
 
     # ---- disk (blocking: call from a thread) ----
 

@@ -151,9 +151,9 @@ async def test_remember_parses_once_per_revision(
     parses: list[str] = []
     original = page_store.parse
 
-    def counting(key: str, held: PageRecord) -> ProjectPage | ProjectList:
+    def counting(key: str, held: PageRecord, **options: Any) -> ProjectPage | ProjectList:
         parses.append(key)
-        return original(key, held)
+        return original(key, held, **options)
 
     monkeypatch.setattr(page_store, "parse", counting)
     first = record(page_body("proj", "proj-1.0.tar.gz"), fetched_at=100.0)
