@@ -47,6 +47,12 @@ class Settings:
     # "pip-default": pip's built-in default index; "": private packages only
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
+    # seconds a page fetch may take in all, and a file download until its response headers
+    upstream_deadline: float = 60.0
+    # a file download slower than this (bytes per second, over each rate_window of waiting for
+    # upstream) is aborted; 0: no minimum
+    upstream_min_rate: int = 10_000
+    upstream_rate_window: float = 30.0
     upstream_page_ttl: int = 600
     upstream_index_ttl: int = 3600
     upstream_ca_bundle: str = ""
@@ -87,6 +93,9 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("server", "max_connections"): "max_connections",
     ("upstream", "url"): "upstream_url",
     ("upstream", "timeout"): "upstream_timeout",
+    ("upstream", "deadline"): "upstream_deadline",
+    ("upstream", "min_rate"): "upstream_min_rate",
+    ("upstream", "rate_window"): "upstream_rate_window",
     ("upstream", "page_ttl"): "upstream_page_ttl",
     ("upstream", "index_ttl"): "upstream_index_ttl",
     ("upstream", "ca_bundle"): "upstream_ca_bundle",
@@ -104,6 +113,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
 _SIZE_FIELDS = {"cache_max_size", "max_upload_size"}
+_RATE_FIELDS = {"upstream_min_rate"}  # bytes per second: a size, "/s" optional
 # settings with a closed set of values, taken in any case
 _CHOICES = {
     "log_level": ("debug", "info", "warning", "error"),
@@ -172,6 +182,13 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
         return _trusted_peers(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
+    if name in _RATE_FIELDS:
+        if isinstance(value, str):
+            value = re.sub(r"\s*/\s*s\s*$", "", value, flags=re.IGNORECASE)
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as 10kB/s or 1MiB/s") from None
     if name in _CHOICES:
         choices = _CHOICES[name]
         if not isinstance(value, str) or value.strip().lower() not in choices:

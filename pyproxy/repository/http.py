@@ -8,6 +8,11 @@ counted and timed, and its outcome kept for /ready (`last_success`, `last_failur
 A file download follows at most MAX_FILE_REDIRECTS redirects, and only to an origin that the
 caller names (those its page links files on), the index's own, or one configured with
 `[upstream] files_from`: any other target is refused before it is asked anything.
+
+A dripping upstream counts as down: a page must arrive whole within `deadline` seconds (and a
+file's response headers too), and a file body that brings less than `min_rate` bytes a second
+over a `rate_window` of waiting for it is aborted. Only the time spent waiting for upstream
+counts, so a slow disk or client does not make upstream look slow.
 """
 
 from __future__ import annotations
@@ -113,6 +118,9 @@ class UpstreamClient:
         timeout: float,
         ca_bundle: str = "",
         files_from: Iterable[str] = (),
+        deadline: float = 60.0,
+        min_rate: int = 0,
+        rate_window: float = 30.0,
     ) -> None:
         parts = urlsplit(index_url)
         self._authorization = (
@@ -130,6 +138,9 @@ class UpstreamClient:
             {index_origin} if index_origin is not None else set()
         )
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
+        self._deadline = deadline
+        self._min_rate = min_rate  # bytes per second; 0: no minimum
+        self._rate_window = rate_window
         self._ca_bundle = ca_bundle
         self._session: aiohttp.ClientSession | None = None
         # when (time.monotonic) upstream last answered, or last failed to: /ready reads them
@@ -165,9 +176,10 @@ class UpstreamClient:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        deadline = asyncio.timeout(self._deadline)
         with self._asking("page"):
             try:
-                async with self.session.get(url, headers=headers) as response:
+                async with deadline, self.session.get(url, headers=headers) as response:
                     if response.status == 304 and (etag or last_modified):
                         return PageAnswer(304, url)
                     if response.status in (404, 410):
@@ -183,6 +195,10 @@ class UpstreamClient:
                         response.headers.get("Last-Modified"),
                     )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if deadline.expired():
+                    raise UpstreamError(
+                        f"sent no complete page within {self._deadline:g} s"
+                    ) from None
                 raise UpstreamError(_describe(exc)) from None
 
     def opener(
@@ -194,14 +210,57 @@ class UpstreamClient:
 
         @asynccontextmanager
         async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
+            deadline = asyncio.timeout(self._deadline)
             with self._asking("file"):
-                response = await self._get_file(url, file_origins)
+                try:
+                    async with deadline:
+                        response = await self._get_file(url, file_origins)
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    raise Unavailable(
+                        f"upstream sent no answer for a file within {self._deadline:g} s"
+                    ) from None
             try:
-                yield response.content.iter_chunked(_CHUNK)
+                if self._min_rate > 0:
+                    yield self._metered(response.content)
+                else:
+                    yield response.content.iter_chunked(_CHUNK)
             finally:
                 response.release()
 
         return open_body
+
+    async def _metered(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+        """The body's chunks; Unavailable once a window of waiting brought too few bytes."""
+        clock = asyncio.get_running_loop().time
+        window, needed = self._rate_window, self._min_rate * self._rate_window
+        waited, received = 0.0, 0
+        while True:
+            started = clock()
+            waiting = asyncio.timeout(window - waited)
+            chunk: bytes | None = None
+            try:
+                async with waiting:
+                    chunk = await content.read(_CHUNK)
+            except TimeoutError:
+                if not waiting.expired():
+                    raise  # aiohttp's own read timeout
+            waited += clock() - started
+            if chunk == b"":
+                return
+            if chunk:
+                received += len(chunk)
+                yield chunk
+            if waited >= window:
+                if received < needed:
+                    metrics.UPSTREAM_ERRORS.labels("file").inc()
+                    self.last_failure = time.monotonic()
+                    raise Unavailable(
+                        f"upstream sent {received} bytes in {window:g} s, less than"
+                        f" [upstream] min_rate ({self._min_rate} bytes/s): download aborted"
+                    )
+                waited, received = 0.0, 0
 
     async def _get_file(
         self, url: str, file_origins: Callable[[], Collection[Origin]]

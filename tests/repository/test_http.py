@@ -6,13 +6,14 @@ show). Against real servers on 127.0.0.1 (see tests/repository/conftest.py).
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestServer
 
 from pyproxy.model import Unavailable
@@ -306,3 +307,38 @@ async def test_a_file_redirect_to_an_allowed_origin_is_followed(
     assert response.status == 200, await response.text()
     assert await response.read() == BODY
     assert len(third.seen) == (1 if where == "configured host" else 0)
+
+
+# ---------------------------------------------------------------------------- slow file bodies
+
+
+async def test_a_dripping_file_is_aborted_and_never_cached(
+    fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    """Below [upstream] min_rate over a window of waiting, the download is aborted: the client
+    sees an aborted body, nothing is cached, and a later full-speed download works."""
+    dist = fake.add_generated_file("foo", "foo-1.0.tar.gz", 64 * 1024)
+    client, _ = await make_client(
+        upstream_url=fake.index_url, upstream_min_rate=1_000_000, upstream_rate_window=0.2
+    )
+    fake.drip = (1024, 0.05)  # 20 kB/s: the whole file would take over 3 s
+    response = await client.get(f"/files/foo/{dist.filename}")
+    with pytest.raises(ClientPayloadError):
+        await response.read()
+    fake.drip = None
+    response = await client.get(f"/files/foo/{dist.filename}")
+    assert response.status == 200
+    assert hashlib.sha256(await response.read()).hexdigest() == dist.sha256
+    assert fake.count(fake.file_path("foo", dist.filename)) == 2  # the first was not kept
+
+
+async def test_file_headers_have_the_deadline_too(
+    fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    dist = fake.add_generated_file("foo", "foo-1.0.tar.gz", 1000)
+    client, _ = await make_client(upstream_url=fake.index_url, upstream_deadline=0.3)
+    assert (await client.get("/simple/foo/")).status == 200
+    fake.latency = 1.0  # before any answer, within the 30 s read timeout
+    response = await client.get(f"/files/foo/{dist.filename}")
+    assert response.status == 503
+    assert "no answer for a file within 0.3 s" in await response.text()

@@ -60,9 +60,10 @@ async def make_upstream(tmp_path: Path) -> AsyncIterator[MakeUpstream]:
     made: list[UpstreamRepository] = []
 
     def make(index_url: str, *, cache_dir: Path | None = None, timeout: float = 2.0,
-             page_ttl: float = 600.0, index_ttl: float = 600.0) -> UpstreamRepository:
+             page_ttl: float = 600.0, index_ttl: float = 600.0, deadline: float = 60.0,
+             ) -> UpstreamRepository:
         upstream = UpstreamRepository(
-            UpstreamClient(index_url, timeout=timeout),
+            UpstreamClient(index_url, timeout=timeout, deadline=deadline),
             PageStore(cache_dir or tmp_path / f"pages{len(made)}"),
             BlobCache(tmp_path / f"files{len(made)}", 2**30),
             page_ttl=page_ttl,
@@ -293,6 +294,25 @@ async def test_outage_without_copy_is_503_over_http(
         assert response.status == 503, (accept, response.status, await response.text())
         # pip honours Retry-After by sleeping before each retry: a 503 must not set it
         assert "Retry-After" not in response.headers
+
+
+async def test_a_dripping_page_counts_as_down(
+    fake: FakeUpstream, make_upstream: MakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes arrive well within the read timeout, but the page would take seconds in all: past
+    the deadline the stale copy is served (503 without one), not the page that was dripping."""
+    upstream = make_upstream(fake.index_url, timeout=2.0, deadline=0.5, page_ttl=0.05)
+    page = await upstream.project_page(_n("foo-bar"))
+    fake.add_file("foo_bar", "foo_bar-3.0.tar.gz", b"new")  # what the dripped page would add
+    fake.drip = (16, 0.05)  # a page of ~1.5 kB: about 5 s
+    await asyncio.sleep(0.1)
+    with caplog.at_level(logging.WARNING, logger="pyproxy.upstream"):
+        stale = await upstream.project_page(_n("foo-bar"))
+    assert stale.files == page.files
+    assert "no complete page within 0.5 s" in caplog.text
+    fake.add_file("other", "other-1.0.tar.gz", b"other")
+    with pytest.raises(Unavailable, match="no complete page within 0.5 s"):
+        await upstream.project_page(_n("other"))  # never fetched: no copy
 
 
 # ---------------------------------------------------------------------------- malformed answers
