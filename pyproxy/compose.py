@@ -137,7 +137,7 @@ def build_services(settings: Settings) -> Services:
                 min_rate=settings.upstream_min_rate,
                 rate_window=settings.upstream_rate_window,
             ),
-            PageStore(layout.pages),
+            PageStore(layout.pages, memory_bytes=settings.upstream_page_memory),
             BlobCache(layout.files, settings.cache_max_size),
             page_ttl=settings.upstream_page_ttl,
             index_ttl=settings.upstream_index_ttl,

@@ -53,6 +53,8 @@ class Settings:
     # upstream) is aborted; 0: no minimum
     upstream_min_rate: int = 10_000
     upstream_rate_window: float = 30.0
+    # bytes of memory (estimated) each worker may keep parsed upstream pages in
+    upstream_page_memory: int = 256 * 1024**2
     upstream_page_ttl: int = 600
     upstream_index_ttl: int = 3600
     upstream_ca_bundle: str = ""
@@ -96,6 +98,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("upstream", "deadline"): "upstream_deadline",
     ("upstream", "min_rate"): "upstream_min_rate",
     ("upstream", "rate_window"): "upstream_rate_window",
+    ("upstream", "page_memory"): "upstream_page_memory",
     ("upstream", "page_ttl"): "upstream_page_ttl",
     ("upstream", "index_ttl"): "upstream_index_ttl",
     ("upstream", "ca_bundle"): "upstream_ca_bundle",
@@ -112,7 +115,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("auth", "password_failures_per_minute"): "password_failures_per_minute",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
-_SIZE_FIELDS = {"cache_max_size", "max_upload_size"}
+_SIZE_FIELDS = {"cache_max_size", "max_upload_size", "upstream_page_memory"}
 _RATE_FIELDS = {"upstream_min_rate"}  # bytes per second: a size, "/s" optional
 # settings with a closed set of values, taken in any case
 _CHOICES = {

@@ -17,14 +17,19 @@ V = TypeVar("V")
 
 
 class BoundedLRU(Generic[K, V]):
-    """A map of at most `capacity` entries. Reading or writing an entry makes it the most
-    recently used; when one too many is written, the least recently used goes."""
+    """A map of at most `capacity` entries, or, given `weigh`, of entries whose weights add up
+    to at most `capacity` (e.g. bytes). Reading or writing an entry makes it the most recently
+    used; when one too many is written, the least recently used go. An entry heavier than the
+    whole capacity is not kept at all (rather than pushing out everything else)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, weigh: Callable[[V], int] | None = None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
         self.capacity = capacity
+        self._weigh = weigh
         self._entries: OrderedDict[K, V] = OrderedDict()
+        self._weights: dict[K, int] = {}
+        self.weight = 0  # of the entries held: their number, or the sum of their weights
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -36,13 +41,22 @@ class BoundedLRU(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        self.pop(key)
+        weight = 1 if self._weigh is None else max(1, self._weigh(value))
+        if weight > self.capacity:
+            return
         self._entries[key] = value
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        self._weights[key] = weight
+        self.weight += weight
+        while self.weight > self.capacity:
+            oldest, _ = self._entries.popitem(last=False)
+            self.weight -= self._weights.pop(oldest)
 
     def pop(self, key: K) -> V | None:
-        return self._entries.pop(key, None)
+        value = self._entries.pop(key, None)
+        if key in self._weights:
+            self.weight -= self._weights.pop(key)
+        return value
 
 
 class SingleFlight(Generic[K, V]):

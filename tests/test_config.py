@@ -96,6 +96,7 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("upstream", "deadline"): ("90", "90", 90.0),
     ("upstream", "min_rate"): ('"1MiB/s"', "1 MiB / s", 2**20),
     ("upstream", "rate_window"): ("10", "10", 10.0),
+    ("upstream", "page_memory"): ('"64MiB"', "64MiB", 64 * 1024**2),
     ("upstream", "page_ttl"): ("5", "5", 5),
     ("upstream", "index_ttl"): ("7", "7", 7),
     ("upstream", "ca_bundle"): ("CA", "CA", "CA"),  # replaced by a real file in the tests
@@ -328,6 +329,7 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[upstream]\nmin_rate = '10kB/h'\n", "upstream.min_rate"),
         ("[upstream]\nmin_rate = -1\n", "upstream.min_rate"),
         ("[upstream]\nrate_window = 0\n", "upstream.rate_window"),
+        ("[upstream]\npage_memory = 'lots'\n", "upstream.page_memory"),
         ("[upstream]\nfiles_from = 'cdn.example.com'\n", "upstream.files_from"),
         ("[upstream]\nfiles_from = ['https://cdn.example.com/packages/']\n", "upstream.files_from"),
         ("[upstream]\nfiles_from = ['ftp://cdn.example.com']\n", "upstream.files_from"),

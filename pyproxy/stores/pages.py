@@ -2,9 +2,11 @@
 
 Keys are normalised project names, and INDEX_KEY for the project list. The disk (a
 diskcache.Cache that every worker process shares) keeps the raw answer with its validators and
-fetch time, so a restart or another worker needs no refetch. The memory (per process, bounded,
-least recently used out first) keeps parsed pages, and a record whose body is the one already
-parsed (a 304 keeps the revision) is not parsed again. Judging freshness is the caller's
+fetch time, so a restart or another worker needs no refetch. The memory (per process, least
+recently used out first) keeps parsed pages within a bound in bytes, each page costed by an
+estimate from its raw body and what it lists (`parsed_cost`), and a record whose body is the
+one already parsed (a 304 keeps the revision) is not parsed again. A page evicted from memory
+is parsed again from disk when next asked for. Judging freshness is the caller's
 business (repository/upstream.py); this module only stores.
 """
 
@@ -31,7 +33,14 @@ from pyproxy.model import NormalizedName, ProjectList, ProjectPage
 __all__ = ["INDEX_KEY", "PageRecord", "PageStore", "Parsed", "UpstreamFormatError", "revision_of"]
 
 INDEX_KEY = "/"  # the project list's key; no project is named "/"
-_MEMORY_PAGES = 2048
+MEMORY_BYTES = 256 * 1024**2  # the default bound of the parsed pages one process keeps
+# The estimate of a parsed page's memory, fitted (with a margin) to tracemalloc on JSON and HTML
+# pages from terse to verbose: ~540-660 bytes per file whatever its entry says, plus 1.2-1.6
+# bytes per body byte (its strings); ~75 bytes per project name of the root.
+_PER_BODY_BYTE = 2
+_PER_FILE = 600
+_PER_NAME = 64
+_PARSED_OVERHEAD = 2048  # objects every parsed page has, whatever its size
 _SIZE_LIMIT = 2**30
 
 
@@ -60,6 +69,17 @@ class Parsed:
     fetched_at: float
     revision: str
     result: ProjectPage | ProjectList | None  # None: upstream has no such project
+    cost: int = _PARSED_OVERHEAD  # estimated bytes of memory that `result` takes
+
+
+def parsed_cost(record: PageRecord, result: ProjectPage | ProjectList | None) -> int:
+    """The memory the parsed `result` of `record` is reckoned to take."""
+    listed = 0
+    if isinstance(result, ProjectPage):
+        listed = _PER_FILE * len(result.files)
+    elif isinstance(result, ProjectList):
+        listed = _PER_NAME * len(result.names)
+    return _PARSED_OVERHEAD + _PER_BODY_BYTE * len(record.body) + listed
 
 
 def parse(
@@ -104,9 +124,11 @@ class _RecordDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no t
 class PageStore:
     """Upstream pages by key: raw records on disk, parsed pages in memory."""
 
-    def __init__(self, directory: Path, *, memory_pages: int = _MEMORY_PAGES) -> None:
+    def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
         self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
-        self._memory: BoundedLRU[str, Parsed] = BoundedLRU(memory_pages)
+        self._memory: BoundedLRU[str, Parsed] = BoundedLRU(
+            max(1, memory_bytes), weigh=lambda parsed: parsed.cost
+        )
 
     def close(self) -> None:
         self._disk.close()
@@ -116,6 +138,11 @@ class PageStore:
     def known(self, key: str) -> Parsed | None:
         """The parsed page in this process's memory, if any (the warm path: no disk, no parse)."""
         return self._memory.get(key)
+
+    @property
+    def memory_bytes(self) -> int:
+        """The estimated bytes of the parsed pages this process keeps (at most its bound)."""
+        return self._memory.weight
 
     async def remember(self, key: str, record: PageRecord) -> Parsed:
         """Parse the record (see `parsed`) and keep it in memory."""
@@ -132,9 +159,11 @@ class PageStore:
         result = None
         if record.status == 200:
             result = await asyncio.to_thread(parse, key, record, require_marker=require_marker)
-        return Parsed(record.fetched_at, record.revision, result)
+        return Parsed(record.fetched_at, record.revision, result, parsed_cost(record, result))
 
     def keep(self, key: str, parsed: Parsed) -> None:
+        """Into memory; a page larger than the whole bound is not kept (it is parsed again from
+        disk each time it is asked for)."""
         self._memory.put(key, parsed)
 
     # ---- disk (blocking: call from a thread) ----

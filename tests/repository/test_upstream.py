@@ -61,10 +61,10 @@ async def make_upstream(tmp_path: Path) -> AsyncIterator[MakeUpstream]:
 
     def make(index_url: str, *, cache_dir: Path | None = None, timeout: float = 2.0,
              page_ttl: float = 600.0, index_ttl: float = 600.0, deadline: float = 60.0,
-             ) -> UpstreamRepository:
+             page_memory: int = page_store.MEMORY_BYTES) -> UpstreamRepository:
         upstream = UpstreamRepository(
             UpstreamClient(index_url, timeout=timeout, deadline=deadline),
-            PageStore(cache_dir or tmp_path / f"pages{len(made)}"),
+            PageStore(cache_dir or tmp_path / f"pages{len(made)}", memory_bytes=page_memory),
             BlobCache(tmp_path / f"files{len(made)}", 2**30),
             page_ttl=page_ttl,
             index_ttl=index_ttl,
@@ -217,6 +217,42 @@ async def test_upstream_404_is_not_found(fake: FakeUpstream, make_upstream: Make
     assert fake.count(fake.page_path("does-not-exist")) == 1
 
 
+async def test_parsed_pages_in_memory_are_bounded_by_bytes(
+    fake: FakeUpstream, make_upstream: MakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many big pages: the memory holds what fits in its bound in bytes, the rest is parsed
+    again from the disk cache when asked for, without asking upstream."""
+    names = [f"big-{n}" for n in range(8)]
+    for name in names:
+        for n in range(300):
+            fake.add_file(name, f"{name}-{n}.0.tar.gz", b"x")
+    measuring = make_upstream(fake.index_url)
+    await measuring.project_page(_n(names[0]))
+    known = measuring.pages.known(names[0])
+    assert known is not None
+    bound = 3 * known.cost + known.cost // 2  # three of them fit
+    parses: list[str] = []
+    original = page_store.parse
+
+    def counting_parse(key: str, entry: Any, **options: Any) -> Any:
+        parses.append(key)
+        return original(key, entry, **options)
+
+    monkeypatch.setattr(page_store, "parse", counting_parse)
+    upstream = make_upstream(fake.index_url, page_memory=bound)
+    pages = {}
+    for name in names:
+        pages[name] = await upstream.project_page(_n(name))
+        assert upstream.pages.memory_bytes <= bound
+    assert [n for n in names if upstream.pages.known(n) is not None] == names[-3:]
+    asked = fake.total
+    again = await upstream.project_page(_n(names[0]))  # evicted: from disk, parsed again
+    assert again.files == pages[names[0]].files and len(again.files) == 300
+    assert fake.total == asked, "an evicted page was fetched from upstream again"
+    assert parses.count(names[0]) == 2
+    assert upstream.pages.memory_bytes <= bound
+
+
 # ---------------------------------------------------------------------------- outages
 
 
@@ -311,7 +347,7 @@ async def test_a_dripping_page_counts_as_down(
     assert stale.files == page.files
     assert "no complete page within 0.5 s" in caplog.text
     fake.add_file("other", "other-1.0.tar.gz", b"other")
-    with pytest.raises(Unavailable, match="no complete page within 0.5 s"):
+    with pytest.raises(Unavailable, match=r"no complete page within 0\.5 s"):
         await upstream.project_page(_n("other"))  # never fetched: no copy
 
 
