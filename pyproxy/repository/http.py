@@ -148,6 +148,11 @@ class UpstreamClient:
         self.last_failure: float | None = None
 
     @property
+    def deadline(self) -> float:
+        """Seconds a page fetch may take in all."""
+        return self._deadline
+
+    @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             ssl_context = ssl.create_default_context(cafile=self._ca_bundle or None)

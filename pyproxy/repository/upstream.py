@@ -5,7 +5,9 @@ Pages are fresh for a TTL, then revalidated with If-None-Match / If-Modified-Sin
 costs no parse). On timeouts, refused connections, 5xx or garbage, a stale copy is served
 and logged; with no copy, the caller gets Unavailable (503) — never NotFound, because a 404
 sends installers on to the next index, which is the dependency-confusion path. However many
-clients ask for a page at once, one request goes upstream.
+clients ask for a page at once, one request goes upstream: within a process by single flight,
+across the worker processes of a machine by the page store's lock (the first to hold it asks,
+the others then find its answer on disk, or the failure it noted).
 
 Garbage is any 200 that is not the page asked for: a body that does not parse, HTML with nothing
 of a simple page (formats.parse), HTML without the version marker where the copy was JSON, or a
@@ -21,6 +23,7 @@ to the origins that page links files on (or those the client allows: repository/
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -45,6 +48,7 @@ from pyproxy.stores.pages import (
     PageRecord,
     PageStore,
     Parsed,
+    Turn,
     UpstreamFormatError,
     revision_of,
 )
@@ -52,6 +56,7 @@ from pyproxy.stores.pages import (
 log = logging.getLogger("pyproxy.upstream")
 
 _RETRY_AFTER_FAILURE_S = 30.0
+_LOCK_MARGIN_S = 10.0  # beyond a fetch's deadline, how long to wait for another worker's
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
 
 Result = ProjectPage | ProjectList | None
@@ -219,7 +224,23 @@ class UpstreamRepository:
         return await self._refreshing.run(key, lambda: self._refresh(key, url, record, ttl))
 
     async def _refresh(self, key: str, url: str, stale: PageRecord | None, ttl: float) -> Result:
+        patience = self.client.deadline + _LOCK_MARGIN_S
+        async with self.pages.turn(key, patience=patience) as turn:
+            # another worker may have refreshed it (or be back from failing to) while we waited
+            latest = await asyncio.to_thread(self.pages.load, key)
+            if latest is not None and (stale is None or latest.fetched_at > stale.fetched_at):
+                stale = latest
+                if time.time() - latest.fetched_at < ttl:
+                    with contextlib.suppress(UpstreamFormatError):  # else: fetch it anew
+                        return (await self.pages.remember(key, latest)).result
+            return await self._refresh_held(key, url, stale, ttl, turn)
+
+    async def _refresh_held(
+        self, key: str, url: str, stale: PageRecord | None, ttl: float, turn: Turn
+    ) -> Result:
         try:
+            if turn.failure is not None:  # the worker we waited for just tried and failed
+                raise UpstreamError(f"{turn.failure} (the last try, by another worker)")
             record = await self._fetch(url, stale)
             fresh = await self.pages.parsed(key, record, require_marker=_spoke_json(stale))
             if stale is not None and stale.revision != record.revision:
@@ -231,6 +252,8 @@ class UpstreamRepository:
                 problem = f"answered 200 with something that is not the page: {exc}"
             else:
                 problem = str(exc)
+            if turn.failure is None:
+                turn.fail(problem)
             if stale is None:
                 log.warning("no copy of %s to serve: upstream %s", url, problem)
                 raise Unavailable(

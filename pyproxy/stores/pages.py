@@ -7,7 +7,8 @@ recently used out first) keeps parsed pages within a bound in bytes, each page c
 estimate from its raw body and what it lists (`parsed_cost`), and a record whose body is the
 one already parsed (a 304 keeps the revision) is not parsed again. A page evicted from memory
 is parsed again from disk when next asked for. Judging freshness is the caller's
-business (repository/upstream.py); this module only stores.
+business (repository/upstream.py); this module only stores. `turn(key)` is the lock (in
+`locks/`, see stores/keylock.py) that lets one worker process at a time refresh a page.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import io
 import os
 import pickle
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +31,11 @@ from diskcache.core import MODE_PICKLE
 from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse_project_page
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import NormalizedName, ProjectList, ProjectPage
+from pyproxy.stores.keylock import KeyLocks, Turn
 
-__all__ = ["INDEX_KEY", "PageRecord", "PageStore", "Parsed", "UpstreamFormatError", "revision_of"]
+__all__ = [
+    "INDEX_KEY", "PageRecord", "PageStore", "Parsed", "Turn", "UpstreamFormatError", "revision_of",
+]
 
 INDEX_KEY = "/"  # the project list's key; no project is named "/"
 MEMORY_BYTES = 256 * 1024**2  # the default bound of the parsed pages one process keeps
@@ -129,6 +134,7 @@ class PageStore:
         self._memory: BoundedLRU[str, Parsed] = BoundedLRU(
             max(1, memory_bytes), weigh=lambda parsed: parsed.cost
         )
+        self._locks = KeyLocks(Path(directory) / "locks")
 
     def close(self) -> None:
         self._disk.close()
@@ -165,6 +171,11 @@ class PageStore:
         """Into memory; a page larger than the whole bound is not kept (it is parsed again from
         disk each time it is asked for)."""
         self._memory.put(key, parsed)
+
+    def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
+        """This process's turn to refresh `key`, waiting (up to `patience` s) while another
+        process has it: see stores/keylock.py."""
+        return self._locks.turn(key, patience=patience)
 
     # ---- disk (blocking: call from a thread) ----
 

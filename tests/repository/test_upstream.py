@@ -457,6 +457,28 @@ async def test_concurrent_requests_during_an_outage_send_one_and_all_fail_cleanl
     assert fake.count(fake.page_path("foo-bar")) == 1
 
 
+@pytest.mark.parametrize("outcome", ["answered", "failed"])
+async def test_repositories_sharing_a_cache_send_one_request(
+    fake: FakeUpstream, make_upstream: MakeUpstream, tmp_path: Path, outcome: str
+) -> None:
+    """Two repositories on one page cache stand for two worker processes: the one that waited
+    takes the other's answer from disk, or its failure, instead of asking upstream itself."""
+    fake.latency = 0.3
+    if outcome == "failed":
+        fake.fail_status = 502
+    shared = tmp_path / "shared-pages"
+    one, two = (make_upstream(fake.index_url, cache_dir=shared) for _ in range(2))
+    results = await asyncio.gather(
+        one.project_page(_n("foo-bar")), two.project_page(_n("foo-bar")), return_exceptions=True
+    )
+    assert fake.count(fake.page_path("foo-bar")) == 1
+    if outcome == "answered":
+        assert results[0] == results[1]
+    else:
+        assert all(isinstance(result, Unavailable) for result in results), results
+        assert any("by another worker" in str(result) for result in results), results
+
+
 async def test_cancelled_waiter_does_not_break_the_shared_fetch(
     make_upstream: MakeUpstream
 ) -> None:
