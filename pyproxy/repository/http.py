@@ -11,8 +11,8 @@ caller names (those its page links files on), the index's own, or one configured
 
 A dripping upstream counts as down: a page must arrive whole within `deadline` seconds (and a
 file's response headers too), and a file body that brings less than `min_rate` bytes a second
-over a `rate_window` of waiting for it is aborted. Only the time spent waiting for upstream
-counts, so a slow disk or client does not make upstream look slow.
+over a `rate_window` of waiting for it is aborted. Those two file rules are
+repository/downloads.py.
 """
 
 from __future__ import annotations
@@ -23,12 +23,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
+from functools import partial
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
 from pyproxy import metrics
 from pyproxy.model import Unavailable
+from pyproxy.repository.downloads import (
+    MAX_FILE_REDIRECTS,
+    REDIRECTS,
+    Origin,
+    configured_origin,
+    metered,
+    origin_of,
+    redirect_target,
+)
 from pyproxy.stores.blobcache import OpenUpstream
 
 ACCEPT = (
@@ -36,11 +46,6 @@ ACCEPT = (
     " text/html;q=0.01"
 )
 _CHUNK = 256 * 1024
-MAX_FILE_REDIRECTS = 3
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-Origin = tuple[str, str, int]  # scheme, lower-case host, port
 
 
 def pip_default_index() -> str:
@@ -64,33 +69,6 @@ def redact(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-def origin_of(url: str) -> Origin | None:
-    """(scheme, host, port) of an http(s) URL, the default port filled in; None otherwise."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        return None
-    return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]
-
-
-def configured_origin(entry: str) -> Origin:
-    """An `[upstream] files_from` entry: "scheme://host[:port]", or a bare host[:port] (https)."""
-    entry = entry.strip()
-    origin = origin_of(entry if "://" in entry else f"https://{entry}")
-    if origin is None:
-        raise ValueError(f"{entry!r} is not scheme://host[:port] or a host name")
-    return origin
-
-
-def _shown(origin: Origin) -> str:
-    scheme, host, port = origin
-    return f"{scheme}://{host}" + ("" if _DEFAULT_PORTS[scheme] == port else f":{port}")
 
 
 class UpstreamError(Exception):
@@ -228,7 +206,12 @@ class UpstreamClient:
                     ) from None
             try:
                 if self._min_rate > 0:
-                    yield self._metered(response.content)
+                    yield metered(
+                        partial(response.content.read, _CHUNK),
+                        min_rate=self._min_rate,
+                        window=self._rate_window,
+                        too_slow=self._too_slow,
+                    )
                 else:
                     yield response.content.iter_chunked(_CHUNK)
             finally:
@@ -236,36 +219,9 @@ class UpstreamClient:
 
         return open_body
 
-    async def _metered(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-        """The body's chunks; Unavailable once a window of waiting brought too few bytes."""
-        clock = asyncio.get_running_loop().time
-        window, needed = self._rate_window, self._min_rate * self._rate_window
-        waited, received = 0.0, 0
-        while True:
-            started = clock()
-            waiting = asyncio.timeout(window - waited)
-            chunk: bytes | None = None
-            try:
-                async with waiting:
-                    chunk = await content.read(_CHUNK)
-            except TimeoutError:
-                if not waiting.expired():
-                    raise  # aiohttp's own read timeout
-            waited += clock() - started
-            if chunk == b"":
-                return
-            if chunk:
-                received += len(chunk)
-                yield chunk
-            if waited >= window:
-                if received < needed:
-                    metrics.UPSTREAM_ERRORS.labels("file").inc()
-                    self.last_failure = time.monotonic()
-                    raise Unavailable(
-                        f"upstream sent {received} bytes in {window:g} s, less than"
-                        f" [upstream] min_rate ({self._min_rate} bytes/s): download aborted"
-                    )
-                waited, received = 0.0, 0
+    def _too_slow(self) -> None:
+        metrics.UPSTREAM_ERRORS.labels("file").inc()
+        self.last_failure = time.monotonic()
 
     async def _get_file(
         self, url: str, file_origins: Callable[[], Collection[Origin]]
@@ -285,26 +241,15 @@ class UpstreamClient:
                 return response
             location = response.headers.get("Location")
             response.release()
-            if response.status not in _REDIRECTS or not location:
+            if response.status not in REDIRECTS or not location:
                 raise Unavailable(f"upstream answered HTTP {response.status} for a file")
             if hop == MAX_FILE_REDIRECTS:
                 raise Unavailable(
                     f"upstream redirected a file more than {MAX_FILE_REDIRECTS} times"
                 )
-            try:
-                target = urljoin(url, location.strip())
-            except ValueError:
-                target = ""
-            origin = origin_of(target)
             if allowed is None:
                 allowed = self._redirect_origins | frozenset(file_origins())
-            if origin not in allowed:
-                where = "a URL that is not http(s)" if origin is None else _shown(origin)
-                raise Unavailable(
-                    f"upstream redirected a file to {where}, which is neither a host its pages"
-                    " list files on nor one allowed by [upstream] files_from"
-                )
-            url = target
+            url = redirect_target(url, location, allowed)
         raise AssertionError("unreachable")
 
     async def probe(self) -> None:

@@ -41,7 +41,8 @@ from pyproxy.model import (
     ProjectPage,
     Unavailable,
 )
-from pyproxy.repository.http import Origin, UpstreamClient, UpstreamError, origin_of
+from pyproxy.repository.downloads import Origin, origin_of
+from pyproxy.repository.http import UpstreamClient, UpstreamError
 from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key
 from pyproxy.stores.pages import (
     INDEX_KEY,
