@@ -65,6 +65,7 @@ class Turn:
 class KeyLocks:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
+        self._warned = False  # a full disk would otherwise warn at every refresh
 
     def path(self, key: str) -> Path:
         digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
@@ -95,7 +96,9 @@ class KeyLocks:
             self.directory.mkdir(parents=True, exist_ok=True)
             return os.open(self.path(key), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            log.warning("no lock for %r, going on without one: %s", key, exc)
+            level = logging.DEBUG if self._warned else logging.WARNING
+            self._warned = True
+            log.log(level, "no lock for %r, going on without one: %s", key, exc)
             return None
 
     async def _acquire(self, fd: int, key: str, patience: float) -> bool:
