@@ -684,22 +684,3 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class PrivateRepository:
-    """The private store as a read-only Repository (private packages only)."""
-
-    def __init__(self, store: PrivateStore) -> None:
-        self.store = store
-
-    async def list_projects(self) -> ProjectList:
-        return self.store.list_projects()
-
-    async def project_page(self, name: NormalizedName) -> ProjectPage:
-        return self.store.project_page(name)
-
-    async def open_file(self, project: NormalizedName, filename: str) -> LocalFile:
-        return self.store.open_file(project, filename)
-
-    async def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
-        return self.store.open_metadata(project, filename)

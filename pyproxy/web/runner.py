@@ -16,10 +16,11 @@ from pyproxy import metrics
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.model import Repository
 from pyproxy.repository.overlay import Overlay
+from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.upstream import Upstream, pip_default_index, redact
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
-from pyproxy.stores.private import PrivateRepository, PrivateStore
+from pyproxy.stores.private import PrivateStore
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services

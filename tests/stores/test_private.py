@@ -15,7 +15,6 @@ import pytest
 from pyproxy.model import LocalFile, NotFound, Origin, normalize
 from pyproxy.stores.private import (
     NewFile,
-    PrivateRepository,
     PrivateStore,
     StoreRejected,
 )
@@ -214,19 +213,6 @@ def test_unknown_project_and_file(store: PrivateStore) -> None:
         store.open_file(normalize("bar"), "foo-1.0-py3-none-any.whl")  # right file, wrong project
     assert store.file_fields("nope.whl") is None
     assert not store.has_project(normalize("nope"))
-
-
-async def test_private_repository_wraps_the_store(store: PrivateStore) -> None:
-    upload(store, body=b"b", core_metadata=METADATA)
-    repository = PrivateRepository(store)
-    assert (await repository.list_projects()).names == ("foo",)
-    page = await repository.project_page(normalize("foo"))
-    assert page.files[0].filename == "foo-1.0-py3-none-any.whl"
-    assert (await repository.open_file(normalize("foo"), page.files[0].filename)).path.read_bytes() == b"b"
-    meta = await repository.open_metadata(normalize("foo"), page.files[0].filename)
-    assert meta.path.read_bytes() == METADATA
-    with pytest.raises(NotFound):
-        await repository.project_page(normalize("nope"))
 
 
 # ---- yank ----
