@@ -128,7 +128,7 @@ def export(
     for record in private.exported_files():
         filename = str(record["filename"])
         try:
-            size = _copy(private.blob_path(str(record["sha256"])), target / "private" / "files" / filename)
+            size = _copy(private.files.path(str(record["sha256"])), target / "private" / "files" / filename)
         except FileNotFoundError:  # removed meanwhile by `pyproxy remove`
             report.private.fail(filename, "removed during the export")
             continue
@@ -269,7 +269,7 @@ def _import_file(private: PrivateStore, files: Path, record: dict[str, Any]) -> 
         "md5_digest": [str(record["md5"])],
     })
     form = validate_form(fields)
-    with private.temporary_file() as body:
+    with private.files.temporary_file() as body:
         digests = {"sha256": hashlib.sha256(), "blake2_256": hashlib.blake2b(digest_size=32),
                    "md5": hashlib.md5(usedforsecurity=False)}
         size = 0

@@ -3,15 +3,13 @@
 A file becomes visible only when its record commits, and its body is fsync'd and renamed into
 place inside the same write transaction, so a crash at any point leaves either nothing visible
 or a complete file. Bodies left without a record by a crash are removed by `collect_garbage`.
+The bodies themselves are kept by `private_files.PrivateFiles`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import sqlite3
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -35,6 +33,7 @@ from pyproxy.model import (
 from pyproxy.publish.validate import UploadForm, ValidatedFile
 from pyproxy.stores import sqlite
 from pyproxy.stores.changes import ChangeCounter
+from pyproxy.stores.private_files import PrivateFiles, fsync_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -197,10 +196,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 class PrivateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.blobs = directory / "blobs"
-        self.tmp = directory / "tmp"
-        for path in (self.blobs, self.tmp):
-            path.mkdir(parents=True, exist_ok=True)
+        self.files = PrivateFiles(directory)
         self._db_path = directory / "private.sqlite3"
         self._reader = sqlite.connect(self._db_path, SCHEMA)
         # what the warm path reads is cached and reloaded only when the change counter moves;
@@ -224,23 +220,6 @@ class PrivateStore:
     def _writer(self) -> sqlite3.Connection:
         # one connection per write: writes run in worker threads
         return sqlite.connect(self._db_path, SCHEMA)
-
-    def blob_path(self, sha256: str) -> Path:
-        return self.blobs / sha256[:2] / sha256[2:4] / sha256
-
-    @contextmanager
-    def temporary_file(self) -> Iterator[Path]:
-        """A temp file on the store's filesystem (so the final rename is atomic), removed
-        unless it was moved into place. It is flock'd while in use, so any process can tell
-        an abandoned one (its writer crashed) from one still being written."""
-        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.tmp)
-        path = Path(name)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
-            os.close(fd)
 
     # ---- reads (cheap; called on the event loop) ----
 
@@ -347,7 +326,7 @@ class PrivateStore:
         if row is None:
             raise NotFound(f"no file {filename!r} in private project {project!r}")
         return LocalFile(
-            self.blob_path(row["sha256"]), row["size"], row["sha256"], cache="private"
+            self.files.path(row["sha256"]), row["size"], row["sha256"], cache="private"
         )
 
     def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
@@ -357,7 +336,7 @@ class PrivateStore:
         ).fetchone()
         if row is None or row[0] is None:
             raise NotFound(f"no metadata for {filename!r} in private project {project!r}")
-        path = self.blob_path(row[0])
+        path = self.files.path(row[0])
         return LocalFile(path, path.stat().st_size, row[0], cache="private")
 
     def file_fields(self, filename: str) -> dict[str, list[str]] | None:
@@ -482,15 +461,15 @@ class PrivateStore:
     def add_file(self, new: NewFile, body: Path, *, admin: bool = False) -> bool:
         """Store an uploaded file; False if the identical file was already there.
 
-        `body` is a temp file from `temporary_file()`; it is moved into the store.
+        `body` is a temp file from `files.temporary_file()`; it is moved into the store.
         """
-        _fsync_file(body)
-        with self.temporary_file() as metadata_tmp:
+        fsync_file(body)
+        with self.files.temporary_file() as metadata_tmp:
             metadata_sha256 = None
             if new.core_metadata is not None:
                 metadata_sha256 = hashlib.sha256(new.core_metadata).hexdigest()
                 metadata_tmp.write_bytes(new.core_metadata)
-                _fsync_file(metadata_tmp)
+                fsync_file(metadata_tmp)
             with self._write() as db:
                 # checked again under the write lock: another process may have won the race
                 if self._check_duplicate(db, new):
@@ -502,9 +481,9 @@ class PrivateStore:
                 self._claim_project(db, new)
                 # bodies enter the store only under the write lock, so garbage collection
                 # (which holds it too) never sees a body whose record is about to commit
-                self._move_into_place(body, new.sha256)
+                self.files.move_into_place(body, new.sha256)
                 if metadata_sha256 is not None:
-                    self._move_into_place(metadata_tmp, metadata_sha256)
+                    self.files.move_into_place(metadata_tmp, metadata_sha256)
                 db.execute(
                     "INSERT INTO files (filename, project, version, filetype, size, sha256,"
                     " blake2_256, md5, metadata_sha256, requires_python, summary, upload_time,"
@@ -542,14 +521,6 @@ class PrivateStore:
     @staticmethod
     def _bump(db: sqlite3.Connection, project: NormalizedName) -> None:
         db.execute("UPDATE projects SET serial = serial + 1 WHERE name = ?", (project,))
-
-    def _move_into_place(self, source: Path, sha256: str) -> None:
-        target = self.blob_path(sha256)
-        if target.exists():
-            return  # content-addressed: the same bytes are already there
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
-        _fsync_dir(target.parent)
 
     def reserve(self, project: NormalizedName, display_name: str) -> bool:
         """Take a name for private use without a file (what `remove` leaves); False if taken."""
@@ -635,11 +606,7 @@ class PrivateStore:
 
     def collect_garbage(self) -> int:
         """Remove bodies no record refers to, and temp files left by crashed uploads."""
-        removed = 0
-        for leftover in self.tmp.glob("upload-*.part"):
-            if _abandoned(leftover):
-                leftover.unlink(missing_ok=True)
-                removed += 1
+        removed = self.files.sweep_temporary()
         with self._write() as db:  # bodies are only moved in under this lock
             referenced = {row[0] for row in db.execute("SELECT sha256 FROM files")}
             referenced |= {
@@ -648,39 +615,6 @@ class PrivateStore:
                     "SELECT metadata_sha256 FROM files WHERE metadata_sha256 IS NOT NULL"
                 )
             }
-            for blob in self.blobs.glob("*/*/*"):
-                if blob.name not in referenced:
-                    blob.unlink(missing_ok=True)
-                    removed += 1
+            removed += self.files.remove_unreferenced(referenced)
         return removed
 
-
-def _abandoned(path: Path) -> bool:
-    """True if no process holds the temp file's lock (its upload died with its process)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

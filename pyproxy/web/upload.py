@@ -155,7 +155,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     size, digests = 0, {}
     field_bytes = 0
     limit = services.settings.max_upload_size
-    with services.private.temporary_file() as body_path:
+    with services.private.files.temporary_file() as body_path:
         with body_path.open("wb") as out:
             try:
                 async for part in reader:

@@ -75,7 +75,7 @@ def add_private(store: PrivateStore, filename: str, uploader: str = "alice") -> 
         md5=hashlib.md5(body).hexdigest(), core_metadata=None, requires_python=None, summary=None,
         fields={}, uploader=uploader,
     )
-    with store.temporary_file() as tmp:
+    with store.files.temporary_file() as tmp:
         tmp.write_bytes(body)
         store.add_file(new, tmp)
 

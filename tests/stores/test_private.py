@@ -76,7 +76,7 @@ def new_file(
 
 
 def add(store: PrivateStore, new: NewFile, body: bytes, *, admin: bool = False) -> bool:
-    with store.temporary_file() as tmp:
+    with store.files.temporary_file() as tmp:
         tmp.write_bytes(body)
         return store.add_file(new, tmp, admin=admin)
 
@@ -94,11 +94,11 @@ def filenames(store: PrivateStore, project: str = "foo") -> list[str]:
 
 
 def blob_files(store: PrivateStore) -> set[str]:
-    return {path.name for path in store.blobs.glob("*/*/*")}
+    return {path.name for path in store.files.blobs.glob("*/*/*")}
 
 
 def temp_files(store: PrivateStore) -> list[Path]:
-    return list(store.tmp.iterdir())
+    return list(store.files.tmp.iterdir())
 
 
 # ---- adding files ----
@@ -441,13 +441,13 @@ def _age(path: Path, seconds: float) -> None:
 def test_collect_garbage(store: PrivateStore) -> None:
     upload(store, body=b"kept", core_metadata=METADATA)
     orphan_sha = hashlib.sha256(b"orphan").hexdigest()
-    orphan = store.blob_path(orphan_sha)
+    orphan = store.files.path(orphan_sha)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"orphan")
-    old_temp = store.tmp / "upload-old.part"
+    old_temp = store.files.tmp / "upload-old.part"
     old_temp.write_bytes(b"half an upload")  # nobody holds its lock: its writer died
 
-    with store.temporary_file() as live_temp:
+    with store.files.temporary_file() as live_temp:
         live_temp.write_bytes(b"an upload still arriving")
         assert store.collect_garbage() == 2
         assert not orphan.exists() and not old_temp.exists()
@@ -471,9 +471,9 @@ def test_crash_leftovers_are_invisible_and_collected(directory: Path) -> None:
     # place but before its record committed
     crashed = PrivateStore(directory)
     upload(crashed, "foo-1.0-py3-none-any.whl", body=b"committed")
-    leftover = crashed.tmp / "upload-crashed.part"
+    leftover = crashed.files.tmp / "upload-crashed.part"
     leftover.write_bytes(b"partial")
-    orphan = crashed.blob_path(hashlib.sha256(b"uncommitted").hexdigest())
+    orphan = crashed.files.path(hashlib.sha256(b"uncommitted").hexdigest())
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"uncommitted")
     crashed.close()
@@ -504,16 +504,6 @@ def test_failed_add_leaves_nothing_visible(store: PrivateStore) -> None:
     assert temp_files(store) == []
 
 
-def test_temporary_file_is_removed_unless_moved(store: PrivateStore) -> None:
-    with store.temporary_file() as path:
-        path.write_bytes(b"x")
-        assert path.parent == store.tmp and path.name.startswith("upload-") and path.suffix == ".part"
-    assert not path.exists()
-    with pytest.raises(RuntimeError), store.temporary_file() as path:
-        raise RuntimeError
-    assert not path.exists()
-
-
 # ---- concurrency ----
 
 
@@ -528,7 +518,7 @@ def test_concurrent_identical_uploads_from_separate_instances(directory: Path, s
     def work() -> None:
         mine = PrivateStore(directory)
         try:
-            with mine.temporary_file() as tmp:
+            with mine.files.temporary_file() as tmp:
                 tmp.write_bytes(body)
                 barrier.wait(timeout=10)
                 outcome = mine.add_file(new_file(body=body), tmp)

@@ -58,11 +58,11 @@ async def filenames(client: TestClient, name: str) -> list[str]:
 
 
 def stored_files(services: Services) -> list[Path]:
-    return sorted(p for p in services.private.blobs.rglob("*") if p.is_file())
+    return sorted(p for p in services.private.files.blobs.rglob("*") if p.is_file())
 
 
 def leftovers(services: Services) -> list[Path]:
-    return sorted(p for p in services.private.tmp.rglob("*") if p.is_file())
+    return sorted(p for p in services.private.files.tmp.rglob("*") if p.is_file())
 
 
 async def assert_rejected(response, status: int, starts_with: str) -> str:
