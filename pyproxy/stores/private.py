@@ -11,15 +11,16 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from packaging.version import InvalidVersion, Version
 
+from pyproxy.access import ROLES
 from pyproxy.model import (
     DistFile,
     LocalFile,
@@ -153,32 +154,14 @@ def canonical_version(version: str) -> str:
         raise NotFound(f"{version!r} is not a valid version") from None
 
 
-ROLES = ("owner", "maintainer", "reader")
 # how often readers also ask the database whether it changed (normally the change counter says)
 DB_RECHECK_S = 1.0
-# how often read_restrictions() looks for changes other processes committed
+# how often restricted_readers() looks for changes other processes committed
 RESTRICTIONS_RECHECK_S = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class ReadRestrictions:
-    """The restricted projects and who may read each: the users holding any role on it.
-    Admins read everything; every other project is readable by anyone allowed to read."""
-
-    readers: Mapping[NormalizedName, frozenset[str]] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.readers)
-
-    def may_read(self, project: NormalizedName, user: str | None, *, admin: bool) -> bool:
-        allowed = self.readers.get(project)
-        return allowed is None or admin or (user is not None and user in allowed)
-
-    def hidden_from(self, user: str | None, *, admin: bool) -> frozenset[NormalizedName]:
-        """The projects a listing must leave out for this reader."""
-        if admin:
-            return frozenset()
-        return frozenset(name for name, users in self.readers.items() if user not in users)
+# (user, role) rows of one project; None where there is no such project
+RoleRows = list[tuple[str, str]]
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -209,7 +192,7 @@ class PrivateStore:
         self._list: ProjectList | None = None
         self._pages_version: tuple[int, int] = (-1, -1)
         _migrate(self._reader)
-        self._restrictions = ReadRestrictions()
+        self._restricted: Mapping[NormalizedName, frozenset[str]] = {}
         self._restrictions_version = -1
         self._restrictions_checked = float("-inf")
 
@@ -247,8 +230,9 @@ class PrivateStore:
             self._names = frozenset(NormalizedName(row[0]) for row in rows)
         return name in self._names
 
-    def read_restrictions(self) -> ReadRestrictions:
-        """Cheap enough for every request: it looks at the database at most every
+    def restricted_readers(self) -> Mapping[NormalizedName, frozenset[str]]:
+        """Each restricted project and the users holding any role on it (access.ReadRestrictions
+        judges by it). Cheap enough for every request: it looks at the database at most every
         RESTRICTIONS_RECHECK_S (at once after this store's own writes), and reloads only when
         some process committed a change."""
         now = time.monotonic()
@@ -264,11 +248,9 @@ class PrivateStore:
                     users = readers.setdefault(name, set())
                     if user is not None:
                         users.add(user)
-                self._restrictions = ReadRestrictions(
-                    {name: frozenset(users) for name, users in readers.items()}
-                )
+                self._restricted = {name: frozenset(users) for name, users in readers.items()}
                 self._restrictions_version = version
-        return self._restrictions
+        return self._restricted
 
     def has_file(self, project: NormalizedName, filename: str) -> bool:
         row = self._reader.execute(
@@ -358,28 +340,20 @@ class PrivateStore:
             for row in rows
         }
 
-    # ---- permissions ----
+    # ---- roles ----
 
-    def may_upload(self, user: str, project: NormalizedName, *, admin: bool) -> bool:
-        """Anyone may claim a new name; an existing one needs a role (or admin)."""
-        if admin:
-            return True
-        return self._may_upload(self._reader, user, project)
+    def project_roles(self, project: NormalizedName) -> RoleRows | None:
+        """The project's (user, role) rows; None if there is no such private project."""
+        return self._project_roles(self._reader, project)
 
     @staticmethod
-    def _may_upload(db: sqlite3.Connection, user: str, project: NormalizedName) -> bool:
+    def _project_roles(db: sqlite3.Connection, project: NormalizedName) -> RoleRows | None:
         if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
-            return True
-        owned = db.execute(
-            "SELECT 1 FROM roles WHERE project = ? AND role != 'reader' LIMIT 1", (project,)
-        ).fetchone()
-        if owned is None:
-            return True  # a name reserved by removal, with no one left holding it
-        role = db.execute(
-            "SELECT 1 FROM roles WHERE project = ? AND user = ? AND role != 'reader'",
-            (project, user),
-        ).fetchone()
-        return role is not None
+            return None
+        rows = db.execute(
+            "SELECT user, role FROM roles WHERE project = ? ORDER BY role DESC, user", (project,)
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
 
     def grant(self, project: NormalizedName, user: str, role: str = "maintainer") -> None:
         if role not in ROLES:
@@ -409,11 +383,8 @@ class PrivateStore:
                 (int(not undo), project, int(not undo)),
             ).rowcount > 0
 
-    def roles(self, project: NormalizedName) -> list[tuple[str, str]]:
-        rows = self._reader.execute(
-            "SELECT user, role FROM roles WHERE project = ? ORDER BY role DESC, user", (project,)
-        ).fetchall()
-        return [(row[0], row[1]) for row in rows]
+    def roles(self, project: NormalizedName) -> RoleRows:
+        return self.project_roles(project) or []
 
     # ---- writes (blocking; call from a worker thread) ----
 
@@ -458,10 +429,14 @@ class PrivateStore:
             raise StoreRejected("Only one sdist may be uploaded per release.")
         return False
 
-    def add_file(self, new: NewFile, body: Path, *, admin: bool = False) -> bool:
+    def add_file(
+        self, new: NewFile, body: Path, *, allowed: Callable[[RoleRows | None], bool] | None = None
+    ) -> bool:
         """Store an uploaded file; False if the identical file was already there.
 
         `body` is a temp file from `files.temporary_file()`; it is moved into the store.
+        `allowed` (None: no check) is asked under the write lock, with the project's role rows
+        as they are then, whether the upload may go ahead.
         """
         fsync_file(body)
         with self.files.temporary_file() as metadata_tmp:
@@ -474,10 +449,8 @@ class PrivateStore:
                 # checked again under the write lock: another process may have won the race
                 if self._check_duplicate(db, new):
                     return False
-                if new.uploader is not None and not admin and not self._may_upload(
-                    db, new.uploader, new.project
-                ):
-                    raise not_allowed(new.uploader, new.project)
+                if allowed is not None and not allowed(self._project_roles(db, new.project)):
+                    raise not_allowed(str(new.uploader), new.project)
                 self._claim_project(db, new)
                 # bodies enter the store only under the write lock, so garbage collection
                 # (which holds it too) never sees a body whose record is about to commit

@@ -28,9 +28,10 @@ from collections.abc import Iterable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from pyproxy.access import ReadRestrictions
 from pyproxy.model import NormalizedName, normalize
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore, parse_basic
-from pyproxy.stores.private import PrivateStore, ReadRestrictions
+from pyproxy.stores.private import PrivateStore
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES
 from pyproxy.web.middleware import text_error
@@ -181,7 +182,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in _READ_METHODS or _route(request) in OPEN_ROUTES:
         return await handler(request)
     access = request.app[READ_ACCESS]
-    restrictions = access.private.read_restrictions()
+    restrictions = ReadRestrictions(access.private.restricted_readers())
     if not access.authenticated and not restrictions:
         return await handler(request)  # the common case: nothing to check
     project = _project(request)

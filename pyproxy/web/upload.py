@@ -18,6 +18,7 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from pyproxy import metrics
+from pyproxy.access import RoleRows, may_upload
 from pyproxy.publish.validate import UploadRejected, validate_file, validate_form
 from pyproxy.stores.auth import Identity, parse_basic
 from pyproxy.stores.private import StoreRejected, new_file, not_allowed
@@ -207,7 +208,11 @@ async def _accept(
         form = validate_form(fields)
     if filename is None:
         raise UploadRejected("Upload payload does not have a file.")
-    if not services.private.may_upload(identity.user, form.project, admin=identity.admin):
+
+    def allowed(roles: RoleRows | None) -> bool:
+        return may_upload(identity.user, roles, admin=identity.admin)
+
+    if not allowed(services.private.project_roles(form.project)):
         raise not_allowed(identity.user, form.project)
     with _rejections_count_as("invalid_file"):
         checked = await asyncio.to_thread(
@@ -217,7 +222,7 @@ async def _accept(
     if services.private.find_duplicate(new):
         log.info("identical re-upload of %s by %s: nothing to do", new.filename, identity.user)
         return web.Response(text="OK: identical file already stored\n")
-    stored = await asyncio.to_thread(services.private.add_file, new, body_path, admin=identity.admin)
+    stored = await asyncio.to_thread(services.private.add_file, new, body_path, allowed=allowed)
     log.info(
         "%s %s (%d bytes) by %s", "stored" if stored else "identical re-upload of",
         new.filename, size, identity.user,

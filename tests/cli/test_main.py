@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pyproxy.access import ReadRestrictions, may_upload
 from pyproxy.cli import main as cli
 from pyproxy.model import normalize
 from pyproxy.stores import auth
@@ -210,7 +211,7 @@ def test_grant_and_revoke(pyproxy, private: PrivateStore) -> None:  # type: igno
     code, out, err = pyproxy("grant", "Foo", "bob")
     assert (code, err) == (0, "")
     assert "bob is now maintainer of foo" in out
-    assert private.may_upload("bob", normalize("foo"), admin=False)
+    assert may_upload("bob", private.project_roles(normalize("foo")), admin=False)
 
     code, out, _ = pyproxy("grant", "foo", "bob", "--owner")
     assert code == 0 and "owner" in out
@@ -218,7 +219,7 @@ def test_grant_and_revoke(pyproxy, private: PrivateStore) -> None:  # type: igno
 
     code, out, _ = pyproxy("grant", "foo", "bob", "--revoke")
     assert code == 0 and "no longer" in out
-    assert not private.may_upload("bob", normalize("foo"), admin=False)
+    assert not may_upload("bob", private.project_roles(normalize("foo")), admin=False)
 
     code, _, err = pyproxy("grant", "foo", "bob", "--revoke")
     assert code == 1 and "no role" in one_line_error(err)
@@ -413,8 +414,8 @@ def test_restrict_and_grant_read(pyproxy, private: PrivateStore) -> None:  # typ
     assert (code, err) == (0, "")
     assert "bob is now reader of foo" in out
     assert ("bob", "reader") in private.roles(normalize("foo"))
-    assert private.read_restrictions().may_read(normalize("foo"), "bob", admin=False)
-    assert not private.may_upload("bob", normalize("foo"), admin=False)
+    assert ReadRestrictions(private.restricted_readers()).may_read(normalize("foo"), "bob", admin=False)
+    assert not may_upload("bob", private.project_roles(normalize("foo")), admin=False)
 
     with pytest.raises(SystemExit) as exited:  # one role at a time
         pyproxy("grant", "foo", "bob", "--read", "--owner")
@@ -424,7 +425,7 @@ def test_restrict_and_grant_read(pyproxy, private: PrivateStore) -> None:  # typ
     assert code == 0 and "readable by every reader" in out
     fresh = PrivateStore(private.directory)  # `private` looks again only after a moment
     try:
-        assert not fresh.read_restrictions()
+        assert not fresh.restricted_readers()
     finally:
         fresh.close()
     code, _, err = pyproxy("restrict", "nope")

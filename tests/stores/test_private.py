@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pyproxy import access
+from pyproxy.access import ReadRestrictions
 from pyproxy.model import LocalFile, NotFound, Origin, normalize
 from pyproxy.stores.private import (
     NewFile,
@@ -76,9 +78,19 @@ def new_file(
 
 
 def add(store: PrivateStore, new: NewFile, body: bytes, *, admin: bool = False) -> bool:
+    """As the publish service adds a file: the upload rule re-checked under the write lock."""
+    uploader = new.uploader
     with store.files.temporary_file() as tmp:
         tmp.write_bytes(body)
-        return store.add_file(new, tmp, admin=admin)
+        if uploader is None:
+            return store.add_file(new, tmp)
+        return store.add_file(
+            new, tmp, allowed=lambda roles: access.may_upload(uploader, roles, admin=admin)
+        )
+
+
+def may_upload(store: PrivateStore, user: str, project: str, *, admin: bool) -> bool:
+    return access.may_upload(user, store.project_roles(normalize(project)), admin=admin)
 
 
 def upload(
@@ -278,8 +290,8 @@ def test_remove_project_reserves_the_name(store: PrivateStore) -> None:
     assert store.has_project(normalize("foo"))  # still private: upstream cannot take it over
     assert filenames(store) == []
     assert store.list_projects().names == ("foo",)
-    assert store.may_upload("alice", normalize("foo"), admin=False)
-    assert not store.may_upload("mallory", normalize("foo"), admin=False)
+    assert may_upload(store, "alice", "foo", admin=False)
+    assert not may_upload(store, "mallory", "foo", admin=False)
     with pytest.raises(StoreRejected):
         upload(store, "foo-1.0-py3-none-any.whl", uploader="alice")
     assert upload(store, "foo-1.1-py3-none-any.whl", uploader="alice")
@@ -295,7 +307,7 @@ def test_remove_project_and_forget_the_name(store: PrivateStore) -> None:
     assert store.roles(normalize("foo")) == []
     assert blob_files(store) == set()
     # anyone may claim the name again, but old filenames stay burnt
-    assert store.may_upload("mallory", normalize("foo"), admin=False)
+    assert may_upload(store, "mallory", "foo", admin=False)
     with pytest.raises(StoreRejected):
         upload(store, "foo-1.0-py3-none-any.whl", uploader="mallory")
     assert upload(store, "foo-2.0-py3-none-any.whl", uploader="mallory")
@@ -327,10 +339,10 @@ def test_shared_metadata_blob_survives_removing_one_file(store: PrivateStore) ->
 def test_first_uploader_owns(store: PrivateStore) -> None:
     upload(store, uploader="alice")
     assert store.roles(normalize("foo")) == [("alice", "owner")]
-    assert store.may_upload("alice", normalize("foo"), admin=False)
-    assert not store.may_upload("bob", normalize("foo"), admin=False)
-    assert store.may_upload("bob", normalize("foo"), admin=True)
-    assert store.may_upload("bob", normalize("new-project"), admin=False)  # new names are free
+    assert may_upload(store, "alice", "foo", admin=False)
+    assert not may_upload(store, "bob", "foo", admin=False)
+    assert may_upload(store, "bob", "foo", admin=True)
+    assert may_upload(store, "bob", "new-project", admin=False)  # new names are free
 
 
 def test_others_need_a_grant(store: PrivateStore) -> None:
@@ -368,7 +380,7 @@ def test_grant_needs_the_project(store: PrivateStore) -> None:
 def test_upload_without_uploader_has_no_owner(store: PrivateStore) -> None:
     upload(store, uploader=None)
     assert store.roles(normalize("foo")) == []
-    assert store.may_upload("anyone", normalize("foo"), admin=False)
+    assert may_upload(store, "anyone", "foo", admin=False)
 
 
 # ---- page caching across processes ----
@@ -411,9 +423,9 @@ def test_new_project_from_another_instance(store: PrivateStore, other: PrivateSt
 
 def test_grant_from_another_instance(store: PrivateStore, other: PrivateStore) -> None:
     upload(store, uploader="alice")
-    assert not store.may_upload("bob", normalize("foo"), admin=False)
+    assert not may_upload(store, "bob", "foo", admin=False)
     other.grant(normalize("foo"), "bob")
-    assert store.may_upload("bob", normalize("foo"), admin=False)
+    assert may_upload(store, "bob", "foo", admin=False)
 
 
 def test_revision_changes_on_every_visible_change(store: PrivateStore) -> None:
@@ -618,11 +630,11 @@ def test_restrict_and_readers(store: PrivateStore, other: PrivateStore) -> None:
     foo = normalize("foo")
     upload(store, uploader="alice")
     upload(store, "bar-1.0-py3-none-any.whl", uploader="alice")
-    assert not store.read_restrictions()  # nothing restricted
+    assert not store.restricted_readers()  # nothing restricted
     assert store.restrict(foo)
     assert not store.restrict(foo)  # already
     store.grant(foo, "bob", "reader")
-    restrictions = store.read_restrictions()  # this store's own writes show at once
+    restrictions = ReadRestrictions(store.restricted_readers())  # own writes show at once
     assert dict(restrictions.readers) == {foo: frozenset({"alice", "bob"})}
     for user, admin, allowed in [("alice", False, True), ("bob", False, True),
                                  ("carol", False, False), (None, False, False),
@@ -631,17 +643,17 @@ def test_restrict_and_readers(store: PrivateStore, other: PrivateStore) -> None:
         assert restrictions.may_read(normalize("bar"), user, admin=admin), user
         assert (foo in restrictions.hidden_from(user, admin=admin)) is not allowed, user
     # a reader may read, not upload
-    assert not store.may_upload("bob", foo, admin=False)
+    assert not may_upload(store, "bob", "foo", admin=False)
     with pytest.raises(StoreRejected):
         upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
     assert store.roles(foo) == [("bob", "reader"), ("alice", "owner")]
     # another process sees the change within the recheck interval
     deadline = time.monotonic() + 2
-    while not other.read_restrictions():
+    while not other.restricted_readers():
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert store.restrict(foo, undo=True)
-    assert not store.read_restrictions()
+    assert not store.restricted_readers()
     with pytest.raises(NotFound):
         store.restrict(normalize("nope"))
 
@@ -653,7 +665,7 @@ def test_readers_alone_do_not_hold_a_name(store: PrivateStore) -> None:
     upload(store, uploader="alice")
     store.grant(foo, "bob", "reader")
     store.revoke(foo, "alice")
-    assert store.may_upload("bob", foo, admin=False)
+    assert may_upload(store, "bob", "foo", admin=False)
     assert upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
     assert store.roles(foo) == [("bob", "owner")]
     with pytest.raises(ValueError):
@@ -675,9 +687,9 @@ def test_databases_without_the_restricted_column_are_migrated(directory: Path) -
     try:
         assert stores[0].list_projects().names == ("Foo",)
         assert stores[0].project_serial(normalize("foo")) == 3
-        assert not stores[1].read_restrictions()
+        assert not stores[1].restricted_readers()
         assert stores[1].restrict(normalize("foo"))
-        assert normalize("foo") in stores[1].read_restrictions().readers
+        assert normalize("foo") in stores[1].restricted_readers()
     finally:
         for opened in stores:
             opened.close()
