@@ -44,6 +44,7 @@ __all__ = [
     "ValidatedFile",
     "file_part_rejected",
     "missing_file",
+    "reason_phrase",
     "validate_file",
     "validate_form",
 ]
@@ -58,19 +59,26 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
-class UploadRejected(Exception):
-    """message: one line, safe for an HTTP reason phrase; status: 400 unless said otherwise."""
+def reason_phrase(text: str) -> str:
+    """`text` as an HTTP reason phrase must be: ISO-8859-1, unmappable characters as '?'."""
+    return text.encode("iso-8859-1", "replace").decode("iso-8859-1")
 
-    def __init__(self, message: str, status: int = 400) -> None:
+
+class UploadRejected(Exception):
+    """message: one line, safe for an HTTP reason phrase; status: 400 unless said otherwise;
+    kind: why, as a label of metrics.UPLOAD_REJECTIONS (None: not yet known; the web handler
+    counts it as "malformed"). Whoever knows the most specific kind sets it first."""
+
+    def __init__(self, message: str, status: int = 400, *, kind: str | None = None) -> None:
         message = _one_line(message)
         super().__init__(message)
         self.message = message
         self.status = status
+        self.kind = kind
 
     @property
     def reason(self) -> str:
-        """The message as a reason phrase must be: ISO-8859-1, unmappable characters as '?'."""
-        return self.message.encode("iso-8859-1", "replace").decode("iso-8859-1")
+        return reason_phrase(self.message)
 
 
 def file_part_rejected(field: str) -> UploadRejected:

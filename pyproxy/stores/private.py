@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import orjson
 from packaging.version import InvalidVersion, Version
@@ -31,7 +32,6 @@ from pyproxy.model import (
     ProjectPage,
     ProjectStatus,
 )
-from pyproxy.publish.validate import UploadForm, ValidatedFile
 from pyproxy.stores import sqlite
 from pyproxy.stores.changes import ChangeCounter
 from pyproxy.stores.private_files import PrivateFiles, fsync_file
@@ -79,18 +79,25 @@ CREATE TABLE IF NOT EXISTS tombstones (
 """
 
 
+# why the store refuses a file: "file_exists" (its filename, or its bytes under another
+# filename, are stored: see StoreRejected.existing), "filename_removed" (a removed file had
+# that filename), "sdist_exists" (one sdist per release), "forbidden" (add_file's `allowed`)
+Refusal = Literal["file_exists", "filename_removed", "sdist_exists", "forbidden"]
+
 
 class StoreRejected(Exception):
-    """An upload the store refuses; `message` is one line meant for the uploader."""
+    """A file the store refuses, by rule; the publish service words it for the uploader."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+    def __init__(self, kind: Refusal, existing: tuple[str, str] | None = None) -> None:
+        super().__init__(kind)
+        self.kind: Refusal = kind
+        self.existing = existing  # (filename, blake2_256) of the stored file it collides with
 
 
 @dataclass(frozen=True, slots=True)
 class NewFile:
+    """The record of one file to store (built by the publish service)."""
+
     filename: str
     project: NormalizedName
     display_name: str
@@ -110,41 +117,29 @@ class NewFile:
     yanked_reason: str | None = None  # None: not yanked
 
 
-def new_file(
-    form: UploadForm,
-    checked: ValidatedFile,
-    size: int,
-    digests: Mapping[str, str],
-    uploader: str | None,
-    **recorded: str | None,
-) -> NewFile:
-    """The record of a validated upload (`recorded`: what an import keeps, see NewFile)."""
-    return NewFile(
-        filename=checked.filename,
-        project=form.project,
-        display_name=form.name,
-        version=checked.version,
-        filetype=checked.filetype,
-        size=size,
-        sha256=digests["sha256"],
-        blake2_256=digests["blake2_256"],
-        md5=digests["md5"],
-        # PEP 658 for wheels only: an sdist's PKG-INFO may leave dependencies dynamic
-        core_metadata=checked.core_metadata if checked.filetype == "bdist_wheel" else None,
-        requires_python=checked.requires_python,
-        summary=checked.summary,
-        fields=form.fields,
-        uploader=uploader,
-        **recorded,  # type: ignore[arg-type]
-    )
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    name: NormalizedName
+    display_name: str
+    restricted: bool
 
 
-def not_allowed(user: str, project: NormalizedName) -> StoreRejected:
-    return StoreRejected(
-        f"The user {user!r} isn't allowed to upload to project {project!r}."
-        f" An owner can allow it with: pyproxy grant {project} {user}",
-        status=403,
-    )
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A stored file's record as `pyproxy export` writes it."""
+
+    filename: str
+    display_name: str  # its project's
+    version: str
+    filetype: str
+    size: int
+    sha256: str
+    blake2_256: str
+    md5: str
+    upload_time: str  # ISO 8601, UTC
+    uploader: str | None
+    yanked_reason: str | None  # None: not yanked
+    fields: dict[str, list[str]]
 
 
 def canonical_version(version: str) -> str:
@@ -400,8 +395,8 @@ class PrivateStore:
             self._restrictions_checked = float("-inf")  # see our own changes at once
 
     def find_duplicate(self, new: NewFile) -> bool:
-        """True if exactly this file is already stored (an idempotent re-upload);
-        raises StoreRejected if the filename or the bytes are already taken otherwise."""
+        """True if exactly this file is already stored (an idempotent re-upload); raises
+        StoreRejected if its filename, its bytes or its release's sdist are taken otherwise."""
         return self._check_duplicate(self._reader, new)
 
     @staticmethod
@@ -413,20 +408,14 @@ class PrivateStore:
         if row is not None:
             if row["filename"] == new.filename and row["sha256"] == new.sha256:
                 return True
-            raise StoreRejected(
-                f"File already exists ({row['filename']!r}, with blake2_256 hash"
-                f" {row['blake2_256']!r}). Use a different version or filename."
-            )
+            raise StoreRejected("file_exists", (row["filename"], row["blake2_256"]))
         if db.execute("SELECT 1 FROM tombstones WHERE filename = ?", (new.filename,)).fetchone():
-            raise StoreRejected(
-                "This filename was previously used by a file that has since been deleted."
-                " Use a different version."
-            )
+            raise StoreRejected("filename_removed")
         if new.filetype == "sdist" and db.execute(
             "SELECT 1 FROM files WHERE project = ? AND version = ? AND filetype = 'sdist'",
             (new.project, canonical_version(new.version)),
         ).fetchone():
-            raise StoreRejected("Only one sdist may be uploaded per release.")
+            raise StoreRejected("sdist_exists")
         return False
 
     def add_file(
@@ -450,7 +439,7 @@ class PrivateStore:
                 if self._check_duplicate(db, new):
                     return False
                 if allowed is not None and not allowed(self._project_roles(db, new.project)):
-                    raise not_allowed(str(new.uploader), new.project)
+                    raise StoreRejected("forbidden")
                 self._claim_project(db, new)
                 # bodies enter the store only under the write lock, so garbage collection
                 # (which holds it too) never sees a body whose record is about to commit
@@ -505,37 +494,31 @@ class PrivateStore:
             ).rowcount
         return bool(inserted)
 
-    # ---- export ----
+    # ---- everything, for `pyproxy export` ----
 
-    def exported_projects(self) -> list[dict[str, object]]:
-        """Every private project, with or without files: name, display name, restriction, roles."""
+    def project_records(self) -> list[ProjectRecord]:
+        """Every private project, with or without files, by name."""
         rows = self._reader.execute(
             "SELECT name, display_name, restricted FROM projects ORDER BY name"
         ).fetchall()
-        return [
-            {
-                "name": row[0], "display_name": row[1], "restricted": bool(row[2]),
-                "roles": [{"user": user, "role": role} for user, role in self.roles(row[0])],
-            }
-            for row in rows
-        ]
+        return [ProjectRecord(NormalizedName(row[0]), row[1], bool(row[2])) for row in rows]
 
-    def exported_files(self) -> list[dict[str, object]]:
-        """Every file's record, oldest first, as `pyproxy export` writes it."""
+    def file_records(self) -> list[FileRecord]:
+        """Every file's record, oldest first."""
         rows = self._reader.execute(
             "SELECT f.filename, p.display_name, f.version, f.filetype, f.size, f.sha256,"
             " f.blake2_256, f.md5, f.upload_time, f.uploader, f.yanked, f.yanked_reason, f.fields"
             " FROM files f JOIN projects p ON p.name = f.project ORDER BY f.upload_time, f.filename"
         ).fetchall()
         return [
-            {
-                "filename": row["filename"], "name": row["display_name"], "version": row["version"],
-                "filetype": row["filetype"], "size": row["size"], "sha256": row["sha256"],
-                "blake2_256": row["blake2_256"], "md5": row["md5"],
-                "upload_time": row["upload_time"], "uploader": row["uploader"],
-                "yanked_reason": row["yanked_reason"] if row["yanked"] else None,
-                "fields": orjson.loads(row["fields"]),
-            }
+            FileRecord(
+                filename=row["filename"], display_name=row["display_name"],
+                version=row["version"], filetype=row["filetype"], size=row["size"],
+                sha256=row["sha256"], blake2_256=row["blake2_256"], md5=row["md5"],
+                upload_time=row["upload_time"], uploader=row["uploader"],
+                yanked_reason=row["yanked_reason"] if row["yanked"] else None,
+                fields=orjson.loads(row["fields"]),
+            )
             for row in rows
         ]
 

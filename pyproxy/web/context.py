@@ -11,6 +11,7 @@ from aiohttp import web
 
 from pyproxy.config import Settings, is_authority
 from pyproxy.model import Repository
+from pyproxy.publish.service import Publisher
 from pyproxy.repository.upstream import Upstream
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
 class Services:
     settings: Settings
     repository: Repository  # what the Simple API and file routes serve
-    private: PrivateStore  # where uploads go
+    private: PrivateStore
+    publisher: Publisher  # where uploads go
     users: UserStore
     pages: RenderedPages
     upstream_description: str  # for the landing page and start-up log

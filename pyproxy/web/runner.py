@@ -15,6 +15,7 @@ from aiohttp import web
 from pyproxy import metrics
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.model import Repository
+from pyproxy.publish.service import Publisher
 from pyproxy.repository.overlay import Overlay
 from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.upstream import Upstream, pip_default_index, redact
@@ -72,6 +73,7 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         repository=repository,
         private=private,
+        publisher=Publisher(private),
         users=users,
         pages=RenderedPages(),
         upstream_description=describe_upstream(settings),

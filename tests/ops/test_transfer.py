@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from pyproxy.cli import main as cli
 from pyproxy.config import Settings
+from pyproxy.ops import transfer
 from pyproxy.stores.private import PrivateStore
 from pyproxy.web.app import build_app
 from pyproxy.web.context import SERVICES, Services
@@ -103,7 +104,7 @@ async def test_export_then_import_gives_identical_private_pages(
 
     stores = [PrivateStore(d / "private") for d in (source, target)]
     try:  # restrictions and roles travel too: an import never widens who may read
-        exported = [store.exported_projects() for store in stores]
+        exported = [transfer.exported_projects(store) for store in stores]
     finally:
         for store in stores:
             store.close()

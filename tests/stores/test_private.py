@@ -168,9 +168,10 @@ def test_same_filename_other_bytes_is_rejected(store: PrivateStore) -> None:
     upload(store, body=b"first")
     with pytest.raises(StoreRejected) as caught:
         upload(store, body=b"second")
-    assert caught.value.message.startswith("File already exists")
-    assert caught.value.status == 400
-    assert "\n" not in caught.value.message
+    assert caught.value.kind == "file_exists"  # worded by the publish service
+    assert caught.value.existing == (
+        "foo-1.0-py3-none-any.whl", hashlib.blake2b(b"first", digest_size=32).hexdigest()
+    )
     assert store.open_file(normalize("foo"), "foo-1.0-py3-none-any.whl").path.read_bytes() == b"first"
 
 
@@ -178,7 +179,8 @@ def test_same_bytes_other_filename_is_rejected(store: PrivateStore) -> None:
     upload(store, "foo-1.0-py3-none-any.whl", body=b"identical")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.0-py2.py3-none-any.whl", body=b"identical")
-    assert caught.value.message.startswith("File already exists")
+    assert caught.value.kind == "file_exists"
+    assert caught.value.existing is not None and caught.value.existing[0] == "foo-1.0-py3-none-any.whl"
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
 
 
@@ -195,7 +197,7 @@ def test_one_sdist_per_release(store: PrivateStore) -> None:
     assert upload(store, "foo-1.0.tar.gz")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.0.zip")
-    assert "sdist" in caught.value.message
+    assert caught.value.kind == "sdist_exists"
     # wheels of the same release and sdists of other releases are fine
     assert upload(store, "foo-1.0-py3-none-any.whl")
     assert upload(store, "foo-1.1.tar.gz")
@@ -280,7 +282,7 @@ def test_remove_version_keeps_others_and_tombstones_the_filenames(store: Private
     for body in (b"one", b"other bytes"):
         with pytest.raises(StoreRejected) as caught:
             upload(store, "foo-1.0-py3-none-any.whl", body=body)
-        assert "previously used" in caught.value.message
+        assert caught.value.kind == "filename_removed"
     assert upload(store, "foo-1.0.post1-py3-none-any.whl", body=b"one")  # the bytes are free again
 
 
@@ -349,8 +351,7 @@ def test_others_need_a_grant(store: PrivateStore) -> None:
     upload(store, uploader="alice")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
-    assert caught.value.status == 403
-    assert "pyproxy grant foo bob" in caught.value.message
+    assert caught.value.kind == "forbidden"
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
     assert temp_files(store) == []
     store.grant(normalize("foo"), "bob")

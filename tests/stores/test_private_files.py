@@ -28,7 +28,8 @@ def _stored(files: PrivateFiles, body: bytes) -> str:
 def test_temporary_file_is_removed_unless_moved(files: PrivateFiles) -> None:
     with files.temporary_file() as path:
         path.write_bytes(b"x")
-        assert path.parent == files.tmp and path.name.startswith("upload-") and path.suffix == ".part"
+        assert path.parent == files.tmp
+        assert path.name.startswith("upload-") and path.suffix == ".part"
     assert not path.exists()
     with pytest.raises(RuntimeError), files.temporary_file() as path:
         raise RuntimeError
