@@ -4,11 +4,17 @@ private store returns (no I/O, no messages).
 Roles on a private project: `owner` and `maintainer` may upload; `reader` may only read, which
 matters once the project is restricted (`pyproxy restrict`). Admins may upload to and read
 every project.
+
+A new name (no private project yet) is claimed by its first upload, unless `may_claim` says
+otherwise: a name upstream lists, or one under `[uploads] reserved_prefixes`, becomes private
+only through an admin (an admin's upload, or `pyproxy reserve NAME`), so no uploader can hide a
+public project from every client, and no public project can appear under a company prefix.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import enum
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -30,6 +36,27 @@ def may_upload(user: str, roles: RoleRows | None, *, admin: bool) -> bool:
         return True
     uploaders = {holder for holder, role in roles if role in UPLOAD_ROLES}
     return not uploaders or user in uploaders
+
+
+class Claim(enum.Enum):
+    """Whether a plain user's upload may create a new private project."""
+
+    FREE = "free"
+    RESERVED_PREFIX = "reserved prefix"  # under [uploads] reserved_prefixes
+    UPSTREAM = "upstream"  # a project of the upstream index
+
+
+def under_prefix(name: str, prefixes: Iterable[str]) -> bool:
+    """Whether a normalised name starts with one of `prefixes` (normalised as names are)."""
+    return any(name.startswith(prefix) for prefix in prefixes)
+
+
+def may_claim(*, reserved_prefix: bool, listed_upstream: bool) -> Claim:
+    """The rule for a new name and a user who is not an admin (admins claim any name). The
+    prefix comes first: such a name is never looked up upstream."""
+    if reserved_prefix:
+        return Claim.RESERVED_PREFIX
+    return Claim.UPSTREAM if listed_upstream else Claim.FREE
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from pyproxy.access import ROLES, UPLOAD_ROLES, ReadRestrictions, RoleRows, may_upload
+from pyproxy.access import (
+    ROLES,
+    UPLOAD_ROLES,
+    Claim,
+    ReadRestrictions,
+    RoleRows,
+    may_claim,
+    may_upload,
+    under_prefix,
+)
 from pyproxy.model import normalize
 
 OWNED: RoleRows = [("alice", "owner"), ("bob", "maintainer"), ("carol", "reader")]
@@ -52,3 +61,30 @@ def test_nothing_restricted_is_false() -> None:
     assert not ReadRestrictions()
     assert ReadRestrictions().hidden_from(None, admin=False) == frozenset()
     assert RESTRICTED
+
+
+@pytest.mark.parametrize(
+    ("name", "prefixes", "under"),
+    [
+        ("acme-widgets", ("acme-",), True),
+        ("acme", ("acme-",), False),  # the prefix includes its separator
+        ("acmeless", ("acme-",), False),
+        ("corp-x", ("acme-", "corp-"), True),
+        ("acme-widgets", (), False),
+    ],
+)
+def test_under_prefix(name: str, prefixes: tuple[str, ...], under: bool) -> None:
+    assert under_prefix(name, prefixes) is under
+
+
+@pytest.mark.parametrize(
+    ("reserved_prefix", "listed_upstream", "claim"),
+    [
+        (False, False, Claim.FREE),
+        (False, True, Claim.UPSTREAM),
+        (True, False, Claim.RESERVED_PREFIX),
+        (True, True, Claim.RESERVED_PREFIX),
+    ],
+)
+def test_may_claim(reserved_prefix: bool, listed_upstream: bool, claim: Claim) -> None:
+    assert may_claim(reserved_prefix=reserved_prefix, listed_upstream=listed_upstream) is claim

@@ -6,7 +6,11 @@ read, as the public index orders them):
 
 1. the form fields (`validate.validate_form`): a bad form is refused before anyone's rights are
    looked at, and no file part is a bad request;
-2. may this uploader upload to this name (`access.may_upload` over the store's role rows);
+2. may this uploader upload to this name: to an existing project, `access.may_upload` over the
+   store's role rows; a new name, `access.may_claim` (an admin's upload or `pyproxy reserve`
+   is needed for a name under a reserved prefix, which is never looked up upstream, and for
+   one that upstream's project list has; when that list cannot be had, 503 rather than a
+   guess);
 3. the file itself (`validate.validate_file`: name, digests, archive, metadata), in a thread;
 4. the record is built and stored: the identical file already stored is a success that writes
    nothing; otherwise `PrivateStore.add_file` re-checks duplicates and the permission under its
@@ -29,8 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pyproxy.access import RoleRows, may_upload
-from pyproxy.model import NormalizedName
+from pyproxy.access import Claim, RoleRows, may_claim, may_upload, under_prefix
+from pyproxy.model import NormalizedName, Unavailable, normalize
+from pyproxy.publish.upstream_names import UpstreamNames
 from pyproxy.publish.validate import (
     UploadForm,
     UploadRejected,
@@ -72,7 +77,7 @@ class Received:
 
 @dataclass(frozen=True, slots=True)
 class Uploader:
-    user: str | None  # None: a file with no recorded uploader (`pyproxy import`); owns nothing
+    user: str | None  # None: a file with no recorded uploader (`pyproxy import`, as an admin)
     admin: bool = False
 
 
@@ -106,6 +111,30 @@ def not_allowed(user: str, project: NormalizedName) -> UploadRejected:
         f" An owner can allow it with: pyproxy grant {project} {user}",
         status=403,
         kind="forbidden",
+    )
+
+
+def not_claimable(claim: Claim, project: NormalizedName) -> UploadRejected:
+    if claim is Claim.UPSTREAM:
+        why = (f"The name {project!r} is a project on the upstream index, and a private upload"
+               " would hide upstream's files from every client.")
+    else:
+        why = (f"The name {project!r} is under a reserved prefix ([uploads] reserved_prefixes)"
+               " and not yet a private project.")
+    return UploadRejected(
+        f"{why} An admin can make it private with: pyproxy reserve {project}",
+        status=403,
+        kind="forbidden",
+    )
+
+
+def upstream_unknown(project: NormalizedName, problem: Unavailable) -> UploadRejected:
+    return UploadRejected(
+        f"Cannot tell whether {project!r} is a project on the upstream index ({problem}), so a"
+        f" new name is refused for now. Try again later, or an admin can make it private with:"
+        f" pyproxy reserve {project}",
+        status=503,
+        kind="upstream_unavailable",
     )
 
 
@@ -171,8 +200,16 @@ Allowed = Callable[[RoleRows | None], bool]
 
 
 class Publisher:
-    def __init__(self, store: PrivateStore) -> None:
+    """upstream: None when there is no upstream (private packages only): any new name is free.
+    reserved_prefixes: `[uploads] reserved_prefixes` (normalised here too)."""
+
+    def __init__(
+        self, store: PrivateStore, *, upstream: UpstreamNames | None = None,
+        reserved_prefixes: Sequence[str] = (),
+    ) -> None:
         self.store = store
+        self.upstream = upstream
+        self.reserved_prefixes = tuple(normalize(prefix) for prefix in reserved_prefixes)
 
     @contextmanager
     def receiving(self) -> Iterator[Received]:
@@ -187,7 +224,7 @@ class Publisher:
             form = validate_form(submission.fields)
         if submission.filename is None:
             raise missing_file()
-        allowed = self._authorise(form, uploader)
+        allowed = await self._authorise(form, uploader)
         with _counted_as("invalid_file"):
             checked = await asyncio.to_thread(
                 validate_file, form, submission.filename, submission.content_type, body.path,
@@ -208,16 +245,34 @@ class Publisher:
         )
         return Published.STORED if stored else Published.STORED_MEANWHILE
 
-    def _authorise(self, form: UploadForm, uploader: Uploader) -> Allowed | None:
+    async def _authorise(self, form: UploadForm, uploader: Uploader) -> Allowed | None:
         """Refuse an uploader without the right to this name; what the store re-checks under
         its write lock (None: nothing to check, for admins and imports)."""
         user = uploader.user
-        if uploader.admin or user is None:
+        if uploader.admin:
             return None
-
-        def allowed(roles: RoleRows | None) -> bool:
-            return may_upload(user, roles, admin=False)
-
-        if not allowed(self.store.project_roles(form.project)):
+        if user is None:  # only an import stores files nobody uploaded, with an admin's rights
+            raise ValueError("an upload by nobody must be an admin's")
+        roles = self.store.project_roles(form.project)
+        if roles is None:
+            await self._check_claim(form.project)
+        elif not may_upload(user, roles, admin=False):
             raise not_allowed(user, form.project)
+        claimed = roles is None  # a name that vanished meanwhile (remove --forget-name) is not
+
+        def allowed(now: RoleRows | None) -> bool:
+            return claimed if now is None else may_upload(user, now, admin=False)
+
         return allowed
+
+    async def _check_claim(self, project: NormalizedName) -> None:
+        reserved = under_prefix(project, self.reserved_prefixes)
+        listed = False
+        if not reserved and self.upstream is not None:
+            try:
+                listed = await self.upstream.lists(project)
+            except Unavailable as problem:
+                raise upstream_unknown(project, problem) from None
+        claim = may_claim(reserved_prefix=reserved, listed_upstream=listed)
+        if claim is not Claim.FREE:
+            raise not_claimable(claim, project)

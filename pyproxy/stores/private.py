@@ -540,7 +540,7 @@ class PrivateStore:
         with self._write() as db:
             if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
                 raise NotFound(f"no private project {project!r}")
-            where, args = "project = ?", [project]
+            where, args = "project = ?", [str(project)]
             if version is not None:
                 where, args = "project = ? AND version = ?", [project, canonical_version(version)]
             rows = db.execute(f"SELECT filename FROM files WHERE {where}", args).fetchall()

@@ -16,6 +16,7 @@ from pyproxy import metrics
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.model import Repository
 from pyproxy.publish.service import Publisher
+from pyproxy.publish.upstream_names import ListedUpstream
 from pyproxy.repository.overlay import Overlay
 from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.upstream import Upstream, pip_default_index, redact
@@ -73,7 +74,10 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         repository=repository,
         private=private,
-        publisher=Publisher(private),
+        publisher=Publisher(
+            private, upstream=None if upstream is None else ListedUpstream(upstream.project_list),
+            reserved_prefixes=settings.reserved_prefixes,
+        ),
         users=users,
         pages=RenderedPages(),
         upstream_description=describe_upstream(settings),

@@ -115,7 +115,7 @@ async def _upload(request: web.Request) -> web.StreamResponse:
                         raise UploadRejected("Upload payload has more than one file.")
                     filename = part.filename
                     content_type = part.headers.get(hdrs.CONTENT_TYPE)
-                    name = (fields.get("name") or [None])[0]
+                    name = fields["name"][0] if fields.get("name") else None
                     await _save_content(part, body, limit, name)
                 else:
                     value = await part.text()

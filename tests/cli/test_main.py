@@ -275,6 +275,27 @@ def test_remove_version_then_project(pyproxy, private: PrivateStore) -> None:  #
     assert not private.has_project(normalize("foo"))
 
 
+def test_reserve_makes_a_name_private_before_any_upload(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = pyproxy("reserve", "Requests")
+    assert (code, err) == (0, "")
+    assert "requests is private now" in out and "pyproxy grant requests USER --owner" in out
+    assert private.has_project(normalize("requests"))
+    assert private.list_projects().names == ("Requests",)
+    assert private.roles(normalize("requests")) == []  # its first uploader will own it
+    code, out, _ = pyproxy("reserve", "requests")
+    assert code == 0 and out.strip() == "requests is already a private project"
+    pyproxy("user", "add", "bob", "--password-stdin", stdin=PASSWORD)
+    code, out, err = pyproxy("grant", "requests", "bob", "--owner")  # a reserved name takes grants
+    assert (code, err) == (0, "") and "bob is now owner of requests" in out
+
+
+@pytest.mark.parametrize("name", ["bad-", "no spaces", "a/b", "ﬁle", ""])
+def test_reserve_refuses_what_is_not_a_project_name(pyproxy, data_dir: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = pyproxy("reserve", name)
+    assert code == 1 and "is not a valid project name" in one_line_error(err)
+    assert not (data_dir / "private").exists()
+
+
 # ---- configuration errors ----
 
 

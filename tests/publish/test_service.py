@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pyproxy.model import normalize
+from pyproxy.model import NormalizedName, Unavailable, normalize
 from pyproxy.publish.service import (
     Kept,
     Published,
@@ -326,3 +326,134 @@ async def test_an_import_keeps_what_the_exporting_index_recorded(
     assert dist.yanked and dist.yanked_reason == "old"
     assert store.list_projects().names == ("DEMO",)
     assert store.roles(normalize("demo")) == [("carol", "owner")]
+
+
+# ------------------------------------------------------------------------- claiming a new name
+
+
+class Listing:
+    """UpstreamNames with a fixed answer: which names upstream's list has, or that the list
+    cannot be had; it records every name asked about."""
+
+    def __init__(self, *names: str, down: bool = False) -> None:
+        self.names = {normalize(name) for name in names}
+        self.down = down
+        self.asked: list[str] = []
+
+    async def lists(self, name: NormalizedName) -> bool:
+        self.asked.append(name)
+        if self.down:
+            raise Unavailable(
+                "upstream index unavailable (answered HTTP 500) and no copy is cached"
+            )
+        return name in self.names
+
+
+UPSTREAM_HAS_REQUESTS = (
+    "The name 'requests' is a project on the upstream index, and a private upload would hide"
+    " upstream's files from every client. An admin can make it private with:"
+    " pyproxy reserve requests"
+)
+
+
+async def test_a_name_upstream_lists_is_not_claimed_by_a_plain_upload(
+    store: PrivateStore, dists: Path
+) -> None:
+    listing = Listing("Requests", "urllib3")
+    publisher = Publisher(store, upstream=listing)
+    rejection = await rejected(publisher, make_wheel(dists, "requests", "1.0"))
+    assert (rejection.status, rejection.kind, rejection.message) == (
+        403, "forbidden", UPSTREAM_HAS_REQUESTS
+    )
+    assert listing.asked == ["requests"]
+    assert not store.has_project(normalize("requests")) and temp_files(store) == []
+
+
+async def test_after_a_reserve_the_first_uploader_claims_it(
+    store: PrivateStore, dists: Path
+) -> None:
+    listing = Listing("requests")
+    publisher = Publisher(store, upstream=listing)
+    assert store.reserve(normalize("requests"), "requests")  # `pyproxy reserve requests`
+    assert await publish(publisher, make_wheel(dists, "requests", "1.0")) is Published.STORED
+    assert store.roles(normalize("requests")) == [("alice", "owner")]
+    rejection = await rejected(publisher, make_wheel(dists, "requests", "1.1"), BOB)
+    assert rejection.status == 403 and "pyproxy grant requests bob" in rejection.message
+    assert listing.asked == []  # a private name is private: upstream is not consulted
+
+
+async def test_admins_claim_any_name_without_asking_upstream(
+    store: PrivateStore, dists: Path
+) -> None:
+    listing = Listing("requests", down=True)
+    publisher = Publisher(store, upstream=listing, reserved_prefixes=["acme-"])
+    root = Uploader("root", admin=True)
+    for name in ("requests", "acme-widgets", "new-thing"):
+        assert await publish(publisher, make_wheel(dists, name, "1.0"), root) is Published.STORED
+    assert listing.asked == []
+
+
+async def test_a_name_upstream_does_not_list_is_free(store: PrivateStore, dists: Path) -> None:
+    listing = Listing("requests")
+    publisher = Publisher(store, upstream=listing)
+    assert await publish(publisher, make_wheel(dists, "Our_Tool", "1.0")) is Published.STORED
+    assert listing.asked == ["our-tool"]  # normalised, as upstream's list is compared
+
+
+async def test_no_upstream_means_every_new_name_is_free(publisher: Publisher, dists: Path) -> None:
+    assert await publish(publisher, make_wheel(dists, "requests", "1.0")) is Published.STORED
+
+
+async def test_without_upstreams_list_a_new_name_is_refused_not_guessed(
+    store: PrivateStore, dists: Path
+) -> None:
+    publisher = Publisher(store, upstream=Listing(down=True))
+    rejection = await rejected(publisher, make_wheel(dists, "new-thing", "1.0"))
+    assert (rejection.status, rejection.kind) == (503, "upstream_unavailable")
+    assert rejection.message == (
+        "Cannot tell whether 'new-thing' is a project on the upstream index (upstream index"
+        " unavailable (answered HTTP 500) and no copy is cached), so a new name is refused for"
+        " now. Try again later, or an admin can make it private with: pyproxy reserve new-thing"
+    )
+    assert not store.has_project(normalize("new-thing"))
+    root = Uploader("root", admin=True)
+    assert await publish(publisher, make_wheel(dists, "new-thing", "1.0"), root) is Published.STORED
+    # an existing private project needs no upstream answer
+    store.grant(normalize("new-thing"), "alice")
+    assert await publish(publisher, make_wheel(dists, "new-thing", "1.2")) is Published.STORED
+
+
+@pytest.mark.parametrize("configured", ["acme-", "Acme_", "acme."])
+async def test_a_reserved_prefix_is_never_looked_up_upstream(
+    store: PrivateStore, dists: Path, configured: str
+) -> None:
+    listing = Listing()  # upstream does not have it: the prefix alone decides
+    publisher = Publisher(store, upstream=listing, reserved_prefixes=[configured])
+    rejection = await rejected(publisher, make_wheel(dists, "Acme.Widgets", "1.0"))
+    assert (rejection.status, rejection.kind, rejection.message) == (
+        403, "forbidden",
+        "The name 'acme-widgets' is under a reserved prefix ([uploads] reserved_prefixes) and not"
+        " yet a private project. An admin can make it private with: pyproxy reserve acme-widgets",
+    )
+    assert listing.asked == []
+    store.reserve(normalize("acme-widgets"), "Acme.Widgets")
+    assert await publish(publisher, make_wheel(dists, "Acme.Widgets", "1.0")) is Published.STORED
+    assert await publish(publisher, make_wheel(dists, "acmeless", "1.0")) is Published.STORED
+    assert listing.asked == ["acmeless"]
+
+
+async def test_the_claim_is_checked_after_the_form_and_before_the_archive(
+    store: PrivateStore, dists: Path
+) -> None:
+    listing = Listing("requests")
+    publisher = Publisher(store, upstream=listing)
+    wheel = make_wheel(dists, "requests", "1.0")
+    rejection = await rejected(publisher, wheel, version=None)
+    assert rejection.kind == "invalid_metadata" and listing.asked == []
+    garbage = b"no archive"
+    rejection = await rejected(
+        publisher, wheel, content=garbage,
+        sha256_digest=hashlib.sha256(garbage).hexdigest(),
+        blake2_256_digest=hashlib.blake2b(garbage, digest_size=32).hexdigest(),
+    )
+    assert rejection.message == UPSTREAM_HAS_REQUESTS  # not "Invalid distribution file"
