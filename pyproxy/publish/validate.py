@@ -1,7 +1,7 @@
 """Validation of a legacy (twine) upload, in the public index's order and with its messages.
 
 Pure: no aiohttp and no store; the only I/O is reading the already-received temp file through
-`archives`. The web handler calls, in this order:
+`archives`. The upload handler and `publish.service` call, in this order:
 
 1. `validate_form(fields)` with every non-file multipart field (a `:action` sent in the query
    string merged in). Before it: a non-`content` field sent as a file part -> `file_part_rejected`.
