@@ -54,6 +54,11 @@ class Settings:
     log_format: str = "text"  # of the lines on stderr: "text" or "json" (one object per line)
     # "anonymous": anyone may read; "authenticated": every read needs a user's credentials
     read_access: str = "anonymous"
+    # password checks (scrypt) run on threads of their own, at most this many waiting
+    password_threads: int = 1
+    password_queue: int = 8
+    # wrong passwords one client address may send per minute before it gets 429; 0: no limit
+    password_failures_per_minute: int = 10
 
     @property
     def private_only(self) -> bool:
@@ -83,6 +88,9 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("log", "level"): "log_level",
     ("log", "format"): "log_format",
     ("auth", "read"): "read_access",
+    ("auth", "password_threads"): "password_threads",
+    ("auth", "password_queue"): "password_queue",
+    ("auth", "password_failures_per_minute"): "password_failures_per_minute",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
 _SIZE_FIELDS = {"cache_max_size", "max_upload_size"}
@@ -241,6 +249,8 @@ def _check(settings: Settings) -> None:
         fail("port", f"{settings.port} is not a TCP port")
     if settings.workers < 1:
         fail("workers", "must be at least 1")
+    if settings.password_threads < 1:
+        fail("password_threads", "must be at least 1")
     for name in ("upstream_url", "base_url"):
         url = getattr(settings, name)
         if url and url != DEFAULT_UPSTREAM and not re.match(r"https?://[^/\s]+", url):

@@ -64,6 +64,8 @@ class FakeFile:
     yanked: bool | str = False
     metadata: bytes | None = None
     upload_time: datetime | None = None
+    listed_hash: bool = True  # False: pages give no sha256 for the file or its .metadata
+    listed_size: bool = True  # False: JSON pages give no size
 
     @property
     def metadata_sha256(self) -> str | None:
@@ -107,6 +109,8 @@ class FakeUpstream:
         self.drop_connection = False  # files: reset the connection after half the body
         self.truncate_files = False  # files: full Content-Length, half the body, clean close
         self.wrong_bytes = False  # files: same length, other bytes than the hash says
+        # files and .metadata: 200 with an HTML page instead (a proxy's block or login page)
+        self.error_page_files = False
         self.html_content_type = HTML_TYPE
 
         # what happened
@@ -137,8 +141,11 @@ class FakeUpstream:
         yanked: bool | str = False,
         metadata: bytes | None = None,
         upload_time: datetime | None = None,  # None: no upload-time in JSON
+        listed_hash: bool = True,
+        listed_size: bool = True,
     ) -> FakeFile:
-        """Add or replace a file; `metadata` is served at the file URL + ".metadata"."""
+        """Add or replace a file; `metadata` is served at the file URL + ".metadata".
+        `listed_hash`/`listed_size` False: the pages do not give its sha256 / size."""
         dist = FakeFile(
             filename=filename,
             size=len(body),
@@ -148,6 +155,8 @@ class FakeUpstream:
             yanked=yanked,
             metadata=metadata,
             upload_time=upload_time,
+            listed_hash=listed_hash,
+            listed_size=listed_size,
         )
         return self._put(project, dist)
 
@@ -397,9 +406,10 @@ class FakeUpstream:
             entry: dict[str, Any] = {
                 "filename": dist.filename,
                 "url": self._listed_file_url(name, dist.filename),
-                "hashes": {"sha256": dist.sha256},
-                "size": dist.size,
+                "hashes": {"sha256": dist.sha256} if dist.listed_hash else {},
             }
+            if dist.listed_size:
+                entry["size"] = dist.size
             if dist.upload_time is not None:
                 utc = dist.upload_time.astimezone(UTC)
                 entry["upload-time"] = utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -408,7 +418,8 @@ class FakeUpstream:
             if dist.yanked:
                 entry["yanked"] = dist.yanked
             if dist.metadata is not None:
-                entry["core-metadata"] = {"sha256": dist.metadata_sha256}
+                listed = {"sha256": dist.metadata_sha256} if dist.listed_hash else True
+                entry["core-metadata"] = listed
             entries.append(entry)
         document: dict[str, Any] = {
             "meta": {"api-version": "1.4"},
@@ -437,9 +448,11 @@ class FakeUpstream:
                 reason_text = dist.yanked if isinstance(dist.yanked, str) else ""
                 attributes += f' data-yanked="{html.escape(reason_text)}"'
             if dist.metadata is not None:
-                value = f"sha256={dist.metadata_sha256}"
+                value = f"sha256={dist.metadata_sha256}" if dist.listed_hash else "true"
                 attributes += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
-            url = f"{self._listed_file_url(name, dist.filename)}#sha256={dist.sha256}"
+            url = self._listed_file_url(name, dist.filename)
+            if dist.listed_hash:
+                url += f"#sha256={dist.sha256}"
             text = html.escape(dist.filename)
             anchors += f'    <a href="{html.escape(url)}"{attributes}>{text}</a><br/>\n'
         return _html_document(f"Links for {name}", head, anchors)
@@ -476,6 +489,8 @@ class FakeUpstream:
             files = self._projects[name].files if name in self._projects else {}
             dist = files.get(filename)
             owner = files.get(filename.removesuffix(".metadata"))
+        if self.error_page_files and (dist is not None or owner is not None):
+            return web.Response(body=_ERROR_PAGE, headers={"Content-Type": HTML_TYPE})
         if dist is not None:
             return await self._send(request, dist.chunks(), dist.size, dist.sha256)
         if owner is not None and owner.metadata is not None and filename.endswith(".metadata"):
@@ -513,6 +528,12 @@ class FakeUpstream:
             else:
                 request.transport.close()  # flushes, then a clean close: an early EOF
         return response
+
+
+_ERROR_PAGE = (
+    b"<!DOCTYPE html>\n<html><head><title>Access denied</title></head>\n"
+    b"<body><h1>Access denied</h1><p>Please sign in to continue.</p></body></html>\n"
+)
 
 
 def _html_document(title: str, head: str, anchors: str) -> bytes:

@@ -23,13 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 GiB = 1024**3
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Run every test in an empty directory, so the repository's own ./pyproxy.toml is not read."""
-    cwd = tmp_path / "cwd"
-    cwd.mkdir()
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("PYPROXY_CONFIG", raising=False)
+# every test in an empty directory (the repository's own ./pyproxy.toml is not read) and
+# without PYPROXY_* variables
+pytestmark = pytest.mark.usefixtures("isolated_cwd")
 
 
 def write_toml(directory: Path, text: str, name: str = "pyproxy.toml") -> Path:
@@ -107,6 +103,9 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("log", "level"): ('"DEBUG"', "Debug", "debug"),  # in any case
     ("log", "format"): ('"Json"', "JSON", "json"),
     ("auth", "read"): ('"Authenticated"', "AUTHENTICATED", "authenticated"),
+    ("auth", "password_threads"): ("2", "2", 2),
+    ("auth", "password_queue"): ("0", "0", 0),
+    ("auth", "password_failures_per_minute"): ("30", "30", 30),
 }
 
 
@@ -324,6 +323,8 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[log]\nformat = 'xml'\n", "log.format"),
         ("[auth]\nread = 'everyone'\n", "auth.read"),
         ("[auth]\nread = true\n", "auth.read"),
+        ("[auth]\npassword_threads = 0\n", "auth.password_threads"),
+        ("[auth]\npassword_failures_per_minute = -1\n", "auth.password_failures_per_minute"),
         ("[server]\nlog_level = 'info'\n", "server.log_level"),  # now [log] level
         ("[server]\nhost = 1\n", "server.host"),
         ("[server]\ndata_dir = ''\n", "server.data_dir"),

@@ -116,7 +116,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
         total = len(blobs.entries())
         with _progress(total) as advance:
-            result = cacheops.verify(blobs, advance)
+            result = cacheops.verify(blobs, advance, data_dir=settings.data_dir)
     finally:
         blobs.close()
     names = cacheops.describe(settings.data_dir, {d.entry.key for d in result.damaged})
@@ -167,4 +167,4 @@ def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None
                        help="remove least recently used files until the cache holds at most SIZE (e.g. 5GiB)")
     prune.add_argument("--older-than", type=_days_argument, metavar="DAYS",
                        help="remove files not used for DAYS days")
-    command("verify", bound(cmd_verify), "re-hash every cached file; remove those that changed", sub)
+    command("verify", bound(cmd_verify), "re-hash every cached file; remove those that changed or are malformed", sub)

@@ -21,6 +21,7 @@ from pyproxy.repository.upstream import (
     cached_project_names,
     open_page_cache,
 )
+from pyproxy.stores import proof
 from pyproxy.stores.blobcache import BlobCache, BlobEntry
 
 _CHUNK = 1024 * 1024
@@ -158,21 +159,54 @@ def _sha256_of(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def verify(blobs: BlobCache, progress: Callable[[BlobEntry], None] | None = None) -> VerifyResult:
-    """Re-hash every cached file; remove (and report) those whose bytes changed."""
+def _hash_in_key(entry: BlobEntry) -> bool:
+    """Whether upstream listed the body's sha256 (the key then names it). Other entries (keyed
+    by their URL, or a `.metadata` by its file's sha256) were cached on proof of their kind."""
+    return entry.key.removeprefix("meta:").lower() == entry.sha256.lower()
+
+
+def _kind_problem(entry: BlobEntry, label: str | None) -> str | None:
+    """Why a body cached without a listed sha256 is not a well-formed file of its kind."""
+    filename = label.rpartition("/")[2] if label else None
+    try:
+        with open(entry.path, "rb") as body:
+            if filename is not None:
+                proof.check_file(filename, body, entry.size)
+            elif is_metadata(entry):
+                proof.check_kind("metadata", body, entry.size)
+            else:  # its page is no longer cached: any archive will do
+                proof.check_any_archive(body, entry.size)
+    except proof.Unproven as exc:
+        return f"upstream lists no sha256, and it is not a well-formed file of its kind: {exc}"
+    return None
+
+
+def verify(
+    blobs: BlobCache,
+    progress: Callable[[BlobEntry], None] | None = None,
+    *,
+    data_dir: Path | None = None,
+) -> VerifyResult:
+    """Re-hash every cached file, and re-check the kind of those cached without a listed sha256
+    (named from the pages cached under `data_dir`); remove (and report) the bad ones."""
     result = VerifyResult()
-    for entry in blobs.entries():
+    entries = blobs.entries()
+    unproven = {entry.key for entry in entries if not _hash_in_key(entry)}
+    names = describe(data_dir, unproven) if data_dir is not None else {}
+    for entry in entries:
         try:
             actual, size = _sha256_of(entry.path)
+            reason = None
+            if size != entry.size:
+                reason = f"{size} bytes on disk, {entry.size} when cached"
+            elif actual != entry.sha256:
+                reason = f"sha256 {actual}, {entry.sha256} when cached"
+            elif entry.key in unproven:
+                reason = _kind_problem(entry, names.get(entry.key))
         except FileNotFoundError:
             if progress:
                 progress(entry)
             continue  # evicted or replaced by the server meanwhile
-        reason = None
-        if size != entry.size:
-            reason = f"{size} bytes on disk, {entry.size} when cached"
-        elif actual != entry.sha256:
-            reason = f"sha256 {actual}, {entry.sha256} when cached"
         if reason is not None:
             blobs.delete(entry.key)
             result.damaged.append(Damaged(entry, reason))

@@ -13,7 +13,8 @@ Layout of an export (the manifest is written last, so a directory without it is 
     cache/pages/<hash of key>
 
 Import checks every private file as an upload would (form, archive, metadata, digests) and every
-cached file against its sha256, and skips what the target already holds.
+cached file's record (key, body name, sha256) against itself and its body, and skips what the
+target already holds.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -355,9 +357,31 @@ def _local_body(path: Path) -> Callable[[], contextlib.AbstractAsyncContextManag
     return open_body
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# the keys repository.overlay makes: blob_key (a file's sha256, or "url:" + the hash of its URL)
+# and metadata_key ("meta:" + the .metadata's sha256, or + the file's blob_key)
+_CACHE_KEY = re.compile(r"(?P<meta>meta:)?(?P<url>url:)?(?P<hex>[0-9a-f]{64})")
+
+
+def _record_problem(key: str, sha256: str, body_name: object) -> str | None:
+    """Why a cached-file record disagrees with itself: served under `key`, the body must be the
+    one the key names (a file's key is its sha256), kept in the export under the key's name."""
+    if not _SHA256.fullmatch(sha256):
+        return f"sha256 {sha256!r} is not a lowercase hex sha256"
+    shape = _CACHE_KEY.fullmatch(key)
+    if shape is None:
+        return "not a cache key pyproxy makes"
+    if not shape["meta"] and not shape["url"] and shape["hex"] != sha256:
+        return f"the key names sha256 {shape['hex']}, the record says {sha256}"
+    if body_name != _key_name(key):
+        return f"the record's body {body_name!r} is not the one exported for this key"
+    return None
+
+
 async def import_blobs(blobs: BlobCache, source: Path, report: Report,
                        log: Callable[[str], None] = lambda _line: None) -> None:
-    """Each file goes through the cache's own verified download path, read from the export."""
+    """Each file goes through the cache's own verified download path, read from the export,
+    once its record's key, body name and sha256 agree (nothing is written for one that does not)."""
     for record in _read_jsonl(source / "cache" / "files.jsonl"):
         key = str(record.get("key"))
         try:
@@ -365,6 +389,9 @@ async def import_blobs(blobs: BlobCache, source: Path, report: Report,
             sha256, size = str(record["sha256"]), int(record["size"])
         except (ValueError, KeyError, TypeError) as exc:
             report.fail(f"cached {key}", f"unusable record: {exc}")
+            continue
+        if (problem := _record_problem(key, sha256, record.get("file"))) is not None:
+            report.fail(f"cached {key}", problem)
             continue
         if await asyncio.to_thread(blobs.lookup, key) is not None:
             report.skipped += 1

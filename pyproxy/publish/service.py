@@ -143,7 +143,8 @@ def worded(refusal: StoreRejected, new: NewFile) -> UploadRejected:
     if refusal.kind == "forbidden":
         return not_allowed(str(new.uploader), new.project)
     if refusal.kind == "file_exists":
-        filename, blake2_256 = refusal.existing or (new.filename, new.blake2_256)
+        filename = refusal.filename or new.filename
+        blake2_256 = refusal.blake2_256 or new.blake2_256
         message = (
             f"File already exists ({filename!r}, with blake2_256 hash {blake2_256!r})."
             " Use a different version or filename."
@@ -152,6 +153,11 @@ def worded(refusal: StoreRejected, new: NewFile) -> UploadRejected:
         message = (
             "This filename was previously used by a file that has since been deleted."
             " Use a different version."
+        )
+    elif refusal.kind == "sdist_removed":
+        message = (
+            f"The sdist of this release was previously uploaded as {refusal.filename!r} and has"
+            " since been deleted. Use a different version."
         )
     else:
         message = "Only one sdist may be uploaded per release."

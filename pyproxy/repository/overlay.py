@@ -183,6 +183,7 @@ class Overlay:
             sha256=dist.sha256,
             size=dist.size,
             open_upstream=self.upstream.opener(dist.upstream_url),
+            filename=filename,
         )
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
@@ -204,6 +205,7 @@ class Overlay:
             sha256=sha256,
             size=None,
             open_upstream=self.upstream.opener(dist.upstream_url + ".metadata"),
+            filename=filename + ".metadata",
         )
 
 

@@ -46,6 +46,7 @@ from diskcache.core import MODE_BINARY, UNKNOWN
 
 from pyproxy import metrics
 from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
+from pyproxy.stores import proof
 
 __all__ = ["CHUNK_SIZE", "BlobCache", "BlobEntry", "HashMismatch", "OpenUpstream"]
 
@@ -65,7 +66,8 @@ _T = TypeVar("_T")
 
 
 class HashMismatch(Unavailable):
-    """Upstream sent a body whose size or sha256 is not the one its index announced."""
+    """Upstream sent a body whose size or sha256 is not the one its index announced (or, with no
+    sha256 announced, a body that is not a well-formed file of its kind)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +118,15 @@ class _Flight:
         self.key = key
         self.part = part
         # the holder's locked file, or a follower's handle on another process's; readers pread()
-        # it, so it stays open until the last of them lets go of the flight
+        # it, so after a success it stays open until the last of them lets go of the flight
         self.fd = fd
         self.remote = remote
         self.written = 0  # bytes on disk that a reader may read
+        self.reading = 0  # pread()s in progress in threads (the fd must outlive them)
         self.state: State = "running"
-        self.error: BaseException | None = None
+        # the failure's class and words only: the exception's traceback holds the frames that
+        # hold this flight, a cycle that would keep the fd (and an unlinked file) until a gc
+        self.failure: tuple[type[Unavailable], str] | None = None
         self._changed = asyncio.Event()
 
     def notify(self) -> None:
@@ -138,8 +143,14 @@ class _Flight:
 
     def finish(self, state: State, error: BaseException | None = None) -> None:
         self.state = state
-        self.error = error
+        if error is not None:
+            self.failure = _failure_of(self.key, error)
         self.notify()
+
+    def let_go(self) -> None:
+        """Close the fd of a flight nobody will read again (failed, or cached meanwhile)."""
+        if self.state in ("failed", "cached") and self.reading == 0:
+            self.close()
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -150,15 +161,16 @@ class _Flight:
         self.close()
 
     def consumer_error(self) -> Unavailable:
-        error = self.error
-        if isinstance(error, HashMismatch):
-            new: Unavailable = HashMismatch(str(error))
-        elif isinstance(error, Unavailable):
-            new = Unavailable(str(error))
-        else:
-            new = Unavailable(f"upstream download of {self.key!r} failed: {error!r}")
-        new.__cause__ = error
-        return new
+        kind, message = self.failure or (Unavailable, f"upstream download of {self.key!r} failed")
+        return kind(message)
+
+
+def _failure_of(key: str, error: BaseException) -> tuple[type[Unavailable], str]:
+    if isinstance(error, HashMismatch):
+        return HashMismatch, str(error)
+    if isinstance(error, Unavailable):
+        return Unavailable, str(error)
+    return Unavailable, f"upstream download of {key!r} failed: {error!r}"
 
 
 class _Tail:
@@ -173,13 +185,21 @@ class _Tail:
 
     async def __anext__(self) -> bytes:
         while (flight := self._flight) is not None:
+            if flight.state in ("failed", "cached"):  # its fd is closed or about to be
+                self._flight = None
+                raise flight.consumer_error()
             # the last byte waits for the hash check, so a client never receives a complete
             # body that turns out to be wrong (it sees an aborted download instead)
             readable = flight.written if flight.state == "ok" else flight.written - 1
             available = readable - self._offset
             if available > 0:
                 n = min(CHUNK_SIZE, available)
-                data = await _in_thread(os.pread, flight.fd, n, self._offset)
+                flight.reading += 1
+                try:
+                    data = await _in_thread(os.pread, flight.fd, n, self._offset)
+                finally:
+                    flight.reading -= 1
+                    flight.let_go()  # the flight may have failed during the read
                 if not data:
                     self._flight = None
                     raise Unavailable(f"the file for {flight.key!r} is shorter than written")
@@ -187,9 +207,6 @@ class _Tail:
                 return data
             if flight.state == "ok":
                 break
-            if flight.state != "running":
-                self._flight = None
-                raise flight.consumer_error()
             await flight.changed()
         self._flight = None
         raise StopAsyncIteration
@@ -224,6 +241,21 @@ def _try_lock(fd: int, how: int) -> bool:
     except BlockingIOError:
         return False
     return True
+
+
+def _prove(flight: _Flight, filename: str | None) -> None:
+    """In a thread: a body with no sha256 to match must be a well-formed file of its kind."""
+    if filename is None:
+        raise HashMismatch(f"{flight.key!r}: no sha256 and no filename to check the body against")
+    # a second fd on the same file: the checks seek, and writers and readers use pwrite/pread
+    with open(os.dup(flight.fd), "rb") as body:
+        try:
+            proof.check_file(filename, body, flight.written)
+        except proof.Unproven as exc:
+            raise HashMismatch(
+                f"{filename}: upstream lists no sha256, and the body it sent is not a"
+                f" well-formed file of its kind: {exc}"
+            ) from None
 
 
 def _write_all(fd: int, data: bytes, offset: int, digest: Any) -> None:
@@ -279,12 +311,15 @@ class BlobCache:
         sha256: str | None,
         size: int | None,
         open_upstream: OpenUpstream,
+        filename: str | None = None,
     ) -> FileSource:
         """The cached blob, or a stream of the body as it arrives from the one upstream download.
 
         Raises Unavailable (HashMismatch if it is the body that is wrong) when the download fails
         before anything could be served. Once a StreamedFile is returned, a failure makes its
-        iterator raise the same way, and nothing is cached.
+        iterator raise the same way, and nothing is cached. Without a `sha256`, the body is good
+        only if it is a well-formed file of `filename`'s kind (see stores.proof); with neither,
+        it is never good.
         """
         sha256 = sha256.lower() if sha256 else None
         for attempt in range(_ATTEMPTS):
@@ -295,7 +330,7 @@ class BlobCache:
                 log.warning("cached %r is not the file now announced; fetching it again", key)
                 await asyncio.to_thread(self._cache.delete, key, True)
             joined = self._flights.get(key)
-            flight = joined or self._start(key, sha256, size, open_upstream)
+            flight = joined or self._start(key, sha256, size, open_upstream, filename)
             await flight.settled()
             if flight.state == "cached":
                 continue
@@ -368,7 +403,12 @@ class BlobCache:
         return self._partial / (hashlib.sha256(key.encode()).hexdigest() + ".part")
 
     def _start(
-        self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream
+        self,
+        key: str,
+        sha256: str | None,
+        size: int | None,
+        open_upstream: OpenUpstream,
+        filename: str | None,
     ) -> _Flight:
         part = self._part_path(key)
         try:
@@ -381,7 +421,7 @@ class BlobCache:
         if flight.remote:
             job = self._follow_remote(flight)
         else:
-            job = self._download(flight, sha256, size, open_upstream)
+            job = self._download(flight, sha256, size, open_upstream, filename)
         task = asyncio.create_task(job, name=f"blobcache {role} {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -446,7 +486,12 @@ class BlobCache:
         flight.finish(state, error)
 
     async def _download(
-        self, flight: _Flight, sha256: str | None, size: int | None, open_upstream: OpenUpstream
+        self,
+        flight: _Flight,
+        sha256: str | None,
+        size: int | None,
+        open_upstream: OpenUpstream,
+        filename: str | None,
     ) -> None:
         key = flight.key
         try:
@@ -472,6 +517,8 @@ class BlobCache:
             actual = digest.hexdigest()
             if sha256 is not None and actual != sha256:
                 raise HashMismatch(f"{key!r}: upstream body has sha256 {actual}, expected {sha256}")
+            if sha256 is None:
+                await _in_thread(_prove, flight, filename)
             await _in_thread(self._commit, flight, actual)
             self._end(flight, "ok")
         except asyncio.CancelledError:
@@ -485,6 +532,7 @@ class BlobCache:
             self._end(flight, "failed", exc)
         finally:
             self._release(flight)
+            flight.let_go()
 
     def _commit(self, flight: _Flight, sha256: str) -> None:
         """In a thread. Afterwards the flight's bytes are final, whatever became of the index."""
@@ -542,6 +590,8 @@ class BlobCache:
         except Exception as exc:
             log.exception("lost track of the download of %r in another process", flight.key)
             self._end(flight, "failed", exc)
+        finally:
+            flight.let_go()
 
     # -- housekeeping ----------------------------------------------------------------------------
 

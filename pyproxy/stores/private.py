@@ -31,6 +31,7 @@ from pyproxy.model import (
     ProjectList,
     ProjectPage,
     ProjectStatus,
+    version_of,
 )
 from pyproxy.stores import sqlite
 from pyproxy.stores.changes import ChangeCounter
@@ -80,18 +81,22 @@ CREATE TABLE IF NOT EXISTS tombstones (
 
 
 # why the store refuses a file: "file_exists" (its filename, or its bytes under another
-# filename, are stored: see StoreRejected.existing), "filename_removed" (a removed file had
-# that filename), "sdist_exists" (one sdist per release), "forbidden" (add_file's `allowed`)
-Refusal = Literal["file_exists", "filename_removed", "sdist_exists", "forbidden"]
+# filename, are stored as `filename` with `blake2_256`), "filename_removed" (a removed file had
+# that filename), "sdist_removed" (the release's sdist was removed; it was `filename`),
+# "sdist_exists" (one sdist per release), "forbidden" (add_file's `allowed` said no)
+Refusal = Literal["file_exists", "filename_removed", "sdist_removed", "sdist_exists", "forbidden"]
 
 
 class StoreRejected(Exception):
     """A file the store refuses, by rule; the publish service words it for the uploader."""
 
-    def __init__(self, kind: Refusal, existing: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self, kind: Refusal, *, filename: str | None = None, blake2_256: str | None = None
+    ) -> None:
         super().__init__(kind)
         self.kind: Refusal = kind
-        self.existing = existing  # (filename, blake2_256) of the stored file it collides with
+        self.filename = filename  # the stored or removed file it collides with
+        self.blake2_256 = blake2_256
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +156,6 @@ def canonical_version(version: str) -> str:
 
 # how often readers also ask the database whether it changed (normally the change counter says)
 DB_RECHECK_S = 1.0
-# how often restricted_readers() looks for changes other processes committed
-RESTRICTIONS_RECHECK_S = 0.5
 
 
 # (user, role) rows of one project; None where there is no such project
@@ -188,8 +191,7 @@ class PrivateStore:
         self._pages_version: tuple[int, int] = (-1, -1)
         _migrate(self._reader)
         self._restricted: Mapping[NormalizedName, frozenset[str]] = {}
-        self._restrictions_version = -1
-        self._restrictions_checked = float("-inf")
+        self._restrictions_version: tuple[int, int] = (-1, -1)
 
     def close(self) -> None:
         self._reader.close()
@@ -227,24 +229,20 @@ class PrivateStore:
 
     def restricted_readers(self) -> Mapping[NormalizedName, frozenset[str]]:
         """Each restricted project and the users holding any role on it (access.ReadRestrictions
-        judges by it). Cheap enough for every request: it looks at the database at most every
-        RESTRICTIONS_RECHECK_S (at once after this store's own writes), and reloads only when
-        some process committed a change."""
-        now = time.monotonic()
-        if now - self._restrictions_checked >= RESTRICTIONS_RECHECK_S:
-            self._restrictions_checked = now
-            version = self._reader.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._restrictions_version:
-                readers: dict[NormalizedName, set[str]] = {}
-                for name, user in self._reader.execute(
-                    "SELECT projects.name, roles.user FROM projects"
-                    " LEFT JOIN roles ON roles.project = projects.name WHERE projects.restricted"
-                ):
-                    users = readers.setdefault(name, set())
-                    if user is not None:
-                        users.add(user)
-                self._restricted = {name: frozenset(users) for name, users in readers.items()}
-                self._restrictions_version = version
+        judges by it). Cheap enough for every request: reloaded only when some process committed
+        a change, and then before this request is judged (a grant revoked is refused at once)."""
+        version = self._version()
+        if version != self._restrictions_version:
+            readers: dict[NormalizedName, set[str]] = {}
+            for name, user in self._reader.execute(
+                "SELECT projects.name, roles.user FROM projects"
+                " LEFT JOIN roles ON roles.project = projects.name WHERE projects.restricted"
+            ):
+                users = readers.setdefault(name, set())
+                if user is not None:
+                    users.add(user)
+            self._restricted = {name: frozenset(users) for name, users in readers.items()}
+            self._restrictions_version = version
         return self._restricted
 
     def has_file(self, project: NormalizedName, filename: str) -> bool:
@@ -392,7 +390,6 @@ class PrivateStore:
             self._changes.bump()  # committed: every process reloads on its next read
         finally:
             db.close()
-            self._restrictions_checked = float("-inf")  # see our own changes at once
 
     def find_duplicate(self, new: NewFile) -> bool:
         """True if exactly this file is already stored (an idempotent re-upload); raises
@@ -408,9 +405,14 @@ class PrivateStore:
         if row is not None:
             if row["filename"] == new.filename and row["sha256"] == new.sha256:
                 return True
-            raise StoreRejected("file_exists", (row["filename"], row["blake2_256"]))
+            raise StoreRejected(
+                "file_exists", filename=row["filename"], blake2_256=row["blake2_256"]
+            )
         if db.execute("SELECT 1 FROM tombstones WHERE filename = ?", (new.filename,)).fetchone():
             raise StoreRejected("filename_removed")
+        if new.filetype == "sdist" and (removed := _removed_sdist(db, new)) is not None:
+            # legacy sdist names ("my-pkg-1.0.tar.gz") give one release several spellings
+            raise StoreRejected("sdist_removed", filename=removed)
         if new.filetype == "sdist" and db.execute(
             "SELECT 1 FROM files WHERE project = ? AND version = ? AND filetype = 'sdist'",
             (new.project, canonical_version(new.version)),
@@ -573,4 +575,14 @@ class PrivateStore:
             }
             removed += self.files.remove_unreferenced(referenced)
         return removed
+
+
+def _removed_sdist(db: sqlite3.Connection, new: NewFile) -> str | None:
+    """The deleted sdist of `new`'s release, under whatever spelling it was uploaded."""
+    release = canonical_version(new.version)
+    rows = db.execute(
+        "SELECT filename FROM tombstones WHERE project = ? AND filename LIKE '%.tar.gz'",
+        (new.project,),
+    )
+    return next((name for (name,) in rows if version_of(name) == release), None)
 

@@ -15,7 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from pyproxy import metrics
 from pyproxy.publish.service import Published, Received, Submission, Uploader
-from pyproxy.publish.validate import UploadRejected
+from pyproxy.publish.validate import MAX_FORM_BYTES, UploadRejected, form_too_large
 from pyproxy.stores.auth import Identity, parse_basic
 from pyproxy.web import readauth
 from pyproxy.web.access_log import USER
@@ -25,7 +25,6 @@ from pyproxy.web.middleware import text_error
 log = logging.getLogger("pyproxy.upload")
 
 _CHUNK = 256 * 1024
-_MAX_FIELDS_BYTES = 16 * 1024 * 1024  # descriptions can be long, but not unbounded
 _FILE_FIELDS = {"content", "gpg_signature", "attestations"}
 
 
@@ -69,6 +68,31 @@ async def _save_content(part: BodyPartReader, body: Received, limit: int, name: 
         if body.size + len(chunk) > limit:
             raise _too_large(limit, name)
         body.write(chunk)
+
+
+async def _read_field(part: BodyPartReader, budget: int) -> tuple[str, int]:
+    """A text field and the bytes it cost, read in chunks against pyproxy's own form limit:
+    `part.text()` would stop at aiohttp's client_max_size (1 MiB) with a bare 413."""
+    raw = bytearray()
+    while chunk := await part.read_chunk(_CHUNK):
+        raw += chunk
+        if len(raw) > budget:
+            raise form_too_large()
+    decoded = bytearray()
+    try:
+        async for piece in part.decode_iter(raw):  # Content-(Transfer-)Encoding, if any
+            decoded += piece
+            if len(decoded) > budget:
+                raise form_too_large()
+    except RuntimeError as exc:  # aiohttp's word for an unknown encoding
+        raise UploadRejected(f"Malformed multipart body: {exc}") from None
+    charset = part.get_charset(default="utf-8")
+    try:
+        return decoded.decode(charset), len(raw)
+    except (UnicodeDecodeError, LookupError):
+        raise UploadRejected(
+            f"Malformed multipart body: the field {part.name!r} is not text in {charset!r}."
+        ) from None
 
 
 async def upload(request: web.Request) -> web.StreamResponse:
@@ -118,10 +142,8 @@ async def _upload(request: web.Request) -> web.StreamResponse:
                     name = fields["name"][0] if fields.get("name") else None
                     await _save_content(part, body, limit, name)
                 else:
-                    value = await part.text()
-                    field_bytes += len(value)
-                    if field_bytes > _MAX_FIELDS_BYTES:
-                        raise UploadRejected("Upload form fields are too large.", kind="too_large")
+                    value, cost = await _read_field(part, MAX_FORM_BYTES - field_bytes)
+                    field_bytes += cost
                     fields.setdefault(part.name, []).append(value)
         except (ValueError, AssertionError, HttpProcessingError) as exc:
             # e.g. a part whose headers do not parse (aiohttp's InvalidHeader)

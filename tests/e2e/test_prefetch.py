@@ -14,18 +14,15 @@ import socket
 import subprocess
 import uuid
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.dists import make_sdist, make_wheel, underscored
-from tests.e2e.clients import describe, get, pip_install, run, uv_pip_install
-from tests.e2e.conftest import PyproxyServer, ServerFactory, pyproxy_command
+from tests.e2e.clients import describe, get, installed, pip_install, run, uv_pip_install
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory, pyproxy_command
 from tests.fake_upstream import FakeUpstream
-
-pytestmark = pytest.mark.e2e
 
 RUN = uuid.uuid4().hex[:6]
 SUMMARY = re.compile(r"(\d+) file\(s\) fetched \(([^)]*)\), (\d+) already cached, (\d+) failed")
@@ -75,18 +72,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def installed(target: Path) -> dict[str, str]:
-    found = {}
-    for entry in target.glob("*.dist-info"):
-        name, _, version = entry.name.removesuffix(".dist-info").rpartition("-")
-        found[name] = version
-    return found
-
-
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream.running_in_thread(formats="json") as upstream:
-        yield upstream
+def fake(module_fake_factory: FakeFactory) -> FakeUpstream:
+    return module_fake_factory("json")
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,11 @@ the same data directory (the operations must be safe beside a running server).""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
@@ -13,10 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from pyproxy.cli import main as cli
+from pyproxy.model import StreamedFile
 from pyproxy.ops import cacheops
-from pyproxy.web.app import build_app
+from pyproxy.stores.blobcache import BlobCache
 from pyproxy.web.context import Services
-from tests.conftest import base_settings, open_services
+from tests.conftest import MakeClient
+from tests.dists import core_metadata, make_wheel
 from tests.fake_upstream import FakeUpstream
 
 SIZES = {"a": 300_000, "b": 200_000, "c": 100_000}
@@ -28,23 +32,18 @@ def _isolated(isolated_cwd: Path) -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="json") as upstream:
-        for name, size in SIZES.items():
-            upstream.add_generated_file(name, f"{name}-1.0-py3-none-any.whl", size,
-                                        metadata=f"Name: {name}\n".encode())
-        yield upstream
+def fake(fake: FakeUpstream) -> FakeUpstream:
+    for name, size in SIZES.items():
+        fake.add_generated_file(name, f"{name}-1.0-py3-none-any.whl", size,
+                                metadata=f"Name: {name}\n".encode())
+    return fake
 
 
 @pytest.fixture
 async def proxy(
-    tmp_path: Path, fake: FakeUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[tuple[TestClient, Services]]:
-    services = open_services(base_settings(tmp_path / "data", upstream_url=fake.index_url))
-    client = await aiohttp_client(build_app(services))
-    yield client, services
-    await client.close()
-    await services.close()
+    tmp_path: Path, fake: FakeUpstream, make_client: MakeClient
+) -> tuple[TestClient, Services]:
+    return await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url)
 
 
 def run(data_dir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -128,6 +127,67 @@ async def test_verify_notices_a_truncated_file(
     os.truncate(entry.path, 10)
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
     assert code == 1 and "10 bytes on disk" in out
+
+
+ERROR_PAGE = b"<!DOCTYPE html>\n<html><body><h1>Access denied</h1></body></html>\n"
+
+
+async def _plant(blobs: BlobCache, key: str, body: bytes) -> None:
+    """Cache `body` under `key` as pyproxy did before it asked bodies without a hash for proof."""
+    @asynccontextmanager
+    async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield body
+
+        yield chunks()
+
+    assert blobs.delete(key)
+    source = await blobs.fetch(
+        key, sha256=hashlib.sha256(body).hexdigest(), size=None, open_upstream=open_body
+    )
+    if isinstance(source, StreamedFile):
+        assert b"".join([chunk async for chunk in source.chunks]) == body
+    assert blobs.lookup(key) is not None
+
+
+async def test_verify_removes_an_error_page_cached_for_a_file_without_a_hash(
+    proxy: tuple[TestClient, Services], fake: FakeUpstream, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    client, services = proxy
+    assert services.blobs is not None
+    wheel = make_wheel(tmp_path / "dists", "d", "1.0")
+    fake.add_file("d", wheel.name, wheel.read_bytes(), metadata=core_metadata("d", "1.0"),
+                  listed_hash=False, listed_size=False)
+    await _warm_all(client)  # a, b, c: listed with a sha256
+    assert await _download(client, "d") == wheel.read_bytes()
+    assert await _download(client, "d", ".metadata") == core_metadata("d", "1.0")
+    unhashed = {e.key for e in services.blobs.entries()} - {
+        fake.file(n, f"{n}-1.0-py3-none-any.whl").sha256 for n in SIZES
+    }
+    assert len(unhashed) == 2
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
+    assert code == 0 and "checked 5 files" in out, "good files without a hash stay"
+
+    for key in unhashed:
+        await _plant(services.blobs, key, ERROR_PAGE)
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
+    assert code == 1
+    assert "removed d/d-1.0-py3-none-any.whl: upstream lists no sha256" in out
+    assert "removed d/d-1.0-py3-none-any.whl.metadata: upstream lists no sha256" in out
+    assert "not a zip file" in out and "no Metadata-Version" in out
+    assert "checked 5 files" in out and "2 damaged and removed" in out
+    assert len(services.blobs.entries()) == 3
+
+    # with no page to name it, a body is checked as any archive (or as metadata)
+    fake.reset_counters()
+    assert await _download(client, "d") == wheel.read_bytes()
+    assert fake.count(fake.file_path("d", wheel.name)) == 1
+    (key,) = {e.key for e in services.blobs.entries()} & unhashed
+    assert cacheops.verify(services.blobs).damaged == []
+    await _plant(services.blobs, key, ERROR_PAGE)
+    (damaged,) = cacheops.verify(services.blobs).damaged
+    assert damaged.entry.key == key and "not an archive of any kind" in damaged.reason
 
 
 async def test_prune_to_a_size_removes_least_recently_used_first(

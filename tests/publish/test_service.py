@@ -256,12 +256,16 @@ def _record(filename: str = "demo-1.0.tar.gz", uploader: str | None = "bob") -> 
 @pytest.mark.parametrize(
     ("refusal", "status", "kind", "message"),
     [
-        (StoreRejected("file_exists", ("demo-1.0.tar.gz", "ab" * 32)), 400, "duplicate",
+        (StoreRejected("file_exists", filename="demo-1.0.tar.gz", blake2_256="ab" * 32), 400,
+         "duplicate",
          f"File already exists ('demo-1.0.tar.gz', with blake2_256 hash {'ab' * 32!r})."
          " Use a different version or filename."),
         (StoreRejected("filename_removed"), 400, "duplicate",
          "This filename was previously used by a file that has since been deleted."
          " Use a different version."),
+        (StoreRejected("sdist_removed", filename="Demo-1.0.tar.gz"), 400, "duplicate",
+         "The sdist of this release was previously uploaded as 'Demo-1.0.tar.gz' and has since"
+         " been deleted. Use a different version."),
         (StoreRejected("sdist_exists"), 400, "duplicate",
          "Only one sdist may be uploaded per release."),
         (StoreRejected("forbidden"), 403, "forbidden",

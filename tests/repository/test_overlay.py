@@ -2,13 +2,14 @@
 and how upstream files are listed and routed.
 
 Pure merge policy first (hand-built pages, plain calls), then the whole app in process
-(`build_app(build_services(...))` under pytest-aiohttp) against a FakeUpstream in the same loop.
+(tests/conftest.py's `make_client`, under pytest-aiohttp) against a FakeUpstream in the same
+loop.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -30,7 +31,7 @@ from pyproxy.model import (
 )
 from pyproxy.repository.overlay import merge_lists, merge_pages
 from pyproxy.web.context import SERVICES, Services
-from tests.conftest import upload
+from tests.conftest import StartFake, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -153,9 +154,8 @@ MakeProxy = Callable[..., Awaitable[tuple[TestClient, Services]]]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="both") as upstream:
-        yield upstream
+async def fake(fake_upstream: StartFake) -> FakeUpstream:
+    return await fake_upstream(formats="both")
 
 
 @pytest.fixture

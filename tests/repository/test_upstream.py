@@ -20,14 +20,12 @@ from urllib.parse import quote
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
-from pyproxy.config import Settings
 from pyproxy.model import NormalizedName, NotFound, Origin, Unavailable
 from pyproxy.repository.upstream import Upstream
-from pyproxy.web.app import build_app
-from pyproxy.web.context import Services
-from pyproxy.web.runner import build_services
+from tests.conftest import MakeClient
+from tests.dists import make_sdist
 from tests.fake_upstream import FakeUpstream, Formats
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -68,10 +66,9 @@ async def make_upstream(tmp_path: Path) -> AsyncIterator[MakeUpstream]:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="json") as upstream:
-        _fill(upstream)
-        yield upstream
+def fake(fake: FakeUpstream) -> FakeUpstream:
+    _fill(fake)
+    return fake
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -252,15 +249,14 @@ async def test_after_a_failed_revalidation_the_stale_copy_is_served_without_wait
     page = await upstream.project_page(_n("foo-bar"))
     await asyncio.sleep(1.1)
     await _break(fake, "timeout")
+    sent = fake.total
     started = time.monotonic()
     assert (await upstream.project_page(_n("foo-bar"))).files == page.files
     assert time.monotonic() - started >= 0.3  # this one waited for upstream's timeout
-    sent = fake.total
-    started = time.monotonic()
-    for _ in range(5):
+    assert fake.total == sent + 1
+    for _ in range(5):  # served from the stale copy: nothing sent, so nothing waited for
         assert (await upstream.project_page(_n("foo-bar"))).files == page.files
-    assert time.monotonic() - started < 0.2
-    assert fake.total == sent  # no request while backing off
+    assert fake.total == sent + 1  # no request while backing off
 
 
 @pytest.mark.parametrize("how", OUTAGES)
@@ -277,23 +273,15 @@ async def test_outage_without_copy_is_unavailable(
 
 @pytest.mark.parametrize("how", OUTAGES)
 async def test_outage_without_copy_is_503_over_http(
-    fake: FakeUpstream, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]],
-    how: str,
+    fake: FakeUpstream, make_client: MakeClient, how: str
 ) -> None:
-    services = build_services(
-        Settings(data_dir=tmp_path / "data", upstream_url=fake.index_url, upstream_timeout=0.3)
-    )
-    try:
-        client = await aiohttp_client(build_app(services))
-        await _break(fake, how)
-        for accept in (JSON_TYPE, "text/html"):
-            response = await client.get("/simple/uncached/", headers={"Accept": accept})
-            assert response.status == 503, (accept, response.status, await response.text())
-            # pip honours Retry-After by sleeping before each retry: a 503 must not set it
-            assert "Retry-After" not in response.headers
-        await client.close()
-    finally:
-        await services.close()
+    client, _ = await make_client(upstream_url=fake.index_url, upstream_timeout=0.3)
+    await _break(fake, how)
+    for accept in (JSON_TYPE, "text/html"):
+        response = await client.get("/simple/uncached/", headers={"Accept": accept})
+        assert response.status == 503, (accept, response.status, await response.text())
+        # pip honours Retry-After by sleeping before each retry: a 503 must not set it
+        assert "Retry-After" not in response.headers
 
 
 # ---------------------------------------------------------------------------- malformed answers
@@ -411,21 +399,15 @@ async def test_malformed_answer_with_copy_serves_stale(
 
 
 async def test_malformed_answer_is_503_over_http(
-    scripted_server: MakeScripted, tmp_path: Path,
-    aiohttp_client: Callable[..., Awaitable[TestClient]],
+    scripted_server: MakeScripted, make_client: MakeClient
 ) -> None:
     scripted, origin = await scripted_server()
     for index, (body, content_type) in enumerate(MALFORMED.values()):
         scripted.set(f"/simple/case{index}/", body, content_type)
-    services = build_services(Settings(data_dir=tmp_path / "data", upstream_url=f"{origin}/simple/"))
-    try:
-        client = await aiohttp_client(build_app(services))
-        for index, case in enumerate(MALFORMED):
-            response = await client.get(f"/simple/case{index}/", headers={"Accept": JSON_TYPE})
-            assert response.status == 503, (case, response.status, await response.text())
-        await client.close()
-    finally:
-        await services.close()
+    client, _ = await make_client(upstream_url=f"{origin}/simple/")
+    for index, case in enumerate(MALFORMED):
+        response = await client.get(f"/simple/case{index}/", headers={"Accept": JSON_TYPE})
+        assert response.status == 503, (case, response.status, await response.text())
 
 
 # ---------------------------------------------------------------------------- coalescing
@@ -467,18 +449,40 @@ async def test_concurrent_requests_during_an_outage_send_one_and_all_fail_cleanl
 
 
 async def test_cancelled_waiter_does_not_break_the_shared_fetch(
-    fake: FakeUpstream, make_upstream: MakeUpstream
+    make_upstream: MakeUpstream
 ) -> None:
-    fake.latency = 0.3
-    upstream = make_upstream(fake.index_url)
-    first = asyncio.ensure_future(upstream.project_page(_n("foo-bar")))
-    await asyncio.sleep(0.05)
-    second = asyncio.ensure_future(upstream.project_page(_n("foo-bar")))
-    await asyncio.sleep(0.05)
-    first.cancel()
-    page = await second
-    assert page.file(WHEEL) is not None
-    assert fake.count(fake.page_path("foo-bar")) == 1
+    """Ordered by events, not by sleeps: upstream holds its answer until the caller that started
+    the fetch has been cancelled, while a second caller waits for the same page."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+    requests = []
+
+    async def held(request: web.Request) -> web.StreamResponse:
+        requests.append(request.path)
+        arrived.set()
+        await release.wait()
+        return web.json_response(_good_page(origin), content_type=JSON_TYPE)
+
+    app = web.Application()
+    app.router.add_get("/simple/proj/", held)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    origin = f"http://127.0.0.1:{server.port}"
+    try:
+        upstream = make_upstream(f"{origin}/simple/")
+        first = asyncio.ensure_future(upstream.project_page(_n("proj")))
+        await asyncio.wait_for(arrived.wait(), 10)  # the shared fetch is at upstream
+        second = asyncio.ensure_future(upstream.project_page(_n("proj")))
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert not second.done()
+        release.set()
+        page = await asyncio.wait_for(second, 10)
+        assert page.file("proj-1.0.tar.gz") is not None
+        assert requests == ["/simple/proj/"]  # the second caller joined the first one's fetch
+    finally:
+        release.set()
+        await server.close()
 
 
 # ---------------------------------------------------------------------------- credentials
@@ -494,58 +498,56 @@ def _basic(user: str, password: str) -> str:
     ids=["plain", "percent-encoded"],
 )
 async def test_credentials_go_to_the_index_only_and_never_show(
-    scripted_server: MakeScripted, tmp_path: Path,
-    aiohttp_client: Callable[..., Awaitable[TestClient]], caplog: pytest.LogCaptureFixture,
-    user: str, password: str,
+    scripted_server: MakeScripted, make_client: MakeClient, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, user: str, password: str,
 ) -> None:
     index, index_origin = await scripted_server()
     files, files_origin = await scripted_server()
+    # listed without a hash, so they must be real sdists to be served
+    sdist = make_sdist(tmp_path / "dists", "proj", "1.0").read_bytes()
+    other_sdist = make_sdist(tmp_path / "dists", "proj", "1.1").read_bytes()
     page = {
         "meta": {"api-version": "1.1"},
         "name": "proj",
         "files": [
             {"filename": "proj-1.0.tar.gz", "url": f"{files_origin}/f/proj-1.0.tar.gz",
-             "hashes": {}, "size": 4},
+             "hashes": {}, "size": len(sdist)},
             # a file on the index origin itself (relative URL): credentials may go there
             {"filename": "proj-1.1.tar.gz", "url": "../../f/proj-1.1.tar.gz", "hashes": {},
-             "size": 4},
+             "size": len(other_sdist)},
         ],
     }
     index.set("/simple/proj/", page)
     index.set("/simple/", {"meta": {"api-version": "1.0"}, "projects": [{"name": "proj"}]})
-    index.set("/f/proj-1.1.tar.gz", b"same", "application/octet-stream")
-    files.set("/f/proj-1.0.tar.gz", b"body", "application/octet-stream")
+    index.set("/f/proj-1.1.tar.gz", other_sdist, "application/octet-stream")
+    files.set("/f/proj-1.0.tar.gz", sdist, "application/octet-stream")
     netloc = index_origin.removeprefix("http://")
     url = f"http://{quote(user, safe='')}:{quote(password, safe='')}@{netloc}/simple/"
     secrets = [password, quote(password, safe=""), quote(user, safe="") + ":",
                base64.b64encode(f"{user}:{password}".encode()).decode()]
 
-    settings = Settings(data_dir=tmp_path / "data", upstream_url=url, upstream_page_ttl=0)
     with caplog.at_level(logging.DEBUG):
-        services: Services = build_services(settings)
-        try:
-            client = await aiohttp_client(build_app(services))
-            bodies = []
-            for path, accept in (("/simple/proj/", JSON_TYPE), ("/simple/proj/", "text/html"),
-                                 ("/simple/", JSON_TYPE), ("/simple/", "text/html"), ("/", None)):
-                response = await client.get(path, headers={"Accept": accept} if accept else {})
-                assert response.status == 200, (path, await response.text())
-                bodies.append(await response.text())
-            response = await client.get("/files/proj/proj-1.0.tar.gz")
-            assert response.status == 200 and await response.read() == b"body"
-            response = await client.get("/files/proj/proj-1.1.tar.gz")
-            assert response.status == 200 and await response.read() == b"same"
-            # an outage: the stale path logs the URL it failed on
-            index.set("/simple/proj/", b"", None, status=503)
-            index.set("/simple/other/", b"", None, status=503)
-            response = await client.get("/simple/proj/", headers={"Accept": JSON_TYPE})
-            assert response.status == 200
-            response = await client.get("/simple/other/", headers={"Accept": JSON_TYPE})
-            assert response.status == 503
+        client, services = await make_client(upstream_url=url, upstream_page_ttl=0)
+        bodies = []
+        for path, accept in (("/simple/proj/", JSON_TYPE), ("/simple/proj/", "text/html"),
+                             ("/simple/", JSON_TYPE), ("/simple/", "text/html"), ("/", None)):
+            response = await client.get(path, headers={"Accept": accept} if accept else {})
+            assert response.status == 200, (path, await response.text())
             bodies.append(await response.text())
-            await client.close()
-        finally:
-            await services.close()
+        response = await client.get("/files/proj/proj-1.0.tar.gz")
+        assert response.status == 200 and await response.read() == sdist
+        response = await client.get("/files/proj/proj-1.1.tar.gz")
+        assert response.status == 200 and await response.read() == other_sdist
+        # an outage: the stale path logs the URL it failed on
+        index.set("/simple/proj/", b"", None, status=503)
+        index.set("/simple/other/", b"", None, status=503)
+        response = await client.get("/simple/proj/", headers={"Accept": JSON_TYPE})
+        assert response.status == 200
+        response = await client.get("/simple/other/", headers={"Accept": JSON_TYPE})
+        assert response.status == 503
+        bodies.append(await response.text())
+        # stopped inside the block: what the shutdown logs is checked too
+        await make_client.close(client)
 
     for secret in secrets:
         for body in bodies:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import hashlib
 import json
 import logging
@@ -14,10 +16,15 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp.test_utils import TestClient
 
 from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores.blobcache import BlobCache, HashMismatch
+from pyproxy.web.context import Services
 from tests.blob_server import Blob, BlobServer, opener
+from tests.conftest import MakeClient, StartFake
+from tests.dists import core_metadata, make_sdist, make_wheel
+from tests.fake_upstream import FakeUpstream
 
 REPO = Path(__file__).resolve().parents[2]
 KiB = 1024
@@ -414,3 +421,130 @@ async def test_killed_writer_leaves_nothing_behind(upstream: Upstream, tmp_path:
         assert leftovers(cache) == []
     finally:
         await cache.aclose()
+
+
+def deleted_parts(cache: BlobCache) -> list[str]:
+    """This process's open files that are unlinked download files of `cache`."""
+    partial = str(cache.directory / "partial") + "/"
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd, or one closed meanwhile
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(partial) and target.endswith(" (deleted)"):
+                found.append(target)
+    return found
+
+
+async def until_released(cache: BlobCache) -> list[str]:
+    """The pinned part files once the cache's download task has had its turn (bounded)."""
+    for _ in range(100):
+        if not (pinned := deleted_parts(cache)):
+            break
+        await asyncio.sleep(0.01)
+    return pinned
+
+
+@pytest.mark.parametrize("breakage", ["cut", "corrupt", "refused"])
+async def test_failed_download_closes_its_part_file_without_the_gc(
+    upstream: Upstream, cache: BlobCache, breakage: str
+) -> None:
+    blob = Blob(block(MiB), pause_at=256 * KiB, pause=0.05)
+    if breakage == "cut":  # upstream drops the connection part-way
+        blob.cut_at = 700 * KiB
+    elif breakage == "corrupt":  # the whole body arrives, with the wrong hash
+        blob.corrupt = True
+    else:  # an error status: fetch itself raises
+        blob.status = 503
+    upstream.add("fd", blob)
+    gc.collect()
+    gc.disable()  # a reference cycle would keep the unlinked file open until a collection
+    try:
+        with pytest.raises(Unavailable) as raised:
+            source = await upstream.fetch(cache, "fd")
+            assert isinstance(source, StreamedFile)
+            await body_of(source)
+        assert isinstance(raised.value, HashMismatch) == (breakage == "corrupt")
+        # the client still holds its stream and the exception, as a web handler may
+        assert await until_released(cache) == []
+        assert leftovers(cache) == [] and cache.lookup("fd") is None
+    finally:
+        gc.enable()
+
+
+# -- files upstream lists without a sha256, through a running pyproxy -----------------------------
+
+
+@pytest.fixture
+async def unhashed(
+    tmp_path: Path, request: pytest.FixtureRequest, fake_upstream: StartFake,
+    make_client: MakeClient,
+) -> tuple[TestClient, Services, FakeUpstream, dict[str, bytes]]:
+    """A pyproxy whose upstream lists a wheel (with .metadata) and an sdist, with no hash or size."""
+    formats = getattr(request, "param", "json")
+    dists = tmp_path / "dists"
+    bodies = {
+        path.name: path.read_bytes()
+        for path in (make_wheel(dists, "foo", "1.0"), make_sdist(dists, "foo", "1.0"))
+    }
+    fake = await fake_upstream(formats=formats)
+    for filename, body in bodies.items():
+        fake.add_file(
+            "foo", filename, body, metadata=core_metadata("foo", "1.0"),
+            listed_hash=False, listed_size=False,
+        )
+    client, services = await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url)
+    return client, services, fake, bodies
+
+
+async def _get(client: TestClient, filename: str) -> tuple[int, bytes | None, str | None]:
+    """(status, body or None if the download was aborted, X-Pyproxy-Cache)."""
+    async with client.get(f"/files/foo/{filename}") as response:
+        try:
+            body: bytes | None = await response.read()
+        except aiohttp.ClientPayloadError:
+            body = None
+        return response.status, body, response.headers.get("X-Pyproxy-Cache")
+
+
+@pytest.mark.parametrize("unhashed", ["json", "html"], indirect=True)
+async def test_an_error_page_for_a_file_without_a_hash_is_never_served_or_cached(
+    unhashed: tuple[TestClient, Services, FakeUpstream, dict[str, bytes]],
+) -> None:
+    client, services, fake, bodies = unhashed
+    assert services.blobs is not None
+    names = [*bodies, *(f"{filename}.metadata" for filename in bodies)]
+    fake.error_page_files = True  # 200, text/html, for every file and .metadata
+    for name in names:
+        status, body, _ = await _get(client, name)
+        assert status != 200 or body is None, f"{name}: the error page was served as the file"
+    assert services.blobs.entries() == []
+    assert leftovers(services.blobs) == []
+
+    fake.error_page_files = False
+    for name in names:  # upstream again, and now the real files are served and cached
+        status, body, cache = await _get(client, name)
+        assert (status, cache) == (200, "miss")
+        wanted = core_metadata("foo", "1.0") if name.endswith(".metadata") else bodies[name]
+        assert body == wanted
+        assert fake.count(fake.file_path("foo", name)) == 2
+    assert len(services.blobs.entries()) == 4
+    for name in names:
+        assert (await _get(client, name))[2] == "hit"
+        assert fake.count(fake.file_path("foo", name)) == 2
+
+
+async def test_without_a_hash_the_filename_decides_and_none_is_no_proof(
+    upstream: Upstream, cache: BlobCache, tmp_path: Path
+) -> None:
+    wheel = make_wheel(tmp_path, "foo", "1.0")
+    upstream.add("w", Blob(wheel.read_bytes()))
+    source = await upstream.fetch(cache, "w", sha256=None, size=None, filename=wheel.name)
+    assert await body_of(source) == wheel.read_bytes()
+    assert cache.lookup("w") is not None
+
+    upstream.add("t", Blob(wheel.read_bytes()))  # a zip is no sdist
+    with pytest.raises(HashMismatch, match="not a well-formed file of its kind"):
+        await body_of(await upstream.fetch(cache, "t", sha256=None, filename="foo-1.0.tar.gz"))
+    with pytest.raises(HashMismatch, match="no filename"):
+        await body_of(await upstream.fetch(cache, "t", sha256=None))
+    assert cache.lookup("t") is None and leftovers(cache) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import threading
 import time
@@ -169,7 +168,7 @@ def test_same_filename_other_bytes_is_rejected(store: PrivateStore) -> None:
     with pytest.raises(StoreRejected) as caught:
         upload(store, body=b"second")
     assert caught.value.kind == "file_exists"  # worded by the publish service
-    assert caught.value.existing == (
+    assert (caught.value.filename, caught.value.blake2_256) == (
         "foo-1.0-py3-none-any.whl", hashlib.blake2b(b"first", digest_size=32).hexdigest()
     )
     assert store.open_file(normalize("foo"), "foo-1.0-py3-none-any.whl").path.read_bytes() == b"first"
@@ -180,7 +179,7 @@ def test_same_bytes_other_filename_is_rejected(store: PrivateStore) -> None:
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.0-py2.py3-none-any.whl", body=b"identical")
     assert caught.value.kind == "file_exists"
-    assert caught.value.existing is not None and caught.value.existing[0] == "foo-1.0-py3-none-any.whl"
+    assert caught.value.filename == "foo-1.0-py3-none-any.whl"
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
 
 
@@ -444,11 +443,6 @@ def test_revision_changes_on_every_visible_change(store: PrivateStore) -> None:
 
 
 # ---- garbage collection and crashes ----
-
-
-def _age(path: Path, seconds: float) -> None:
-    old = time.time() - seconds
-    os.utime(path, (old, old))
 
 
 def test_collect_garbage(store: PrivateStore) -> None:
