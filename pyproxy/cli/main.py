@@ -156,7 +156,7 @@ def cmd_reserve(args: argparse.Namespace) -> int:
         print(f"{project} is already a private project")
         return 0
     print(f"{project} is private now: pyproxy serves no upstream file of that name")
-    print(f"its first uploader becomes its owner (or choose one: pyproxy grant {project} USER --owner)")
+    print(f"its first uploader becomes its owner (or: pyproxy grant {project} USER --owner)")
     return 0
 
 

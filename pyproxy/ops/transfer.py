@@ -304,7 +304,8 @@ async def _import_file(publisher: Publisher, files: Path, record: dict[str, Any]
         "blake2_256_digest": [str(record["blake2_256"])],
         "md5_digest": [str(record["md5"])],
     })
-    yanked, uploader, shown = record.get("yanked_reason"), record.get("uploader"), record.get("name")
+    yanked, uploader = record.get("yanked_reason"), record.get("uploader")
+    shown = record.get("name")
     kept = Kept(
         display_name=str(shown) if shown else None,
         upload_time=datetime.fromisoformat(str(record["upload_time"])).isoformat(),

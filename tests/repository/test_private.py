@@ -1,4 +1,4 @@
-"""pyproxy.repository.private.PrivateRepository: the private store behind the Repository interface."""
+"""pyproxy.repository.private.PrivateRepository: the private store as a Repository."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ async def test_private_repository_wraps_the_store(store: PrivateStore) -> None:
     assert (await repository.list_projects()).names == ("foo",)
     page = await repository.project_page(normalize("foo"))
     assert page.files[0].filename == "foo-1.0-py3-none-any.whl"
-    assert (await repository.open_file(normalize("foo"), page.files[0].filename)).path.read_bytes() == b"b"
+    opened = await repository.open_file(normalize("foo"), page.files[0].filename)
+    assert opened.path.read_bytes() == b"b"
     meta = await repository.open_metadata(normalize("foo"), page.files[0].filename)
     assert meta.path.read_bytes() == METADATA
     with pytest.raises(NotFound):
