@@ -6,14 +6,13 @@ reserved-prefix name is never asked about upstream."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.dists import make_wheel
 from tests.e2e.clients import listed_filenames, output, twine_upload
-from tests.e2e.conftest import PyproxyServer, ServerFactory
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
 from tests.fake_upstream import FakeUpstream
 
 USER, PASSWORD = "alice", "alice-secret-pw"
@@ -26,11 +25,11 @@ def upstream_wheel(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def fake(upstream_wheel: Path) -> Iterator[FakeUpstream]:
-    with FakeUpstream.running_in_thread(formats="json") as upstream:
-        upstream.add_file("requests", upstream_wheel.name, upstream_wheel.read_bytes())
-        upstream.add_file("flask", "flask-3.0-py3-none-any.whl", b"upstream's flask")
-        yield upstream
+def fake(fake_factory: FakeFactory, upstream_wheel: Path) -> FakeUpstream:
+    upstream = fake_factory("json")
+    upstream.add_file("requests", upstream_wheel.name, upstream_wheel.read_bytes())
+    upstream.add_file("flask", "flask-3.0-py3-none-any.whl", b"upstream's flask")
+    return upstream
 
 
 @pytest.fixture
