@@ -47,8 +47,8 @@ import pytest
 from aiohttp import ClientResponse, FormData, encode_basic_auth
 from aiohttp.test_utils import TestClient, TestServer
 
+from pyproxy import compose
 from pyproxy.config import Settings
-from pyproxy.web import runner as server
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
@@ -65,7 +65,7 @@ def base_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 def open_services(settings: Settings) -> Services:
-    services = server.build_services(settings)
+    services = compose.build_services(settings)
     if not services.users.exists(USER):
         services.users.add_user(USER, PASSWORD)
     return services

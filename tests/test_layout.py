@@ -46,9 +46,6 @@ NOT_MIRRORS: dict[str, str] = {
     "tests/test_layout.py": "checks the package layout as a whole",
     "tests/test_fake_upstream.py": "tests the test helper tests/fake_upstream.py",
     "tests/test_benchmark_smoke.py": "runs the benchmark (benchmarks/), not a pyproxy module",
-    "tests/repository/test_offline.py": (
-        "offline mode as a feature: the upstream client, the overlay and the web routes together"
-    ),
 }
 NOT_MIRRORED_DIRS = ("tests/e2e",)  # real clients against `pyproxy serve`, by feature
 

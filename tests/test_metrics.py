@@ -166,7 +166,7 @@ async def test_counters_after_a_known_sequence(
 
     # the cache size is read from the cache itself at scrape time
     after = await scrape(client)
-    assert after[s("pyproxy_cache_size_bytes")] == services.blobs.volume()
+    assert after[s("pyproxy_cache_size_bytes")] == services.health.blobs.volume()
     assert after[s("pyproxy_cache_size_bytes")] > one.size + two.size
     assert after[s("pyproxy_cache_max_size_bytes")] == services.settings.cache_max_size
 
@@ -209,9 +209,9 @@ async def test_stale_pages_and_upstream_errors(fake: FakeUpstream, make_proxy: M
 async def test_evictions(fake: FakeUpstream, make_proxy: MakeProxy) -> None:
     files = [fake.add_generated_file("Up-Proj", f"up_proj-{n}.0.tar.gz", 100_000) for n in (1, 2)]
     client, services = await make_proxy(upstream_url=fake.index_url)
-    assert services.blobs is not None
+    assert services.health.blobs is not None
     # room for one file beside the cache's own index, not for two
-    services.blobs.max_size = services.blobs.volume() + 160_000
+    services.health.blobs.max_size = services.health.blobs.volume() + 160_000
     before = await scrape(client)
     for dist in files:
         response = await client.get(f"/files/up-proj/{dist.filename}")

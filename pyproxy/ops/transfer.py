@@ -37,8 +37,8 @@ import orjson
 from pyproxy.model import StreamedFile, Unavailable, normalize
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
 from pyproxy.publish.validate import UploadRejected
-from pyproxy.repository.upstream import export_pages, import_page, open_page_cache
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
 
 FORMAT = 1
@@ -201,10 +201,10 @@ def _export_blobs(blobs: BlobCache, target: Path, report: Report, log: Callable[
 
 def _export_pages(pages_dir: Path, target: Path, report: Report) -> None:
     (target / "pages").mkdir(parents=True, exist_ok=True)
-    disk = open_page_cache(pages_dir)
+    disk = PageStore(pages_dir)
     records = []
     try:
-        for key, fields, body in export_pages(disk):
+        for key, fields, body in disk.export_records():
             name = _key_name(key)
             (target / "pages" / name).write_bytes(body)
             records.append({"key": key, "file": name, "fields": fields})
@@ -323,7 +323,7 @@ async def _import_file(publisher: Publisher, files: Path, record: dict[str, Any]
 
 
 def import_pages(pages_dir: Path, source: Path, report: Report) -> None:
-    disk = open_page_cache(pages_dir)
+    disk = PageStore(pages_dir)
     try:
         for record in _read_jsonl(source / "cache" / "pages.jsonl"):
             key = str(record.get("key"))
@@ -332,7 +332,7 @@ def import_pages(pages_dir: Path, source: Path, report: Report) -> None:
                 fields = record.get("fields")
                 if not isinstance(fields, dict):
                     raise ValueError("no page fields")
-                stored = import_page(disk, key, fields, body)
+                stored = disk.import_record(key, fields, body)
             except (ValueError, OSError) as exc:
                 report.fail(f"page {key}", str(exc))
                 continue
@@ -359,7 +359,7 @@ def _local_body(path: Path) -> Callable[[], contextlib.AbstractAsyncContextManag
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-# the keys repository.overlay makes: blob_key (a file's sha256, or "url:" + the hash of its URL)
+# the keys stores.blobcache makes: blob_key (a file's sha256, or "url:" + the hash of its URL)
 # and metadata_key ("meta:" + the .metadata's sha256, or + the file's blob_key)
 _CACHE_KEY = re.compile(r"(?P<meta>meta:)?(?P<url>url:)?(?P<hex>[0-9a-f]{64})")
 

@@ -35,7 +35,7 @@ from packaging.utils import (
 )
 from packaging.version import Version
 
-from pyproxy.model import NormalizedName, normalize
+from pyproxy.model import NormalizedName, normalize, valid_name
 from pyproxy.publish import archives
 
 __all__ = [
@@ -138,7 +138,6 @@ _GONE_ACTIONS: Final = {
     "doc_upload": "Uploading documentation is no longer supported, we recommend using "
     "https://readthedocs.org/.",
 }
-_PROJECT_NAME: Final = re.compile(r"([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])", re.IGNORECASE | re.ASCII)
 _HEX_256: Final = re.compile(r"[A-Fa-f0-9]{64}")
 _HEX_128: Final = re.compile(r"[A-Fa-f0-9]{32}")
 _FILETYPES: Final = ("sdist", "bdist_wheel")
@@ -204,7 +203,7 @@ def _form_field_errors(fields: Mapping[str, list[str]]) -> dict[str, str]:
     name = _first(fields, "name")
     if not name:
         errors["name"] = "This field is required."
-    elif not _PROJECT_NAME.fullmatch(name):
+    elif not valid_name(name):
         errors["name"] = (
             "Start and end with a letter or numeral containing only ASCII numeric and "
             "'.', '_' and '-'."
@@ -488,7 +487,7 @@ def _check_sdist_name(form: UploadForm, filename: str) -> None:
     if canonicalize_name(name_part) != form.project:
         raise UploadRejected(f"Start filename for {form.name!r} with {normalized!r}.")
     # ASCII only: canonicalize_name lower-cases, so "\u212aelvin" (Kelvin sign) would pass
-    if not _PROJECT_NAME.fullmatch(name_part) or version_part != str(release):
+    if not valid_name(name_part) or version_part != str(release):
         raise UploadRejected(f"Filename {filename!r} is invalid, should be {expected!r}.")
 
 

@@ -27,9 +27,8 @@ from aiohttp.typedefs import Handler
 
 from pyproxy.access import ReadRestrictions
 from pyproxy.config import Settings
-from pyproxy.model import NormalizedName, normalize
+from pyproxy.model import NormalizedName, PrivateCatalog, normalize
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore
-from pyproxy.stores.private import PrivateStore
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES, _trusted
 from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused, Verifications
@@ -48,7 +47,9 @@ _PERSONAL = web.RequestKey("readauth_personal", bool)  # the answer depends on w
 class ReadAccess:
     """What the guard needs, built once per application."""
 
-    def __init__(self, private: PrivateStore, users: UserStore, settings: Settings) -> None:
+    def __init__(
+        self, private: PrivateCatalog, users: UserStore, settings: Settings
+    ) -> None:
         self.private = private
         self.authenticated = settings.read_access == "authenticated"
         self.trust_forwarded = settings.trust_forwarded
@@ -66,7 +67,7 @@ def setup(app: web.Application) -> None:
     """Install the guard (inside the error middleware, so preflights and errors stay as they
     are) on an application whose services are set."""
     services = app[SERVICES]
-    app[READ_ACCESS] = ReadAccess(services.private, services.users, services.settings)
+    app[READ_ACCESS] = ReadAccess(services.catalog, services.users, services.settings)
     app.middlewares.append(guard)
     app.on_response_prepare.append(_keep_out_of_shared_caches)
     app.on_cleanup.append(_close)

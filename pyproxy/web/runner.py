@@ -8,82 +8,17 @@ import os
 import signal
 import socket
 import sys
-from pathlib import Path
 
 from aiohttp import web
 
 from pyproxy import metrics
-from pyproxy.config import DEFAULT_UPSTREAM, Settings
-from pyproxy.model import Repository
-from pyproxy.publish.service import Publisher
-from pyproxy.publish.upstream_names import ListedUpstream
-from pyproxy.repository.overlay import Overlay
-from pyproxy.repository.private import PrivateRepository
-from pyproxy.repository.upstream import Upstream, pip_default_index, redact
-from pyproxy.stores.auth import UserStore
-from pyproxy.stores.blobcache import BlobCache
-from pyproxy.stores.private import PrivateStore
+from pyproxy.compose import build_services, describe_upstream, open_stores
+from pyproxy.config import Settings
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
-from pyproxy.web.context import Services
 from pyproxy.web.lifecycle import IN_FLIGHT, InFlight
-from pyproxy.web.simple import RenderedPages
 
 log = logging.getLogger("pyproxy")
-
-
-def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
-    return PrivateStore(data_dir / "private"), UserStore(data_dir)
-
-
-def upstream_url(settings: Settings) -> str | None:
-    """The configured upstream, pip's own default index when none is set, None for none."""
-    if settings.private_only:
-        return None
-    if settings.upstream_url == DEFAULT_UPSTREAM:
-        return pip_default_index()
-    return settings.upstream_url
-
-
-def describe_upstream(settings: Settings) -> str:
-    url = upstream_url(settings)
-    if url is None:
-        return "none (private packages only)"
-    return redact(url) + (" (offline: never contacted)" if settings.offline else "")
-
-
-def build_services(settings: Settings) -> Services:
-    private, users = open_stores(settings.data_dir)
-    url = upstream_url(settings)
-    upstream = blobs = None
-    repository: Repository = PrivateRepository(private)
-    if url is not None:
-        cache = settings.data_dir / "cache"
-        upstream = Upstream(
-            url,
-            cache / "pages",
-            timeout=settings.upstream_timeout,
-            page_ttl=settings.upstream_page_ttl,
-            index_ttl=settings.upstream_index_ttl,
-            ca_bundle=settings.upstream_ca_bundle,
-            offline=settings.offline,
-        )
-        blobs = BlobCache(cache / "files", settings.cache_max_size)
-        repository = Overlay(private, upstream, blobs, settings.merge)
-    return Services(
-        settings=settings,
-        repository=repository,
-        private=private,
-        publisher=Publisher(
-            private, upstream=None if upstream is None else ListedUpstream(upstream.project_list),
-            reserved_prefixes=settings.reserved_prefixes,
-        ),
-        users=users,
-        pages=RenderedPages(),
-        upstream_description=describe_upstream(settings),
-        upstream=upstream,
-        blobs=blobs,
-    )
 
 
 def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:

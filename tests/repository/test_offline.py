@@ -165,7 +165,7 @@ async def test_offline_works_with_upstream_gone_and_back_online_needs_no_rebuild
 async def test_offline_page_drops_a_file_removed_from_the_cache(
     open_proxy: Open, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pyproxy.repository.overlay._OFFLINE_RECHECK_S", 0.0)
+    monkeypatch.setattr("pyproxy.repository.offline._OFFLINE_RECHECK_S", 0.0)
     client, _ = await open_proxy()
     await _json(client, "/simple/foo/")
     await _warm(client, "/files/foo/foo-1.0-py3-none-any.whl", "/files/foo/foo-2.0-py3-none-any.whl")
@@ -173,9 +173,10 @@ async def test_offline_page_drops_a_file_removed_from_the_cache(
     first = await client.get("/simple/foo/", headers={"Accept": JSON})
     assert len((orjson.loads(await first.read()))["files"]) == 2
 
-    assert services.blobs is not None
-    (victim,) = [e for e in services.blobs.entries() if e.key == fake.file("foo", "foo-1.0-py3-none-any.whl").sha256]
-    assert services.blobs.delete(victim.key)
+    assert services.health.blobs is not None
+    wheel_key = fake.file("foo", "foo-1.0-py3-none-any.whl").sha256
+    (victim,) = [e for e in services.health.blobs.entries() if e.key == wheel_key]
+    assert services.health.blobs.delete(victim.key)
 
     second = await client.get(
         "/simple/foo/", headers={"Accept": JSON, "If-None-Match": first.headers["ETag"]}
