@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
+from pyproxy.datadir import DataDir
 from pyproxy.model import PrivateCatalog, Repository
 from pyproxy.publish.service import Publisher
 from pyproxy.publish.upstream_names import ListedUpstream
@@ -35,7 +36,8 @@ from pyproxy.stores.private import PrivateStore
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
-    return PrivateStore(data_dir / "private"), UserStore(data_dir)
+    layout = DataDir(data_dir)
+    return PrivateStore(layout.private), UserStore(layout.users)
 
 
 def upstream_url(settings: Settings) -> str | None:
@@ -130,13 +132,13 @@ def build_services(settings: Settings) -> Services:
     upstream_names: ListedUpstream | None = None
     url = upstream_url(settings)
     if url is not None:
-        cache = settings.data_dir / "cache"
+        layout = DataDir(settings.data_dir)
         upstream = UpstreamRepository(
             UpstreamClient(
                 url, timeout=settings.upstream_timeout, ca_bundle=settings.upstream_ca_bundle
             ),
-            PageStore(cache / "pages"),
-            BlobCache(cache / "files", settings.cache_max_size),
+            PageStore(layout.pages),
+            BlobCache(layout.files, settings.cache_max_size),
             page_ttl=settings.upstream_page_ttl,
             index_ttl=settings.upstream_index_ttl,
         )

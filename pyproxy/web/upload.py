@@ -17,6 +17,7 @@ from pyproxy import metrics
 from pyproxy.publish.service import Published, Received, Submission, Uploader
 from pyproxy.publish.validate import MAX_FORM_BYTES, UploadRejected, form_too_large
 from pyproxy.stores.auth import Identity, parse_basic
+from pyproxy.units import human_size
 from pyproxy.web import readauth
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES
@@ -31,18 +32,10 @@ _FILE_FIELDS = {"content", "gpg_signature", "attestations"}
 def _too_large(limit: int, name: str | None) -> UploadRejected:
     project = f" for project {name!r}" if name else ""
     return UploadRejected(
-        f"File too large. Limit{project} is {_human_size(limit)}"
+        f"File too large. Limit{project} is {human_size(limit, exact=True)}"
         " (the operator sets it as [uploads] max_file_size).",
         kind="too_large",
     )
-
-
-def _human_size(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}".replace(".0 ", " ")
-        size /= 1024  # type: ignore[assignment]
-    raise AssertionError
 
 
 async def _authenticate(request: web.Request) -> Identity:
