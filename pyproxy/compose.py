@@ -143,7 +143,9 @@ def build_services(settings: Settings) -> Services:
             index_ttl=settings.upstream_index_ttl,
         )
         served: Repository = OnlyCached(upstream) if settings.offline else upstream
-        repository = PrivateWins(repository, served, settings.merge)
+        repository = PrivateWins(
+            repository, served, settings.merge, private_prefixes=settings.reserved_prefixes
+        )
         upstream_names = ListedUpstream(served.list_projects)  # offline: the names it can serve
         health = Health(None if settings.offline else upstream.client, upstream.blobs)
         closers = (upstream.close,)

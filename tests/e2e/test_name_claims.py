@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.dists import make_wheel
-from tests.e2e.clients import listed_filenames, output, twine_upload
+from tests.e2e.clients import get, listed_filenames, output, twine_upload
 from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
 from tests.fake_upstream import FakeUpstream
 
@@ -93,3 +93,14 @@ def test_a_reserved_prefix_needs_an_admin_and_never_reaches_upstream(
     twine_upload(server.upload_url, [later], USER, PASSWORD)
     assert listed_filenames(server.simple_url, "acme-widgets") == [wheel.name, later.name]
     assert fake.requests == [], f"pyproxy asked upstream about an acme- name: {fake.requests}"
+
+
+def test_a_reserved_prefix_name_nobody_uploaded_is_404_and_never_asked_upstream(
+    fake: FakeUpstream, server: PyproxyServer
+) -> None:
+    fake.add_file("acme-tools", "acme_tools-9.9-py3-none-any.whl", b"a public squatter's wheel")
+    for path in ("/simple/acme-tools/", "/files/acme-tools/acme_tools-9.9-py3-none-any.whl",
+                 "/pypi/acme-tools/json"):
+        status = get(server.url + path).status
+        assert status == 404, (path, status)
+    assert named(fake, "acme") == [], fake.requests
