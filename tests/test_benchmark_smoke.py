@@ -77,13 +77,18 @@ def test_quick_run(tmp_path: Path) -> None:
     assert data["servers"]["direct"]["status"] == "ok"
     pyproxy = data["servers"]["pyproxy"]
     assert pyproxy["status"] == "ok", pyproxy
-    assert set(pyproxy) >= {"cold", "stampede", "pip", "big_file", "pages", "rss"}
+    assert set(pyproxy) >= {"cold", "stampede", "pip", "uv", "small_file", "big_file", "pages",
+                            "rss"}
     for case in ("small_html", "small_json", "huge_html", "huge_json"):
         assert pyproxy["pages"][case]["status"] == 200
         assert pyproxy["pages"][case]["rps"] > 0
     assert pyproxy["cold"]["file_total_ms"] > 0
     assert pyproxy["stampede"]["statuses"] == {"200": 50}
     assert pyproxy["pip"]["cold_s"] > 0 and pyproxy["pip"]["warm_s"] > 0
+    assert pyproxy["uv"]["warm_s"] > 0 and data["servers"]["direct"]["uv"]["cold_s"] > 0
+    small = pyproxy["small_file"]
+    assert small["rps"] > 0 and 2000 < small["bytes"] < 4000
+    assert small["server_requests"] > 0 and small["server_p99_ms"] >= small["server_p50_ms"]
     assert pyproxy["rss"]["peak_total_mb"] > 0
     assert {t["server"] for t in data["targets"]} == {"pyproxy"}
     assert all(t["met"] in (True, False, None) for t in data["targets"])
