@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Self
 
 from benchmarks.servers import clean_env
+from tests.processes import rss_kib
 
 PIP_ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
               "text/html; q=0.01")
@@ -308,16 +309,6 @@ def median(values: list[float]) -> float | None:
 
 
 # ---- resident memory ----------------------------------------------------------------------------
-
-def rss_kib(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        return None
-    return None
-
 
 @dataclass
 class Window:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Mapping
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -25,6 +26,7 @@ __all__ = [
     "NormalizedName",
     "NotFound",
     "Origin",
+    "PrivateCatalog",
     "ProjectList",
     "ProjectPage",
     "ProjectStatus",
@@ -33,8 +35,20 @@ __all__ = [
     "StreamedFile",
     "Unavailable",
     "normalize",
+    "valid_name",
     "version_of",
 ]
+
+
+# PEP 508 project names. re.ASCII: with IGNORECASE alone, [A-Z] also matches the long s "ſ"
+# and the Kelvin sign, which case-fold to ASCII letters
+_VALID_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE | re.ASCII)
+
+
+def valid_name(name: str) -> bool:
+    """A PEP 508 project name; anything else cannot exist, here or upstream (and is refused
+    for upload)."""
+    return _VALID_NAME.fullmatch(name) is not None
 
 
 def normalize(name: str) -> NormalizedName:
@@ -174,6 +188,27 @@ class Repository(Protocol):
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource: ...
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource: ...
+
+
+Rules_co = TypeVar("Rules_co", covariant=True)
+
+
+class PrivateCatalog(Protocol[Rules_co]):
+    """What the web layer reads of the private store beyond the Repository: its names, a
+    file's upload form, a project's serial and digests, and the read restrictions (of type
+    `Rules_co`, defined with the access rules: the vocabulary does not import policy)."""
+
+    def list_projects(self) -> ProjectList: ...
+
+    def has_project(self, name: NormalizedName) -> bool: ...
+
+    def file_fields(self, filename: str) -> Mapping[str, Sequence[str]] | None: ...
+
+    def project_serial(self, name: NormalizedName) -> int | None: ...
+
+    def file_digests(self, project: NormalizedName) -> Mapping[str, Mapping[str, str]]: ...
+
+    def read_restrictions(self) -> Rules_co: ...
 
 
 _SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar")

@@ -1,17 +1,34 @@
-"""Fixtures for the HTTP-level tests: a private-only pyproxy app served by pytest-aiohttp on
-127.0.0.1, and a twine-like `upload()` helper.
+"""Shared fixtures: a pyproxy app served in process by pytest-aiohttp on 127.0.0.1, the fake
+upstream it pulls through, and a twine-like `upload()` helper.
 
 Fixtures:
 - `settings`: `Settings(data_dir=tmp_path / "data", upstream_url="")`. Override it in a module
-  (or use `make_client`) for other settings; `seeded_settings()` copies a pre-built data dir.
-- `services`: `server.build_services(settings)` with user "alice" (password "secret123");
-  the stores are closed at teardown.
-- `client`: an aiohttp `TestClient` for `web.app.build_app(services)`.
-- `make_client`: `await make_client(**settings_overrides) -> (client, services)` for a second
-  app with other settings (each one gets its own data dir and user "alice").
+  for other settings (`seeded_settings()` copies the pre-built data dir), or use `make_client`.
+- `services`: `build_services(settings)` with user "alice" (password "secret123"); the stores
+  are closed at teardown.
+- `client`: an aiohttp `TestClient` for `build_app(services)`.
+- `make_client`: the one way to open further apps. `await make_client(**options) ->
+  (client, services)`; each call opens its own data dir, `tmp_path / "data-N"` (or `data_dir=`,
+  for apps that share one or move data between two), with user "alice". Options:
+  `seeded=True` starts from a copy of the session's seeded data dir; `access_log=True` serves
+  the app with pyproxy's access logger (which also records the request metrics), as
+  `pyproxy serve` does; every other keyword is a `Settings` field (`upstream_url=fake.index_url`
+  for a pull-through app). `await make_client.close(client)` stops one app early (a restart on
+  the same data dir); the rest are closed at teardown, each server before its stores.
+- `fake_upstream`: the one way to run a `FakeUpstream` in the test's loop.
+  `await fake_upstream(formats="json", relative_file_urls=False) -> FakeUpstream`, started on
+  127.0.0.1 and stopped at teardown.
+- `fake`: `await fake_upstream()`: an empty fake index serving JSON. A module that needs other
+  formats or files overrides `fake` (through `fake_upstream`, or by requesting `fake` and
+  filling it).
 - `seed`: a session-wide data dir filled once through real HTTP uploads (see `Seed`); modules
-  that only read can override `settings` with `seeded_settings(seed, tmp_path)`, which copies
-  it, instead of paying for the uploads (scrypt makes each authenticated request ~0.1 s).
+  that only read can override `settings` with `seeded_settings(seed, tmp_path)`, or call
+  `make_client(seeded=True)`, instead of paying for the uploads (scrypt makes each
+  authenticated request ~0.1 s).
+- `isolated_cwd`: for commands run through `cli.main()`: an empty working directory and no
+  `PYPROXY_*` variables.
+
+The e2e tests (tests/e2e/) start `pyproxy serve` subprocesses instead: see tests/e2e/conftest.py.
 """
 
 from __future__ import annotations
@@ -21,6 +38,7 @@ import dataclasses
 import os
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +47,13 @@ import pytest
 from aiohttp import ClientResponse, FormData, encode_basic_auth
 from aiohttp.test_utils import TestClient, TestServer
 
+from pyproxy import compose
 from pyproxy.config import Settings
-from pyproxy.web import runner as server
+from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
 from tests.dists import form_fields_for, make_sdist, make_wheel
+from tests.fake_upstream import FakeUpstream, Formats
 
 USER = "alice"
 PASSWORD = "secret123"
@@ -45,7 +65,7 @@ def base_settings(data_dir: Path, **overrides: Any) -> Settings:
 
 
 def open_services(settings: Settings) -> Services:
-    services = server.build_services(settings)
+    services = compose.build_services(settings)
     if not services.users.exists(USER):
         services.users.add_user(USER, PASSWORD)
     return services
@@ -137,22 +157,91 @@ async def client(services: Services, aiohttp_client: Callable[..., Awaitable[Tes
     return await aiohttp_client(build_app(services))
 
 
-@pytest.fixture
-async def make_client(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[Callable[..., Awaitable[tuple[TestClient, Services]]]]:
-    opened: list[tuple[TestClient, Services]] = []
+class MakeClient:
+    """`make_client`: see the module docstring."""
 
-    async def make(**overrides: Any) -> tuple[TestClient, Services]:
-        services = open_services(base_settings(tmp_path / f"data-{len(opened)}", **overrides))
-        test_client = await aiohttp_client(build_app(services))
-        opened.append((test_client, services))
+    def __init__(self, tmp_path: Path, request: pytest.FixtureRequest,
+                 aiohttp_client: Callable[..., Awaitable[TestClient]]) -> None:
+        self._tmp_path = tmp_path
+        self._request = request
+        self._aiohttp_client = aiohttp_client
+        self._made = 0
+        self._open: list[tuple[TestClient, Services]] = []
+
+    async def __call__(
+        self, *, seeded: bool = False, access_log: bool = False, data_dir: Path | None = None,
+        **overrides: Any,
+    ) -> tuple[TestClient, Services]:
+        if data_dir is None:
+            data_dir = self._tmp_path / f"data-{self._made}"
+        self._made += 1
+        if seeded:
+            seed: Seed = self._request.getfixturevalue("seed")
+            shutil.copytree(seed.data_dir, data_dir)
+        services = open_services(base_settings(data_dir, **overrides))
+        try:
+            app = TestServer(build_app(services), host="127.0.0.1")
+            if access_log:
+                await app.start_server(**runner_options())
+            test_client = await self._aiohttp_client(app)
+        except BaseException:
+            await services.close()
+            raise
+        self._open.append((test_client, services))
         return test_client, services
 
-    yield make
-    for test_client, services in opened:
-        await test_client.close()
-        await services.close()
+    async def close(self, test_client: TestClient) -> None:
+        """Stop the app behind `test_client` (server first, then its stores) before teardown."""
+        for index, (opened, services) in enumerate(self._open):
+            if opened is test_client:
+                del self._open[index]
+                await opened.close()
+                await services.close()
+                return
+        raise ValueError("not a client of this make_client")
+
+    async def close_all(self) -> None:
+        while self._open:
+            await self.close(self._open[-1][0])
+
+
+@pytest.fixture
+async def make_client(
+    tmp_path: Path, request: pytest.FixtureRequest,
+    aiohttp_client: Callable[..., Awaitable[TestClient]],
+) -> AsyncIterator[MakeClient]:
+    maker = MakeClient(tmp_path, request, aiohttp_client)
+    try:
+        yield maker
+    finally:
+        await maker.close_all()
+
+
+# ---------------------------------------------------------------------------- fake upstream
+
+StartFake = Callable[..., Awaitable[FakeUpstream]]
+
+
+@pytest.fixture
+async def fake_upstream() -> AsyncIterator[StartFake]:
+    started: list[FakeUpstream] = []
+
+    async def start(*, formats: Formats = "json", relative_file_urls: bool = False) -> FakeUpstream:
+        upstream = FakeUpstream(formats=formats, relative_file_urls=relative_file_urls)
+        await upstream.start()
+        started.append(upstream)
+        return upstream
+
+    try:
+        yield start
+    finally:
+        for upstream in reversed(started):
+            await upstream.stop()
+
+
+@pytest.fixture
+async def fake(fake_upstream: StartFake) -> FakeUpstream:
+    return await fake_upstream()
 
 
 # ----------------------------------------------------------------------- shared seeded data
@@ -203,7 +292,10 @@ def seed(tmp_path_factory: pytest.TempPathFactory) -> Seed:
     root = tmp_path_factory.mktemp("seed")
     paths = _seed_dists(root / "dists")
     data_dir = root / "data"
-    asyncio.run(_upload_all(base_settings(data_dir), paths))
+    # in a thread of its own: the seed may first be asked for from inside a running loop
+    # (`make_client(seeded=True)`), where asyncio.run() cannot be called
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, _upload_all(base_settings(data_dir), paths)).result()
     return Seed(data_dir=data_dir, dists={path.name: path for path in paths})
 
 

@@ -10,19 +10,17 @@ live in per-worker files: tests/e2e/test_operations.py checks that with two work
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import encode_basic_auth
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyproxy.web.access_log import runner_options
-from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
-from tests.conftest import PASSWORD, USER, base_settings, open_services, upload
+from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -98,29 +96,10 @@ async def settle(client: TestClient, before: dict[Sample, float], expected: dict
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="json") as upstream:
-        yield upstream
-
-
-@pytest.fixture
-async def make_proxy(
-    tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[MakeProxy]:
+def make_proxy(make_client: MakeClient) -> MakeProxy:
     """`await make_proxy(upstream_url=..., **settings)`: a pyproxy app served with the access
     logger (which records the request metrics), as `pyproxy serve` runs it."""
-    opened: list[Services] = []
-
-    async def make(**overrides: Any) -> tuple[TestClient, Services]:
-        services = open_services(base_settings(tmp_path / f"data-{len(opened)}", **overrides))
-        opened.append(services)
-        server = TestServer(build_app(services), host="127.0.0.1")
-        await server.start_server(**runner_options())
-        return await aiohttp_client(server), services
-
-    yield make
-    for services in opened:
-        await services.close()
+    return functools.partial(make_client, access_log=True)
 
 
 async def test_counters_after_a_known_sequence(
@@ -186,7 +165,7 @@ async def test_counters_after_a_known_sequence(
 
     # the cache size is read from the cache itself at scrape time
     after = await scrape(client)
-    assert after[s("pyproxy_cache_size_bytes")] == services.blobs.volume()
+    assert after[s("pyproxy_cache_size_bytes")] == services.health.blobs.volume()
     assert after[s("pyproxy_cache_size_bytes")] > one.size + two.size
     assert after[s("pyproxy_cache_max_size_bytes")] == services.settings.cache_max_size
 
@@ -229,9 +208,9 @@ async def test_stale_pages_and_upstream_errors(fake: FakeUpstream, make_proxy: M
 async def test_evictions(fake: FakeUpstream, make_proxy: MakeProxy) -> None:
     files = [fake.add_generated_file("Up-Proj", f"up_proj-{n}.0.tar.gz", 100_000) for n in (1, 2)]
     client, services = await make_proxy(upstream_url=fake.index_url)
-    assert services.blobs is not None
+    assert services.health.blobs is not None
     # room for one file beside the cache's own index, not for two
-    services.blobs.max_size = services.blobs.volume() + 160_000
+    services.health.blobs.max_size = services.health.blobs.volume() + 160_000
     before = await scrape(client)
     for dist in files:
         response = await client.get(f"/files/up-proj/{dist.filename}")

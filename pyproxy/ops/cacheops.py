@@ -13,16 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyproxy.datadir import DataDir
 from pyproxy.metrics import counter_values
 from pyproxy.multiproc import live_directories
-from pyproxy.repository.overlay import blob_key, metadata_key
-from pyproxy.repository.upstream import (
-    cached_pages,
-    cached_project_names,
-    open_page_cache,
-)
 from pyproxy.stores import proof
-from pyproxy.stores.blobcache import BlobCache, BlobEntry
+from pyproxy.stores.blobcache import (
+    BlobCache,
+    BlobEntry,
+    blob_key,
+    is_metadata_key,
+    metadata_key,
+    names_its_body,
+)
+from pyproxy.stores.pages import PageStore
 
 _CHUNK = 1024 * 1024
 _DAY = 86400.0
@@ -30,7 +33,8 @@ _DAY = 86400.0
 
 def cache_dirs(data_dir: Path) -> tuple[Path, Path]:
     """(page cache, file cache) under a data directory."""
-    return data_dir / "cache" / "pages", data_dir / "cache" / "files"
+    layout = DataDir(data_dir)
+    return layout.pages, layout.files
 
 
 def open_blobs(data_dir: Path, max_size: int) -> BlobCache:
@@ -38,7 +42,7 @@ def open_blobs(data_dir: Path, max_size: int) -> BlobCache:
 
 
 def is_metadata(entry: BlobEntry) -> bool:
-    return entry.key.startswith("meta:")
+    return is_metadata_key(entry.key)
 
 
 def describe(data_dir: Path, keys: set[str]) -> dict[str, str]:
@@ -47,9 +51,9 @@ def describe(data_dir: Path, keys: set[str]) -> dict[str, str]:
     pages_dir = cache_dirs(data_dir)[0]
     if not keys or not pages_dir.exists():
         return names
-    pages = open_page_cache(pages_dir)
+    pages = PageStore(pages_dir)
     try:
-        for page in cached_pages(pages):
+        for page in pages.pages():
             for dist in page.files:
                 if dist.upstream_url is None:
                     continue
@@ -92,9 +96,9 @@ def stats(data_dir: Path, blobs: BlobCache) -> CacheStats:
     pages_dir = cache_dirs(data_dir)[0]
     projects = 0
     if pages_dir.exists():
-        pages = open_page_cache(pages_dir)
+        pages = PageStore(pages_dir)
         try:
-            projects = len(cached_project_names(pages))
+            projects = len(pages.project_names())
         finally:
             pages.close()
     entries = blobs.entries()  # least recently used first
@@ -162,7 +166,7 @@ def _sha256_of(path: Path) -> tuple[str, int]:
 def _hash_in_key(entry: BlobEntry) -> bool:
     """Whether upstream listed the body's sha256 (the key then names it). Other entries (keyed
     by their URL, or a `.metadata` by its file's sha256) were cached on proof of their kind."""
-    return entry.key.removeprefix("meta:").lower() == entry.sha256.lower()
+    return names_its_body(entry.key, entry.sha256)
 
 
 def _kind_problem(entry: BlobEntry, label: str | None) -> str | None:

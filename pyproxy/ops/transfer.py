@@ -13,7 +13,8 @@ Layout of an export (the manifest is written last, so a directory without it is 
     cache/pages/<hash of key>
 
 Import checks every private file as an upload would (form, archive, metadata, digests) and every
-cached file against its sha256, and skips what the target already holds.
+cached file's record (key, body name, sha256) against itself and its body, and skips what the
+target already holds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -35,8 +37,8 @@ import orjson
 
 from pyproxy.model import StreamedFile, Unavailable, normalize
 from pyproxy.publish.validate import UploadRejected, validate_file, validate_form
-from pyproxy.repository.upstream import export_pages, import_page, open_page_cache
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore, StoreRejected, new_file
 
 FORMAT = 1
@@ -173,10 +175,10 @@ def _export_blobs(blobs: BlobCache, target: Path, report: Report, log: Callable[
 
 def _export_pages(pages_dir: Path, target: Path, report: Report) -> None:
     (target / "pages").mkdir(parents=True, exist_ok=True)
-    disk = open_page_cache(pages_dir)
+    disk = PageStore(pages_dir)
     records = []
     try:
-        for key, fields, body in export_pages(disk):
+        for key, fields, body in disk.export_records():
             name = _key_name(key)
             (target / "pages" / name).write_bytes(body)
             records.append({"key": key, "file": name, "fields": fields})
@@ -295,7 +297,7 @@ def _import_file(private: PrivateStore, files: Path, record: dict[str, Any]) -> 
 
 
 def import_pages(pages_dir: Path, source: Path, report: Report) -> None:
-    disk = open_page_cache(pages_dir)
+    disk = PageStore(pages_dir)
     try:
         for record in _read_jsonl(source / "cache" / "pages.jsonl"):
             key = str(record.get("key"))
@@ -304,7 +306,7 @@ def import_pages(pages_dir: Path, source: Path, report: Report) -> None:
                 fields = record.get("fields")
                 if not isinstance(fields, dict):
                     raise ValueError("no page fields")
-                stored = import_page(disk, key, fields, body)
+                stored = disk.import_record(key, fields, body)
             except (ValueError, OSError) as exc:
                 report.fail(f"page {key}", str(exc))
                 continue
@@ -330,9 +332,31 @@ def _local_body(path: Path) -> Callable[[], contextlib.AbstractAsyncContextManag
     return open_body
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+# the keys stores.blobcache makes: blob_key (a file's sha256, or "url:" + the hash of its URL)
+# and metadata_key ("meta:" + the .metadata's sha256, or + the file's blob_key)
+_CACHE_KEY = re.compile(r"(?P<meta>meta:)?(?P<url>url:)?(?P<hex>[0-9a-f]{64})")
+
+
+def _record_problem(key: str, sha256: str, body_name: object) -> str | None:
+    """Why a cached-file record disagrees with itself: served under `key`, the body must be the
+    one the key names (a file's key is its sha256), kept in the export under the key's name."""
+    if not _SHA256.fullmatch(sha256):
+        return f"sha256 {sha256!r} is not a lowercase hex sha256"
+    shape = _CACHE_KEY.fullmatch(key)
+    if shape is None:
+        return "not a cache key pyproxy makes"
+    if not shape["meta"] and not shape["url"] and shape["hex"] != sha256:
+        return f"the key names sha256 {shape['hex']}, the record says {sha256}"
+    if body_name != _key_name(key):
+        return f"the record's body {body_name!r} is not the one exported for this key"
+    return None
+
+
 async def import_blobs(blobs: BlobCache, source: Path, report: Report,
                        log: Callable[[str], None] = lambda _line: None) -> None:
-    """Each file goes through the cache's own verified download path, read from the export."""
+    """Each file goes through the cache's own verified download path, read from the export,
+    once its record's key, body name and sha256 agree (nothing is written for one that does not)."""
     for record in _read_jsonl(source / "cache" / "files.jsonl"):
         key = str(record.get("key"))
         try:
@@ -340,6 +364,9 @@ async def import_blobs(blobs: BlobCache, source: Path, report: Report,
             sha256, size = str(record["sha256"]), int(record["size"])
         except (ValueError, KeyError, TypeError) as exc:
             report.fail(f"cached {key}", f"unusable record: {exc}")
+            continue
+        if (problem := _record_problem(key, sha256, record.get("file"))) is not None:
+            report.fail(f"cached {key}", problem)
             continue
         if await asyncio.to_thread(blobs.lookup, key) is not None:
             report.skipped += 1

@@ -33,7 +33,9 @@ __all__ = [
 ]
 
 MIB: Final = 1024 * 1024
-MAX_CORE_METADATA_BYTES: Final = 10 * MIB
+# above the upload form's limit (validate.MAX_FORM_BYTES): a description the form takes fits
+# in the file's own metadata too, with room for many short header lines
+MAX_CORE_METADATA_BYTES: Final = 24 * MIB
 MAX_ENTRY_POINTS_BYTES: Final = 1 * MIB
 MAX_MEMBERS: Final = 100_000
 # As the public index: a high ratio only counts once the content is big enough to hurt.
@@ -153,10 +155,25 @@ def _check_zip_members(archive: zipfile.ZipFile, compressed_size: int) -> None:
             )
 
 
+def _check_one_dist_info(archive: zipfile.ZipFile, filename: str) -> None:
+    """pip refuses a wheel with two .dist-info directories (one for another project would also
+    claim that project's installed files), so it is never stored. Read as pip reads it: any
+    top-level name ending in .dist-info counts."""
+    tops = {member.split("/", 1)[0] for member in archive.NameToInfo}
+    found = sorted(top for top in tops if top.endswith(".dist-info"))
+    if len(found) > 1:
+        shown = ", ".join(_shown(top) for top in found[:5]) + (", ..." if len(found) > 5 else "")
+        raise InvalidWheelContents(
+            f"Wheel '{filename}' has more than one .dist-info directory ({shown}); installers "
+            "take only wheels with exactly one."
+        )
+
+
 def check_wheel(path: Path, filename: str) -> None:
-    """Structural checks of a wheel: a sound zip, sane members, and a WHEEL file."""
+    """Structural checks of a wheel: a sound zip, sane members, one .dist-info, a WHEEL file."""
     with _open_zip(path) as archive:
         _check_zip_members(archive, path.stat().st_size)
+        _check_one_dist_info(archive, filename)
         target = f"{_dist_info(filename, archive)}/WHEEL"
         if target not in archive.NameToInfo:
             raise InvalidArchive(f"WHEEL not found at {target}")

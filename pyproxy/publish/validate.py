@@ -33,22 +33,27 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
-from pyproxy.model import NormalizedName, normalize
+from pyproxy.model import NormalizedName, normalize, valid_name
 from pyproxy.publish import archives
 
 __all__ = [
+    "MAX_FORM_BYTES",
     "UploadForm",
     "UploadRejected",
     "ValidatedFile",
     "file_part_rejected",
+    "form_too_large",
     "missing_file",
     "validate_file",
     "validate_form",
 ]
 
 CORE_METADATA_HELP: Final = "https://packaging.python.org/specifications/core-metadata"
+# pyproxy's own limit on the form's fields together: the long description is most of it (the
+# core metadata cap in `archives` leaves room for a description this large)
+MAX_FORM_BYTES: Final = 16 * 1024 * 1024
 _MAX_MESSAGE: Final = 1000
 
 
@@ -80,6 +85,14 @@ def file_part_rejected(field: str) -> UploadRejected:
 
 def missing_file() -> UploadRejected:
     return UploadRejected("Upload payload does not have a file.")
+
+
+def form_too_large() -> UploadRejected:
+    """The fields other than the file passed MAX_FORM_BYTES."""
+    return UploadRejected(
+        "Metadata too large. The upload form's fields (the description included) may hold at"
+        f" most {MAX_FORM_BYTES // (1024 * 1024)} MiB together."
+    )
 
 
 @dataclass(frozen=True)
@@ -116,8 +129,8 @@ _GONE_ACTIONS: Final = {
     "doc_upload": "Uploading documentation is no longer supported, we recommend using "
     "https://readthedocs.org/.",
 }
-_PROJECT_NAME: Final = re.compile(r"([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])", re.IGNORECASE | re.ASCII)
 _HEX_256: Final = re.compile(r"[A-Fa-f0-9]{64}")
+_HEX_128: Final = re.compile(r"[A-Fa-f0-9]{32}")
 _FILETYPES: Final = ("sdist", "bdist_wheel")
 _DIGEST_FIELDS: Final = {
     "sha256": "sha256_digest",
@@ -181,7 +194,7 @@ def _form_field_errors(fields: Mapping[str, list[str]]) -> dict[str, str]:
     name = _first(fields, "name")
     if not name:
         errors["name"] = "This field is required."
-    elif not _PROJECT_NAME.fullmatch(name):
+    elif not valid_name(name):
         errors["name"] = (
             "Start and end with a letter or numeral containing only ASCII numeric and "
             "'.', '_' and '-'."
@@ -191,9 +204,14 @@ def _form_field_errors(fields: Mapping[str, list[str]]) -> dict[str, str]:
         errors["filetype"] = "This field is required."
     elif filetype not in _FILETYPES:
         errors["filetype"] = "Use a known file type."
-    for field, label in (("sha256_digest", "SHA256"), ("blake2_256_digest", "BLAKE2")):
+    # the public index leaves md5 unchecked (and fails on a non-ASCII one): checked like the rest
+    for field, label, pattern in (
+        ("sha256_digest", "SHA256", _HEX_256),
+        ("blake2_256_digest", "BLAKE2", _HEX_256),
+        ("md5_digest", "MD5", _HEX_128),
+    ):
         value = (_first(fields, field) or "").strip()
-        if value and not _HEX_256.fullmatch(value):
+        if value and not pattern.fullmatch(value):
             errors[field] = f"Use a valid, hex-encoded, {label} message digest."
     return errors
 
@@ -437,25 +455,30 @@ def _check_wheel_name(form: UploadForm, filename: str) -> None:
 
 
 def _check_sdist_name(form: UploadForm, filename: str) -> None:
+    """The name part must normalise to the project, the version part must be the release.
+
+    Unlike the public index today, a name part not spelled as PEP 625 wants ("my-pkg-1.0.tar.gz",
+    "My.Pkg-1.0.tar.gz", as setuptools wrote before 69.3) is accepted and kept, as that index did
+    for years. The version part must be the normalised release: every reader of filenames
+    (`model.version_of`, installers) takes the version after the last '-'.
+    """
     try:
-        name, _version = parse_sdist_filename(filename)
+        parse_sdist_filename(filename)
     except InvalidSdistFilename:
         raise UploadRejected(f"Invalid source distribution filename: {filename}") from None
     release = Version(form.version)
-    # parse_sdist_filename splits at the last '-': "foo-1.0-1.tar.gz" (a post release) needs the
-    # second-to-last one
-    if release.is_postrelease and name != form.project and filename.count("-") >= 2:
-        candidate = filename.rpartition("-")[0].rpartition("-")[0]
-        try:
-            Version(filename[len(candidate) + 1 : -len(".tar.gz")])
-            name = canonicalize_name(candidate)
-        except InvalidVersion:
-            pass
     normalized = form.project.replace("-", "_")
-    if canonicalize_name(name) != form.project:
-        raise UploadRejected(f"Start filename for {form.name!r} with {normalized!r}.")
     expected = f"{normalized}-{release}.tar.gz"
-    if filename != expected:  # PEP 625
+    name_part, _, version_part = filename.removesuffix(".tar.gz").rpartition("-")
+    # "foo-1.0-1.tar.gz" (a post release spelled with '-') names foo, wrongly spelled
+    if release.is_postrelease and canonicalize_name(name_part) != form.project:
+        candidate = name_part.rpartition("-")[0]
+        if canonicalize_name(candidate) == form.project:
+            name_part = candidate
+    if canonicalize_name(name_part) != form.project:
+        raise UploadRejected(f"Start filename for {form.name!r} with {normalized!r}.")
+    # ASCII only: canonicalize_name lower-cases, so "\u212aelvin" (Kelvin sign) would pass
+    if not valid_name(name_part) or version_part != str(release):
         raise UploadRejected(f"Filename {filename!r} is invalid, should be {expected!r}.")
 
 

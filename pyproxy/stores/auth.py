@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyproxy.stores import sqlite
+from pyproxy.stores.changes import ChangeCounter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -40,7 +41,7 @@ TOKEN_PREFIX = "pyproxy-"
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # scrypt cost: ~50 ms per check on one core; uploads are rare enough to afford it
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
-# how often revision() looks for changes other processes committed (the CLI, other workers)
+# how often revision() also asks the database whether it changed (normally the counter says)
 REVISION_RECHECK_S = 0.5
 
 
@@ -107,30 +108,33 @@ class UserStore:
         self._path = directory / "auth.sqlite3"
         self._db = sqlite.connect(self._path, SCHEMA)
         self._lock = threading.Lock()  # authenticate() runs in worker threads
-        self._own_changes = 0  # PRAGMA data_version does not count this connection's commits
+        # bumped after every commit, by whichever process made it (the CLI, any worker), so
+        # what a server remembers about credentials is dropped before its next request
+        self._changes = ChangeCounter(directory / "auth.changes")
+        # the database's own counter: a backstop for a writer that died before its bump
         self._data_version = 0
         self._checked = float("-inf")
 
     def close(self) -> None:
         self._db.close()
+        self._changes.close()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        try:
-            with sqlite.write_transaction(self._db):
-                yield self._db
-        finally:
-            self._own_changes += 1
+        with sqlite.write_transaction(self._db):
+            yield self._db
+        self._changes.bump()  # committed: every process sees the change on its next revision()
 
     def revision(self) -> tuple[int, int]:
-        """Moves whenever users or tokens change: at once for this store's own changes, within
-        REVISION_RECHECK_S for other processes'. Cheap: mostly no query at all."""
+        """Moves whenever users or tokens change, in this process or any other, at once: the
+        shared change counter is a memory read; the database is asked only every
+        REVISION_RECHECK_S (the backstop)."""
         now = time.monotonic()
         if now - self._checked >= REVISION_RECHECK_S:
             with self._lock:
                 self._data_version = self._db.execute("PRAGMA data_version").fetchone()[0]
             self._checked = now
-        return self._data_version, self._own_changes
+        return self._changes.value, self._data_version
 
     def add_user(self, name: str, password: str, *, admin: bool = False) -> None:
         if not _USERNAME.fullmatch(name) or name == TOKEN_USERNAME:
@@ -195,26 +199,45 @@ class UserStore:
         ).fetchall()
         return [(row[0], row[1]) for row in rows]
 
-    def authenticate(self, username: str, password: str) -> Identity | None:
-        """The identity these credentials prove, or None. Blocking (scrypt): run off the loop."""
+    def token_identity(self, token: str) -> Identity | None:
+        """The identity an API token proves, or None: one indexed lookup of its sha256, cheap
+        enough for the event loop. Tokens never cost a password hash."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT users.name, users.admin FROM tokens"
+                " JOIN users ON users.name = tokens.user WHERE token_hash = ?",
+                (_token_hash(token.strip()),),  # pasted tokens often carry a newline
+            ).fetchone()
+        return None if row is None else Identity(row[0], bool(row[1]), via_token=True)
+
+    def password_record(self, username: str) -> tuple[str, bool] | None:
+        """(stored password hash, admin) of a user, or None: a lookup, no hashing."""
         if username == TOKEN_USERNAME:
-            with self._lock:
-                row = self._db.execute(
-                    "SELECT users.name, users.admin FROM tokens"
-                    " JOIN users ON users.name = tokens.user WHERE token_hash = ?",
-                    (_token_hash(password.strip()),),  # pasted tokens often carry a newline
-                ).fetchone()
-            return None if row is None else Identity(row[0], bool(row[1]), via_token=True)
+            return None
         with self._lock:
             row = self._db.execute(
                 "SELECT password_hash, admin FROM users WHERE name = ?", (username,)
             ).fetchone()
-        if row is None:
-            verify_password(password, _dummy_hash())  # same cost whether or not the user exists
+        return None if row is None else (row[0], bool(row[1]))
+
+    def authenticate(self, username: str, password: str) -> Identity | None:
+        """The identity these credentials prove, or None. Blocking (scrypt): run off the loop."""
+        if username == TOKEN_USERNAME:
+            return self.token_identity(password)
+        record = self.password_record(username)
+        if not check_password(password, None if record is None else record[0]):
             return None
-        if not verify_password(password, row[0]):
-            return None
-        return Identity(username, bool(row[1]), via_token=False)
+        assert record is not None
+        return Identity(username, record[1], via_token=False)
+
+
+def check_password(password: str, stored: str | None) -> bool:
+    """verify_password, or for a user that does not exist (`stored` None) the same cost spent
+    on a dummy hash and False, so the answer's timing does not tell whether a user exists."""
+    if stored is None:
+        verify_password(password, _dummy_hash())
+        return False
+    return verify_password(password, stored)
 
 
 @functools.cache

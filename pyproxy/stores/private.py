@@ -31,6 +31,7 @@ from pyproxy.model import (
     ProjectList,
     ProjectPage,
     ProjectStatus,
+    version_of,
 )
 from pyproxy.publish.validate import UploadForm, ValidatedFile
 from pyproxy.stores import sqlite
@@ -157,8 +158,6 @@ def canonical_version(version: str) -> str:
 ROLES = ("owner", "maintainer", "reader")
 # how often readers also ask the database whether it changed (normally the change counter says)
 DB_RECHECK_S = 1.0
-# how often read_restrictions() looks for changes other processes committed
-RESTRICTIONS_RECHECK_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +213,7 @@ class PrivateStore:
         self._pages_version: tuple[int, int] = (-1, -1)
         _migrate(self._reader)
         self._restrictions = ReadRestrictions()
-        self._restrictions_version = -1
-        self._restrictions_checked = float("-inf")
+        self._restrictions_version: tuple[int, int] = (-1, -1)
 
     def close(self) -> None:
         self._reader.close()
@@ -269,26 +267,22 @@ class PrivateStore:
         return name in self._names
 
     def read_restrictions(self) -> ReadRestrictions:
-        """Cheap enough for every request: it looks at the database at most every
-        RESTRICTIONS_RECHECK_S (at once after this store's own writes), and reloads only when
-        some process committed a change."""
-        now = time.monotonic()
-        if now - self._restrictions_checked >= RESTRICTIONS_RECHECK_S:
-            self._restrictions_checked = now
-            version = self._reader.execute("PRAGMA data_version").fetchone()[0]
-            if version != self._restrictions_version:
-                readers: dict[NormalizedName, set[str]] = {}
-                for name, user in self._reader.execute(
-                    "SELECT projects.name, roles.user FROM projects"
-                    " LEFT JOIN roles ON roles.project = projects.name WHERE projects.restricted"
-                ):
-                    users = readers.setdefault(name, set())
-                    if user is not None:
-                        users.add(user)
-                self._restrictions = ReadRestrictions(
-                    {name: frozenset(users) for name, users in readers.items()}
-                )
-                self._restrictions_version = version
+        """Cheap enough for every request: reloaded only when some process committed a change,
+        and then before this request is judged (a grant revoked is refused at once)."""
+        version = self._version()
+        if version != self._restrictions_version:
+            readers: dict[NormalizedName, set[str]] = {}
+            for name, user in self._reader.execute(
+                "SELECT projects.name, roles.user FROM projects"
+                " LEFT JOIN roles ON roles.project = projects.name WHERE projects.restricted"
+            ):
+                users = readers.setdefault(name, set())
+                if user is not None:
+                    users.add(user)
+            self._restrictions = ReadRestrictions(
+                {name: frozenset(users) for name, users in readers.items()}
+            )
+            self._restrictions_version = version
         return self._restrictions
 
     def has_file(self, project: NormalizedName, filename: str) -> bool:
@@ -447,7 +441,6 @@ class PrivateStore:
             self._changes.bump()  # committed: every process reloads on its next read
         finally:
             db.close()
-            self._restrictions_checked = float("-inf")  # see our own changes at once
 
     def find_duplicate(self, new: NewFile) -> bool:
         """True if exactly this file is already stored (an idempotent re-upload);
@@ -471,6 +464,12 @@ class PrivateStore:
             raise StoreRejected(
                 "This filename was previously used by a file that has since been deleted."
                 " Use a different version."
+            )
+        if new.filetype == "sdist" and (removed := _removed_sdist(db, new)) is not None:
+            # legacy sdist names ("my-pkg-1.0.tar.gz") give one release several spellings
+            raise StoreRejected(
+                f"The sdist of this release was previously uploaded as {removed!r} and has since"
+                " been deleted. Use a different version."
             )
         if new.filetype == "sdist" and db.execute(
             "SELECT 1 FROM files WHERE project = ? AND version = ? AND filetype = 'sdist'",
@@ -653,6 +652,16 @@ class PrivateStore:
                     blob.unlink(missing_ok=True)
                     removed += 1
         return removed
+
+
+def _removed_sdist(db: sqlite3.Connection, new: NewFile) -> str | None:
+    """The deleted sdist of `new`'s release, under whatever spelling it was uploaded."""
+    release = canonical_version(new.version)
+    rows = db.execute(
+        "SELECT filename FROM tombstones WHERE project = ? AND filename LIKE '%.tar.gz'",
+        (new.project,),
+    )
+    return next((name for (name,) in rows if version_of(name) == release), None)
 
 
 def _abandoned(path: Path) -> bool:

@@ -41,6 +41,7 @@ def build_app(services: Services) -> web.Application:
     router.add_get("/ready", ops.ready)
     router.add_get("/metrics", ops.metrics_page)
     app[ops.READINESS] = ops.Readiness()
+    app[simple.RENDERED] = simple.RenderedPages()
     app[json_api.RENDERED] = json_api.RenderedDocuments()
     # the public index also answers these with a trailing slash
     for suffix in ("json", "json/"):

@@ -1,44 +1,16 @@
-"""What every handler needs, stored once on the application."""
+"""What every handler needs (`Services`, built by pyproxy.compose), stored on the application."""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pyproxy.config import Settings, is_authority
-from pyproxy.model import Repository
-from pyproxy.repository.upstream import Upstream
-from pyproxy.stores.auth import UserStore
-from pyproxy.stores.blobcache import BlobCache
-from pyproxy.stores.private import PrivateStore
+from pyproxy.compose import Services
+from pyproxy.config import is_authority
 
-if TYPE_CHECKING:
-    from pyproxy.web.simple import RenderedPages
-
-
-@dataclass
-class Services:
-    settings: Settings
-    repository: Repository  # what the Simple API and file routes serve
-    private: PrivateStore  # where uploads go
-    users: UserStore
-    pages: RenderedPages
-    upstream_description: str  # for the landing page and start-up log
-    upstream: Upstream | None = None
-    blobs: BlobCache | None = None
-
-    async def close(self) -> None:
-        if self.upstream is not None:
-            await self.upstream.close()
-        if self.blobs is not None:
-            await self.blobs.aclose()
-        self.private.close()
-        self.users.close()
-
+__all__ = ["SERVICES", "Services", "origin"]
 
 SERVICES = web.AppKey("services", Services)
 

@@ -21,6 +21,7 @@ from aiohttp import hdrs, web
 from pyproxy import metrics
 from pyproxy.model import LocalFile, StreamedFile, normalize
 from pyproxy.web.access_log import CACHE_OUTCOME
+from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES
 
 log = logging.getLogger("pyproxy.web")
@@ -82,11 +83,6 @@ def _if_range_holds(if_range: str, etag: str, last_modified: float) -> bool:
         return False
     parsed = email.utils.parsedate_to_datetime(if_range) if if_range else None
     return parsed is not None and int(parsed.timestamp()) == int(last_modified)
-
-
-def _none_match(header: str, etag: str) -> bool:
-    tags = [tag.strip() for tag in header.split(",")]
-    return "*" in tags or any(tag.removeprefix("W/") == etag for tag in tags)
 
 
 class _FileBody(web.StreamResponse):
@@ -183,7 +179,7 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
         headers = _base_headers(etag, stat.st_mtime)
         headers[hdrs.ACCEPT_RANGES] = "bytes"
         headers[CACHE_STATUS] = "hit"
-        if (none_match := request.headers.get(hdrs.IF_NONE_MATCH)) and _none_match(none_match, etag):
+        if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
             fobj.close()
             return web.Response(status=304, headers={k: v for k, v in headers.items() if k != hdrs.CONTENT_TYPE})
         span = ByteRange(0, size - 1) if size else ByteRange(0, -1)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
-from packaging.utils import InvalidName, canonicalize_name
 
 from pyproxy.formats import legacy_json
 from pyproxy.formats.legacy_json import ReleaseMetadata
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
     DistFile,
     LocalFile,
@@ -27,7 +27,10 @@ from pyproxy.model import (
     Origin,
     ProjectPage,
     Unavailable,
+    normalize,
+    valid_name,
 )
+from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, Services, origin
 from pyproxy.web.middleware import CORS_HEADERS
 from pyproxy.web.simple import file_url
@@ -52,23 +55,19 @@ class RenderedDocuments:
     building one means reading metadata and walking every file of the project."""
 
     def __init__(self, capacity: int = 1024) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, str, str | None], tuple[str, _Rendered]] = OrderedDict()
+        self._entries: BoundedLRU[tuple[str, str, str | None], tuple[str, _Rendered]] = (
+            BoundedLRU(capacity)
+        )
 
     def get(self, key: tuple[str, str, str | None], revision: str) -> _Rendered | None:
         entry = self._entries.get(key)
         if entry is None or not revision or entry[0] != revision:
             return None
-        self._entries.move_to_end(key)
         return entry[1]
 
     def put(self, key: tuple[str, str, str | None], revision: str, rendered: _Rendered) -> None:
-        if not revision:
-            return
-        self._entries[key] = (revision, rendered)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        if revision:
+            self._entries.put(key, (revision, rendered))
 
 
 RENDERED = web.AppKey("legacy_json_rendered", RenderedDocuments)
@@ -90,10 +89,9 @@ async def release(request: web.Request) -> web.StreamResponse:
 
 async def _answer(request: web.Request, requested: str | None) -> web.StreamResponse:
     raw_name = request.match_info["project"]
-    try:
-        name = canonicalize_name(raw_name, validate=True)
-    except InvalidName:
+    if not valid_name(raw_name):
         return _json_error(404, "Not Found")
+    name = normalize(raw_name)
     if raw_name != name:
         return _redirect(request, name, requested)
     try:
@@ -131,7 +129,7 @@ async def _document(
         if version is None:
             raise NotFound(f"no such release of {name!r}")
         metadata, complete = await _metadata(services, page, releases[version])
-        serial = services.private.project_serial(name) or 0
+        serial = services.catalog.project_serial(name) or 0
         private_digests = _private_digests(services, page)
 
         def render() -> bytes:
@@ -170,17 +168,18 @@ def _respond(request: web.Request, services: Services, rendered: _Rendered) -> w
         "X-PyPI-Last-Serial": str(rendered.serial),
         hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: _EXPOSE,
     }
-    none_match = request.headers.get(hdrs.IF_NONE_MATCH, "")
-    if rendered.etag in (tag.strip().removeprefix("W/") for tag in none_match.split(",")):
+    if none_match(request.headers.get(hdrs.IF_NONE_MATCH), rendered.etag):
         return web.Response(status=304, headers=headers)
     headers[hdrs.CONTENT_TYPE] = CONTENT_TYPE
     return web.Response(body=rendered.body, headers=headers)
 
 
-def _private_digests(services: Services, page: ProjectPage) -> dict[str, dict[str, str]]:
+def _private_digests(
+    services: Services, page: ProjectPage
+) -> Mapping[str, Mapping[str, str]]:
     if not any(dist.origin is Origin.PRIVATE for dist in page.files):
         return {}
-    return services.private.file_digests(page.name)
+    return services.catalog.file_digests(page.name)
 
 
 async def _metadata(
@@ -190,7 +189,7 @@ async def _metadata(
     read right now)."""
     for dist in files:
         if dist.origin is Origin.PRIVATE:
-            fields = services.private.file_fields(dist.filename)
+            fields = services.catalog.file_fields(dist.filename)
             if fields is not None:
                 return legacy_json.metadata_from_fields(fields), True
     source = legacy_json.metadata_file(files)

@@ -14,14 +14,15 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from aiohttp import hdrs, web
 
 from pyproxy import metrics
-from pyproxy.repository.upstream import Upstream, UpstreamError
-from pyproxy.web.context import SERVICES, Services
+from pyproxy.compose import Health
+from pyproxy.lru import SingleFlight
+from pyproxy.web.context import SERVICES
+from pyproxy.web.lifecycle import CAPACITY
 
 READY_WINDOW_S = 60.0
 PROBE_TTL_S = 5.0
@@ -33,29 +34,17 @@ class Readiness:
     def __init__(self) -> None:
         self._checked_at = -math.inf
         self._problem: str | None = None
-        self._probe: asyncio.Future[str | None] | None = None
+        self._probing: SingleFlight[str, str | None] = SingleFlight()
 
-    async def upstream_problem(self, upstream: Upstream) -> str | None:
-        now = time.monotonic()
-        succeeded, failed = upstream.last_success, upstream.last_failure
-        if succeeded is not None and now - succeeded < READY_WINDOW_S and (
-            failed is None or failed <= succeeded
-        ):
+    async def upstream_problem(self, health: Health) -> str | None:
+        if health.upstream_answered_within(READY_WINDOW_S):
             return None
-        if now - self._checked_at < PROBE_TTL_S:
+        if time.monotonic() - self._checked_at < PROBE_TTL_S:
             return self._problem
-        if self._probe is None:
-            self._probe = asyncio.ensure_future(self._run_probe(upstream))
-        return await asyncio.shield(self._probe)
+        return await self._probing.run("upstream", lambda: self._run_probe(health))
 
-    async def _run_probe(self, upstream: Upstream) -> str | None:
-        try:
-            await upstream.probe()
-            problem = None
-        except UpstreamError as exc:
-            problem = f"upstream did not answer: {exc}"
-        finally:
-            self._probe = None
+    async def _run_probe(self, health: Health) -> str | None:
+        problem = await health.probe_upstream()
         self._checked_at, self._problem = time.monotonic(), problem
         return problem
 
@@ -86,28 +75,18 @@ def _data_dir_problem(data_dir: Path) -> str | None:
 async def ready(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     problem = await asyncio.to_thread(_data_dir_problem, services.settings.data_dir)
-    if problem is None and services.upstream is not None and not services.settings.offline:
-        problem = await request.app[READINESS].upstream_problem(services.upstream)
+    if problem is None and CAPACITY in request.app:  # only with --workers N: all N serving?
+        problem = request.app[CAPACITY].problem()
+    if problem is None and services.health.watches_upstream:
+        problem = await request.app[READINESS].upstream_problem(services.health)
     if problem is not None:
         return _text(503, f"not ready: {problem}")
     return _text(200, "ready")
 
 
-def _cache_gauges(services: Services) -> Iterator[tuple[str, str, float]]:
-    """State all workers share, read at scrape time rather than stored per process."""
-    blobs = services.blobs
-    if blobs is None:
-        return
-    yield (
-        "pyproxy_cache_size_bytes", "Bytes the upstream file cache holds (files and index).",
-        blobs.volume(),
-    )
-    yield "pyproxy_cache_max_size_bytes", "The cache's bound ([cache] max_size).", blobs.max_size
-
-
 async def metrics_page(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     body, content_type = await asyncio.to_thread(  # reads every worker's file: off the loop
-        metrics.scrape, request.headers.get(hdrs.ACCEPT, ""), lambda: _cache_gauges(services)
+        metrics.scrape, request.headers.get(hdrs.ACCEPT, ""), services.health.cache_gauges
     )
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})

@@ -28,10 +28,12 @@ from pyproxy.model import (
     ProjectPage,
     Unavailable,
     normalize,
+    valid_name,
 )
+from pyproxy.units import human_size
 from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, Services, origin
-from pyproxy.web.simple import _VALID_NAME, file_url
+from pyproxy.web.simple import file_url
 
 MAX_SEARCH_RESULTS = 100
 
@@ -55,20 +57,6 @@ def _render(
 
 
 # ------------------------------------------------------------------------------ formatting
-
-
-def human_size(size: int | None) -> str:
-    """Decimal units, as the public index shows them: 999 bytes, 1.2 kB, 34.5 MB."""
-    if size is None:
-        return "unknown size"
-    if size < 1000:
-        return f"{size} bytes" if size != 1 else "1 byte"
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 999.95 or unit == "TB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _when(moment: datetime | None) -> tuple[str, str]:
@@ -231,7 +219,7 @@ async def private_metadata(services: Services, current: VersionView | None) -> M
     if current is None:
         return Metadata()
     filename = next((f.filename for f in current.files if f.private), None)
-    fields = services.private.file_fields(filename) if filename else None
+    fields = services.catalog.file_fields(filename) if filename else None
     if not fields:
         return Metadata(version=current.version)
     text = "\n".join(fields.get("description") or ())
@@ -256,7 +244,7 @@ async def private_metadata(services: Services, current: VersionView | None) -> M
 def _serves(services: Services) -> dict[str, object]:
     settings = services.settings
     return {
-        "private_only": services.upstream is None,
+        "private_only": settings.private_only,
         "upstream": services.upstream_description,
         "offline": settings.offline,
     }
@@ -269,7 +257,7 @@ async def landing(request: web.Request) -> web.StreamResponse:
         request,
         {
             "base": origin(request),
-            "private_count": len(readauth.visible(request, services.private.list_projects().names)),
+            "private_count": len(readauth.visible(request, services.catalog.list_projects().names)),
             **_serves(services),
         },
     )
@@ -287,21 +275,21 @@ async def search(request: web.Request) -> web.StreamResponse:
     query = request.query.get("q", "").strip()
     context: dict[str, object] = {"query": query, "matches": [], "more": 0, "open_name": None}
     if query:
-        valid = bool(_VALID_NAME.match(query))
+        valid = valid_name(query)
         hidden = readauth.hidden_projects(request)
-        if valid and services.private.has_project(normalize(query)) and normalize(query) not in hidden:
+        if valid and services.catalog.has_project(normalize(query)) and normalize(query) not in hidden:
             raise web.HTTPFound(f"/project/{normalize(query)}/")
         key = _search_key(query)
         compact = key.replace("-", "")
         matches = []
-        for display in readauth.visible(request, services.private.list_projects().names):
+        for display in readauth.visible(request, services.catalog.list_projects().names):
             name = normalize(display)
             if key in name or (compact and compact in name.replace("-", "")):
                 matches.append((not name.startswith(key), name, display))
         matches.sort()
         context["matches"] = [(name, display) for _rank, name, display in matches[:MAX_SEARCH_RESULTS]]
         context["more"] = max(0, len(matches) - MAX_SEARCH_RESULTS)
-        if valid and services.upstream is not None:
+        if valid and not services.settings.private_only:
             context["open_name"] = normalize(query)
         context["valid"] = valid
     return _render("search.html", request, {**context, **_serves(services)})
@@ -309,7 +297,7 @@ async def search(request: web.Request) -> web.StreamResponse:
 
 async def projects(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    listed = readauth.visible(request, services.private.list_projects().names)
+    listed = readauth.visible(request, services.catalog.list_projects().names)
     names = [(normalize(display), display) for display in listed]
     return _render("projects.html", request, {"projects": names, **_serves(services)})
 
@@ -330,7 +318,7 @@ async def project(request: web.Request) -> web.StreamResponse:
     parts = [part for part in tail.split("/") if part]
     if not parts:
         raise web.HTTPFound("/projects/")
-    if len(parts) != 1 or not _VALID_NAME.match(parts[0]):
+    if len(parts) != 1 or not valid_name(parts[0]):
         return _error_page(request, 404, "Not Found", f"{tail.strip('/')!r} is not a project name.")
     name = normalize(parts[0])
     if tail != f"{name}/":
@@ -339,7 +327,7 @@ async def project(request: web.Request) -> web.StreamResponse:
     try:
         page = await services.repository.project_page(name)
     except NotFound:
-        if services.upstream is None:
+        if services.settings.private_only:
             message = f"There is no project {name!r} here."
         elif services.settings.offline:
             message = f"There is no private project {name!r}, and pyproxy is offline with no copy of it."
@@ -360,7 +348,7 @@ async def _project_context(
 ) -> dict[str, object]:
     base = origin(request)
     versions = version_views(page, base)
-    private = services.private.has_project(name)
+    private = services.catalog.has_project(name)
     metadata = Metadata()
     if private:
         metadata = await private_metadata(services, _current(versions, private_only=True))

@@ -9,30 +9,29 @@ Missing or wrong credentials answer 401 with a Basic challenge (pip then retries
 credentials, netrc or keyring); a restricted project the caller may not read answers 403 on every
 route, never 404, which would send pip on to the next index (dependency confusion). Listings
 leave out what the caller may not read (`hidden_projects`). The open routes (health, readiness,
-metrics) carry no project data; uploads authenticate themselves (legacy.py).
+metrics) carry no project data; uploads authenticate themselves (upload.py).
 
-Verifying a password costs ~50 ms of scrypt, so successful verifications are remembered briefly
-(`Verifications`). In anonymous mode with nothing restricted, a request costs a clock read and
-a dict lookup: no credentials are looked at and no database is queried.
+Verifying a password costs ~50 ms of scrypt: credentials.py remembers answers briefly, checks
+passwords on threads of their own and limits wrong passwords per client address (429), so a
+flood of guesses never holds up file serving or token users. In anonymous mode with nothing
+restricted, a request costs a memory read and a dict lookup: no credentials are looked at and
+no database is queried.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import secrets
-import time
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from pyproxy.model import NormalizedName, normalize
-from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore, parse_basic
-from pyproxy.stores.private import PrivateStore, ReadRestrictions
+from pyproxy.config import Settings
+from pyproxy.model import NormalizedName, PrivateCatalog, normalize
+from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore
+from pyproxy.stores.private import ReadRestrictions
 from pyproxy.web.access_log import USER
-from pyproxy.web.context import SERVICES
+from pyproxy.web.context import SERVICES, _trusted
+from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused, Verifications
 from pyproxy.web.middleware import text_error
 
 AUTH_CHALLENGE = {hdrs.WWW_AUTHENTICATE: 'Basic realm="pyproxy"'}
@@ -45,71 +44,20 @@ _RESTRICTIONS = web.RequestKey("readauth_restrictions", ReadRestrictions)  # jud
 _PERSONAL = web.RequestKey("readauth_personal", bool)  # the answer depends on who asked
 
 
-class Verifications:
-    """Identities of recently verified Authorization headers, so a read costs a dict lookup
-    instead of scrypt.
-
-    Keyed by sha256 of a per-process random salt and the header, so neither credentials nor a
-    reusable digest of them is kept. An entry lives at most `ttl` seconds and is dropped as soon
-    as the user store's revision moves (a removed user or a revoked token: at once in this
-    process, within auth.REVISION_RECHECK_S in the others). Only successes are kept; a header
-    being verified is verified once, however many requests carry it meanwhile.
-    """
-
-    def __init__(self, users: UserStore, *, ttl: float = 60.0, capacity: int = 4096) -> None:
-        self._users = users
-        self._ttl = ttl
-        self._capacity = capacity
-        self._salt = secrets.token_bytes(32)
-        self._entries: OrderedDict[bytes, tuple[float, tuple[int, int], Identity]] = OrderedDict()
-        self._pending: dict[bytes, tuple[tuple[int, int], asyncio.Future[Identity | None]]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    async def identify(self, header: str) -> Identity | None:
-        """The identity the Authorization header proves; None if it proves none."""
-        key = hashlib.sha256(self._salt + header.encode("utf-8", "surrogatepass")).digest()
-        revision = self._users.revision()
-        entry = self._entries.get(key)
-        if entry is not None:
-            expires, verified_at, identity = entry
-            if verified_at == revision and time.monotonic() < expires:
-                self._entries.move_to_end(key)
-                return identity
-            del self._entries[key]
-        pending = self._pending.get(key)
-        if pending is None or pending[0] != revision:
-            credentials = parse_basic(header)
-            if credentials is None:
-                return None
-            future = asyncio.ensure_future(asyncio.to_thread(self._users.authenticate, *credentials))
-            pending = (revision, future)
-            self._pending[key] = pending
-            future.add_done_callback(lambda _: self._forget_pending(key, future))
-        identity = await asyncio.shield(pending[1])
-        # kept only if nothing changed while it was verified (it may be from before a removal)
-        if identity is not None and self._users.revision() == pending[0]:
-            self._entries[key] = (time.monotonic() + self._ttl, pending[0], identity)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
-        return identity
-
-    def _forget_pending(self, key: bytes, future: asyncio.Future[Identity | None]) -> None:
-        if (held := self._pending.get(key)) is not None and held[1] is future:
-            del self._pending[key]
-        if not future.cancelled():
-            future.exception()  # retrieved, even if every request waiting for it went away
-
-
 class ReadAccess:
     """What the guard needs, built once per application."""
 
-    def __init__(self, private: PrivateStore, users: UserStore, *, authenticated: bool) -> None:
+    def __init__(
+        self, private: PrivateCatalog[ReadRestrictions], users: UserStore, settings: Settings
+    ) -> None:
         self.private = private
-        self.authenticated = authenticated
-        self.verifications = Verifications(users)
+        self.authenticated = settings.read_access == "authenticated"
+        self.trust_forwarded = settings.trust_forwarded
+        self.verifications = Verifications(
+            users,
+            PasswordPool(settings.password_threads, settings.password_queue),
+            FailureLimit(settings.password_failures_per_minute),
+        )
 
 
 READ_ACCESS = web.AppKey("read_access", ReadAccess)
@@ -119,24 +67,53 @@ def setup(app: web.Application) -> None:
     """Install the guard (inside the error middleware, so preflights and errors stay as they
     are) on an application whose services are set."""
     services = app[SERVICES]
-    app[READ_ACCESS] = ReadAccess(
-        services.private, services.users,
-        authenticated=services.settings.read_access == "authenticated",
-    )
+    app[READ_ACCESS] = ReadAccess(services.catalog, services.users, services.settings)
     app.middlewares.append(guard)
     app.on_response_prepare.append(_keep_out_of_shared_caches)
+    app.on_cleanup.append(_close)
+
+
+async def _close(app: web.Application) -> None:
+    app[READ_ACCESS].verifications.close()
 
 
 async def identify(request: web.Request) -> Identity | None:
-    """Who the request's credentials prove it is; None when it sent none or wrong ones."""
+    """Who the request's credentials prove it is; None when it sent none or wrong ones. A
+    password check that cannot be made now raises 429 or 503 (with Retry-After)."""
     header = request.headers.get(hdrs.AUTHORIZATION)
     if not header:
         return None
-    identity = await request.app[READ_ACCESS].verifications.identify(header)
+    access = request.app[READ_ACCESS]
+    try:
+        identity = await access.verifications.identify(header, client_address(request, access))
+    except Refused as refused:
+        raise _refusal(refused) from None
     if identity is not None:
         request[_IDENTITY] = identity
         request[USER] = identity.user  # for the access log
     return identity
+
+
+def client_address(request: web.Request, access: ReadAccess) -> str:
+    """Whom wrong passwords are counted against: the peer, or behind a proxy that `[server]
+    trust_forwarded` trusts, the client it names in X-Forwarded-For (the right-most entry that
+    is not a trusted proxy itself; the left-most when every peer is trusted)."""
+    remote = request.remote or ""
+    # context.py's reading of the setting, so both uses of forwarded headers trust alike
+    if not _trusted(access.trust_forwarded, remote):
+        return remote
+    hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", ())
+            for hop in value.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _trusted(access.trust_forwarded, hop):
+            return hop[:64]
+    return hops[0][:64] if hops else remote
+
+
+def _refusal(refused: Refused) -> web.HTTPException:
+    kind = web.HTTPTooManyRequests if refused.status == 429 else web.HTTPServiceUnavailable
+    return kind(reason=refused.message, text=refused.message + "\n", content_type="text/plain",
+                headers={hdrs.RETRY_AFTER: str(refused.retry_after)})
 
 
 def _route(request: web.Request) -> str | None:

@@ -6,7 +6,6 @@ import asyncio
 import gzip
 import hashlib
 import re
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -15,13 +14,11 @@ from aiohttp import hdrs, web
 
 from pyproxy.formats.negotiate import Format, negotiate
 from pyproxy.formats.render import render_index, render_project
-from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize
+from pyproxy.lru import BoundedLRU
+from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize, valid_name
 from pyproxy.web import readauth
+from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, origin
-
-# PEP 508 project names; anything else cannot exist, here or upstream
-_VALID_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE)
-
 
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
 GZIP_MIN_BYTES = 1024
@@ -61,15 +58,15 @@ class RenderedPages:
     so a project with thousands of files costs one dictionary lookup per request."""
 
     def __init__(self, capacity: int = 4096) -> None:
-        self._capacity = capacity
-        self._entries: OrderedDict[tuple[str, Format, str], tuple[str, Rendered]] = OrderedDict()
+        self._entries: BoundedLRU[tuple[str, Format, str], tuple[str, Rendered]] = BoundedLRU(
+            capacity
+        )
 
     async def get(
         self, key: tuple[str, Format, str], revision: str, render: Callable[[], bytes]
     ) -> Rendered:
         entry = self._entries.get(key)
         if entry is not None and entry[0] == revision and revision:
-            self._entries.move_to_end(key)
             return entry[1]
         def build() -> Rendered:
             body = render()
@@ -80,11 +77,11 @@ class RenderedPages:
         # off the loop: a merged project list can take seconds to render and compress
         rendered = await asyncio.to_thread(build)
         if revision:
-            self._entries[key] = (revision, rendered)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+            self._entries.put(key, (revision, rendered))
         return rendered
+
+
+RENDERED = web.AppKey("rendered_pages", RenderedPages)
 
 
 def file_url(base: str, project: NormalizedName) -> Callable[[DistFile], str]:
@@ -115,8 +112,7 @@ def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
         hdrs.ETAG: etag,
         hdrs.CACHE_CONTROL: f"max-age={request.app[SERVICES].settings.page_max_age}, must-revalidate",
     }
-    none_match = request.headers.get(hdrs.IF_NONE_MATCH, "")
-    if none_match and etag in (tag.strip().removeprefix("W/") for tag in none_match.split(",")):
+    if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
         return web.Response(status=304, headers=headers)
     headers[hdrs.CONTENT_TYPE] = fmt.content_type
     if compressed:
@@ -143,7 +139,7 @@ async def simple(request: web.Request) -> web.StreamResponse:
         if tail:  # "/simple//"
             raise _redirect(request, "/simple/")
         return await _index(request)
-    if len(parts) > 1 or not _VALID_NAME.match(parts[0]):
+    if len(parts) > 1 or not valid_name(parts[0]):
         raise NotFound(f"{tail.strip('/')!r} is not a project name")
     name = normalize(parts[0])
     if tail != f"{name}/":
@@ -170,7 +166,7 @@ async def _index(request: web.Request) -> web.StreamResponse:
             listed = ProjectList(names, revision=projects.revision)
         return render_index(listed, fmt, lambda n: f"{base}/simple/{normalize(n)}/")
 
-    page = await services.pages.get((base, fmt, variant), projects.revision, render)
+    page = await request.app[RENDERED].get((base, fmt, variant), projects.revision, render)
     return _page(request, fmt, page)
 
 
@@ -179,7 +175,7 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
     fmt = _chosen_format(request)
     project = await services.repository.project_page(name)
     base = origin(request)
-    page = await services.pages.get(
+    page = await request.app[RENDERED].get(
         (base, fmt, name), project.revision, lambda: render_project(project, fmt, file_url(base, name))
     )
     return _page(request, fmt, page)

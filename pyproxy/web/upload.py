@@ -18,9 +18,16 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from pyproxy import metrics
-from pyproxy.publish.validate import UploadRejected, validate_file, validate_form
+from pyproxy.publish.validate import (
+    MAX_FORM_BYTES,
+    UploadRejected,
+    form_too_large,
+    validate_file,
+    validate_form,
+)
 from pyproxy.stores.auth import Identity, parse_basic
 from pyproxy.stores.private import StoreRejected, new_file, not_allowed
+from pyproxy.units import human_size
 from pyproxy.web import readauth
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES
@@ -29,7 +36,6 @@ from pyproxy.web.middleware import text_error
 log = logging.getLogger("pyproxy.upload")
 
 _CHUNK = 256 * 1024
-_MAX_FIELDS_BYTES = 16 * 1024 * 1024  # descriptions can be long, but not unbounded
 _FILE_FIELDS = {"content", "gpg_signature", "attestations"}
 _R = TypeVar("_R", UploadRejected, StoreRejected)
 
@@ -55,7 +61,7 @@ class _Hashes:
 def _too_large(limit: int, name: str | None) -> UploadRejected:
     project = f" for project {name!r}" if name else ""
     rejection = UploadRejected(
-        f"File too large. Limit{project} is {_human_size(limit)}"
+        f"File too large. Limit{project} is {human_size(limit, exact=True)}"
         " (the operator sets it as [uploads] max_file_size)."
     )
     return _counted_as(rejection, "too_large")
@@ -90,14 +96,6 @@ def _reason(rejection: UploadRejected | StoreRejected) -> str:
     return "malformed"  # what is left: the request itself (not multipart, odd parts, no file)
 
 
-def _human_size(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}".replace(".0 ", " ")
-        size /= 1024  # type: ignore[assignment]
-    raise AssertionError
-
-
 async def _authenticate(request: web.Request) -> Identity:
     credentials = parse_basic(request.headers.get(hdrs.AUTHORIZATION))
     if credentials is None:
@@ -123,6 +121,31 @@ async def _save_content(
         hashes.update(chunk)
         out.write(chunk)
     return size, hashes.hexdigests()
+
+
+async def _read_field(part: BodyPartReader, budget: int) -> tuple[str, int]:
+    """A text field and the bytes it cost, read in chunks against pyproxy's own form limit:
+    `part.text()` would stop at aiohttp's client_max_size (1 MiB) with a bare 413."""
+    raw = bytearray()
+    while chunk := await part.read_chunk(_CHUNK):
+        raw += chunk
+        if len(raw) > budget:
+            raise _counted_as(form_too_large(), "too_large")
+    decoded = bytearray()
+    try:
+        async for piece in part.decode_iter(raw):  # Content-(Transfer-)Encoding, if any
+            decoded += piece
+            if len(decoded) > budget:
+                raise _counted_as(form_too_large(), "too_large")
+    except RuntimeError as exc:  # aiohttp's word for an unknown encoding
+        raise UploadRejected(f"Malformed multipart body: {exc}") from None
+    charset = part.get_charset(default="utf-8")
+    try:
+        return decoded.decode(charset), len(raw)
+    except (UnicodeDecodeError, LookupError):
+        raise UploadRejected(
+            f"Malformed multipart body: the field {part.name!r} is not text in {charset!r}."
+        ) from None
 
 
 async def upload(request: web.Request) -> web.StreamResponse:
@@ -174,12 +197,8 @@ async def _upload(request: web.Request) -> web.StreamResponse:
                         name = (fields.get("name") or [None])[0]
                         size, digests = await _save_content(part, out, limit, name)
                     else:
-                        value = await part.text()
-                        field_bytes += len(value)
-                        if field_bytes > _MAX_FIELDS_BYTES:
-                            raise _counted_as(
-                                UploadRejected("Upload form fields are too large."), "too_large"
-                            )
+                        value, cost = await _read_field(part, MAX_FORM_BYTES - field_bytes)
+                        field_bytes += cost
                         fields.setdefault(part.name, []).append(value)
             except (ValueError, AssertionError, HttpProcessingError) as exc:
                 # e.g. a part whose headers do not parse (aiohttp's InvalidHeader)

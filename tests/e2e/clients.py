@@ -189,6 +189,15 @@ def uv_publish(
     return run(cmd, check=check)
 
 
+def installed(target: Path) -> dict[str, str]:
+    """{distribution name as in the dist-info directory: version} found in a --target dir."""
+    found = {}
+    for entry in target.glob("*.dist-info"):
+        name, _, version = entry.name.removesuffix(".dist-info").rpartition("-")
+        found[name] = version
+    return found
+
+
 def import_from_target(target: Path, module: str, attribute: str = "VERSION") -> str:
     """Import `module` with PYTHONPATH=target in a fresh interpreter; return `module.attribute`.
     Also asserts the module really came from `target`."""
@@ -340,6 +349,14 @@ def start_partial_upload(
     return sock
 
 
+def partial_upload_file_bytes(
+    upload_url: str, path: Path, user: str, password: str, *, fraction: float = 0.5
+) -> int:
+    """How many bytes of the file itself `start_partial_upload` sends (the fields go first)."""
+    body, _ = upload_request(upload_url, path, user, password)
+    return max(0, int(len(body) * fraction) - body.index(path.read_bytes()))
+
+
 def get(url: str, accept: str | None = None, timeout: float = 30) -> RawResponse:
     return raw_request("GET", url, headers={"Accept": accept} if accept else {}, timeout=timeout)
 
@@ -383,8 +400,10 @@ __all__ = [
     "file_entries",
     "get",
     "import_from_target",
+    "installed",
     "listed_filenames",
     "output",
+    "partial_upload_file_bytes",
     "pip_install",
     "project_json",
     "raw_request",

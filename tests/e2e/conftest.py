@@ -8,19 +8,23 @@ Fixtures:
   SIGTERM, then SIGKILL after a timeout) at the end of the scope, and teardown fails if any process
   of its session is left.
 - `pyproxy_server` (module scope): one shared private-only server with user `alice`.
+- `fake_factory` (function scope) and `module_fake_factory` (module scope): a `FakeFactory`;
+  `factory(formats="json")` returns a `FakeUpstream` serving from a background thread (as
+  `FakeUpstream.running_in_thread`), stopped at the end of the scope. (The in-process tests use
+  tests/conftest.py's `fake_upstream` instead, in the test's own loop.)
 
 Every test under tests/e2e is marked `e2e`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,6 +32,7 @@ import pytest
 
 from tests.access_log import access_records
 from tests.e2e.clients import client_env, describe, get, run
+from tests.fake_upstream import FakeUpstream, Formats
 from tests.processes import session_members
 
 START_TIMEOUT = 20.0
@@ -45,14 +50,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if Path(str(item.fspath)).is_relative_to(here):
             item.add_marker(pytest.mark.e2e)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return state[state.rfind(")") + 2] != "Z"
 
 
 class PyproxyServer:
@@ -278,6 +275,36 @@ def pyproxy_server(module_pyproxy_factory: ServerFactory) -> PyproxyServer:
     return module_pyproxy_factory.start()
 
 
-def origin_of(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+class FakeFactory:
+    """Starts FakeUpstreams in background threads; `close()` stops them all."""
+
+    def __init__(self) -> None:
+        self._running: list[contextlib.AbstractContextManager[FakeUpstream]] = []
+
+    def __call__(self, formats: Formats = "json") -> FakeUpstream:
+        context = FakeUpstream.running_in_thread(formats=formats)
+        upstream = context.__enter__()
+        self._running.append(context)
+        return upstream
+
+    def close(self) -> None:
+        while self._running:
+            self._running.pop().__exit__(None, None, None)
+
+
+@pytest.fixture
+def fake_factory() -> Iterator[FakeFactory]:
+    factory = FakeFactory()
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="module")
+def module_fake_factory() -> Iterator[FakeFactory]:
+    factory = FakeFactory()
+    try:
+        yield factory
+    finally:
+        factory.close()

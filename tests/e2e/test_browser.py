@@ -18,8 +18,6 @@ from tests.dists import make_wheel
 from tests.e2e.clients import twine_upload
 from tests.e2e.conftest import PyproxyServer
 
-pytestmark = pytest.mark.e2e
-
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

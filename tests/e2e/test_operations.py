@@ -17,8 +17,7 @@ from tests.access_log import access_records
 from tests.dists import make_wheel
 from tests.e2e.clients import basic_auth, get, raw_request, raw_upload
 from tests.e2e.conftest import PyproxyServer, ServerFactory
-
-pytestmark = pytest.mark.e2e
+from tests.processes import children
 
 RUN = uuid.uuid4().hex[:6]
 
@@ -31,19 +30,6 @@ def counter(server: PyproxyServer, name: str, **labels: str) -> float | None:
             if sample.name == name and sample.labels == labels:
                 return sample.value
     return None
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat[stat.rfind(")") + 2:].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def test_metrics_add_up_over_two_workers(pyproxy_factory: ServerFactory) -> None:

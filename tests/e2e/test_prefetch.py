@@ -14,18 +14,15 @@ import socket
 import subprocess
 import uuid
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.dists import make_sdist, make_wheel, underscored
-from tests.e2e.clients import describe, get, pip_install, run, uv_pip_install
-from tests.e2e.conftest import PyproxyServer, ServerFactory, pyproxy_command
+from tests.e2e.clients import describe, get, installed, pip_install, run, uv_pip_install
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory, pyproxy_command
 from tests.fake_upstream import FakeUpstream
-
-pytestmark = pytest.mark.e2e
 
 RUN = uuid.uuid4().hex[:6]
 SUMMARY = re.compile(r"(\d+) file\(s\) fetched \(([^)]*)\), (\d+) already cached, (\d+) failed")
@@ -75,18 +72,9 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def installed(target: Path) -> dict[str, str]:
-    found = {}
-    for entry in target.glob("*.dist-info"):
-        name, _, version = entry.name.removesuffix(".dist-info").rpartition("-")
-        found[name] = version
-    return found
-
-
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    with FakeUpstream.running_in_thread(formats="json") as upstream:
-        yield upstream
+def fake(module_fake_factory: FakeFactory) -> FakeUpstream:
+    return module_fake_factory("json")
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +261,74 @@ def test_pylock_files_are_fetched_and_a_wrong_hash_fails(fake, proxy, tmp_path):
                      rf"{sha256(bad_wheel)}, expected 0{{64}}", proc.stdout), describe(proc)
     assert re.search(rf"{bad}/{re.escape(missing)}: HTTP 404: Not Found", proc.stdout), describe(proc)
     assert "Traceback" not in proc.stderr
+
+
+def universal_lock(fake: FakeUpstream, dists: Path, native: str, pure: str
+                   ) -> tuple[dict[str, Path], str, str]:
+    """Files of a universal lock published upstream: `native` with a wheel per platform and
+    Python plus an sdist, `pure` with one py3 wheel; and that lock as uv.lock and pylock.toml."""
+    files = {
+        "linux312": native_wheel(dists, native, "1.0", "cp312",
+                                 "manylinux_2_17_x86_64.manylinux2014_x86_64"),
+        "linux311": native_wheel(dists, native, "1.0", "cp311",
+                                 "manylinux_2_17_x86_64.manylinux2014_x86_64"),
+        "mac312": native_wheel(dists, native, "1.0", "cp312", MAC),
+        "win312": native_wheel(dists, native, "1.0", "cp312", "win_amd64"),
+        "musl312": native_wheel(dists, native, "1.0", "cp312", "musllinux_1_2_x86_64"),
+        "sdist": make_sdist(dists, native, "1.0"),
+        "pure": make_wheel(dists, pure, "1.0"),
+    }
+    for key, path in files.items():
+        publish(fake, path, pure if key == "pure" else native)
+    registry = fake.index_url.rstrip("/")
+    entries = {native: [p for k, p in files.items() if k not in ("pure", "sdist")],
+               pure: [files["pure"]]}
+    uv_lock = 'version = 1\nrevision = 3\nrequires-python = ">=3.11"\n'
+    pylock = 'lock-version = "1.0"\ncreated-by = "tests"\n'
+    for project, wheels in entries.items():
+        uv_lock += (f'\n[[package]]\nname = "{project}"\nversion = "1.0"\n'
+                    f'source = {{ registry = "{registry}" }}\n')
+        pylock += f'\n[[packages]]\nname = "{project}"\nversion = "1.0"\n'
+        if project == native:
+            sdist = files["sdist"]
+            uv_lock += (f'sdist = {{ url = "{fake.file_url(project, sdist.name)}", '
+                        f'hash = "sha256:{sha256(sdist)}" }}\n')
+            pylock += (f'\n[packages.sdist]\nname = "{sdist.name}"\n'
+                       f'hashes = {{ sha256 = "{sha256(sdist)}" }}\n')
+        uv_lock += "wheels = [\n" + "".join(
+            f'    {{ url = "{fake.file_url(project, w.name)}", hash = "sha256:{sha256(w)}" }},\n'
+            for w in wheels) + "]\n"
+        pylock += "".join(f'\n[[packages.wheels]]\nname = "{w.name}"\n'
+                          f'hashes = {{ sha256 = "{sha256(w)}" }}\n' for w in wheels)
+    return files, uv_lock, pylock
+
+
+@pytest.mark.parametrize("kind", ["uv.lock", "pylock.toml"])
+def test_a_universal_lock_gives_only_the_targets_files(fake, proxy, tmp_path, kind):
+    """--platform/--python-version pick the lock's wheels by tag (a manylinux_2_28 machine takes
+    manylinux2014 wheels); --only-binary :all: leaves the sdist out. Nothing else is fetched."""
+    native, pure = pname(f"universal-{kind[:2]}"), pname(f"anywhere-{kind[:2]}")
+    files, uv_lock, pylock = universal_lock(fake, tmp_path / "dists", native, pure)
+    lock = tmp_path / kind
+    lock.write_text(uv_lock if kind == "uv.lock" else pylock)
+
+    proc = prefetch(proxy.url, "--lock", str(lock), "--platform", "manylinux_2_28_x86_64",
+                    "--python-version", "3.12", "--only-binary", ":all:", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (2, 0, 0), describe(proc)
+    assert "left out 5 file(s) of the lock files that no target needs" in proc.stdout
+    fetched = {key for key, path in files.items()
+               if fake.count(fake.file_path(pure if key == "pure" else native, path.name))}
+    assert fetched == {"linux312", "pure"}
+
+    # a second run for macOS and Python 3.11/3.12 adds exactly the macOS wheel and the sdist
+    proc = prefetch(proxy.url, "--lock", str(lock), "--platform", MAC, "--python-version", "3.12",
+                    "--python-version", "3.11", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (2, 1, 0), describe(proc)
+    fetched = {key for key, path in files.items()
+               if fake.count(fake.file_path(pure if key == "pure" else native, path.name))}
+    assert fetched == {"linux312", "pure", "mac312", "sdist"}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,8 +15,6 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
-
 from tests.dists import make_sdist, make_wheel, underscored
 from tests.e2e.clients import (
     RawResponse,
@@ -26,6 +24,7 @@ from tests.e2e.clients import (
     import_from_target,
     listed_filenames,
     output,
+    partial_upload_file_bytes,
     pip_install,
     raw_upload,
     start_partial_upload,
@@ -33,8 +32,6 @@ from tests.e2e.clients import (
     uv_pip_install,
     uv_publish,
 )
-
-pytestmark = pytest.mark.e2e
 
 RUN = uuid.uuid4().hex[:6]
 
@@ -369,6 +366,12 @@ _DB_NOISE = re.compile(r"(-wal|-shm|-journal|\.log|\.lock|\.pid)$|^metrics/")
 _TEMP = re.compile(r"(^|/)(tmp|temp|incoming)/|\.(part|tmp|partial)$")
 
 
+def _new_temp_files(root: Path, before: dict[str, int]) -> dict[str, int]:
+    """The temp-area files (path -> size) that were not there `before`."""
+    return {path: size for path, size in _tree(root).items()
+            if path not in before and _TEMP.search(path)}
+
+
 def _tree(root: Path) -> dict[str, int]:
     """Relative path -> size of every file under root (hidden ones included)."""
     return {
@@ -403,11 +406,15 @@ def test_sigkill_during_upload_leaves_no_trace(pyproxy_factory, tmp_path):
 
     before = _tree(data_dir)
     sock = start_partial_upload(server.upload_url, wheel, user, password, fraction=0.5)
+    sent = partial_upload_file_bytes(server.upload_url, wheel, user, password, fraction=0.5)
     try:
-        deadline = time.monotonic() + 2.0  # let the server read what was sent
-        while time.monotonic() < deadline and _tree(data_dir).keys() <= before.keys():
+        # the server has read what was sent: its temp file holds all of it but what its reader
+        # still holds back (the multipart reader keeps a 256 KiB chunk to look for the boundary)
+        deadline = time.monotonic() + 10.0
+        while (written := sum(_new_temp_files(data_dir, before).values())) < sent - 512 * 1024:
+            assert time.monotonic() < deadline, (
+                f"the upload's temp file holds {written} of the {sent} bytes sent")
             time.sleep(0.05)
-        time.sleep(0.3)
         during = _tree(data_dir)
         leftovers = server.kill()
     finally:
@@ -416,7 +423,10 @@ def test_sigkill_during_upload_leaves_no_trace(pyproxy_factory, tmp_path):
     after_kill = _tree(data_dir)
 
     restarted = pyproxy_factory.start(data_dir, user=user, password=password)
-    time.sleep(0.3)
+    # the start reclaims what the dead upload left (before it listens; give a slower one time)
+    deadline = time.monotonic() + 5.0
+    while _new_temp_files(data_dir, before) and time.monotonic() < deadline:
+        time.sleep(0.05)
     after_restart = _tree(data_dir)
     report = "\n".join([
         f"data dir before: {before}",

@@ -26,8 +26,6 @@ from tests.e2e.clients import (
 )
 from tests.e2e.conftest import PyproxyServer, ServerFactory
 
-pytestmark = pytest.mark.e2e
-
 NAME = f"e2e-readauth-{uuid.uuid4().hex[:6]}"
 
 

@@ -28,7 +28,7 @@ from tests.e2e.clients import (
     raw_upload,
     upload_request,
 )
-from tests.e2e.conftest import PyproxyServer, ServerFactory
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
 from tests.fake_upstream import CHUNK_SIZE, FakeUpstream
 
 EXIT_MARGIN = 5.0  # start-up of cancellation, closing stores, interpreter exit; a loaded machine
@@ -114,8 +114,9 @@ def test_sigterm_lets_a_slow_upload_finish(pyproxy_factory: ServerFactory, tmp_p
         wait_for(lambda: upload_temps(server), 10, "the upload's temp file")
         signalled = terminate(server)
         wait_for(lambda: refuses_connections(server), 3, "the listening socket to close")
+        # the stop has begun and is waiting for the upload, not exiting under it
+        wait_for(lambda: "stopping" in server.stderr_text(), 5, "the stopping line")
         assert server.running, "pyproxy exited with an upload in flight"
-        time.sleep(0.3)
         sock.sendall(rest)
         response = read_response(sock)
     finally:
@@ -204,9 +205,8 @@ class Download(threading.Thread):
 
 
 @pytest.fixture
-def slow_upstream():  # type: ignore[no-untyped-def]
-    with FakeUpstream.running_in_thread(formats="json") as upstream:
-        yield upstream
+def slow_upstream(fake_factory: FakeFactory) -> FakeUpstream:
+    return fake_factory("json")
 
 
 def start_download(server: PyproxyServer, upstream: FakeUpstream, project: str,
@@ -216,7 +216,7 @@ def start_download(server: PyproxyServer, upstream: FakeUpstream, project: str,
     download.start()
     path = upstream.file_path(project, filename)
     wait_for(lambda: upstream.count(path) > 0, 10, "pyproxy to ask upstream for the file")
-    time.sleep(0.3)  # some chunks are on their way
+    wait_for(lambda: download.received > 0, 10, "the first bytes to reach the client")
     return download
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,9 +18,8 @@ from pyproxy.cli import main as cli
 from pyproxy.model import StreamedFile
 from pyproxy.ops import cacheops
 from pyproxy.stores.blobcache import BlobCache
-from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
-from tests.conftest import base_settings, open_services
+from tests.conftest import MakeClient
 from tests.dists import core_metadata, make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -33,23 +32,18 @@ def _isolated(isolated_cwd: Path) -> None:
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="json") as upstream:
-        for name, size in SIZES.items():
-            upstream.add_generated_file(name, f"{name}-1.0-py3-none-any.whl", size,
-                                        metadata=f"Name: {name}\n".encode())
-        yield upstream
+def fake(fake: FakeUpstream) -> FakeUpstream:
+    for name, size in SIZES.items():
+        fake.add_generated_file(name, f"{name}-1.0-py3-none-any.whl", size,
+                                metadata=f"Name: {name}\n".encode())
+    return fake
 
 
 @pytest.fixture
 async def proxy(
-    tmp_path: Path, fake: FakeUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[tuple[TestClient, Services]]:
-    services = open_services(base_settings(tmp_path / "data", upstream_url=fake.index_url))
-    client = await aiohttp_client(build_app(services))
-    yield client, services
-    await client.close()
-    await services.close()
+    tmp_path: Path, fake: FakeUpstream, make_client: MakeClient
+) -> tuple[TestClient, Services]:
+    return await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url)
 
 
 def run(data_dir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -97,8 +91,8 @@ async def test_verify_removes_a_corrupted_file_and_the_server_fetches_it_again(
 ) -> None:
     client, services = proxy
     await _warm_all(client)
-    assert services.blobs is not None
-    victim = next(e for e in services.blobs.entries()
+    assert services.health.blobs is not None
+    victim = next(e for e in services.health.blobs.entries()
                   if e.key == fake.file("b", "b-1.0-py3-none-any.whl").sha256)
     with open(victim.path, "r+b") as body:  # same size, one byte flipped
         first = body.read(1)
@@ -110,7 +104,7 @@ async def test_verify_removes_a_corrupted_file_and_the_server_fetches_it_again(
     assert "removed b/b-1.0-py3-none-any.whl: sha256" in out
     assert "checked 3 files" in out and "1 damaged and removed" in out
     assert not victim.path.exists()
-    assert {e.key for e in services.blobs.entries()} == {
+    assert {e.key for e in services.health.blobs.entries()} == {
         fake.file(n, f"{n}-1.0-py3-none-any.whl").sha256 for n in ("a", "c")
     }
 
@@ -128,8 +122,8 @@ async def test_verify_notices_a_truncated_file(
 ) -> None:
     client, services = proxy
     await _download(client, "c")
-    assert services.blobs is not None
-    (entry,) = services.blobs.entries()
+    assert services.health.blobs is not None
+    (entry,) = services.health.blobs.entries()
     os.truncate(entry.path, 10)
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
     assert code == 1 and "10 bytes on disk" in out
@@ -161,14 +155,14 @@ async def test_verify_removes_an_error_page_cached_for_a_file_without_a_hash(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     client, services = proxy
-    assert services.blobs is not None
+    assert services.health.blobs is not None
     wheel = make_wheel(tmp_path / "dists", "d", "1.0")
     fake.add_file("d", wheel.name, wheel.read_bytes(), metadata=core_metadata("d", "1.0"),
                   listed_hash=False, listed_size=False)
     await _warm_all(client)  # a, b, c: listed with a sha256
     assert await _download(client, "d") == wheel.read_bytes()
     assert await _download(client, "d", ".metadata") == core_metadata("d", "1.0")
-    unhashed = {e.key for e in services.blobs.entries()} - {
+    unhashed = {e.key for e in services.health.blobs.entries()} - {
         fake.file(n, f"{n}-1.0-py3-none-any.whl").sha256 for n in SIZES
     }
     assert len(unhashed) == 2
@@ -176,23 +170,23 @@ async def test_verify_removes_an_error_page_cached_for_a_file_without_a_hash(
     assert code == 0 and "checked 5 files" in out, "good files without a hash stay"
 
     for key in unhashed:
-        await _plant(services.blobs, key, ERROR_PAGE)
+        await _plant(services.health.blobs, key, ERROR_PAGE)
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
     assert code == 1
     assert "removed d/d-1.0-py3-none-any.whl: upstream lists no sha256" in out
     assert "removed d/d-1.0-py3-none-any.whl.metadata: upstream lists no sha256" in out
     assert "not a zip file" in out and "no Metadata-Version" in out
     assert "checked 5 files" in out and "2 damaged and removed" in out
-    assert len(services.blobs.entries()) == 3
+    assert len(services.health.blobs.entries()) == 3
 
     # with no page to name it, a body is checked as any archive (or as metadata)
     fake.reset_counters()
     assert await _download(client, "d") == wheel.read_bytes()
     assert fake.count(fake.file_path("d", wheel.name)) == 1
-    (key,) = {e.key for e in services.blobs.entries()} & unhashed
-    assert cacheops.verify(services.blobs).damaged == []
-    await _plant(services.blobs, key, ERROR_PAGE)
-    (damaged,) = cacheops.verify(services.blobs).damaged
+    (key,) = {e.key for e in services.health.blobs.entries()} & unhashed
+    assert cacheops.verify(services.health.blobs).damaged == []
+    await _plant(services.health.blobs, key, ERROR_PAGE)
+    (damaged,) = cacheops.verify(services.health.blobs).damaged
     assert damaged.entry.key == key and "not an archive of any kind" in damaged.reason
 
 
@@ -202,20 +196,20 @@ async def test_prune_to_a_size_removes_least_recently_used_first(
     client, services = proxy
     await _warm_all(client)
     await _download(client, "a")  # now b is the least recently used
-    assert services.blobs is not None
+    assert services.health.blobs is not None
     # the server writes its uses down in batches (every 30 s, and when it stops): as if that
     # time had come, since prune runs in another process and sees what is written
-    assert services.blobs.flush_uses() == 1
-    bound = services.blobs.volume() - 150_000  # b alone (200 kB) brings it under
+    assert services.health.blobs.flush_uses() == 1
+    bound = services.health.blobs.volume() - 150_000  # b alone (200 kB) brings it under
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "prune", "--max-size", str(bound))
     assert code == 0 and out.startswith("removed 1 files")
-    assert services.blobs.volume() <= bound
-    kept = {e.path.stat().st_size for e in services.blobs.entries()}
+    assert services.health.blobs.volume() <= bound
+    kept = {e.path.stat().st_size for e in services.health.blobs.entries()}
     assert kept == {SIZES["a"], SIZES["c"]}
 
     code, _, _ = run(services.settings.data_dir, capsys, "cache", "prune", "--max-size", "0")
     assert code == 0
-    assert services.blobs.entries() == []
+    assert services.health.blobs.entries() == []
     assert await _download(client, "a"), "a pruned file is fetched again"
 
 
@@ -224,12 +218,12 @@ async def test_prune_older_than_uses_the_last_use(
 ) -> None:
     client, services = proxy
     await _warm_all(client)
-    assert services.blobs is not None
-    entries = services.blobs.entries()
-    result = cacheops.prune(services.blobs, max_size=None, older_than_days=2)
+    assert services.health.blobs is not None
+    entries = services.health.blobs.entries()
+    result = cacheops.prune(services.health.blobs, max_size=None, older_than_days=2)
     assert result.removed == []
     # "now" just after a's last use, with a bound of 0 days: only a is older than that
-    result = cacheops.prune(services.blobs, max_size=None, older_than_days=0,
+    result = cacheops.prune(services.health.blobs, max_size=None, older_than_days=0,
                             now=entries[0].accessed + 0.001)
     assert [key for key, _ in result.removed] == [entries[0].key]
 

@@ -4,7 +4,6 @@ directories through a portable directory, each file checked on the way in."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,38 +13,19 @@ from aiohttp import encode_basic_auth
 from aiohttp.test_utils import TestClient
 
 from pyproxy.cli import main as cli
-from pyproxy.config import Settings
 from pyproxy.stores.private import PrivateStore
-from pyproxy.web.app import build_app
-from pyproxy.web.context import SERVICES, Services
-from tests.conftest import PASSWORD, USER, base_settings, open_services, upload
+from pyproxy.web.context import SERVICES
+from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
 
 JSON = "application/vnd.pypi.simple.v1+json"
 AUTH = {"Authorization": encode_basic_auth(USER, PASSWORD)}  # the owner of the restricted project
-Open = Callable[[Settings], Awaitable[TestClient]]
 
 
 @pytest.fixture(autouse=True)
 def _isolated(isolated_cwd: Path) -> None:
     """No ./pyproxy.toml and no PYPROXY_* variables reach the commands."""
-
-
-@pytest.fixture
-async def open_app(aiohttp_client: Callable[..., Awaitable[TestClient]]) -> AsyncIterator[Open]:
-    opened: list[tuple[TestClient, Services]] = []
-
-    async def open_(settings: Settings) -> TestClient:
-        services = open_services(settings)
-        client = await aiohttp_client(build_app(services))
-        opened.append((client, services))
-        return client
-
-    yield open_
-    for client, services in opened:
-        await client.close()
-        await services.close()
 
 
 async def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -65,10 +45,10 @@ async def _page(client: TestClient, project: str) -> dict[str, Any]:
     return page
 
 
-async def _filled(open_app: Open, tmp_path: Path) -> tuple[TestClient, Path]:
+async def _filled(make_client: MakeClient, tmp_path: Path) -> tuple[TestClient, Path]:
     """A data dir with a wheel, an sdist, a yanked release and a name reserved without files."""
     data = tmp_path / "source"
-    client = await open_app(base_settings(data))
+    client, _ = await make_client(data_dir=data)
     dists = tmp_path / "dists"
     for path in (
         make_wheel(dists, "Acme.Widgets", "1.0", requires_python=">=3.8"),
@@ -89,9 +69,9 @@ async def _filled(open_app: Open, tmp_path: Path) -> tuple[TestClient, Path]:
 
 
 async def test_export_then_import_gives_identical_private_pages(
-    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    source_client, source = await _filled(open_app, tmp_path)
+    source_client, source = await _filled(make_client, tmp_path)
     capsys.readouterr()
     code, out, _ = await run(capsys, "export", str(tmp_path / "export"), "--data-dir", str(source))
     assert code == 0 and "private files: 3 exported" in out
@@ -111,7 +91,7 @@ async def test_export_then_import_gives_identical_private_pages(
     assert {"user": "bob", "role": "reader"} in exported[1][0]["roles"]
     assert exported[1][0]["restricted"] is True
 
-    target_client = await open_app(base_settings(target))
+    target_client, _ = await make_client(data_dir=target)
     before, after = await _page(source_client, "acme-widgets"), await _page(target_client, "acme-widgets")
     assert after["files"] == before["files"]  # same hashes, sizes, upload times, yanks, metadata
     assert after["versions"] == before["versions"]
@@ -129,13 +109,13 @@ async def test_export_then_import_gives_identical_private_pages(
     assert gone.status == 200 and orjson.loads(await gone.read())["files"] == []
 
     code, out, _ = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
-    assert code == 0 and "private files: 0 imported (0 B), 3 already there" in out
+    assert code == 0 and "private files: 0 imported (0 bytes), 3 already there" in out
 
 
 async def test_import_checks_every_file_as_an_upload_would(
-    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, source = await _filled(open_app, tmp_path)
+    _, source = await _filled(make_client, tmp_path)
     export = tmp_path / "export"
     assert cli.main(["export", str(export), "--data-dir", str(source)]) == 0
     victim = export / "private" / "files" / "Acme_Widgets-2.0-py3-none-any.whl"
@@ -159,9 +139,9 @@ async def test_import_checks_every_file_as_an_upload_would(
 
 
 async def test_export_refuses_a_non_empty_directory_and_import_an_incomplete_one(
-    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _, source = await _filled(open_app, tmp_path)
+    _, source = await _filled(make_client, tmp_path)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
     capsys.readouterr()
@@ -174,13 +154,13 @@ async def test_export_refuses_a_non_empty_directory_and_import_an_incomplete_one
 
 
 async def test_include_cache_carries_upstream_files_to_an_offline_mirror(
-    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with FakeUpstream(formats="json") as fake:
         fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one", metadata=b"Name: lib\n")
         fake.add_file("lib", "lib-2.0-py3-none-any.whl", b"lib two")
         source = tmp_path / "source"
-        client = await open_app(base_settings(source, upstream_url=fake.index_url))
+        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
         assert (await client.get("/simple/lib/")).status == 200
         for path in ("/files/lib/lib-1.0-py3-none-any.whl", "/files/lib/lib-1.0-py3-none-any.whl.metadata"):
             response = await client.get(path)
@@ -197,23 +177,23 @@ async def test_include_cache_carries_upstream_files_to_an_offline_mirror(
     assert code == 0, err
     assert "cached files: 2 imported" in out and "cached pages: 1 imported" in out
 
-    offline = await open_app(base_settings(target, upstream_url=upstream_url, offline=True))
+    offline, _ = await make_client(data_dir=target, upstream_url=upstream_url, offline=True)
     page = await _page(offline, "lib")
     assert [f["filename"] for f in page["files"]] == ["lib-1.0-py3-none-any.whl"]
     body = await (await offline.get("/files/lib/lib-1.0-py3-none-any.whl")).read()
     assert body == b"lib one"
 
     code, out, _ = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
-    assert code == 0 and "2 already there" in out and "cached pages: 0 imported (0 B), 1 already there" in out
+    assert code == 0 and "2 already there" in out and "cached pages: 0 imported (0 bytes), 1 already there" in out
 
 
 async def test_a_damaged_cached_file_is_refused_on_import(
-    open_app: Open, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with FakeUpstream(formats="json") as fake:
         fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one")
         source = tmp_path / "source"
-        client = await open_app(base_settings(source, upstream_url=fake.index_url))
+        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
         await (await client.get("/files/lib/lib-1.0-py3-none-any.whl")).read()
     assert cli.main(["export", str(tmp_path / "export"), "--include-cache", "--data-dir", str(source)]) == 0
     (body,) = (tmp_path / "export" / "cache" / "files").iterdir()
@@ -221,3 +201,59 @@ async def test_a_damaged_cached_file_is_refused_on_import(
     capsys.readouterr()
     code, out, err = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(tmp_path / "t"))
     assert code == 1 and "cached files: 0 imported" in out and "sha256" in err
+
+
+async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A tampered export cannot poison the target's cache: a record's key, body name and sha256
+    must agree with each other and with the body, or nothing of it is written."""
+    import hashlib
+
+    from pyproxy.ops import cacheops
+    from pyproxy.ops.transfer import _key_name
+
+    async with FakeUpstream(formats="json") as fake:
+        good = fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one")
+        source = tmp_path / "source"
+        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
+        await (await client.get("/files/lib/lib-1.0-py3-none-any.whl")).read()
+    export = tmp_path / "export"
+    assert cli.main(["export", str(export), "--include-cache", "--data-dir", str(source)]) == 0
+    files = export / "cache" / "files"
+    (record,) = [orjson.loads(line) for line in (export / "cache" / "files.jsonl").read_bytes().splitlines()]
+    assert record["key"] == record["sha256"] == good.sha256
+
+    evil = b"evil bytes served as lib one"
+    evil_sha = hashlib.sha256(evil).hexdigest()
+    (files / _key_name("x")).write_bytes(evil)  # any body name: the checks come first
+    url_key = "url:" + "0" * 64
+    tampered = [
+        # the evil body under the good file's key: its own sha256 would pass the body check
+        {**record, "sha256": evil_sha, "size": len(evil), "file": _key_name("x")},
+        # a body exported for another key, served under a key that names no sha256
+        {**record, "key": url_key},
+        {**record, "key": "whatever", "file": _key_name("whatever")},
+        {**record, "key": good.sha256.upper(), "sha256": good.sha256.upper()},
+        record,  # and the untouched record still comes in
+    ]
+    (export / "cache" / "files.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in tampered))
+    capsys.readouterr()
+
+    target = tmp_path / "target"
+    code, out, err = await run(capsys, "import", str(export), "--data-dir", str(target))
+    assert code == 1 and "cached files: 1 imported (7 bytes), 4 failed" in out, out
+    assert f"failed: cached {good.sha256}: the key names sha256 {good.sha256}, the record says {evil_sha}" in err
+    assert f"failed: cached {url_key}: the record's body '{_key_name(good.sha256)}' is not the one exported for this key" in err
+    assert "failed: cached whatever: not a cache key pyproxy makes" in err
+    assert f"failed: cached {good.sha256.upper()}: sha256 '{good.sha256.upper()}' is not a lowercase hex sha256" in err
+
+    blobs = cacheops.open_blobs(target, 1 << 30)
+    try:
+        assert [entry.key for entry in blobs.entries()] == [good.sha256]
+        hit = blobs.lookup(good.sha256)
+        assert hit is not None and hit.path.read_bytes() == b"lib one"
+    finally:
+        await blobs.aclose()
+    _, blob_dir = cacheops.cache_dirs(target)
+    assert not [p for p in blob_dir.rglob("*") if p.is_file() and p.suffix == ".part"]

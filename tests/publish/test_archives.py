@@ -230,6 +230,40 @@ def test_dist_info_of_another_project_is_not_taken(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("extra", "shown"),
+    [
+        # a second project's metadata riding along (pip: "multiple .dist-info directories")
+        (
+            {
+                "evil-6.6.dist-info/METADATA": core_metadata("evil", "6.6"),
+                "evil-6.6.dist-info/WHEEL": b"Wheel-Version: 1.0\n",
+                "evil-6.6.dist-info/RECORD": b"",
+            },
+            "'evil-6.6.dist-info', 'foo-1.0.dist-info'",
+        ),
+        ({"foo-0.9.dist-info/METADATA": core_metadata("foo", "0.9")},
+         "'foo-0.9.dist-info', 'foo-1.0.dist-info'"),
+        ({"zzz.dist-info": b"a file, but pip counts it"}, "'foo-1.0.dist-info', 'zzz.dist-info'"),
+    ],
+)
+def test_a_second_dist_info_is_refused(
+    tmp_path: Path, extra: dict[str, bytes], shown: str
+) -> None:
+    path = write_zip(tmp_path / WHEEL, wheel_members(**extra))
+    with pytest.raises(InvalidWheelContents) as caught:
+        archives.check_wheel(path, WHEEL)
+    assert caught.value.message == (
+        f"Wheel '{WHEEL}' has more than one .dist-info directory ({shown}); installers take only"
+        " wheels with exactly one."
+    )
+
+
+def test_dist_info_named_elsewhere_than_the_top_is_not_counted(tmp_path: Path) -> None:
+    path = write_zip(tmp_path / WHEEL, wheel_members(**{"foo/vendored/x-1.0.dist-info/METADATA": b""}))
+    archives.check_wheel(path, WHEEL)
+
+
+@pytest.mark.parametrize(
     ("omit", "message"),
     [
         (
@@ -279,7 +313,7 @@ def test_oversize_wheel_metadata(tmp_path: Path) -> None:
     archives.check_wheel(path, WHEEL)
     with pytest.raises(InvalidArchive) as caught:
         archives.wheel_core_metadata(path, WHEEL)
-    assert caught.value.message == "foo-1.0.dist-info/METADATA is larger than 10 MiB"
+    assert caught.value.message == "foo-1.0.dist-info/METADATA is larger than 24 MiB"
     assert not isinstance(caught.value, InvalidWheelContents)
 
 
@@ -440,7 +474,7 @@ def test_oversize_pkg_info(tmp_path: Path) -> None:
     path = make_sdist(tmp_path, "foo", "1.0", pkg_info=pkg_info)
     with pytest.raises(InvalidArchive) as caught:
         archives.sdist_core_metadata(path)
-    assert caught.value.message == "foo-1.0/PKG-INFO is larger than 10 MiB"
+    assert caught.value.message == "foo-1.0/PKG-INFO is larger than 24 MiB"
 
 
 def test_sdist_without_pkg_info_from_dists_helper(tmp_path: Path) -> None:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pyproxy.model import NormalizedName
+from pyproxy.model import NormalizedName, version_of
 from pyproxy.publish.validate import (
+    MAX_FORM_BYTES,
     UploadForm,
     UploadRejected,
     file_part_rejected,
@@ -281,6 +282,15 @@ def test_sdist_form_defaults_pyversion_to_source(tmp_path: Path) -> None:  # A15
             400,
             f"license-expression introduced in metadata version 2.4, not 2.1. {SEE}",
         ),
+        # md5 is checked like the others (the public index does not, and fails on non-ASCII)
+        *(
+            (
+                {"md5_digest": [value]},
+                400,
+                "Invalid value for md5_digest. Error: Use a valid, hex-encoded, MD5 message digest.",
+            )
+            for value in ("\u00e9" * 32, "not even hex", "0" * 31, "0" * 64, "\uff10" * 32)
+        ),
         # A23: metadata-version, then name, then version, then alphabetical
         (
             {"name": ["foo-"], "filetype": None},
@@ -366,11 +376,11 @@ def test_unknown_values_are_dropped(wheel_fields: Fields) -> None:  # A7
 
 
 def test_supplied_digests_are_lowercased(wheel_fields: Fields) -> None:
-    form = validate_form(changed(wheel_fields, sha256_digest=["AB" * 32], md5_digest=["ABC"]))
+    form = validate_form(changed(wheel_fields, sha256_digest=["AB" * 32], md5_digest=["CD" * 16]))
     assert form.digests == {
         "sha256": "ab" * 32,
         "blake2_256": wheel_fields["blake2_256_digest"][0],
-        "md5": "abc",
+        "md5": "cd" * 16,
     }
 
 
@@ -625,7 +635,6 @@ def test_content_type_acceptances(wheel: Path, content_type: str | None) -> None
         {"sha256_digest": ["0" * 64]},
         {"blake2_256_digest": ["0" * 64]},
         {"md5_digest": ["0" * 32]},
-        {"md5_digest": ["not even hex"], "sha256_digest": None, "blake2_256_digest": None},
     ],
 )
 def test_digest_mismatch(wheel: Path, form_changes: dict[str, list[str] | None]) -> None:  # A32
@@ -675,12 +684,19 @@ def test_digests_compare_case_insensitively(wheel: Path) -> None:  # A32
             ),
             "Wheel 'foo-1.0-py3-none-any.whl' has invalid entry points defined in the entry_points.txt file",
         ),
+        # pip refuses a wheel with a second .dist-info
+        (
+            lambda d: make_wheel(
+                d, "foo", "1.0", extra_members={"bar-2.0.dist-info/METADATA": core_metadata("bar", "2.0")}
+            ),
+            "Wheel 'foo-1.0-py3-none-any.whl' has more than one .dist-info directory ('bar-2.0.dist-info', 'foo-1.0.dist-info'); installers take only wheels with exactly one.",
+        ),
         # oversize METADATA
         (
             lambda d: make_wheel(
-                d, "foo", "1.0", metadata=core_metadata("foo", "1.0") + b"X: " + b"x" * 10 * 2**20
+                d, "foo", "1.0", metadata=core_metadata("foo", "1.0") + b"X: " + b"x" * 24 * 2**20
             ),
-            "Invalid distribution file. foo-1.0.dist-info/METADATA is larger than 10 MiB",
+            "Invalid distribution file. foo-1.0.dist-info/METADATA is larger than 24 MiB",
         ),
         # pyproxy's own check: the file's metadata names the form's project and version
         (
@@ -710,6 +726,16 @@ def test_wheel_content_rejections(
     form = form_for(make_wheel(tmp_path / "good", "foo", "1.0"), bad)
     error = file_rejected(form, bad, filename="foo-1.0-py3-none-any.whl")
     assert error.message == message
+
+
+def test_a_description_as_long_as_the_form_takes_fits_in_the_wheel(tmp_path: Path) -> None:
+    """The file's own metadata cap never refuses what the form limit let through."""
+    description = "d" * MAX_FORM_BYTES
+    metadata = core_metadata("foo", "1.0") + b"\n" + description.encode()
+    wheel = make_wheel(tmp_path, "foo", "1.0", metadata=metadata)
+    form = validated_form_for(wheel, description=[description])
+    result = validate_file(form, wheel.name, "application/octet-stream", wheel, computed(wheel))
+    assert result.core_metadata == metadata
 
 
 def test_metadata_equal_after_normalisation_is_accepted(tmp_path: Path) -> None:
@@ -769,13 +795,15 @@ def test_wheel_name_checks_run_before_the_record_check(tmp_path: Path) -> None:
         ("foo", "1.0", "foo-1.x.tar.gz", "Invalid source distribution filename: foo-1.x.tar.gz"),
         ("foo", "1.0", "bar-1.0.tar.gz", "Start filename for 'foo' with 'foo'."),
         ("Foo.Bar", "1.0", "foo-1.0.tar.gz", "Start filename for 'Foo.Bar' with 'foo_bar'."),
-        # PEP 625
+        # the name part may be a legacy spelling, but only of the project, in ASCII
         (
-            "Foo.Bar",
+            "Kelvin",
             "1.0",
-            "Foo.Bar-1.0.tar.gz",
-            "Filename 'Foo.Bar-1.0.tar.gz' is invalid, should be 'foo_bar-1.0.tar.gz'.",
+            "\u212aelvin-1.0.tar.gz",
+            "Filename '\u212aelvin-1.0.tar.gz' is invalid, should be 'kelvin-1.0.tar.gz'.",
         ),
+        ("my-pkg", "1.0", "mypkg-1.0.tar.gz", "Start filename for 'my-pkg' with 'my_pkg'."),
+        # the version part must be the normalised release
         (
             "foo",
             "1.0",
@@ -801,6 +829,29 @@ def test_sdist_name_rejections(  # A29
 ) -> None:
     sdist = make_sdist(tmp_path, name, version, filename=filename)
     assert file_rejected(validated_form_for(sdist), sdist).message == message
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "filename"),
+    [
+        ("my-pkg", "1.0", "my-pkg-1.0.tar.gz"),  # setuptools before 69.3
+        ("my_pkg", "1.0", "my_pkg-1.0.tar.gz"),
+        ("My.Pkg", "1.0rc1", "My.Pkg-1.0rc1.tar.gz"),
+        ("my-pkg", "1.0.post2", "my--pkg-1.0.post2.tar.gz"),
+        ("foo-2", "3.0", "foo-2-3.0.tar.gz"),
+        ("my-pkg", "1.0+corp.1", "my-pkg-1.0+corp.1.tar.gz"),
+    ],
+)
+def test_legacy_sdist_names_are_accepted_and_kept(  # A29, policy
+    tmp_path: Path, name: str, version: str, filename: str
+) -> None:
+    sdist = make_sdist(tmp_path, name, version, filename=filename)
+    result = validate_file(
+        validated_form_for(sdist), sdist.name, "application/gzip", sdist, computed(sdist)
+    )
+    assert (result.filename, result.filetype, result.version) == (filename, "sdist", version)
+    # the rest of pyproxy reads the release from the filename alone
+    assert version_of(result.filename) == result.version
 
 
 @pytest.mark.parametrize(

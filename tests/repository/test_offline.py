@@ -5,8 +5,7 @@ version it cannot download. The same data directory serves online again with not
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
-from tests.conftest import base_settings, open_services, upload
+from tests.conftest import MakeClient, StartFake, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -25,38 +23,30 @@ Open = Callable[..., Awaitable[tuple[TestClient, Services]]]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="both") as upstream:
-        upstream.add_file("foo", "foo-1.0-py3-none-any.whl", b"one", metadata=b"Name: foo\nVersion: 1.0\n")
-        upstream.add_file("foo", "foo-1.0.tar.gz", b"one sdist")
-        upstream.add_file("foo", "foo-2.0-py3-none-any.whl", b"two", metadata=b"Name: foo\nVersion: 2.0\n")
-        upstream.add_file("bar", "bar-1.0-py3-none-any.whl", b"bar one")
-        yield upstream
+async def fake(fake_upstream: StartFake) -> FakeUpstream:
+    upstream = await fake_upstream(formats="both")
+    upstream.add_file("foo", "foo-1.0-py3-none-any.whl", b"one", metadata=b"Name: foo\nVersion: 1.0\n")
+    upstream.add_file("foo", "foo-1.0.tar.gz", b"one sdist")
+    upstream.add_file("foo", "foo-2.0-py3-none-any.whl", b"two", metadata=b"Name: foo\nVersion: 2.0\n")
+    upstream.add_file("bar", "bar-1.0-py3-none-any.whl", b"bar one")
+    return upstream
 
 
 @pytest.fixture
-async def open_proxy(
-    tmp_path: Path, fake: FakeUpstream, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[Open]:
+def open_proxy(tmp_path: Path, fake: FakeUpstream, make_client: MakeClient) -> Open:
     """`await open_proxy(offline=...)`: an app on one shared data dir; the previous one is closed
     first, as a restart would."""
-    opened: list[tuple[TestClient, Services]] = []
-    settings = base_settings(tmp_path / "data", upstream_url=fake.index_url, upstream_timeout=1.0)
+    opened: list[TestClient] = []
 
     async def open_(**overrides: Any) -> tuple[TestClient, Services]:
         if opened:
-            old_client, old_services = opened[-1]
-            await old_client.close()
-            await old_services.close()
-        services = open_services(dataclasses.replace(settings, **overrides))
-        client = await aiohttp_client(build_app(services))
-        opened.append((client, services))
+            await make_client.close(opened.pop())
+        options: dict[str, Any] = {"upstream_url": fake.index_url, "upstream_timeout": 1.0}
+        client, services = await make_client(data_dir=tmp_path / "data", **{**options, **overrides})
+        opened.append(client)
         return client, services
 
-    yield open_
-    if opened:
-        await opened[-1][0].close()
-        await opened[-1][1].close()
+    return open_
 
 
 async def _json(client: TestClient, path: str) -> dict[str, Any]:
@@ -175,7 +165,7 @@ async def test_offline_works_with_upstream_gone_and_back_online_needs_no_rebuild
 async def test_offline_page_drops_a_file_removed_from_the_cache(
     open_proxy: Open, fake: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pyproxy.repository.overlay._OFFLINE_RECHECK_S", 0.0)
+    monkeypatch.setattr("pyproxy.repository.offline._OFFLINE_RECHECK_S", 0.0)
     client, _ = await open_proxy()
     await _json(client, "/simple/foo/")
     await _warm(client, "/files/foo/foo-1.0-py3-none-any.whl", "/files/foo/foo-2.0-py3-none-any.whl")
@@ -183,9 +173,10 @@ async def test_offline_page_drops_a_file_removed_from_the_cache(
     first = await client.get("/simple/foo/", headers={"Accept": JSON})
     assert len((orjson.loads(await first.read()))["files"]) == 2
 
-    assert services.blobs is not None
-    (victim,) = [e for e in services.blobs.entries() if e.key == fake.file("foo", "foo-1.0-py3-none-any.whl").sha256]
-    assert services.blobs.delete(victim.key)
+    assert services.health.blobs is not None
+    wheel_key = fake.file("foo", "foo-1.0-py3-none-any.whl").sha256
+    (victim,) = [e for e in services.health.blobs.entries() if e.key == wheel_key]
+    assert services.health.blobs.delete(victim.key)
 
     second = await client.get(
         "/simple/foo/", headers={"Accept": JSON, "If-None-Match": first.headers["ETag"]}

@@ -2,13 +2,15 @@
 and how upstream files are listed and routed.
 
 Pure merge policy first (hand-built pages, plain calls), then the whole app in process
-(`build_app(build_services(...))` under pytest-aiohttp) against a FakeUpstream in the same loop.
+(tests/conftest.py's `make_client`, under pytest-aiohttp) against a FakeUpstream in the same
+loop.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -21,16 +23,18 @@ from aiohttp.test_utils import TestClient
 
 from pyproxy.model import (
     DistFile,
+    LocalFile,
     NormalizedName,
+    NotFound,
     Origin,
     ProjectList,
     ProjectPage,
     ProjectStatus,
     normalize,
 )
-from pyproxy.repository.overlay import merge_lists, merge_pages
+from pyproxy.repository.overlay import PrivateWins, merge_lists, merge_pages
 from pyproxy.web.context import Services
-from tests.conftest import upload
+from tests.conftest import StartFake, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -110,7 +114,7 @@ def test_merge_keeps_the_private_name_and_status_and_tracks_both_revisions() -> 
 
 def test_merge_offers_no_files_of_a_quarantined_upstream_project() -> None:
     """PEP 792: quarantined means no distributions may be offered. An allow-listed merge must not
-    list upstream files that the file route refuses to serve (Overlay._upstream_file 404s them)."""
+    list upstream files that the file route refuses to serve (upstream.offered_file 404s them)."""
     private = _page("foo", _dist("foo-1.0.tar.gz"))
     upstream = _page("foo", _dist("foo-99.0.tar.gz", upstream=True),
                      status=ProjectStatus("quarantined", "malware"))
@@ -147,15 +151,178 @@ def test_merge_lists_no_duplicates_and_revision_follows_both_sides() -> None:
     assert merge_lists(ProjectList(private.names, revision="p2"), upstream).revision != merged.revision
 
 
+# ======================================================================= PrivateWins over doubles
+
+
+class Memory:
+    """A Repository double: the given pages, each file openable (a LocalFile nobody opens);
+    every question asked is recorded in `asked`."""
+
+    def __init__(self, *pages: ProjectPage, revision: str = "m1") -> None:
+        self.pages = {page.name: page for page in pages}
+        self.revision = revision
+        self.asked: list[tuple[str, str]] = []
+
+    async def list_projects(self) -> ProjectList:
+        self.asked.append(("list_projects", ""))
+        return ProjectList(tuple(self.pages), revision=self.revision)
+
+    async def project_page(self, name: NormalizedName) -> ProjectPage:
+        self.asked.append(("project_page", name))
+        if name not in self.pages:
+            raise NotFound(f"no {name!r} here")
+        return self.pages[name]
+
+    def _open(self, project: NormalizedName, filename: str, *, metadata: bool) -> LocalFile:
+        dist = self.pages[project].file(filename) if project in self.pages else None
+        if dist is None or (metadata and not dist.core_metadata):
+            raise NotFound(f"no {filename!r} in {project!r}")
+        size, sha256 = dist.size or 0, dist.sha256 or ""
+        return LocalFile(Path("/nowhere") / filename, size, sha256, cache="hit")
+
+    async def open_file(self, project: NormalizedName, filename: str) -> LocalFile:
+        self.asked.append(("open_file", f"{project}/{filename}"))
+        return self._open(project, filename, metadata=False)
+
+    async def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
+        self.asked.append(("open_metadata", f"{project}/{filename}"))
+        return self._open(project, filename, metadata=True)
+
+    def looked_up(self) -> list[tuple[str, str]]:
+        """What was asked about projects, leaving out the project list."""
+        return [call for call in self.asked if call[0] != "list_projects"]
+
+
+def _with_metadata(dist: DistFile) -> DistFile:
+    return dataclasses.replace(dist, core_metadata={"sha256": "cd" * 32})
+
+
+def _stack(private: Memory, upstream: Memory, **options: Any) -> PrivateWins:
+    return PrivateWins(private, upstream, **options)
+
+
+ROUTES = ["project_page", "open_file", "open_metadata"]
+
+
+async def _ask(repository: PrivateWins, route: str, project: str, filename: str) -> object:
+    name = normalize(project)
+    if route == "project_page":
+        return await repository.project_page(name)
+    if route == "open_file":
+        return await repository.open_file(name, filename)
+    return await repository.open_metadata(name, filename)
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_a_private_name_never_reaches_upstream(route: str) -> None:
+    upstream = Memory(_page("foo", _with_metadata(_dist("foo-99.0.tar.gz", upstream=True))))
+    private = Memory(_page("foo", _dist("foo-1.0.tar.gz")))
+    repository = _stack(private, upstream)
+    if route == "project_page":
+        page = await repository.project_page(normalize("foo"))
+        assert [d.filename for d in page.files] == ["foo-1.0.tar.gz"]
+    else:
+        with pytest.raises(NotFound):
+            await _ask(repository, route, "foo", "foo-99.0.tar.gz")
+    assert upstream.asked == []
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_a_merged_name_reaches_upstream_for_what_it_lacks(route: str) -> None:
+    wanted = _with_metadata(_dist("foo-99.0.tar.gz", upstream=True))
+    upstream = Memory(_page("foo", wanted))
+    private = Memory(_page("foo", _dist("foo-1.0.tar.gz")))
+    got = await _ask(_stack(private, upstream, merge=["Foo"]), route, "foo", wanted.filename)
+    if route == "project_page":
+        assert isinstance(got, ProjectPage) and got.file(wanted.filename) == wanted
+    asked = "foo" if route == "project_page" else f"foo/{wanted.filename}"
+    assert upstream.looked_up() == [(route, asked)]
+
+
+async def test_a_private_file_without_metadata_never_gets_the_upstream_one() -> None:
+    clash = _dist("foo-1.0.tar.gz")
+    theirs = _with_metadata(dataclasses.replace(clash, origin=Origin.UPSTREAM))
+    upstream = Memory(_page("foo", theirs))
+    repository = _stack(Memory(_page("foo", clash)), upstream, merge=["foo"])
+    with pytest.raises(NotFound):
+        await repository.open_metadata(normalize("foo"), clash.filename)
+    assert upstream.asked == []
+
+
+async def test_a_new_private_name_wins_at_once() -> None:
+    upstream = Memory(_page("foo", _dist("foo-99.0.tar.gz", upstream=True)))
+    private = Memory()
+    repository = _stack(private, upstream)
+    assert (await repository.project_page(normalize("foo"))).file("foo-99.0.tar.gz") is not None
+    private.pages[normalize("foo")] = _page("foo", _dist("foo-1.0.tar.gz"))
+    private.revision = "m2"  # what the private store's change counter does
+    page = await repository.project_page(normalize("foo"))
+    assert [d.filename for d in page.files] == ["foo-1.0.tar.gz"]
+
+
+# ---------------------------------------------------------------------------- private prefixes
+
+UPSTREAM_ACME = "acme_widgets-9.0.tar.gz"
+
+
+@pytest.mark.parametrize("route", ROUTES)
+@pytest.mark.parametrize("project", ["acme-widgets", "Acme_Widgets", "ACME.widgets"])
+async def test_a_name_under_a_private_prefix_is_never_looked_up_upstream(
+    route: str, project: str
+) -> None:
+    upstream = Memory(_page("acme-widgets", _with_metadata(_dist(UPSTREAM_ACME, upstream=True))))
+    repository = _stack(Memory(), upstream, private_prefixes=["acme-"], merge=["acme-widgets"])
+    with pytest.raises(NotFound, match="'acme-' are private"):
+        await _ask(repository, route, project, UPSTREAM_ACME)
+    assert upstream.asked == []
+
+
+@pytest.mark.parametrize("route", ROUTES)
+async def test_a_private_project_under_a_prefix_is_served_privately_even_if_merged(
+    route: str,
+) -> None:
+    mine = _with_metadata(_dist("acme_widgets-1.0.tar.gz"))
+    upstream = Memory(_page("acme-widgets", _with_metadata(_dist(UPSTREAM_ACME, upstream=True))))
+    repository = _stack(Memory(_page("acme-widgets", mine)), upstream,
+                        private_prefixes=["Acme_"], merge=["acme-widgets"])
+    got = await _ask(repository, route, "acme-widgets", mine.filename)
+    if route == "project_page":
+        assert isinstance(got, ProjectPage) and [d.filename for d in got.files] == [mine.filename]
+    with pytest.raises(NotFound):  # what only upstream has stays out of reach
+        await _ask(repository, "open_file", "acme-widgets", UPSTREAM_ACME)
+    assert upstream.asked == []
+
+
+@pytest.mark.parametrize("project", ["acmewidgets", "acme", "not-acme-widgets"])
+async def test_names_outside_the_prefixes_still_come_from_upstream(project: str) -> None:
+    upstream = Memory(_page(project, _dist(f"{project}-1.0.tar.gz", upstream=True)))
+    repository = _stack(Memory(), upstream, private_prefixes=["acme-", "corp-"])
+    assert (await repository.project_page(normalize(project))).name == normalize(project)
+
+
+async def test_the_project_list_leaves_out_upstream_names_under_a_prefix() -> None:
+    upstream = Memory(_page("acme-evil"), _page("Acme.Typo"), _page("flask"), _page("acme"))
+    repository = _stack(Memory(_page("acme-widgets")), upstream, private_prefixes=["acme-"])
+    assert sorted((await repository.list_projects()).names) == ["acme", "acme-widgets", "flask"]
+    merged = merge_lists(ProjectList(()), ProjectList(("acme-x", "b")), private_prefixes=("acme-",))
+    assert merged.names == ("b",)
+
+
+async def test_no_prefix_by_default() -> None:
+    upstream = Memory(_page("acme-widgets", _dist("acme_widgets-9.0.tar.gz", upstream=True)))
+    repository = _stack(Memory(), upstream)
+    assert (await repository.project_page(normalize("acme-widgets"))).files != ()
+    assert repository.private_prefixes == ()
+
+
 # ============================================================================ in-process app
 
 MakeProxy = Callable[..., Awaitable[tuple[TestClient, Services]]]
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="both") as upstream:
-        yield upstream
+async def fake(fake_upstream: StartFake) -> FakeUpstream:
+    return await fake_upstream(formats="both")
 
 
 @pytest.fixture

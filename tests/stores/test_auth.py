@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -224,6 +225,29 @@ def test_users_persist_across_instances(tmp_path: Path) -> None:
         second.close()
 
 
+def test_revision_moves_at_once_for_every_instance(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server's store sees another process's change (the CLI's store stands in for it) on its
+    very next revision(), without waiting for the database backstop."""
+    monkeypatch.setattr(auth, "REVISION_RECHECK_S", 3600.0)
+    server, cli = UserStore(tmp_path), UserStore(tmp_path)
+    try:
+        cli.add_user("alice", PASSWORD)
+        seen = server.revision()
+        for change in (lambda: cli.create_token("alice"), lambda: cli.revoke_token(
+                cli.create_token("alice")), lambda: server.add_user("bob", PASSWORD),
+                lambda: cli.remove_user("alice")):
+            change()
+            assert server.revision() != seen
+            seen = server.revision()
+        with pytest.raises(AuthError):  # nothing committed, nothing to drop
+            cli.remove_user("alice")
+        assert server.revision() == seen
+    finally:
+        server.close()
+        cli.close()
+
+
 # ---- tokens ----
 
 
@@ -292,17 +316,39 @@ def test_revoke_by_whole_token(users: UserStore) -> None:
         users.revoke_token(revoked)
 
 
-def test_revoke_by_prefix(users: UserStore) -> None:
+def _scripted_tokens(monkeypatch: pytest.MonkeyPatch, *randoms: str) -> None:
+    """The random part of the next tokens, in order (43 characters, as token_urlsafe(32))."""
+    values = iter(randoms)
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda nbytes=None: next(values))
+
+
+def test_revoke_by_prefix(users: UserStore, monkeypatch: pytest.MonkeyPatch) -> None:
     users.add_user("alice", PASSWORD)
+    _scripted_tokens(monkeypatch, "Revoked" + "r" * 36, "Kept00" + "k" * 37)
     revoked = users.create_token("alice")
     kept = users.create_token("alice")
     prefix = next(p for p, _ in users.tokens("alice") if revoked.startswith(p))
-    if kept.startswith(prefix):  # 36 bits of prefix collide about never; keep the test exact
-        pytest.skip("prefix collision")
+    assert not kept.startswith(prefix)
     assert users.revoke_token(prefix) == 1
     assert users.authenticate(TOKEN_USERNAME, revoked) is None
     assert users.authenticate(TOKEN_USERNAME, kept) is not None
     assert [p for p, _ in users.tokens("alice")] == [kept[: len(prefix)]]
+
+
+def test_revoke_by_a_shared_prefix_revokes_every_token_with_it(
+    users: UserStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users.add_user("alice", PASSWORD)
+    _scripted_tokens(monkeypatch, "Shared" + "a" * 37, "Shared" + "b" * 37, "Other0" + "c" * 37)
+    first, second, other = (users.create_token("alice") for _ in range(3))
+    prefixes = [p for p, _ in users.tokens("alice")]
+    assert len(set(prefixes)) == 2
+    shared = next(p for p in prefixes if first.startswith(p))
+    assert second.startswith(shared)
+    assert users.revoke_token(shared) == 2
+    assert users.authenticate(TOKEN_USERNAME, first) is None
+    assert users.authenticate(TOKEN_USERNAME, second) is None
+    assert users.authenticate(TOKEN_USERNAME, other) is not None
 
 
 @pytest.mark.parametrize("value", ["", "pyproxy-", "pyproxy-ab", "nothing", "pyproxy-zzzzzz"])

@@ -21,12 +21,18 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
-from pyproxy.stores.blobcache import BlobCache, HashMismatch
-from pyproxy.web.app import build_app
+from pyproxy.model import DistFile, FileSource, LocalFile, Origin, StreamedFile, Unavailable
+from pyproxy.stores.blobcache import (
+    BlobCache,
+    HashMismatch,
+    blob_key,
+    is_metadata_key,
+    metadata_key,
+    names_its_body,
+)
 from pyproxy.web.context import Services
 from tests.blob_server import Blob, BlobServer, opener
-from tests.conftest import base_settings, open_services
+from tests.conftest import MakeClient, StartFake
 from tests.dists import core_metadata, make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -480,8 +486,9 @@ async def test_failed_download_closes_its_part_file_without_the_gc(
 
 @pytest.fixture
 async def unhashed(
-    tmp_path: Path, request: pytest.FixtureRequest, aiohttp_client: Any
-) -> AsyncIterator[tuple[TestClient, Services, FakeUpstream, dict[str, bytes]]]:
+    tmp_path: Path, request: pytest.FixtureRequest, fake_upstream: StartFake,
+    make_client: MakeClient,
+) -> tuple[TestClient, Services, FakeUpstream, dict[str, bytes]]:
     """A pyproxy whose upstream lists a wheel (with .metadata) and an sdist, with no hash or size."""
     formats = getattr(request, "param", "json")
     dists = tmp_path / "dists"
@@ -489,19 +496,14 @@ async def unhashed(
         path.name: path.read_bytes()
         for path in (make_wheel(dists, "foo", "1.0"), make_sdist(dists, "foo", "1.0"))
     }
-    async with FakeUpstream(formats=formats) as fake:
-        for filename, body in bodies.items():
-            fake.add_file(
-                "foo", filename, body, metadata=core_metadata("foo", "1.0"),
-                listed_hash=False, listed_size=False,
-            )
-        services = open_services(base_settings(tmp_path / "data", upstream_url=fake.index_url))
-        client = await aiohttp_client(build_app(services))
-        try:
-            yield client, services, fake, bodies
-        finally:
-            await client.close()
-            await services.close()
+    fake = await fake_upstream(formats=formats)
+    for filename, body in bodies.items():
+        fake.add_file(
+            "foo", filename, body, metadata=core_metadata("foo", "1.0"),
+            listed_hash=False, listed_size=False,
+        )
+    client, services = await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url)
+    return client, services, fake, bodies
 
 
 async def _get(client: TestClient, filename: str) -> tuple[int, bytes | None, str | None]:
@@ -519,14 +521,14 @@ async def test_an_error_page_for_a_file_without_a_hash_is_never_served_or_cached
     unhashed: tuple[TestClient, Services, FakeUpstream, dict[str, bytes]],
 ) -> None:
     client, services, fake, bodies = unhashed
-    assert services.blobs is not None
+    assert services.health.blobs is not None
     names = [*bodies, *(f"{filename}.metadata" for filename in bodies)]
     fake.error_page_files = True  # 200, text/html, for every file and .metadata
     for name in names:
         status, body, _ = await _get(client, name)
         assert status != 200 or body is None, f"{name}: the error page was served as the file"
-    assert services.blobs.entries() == []
-    assert leftovers(services.blobs) == []
+    assert services.health.blobs.entries() == []
+    assert leftovers(services.health.blobs) == []
 
     fake.error_page_files = False
     for name in names:  # upstream again, and now the real files are served and cached
@@ -535,7 +537,7 @@ async def test_an_error_page_for_a_file_without_a_hash_is_never_served_or_cached
         wanted = core_metadata("foo", "1.0") if name.endswith(".metadata") else bodies[name]
         assert body == wanted
         assert fake.count(fake.file_path("foo", name)) == 2
-    assert len(services.blobs.entries()) == 4
+    assert len(services.health.blobs.entries()) == 4
     for name in names:
         assert (await _get(client, name))[2] == "hit"
         assert fake.count(fake.file_path("foo", name)) == 2
@@ -556,6 +558,45 @@ async def test_without_a_hash_the_filename_decides_and_none_is_no_proof(
     with pytest.raises(HashMismatch, match="no filename"):
         await body_of(await upstream.fetch(cache, "t", sha256=None))
     assert cache.lookup("t") is None and leftovers(cache) == []
+
+
+# ---------------------------------------------------------------------------- the key scheme
+
+_SHA = "ab" * 32
+_URL = "http://127.0.0.1:9/f/x-1.0.tar.gz"
+
+
+@pytest.mark.parametrize(
+    ("hashes", "core_metadata", "blob", "metadata"),
+    [
+        ({"sha256": _SHA}, {"sha256": "cd" * 32}, _SHA, "meta:" + "cd" * 32),
+        ({"sha256": _SHA}, True, _SHA, "meta:" + _SHA),  # metadata hash unknown: the file's
+        ({}, True, "url:" + hashlib.sha256(_URL.encode()).hexdigest(),
+         "meta:url:" + hashlib.sha256(_URL.encode()).hexdigest()),
+    ],
+    ids=["both-hashes", "file-hash-only", "no-hash"],
+)
+def test_cache_keys_of_an_upstream_file(
+    hashes: dict[str, str], core_metadata: dict[str, str] | bool, blob: str, metadata: str
+) -> None:
+    dist = DistFile("x-1.0.tar.gz", hashes, core_metadata=core_metadata,
+                    origin=Origin.UPSTREAM, upstream_url=_URL)
+    assert blob_key(dist) == blob and not is_metadata_key(blob_key(dist))
+    assert metadata_key(dist) == metadata and is_metadata_key(metadata_key(dist))
+
+
+@pytest.mark.parametrize(
+    ("key", "sha256", "names"),
+    [
+        (_SHA, _SHA, True),
+        (_SHA.upper(), _SHA, True),
+        ("meta:" + "cd" * 32, "cd" * 32, True),  # the .metadata's own listed hash
+        ("meta:" + _SHA, "cd" * 32, False),  # keyed by its file's hash: none was listed
+        ("url:" + _SHA, _SHA, False),
+    ],
+)
+def test_whether_a_key_names_its_body(key: str, sha256: str, names: bool) -> None:
+    assert names_its_body(key, sha256) is names
 
 
 # -- a warm path that never writes ----------------------------------------------------------------

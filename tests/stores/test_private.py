@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 import threading
 import time
@@ -445,11 +444,6 @@ def test_revision_changes_on_every_visible_change(store: PrivateStore) -> None:
 
 
 # ---- garbage collection and crashes ----
-
-
-def _age(path: Path, seconds: float) -> None:
-    old = time.time() - seconds
-    os.utime(path, (old, old))
 
 
 def test_collect_garbage(store: PrivateStore) -> None:

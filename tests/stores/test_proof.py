@@ -10,7 +10,6 @@ import os
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 

@@ -7,20 +7,17 @@ import asyncio
 import base64
 import io
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import encode_basic_auth
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from pyproxy.logs import TEXT_FORMAT, JsonFormatter
-from pyproxy.web.access_log import runner_options
-from pyproxy.web.app import build_app
-from pyproxy.web.context import Services
 from tests.access_log import access_records
-from tests.conftest import PASSWORD, USER, upload
+from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_wheel
 
 SECRETS = ("wrong-password-42", "query-secret-42", "url-secret-42", PASSWORD)
@@ -50,12 +47,9 @@ def log_output(log_format: str) -> Iterator[io.StringIO]:
 
 
 @pytest.fixture
-async def logged(
-    services: Services, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> TestClient:
-    server = TestServer(build_app(services), host="127.0.0.1")
-    await server.start_server(**runner_options())
-    return await aiohttp_client(server)
+async def logged(make_client: MakeClient) -> TestClient:
+    client, _ = await make_client(access_log=True)
+    return client
 
 
 async def records(stream: io.StringIO, count: int) -> list[dict[str, Any]]:

@@ -6,40 +6,15 @@ The private-only app runs on 127.0.0.1 over real HTTP, on a copy of the session'
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import Any
-
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pyproxy.web.app import build_app
-from tests.conftest import Seed, open_services, seeded_settings
+from tests.conftest import MakeClient
 
 JSON = "application/vnd.pypi.simple.v1+json"
 PAGE = "/simple/foo-bar/"
 WHEEL = "foo_bar-2.0-py3-none-any.whl"
 PROXY = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "pkgs.example.test"}
-
-MakeClient = Callable[..., Awaitable[TestClient]]
-
-
-@pytest.fixture
-async def make_client(
-    seed: Seed, tmp_path: Path, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> AsyncIterator[MakeClient]:
-    opened = []
-
-    async def make(**overrides: Any) -> TestClient:
-        settings = seeded_settings(seed, tmp_path / str(len(opened)), **overrides)
-        services = open_services(settings)
-        opened.append(services)
-        return await aiohttp_client(build_app(services))
-
-    yield make
-    for services in opened:
-        await services.close()
-
 
 async def file_urls(client: TestClient, headers: dict[str, str] | None = None) -> list[str]:
     response = await client.get(PAGE, headers={"Accept": JSON, **(headers or {})})
@@ -52,13 +27,13 @@ def own_origin(client: TestClient) -> str:
 
 
 async def test_forwarded_headers_are_ignored_by_default(make_client: MakeClient) -> None:
-    client = await make_client()
+    client, _ = await make_client(seeded=True)
     urls = await file_urls(client, PROXY)
     assert urls and all(url.startswith(own_origin(client) + "/files/foo-bar/") for url in urls)
 
 
 async def test_trusted_forwarded_headers_set_the_origin(make_client: MakeClient) -> None:
-    client = await make_client(trust_forwarded=True)
+    client, _ = await make_client(seeded=True, trust_forwarded=True)
     urls = await file_urls(client, PROXY)
     assert f"https://pkgs.example.test/files/foo-bar/{WHEEL}" in urls
     assert all(url.startswith("https://pkgs.example.test/files/foo-bar/") for url in urls)
@@ -69,7 +44,7 @@ async def test_trusted_forwarded_headers_set_the_origin(make_client: MakeClient)
 
 
 async def test_proto_alone_keeps_the_host_header(make_client: MakeClient) -> None:
-    client = await make_client(trust_forwarded=True)
+    client, _ = await make_client(seeded=True, trust_forwarded=True)
     urls = await file_urls(client, {"X-Forwarded-Proto": "HTTPS"})
     assert all(url.startswith(f"https://127.0.0.1:{client.port}/files/") for url in urls)
     urls = await file_urls(client, {"X-Forwarded-Host": "[::1]:8443"})
@@ -77,7 +52,7 @@ async def test_proto_alone_keeps_the_host_header(make_client: MakeClient) -> Non
 
 
 async def test_first_value_of_a_list_counts(make_client: MakeClient) -> None:
-    client = await make_client(trust_forwarded=True)
+    client, _ = await make_client(seeded=True, trust_forwarded=True)
     urls = await file_urls(client, {"X-Forwarded-Proto": "https, http",
                                     "X-Forwarded-Host": "outer.example.test:8443, inner:8080"})
     assert all(url.startswith("https://outer.example.test:8443/files/") for url in urls)
@@ -86,7 +61,7 @@ async def test_first_value_of_a_list_counts(make_client: MakeClient) -> None:
 async def test_two_origins_never_share_a_cached_page(make_client: MakeClient) -> None:
     """Pages are rendered once per (origin, format, page): each name gets its own URLs, also
     when the other name's page is already cached."""
-    client = await make_client(trust_forwarded=True)
+    client, _ = await make_client(seeded=True, trust_forwarded=True)
     a = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "a.example.test"}
     b = {"X-Forwarded-Proto": "http", "X-Forwarded-Host": "b.example.test:8080"}
     for _ in range(2):
@@ -103,15 +78,17 @@ async def test_two_origins_never_share_a_cached_page(make_client: MakeClient) ->
 
 
 async def test_base_url_wins_over_forwarded_headers(make_client: MakeClient) -> None:
-    client = await make_client(trust_forwarded=True, base_url="https://fixed.example.test/")
+    client, _ = await make_client(
+        seeded=True, trust_forwarded=True, base_url="https://fixed.example.test/"
+    )
     urls = await file_urls(client, PROXY)
     assert all(url.startswith("https://fixed.example.test/files/") for url in urls)
 
 
 async def test_trusted_peers_by_address(make_client: MakeClient) -> None:
-    trusted = await make_client(trust_forwarded=("127.0.0.0/8",))
+    trusted, _ = await make_client(seeded=True, trust_forwarded=("127.0.0.0/8",))
     assert all(u.startswith("https://pkgs.example.test/") for u in await file_urls(trusted, PROXY))
-    elsewhere = await make_client(trust_forwarded=("10.0.0.0/8", "::1/128"))
+    elsewhere, _ = await make_client(seeded=True, trust_forwarded=("10.0.0.0/8", "::1/128"))
     assert all(u.startswith(own_origin(elsewhere)) for u in await file_urls(elsewhere, PROXY))
 
 
@@ -131,7 +108,7 @@ async def test_trusted_peers_by_address(make_client: MakeClient) -> None:
 async def test_garbage_forwarded_values_are_refused(
     make_client: MakeClient, headers: dict[str, str]
 ) -> None:
-    client = await make_client(trust_forwarded=True)
+    client, _ = await make_client(seeded=True, trust_forwarded=True)
     for path in (PAGE, "/", "/pypi/foo-bar/json", "/project/foo-bar/"):
         response = await client.get(path, headers=headers)
         assert response.status == 400, path
@@ -140,7 +117,7 @@ async def test_garbage_forwarded_values_are_refused(
 
 
 async def test_garbage_host_header_is_refused(make_client: MakeClient) -> None:
-    client = await make_client()
+    client, _ = await make_client(seeded=True)
     response = await client.get(PAGE, headers={"Host": '"><img src=x>'})
     assert response.status == 400
     assert response.content_type == "text/plain"
@@ -149,7 +126,7 @@ async def test_garbage_host_header_is_refused(make_client: MakeClient) -> None:
 
 
 async def test_landing_page_and_json_api_use_the_forwarded_origin(make_client: MakeClient) -> None:
-    client = await make_client(trust_forwarded=True)
+    client, _ = await make_client(seeded=True, trust_forwarded=True)
     landing = await (await client.get("/", headers=PROXY)).text()
     assert "https://pkgs.example.test/simple/" in landing
     assert f"127.0.0.1:{client.port}" not in landing

@@ -5,7 +5,7 @@ in the same loop)."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,12 +32,6 @@ MakeClient = Callable[..., Awaitable[tuple[TestClient, Services]]]
 @pytest.fixture
 def settings(seed: Seed, tmp_path: Path) -> Settings:
     return seeded_settings(seed, tmp_path)
-
-
-@pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="json") as upstream:
-        yield upstream
 
 
 async def get(client: TestClient, path: str, **headers: str) -> ClientResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -18,10 +18,9 @@ CACHING_HEADERS = ("Cache-Control", "ETag", "Last-Modified", "Expires")
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="json") as upstream:
-        upstream.add_file("up-proj", "up_proj-1.0.tar.gz", b"body")
-        yield upstream
+def fake(fake: FakeUpstream) -> FakeUpstream:
+    fake.add_file("up-proj", "up_proj-1.0.tar.gz", b"body")
+    return fake
 
 
 async def answer(client: TestClient, path: str) -> tuple[int, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from pyproxy.web.context import Services
 from pyproxy.web.pages import human_size
-from tests.conftest import upload
+from tests.conftest import StartFake, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -98,9 +98,8 @@ async def _upload_wheel(client: TestClient, tmp_path: Path, name: str, version: 
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream(formats="both") as upstream:
-        yield upstream
+async def fake(fake_upstream: StartFake) -> FakeUpstream:
+    return await fake_upstream(formats="both")
 
 
 # ---------------------------------------------------------------------------- landing page

@@ -12,7 +12,8 @@ import re
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -27,6 +28,7 @@ from pyproxy.model import DistFile, ProjectPage, ProjectStatus, version_of
 from pyproxy.web.context import Services
 from tests.conftest import Seed, seeded_settings, upload
 from tests.dists import make_wheel
+from tests.fake_upstream import FakeUpstream
 
 JSON = "application/vnd.pypi.simple.v1+json"
 HTML_V1 = "application/vnd.pypi.simple.v1+html"
@@ -49,6 +51,7 @@ SDIST_10 = "foo_bar-1.0.tar.gz"
 WHEEL_20 = "foo_bar-2.0-py3-none-any.whl"
 WHEEL_LOCAL = "foo_bar-2.1+local-py3-none-any.whl"
 FOO_FILES = {WHEEL_10, SDIST_10, WHEEL_20, WHEEL_LOCAL}
+MakeClient = Callable[..., Awaitable[tuple[TestClient, Services]]]
 UPLOAD_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 
 
@@ -706,6 +709,31 @@ async def test_h67_unknown_project_404_with_cors(client: TestClient, path: str, 
     response = await get(client, path, accept, headers=ORIGIN)
     assert response.status == 404
     assert response.headers.get("Access-Control-Allow-Origin") == "*"
+
+
+# what case-folds to an ASCII name without being one: the long s, the Kelvin sign; and a
+# trailing newline, which "$" would let through
+LOOK_ALIKES = ["\u017f", "\u017fetuptools", "\u212aeras", "foo\n"]
+
+
+@pytest.mark.parametrize("name", LOOK_ALIKES, ids=["long-s", "long-s-word", "kelvin", "newline"])
+async def test_h67_non_ascii_look_alikes_are_no_names_here_nor_upstream(
+    make_client: MakeClient, seed: Seed, name: str
+) -> None:
+    """What an upload refuses as a name is no project on any read route either, and is never
+    asked upstream (the Kelvin sign used to redirect to the ASCII project)."""
+    async with FakeUpstream(formats="json") as fake:
+        fake.add_file("keras", "keras-1.0.tar.gz", b"keras")
+        fake.add_file("setuptools", "setuptools-1.0.tar.gz", b"setuptools")
+        other, _services = await make_client(upstream_url=fake.index_url)
+        quoted = quote(name, safe="")
+        for path in (f"/simple/{quoted}/", f"/project/{quoted}/", f"/pypi/{quoted}/json"):
+            response = await other.get(path, allow_redirects=False)
+            assert response.status == 404, (path, response.status, response.headers)
+        assert fake.total == 0, fake.requests
+        response = await upload(other, seed.path(WHEEL_10), name=name)
+        assert response.status == 400
+        assert "Start and end with a letter or numeral" in response.reason
 
 
 async def test_h67_non_normalized_unknown_redirects_then_404(client: TestClient) -> None:

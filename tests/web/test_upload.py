@@ -14,9 +14,13 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
+from aiohttp import encode_basic_auth
 from packaging.utils import canonicalize_name
+from prometheus_client.parser import text_string_to_metric_families
 
+from pyproxy.publish.validate import MAX_FORM_BYTES
 from pyproxy.web.context import Services
+from tests.dists import form_fields_for
 from tests.conftest import PASSWORD, USER, upload
 from tests.dists import make_sdist, make_wheel
 
@@ -224,8 +228,8 @@ async def test_a39_same_bytes_other_filename_400(client: TestClient, dists: Path
 
 
 async def test_a40_second_sdist_for_a_release_400(client: TestClient, dists: Path) -> None:
-    """A private index accepts only the PEP 625 sdist name, so a second sdist of a release has
-    the first one's filename: either message tells twine it exists."""
+    """A second sdist of a release, under the first one's filename or not: either message tells
+    twine it exists."""
     first = make_sdist(dists / "a", "demo", "1.0")
     second = make_sdist(dists / "b", "demo", "1.0", summary="another sdist")
     assert (await upload(client, first)).status == 200
@@ -260,6 +264,51 @@ async def test_a41_yank_and_remove_then_reupload(client: TestClient, services: S
     rebuilt = wheel(dists / "rebuilt", version="1.0", summary="rebuilt")
     response = await upload(client, rebuilt)
     await assert_rejected(response, 400, "This filename was previously used")
+    assert leftovers(services) == []
+
+
+# ------------------------------------------------------------------- legacy sdist names (A29)
+
+
+async def test_legacy_sdist_name_is_stored_and_served_as_uploaded(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    """setuptools before 69.3 writes `my-pkg-1.0.tar.gz`: kept as uploaded, on every page."""
+    legacy = make_sdist(dists, "my-pkg", "1.0", filename="my-pkg-1.0.tar.gz")
+    response = await upload(client, legacy)
+    assert response.status == 200, (response.status, response.reason, await response.text())
+    document = await project_json(client, "my-pkg")
+    assert document is not None
+    assert [e["filename"] for e in document["files"]] == ["my-pkg-1.0.tar.gz"]
+    assert document["versions"] == ["1.0"]
+    served = await client.get(f"/files/my-pkg/{legacy.name}")
+    assert served.status == 200 and await served.read() == legacy.read_bytes()
+    legacy_json = json.loads(await (await client.get("/pypi/my-pkg/json")).read())
+    assert [f["filename"] for f in legacy_json["releases"]["1.0"]] == [legacy.name]
+    assert (await upload(client, legacy)).status == 200  # identical re-upload
+    assert leftovers(services) == []
+
+
+async def test_legacy_and_pep_625_spellings_are_one_release(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    """A release has one sdist whichever way its name is spelled, also after it was removed."""
+    legacy = make_sdist(dists / "a", "my-pkg", "1.0", filename="my-pkg-1.0.tar.gz")
+    other = make_sdist(dists / "b", "my-pkg", "1.0", summary="rebuilt")
+    assert other.name == "my_pkg-1.0.tar.gz"
+    assert (await upload(client, legacy)).status == 200
+    await assert_rejected(await upload(client, other), 400, "Only one sdist may be uploaded per release.")
+    response = await upload(client, legacy, filename="My.Pkg-1.0.tar.gz")  # same bytes
+    await assert_rejected(response, 400, "File already exists ('my-pkg-1.0.tar.gz'")
+
+    services.private.remove(canonicalize_name("my-pkg"), "1.0", forget_name=False)
+    expected = (
+        "The sdist of this release was previously uploaded as 'my-pkg-1.0.tar.gz' and has since"
+        " been deleted. Use a different version."
+    )
+    assert await assert_rejected(await upload(client, other), 400, expected) == expected
+    await assert_rejected(await upload(client, legacy), 400, "This filename was previously used")
+    assert await filenames(client, "my-pkg") == []
     assert leftovers(services) == []
 
 
@@ -346,6 +395,116 @@ async def test_a8_small_limit_message_states_the_real_limit(make_client, dists: 
     response = await upload(client, wheel(dists))
     reason = await assert_rejected(response, 400, "File too large.")
     assert " 0 MB" not in reason, reason
+
+
+async def test_wheel_with_a_second_dist_info_is_refused(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    """A wheel smuggling another project's metadata: pip would refuse it, so pyproxy does."""
+    path = wheel(dists, extra_members={
+        "requests-99.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: requests\nVersion: 99.0\n",
+        "requests-99.0.dist-info/WHEEL": b"Wheel-Version: 1.0\n",
+    })
+    expected = (
+        f"Wheel '{path.name}' has more than one .dist-info directory ('demo-1.0.dist-info',"
+        " 'requests-99.0.dist-info'); installers take only wheels with exactly one."
+    )
+    assert await assert_rejected(await upload(client, path), 400, expected) == expected
+    assert stored_files(services) == [] and leftovers(services) == []
+    assert await project_json(client, "demo") is None
+
+
+# ------------------------------------------------------------- the form's own limits
+
+
+async def rejections(client: TestClient) -> dict[str, float]:
+    """pyproxy_uploads_rejected_total by reason, as /metrics shows it."""
+    text = await (await client.get("/metrics")).text()
+    return {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "pyproxy_uploads_rejected_total"
+    }
+
+
+def field_bytes(path: Path, **overrides: str) -> int:
+    """What the form fields `upload(client, path, **overrides)` sends cost against the limit."""
+    fields = {**form_fields_for(path), **{key: [value] for key, value in overrides.items()}}
+    return sum(len(value.encode()) for values in fields.values() for value in values)
+
+
+async def test_long_description_up_to_the_form_limit_is_accepted(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    """aiohttp would stop a field at its client_max_size (1 MiB) with a bare 413."""
+    path = wheel(dists)
+    description = "d" * (MAX_FORM_BYTES - field_bytes(path, description=""))
+    assert field_bytes(path, description=description) == MAX_FORM_BYTES
+    response = await upload(client, path, description=description)
+    assert response.status == 200, (response.status, response.reason)
+    assert services.private.file_fields(path.name)["description"] == [description]  # type: ignore[index]
+
+
+async def test_form_past_the_limit_gets_pyproxys_message_and_metric(
+    client: TestClient, services: Services, dists: Path
+) -> None:
+    path = wheel(dists)
+    description = "d" * (MAX_FORM_BYTES - field_bytes(path, description="") + 1)
+    before = await rejections(client)
+    response = await upload(client, path, description=description)
+    expected = (
+        "Metadata too large. The upload form's fields (the description included) may hold at"
+        " most 16 MiB together."
+    )
+    assert await assert_rejected(response, 400, expected) == expected
+    after = await rejections(client)
+    assert after.get("too_large", 0) - before.get("too_large", 0) == 1
+    assert stored_files(services) == [] and leftovers(services) == []
+    assert (await upload(client, path)).status == 200
+
+
+async def test_non_ascii_md5_digest_is_a_400(client: TestClient, services: Services, dists: Path) -> None:
+    response = await upload(client, wheel(dists), md5_digest="\u00e9" * 32)
+    expected = "Invalid value for md5_digest. Error: Use a valid, hex-encoded, MD5 message digest."
+    assert await assert_rejected(response, 400, expected) == expected
+    assert leftovers(services) == []
+
+
+def _one_field_body(headers: str, value: bytes) -> bytes:
+    return (
+        b"--x\r\nContent-Disposition: form-data; name=\"summary\"\r\n" + headers.encode()
+        + b"\r\n" + value + b"\r\n--x--\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            _one_field_body("Content-Type: text/plain; charset=utf-8\r\n", b"caf\xe9"),
+            "Malformed multipart body: the field 'summary' is not text in 'utf-8'.",
+        ),
+        (
+            _one_field_body("Content-Type: text/plain; charset=no-such-charset\r\n", b"x"),
+            "Malformed multipart body: the field 'summary' is not text in 'no-such-charset'.",
+        ),
+        (
+            _one_field_body("Content-Transfer-Encoding: x-rot13\r\n", b"x"),
+            "Malformed multipart body: unknown content transfer encoding: x-rot13",
+        ),
+    ],
+)
+async def test_undecodable_field_is_a_400_not_a_500(
+    client: TestClient, services: Services, body: bytes, message: str
+) -> None:
+    response = await client.post(
+        "/legacy/", data=body,
+        headers={"Authorization": encode_basic_auth(USER, PASSWORD),
+                 "Content-Type": "multipart/form-data; boundary=x"},
+    )
+    assert await assert_rejected(response, 400, message) == message
+    assert leftovers(services) == []
 
 
 # --------------------------------------------------------------- rejections leave nothing

@@ -1,0 +1,185 @@
+"""The upstream page cache: each answer as it was fetched, on disk; parsed pages in memory.
+
+Keys are normalised project names, and INDEX_KEY for the project list. The disk (a
+diskcache.Cache that every worker process shares) keeps the raw answer with its validators and
+fetch time, so a restart or another worker needs no refetch. The memory (per process, bounded,
+least recently used out first) keeps parsed pages, and a record whose body is the one already
+parsed (a 304 keeps the revision) is not parsed again. Judging freshness is the caller's
+business (repository/upstream.py); this module only stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+from diskcache.core import MODE_PICKLE
+
+from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse_project_page
+from pyproxy.lru import BoundedLRU
+from pyproxy.model import NormalizedName, ProjectList, ProjectPage
+
+__all__ = ["INDEX_KEY", "PageRecord", "PageStore", "Parsed", "UpstreamFormatError", "revision_of"]
+
+INDEX_KEY = "/"  # the project list's key; no project is named "/"
+_MEMORY_PAGES = 2048
+_SIZE_LIMIT = 2**30
+
+
+def revision_of(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=12).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """What the disk keeps per page: the raw answer, so a restart needs no refetch."""
+
+    status: int  # 200, or 404 for "upstream does not have it"
+    body: bytes
+    content_type: str | None
+    url: str  # the final URL (after redirects), against which relative links resolve
+    etag: str | None
+    last_modified: str | None
+    fetched_at: float  # wall clock, shared between worker processes
+    revision: str  # hash of the body: a 304 keeps it, so nothing is parsed or re-rendered
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A parsed page in memory, with what is needed to judge and revalidate it."""
+
+    fetched_at: float
+    revision: str
+    result: ProjectPage | ProjectList | None  # None: upstream has no such project
+
+
+def parse(key: str, record: PageRecord) -> ProjectPage | ProjectList:
+    """The page a 200 record holds; UpstreamFormatError if its body is malformed."""
+    revision = f"u{record.revision}"
+    if key == INDEX_KEY:
+        projects = parse_project_list(record.body, record.content_type, record.url)
+        return ProjectList(projects.names, revision=revision)
+    page = parse_project_page(record.body, record.content_type, record.url, NormalizedName(key))
+    return dataclasses.replace(page, revision=revision)
+
+
+class _Unpickler(pickle.Unpickler):
+    # records written before this module existed name the class where it lived then
+    _MOVED = frozenset({("pyproxy.upstream", "_Entry"), ("pyproxy.repository.upstream", "_Entry")})
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in self._MOVED:
+            return PageRecord
+        return super().find_class(module, name)
+
+
+class _RecordDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no types
+    def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
+        if mode != MODE_PICKLE:
+            return super().fetch(mode, filename, value, read)
+        if value is not None:
+            return _Unpickler(io.BytesIO(value)).load()
+        assert filename is not None  # a large pickle lives in a file of its own
+        with open(os.path.join(self._directory, filename), "rb") as reader:
+            return _Unpickler(reader).load()
+
+
+class PageStore:
+    """Upstream pages by key: raw records on disk, parsed pages in memory."""
+
+    def __init__(self, directory: Path, *, memory_pages: int = _MEMORY_PAGES) -> None:
+        self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
+        self._memory: BoundedLRU[str, Parsed] = BoundedLRU(memory_pages)
+
+    def close(self) -> None:
+        self._disk.close()
+
+    # ---- memory (on the event loop) ----
+
+    def known(self, key: str) -> Parsed | None:
+        """The parsed page in this process's memory, if any (the warm path: no disk, no parse)."""
+        return self._memory.get(key)
+
+    async def remember(self, key: str, record: PageRecord) -> Parsed:
+        """Parse the record (off the loop, unless the same body is already parsed) and keep it
+        in memory; UpstreamFormatError if it does not parse."""
+        known = self._memory.get(key)
+        if known is None or known.revision != record.revision:
+            result = None
+            if record.status == 200:
+                result = await asyncio.to_thread(parse, key, record)
+            known = Parsed(record.fetched_at, record.revision, result)
+        else:
+            known = dataclasses.replace(known, fetched_at=record.fetched_at)
+        self._memory.put(key, known)
+        return known
+
+    # ---- disk (blocking: call from a thread) ----
+
+    def load(self, key: str) -> PageRecord | None:
+        record = self._disk.get(key)
+        return record if isinstance(record, PageRecord) else None
+
+    def save(self, key: str, record: PageRecord) -> None:
+        self._disk.set(key, record)
+
+    def _records(self) -> Iterator[tuple[str, PageRecord]]:
+        for key in self._disk.iterkeys():
+            record = self.load(key)
+            if record is not None:
+                yield key, record
+
+    def project_names(self) -> list[str]:
+        """Projects whose upstream page is cached (a cached 404 is a project upstream lacks)."""
+        return sorted(
+            key for key, record in self._records() if key != INDEX_KEY and record.status == 200
+        )
+
+    def pages(self) -> Iterator[ProjectPage]:
+        """Every cached upstream project page, parsed (skipping any that no longer parse)."""
+        for key, record in self._records():
+            if key == INDEX_KEY or record.status != 200:
+                continue
+            try:
+                page = parse(key, record)
+            except UpstreamFormatError:
+                continue
+            assert isinstance(page, ProjectPage)
+            yield page
+
+    def export_records(self) -> Iterator[tuple[str, dict[str, object], bytes]]:
+        """Every record as (key, its fields without the body, body), for `pyproxy export`."""
+        for key, record in self._records():
+            fields = dataclasses.asdict(record)
+            body = fields.pop("body")
+            yield key, fields, body
+
+    def import_record(self, key: str, fields: dict[str, object], body: bytes) -> bool:
+        """Store an exported record unless a newer copy is held; ValueError if it is unusable."""
+        try:
+            record = PageRecord(body=body, **fields)  # type: ignore[arg-type]  # checked below
+        except TypeError as exc:
+            raise ValueError(f"not a page record: {exc}") from None
+        if record.status not in (200, 404) or not isinstance(record.fetched_at, int | float):
+            raise ValueError("not a page record")
+        if record.revision != (revision_of(body) if record.status == 200 else ""):
+            raise ValueError("its body does not match its recorded revision")
+        if record.status == 200:
+            try:
+                parse(key, record)
+            except UpstreamFormatError as exc:
+                raise ValueError(f"sent a malformed page: {exc}") from None
+        held = self.load(key)
+        if held is not None and held.fetched_at >= record.fetched_at:
+            return False
+        self.save(key, record)
+        return True

@@ -1,0 +1,235 @@
+"""The upstream HTTP client (pyproxy/repository/http.py): what each answer of the index
+becomes, conditional requests, file bodies, the probe, and where credentials go (and never
+show). Against real servers on 127.0.0.1 (see tests/repository/conftest.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from pyproxy.model import Unavailable
+from pyproxy.repository.http import PageAnswer, UpstreamClient, UpstreamError, redact
+from tests.conftest import MakeClient
+from tests.dists import make_sdist
+from tests.repository.conftest import JSON_TYPE, MakeScripted, good_page
+
+OpenClient = Callable[..., UpstreamClient]
+
+
+@pytest.fixture
+async def open_client() -> AsyncIterator[OpenClient]:
+    """`open_client(index_url, timeout=2.0)`; every client opened is closed at teardown."""
+    made: list[UpstreamClient] = []
+
+    def make(index_url: str, *, timeout: float = 2.0) -> UpstreamClient:
+        made.append(UpstreamClient(index_url, timeout=timeout))
+        return made[-1]
+
+    yield make
+    for client in made:
+        await client.close()
+
+
+# ---------------------------------------------------------------------------- pages
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"), [(200, 200), (404, 404), (410, 404)], ids=["ok", "404", "410-gone"]
+)
+async def test_page_answers(
+    scripted_server: MakeScripted, open_client: OpenClient, status: int, expected: int
+) -> None:
+    scripted, origin = await scripted_server()
+    scripted.set("/simple/proj/", b"<html></html>", "text/html", status=status)
+    answer = await open_client(f"{origin}/simple/").get_page(f"{origin}/simple/proj/")
+    assert answer.status == expected
+    assert answer.url == f"{origin}/simple/proj/"
+    if expected == 200:
+        assert (answer.body, answer.content_type) == (b"<html></html>", "text/html")
+
+
+@pytest.mark.parametrize("status", [301, 304, 401, 403, 500, 502, 503])
+async def test_other_answers_are_upstream_errors(
+    scripted_server: MakeScripted, open_client: OpenClient, status: int
+) -> None:
+    """A 304 without validators asked for nothing; redirects are followed, so a 301 here is one
+    without a Location."""
+    scripted, origin = await scripted_server()
+    scripted.set("/simple/proj/", b"", None, status=status)
+    client = open_client(f"{origin}/simple/")
+    with pytest.raises(UpstreamError, match=f"^answered HTTP {status}$"):
+        await client.get_page(f"{origin}/simple/proj/")
+    assert client.last_failure is not None and client.last_success is None
+
+
+async def test_validators_are_sent_and_304_is_not_modified(
+    scripted_server: MakeScripted, open_client: OpenClient
+) -> None:
+    scripted, origin = await scripted_server()
+    scripted.set("/simple/proj/", b"", None, status=304)
+    client = open_client(f"{origin}/simple/")
+    answer = await client.get_page(
+        f"{origin}/simple/proj/", etag='"v1"', last_modified="Mon, 06 May 2024 07:08:09 GMT"
+    )
+    assert answer == PageAnswer(304, f"{origin}/simple/proj/")
+    (headers,) = scripted.headers_for("/simple/proj/")
+    assert headers["If-None-Match"] == '"v1"'
+    assert headers["If-Modified-Since"] == "Mon, 06 May 2024 07:08:09 GMT"
+    assert headers["Accept"].startswith("application/vnd.pypi.simple.v1+json")
+    assert client.last_success is not None and client.last_failure is None
+
+
+async def test_a_refused_connection_is_an_upstream_error(open_client: OpenClient) -> None:
+    server = TestServer(web.Application(), host="127.0.0.1")
+    await server.start_server()
+    port = server.port
+    await server.close()  # nothing listens there now
+    with pytest.raises(UpstreamError):
+        await open_client(f"http://127.0.0.1:{port}/simple/").get_page(
+            f"http://127.0.0.1:{port}/simple/proj/"
+        )
+
+
+# ---------------------------------------------------------------------------- file bodies
+
+
+async def test_opener_streams_the_body_and_refuses_other_answers(
+    scripted_server: MakeScripted, open_client: OpenClient
+) -> None:
+    scripted, origin = await scripted_server()
+    body = bytes(range(256)) * 4096  # 1 MiB: more than one chunk
+    scripted.set("/f/proj-1.0.tar.gz", body, "application/octet-stream")
+    client = open_client(f"{origin}/simple/")
+    async with client.opener(f"{origin}/f/proj-1.0.tar.gz")() as chunks:
+        received = [chunk async for chunk in chunks]
+    assert b"".join(received) == body and len(received) > 1
+    (headers,) = scripted.headers_for("/f/proj-1.0.tar.gz")
+    assert headers["Accept-Encoding"] == "identity"
+    with pytest.raises(Unavailable, match="upstream answered HTTP 404 for a file"):
+        async with client.opener(f"{origin}/f/missing.tar.gz")():
+            raise AssertionError("opened a missing file")
+
+
+# ---------------------------------------------------------------------------- credentials
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("https://u:p%40ss@index.example.test/simple/", "https://index.example.test/simple/"),
+        ("https://u@index.example.test:8443/simple/", "https://index.example.test:8443/simple/"),
+        ("https://index.example.test/simple/", "https://index.example.test/simple/"),
+    ],
+)
+def test_redact_drops_user_and_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [("ci-user", "plain-S3cret"), ("ci@corp", "p@ss:w/rd%")],
+    ids=["plain", "percent-encoded"],
+)
+async def test_credentials_go_to_the_index_only_and_never_show(
+    scripted_server: MakeScripted, make_client: MakeClient, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, user: str, password: str,
+) -> None:
+    index, index_origin = await scripted_server()
+    files, files_origin = await scripted_server()
+    # listed without a hash, so they must be real sdists to be served
+    sdist = make_sdist(tmp_path / "dists", "proj", "1.0").read_bytes()
+    other_sdist = make_sdist(tmp_path / "dists", "proj", "1.1").read_bytes()
+    page = {
+        "meta": {"api-version": "1.1"},
+        "name": "proj",
+        "files": [
+            {"filename": "proj-1.0.tar.gz", "url": f"{files_origin}/f/proj-1.0.tar.gz",
+             "hashes": {}, "size": len(sdist)},
+            # a file on the index origin itself (relative URL): credentials may go there
+            {"filename": "proj-1.1.tar.gz", "url": "../../f/proj-1.1.tar.gz", "hashes": {},
+             "size": len(other_sdist)},
+        ],
+    }
+    index.set("/simple/proj/", page)
+    index.set("/simple/", {"meta": {"api-version": "1.0"}, "projects": [{"name": "proj"}]})
+    index.set("/f/proj-1.1.tar.gz", other_sdist, "application/octet-stream")
+    files.set("/f/proj-1.0.tar.gz", sdist, "application/octet-stream")
+    netloc = index_origin.removeprefix("http://")
+    url = f"http://{quote(user, safe='')}:{quote(password, safe='')}@{netloc}/simple/"
+    secrets = [password, quote(password, safe=""), quote(user, safe="") + ":",
+               base64.b64encode(f"{user}:{password}".encode()).decode()]
+
+    with caplog.at_level(logging.DEBUG):
+        client, services = await make_client(upstream_url=url, upstream_page_ttl=0)
+        bodies = []
+        for path, accept in (("/simple/proj/", JSON_TYPE), ("/simple/proj/", "text/html"),
+                             ("/simple/", JSON_TYPE), ("/simple/", "text/html"), ("/", None)):
+            response = await client.get(path, headers={"Accept": accept} if accept else {})
+            assert response.status == 200, (path, await response.text())
+            bodies.append(await response.text())
+        response = await client.get("/files/proj/proj-1.0.tar.gz")
+        assert response.status == 200 and await response.read() == sdist
+        response = await client.get("/files/proj/proj-1.1.tar.gz")
+        assert response.status == 200 and await response.read() == other_sdist
+        # an outage: the stale path logs the URL it failed on
+        index.set("/simple/proj/", b"", None, status=503)
+        index.set("/simple/other/", b"", None, status=503)
+        response = await client.get("/simple/proj/", headers={"Accept": JSON_TYPE})
+        assert response.status == 200
+        response = await client.get("/simple/other/", headers={"Accept": JSON_TYPE})
+        assert response.status == 503
+        bodies.append(await response.text())
+        # stopped inside the block: what the shutdown logs is checked too
+        await make_client.close(client)
+
+    for secret in secrets:
+        for body in bodies:
+            assert secret not in body
+        assert secret not in caplog.text, f"{secret!r} in the logs"
+        assert secret not in services.upstream_description
+    assert files.seen, "the file was never fetched from the files origin"
+    assert all("Authorization" not in headers for _p, headers in files.seen), files.seen
+    # like pip, the userinfo of the URL is percent-decoded before it is sent
+    sent = {
+        base64.b64decode(value.removeprefix("Basic ")).decode() if value else None
+        for value in (h.get("Authorization") for _p, h in index.seen)
+    }
+    assert sent == {f"{user}:{password}"}, f"index got credentials {sent}"
+
+
+async def test_credentials_are_not_sent_after_a_redirect_to_another_origin(
+    scripted_server: MakeScripted, open_client: OpenClient
+) -> None:
+    elsewhere, elsewhere_origin = await scripted_server()
+    elsewhere.set("/moved/proj/", good_page(elsewhere_origin))
+    seen: list[dict[str, str]] = []
+
+    async def moved(request: web.Request) -> web.StreamResponse:
+        seen.append(dict(request.headers))
+        raise web.HTTPFound(f"{elsewhere_origin}/moved/proj/")
+
+    redirecting = web.Application()
+    redirecting.router.add_get("/simple/proj/", moved)
+    server = TestServer(redirecting, host="127.0.0.1")
+    await server.start_server()
+    try:
+        client = open_client(f"http://u:pw@127.0.0.1:{server.port}/simple/")
+        answer = await client.get_page(client.index_url + "proj/")
+        assert (answer.status, answer.url) == (200, f"{elsewhere_origin}/moved/proj/")
+        assert seen and seen[0].get("Authorization") == _basic("u", "pw")
+        followed = elsewhere.headers_for("/moved/proj/")
+        assert followed and all("Authorization" not in h for h in followed), followed
+    finally:
+        await server.close()

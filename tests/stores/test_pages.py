@@ -1,0 +1,253 @@
+"""The upstream page cache (pyproxy/stores/pages.py): records on disk, parsed pages in memory,
+enumeration for `cache stats`/`describe`, and the export/import records. Pure store calls on a
+temporary directory; fetching and freshness are tests/repository/test_upstream.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import sys
+import time
+import types
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import diskcache
+import orjson
+import pytest
+
+from pyproxy.model import ProjectList, ProjectPage
+from pyproxy.stores import pages as page_store
+from pyproxy.stores.pages import (
+    INDEX_KEY,
+    PageRecord,
+    PageStore,
+    UpstreamFormatError,
+    revision_of,
+)
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+ORIGIN = "http://127.0.0.1:9"
+
+
+def page_body(name: str, *filenames: str) -> bytes:
+    return orjson.dumps({
+        "meta": {"api-version": "1.1"},
+        "name": name,
+        "files": [
+            {"filename": f, "url": f"{ORIGIN}/f/{f}", "hashes": {"sha256": "ab" * 32}}
+            for f in filenames
+        ],
+    })
+
+
+def record(body: bytes, *, status: int = 200, url: str = f"{ORIGIN}/simple/proj/",
+           fetched_at: float | None = None) -> PageRecord:
+    return PageRecord(
+        status=status,
+        body=body,
+        content_type=JSON_TYPE if status == 200 else None,
+        url=url,
+        etag='"e1"' if status == 200 else None,
+        last_modified=None,
+        fetched_at=time.time() if fetched_at is None else fetched_at,
+        revision=revision_of(body) if status == 200 else "",
+    )
+
+
+INDEX = orjson.dumps(
+    {"meta": {"api-version": "1.0"}, "projects": [{"name": "proj"}, {"name": "b"}]}
+)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[PageStore]:
+    opened = PageStore(tmp_path / "pages")
+    yield opened
+    opened.close()
+
+
+def test_records_survive_a_reopen(store: PageStore, tmp_path: Path) -> None:
+    saved = record(page_body("proj", "proj-1.0.tar.gz"))
+    store.save("proj", saved)
+    store.close()
+    reopened = PageStore(tmp_path / "pages")
+    try:
+        assert reopened.load("proj") == saved
+        assert reopened.load("other") is None
+    finally:
+        reopened.close()
+
+
+def test_a_large_record_round_trips(store: PageStore) -> None:
+    """diskcache keeps big values in files of their own: that path is read back too."""
+    body = page_body("proj", *(f"proj-{n}.0.tar.gz" for n in range(3000)))
+    assert len(body) > 100_000
+    store.save("proj", record(body))
+    loaded = store.load("proj")
+    assert loaded is not None and loaded.body == body
+
+
+@pytest.mark.parametrize("module", ["pyproxy.upstream", "pyproxy.repository.upstream"])
+def test_records_written_where_the_class_lived_before_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str
+) -> None:
+    """A cache written by an earlier pyproxy still serves after an upgrade (offline it is all
+    there is): its pickles name the record class by its old module."""
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class _Entry:  # the earlier record, field for field
+        status: int
+        body: bytes
+        content_type: str | None
+        url: str
+        etag: str | None
+        last_modified: str | None
+        fetched_at: float
+        revision: str
+
+    old = types.ModuleType(module)
+    _Entry.__module__, _Entry.__qualname__ = module, "_Entry"
+    old._Entry = _Entry  # type: ignore[attr-defined]
+    fields = dataclasses.asdict(record(page_body("proj", "proj-1.0.tar.gz")))
+    small, large = _Entry(**fields), _Entry(**{**fields, "body": b"x" * 200_000})
+    with monkeypatch.context() as patched:  # the earlier module, while the cache is written
+        patched.setitem(sys.modules, module, old)
+        disk = diskcache.Cache(str(tmp_path / "pages"))
+        disk.set("proj", small)
+        disk.set("big", large)  # big enough for a file of its own
+        disk.close()
+        pickled = pickle.dumps(small)
+    with pytest.raises((ModuleNotFoundError, AttributeError)):
+        pickle.loads(pickled)  # the class is not where the pickle says any more
+
+    store = PageStore(tmp_path / "pages")
+    try:
+        assert store.load("proj") == PageRecord(**fields)
+        loaded = store.load("big")
+        assert loaded is not None and loaded.body == b"x" * 200_000
+    finally:
+        store.close()
+
+
+def test_project_names_and_pages_leave_out_the_index_404s_and_garbage(store: PageStore) -> None:
+    store.save(INDEX_KEY, record(INDEX, url=f"{ORIGIN}/simple/"))
+    store.save("proj", record(page_body("proj", "proj-1.0.tar.gz")))
+    store.save("b", record(page_body("b", "b-1.0.tar.gz")))
+    store.save("missing", record(b"", status=404))
+    store.save("broken", record(b"{not json"))
+    assert store.project_names() == ["b", "broken", "proj"]  # its page is cached, if unusable
+    pages = sorted(store.pages(), key=lambda p: p.name)
+    assert [(p.name, [d.filename for d in p.files]) for p in pages] == [
+        ("b", ["b-1.0.tar.gz"]), ("proj", ["proj-1.0.tar.gz"]),
+    ]
+
+
+async def test_remember_parses_once_per_revision(
+    store: PageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parses: list[str] = []
+    original = page_store.parse
+
+    def counting(key: str, held: PageRecord) -> ProjectPage | ProjectList:
+        parses.append(key)
+        return original(key, held)
+
+    monkeypatch.setattr(page_store, "parse", counting)
+    first = record(page_body("proj", "proj-1.0.tar.gz"), fetched_at=100.0)
+    known = await store.remember("proj", first)
+    assert isinstance(known.result, ProjectPage) and known.result.revision == f"u{first.revision}"
+    revalidated = await store.remember("proj", dataclasses.replace(first, fetched_at=200.0))
+    assert parses == ["proj"]  # a 304 keeps the revision: nothing parsed again
+    assert revalidated.result is known.result and revalidated.fetched_at == 200.0
+    assert store.known("proj") == revalidated
+    changed = await store.remember("proj", record(page_body("proj", "proj-2.0.tar.gz")))
+    assert parses == ["proj", "proj"] and changed.result != known.result
+    index = await store.remember(INDEX_KEY, record(INDEX, url=f"{ORIGIN}/simple/"))
+    assert isinstance(index.result, ProjectList) and index.result.names == ("proj", "b")
+
+
+async def test_a_404_record_is_remembered_as_no_project(store: PageStore) -> None:
+    known = await store.remember("missing", record(b"", status=404))
+    assert known.result is None and store.known("missing") == known
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"meta": {"api-version": "2.0"}}'])
+async def test_a_malformed_record_is_a_format_error_and_not_remembered(
+    store: PageStore, body: bytes
+) -> None:
+    with pytest.raises(UpstreamFormatError):
+        await store.remember("proj", record(body))
+    assert store.known("proj") is None
+
+
+async def test_memory_keeps_the_most_recently_used_pages(tmp_path: Path) -> None:
+    store = PageStore(tmp_path / "pages", memory_pages=2)
+    try:
+        for name in ("a", "b", "c"):
+            await store.remember(name, record(page_body(name, f"{name}-1.0.tar.gz")))
+        assert store.known("a") is None
+        assert store.known("b") is not None and store.known("c") is not None
+        assert store.load("a") is None  # remembering is not saving
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------------- export / import
+
+
+def test_exported_records_import_into_another_store(store: PageStore, tmp_path: Path) -> None:
+    store.save("proj", record(page_body("proj", "proj-1.0.tar.gz")))
+    store.save("missing", record(b"", status=404))
+    target = PageStore(tmp_path / "target")
+    try:
+        exported = sorted(store.export_records())
+        assert [key for key, _fields, _body in exported] == ["missing", "proj"]
+        for key, fields, body in exported:
+            assert "body" not in fields
+            assert target.import_record(key, fields, body)
+        assert target.load("proj") == store.load("proj")
+        assert target.load("missing") == store.load("missing")
+        # the same records again: the held copies are as new, nothing is replaced
+        assert not any(target.import_record(k, f, b) for k, f, b in exported)
+    finally:
+        target.close()
+
+
+def test_an_import_never_replaces_a_newer_copy(store: PageStore) -> None:
+    newer = record(page_body("proj", "proj-2.0.tar.gz"), fetched_at=200.0)
+    store.save("proj", newer)
+    older = record(page_body("proj", "proj-1.0.tar.gz"), fetched_at=100.0)
+    fields = dataclasses.asdict(older)
+    body = fields.pop("body")
+    assert not store.import_record("proj", fields, body)
+    assert store.load("proj") == newer
+
+
+def _fields(**changes: Any) -> tuple[dict[str, Any], bytes]:
+    fields = dataclasses.asdict(record(page_body("proj", "proj-1.0.tar.gz")))
+    body = fields.pop("body")
+    fields.update(changes)
+    return fields, body
+
+
+@pytest.mark.parametrize(
+    ("fields", "body", "message"),
+    [
+        (*_fields(colour="red"), "not a page record"),
+        ({"status": 200}, b"", "not a page record"),
+        (*_fields(status=500), "not a page record"),
+        (*_fields(fetched_at="yesterday"), "not a page record"),
+        (*_fields(revision="0" * 24), "does not match its recorded revision"),
+        (_fields()[0] | {"revision": revision_of(b"{no")}, b"{no", "sent a malformed page"),
+    ],
+    ids=["unknown-field", "missing-fields", "bad-status", "bad-time", "wrong-revision", "garbage"],
+)
+def test_an_unusable_record_is_refused(
+    store: PageStore, fields: dict[str, object], body: bytes, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        store.import_record("proj", fields, body)
+    assert store.load("proj") is None
