@@ -96,7 +96,7 @@ class _FileBody(web.StreamResponse):
         self._fobj = fobj
         self._offset = offset
         self._count = count
-        self._body = body
+        self._preloaded = body
 
     async def prepare(self, request: web.BaseRequest):  # type: ignore[override]
         if self.prepared:
@@ -108,8 +108,8 @@ class _FileBody(web.StreamResponse):
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("Connection lost")
-            if self._body is not None:
-                await writer.write(self._body[self._offset : self._offset + self._count])
+            if self._preloaded is not None and writer is not None:
+                await writer.write(self._preloaded[self._offset : self._offset + self._count])
                 _count_served(request, self._count)
                 return writer
             try:
@@ -157,7 +157,7 @@ def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, st
 def _open(path: Path) -> tuple[BinaryIO, os.stat_result, bytes | None]:
     """In a thread: the open file, its stat, and its bytes if it fits in one chunk (a small
     file, e.g. a .metadata, then costs this one thread hop and no more)."""
-    fobj = open(path, "rb")
+    fobj = open(path, "rb")  # noqa: SIM115 - handed to the response, which closes it
     try:
         stat = os.fstat(fobj.fileno())
         body = os.pread(fobj.fileno(), stat.st_size, 0) if stat.st_size <= _CHUNK else None
