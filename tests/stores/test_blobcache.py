@@ -734,7 +734,7 @@ async def test_uses_and_removals_cross_processes(upstream: Upstream, tmp_path: P
         assert isinstance(hit, LocalFile)
         assert await _other_process(directory, "print(cache.delete('r'))") == "True\n"
         with pytest.raises(FileNotFoundError):
-            open(hit.path, "rb")
+            hit.path.read_bytes()
         assert cache.lookup("r") is None
         again = await upstream.fetch(cache, "r")
         assert isinstance(again, StreamedFile)
