@@ -56,6 +56,7 @@ MEASURED_ALONE = [
     "50 concurrent cold requests",
     "peak RSS",
     "RSS flat while streaming",
+    "warm 3 KB file p99",
 ]
 VERDICT = re.compile(r"(\d+(?:\.\d+)?) ([≤≥<>]) (\d+(?:\.\d+)?)")
 
@@ -84,7 +85,8 @@ def _check_targets(rows: list[dict[str, Any]]) -> None:
         verdict = VERDICT.match(row["detail"])
         assert verdict, row
         value, sign, limit = float(verdict[1]), verdict[2], float(verdict[3])
-        assert limit > 0 and (value > 0 or row["target"].startswith("RSS flat")), row
+        # uvloop's clock counts whole milliseconds: a quick request may take 0 ms at the server
+        assert limit > 0 and (value > 0 or row["target"].startswith(("RSS flat", "warm 3 KB"))), row
         assert row["met"] is (value >= limit if sign in "≥<" else value <= limit), row
 
 
