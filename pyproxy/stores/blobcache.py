@@ -109,7 +109,7 @@ class _Blob:
         self.size = size
 
 
-class _BlobDisk(diskcache.Disk):
+class _BlobDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no types
     """A Disk that takes a finished file by hard link instead of copying it, and bumps the
     removal counter before it removes one (every removal of a blob file comes through here)."""
 
@@ -117,7 +117,8 @@ class _BlobDisk(diskcache.Disk):
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
         if not isinstance(value, _Blob):
-            return super().store(value, read, key=key)
+            stored: tuple[int, int, str | None, Any] = super().store(value, read, key=key)
+            return stored
         filename, full_path = self.filename(key, value)
         for attempt in range(10):  # another process may remove the empty sub-directory meanwhile
             os.makedirs(os.path.dirname(full_path), exist_ok=True)

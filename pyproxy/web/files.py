@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
 from pyproxy.model import LocalFile, StreamedFile, normalize
@@ -98,7 +99,7 @@ class _FileBody(web.StreamResponse):
         self._count = count
         self._preloaded = body
 
-    async def prepare(self, request: web.BaseRequest):  # type: ignore[override]
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
         try:
@@ -116,7 +117,8 @@ class _FileBody(web.StreamResponse):
                 await asyncio.get_running_loop().sendfile(
                     transport, self._fobj, self._offset, self._count  # type: ignore[arg-type]
                 )
-                writer.output_size += self._count  # bypassed the writer; the access log reads it
+                if writer is not None:  # bypassed the writer; the access log reads its count
+                    writer.output_size += self._count
             except NotImplementedError:  # e.g. uvloop or TLS: copy in chunks off the loop
                 await self._copy(writer)
             _count_served(request, self._count)
@@ -146,7 +148,9 @@ def _count_served(request: web.BaseRequest, count: int) -> None:
 
 
 def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, str]:
-    headers = {hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"}
+    headers: dict[str, str] = {
+        hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"
+    }
     if etag is not None:
         headers[hdrs.ETAG] = etag
     if last_modified is not None:
