@@ -24,7 +24,7 @@ UPSTREAM_KINDS = ("page", "file", "probe")
 REFUSED_PAGE_REASONS = ("malformed", "not_a_page", "emptied")
 UPLOAD_REJECTIONS = (
     "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
-    "duplicate", "other",
+    "duplicate", "upstream_unavailable", "other",
 )
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -79,6 +79,7 @@ def _create_all() -> None:
         disable_created_metrics()
         registry = CollectorRegistry()
         for metric in _declared:
+            real: Histogram | Counter
             if metric.histogram:
                 real = Histogram(
                     metric.name, metric.text, metric.labelnames, buckets=_SECONDS, registry=registry

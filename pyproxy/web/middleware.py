@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, LooseHeaders
 
 from pyproxy.model import NotFound, Unavailable
+from pyproxy.publish.validate import reason_phrase
 
 log = logging.getLogger("pyproxy.web")
 
@@ -23,11 +24,11 @@ CORS_HEADERS = {
 }
 
 
-def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def text_error(status: int, message: str, headers: LooseHeaders | None = None) -> web.Response:
     """A plain-text error whose reason phrase carries the message too (twine shows it)."""
-    reason = message.encode("latin-1", "replace").decode("latin-1")
     return web.Response(
-        status=status, reason=reason, text=message + "\n", headers=headers, content_type="text/plain"
+        status=status, reason=reason_phrase(message), text=message + "\n", headers=headers,
+        content_type="text/plain",
     )
 
 
