@@ -57,7 +57,7 @@ from pyproxy.stores.pages import (
 log = logging.getLogger("pyproxy.upstream")
 
 _RETRY_AFTER_FAILURE_S = 30.0
-_LOCK_MARGIN_S = 10.0  # beyond a fetch's deadline, how long to wait for another worker's
+_LOCK_MARGIN_S = 10.0  # how much longer than a fetch's deadline to wait for another worker's
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
 
 Result = ProjectPage | ProjectList | None
@@ -68,7 +68,8 @@ class PageEmptied(UpstreamFormatError):
 
 
 def lists_nothing(result: Result) -> bool:
-    """A page without files that says of no reason why (PEP 792), or a list without names."""
+    """A page without files and without a reason for it (a PEP 792 status), or a list
+    without names."""
     if isinstance(result, ProjectPage):
         return not result.files and result.status.offers_files
     return isinstance(result, ProjectList) and not result.names
