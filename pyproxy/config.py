@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyproxy.upstream_settings import UpstreamSettings, parse_upstreams
+
 
 class ConfigError(Exception):
     """A bad configuration file or value; the message names the setting."""
@@ -43,6 +45,8 @@ class Settings:
     upstream_index_ttl: int = 3600
     upstream_ca_bundle: str = ""
     offline: bool = False
+    # [[upstreams]]: further indexes, each serving the names its `projects` claim
+    upstreams: tuple[UpstreamSettings, ...] = ()
     cache_max_size: int = 10 * 1024**3
     merge: tuple[str, ...] = ()
     max_upload_size: int = 100 * 1024**2
@@ -58,7 +62,8 @@ class Settings:
 
     @property
     def private_only(self) -> bool:
-        return self.upstream_url == ""
+        """No upstream at all: neither [upstream] nor [[upstreams]]."""
+        return self.upstream_url == "" and not self.upstreams
 
 
 # (section, key) in pyproxy.toml -> field name; the environment name is PYPROXY_<SECTION>_<KEY>
@@ -259,6 +264,12 @@ def _from_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     values: dict[str, Any] = {}
     for section, table in document.items():
+        if section == "upstreams":
+            try:
+                values["upstreams"] = parse_upstreams(table)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            continue
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section}: expected a [{section}] table")
         for key, raw in table.items():
@@ -323,5 +334,6 @@ def load_settings(
 
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings", "parse_size",
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "UpstreamSettings", "is_authority",
+    "load_settings", "parse_size",
 ]

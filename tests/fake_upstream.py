@@ -112,6 +112,8 @@ class FakeUpstream:
         # files and .metadata: 200 with an HTML page instead (a proxy's block or login page)
         self.error_page_files = False
         self.html_content_type = HTML_TYPE
+        # the host absolute file URLs name: "localhost" is another host for the same server
+        self.files_host = "127.0.0.1"
 
         # what happened
         self.requests: list[tuple[str, str]] = []  # (method, path), every request on both apps
@@ -241,7 +243,7 @@ class FakeUpstream:
     def file_url(self, project: str, filename: str) -> str:
         """Absolute, whatever `relative_file_urls` says; add ".metadata" for the metadata."""
         port = self.index_port if self.relative_file_urls else self.files_port
-        return f"http://127.0.0.1:{port}{self.file_path(project, filename)}"
+        return f"http://{self.files_host}:{port}{self.file_path(project, filename)}"
 
     def _bound_ports(self) -> tuple[int, int]:
         if self._ports is None:
