@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
+from pyproxy.datadir import DataDir
 from pyproxy.model import PrivateCatalog, Repository
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
@@ -38,7 +39,8 @@ from pyproxy.upstream_settings import UpstreamSettings
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
-    return PrivateStore(data_dir / "private"), UserStore(data_dir)
+    layout = DataDir(data_dir)
+    return PrivateStore(layout.private), UserStore(layout.users)
 
 
 def upstream_url(settings: Settings) -> str | None:
@@ -163,12 +165,6 @@ def _upstream(
     )
 
 
-def route_pages(data_dir: Path, name: str) -> Path:
-    """A routed upstream's page cache: its own, so no page of one index is taken for
-    another's (the default upstream keeps cache/pages)."""
-    return data_dir / "cache" / "upstreams" / name / "pages"
-
-
 def build_services(settings: Settings) -> Services:
     private, users = open_stores(settings.data_dir)
     repository: Repository = PrivateRepository(private)
@@ -177,13 +173,13 @@ def build_services(settings: Settings) -> Services:
     names: UpstreamNames = SingleUpstream(describe_default(settings))
     url = upstream_url(settings)
     if url is not None or settings.upstreams:
-        cache = settings.data_dir / "cache"
-        blobs = BlobCache(cache / "files", settings.cache_max_size)
+        layout = DataDir(settings.data_dir)
+        blobs = BlobCache(layout.files, settings.cache_max_size)
         watched: list[tuple[str, UpstreamClient]] = []
         default: Repository | None = None
         if url is not None:
             upstream = _upstream(
-                url, cache / "pages", blobs, timeout=settings.upstream_timeout,
+                url, layout.pages, blobs, timeout=settings.upstream_timeout,
                 ca_bundle=settings.upstream_ca_bundle, page_ttl=settings.upstream_page_ttl,
                 index_ttl=settings.upstream_index_ttl,
             )
@@ -194,7 +190,7 @@ def build_services(settings: Settings) -> Services:
         routes = []
         for route in settings.upstreams:
             routed = _upstream(
-                route.url, route_pages(settings.data_dir, route.name), blobs,
+                route.url, layout.upstream_pages(route.name), blobs,
                 timeout=route.timeout, ca_bundle=route.ca_bundle, page_ttl=route.page_ttl,
                 index_ttl=route.index_ttl,
             )

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyproxy.units import parse_size
 from pyproxy.upstream_settings import UpstreamSettings, parse_upstreams
 
 
@@ -38,6 +39,12 @@ class Settings:
     trust_forwarded: bool | tuple[str, ...] = False
     # seconds requests in flight get to finish after SIGTERM
     shutdown_grace: float = 30.0
+    # seconds a new connection has to send its first complete request head
+    header_timeout: float = 20.0
+    # seconds a connection may sit idle between requests
+    keepalive_timeout: float = 75.0
+    # open connections per worker; past it new ones get a 503 and are closed
+    max_connections: int = 1000
     # "pip-default": pip's built-in default index; "": private packages only
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
@@ -76,6 +83,9 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("server", "page_max_age"): "page_max_age",
     ("server", "trust_forwarded"): "trust_forwarded",
     ("server", "shutdown_grace"): "shutdown_grace",
+    ("server", "header_timeout"): "header_timeout",
+    ("server", "keepalive_timeout"): "keepalive_timeout",
+    ("server", "max_connections"): "max_connections",
     ("upstream", "url"): "upstream_url",
     ("upstream", "timeout"): "upstream_timeout",
     ("upstream", "page_ttl"): "upstream_page_ttl",
@@ -124,25 +134,6 @@ def is_authority(text: str) -> bool:
         except ValueError:
             return False
     return True
-
-
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
-               "tb": 1000**4, "tib": 1024**4}
-
-
-def parse_size(value: str | int) -> int:
-    """'10GiB', '500 MB', '1024' or an int -> bytes."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 500MiB")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size such as 500MiB or 10GB")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
 def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
@@ -234,6 +225,8 @@ def _check(settings: Settings) -> None:
         fail("port", f"{settings.port} is not a TCP port")
     if settings.workers < 1:
         fail("workers", "must be at least 1")
+    if settings.max_connections < 1:
+        fail("max_connections", "must be at least 1")
     if settings.password_threads < 1:
         fail("password_threads", "must be at least 1")
     for name in ("upstream_url", "base_url"):
@@ -335,5 +328,5 @@ def load_settings(
 
 __all__ = [
     "DEFAULT_UPSTREAM", "ConfigError", "Settings", "UpstreamSettings", "is_authority",
-    "load_settings", "parse_size",
+    "load_settings",
 ]

@@ -27,6 +27,7 @@ from pyproxy.publish.validate import (
 )
 from pyproxy.stores.auth import Identity, parse_basic
 from pyproxy.stores.private import StoreRejected, new_file, not_allowed
+from pyproxy.units import human_size
 from pyproxy.web import readauth
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES
@@ -60,7 +61,7 @@ class _Hashes:
 def _too_large(limit: int, name: str | None) -> UploadRejected:
     project = f" for project {name!r}" if name else ""
     rejection = UploadRejected(
-        f"File too large. Limit{project} is {_human_size(limit)}"
+        f"File too large. Limit{project} is {human_size(limit, exact=True)}"
         " (the operator sets it as [uploads] max_file_size)."
     )
     return _counted_as(rejection, "too_large")
@@ -93,14 +94,6 @@ def _reason(rejection: UploadRejected | StoreRejected) -> str:
     if isinstance(rejection, StoreRejected):  # the store refuses duplicates and non-maintainers
         return "forbidden" if rejection.status == 403 else "duplicate"
     return "malformed"  # what is left: the request itself (not multipart, odd parts, no file)
-
-
-def _human_size(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}".replace(".0 ", " ")
-        size /= 1024  # type: ignore[assignment]
-    raise AssertionError
 
 
 async def _authenticate(request: web.Request) -> Identity:
