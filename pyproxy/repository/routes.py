@@ -6,13 +6,15 @@ exists only on a GPU index and is then registered on the public one must not be 
 there (the torchtriton case). One project is never merged across upstreams. It sits under
 `PrivateWins`, so private names win over every route and are never sent to any upstream.
 
-`FilesFrom` keeps a routed upstream's page to file URLs on the index's own host or a host its
-`files_from` lists: a hostile or compromised page must not make pyproxy fetch other addresses.
+`FilesFrom` keeps a routed upstream's page to file (and provenance) URLs on the index's own
+host or a host its `files_from` lists: a hostile or compromised page must not make pyproxy
+fetch other addresses.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import Protocol
 
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
+    DistFile,
     FileSource,
     NormalizedName,
     NotFound,
@@ -147,6 +150,9 @@ class Routed:
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
         return await self._repository_for(project).open_metadata(project, filename)
 
+    async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        return await self._repository_for(project).open_provenance(project, filename)
+
 
 class FilesFrom:
     """A routed upstream whose pages list only files on hosts it may serve files from."""
@@ -170,16 +176,15 @@ class FilesFrom:
         kept = []
         for dist in page.files:
             assert dist.upstream_url is not None
-            if self.settings.allows_file_host(dist.upstream_url):
-                kept.append(dist)
-            else:
-                log.warning(
-                    "upstream %s: %s is not listed: its URL %s is on a host that neither the"
-                    " index nor files_from names", self.settings.name, dist.filename,
-                    dist.upstream_url,
-                )
+            if not self.settings.allows_file_host(dist.upstream_url):
+                self._refused(dist.filename, dist.upstream_url)
+                continue
+            if dist.provenance_url and not self.settings.allows_file_host(dist.provenance_url):
+                self._refused(f"the provenance of {dist.filename}", dist.provenance_url)
+                dist = dataclasses.replace(dist, provenance=False, provenance_url=None)
+            kept.append(dist)
         served = page
-        if len(kept) != len(page.files):
+        if kept != list(page.files):
             # a version only a refused file had is gone too; one upstream lists without files stays
             with_files = {dist.version for dist in page.files}
             fileless = tuple(v for v in page.versions if v not in with_files)
@@ -190,9 +195,17 @@ class FilesFrom:
         self._pages.put(name, (page.revision, served))
         return served
 
-    async def _listed(self, project: NormalizedName, filename: str) -> None:
-        if (await self.project_page(project)).file(filename) is None:
+    def _refused(self, what: str, url: str) -> None:
+        log.warning(
+            "upstream %s: %s is not listed: its URL %s is on a host that neither the index"
+            " nor files_from names", self.settings.name, what, url,
+        )
+
+    async def _listed(self, project: NormalizedName, filename: str) -> DistFile:
+        dist = (await self.project_page(project)).file(filename)
+        if dist is None:
             raise NotFound(f"no file {filename!r} in project {project!r}")
+        return dist
 
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
         await self._listed(project, filename)
@@ -201,3 +214,8 @@ class FilesFrom:
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
         await self._listed(project, filename)
         return await self.upstream.open_metadata(project, filename)
+
+    async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        if not (await self._listed(project, filename)).provenance:
+            raise NotFound(f"no provenance for {filename!r} in project {project!r}")
+        return await self.upstream.open_provenance(project, filename)

@@ -712,3 +712,7 @@ class PrivateRepository:
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
         return self.store.open_metadata(project, filename)
+
+    async def open_provenance(self, project: NormalizedName, filename: str) -> LocalFile:
+        # no private file offers a provenance object (its page never says so)
+        raise NotFound(f"no provenance for {filename!r} in project {project!r}")
