@@ -12,8 +12,9 @@ Every upstream has its own client (credentials, CA bundle, timeout) and page cac
 the blob cache, whose keys are the files' sha256, so one bound covers all upstream files.
 
 `Services` is what the handlers get: the repository, a narrow catalog of the private store for
-what pages show beyond the Simple API, the private store itself for uploads, the users, and
-`Health` for /ready and /metrics.
+what pages show beyond the Simple API, the publish service for uploads (which checks a new
+name against the upstream side's project list), the users, and `Health` for /ready and
+/metrics.
 """
 
 from __future__ import annotations
@@ -26,15 +27,18 @@ from pathlib import Path
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.datadir import DataDir
 from pyproxy.model import PrivateCatalog, Repository
+from pyproxy.publish.service import Publisher
+from pyproxy.publish.upstream_names import ListedUpstream
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
-from pyproxy.repository.routes import FilesFrom, Route, Routed, SingleUpstream, UpstreamNames
+from pyproxy.repository.private import PrivateRepository
+from pyproxy.repository.routes import FilesFrom, Route, Routed, SingleUpstream, UpstreamRoutes
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
-from pyproxy.stores.private import PrivateRepository, PrivateStore, ReadRestrictions
+from pyproxy.stores.private import PrivateStore
 from pyproxy.upstream_settings import UpstreamSettings
 
 
@@ -137,12 +141,13 @@ def _answered_within(client: UpstreamClient, seconds: float) -> bool:
 class Services:
     settings: Settings
     repository: Repository  # what the Simple API, the file routes and the pages serve
-    catalog: PrivateCatalog[ReadRestrictions]  # the private store, as far as pages read it
-    private: PrivateStore  # where uploads go
+    catalog: PrivateCatalog  # the private store, as far as pages read it
+    private: PrivateStore  # the store behind catalog and publisher, closed with them
+    publisher: Publisher  # where uploads go
     users: UserStore
     health: Health
     upstream_description: str  # [upstream], for the landing page
-    upstreams: UpstreamNames  # which upstream serves a name, for pages
+    upstreams: UpstreamRoutes  # which upstream serves a name, for pages
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # the upstream client and caches
 
     async def close(self) -> None:
@@ -170,7 +175,8 @@ def build_services(settings: Settings) -> Services:
     repository: Repository = PrivateRepository(private)
     health = Health()
     closers: list[Callable[[], Awaitable[None]]] = []
-    names: UpstreamNames = SingleUpstream(describe_default(settings))
+    names: UpstreamRoutes = SingleUpstream(describe_default(settings))
+    upstream_names: ListedUpstream | None = None
     url = upstream_url(settings)
     if url is not None or settings.upstreams:
         layout = DataDir(settings.data_dir)
@@ -204,13 +210,20 @@ def build_services(settings: Settings) -> Services:
             routed_names = Routed(default, describe_default(settings), routes)
             default, names = routed_names, routed_names
         assert default is not None
-        repository = PrivateWins(repository, default, settings.merge)
+        repository = PrivateWins(
+            repository, default, settings.merge, private_prefixes=settings.reserved_prefixes
+        )
+        # for uploads: the names upstream serves (offline: those it can serve)
+        upstream_names = ListedUpstream(default.list_projects)
         health = Health(watched, blobs)
     return Services(
         settings=settings,
         repository=repository,
         catalog=private,
         private=private,
+        publisher=Publisher(
+            private, upstream=upstream_names, reserved_prefixes=settings.reserved_prefixes
+        ),
         users=users,
         health=health,
         upstream_description=describe_default(settings),

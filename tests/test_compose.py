@@ -16,9 +16,9 @@ from pyproxy.config import Settings
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.routes import FilesFrom, Routed
 from pyproxy.repository.upstream import UpstreamRepository
-from pyproxy.stores.private import PrivateRepository
 from pyproxy.upstream_settings import UpstreamSettings
 from tests.fake_upstream import FakeUpstream
 

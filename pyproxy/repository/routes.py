@@ -34,13 +34,13 @@ from pyproxy.model import (
 )
 from pyproxy.upstream_settings import UpstreamSettings
 
-__all__ = ["FilesFrom", "Route", "Routed", "SingleUpstream", "UpstreamNames"]
+__all__ = ["FilesFrom", "Route", "Routed", "SingleUpstream", "UpstreamRoutes"]
 
 log = logging.getLogger("pyproxy.routes")
 _FILTERED_PAGES = 2048
 
 
-class UpstreamNames(Protocol):
+class UpstreamRoutes(Protocol):
     """What pages may ask about routing: which upstream serves a name, and the routes."""
 
     def upstream_for(self, name: NormalizedName) -> str: ...
@@ -49,7 +49,7 @@ class UpstreamNames(Protocol):
 
 
 class SingleUpstream:
-    """UpstreamNames when there are no routes: every name is served by one description."""
+    """UpstreamRoutes when there are no routes: every name is served by one description."""
 
     def __init__(self, description: str) -> None:
         self.description = description
@@ -94,7 +94,7 @@ class Routed:
             raise NotFound(f"no private project {name!r}, and no upstream serves that name")
         return self.default
 
-    # ---- UpstreamNames ----
+    # ---- UpstreamRoutes ----
 
     def upstream_for(self, name: NormalizedName) -> str:
         route = self.route_for(name)

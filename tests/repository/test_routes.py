@@ -116,11 +116,14 @@ async def test_a_routed_upstream_that_fails_is_503_never_the_default(
 async def test_a_private_name_a_route_claims_is_private_and_never_asked(
     make_proxy: MakeProxy, tmp_path: Any,
 ) -> None:
-    client, _services, public, gpu = await make_proxy(projects=("torch", "acme-*"))
+    client, services, public, gpu = await make_proxy(projects=("torch", "acme-*"))
     gpu.add_file("acme-tools", "acme_tools-5.0-py3-none-any.whl", b"squatted")
     public.add_file("acme-tools", "acme_tools-6.0-py3-none-any.whl", b"squatted too")
     wheel = make_wheel(tmp_path, "acme-tools", "1.0")
-    assert (await upload(client, wheel)).status == 200
+    # the routed upstream lists the name, so claiming it takes an admin (no name takeover)
+    assert (await upload(client, wheel)).status == 403
+    services.users.add_user("root", "root-secret", admin=True)
+    assert (await upload(client, wheel, "root", "root-secret")).status == 200
     public.reset_counters()
     gpu.reset_counters()
     assert await filenames(client, "acme-tools") == [wheel.name]
