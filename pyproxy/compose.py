@@ -19,6 +19,7 @@ name against the upstream side's project list), the users, and `Health` for /rea
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
-from pyproxy.upstream_settings import UpstreamSettings
+from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
+
+log = logging.getLogger("pyproxy.compose")
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
@@ -170,6 +173,12 @@ def _upstream(
     )
 
 
+def route_policy(route: UpstreamSettings) -> dict[str, PolicyValue]:
+    """A routed upstream's [policy] keys as the Settings fields of the global [policy]
+    (`policy_min_age`, …), to build its own policy from the global one with these replaced."""
+    return {f"policy_{key}": value for key, value in route.policy}
+
+
 def build_services(settings: Settings) -> Services:
     private, users = open_stores(settings.data_dir)
     repository: Repository = PrivateRepository(private)
@@ -202,6 +211,15 @@ def build_services(settings: Settings) -> Services:
             )
             offline = settings.offline or route.offline
             served: Repository = FilesFrom(OnlyCached(routed) if offline else routed, route)
+            # HOOK for the [policy] wrapper (repository/policy.py, not yet here): wrap `served`
+            # as [upstream] is wrapped, with this upstream's own policy:
+            #     served = PolicyRepository(served, policy_from_settings(
+            #         dataclasses.replace(settings, **route_policy(route))), first_seen)
+            if route.policy:
+                log.warning(
+                    "upstreams.%s: %s not applied: this pyproxy has no [policy] to override",
+                    route.name, ", ".join(key for key, _value in route.policy),
+                )
             routes.append(Route(route, served, describe_route(route, offline)))
             closers.append(routed.close)
             if not offline:

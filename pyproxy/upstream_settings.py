@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from pyproxy.model import NormalizedName, normalize, valid_name
 
-__all__ = ["POLICY_KEYS", "NamePatterns", "UpstreamSettings", "parse_upstreams"]
+__all__ = ["POLICY_KEYS", "NamePatterns", "PolicyValue", "UpstreamSettings", "parse_upstreams"]
 
 # the [policy] settings an upstream may override (issue 12: a GPU index without upload times
 # needs its own cooldown); values as in [policy], checked by the policy when it is built

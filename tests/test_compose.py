@@ -7,11 +7,12 @@ upstream on 127.0.0.1.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
 
-from pyproxy.compose import Health, build_services, describe_upstream
+from pyproxy.compose import Health, build_services, describe_upstream, route_policy
 from pyproxy.config import Settings
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.offline import OnlyCached
@@ -192,3 +193,15 @@ async def test_health_probes_every_upstream_and_names_the_one_that_fails(
     finally:
         await answering.close()
         await down.close()
+
+
+async def test_per_upstream_policy_keys_are_kept_for_the_policy_wrapper(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    route = gpu_route(policy=(("min_age", "0d"), ("exempt", ("torch==2.1.0",))))
+    assert route_policy(route) == {"policy_min_age": "0d", "policy_exempt": ("torch==2.1.0",)}
+    with caplog.at_level(logging.WARNING, logger="pyproxy.compose"):
+        services = build_services(settings(tmp_path, upstreams=(route,)))
+    await services.close()
+    # until the [policy] wrapper is composed here, an operator is told the keys do nothing
+    assert "upstreams.gpu: min_age, exempt not applied" in caplog.text
