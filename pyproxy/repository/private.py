@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyproxy.model import LocalFile, NormalizedName, NotFound, ProjectList, ProjectPage
+from pyproxy.model import LocalFile, NormalizedName, ProjectList, ProjectPage
 from pyproxy.stores.private import PrivateStore
 
 
@@ -25,5 +25,4 @@ class PrivateRepository:
         return self.store.open_metadata(project, filename)
 
     async def open_provenance(self, project: NormalizedName, filename: str) -> LocalFile:
-        # no private file offers a provenance object (its page never says so)
-        raise NotFound(f"no provenance for {filename!r} in project {project!r}")
+        return self.store.open_provenance(project, filename)

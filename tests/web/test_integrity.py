@@ -8,18 +8,21 @@ The whole app runs in process (tests/conftest.py's `make_client`) over a FakeUps
 from __future__ import annotations
 
 import hashlib
+import json
 from html.parser import HTMLParser
 from typing import Any
 
 import orjson
 import pytest
-from aiohttp import web
+from aiohttp import encode_basic_auth, web
 from aiohttp.test_utils import TestClient
 from pypi_attestations import Attestation
 
+from pyproxy.model import normalize
 from pyproxy.upstream_settings import UpstreamSettings
 from tests.attestations import attest, provenance_of
-from tests.conftest import StartFake
+from tests.conftest import StartFake, upload
+from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -80,7 +83,9 @@ async def test_upstream_provenance_is_served_from_pyproxy(
     Attestation.model_validate(bundle["attestations"][0])
 
 
-async def test_no_provenance_key_for_a_file_without_one(make_client: Any, fake: FakeUpstream) -> None:
+async def test_no_provenance_key_for_a_file_without_one(
+    make_client: Any, fake: FakeUpstream
+) -> None:
     client, _services = await make_client(upstream_url=fake.index_url)
     assert "provenance" not in await entry(client, "plain")
     response = await client.get("/integrity/plain/1.0/plain-1.0.tar.gz/provenance")
@@ -190,3 +195,42 @@ async def scripted_page(make_client: Any, aiohttp_server: Any) -> Any:
         return client
 
     return make
+
+
+# ---- private files: the attestations uploaded with them
+
+
+async def test_an_attested_upload_is_served_back_as_its_provenance(
+    make_client: Any, tmp_path: Any
+) -> None:
+    client, services = await make_client()
+    wheel = make_wheel(tmp_path, "attested", "1.0")
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    attestation = attest(wheel.name, sha256)
+    attestations = json.dumps([json.loads(attestation.model_dump_json())])
+    assert (await upload(client, wheel, attestations=attestations)).status == 200
+    path = f"/integrity/attested/1.0/{wheel.name}/provenance"
+    assert (await entry(client))["provenance"].endswith(path)
+    response = await client.get(path, headers={"Accept": INTEGRITY})
+    assert response.status == 200 and response.content_type == INTEGRITY
+    etag = response.headers["ETag"]
+    (bundle,) = orjson.loads(await response.read())["attestation_bundles"]
+    assert [Attestation.model_validate(a) for a in bundle["attestations"]] == [attestation]
+    again = await client.get(path, headers={"If-None-Match": etag})
+    assert again.status == 304
+    # read restrictions hold here as on every route of the project
+    services.private.restrict(normalize("attested"))
+    services.users.add_user("mallory", "mallory-pw")
+    mallory = {"Authorization": encode_basic_auth("mallory", "mallory-pw")}
+    assert (await client.get(path, headers=mallory)).status == 403
+
+
+async def test_a_bad_attestations_field_is_a_400_and_stores_nothing(
+    make_client: Any, tmp_path: Any
+) -> None:
+    client, services = await make_client()
+    wheel = make_wheel(tmp_path, "attested", "1.0")
+    response = await upload(client, wheel, attestations='[{"version": 1}]')
+    assert response.status == 400
+    assert "Invalid attestations supplied during upload" in await response.text()
+    assert not services.private.has_project(normalize("attested"))
