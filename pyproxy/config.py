@@ -14,6 +14,7 @@ from typing import Any
 
 from pyproxy.model import normalize
 from pyproxy.units import parse_size
+from pyproxy.upstream_settings import UpstreamSettings, parse_upstreams
 
 
 class ConfigError(Exception):
@@ -52,6 +53,8 @@ class Settings:
     upstream_index_ttl: int = 3600
     upstream_ca_bundle: str = ""
     offline: bool = False
+    # [[upstreams]]: further indexes, each serving the names its `projects` claim
+    upstreams: tuple[UpstreamSettings, ...] = ()
     cache_max_size: int = 10 * 1024**3
     merge: tuple[str, ...] = ()
     max_upload_size: int = 100 * 1024**2
@@ -69,7 +72,8 @@ class Settings:
 
     @property
     def private_only(self) -> bool:
-        return self.upstream_url == ""
+        """No upstream at all: neither [upstream] nor [[upstreams]]."""
+        return self.upstream_url == "" and not self.upstreams
 
 
 # (section, key) in pyproxy.toml -> field name; the environment name is PYPROXY_<SECTION>_<KEY>
@@ -272,6 +276,12 @@ def _from_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     values: dict[str, Any] = {}
     for section, table in document.items():
+        if section == "upstreams":
+            try:
+                values["upstreams"] = parse_upstreams(table)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            continue
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section}: expected a [{section}] table")
         for key, raw in table.items():
@@ -336,5 +346,6 @@ def load_settings(
 
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings",
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "UpstreamSettings", "is_authority",
+    "load_settings",
 ]
