@@ -5,6 +5,11 @@ The stack the web layer serves, one wrapper per concern:
     private only   PrivateRepository(private store)
     online         PrivateWins(PrivateRepository(...), UpstreamRepository(client, pages, blobs))
     offline        PrivateWins(PrivateRepository(...), OnlyCached(UpstreamRepository(...)))
+    [[upstreams]]  PrivateWins(PrivateRepository(...), Routed(default, routes)), each route
+                   FilesFrom([OnlyCached](UpstreamRepository(its client, its pages, blobs)))
+
+Every upstream has its own client (credentials, CA bundle, timeout) and page cache; they share
+the blob cache, whose keys are the files' sha256, so one bound covers all upstream files.
 
 `Services` is what the handlers get: the repository, a narrow catalog of the private store for
 what pages show beyond the Simple API, the publish service for uploads (which checks a new
@@ -14,8 +19,9 @@ name against the upstream side's project list), the users, and `Health` for /rea
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +34,15 @@ from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_i
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
 from pyproxy.repository.private import PrivateRepository
+from pyproxy.repository.routes import FilesFrom, Route, Routed, SingleUpstream, UpstreamRoutes
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
+from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
+
+log = logging.getLogger("pyproxy.compose")
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
@@ -41,19 +51,39 @@ def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
 
 
 def upstream_url(settings: Settings) -> str | None:
-    """The configured upstream, pip's own default index when none is set, None for none."""
-    if settings.private_only:
+    """The configured [upstream], pip's own default index when none is set, None for none."""
+    if settings.upstream_url == "":
         return None
     if settings.upstream_url == DEFAULT_UPSTREAM:
         return pip_default_index()
     return settings.upstream_url
 
 
-def describe_upstream(settings: Settings) -> str:
+def _offline_note(offline: bool) -> str:
+    return " (offline: never contacted)" if offline else ""
+
+
+def describe_default(settings: Settings) -> str:
+    """[upstream], the one serving every name no route claims: for pages."""
     url = upstream_url(settings)
     if url is None:
-        return "none (private packages only)"
-    return redact(url) + (" (offline: never contacted)" if settings.offline else "")
+        if settings.private_only:
+            return "none (private packages only)"
+        return "none (private packages and the names routed to [[upstreams]] only)"
+    return redact(url) + _offline_note(settings.offline)
+
+
+def describe_route(upstream: UpstreamSettings, offline: bool) -> str:
+    return f"{upstream.name} ({redact(upstream.url)}){_offline_note(offline)}"
+
+
+def describe_upstream(settings: Settings) -> str:
+    """Every upstream, for the start-up log."""
+    routes = "; ".join(
+        f"{describe_route(u, settings.offline or u.offline)} for {', '.join(u.projects)}"
+        for u in settings.upstreams
+    )
+    return describe_default(settings) + (f"; routed: {routes}" if routes else "")
 
 
 class Health:
@@ -61,34 +91,30 @@ class Health:
     lately, a probe of it, and the upstream file cache's gauges."""
 
     def __init__(
-        self, client: UpstreamClient | None = None, blobs: BlobCache | None = None
+        self, clients: Sequence[tuple[str, UpstreamClient]] = (), blobs: BlobCache | None = None
     ) -> None:
-        self._client = client  # None: nothing to watch (no upstream, or offline)
+        # (name, client) of each upstream contacted: "" for [upstream]; none when offline
+        self._clients = tuple(clients)
         self.blobs = blobs
 
     @property
     def watches_upstream(self) -> bool:
-        return self._client is not None
+        return bool(self._clients)
 
     def upstream_answered_within(self, seconds: float) -> bool:
-        """A request to upstream succeeded within `seconds`, and none has failed since."""
-        if self._client is None:
-            return False
-        succeeded, failed = self._client.last_success, self._client.last_failure
-        return (
-            succeeded is not None
-            and time.monotonic() - succeeded < seconds
-            and (failed is None or failed <= succeeded)
+        """A request to each upstream succeeded within `seconds`, and none has failed since."""
+        return bool(self._clients) and all(
+            _answered_within(client, seconds) for _name, client in self._clients
         )
 
     async def probe_upstream(self) -> str | None:
-        """None if upstream answers a HEAD of its index, else what is wrong (one line)."""
-        if self._client is None:
-            return None
-        try:
-            await self._client.probe()
-        except UpstreamError as exc:
-            return f"upstream did not answer: {exc}"
+        """None if every upstream answers a HEAD of its index, else what is wrong with the
+        first that does not (one line)."""
+        for name, client in self._clients:
+            try:
+                await client.probe()
+            except UpstreamError as exc:
+                return f"upstream {name + ' ' if name else ''}did not answer: {exc}"
         return None
 
     def cache_gauges(self) -> Iterator[tuple[str, str, float]]:
@@ -105,6 +131,15 @@ class Health:
         )
 
 
+def _answered_within(client: UpstreamClient, seconds: float) -> bool:
+    succeeded, failed = client.last_success, client.last_failure
+    return (
+        succeeded is not None
+        and time.monotonic() - succeeded < seconds
+        and (failed is None or failed <= succeeded)
+    )
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -114,7 +149,8 @@ class Services:
     publisher: Publisher  # where uploads go
     users: UserStore
     health: Health
-    upstream_description: str  # for the landing page and start-up log
+    upstream_description: str  # [upstream], for the landing page
+    upstreams: UpstreamRoutes  # which upstream serves a name, for pages
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # the upstream client and caches
 
     async def close(self) -> None:
@@ -124,37 +160,89 @@ class Services:
         self.users.close()
 
 
+def _upstream(
+    url: str, pages: Path, blobs: BlobCache, settings: Settings, *, timeout: float,
+    ca_bundle: str, page_ttl: float, index_ttl: float, files_from: tuple[str, ...],
+) -> UpstreamRepository:
+    """One upstream index: its own settings, and the download rules and page memory of all."""
+    return UpstreamRepository(
+        UpstreamClient(
+            url,
+            timeout=timeout,
+            ca_bundle=ca_bundle,
+            files_from=files_from,
+            deadline=settings.upstream_deadline,
+            min_rate=settings.upstream_min_rate,
+            rate_window=settings.upstream_rate_window,
+        ),
+        PageStore(pages, memory_bytes=settings.upstream_page_memory),
+        blobs,
+        page_ttl=page_ttl,
+        index_ttl=index_ttl,
+    )
+
+
+def route_policy(route: UpstreamSettings) -> dict[str, PolicyValue]:
+    """A routed upstream's [policy] keys as the Settings fields of the global [policy]
+    (`policy_min_age`, …), to build its own policy from the global one with these replaced."""
+    return {f"policy_{key}": value for key, value in route.policy}
+
+
 def build_services(settings: Settings) -> Services:
     private, users = open_stores(settings.data_dir)
     repository: Repository = PrivateRepository(private)
     health = Health()
-    closers: tuple[Callable[[], Awaitable[None]], ...] = ()
+    closers: list[Callable[[], Awaitable[None]]] = []
+    names: UpstreamRoutes = SingleUpstream(describe_default(settings))
     upstream_names: ListedUpstream | None = None
     url = upstream_url(settings)
-    if url is not None:
+    if url is not None or settings.upstreams:
         layout = DataDir(settings.data_dir)
-        upstream = UpstreamRepository(
-            UpstreamClient(
-                url,
-                timeout=settings.upstream_timeout,
-                ca_bundle=settings.upstream_ca_bundle,
-                files_from=settings.upstream_files_from,
-                deadline=settings.upstream_deadline,
-                min_rate=settings.upstream_min_rate,
-                rate_window=settings.upstream_rate_window,
-            ),
-            PageStore(layout.pages, memory_bytes=settings.upstream_page_memory),
-            BlobCache(layout.files, settings.cache_max_size),
-            page_ttl=settings.upstream_page_ttl,
-            index_ttl=settings.upstream_index_ttl,
-        )
-        served: Repository = OnlyCached(upstream) if settings.offline else upstream
+        blobs = BlobCache(layout.files, settings.cache_max_size)
+        watched: list[tuple[str, UpstreamClient]] = []
+        default: Repository | None = None
+        if url is not None:
+            upstream = _upstream(
+                url, layout.pages, blobs, settings, timeout=settings.upstream_timeout,
+                ca_bundle=settings.upstream_ca_bundle, page_ttl=settings.upstream_page_ttl,
+                index_ttl=settings.upstream_index_ttl, files_from=settings.upstream_files_from,
+            )
+            default = OnlyCached(upstream) if settings.offline else upstream
+            closers.append(upstream.close)  # its client, its pages and the shared blob cache
+            if not settings.offline:
+                watched.append(("", upstream.client))
+        routes = []
+        for route in settings.upstreams:
+            routed = _upstream(
+                route.url, layout.upstream_pages(route.name), blobs, settings,
+                timeout=route.timeout, ca_bundle=route.ca_bundle, page_ttl=route.page_ttl,
+                index_ttl=route.index_ttl, files_from=route.files_from,
+            )
+            offline = settings.offline or route.offline
+            served: Repository = FilesFrom(OnlyCached(routed) if offline else routed, route)
+            # HOOK for the [policy] wrapper (repository/policy.py, not yet here): wrap `served`
+            # as [upstream] is wrapped, with this upstream's own policy:
+            #     served = PolicyRepository(served, policy_from_settings(
+            #         dataclasses.replace(settings, **route_policy(route))), first_seen)
+            if route.policy:
+                log.warning(
+                    "upstreams.%s: %s not applied: this pyproxy has no [policy] to override",
+                    route.name, ", ".join(key for key, _value in route.policy),
+                )
+            routes.append(Route(route, served, describe_route(route, offline)))
+            closers.append(routed.close)
+            if not offline:
+                watched.append((route.name, routed.client))
+        if routes:
+            routed_names = Routed(default, describe_default(settings), routes)
+            default, names = routed_names, routed_names
+        assert default is not None
         repository = PrivateWins(
-            repository, served, settings.merge, private_prefixes=settings.reserved_prefixes
+            repository, default, settings.merge, private_prefixes=settings.reserved_prefixes
         )
-        upstream_names = ListedUpstream(served.list_projects)  # offline: the names it can serve
-        health = Health(None if settings.offline else upstream.client, upstream.blobs)
-        closers = (upstream.close,)
+        # for uploads: the names upstream serves (offline: those it can serve)
+        upstream_names = ListedUpstream(default.list_projects)
+        health = Health(watched, blobs)
     return Services(
         settings=settings,
         repository=repository,
@@ -165,6 +253,7 @@ def build_services(settings: Settings) -> Services:
         ),
         users=users,
         health=health,
-        upstream_description=describe_upstream(settings),
-        closers=closers,
+        upstream_description=describe_default(settings),
+        upstreams=names,
+        closers=tuple(closers),
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from pyproxy.model import normalize
 from pyproxy.units import parse_size
+from pyproxy.upstream_settings import UpstreamSettings, file_host, parse_upstreams
 
 
 class ConfigError(Exception):
@@ -59,10 +60,12 @@ class Settings:
     upstream_page_ttl: int = 600
     upstream_index_ttl: int = 3600
     upstream_ca_bundle: str = ""
-    # origins (or https host names) file downloads may be redirected to, besides the index's
-    # own and those its pages link files on
+    # hosts ("host": any port, "host:port") file downloads may be redirected to, besides the
+    # index's origin and those its pages link files on
     upstream_files_from: tuple[str, ...] = ()
     offline: bool = False
+    # [[upstreams]]: further indexes, each serving the names its `projects` claim
+    upstreams: tuple[UpstreamSettings, ...] = ()
     cache_max_size: int = 10 * 1024**3
     merge: tuple[str, ...] = ()
     max_upload_size: int = 100 * 1024**2
@@ -80,7 +83,8 @@ class Settings:
 
     @property
     def private_only(self) -> bool:
-        return self.upstream_url == ""
+        """No upstream at all: neither [upstream] nor [[upstreams]]."""
+        return self.upstream_url == "" and not self.upstreams
 
 
 # (section, key) in pyproxy.toml -> field name; the environment name is PYPROXY_<SECTION>_<KEY>
@@ -151,13 +155,6 @@ def is_authority(text: str) -> bool:
         except ValueError:
             return False
     return True
-
-
-def is_origin(text: str) -> bool:
-    """True for "https://host", "http://host:8080" and a bare "host" or "host:port" (https);
-    False for anything with a path, user or other scheme."""
-    match = re.fullmatch(r"(?:(https?)://)?([^/?#@]+)/?", text.strip(), flags=re.IGNORECASE)
-    return match is not None and is_authority(match.group(2))
 
 
 def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
@@ -288,8 +285,10 @@ def _check(settings: Settings) -> None:
     if settings.max_upload_size == 0:
         fail("max_upload_size", "must be larger than 0")
     for entry in settings.upstream_files_from:
-        if not is_origin(entry):
-            fail("upstream_files_from", f"{entry!r} is not scheme://host[:port] or a host name")
+        try:
+            file_host(entry, _FIELD_SETTING["upstream_files_from"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -306,6 +305,12 @@ def _from_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     values: dict[str, Any] = {}
     for section, table in document.items():
+        if section == "upstreams":
+            try:
+                values["upstreams"] = parse_upstreams(table)
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            continue
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section}: expected a [{section}] table")
         for key, raw in table.items():
@@ -370,5 +375,6 @@ def load_settings(
 
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "is_origin", "load_settings",
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "UpstreamSettings", "is_authority",
+    "load_settings",
 ]

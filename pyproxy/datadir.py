@@ -3,7 +3,8 @@
     <data_dir>/
       auth.sqlite3        users and tokens (stores/auth.py keeps its file in the directory given)
       private/            the private store: its database, bodies and upload temp files
-      cache/pages/        the upstream page cache
+      cache/pages/        the upstream page cache ([upstream])
+      cache/upstreams/<name>/pages/   the page cache of each [[upstreams]] index
       cache/files/        the upstream file cache (the blob cache)
       metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
 
@@ -40,6 +41,10 @@ class DataDir:
     @property
     def pages(self) -> Path:
         return self.cache / "pages"
+
+    def upstream_pages(self, name: str) -> Path:
+        """A routed upstream's own page cache: no page of one index is taken for another's."""
+        return self.cache / "upstreams" / name / "pages"
 
     @property
     def files(self) -> Path:

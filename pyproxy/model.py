@@ -74,6 +74,10 @@ class DistFile:
     core_metadata: Mapping[str, str] | bool = False
     origin: Origin = Origin.PRIVATE
     upstream_url: str | None = None  # only for upstream files: where pyproxy fetches the body
+    # PEP 740: a provenance object (the file's attestations) is offered; for an upstream file,
+    # `provenance_url` is where pyproxy fetches it
+    provenance: bool = False
+    provenance_url: str | None = None
 
     @property
     def sha256(self) -> str | None:
@@ -188,6 +192,10 @@ class Repository(Protocol):
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource: ...
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource: ...
+
+    async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        """The PEP 740 provenance object of a file the page offers one for (JSON)."""
+        ...
 
 
 class PrivateCatalog(Protocol):

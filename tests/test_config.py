@@ -101,9 +101,9 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("upstream", "page_ttl"): ("5", "5", 5),
     ("upstream", "index_ttl"): ("7", "7", 7),
     ("upstream", "ca_bundle"): ("CA", "CA", "CA"),  # replaced by a real file in the tests
-    ("upstream", "files_from"): ('["https://cdn.example.com", "files.example.com:8443"]',
-                                 "https://cdn.example.com, files.example.com:8443",
-                                 ("https://cdn.example.com", "files.example.com:8443")),
+    ("upstream", "files_from"): ('["cdn.example.com", "files.example.com:8443"]',
+                                 "cdn.example.com, files.example.com:8443",
+                                 ("cdn.example.com", "files.example.com:8443")),
     ("upstream", "offline"): ("true", "true", True),
     ("cache", "max_size"): ('"2GiB"', "2GiB", 2 * GiB),
     ("overlay", "merge"): ('["foo", "bar-baz"]', "foo, bar-baz", ("foo", "bar-baz")),
@@ -120,7 +120,9 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
 
 def test_samples_cover_every_setting() -> None:
     assert set(SAMPLES) == set(config._TOML_KEYS)
-    assert set(config._TOML_KEYS.values()) == {f.name for f in dataclasses.fields(Settings)}
+    # [[upstreams]] is an array of tables, not a key: tests/test_upstream_settings.py
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"upstreams"}
+    assert set(config._TOML_KEYS.values()) == fields
 
 
 def _sample(key: tuple[str, str], tmp_path: Path) -> tuple[str, str, Any]:
@@ -333,9 +335,11 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[upstream]\nrate_window = 0\n", "upstream.rate_window"),
         ("[upstream]\npage_memory = 'lots'\n", "upstream.page_memory"),
         ("[upstream]\nfiles_from = 'cdn.example.com'\n", "upstream.files_from"),
-        ("[upstream]\nfiles_from = ['https://cdn.example.com/packages/']\n", "upstream.files_from"),
+        ("[upstream]\nfiles_from = ['https://cdn.example.com']\n", "upstream.files_from"),
+        ("[upstream]\nfiles_from = ['cdn.example.com/packages/']\n", "upstream.files_from"),
+        ("[upstream]\nfiles_from = ['cdn.example.com:99999']\n", "upstream.files_from"),
         ("[upstream]\nfiles_from = ['ftp://cdn.example.com']\n", "upstream.files_from"),
-        ("[upstream]\nfiles_from = ['https://u:p@cdn.example.com']\n", "upstream.files_from"),
+        ("[upstream]\nfiles_from = ['u:p@cdn.example.com']\n", "upstream.files_from"),
         ("[upstream]\nca_bundle = '/nonexistent/ca.pem'\n", "upstream.ca_bundle"),
         ("[cache]\nmax_size = 'huge'\n", "cache.max_size"),
         ("[cache]\nmax_size = -1\n", "cache.max_size"),

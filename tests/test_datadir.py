@@ -14,6 +14,7 @@ def test_the_layout(tmp_path: Path) -> None:
     assert layout.users == tmp_path
     assert layout.private == tmp_path / "private"
     assert layout.pages == tmp_path / "cache" / "pages"
+    assert layout.upstream_pages("gpu") == tmp_path / "cache" / "upstreams" / "gpu" / "pages"
     assert layout.files == tmp_path / "cache" / "files"
     assert layout.metrics == tmp_path / "metrics"
 

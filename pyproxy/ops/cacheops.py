@@ -22,8 +22,10 @@ from pyproxy.stores.blobcache import (
     BlobEntry,
     blob_key,
     is_metadata_key,
+    is_provenance_key,
     metadata_key,
     names_its_body,
+    provenance_key,
 )
 from pyproxy.stores.pages import PageStore
 
@@ -57,7 +59,8 @@ def describe(data_dir: Path, keys: set[str]) -> dict[str, str]:
             for dist in page.files:
                 if dist.upstream_url is None:
                     continue
-                for key, suffix in ((blob_key(dist), ""), (metadata_key(dist), ".metadata")):
+                for key, suffix in ((blob_key(dist), ""), (metadata_key(dist), ".metadata"),
+                                    (provenance_key(dist), ".provenance")):
                     if key in keys:
                         names.setdefault(key, f"{page.name}/{dist.filename}{suffix}")
     finally:
@@ -178,6 +181,8 @@ def _kind_problem(entry: BlobEntry, label: str | None) -> str | None:
                 proof.check_file(filename, body, entry.size)
             elif is_metadata(entry):
                 proof.check_kind("metadata", body, entry.size)
+            elif is_provenance_key(entry.key):
+                proof.check_kind("provenance", body, entry.size)
             else:  # its page is no longer cached: any archive will do
                 proof.check_any_archive(body, entry.size)
     except proof.Unproven as exc:

@@ -1,8 +1,9 @@
 """The rules of a file download from upstream, apart from the client that applies them
 (repository/http.py): where its redirects may lead, and how slow its body may be.
 
-Redirects: at most MAX_FILE_REDIRECTS, each to an allowed origin (scheme, host, port), so
-pyproxy never downloads from a host that neither upstream's pages nor its operator named.
+Redirects: at most MAX_FILE_REDIRECTS, each to an allowed origin (scheme, host, port) or to a
+host the operator named in `files_from` (as `[[upstreams]]` has them: "host" on any port,
+"host:port" on that one), so pyproxy never downloads from a host nobody named.
 
 Throughput: a body must bring `min_rate` bytes a second over each `window` of time spent
 waiting for it; the time the consumer takes between chunks (the disk, a slow client) does not
@@ -18,8 +19,8 @@ from urllib.parse import urljoin, urlsplit
 from pyproxy.model import Unavailable
 
 __all__ = [
-    "MAX_FILE_REDIRECTS", "REDIRECTS", "Origin", "configured_origin", "metered", "origin_of",
-    "redirect_target",
+    "MAX_FILE_REDIRECTS", "REDIRECTS", "HostRule", "Origin", "Targets", "host_rule", "metered",
+    "origin_of", "redirect_target",
 ]
 
 MAX_FILE_REDIRECTS = 3
@@ -27,6 +28,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]  # scheme, lower-case host, port
+HostRule = tuple[str, int | None]  # a files_from entry: lower-case host, its port or any
 
 
 def origin_of(url: str) -> Origin | None:
@@ -42,13 +44,29 @@ def origin_of(url: str) -> Origin | None:
     return scheme, parts.hostname, port or _DEFAULT_PORTS[scheme]
 
 
-def configured_origin(entry: str) -> Origin:
-    """An `[upstream] files_from` entry: "scheme://host[:port]", or a bare host[:port] (https)."""
-    entry = entry.strip()
-    origin = origin_of(entry if "://" in entry else f"https://{entry}")
-    if origin is None:
-        raise ValueError(f"{entry!r} is not scheme://host[:port] or a host name")
-    return origin
+def host_rule(entry: str) -> HostRule:
+    """A `files_from` entry ("host", "host:port", "[v6]:port"), checked by the settings."""
+    entry = entry.strip().lower()
+    if entry.rsplit("]", 1)[-1].count(":") == 1:
+        host, _, port = entry.rpartition(":")
+        return host.strip("[]"), int(port)
+    return entry.strip("[]"), None
+
+
+class Targets:
+    """Where redirects of one download may lead: exact origins, and files_from hosts."""
+
+    def __init__(self, origins: Collection[Origin], hosts: Collection[HostRule]) -> None:
+        self.origins = frozenset(origins)
+        self.hosts = tuple(hosts)
+
+    def allow(self, origin: Origin | None) -> bool:
+        if origin is None:
+            return False
+        _scheme, host, port = origin
+        return origin in self.origins or any(
+            host == ruled and ruled_port in (None, port) for ruled, ruled_port in self.hosts
+        )
 
 
 def _shown(origin: Origin) -> str:
@@ -56,15 +74,15 @@ def _shown(origin: Origin) -> str:
     return f"{scheme}://{host}" + ("" if _DEFAULT_PORTS[scheme] == port else f":{port}")
 
 
-def redirect_target(url: str, location: str, allowed: Collection[Origin]) -> str:
-    """Where a redirect of `url` to `location` leads, if that is an allowed origin; else
-    Unavailable (the target is not asked anything)."""
+def redirect_target(url: str, location: str, allowed: Targets) -> str:
+    """Where a redirect of `url` to `location` leads, if `allowed` allows it; else Unavailable
+    (the target is not asked anything)."""
     try:
         target = urljoin(url, location.strip())
     except ValueError:
         target = ""
     origin = origin_of(target)
-    if origin not in allowed:
+    if not allowed.allow(origin):
         where = "a URL that is not http(s)" if origin is None else _shown(origin)
         raise Unavailable(
             f"upstream redirected a file to {where}, which is neither a host its pages"

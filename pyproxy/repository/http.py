@@ -34,7 +34,8 @@ from pyproxy.repository.downloads import (
     MAX_FILE_REDIRECTS,
     REDIRECTS,
     Origin,
-    configured_origin,
+    Targets,
+    host_rule,
     metered,
     origin_of,
     redirect_target,
@@ -112,9 +113,8 @@ class UpstreamClient:
         self._index_origin = urlsplit(self.index_url)[:2]
         index_origin = origin_of(self.index_url)
         # where any file download may be redirected to, whatever page it was listed on
-        self._redirect_origins = frozenset(map(configured_origin, files_from)) | (
-            {index_origin} if index_origin is not None else set()
-        )
+        self._index_origins = frozenset({index_origin} if index_origin is not None else ())
+        self._files_from = tuple(map(host_rule, files_from))
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
         self._deadline = deadline
         self._min_rate = min_rate  # bytes per second; 0: no minimum
@@ -227,7 +227,7 @@ class UpstreamClient:
         self, url: str, file_origins: Callable[[], Collection[Origin]]
     ) -> aiohttp.ClientResponse:
         """The 200 response for a file, redirects followed by our rules; Unavailable if none."""
-        allowed: Collection[Origin] | None = None
+        allowed: Targets | None = None
         for hop in range(MAX_FILE_REDIRECTS + 1):
             try:
                 response = await self.session.get(
@@ -248,7 +248,7 @@ class UpstreamClient:
                     f"upstream redirected a file more than {MAX_FILE_REDIRECTS} times"
                 )
             if allowed is None:
-                allowed = self._redirect_origins | frozenset(file_origins())
+                allowed = Targets(self._index_origins | frozenset(file_origins()), self._files_from)
             url = redirect_target(url, location, allowed)
         raise AssertionError("unreachable")
 

@@ -43,7 +43,7 @@ from pyproxy.model import (
 )
 from pyproxy.repository.downloads import Origin, origin_of
 from pyproxy.repository.http import UpstreamClient, UpstreamError
-from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key
+from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key, provenance_key
 from pyproxy.stores.pages import (
     INDEX_KEY,
     PageRecord,
@@ -102,6 +102,14 @@ def offered_file(page: ProjectPage, filename: str) -> DistFile:
     if dist is None or not page.status.offers_files:
         raise NotFound(f"no file {filename!r} in project {page.name!r}")
     assert dist.upstream_url is not None
+    return dist
+
+
+def offered_provenance(page: ProjectPage, filename: str) -> DistFile:
+    """The upstream file whose PEP 740 provenance object a request may reach."""
+    dist = offered_file(page, filename)
+    if not dist.provenance or dist.provenance_url is None:
+        raise NotFound(f"upstream offers no provenance for {filename!r}")
     return dist
 
 
@@ -182,13 +190,31 @@ class UpstreamRepository:
             filename=filename + ".metadata",
         )
 
+    async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        # fetched once and kept like a file; upstream lists no hash, so it must prove its kind
+        page = await self.project_page(project)
+        dist = offered_provenance(page, filename)
+        assert dist.provenance_url is not None
+        return await self.blobs.fetch(
+            provenance_key(dist),
+            sha256=None,
+            size=None,
+            open_upstream=self.client.opener(
+                dist.provenance_url, file_origins=self._origins_of(page)
+            ),
+            filename=filename + ".provenance",
+        )
+
     def _origins_of(self, page: ProjectPage) -> Callable[[], frozenset[Origin]]:
-        """The origins `page` links files on, worked out once per revision when first asked."""
+        """The origins `page` links files (and provenance) on, worked out once per revision
+        when first asked."""
 
         def origins() -> frozenset[Origin]:
             known = self._file_origins.get(page.revision)
             if known is None:
-                found = (origin_of(dist.upstream_url or "") for dist in page.files)
+                urls = [dist.upstream_url for dist in page.files]
+                urls += [dist.provenance_url for dist in page.files if dist.provenance_url]
+                found = (origin_of(url or "") for url in urls)
                 known = frozenset(origin for origin in found if origin is not None)
                 self._file_origins.put(page.revision, known)
             return known

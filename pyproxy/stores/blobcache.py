@@ -65,8 +65,10 @@ __all__ = [
     "OpenUpstream",
     "blob_key",
     "is_metadata_key",
+    "is_provenance_key",
     "metadata_key",
     "names_its_body",
+    "provenance_key",
 ]
 
 log = logging.getLogger("pyproxy.blobcache")
@@ -726,6 +728,7 @@ class BlobCache:
 # -- the key scheme: what an upstream file is cached under ----------------------------------------
 
 _METADATA_PREFIX = "meta:"
+_PROVENANCE_PREFIX = "prov:"
 
 
 def blob_key(dist: DistFile) -> str:
@@ -744,6 +747,15 @@ def metadata_key(dist: DistFile) -> str:
 
 def is_metadata_key(key: str) -> bool:
     return key.startswith(_METADATA_PREFIX)
+
+
+def provenance_key(dist: DistFile) -> str:
+    """Cache key of an upstream file's PEP 740 provenance object (never listed with a hash)."""
+    return _PROVENANCE_PREFIX + blob_key(dist)
+
+
+def is_provenance_key(key: str) -> bool:
+    return key.startswith(_PROVENANCE_PREFIX)
 
 
 def names_its_body(key: str, sha256: str) -> bool:

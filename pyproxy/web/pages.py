@@ -247,6 +247,7 @@ def _serves(services: Services) -> dict[str, object]:
         "private_only": settings.private_only,
         "upstream": services.upstream_description,
         "offline": settings.offline,
+        "routes": services.upstreams.routes(),
     }
 
 
@@ -366,4 +367,5 @@ async def _project_context(
         "status": page.status,
         "file_count": len(page.files),
         **_serves(services),
+        "upstream": services.upstreams.upstream_for(name),
     }

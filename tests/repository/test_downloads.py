@@ -13,7 +13,8 @@ import pytest
 
 from pyproxy.model import Unavailable
 from pyproxy.repository.downloads import (
-    configured_origin,
+    Targets,
+    host_rule,
     metered,
     origin_of,
     redirect_target,
@@ -38,21 +39,24 @@ def test_origin_of(url: str, origin: object) -> None:
     assert origin_of(url) == origin
 
 
-def test_configured_origins() -> None:
-    assert configured_origin("cdn.example.test") == ("https", "cdn.example.test", 443)
-    assert configured_origin("cdn.example.test:8443") == ("https", "cdn.example.test", 8443)
-    assert configured_origin("http://10.0.0.5:8080/") == ("http", "10.0.0.5", 8080)
-    with pytest.raises(ValueError, match="not scheme"):
-        configured_origin("ftp://cdn.example.test")
+def test_files_from_entries_are_host_rules_as_for_routed_upstreams() -> None:
+    assert host_rule("CDN.example.test") == ("cdn.example.test", None)
+    assert host_rule("cdn.example.test:8443") == ("cdn.example.test", 8443)
+    assert host_rule("[::1]:9000") == ("::1", 9000)
+    assert host_rule("[::1]") == ("::1", None)
 
 
-ALLOWED = {("https", "files.example.test", 443), ("http", "127.0.0.1", 8080)}
+ALLOWED = Targets(
+    {("https", "files.example.test", 443)}, [("cdn.example.test", None), ("127.0.0.1", 8080)]
+)
 
 
 def test_redirect_targets() -> None:
     here = "https://files.example.test/packages/a.whl"
     assert redirect_target(here, "/other/a.whl", ALLOWED) == "https://files.example.test/other/a.whl"
     assert redirect_target(here, " http://127.0.0.1:8080/a ", ALLOWED) == "http://127.0.0.1:8080/a"
+    for location in ("https://cdn.example.test/a", "http://cdn.example.test:8443/a"):
+        assert redirect_target(here, location, ALLOWED) == location  # a host: any port
     for location, shown in [
         ("https://evil.example.test/a.whl", "https://evil.example.test"),
         ("http://files.example.test/a.whl", "http://files.example.test"),  # another scheme

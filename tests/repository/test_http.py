@@ -291,7 +291,8 @@ async def test_a_file_redirect_to_an_allowed_origin_is_followed(
     index_origin = f"http://127.0.0.1:{fake.index_port}"
     files_from: tuple[str, ...] = ()
     if where == "configured host":
-        location, files_from = f"{third_origin}/elsewhere/{SDIST_NAME}", (third_origin + "/",)
+        location = f"{third_origin}/elsewhere/{SDIST_NAME}"
+        files_from = (third_origin.removeprefix("http://"),)  # "127.0.0.1:PORT": that port only
     elif where == "the page's file host":
         location = fake.file_url("foo", "foo-1.1.tar.gz")
     else:  # the index's origin, which serves no file here: 404 shows the hop was made
