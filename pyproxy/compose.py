@@ -3,8 +3,10 @@
 The stack the web layer serves, one wrapper per concern:
 
     private only   PrivateRepository(private store)
-    online         PrivateWins(PrivateRepository(...), UpstreamRepository(client, pages, blobs))
-    offline        PrivateWins(PrivateRepository(...), OnlyCached(UpstreamRepository(...)))
+    online         PrivateWins(PrivateRepository(...),
+                               PolicyRepository(UpstreamRepository(client, pages, blobs), policy))
+    offline        PrivateWins(PrivateRepository(...),
+                               PolicyRepository(OnlyCached(UpstreamRepository(...)), policy))
 
 `Services` is what the handlers get: the repository, a narrow catalog of the private store for
 what pages show beyond the Simple API, the private store itself for uploads, the users, and
@@ -24,9 +26,11 @@ from pyproxy.model import PrivateCatalog, Repository
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.policy import PolicyRepository, policy_from_settings
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.first_seen import FirstSeenStore
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateRepository, PrivateStore, ReadRestrictions
 
@@ -137,9 +141,11 @@ def build_services(settings: Settings) -> Services:
             index_ttl=settings.upstream_index_ttl,
         )
         served: Repository = OnlyCached(upstream) if settings.offline else upstream
-        repository = PrivateWins(repository, served, settings.merge)
+        first_seen = FirstSeenStore(layout.first_seen)
+        policed = PolicyRepository(served, policy_from_settings(settings), first_seen)
+        repository = PrivateWins(repository, policed, settings.merge)
         health = Health(None if settings.offline else upstream.client, upstream.blobs)
-        closers = (upstream.close,)
+        closers = (upstream.close, _closer(first_seen.close))
     return Services(
         settings=settings,
         repository=repository,
@@ -150,3 +156,10 @@ def build_services(settings: Settings) -> Services:
         upstream_description=describe_upstream(settings),
         closers=closers,
     )
+
+
+def _closer(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def closing() -> None:
+        close()
+
+    return closing

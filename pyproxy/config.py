@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyproxy import policy
 from pyproxy.units import parse_size
 
 
@@ -63,6 +64,11 @@ class Settings:
     password_queue: int = 8
     # wrong passwords one client address may send per minute before it gets 429; 0: no limit
     password_failures_per_minute: int = 10
+    # [policy]: which upstream files are served (pyproxy/policy.py); "" and () are off
+    policy_min_age: str = ""
+    policy_not_after: str = ""
+    policy_exempt: tuple[str, ...] = ()
+    policy_missing_upload_time: str = "first-seen"
 
     @property
     def private_only(self) -> bool:
@@ -97,6 +103,10 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("auth", "password_threads"): "password_threads",
     ("auth", "password_queue"): "password_queue",
     ("auth", "password_failures_per_minute"): "password_failures_per_minute",
+    ("policy", "min_age"): "policy_min_age",
+    ("policy", "not_after"): "policy_not_after",
+    ("policy", "exempt"): "policy_exempt",
+    ("policy", "missing_upload_time"): "policy_missing_upload_time",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
 _SIZE_FIELDS = {"cache_max_size", "max_upload_size"}
@@ -105,7 +115,10 @@ _CHOICES = {
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("text", "json"),
     "read_access": ("anonymous", "authenticated"),
+    "policy_missing_upload_time": policy.MISSING_UPLOAD_TIME,
 }
+# lists of names or PEP 508 specifiers: each entry is checked when read
+_RULE_FIELDS = {"policy_exempt"}
 # host[:port] as pyproxy writes it into absolute URLs: a DNS name (underscores allowed, as in
 # container names), an IPv4 address or a bracketed IPv6 address. Nothing else, so a header
 # cannot smuggle markup, a path or credentials into pages.
@@ -155,12 +168,37 @@ def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
     return tuple(networks) or False
 
 
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _rules(value: Any, *, from_text: bool) -> tuple[str, ...]:
+    """Names or PEP 508 specifiers: a TOML list, or comma-separated text (environment)."""
+    if from_text and isinstance(value, str):
+        value = policy.split_rules(value)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of names or specifiers such as \"mypkg==2.1.0\"")
+    for entry in value:
+        policy.parse_rule(entry)
+    return tuple(entry.strip() for entry in value)
+
+
 def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
     if name == "trust_forwarded":
         return _trusted_peers(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
+    if name in _RULE_FIELDS:
+        return _rules(value, from_text=from_text)
+    if name == "policy_min_age":
+        policy.parse_duration(_text(value))
+        return value.strip()
+    if name == "policy_not_after":
+        policy.parse_moment(_text(value))
+        return value.strip()
     if name in _CHOICES:
         choices = _CHOICES[name]
         if not isinstance(value, str) or value.strip().lower() not in choices:

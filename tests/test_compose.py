@@ -6,6 +6,8 @@ contacts the (unreachable) upstream URLs.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from pyproxy.compose import Health, build_services, describe_upstream
 from pyproxy.config import Settings
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.policy import PolicyRepository
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.private import PrivateRepository
 
@@ -46,7 +49,9 @@ async def test_the_stack_each_setting_builds(
         else:
             assert isinstance(repository, PrivateWins)
             assert isinstance(repository.private, PrivateRepository)
-            assert type(repository.upstream) is served
+            # the policy sits under private-wins: private files are never held back
+            assert isinstance(repository.upstream, PolicyRepository)
+            assert type(repository.upstream.upstream) is served
             assert services.health.blobs is not None
         assert services.health.watches_upstream is watched
         assert services.catalog is services.private  # the store, seen through PrivateCatalog
@@ -67,11 +72,33 @@ async def test_close_closes_the_upstream_client(tmp_path: Path) -> None:
     services = build_services(settings(tmp_path))
     repository = services.repository
     assert isinstance(repository, PrivateWins)
-    assert isinstance(repository.upstream, UpstreamRepository)
-    session = repository.upstream.client.session  # opened as the first request would
+    assert isinstance(repository.upstream, PolicyRepository)
+    upstream = repository.upstream.upstream
+    assert isinstance(upstream, UpstreamRepository)
+    session = upstream.client.session  # opened as the first request would
     assert not session.closed
+    first_seen = repository.upstream.first_seen
+    assert first_seen is not None
     await services.close()
     assert session.closed
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the upstream side
+        first_seen.record("foo", ["foo-1.0.tar.gz"], 0.0)
+
+
+async def test_the_policy_reaches_its_wrapper(tmp_path: Path) -> None:
+    services = build_services(settings(
+        tmp_path, policy_min_age="7d", policy_exempt=("Certifi",),
+        policy_missing_upload_time="deny",
+    ))
+    try:
+        assert isinstance(services.repository, PrivateWins)
+        wrapper = services.repository.upstream
+        assert isinstance(wrapper, PolicyRepository)
+        assert wrapper.policy.min_age == timedelta(days=7)
+        assert [rule.name for rule in wrapper.policy.exempt] == ["certifi"]
+        assert wrapper.policy.missing_upload_time == "deny"
+    finally:
+        await services.close()
 
 
 @pytest.mark.parametrize(

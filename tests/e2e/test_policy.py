@@ -1,0 +1,254 @@
+"""End to end: `[policy]` (cooldown, cutoff, exempt, missing upload times) with real pip and
+uv against `pyproxy serve` and a fake upstream whose files were uploaded at times relative to
+now; and upload times passed through exactly.
+
+One server per configuration, shared by the module's tests: "cooldown" (min_age with exempt),
+"cutoff" (not_after), and one per missing_upload_time mode in front of an HTML-only upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from pyproxy.datadir import DataDir
+from pyproxy.policy import format_moment
+from pyproxy.stores.first_seen import FirstSeenStore
+from tests.dists import make_wheel
+from tests.e2e.clients import (
+    SIMPLE_HTML,
+    SIMPLE_JSON,
+    describe,
+    file_entries,
+    get,
+    installed,
+    pip_install,
+    uv_pip_install,
+)
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
+from tests.fake_upstream import FakeUpstream
+
+RUN = uuid.uuid4().hex[:6]
+NOW = datetime.now(UTC).replace(microsecond=123456)
+DAY = timedelta(days=1)
+
+
+def pname(stem: str) -> str:
+    return f"po-{stem}-{RUN}"
+
+
+A, B, C = (pname(s) for s in ("aged", "named", "pinned"))
+F = pname("cutoff")
+X = pname("undated")
+
+# project -> (version, age) of its wheels
+DATED = {
+    A: [("1.0", 30), ("2.0", 10), ("3.0", 1)],  # min_age 7d: 2.0
+    B: [("1.0", 30), ("2.0", 1)],  # exempt by name: 2.0
+    C: [("1.0", 30), ("2.0", 2), ("3.0", 1)],  # exempt ==2.0: 2.0
+    F: [("1.0", 20), ("2.0", 8)],  # not_after 10 days ago: 1.0
+}
+
+
+def wheel_name(project: str, version: str) -> str:
+    return f"{project.replace('-', '_')}-{version}-py3-none-any.whl"
+
+
+def uploaded(project: str, version: str) -> datetime:
+    return NOW - dict(DATED[project])[version] * DAY
+
+
+def _publish(fake: FakeUpstream, directory: Path, project: str, version: str,
+             upload_time: datetime | None) -> None:
+    wheel = make_wheel(directory, project, version, filename=wheel_name(project, version))
+    with zipfile.ZipFile(wheel) as archive:
+        member = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(member)
+    fake.add_file(project, wheel.name, wheel.read_bytes(), metadata=metadata,
+                  upload_time=upload_time)
+
+
+@pytest.fixture(scope="module")
+def dated(module_fake_factory: FakeFactory, tmp_path_factory: pytest.TempPathFactory
+          ) -> FakeUpstream:
+    fake = module_fake_factory("json")
+    directory = tmp_path_factory.mktemp("dists")
+    for project, releases in DATED.items():
+        for version, _age in releases:
+            _publish(fake, directory, project, version, uploaded(project, version))
+    return fake
+
+
+@pytest.fixture(scope="module")
+def undated(module_fake_factory: FakeFactory, tmp_path_factory: pytest.TempPathFactory
+            ) -> FakeUpstream:
+    fake = module_fake_factory("html")  # HTML carries no upload time
+    directory = tmp_path_factory.mktemp("undated")
+    for version in ("1.0", "2.0"):
+        _publish(fake, directory, X, version, None)
+    return fake
+
+
+Start = Callable[..., PyproxyServer]
+
+
+@pytest.fixture(scope="module")
+def start(module_pyproxy_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+          ) -> Start:
+    def start(fake: FakeUpstream, policy: str, *, data_dir: Path | None = None) -> PyproxyServer:
+        config = tmp_path_factory.mktemp("config") / "pyproxy.toml"
+        config.write_text(f"[policy]\n{policy}\n")
+        return module_pyproxy_factory.start(
+            data_dir, user=None, extra_args=["--upstream", fake.index_url, "--config", str(config)]
+        )
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def cooldown(start: Start, dated: FakeUpstream) -> PyproxyServer:
+    return start(dated, f'min_age = "7d"\nexempt = ["{B}", "{C}==2.0"]\n')
+
+
+@pytest.fixture(scope="module")
+def cutoff(start: Start, dated: FakeUpstream) -> PyproxyServer:
+    return start(dated, f'not_after = "{format_moment(NOW - 10 * DAY)}"\n')
+
+
+def file_url(server: PyproxyServer, project: str, filename: str) -> str:
+    return f"{server.url}/files/{project}/{quote(filename)}"
+
+
+def refused(server: PyproxyServer, project: str, filename: str) -> str:
+    """The 403 message of a held-back file; its .metadata must answer the same way."""
+    answer = get(file_url(server, project, filename))
+    assert answer.status == 403, answer
+    metadata = get(file_url(server, project, filename) + ".metadata")
+    assert metadata.status == 403, metadata
+    assert metadata.body == answer.body.replace(filename, filename + ".metadata", 1)
+    return answer.body.strip()
+
+
+# ---- the cooldown: min_age, exempt ----
+
+
+def test_pip_and_uv_install_the_newest_release_old_enough(cooldown: PyproxyServer,
+                                                          tmp_path: Path) -> None:
+    expected = {A.replace("-", "_"): "2.0", B.replace("-", "_"): "2.0",
+                C.replace("-", "_"): "2.0"}
+    pip_install(cooldown.simple_url, A, B, C, target=tmp_path / "pip")
+    assert installed(tmp_path / "pip") == expected
+    uv_pip_install(cooldown.simple_url, A, B, C, target=tmp_path / "uv")
+    assert installed(tmp_path / "uv") == expected
+
+
+def test_a_held_back_file_answers_403_with_its_release_time(cooldown: PyproxyServer) -> None:
+    message = refused(cooldown, A, wheel_name(A, "3.0"))
+    assert message == (
+        f'Forbidden: {wheel_name(A, "3.0")} is held back by [policy] min_age = "7d": uploaded'
+        f' {format_moment(uploaded(A, "3.0"))}; available from'
+        f' {format_moment(uploaded(A, "3.0") + 7 * DAY)}'
+    )
+    # one page for every client: HTML, JSON and its versions, the legacy JSON API, the web page
+    entries = file_entries(cooldown.simple_url, A)
+    assert sorted(entries) == [wheel_name(A, "1.0"), wheel_name(A, "2.0")]
+    page = json.loads(get(f"{cooldown.simple_url}{A}/", accept=SIMPLE_JSON).body)
+    assert page["versions"] == ["1.0", "2.0"]
+    html = get(f"{cooldown.simple_url}{A}/", accept=SIMPLE_HTML).body
+    assert wheel_name(A, "2.0") in html and wheel_name(A, "3.0") not in html
+    legacy = json.loads(get(f"{cooldown.url}/pypi/{A}/json").body)
+    assert legacy["info"]["version"] == "2.0" and sorted(legacy["releases"]) == ["1.0", "2.0"]
+    assert get(f"{cooldown.url}/pypi/{A}/3.0/json").status == 404
+    web_page = get(f"{cooldown.url}/project/{A}/").body
+    assert wheel_name(A, "2.0") in web_page and wheel_name(A, "3.0") not in web_page
+    # an exempt release is served; the one after it is not
+    assert get(file_url(cooldown, C, wheel_name(C, "2.0"))).status == 200
+    assert "min_age" in refused(cooldown, C, wheel_name(C, "3.0"))
+
+
+def test_uv_exclude_newer_and_pip_uploaded_prior_to_still_work(cooldown: PyproxyServer,
+                                                               tmp_path: Path) -> None:
+    before = (NOW - 20 * DAY).strftime("%Y-%m-%dT%H:%M:%SZ")  # only A 1.0 is older
+    uv_pip_install(cooldown.simple_url, A, target=tmp_path / "uv",
+                   extra_args=["--exclude-newer", before])
+    assert installed(tmp_path / "uv") == {A.replace("-", "_"): "1.0"}
+    pip_install(cooldown.simple_url, A, target=tmp_path / "pip",
+                extra_args=["--uploaded-prior-to", before])
+    assert installed(tmp_path / "pip") == {A.replace("-", "_"): "1.0"}
+
+
+def test_upload_times_are_upstream_s_exactly_and_stay(cooldown: PyproxyServer) -> None:
+    filename = wheel_name(A, "1.0")
+    exact = uploaded(A, "1.0").strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def shown() -> tuple[str, str, str]:
+        entry = file_entries(cooldown.simple_url, A)[filename]
+        legacy = json.loads(get(f"{cooldown.url}/pypi/{A}/1.0/json").body)["urls"][0]
+        web_page = get(f"{cooldown.url}/project/{A}/").body
+        time_tag = f'datetime="{uploaded(A, "1.0").isoformat(timespec="seconds")}"'
+        return entry["upload-time"], legacy["upload_time_iso_8601"], str(time_tag in web_page)
+
+    before = shown()
+    assert before == (exact, exact, "True")
+    assert get(file_url(cooldown, A, filename)).status == 200  # now it is cached
+    assert shown() == before  # a cache time never replaces the upload time
+
+
+# ---- the cutoff ----
+
+
+def test_not_after_holds_back_what_came_later(cutoff: PyproxyServer, tmp_path: Path) -> None:
+    pip_install(cutoff.simple_url, F, target=tmp_path / "pip")
+    assert installed(tmp_path / "pip") == {F.replace("-", "_"): "1.0"}
+    uv_pip_install(cutoff.simple_url, F, target=tmp_path / "uv")
+    assert installed(tmp_path / "uv") == {F.replace("-", "_"): "1.0"}
+    assert refused(cutoff, F, wheel_name(F, "2.0")) == (
+        f'Forbidden: {wheel_name(F, "2.0")} is held back by [policy] not_after ='
+        f' "{format_moment(NOW - 10 * DAY)}": uploaded {format_moment(uploaded(F, "2.0"))};'
+        " not available while that rule stands"
+    )
+
+
+# ---- an upstream without upload times ----
+
+
+def _seen_long_ago(data_dir: Path, filename: str) -> None:
+    """A first sighting 30 days ago, as a server running then would have recorded it."""
+    store = FirstSeenStore(DataDir(data_dir).first_seen)
+    try:
+        store.record(X, [filename], (NOW - 30 * DAY).timestamp())
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("mode", ["first-seen", "deny", "allow"])
+def test_missing_upload_time(mode: str, start: Start, undated: FakeUpstream,
+                             tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    _seen_long_ago(data_dir, wheel_name(X, "1.0"))
+    server = start(undated, f'min_age = "7d"\nmissing_upload_time = "{mode}"\n',
+                   data_dir=data_dir)
+    client = pip_install if mode != "deny" else uv_pip_install
+    proc = client(server.simple_url, X, target=tmp_path / "target", check=mode != "deny")
+    entries = file_entries(server.simple_url, X)
+    # a first sighting is never shown as an upload time
+    assert all("upload-time" not in entry for entry in entries.values())
+    if mode == "first-seen":
+        assert installed(tmp_path / "target") == {X.replace("-", "_"): "1.0"}
+        assert "upstream gives no upload time; first seen by pyproxy" in (
+            refused(server, X, wheel_name(X, "2.0"))
+        )
+    elif mode == "deny":
+        assert proc.returncode != 0, describe(proc)
+        assert entries == {}
+        assert 'missing_upload_time = "deny"' in refused(server, X, wheel_name(X, "1.0"))
+    else:
+        assert installed(tmp_path / "target") == {X.replace("-", "_"): "2.0"}
+    server.stop()
