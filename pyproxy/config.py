@@ -68,6 +68,8 @@ class Settings:
     policy_min_age: str = ""
     policy_not_after: str = ""
     policy_exempt: tuple[str, ...] = ()
+    policy_deny: tuple[str, ...] = ()
+    policy_allow_only: tuple[str, ...] = ()
     policy_missing_upload_time: str = "first-seen"
 
     @property
@@ -106,6 +108,8 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("policy", "min_age"): "policy_min_age",
     ("policy", "not_after"): "policy_not_after",
     ("policy", "exempt"): "policy_exempt",
+    ("policy", "deny"): "policy_deny",
+    ("policy", "allow_only"): "policy_allow_only",
     ("policy", "missing_upload_time"): "policy_missing_upload_time",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
@@ -118,7 +122,7 @@ _CHOICES = {
     "policy_missing_upload_time": policy.MISSING_UPLOAD_TIME,
 }
 # lists of names or PEP 508 specifiers: each entry is checked when read
-_RULE_FIELDS = {"policy_exempt"}
+_RULE_FIELDS = {"policy_exempt", "policy_deny", "policy_allow_only"}
 # host[:port] as pyproxy writes it into absolute URLs: a DNS name (underscores allowed, as in
 # container names), an IPv4 address or a bracketed IPv6 address. Nothing else, so a header
 # cannot smuggle markup, a path or credentials into pages.

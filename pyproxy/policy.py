@@ -2,14 +2,17 @@
 
 The rules, in the order they are applied:
 
-1. `exempt` (break-glass): a matching file is not held back by the time rules below.
-2. `not_after`: a file uploaded after the cutoff is held back while the cutoff stands.
-3. `min_age`: a file younger than this is held back until it is old enough.
+1. `allow_only` (curated mode): a project no entry names is not served from upstream at all;
+   an entry with a specifier ("requests>=2") serves only the versions it admits.
+2. `deny`: a matching file is never served (`exempt` does not lift it).
+3. `exempt` (break-glass): a matching file is not held back by the time rules below.
+4. `not_after`: a file uploaded after the cutoff is held back while the cutoff stands.
+5. `min_age`: a file younger than this is held back until it is old enough.
 
 The time rules read the file's upstream upload time. Without one, `missing_upload_time` says:
 "first-seen" (use when pyproxy first saw the file), "deny" (hold it back) or "allow" (the time
-rules do not apply to it). A file whose version cannot be told is matched by no versioned
-`exempt` entry.
+rules do not apply to it). A file whose version cannot be told is matched by `deny` (fail
+closed) and by no `exempt` or versioned `allow_only` entry.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ MISSING_UPLOAD_TIME = ("first-seen", "deny", "allow")
 class Reason(enum.Enum):
     """Why a file is held back; the values are the setting names (and the metrics' labels)."""
 
+    ALLOW_ONLY = "allow_only"
+    DENY = "deny"
     NOT_AFTER = "not_after"
     MIN_AGE = "min_age"
     MISSING_UPLOAD_TIME = "missing_upload_time"
@@ -103,6 +108,9 @@ class Rule:
     text: str  # as configured, for messages
     name: NormalizedName
     specifier: SpecifierSet
+
+    def names(self, project: NormalizedName) -> bool:
+        return project == self.name
 
     def matches(self, project: NormalizedName, version: str | None, *, unknown: bool) -> bool:
         """Whether this entry covers `version` of `project`; `unknown` is the answer for a
@@ -189,6 +197,8 @@ class Policy:
     min_age: timedelta | None = None
     not_after: datetime | None = None
     exempt: tuple[Rule, ...] = ()
+    deny: tuple[Rule, ...] = ()
+    allow_only: tuple[Rule, ...] = ()  # empty: every project (curated mode is off)
     missing_upload_time: str = "first-seen"
 
     @property
@@ -198,7 +208,16 @@ class Policy:
     @property
     def active(self) -> bool:
         """Whether any rule can hold a file back (else pages pass through untouched)."""
-        return self.holds_by_time
+        return self.holds_by_time or bool(self.deny) or bool(self.allow_only)
+
+    def project(self, name: NormalizedName) -> Decision:
+        """Whether upstream is asked for this project at all (curated mode)."""
+        if not self.allow_only or any(rule.names(name) for rule in self.allow_only):
+            return SERVED
+        return Decision(
+            served=False, reason=Reason.ALLOW_ONLY, rule="allow_only",
+            basis=f"{name!r} is not listed",
+        )
 
     def decide(
         self,
@@ -210,6 +229,19 @@ class Policy:
     ) -> Decision:
         """The rule that applies to one upstream file of `name` at `now`. `first_seen` is read
         only when upstream gives no upload time."""
+        if self.allow_only:
+            listed = [rule for rule in self.allow_only if rule.names(name)]
+            if not listed:
+                return self.project(name)
+            if not any(rule.matches(name, version, unknown=False) for rule in listed):
+                texts = ", ".join(f'"{rule.text}"' for rule in listed)
+                return Decision(
+                    served=False, reason=Reason.ALLOW_ONLY, rule=f"allow_only {texts}",
+                    basis=f"version {version or '(unknown)'} is not admitted",
+                )
+        for rule in self.deny:
+            if rule.matches(name, version, unknown=True):
+                return Decision(served=False, reason=Reason.DENY, rule=f'deny "{rule.text}"')
         if not self.holds_by_time:
             return SERVED
         for rule in self.exempt:
@@ -261,6 +293,8 @@ def build_policy(
     min_age: str = "",
     not_after: str = "",
     exempt: Iterable[str] = (),
+    deny: Iterable[str] = (),
+    allow_only: Iterable[str] = (),
     missing_upload_time: str = "first-seen",
 ) -> Policy:
     """A Policy from the settings' texts; ValueError naming the bad value."""
@@ -270,6 +304,8 @@ def build_policy(
         min_age=parse_duration(min_age),
         not_after=parse_moment(not_after),
         exempt=_rules(exempt),
+        deny=_rules(deny),
+        allow_only=_rules(allow_only),
         missing_upload_time=missing_upload_time,
     )
 

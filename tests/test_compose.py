@@ -87,8 +87,8 @@ async def test_close_closes_the_upstream_client(tmp_path: Path) -> None:
 
 async def test_the_policy_reaches_its_wrapper(tmp_path: Path) -> None:
     services = build_services(settings(
-        tmp_path, policy_min_age="7d", policy_exempt=("Certifi",),
-        policy_missing_upload_time="deny",
+        tmp_path, policy_min_age="7d", policy_deny=("evil-pkg",), policy_exempt=("Certifi",),
+        policy_allow_only=("Certifi", "Evil_Pkg"), policy_missing_upload_time="deny",
     ))
     try:
         assert isinstance(services.repository, PrivateWins)
@@ -96,6 +96,8 @@ async def test_the_policy_reaches_its_wrapper(tmp_path: Path) -> None:
         assert isinstance(wrapper, PolicyRepository)
         assert wrapper.policy.min_age == timedelta(days=7)
         assert [rule.name for rule in wrapper.policy.exempt] == ["certifi"]
+        assert [rule.name for rule in wrapper.policy.deny] == ["evil-pkg"]
+        assert [rule.name for rule in wrapper.policy.allow_only] == ["certifi", "evil-pkg"]
         assert wrapper.policy.missing_upload_time == "deny"
     finally:
         await services.close()

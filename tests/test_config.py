@@ -112,6 +112,10 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     # a comma inside a specifier does not split the environment's list
     ("policy", "exempt"): ('["certifi", "mypkg>=2,<3"]', "certifi, mypkg>=2,<3",
                            ("certifi", "mypkg>=2,<3")),
+    ("policy", "deny"): ('["evil-pkg", "urllib3>=1,<1.26.5"]', "evil-pkg, urllib3>=1,<1.26.5",
+                         ("evil-pkg", "urllib3>=1,<1.26.5")),
+    ("policy", "allow_only"): ('["requests", "Flask>=3"]', "requests,Flask>=3",
+                               ("requests", "Flask>=3")),
     ("policy", "missing_upload_time"): ('"Deny"', "DENY", "deny"),  # in any case
 }
 
@@ -357,6 +361,10 @@ def test_bad_file_values(text: str, named: str, tmp_path: Path) -> None:
         ("exempt = ['foo; python_version < \"3.9\"']", "policy.exempt:"),
         ("exempt = ['pkg @ https://example.invalid/pkg.whl']", "policy.exempt:"),
         ("exempt = ['']", "policy.exempt:"),
+        ("deny = ['urllib3<<1']", "policy.deny: 'urllib3<<1' is not a name or a PEP 508"),
+        ("deny = ['evil-pkg', 3]", "policy.deny: expected a list of names or specifiers"),
+        ("allow_only = ['pkg @ https://example.invalid/pkg.whl']", "policy.allow_only:"),
+        ("allow_only = 'requests'", "policy.allow_only: expected a list"),
     ],
 )
 def test_bad_policy_values_say_what_is_wrong(text: str, said: str, tmp_path: Path) -> None:
@@ -405,6 +413,8 @@ def test_ca_bundle_must_be_a_file_not_a_directory(tmp_path: Path) -> None:
         ("PYPROXY_POLICY_MIN_AGE", "a week"),
         ("PYPROXY_POLICY_NOT_AFTER", "yesterday"),
         ("PYPROXY_POLICY_EXEMPT", "certifi, ==1.0"),  # a specifier without a name
+        ("PYPROXY_POLICY_DENY", "evil-pkg, ~="),
+        ("PYPROXY_POLICY_ALLOW_ONLY", "requests[socks]"),
         ("PYPROXY_POLICY_MISSING_UPLOAD_TIME", "first_seen"),
     ],
 )

@@ -134,8 +134,8 @@ def test_build_policy_refuses_an_unknown_missing_upload_time() -> None:
 def test_no_rule_is_no_policy() -> None:
     assert not build_policy().active
     assert not build_policy(min_age="0d", missing_upload_time="deny").active
-    assert build_policy(min_age="1h").active
-    assert build_policy(not_after="2026-01-01").active
+    assert build_policy(min_age="1h").active and build_policy(deny=["x"]).active
+    assert build_policy(not_after="2026-01-01").active and build_policy(allow_only=["x"]).active
 
 
 # ---- the decision ----
@@ -143,6 +143,10 @@ def test_no_rule_is_no_policy() -> None:
 COOLDOWN = build_policy(min_age="7d", exempt=["certifi", "mypkg==2.1.0"])
 CUTOFF = build_policy(not_after="2026-11-20T00:00:00Z")
 BOTH = build_policy(min_age="7d", not_after="2026-11-01T00:00:00Z")
+LISTS = build_policy(
+    min_age="7d", deny=["evil-pkg", "urllib3<1.26.5"], exempt=["evil-pkg", "urllib3"],
+    allow_only=["urllib3", "requests>=2", "evil-pkg", "certifi"],
+)
 
 
 def decide(
@@ -173,6 +177,20 @@ def decide(
         # both: the cutoff is what keeps a young file held back
         (BOTH, "foo", "3.0", NOW - DAY, Reason.NOT_AFTER, None),
         (BOTH, "foo", "2.0", datetime(2026, 10, 30, tzinfo=UTC), None, None),
+        # deny beats exempt; allow_only beats everything
+        (LISTS, "evil-pkg", "1.0", NOW - 100 * DAY, Reason.DENY, None),
+        (LISTS, "urllib3", "1.26.4", NOW - 100 * DAY, Reason.DENY, None),
+        (LISTS, "urllib3", "1.26.5", NOW - DAY, None, None),  # not denied, and exempt
+        (LISTS, "urllib3", "1.26.4rc1", NOW - 100 * DAY, Reason.DENY, None),  # pre-releases too
+        # PEP 440: "<1.26.5" does not admit pre-releases of 1.26.5 itself
+        (LISTS, "urllib3", "1.26.5rc1", NOW - 100 * DAY, None, None),
+        (LISTS, "urllib3", None, NOW - 100 * DAY, Reason.DENY, None),  # untold: fail closed
+        (LISTS, "urllib3", "not-a-version", NOW - 100 * DAY, Reason.DENY, None),
+        (LISTS, "requests", "2.31.0", NOW - 100 * DAY, None, None),
+        (LISTS, "requests", "1.2.3", NOW - 100 * DAY, Reason.ALLOW_ONLY, None),
+        (LISTS, "requests", None, NOW - 100 * DAY, Reason.ALLOW_ONLY, None),
+        (LISTS, "flask", "3.0", NOW - 100 * DAY, Reason.ALLOW_ONLY, None),
+        (LISTS, "certifi", "1.0", NOW - DAY, Reason.MIN_AGE, NOW + 6 * DAY),
     ],
 )
 def test_which_rule_applies(
@@ -219,6 +237,17 @@ def test_first_seen_meets_the_cutoff_too() -> None:
 
 def test_missing_upload_time_matters_only_to_a_time_rule() -> None:
     assert decide(build_policy(missing_upload_time="deny"), "foo", "1.0", None).served
+    held = decide(build_policy(deny=["foo"], missing_upload_time="allow"), "foo", "1.0", None)
+    assert held.reason is Reason.DENY
+
+
+def test_allow_only_decides_projects() -> None:
+    policy = build_policy(allow_only=["Requests>=2", "certifi"])
+    assert policy.project(normalize("requests")).served
+    assert policy.project(normalize("certifi")).served
+    refused = policy.project(normalize("flask"))
+    assert not refused.served and refused.reason is Reason.ALLOW_ONLY
+    assert build_policy().project(normalize("anything")).served
 
 
 # ---- what the messages say ----
@@ -236,6 +265,11 @@ def test_missing_upload_time_matters_only_to_a_time_rule() -> None:
         (CUTOFF, "foo", "2.0", NOW, None,
          'held back by [policy] not_after = "2026-11-20T00:00:00Z": uploaded'
          " 2026-11-21T12:00:00Z; not available while that rule stands"),
+        (LISTS, "urllib3", "1.0", NOW - 100 * DAY, None,
+         'held back by [policy] deny "urllib3<1.26.5"; not available while that rule stands'),
+        (LISTS, "requests", "1.0", NOW - 100 * DAY, None,
+         'held back by [policy] allow_only "requests>=2": version 1.0 is not admitted;'
+         " not available while that rule stands"),
         (build_policy(min_age="7d"), "torch", "2.0", None, NOW - DAY,
          'held back by [policy] min_age = "7d": upstream gives no upload time; first seen by'
          " pyproxy 2026-11-20T12:00:00Z; available from 2026-11-27T12:00:00Z"),

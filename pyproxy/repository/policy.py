@@ -1,4 +1,4 @@
-"""`[policy]` over one upstream repository: the release cooldown.
+"""`[policy]` over one upstream repository: release cooldown, deny and allow lists.
 
 Filtered when a response is made, never when a page is fetched, so the page cache keeps what
 upstream said and a changed rule takes effect with a restart, without a cache rebuild. It sits
@@ -8,7 +8,8 @@ is.
 A held-back file leaves the page (HTML and JSON alike, so `.metadata` links with it); a version
 left without files leaves `versions`; the legacy JSON API and the web pages read the same page.
 A direct request for it is refused with `HeldBack` (403), whose message names the rule and when
-the file becomes available.
+the file becomes available. A project that `allow_only` does not list is NotFound (404), and
+upstream is not asked for it.
 
 Rendered-page caches key on the page's revision. A filtered page's revision is the upstream
 revision plus a digest of the held-back filenames, and the filtered page is kept only until the
@@ -22,6 +23,7 @@ not a rule needs it, so a cooldown switched on later has their history.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -37,14 +39,18 @@ from pyproxy.model import (
     FileSource,
     HeldBack,
     NormalizedName,
+    NotFound,
     ProjectList,
     ProjectPage,
     Repository,
+    normalize,
 )
 from pyproxy.policy import Decision, Policy, build_policy
 from pyproxy.stores.first_seen import FirstSeenStore
 
 __all__ = ["Filtered", "PolicyRepository", "decisions", "filter_page", "policy_from_settings"]
+
+log = logging.getLogger("pyproxy.policy")
 
 _PAGES = 4096
 _NEVER = math.inf
@@ -56,6 +62,8 @@ def policy_from_settings(settings: Settings) -> Policy:
         min_age=settings.policy_min_age,
         not_after=settings.policy_not_after,
         exempt=settings.policy_exempt,
+        deny=settings.policy_deny,
+        allow_only=settings.policy_allow_only,
         missing_upload_time=settings.policy_missing_upload_time,
     )
 
@@ -144,11 +152,19 @@ class PolicyRepository:
         self.first_seen = first_seen
         self._clock = clock
         self._pages: BoundedLRU[NormalizedName, Filtered] = BoundedLRU(_PAGES)
+        self._list: tuple[str, ProjectList] | None = None
 
     # ---- the Repository ----
 
     async def list_projects(self) -> ProjectList:
-        return await self.upstream.list_projects()
+        projects = await self.upstream.list_projects()
+        if not self.policy.allow_only:
+            return projects
+        if self._list is None or self._list[0] != projects.revision or not projects.revision:
+            names = tuple(n for n in projects.names if self.policy.project(normalize(n)).served)
+            revision = f"{projects.revision}~a" if projects.revision else ""
+            self._list = (projects.revision, ProjectList(names, revision=revision))
+        return self._list[1]
 
     async def project_page(self, name: NormalizedName) -> ProjectPage:
         return (await self._filtered(name)).page
@@ -184,6 +200,9 @@ class PolicyRepository:
         return (await self._filtered(project)).held.get(filename)
 
     async def _filtered(self, name: NormalizedName) -> Filtered:
+        if not self.policy.project(name).served:
+            log.info("%s is not served from upstream: [policy] allow_only does not list it", name)
+            raise NotFound(f"{name!r} is not in [policy] allow_only, so upstream is not asked")
         page = await self.upstream.project_page(name)
         now = self._clock()
         known = self._pages.get(name)

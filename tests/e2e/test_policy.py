@@ -1,9 +1,10 @@
-"""End to end: `[policy]` (cooldown, cutoff, exempt, missing upload times) with real pip and
-uv against `pyproxy serve` and a fake upstream whose files were uploaded at times relative to
-now; and upload times passed through exactly.
+"""End to end: `[policy]` (cooldown, cutoff, exempt, deny, allow_only, missing upload times)
+with real pip and uv against `pyproxy serve` and a fake upstream whose files were uploaded at
+times relative to now; and upload times passed through exactly.
 
-One server per configuration, shared by the module's tests: "cooldown" (min_age with exempt),
-"cutoff" (not_after), and one per missing_upload_time mode in front of an HTML-only upstream.
+One server per configuration, shared by the module's tests: "cooldown" (min_age with exempt
+and deny), "curated" (not_after with allow_only), and one per missing_upload_time mode in front
+of an HTML-only upstream.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.e2e.clients import (
     file_entries,
     get,
     installed,
+    output,
     pip_install,
     uv_pip_install,
 )
@@ -44,8 +46,8 @@ def pname(stem: str) -> str:
     return f"po-{stem}-{RUN}"
 
 
-A, B, C = (pname(s) for s in ("aged", "named", "pinned"))
-F = pname("cutoff")
+A, B, C, D, E = (pname(s) for s in ("aged", "named", "pinned", "denied", "ranged"))
+F, G, H = (pname(s) for s in ("cutoff", "unlisted", "listed"))
 X = pname("undated")
 
 # project -> (version, age) of its wheels
@@ -53,7 +55,11 @@ DATED = {
     A: [("1.0", 30), ("2.0", 10), ("3.0", 1)],  # min_age 7d: 2.0
     B: [("1.0", 30), ("2.0", 1)],  # exempt by name: 2.0
     C: [("1.0", 30), ("2.0", 2), ("3.0", 1)],  # exempt ==2.0: 2.0
+    D: [("1.0", 30)],  # denied by name
+    E: [("1.0", 30), ("2.0", 20)],  # deny <2
     F: [("1.0", 20), ("2.0", 8)],  # not_after 10 days ago: 1.0
+    G: [("1.0", 30)],  # not in allow_only
+    H: [("1.0", 30)],  # in allow_only
 }
 
 
@@ -114,12 +120,14 @@ def start(module_pyproxy_factory: ServerFactory, tmp_path_factory: pytest.TempPa
 
 @pytest.fixture(scope="module")
 def cooldown(start: Start, dated: FakeUpstream) -> PyproxyServer:
-    return start(dated, f'min_age = "7d"\nexempt = ["{B}", "{C}==2.0"]\n')
+    return start(dated, f'min_age = "7d"\nexempt = ["{B}", "{C}==2.0"]\n'
+                        f'deny = ["{D}", "{E}<2"]\n')
 
 
 @pytest.fixture(scope="module")
-def cutoff(start: Start, dated: FakeUpstream) -> PyproxyServer:
-    return start(dated, f'not_after = "{format_moment(NOW - 10 * DAY)}"\n')
+def curated(start: Start, dated: FakeUpstream) -> PyproxyServer:
+    cutoff = format_moment(NOW - 10 * DAY)
+    return start(dated, f'not_after = "{cutoff}"\nallow_only = ["{F}", "{H}"]\n')
 
 
 def file_url(server: PyproxyServer, project: str, filename: str) -> str:
@@ -136,16 +144,16 @@ def refused(server: PyproxyServer, project: str, filename: str) -> str:
     return answer.body.strip()
 
 
-# ---- the cooldown: min_age, exempt ----
+# ---- the cooldown: min_age, exempt, deny ----
 
 
 def test_pip_and_uv_install_the_newest_release_old_enough(cooldown: PyproxyServer,
                                                           tmp_path: Path) -> None:
     expected = {A.replace("-", "_"): "2.0", B.replace("-", "_"): "2.0",
-                C.replace("-", "_"): "2.0"}
-    pip_install(cooldown.simple_url, A, B, C, target=tmp_path / "pip")
+                C.replace("-", "_"): "2.0", E.replace("-", "_"): "2.0"}
+    pip_install(cooldown.simple_url, A, B, C, E, target=tmp_path / "pip")
     assert installed(tmp_path / "pip") == expected
-    uv_pip_install(cooldown.simple_url, A, B, C, target=tmp_path / "uv")
+    uv_pip_install(cooldown.simple_url, A, B, C, E, target=tmp_path / "uv")
     assert installed(tmp_path / "uv") == expected
 
 
@@ -171,6 +179,20 @@ def test_a_held_back_file_answers_403_with_its_release_time(cooldown: PyproxySer
     # an exempt release is served; the one after it is not
     assert get(file_url(cooldown, C, wheel_name(C, "2.0"))).status == 200
     assert "min_age" in refused(cooldown, C, wheel_name(C, "3.0"))
+
+
+def test_deny_hides_files_with_pip_and_uv(cooldown: PyproxyServer, tmp_path: Path) -> None:
+    proc = pip_install(cooldown.simple_url, D, target=tmp_path / "pip", check=False)
+    assert proc.returncode != 0 and "No matching distribution" in output(proc), describe(proc)
+    proc = uv_pip_install(cooldown.simple_url, f"{E}<2", target=tmp_path / "uv", check=False)
+    assert proc.returncode != 0 and f"{E}<2" in output(proc), describe(proc)
+    assert refused(cooldown, D, wheel_name(D, "1.0")) == (
+        f'Forbidden: {wheel_name(D, "1.0")} is held back by [policy] deny "{D}"; not available'
+        " while that rule stands"
+    )
+    assert f'deny "{E}<2"' in refused(cooldown, E, wheel_name(E, "1.0"))
+    page = get(f"{cooldown.simple_url}{D}/", accept=SIMPLE_JSON)
+    assert page.status == 200 and json.loads(page.body)["files"] == []  # no fall-through
 
 
 def test_uv_exclude_newer_and_pip_uploaded_prior_to_still_work(cooldown: PyproxyServer,
@@ -201,19 +223,40 @@ def test_upload_times_are_upstream_s_exactly_and_stay(cooldown: PyproxyServer) -
     assert shown() == before  # a cache time never replaces the upload time
 
 
-# ---- the cutoff ----
+# ---- the cutoff and curated mode ----
 
 
-def test_not_after_holds_back_what_came_later(cutoff: PyproxyServer, tmp_path: Path) -> None:
-    pip_install(cutoff.simple_url, F, target=tmp_path / "pip")
+def test_not_after_holds_back_what_came_later(curated: PyproxyServer, tmp_path: Path) -> None:
+    pip_install(curated.simple_url, F, target=tmp_path / "pip")
     assert installed(tmp_path / "pip") == {F.replace("-", "_"): "1.0"}
-    uv_pip_install(cutoff.simple_url, F, target=tmp_path / "uv")
+    uv_pip_install(curated.simple_url, F, target=tmp_path / "uv")
     assert installed(tmp_path / "uv") == {F.replace("-", "_"): "1.0"}
-    assert refused(cutoff, F, wheel_name(F, "2.0")) == (
+    assert refused(curated, F, wheel_name(F, "2.0")) == (
         f'Forbidden: {wheel_name(F, "2.0")} is held back by [policy] not_after ='
         f' "{format_moment(NOW - 10 * DAY)}": uploaded {format_moment(uploaded(F, "2.0"))};'
         " not available while that rule stands"
     )
+
+
+def test_allow_only_serves_only_the_listed_names(curated: PyproxyServer, dated: FakeUpstream,
+                                                 tmp_path: Path) -> None:
+    dated.reset_counters()
+    proc = pip_install(curated.simple_url, G, target=tmp_path / "pip", check=False)
+    assert proc.returncode != 0, describe(proc)
+    proc = uv_pip_install(curated.simple_url, G, target=tmp_path / "uv", check=False)
+    assert proc.returncode != 0, describe(proc)
+    assert dated.count(dated.page_path(G)) == 0  # upstream is never asked for it
+    answer = get(f"{curated.simple_url}{G}/")
+    assert answer.status == 404
+    assert "is not in [policy] allow_only" in answer.body
+    assert f"{G} is not served from upstream: [policy] allow_only does not list it" in (
+        curated.stderr_text()
+    )
+    uv_pip_install(curated.simple_url, H, target=tmp_path / "uv-listed")
+    assert installed(tmp_path / "uv-listed") == {H.replace("-", "_"): "1.0"}
+    listed = {p["name"] for p in json.loads(
+        get(curated.simple_url, accept=SIMPLE_JSON).body)["projects"]}
+    assert F in listed and H in listed and G not in listed
 
 
 # ---- an upstream without upload times ----

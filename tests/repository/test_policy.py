@@ -8,6 +8,7 @@ clock is the test's, so a hold can be watched ending.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -185,11 +186,9 @@ def test_filter_page_says_when_to_look_again() -> None:
         "foo-2.0.tar.gz", "foo-3.0-py3-none-any.whl", "foo-3.0.tar.gz"
     }
     assert filtered.valid_until == NOW + 4 * DAY  # the earliest hold to end
-    cutoff = build_policy(not_after=at(NOW - 5 * DAY).isoformat())
-    never = filter_page(cutoff, FOO, {}, NOW)
-    assert never.valid_until == float("inf")  # a cutoff holds until it is lifted
-    assert filenames(never.page) == filenames(FOO)[:3]
-    assert never.page.versions == ("0.9", "1.0", "2.0")
+    never = filter_page(build_policy(deny=["foo"]), FOO, {}, NOW)
+    assert never.valid_until == float("inf") and not never.page.files
+    assert never.page.versions == ("0.9",)
 
 
 # ---- direct requests ----
@@ -220,7 +219,40 @@ async def test_held_files_and_their_metadata_are_refused(clock: Clock) -> None:
     assert ("file", "foo-9.9.tar.gz") in upstream.asked
 
 
-async def test_the_project_list_is_upstream_s(clock: Clock) -> None:
+async def test_deny_empties_the_page_and_refuses_the_files(clock: Clock) -> None:
+    repository = wrap(Pages(FOO), build_policy(deny=["foo<2"]), clock)
+    name = normalize("foo")
+    served = await repository.project_page(name)
+    assert [d.version for d in served.files] == ["2.0", "2.0", "3.0", "3.0"]
+    assert served.versions == ("0.9", "2.0", "3.0")
+    with pytest.raises(HeldBack, match=r'held back by \[policy\] deny "foo<2"; not available'):
+        await repository.open_file(name, "foo-1.0.tar.gz")
+
+
+# ---- curated mode ----
+
+
+async def test_allow_only_serves_only_the_listed_projects(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    bar = page("bar", dist("bar-1.0.tar.gz", NOW - 30 * DAY))
+    upstream = Pages(FOO, bar)
+    repository = wrap(upstream, build_policy(allow_only=["Foo>=2"]), clock)
+    assert (await repository.list_projects()).names == ("foo",)
+    with caplog.at_level("INFO", logger="pyproxy.policy"), pytest.raises(NotFound):
+        await repository.project_page(normalize("bar"))
+    assert "bar is not served from upstream: [policy] allow_only does not list it" in caplog.text
+    with pytest.raises(NotFound):
+        await repository.open_file(normalize("bar"), "bar-1.0.tar.gz")
+    assert not [asked for asked in upstream.asked if "bar" in asked[1]]  # never asked upstream
+    served = await repository.project_page(normalize("foo"))
+    assert {d.version for d in served.files} == {"2.0", "3.0"}
+    admitted = re.escape('allow_only "Foo>=2": version 1.0 is not admitted')
+    with pytest.raises(HeldBack, match=admitted):
+        await repository.open_file(normalize("foo"), "foo-1.0.tar.gz")
+
+
+async def test_without_allow_only_the_project_list_is_upstream_s(clock: Clock) -> None:
     upstream = Pages(FOO)
     listed = await wrap(upstream, COOLDOWN, clock).list_projects()
     assert listed == await upstream.list_projects()
