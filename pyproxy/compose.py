@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.datadir import DataDir
-from pyproxy.model import PrivateCatalog, Repository
+from pyproxy.model import NormalizedName, PrivateCatalog, Repository
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
@@ -115,6 +115,8 @@ class Services:
     health: Health
     upstream_description: str  # for the landing page and start-up log
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # the upstream client and caches
+    # the [policy] wrapper that serves an upstream name (for `pyproxy policy check`)
+    policy_for: Callable[[NormalizedName], PolicyRepository | None] = lambda _name: None
 
     async def close(self) -> None:
         for close in self.closers:
@@ -128,6 +130,7 @@ def build_services(settings: Settings) -> Services:
     repository: Repository = PrivateRepository(private)
     health = Health()
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
+    policed: PolicyRepository | None = None
     url = upstream_url(settings)
     if url is not None:
         layout = DataDir(settings.data_dir)
@@ -155,6 +158,7 @@ def build_services(settings: Settings) -> Services:
         health=health,
         upstream_description=describe_upstream(settings),
         closers=closers,
+        policy_for=lambda _name: policed,
     )
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from pyproxy.compose import Health, build_services, describe_upstream
 from pyproxy.config import Settings
+from pyproxy.model import NormalizedName
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
 from pyproxy.repository.policy import PolicyRepository
@@ -46,12 +47,14 @@ async def test_the_stack_each_setting_builds(
         if served is None:
             assert isinstance(repository, PrivateRepository)
             assert services.health.blobs is None and services.closers == ()
+            assert services.policy_for(NormalizedName("anything")) is None
         else:
             assert isinstance(repository, PrivateWins)
             assert isinstance(repository.private, PrivateRepository)
             # the policy sits under private-wins: private files are never held back
             assert isinstance(repository.upstream, PolicyRepository)
             assert type(repository.upstream.upstream) is served
+            assert services.policy_for(NormalizedName("anything")) is repository.upstream
             assert services.health.blobs is not None
         assert services.health.watches_upstream is watched
         assert services.catalog is services.private  # the store, seen through PrivateCatalog

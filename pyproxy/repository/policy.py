@@ -177,6 +177,20 @@ class PolicyRepository:
         await self._refuse_held(project, filename, filename + ".metadata")
         return await self.upstream.open_metadata(project, filename)
 
+    # ---- for `pyproxy policy check` ----
+
+    async def explain(
+        self, name: NormalizedName
+    ) -> tuple[Decision, list[tuple[DistFile, Decision]]]:
+        """Whether upstream is asked for `name`, and if so every file of its upstream page with
+        what the policy makes of it now (the same decisions the server makes)."""
+        project = self.policy.project(name)
+        if not project.served:
+            return project, []
+        page = await self.upstream.project_page(name)
+        now = self._clock()
+        return project, decisions(self.policy, page, await self._first_seen(page, now), now)
+
     # ---- filtering ----
 
     async def _refuse_held(self, project: NormalizedName, filename: str, asked: str) -> None:

@@ -27,7 +27,7 @@ from pyproxy.model import (
     StreamedFile,
     normalize,
 )
-from pyproxy.policy import Policy, build_policy
+from pyproxy.policy import Policy, Reason, build_policy
 from pyproxy.repository.policy import PolicyRepository, filter_page
 from pyproxy.stores.first_seen import FirstSeenStore
 
@@ -309,6 +309,23 @@ async def test_missing_upload_time_deny_or_allow(
     policy = build_policy(min_age="7d", missing_upload_time=mode)
     repository = wrap(Pages(UNDATED), policy, clock, first_seen)
     assert filenames(await repository.project_page(normalize("torch"))) == served
+
+
+# ---- explaining ----
+
+
+async def test_explain_gives_every_file_its_decision(clock: Clock) -> None:
+    policy = build_policy(min_age="7d", exempt=["foo==3.0"])
+    project, decided = await wrap(Pages(FOO), policy, clock).explain(normalize("foo"))
+    assert project.served
+    by_name = {d.filename: decision for d, decision in decided}
+    assert list(by_name) == filenames(FOO)
+    assert by_name["foo-2.0.tar.gz"].reason is Reason.MIN_AGE
+    assert by_name["foo-3.0.tar.gz"].rule == 'exempt "foo==3.0"'
+    refused, none = await wrap(Pages(FOO), build_policy(allow_only=["bar"]), clock).explain(
+        normalize("foo")
+    )
+    assert not refused.served and none == []
 
 
 # ---- several upstreams ----
