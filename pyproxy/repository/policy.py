@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 
 from packaging.utils import canonicalize_version
 
+from pyproxy import metrics
 from pyproxy.config import Settings
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
@@ -76,6 +77,7 @@ class Filtered:
     page: ProjectPage
     held: Mapping[str, Decision]  # filename -> why it is held back
     valid_until: float  # seconds since the epoch: when the earliest hold ends
+    hidden: tuple[tuple[str, int], ...] = ()  # (reason, files), for the metrics
 
 
 def _moment(seconds: float) -> datetime:
@@ -126,10 +128,14 @@ def filter_page(
     if page.revision:
         digest = hashlib.blake2b("\n".join(sorted(held)).encode(), digest_size=8).hexdigest()
         revision = f"{page.revision}~p{digest}"
+    counts: dict[str, int] = {}
+    for decision in held.values():
+        assert decision.reason is not None
+        counts[decision.reason.value] = counts.get(decision.reason.value, 0) + 1
     filtered = ProjectPage.build(
         page.name, tuple(kept), extra_versions=versions, status=page.status, revision=revision
     )
-    return Filtered(page.revision, filtered, held, valid_until)
+    return Filtered(page.revision, filtered, held, valid_until, tuple(sorted(counts.items())))
 
 
 def _canonical(version: str | None) -> str | None:
@@ -167,7 +173,10 @@ class PolicyRepository:
         return self._list[1]
 
     async def project_page(self, name: NormalizedName) -> ProjectPage:
-        return (await self._filtered(name)).page
+        filtered = await self._filtered(name)
+        for reason, count in filtered.hidden:
+            metrics.POLICY_HIDDEN.labels(reason).inc(count)
+        return filtered.page
 
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
         await self._refuse_held(project, filename, filename)
@@ -198,6 +207,8 @@ class PolicyRepository:
             return
         decision = await self._held(project, filename)
         if decision is not None:
+            assert decision.reason is not None
+            metrics.POLICY_REFUSED.labels(decision.reason.value).inc()
             raise HeldBack(f"{asked} is {decision.describe()}")
 
     async def _held(self, project: NormalizedName, filename: str) -> Decision | None:
@@ -216,6 +227,7 @@ class PolicyRepository:
     async def _filtered(self, name: NormalizedName) -> Filtered:
         if not self.policy.project(name).served:
             log.info("%s is not served from upstream: [policy] allow_only does not list it", name)
+            metrics.POLICY_REFUSED.labels("allow_only").inc()
             raise NotFound(f"{name!r} is not in [policy] allow_only, so upstream is not asked")
         page = await self.upstream.project_page(name)
         now = self._clock()

@@ -223,6 +223,19 @@ def test_upload_times_are_upstream_s_exactly_and_stay(cooldown: PyproxyServer) -
     assert shown() == before  # a cache time never replaces the upload time
 
 
+def test_metrics_count_what_is_held_back(cooldown: PyproxyServer) -> None:
+    refused(cooldown, A, wheel_name(A, "3.0"))
+    get(f"{cooldown.simple_url}{A}/", accept=SIMPLE_JSON)
+    text = get(f"{cooldown.url}/metrics").body
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in text.splitlines() if line.startswith("pyproxy_policy_")
+    }
+    assert values['pyproxy_policy_hidden_files_total{reason="min_age"}'] >= 1
+    assert values['pyproxy_policy_refused_requests_total{reason="min_age"}'] >= 2
+    assert 'pyproxy_policy_refused_requests_total{reason="not_after"}' in values
+
+
 # ---- the cutoff and curated mode ----
 
 

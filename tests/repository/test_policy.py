@@ -14,7 +14,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from pyproxy import metrics
 from pyproxy.model import (
     DistFile,
     FileSource,
@@ -186,6 +188,7 @@ def test_filter_page_says_when_to_look_again() -> None:
         "foo-2.0.tar.gz", "foo-3.0-py3-none-any.whl", "foo-3.0.tar.gz"
     }
     assert filtered.valid_until == NOW + 4 * DAY  # the earliest hold to end
+    assert dict(filtered.hidden) == {"min_age": 3}
     never = filter_page(build_policy(deny=["foo"]), FOO, {}, NOW)
     assert never.valid_until == float("inf") and not never.page.files
     assert never.page.versions == ("0.9",)
@@ -311,7 +314,7 @@ async def test_missing_upload_time_deny_or_allow(
     assert filenames(await repository.project_page(normalize("torch"))) == served
 
 
-# ---- explaining ----
+# ---- explaining, and counting ----
 
 
 async def test_explain_gives_every_file_its_decision(clock: Clock) -> None:
@@ -328,7 +331,30 @@ async def test_explain_gives_every_file_its_decision(clock: Clock) -> None:
     assert not refused.served and none == []
 
 
-# ---- several upstreams ----
+def counter(name: str, reason: str) -> float:
+    body, _ = metrics.scrape("text/plain", lambda: [])
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == f"{name}_total" and sample.labels == {"reason": reason}:
+                return float(sample.value)
+    raise AssertionError(f"no {name} {reason}")
+
+
+async def test_held_back_files_are_counted_by_reason(clock: Clock) -> None:
+    repository = wrap(Pages(FOO), COOLDOWN, clock)
+    hidden = counter("pyproxy_policy_hidden_files", "min_age")
+    refused = counter("pyproxy_policy_refused_requests", "min_age")
+    await repository.project_page(normalize("foo"))
+    await repository.project_page(normalize("foo"))
+    assert counter("pyproxy_policy_hidden_files", "min_age") == hidden + 6  # 3 per page served
+    with pytest.raises(HeldBack):
+        await repository.open_file(normalize("foo"), "foo-3.0.tar.gz")
+    assert counter("pyproxy_policy_refused_requests", "min_age") == refused + 1
+    curated = wrap(Pages(FOO), build_policy(allow_only=["bar"]), clock)
+    before = counter("pyproxy_policy_refused_requests", "allow_only")
+    with pytest.raises(NotFound):
+        await curated.project_page(normalize("foo"))
+    assert counter("pyproxy_policy_refused_requests", "allow_only") == before + 1
 
 
 def test_per_upstream_overrides_are_a_replace() -> None:
