@@ -9,8 +9,9 @@ The stack the web layer serves, one wrapper per concern:
                                PolicyRepository(OnlyCached(UpstreamRepository(...)), policy))
 
 `Services` is what the handlers get: the repository, a narrow catalog of the private store for
-what pages show beyond the Simple API, the private store itself for uploads, the users, and
-`Health` for /ready and /metrics.
+what pages show beyond the Simple API, the publish service for uploads (which checks a new
+name against the upstream side's project list), the users, and `Health` for /ready and
+/metrics.
 """
 
 from __future__ import annotations
@@ -23,16 +24,19 @@ from pathlib import Path
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.datadir import DataDir
 from pyproxy.model import NormalizedName, PrivateCatalog, Repository
+from pyproxy.publish.service import Publisher
+from pyproxy.publish.upstream_names import ListedUpstream
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
 from pyproxy.repository.policy import PolicyRepository, policy_from_settings
+from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.first_seen import FirstSeenStore
 from pyproxy.stores.pages import PageStore
-from pyproxy.stores.private import PrivateRepository, PrivateStore, ReadRestrictions
+from pyproxy.stores.private import PrivateStore
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
@@ -109,8 +113,9 @@ class Health:
 class Services:
     settings: Settings
     repository: Repository  # what the Simple API, the file routes and the pages serve
-    catalog: PrivateCatalog[ReadRestrictions]  # the private store, as far as pages read it
-    private: PrivateStore  # where uploads go
+    catalog: PrivateCatalog  # the private store, as far as pages read it
+    private: PrivateStore  # the store behind catalog and publisher, closed with them
+    publisher: Publisher  # where uploads go
     users: UserStore
     health: Health
     upstream_description: str  # for the landing page and start-up log
@@ -131,6 +136,7 @@ def build_services(settings: Settings) -> Services:
     health = Health()
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
     policed: PolicyRepository | None = None
+    upstream_names: ListedUpstream | None = None
     url = upstream_url(settings)
     if url is not None:
         layout = DataDir(settings.data_dir)
@@ -146,7 +152,11 @@ def build_services(settings: Settings) -> Services:
         served: Repository = OnlyCached(upstream) if settings.offline else upstream
         first_seen = FirstSeenStore(layout.first_seen)
         policed = PolicyRepository(served, policy_from_settings(settings), first_seen)
-        repository = PrivateWins(repository, policed, settings.merge)
+        repository = PrivateWins(
+            repository, policed, settings.merge, private_prefixes=settings.reserved_prefixes
+        )
+        # a new private name is checked against upstream's own list, whatever [policy] serves
+        upstream_names = ListedUpstream(served.list_projects)  # offline: the names it can serve
         health = Health(None if settings.offline else upstream.client, upstream.blobs)
         closers = (upstream.close, _closer(first_seen.close))
     return Services(
@@ -154,6 +164,9 @@ def build_services(settings: Settings) -> Services:
         repository=repository,
         catalog=private,
         private=private,
+        publisher=Publisher(
+            private, upstream=upstream_names, reserved_prefixes=settings.reserved_prefixes
+        ),
         users=users,
         health=health,
         upstream_description=describe_upstream(settings),

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pyproxy import policy
+from pyproxy.model import normalize
 from pyproxy.units import parse_size
 
 
@@ -55,6 +56,8 @@ class Settings:
     cache_max_size: int = 10 * 1024**3
     merge: tuple[str, ...] = ()
     max_upload_size: int = 100 * 1024**2
+    # normalised name prefixes for private projects only (see publish.service for the rule)
+    reserved_prefixes: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "text"  # of the lines on stderr: "text" or "json" (one object per line)
     # "anonymous": anyone may read; "authenticated": every read needs a user's credentials
@@ -99,6 +102,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("cache", "max_size"): "cache_max_size",
     ("overlay", "merge"): "merge",
     ("uploads", "max_file_size"): "max_upload_size",
+    ("uploads", "reserved_prefixes"): "reserved_prefixes",
     ("log", "level"): "log_level",
     ("log", "format"): "log_format",
     ("auth", "read"): "read_access",
@@ -172,6 +176,19 @@ def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
     return tuple(networks) or False
 
 
+def _name_prefixes(value: Any, *, from_text: bool) -> tuple[str, ...]:
+    """Project-name prefixes ("acme-", "Acme_") as a list (TOML) or comma-separated
+    (environment), normalised as PEP 503 normalises names ("acme-")."""
+    if from_text and isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of name prefixes such as [\"acme-\"]")
+    for prefix in value:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", prefix, re.ASCII):
+            raise ValueError(f"{prefix!r} is not the start of a project name")
+    return tuple(normalize(prefix) for prefix in value)
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string")
@@ -193,6 +210,8 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
     if name == "trust_forwarded":
         return _trusted_peers(value, from_text=from_text)
+    if name == "reserved_prefixes":
+        return _name_prefixes(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
     if name in _RULE_FIELDS:

@@ -23,7 +23,7 @@ SERVED_SOURCES = ("cache", "upstream")
 UPSTREAM_KINDS = ("page", "file", "probe")
 UPLOAD_REJECTIONS = (
     "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
-    "duplicate", "other",
+    "duplicate", "upstream_unavailable", "other",
 )
 # the [policy] rules that hold upstream files back (pyproxy.policy.Reason's values)
 POLICY_REASONS = ("allow_only", "deny", "not_after", "min_age", "missing_upload_time")

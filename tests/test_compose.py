@@ -18,8 +18,8 @@ from pyproxy.model import NormalizedName
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
 from pyproxy.repository.policy import PolicyRepository
+from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.upstream import UpstreamRepository
-from pyproxy.stores.private import PrivateRepository
 
 UPSTREAM = "http://127.0.0.1:9/simple/"  # the discard port: nothing answers there
 

@@ -60,6 +60,7 @@ def test_defaults() -> None:
     assert settings.cache_max_size == 10 * GiB
     assert settings.merge == ()
     assert settings.max_upload_size == 100 * 1024**2
+    assert settings.reserved_prefixes == ()
     assert settings.log_level == "info"
     assert not settings.private_only
 
@@ -100,6 +101,7 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("cache", "max_size"): ('"2GiB"', "2GiB", 2 * GiB),
     ("overlay", "merge"): ('["foo", "bar-baz"]', "foo, bar-baz", ("foo", "bar-baz")),
     ("uploads", "max_file_size"): ('"5MB"', "5MB", 5_000_000),
+    ("uploads", "reserved_prefixes"): ('["acme-", "Corp_"]', "acme-, Corp_", ("acme-", "corp-")),
     ("log", "level"): ('"DEBUG"', "Debug", "debug"),  # in any case
     ("log", "format"): ('"Json"', "JSON", "json"),
     ("auth", "read"): ('"Authenticated"', "AUTHENTICATED", "authenticated"),
@@ -335,6 +337,11 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[overlay]\nmerge = [1, 2]\n", "overlay.merge"),
         ("[uploads]\nmax_file_size = 0\n", "uploads.max_file_size"),
         ("[uploads]\nmax_file_size = '10 parsecs'\n", "uploads.max_file_size"),
+        ("[uploads]\nreserved_prefixes = 'acme-'\n", "uploads.reserved_prefixes"),
+        ("[uploads]\nreserved_prefixes = ['']\n", "uploads.reserved_prefixes"),
+        ("[uploads]\nreserved_prefixes = ['-acme']\n", "uploads.reserved_prefixes"),
+        ("[uploads]\nreserved_prefixes = ['acme/']\n", "uploads.reserved_prefixes"),
+        ("[uploads]\nreserved_prefixes = ['\u0430cme-']\n", "uploads.reserved_prefixes"),
         ("[policy]\nmin_age = 7\n", "policy.min_age"),
         ("[policy]\nmissing_upload_time = 'ignore'\n", "policy.missing_upload_time"),
         ("[policy]\nexempt = 'certifi'\n", "policy.exempt"),
@@ -407,6 +414,7 @@ def test_ca_bundle_must_be_a_file_not_a_directory(tmp_path: Path) -> None:
         ("PYPROXY_UPSTREAM_CA_BUNDLE", "/nonexistent/ca.pem"),
         ("PYPROXY_CACHE_MAX_SIZE", "lots"),
         ("PYPROXY_UPLOADS_MAX_FILE_SIZE", "0"),
+        ("PYPROXY_UPLOADS_RESERVED_PREFIXES", "acme-, a b"),
         ("PYPROXY_SERVER_TRUST_FORWARDED", "maybe"),
         ("PYPROXY_SERVER_TRUST_FORWARDED", "127.0.0.1, 300.1.1.1"),
         ("PYPROXY_SERVER_SHUTDOWN_GRACE", "forever"),

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from packaging.utils import InvalidName, canonicalize_name
+
 from pyproxy.cli import cache as cli_cache
 from pyproxy.cli import policy as cli_policy
 from pyproxy.cli import prefetch as cli_prefetch
@@ -145,6 +147,22 @@ def cmd_restrict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reserve(args: argparse.Namespace) -> int:
+    try:
+        if not args.project.isascii():
+            raise InvalidName(args.project)
+        project = canonicalize_name(args.project, validate=True)
+    except InvalidName:
+        raise CommandError(f"{args.project!r} is not a valid project name") from None
+    private, _ = _stores(args)
+    if not private.reserve(project, args.project):
+        print(f"{project} is already a private project")
+        return 0
+    print(f"{project} is private now: pyproxy serves no upstream file of that name")
+    print(f"its first uploader becomes its owner (or: pyproxy grant {project} USER --owner)")
+    return 0
+
+
 def cmd_yank(args: argparse.Namespace) -> int:
     private, _ = _stores(args)
     count = private.yank(normalize(args.project), args.version, args.reason, undo=args.undo)
@@ -230,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "let only users with a role on a private project (and admins) read it")
     restrict.add_argument("project")
     restrict.add_argument("--undo", action="store_true", help="let every reader read it again")
+
+    reserve = command("reserve", cmd_reserve,
+                      "make a name private before anyone uploads it (also one upstream has)")
+    reserve.add_argument("project")
 
     yank = command("yank", cmd_yank, "yank a private release (installers skip it unless pinned)")
     yank.add_argument("project")

@@ -13,6 +13,7 @@ from aiohttp import encode_basic_auth
 from aiohttp.test_utils import TestClient
 
 from pyproxy.cli import main as cli
+from pyproxy.ops import transfer
 from pyproxy.stores.private import PrivateStore
 from pyproxy.web.context import SERVICES
 from tests.conftest import PASSWORD, USER, MakeClient, upload
@@ -83,7 +84,7 @@ async def test_export_then_import_gives_identical_private_pages(
 
     stores = [PrivateStore(d / "private") for d in (source, target)]
     try:  # restrictions and roles travel too: an import never widens who may read
-        exported = [store.exported_projects() for store in stores]
+        exported = [transfer.exported_projects(store) for store in stores]
     finally:
         for store in stores:
             store.close()
