@@ -18,6 +18,7 @@ from aiohttp import hdrs, web
 
 from pyproxy.formats import legacy_json
 from pyproxy.formats.legacy_json import ReleaseMetadata
+from pyproxy.formats.releases import Releases, choose_version, find_version, group_releases
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
     DistFile,
@@ -154,11 +155,11 @@ async def _document(
     return _respond(request, services, rendered)
 
 
-def _release_of(page: ProjectPage, requested: str | None) -> tuple[legacy_json.Releases, str | None]:
-    releases = legacy_json.group_releases(page)
+def _release_of(page: ProjectPage, requested: str | None) -> tuple[Releases, str | None]:
+    releases = group_releases(page)
     if requested is None:
-        return releases, legacy_json.choose_version(releases)
-    return releases, legacy_json.find_version(releases, requested)
+        return releases, choose_version(releases)
+    return releases, find_version(releases, requested)
 
 
 def _respond(request: web.Request, services: Services, rendered: _Rendered) -> web.Response:
