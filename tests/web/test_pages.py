@@ -15,7 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from pyproxy.web.context import Services
-from pyproxy.web.pages import human_size
+from pyproxy.web.views import human_size
 from tests.conftest import StartFake, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
@@ -359,11 +359,3 @@ async def test_upstream_down_is_an_html_503(fake: FakeUpstream, make_client: Mak
     offline, _ = await make_client(upstream_url=fake.index_url, offline=True)
     page, _ = await _get_page(offline, "/project/never-fetched/", status=404)
     assert "offline" in page.visible
-
-
-def test_human_size() -> None:
-    assert [human_size(n) for n in (None, 0, 1, 999, 1000, 1499, 999_949, 999_950, 12_345_678,
-                                    3 * 10**12)] == [
-        "unknown size", "0 bytes", "1 byte", "999 bytes", "1.0 kB", "1.5 kB", "999.9 kB",
-        "1.0 MB", "12.3 MB", "3.0 TB",
-    ]
