@@ -19,6 +19,7 @@ __all__ = [
     "find_version",
     "group_releases",
     "release_yanked",
+    "unversioned",
 ]
 
 Releases = dict[str, list[DistFile]]  # version -> its files, oldest version first
@@ -41,21 +42,33 @@ def _sort_key(version: str) -> tuple[int, Version | str]:
 
 
 def group_releases(page: ProjectPage) -> Releases:
-    """Every version the page names, oldest first, each with its files sorted by filename.
-    Versions listed without files (PEP 700) are releases with no files."""
+    """Every version the page names, oldest first (by packaging's order: 1.9 before 1.10; the
+    invalid ones before all others), each with its files sorted by filename. Versions listed
+    without files (PEP 700) are releases with no files, and so are all of a quarantined
+    project's (PEP 792)."""
     keys: dict[str, str] = {}  # each spelling parsed once: projects have thousands of files
+
+    def key_of(version: str) -> str:
+        return keys.get(version) or keys.setdefault(version, _release_key(version))
+
     releases: dict[str, list[DistFile]] = {}
     for version in page.versions:
-        releases.setdefault(keys.get(version) or keys.setdefault(version, _release_key(version)), [])
+        releases.setdefault(key_of(version), [])
     for dist in page.files if page.status.offers_files else ():
-        version = dist.version
-        if version is not None:
-            key = keys.get(version) or keys.setdefault(version, _release_key(version))
-            releases.setdefault(key, []).append(dist)
+        file_version = dist.version
+        if file_version is not None:
+            releases.setdefault(key_of(file_version), []).append(dist)
     return {
         version: sorted(releases[version], key=lambda d: d.filename)
         for version in sorted(releases, key=_sort_key)
     }
+
+
+def unversioned(page: ProjectPage) -> list[DistFile]:
+    """The files whose version cannot be told from their name (so in no release), by name."""
+    if not page.status.offers_files:
+        return []
+    return sorted((d for d in page.files if d.version is None), key=lambda d: d.filename)
 
 
 def release_yanked(files: Sequence[DistFile]) -> tuple[bool, str | None]:

@@ -25,14 +25,8 @@ from pyproxy.model import (
 )
 from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, Services, origin
-from pyproxy.web.views import (
-    Metadata,
-    VersionView,
-    current_version,
-    first_value,
-    project_links,
-    version_views,
-)
+from pyproxy.web.simple import file_url
+from pyproxy.web.views import Metadata, VersionView, first_value, project_links, project_view
 
 MAX_SEARCH_RESULTS = 100
 
@@ -190,22 +184,20 @@ async def _project_context(
     request: web.Request, services: Services, name: NormalizedName, page: ProjectPage
 ) -> dict[str, object]:
     base = origin(request)
-    versions = version_views(page, base)
+    view = project_view(page, file_url(base, name))
     private = services.catalog.has_project(name)
     metadata = Metadata()
     if private:
-        metadata = await private_metadata(services, current_version(versions, private_only=True))
-    current = current_version(versions, private_only=False)
-    has_upstream_files = any(not f.private for v in versions for f in v.files)
+        metadata = await private_metadata(services, view.current_private)
     return {
         "base": base,
         "name": name,
         "display_name": metadata.display_name or name,
         "private": private,
-        "has_upstream_files": has_upstream_files,
-        "current": current,
+        "has_upstream_files": view.has_upstream_files,
+        "current": view.current,
         "metadata": metadata,
-        "versions": versions,
+        "versions": view.versions,
         "status": page.status,
         "file_count": len(page.files),
         **_serves(services),

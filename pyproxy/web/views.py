@@ -5,16 +5,23 @@ offers. Pure: no I/O, no request."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from markupsafe import Markup
-from packaging.version import InvalidVersion, Version
 
+from pyproxy.formats.releases import (
+    Releases,
+    choose_version,
+    group_releases,
+    release_yanked,
+    unversioned,
+)
 from pyproxy.model import DistFile, Origin, ProjectPage
-from pyproxy.web.simple import file_url
+
+FileURL = Callable[[DistFile], str]
 
 # ------------------------------------------------------------------------------ formatting
 
@@ -41,18 +48,6 @@ def _when(moment: datetime | None) -> tuple[str, str]:
     return moment.strftime("%Y-%m-%d %H:%M UTC"), moment.isoformat(timespec="seconds")
 
 
-def _version_key(version: str) -> Version | None:
-    try:
-        return Version(version)
-    except InvalidVersion:
-        return None
-
-
-def _canonical(version: str) -> str:
-    parsed = _version_key(version)
-    return version if parsed is None else str(parsed)
-
-
 # ------------------------------------------------------------------------------ view models
 
 
@@ -75,10 +70,7 @@ class VersionView:
     version: str
     files: tuple[FileView, ...]
     requires_python: tuple[str, ...]  # distinct values among its files
-
-    @property
-    def yanked(self) -> bool:
-        return bool(self.files) and all(f.yanked for f in self.files)
+    yanked: bool  # all its files are
 
     @property
     def anchor(self) -> str:
@@ -107,49 +99,51 @@ def _file_view(dist: DistFile, url: str) -> FileView:
     )
 
 
-def version_views(page: ProjectPage, base: str) -> list[VersionView]:
-    """Versions newest first (packaging's ordering; unparsable ones after, then files whose
-    version cannot be told), each with its files."""
-    url_of = file_url(base, page.name)
-    grouped: dict[str, list[DistFile]] = {_canonical(v): [] for v in page.versions}
-    unknown: list[DistFile] = []
-    for dist in page.files:
-        if dist.version is None:
-            unknown.append(dist)
-        else:
-            grouped.setdefault(_canonical(dist.version), []).append(dist)
-    parsed = [(key, v) for v in grouped if (key := _version_key(v)) is not None]
-    ordered = [v for _key, v in sorted(parsed, key=lambda item: item[0], reverse=True)]
-    ordered += sorted((v for v in grouped if _version_key(v) is None), reverse=True)
-    groups = [(v, grouped[v]) for v in ordered]
-    if unknown:
-        groups.append(("other files", unknown))
-    views = []
-    for version, dists in groups:
-        dists.sort(key=lambda d: d.filename)
-        requires = dict.fromkeys(d.requires_python for d in dists if d.requires_python)
-        views.append(
-            VersionView(version, tuple(_file_view(d, url_of(d)) for d in dists), tuple(requires))
-        )
-    return views
+def version_view(version: str, files: Sequence[DistFile], url_of: FileURL) -> VersionView:
+    requires = dict.fromkeys(d.requires_python for d in files if d.requires_python)
+    return VersionView(
+        version,
+        tuple(_file_view(d, url_of(d)) for d in files),
+        tuple(requires),
+        release_yanked(files)[0],
+    )
 
 
-def current_version(versions: Sequence[VersionView], *, private_only: bool) -> VersionView | None:
-    """The version a visitor most likely wants: the newest final release with a file that is
-    not yanked, else the newest with any file (only private files count when asked)."""
+@dataclass(frozen=True, slots=True)
+class ProjectView:
+    versions: tuple[VersionView, ...]  # newest first; files of no known version last
+    current: VersionView | None  # the release a visitor most likely wants, one of `versions`
+    current_private: VersionView | None  # the newest private one: its upload tells the metadata
+    has_upstream_files: bool
 
-    def usable(view: VersionView) -> bool:
-        return any(not private_only or f.private for f in view.files)
 
-    candidates = [v for v in versions if usable(v)]
-    for view in candidates:
-        parsed = _version_key(view.version)
-        if parsed is not None and not parsed.is_prerelease and not view.yanked:
-            return view
-    for view in candidates:
-        if not view.yanked:
-            return view
-    return candidates[0] if candidates else None
+def _current(releases: Releases, *, private_only: bool) -> str | None:
+    """The public index's choice (formats.releases), among releases with a file (a private
+    one when asked); None when there is none."""
+    with_files = {
+        version: chosen
+        for version, files in releases.items()
+        if (chosen := [d for d in files if not private_only or d.origin is Origin.PRIVATE])
+    }
+    return choose_version(with_files)
+
+
+def project_view(page: ProjectPage, url_of: FileURL) -> ProjectView:
+    """Versions newest first (packaging's ordering; unparsable ones after, then the files whose
+    version cannot be told), each with its files; which of them is current."""
+    releases = group_releases(page)
+    views = {version: version_view(version, files, url_of) for version, files in releases.items()}
+    versions = list(reversed(views.values()))
+    if other := unversioned(page):
+        versions.append(version_view("other files", other, url_of))
+    current = _current(releases, private_only=False)
+    current_private = _current(releases, private_only=True)
+    return ProjectView(
+        versions=tuple(versions),
+        current=None if current is None else views[current],
+        current_private=None if current_private is None else views[current_private],
+        has_upstream_files=any(not f.private for v in versions for f in v.files),
+    )
 
 
 def first_value(fields: Mapping[str, Sequence[str]], key: str) -> str:

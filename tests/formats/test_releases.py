@@ -11,6 +11,7 @@ from pyproxy.formats.releases import (
     find_version,
     group_releases,
     release_yanked,
+    unversioned,
 )
 from pyproxy.model import DistFile, ProjectPage, ProjectStatus, normalize
 
@@ -22,7 +23,9 @@ def dist(filename: str, **fields: object) -> DistFile:
     return DistFile(filename=filename, **fields)  # type: ignore[arg-type]
 
 
-def page(*files: DistFile, versions: tuple[str, ...] = (), status: ProjectStatus | None = None) -> ProjectPage:
+def page(
+    *files: DistFile, versions: tuple[str, ...] = (), status: ProjectStatus | None = None
+) -> ProjectPage:
     return ProjectPage.build(normalize("foo"), tuple(files), extra_versions=versions, status=status)
 
 
@@ -88,10 +91,18 @@ def test_group_releases_orders_versions_and_files_and_skips_unparsable_filenames
     releases = group_releases(page(*files))
     assert list(releases) == ["2.0", "10.0"]
     assert [d.filename for d in releases["2.0"]] == [
-        "foo-2.0-cp311-cp311-manylinux_2_17_x86_64.whl", "foo-2.0-py3-none-any.whl", "foo-2.0.tar.gz"
+        "foo-2.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+        "foo-2.0-py3-none-any.whl",
+        "foo-2.0.tar.gz",
     ]
 
 
 def test_quarantined_page_has_releases_but_no_files() -> None:
     p = page(dist("foo-1.0.tar.gz"), versions=("1.0",), status=ProjectStatus("quarantined"))
     assert group_releases(p) == {"1.0": []}
+
+
+def test_unversioned_files_are_those_in_no_release() -> None:
+    files = (dist("foo-1.0.tar.gz"), dist("z.txt"), dist("README.txt"))
+    assert [d.filename for d in unversioned(page(*files))] == ["README.txt", "z.txt"]
+    assert unversioned(page(*files, status=ProjectStatus("quarantined"))) == []

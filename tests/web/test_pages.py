@@ -310,6 +310,20 @@ async def test_upstream_project_page(fake: FakeUpstream, make_client: MakeClient
     assert order == ["1.2", "1.1", "1.0"]
 
 
+async def test_page_and_json_api_name_the_same_current_release(
+    fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    """One choice for both (formats/releases.py): with every release yanked, the final one."""
+    for version in ("1.0", "2.0rc1"):
+        fake.add_file("gone", f"gone-{version}-py3-none-any.whl", b"x", yanked="withdrawn")
+    client, _ = await make_client(upstream_url=fake.index_url)
+    _, body = await _get_page(client, "/project/gone/")
+    h1 = re.search(r"<h1>(.*?)</h1>", body, re.DOTALL)
+    info = (await (await client.get("/pypi/gone/json")).json())["info"]
+    assert info["version"] == "1.0" and info["yanked"] is True
+    assert h1 and '<span class="muted">1.0</span>' in h1.group(1)
+
+
 async def test_merged_project_marks_private_and_upstream_files(
     fake: FakeUpstream, make_client: MakeClient, tmp_path: Path
 ) -> None:
