@@ -18,6 +18,7 @@ from pyproxy.web import (
     upload,
 )
 from pyproxy.web.context import SERVICES, Services
+from pyproxy.web.html_cache import RenderedHTML
 
 
 def build_app(services: Services) -> web.Application:
@@ -43,6 +44,7 @@ def build_app(services: Services) -> web.Application:
     app[ops.READINESS] = ops.Readiness()
     app[simple.RENDERED] = simple.RenderedPages()
     app[json_api.RENDERED] = json_api.RenderedDocuments()
+    app[pages.RENDERED] = RenderedHTML()
     # the public index also answers these with a trailing slash
     for suffix in ("json", "json/"):
         router.add_get(f"/pypi/{{project}}/{suffix}", json_api.project)

@@ -16,7 +16,6 @@ from aiohttp import web
 
 from pyproxy.formats.description import render_description
 from pyproxy.model import (
-    NormalizedName,
     NotFound,
     ProjectPage,
     Unavailable,
@@ -25,6 +24,7 @@ from pyproxy.model import (
 )
 from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, Services, origin
+from pyproxy.web.html_cache import Built, RenderedHTML
 from pyproxy.web.simple import file_url
 from pyproxy.web.views import Metadata, VersionView, first_value, project_links, project_view
 
@@ -41,12 +41,30 @@ _SECURITY_HEADERS = {
 }
 
 
+RENDERED = web.AppKey("rendered_html", RenderedHTML)
+
+
 def _render(
     template: str, request: web.Request, context: Mapping[str, object], *, status: int = 200
 ) -> web.Response:
     response = aiohttp_jinja2.render_template(template, request, dict(context), status=status)
     response.headers.update(_SECURITY_HEADERS)
     return response
+
+
+async def _render_off_loop(
+    request: web.Request, template: str, context: Mapping[str, object]
+) -> bytes:
+    """What aiohttp_jinja2 renders (no context processors are installed), in a thread: a
+    jinja2 template may be rendered by several threads at once."""
+    prepared = aiohttp_jinja2.get_env(request.app).get_template(template)
+    return await asyncio.to_thread(lambda: prepared.render(context).encode())
+
+
+def _html(body: bytes) -> web.Response:
+    return web.Response(
+        body=body, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS
+    )
 
 
 # ------------------------------------------------------------------------------ metadata
@@ -177,19 +195,25 @@ async def project(request: web.Request) -> web.StreamResponse:
             f"The upstream index cannot be reached right now and pyproxy has no copy of"
             f" {name!r}: {exc}. Try again later.",
         )
-    return _render("project.html", request, await _project_context(request, services, name, page))
-
-
-async def _project_context(
-    request: web.Request, services: Services, name: NormalizedName, page: ProjectPage
-) -> dict[str, object]:
     base = origin(request)
-    view = project_view(page, file_url(base, name))
+    # nothing on it depends on who asks (the guard has judged that already): one build serves all
+    body = await request.app[RENDERED].get(
+        (base, name, ""), page.revision, lambda: _project_page(request, services, base, page)
+    )
+    return _html(body)
+
+
+async def _project_page(
+    request: web.Request, services: Services, base: str, page: ProjectPage
+) -> Built:
+    name = page.name
+    # off the loop: a project with 20,000 files takes the best part of a second to lay out
+    view = await asyncio.to_thread(project_view, page, file_url(base, name))
     private = services.catalog.has_project(name)
     metadata = Metadata()
     if private:
         metadata = await private_metadata(services, view.current_private)
-    return {
+    context = {
         "base": base,
         "name": name,
         "display_name": metadata.display_name or name,
@@ -202,3 +226,4 @@ async def _project_context(
         "file_count": len(page.files),
         **_serves(services),
     }
+    return Built(await _render_off_loop(request, "project.html", context))

@@ -3,17 +3,21 @@ project pages for private, upstream and merged projects, and their 301/404/503 a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from aiohttp.test_utils import TestClient
 
+from pyproxy.web import pages
 from pyproxy.web.context import Services
 from pyproxy.web.views import human_size
 from tests.conftest import StartFake, upload
@@ -338,6 +342,87 @@ async def test_merged_project_marks_private_and_upstream_files(
         if up.filename in chunk:
             assert "badge upstream" in chunk and "badge private" not in chunk
     assert "merged with upstream files" in page.visible
+
+
+# ---------------------------------------------------------------------------- off the loop, once
+
+
+class CountedViews:
+    """pages.project_view, counted, with the thread each call ran on; a call can be held at
+    `gate` (a threading.Event) until the test lets it go."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.threads: list[threading.Thread] = []
+        self.started = threading.Event()
+        self.gate: threading.Event | None = None
+        real = pages.project_view
+
+        def counted(*args: Any) -> Any:
+            self.threads.append(threading.current_thread())
+            self.started.set()
+            if self.gate is not None:
+                self.gate.wait(timeout=10)  # a safety net only: the test opens it
+            return real(*args)
+
+        monkeypatch.setattr(pages, "project_view", counted)
+
+
+async def test_a_project_page_is_built_once_per_revision(
+    client: TestClient, services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _upload_wheel(client, tmp_path, "busy", "1.0")
+    views = CountedViews(monkeypatch)
+    bodies = await asyncio.gather(*(client.get("/project/busy/") for _ in range(8)))
+    texts = {await response.text() for response in bodies}
+    for _ in range(4):
+        page, body = await _get_page(client, "/project/busy/")
+        assert body in texts
+    assert len(texts) == 1 and len(views.threads) == 1  # 12 requests, one build
+
+    # a new revision (an upload, a yank) is built again, once
+    await _upload_wheel(client, tmp_path, "busy", "2.0")
+    for _ in range(3):
+        page, _ = await _get_page(client, "/project/busy/")
+    assert "busy-2.0-py3-none-any.whl" in page.links and len(views.threads) == 2
+    services.private.yank("busy", "2.0", "oops")
+    page, _ = await _get_page(client, "/project/busy/")
+    await _get_page(client, "/project/busy/")
+    assert "yanked oops" in page.visible and len(views.threads) == 3
+
+
+async def test_a_page_being_built_holds_up_no_other_request(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _upload_wheel(client, tmp_path, "big", "1.0")
+    views = CountedViews(monkeypatch)
+    views.gate = threading.Event()
+    loop_thread = threading.current_thread()  # the test client and the app share this loop
+    rendered_on: list[tuple[str | None, threading.Thread]] = []
+    real_render = jinja2.Template.render
+
+    def render(self: jinja2.Template, *args: Any, **kwargs: Any) -> str:
+        rendered_on.append((self.name, threading.current_thread()))
+        return real_render(self, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Template, "render", render)
+    answered: list[str] = []
+
+    async def fetch(path: str) -> None:
+        response = await client.get(path)
+        assert response.status == 200, path
+        await response.read()
+        answered.append(path)
+
+    big = asyncio.create_task(fetch("/project/big/"))
+    assert await asyncio.to_thread(views.started.wait, 30)
+    await fetch("/projects/")  # answered while the big page is still being laid out
+    await fetch("/simple/big/")
+    views.gate.set()
+    await big
+    assert answered == ["/projects/", "/simple/big/", "/project/big/"]
+    assert views.threads and loop_thread not in views.threads
+    project_renders = [thread for name, thread in rendered_on if name == "project.html"]
+    assert project_renders and loop_thread not in project_renders
 
 
 # ---------------------------------------------------------------------------- errors
