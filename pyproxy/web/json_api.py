@@ -1,15 +1,13 @@
 """The legacy JSON API: GET /pypi/<project>/json and /pypi/<project>/<version>/json.
 
 Same repository (so the same private-wins rule) and the same file URLs as the Simple API.
-`info` of a private release comes from its upload form; of an upstream release, from the
-PEP 658 metadata of one of its wheels (read through the blob cache, so fetched once).
+`info` says what web/metadata.py reads of the release's metadata.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -17,12 +15,9 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from pyproxy.formats import legacy_json
-from pyproxy.formats.legacy_json import ReleaseMetadata
 from pyproxy.formats.releases import Releases, choose_version, find_version, group_releases
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
-    DistFile,
-    LocalFile,
     NormalizedName,
     NotFound,
     Origin,
@@ -33,13 +28,11 @@ from pyproxy.model import (
 )
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, Services, origin
+from pyproxy.web.metadata import release_metadata
 from pyproxy.web.middleware import CORS_HEADERS
 from pyproxy.web.simple import file_url
 
-log = logging.getLogger("pyproxy.web.json")
-
 CONTENT_TYPE = "application/json"
-_MAX_METADATA = 16 * 1024 * 1024  # a METADATA file is small; anything bigger is not read
 # the public index exposes its serial header to browsers too
 _EXPOSE = CORS_HEADERS["Access-Control-Expose-Headers"] + ", X-PyPI-Last-Serial"
 
@@ -129,7 +122,7 @@ async def _document(
         releases, version = await asyncio.to_thread(_release_of, page, requested)
         if version is None:
             raise NotFound(f"no such release of {name!r}")
-        metadata, complete = await _metadata(services, page, releases[version])
+        metadata, complete = await release_metadata(services, page, releases[version])
         serial = services.catalog.project_serial(name) or 0
         private_digests = _private_digests(services, page)
 
@@ -181,43 +174,3 @@ def _private_digests(
     if not any(dist.origin is Origin.PRIVATE for dist in page.files):
         return {}
     return services.catalog.file_digests(page.name)
-
-
-async def _metadata(
-    services: Services, page: ProjectPage, files: list[DistFile]
-) -> tuple[ReleaseMetadata, bool]:
-    """The release's metadata, and whether it is all there is to know (False: it could not be
-    read right now)."""
-    for dist in files:
-        if dist.origin is Origin.PRIVATE:
-            fields = services.catalog.file_fields(dist.filename)
-            if fields is not None:
-                return legacy_json.metadata_from_fields(fields), True
-    source = legacy_json.metadata_file(files)
-    if source is None:
-        return ReleaseMetadata(), True
-    try:
-        data = await _read_metadata(services, page.name, source.filename)
-    except (NotFound, Unavailable, OSError) as exc:
-        log.warning("info of %s without metadata of %s: %s", page.name, source.filename, exc)
-        return ReleaseMetadata(), False
-    if data is None:
-        log.warning("metadata of %s is larger than %d bytes; not read", source.filename, _MAX_METADATA)
-        return ReleaseMetadata(), True
-    return legacy_json.metadata_from_core(data), True
-
-
-async def _read_metadata(services: Services, project: NormalizedName, filename: str) -> bytes | None:
-    source = await services.repository.open_metadata(project, filename)
-    if isinstance(source, LocalFile):
-        if source.size > _MAX_METADATA:
-            return None
-        return await asyncio.to_thread(source.path.read_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in source.chunks:
-        size += len(chunk)
-        if size > _MAX_METADATA:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
