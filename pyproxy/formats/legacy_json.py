@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.errors import MessageError
+from urllib.parse import quote
 
 import orjson
 from packaging.metadata import RawMetadata, parse_email
@@ -245,7 +246,7 @@ def _info(
         "project_url": project_url,
         "project_urls": _urls(meta),
         "provides_extra": list(meta.provides_extra) or None,
-        "release_url": f"{project_url}{version}/",
+        "release_url": f"{project_url}{quote(version, safe='+!')}/",  # the release's page
         "requires_dist": list(meta.requires_dist) or None,
         "requires_python": requires_python,
         "summary": meta.summary,

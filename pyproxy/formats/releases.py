@@ -17,9 +17,9 @@ __all__ = [
     "Releases",
     "choose_version",
     "find_version",
+    "group_files",
     "group_releases",
     "release_yanked",
-    "unversioned",
 ]
 
 Releases = dict[str, list[DistFile]]  # version -> its files, oldest version first
@@ -46,29 +46,32 @@ def group_releases(page: ProjectPage) -> Releases:
     invalid ones before all others), each with its files sorted by filename. Versions listed
     without files (PEP 700) are releases with no files, and so are all of a quarantined
     project's (PEP 792)."""
+    return group_files(page)[0]
+
+
+def group_files(page: ProjectPage) -> tuple[Releases, list[DistFile]]:
+    """`group_releases`, and the files whose version cannot be told from their name (so in no
+    release), by filename; each file's name is parsed once."""
     keys: dict[str, str] = {}  # each spelling parsed once: projects have thousands of files
 
     def key_of(version: str) -> str:
         return keys.get(version) or keys.setdefault(version, _release_key(version))
 
     releases: dict[str, list[DistFile]] = {}
+    unversioned: list[DistFile] = []
     for version in page.versions:
         releases.setdefault(key_of(version), [])
     for dist in page.files if page.status.offers_files else ():
         file_version = dist.version
-        if file_version is not None:
+        if file_version is None:
+            unversioned.append(dist)
+        else:
             releases.setdefault(key_of(file_version), []).append(dist)
-    return {
+    ordered = {
         version: sorted(releases[version], key=lambda d: d.filename)
         for version in sorted(releases, key=_sort_key)
     }
-
-
-def unversioned(page: ProjectPage) -> list[DistFile]:
-    """The files whose version cannot be told from their name (so in no release), by name."""
-    if not page.status.offers_files:
-        return []
-    return sorted((d for d in page.files if d.version is None), key=lambda d: d.filename)
+    return ordered, sorted(unversioned, key=lambda d: d.filename)
 
 
 def release_yanked(files: Sequence[DistFile]) -> tuple[bool, str | None]:

@@ -1,5 +1,5 @@
 """Human-facing pages (server-rendered with aiohttp-jinja2, no JavaScript): the landing page,
-search, the private project list and a page per project.
+search, the private project list, a page per project and one per release.
 
 They show only what the Simple API and the files' core metadata show to anyone with read
 access: never who uploaded a file, and only the metadata fields picked below.
@@ -25,8 +25,17 @@ from pyproxy.model import (
 from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, Services, origin
 from pyproxy.web.html_cache import Built, RenderedHTML
+from pyproxy.web.metadata import release_metadata
 from pyproxy.web.simple import file_url
-from pyproxy.web.views import Metadata, VersionView, first_value, project_links, project_view
+from pyproxy.web.views import (
+    Metadata,
+    VersionView,
+    first_value,
+    project_links,
+    project_view,
+    release_path,
+    release_view,
+)
 
 MAX_SEARCH_RESULTS = 100
 
@@ -167,17 +176,31 @@ def _error_page(request: web.Request, status: int, title: str, message: str) -> 
     )
 
 
+class _NoSuchRelease(Exception):
+    pass
+
+
+class _OtherSpelling(Exception):
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.version = version
+
+
 async def project(request: web.Request) -> web.StreamResponse:
-    """/project/<name>/: 301 to the normalised spelling; HTML 404 and 503 pages."""
+    """/project/<name>/ and /project/<name>/<version>/: 301 to the normalised spellings; HTML
+    404 and 503 pages."""
     tail = request.match_info["tail"]
     parts = [part for part in tail.split("/") if part]
     if not parts:
         raise web.HTTPFound("/projects/")
-    if len(parts) != 1 or not valid_name(parts[0]):
+    if len(parts) > 2 or not valid_name(parts[0]):
         return _error_page(request, 404, "Not Found", f"{tail.strip('/')!r} is not a project name.")
     name = normalize(parts[0])
-    if tail != f"{name}/":
-        raise web.HTTPMovedPermanently(f"/project/{name}/")
+    requested = parts[1] if len(parts) == 2 else None
+    if tail != f"{name}/{'' if requested is None else requested + '/'}":
+        raise web.HTTPMovedPermanently(
+            f"/project/{name}/" if requested is None else release_path(name, requested)
+        )
     services = request.app[SERVICES]
     try:
         page = await services.repository.project_page(name)
@@ -185,7 +208,9 @@ async def project(request: web.Request) -> web.StreamResponse:
         if services.settings.private_only:
             message = f"There is no project {name!r} here."
         elif services.settings.offline:
-            message = f"There is no private project {name!r}, and pyproxy is offline with no copy of it."
+            message = (
+                f"There is no private project {name!r}, and pyproxy is offline with no copy of it."
+            )
         else:
             message = f"There is no project {name!r} here or upstream."
         return _error_page(request, 404, "Not Found", message)
@@ -196,11 +221,54 @@ async def project(request: web.Request) -> web.StreamResponse:
             f" {name!r}: {exc}. Try again later.",
         )
     base = origin(request)
-    # nothing on it depends on who asks (the guard has judged that already): one build serves all
-    body = await request.app[RENDERED].get(
-        (base, name, ""), page.revision, lambda: _project_page(request, services, base, page)
-    )
+    cache = request.app[RENDERED]
+    # nothing on them depends on who asks (the guard has judged that already): one build
+    # serves all
+    if requested is None:
+        body = await cache.get(
+            (base, name, ""), page.revision, lambda: _project_page(request, services, base, page)
+        )
+        return _html(body)
+    try:
+        body = await cache.get(
+            (base, name, "release", requested),
+            page.revision,
+            lambda: _release_page(request, services, base, page, requested),
+        )
+    except _OtherSpelling as other:
+        raise web.HTTPMovedPermanently(release_path(name, other.version)) from None
+    except _NoSuchRelease:
+        return _error_page(
+            request, 404, "Not Found", f"{name!r} has no release {requested!r} here."
+        )
     return _html(body)
+
+
+async def _release_page(
+    request: web.Request, services: Services, base: str, page: ProjectPage, requested: str
+) -> Built:
+    found = await asyncio.to_thread(release_view, page, requested, file_url(base, page.name))
+    if found is None:
+        raise _NoSuchRelease(requested)
+    if isinstance(found, str):
+        raise _OtherSpelling(found)
+    metadata, complete = await release_metadata(services, page, list(found.files))
+    release = found.release
+    context = {
+        "base": base,
+        "name": page.name,
+        "display_name": metadata.name or page.name,
+        "release": release,
+        "yanked_reason": found.yanked_reason,
+        "summary": metadata.summary,
+        "requires_python": (
+            (metadata.requires_python,) if metadata.requires_python else release.requires_python
+        ),
+        "status": page.status,
+        **_serves(services),
+    }
+    # without its metadata (upstream unreachable) the page is served, and built again next time
+    return Built(await _render_off_loop(request, "release.html", context), complete)
 
 
 async def _project_page(

@@ -8,18 +8,19 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from markupsafe import Markup
 
 from pyproxy.formats.releases import (
     Releases,
     choose_version,
+    find_version,
+    group_files,
     group_releases,
     release_yanked,
-    unversioned,
 )
-from pyproxy.model import DistFile, Origin, ProjectPage
+from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage
 
 FileURL = Callable[[DistFile], str]
 
@@ -71,6 +72,7 @@ class VersionView:
     files: tuple[FileView, ...]
     requires_python: tuple[str, ...]  # distinct values among its files
     yanked: bool  # all its files are
+    path: str | None = None  # its release page; None for files of no known version
 
     @property
     def anchor(self) -> str:
@@ -99,13 +101,21 @@ def _file_view(dist: DistFile, url: str) -> FileView:
     )
 
 
-def version_view(version: str, files: Sequence[DistFile], url_of: FileURL) -> VersionView:
+def release_path(project: NormalizedName, version: str) -> str:
+    """The path of a release's page (where the legacy JSON API's `release_url` points)."""
+    return f"/project/{project}/{quote(version, safe='+!')}/"
+
+
+def version_view(
+    version: str, files: Sequence[DistFile], url_of: FileURL, path: str | None = None
+) -> VersionView:
     requires = dict.fromkeys(d.requires_python for d in files if d.requires_python)
     return VersionView(
         version,
         tuple(_file_view(d, url_of(d)) for d in files),
         tuple(requires),
         release_yanked(files)[0],
+        path,
     )
 
 
@@ -131,10 +141,13 @@ def _current(releases: Releases, *, private_only: bool) -> str | None:
 def project_view(page: ProjectPage, url_of: FileURL) -> ProjectView:
     """Versions newest first (packaging's ordering; unparsable ones after, then the files whose
     version cannot be told), each with its files; which of them is current."""
-    releases = group_releases(page)
-    views = {version: version_view(version, files, url_of) for version, files in releases.items()}
+    releases, other = group_files(page)
+    views = {
+        version: version_view(version, files, url_of, release_path(page.name, version))
+        for version, files in releases.items()
+    }
     versions = list(reversed(views.values()))
-    if other := unversioned(page):
+    if other:
         versions.append(version_view("other files", other, url_of))
     current = _current(releases, private_only=False)
     current_private = _current(releases, private_only=True)
@@ -143,6 +156,30 @@ def project_view(page: ProjectPage, url_of: FileURL) -> ProjectView:
         current=None if current is None else views[current],
         current_private=None if current_private is None else views[current_private],
         has_upstream_files=any(not f.private for v in versions for f in v.files),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseView:
+    release: VersionView
+    yanked_reason: str | None  # the first one its files give, when the release is yanked
+    files: tuple[DistFile, ...]  # whose metadata tells the rest
+
+
+def release_view(page: ProjectPage, requested: str, url_of: FileURL) -> ReleaseView | str | None:
+    """The release a page URL names; the spelling to redirect to when the URL names it in
+    another ("1.0.0" for "1.0"); None when the project has no such release."""
+    releases = group_releases(page)
+    version = find_version(releases, requested)
+    if version is None:
+        return None
+    if version != requested:
+        return version
+    files = releases[version]
+    return ReleaseView(
+        version_view(version, files, url_of, release_path(page.name, version)),
+        release_yanked(files)[1],
+        tuple(files),
     )
 
 

@@ -10,8 +10,8 @@ from pyproxy.formats.releases import (
     choose_version,
     find_version,
     group_releases,
+    group_files,
     release_yanked,
-    unversioned,
 )
 from pyproxy.model import DistFile, ProjectPage, ProjectStatus, normalize
 
@@ -102,7 +102,8 @@ def test_quarantined_page_has_releases_but_no_files() -> None:
     assert group_releases(p) == {"1.0": []}
 
 
-def test_unversioned_files_are_those_in_no_release() -> None:
+def test_group_files_sets_apart_the_files_in_no_release() -> None:
     files = (dist("foo-1.0.tar.gz"), dist("z.txt"), dist("README.txt"))
-    assert [d.filename for d in unversioned(page(*files))] == ["README.txt", "z.txt"]
-    assert unversioned(page(*files, status=ProjectStatus("quarantined"))) == []
+    releases, other = group_files(page(*files))
+    assert list(releases) == ["1.0"] and [d.filename for d in other] == ["README.txt", "z.txt"]
+    assert group_files(page(*files, status=ProjectStatus("quarantined"))) == ({"1.0": []}, [])

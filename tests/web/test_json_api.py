@@ -121,6 +121,29 @@ async def test_private_version_document(client: TestClient) -> None:
     assert "releases" in await get_json(client, "/pypi/foo-bar/json/")
 
 
+async def test_project_and_release_urls_are_pages_that_exist(
+    client: TestClient, fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    """`info.project_url`, `package_url` and `release_url` lead to pyproxy's own web pages,
+    for every release (a local version too) of a private project and of an upstream one."""
+    fake.add_file("up.proj", "up.proj-3.0.tar.gz", b"sdist")
+    upstream, _ = await make_client(upstream_url=fake.index_url)
+    for app, project, versions in (
+        (client, "foo-bar", FOO_VERSIONS), (upstream, "up-proj", ["3.0"])
+    ):
+        for version in versions:
+            info = (await get_json(app, f"/pypi/{project}/{version}/json"))["info"]
+            assert info["package_url"] == info["project_url"]
+            pages = {}
+            for url in (info["project_url"], info["release_url"]):
+                response = await get(app, own_path(app, url))  # no redirect either
+                assert response.status == 200, (url, response.status)
+                assert response.headers["Content-Type"].startswith("text/html")
+                pages[url] = await response.text()
+            assert "pip install --index-url" in pages[info["project_url"]]
+            assert f"{project}=={version}</code>" in pages[info["release_url"]]  # that release's
+
+
 async def test_private_info_from_the_upload_form(client: TestClient, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "Rich.Pkg", "3.0", requires_dist=["bar>=1"], requires_python=">=3.9",
                        extra_metadata=EXTRA)

@@ -21,7 +21,7 @@ from pyproxy.web import pages
 from pyproxy.web.context import Services
 from pyproxy.web.views import human_size
 from tests.conftest import StartFake, upload
-from tests.dists import make_wheel
+from tests.dists import core_metadata, make_wheel
 from tests.fake_upstream import FakeUpstream
 
 MakeClient = Callable[..., Awaitable[tuple[TestClient, Services]]]
@@ -342,6 +342,76 @@ async def test_merged_project_marks_private_and_upstream_files(
         if up.filename in chunk:
             assert "badge upstream" in chunk and "badge private" not in chunk
     assert "merged with upstream files" in page.visible
+
+
+# ---------------------------------------------------------------------------- release pages
+
+
+async def test_private_release_page(client: TestClient, services: Services, tmp_path: Path) -> None:
+    wheel = await _upload_wheel(client, tmp_path, "Widget", "1.0", requires_python=">=3.9",
+                                summary="Widgets <b>for</b> all")
+    await _upload_wheel(client, tmp_path, "Widget", "2.0")
+    page, body = await _get_page(client, "/project/widget/1.0/")
+    base = _origin(client)
+    h1 = re.search(r"<h1>(.*?)</h1>", body, re.DOTALL)
+    assert h1 and "Widget" in h1.group(1) and "1.0" in h1.group(1) and "yanked" not in h1.group(1)
+    assert "Widgets <b>for</b> all" in page.visible and "Widgets &lt;b&gt;for" in body
+    assert "Requires: Python >=3.9" in page.visible
+    assert f"pip install --index-url {base}/simple/ widget==1.0" in page.visible
+    assert list(page.links).count(wheel.name) == 1  # that release's files only
+    assert page.links[wheel.name] == f"{base}/files/widget/{wheel.name}"
+    assert "widget-2.0-py3-none-any.whl" not in body
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() in page.visible
+    assert page.links["All versions of Widget"] == "/project/widget/"
+
+    # the project page links each release's page
+    _, project = await _get_page(client, "/project/widget/")
+    for version in ("1.0", "2.0"):
+        assert f'<a href="/project/widget/{version}/">Release page</a>' in project
+
+    services.private.yank("widget", "1.0", "broken <build>")
+    page, body = await _get_page(client, "/project/widget/1.0/")
+    assert "This release is yanked: broken <build>" in page.visible
+    assert "broken &lt;build&gt;" in body
+
+
+async def test_release_page_spellings_and_unknown_versions(
+    client: TestClient, tmp_path: Path
+) -> None:
+    await _upload_wheel(client, tmp_path, "Foo_Bar", "1.0")
+    for path, location in [
+        ("/project/Foo_Bar/1.0/", "/project/foo-bar/1.0/"),
+        ("/project/foo-bar/1.0", "/project/foo-bar/1.0/"),
+        ("/project/foo-bar/1.0.0/", "/project/foo-bar/1.0/"),  # an equal version, as /pypi/ finds
+        ("/project/foo-bar/1.0.0", "/project/foo-bar/1.0.0/"),
+    ]:
+        response = await client.get(path, allow_redirects=False)
+        assert (response.status, response.headers.get("Location")) == (301, location), path
+    page, _ = await _get_page(client, "/project/foo-bar/9.9/", status=404)
+    assert "404 Not Found" in page.visible and "no release '9.9'" in page.visible
+    await _get_page(client, "/project/foo-bar/1.0/more/", status=404)
+    page, _ = await _get_page(client, "/project/no-such-thing/1.0/", status=404)
+    assert "no-such-thing" in page.visible
+
+
+async def test_upstream_release_page_summary_from_its_metadata(
+    fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    when = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    fake.add_file("upthing", "upthing-1.2-py3-none-any.whl", b"y" * 2000, upload_time=when,
+                  metadata=core_metadata("upthing", "1.2", summary="Things, from upstream",
+                                         requires_python=">=3.10"))
+    fake.add_file("upthing", "upthing-1.2.tar.gz", b"z" * 10, yanked="bad sdist")
+    client, _ = await make_client(upstream_url=fake.index_url)
+    page, body = await _get_page(client, "/project/upthing/1.2/")
+    assert "Things, from upstream" in page.visible
+    assert "Requires: Python >=3.10" in page.visible
+    assert "upthing-1.2-py3-none-any.whl" in page.links and "upthing-1.2.tar.gz" in page.links
+    assert "badge upstream" in body and "This release is yanked" not in page.visible
+    assert "yanked bad sdist" in page.visible  # one file is; the release is not
+    metadata_path = fake.file_path("upthing", "upthing-1.2-py3-none-any.whl") + ".metadata"
+    await _get_page(client, "/project/upthing/1.2/")
+    assert fake.count(metadata_path) == 1  # read once, through the blob cache
 
 
 # ---------------------------------------------------------------------------- off the loop, once

@@ -43,6 +43,7 @@ READ_ROUTES = {
     "/projects/": 200,
     "/projects": 301,
     "/project/foo-bar/": 200,
+    "/project/foo-bar/1.0/": 200,
     "/simple/": 200,
     "/simple": 301,
     "/simple/foo-bar/": 200,
@@ -64,6 +65,8 @@ PROJECT_ROUTES = [
     "/pypi/foo-bar/json",
     "/pypi/foo-bar/2.0/json",
     "/project/foo-bar/",
+    "/project/foo-bar/1.0/",
+    "/project/foo-bar/no-such-file-9.9/",  # an unknown release is 403 too
 ]
 
 MakeApp = Callable[..., Awaitable[tuple[TestClient, Services]]]

@@ -8,7 +8,14 @@ from urllib.parse import quote
 import pytest
 
 from pyproxy.model import DistFile, Origin, ProjectPage, ProjectStatus, normalize
-from pyproxy.web.views import human_size, project_links, project_view
+from pyproxy.web.views import (
+    ReleaseView,
+    human_size,
+    project_links,
+    project_view,
+    release_path,
+    release_view,
+)
 
 SHA = "a" * 64
 
@@ -122,6 +129,32 @@ def test_yank_state_and_file_details() -> None:
     assert (sdist.yanked, sdist.yanked_reason, sdist.sha256, sdist.private) == (
         True, "bad", SHA, False
     )
+
+
+def test_release_view_finds_a_release_by_any_equal_spelling() -> None:
+    p = page(dist("foo-1.0.tar.gz", yanked=True, yanked_reason="no"), dist("foo-2.0+local.tar.gz"),
+             dist("foo-1.0-py3-none-any.whl", yanked=True))
+    found = release_view(p, "1.0", url_of)
+    assert isinstance(found, ReleaseView)
+    assert found.release.version == "1.0" and found.release.yanked and found.yanked_reason == "no"
+    assert [f.filename for f in found.release.files] == [d.filename for d in found.files] == [
+        "foo-1.0-py3-none-any.whl", "foo-1.0.tar.gz"
+    ]
+    assert found.release.path == "/project/foo/1.0/"
+    assert release_view(p, "1.0.0", url_of) == "1.0"  # to redirect to
+    assert release_view(p, "3.0", url_of) is None
+    local = release_view(p, "2.0+local", url_of)
+    assert isinstance(local, ReleaseView) and not local.release.yanked
+    assert local.release.path == release_path(normalize("foo"), "2.0+local")
+    assert local.release.path == "/project/foo/2.0+local/"
+    assert release_path(normalize("foo"), "odd version?") == "/project/foo/odd%20version%3F/"
+
+
+def test_project_view_links_each_release_but_not_the_unversioned_files() -> None:
+    view = project_view(page(dist("foo-1.0.tar.gz"), dist("README.txt")), url_of)
+    assert [(v.version, v.path) for v in view.versions] == [
+        ("1.0", "/project/foo/1.0/"), ("other files", None)
+    ]
 
 
 def test_project_links_are_http_only() -> None:
