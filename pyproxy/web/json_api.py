@@ -1,4 +1,5 @@
-"""The legacy JSON API: GET /pypi/<project>/json and /pypi/<project>/<version>/json.
+"""The legacy JSON API: GET /pypi/<project>/json and /pypi/<project>/<version>/json, and the
+project document where pip-tools looks for it (/<project>/json, /simple/pypi/<project>/json).
 
 Same repository (so the same private-wins rule) and the same file URLs as the Simple API.
 `info` says what web/metadata.py reads of the release's metadata.
@@ -81,12 +82,23 @@ async def release(request: web.Request) -> web.StreamResponse:
     return await _answer(request, request.match_info["version"])
 
 
-async def _answer(request: web.Request, requested: str | None) -> web.StreamResponse:
+async def project_beside_simple(request: web.Request) -> web.StreamResponse:
+    """/<project>/json (and /simple/pypi/<project>/json): what /pypi/<project>/json answers,
+    where pip-tools 7.6 (before 7.6) asks for the hashes of a pinned release given the index
+    URL .../simple/. `pip-compile --generate-hashes` reads them from `releases`, and downloads
+    every file the answer does not list to hash it. Any spelling of the name is answered as
+    it is, without a redirect."""
+    return await _answer(request, None, redirect=False)
+
+
+async def _answer(
+    request: web.Request, requested: str | None, *, redirect: bool = True
+) -> web.StreamResponse:
     raw_name = request.match_info["project"]
     if not valid_name(raw_name):
         return _json_error(404, "Not Found")
     name = normalize(raw_name)
-    if raw_name != name:
+    if raw_name != name and redirect:
         return _redirect(request, name, requested)
     try:
         return await _document(request, name, requested)

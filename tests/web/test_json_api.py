@@ -201,6 +201,37 @@ async def test_unknown_is_404_json(client: TestClient, path: str) -> None:
     assert await response.json() == {"message": "Not Found"}
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/foo-bar/json", "/Foo_Bar/json", "/simple/pypi/foo-bar/json", "/simple/pypi/FOO.bar/json"],
+)
+async def test_the_project_document_where_pip_tools_asks(client: TestClient, path: str) -> None:
+    """pip-tools, given the index URL http://HOST/simple/, asks at /<name>/json (7.6) or
+    /simple/pypi/<name>/json (before 7.6), in the spelling of the requirement: the same
+    document as /pypi/foo-bar/json, without a redirect (one request per pinned project)."""
+    expected = await get_json(client, "/pypi/foo-bar/json")
+    assert await get_json(client, path) == expected
+    assert all(entry["digests"]["sha256"] for entry in expected["releases"]["1.0"])
+
+
+@pytest.mark.parametrize("path", ["/nothing-here/json", "/simple/pypi/nothing-here/json",
+                                  "/-bad-/json"])
+async def test_the_pip_tools_paths_of_unknown_projects_are_404_json(
+    client: TestClient, path: str
+) -> None:
+    response = await get(client, path)
+    assert_error(response, 404)  # pip-tools then hashes the files itself
+
+
+async def test_the_pip_tools_paths_leave_the_other_routes_alone(client: TestClient) -> None:
+    assert (await get(client, "/simple/foo-bar/", Accept=SIMPLE_JSON)).status == 200
+    # /simple/json is the Simple page of a project "json" (a 301 to /simple/json/)
+    simple_json = await get(client, "/simple/json", Accept=SIMPLE_JSON)
+    assert (simple_json.status, simple_json.headers["Location"]) == (301, "/simple/json/")
+    web_page = await get(client, "/project/json")
+    assert (web_page.status, web_page.headers["Location"]) == (301, "/project/json/")
+
+
 async def test_etag_and_cache_control(client: TestClient) -> None:
     response = await get(client, "/pypi/foo-bar/json")
     etag = response.headers["ETag"]
