@@ -33,7 +33,9 @@ __all__ = [
 FileURL = Callable[[DistFile], str]
 
 # digest names as the public index writes them, from what pyproxy's stores call them
-_DIGEST_NAMES = {"md5": "md5", "sha256": "sha256", "blake2b_256": "blake2b_256", "blake2_256": "blake2b_256"}
+_DIGEST_NAMES = {
+    "md5": "md5", "sha256": "sha256", "blake2b_256": "blake2b_256", "blake2_256": "blake2b_256"
+}
 _PACKAGE_TYPES = (
     (".whl", "bdist_wheel"),
     (".tar.gz", "sdist"), (".zip", "sdist"), (".tar.bz2", "sdist"), (".tar.xz", "sdist"),
@@ -157,7 +159,8 @@ def metadata_file(files: Sequence[DistFile]) -> DistFile | None:
     leave fields dynamic), else any file that offers metadata."""
     offering = [dist for dist in files if dist.core_metadata]
     wheels = [dist for dist in offering if dist.filename.endswith(".whl")]
-    return (wheels or offering or [None])[0]
+    chosen = wheels or offering
+    return chosen[0] if chosen else None
 
 
 # ---------------------------------------------------------------------------------- document
@@ -276,7 +279,9 @@ def build_document(
 
     def entries(files: Sequence[DistFile]) -> list[dict[str, object]]:
         return [
-            file_entry(d, file_url(d), extra.get(d.filename, {}) if d.origin is Origin.PRIVATE else {})
+            file_entry(
+                d, file_url(d), extra.get(d.filename, {}) if d.origin is Origin.PRIVATE else {}
+            )
             for d in files
         ]
 

@@ -141,8 +141,9 @@ async def search(request: web.Request) -> web.StreamResponse:
     if query:
         valid = valid_name(query)
         hidden = readauth.hidden_projects(request)
-        if valid and services.catalog.has_project(normalize(query)) and normalize(query) not in hidden:
-            raise web.HTTPFound(f"/project/{normalize(query)}/")
+        exact = normalize(query)
+        if valid and services.catalog.has_project(exact) and exact not in hidden:
+            raise web.HTTPFound(f"/project/{exact}/")
         key = _search_key(query)
         compact = key.replace("-", "")
         matches = []
@@ -151,10 +152,11 @@ async def search(request: web.Request) -> web.StreamResponse:
             if key in name or (compact and compact in name.replace("-", "")):
                 matches.append((not name.startswith(key), name, display))
         matches.sort()
-        context["matches"] = [(name, display) for _rank, name, display in matches[:MAX_SEARCH_RESULTS]]
+        shown = matches[:MAX_SEARCH_RESULTS]
+        context["matches"] = [(name, display) for _rank, name, display in shown]
         context["more"] = max(0, len(matches) - MAX_SEARCH_RESULTS)
         if valid and not services.settings.private_only:
-            context["open_name"] = normalize(query)
+            context["open_name"] = exact
         context["valid"] = valid
     return _render("search.html", request, {**context, **_serves(services)})
 
