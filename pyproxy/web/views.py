@@ -21,24 +21,11 @@ from pyproxy.formats.releases import (
     release_yanked,
 )
 from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage
+from pyproxy.units import human_size
 
 FileURL = Callable[[DistFile], str]
 
 # ------------------------------------------------------------------------------ formatting
-
-
-def human_size(size: int | None) -> str:
-    """Decimal units, as the public index shows them: 999 bytes, 1.2 kB, 34.5 MB."""
-    if size is None:
-        return "unknown size"
-    if size < 1000:
-        return f"{size} bytes" if size != 1 else "1 byte"
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 999.95 or unit == "TB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _when(moment: datetime | None) -> tuple[str, str]:

@@ -9,8 +9,8 @@ from pyproxy.formats.releases import (
     Releases,
     choose_version,
     find_version,
-    group_releases,
     group_files,
+    group_releases,
     release_yanked,
 )
 from pyproxy.model import DistFile, ProjectPage, ProjectStatus, normalize

@@ -10,7 +10,6 @@ import pytest
 from pyproxy.model import DistFile, Origin, ProjectPage, ProjectStatus, normalize
 from pyproxy.web.views import (
     ReleaseView,
-    human_size,
     project_links,
     project_view,
     release_path,
@@ -165,12 +164,4 @@ def test_project_links_are_http_only() -> None:
     })
     assert [(link.label, link.url) for link in links] == [
         ("Homepage", "https://example.test/home"), ("Source", "https://example.test/src")
-    ]
-
-
-def test_human_size() -> None:
-    assert [human_size(n) for n in (None, 0, 1, 999, 1000, 1499, 999_949, 999_950, 12_345_678,
-                                    3 * 10**12)] == [
-        "unknown size", "0 bytes", "1 byte", "999 bytes", "1.0 kB", "1.5 kB", "999.9 kB",
-        "1.0 MB", "12.3 MB", "3.0 TB",
     ]
