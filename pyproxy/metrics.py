@@ -78,6 +78,7 @@ def _create_all() -> None:
         disable_created_metrics()
         registry = CollectorRegistry()
         for metric in _declared:
+            real: Histogram | Counter
             if metric.histogram:
                 real = Histogram(
                     metric.name, metric.text, metric.labelnames, buckets=_SECONDS, registry=registry

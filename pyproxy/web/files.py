@@ -13,8 +13,11 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
 from pyproxy.model import LocalFile, StreamedFile, normalize
@@ -84,15 +87,19 @@ def _if_range_holds(if_range: str, etag: str, last_modified: float) -> bool:
 
 
 class _FileBody(web.StreamResponse):
-    """Sends a byte span of an open file with the kernel's sendfile where possible."""
+    """Sends a byte span of an open file with the kernel's sendfile where possible (a file
+    small enough to have been read with its open is written from memory)."""
 
-    def __init__(self, fobj: object, offset: int, count: int, **kwargs: object) -> None:
+    def __init__(
+        self, fobj: object, offset: int, count: int, body: bytes | None, **kwargs: object
+    ) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._fobj = fobj
         self._offset = offset
         self._count = count
+        self._preloaded = body
 
-    async def prepare(self, request: web.BaseRequest):  # type: ignore[override]
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
         try:
@@ -102,11 +109,16 @@ class _FileBody(web.StreamResponse):
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("Connection lost")
+            if self._preloaded is not None and writer is not None:
+                await writer.write(self._preloaded[self._offset : self._offset + self._count])
+                _count_served(request, self._count)
+                return writer
             try:
                 await asyncio.get_running_loop().sendfile(
                     transport, self._fobj, self._offset, self._count  # type: ignore[arg-type]
                 )
-                writer.output_size += self._count  # bypassed the writer; the access log reads it
+                if writer is not None:  # bypassed the writer; the access log reads its count
+                    writer.output_size += self._count
             except NotImplementedError:  # e.g. uvloop or TLS: copy in chunks off the loop
                 await self._copy(writer)
             _count_served(request, self._count)
@@ -136,7 +148,9 @@ def _count_served(request: web.BaseRequest, count: int) -> None:
 
 
 def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, str]:
-    headers = {hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"}
+    headers: dict[str, str] = {
+        hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"
+    }
     if etag is not None:
         headers[hdrs.ETAG] = etag
     if last_modified is not None:
@@ -144,13 +158,27 @@ def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, st
     return headers
 
 
+def _open(path: Path) -> tuple[BinaryIO, os.stat_result, bytes | None]:
+    """In a thread: the open file, its stat, and its bytes if it fits in one chunk (a small
+    file, e.g. a .metadata, then costs this one thread hop and no more)."""
+    fobj = open(path, "rb")  # noqa: SIM115 - handed to the response, which closes it
+    try:
+        stat = os.fstat(fobj.fileno())
+        body = os.pread(fobj.fileno(), stat.st_size, 0) if stat.st_size <= _CHUNK else None
+    except BaseException:
+        fobj.close()
+        raise
+    if body is not None and len(body) != stat.st_size:
+        body = None  # changed under us (never for a committed file): send what is on disk
+    return fobj, stat, body
+
+
 async def send_local(request: web.Request, file: LocalFile) -> web.StreamResponse:
     """A complete file on disk, with HEAD, If-None-Match, Range and If-Range."""
     etag = f'"{file.sha256}"'
     # open first: the path may be evicted from a cache meanwhile, an open file survives it
-    fobj = await asyncio.to_thread(open, file.path, "rb")
+    fobj, stat, body = await asyncio.to_thread(_open, file.path)
     try:
-        stat = os.fstat(fobj.fileno())
         size = stat.st_size
         headers = _base_headers(etag, stat.st_mtime)
         headers[hdrs.ACCEPT_RANGES] = "bytes"
@@ -172,7 +200,7 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
             if requested is not None:
                 span, status = requested, 206
                 headers[hdrs.CONTENT_RANGE] = f"bytes {span.start}-{span.end}/{size}"
-        response = _FileBody(fobj, span.start, span.length, status=status, headers=headers)
+        response = _FileBody(fobj, span.start, span.length, body, status=status, headers=headers)
         response.content_length = span.length
         return response
     except BaseException:

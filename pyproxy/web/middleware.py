@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, LooseHeaders
 
 from pyproxy.model import NotFound, Unavailable
 from pyproxy.publish.validate import reason_phrase
@@ -24,7 +24,7 @@ CORS_HEADERS = {
 }
 
 
-def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def text_error(status: int, message: str, headers: LooseHeaders | None = None) -> web.Response:
     """A plain-text error whose reason phrase carries the message too (twine shows it)."""
     return web.Response(
         status=status, reason=reason_phrase(message), text=message + "\n", headers=headers,
