@@ -3,13 +3,19 @@
 The stack the web layer serves, one wrapper per concern:
 
     private only   PrivateRepository(private store)
-    online         PrivateWins(PrivateRepository(...), UpstreamRepository(client, pages, blobs))
-    offline        PrivateWins(PrivateRepository(...), OnlyCached(UpstreamRepository(...)))
+    online         PrivateWins(PrivateRepository(...),
+                               PolicyRepository(UpstreamRepository(client, pages, blobs), policy))
+    offline        PrivateWins(PrivateRepository(...),
+                               PolicyRepository(OnlyCached(UpstreamRepository(...)), policy))
     [[upstreams]]  PrivateWins(PrivateRepository(...), Routed(default, routes)), each route
-                   FilesFrom([OnlyCached](UpstreamRepository(its client, its pages, blobs)))
+                   PolicyRepository(FilesFrom([OnlyCached](UpstreamRepository(its client, its pages,
+                   blobs))), its policy)
 
 Every upstream has its own client (credentials, CA bundle, timeout) and page cache; they share
 the blob cache, whose keys are the files' sha256, so one bound covers all upstream files.
+
+[policy] wraps each upstream (its own overrides from [[upstreams]]) below PrivateWins, so private
+files are never held back; one first-seen store serves them all, since a name has one upstream.
 
 `Services` is what the handlers get: the repository, a narrow catalog of the private store for
 what pages show beyond the Simple API, the publish service for uploads (which checks a new
@@ -19,6 +25,7 @@ name against the upstream side's project list), the users, and `Health` for /rea
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -27,17 +34,19 @@ from pathlib import Path
 
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.datadir import DataDir
-from pyproxy.model import PrivateCatalog, Repository
+from pyproxy.model import NormalizedName, PrivateCatalog, Repository
 from pyproxy.publish.service import Publisher
 from pyproxy.publish.upstream_names import ListedUpstream
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.policy import PolicyRepository, policy_from_settings
 from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.routes import FilesFrom, Route, Routed, SingleUpstream, UpstreamRoutes
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.first_seen import FirstSeenStore
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
 from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
@@ -152,6 +161,8 @@ class Services:
     upstream_description: str  # [upstream], for the landing page
     upstreams: UpstreamRoutes  # which upstream serves a name, for pages
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # the upstream client and caches
+    # the [policy] wrapper that serves an upstream name (for `pyproxy policy check`)
+    policy_for: Callable[[NormalizedName], PolicyRepository | None] = lambda _name: None
 
     async def close(self) -> None:
         for close in self.closers:
@@ -194,24 +205,31 @@ def build_services(settings: Settings) -> Services:
     health = Health()
     closers: list[Callable[[], Awaitable[None]]] = []
     names: UpstreamRoutes = SingleUpstream(describe_default(settings))
+    policed: dict[str, PolicyRepository] = {}  # by upstream name, "" for [upstream]
     upstream_names: ListedUpstream | None = None
     url = upstream_url(settings)
     if url is not None or settings.upstreams:
         layout = DataDir(settings.data_dir)
         blobs = BlobCache(layout.files, settings.cache_max_size)
+        first_seen = FirstSeenStore(layout.first_seen)
+        closers.append(_closer(first_seen.close))
         watched: list[tuple[str, UpstreamClient]] = []
         default: Repository | None = None
+        # a new private name is checked against upstream's own lists, whatever [policy] serves
+        unfiltered: Repository | None = None
         if url is not None:
             upstream = _upstream(
                 url, layout.pages, blobs, settings, timeout=settings.upstream_timeout,
                 ca_bundle=settings.upstream_ca_bundle, page_ttl=settings.upstream_page_ttl,
                 index_ttl=settings.upstream_index_ttl, files_from=settings.upstream_files_from,
             )
-            default = OnlyCached(upstream) if settings.offline else upstream
+            unfiltered = OnlyCached(upstream) if settings.offline else upstream
+            policed[""] = PolicyRepository(unfiltered, policy_from_settings(settings), first_seen)
+            default = policed[""]
             closers.append(upstream.close)  # its client, its pages and the shared blob cache
             if not settings.offline:
                 watched.append(("", upstream.client))
-        routes = []
+        routes, unfiltered_routes = [], []
         for route in settings.upstreams:
             routed = _upstream(
                 route.url, layout.upstream_pages(route.name), blobs, settings,
@@ -220,28 +238,25 @@ def build_services(settings: Settings) -> Services:
             )
             offline = settings.offline or route.offline
             served: Repository = FilesFrom(OnlyCached(routed) if offline else routed, route)
-            # HOOK for the [policy] wrapper (repository/policy.py, not yet here): wrap `served`
-            # as [upstream] is wrapped, with this upstream's own policy:
-            #     served = PolicyRepository(served, policy_from_settings(
-            #         dataclasses.replace(settings, **route_policy(route))), first_seen)
-            if route.policy:
-                log.warning(
-                    "upstreams.%s: %s not applied: this pyproxy has no [policy] to override",
-                    route.name, ", ".join(key for key, _value in route.policy),
-                )
-            routes.append(Route(route, served, describe_route(route, offline)))
+            own_settings = dataclasses.replace(settings, **route_policy(route))  # type: ignore[arg-type]  # the keys are policy_* fields, checked by config
+            own_policy = policy_from_settings(own_settings)
+            policed[route.name] = PolicyRepository(served, own_policy, first_seen)
+            described = describe_route(route, offline)
+            routes.append(Route(route, policed[route.name], described))
+            unfiltered_routes.append(Route(route, served, described))
             closers.append(routed.close)
             if not offline:
                 watched.append((route.name, routed.client))
         if routes:
             routed_names = Routed(default, describe_default(settings), routes)
             default, names = routed_names, routed_names
-        assert default is not None
+            unfiltered = Routed(unfiltered, describe_default(settings), unfiltered_routes)
+        assert default is not None and unfiltered is not None
         repository = PrivateWins(
             repository, default, settings.merge, private_prefixes=settings.reserved_prefixes
         )
         # for uploads: the names upstream serves (offline: those it can serve)
-        upstream_names = ListedUpstream(default.list_projects)
+        upstream_names = ListedUpstream(unfiltered.list_projects)
         health = Health(watched, blobs)
     return Services(
         settings=settings,
@@ -256,4 +271,18 @@ def build_services(settings: Settings) -> Services:
         upstream_description=describe_default(settings),
         upstreams=names,
         closers=tuple(closers),
+        policy_for=lambda name: policed.get(_route_name(names, name)),
     )
+
+
+def _route_name(names: UpstreamRoutes, name: NormalizedName) -> str:
+    """The name of the upstream serving `name`: a route's, or "" for [upstream]."""
+    route = names.route_for(name) if isinstance(names, Routed) else None
+    return "" if route is None else route.settings.name
+
+
+def _closer(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def closing() -> None:
+        close()
+
+    return closing

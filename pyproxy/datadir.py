@@ -2,6 +2,7 @@
 
     <data_dir>/
       auth.sqlite3        users and tokens (stores/auth.py keeps its file in the directory given)
+      first-seen.sqlite3  when upstream files without an upload time were first seen
       private/            the private store: its database, bodies and upload temp files
       cache/pages/        the upstream page cache ([upstream])
       cache/upstreams/<name>/pages/   the page cache of each [[upstreams]] index
@@ -33,6 +34,11 @@ class DataDir:
     @property
     def private(self) -> Path:
         return self.root / "private"
+
+    @property
+    def first_seen(self) -> Path:
+        """Not in cache/: losing it would restart the cooldown of the files it dates."""
+        return self.root / "first-seen.sqlite3"
 
     @property
     def cache(self) -> Path:

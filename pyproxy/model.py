@@ -22,6 +22,8 @@ from packaging.utils import (
 __all__ = [
     "DistFile",
     "FileSource",
+    "Forbidden",
+    "HeldBack",
     "LocalFile",
     "NormalizedName",
     "NotFound",
@@ -182,6 +184,15 @@ class NotFound(RepositoryError):
 
 class Unavailable(RepositoryError):
     """It may exist, but cannot be had right now, e.g. upstream is down (HTTP 503)."""
+
+
+class Forbidden(RepositoryError):
+    """It exists, and this repository refuses to serve it (HTTP 403); the message says why."""
+
+
+class HeldBack(Forbidden):
+    """An upstream file that `[policy]` holds back; the message names the rule and when the
+    file becomes available."""
 
 
 class Repository(Protocol):

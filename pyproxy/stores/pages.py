@@ -131,8 +131,11 @@ class PageStore:
 
     def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
         self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
+        # every page costs at least _PARSED_OVERHEAD, so the bytes bound the count too
         self._memory: BoundedLRU[str, Parsed] = BoundedLRU(
-            max(1, memory_bytes), weigh=lambda parsed: parsed.cost
+            memory_bytes // _PARSED_OVERHEAD + 1,
+            weigh=lambda parsed: parsed.cost,
+            max_weight=memory_bytes,
         )
         self._locks = KeyLocks(Path(directory) / "locks")
 

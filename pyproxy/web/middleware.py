@@ -7,7 +7,7 @@ import logging
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, LooseHeaders
 
-from pyproxy.model import NotFound, Unavailable
+from pyproxy.model import Forbidden, NotFound, Unavailable
 from pyproxy.publish.validate import reason_phrase
 
 log = logging.getLogger("pyproxy.web")
@@ -34,7 +34,7 @@ def text_error(status: int, message: str, headers: LooseHeaders | None = None) -
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Preflights get 204; repository errors become 404/503; anything unexpected a 500
+    """Preflights get 204; repository errors become 403/404/503; anything unexpected a 500
     without a traceback."""
     if request.method == hdrs.METH_OPTIONS:
         return web.Response(status=204)  # CORS preflight, for any path
@@ -42,6 +42,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException:
         raise
+    except Forbidden as exc:  # e.g. a file [policy] holds back: the message says until when
+        return text_error(403, f"Forbidden: {exc}")
     except NotFound as exc:
         return text_error(404, f"Not Found: {exc}")
     except Unavailable as exc:
