@@ -172,12 +172,21 @@ class Services:
 
 
 def _upstream(
-    url: str, pages: Path, blobs: BlobCache, *, timeout: float, ca_bundle: str, page_ttl: float,
-    index_ttl: float,
+    url: str, pages: Path, blobs: BlobCache, settings: Settings, *, timeout: float,
+    ca_bundle: str, page_ttl: float, index_ttl: float, files_from: tuple[str, ...],
 ) -> UpstreamRepository:
+    """One upstream index: its own settings, and the download rules and page memory of all."""
     return UpstreamRepository(
-        UpstreamClient(url, timeout=timeout, ca_bundle=ca_bundle),
-        PageStore(pages),
+        UpstreamClient(
+            url,
+            timeout=timeout,
+            ca_bundle=ca_bundle,
+            files_from=files_from,
+            deadline=settings.upstream_deadline,
+            min_rate=settings.upstream_min_rate,
+            rate_window=settings.upstream_rate_window,
+        ),
+        PageStore(pages, memory_bytes=settings.upstream_page_memory),
         blobs,
         page_ttl=page_ttl,
         index_ttl=index_ttl,
@@ -210,9 +219,9 @@ def build_services(settings: Settings) -> Services:
         unfiltered: Repository | None = None
         if url is not None:
             upstream = _upstream(
-                url, layout.pages, blobs, timeout=settings.upstream_timeout,
+                url, layout.pages, blobs, settings, timeout=settings.upstream_timeout,
                 ca_bundle=settings.upstream_ca_bundle, page_ttl=settings.upstream_page_ttl,
-                index_ttl=settings.upstream_index_ttl,
+                index_ttl=settings.upstream_index_ttl, files_from=settings.upstream_files_from,
             )
             unfiltered = OnlyCached(upstream) if settings.offline else upstream
             policed[""] = PolicyRepository(unfiltered, policy_from_settings(settings), first_seen)
@@ -223,9 +232,9 @@ def build_services(settings: Settings) -> Services:
         routes, unfiltered_routes = [], []
         for route in settings.upstreams:
             routed = _upstream(
-                route.url, layout.upstream_pages(route.name), blobs,
+                route.url, layout.upstream_pages(route.name), blobs, settings,
                 timeout=route.timeout, ca_bundle=route.ca_bundle, page_ttl=route.page_ttl,
-                index_ttl=route.index_ttl,
+                index_ttl=route.index_ttl, files_from=route.files_from,
             )
             offline = settings.offline or route.offline
             served: Repository = FilesFrom(OnlyCached(routed) if offline else routed, route)

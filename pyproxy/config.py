@@ -15,7 +15,7 @@ from typing import Any
 from pyproxy import policy
 from pyproxy.model import normalize
 from pyproxy.units import parse_size
-from pyproxy.upstream_settings import UpstreamSettings, parse_upstreams
+from pyproxy.upstream_settings import UpstreamSettings, file_host, parse_upstreams
 
 
 class ConfigError(Exception):
@@ -50,9 +50,20 @@ class Settings:
     # "pip-default": pip's built-in default index; "": private packages only
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
+    # seconds a page fetch may take in all, and a file download until its response headers
+    upstream_deadline: float = 60.0
+    # a file download slower than this (bytes per second, over each rate_window of waiting for
+    # upstream) is aborted; 0: no minimum
+    upstream_min_rate: int = 10_000
+    upstream_rate_window: float = 30.0
+    # bytes of memory (estimated) each worker may keep parsed upstream pages in
+    upstream_page_memory: int = 256 * 1024**2
     upstream_page_ttl: int = 600
     upstream_index_ttl: int = 3600
     upstream_ca_bundle: str = ""
+    # hosts ("host": any port, "host:port") file downloads may be redirected to, besides the
+    # index's origin and those its pages link files on
+    upstream_files_from: tuple[str, ...] = ()
     offline: bool = False
     # [[upstreams]]: further indexes, each serving the names its `projects` claim
     upstreams: tuple[UpstreamSettings, ...] = ()
@@ -99,9 +110,14 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("server", "max_connections"): "max_connections",
     ("upstream", "url"): "upstream_url",
     ("upstream", "timeout"): "upstream_timeout",
+    ("upstream", "deadline"): "upstream_deadline",
+    ("upstream", "min_rate"): "upstream_min_rate",
+    ("upstream", "rate_window"): "upstream_rate_window",
+    ("upstream", "page_memory"): "upstream_page_memory",
     ("upstream", "page_ttl"): "upstream_page_ttl",
     ("upstream", "index_ttl"): "upstream_index_ttl",
     ("upstream", "ca_bundle"): "upstream_ca_bundle",
+    ("upstream", "files_from"): "upstream_files_from",
     ("upstream", "offline"): "offline",
     ("cache", "max_size"): "cache_max_size",
     ("overlay", "merge"): "merge",
@@ -121,7 +137,8 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("policy", "missing_upload_time"): "policy_missing_upload_time",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
-_SIZE_FIELDS = {"cache_max_size", "max_upload_size"}
+_SIZE_FIELDS = {"cache_max_size", "max_upload_size", "upstream_page_memory"}
+_RATE_FIELDS = {"upstream_min_rate"}  # bytes per second: a size, "/s" optional
 # settings with a closed set of values, taken in any case
 _CHOICES = {
     "log_level": ("debug", "info", "warning", "error"),
@@ -218,6 +235,13 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
         return _name_prefixes(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
+    if name in _RATE_FIELDS:
+        if isinstance(value, str):
+            value = re.sub(r"\s*/\s*s\s*$", "", value, flags=re.IGNORECASE)
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as 10kB/s or 1MiB/s") from None
     if name in _RULE_FIELDS:
         return _rules(value, from_text=from_text)
     if name == "policy_min_age":
@@ -302,6 +326,11 @@ def _check(settings: Settings) -> None:
         fail("upstream_ca_bundle", f"{settings.upstream_ca_bundle!r} is not a file")
     if settings.max_upload_size == 0:
         fail("max_upload_size", "must be larger than 0")
+    for entry in settings.upstream_files_from:
+        try:
+            file_host(entry, _FIELD_SETTING["upstream_files_from"])
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def _from_toml(path: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from typing import Any
 CACHE_RESULTS = ("hit", "miss", "coalesced")
 SERVED_SOURCES = ("cache", "upstream")
 UPSTREAM_KINDS = ("page", "file", "probe")
+REFUSED_PAGE_REASONS = ("malformed", "not_a_page", "emptied")
 UPLOAD_REJECTIONS = (
     "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
     "duplicate", "upstream_unavailable", "other",
@@ -138,6 +139,13 @@ UPSTREAM_DURATION = _Metric(
 STALE_PAGES = _Metric(
     "pyproxy_stale_pages_served",
     "Failed revalidations of a cached page that were answered with the stale copy.",
+)
+REFUSED_PAGES = _Metric(
+    "pyproxy_upstream_pages_refused",
+    "Upstream answers of 200 that were not the page asked for, so the cached copy (if any) was"
+    " kept: malformed, not_a_page (HTML with nothing of a simple page: a maintenance, login or"
+    " block page), emptied (suddenly no files or projects where the copy had some).",
+    ("reason",), known=REFUSED_PAGE_REASONS,
 )
 UPLOADS_ACCEPTED = _Metric(
     "pyproxy_uploads_accepted", "Uploads answered 200 (stored, or an identical re-upload)."

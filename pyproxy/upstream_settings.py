@@ -26,7 +26,10 @@ from urllib.parse import urlsplit
 
 from pyproxy.model import NormalizedName, normalize, valid_name
 
-__all__ = ["POLICY_KEYS", "NamePatterns", "PolicyValue", "UpstreamSettings", "parse_upstreams"]
+__all__ = [
+    "POLICY_KEYS", "NamePatterns", "PolicyValue", "UpstreamSettings", "file_host",
+    "parse_upstreams",
+]
 
 # the [policy] settings an upstream may override (issue 12: a GPU index without upload times
 # needs its own cooldown); values as in [policy], checked by the policy when it is built
@@ -125,7 +128,8 @@ def _pattern(raw: str, where: str) -> str:
     return normalize(raw)
 
 
-def _file_host(raw: str, where: str) -> str:
+def file_host(raw: str, where: str) -> str:
+    """A `files_from` entry, lower-cased: "host" or "host:port"; ValueError naming `where`."""
     entry = raw.strip().lower()
     host, port = _split_port(entry)
     ok = bool(host) and (not port or (port.isdigit() and 0 < int(port) < 65536))
@@ -177,7 +181,7 @@ def _one(table: Any, index: int) -> UpstreamSettings:
         if key in ("name", "url", "projects"):
             continue
         if key == "files_from":
-            values[key] = tuple(_file_host(h, setting) for h in _strings(raw, setting))
+            values[key] = tuple(file_host(h, setting) for h in _strings(raw, setting))
         elif key == "timeout":
             values[key] = _number(raw, setting, float)
         elif key in ("page_ttl", "index_ttl"):

@@ -105,8 +105,11 @@ class FakeUpstream:
         # switches, read on every request
         self.latency = 0.0  # seconds before any answer
         self.chunk_delay = 0.0  # seconds between 64 KiB chunks of a file body
+        # (n, seconds): every body, pages and files, sent n bytes at a time, seconds apart
+        self.drip: tuple[int, float] | None = None
         self.fail_status: int | None = None  # answer every request with this status
         self.fail_paths: dict[str, int] = {}  # path -> status, for those paths only
+        self.redirect_paths: dict[str, str] = {}  # path -> Location of a 302, for those paths
         self.drop_connection = False  # files: reset the connection after half the body
         self.truncate_files = False  # files: full Content-Length, half the body, clean close
         self.wrong_bytes = False  # files: same length, other bytes than the hash says
@@ -365,6 +368,9 @@ class FakeUpstream:
         status = self.fail_paths.get(request.path, self.fail_status)
         if status is not None:
             return web.Response(status=status, text=f"fake upstream failure {status}\n")
+        location = self.redirect_paths.get(request.path)
+        if location is not None:
+            raise web.HTTPFound(location)
         return await handler(request)
 
     async def _add_slash(self, request: web.Request) -> web.StreamResponse:
@@ -378,13 +384,13 @@ class FakeUpstream:
             modified = max((p.modified for p in self._projects.values()), default=self._created)
         if self._wants_json(request):
             document = {"meta": {"api-version": "1.4"}, "projects": [{"name": n} for n in names]}
-            return self._page(request, orjson.dumps(document), JSON_TYPE, modified)
+            return await self._page(request, orjson.dumps(document), JSON_TYPE, modified)
         anchors = "".join(
             f'    <a href="/simple/{canonicalize_name(n)}/">{html.escape(n)}</a><br/>\n'
             for n in names
         )
         body = _html_document("Simple index", "", anchors)
-        return self._page(request, body, self.html_content_type, modified)
+        return await self._page(request, body, self.html_content_type, modified)
 
     async def _project_page(self, request: web.Request) -> web.StreamResponse:
         raw_name = request.match_info["project"]
@@ -400,9 +406,9 @@ class FakeUpstream:
             status, reason, modified = project.status, project.status_reason, project.modified
         if self._wants_json(request):
             body = self._json_page(name, listed, status, reason)
-            return self._page(request, body, JSON_TYPE, modified)
+            return await self._page(request, body, JSON_TYPE, modified)
         body = self._html_page(name, listed, status, reason)
-        return self._page(request, body, self.html_content_type, modified)
+        return await self._page(request, body, self.html_content_type, modified)
 
     def _json_page(
         self, name: str, files: list[FakeFile], status: str | None, reason: str | None
@@ -478,9 +484,9 @@ class FakeUpstream:
             return self.formats == "json"
         return _prefers_json(request.headers.get("Accept"))
 
-    def _page(
+    async def _page(
         self, request: web.Request, body: bytes, content_type: str, modified: datetime
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         etag = f'"{hashlib.sha256(body).hexdigest()[:24]}"'
         headers = {
             "ETag": etag,
@@ -491,7 +497,37 @@ class FakeUpstream:
             self.not_modified.append((request.method, request.path))
             return web.Response(status=304, headers=headers)
         headers["Content-Type"] = content_type  # via headers: aiohttp adds no charset this way
-        return web.Response(body=body, headers=headers)
+        if self.drip is None:
+            return web.Response(body=body, headers=headers)
+        return await self._send_dripping(request, body, headers)
+
+    async def _send_dripping(
+        self, request: web.Request, body: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers=headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        try:
+            for piece in self._dripped([body]):
+                await response.write(piece)
+                await self._pause()
+        except ConnectionError:  # the client gave up waiting
+            pass
+        return response
+
+    async def _pause(self) -> None:
+        if self.drip is not None:
+            await asyncio.sleep(self.drip[1])
+
+    def _dripped(self, chunks: Iterator[bytes] | list[bytes]) -> Iterator[bytes]:
+        """The chunks in pieces of the drip's size (as they are, without a drip)."""
+        size = self.drip[0] if self.drip is not None else 0
+        for chunk in chunks:
+            if not size:
+                yield chunk
+                continue
+            for offset in range(0, len(chunk), size):
+                yield chunk[offset : offset + size]
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         name = canonicalize_name(request.match_info["project"])
@@ -529,14 +565,20 @@ class FakeUpstream:
         wrong, delay = self.wrong_bytes, self.chunk_delay
         limit = size // 2 if cut else size
         sent = 0
-        for chunk in chunks:
-            chunk = chunk[: limit - sent]
-            await response.write(chunk.translate(_INVERT) if wrong else chunk)
-            sent += len(chunk)
-            if sent >= limit:
-                break
-            if delay:
-                await asyncio.sleep(delay)
+        dripping = self.drip is not None
+        try:
+            for chunk in self._dripped(chunks):
+                chunk = chunk[: limit - sent]
+                await response.write(chunk.translate(_INVERT) if wrong else chunk)
+                sent += len(chunk)
+                if sent >= limit:
+                    break
+                if dripping:
+                    await self._pause()
+                elif delay:
+                    await asyncio.sleep(delay)
+        except ConnectionError:  # the client gave up (e.g. on a slow body)
+            return response
         if cut and request.transport is not None:
             if self.drop_connection:
                 request.transport.abort()  # a reset: anything still buffered is lost too

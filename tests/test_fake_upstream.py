@@ -171,6 +171,29 @@ async def test_latency(upstream: FakeUpstream, session: aiohttp.ClientSession) -
     assert time.monotonic() - started >= 0.2
 
 
+async def test_redirect_paths(upstream: FakeUpstream, session: aiohttp.ClientSession) -> None:
+    elsewhere = "http://127.0.0.1:9/elsewhere"
+    upstream.redirect_paths[upstream.file_path("foo_bar", WHEEL)] = elsewhere
+    url = upstream.file_url("foo_bar", WHEEL)
+    async with session.get(url, allow_redirects=False) as response:
+        assert (response.status, response.headers["Location"]) == (302, elsewhere)
+
+
+async def test_drip_sends_the_same_bytes_in_small_slow_pieces(
+    upstream: FakeUpstream, session: aiohttp.ClientSession
+) -> None:
+    async with session.get(upstream.page_url("foo_bar")) as response:
+        page = await response.read()
+    upstream.drip = (256, 0.02)
+    for url, expected in ((upstream.page_url("foo_bar"), page),
+                          (upstream.file_url("foo_bar", WHEEL), WHEEL_BODY)):
+        started = time.monotonic()
+        async with session.get(url) as response:
+            assert await response.read() == expected
+        pauses = (len(expected) - 1) // 256
+        assert time.monotonic() - started >= 0.02 * pauses
+
+
 @pytest.mark.parametrize("switch", ["drop_connection", "truncate_files"])
 async def test_broken_bodies(
     upstream: FakeUpstream, session: aiohttp.ClientSession, switch: str

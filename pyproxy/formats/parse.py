@@ -5,6 +5,12 @@ api-version 2+, a body that is not a JSON object, a wrong JSON type, a file with
 a digest that is not hex) raises UpstreamFormatError, so the caller treats the upstream as broken
 (stale copy or 502) instead of serving a half-read page. A single optional attribute whose value
 cannot be understood (an unparsable upload-time, an unknown `#egg=` fragment) is dropped instead.
+
+An HTML answer must look like a simple page, or it is NotASimplePage (a maintenance, login or
+block page that a proxy answered with 200): it declares `pypi:repository-version` (or a PEP 792
+project status), or it links at least one distribution file (a project page) or names at least
+one project page (the root). With `require_marker` (the caller knows the upstream speaks JSON), only
+the declaration counts.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from pyproxy.model import (
     ProjectList,
     ProjectPage,
     ProjectStatus,
+    normalize,
 )
 
 __all__ = [
     "FRAGMENT_HASH_ALGORITHMS",
     "HTML_TYPES",
     "JSON_TYPE",
+    "NotASimplePage",
     "UpstreamFormatError",
     "parse_project_list",
     "parse_project_page",
@@ -47,6 +55,11 @@ FRAGMENT_HASH_ALGORITHMS = frozenset(
 )
 
 _HEX = re.compile(r"[0-9a-f]+")
+# what a distribution file's name ends with, whatever the era (eggs, installers, archives)
+_DIST_ENDINGS = (
+    ".whl", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar.zst", ".tar", ".zip",
+    ".egg", ".exe", ".msi", ".rpm", ".dmg", ".deb",
+)
 _API_VERSION = re.compile(r"\s*(\d+)\.(\d+)\s*")
 
 
@@ -54,23 +67,56 @@ class UpstreamFormatError(Exception):
     """A malformed upstream answer; the message is one line and says what was wrong."""
 
 
+class NotASimplePage(UpstreamFormatError):
+    """An HTML answer that parses, but has nothing of a simple page about it."""
+
+
 def parse_project_page(
-    body: bytes, content_type: str | None, page_url: str, name: NormalizedName
+    body: bytes,
+    content_type: str | None,
+    page_url: str,
+    name: NormalizedName,
+    *,
+    require_marker: bool = False,
 ) -> ProjectPage:
     """The page of one project. Its `revision` is left empty: the caller sets it."""
     media_type, charset = _split_content_type(content_type)
     if media_type == JSON_TYPE:
         return _project_page_from_json(_load_json_object(body), page_url, name)
-    return _project_page_from_html(_collect_html(body, charset), page_url, name)
+    html = _collect_html(body, charset)
+    page = _project_page_from_html(html, page_url, name)
+    has_dist = any(dist.filename.lower().endswith(_DIST_ENDINGS) for dist in page.files)
+    _check_simple_html(html, has_dist, require_marker, "links no distribution file")
+    return page
 
 
-def parse_project_list(body: bytes, content_type: str | None, page_url: str) -> ProjectList:
+def parse_project_list(
+    body: bytes, content_type: str | None, page_url: str, *, require_marker: bool = False
+) -> ProjectList:
     """The root page: display names in upstream order (duplicates kept; clients normalise)."""
     del page_url  # project URLs are not needed: pyproxy builds its own from the names
     media_type, charset = _split_content_type(content_type)
     if media_type == JSON_TYPE:
         return _project_list_from_json(_load_json_object(body))
-    return _project_list_from_html(_collect_html(body, charset))
+    html = _collect_html(body, charset)
+    _check_simple_html(html, _links_a_project(html), require_marker, "links no project page")
+    return _project_list_from_html(html)
+
+
+def _check_simple_html(
+    html: _HtmlCollector, has_content: bool, require_marker: bool, lacking: str
+) -> None:
+    if "pypi:repository-version" in html.meta or "pypi:project-status" in html.meta:
+        return
+    if require_marker:
+        raise NotASimplePage(
+            "an HTML answer without the pypi:repository-version marker, from an upstream that"
+            " answers JSON"
+        )
+    if not has_content:
+        raise NotASimplePage(
+            f"an HTML answer that has no pypi:repository-version marker and {lacking}"
+        )
 
 
 # -- content type and versions --------------------------------------------------------------------
@@ -285,6 +331,16 @@ def _project_page_from_html(
     meta = html.meta
     status = _status(meta.get("pypi:project-status"), meta.get("pypi:project-status-reason"))
     return ProjectPage.build(name, tuple(files.values()), status=status)
+
+
+def _links_a_project(html: _HtmlCollector) -> bool:
+    """An anchor whose text names the project its link leads to (`<a href="/foo/">Foo</a>`),
+    as every simple root's do; a "Sign in" link is not one."""
+    for attrib, text in html.anchors:
+        segment = (attrib.get("href") or "").split("#")[0].split("?")[0].rstrip("/")
+        if text.strip() and normalize(unquote(segment.rpartition("/")[2])) == normalize(text):
+            return True
+    return False
 
 
 def _project_list_from_html(html: _HtmlCollector) -> ProjectList:

@@ -4,6 +4,15 @@ TLS checks against the configured CA bundle (else the system's); proxies come fr
 environment (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), as corporate networks need; the index URL's
 user:password is sent to the index's own origin only, never to a file host. Every request is
 counted and timed, and its outcome kept for /ready (`last_success`, `last_failure`).
+
+A file download follows at most MAX_FILE_REDIRECTS redirects, and only to an origin that the
+caller names (those its page links files on), the index's own, or one configured with
+`[upstream] files_from`: any other target is refused before it is asked anything.
+
+A dripping upstream counts as down: a page must arrive whole within `deadline` seconds (and a
+file's response headers too), and a file body that brings less than `min_rate` bytes a second
+over a `rate_window` of waiting for it is aborted. Those two file rules are
+repository/downloads.py.
 """
 
 from __future__ import annotations
@@ -11,15 +20,26 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
 
 from pyproxy import metrics
 from pyproxy.model import Unavailable
+from pyproxy.repository.downloads import (
+    MAX_FILE_REDIRECTS,
+    REDIRECTS,
+    Origin,
+    Targets,
+    host_rule,
+    metered,
+    origin_of,
+    redirect_target,
+)
 from pyproxy.stores.blobcache import OpenUpstream
 
 ACCEPT = (
@@ -70,7 +90,17 @@ class PageAnswer:
 
 
 class UpstreamClient:
-    def __init__(self, index_url: str, *, timeout: float, ca_bundle: str = "") -> None:
+    def __init__(
+        self,
+        index_url: str,
+        *,
+        timeout: float,
+        ca_bundle: str = "",
+        files_from: Iterable[str] = (),
+        deadline: float = 60.0,
+        min_rate: int = 0,
+        rate_window: float = 30.0,
+    ) -> None:
         parts = urlsplit(index_url)
         self._authorization = (
             {"Authorization": aiohttp.encode_basic_auth(
@@ -81,12 +111,24 @@ class UpstreamClient:
         )
         self.index_url = redact(index_url).rstrip("/") + "/"
         self._index_origin = urlsplit(self.index_url)[:2]
+        index_origin = origin_of(self.index_url)
+        # where any file download may be redirected to, whatever page it was listed on
+        self._index_origins = frozenset({index_origin} if index_origin is not None else ())
+        self._files_from = tuple(map(host_rule, files_from))
         self._timeout = aiohttp.ClientTimeout(total=None, connect=timeout, sock_read=timeout)
+        self._deadline = deadline
+        self._min_rate = min_rate  # bytes per second; 0: no minimum
+        self._rate_window = rate_window
         self._ca_bundle = ca_bundle
         self._session: aiohttp.ClientSession | None = None
         # when (time.monotonic) upstream last answered, or last failed to: /ready reads them
         self.last_success: float | None = None
         self.last_failure: float | None = None
+
+    @property
+    def deadline(self) -> float:
+        """Seconds a page fetch may take in all."""
+        return self._deadline
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -117,9 +159,10 @@ class UpstreamClient:
             headers["If-None-Match"] = etag
         if last_modified:
             headers["If-Modified-Since"] = last_modified
+        deadline = asyncio.timeout(self._deadline)
         with self._asking("page"):
             try:
-                async with self.session.get(url, headers=headers) as response:
+                async with deadline, self.session.get(url, headers=headers) as response:
                     if response.status == 304 and (etag or last_modified):
                         return PageAnswer(304, url)
                     if response.status in (404, 410):
@@ -135,29 +178,79 @@ class UpstreamClient:
                         response.headers.get("Last-Modified"),
                     )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                if deadline.expired():
+                    raise UpstreamError(
+                        f"sent no complete page within {self._deadline:g} s"
+                    ) from None
                 raise UpstreamError(_describe(exc)) from None
 
-    def opener(self, url: str) -> OpenUpstream:
-        """For the blob cache: opens the body of a URL read from an upstream page."""
+    def opener(
+        self, url: str, *, file_origins: Callable[[], Collection[Origin]] = frozenset
+    ) -> OpenUpstream:
+        """For the blob cache: opens the body of a URL read from an upstream page.
+        `file_origins()`, asked only when upstream redirects, names the origins the page links
+        files on: redirects may lead there, to the index's origin and to `files_from`."""
 
         @asynccontextmanager
         async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
+            deadline = asyncio.timeout(self._deadline)
             with self._asking("file"):
                 try:
-                    response = await self.session.get(
-                        url, headers={"Accept-Encoding": "identity", **self._credentials_for(url)}
-                    )
-                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                    raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
-                if response.status != 200:
-                    response.release()
-                    raise Unavailable(f"upstream answered HTTP {response.status} for a file")
+                    async with deadline:
+                        response = await self._get_file(url, file_origins)
+                except TimeoutError:
+                    if not deadline.expired():
+                        raise
+                    raise Unavailable(
+                        f"upstream sent no answer for a file within {self._deadline:g} s"
+                    ) from None
             try:
-                yield response.content.iter_chunked(_CHUNK)
+                if self._min_rate > 0:
+                    yield metered(
+                        partial(response.content.read, _CHUNK),
+                        min_rate=self._min_rate,
+                        window=self._rate_window,
+                        too_slow=self._too_slow,
+                    )
+                else:
+                    yield response.content.iter_chunked(_CHUNK)
             finally:
                 response.release()
 
         return open_body
+
+    def _too_slow(self) -> None:
+        metrics.UPSTREAM_ERRORS.labels("file").inc()
+        self.last_failure = time.monotonic()
+
+    async def _get_file(
+        self, url: str, file_origins: Callable[[], Collection[Origin]]
+    ) -> aiohttp.ClientResponse:
+        """The 200 response for a file, redirects followed by our rules; Unavailable if none."""
+        allowed: Targets | None = None
+        for hop in range(MAX_FILE_REDIRECTS + 1):
+            try:
+                response = await self.session.get(
+                    url,
+                    headers={"Accept-Encoding": "identity", **self._credentials_for(url)},
+                    allow_redirects=False,
+                )
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
+            if response.status == 200:
+                return response
+            location = response.headers.get("Location")
+            response.release()
+            if response.status not in REDIRECTS or not location:
+                raise Unavailable(f"upstream answered HTTP {response.status} for a file")
+            if hop == MAX_FILE_REDIRECTS:
+                raise Unavailable(
+                    f"upstream redirected a file more than {MAX_FILE_REDIRECTS} times"
+                )
+            if allowed is None:
+                allowed = Targets(self._index_origins | frozenset(file_origins()), self._files_from)
+            url = redirect_target(url, location, allowed)
+        raise AssertionError("unreachable")
 
     async def probe(self) -> None:
         """HEAD the index (no body: the project list can be huge); UpstreamError if it does not
@@ -172,6 +265,10 @@ class UpstreamClient:
                 raise UpstreamError(_describe(exc)) from None
             if status >= 400 and status != 405:
                 raise UpstreamError(f"answered HTTP {status}")
+
+    def answer_unusable(self) -> None:
+        """An answer that arrived but could not be used (a garbage page): for /ready, a failure."""
+        self.last_failure = time.monotonic()
 
     @contextmanager
     def _asking(self, kind: str) -> Iterator[None]:

@@ -5,21 +5,33 @@ Pages are fresh for a TTL, then revalidated with If-None-Match / If-Modified-Sin
 costs no parse). On timeouts, refused connections, 5xx or garbage, a stale copy is served
 and logged; with no copy, the caller gets Unavailable (503) — never NotFound, because a 404
 sends installers on to the next index, which is the dependency-confusion path. However many
-clients ask for a page at once, one request goes upstream.
+clients ask for a page at once, one request goes upstream: within a process by single flight,
+across the worker processes of a machine by the page store's lock (the first to hold it asks,
+the others then find its answer on disk, or the failure it noted).
+
+Garbage is any 200 that is not the page asked for: a body that does not parse, HTML with nothing
+of a simple page (formats.parse), HTML without the version marker where the copy was JSON, or a
+page that suddenly lists no files (a list no projects) where the copy had some and upstream does
+not say why (PEP 792 quarantine). It is counted, and never replaces the copy, in memory or on
+disk.
 
 Only URLs read from an upstream page are ever fetched (no open proxy), and only while the
-page offers files (PEP 792: a quarantined project offers none).
+page offers files (PEP 792: a quarantined project offers none); a file's redirects may lead only
+to the origins that page links files on (or those the client allows: repository/http.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from pyproxy import metrics
-from pyproxy.lru import SingleFlight
+from pyproxy.formats.parse import JSON_TYPE, NotASimplePage
+from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
     FileSource,
@@ -29,6 +41,7 @@ from pyproxy.model import (
     ProjectPage,
     Unavailable,
 )
+from pyproxy.repository.downloads import Origin, origin_of
 from pyproxy.repository.http import UpstreamClient, UpstreamError
 from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key, provenance_key
 from pyproxy.stores.pages import (
@@ -36,6 +49,7 @@ from pyproxy.stores.pages import (
     PageRecord,
     PageStore,
     Parsed,
+    Turn,
     UpstreamFormatError,
     revision_of,
 )
@@ -43,8 +57,43 @@ from pyproxy.stores.pages import (
 log = logging.getLogger("pyproxy.upstream")
 
 _RETRY_AFTER_FAILURE_S = 30.0
+_LOCK_MARGIN_S = 10.0  # how much longer than a fetch's deadline to wait for another worker's
+_ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
 
 Result = ProjectPage | ProjectList | None
+
+
+class PageEmptied(UpstreamFormatError):
+    """A page that lists nothing where the cached copy listed something."""
+
+
+def lists_nothing(result: Result) -> bool:
+    """A page without files and without a reason for it (a PEP 792 status), or a list
+    without names."""
+    if isinstance(result, ProjectPage):
+        return not result.files and result.status.offers_files
+    return isinstance(result, ProjectList) and not result.names
+
+
+def emptied(old: Result, new: Result) -> bool:
+    """`new` lists nothing (see lists_nothing), where `old` listed something."""
+    if isinstance(old, ProjectPage) and isinstance(new, ProjectPage):
+        return bool(old.files) and lists_nothing(new)
+    if isinstance(old, ProjectList) and isinstance(new, ProjectList):
+        return bool(old.names) and not new.names
+    return False
+
+
+def _spoke_json(record: PageRecord | None) -> bool:
+    if record is None or record.status != 200 or not record.content_type:
+        return False
+    return record.content_type.split(";")[0].strip().lower() == JSON_TYPE
+
+
+def _refusal(exc: UpstreamFormatError) -> str:
+    if isinstance(exc, PageEmptied):
+        return "emptied"
+    return "not_a_page" if isinstance(exc, NotASimplePage) else "malformed"
 
 
 def offered_file(page: ProjectPage, filename: str) -> DistFile:
@@ -90,6 +139,7 @@ class UpstreamRepository:
         self.index_ttl = index_ttl
         self._page_ttl = page_ttl
         self._refreshing: SingleFlight[str, Result] = SingleFlight()
+        self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
 
     async def close(self) -> None:
         await self.client.close()
@@ -111,18 +161,22 @@ class UpstreamRepository:
         return page
 
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
-        dist = offered_file(await self.project_page(project), filename)
+        page = await self.project_page(project)
+        dist = offered_file(page, filename)
         assert dist.upstream_url is not None
         return await self.blobs.fetch(
             blob_key(dist),
             sha256=dist.sha256,
             size=dist.size,
-            open_upstream=self.client.opener(dist.upstream_url),
+            open_upstream=self.client.opener(
+                dist.upstream_url, file_origins=self._origins_of(page)
+            ),
             filename=filename,
         )
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
-        dist = offered_metadata(await self.project_page(project), filename)
+        page = await self.project_page(project)
+        dist = offered_metadata(page, filename)
         assert dist.upstream_url is not None
         metadata = dist.core_metadata  # offered: True (hash unknown) or its hashes
         sha256 = None if isinstance(metadata, bool) else metadata.get("sha256")
@@ -130,21 +184,42 @@ class UpstreamRepository:
             metadata_key(dist),
             sha256=sha256,
             size=None,
-            open_upstream=self.client.opener(dist.upstream_url + ".metadata"),
+            open_upstream=self.client.opener(
+                dist.upstream_url + ".metadata", file_origins=self._origins_of(page)
+            ),
             filename=filename + ".metadata",
         )
 
     async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
         # fetched once and kept like a file; upstream lists no hash, so it must prove its kind
-        dist = offered_provenance(await self.project_page(project), filename)
+        page = await self.project_page(project)
+        dist = offered_provenance(page, filename)
         assert dist.provenance_url is not None
         return await self.blobs.fetch(
             provenance_key(dist),
             sha256=None,
             size=None,
-            open_upstream=self.client.opener(dist.provenance_url),
+            open_upstream=self.client.opener(
+                dist.provenance_url, file_origins=self._origins_of(page)
+            ),
             filename=filename + ".provenance",
         )
+
+    def _origins_of(self, page: ProjectPage) -> Callable[[], frozenset[Origin]]:
+        """The origins `page` links files (and provenance) on, worked out once per revision
+        when first asked."""
+
+        def origins() -> frozenset[Origin]:
+            known = self._file_origins.get(page.revision)
+            if known is None:
+                urls = [dist.upstream_url for dist in page.files]
+                urls += [dist.provenance_url for dist in page.files if dist.provenance_url]
+                found = (origin_of(url or "") for url in urls)
+                known = frozenset(origin for origin in found if origin is not None)
+                self._file_origins.put(page.revision, known)
+            return known
+
+        return origins
 
     # ---- what the caches hold, without asking upstream (for the offline filter) ----
 
@@ -155,7 +230,13 @@ class UpstreamRepository:
         if known is not None:
             return known
         record = await asyncio.to_thread(self.pages.load, name)
-        return None if record is None else await self.pages.remember(name, record)
+        if record is None:
+            return None
+        try:
+            return await self.pages.remember(name, record)
+        except UpstreamFormatError as exc:  # stored by a pyproxy with laxer checks
+            log.warning("the cached page of %s is unusable: %s", name, exc)
+            return None
 
     # ---- pages ----
 
@@ -171,13 +252,38 @@ class UpstreamRepository:
         return await self._refreshing.run(key, lambda: self._refresh(key, url, record, ttl))
 
     async def _refresh(self, key: str, url: str, stale: PageRecord | None, ttl: float) -> Result:
+        patience = self.client.deadline + _LOCK_MARGIN_S
+        async with self.pages.turn(key, patience=patience) as turn:
+            # another worker may have refreshed it (or be back from failing to) while we waited
+            latest = await asyncio.to_thread(self.pages.load, key)
+            if latest is not None and (stale is None or latest.fetched_at > stale.fetched_at):
+                stale = latest
+                if time.time() - latest.fetched_at < ttl:
+                    with contextlib.suppress(UpstreamFormatError):  # else: fetch it anew
+                        return (await self.pages.remember(key, latest)).result
+            return await self._refresh_held(key, url, stale, ttl, turn)
+
+    async def _refresh_held(
+        self, key: str, url: str, stale: PageRecord | None, ttl: float, turn: Turn
+    ) -> Result:
         try:
+            if turn.failure is not None:  # the worker we waited for just tried and failed
+                raise UpstreamError(f"{turn.failure} (the last try, by another worker)")
             record = await self._fetch(url, stale)
-            known = await self.pages.remember(key, record)
+            fresh = await self.pages.parsed(key, record, require_marker=_spoke_json(stale))
+            if stale is not None and stale.revision != record.revision:
+                await self._check_not_emptied(key, stale, fresh)
         except (UpstreamError, UpstreamFormatError) as exc:
-            malformed = isinstance(exc, UpstreamFormatError)
-            problem = f"sent a malformed page: {exc}" if malformed else str(exc)
+            if isinstance(exc, UpstreamFormatError):
+                metrics.REFUSED_PAGES.labels(_refusal(exc)).inc()
+                self.client.answer_unusable()
+                problem = f"answered 200 with something that is not the page: {exc}"
+            else:
+                problem = str(exc)
+            if turn.failure is None:
+                turn.fail(problem)
             if stale is None:
+                log.warning("no copy of %s to serve: upstream %s", url, problem)
                 raise Unavailable(
                     f"upstream index unavailable ({problem}) and no copy is cached"
                 ) from None
@@ -189,8 +295,19 @@ class UpstreamRepository:
             retry_at = time.time() - ttl + min(ttl, _RETRY_AFTER_FAILURE_S)
             backing_off = dataclasses.replace(stale, fetched_at=retry_at)
             return (await self.pages.remember(key, backing_off)).result
+        self.pages.keep(key, fresh)
         await asyncio.to_thread(self.pages.save, key, record)
-        return known.result
+        return fresh.result
+
+    async def _check_not_emptied(self, key: str, stale: PageRecord, fresh: Parsed) -> None:
+        if not lists_nothing(fresh.result):
+            return  # lists something (or is a 404): nothing to compare, and no parse of the copy
+        try:
+            old = await self.pages.parsed(key, stale)
+        except UpstreamFormatError:
+            return  # the copy itself is unusable: nothing to protect
+        if emptied(old.result, fresh.result):
+            raise PageEmptied("it lists nothing, where the cached copy lists something")
 
     async def _fetch(self, url: str, stale: PageRecord | None) -> PageRecord:
         etag = last_modified = None

@@ -2,10 +2,13 @@
 
 Keys are normalised project names, and INDEX_KEY for the project list. The disk (a
 diskcache.Cache that every worker process shares) keeps the raw answer with its validators and
-fetch time, so a restart or another worker needs no refetch. The memory (per process, bounded,
-least recently used out first) keeps parsed pages, and a record whose body is the one already
-parsed (a 304 keeps the revision) is not parsed again. Judging freshness is the caller's
-business (repository/upstream.py); this module only stores.
+fetch time, so a restart or another worker needs no refetch. The memory (per process, least
+recently used out first) keeps parsed pages within a bound in bytes, each page costed by an
+estimate from its raw body and what it lists (`parsed_cost`), and a record whose body is the
+one already parsed (a 304 keeps the revision) is not parsed again. A page evicted from memory
+is parsed again from disk when next asked for. Judging freshness is the caller's
+business (repository/upstream.py); this module only stores. `turn(key)` is the lock (in
+`locks/`, see stores/keylock.py) that lets one worker process at a time refresh a page.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import io
 import os
 import pickle
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +31,21 @@ from diskcache.core import MODE_PICKLE
 from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse_project_page
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import NormalizedName, ProjectList, ProjectPage
+from pyproxy.stores.keylock import KeyLocks, Turn
 
-__all__ = ["INDEX_KEY", "PageRecord", "PageStore", "Parsed", "UpstreamFormatError", "revision_of"]
+__all__ = [
+    "INDEX_KEY", "PageRecord", "PageStore", "Parsed", "Turn", "UpstreamFormatError", "revision_of",
+]
 
 INDEX_KEY = "/"  # the project list's key; no project is named "/"
-_MEMORY_PAGES = 2048
+MEMORY_BYTES = 256 * 1024**2  # the default bound of the parsed pages one process keeps
+# The estimate of a parsed page's memory, fitted (with a margin) to tracemalloc on JSON and HTML
+# pages from terse to verbose: ~540-660 bytes per file whatever its entry says, plus 1.2-1.6
+# bytes per body byte (its strings); ~75 bytes per project name of the root.
+_PER_BODY_BYTE = 2
+_PER_FILE = 600
+_PER_NAME = 64
+_PARSED_OVERHEAD = 2048  # objects every parsed page has, whatever its size
 _SIZE_LIMIT = 2**30
 
 
@@ -60,15 +74,34 @@ class Parsed:
     fetched_at: float
     revision: str
     result: ProjectPage | ProjectList | None  # None: upstream has no such project
+    cost: int = _PARSED_OVERHEAD  # estimated bytes of memory that `result` takes
 
 
-def parse(key: str, record: PageRecord) -> ProjectPage | ProjectList:
-    """The page a 200 record holds; UpstreamFormatError if its body is malformed."""
+def parsed_cost(record: PageRecord, result: ProjectPage | ProjectList | None) -> int:
+    """The memory the parsed `result` of `record` is reckoned to take."""
+    listed = 0
+    if isinstance(result, ProjectPage):
+        listed = _PER_FILE * len(result.files)
+    elif isinstance(result, ProjectList):
+        listed = _PER_NAME * len(result.names)
+    return _PARSED_OVERHEAD + _PER_BODY_BYTE * len(record.body) + listed
+
+
+def parse(
+    key: str, record: PageRecord, *, require_marker: bool = False
+) -> ProjectPage | ProjectList:
+    """The page a 200 record holds; UpstreamFormatError if its body is malformed or is no
+    simple page (`require_marker`: see formats.parse)."""
     revision = f"u{record.revision}"
     if key == INDEX_KEY:
-        projects = parse_project_list(record.body, record.content_type, record.url)
+        projects = parse_project_list(
+            record.body, record.content_type, record.url, require_marker=require_marker
+        )
         return ProjectList(projects.names, revision=revision)
-    page = parse_project_page(record.body, record.content_type, record.url, NormalizedName(key))
+    page = parse_project_page(
+        record.body, record.content_type, record.url, NormalizedName(key),
+        require_marker=require_marker,
+    )
     return dataclasses.replace(page, revision=revision)
 
 
@@ -96,9 +129,15 @@ class _RecordDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no t
 class PageStore:
     """Upstream pages by key: raw records on disk, parsed pages in memory."""
 
-    def __init__(self, directory: Path, *, memory_pages: int = _MEMORY_PAGES) -> None:
+    def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
         self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
-        self._memory: BoundedLRU[str, Parsed] = BoundedLRU(memory_pages)
+        # every page costs at least _PARSED_OVERHEAD, so the bytes bound the count too
+        self._memory: BoundedLRU[str, Parsed] = BoundedLRU(
+            memory_bytes // _PARSED_OVERHEAD + 1,
+            weigh=lambda parsed: parsed.cost,
+            max_weight=memory_bytes,
+        )
+        self._locks = KeyLocks(Path(directory) / "locks")
 
     def close(self) -> None:
         self._disk.close()
@@ -109,19 +148,37 @@ class PageStore:
         """The parsed page in this process's memory, if any (the warm path: no disk, no parse)."""
         return self._memory.get(key)
 
+    @property
+    def memory_bytes(self) -> int:
+        """The estimated bytes of the parsed pages this process keeps (at most its bound)."""
+        return self._memory.weight
+
     async def remember(self, key: str, record: PageRecord) -> Parsed:
-        """Parse the record (off the loop, unless the same body is already parsed) and keep it
-        in memory; UpstreamFormatError if it does not parse."""
-        known = self._memory.get(key)
-        if known is None or known.revision != record.revision:
-            result = None
-            if record.status == 200:
-                result = await asyncio.to_thread(parse, key, record)
-            known = Parsed(record.fetched_at, record.revision, result)
-        else:
-            known = dataclasses.replace(known, fetched_at=record.fetched_at)
-        self._memory.put(key, known)
+        """Parse the record (see `parsed`) and keep it in memory."""
+        known = await self.parsed(key, record)
+        self.keep(key, known)
         return known
+
+    async def parsed(self, key: str, record: PageRecord, *, require_marker: bool = False) -> Parsed:
+        """The record parsed (off the loop, unless the same body is already parsed), not kept;
+        UpstreamFormatError if it does not parse."""
+        known = self._memory.get(key)
+        if known is not None and known.revision == record.revision:
+            return dataclasses.replace(known, fetched_at=record.fetched_at)
+        result = None
+        if record.status == 200:
+            result = await asyncio.to_thread(parse, key, record, require_marker=require_marker)
+        return Parsed(record.fetched_at, record.revision, result, parsed_cost(record, result))
+
+    def keep(self, key: str, parsed: Parsed) -> None:
+        """Into memory; a page larger than the whole bound is not kept (it is parsed again from
+        disk each time it is asked for)."""
+        self._memory.put(key, parsed)
+
+    def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
+        """This process's turn to refresh `key`, waiting (up to `patience` s) while another
+        process has it: see stores/keylock.py."""
+        return self._locks.turn(key, patience=patience)
 
     # ---- disk (blocking: call from a thread) ----
 

@@ -13,6 +13,7 @@ import pytest
 
 from pyproxy.formats.parse import (
     JSON_TYPE,
+    NotASimplePage,
     UpstreamFormatError,
     parse_project_list,
     parse_project_page,
@@ -271,7 +272,7 @@ def test_html_versions_come_from_filenames() -> None:
 @pytest.mark.parametrize(
     ("head", "status"),
     [
-        ("", ProjectStatus()),
+        ('<meta name="pypi:repository-version" content="1.0">', ProjectStatus()),
         ('<meta name="pypi:project-status" content="archived">', ProjectStatus("archived")),
         (
             '<meta name="pypi:project-status" content="quarantined">'
@@ -332,9 +333,50 @@ def test_empty_html_is_refused(body: bytes) -> None:
         parse_project_page(body, HTML, PAGE, FOO)
 
 
-def test_html_without_anchors_is_an_empty_page() -> None:
-    page = parse_html("<p>nothing yet</p>")
+MARKER = '<meta name="pypi:repository-version" content="1.0">'
+
+
+def test_html_without_anchors_is_an_empty_page_when_it_declares_a_version() -> None:
+    page = parse_html("<p>nothing yet</p>", MARKER)
     assert (page.files, page.versions, page.name) == ((), (), "foo")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<h1>Down for maintenance</h1><p>Back soon.</p>",
+        '<h1>Access denied</h1><a href="/login">Sign in</a> or <a href="/help/">get help</a>',
+        '<a href="https://proxy.example.test/blocked?url=x">why?</a>',
+    ],
+    ids=["maintenance", "login", "block"],
+)
+def test_html_that_is_no_simple_page_is_refused(body: str) -> None:
+    """A proxy's maintenance, login or block page answered with 200 is not an empty project."""
+    with pytest.raises(NotASimplePage, match="no pypi:repository-version marker"):
+        parse_html(body)
+    with pytest.raises(NotASimplePage, match="links no project page"):
+        parse_project_list(html_page(body), HTML, PAGE)
+
+
+def test_html_without_the_marker_but_with_distribution_links_is_a_page() -> None:
+    """Old indexes declare no version: a link to a distribution file is enough."""
+    page = parse_html('<a href="/login">Sign in</a><a href="/f/foo-1.0.tar.gz">foo</a>')
+    assert [dist.filename for dist in page.files] == ["login", "foo-1.0.tar.gz"]
+    for anchors in ('<a href="/foo/">foo</a>', "<a href='Foo_Bar'>Foo.Bar</a>",
+                    '<a href="/root/pypi/+simple/foo/#x">Foo</a><a href="/login">Sign in</a>'):
+        assert parse_project_list(html_page(anchors), HTML, PAGE).names
+
+
+def test_require_marker_refuses_html_without_it() -> None:
+    """From an upstream known to answer JSON, HTML must declare its version to count."""
+    body = html_page('<a href="/f/foo-1.0.tar.gz">foo</a>')
+    with pytest.raises(NotASimplePage, match="answers JSON"):
+        parse_project_page(body, HTML, PAGE, FOO, require_marker=True)
+    with pytest.raises(NotASimplePage, match="answers JSON"):
+        parse_project_list(body, HTML, PAGE, require_marker=True)
+    marked = html_page('<a href="/f/foo-1.0.tar.gz">foo</a>', MARKER)
+    assert parse_project_page(marked, HTML, PAGE, FOO, require_marker=True).files
+    assert parse_project_page(json_page(), JSON_TYPE, PAGE, FOO, require_marker=True).files == ()
 
 
 # -- JSON project pages ---------------------------------------------------------------------------

@@ -6,20 +6,22 @@ show). Against real servers on 127.0.0.1 (see tests/repository/conftest.py).
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestServer
 
 from pyproxy.model import Unavailable
 from pyproxy.repository.http import PageAnswer, UpstreamClient, UpstreamError, redact
-from tests.conftest import MakeClient
+from tests.conftest import MakeClient, StartFake
 from tests.dists import make_sdist
-from tests.repository.conftest import JSON_TYPE, MakeScripted, good_page
+from tests.fake_upstream import FakeUpstream
+from tests.repository.conftest import JSON_TYPE, MakeScripted, Scripted, good_page
 
 OpenClient = Callable[..., UpstreamClient]
 
@@ -233,3 +235,111 @@ async def test_credentials_are_not_sent_after_a_redirect_to_another_origin(
         assert followed and all("Authorization" not in h for h in followed), followed
     finally:
         await server.close()
+
+
+# ---------------------------------------------------------------------------- file redirects
+
+
+SDIST_NAME = "foo-1.0.tar.gz"
+BODY = b"the sdist's bytes"
+
+
+async def _redirecting(fake_upstream: StartFake, scripted_server: MakeScripted
+                       ) -> tuple[FakeUpstream, Scripted, str]:
+    """A fake upstream whose file is also served by a third server (on another port), which
+    nobody configured; every request to it is recorded."""
+    fake = await fake_upstream()
+    fake.add_file("foo", SDIST_NAME, BODY)
+    fake.add_file("foo", "foo-1.1.tar.gz", BODY)  # same bytes, so a redirect to it is good
+    third, third_origin = await scripted_server()
+    third.set(f"/elsewhere/{SDIST_NAME}", BODY, "application/octet-stream")
+    return fake, third, third_origin
+
+
+@pytest.mark.parametrize("target", ["third host", "not http", "a loop"])
+async def test_a_file_redirect_nobody_allowed_is_refused_unasked(
+    fake_upstream: StartFake, scripted_server: MakeScripted, make_client: MakeClient,
+    target: str,
+) -> None:
+    fake, third, third_origin = await _redirecting(fake_upstream, scripted_server)
+    path, other = fake.file_path("foo", SDIST_NAME), fake.file_path("foo", "foo-1.1.tar.gz")
+    fake.redirect_paths[path] = {
+        "third host": f"{third_origin}/elsewhere/{SDIST_NAME}",
+        "not http": "file:///etc/passwd",
+        "a loop": other,  # relative: the same origin, then back, and again
+    }[target]
+    fake.redirect_paths[other] = path
+    client, _ = await make_client(upstream_url=fake.index_url)
+    response = await client.get(f"/files/foo/{SDIST_NAME}")
+    assert response.status == 503, await response.text()
+    assert "redirected" in await response.text()
+    assert third.seen == [], "the unconfigured host was asked"
+    if target == "a loop":  # at most MAX_FILE_REDIRECTS hops were followed
+        assert fake.count(path) + fake.count(other) == 4
+    # nothing was cached: once upstream serves the file, it is asked again
+    fake.redirect_paths.clear()
+    response = await client.get(f"/files/foo/{SDIST_NAME}")
+    assert response.status == 200 and await response.read() == BODY
+
+
+@pytest.mark.parametrize("where", ["configured host", "the page's file host", "the index"])
+async def test_a_file_redirect_to_an_allowed_origin_is_followed(
+    fake_upstream: StartFake, scripted_server: MakeScripted, make_client: MakeClient,
+    where: str,
+) -> None:
+    fake, third, third_origin = await _redirecting(fake_upstream, scripted_server)
+    index_origin = f"http://127.0.0.1:{fake.index_port}"
+    files_from: tuple[str, ...] = ()
+    if where == "configured host":
+        location = f"{third_origin}/elsewhere/{SDIST_NAME}"
+        files_from = (third_origin.removeprefix("http://"),)  # "127.0.0.1:PORT": that port only
+    elif where == "the page's file host":
+        location = fake.file_url("foo", "foo-1.1.tar.gz")
+    else:  # the index's origin, which serves no file here: 404 shows the hop was made
+        location = f"{index_origin}/simple/no-such-file/"
+    fake.redirect_paths[fake.file_path("foo", SDIST_NAME)] = location
+    client, _ = await make_client(upstream_url=fake.index_url, upstream_files_from=files_from)
+    response = await client.get(f"/files/foo/{SDIST_NAME}")
+    if where == "the index":
+        assert response.status == 503
+        assert "HTTP 404" in await response.text()
+        assert fake.count("/simple/no-such-file/") == 1
+        return
+    assert response.status == 200, await response.text()
+    assert await response.read() == BODY
+    assert len(third.seen) == (1 if where == "configured host" else 0)
+
+
+# ---------------------------------------------------------------------------- slow file bodies
+
+
+async def test_a_dripping_file_is_aborted_and_never_cached(
+    fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    """Below [upstream] min_rate over a window of waiting, the download is aborted: the client
+    sees an aborted body, nothing is cached, and a later full-speed download works."""
+    dist = fake.add_generated_file("foo", "foo-1.0.tar.gz", 64 * 1024)
+    client, _ = await make_client(
+        upstream_url=fake.index_url, upstream_min_rate=1_000_000, upstream_rate_window=0.2
+    )
+    fake.drip = (1024, 0.05)  # 20 kB/s: the whole file would take over 3 s
+    response = await client.get(f"/files/foo/{dist.filename}")
+    with pytest.raises(ClientPayloadError):
+        await response.read()
+    fake.drip = None
+    response = await client.get(f"/files/foo/{dist.filename}")
+    assert response.status == 200
+    assert hashlib.sha256(await response.read()).hexdigest() == dist.sha256
+    assert fake.count(fake.file_path("foo", dist.filename)) == 2  # the first was not kept
+
+
+async def test_file_headers_have_the_deadline_too(
+    fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    dist = fake.add_generated_file("foo", "foo-1.0.tar.gz", 1000)
+    client, _ = await make_client(upstream_url=fake.index_url, upstream_deadline=0.3)
+    assert (await client.get("/simple/foo/")).status == 200
+    fake.latency = 1.0  # before any answer, within the 30 s read timeout
+    response = await client.get(f"/files/foo/{dist.filename}")
+    assert response.status == 503
+    assert "no answer for a file within 0.3 s" in await response.text()

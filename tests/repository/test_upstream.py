@@ -9,6 +9,7 @@ Everything runs against real servers on 127.0.0.1: the FakeUpstream, or for what
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,8 +20,10 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
+from pyproxy import metrics
 from pyproxy.model import NormalizedName, NotFound, Origin, Unavailable
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.upstream import UpstreamRepository
@@ -57,10 +60,11 @@ async def make_upstream(tmp_path: Path) -> AsyncIterator[MakeUpstream]:
     made: list[UpstreamRepository] = []
 
     def make(index_url: str, *, cache_dir: Path | None = None, timeout: float = 2.0,
-             page_ttl: float = 600.0, index_ttl: float = 600.0) -> UpstreamRepository:
+             page_ttl: float = 600.0, index_ttl: float = 600.0, deadline: float = 60.0,
+             page_memory: int = page_store.MEMORY_BYTES) -> UpstreamRepository:
         upstream = UpstreamRepository(
-            UpstreamClient(index_url, timeout=timeout),
-            PageStore(cache_dir or tmp_path / f"pages{len(made)}"),
+            UpstreamClient(index_url, timeout=timeout, deadline=deadline),
+            PageStore(cache_dir or tmp_path / f"pages{len(made)}", memory_bytes=page_memory),
             BlobCache(tmp_path / f"files{len(made)}", 2**30),
             page_ttl=page_ttl,
             index_ttl=index_ttl,
@@ -152,9 +156,9 @@ async def test_after_ttl_revalidates_with_304_and_no_reparse(
     parses: list[str] = []
     original = page_store.parse
 
-    def counting_parse(key: str, entry: Any) -> Any:
+    def counting_parse(key: str, entry: Any, **options: Any) -> Any:
         parses.append(key)
-        return original(key, entry)
+        return original(key, entry, **options)
 
     monkeypatch.setattr(page_store, "parse", counting_parse)
     upstream = make_upstream(fake.index_url, page_ttl=0.05)
@@ -211,6 +215,42 @@ async def test_upstream_404_is_not_found(fake: FakeUpstream, make_upstream: Make
     with pytest.raises(NotFound):  # remembered for the TTL like any page
         await upstream.project_page(_n("does-not-exist"))
     assert fake.count(fake.page_path("does-not-exist")) == 1
+
+
+async def test_parsed_pages_in_memory_are_bounded_by_bytes(
+    fake: FakeUpstream, make_upstream: MakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many big pages: the memory holds what fits in its bound in bytes, the rest is parsed
+    again from the disk cache when asked for, without asking upstream."""
+    names = [f"big-{n}" for n in range(8)]
+    for name in names:
+        for n in range(300):
+            fake.add_file(name, f"{name}-{n}.0.tar.gz", b"x")
+    measuring = make_upstream(fake.index_url)
+    await measuring.project_page(_n(names[0]))
+    known = measuring.pages.known(names[0])
+    assert known is not None
+    bound = 3 * known.cost + known.cost // 2  # three of them fit
+    parses: list[str] = []
+    original = page_store.parse
+
+    def counting_parse(key: str, entry: Any, **options: Any) -> Any:
+        parses.append(key)
+        return original(key, entry, **options)
+
+    monkeypatch.setattr(page_store, "parse", counting_parse)
+    upstream = make_upstream(fake.index_url, page_memory=bound)
+    pages = {}
+    for name in names:
+        pages[name] = await upstream.project_page(_n(name))
+        assert upstream.pages.memory_bytes <= bound
+    assert [n for n in names if upstream.pages.known(n) is not None] == names[-3:]
+    asked = fake.total
+    again = await upstream.project_page(_n(names[0]))  # evicted: from disk, parsed again
+    assert again.files == pages[names[0]].files and len(again.files) == 300
+    assert fake.total == asked, "an evicted page was fetched from upstream again"
+    assert parses.count(names[0]) == 2
+    assert upstream.pages.memory_bytes <= bound
 
 
 # ---------------------------------------------------------------------------- outages
@@ -290,6 +330,25 @@ async def test_outage_without_copy_is_503_over_http(
         assert response.status == 503, (accept, response.status, await response.text())
         # pip honours Retry-After by sleeping before each retry: a 503 must not set it
         assert "Retry-After" not in response.headers
+
+
+async def test_a_dripping_page_counts_as_down(
+    fake: FakeUpstream, make_upstream: MakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Bytes arrive well within the read timeout, but the page would take seconds in all: past
+    the deadline the stale copy is served (503 without one), not the page that was dripping."""
+    upstream = make_upstream(fake.index_url, timeout=2.0, deadline=0.5, page_ttl=0.05)
+    page = await upstream.project_page(_n("foo-bar"))
+    fake.add_file("foo_bar", "foo_bar-3.0.tar.gz", b"new")  # what the dripped page would add
+    fake.drip = (16, 0.05)  # a page of ~1.5 kB: about 5 s
+    await asyncio.sleep(0.1)
+    with caplog.at_level(logging.WARNING, logger="pyproxy.upstream"):
+        stale = await upstream.project_page(_n("foo-bar"))
+    assert stale.files == page.files
+    assert "no complete page within 0.5 s" in caplog.text
+    fake.add_file("other", "other-1.0.tar.gz", b"other")
+    with pytest.raises(Unavailable, match=r"no complete page within 0\.5 s"):
+        await upstream.project_page(_n("other"))  # never fetched: no copy
 
 
 # ---------------------------------------------------------------------------- malformed answers
@@ -398,6 +457,28 @@ async def test_concurrent_requests_during_an_outage_send_one_and_all_fail_cleanl
     assert fake.count(fake.page_path("foo-bar")) == 1
 
 
+@pytest.mark.parametrize("outcome", ["answered", "failed"])
+async def test_repositories_sharing_a_cache_send_one_request(
+    fake: FakeUpstream, make_upstream: MakeUpstream, tmp_path: Path, outcome: str
+) -> None:
+    """Two repositories on one page cache stand for two worker processes: the one that waited
+    takes the other's answer from disk, or its failure, instead of asking upstream itself."""
+    fake.latency = 0.3
+    if outcome == "failed":
+        fake.fail_status = 502
+    shared = tmp_path / "shared-pages"
+    one, two = (make_upstream(fake.index_url, cache_dir=shared) for _ in range(2))
+    results = await asyncio.gather(
+        one.project_page(_n("foo-bar")), two.project_page(_n("foo-bar")), return_exceptions=True
+    )
+    assert fake.count(fake.page_path("foo-bar")) == 1
+    if outcome == "answered":
+        assert results[0] == results[1]
+    else:
+        assert all(isinstance(result, Unavailable) for result in results), results
+        assert any("by another worker" in str(result) for result in results), results
+
+
 async def test_cancelled_waiter_does_not_break_the_shared_fetch(
     make_upstream: MakeUpstream
 ) -> None:
@@ -433,3 +514,144 @@ async def test_cancelled_waiter_does_not_break_the_shared_fetch(
     finally:
         release.set()
         await server.close()
+
+
+# ---------------------------------------------------------------------------- garbage with 200
+
+
+FILE_BODY = b"proj's sdist"
+MAINTENANCE = b"<html><head><title>Maintenance</title></head><body><h1>Back soon</h1></body></html>"
+LOGIN = b'<html><body><h1>Access denied</h1><a href="/login">Sign in</a></body></html>'
+
+
+def _page_with_a_file(origin: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "meta": {"api-version": "1.1"}, "name": "proj", **extra,
+        "files": [{"filename": "proj-1.0.tar.gz", "url": f"{origin}/f/proj-1.0.tar.gz",
+                   "hashes": {"sha256": hashlib.sha256(FILE_BODY).hexdigest()},
+                   "size": len(FILE_BODY)}],
+    }
+
+
+def _garbage(origin: str, case: str) -> tuple[bytes | dict[str, Any], str, str]:
+    """(body, content type, the refusal's metric reason) for a 200 that is not the page."""
+    no_marker = (  # a real link to the file, but none of the page's declarations
+        f'<html><body><a href="{origin}/f/proj-1.0.tar.gz">proj-1.0.tar.gz</a></body></html>'
+    ).encode()
+    return {
+        "maintenance page": (MAINTENANCE, "text/html", "not_a_page"),
+        "login page": (LOGIN, "text/html; charset=utf-8", "not_a_page"),
+        "html without marker from a json upstream": (no_marker, "text/html", "not_a_page"),
+        "no files any more": ({**_page_with_a_file(origin), "files": []}, JSON_TYPE, "emptied"),
+    }[case]
+
+
+def _refused(reason: str) -> float:
+    text, _ = metrics.scrape("text/plain", lambda: ())
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name == "pyproxy_upstream_pages_refused_total" and sample.labels == {
+                "reason": reason
+            }:
+                return float(sample.value)
+    raise AssertionError("no pyproxy_upstream_pages_refused_total sample")
+
+
+async def _filenames(client: TestClient, path: str = "/simple/proj/") -> list[str]:
+    response = await client.get(path, headers={"Accept": JSON_TYPE})
+    assert response.status == 200, await response.text()
+    return [entry["filename"] for entry in (await response.json(content_type=None))["files"]]
+
+
+GARBAGE = ["maintenance page", "login page", "html without marker from a json upstream",
+           "no files any more"]
+
+
+@pytest.mark.parametrize("case", GARBAGE)
+async def test_garbage_never_replaces_a_good_page(
+    scripted_server: MakeScripted, make_client: MakeClient, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture, case: str,
+) -> None:
+    scripted, origin = await scripted_server()
+    scripted.set("/simple/proj/", _page_with_a_file(origin))
+    scripted.set("/f/proj-1.0.tar.gz", FILE_BODY, "application/octet-stream")
+    data_dir = tmp_path / "data"
+    # page_ttl 0: every request asks upstream again
+    client, _ = await make_client(
+        data_dir=data_dir, upstream_url=f"{origin}/simple/", upstream_page_ttl=0
+    )
+    assert await _filenames(client) == ["proj-1.0.tar.gz"]
+    assert await (await client.get("/files/proj/proj-1.0.tar.gz")).read() == FILE_BODY
+
+    body, content_type, reason = _garbage(origin, case)
+    scripted.set("/simple/proj/", body, content_type)
+    before = _refused(reason)
+    with caplog.at_level(logging.WARNING, logger="pyproxy.upstream"):
+        for _ in range(2):  # neither the memory nor the disk took the garbage
+            assert await _filenames(client) == ["proj-1.0.tar.gz"]
+    assert _refused(reason) == before + 2
+    assert "serving a stale copy" in caplog.text and "not the page" in caplog.text
+    asked = len(scripted.headers_for("/simple/proj/"))  # the file's request asked too
+    await make_client.close(client)
+
+    # a later offline start still has the good page (and its cached file)
+    offline, _ = await make_client(
+        data_dir=data_dir, upstream_url=f"{origin}/simple/", offline=True
+    )
+    assert await _filenames(offline) == ["proj-1.0.tar.gz"]
+    assert len(scripted.headers_for("/simple/proj/")) == asked
+
+
+async def test_a_project_list_that_suddenly_names_nothing_is_garbage(
+    scripted_server: MakeScripted, make_upstream: MakeUpstream
+) -> None:
+    scripted, origin = await scripted_server()
+    scripted.set("/simple/", {"meta": {"api-version": "1.1"}, "projects": [{"name": "proj"}]})
+    upstream = make_upstream(f"{origin}/simple/", index_ttl=0.0)
+    assert (await upstream.list_projects()).names == ("proj",)
+    scripted.set("/simple/", {"meta": {"api-version": "1.1"}, "projects": []})
+    before = _refused("emptied")
+    assert (await upstream.list_projects()).names == ("proj",)
+    assert _refused("emptied") == before + 1
+
+
+@pytest.mark.parametrize("case", ["maintenance page", "login page"])
+async def test_garbage_without_a_copy_is_503(
+    scripted_server: MakeScripted, make_client: MakeClient, case: str
+) -> None:
+    scripted, origin = await scripted_server()
+    body, content_type, reason = _garbage(origin, case)
+    scripted.set("/simple/proj/", body, content_type)
+    scripted.set("/simple/", body, content_type)
+    client, _ = await make_client(upstream_url=f"{origin}/simple/")
+    before = _refused(reason)
+    response = await client.get("/simple/proj/", headers={"Accept": JSON_TYPE})
+    assert response.status == 503, await response.text()
+    assert "not the page" in await response.text()
+    # the project list goes on without upstream's names (as in an outage), none made up
+    response = await client.get("/simple/", headers={"Accept": JSON_TYPE})
+    assert response.status == 200
+    assert (await response.json(content_type=None))["projects"] == []
+    assert _refused(reason) == before + 2
+
+
+async def test_what_is_not_garbage(
+    scripted_server: MakeScripted, make_client: MakeClient
+) -> None:
+    """An index without the marker that links files, an empty project that declares its
+    version, and a page emptied by a PEP 792 quarantine are pages."""
+    scripted, origin = await scripted_server()
+    no_marker = _garbage(origin, "html without marker from a json upstream")[0]
+    assert isinstance(no_marker, bytes)
+    scripted.set("/simple/old-index/", no_marker, "text/html")
+    scripted.set("/simple/empty/", b'<html><head><meta name="pypi:repository-version" '
+                 b'content="1.0"></head><body></body></html>', "text/html")
+    scripted.set("/simple/proj/", _page_with_a_file(origin))
+    client, _ = await make_client(upstream_url=f"{origin}/simple/", upstream_page_ttl=0)
+    assert await _filenames(client, "/simple/old-index/") == ["proj-1.0.tar.gz"]
+    assert await _filenames(client, "/simple/empty/") == []
+    assert await _filenames(client, "/simple/proj/") == ["proj-1.0.tar.gz"]
+    quarantined = {**_page_with_a_file(origin), "files": [],
+                   "project-status": {"status": "quarantined", "reason": "malware"}}
+    scripted.set("/simple/proj/", {**quarantined, "meta": {"api-version": "1.4"}})
+    assert await _filenames(client, "/simple/proj/") == []

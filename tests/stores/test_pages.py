@@ -6,9 +6,11 @@ temporary directory; fetching and freshness are tests/repository/test_upstream.p
 from __future__ import annotations
 
 import dataclasses
+import gc
 import pickle
 import sys
 import time
+import tracemalloc
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,9 +153,9 @@ async def test_remember_parses_once_per_revision(
     parses: list[str] = []
     original = page_store.parse
 
-    def counting(key: str, held: PageRecord) -> ProjectPage | ProjectList:
+    def counting(key: str, held: PageRecord, **options: Any) -> ProjectPage | ProjectList:
         parses.append(key)
-        return original(key, held)
+        return original(key, held, **options)
 
     monkeypatch.setattr(page_store, "parse", counting)
     first = record(page_body("proj", "proj-1.0.tar.gz"), fetched_at=100.0)
@@ -183,16 +185,85 @@ async def test_a_malformed_record_is_a_format_error_and_not_remembered(
     assert store.known("proj") is None
 
 
-async def test_memory_keeps_the_most_recently_used_pages(tmp_path: Path) -> None:
-    store = PageStore(tmp_path / "pages", memory_pages=2)
+def _files(name: str, count: int) -> list[str]:
+    return [f"{name}-{n}.0.tar.gz" for n in range(count)]
+
+
+async def test_memory_is_bounded_by_bytes_not_pages(tmp_path: Path) -> None:
+    pages = {name: record(page_body(name, *_files(name, 200))) for name in "abcdefghij"}
+    cost = (await PageStore(tmp_path / "measure").parsed("a", pages["a"])).cost
+    bound = 3 * cost + cost // 2  # room for three such pages
+    store = PageStore(tmp_path / "pages", memory_bytes=bound)
     try:
-        for name in ("a", "b", "c"):
-            await store.remember(name, record(page_body(name, f"{name}-1.0.tar.gz")))
-        assert store.known("a") is None
-        assert store.known("b") is not None and store.known("c") is not None
+        for name, held in pages.items():
+            await store.remember(name, held)
+            assert store.memory_bytes <= bound
+        kept = [name for name in pages if store.known(name) is not None]
+        assert kept == ["h", "i", "j"] and store.memory_bytes == 3 * cost
         assert store.load("a") is None  # remembering is not saving
+
+        # a page larger than the whole bound is parsed and returned, and not kept
+        big = record(page_body("big", *_files("big", 1000)))
+        parsed = await store.remember("big", big)
+        assert parsed.cost > bound
+        assert isinstance(parsed.result, ProjectPage) and len(parsed.result.files) == 1000
+        assert store.known("big") is None
+        assert [name for name in pages if store.known(name) is not None] == ["h", "i", "j"]
     finally:
         store.close()
+
+
+def _verbose_entry(filename: str) -> dict[str, Any]:
+    return {"filename": filename, "url": f"{ORIGIN}/packages/ab/cd/{'ef' * 30}/{filename}",
+            "hashes": {"sha256": "ab" * 32, "blake2b_256": "cd" * 32}, "size": 12345,
+            "upload-time": "2024-05-06T07:08:09.123456Z", "requires-python": ">=3.8",
+            "core-metadata": {"sha256": "ef" * 32}, "yanked": False}
+
+
+def _measured_record(kind: str) -> PageRecord:
+    files = _files("proj", 2000)
+    if kind == "terse json":
+        return record(page_body("proj", *files))
+    if kind == "verbose json":
+        document = {"meta": {"api-version": "1.1"}, "name": "proj",
+                    "files": [_verbose_entry(f) for f in files],
+                    "versions": [f"{n}.0" for n in range(2000)]}
+        return record(orjson.dumps(document))
+    if kind == "project list":
+        names = [{"name": f"project-name-{n}"} for n in range(20000)]
+        held = record(orjson.dumps({"meta": {"api-version": "1.1"}, "projects": names}))
+        return dataclasses.replace(held, url=f"{ORIGIN}/simple/")
+    anchors = "".join(
+        f'<a href="{ORIGIN}/f/{f}#sha256={"ab" * 32}" data-requires-python="&gt;=3.8">{f}</a>'
+        for f in files
+    )
+    head = '<meta name="pypi:repository-version" content="1.1">'
+    body = f"<html><head>{head}</head><body>{anchors}</body></html>".encode()
+    return dataclasses.replace(record(body), content_type="text/html")
+
+
+@pytest.mark.parametrize("kind", ["terse json", "verbose json", "html", "project list"])
+async def test_the_estimate_is_not_below_what_a_parsed_page_takes(
+    kind: str, tmp_path: Path
+) -> None:
+    """The bound is only as good as the estimate: measured, a parsed page takes no more, and
+    not much less (a 100,000-file page is not costed like ten of them)."""
+    held = _measured_record(kind)
+    key = INDEX_KEY if kind == "project list" else "proj"
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = page_store.parse(key, held)
+        taken, _peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(result.files if isinstance(result, ProjectPage) else result.names) > 1000
+    store = PageStore(tmp_path / "pages")
+    try:
+        cost = (await store.parsed(key, held)).cost
+    finally:
+        store.close()
+    assert taken <= cost <= 2.5 * taken, (kind, taken, cost, len(held.body))
 
 
 # ---------------------------------------------------------------------------- export / import
