@@ -21,6 +21,7 @@ from typing import Any
 CACHE_RESULTS = ("hit", "miss", "coalesced")
 SERVED_SOURCES = ("cache", "upstream")
 UPSTREAM_KINDS = ("page", "file", "probe")
+CUT_SHORT_CAUSES = ("client", "aborted")
 UPLOAD_REJECTIONS = (
     "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
     "duplicate", "other",
@@ -98,6 +99,12 @@ HTTP_DURATION = _Metric(
     "pyproxy_http_request_duration_seconds",
     "From a request's arrival until its response was sent, by route template.",
     ("route", "method"), histogram=True,
+)
+CUT_SHORT = _Metric(
+    "pyproxy_http_responses_cut_short",
+    "Responses whose body did not go out whole: the client went away (client), or pyproxy"
+    " aborted the connection because the body failed, upstream or on disk (aborted).",
+    ("cause",), known=CUT_SHORT_CAUSES,
 )
 CACHE_REQUESTS = _Metric(
     "pyproxy_cache_requests",
