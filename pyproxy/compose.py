@@ -7,8 +7,9 @@ The stack the web layer serves, one wrapper per concern:
     offline        PrivateWins(PrivateRepository(...), OnlyCached(UpstreamRepository(...)))
 
 `Services` is what the handlers get: the repository, a narrow catalog of the private store for
-what pages show beyond the Simple API, the private store itself for uploads, the users, and
-`Health` for /ready and /metrics.
+what pages show beyond the Simple API, the publish service for uploads (which checks a new
+name against the upstream side's project list), the users, and `Health` for /ready and
+/metrics.
 """
 
 from __future__ import annotations
@@ -19,19 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
+from pyproxy.datadir import DataDir
 from pyproxy.model import PrivateCatalog, Repository
+from pyproxy.publish.service import Publisher
+from pyproxy.publish.upstream_names import ListedUpstream
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
-from pyproxy.stores.private import PrivateRepository, PrivateStore, ReadRestrictions
+from pyproxy.stores.private import PrivateStore
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
-    return PrivateStore(data_dir / "private"), UserStore(data_dir)
+    layout = DataDir(data_dir)
+    return PrivateStore(layout.private), UserStore(layout.users)
 
 
 def upstream_url(settings: Settings) -> str | None:
@@ -103,8 +109,9 @@ class Health:
 class Services:
     settings: Settings
     repository: Repository  # what the Simple API, the file routes and the pages serve
-    catalog: PrivateCatalog[ReadRestrictions]  # the private store, as far as pages read it
-    private: PrivateStore  # where uploads go
+    catalog: PrivateCatalog  # the private store, as far as pages read it
+    private: PrivateStore  # the store behind catalog and publisher, closed with them
+    publisher: Publisher  # where uploads go
     users: UserStore
     health: Health
     upstream_description: str  # for the landing page and start-up log
@@ -122,20 +129,24 @@ def build_services(settings: Settings) -> Services:
     repository: Repository = PrivateRepository(private)
     health = Health()
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()
+    upstream_names: ListedUpstream | None = None
     url = upstream_url(settings)
     if url is not None:
-        cache = settings.data_dir / "cache"
+        layout = DataDir(settings.data_dir)
         upstream = UpstreamRepository(
             UpstreamClient(
                 url, timeout=settings.upstream_timeout, ca_bundle=settings.upstream_ca_bundle
             ),
-            PageStore(cache / "pages"),
-            BlobCache(cache / "files", settings.cache_max_size),
+            PageStore(layout.pages),
+            BlobCache(layout.files, settings.cache_max_size),
             page_ttl=settings.upstream_page_ttl,
             index_ttl=settings.upstream_index_ttl,
         )
         served: Repository = OnlyCached(upstream) if settings.offline else upstream
-        repository = PrivateWins(repository, served, settings.merge)
+        repository = PrivateWins(
+            repository, served, settings.merge, private_prefixes=settings.reserved_prefixes
+        )
+        upstream_names = ListedUpstream(served.list_projects)  # offline: the names it can serve
         health = Health(None if settings.offline else upstream.client, upstream.blobs)
         closers = (upstream.close,)
     return Services(
@@ -143,6 +154,9 @@ def build_services(settings: Settings) -> Services:
         repository=repository,
         catalog=private,
         private=private,
+        publisher=Publisher(
+            private, upstream=upstream_names, reserved_prefixes=settings.reserved_prefixes
+        ),
         users=users,
         health=health,
         upstream_description=describe_upstream(settings),

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyproxy.model import normalize
+from pyproxy.units import parse_size
+
 
 class ConfigError(Exception):
     """A bad configuration file or value; the message names the setting."""
@@ -36,6 +39,12 @@ class Settings:
     trust_forwarded: bool | tuple[str, ...] = False
     # seconds requests in flight get to finish after SIGTERM
     shutdown_grace: float = 30.0
+    # seconds a new connection has to send its first complete request head
+    header_timeout: float = 20.0
+    # seconds a connection may sit idle between requests
+    keepalive_timeout: float = 75.0
+    # open connections per worker; past it new ones get a 503 and are closed
+    max_connections: int = 1000
     # "pip-default": pip's built-in default index; "": private packages only
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
@@ -46,6 +55,8 @@ class Settings:
     cache_max_size: int = 10 * 1024**3
     merge: tuple[str, ...] = ()
     max_upload_size: int = 100 * 1024**2
+    # normalised name prefixes for private projects only (see publish.service for the rule)
+    reserved_prefixes: tuple[str, ...] = ()
     log_level: str = "info"
     log_format: str = "text"  # of the lines on stderr: "text" or "json" (one object per line)
     # "anonymous": anyone may read; "authenticated": every read needs a user's credentials
@@ -71,6 +82,9 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("server", "page_max_age"): "page_max_age",
     ("server", "trust_forwarded"): "trust_forwarded",
     ("server", "shutdown_grace"): "shutdown_grace",
+    ("server", "header_timeout"): "header_timeout",
+    ("server", "keepalive_timeout"): "keepalive_timeout",
+    ("server", "max_connections"): "max_connections",
     ("upstream", "url"): "upstream_url",
     ("upstream", "timeout"): "upstream_timeout",
     ("upstream", "page_ttl"): "upstream_page_ttl",
@@ -80,6 +94,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("cache", "max_size"): "cache_max_size",
     ("overlay", "merge"): "merge",
     ("uploads", "max_file_size"): "max_upload_size",
+    ("uploads", "reserved_prefixes"): "reserved_prefixes",
     ("log", "level"): "log_level",
     ("log", "format"): "log_format",
     ("auth", "read"): "read_access",
@@ -121,25 +136,6 @@ def is_authority(text: str) -> bool:
     return True
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
-               "tb": 1000**4, "tib": 1024**4}
-
-
-def parse_size(value: str | int) -> int:
-    """'10GiB', '500 MB', '1024' or an int -> bytes."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size such as 500MiB")
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a size cannot be negative")
-        return value
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", value)
-    if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size such as 500MiB or 10GB")
-    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
-
-
 def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
     """true/false, or addresses and networks ("127.0.0.1", "10.0.0.0/8", "::1") as a list
     (TOML) or comma-separated (environment)."""
@@ -163,10 +159,25 @@ def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
     return tuple(networks) or False
 
 
+def _name_prefixes(value: Any, *, from_text: bool) -> tuple[str, ...]:
+    """Project-name prefixes ("acme-", "Acme_") as a list (TOML) or comma-separated
+    (environment), normalised as PEP 503 normalises names ("acme-")."""
+    if from_text and isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of name prefixes such as [\"acme-\"]")
+    for prefix in value:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", prefix, re.ASCII):
+            raise ValueError(f"{prefix!r} is not the start of a project name")
+    return tuple(normalize(prefix) for prefix in value)
+
+
 def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
     if name == "trust_forwarded":
         return _trusted_peers(value, from_text=from_text)
+    if name == "reserved_prefixes":
+        return _name_prefixes(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
     if name in _CHOICES:
@@ -229,6 +240,8 @@ def _check(settings: Settings) -> None:
         fail("port", f"{settings.port} is not a TCP port")
     if settings.workers < 1:
         fail("workers", "must be at least 1")
+    if settings.max_connections < 1:
+        fail("max_connections", "must be at least 1")
     if settings.password_threads < 1:
         fail("password_threads", "must be at least 1")
     for name in ("upstream_url", "base_url"):
@@ -323,5 +336,5 @@ def load_settings(
 
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings", "parse_size",
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings",
 ]

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -190,13 +190,10 @@ class Repository(Protocol):
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource: ...
 
 
-Rules_co = TypeVar("Rules_co", covariant=True)
-
-
-class PrivateCatalog(Protocol[Rules_co]):
+class PrivateCatalog(Protocol):
     """What the web layer reads of the private store beyond the Repository: its names, a
-    file's upload form, a project's serial and digests, and the read restrictions (of type
-    `Rules_co`, defined with the access rules: the vocabulary does not import policy)."""
+    file's upload form, a project's serial and digests, and who may read the restricted
+    projects (rows that access.ReadRestrictions judges: the vocabulary holds no policy)."""
 
     def list_projects(self) -> ProjectList: ...
 
@@ -208,7 +205,7 @@ class PrivateCatalog(Protocol[Rules_co]):
 
     def file_digests(self, project: NormalizedName) -> Mapping[str, Mapping[str, str]]: ...
 
-    def read_restrictions(self) -> Rules_co: ...
+    def restricted_readers(self) -> Mapping[NormalizedName, frozenset[str]]: ...
 
 
 _SDIST_SUFFIXES = (".tar.gz", ".zip", ".tar.bz2", ".tar.xz", ".tgz", ".tar")

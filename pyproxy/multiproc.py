@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from pyproxy.datadir import DataDir
+
 ENVIRONMENT = "PROMETHEUS_MULTIPROC_DIR"
 _held: list[int] = []  # lock file descriptors, open for the life of the process
 
@@ -29,7 +31,7 @@ def prepare(data_dir: Path) -> Path | None:
     (then values stay per process, and the caller should say so)."""
     if "prometheus_client" in sys.modules:
         return None
-    root = data_dir / "metrics"
+    root = DataDir(data_dir).metrics
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned(root)
     name = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -54,7 +56,7 @@ def release(directory: Path) -> None:
 def live_directories(data_dir: Path) -> list[Path]:
     """The value directories of servers running on `data_dir` now (their lock is held)."""
     live = []
-    for lock in sorted((data_dir / "metrics").glob("*.lock")):
+    for lock in sorted(DataDir(data_dir).metrics.glob("*.lock")):
         try:
             fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:

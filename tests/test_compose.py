@@ -14,8 +14,8 @@ from pyproxy.compose import Health, build_services, describe_upstream
 from pyproxy.config import Settings
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.upstream import UpstreamRepository
-from pyproxy.stores.private import PrivateRepository
 
 UPSTREAM = "http://127.0.0.1:9/simple/"  # the discard port: nothing answers there
 

@@ -153,10 +153,11 @@ async def test_counters_after_a_known_sequence(
         s("pyproxy_served_bytes_total", source="cache"): one.size,
         s("pyproxy_served_bytes_total", source="upstream"): one.size + 2 * two.size,
         s("pyproxy_upstream_requests_total", kind="probe"): 1,
-        s("pyproxy_upstream_requests_total", kind="page"): 1,
+        # the project page, and the project list the upload's new name was checked against
+        s("pyproxy_upstream_requests_total", kind="page"): 2,
         s("pyproxy_upstream_requests_total", kind="file"): 2,  # one download for three clients
         s("pyproxy_upstream_request_duration_seconds_count", kind="probe"): 1,
-        s("pyproxy_upstream_request_duration_seconds_count", kind="page"): 1,
+        s("pyproxy_upstream_request_duration_seconds_count", kind="page"): 2,
         s("pyproxy_upstream_request_duration_seconds_count", kind="file"): 2,
         s("pyproxy_uploads_rejected_total", reason="unauthenticated"): 1,
         s("pyproxy_uploads_accepted_total"): 1,

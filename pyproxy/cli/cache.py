@@ -11,20 +11,13 @@ from typing import Any
 
 import orjson
 
-from pyproxy.config import Settings, parse_size
+from pyproxy.config import Settings
 from pyproxy.ops import cacheops
+from pyproxy.stores.blobcache import BlobCache
+from pyproxy.units import human_size, parse_size
 
 Command = Callable[..., argparse.ArgumentParser]
 LoadSettings = Callable[[argparse.Namespace], Settings]
-
-
-def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def _when(timestamp: float) -> str:
@@ -48,7 +41,7 @@ def _days_argument(text: str) -> float:
     return days
 
 
-def _open(settings: Settings) -> cacheops.BlobCache:
+def _open(settings: Settings) -> BlobCache:
     if not settings.data_dir.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no data directory", str(settings.data_dir))
     return cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
@@ -81,7 +74,8 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     print(f"size        {human_size(found.bytes)} of {human_size(found.max_size)} ({share:.0f}%)")
     if found.oldest is not None and found.least_recent is not None:
         names = cacheops.describe(settings.data_dir, {found.oldest.key, found.least_recent.key})
-        print(f"oldest      {_when(found.oldest.stored)}  {names.get(found.oldest.key, found.oldest.key)}")
+        oldest = names.get(found.oldest.key, found.oldest.key)
+        print(f"oldest      {_when(found.oldest.stored)}  {oldest}")
         print(f"least used  {_when(found.least_recent.accessed)}"
               f"  {names.get(found.least_recent.key, found.least_recent.key)}")
     else:
@@ -97,7 +91,8 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     if args.max_size is None and args.older_than is None:
-        print("pyproxy: say what to prune: --max-size SIZE and/or --older-than DAYS", file=sys.stderr)
+        print("pyproxy: say what to prune: --max-size SIZE and/or --older-than DAYS",
+              file=sys.stderr)
         return 2
     blobs = _open(settings)
     try:
@@ -157,14 +152,19 @@ def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None
     )
     sub = cache.add_subparsers(dest="cache_command", required=True, metavar="COMMAND")
 
-    def bound(func: Callable[[argparse.Namespace, Settings], int]) -> Callable[[argparse.Namespace], int]:
+    def bound(func: Callable[[argparse.Namespace, Settings], int]
+              ) -> Callable[[argparse.Namespace], int]:
         return lambda args: func(args, settings(args))
 
-    stats = command("stats", bound(cmd_stats), "projects, files, bytes, hit ratio, oldest entry", sub)
+    stats = command("stats", bound(cmd_stats),
+                    "projects, files, bytes, hit ratio, oldest entry", sub)
     stats.add_argument("--json", action="store_true", help="print the figures as JSON")
-    prune = command("prune", bound(cmd_prune), "remove cached files: unused ones, or down to a size", sub)
+    prune = command("prune", bound(cmd_prune),
+                    "remove cached files: unused ones, or down to a size", sub)
     prune.add_argument("--max-size", type=_size_argument, metavar="SIZE",
-                       help="remove least recently used files until the cache holds at most SIZE (e.g. 5GiB)")
+                       help="remove least recently used files until the cache holds at most "
+                            "SIZE (e.g. 5GiB)")
     prune.add_argument("--older-than", type=_days_argument, metavar="DAYS",
                        help="remove files not used for DAYS days")
-    command("verify", bound(cmd_verify), "re-hash every cached file; remove those that changed or are malformed", sub)
+    command("verify", bound(cmd_verify),
+            "re-hash every cached file; remove those that changed or are malformed", sub)

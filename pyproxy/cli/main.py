@@ -8,7 +8,13 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from packaging.utils import InvalidName, canonicalize_name
+
+from pyproxy.cli import cache as cli_cache
+from pyproxy.cli import prefetch as cli_prefetch
+from pyproxy.cli import transfer as cli_transfer
 from pyproxy.config import ConfigError, Settings, load_settings
+from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
 from pyproxy.stores.auth import AuthError, UserStore
 from pyproxy.stores.private import PrivateStore
@@ -19,7 +25,8 @@ class CommandError(Exception):
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="PATH", help="configuration file (default: ./pyproxy.toml if present)")
+    parser.add_argument("--config", metavar="PATH",
+                        help="configuration file (default: ./pyproxy.toml if present)")
     parser.add_argument("--data-dir", metavar="DIR", help="where pyproxy keeps its data")
 
 
@@ -28,11 +35,8 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _stores(args: argparse.Namespace) -> tuple[PrivateStore, UserStore]:
-    from pyproxy.web.runner import (
-        open_stores,  # one place knows the data directory's layout
-    )
-
-    return open_stores(_settings(args).data_dir)
+    layout = DataDir(_settings(args).data_dir)
+    return PrivateStore(layout.private), UserStore(layout.users)
 
 
 # ---- commands ----
@@ -142,6 +146,22 @@ def cmd_restrict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reserve(args: argparse.Namespace) -> int:
+    try:
+        if not args.project.isascii():
+            raise InvalidName(args.project)
+        project = canonicalize_name(args.project, validate=True)
+    except InvalidName:
+        raise CommandError(f"{args.project!r} is not a valid project name") from None
+    private, _ = _stores(args)
+    if not private.reserve(project, args.project):
+        print(f"{project} is already a private project")
+        return 0
+    print(f"{project} is private now: pyproxy serves no upstream file of that name")
+    print(f"its first uploader becomes its owner (or: pyproxy grant {project} USER --owner)")
+    return 0
+
+
 def cmd_yank(args: argparse.Namespace) -> int:
     private, _ = _stores(args)
     count = private.yank(normalize(args.project), args.version, args.reason, undo=args.undo)
@@ -171,14 +191,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, func: Callable[[argparse.Namespace], int], help: str,
                 parent: Any = commands) -> argparse.ArgumentParser:
-        sub = parent.add_parser(name, help=help, description=help)
+        sub: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
         _common(sub)
         sub.set_defaults(func=func)
         return sub
 
     serve = command("serve", cmd_serve, "run the index server")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default 8080; 0 picks a free one)")
+    serve.add_argument("--port", type=int,
+                       help="port to listen on (default 8080; 0 picks a free one)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
     serve.add_argument("--log-level", type=str.lower, choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", type=str.lower, choices=["text", "json"],
@@ -189,21 +210,26 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--offline", action="store_true",
                        help="never contact upstream: serve private files and what the cache holds")
 
-    user = commands.add_parser("user", help="manage users who may upload", description="manage users who may upload")
+    user = commands.add_parser("user", help="manage users who may upload",
+                               description="manage users who may upload")
     user_commands = user.add_subparsers(dest="user_command", required=True, metavar="COMMAND")
     add = command("add", cmd_user_add, "add a user (asks for the password)", user_commands)
     add.add_argument("name")
-    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from standard input")
     add.add_argument("--admin", action="store_true", help="may upload to every project")
     command("list", cmd_user_list, "list users", user_commands)
-    remove_user = command("remove", cmd_user_remove, "remove a user and their tokens", user_commands)
+    remove_user = command("remove", cmd_user_remove, "remove a user and their tokens",
+                          user_commands)
     remove_user.add_argument("name")
 
     token = commands.add_parser("token", help="manage API tokens", description="manage API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
-    create = command("create", cmd_token_create, "create a token; twine uses it with user name __token__", token_commands)
+    create = command("create", cmd_token_create,
+                     "create a token; twine uses it with user name __token__", token_commands)
     create.add_argument("user")
-    revoke = command("revoke", cmd_token_revoke, "revoke a token (whole, or by the prefix 'token list' shows)", token_commands)
+    revoke = command("revoke", cmd_token_revoke,
+                     "revoke a token (whole, or by the prefix 'token list' shows)", token_commands)
     revoke.add_argument("token")
     list_tokens = command("list", cmd_token_list, "list a user's tokens by prefix", token_commands)
     list_tokens.add_argument("user")
@@ -222,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     restrict.add_argument("project")
     restrict.add_argument("--undo", action="store_true", help="let every reader read it again")
 
+    reserve = command("reserve", cmd_reserve,
+                      "make a name private before anyone uploads it (also one upstream has)")
+    reserve.add_argument("project")
+
     yank = command("yank", cmd_yank, "yank a private release (installers skip it unless pinned)")
     yank.add_argument("project")
     yank.add_argument("version")
@@ -234,23 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("--forget-name", action="store_true",
                         help="also release the name, so upstream may serve it again")
 
-    from pyproxy.cli import cache as cli_cache
-    from pyproxy.cli import transfer as cli_transfer
-
     cli_cache.add_parsers(commands, command, _settings)
     cli_transfer.add_parsers(commands, command, _settings)
-
-    # the prefetch module owns its options
-    from pyproxy.ops.prefetch import add_prefetch_parser
-
-    add_prefetch_parser(commands)
+    cli_prefetch.add_parser(commands)  # its own --config, no --data-dir: it talks to a server
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return func(args)
     except ConfigError as exc:
         print(f"pyproxy: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pyproxy.cli.cache import human_size
 from pyproxy.config import Settings
+from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops, transfer
 from pyproxy.stores.private import PrivateStore
+from pyproxy.units import human_size
 
 Command = Callable[..., argparse.ArgumentParser]
 LoadSettings = Callable[[argparse.Namespace], Settings]
@@ -38,28 +39,18 @@ def _summary(result: transfer.TransferReport, verb: str, *, cache: bool) -> int:
     return 1 if failures else 0
 
 
-def _private(settings: Settings) -> PrivateStore:
-    from pyproxy.web.runner import (
-        open_stores,  # one place knows the data directory's layout
-    )
-
-    private, users = open_stores(settings.data_dir)
-    users.close()
-    return private
-
-
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    if not (settings.data_dir / "private").is_dir():
+    layout = DataDir(settings.data_dir)
+    if not layout.private.is_dir():
         raise transfer.TransferError(f"no private store in {settings.data_dir}")
-    private = _private(settings)
+    private = PrivateStore(layout.private)
     blobs = None
-    pages_dir, files_dir = cacheops.cache_dirs(settings.data_dir)
     try:
-        if args.include_cache and files_dir.is_dir():
+        if args.include_cache and layout.files.is_dir():
             blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
         result = transfer.export(
             private, Path(args.directory), blobs=blobs,
-            pages_dir=pages_dir if args.include_cache else None,
+            pages_dir=layout.pages if args.include_cache else None,
         )
     finally:
         private.close()
@@ -73,15 +64,15 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     manifest = transfer.read_manifest(source)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     result = transfer.TransferReport()
-    private = _private(settings)
+    layout = DataDir(settings.data_dir)
+    private = PrivateStore(layout.private)
     try:
         transfer.import_private(private, source, result)
     finally:
         private.close()
     cache = bool(manifest.get("cache_files") or manifest.get("pages"))
     if cache:
-        pages_dir, _ = cacheops.cache_dirs(settings.data_dir)
-        transfer.import_pages(pages_dir, source, result.pages)
+        transfer.import_pages(layout.pages, source, result.pages)
         blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
 
         async def load() -> None:
@@ -97,7 +88,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None:
-    def bound(func: Callable[[argparse.Namespace, Settings], int]) -> Callable[[argparse.Namespace], int]:
+    def bound(func: Callable[[argparse.Namespace, Settings], int]
+              ) -> Callable[[argparse.Namespace], int]:
         def run(args: argparse.Namespace) -> int:
             try:
                 return func(args, settings(args))
@@ -106,11 +98,11 @@ def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None
                 return 1
         return run
 
-    export = command("export", bound(cmd_export),
-                     "write the private packages into a portable directory (for air-gapped networks)")
+    export = command("export", bound(cmd_export), "write the private packages into a portable "
+                     "directory (for air-gapped networks)")
     export.add_argument("directory", help="a new or empty directory")
     export.add_argument("--include-cache", action="store_true",
                         help="also write the cached upstream files and pages")
-    load = command("import", bound(cmd_import),
-                   "load an export into this data directory, checking every file; skips what is there")
+    load = command("import", bound(cmd_import), "load an export into this data directory, "
+                   "checking every file; skips what is there")
     load.add_argument("directory", help="a directory written by pyproxy export")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyproxy.datadir import DataDir
 from pyproxy.metrics import counter_values
 from pyproxy.multiproc import live_directories
 from pyproxy.stores import proof
@@ -32,7 +33,8 @@ _DAY = 86400.0
 
 def cache_dirs(data_dir: Path) -> tuple[Path, Path]:
     """(page cache, file cache) under a data directory."""
-    return data_dir / "cache" / "pages", data_dir / "cache" / "files"
+    layout = DataDir(data_dir)
+    return layout.pages, layout.files
 
 
 def open_blobs(data_dir: Path, max_size: int) -> BlobCache:

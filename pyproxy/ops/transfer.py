@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import os
 import re
@@ -36,10 +35,11 @@ from typing import Any
 import orjson
 
 from pyproxy.model import StreamedFile, Unavailable, normalize
-from pyproxy.publish.validate import UploadRejected, validate_file, validate_form
+from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
+from pyproxy.publish.validate import UploadRejected
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
-from pyproxy.stores.private import PrivateStore, StoreRejected, new_file
+from pyproxy.stores.private import PrivateStore
 
 FORMAT = 1
 MANIFEST = "pyproxy-export.json"
@@ -124,13 +124,13 @@ def export(
         raise TransferError(f"{target} exists and is not an empty directory")
     report = TransferReport()
     (target / "private" / "files").mkdir(parents=True, exist_ok=True)
-    projects = private.exported_projects()
+    projects = exported_projects(private)
     _write_jsonl(target / "private" / "projects.jsonl", projects)
     records = []
-    for record in private.exported_files():
+    for record in exported_files(private):
         filename = str(record["filename"])
         try:
-            size = _copy(private.blob_path(str(record["sha256"])), target / "private" / "files" / filename)
+            size = _copy(private.files.path(str(record["sha256"])), target / "private" / "files" / filename)
         except FileNotFoundError:  # removed meanwhile by `pyproxy remove`
             report.private.fail(filename, "removed during the export")
             continue
@@ -155,6 +155,32 @@ def export(
     partial.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     os.replace(partial, target / MANIFEST)
     return report
+
+
+def exported_projects(private: PrivateStore) -> list[dict[str, Any]]:
+    """Every private project, with or without files: name, display name, restriction, roles."""
+    return [
+        {
+            "name": project.name, "display_name": project.display_name,
+            "restricted": project.restricted,
+            "roles": [{"user": user, "role": role} for user, role in private.roles(project.name)],
+        }
+        for project in private.project_records()
+    ]
+
+
+def exported_files(private: PrivateStore) -> list[dict[str, Any]]:
+    """Every file's record, oldest first, as files.jsonl holds it."""
+    return [
+        {
+            "filename": record.filename, "name": record.display_name, "version": record.version,
+            "filetype": record.filetype, "size": record.size, "sha256": record.sha256,
+            "blake2_256": record.blake2_256, "md5": record.md5,
+            "upload_time": record.upload_time, "uploader": record.uploader,
+            "yanked_reason": record.yanked_reason, "fields": record.fields,
+        }
+        for record in private.file_records()
+    ]
 
 
 def _export_blobs(blobs: BlobCache, target: Path, report: Report, log: Callable[[str], None]) -> None:
@@ -215,6 +241,8 @@ def _body(directory: Path, name: object) -> Path:
 
 def import_private(private: PrivateStore, source: Path, report: TransferReport,
                    log: Callable[[str], None] = lambda _line: None) -> None:
+    """Every private name, then every file through the publish service as an admin's upload.
+    Runs its own event loop: call it outside one, as `pyproxy import` does."""
     # names, restrictions and roles first: no file is ever readable by more people than it was
     for record in _read_jsonl(source / "private" / "projects.jsonl"):
         name, shown = record.get("name"), record.get("display_name")
@@ -230,11 +258,16 @@ def import_private(private: PrivateStore, source: Path, report: TransferReport,
                 private.grant(project, str(role["user"]), str(role["role"]))
             except (KeyError, TypeError, ValueError) as exc:
                 report.private.fail(f"role on {project}", f"unusable record: {exc}")
+    asyncio.run(_import_files(Publisher(private), source, report, log))
+
+
+async def _import_files(publisher: Publisher, source: Path, report: TransferReport,
+                        log: Callable[[str], None]) -> None:
     for record in _read_jsonl(source / "private" / "files.jsonl"):
         filename = str(record.get("filename"))
         try:
-            stored = _import_file(private, source / "private" / "files", record)
-        except (UploadRejected, StoreRejected) as exc:
+            stored = await _import_file(publisher, source / "private" / "files", record)
+        except UploadRejected as exc:
             report.private.fail(filename, exc.message)
             continue
         except (ValueError, KeyError, TypeError, OSError) as exc:
@@ -255,8 +288,9 @@ def _pyversion(filename: str, filetype: str) -> str:
     return parts[-3] if len(parts) >= 5 else ""
 
 
-def _import_file(private: PrivateStore, files: Path, record: dict[str, Any]) -> bool:
-    """Validate one exported file as an upload and store it; False if it was already there."""
+async def _import_file(publisher: Publisher, files: Path, record: dict[str, Any]) -> bool:
+    """Publish one exported file as its uploader would have, with an admin's rights (the
+    names and roles came first); False if it was already there."""
     filename, filetype = str(record["filename"]), str(record["filetype"])
     fields: dict[str, list[str]] = {
         key: [str(v) for v in values] for key, values in dict(record["fields"]).items()
@@ -270,30 +304,22 @@ def _import_file(private: PrivateStore, files: Path, record: dict[str, Any]) -> 
         "blake2_256_digest": [str(record["blake2_256"])],
         "md5_digest": [str(record["md5"])],
     })
-    form = validate_form(fields)
-    with private.temporary_file() as body:
-        digests = {"sha256": hashlib.sha256(), "blake2_256": hashlib.blake2b(digest_size=32),
-                   "md5": hashlib.md5(usedforsecurity=False)}
-        size = 0
-        with open(_body(files, filename), "rb") as reader, open(body, "wb") as writer:
+    yanked, uploader = record.get("yanked_reason"), record.get("uploader")
+    shown = record.get("name")
+    kept = Kept(
+        display_name=str(shown) if shown else None,
+        upload_time=datetime.fromisoformat(str(record["upload_time"])).isoformat(),
+        yanked_reason=str(yanked) if yanked is not None else None,
+    )
+    with publisher.receiving() as body:
+        with open(_body(files, filename), "rb") as reader:
             while chunk := reader.read(_CHUNK):
-                writer.write(chunk)
-                size += len(chunk)
-                for digest in digests.values():
-                    digest.update(chunk)
-        computed = {name: digest.hexdigest() for name, digest in digests.items()}
-        checked = validate_file(form, filename, "application/octet-stream", body, computed)
-        yanked = record.get("yanked_reason")
-        uploader = record.get("uploader")
-        new = dataclasses.replace(
-            new_file(form, checked, size, computed, uploader if isinstance(uploader, str) else None,
-                     upload_time=datetime.fromisoformat(str(record["upload_time"])).isoformat(),
-                     yanked_reason=str(yanked) if yanked is not None else None),
-            display_name=str(record.get("name") or form.name),
+                body.write(chunk)
+        published = await publisher.publish(
+            Submission(fields, filename, "application/octet-stream", body, kept),
+            Uploader(uploader if isinstance(uploader, str) else None, admin=True),
         )
-        if private.find_duplicate(new):
-            return False
-        return private.add_file(new, body, admin=True)
+    return published is Published.STORED
 
 
 def import_pages(pages_dir: Path, source: Path, report: Report) -> None:

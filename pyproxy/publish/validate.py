@@ -1,7 +1,7 @@
 """Validation of a legacy (twine) upload, in the public index's order and with its messages.
 
 Pure: no aiohttp and no store; the only I/O is reading the already-received temp file through
-`archives`. The web handler calls, in this order:
+`archives`. The upload handler and `publish.service` call, in this order:
 
 1. `validate_form(fields)` with every non-file multipart field (a `:action` sent in the query
    string merged in). Before it: a non-`content` field sent as a file part -> `file_part_rejected`.
@@ -46,6 +46,7 @@ __all__ = [
     "file_part_rejected",
     "form_too_large",
     "missing_file",
+    "reason_phrase",
     "validate_file",
     "validate_form",
 ]
@@ -63,19 +64,26 @@ def _one_line(text: str) -> str:
     return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
 
 
-class UploadRejected(Exception):
-    """message: one line, safe for an HTTP reason phrase; status: 400 unless said otherwise."""
+def reason_phrase(text: str) -> str:
+    """`text` as an HTTP reason phrase must be: ISO-8859-1, unmappable characters as '?'."""
+    return text.encode("iso-8859-1", "replace").decode("iso-8859-1")
 
-    def __init__(self, message: str, status: int = 400) -> None:
+
+class UploadRejected(Exception):
+    """message: one line, safe for an HTTP reason phrase; status: 400 unless said otherwise;
+    kind: why, as a label of metrics.UPLOAD_REJECTIONS (None: not yet known; the web handler
+    counts it as "malformed"). Whoever knows the most specific kind sets it first."""
+
+    def __init__(self, message: str, status: int = 400, *, kind: str | None = None) -> None:
         message = _one_line(message)
         super().__init__(message)
         self.message = message
         self.status = status
+        self.kind = kind
 
     @property
     def reason(self) -> str:
-        """The message as a reason phrase must be: ISO-8859-1, unmappable characters as '?'."""
-        return self.message.encode("iso-8859-1", "replace").decode("iso-8859-1")
+        return reason_phrase(self.message)
 
 
 def file_part_rejected(field: str) -> UploadRejected:
@@ -91,7 +99,8 @@ def form_too_large() -> UploadRejected:
     """The fields other than the file passed MAX_FORM_BYTES."""
     return UploadRejected(
         "Metadata too large. The upload form's fields (the description included) may hold at"
-        f" most {MAX_FORM_BYTES // (1024 * 1024)} MiB together."
+        f" most {MAX_FORM_BYTES // (1024 * 1024)} MiB together.",
+        kind="too_large",
     )
 
 

@@ -3,25 +3,25 @@
 A file becomes visible only when its record commits, and its body is fsync'd and renamed into
 place inside the same write transaction, so a crash at any point leaves either nothing visible
 or a complete file. Bodies left without a record by a crash are removed by `collect_garbage`.
+The bodies themselves are kept by `private_files.PrivateFiles`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import os
 import sqlite3
-import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import orjson
 from packaging.version import InvalidVersion, Version
 
+from pyproxy.access import ROLES
 from pyproxy.model import (
     DistFile,
     LocalFile,
@@ -33,9 +33,9 @@ from pyproxy.model import (
     ProjectStatus,
     version_of,
 )
-from pyproxy.publish.validate import UploadForm, ValidatedFile
 from pyproxy.stores import sqlite
 from pyproxy.stores.changes import ChangeCounter
+from pyproxy.stores.private_files import PrivateFiles, fsync_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -80,18 +80,29 @@ CREATE TABLE IF NOT EXISTS tombstones (
 """
 
 
+# why the store refuses a file: "file_exists" (its filename, or its bytes under another
+# filename, are stored as `filename` with `blake2_256`), "filename_removed" (a removed file had
+# that filename), "sdist_removed" (the release's sdist was removed; it was `filename`),
+# "sdist_exists" (one sdist per release), "forbidden" (add_file's `allowed` said no)
+Refusal = Literal["file_exists", "filename_removed", "sdist_removed", "sdist_exists", "forbidden"]
+
 
 class StoreRejected(Exception):
-    """An upload the store refuses; `message` is one line meant for the uploader."""
+    """A file the store refuses, by rule; the publish service words it for the uploader."""
 
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
+    def __init__(
+        self, kind: Refusal, *, filename: str | None = None, blake2_256: str | None = None
+    ) -> None:
+        super().__init__(kind)
+        self.kind: Refusal = kind
+        self.filename = filename  # the stored or removed file it collides with
+        self.blake2_256 = blake2_256
 
 
 @dataclass(frozen=True, slots=True)
 class NewFile:
+    """The record of one file to store (built by the publish service)."""
+
     filename: str
     project: NormalizedName
     display_name: str
@@ -111,41 +122,29 @@ class NewFile:
     yanked_reason: str | None = None  # None: not yanked
 
 
-def new_file(
-    form: UploadForm,
-    checked: ValidatedFile,
-    size: int,
-    digests: Mapping[str, str],
-    uploader: str | None,
-    **recorded: str | None,
-) -> NewFile:
-    """The record of a validated upload (`recorded`: what an import keeps, see NewFile)."""
-    return NewFile(
-        filename=checked.filename,
-        project=form.project,
-        display_name=form.name,
-        version=checked.version,
-        filetype=checked.filetype,
-        size=size,
-        sha256=digests["sha256"],
-        blake2_256=digests["blake2_256"],
-        md5=digests["md5"],
-        # PEP 658 for wheels only: an sdist's PKG-INFO may leave dependencies dynamic
-        core_metadata=checked.core_metadata if checked.filetype == "bdist_wheel" else None,
-        requires_python=checked.requires_python,
-        summary=checked.summary,
-        fields=form.fields,
-        uploader=uploader,
-        **recorded,  # type: ignore[arg-type]
-    )
+@dataclass(frozen=True, slots=True)
+class ProjectRecord:
+    name: NormalizedName
+    display_name: str
+    restricted: bool
 
 
-def not_allowed(user: str, project: NormalizedName) -> StoreRejected:
-    return StoreRejected(
-        f"The user {user!r} isn't allowed to upload to project {project!r}."
-        f" An owner can allow it with: pyproxy grant {project} {user}",
-        status=403,
-    )
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """A stored file's record as `pyproxy export` writes it."""
+
+    filename: str
+    display_name: str  # its project's
+    version: str
+    filetype: str
+    size: int
+    sha256: str
+    blake2_256: str
+    md5: str
+    upload_time: str  # ISO 8601, UTC
+    uploader: str | None
+    yanked_reason: str | None  # None: not yanked
+    fields: dict[str, list[str]]
 
 
 def canonical_version(version: str) -> str:
@@ -155,30 +154,12 @@ def canonical_version(version: str) -> str:
         raise NotFound(f"{version!r} is not a valid version") from None
 
 
-ROLES = ("owner", "maintainer", "reader")
 # how often readers also ask the database whether it changed (normally the change counter says)
 DB_RECHECK_S = 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class ReadRestrictions:
-    """The restricted projects and who may read each: the users holding any role on it.
-    Admins read everything; every other project is readable by anyone allowed to read."""
-
-    readers: Mapping[NormalizedName, frozenset[str]] = field(default_factory=dict)
-
-    def __bool__(self) -> bool:
-        return bool(self.readers)
-
-    def may_read(self, project: NormalizedName, user: str | None, *, admin: bool) -> bool:
-        allowed = self.readers.get(project)
-        return allowed is None or admin or (user is not None and user in allowed)
-
-    def hidden_from(self, user: str | None, *, admin: bool) -> frozenset[NormalizedName]:
-        """The projects a listing must leave out for this reader."""
-        if admin:
-            return frozenset()
-        return frozenset(name for name, users in self.readers.items() if user not in users)
+# (user, role) rows of one project; None where there is no such project
+RoleRows = list[tuple[str, str]]
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -196,10 +177,7 @@ def _migrate(db: sqlite3.Connection) -> None:
 class PrivateStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.blobs = directory / "blobs"
-        self.tmp = directory / "tmp"
-        for path in (self.blobs, self.tmp):
-            path.mkdir(parents=True, exist_ok=True)
+        self.files = PrivateFiles(directory)
         self._db_path = directory / "private.sqlite3"
         self._reader = sqlite.connect(self._db_path, SCHEMA)
         # what the warm path reads is cached and reloaded only when the change counter moves;
@@ -212,7 +190,7 @@ class PrivateStore:
         self._list: ProjectList | None = None
         self._pages_version: tuple[int, int] = (-1, -1)
         _migrate(self._reader)
-        self._restrictions = ReadRestrictions()
+        self._restricted: Mapping[NormalizedName, frozenset[str]] = {}
         self._restrictions_version: tuple[int, int] = (-1, -1)
 
     def close(self) -> None:
@@ -222,23 +200,6 @@ class PrivateStore:
     def _writer(self) -> sqlite3.Connection:
         # one connection per write: writes run in worker threads
         return sqlite.connect(self._db_path, SCHEMA)
-
-    def blob_path(self, sha256: str) -> Path:
-        return self.blobs / sha256[:2] / sha256[2:4] / sha256
-
-    @contextmanager
-    def temporary_file(self) -> Iterator[Path]:
-        """A temp file on the store's filesystem (so the final rename is atomic), removed
-        unless it was moved into place. It is flock'd while in use, so any process can tell
-        an abandoned one (its writer crashed) from one still being written."""
-        fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=self.tmp)
-        path = Path(name)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield path
-        finally:
-            path.unlink(missing_ok=True)
-            os.close(fd)
 
     # ---- reads (cheap; called on the event loop) ----
 
@@ -266,9 +227,10 @@ class PrivateStore:
             self._names = frozenset(NormalizedName(row[0]) for row in rows)
         return name in self._names
 
-    def read_restrictions(self) -> ReadRestrictions:
-        """Cheap enough for every request: reloaded only when some process committed a change,
-        and then before this request is judged (a grant revoked is refused at once)."""
+    def restricted_readers(self) -> Mapping[NormalizedName, frozenset[str]]:
+        """Each restricted project and the users holding any role on it (access.ReadRestrictions
+        judges by it). Cheap enough for every request: reloaded only when some process committed
+        a change, and then before this request is judged (a grant revoked is refused at once)."""
         version = self._version()
         if version != self._restrictions_version:
             readers: dict[NormalizedName, set[str]] = {}
@@ -279,11 +241,9 @@ class PrivateStore:
                 users = readers.setdefault(name, set())
                 if user is not None:
                     users.add(user)
-            self._restrictions = ReadRestrictions(
-                {name: frozenset(users) for name, users in readers.items()}
-            )
+            self._restricted = {name: frozenset(users) for name, users in readers.items()}
             self._restrictions_version = version
-        return self._restrictions
+        return self._restricted
 
     def has_file(self, project: NormalizedName, filename: str) -> bool:
         row = self._reader.execute(
@@ -341,7 +301,7 @@ class PrivateStore:
         if row is None:
             raise NotFound(f"no file {filename!r} in private project {project!r}")
         return LocalFile(
-            self.blob_path(row["sha256"]), row["size"], row["sha256"], cache="private"
+            self.files.path(row["sha256"]), row["size"], row["sha256"], cache="private"
         )
 
     def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
@@ -351,7 +311,7 @@ class PrivateStore:
         ).fetchone()
         if row is None or row[0] is None:
             raise NotFound(f"no metadata for {filename!r} in private project {project!r}")
-        path = self.blob_path(row[0])
+        path = self.files.path(row[0])
         return LocalFile(path, path.stat().st_size, row[0], cache="private")
 
     def file_fields(self, filename: str) -> dict[str, list[str]] | None:
@@ -373,28 +333,20 @@ class PrivateStore:
             for row in rows
         }
 
-    # ---- permissions ----
+    # ---- roles ----
 
-    def may_upload(self, user: str, project: NormalizedName, *, admin: bool) -> bool:
-        """Anyone may claim a new name; an existing one needs a role (or admin)."""
-        if admin:
-            return True
-        return self._may_upload(self._reader, user, project)
+    def project_roles(self, project: NormalizedName) -> RoleRows | None:
+        """The project's (user, role) rows; None if there is no such private project."""
+        return self._project_roles(self._reader, project)
 
     @staticmethod
-    def _may_upload(db: sqlite3.Connection, user: str, project: NormalizedName) -> bool:
+    def _project_roles(db: sqlite3.Connection, project: NormalizedName) -> RoleRows | None:
         if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
-            return True
-        owned = db.execute(
-            "SELECT 1 FROM roles WHERE project = ? AND role != 'reader' LIMIT 1", (project,)
-        ).fetchone()
-        if owned is None:
-            return True  # a name reserved by removal, with no one left holding it
-        role = db.execute(
-            "SELECT 1 FROM roles WHERE project = ? AND user = ? AND role != 'reader'",
-            (project, user),
-        ).fetchone()
-        return role is not None
+            return None
+        rows = db.execute(
+            "SELECT user, role FROM roles WHERE project = ? ORDER BY role DESC, user", (project,)
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
 
     def grant(self, project: NormalizedName, user: str, role: str = "maintainer") -> None:
         if role not in ROLES:
@@ -424,11 +376,8 @@ class PrivateStore:
                 (int(not undo), project, int(not undo)),
             ).rowcount > 0
 
-    def roles(self, project: NormalizedName) -> list[tuple[str, str]]:
-        rows = self._reader.execute(
-            "SELECT user, role FROM roles WHERE project = ? ORDER BY role DESC, user", (project,)
-        ).fetchall()
-        return [(row[0], row[1]) for row in rows]
+    def roles(self, project: NormalizedName) -> RoleRows:
+        return self.project_roles(project) or []
 
     # ---- writes (blocking; call from a worker thread) ----
 
@@ -443,8 +392,8 @@ class PrivateStore:
             db.close()
 
     def find_duplicate(self, new: NewFile) -> bool:
-        """True if exactly this file is already stored (an idempotent re-upload);
-        raises StoreRejected if the filename or the bytes are already taken otherwise."""
+        """True if exactly this file is already stored (an idempotent re-upload); raises
+        StoreRejected if its filename, its bytes or its release's sdist are taken otherwise."""
         return self._check_duplicate(self._reader, new)
 
     @staticmethod
@@ -457,53 +406,48 @@ class PrivateStore:
             if row["filename"] == new.filename and row["sha256"] == new.sha256:
                 return True
             raise StoreRejected(
-                f"File already exists ({row['filename']!r}, with blake2_256 hash"
-                f" {row['blake2_256']!r}). Use a different version or filename."
+                "file_exists", filename=row["filename"], blake2_256=row["blake2_256"]
             )
         if db.execute("SELECT 1 FROM tombstones WHERE filename = ?", (new.filename,)).fetchone():
-            raise StoreRejected(
-                "This filename was previously used by a file that has since been deleted."
-                " Use a different version."
-            )
+            raise StoreRejected("filename_removed")
         if new.filetype == "sdist" and (removed := _removed_sdist(db, new)) is not None:
             # legacy sdist names ("my-pkg-1.0.tar.gz") give one release several spellings
-            raise StoreRejected(
-                f"The sdist of this release was previously uploaded as {removed!r} and has since"
-                " been deleted. Use a different version."
-            )
+            raise StoreRejected("sdist_removed", filename=removed)
         if new.filetype == "sdist" and db.execute(
             "SELECT 1 FROM files WHERE project = ? AND version = ? AND filetype = 'sdist'",
             (new.project, canonical_version(new.version)),
         ).fetchone():
-            raise StoreRejected("Only one sdist may be uploaded per release.")
+            raise StoreRejected("sdist_exists")
         return False
 
-    def add_file(self, new: NewFile, body: Path, *, admin: bool = False) -> bool:
+    def add_file(
+        self, new: NewFile, body: Path, *, allowed: Callable[[RoleRows | None], bool] | None = None
+    ) -> bool:
         """Store an uploaded file; False if the identical file was already there.
 
-        `body` is a temp file from `temporary_file()`; it is moved into the store.
+        `body` is a temp file from `files.temporary_file()`; it is moved into the store.
+        `allowed` (None: no check) is asked under the write lock, with the project's role rows
+        as they are then, whether the upload may go ahead.
         """
-        _fsync_file(body)
-        with self.temporary_file() as metadata_tmp:
+        fsync_file(body)
+        with self.files.temporary_file() as metadata_tmp:
             metadata_sha256 = None
             if new.core_metadata is not None:
                 metadata_sha256 = hashlib.sha256(new.core_metadata).hexdigest()
                 metadata_tmp.write_bytes(new.core_metadata)
-                _fsync_file(metadata_tmp)
+                fsync_file(metadata_tmp)
             with self._write() as db:
                 # checked again under the write lock: another process may have won the race
                 if self._check_duplicate(db, new):
                     return False
-                if new.uploader is not None and not admin and not self._may_upload(
-                    db, new.uploader, new.project
-                ):
-                    raise not_allowed(new.uploader, new.project)
+                if allowed is not None and not allowed(self._project_roles(db, new.project)):
+                    raise StoreRejected("forbidden")
                 self._claim_project(db, new)
                 # bodies enter the store only under the write lock, so garbage collection
                 # (which holds it too) never sees a body whose record is about to commit
-                self._move_into_place(body, new.sha256)
+                self.files.move_into_place(body, new.sha256)
                 if metadata_sha256 is not None:
-                    self._move_into_place(metadata_tmp, metadata_sha256)
+                    self.files.move_into_place(metadata_tmp, metadata_sha256)
                 db.execute(
                     "INSERT INTO files (filename, project, version, filetype, size, sha256,"
                     " blake2_256, md5, metadata_sha256, requires_python, summary, upload_time,"
@@ -542,14 +486,6 @@ class PrivateStore:
     def _bump(db: sqlite3.Connection, project: NormalizedName) -> None:
         db.execute("UPDATE projects SET serial = serial + 1 WHERE name = ?", (project,))
 
-    def _move_into_place(self, source: Path, sha256: str) -> None:
-        target = self.blob_path(sha256)
-        if target.exists():
-            return  # content-addressed: the same bytes are already there
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, target)
-        _fsync_dir(target.parent)
-
     def reserve(self, project: NormalizedName, display_name: str) -> bool:
         """Take a name for private use without a file (what `remove` leaves); False if taken."""
         with self._write() as db:
@@ -560,37 +496,31 @@ class PrivateStore:
             ).rowcount
         return bool(inserted)
 
-    # ---- export ----
+    # ---- everything, for `pyproxy export` ----
 
-    def exported_projects(self) -> list[dict[str, object]]:
-        """Every private project, with or without files: name, display name, restriction, roles."""
+    def project_records(self) -> list[ProjectRecord]:
+        """Every private project, with or without files, by name."""
         rows = self._reader.execute(
             "SELECT name, display_name, restricted FROM projects ORDER BY name"
         ).fetchall()
-        return [
-            {
-                "name": row[0], "display_name": row[1], "restricted": bool(row[2]),
-                "roles": [{"user": user, "role": role} for user, role in self.roles(row[0])],
-            }
-            for row in rows
-        ]
+        return [ProjectRecord(NormalizedName(row[0]), row[1], bool(row[2])) for row in rows]
 
-    def exported_files(self) -> list[dict[str, object]]:
-        """Every file's record, oldest first, as `pyproxy export` writes it."""
+    def file_records(self) -> list[FileRecord]:
+        """Every file's record, oldest first."""
         rows = self._reader.execute(
             "SELECT f.filename, p.display_name, f.version, f.filetype, f.size, f.sha256,"
             " f.blake2_256, f.md5, f.upload_time, f.uploader, f.yanked, f.yanked_reason, f.fields"
             " FROM files f JOIN projects p ON p.name = f.project ORDER BY f.upload_time, f.filename"
         ).fetchall()
         return [
-            {
-                "filename": row["filename"], "name": row["display_name"], "version": row["version"],
-                "filetype": row["filetype"], "size": row["size"], "sha256": row["sha256"],
-                "blake2_256": row["blake2_256"], "md5": row["md5"],
-                "upload_time": row["upload_time"], "uploader": row["uploader"],
-                "yanked_reason": row["yanked_reason"] if row["yanked"] else None,
-                "fields": orjson.loads(row["fields"]),
-            }
+            FileRecord(
+                filename=row["filename"], display_name=row["display_name"],
+                version=row["version"], filetype=row["filetype"], size=row["size"],
+                sha256=row["sha256"], blake2_256=row["blake2_256"], md5=row["md5"],
+                upload_time=row["upload_time"], uploader=row["uploader"],
+                yanked_reason=row["yanked_reason"] if row["yanked"] else None,
+                fields=orjson.loads(row["fields"]),
+            )
             for row in rows
         ]
 
@@ -612,7 +542,7 @@ class PrivateStore:
         with self._write() as db:
             if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
                 raise NotFound(f"no private project {project!r}")
-            where, args = "project = ?", [project]
+            where, args = "project = ?", [str(project)]
             if version is not None:
                 where, args = "project = ? AND version = ?", [project, canonical_version(version)]
             rows = db.execute(f"SELECT filename FROM files WHERE {where}", args).fetchall()
@@ -634,11 +564,7 @@ class PrivateStore:
 
     def collect_garbage(self) -> int:
         """Remove bodies no record refers to, and temp files left by crashed uploads."""
-        removed = 0
-        for leftover in self.tmp.glob("upload-*.part"):
-            if _abandoned(leftover):
-                leftover.unlink(missing_ok=True)
-                removed += 1
+        removed = self.files.sweep_temporary()
         with self._write() as db:  # bodies are only moved in under this lock
             referenced = {row[0] for row in db.execute("SELECT sha256 FROM files")}
             referenced |= {
@@ -647,10 +573,7 @@ class PrivateStore:
                     "SELECT metadata_sha256 FROM files WHERE metadata_sha256 IS NOT NULL"
                 )
             }
-            for blob in self.blobs.glob("*/*/*"):
-                if blob.name not in referenced:
-                    blob.unlink(missing_ok=True)
-                    removed += 1
+            removed += self.files.remove_unreferenced(referenced)
         return removed
 
 
@@ -663,52 +586,3 @@ def _removed_sdist(db: sqlite3.Connection, new: NewFile) -> str | None:
     )
     return next((name for (name,) in rows if version_of(name) == release), None)
 
-
-def _abandoned(path: Path) -> bool:
-    """True if no process holds the temp file's lock (its upload died with its process)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class PrivateRepository:
-    """The private store as a read-only Repository (private packages only)."""
-
-    def __init__(self, store: PrivateStore) -> None:
-        self.store = store
-
-    async def list_projects(self) -> ProjectList:
-        return self.store.list_projects()
-
-    async def project_page(self, name: NormalizedName) -> ProjectPage:
-        return self.store.project_page(name)
-
-    async def open_file(self, project: NormalizedName, filename: str) -> LocalFile:
-        return self.store.open_file(project, filename)
-
-    async def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
-        return self.store.open_metadata(project, filename)

@@ -1,4 +1,5 @@
-"""Requests in flight, for a graceful shutdown that lets uploads finish.
+"""Requests in flight, for a graceful shutdown that lets uploads finish; and how many of the
+configured workers serve, for /ready.
 
 aiohttp's own graceful shutdown (AppRunner.cleanup) marks every connection as closing first, and
 a closing connection drops the bytes that still arrive: an upload whose body is still coming in
@@ -11,6 +12,7 @@ the responses still being sent (files go out after their handler has returned).
 from __future__ import annotations
 
 import asyncio
+import mmap
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
@@ -46,6 +48,32 @@ class InFlight:
 
 
 IN_FLIGHT = web.AppKey("in_flight", InFlight)
+
+
+class WorkerCapacity:
+    """Which of `--workers N` serve now: one byte per worker, set by the worker once it listens
+    and cleared by the supervisor when it reaps it (a killed worker cannot clear its own).
+    An anonymous shared mapping, made before the workers are forked and inherited by them: no
+    file to name, lock or clean up, and two servers on one data directory cannot mix theirs."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._serving = mmap.mmap(-1, workers)  # MAP_SHARED | MAP_ANONYMOUS
+
+    def mark(self, worker: int, serving: bool) -> None:
+        self._serving[worker] = 1 if serving else 0
+
+    @property
+    def serving(self) -> int:
+        return sum(self._serving[:])
+
+    def problem(self) -> str | None:
+        """None at full capacity, else what /ready says: "1 of 2 workers serving"."""
+        serving = self.serving
+        return None if serving >= self.workers else f"{serving} of {self.workers} workers serving"
+
+
+CAPACITY = web.AppKey("worker_capacity", WorkerCapacity)  # only with more than one worker
 
 
 @web.middleware

@@ -8,6 +8,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from pyproxy.model import NotFound, Unavailable
+from pyproxy.publish.validate import reason_phrase
 
 log = logging.getLogger("pyproxy.web")
 
@@ -25,9 +26,9 @@ CORS_HEADERS = {
 
 def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """A plain-text error whose reason phrase carries the message too (twine shows it)."""
-    reason = message.encode("latin-1", "replace").decode("latin-1")
     return web.Response(
-        status=status, reason=reason, text=message + "\n", headers=headers, content_type="text/plain"
+        status=status, reason=reason_phrase(message), text=message + "\n", headers=headers,
+        content_type="text/plain",
     )
 
 

@@ -22,6 +22,7 @@ from pyproxy import metrics
 from pyproxy.compose import Health
 from pyproxy.lru import SingleFlight
 from pyproxy.web.context import SERVICES
+from pyproxy.web.lifecycle import CAPACITY
 
 READY_WINDOW_S = 60.0
 PROBE_TTL_S = 5.0
@@ -74,6 +75,8 @@ def _data_dir_problem(data_dir: Path) -> str | None:
 async def ready(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     problem = await asyncio.to_thread(_data_dir_problem, services.settings.data_dir)
+    if problem is None and CAPACITY in request.app:  # only with --workers N: all N serving?
+        problem = request.app[CAPACITY].problem()
     if problem is None and services.health.watches_upstream:
         problem = await request.app[READINESS].upstream_problem(services.health)
     if problem is not None:

@@ -30,6 +30,7 @@ from pyproxy.model import (
     normalize,
     valid_name,
 )
+from pyproxy.units import human_size
 from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, Services, origin
 from pyproxy.web.simple import file_url
@@ -56,20 +57,6 @@ def _render(
 
 
 # ------------------------------------------------------------------------------ formatting
-
-
-def human_size(size: int | None) -> str:
-    """Decimal units, as the public index shows them: 999 bytes, 1.2 kB, 34.5 MB."""
-    if size is None:
-        return "unknown size"
-    if size < 1000:
-        return f"{size} bytes" if size != 1 else "1 byte"
-    value = float(size)
-    for unit in ("kB", "MB", "GB", "TB"):
-        value /= 1000
-        if value < 999.95 or unit == "TB":
-            return f"{value:.1f} {unit}"
-    raise AssertionError("unreachable")
 
 
 def _when(moment: datetime | None) -> tuple[str, str]:

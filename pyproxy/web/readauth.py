@@ -25,10 +25,10 @@ from collections.abc import Iterable
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
+from pyproxy.access import ReadRestrictions
 from pyproxy.config import Settings
 from pyproxy.model import NormalizedName, PrivateCatalog, normalize
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore
-from pyproxy.stores.private import ReadRestrictions
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES, _trusted
 from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused, Verifications
@@ -48,7 +48,7 @@ class ReadAccess:
     """What the guard needs, built once per application."""
 
     def __init__(
-        self, private: PrivateCatalog[ReadRestrictions], users: UserStore, settings: Settings
+        self, private: PrivateCatalog, users: UserStore, settings: Settings
     ) -> None:
         self.private = private
         self.authenticated = settings.read_access == "authenticated"
@@ -158,7 +158,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in _READ_METHODS or _route(request) in OPEN_ROUTES:
         return await handler(request)
     access = request.app[READ_ACCESS]
-    restrictions = access.private.read_restrictions()
+    restrictions = ReadRestrictions(access.private.restricted_readers())
     if not access.authenticated and not restrictions:
         return await handler(request)  # the common case: nothing to check
     project = _project(request)

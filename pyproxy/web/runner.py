@@ -1,13 +1,19 @@
-"""Running the app: one process, or N forked workers sharing one port via SO_REUSEPORT."""
+"""Running the app: one process, or N forked workers sharing one port via SO_REUSEPORT, each
+replaced when it dies; a graceful stop on SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -16,9 +22,16 @@ from pyproxy.compose import build_services, describe_upstream, open_stores
 from pyproxy.config import Settings
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
-from pyproxy.web.lifecycle import IN_FLIGHT, InFlight
+from pyproxy.web.connections import ConnectionGuard, GuardedSite
+from pyproxy.web.lifecycle import CAPACITY, IN_FLIGHT, InFlight, WorkerCapacity
 
 log = logging.getLogger("pyproxy")
+BACKLOG = 1024  # connections the kernel queues for a worker before it accepts them
+RESTART_FIRST_S = 1.0  # a dead worker's first replacement starts after this; doubling
+RESTART_MAX_S = 30.0  # up to this, while replacements keep dying
+STABLE_S = 60.0  # a worker that ran this long starts its slot's back-off afresh
+_FDS_PER_CONNECTION = 3  # its socket, a file being sent, an upstream connection
+_FDS_RESERVED = 64  # stores, logs, the listening socket
 
 
 def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
@@ -31,7 +44,19 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
     return sock
 
 
-async def _serve(settings: Settings, sock: socket.socket) -> None:
+@dataclass(frozen=True)
+class _Worker:
+    """What a worker process is told: its place among the workers, if there are several."""
+
+    capacity: WorkerCapacity | None = None
+    index: int = 0
+
+    def serving(self, serving: bool) -> None:
+        if self.capacity is not None:
+            self.capacity.mark(self.index, serving)
+
+
+async def _serve(settings: Settings, sock: socket.socket, worker: _Worker) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully (see `_stop_gracefully`)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -39,16 +64,25 @@ async def _serve(settings: Settings, sock: socket.socket) -> None:
         loop.add_signal_handler(signum, stop.set)
     services = build_services(settings)
     app = build_app(services)
+    if worker.capacity is not None:
+        app[CAPACITY] = worker.capacity
     runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace, **runner_options()
+        app, handle_signals=False, shutdown_timeout=settings.shutdown_grace,
+        keepalive_timeout=settings.keepalive_timeout, **runner_options(),
     )
     deadline = None
     try:
         await runner.setup()
-        await web.SockSite(runner, sock).start()
+        assert runner.server is not None
+        guard = ConnectionGuard(runner.server, limit=settings.max_connections,
+                                header_timeout=settings.header_timeout)
+        await GuardedSite(runner, sock, guard, BACKLOG).start()
+        worker.serving(True)
         await stop.wait()
+        worker.serving(False)  # /ready says 503 from now on, through the grace period
         deadline = await _stop_gracefully(runner, app[IN_FLIGHT], settings.shutdown_grace)
     finally:
+        worker.serving(False)
         server = runner.server
         transports = [c.transport for c in server.connections if c.transport] if server else []
         await runner.cleanup()
@@ -97,15 +131,34 @@ def _unsent(transport: asyncio.Transport) -> bool:
         return False
 
 
-def _run_worker(settings: Settings, sock: socket.socket) -> None:
-    sock.listen(1024)
+def _run_worker(settings: Settings, sock: socket.socket, worker: _Worker) -> None:
     try:
         import uvloop
     except ImportError:
-        asyncio.run(_serve(settings, sock))
+        asyncio.run(_serve(settings, sock, worker))
     else:
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(_serve(settings, sock))
+            runner.run(_serve(settings, sock, worker))
+
+
+def _open_files_for(connections: int) -> None:
+    """Raise the soft limit on open files to the hard one, and say so when even that leaves
+    less than `[server] max_connections` needs: past the limit accept() fails and nobody is
+    served, where the connection bound would have refused only the newcomers."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    needed = connections * _FDS_PER_CONNECTION + _FDS_RESERVED
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "the open-file limit (%d) is below what [server] max_connections = %d may need (%d):"
+            " raise it (ulimit -n, LimitNOFILE=) or lower max_connections", soft, connections,
+            needed,
+        )
 
 
 def serve(settings: Settings) -> int:
@@ -117,6 +170,7 @@ def serve(settings: Settings) -> int:
         log.info("removed %d leftovers of interrupted uploads", removed)
     private.close()
     users.close()
+    _open_files_for(settings.max_connections)
     workers = settings.workers
     if workers > 1 and not metrics.multiprocess():
         log.warning("metrics are per worker: prometheus_client was imported too early")
@@ -129,43 +183,119 @@ def serve(settings: Settings) -> int:
         settings.data_dir, describe_upstream(settings), workers,
     )
     if workers == 1:
-        _run_worker(settings, sock)
+        _run_worker(settings, sock, _Worker())
         return 0
-    return _run_workers(settings, sock, host, port)
+    return _Supervisor(settings, sock, host, port).run()
 
 
-def _run_workers(settings: Settings, reserved: socket.socket, host: str, port: int) -> int:
-    """Fork workers, each with its own SO_REUSEPORT socket so the kernel spreads connections;
-    the parent's socket only holds the port (it never listens)."""
-    children: list[int] = []
-    for _ in range(settings.workers):
+@dataclass
+class _Slot:
+    index: int
+    pid: int | None = None
+    started: float = 0.0
+    failures: int = 0  # replacements in a row that died before STABLE_S
+    restart_at: float | None = None
+
+
+_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+
+
+class _Supervisor:
+    """Fork the workers, each with its own SO_REUSEPORT socket so the kernel spreads
+    connections (the parent's socket only holds the port: it never listens); replace a worker
+    that dies, after RESTART_FIRST_S doubling up to RESTART_MAX_S while replacements keep
+    dying; on SIGTERM/SIGINT pass the signal on and wait for every worker to stop.
+
+    The parent blocks the signals it waits for and takes them with sigtimedwait, so a death,
+    a stop and a due restart are handled in one loop, without handlers racing it."""
+
+    def __init__(self, settings: Settings, reserved: socket.socket, host: str, port: int) -> None:
+        self.settings, self.reserved, self.host, self.port = settings, reserved, host, port
+        self.capacity = WorkerCapacity(settings.workers)
+        self.slots = [_Slot(index) for index in range(settings.workers)]
+        self.stopping = False
+        self.status = 0
+
+    def run(self) -> int:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        try:
+            for slot in self.slots:
+                self._start(slot, previous)
+            while not self.stopping or any(slot.pid is not None for slot in self.slots):
+                due = [s.restart_at for s in self.slots if s.restart_at is not None]
+                if due:
+                    info = signal.sigtimedwait(_SIGNALS, max(min(due) - time.monotonic(), 0))
+                else:
+                    info = signal.sigwaitinfo(_SIGNALS)
+                if info is None:
+                    now = time.monotonic()
+                    for slot in self.slots:
+                        if slot.restart_at is not None and slot.restart_at <= now:
+                            self._start(slot, previous)
+                elif info.si_signo == signal.SIGCHLD:
+                    self._reap()
+                else:
+                    self._stop(info.si_signo)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+            self.reserved.close()
+        return self.status
+
+    def _start(self, slot: _Slot, sigmask: Iterable[int]) -> None:
         pid = os.fork()
         if pid == 0:
-            reserved.close()
+            signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
+            self.reserved.close()
             code = 0
             try:
-                _run_worker(settings, _listening_socket(host, port, reuse_port=True))
+                sock = _listening_socket(self.host, self.port, reuse_port=True)
+                _run_worker(self.settings, sock, _Worker(self.capacity, slot.index))
             except BaseException:
                 log.exception("worker %d failed", os.getpid())
                 code = 1
             finally:
                 os._exit(code)
-        children.append(pid)
+        slot.pid, slot.started, slot.restart_at = pid, time.monotonic(), None
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
+    def _reap(self) -> None:
+        while True:
             try:
-                os.kill(child, signum)
-            except ProcessLookupError:
-                pass
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = next((s for s in self.slots if s.pid == pid), None)
+            if slot is None:
+                continue
+            slot.pid = None
+            self.capacity.mark(slot.index, False)
+            metrics.worker_exited(pid)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if self.stopping:
+                if code != 0:
+                    self.status = 1
+                continue
+            ran = time.monotonic() - slot.started
+            slot.failures = 1 if ran >= STABLE_S else slot.failures + 1
+            delay = min(RESTART_FIRST_S * 2 ** (slot.failures - 1), RESTART_MAX_S)
+            slot.restart_at = time.monotonic() + delay
+            log.error("worker %d %s after %.0fs; starting another in %gs",
+                      pid, _how_it_ended(code), ran, delay)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        metrics.worker_exited(child)
-        if os.waitstatus_to_exitcode(code) != 0:
-            status = 1
-    reserved.close()
-    return status
+    def _stop(self, signum: int) -> None:
+        self.stopping = True
+        for slot in self.slots:
+            slot.restart_at = None
+            if slot.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.pid, signum)
+
+
+def _how_it_ended(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with status {code}"

@@ -1,32 +1,23 @@
 """The legacy upload endpoint twine and uv publish post to (POST /legacy/, /legacy and /).
 
-The file part is streamed to a temp file while hashed, so memory does not grow with the
-upload; nothing becomes visible until the private store commits the record.
+The HTTP side only: authenticate, stream the multipart body (the file part into the publish
+service's temp file, hashed on the way, so memory does not grow with the upload), then hand the
+form to `publish.service.Publisher`, which decides. Nothing becomes visible until the private
+store commits the record.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import BinaryIO, TypeVar
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from pyproxy import metrics
-from pyproxy.publish.validate import (
-    MAX_FORM_BYTES,
-    UploadRejected,
-    form_too_large,
-    validate_file,
-    validate_form,
-)
+from pyproxy.publish.service import Published, Received, Submission, Uploader
+from pyproxy.publish.validate import MAX_FORM_BYTES, UploadRejected, form_too_large
 from pyproxy.stores.auth import Identity, parse_basic
-from pyproxy.stores.private import StoreRejected, new_file, not_allowed
+from pyproxy.units import human_size
 from pyproxy.web import readauth
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES
@@ -36,71 +27,15 @@ log = logging.getLogger("pyproxy.upload")
 
 _CHUNK = 256 * 1024
 _FILE_FIELDS = {"content", "gpg_signature", "attestations"}
-_R = TypeVar("_R", UploadRejected, StoreRejected)
-
-
-class _Hashes:
-    def __init__(self) -> None:
-        self.sha256 = hashlib.sha256()
-        self.blake2_256 = hashlib.blake2b(digest_size=32)
-        self.md5 = hashlib.md5(usedforsecurity=False)
-
-    def update(self, chunk: bytes) -> None:
-        for digest in (self.sha256, self.blake2_256, self.md5):
-            digest.update(chunk)
-
-    def hexdigests(self) -> dict[str, str]:
-        return {
-            "sha256": self.sha256.hexdigest(),
-            "blake2_256": self.blake2_256.hexdigest(),
-            "md5": self.md5.hexdigest(),
-        }
 
 
 def _too_large(limit: int, name: str | None) -> UploadRejected:
     project = f" for project {name!r}" if name else ""
-    rejection = UploadRejected(
-        f"File too large. Limit{project} is {_human_size(limit)}"
-        " (the operator sets it as [uploads] max_file_size)."
+    return UploadRejected(
+        f"File too large. Limit{project} is {human_size(limit, exact=True)}"
+        " (the operator sets it as [uploads] max_file_size).",
+        kind="too_large",
     )
-    return _counted_as(rejection, "too_large")
-
-
-# ---- why uploads are rejected, as a closed set of metrics labels (metrics.UPLOAD_REJECTIONS)
-
-_REASON = "metrics_reason"
-
-
-def _counted_as(rejection: _R, reason: str) -> _R:
-    if not hasattr(rejection, _REASON):  # the innermost, most specific reason wins
-        setattr(rejection, _REASON, reason)
-    return rejection
-
-
-@contextmanager
-def _rejections_count_as(reason: str) -> Iterator[None]:
-    try:
-        yield
-    except (UploadRejected, StoreRejected) as rejection:
-        _counted_as(rejection, reason)
-        raise
-
-
-def _reason(rejection: UploadRejected | StoreRejected) -> str:
-    tagged = getattr(rejection, _REASON, None)
-    if tagged is not None:
-        return tagged
-    if isinstance(rejection, StoreRejected):  # the store refuses duplicates and non-maintainers
-        return "forbidden" if rejection.status == 403 else "duplicate"
-    return "malformed"  # what is left: the request itself (not multipart, odd parts, no file)
-
-
-def _human_size(size: int) -> str:
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size} {unit}" if unit == "bytes" else f"{size:.1f} {unit}".replace(".0 ", " ")
-        size /= 1024  # type: ignore[assignment]
-    raise AssertionError
 
 
 async def _authenticate(request: web.Request) -> Identity:
@@ -110,24 +45,22 @@ async def _authenticate(request: web.Request) -> Identity:
             "Authentication required: upload with a user name and password or an API token"
             " (user name __token__).",
             status=401,
+            kind="unauthenticated",
         )
     identity = await readauth.identify(request)  # the same (cached) check as for reads
     if identity is None:
-        raise UploadRejected("Invalid or non-existent authentication information.", status=403)
+        raise UploadRejected(
+            "Invalid or non-existent authentication information.", status=403,
+            kind="unauthenticated",
+        )
     return identity
 
 
-async def _save_content(
-    part: BodyPartReader, out: BinaryIO, limit: int, name: str | None
-) -> tuple[int, dict[str, str]]:
-    hashes, size = _Hashes(), 0
+async def _save_content(part: BodyPartReader, body: Received, limit: int, name: str | None) -> None:
     while chunk := await part.read_chunk(_CHUNK):
-        size += len(chunk)
-        if size > limit:
+        if body.size + len(chunk) > limit:
             raise _too_large(limit, name)
-        hashes.update(chunk)
-        out.write(chunk)
-    return size, hashes.hexdigests()
+        body.write(chunk)
 
 
 async def _read_field(part: BodyPartReader, budget: int) -> tuple[str, int]:
@@ -137,13 +70,13 @@ async def _read_field(part: BodyPartReader, budget: int) -> tuple[str, int]:
     while chunk := await part.read_chunk(_CHUNK):
         raw += chunk
         if len(raw) > budget:
-            raise _counted_as(form_too_large(), "too_large")
+            raise form_too_large()
     decoded = bytearray()
     try:
         async for piece in part.decode_iter(raw):  # Content-(Transfer-)Encoding, if any
             decoded += piece
             if len(decoded) > budget:
-                raise _counted_as(form_too_large(), "too_large")
+                raise form_too_large()
     except RuntimeError as exc:  # aiohttp's word for an unknown encoding
         raise UploadRejected(f"Malformed multipart body: {exc}") from None
     charset = part.get_charset(default="utf-8")
@@ -158,8 +91,9 @@ async def _read_field(part: BodyPartReader, budget: int) -> tuple[str, int]:
 async def upload(request: web.Request) -> web.StreamResponse:
     try:
         response = await _upload(request)
-    except (UploadRejected, StoreRejected) as rejection:
-        metrics.UPLOADS_REJECTED.labels(_reason(rejection)).inc()
+    except UploadRejected as rejection:
+        # what is left without a kind: the request itself (not multipart, odd parts, no file)
+        metrics.UPLOADS_REJECTED.labels(rejection.kind or "malformed").inc()
         log.info("upload rejected (%d): %s", rejection.status, rejection.message)
         headers = readauth.AUTH_CHALLENGE if rejection.status == 401 else None
         return text_error(rejection.status, rejection.message, headers)
@@ -169,8 +103,7 @@ async def upload(request: web.Request) -> web.StreamResponse:
 
 async def _upload(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    with _rejections_count_as("unauthenticated"):
-        identity = await _authenticate(request)
+    identity = await _authenticate(request)
     request[USER] = identity.user  # for the access log
     if not request.content_type.startswith("multipart/"):
         raise UploadRejected("Upload payload must be multipart/form-data.")
@@ -182,70 +115,41 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     fields: dict[str, list[str]] = {key: [value] for key, value in request.query.items()}
     filename: str | None = None
     content_type: str | None = None
-    size, digests = 0, {}
     field_bytes = 0
     limit = services.settings.max_upload_size
-    with services.private.temporary_file() as body_path:
-        with body_path.open("wb") as out:
-            try:
-                async for part in reader:
-                    if not isinstance(part, BodyPartReader) or part.name is None:
-                        raise UploadRejected("Malformed multipart body: a part has no name.")
-                    if part.filename is not None:
-                        if part.name not in _FILE_FIELDS:
-                            raise UploadRejected(f"{part.name}: Should not be a tuple.")
-                        if part.name != "content":
-                            await part.release()  # signatures and attestations are not kept
-                            continue
-                        if filename is not None:
-                            raise UploadRejected("Upload payload has more than one file.")
-                        filename = part.filename
-                        content_type = part.headers.get(hdrs.CONTENT_TYPE)
-                        name = (fields.get("name") or [None])[0]
-                        size, digests = await _save_content(part, out, limit, name)
-                    else:
-                        value, cost = await _read_field(part, MAX_FORM_BYTES - field_bytes)
-                        field_bytes += cost
-                        fields.setdefault(part.name, []).append(value)
-            except (ValueError, AssertionError, HttpProcessingError) as exc:
-                # e.g. a part whose headers do not parse (aiohttp's InvalidHeader)
-                raise UploadRejected(f"Malformed multipart body: {_parse_error(exc)}") from None
-        return await _accept(request, identity, fields, filename, content_type, body_path, size, digests)
+    with services.publisher.receiving() as body:
+        try:
+            async for part in reader:
+                if not isinstance(part, BodyPartReader) or part.name is None:
+                    raise UploadRejected("Malformed multipart body: a part has no name.")
+                if part.filename is not None:
+                    if part.name not in _FILE_FIELDS:
+                        raise UploadRejected(f"{part.name}: Should not be a tuple.")
+                    if part.name != "content":
+                        await part.release()  # signatures and attestations are not kept
+                        continue
+                    if filename is not None:
+                        raise UploadRejected("Upload payload has more than one file.")
+                    filename = part.filename
+                    content_type = part.headers.get(hdrs.CONTENT_TYPE)
+                    name = fields["name"][0] if fields.get("name") else None
+                    await _save_content(part, body, limit, name)
+                else:
+                    value, cost = await _read_field(part, MAX_FORM_BYTES - field_bytes)
+                    field_bytes += cost
+                    fields.setdefault(part.name, []).append(value)
+        except (ValueError, AssertionError, HttpProcessingError) as exc:
+            # e.g. a part whose headers do not parse (aiohttp's InvalidHeader)
+            raise UploadRejected(f"Malformed multipart body: {_parse_error(exc)}") from None
+        published = await services.publisher.publish(
+            Submission(fields, filename, content_type, body),
+            Uploader(identity.user, admin=identity.admin),
+        )
+    if published is Published.ALREADY_STORED:
+        return web.Response(text="OK: identical file already stored\n")
+    return web.Response(text="OK\n")
 
 
 def _parse_error(exc: Exception) -> str:
     message = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
     return " ".join(str(message).split()) or type(exc).__name__
-
-
-async def _accept(
-    request: web.Request,
-    identity: Identity,
-    fields: dict[str, list[str]],
-    filename: str | None,
-    content_type: str | None,
-    body_path: Path,
-    size: int,
-    digests: dict[str, str],
-) -> web.StreamResponse:
-    services = request.app[SERVICES]
-    with _rejections_count_as("invalid_metadata"):
-        form = validate_form(fields)
-    if filename is None:
-        raise UploadRejected("Upload payload does not have a file.")
-    if not services.private.may_upload(identity.user, form.project, admin=identity.admin):
-        raise not_allowed(identity.user, form.project)
-    with _rejections_count_as("invalid_file"):
-        checked = await asyncio.to_thread(
-            validate_file, form, filename, content_type, body_path, digests
-        )
-    new = new_file(form, checked, size, digests, identity.user)
-    if services.private.find_duplicate(new):
-        log.info("identical re-upload of %s by %s: nothing to do", new.filename, identity.user)
-        return web.Response(text="OK: identical file already stored\n")
-    stored = await asyncio.to_thread(services.private.add_file, new, body_path, admin=identity.admin)
-    log.info(
-        "%s %s (%d bytes) by %s", "stored" if stored else "identical re-upload of",
-        new.filename, size, identity.user,
-    )
-    return web.Response(text="OK\n")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from pyproxy.access import ReadRestrictions, may_upload
 from pyproxy.cli import main as cli
 from pyproxy.model import normalize
 from pyproxy.stores import auth
@@ -75,7 +76,7 @@ def add_private(store: PrivateStore, filename: str, uploader: str = "alice") -> 
         md5=hashlib.md5(body).hexdigest(), core_metadata=None, requires_python=None, summary=None,
         fields={}, uploader=uploader,
     )
-    with store.temporary_file() as tmp:
+    with store.files.temporary_file() as tmp:
         tmp.write_bytes(body)
         store.add_file(new, tmp)
 
@@ -210,7 +211,7 @@ def test_grant_and_revoke(pyproxy, private: PrivateStore) -> None:  # type: igno
     code, out, err = pyproxy("grant", "Foo", "bob")
     assert (code, err) == (0, "")
     assert "bob is now maintainer of foo" in out
-    assert private.may_upload("bob", normalize("foo"), admin=False)
+    assert may_upload("bob", private.project_roles(normalize("foo")), admin=False)
 
     code, out, _ = pyproxy("grant", "foo", "bob", "--owner")
     assert code == 0 and "owner" in out
@@ -218,7 +219,7 @@ def test_grant_and_revoke(pyproxy, private: PrivateStore) -> None:  # type: igno
 
     code, out, _ = pyproxy("grant", "foo", "bob", "--revoke")
     assert code == 0 and "no longer" in out
-    assert not private.may_upload("bob", normalize("foo"), admin=False)
+    assert not may_upload("bob", private.project_roles(normalize("foo")), admin=False)
 
     code, _, err = pyproxy("grant", "foo", "bob", "--revoke")
     assert code == 1 and "no role" in one_line_error(err)
@@ -272,6 +273,27 @@ def test_remove_version_then_project(pyproxy, private: PrivateStore) -> None:  #
     code, out, _ = pyproxy("remove", "foo", "--forget-name")
     assert code == 0 and "stays reserved" not in out
     assert not private.has_project(normalize("foo"))
+
+
+def test_reserve_makes_a_name_private_before_any_upload(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = pyproxy("reserve", "Requests")
+    assert (code, err) == (0, "")
+    assert "requests is private now" in out and "pyproxy grant requests USER --owner" in out
+    assert private.has_project(normalize("requests"))
+    assert private.list_projects().names == ("Requests",)
+    assert private.roles(normalize("requests")) == []  # its first uploader will own it
+    code, out, _ = pyproxy("reserve", "requests")
+    assert code == 0 and out.strip() == "requests is already a private project"
+    pyproxy("user", "add", "bob", "--password-stdin", stdin=PASSWORD)
+    code, out, err = pyproxy("grant", "requests", "bob", "--owner")  # a reserved name takes grants
+    assert (code, err) == (0, "") and "bob is now owner of requests" in out
+
+
+@pytest.mark.parametrize("name", ["bad-", "no spaces", "a/b", "ﬁle", ""])
+def test_reserve_refuses_what_is_not_a_project_name(pyproxy, data_dir: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = pyproxy("reserve", name)
+    assert code == 1 and "is not a valid project name" in one_line_error(err)
+    assert not (data_dir / "private").exists()
 
 
 # ---- configuration errors ----
@@ -413,8 +435,8 @@ def test_restrict_and_grant_read(pyproxy, private: PrivateStore) -> None:  # typ
     assert (code, err) == (0, "")
     assert "bob is now reader of foo" in out
     assert ("bob", "reader") in private.roles(normalize("foo"))
-    assert private.read_restrictions().may_read(normalize("foo"), "bob", admin=False)
-    assert not private.may_upload("bob", normalize("foo"), admin=False)
+    assert ReadRestrictions(private.restricted_readers()).may_read(normalize("foo"), "bob", admin=False)
+    assert not may_upload("bob", private.project_roles(normalize("foo")), admin=False)
 
     with pytest.raises(SystemExit) as exited:  # one role at a time
         pyproxy("grant", "foo", "bob", "--read", "--owner")
@@ -424,7 +446,7 @@ def test_restrict_and_grant_read(pyproxy, private: PrivateStore) -> None:  # typ
     assert code == 0 and "readable by every reader" in out
     fresh = PrivateStore(private.directory)  # `private` looks again only after a moment
     try:
-        assert not fresh.read_restrictions()
+        assert not fresh.restricted_readers()
     finally:
         fresh.close()
     code, _, err = pyproxy("restrict", "nope")

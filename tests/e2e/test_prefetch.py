@@ -263,6 +263,74 @@ def test_pylock_files_are_fetched_and_a_wrong_hash_fails(fake, proxy, tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def universal_lock(fake: FakeUpstream, dists: Path, native: str, pure: str
+                   ) -> tuple[dict[str, Path], str, str]:
+    """Files of a universal lock published upstream: `native` with a wheel per platform and
+    Python plus an sdist, `pure` with one py3 wheel; and that lock as uv.lock and pylock.toml."""
+    files = {
+        "linux312": native_wheel(dists, native, "1.0", "cp312",
+                                 "manylinux_2_17_x86_64.manylinux2014_x86_64"),
+        "linux311": native_wheel(dists, native, "1.0", "cp311",
+                                 "manylinux_2_17_x86_64.manylinux2014_x86_64"),
+        "mac312": native_wheel(dists, native, "1.0", "cp312", MAC),
+        "win312": native_wheel(dists, native, "1.0", "cp312", "win_amd64"),
+        "musl312": native_wheel(dists, native, "1.0", "cp312", "musllinux_1_2_x86_64"),
+        "sdist": make_sdist(dists, native, "1.0"),
+        "pure": make_wheel(dists, pure, "1.0"),
+    }
+    for key, path in files.items():
+        publish(fake, path, pure if key == "pure" else native)
+    registry = fake.index_url.rstrip("/")
+    entries = {native: [p for k, p in files.items() if k not in ("pure", "sdist")],
+               pure: [files["pure"]]}
+    uv_lock = 'version = 1\nrevision = 3\nrequires-python = ">=3.11"\n'
+    pylock = 'lock-version = "1.0"\ncreated-by = "tests"\n'
+    for project, wheels in entries.items():
+        uv_lock += (f'\n[[package]]\nname = "{project}"\nversion = "1.0"\n'
+                    f'source = {{ registry = "{registry}" }}\n')
+        pylock += f'\n[[packages]]\nname = "{project}"\nversion = "1.0"\n'
+        if project == native:
+            sdist = files["sdist"]
+            uv_lock += (f'sdist = {{ url = "{fake.file_url(project, sdist.name)}", '
+                        f'hash = "sha256:{sha256(sdist)}" }}\n')
+            pylock += (f'\n[packages.sdist]\nname = "{sdist.name}"\n'
+                       f'hashes = {{ sha256 = "{sha256(sdist)}" }}\n')
+        uv_lock += "wheels = [\n" + "".join(
+            f'    {{ url = "{fake.file_url(project, w.name)}", hash = "sha256:{sha256(w)}" }},\n'
+            for w in wheels) + "]\n"
+        pylock += "".join(f'\n[[packages.wheels]]\nname = "{w.name}"\n'
+                          f'hashes = {{ sha256 = "{sha256(w)}" }}\n' for w in wheels)
+    return files, uv_lock, pylock
+
+
+@pytest.mark.parametrize("kind", ["uv.lock", "pylock.toml"])
+def test_a_universal_lock_gives_only_the_targets_files(fake, proxy, tmp_path, kind):
+    """--platform/--python-version pick the lock's wheels by tag (a manylinux_2_28 machine takes
+    manylinux2014 wheels); --only-binary :all: leaves the sdist out. Nothing else is fetched."""
+    native, pure = pname(f"universal-{kind[:2]}"), pname(f"anywhere-{kind[:2]}")
+    files, uv_lock, pylock = universal_lock(fake, tmp_path / "dists", native, pure)
+    lock = tmp_path / kind
+    lock.write_text(uv_lock if kind == "uv.lock" else pylock)
+
+    proc = prefetch(proxy.url, "--lock", str(lock), "--platform", "manylinux_2_28_x86_64",
+                    "--python-version", "3.12", "--only-binary", ":all:", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (2, 0, 0), describe(proc)
+    assert "left out 5 file(s) of the lock files that no target needs" in proc.stdout
+    fetched = {key for key, path in files.items()
+               if fake.count(fake.file_path(pure if key == "pure" else native, path.name))}
+    assert fetched == {"linux312", "pure"}
+
+    # a second run for macOS and Python 3.11/3.12 adds exactly the macOS wheel and the sdist
+    proc = prefetch(proxy.url, "--lock", str(lock), "--platform", MAC, "--python-version", "3.12",
+                    "--python-version", "3.11", cwd=tmp_path)
+    assert proc.returncode == 0, describe(proc)
+    assert counts(proc) == (2, 1, 0), describe(proc)
+    fetched = {key for key, path in files.items()
+               if fake.count(fake.file_path(pure if key == "pure" else native, path.name))}
+    assert fetched == {"linux312", "pure", "mac312", "sdist"}
+
+
 # ---------------------------------------------------------------------------------------------
 # failures that stop before or during resolution
 

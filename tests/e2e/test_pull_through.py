@@ -316,6 +316,7 @@ def test_private_upload_shadows_upstream_name(fake_factory, pyproxy_factory, tmp
     publish(fake, upstream_wheel, name)
     private_wheel = make_wheel(tmp_path / "private", name, "1.0")
     server = start_proxy(pyproxy_factory, fake, tmp_path, user="alice")
+    server.cli("reserve", name)  # upstream has the name: only an admin makes it private
     twine_upload(server.upload_url, [private_wheel], server.user, server.password)
 
     assert listed_filenames(server.simple_url, name) == [private_wheel.name]

@@ -13,6 +13,7 @@ from aiohttp import encode_basic_auth
 from aiohttp.test_utils import TestClient
 
 from pyproxy.cli import main as cli
+from pyproxy.ops import transfer
 from pyproxy.stores.private import PrivateStore
 from pyproxy.web.context import SERVICES
 from tests.conftest import PASSWORD, USER, MakeClient, upload
@@ -83,7 +84,7 @@ async def test_export_then_import_gives_identical_private_pages(
 
     stores = [PrivateStore(d / "private") for d in (source, target)]
     try:  # restrictions and roles travel too: an import never widens who may read
-        exported = [store.exported_projects() for store in stores]
+        exported = [transfer.exported_projects(store) for store in stores]
     finally:
         for store in stores:
             store.close()
@@ -109,7 +110,7 @@ async def test_export_then_import_gives_identical_private_pages(
     assert gone.status == 200 and orjson.loads(await gone.read())["files"] == []
 
     code, out, _ = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
-    assert code == 0 and "private files: 0 imported (0 B), 3 already there" in out
+    assert code == 0 and "private files: 0 imported (0 bytes), 3 already there" in out
 
 
 async def test_import_checks_every_file_as_an_upload_would(
@@ -184,7 +185,7 @@ async def test_include_cache_carries_upstream_files_to_an_offline_mirror(
     assert body == b"lib one"
 
     code, out, _ = await run(capsys, "import", str(tmp_path / "export"), "--data-dir", str(target))
-    assert code == 0 and "2 already there" in out and "cached pages: 0 imported (0 B), 1 already there" in out
+    assert code == 0 and "2 already there" in out and "cached pages: 0 imported (0 bytes), 1 already there" in out
 
 
 async def test_a_damaged_cached_file_is_refused_on_import(
@@ -242,7 +243,7 @@ async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
 
     target = tmp_path / "target"
     code, out, err = await run(capsys, "import", str(export), "--data-dir", str(target))
-    assert code == 1 and "cached files: 1 imported (7 B), 4 failed" in out, out
+    assert code == 1 and "cached files: 1 imported (7 bytes), 4 failed" in out, out
     assert f"failed: cached {good.sha256}: the key names sha256 {good.sha256}, the record says {evil_sha}" in err
     assert f"failed: cached {url_key}: the record's body '{_key_name(good.sha256)}' is not the one exported for this key" in err
     assert "failed: cached whatever: not a cache key pyproxy makes" in err

@@ -33,7 +33,7 @@ from pyproxy.model import (
     normalize,
 )
 from pyproxy.repository.overlay import PrivateWins, merge_lists, merge_pages
-from pyproxy.web.context import Services
+from pyproxy.web.context import SERVICES, Services
 from tests.conftest import StartFake, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
@@ -338,6 +338,9 @@ def make_proxy(make_client: MakeProxy) -> MakeProxy:
 async def _upload_wheel(client: TestClient, tmp_path: Path, name: str, version: str,
                         filename: str | None = None) -> Path:
     wheel = make_wheel(tmp_path / "dists", name, version, filename=filename)
+    # the names here are upstream's too: an operator makes them private first (pyproxy reserve)
+    assert client.app is not None
+    client.app[SERVICES].private.reserve(normalize(name), name)
     response = await upload(client, wheel)
     assert response.status == 200, await response.text()
     return wheel

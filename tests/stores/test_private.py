@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from pyproxy import access
+from pyproxy.access import ReadRestrictions
 from pyproxy.model import LocalFile, NotFound, Origin, normalize
 from pyproxy.stores.private import (
     NewFile,
-    PrivateRepository,
     PrivateStore,
     StoreRejected,
 )
@@ -76,9 +77,19 @@ def new_file(
 
 
 def add(store: PrivateStore, new: NewFile, body: bytes, *, admin: bool = False) -> bool:
-    with store.temporary_file() as tmp:
+    """As the publish service adds a file: the upload rule re-checked under the write lock."""
+    uploader = new.uploader
+    with store.files.temporary_file() as tmp:
         tmp.write_bytes(body)
-        return store.add_file(new, tmp, admin=admin)
+        if uploader is None:
+            return store.add_file(new, tmp)
+        return store.add_file(
+            new, tmp, allowed=lambda roles: access.may_upload(uploader, roles, admin=admin)
+        )
+
+
+def may_upload(store: PrivateStore, user: str, project: str, *, admin: bool) -> bool:
+    return access.may_upload(user, store.project_roles(normalize(project)), admin=admin)
 
 
 def upload(
@@ -94,11 +105,11 @@ def filenames(store: PrivateStore, project: str = "foo") -> list[str]:
 
 
 def blob_files(store: PrivateStore) -> set[str]:
-    return {path.name for path in store.blobs.glob("*/*/*")}
+    return {path.name for path in store.files.blobs.glob("*/*/*")}
 
 
 def temp_files(store: PrivateStore) -> list[Path]:
-    return list(store.tmp.iterdir())
+    return list(store.files.tmp.iterdir())
 
 
 # ---- adding files ----
@@ -156,9 +167,10 @@ def test_same_filename_other_bytes_is_rejected(store: PrivateStore) -> None:
     upload(store, body=b"first")
     with pytest.raises(StoreRejected) as caught:
         upload(store, body=b"second")
-    assert caught.value.message.startswith("File already exists")
-    assert caught.value.status == 400
-    assert "\n" not in caught.value.message
+    assert caught.value.kind == "file_exists"  # worded by the publish service
+    assert (caught.value.filename, caught.value.blake2_256) == (
+        "foo-1.0-py3-none-any.whl", hashlib.blake2b(b"first", digest_size=32).hexdigest()
+    )
     assert store.open_file(normalize("foo"), "foo-1.0-py3-none-any.whl").path.read_bytes() == b"first"
 
 
@@ -166,7 +178,8 @@ def test_same_bytes_other_filename_is_rejected(store: PrivateStore) -> None:
     upload(store, "foo-1.0-py3-none-any.whl", body=b"identical")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.0-py2.py3-none-any.whl", body=b"identical")
-    assert caught.value.message.startswith("File already exists")
+    assert caught.value.kind == "file_exists"
+    assert caught.value.filename == "foo-1.0-py3-none-any.whl"
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
 
 
@@ -183,7 +196,7 @@ def test_one_sdist_per_release(store: PrivateStore) -> None:
     assert upload(store, "foo-1.0.tar.gz")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.0.zip")
-    assert "sdist" in caught.value.message
+    assert caught.value.kind == "sdist_exists"
     # wheels of the same release and sdists of other releases are fine
     assert upload(store, "foo-1.0-py3-none-any.whl")
     assert upload(store, "foo-1.1.tar.gz")
@@ -213,19 +226,6 @@ def test_unknown_project_and_file(store: PrivateStore) -> None:
         store.open_file(normalize("bar"), "foo-1.0-py3-none-any.whl")  # right file, wrong project
     assert store.file_fields("nope.whl") is None
     assert not store.has_project(normalize("nope"))
-
-
-async def test_private_repository_wraps_the_store(store: PrivateStore) -> None:
-    upload(store, body=b"b", core_metadata=METADATA)
-    repository = PrivateRepository(store)
-    assert (await repository.list_projects()).names == ("foo",)
-    page = await repository.project_page(normalize("foo"))
-    assert page.files[0].filename == "foo-1.0-py3-none-any.whl"
-    assert (await repository.open_file(normalize("foo"), page.files[0].filename)).path.read_bytes() == b"b"
-    meta = await repository.open_metadata(normalize("foo"), page.files[0].filename)
-    assert meta.path.read_bytes() == METADATA
-    with pytest.raises(NotFound):
-        await repository.project_page(normalize("nope"))
 
 
 # ---- yank ----
@@ -281,7 +281,7 @@ def test_remove_version_keeps_others_and_tombstones_the_filenames(store: Private
     for body in (b"one", b"other bytes"):
         with pytest.raises(StoreRejected) as caught:
             upload(store, "foo-1.0-py3-none-any.whl", body=body)
-        assert "previously used" in caught.value.message
+        assert caught.value.kind == "filename_removed"
     assert upload(store, "foo-1.0.post1-py3-none-any.whl", body=b"one")  # the bytes are free again
 
 
@@ -291,8 +291,8 @@ def test_remove_project_reserves_the_name(store: PrivateStore) -> None:
     assert store.has_project(normalize("foo"))  # still private: upstream cannot take it over
     assert filenames(store) == []
     assert store.list_projects().names == ("foo",)
-    assert store.may_upload("alice", normalize("foo"), admin=False)
-    assert not store.may_upload("mallory", normalize("foo"), admin=False)
+    assert may_upload(store, "alice", "foo", admin=False)
+    assert not may_upload(store, "mallory", "foo", admin=False)
     with pytest.raises(StoreRejected):
         upload(store, "foo-1.0-py3-none-any.whl", uploader="alice")
     assert upload(store, "foo-1.1-py3-none-any.whl", uploader="alice")
@@ -308,7 +308,7 @@ def test_remove_project_and_forget_the_name(store: PrivateStore) -> None:
     assert store.roles(normalize("foo")) == []
     assert blob_files(store) == set()
     # anyone may claim the name again, but old filenames stay burnt
-    assert store.may_upload("mallory", normalize("foo"), admin=False)
+    assert may_upload(store, "mallory", "foo", admin=False)
     with pytest.raises(StoreRejected):
         upload(store, "foo-1.0-py3-none-any.whl", uploader="mallory")
     assert upload(store, "foo-2.0-py3-none-any.whl", uploader="mallory")
@@ -340,18 +340,17 @@ def test_shared_metadata_blob_survives_removing_one_file(store: PrivateStore) ->
 def test_first_uploader_owns(store: PrivateStore) -> None:
     upload(store, uploader="alice")
     assert store.roles(normalize("foo")) == [("alice", "owner")]
-    assert store.may_upload("alice", normalize("foo"), admin=False)
-    assert not store.may_upload("bob", normalize("foo"), admin=False)
-    assert store.may_upload("bob", normalize("foo"), admin=True)
-    assert store.may_upload("bob", normalize("new-project"), admin=False)  # new names are free
+    assert may_upload(store, "alice", "foo", admin=False)
+    assert not may_upload(store, "bob", "foo", admin=False)
+    assert may_upload(store, "bob", "foo", admin=True)
+    assert may_upload(store, "bob", "new-project", admin=False)  # new names are free
 
 
 def test_others_need_a_grant(store: PrivateStore) -> None:
     upload(store, uploader="alice")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
-    assert caught.value.status == 403
-    assert "pyproxy grant foo bob" in caught.value.message
+    assert caught.value.kind == "forbidden"
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
     assert temp_files(store) == []
     store.grant(normalize("foo"), "bob")
@@ -381,7 +380,7 @@ def test_grant_needs_the_project(store: PrivateStore) -> None:
 def test_upload_without_uploader_has_no_owner(store: PrivateStore) -> None:
     upload(store, uploader=None)
     assert store.roles(normalize("foo")) == []
-    assert store.may_upload("anyone", normalize("foo"), admin=False)
+    assert may_upload(store, "anyone", "foo", admin=False)
 
 
 # ---- page caching across processes ----
@@ -424,9 +423,9 @@ def test_new_project_from_another_instance(store: PrivateStore, other: PrivateSt
 
 def test_grant_from_another_instance(store: PrivateStore, other: PrivateStore) -> None:
     upload(store, uploader="alice")
-    assert not store.may_upload("bob", normalize("foo"), admin=False)
+    assert not may_upload(store, "bob", "foo", admin=False)
     other.grant(normalize("foo"), "bob")
-    assert store.may_upload("bob", normalize("foo"), admin=False)
+    assert may_upload(store, "bob", "foo", admin=False)
 
 
 def test_revision_changes_on_every_visible_change(store: PrivateStore) -> None:
@@ -449,13 +448,13 @@ def test_revision_changes_on_every_visible_change(store: PrivateStore) -> None:
 def test_collect_garbage(store: PrivateStore) -> None:
     upload(store, body=b"kept", core_metadata=METADATA)
     orphan_sha = hashlib.sha256(b"orphan").hexdigest()
-    orphan = store.blob_path(orphan_sha)
+    orphan = store.files.path(orphan_sha)
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"orphan")
-    old_temp = store.tmp / "upload-old.part"
+    old_temp = store.files.tmp / "upload-old.part"
     old_temp.write_bytes(b"half an upload")  # nobody holds its lock: its writer died
 
-    with store.temporary_file() as live_temp:
+    with store.files.temporary_file() as live_temp:
         live_temp.write_bytes(b"an upload still arriving")
         assert store.collect_garbage() == 2
         assert not orphan.exists() and not old_temp.exists()
@@ -479,9 +478,9 @@ def test_crash_leftovers_are_invisible_and_collected(directory: Path) -> None:
     # place but before its record committed
     crashed = PrivateStore(directory)
     upload(crashed, "foo-1.0-py3-none-any.whl", body=b"committed")
-    leftover = crashed.tmp / "upload-crashed.part"
+    leftover = crashed.files.tmp / "upload-crashed.part"
     leftover.write_bytes(b"partial")
-    orphan = crashed.blob_path(hashlib.sha256(b"uncommitted").hexdigest())
+    orphan = crashed.files.path(hashlib.sha256(b"uncommitted").hexdigest())
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"uncommitted")
     crashed.close()
@@ -512,16 +511,6 @@ def test_failed_add_leaves_nothing_visible(store: PrivateStore) -> None:
     assert temp_files(store) == []
 
 
-def test_temporary_file_is_removed_unless_moved(store: PrivateStore) -> None:
-    with store.temporary_file() as path:
-        path.write_bytes(b"x")
-        assert path.parent == store.tmp and path.name.startswith("upload-") and path.suffix == ".part"
-    assert not path.exists()
-    with pytest.raises(RuntimeError), store.temporary_file() as path:
-        raise RuntimeError
-    assert not path.exists()
-
-
 # ---- concurrency ----
 
 
@@ -536,7 +525,7 @@ def test_concurrent_identical_uploads_from_separate_instances(directory: Path, s
     def work() -> None:
         mine = PrivateStore(directory)
         try:
-            with mine.temporary_file() as tmp:
+            with mine.files.temporary_file() as tmp:
                 tmp.write_bytes(body)
                 barrier.wait(timeout=10)
                 outcome = mine.add_file(new_file(body=body), tmp)
@@ -636,11 +625,11 @@ def test_restrict_and_readers(store: PrivateStore, other: PrivateStore) -> None:
     foo = normalize("foo")
     upload(store, uploader="alice")
     upload(store, "bar-1.0-py3-none-any.whl", uploader="alice")
-    assert not store.read_restrictions()  # nothing restricted
+    assert not store.restricted_readers()  # nothing restricted
     assert store.restrict(foo)
     assert not store.restrict(foo)  # already
     store.grant(foo, "bob", "reader")
-    restrictions = store.read_restrictions()  # this store's own writes show at once
+    restrictions = ReadRestrictions(store.restricted_readers())  # own writes show at once
     assert dict(restrictions.readers) == {foo: frozenset({"alice", "bob"})}
     for user, admin, allowed in [("alice", False, True), ("bob", False, True),
                                  ("carol", False, False), (None, False, False),
@@ -649,17 +638,17 @@ def test_restrict_and_readers(store: PrivateStore, other: PrivateStore) -> None:
         assert restrictions.may_read(normalize("bar"), user, admin=admin), user
         assert (foo in restrictions.hidden_from(user, admin=admin)) is not allowed, user
     # a reader may read, not upload
-    assert not store.may_upload("bob", foo, admin=False)
+    assert not may_upload(store, "bob", "foo", admin=False)
     with pytest.raises(StoreRejected):
         upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
     assert store.roles(foo) == [("bob", "reader"), ("alice", "owner")]
     # another process sees the change within the recheck interval
     deadline = time.monotonic() + 2
-    while not other.read_restrictions():
+    while not other.restricted_readers():
         assert time.monotonic() < deadline
         time.sleep(0.05)
     assert store.restrict(foo, undo=True)
-    assert not store.read_restrictions()
+    assert not store.restricted_readers()
     with pytest.raises(NotFound):
         store.restrict(normalize("nope"))
 
@@ -671,7 +660,7 @@ def test_readers_alone_do_not_hold_a_name(store: PrivateStore) -> None:
     upload(store, uploader="alice")
     store.grant(foo, "bob", "reader")
     store.revoke(foo, "alice")
-    assert store.may_upload("bob", foo, admin=False)
+    assert may_upload(store, "bob", "foo", admin=False)
     assert upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
     assert store.roles(foo) == [("bob", "owner")]
     with pytest.raises(ValueError):
@@ -693,9 +682,9 @@ def test_databases_without_the_restricted_column_are_migrated(directory: Path) -
     try:
         assert stores[0].list_projects().names == ("Foo",)
         assert stores[0].project_serial(normalize("foo")) == 3
-        assert not stores[1].read_restrictions()
+        assert not stores[1].restricted_readers()
         assert stores[1].restrict(normalize("foo"))
-        assert normalize("foo") in stores[1].read_restrictions().readers
+        assert normalize("foo") in stores[1].restricted_readers()
     finally:
         for opened in stores:
             opened.close()

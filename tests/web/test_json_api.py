@@ -312,8 +312,9 @@ async def test_private_name_shadows_upstream(
     fake: FakeUpstream, make_client: MakeClient, tmp_path: Path
 ) -> None:
     files = add_upstream_project(fake)
-    client, _ = await make_client(upstream_url=fake.index_url)
+    client, services = await make_client(upstream_url=fake.index_url)
     sdist = make_sdist(tmp_path, "up.proj", "0.1", summary="The internal one")
+    services.private.reserve(normalize("up.proj"), "up.proj")  # pyproxy reserve: upstream has it
     assert (await upload(client, sdist)).status == 200
     fake.reset_counters()
     for path in ("/pypi/up-proj/json", "/pypi/UP_proj/json"):
@@ -334,8 +335,9 @@ async def test_merged_project_lists_both_with_private_digests(
     fake: FakeUpstream, make_client: MakeClient, tmp_path: Path
 ) -> None:
     add_upstream_project(fake)
-    client, _ = await make_client(upstream_url=fake.index_url, merge=("up.proj",))
+    client, services = await make_client(upstream_url=fake.index_url, merge=("up.proj",))
     wheel = make_wheel(tmp_path, "up.proj", "4.0")
+    services.private.reserve(normalize("up.proj"), "up.proj")  # pyproxy reserve: upstream has it
     assert (await upload(client, wheel)).status == 200
     doc = await get_json(client, "/pypi/up-proj/json")
     assert list(doc["releases"]) == ["1.0", "2.0", "2.5", "3.0b1", "4.0"]

@@ -66,3 +66,23 @@ async def test_stopping_closes_keep_alive_connections(client: TestClient) -> Non
 def test_the_middleware_is_outermost(client: TestClient) -> None:
     app: web.Application = client.app
     assert app.middlewares[0].__name__ == "_track"
+
+
+def test_worker_capacity_is_shared_with_forked_workers() -> None:
+    """Written in a forked child (as a worker marks itself serving), read in the parent."""
+    import os
+
+    from pyproxy.web.lifecycle import WorkerCapacity
+
+    capacity = WorkerCapacity(2)
+    assert capacity.serving == 0 and capacity.problem() == "0 of 2 workers serving"
+    pid = os.fork()
+    if pid == 0:
+        capacity.mark(1, True)
+        os._exit(0)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert capacity.serving == 1 and capacity.problem() == "1 of 2 workers serving"
+    capacity.mark(0, True)
+    assert capacity.problem() is None
+    capacity.mark(1, False)  # the supervisor, reaping a dead worker
+    assert capacity.problem() == "1 of 2 workers serving"

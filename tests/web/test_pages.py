@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from pyproxy.model import normalize
 from pyproxy.web.context import Services
 from pyproxy.web.pages import human_size
 from tests.conftest import StartFake, upload
@@ -202,6 +203,7 @@ async def test_search_offers_any_valid_name_when_there_is_an_upstream(
 ) -> None:
     client, _ = await make_client(upstream_url=fake.index_url)
     await _upload_wheel(client, tmp_path, "requests-internal", "1.0")
+    fake.reset_counters()  # the upload checked the new name against upstream's project list
     page, _ = await _get_page(client, "/search?q=Requests")
     assert page.links["requests"] == "/project/requests/"
     assert "Open project requests" in page.visible
@@ -314,7 +316,8 @@ async def test_merged_project_marks_private_and_upstream_files(
     fake: FakeUpstream, make_client: MakeClient, tmp_path: Path
 ) -> None:
     up = fake.add_file("shared", "shared-0.9-py3-none-any.whl", b"upstream bytes")
-    client, _ = await make_client(upstream_url=fake.index_url, merge=("shared",))
+    client, services = await make_client(upstream_url=fake.index_url, merge=("shared",))
+    services.private.reserve(normalize("shared"), "shared")  # pyproxy reserve: upstream has it
     mine = await _upload_wheel(client, tmp_path, "shared", "1.0")
     page, body = await _get_page(client, "/project/shared/")
     assert mine.name in page.links and up.filename in page.links

@@ -11,18 +11,19 @@ import hashlib
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient
 from aiohttp import encode_basic_auth
+from aiohttp.test_utils import TestClient
 from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyproxy.publish.validate import MAX_FORM_BYTES
 from pyproxy.web.context import Services
-from tests.dists import form_fields_for
-from tests.conftest import PASSWORD, USER, upload
-from tests.dists import make_sdist, make_wheel
+from tests.conftest import PASSWORD, USER, MakeClient, StartFake, upload
+from tests.dists import form_fields_for, make_sdist, make_wheel
+from tests.fake_upstream import FakeUpstream
 
 JSON = "application/vnd.pypi.simple.v1+json"
 MIB = 1024 * 1024
@@ -62,11 +63,11 @@ async def filenames(client: TestClient, name: str) -> list[str]:
 
 
 def stored_files(services: Services) -> list[Path]:
-    return sorted(p for p in services.private.blobs.rglob("*") if p.is_file())
+    return sorted(p for p in services.private.files.blobs.rglob("*") if p.is_file())
 
 
 def leftovers(services: Services) -> list[Path]:
-    return sorted(p for p in services.private.tmp.rglob("*") if p.is_file())
+    return sorted(p for p in services.private.files.tmp.rglob("*") if p.is_file())
 
 
 async def assert_rejected(response, status: int, starts_with: str) -> str:
@@ -530,3 +531,100 @@ async def test_rejected_upload_leaves_nothing(client: TestClient, services: Serv
     assert await project_json(client, "demo") is None
     # a later good upload of the same file is not blocked by the failed one
     assert (await upload(client, wheel(dists))).status == 200
+
+
+# ------------------------------------------------------------ names upstream has (issue 14)
+
+ROOT_PASSWORD = "root-password"
+
+
+async def _with_upstream(
+    make_client: MakeClient, fake: FakeUpstream, **settings: Any
+) -> tuple[TestClient, Services]:
+    client, services = await make_client(upstream_url=fake.index_url, **settings)
+    services.users.add_user("root", ROOT_PASSWORD, admin=True)
+    return client, services
+
+
+async def test_first_upload_of_a_name_upstream_has_is_403_until_reserved(
+    make_client: MakeClient, fake: FakeUpstream, dists: Path
+) -> None:
+    fake.add_file("requests", "requests-2.0-py3-none-any.whl", b"upstream's requests")
+    client, services = await _with_upstream(make_client, fake)
+    response = await upload(client, wheel(dists, "requests", "1.0"))
+    reason = await assert_rejected(
+        response, 403, "The name 'requests' is a project on the upstream index"
+    )
+    assert reason.endswith("An admin can make it private with: pyproxy reserve requests")
+    # only the project list was asked for: the name itself never went upstream
+    assert fake.requests == [("GET", "/simple/")]
+    assert stored_files(services) == [] and leftovers(services) == []
+    assert await filenames(client, "requests") == ["requests-2.0-py3-none-any.whl"]
+
+    services.private.reserve(canonicalize_name("requests"), "requests")  # pyproxy reserve
+    response = await upload(client, wheel(dists, "requests", "1.0"))
+    assert response.status == 200, await response.text()
+    assert await filenames(client, "requests") == ["requests-1.0-py3-none-any.whl"]
+    assert services.private.roles(canonicalize_name("requests")) == [(USER, "owner")]
+
+
+async def test_admins_upload_a_name_upstream_has_directly(
+    make_client: MakeClient, fake: FakeUpstream, dists: Path
+) -> None:
+    fake.add_file("requests", "requests-2.0-py3-none-any.whl", b"upstream's requests")
+    client, _services = await _with_upstream(make_client, fake)
+    path = wheel(dists, "requests", "1.0")
+    response = await upload(client, path, user="root", password=ROOT_PASSWORD)
+    assert response.status == 200, await response.text()
+    assert await filenames(client, "requests") == ["requests-1.0-py3-none-any.whl"]
+    assert fake.count("/simple/") == 0  # nothing to ask for an admin
+
+
+async def test_new_names_are_checked_against_one_cached_project_list(
+    make_client: MakeClient, fake_upstream: StartFake, dists: Path
+) -> None:
+    fake = await fake_upstream(formats="html")
+    fake.add_file("requests", "requests-2.0-py3-none-any.whl", b"upstream's requests")
+    client, _services = await _with_upstream(make_client, fake)
+    for name in ("ours-one", "ours-two", "ours-three"):
+        response = await upload(client, wheel(dists, name, "1.0"))
+        assert response.status == 200, await response.text()
+    assert fake.requests == [("GET", "/simple/")]
+
+
+async def test_without_upstreams_list_a_new_name_is_503(
+    make_client: MakeClient, fake: FakeUpstream, dists: Path
+) -> None:
+    client, services = await _with_upstream(make_client, fake)
+    fake.fail_status = 500
+    response = await upload(client, wheel(dists, "brand-new", "1.0"))
+    reason = await assert_rejected(
+        response, 503, "Cannot tell whether 'brand-new' is a project on the upstream index"
+    )
+    assert reason.endswith("pyproxy reserve brand-new")
+    assert stored_files(services) == [] and leftovers(services) == []
+    fake.fail_status = None
+    response = await upload(client, wheel(dists, "brand-new", "1.0"))
+    assert response.status == 200, await response.text()
+
+
+async def test_a_reserved_prefix_needs_an_admin_and_never_reaches_upstream(
+    make_client: MakeClient, fake: FakeUpstream, dists: Path
+) -> None:
+    client, services = await _with_upstream(make_client, fake, reserved_prefixes=("acme-",))
+    response = await upload(client, wheel(dists, "Acme_Widgets", "1.0"))
+    reason = await assert_rejected(
+        response, 403, "The name 'acme-widgets' is under a reserved prefix"
+    )
+    assert reason.endswith("pyproxy reserve acme-widgets")
+    path = wheel(dists, "Acme_Widgets", "1.0")
+    response = await upload(client, path, user="root", password=ROOT_PASSWORD)
+    assert response.status == 200, await response.text()
+    # the admin who uploaded first owns it; others need a grant, as for any private project
+    assert services.private.roles(canonicalize_name("acme-widgets")) == [("root", "owner")]
+    response = await upload(client, wheel(dists, "Acme_Widgets", "1.1"))
+    await assert_rejected(response, 403, "The user 'alice' isn't allowed to upload")
+    services.private.grant(canonicalize_name("acme-widgets"), USER)
+    response = await upload(client, wheel(dists, "Acme_Widgets", "1.1"))
+    assert response.status == 200, await response.text()
+    assert fake.requests == []

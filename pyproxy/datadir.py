@@ -1,0 +1,50 @@
+"""The one place that knows the data directory's layout.
+
+    <data_dir>/
+      auth.sqlite3        users and tokens (stores/auth.py keeps its file in the directory given)
+      private/            the private store: its database, bodies and upload temp files
+      cache/pages/        the upstream page cache
+      cache/files/        the upstream file cache (the blob cache)
+      metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
+
+The server, the operator commands and the metrics set-up all take their paths from here, so
+moving a part of the layout is a change to this file only. A leaf: imports nothing of pyproxy,
+so the metrics set-up may use it before anything imports prometheus_client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """The paths under one data directory; nothing is created or opened here."""
+
+    root: Path
+
+    @property
+    def users(self) -> Path:
+        """The directory the user store keeps its database in."""
+        return self.root
+
+    @property
+    def private(self) -> Path:
+        return self.root / "private"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def pages(self) -> Path:
+        return self.cache / "pages"
+
+    @property
+    def files(self) -> Path:
+        return self.cache / "files"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics"
