@@ -6,6 +6,7 @@
       cache/pages/        the upstream page cache
       cache/files/        the upstream file cache (the blob cache)
       metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
+                          (a link to a directory in memory, /dev/shm, where there is one)
 
 The server, the operator commands and the metrics set-up all take their paths from here, so
 moving a part of the layout is a change to this file only. A leaf: imports nothing of pyproxy,

@@ -173,7 +173,7 @@ def serve(settings: Settings) -> int:
     _open_files_for(settings.max_connections)
     workers = settings.workers
     if workers > 1 and not metrics.multiprocess():
-        log.warning("metrics are per worker: prometheus_client was imported too early")
+        log.warning("metrics are per worker: there is no shared directory for their values")
     sock = _listening_socket(settings.host, settings.port, reuse_port=workers > 1)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
