@@ -24,7 +24,7 @@ UPSTREAM_KINDS = ("page", "file", "probe")
 CUT_SHORT_CAUSES = ("client", "aborted")
 UPLOAD_REJECTIONS = (
     "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
-    "duplicate", "upstream_unavailable", "other",
+    "duplicate", "upstream_unavailable", "no_space", "other",
 )
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 

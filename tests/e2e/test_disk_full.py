@@ -5,49 +5,31 @@ promises of a full disk.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.clients import get, raw_request
+from tests.dists import make_sdist, make_wheel
+from tests.e2e.clients import (
+    get,
+    listed_filenames,
+    output,
+    raw_request,
+    raw_upload,
+    twine_upload,
+)
 from tests.e2e.conftest import PyproxyServer, ServerFactory
-
-DISK_SIZE = "16m"
+from tests.e2e.test_operations import counter
+from tests.small_disk import fill, mounted
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
-    """A fresh 16 MiB tmpfs, unmounted at teardown. Ask for it before the server factories,
-    so that their servers have stopped when it goes."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    try:
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_SIZE}", "tmpfs", str(mount)],
-                       check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError) as exc:
-        pytest.skip(f"cannot mount a small filesystem here (needs root): {exc}")
-    try:
+    """A fresh 16 MiB tmpfs. Ask for it before the server factories, so that their servers
+    have stopped when it is unmounted."""
+    with mounted(tmp_path / "disk", "16m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False, timeout=30)
-
-
-def fill(disk: Path) -> Path:
-    """Take every free block of `disk` with a filler file; returns the file."""
-    filler = disk / f"filler-{len(list(disk.glob('filler-*')))}"
-    with filler.open("wb", buffering=0) as out:
-        for size in (1024 * 1024, 4096, 512):  # big writes, then the last partial blocks
-            try:
-                while True:
-                    out.write(b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == 28, exc  # ENOSPC
-    stats = os.statvfs(disk)
-    assert stats.f_bavail == 0, stats
-    return filler
 
 
 def assert_alive(server: PyproxyServer) -> None:
@@ -68,3 +50,45 @@ def test_metrics_cannot_kill_a_worker(disk: Path, pyproxy_factory: ServerFactory
         raw_request(method, server.url + path)
     assert_alive(server)
     assert "pyproxy_http_requests_total" in get(f"{server.url}/metrics").body
+
+
+def private_files(server: PyproxyServer) -> list[str]:
+    """Every file under the private store's bodies and temp area."""
+    private = server.data_dir / "private"
+    return sorted(str(p.relative_to(private)) for p in private.rglob("*") if p.is_file()
+                  and p.parent.name != "private")
+
+
+def test_uploads_get_507_and_leave_nothing(
+    disk: Path, pyproxy_factory: ServerFactory, tmp_path: Path
+) -> None:
+    server = pyproxy_factory.start(disk / "data")
+    assert server.user is not None and server.password is not None
+    first = make_wheel(tmp_path / "dists", "Tight", "1.0")
+    twine_upload(server.upload_url, [first], server.user, server.password)
+    stored = private_files(server)
+    filler = fill(disk)
+
+    wheel = make_wheel(tmp_path / "dists", "Tight", "2.0")
+    proc = twine_upload(server.upload_url, [wheel], server.user, server.password, check=False)
+    assert proc.returncode != 0
+    said = " ".join(output(proc).split())
+    assert "HTTPError: 507 Insufficient Storage" in said and "the index's disk is full" in said
+    sdist = make_sdist(tmp_path / "dists", "Tight", "2.0")
+    response = raw_upload(server.upload_url, sdist, server.user, server.password)
+    assert (response.status, response.reason) == (507, "Insufficient Storage: the index's disk"
+        " is full, so the file was not stored. Try again once an operator has freed space (e.g."
+        " with pyproxy cache prune).")
+
+    assert private_files(server) == stored  # no temp file left, no body without a record
+    assert listed_filenames(server.simple_url, "tight") == [first.name]
+    refused = server.requests("POST", "/legacy/", 507)
+    assert refused and refused > 1  # twine tries again on a 5xx
+    assert counter(server, "pyproxy_uploads_rejected_total", reason="no_space") == refused
+    stderr = server.stderr_text()
+    assert "Traceback" not in stderr
+    assert stderr.count("WARNING pyproxy.upload: refused an upload with 507") == refused
+
+    filler.unlink()  # room again: the same upload goes through
+    twine_upload(server.upload_url, [wheel, sdist], server.user, server.password)
+    assert listed_filenames(server.simple_url, "tight") == [first.name, wheel.name, sdist.name]
