@@ -92,3 +92,26 @@ def test_uploads_get_507_and_leave_nothing(
     filler.unlink()  # room again: the same upload goes through
     twine_upload(server.upload_url, [wheel, sdist], server.user, server.password)
     assert listed_filenames(server.simple_url, "tight") == [first.name, wheel.name, sdist.name]
+
+
+def test_not_ready_below_min_free_space_but_reads_go_on(
+    disk: Path, pyproxy_factory: ServerFactory, tmp_path: Path
+) -> None:
+    config = tmp_path / "pyproxy.toml"
+    config.write_text('[server]\nmin_free_space = "1MiB"\n')
+    server = pyproxy_factory.start(disk / "data", extra_args=["--config", str(config)])
+    assert server.user is not None and server.password is not None
+    wheel = make_wheel(tmp_path / "dists", "Tight", "1.0")
+    twine_upload(server.upload_url, [wheel], server.user, server.password)
+    assert get(f"{server.url}/ready").status == 200
+    filler = fill(disk)
+
+    ready = get(f"{server.url}/ready")
+    assert (ready.status, ready.body) == (503, "not ready: only 0 bytes free on the data"
+                                          " directory's disk (below [server] min_free_space,"
+                                          " 1.0 MB)\n")
+    download = get(f"{server.url}/files/tight/{wheel.name}")
+    assert (download.status, download.content) == (200, wheel.read_bytes())
+    assert listed_filenames(server.simple_url, "tight") == [wheel.name]
+    filler.unlink()
+    assert get(f"{server.url}/ready").status == 200
