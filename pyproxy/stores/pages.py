@@ -14,8 +14,10 @@ import asyncio
 import dataclasses
 import hashlib
 import io
+import logging
 import os
 import pickle
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +29,12 @@ from diskcache.core import MODE_PICKLE
 from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse_project_page
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import NormalizedName, ProjectList, ProjectPage
+from pyproxy.stores.space import is_disk_full
 
 __all__ = ["INDEX_KEY", "PageRecord", "PageStore", "Parsed", "UpstreamFormatError", "revision_of"]
 
 INDEX_KEY = "/"  # the project list's key; no project is named "/"
+log = logging.getLogger("pyproxy.pages")
 _MEMORY_PAGES = 2048
 _SIZE_LIMIT = 2**30
 
@@ -130,7 +134,17 @@ class PageStore:
         return record if isinstance(record, PageRecord) else None
 
     def save(self, key: str, record: PageRecord) -> None:
-        self._disk.set(key, record)
+        """Keep the record on disk; on a full disk only in memory (logged), where the caller
+        has already put it."""
+        try:
+            self._disk.set(key, record)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning(
+                "cannot keep the page of %r on disk (the disk is full): it is served from memory",
+                key,
+            )
 
     def _records(self) -> Iterator[tuple[str, PageRecord]]:
         for key in self._disk.iterkeys():

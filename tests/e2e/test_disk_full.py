@@ -19,7 +19,7 @@ from tests.e2e.clients import (
     raw_upload,
     twine_upload,
 )
-from tests.e2e.conftest import PyproxyServer, ServerFactory
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
 from tests.e2e.test_operations import counter
 from tests.small_disk import fill, mounted
 
@@ -115,3 +115,28 @@ def test_not_ready_below_min_free_space_but_reads_go_on(
     assert listed_filenames(server.simple_url, "tight") == [wheel.name]
     filler.unlink()
     assert get(f"{server.url}/ready").status == 200
+
+
+def test_a_page_that_cannot_be_cached_is_served_from_memory(
+    disk: Path, pyproxy_factory: ServerFactory, fake_factory: FakeFactory
+) -> None:
+    fake = fake_factory()
+    fake.add_file("fresh", "fresh-1.0.tar.gz", b"body")
+    # a page big enough that the cache keeps it in a file of its own, and a small one
+    for number in range(400):
+        fake.add_file("big", f"big-{number}.0.tar.gz", b"body")
+    server = pyproxy_factory.start(
+        disk / "data", user=None, extra_args=["--upstream", fake.index_url]
+    )
+    assert get(server.simple_url).status == 200
+    fill(disk)
+    for project, count in (("fresh", 1), ("big", 400)):
+        for _ in range(2):  # the second from memory, upstream is not asked again
+            assert len(listed_filenames(server.simple_url, project)) == count
+        assert fake.count(f"/simple/{project}/") == 1
+    stderr = server.stderr_text()
+    assert "Traceback" not in stderr
+    for project in ("fresh", "big"):
+        assert stderr.count(f"WARNING pyproxy.pages: cannot keep the page of {project!r} on"
+                            " disk (the disk is full): it is served from memory") == 1, stderr
+    assert_alive(server)
