@@ -47,6 +47,7 @@ from diskcache.core import MODE_BINARY, UNKNOWN
 from pyproxy import metrics
 from pyproxy.model import DistFile, FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores import proof
+from pyproxy.stores.space import is_disk_full
 
 __all__ = [
     "CHUNK_SIZE",
@@ -180,6 +181,8 @@ def _failure_of(key: str, error: BaseException) -> tuple[type[Unavailable], str]
         return HashMismatch, str(error)
     if isinstance(error, Unavailable):
         return Unavailable, str(error)
+    if is_disk_full(error):
+        return Unavailable, "the index's disk is full: it cannot fetch files it has not cached"
     return Unavailable, f"upstream download of {key!r} failed: {error!r}"
 
 
@@ -303,6 +306,8 @@ class BlobCache:
         try:
             handle, sha256 = self._cache.get(key, read=True, tag=True, retry=True)
         except (diskcache.Timeout, sqlite3.Error) as exc:
+            if is_disk_full(exc):  # recording the use needs room; the file is there all the same
+                return self._peek(key)
             log.warning("cache index unavailable for %r: %s", key, exc)
             return None
         if handle is None:
@@ -313,6 +318,22 @@ class BlobCache:
         with handle:
             size = os.fstat(handle.fileno()).st_size
         return LocalFile(path=Path(handle.name), size=size, sha256=sha256, cache="hit")
+
+    def _peek(self, key: str) -> LocalFile | None:
+        """`lookup` without recording the use (it writes nothing), for a full disk."""
+        rows = self._query(
+            "SELECT filename, tag FROM Cache WHERE key = ? AND raw = 1 AND filename IS NOT NULL",
+            (key,),
+        )
+        if not rows or not isinstance(rows[0][1], str):
+            return None
+        filename, sha256 = rows[0]
+        path = self._blobs / filename
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:  # evicted meanwhile
+            return None
+        return LocalFile(path=path, size=size, sha256=sha256, cache="hit")
 
     async def fetch(
         self,

@@ -140,3 +140,28 @@ def test_a_page_that_cannot_be_cached_is_served_from_memory(
         assert stderr.count(f"WARNING pyproxy.pages: cannot keep the page of {project!r} on"
                             " disk (the disk is full): it is served from memory") == 1, stderr
     assert_alive(server)
+
+
+def test_cached_files_are_served_on_a_full_disk(
+    disk: Path, pyproxy_factory: ServerFactory, fake_factory: FakeFactory
+) -> None:
+    fake = fake_factory()
+    cached = fake.add_file("up", "up-1.0.tar.gz", b"cached body " * 1000)
+    fake.add_file("up", "up-2.0.tar.gz", b"not cached " * 1000)
+    server = pyproxy_factory.start(
+        disk / "data", user=None, extra_args=["--upstream", fake.index_url]
+    )
+    url = f"{server.url}/files/up/{cached.filename}"
+    assert get(url).status == 200
+    assert raw_request("HEAD", url).headers["x-pyproxy-cache"] == "hit"
+    fill(disk)
+    for _ in range(2):
+        response = get(url)
+        assert (response.status, response.headers["x-pyproxy-cache"]) == (200, "hit")
+        assert response.content == cached.body
+    assert fake.count(f"/files/up/{cached.filename}") == 1
+    refused = get(f"{server.url}/files/up/up-2.0.tar.gz")  # no room to cache it
+    assert (refused.status, refused.body) == (503, "Service Unavailable: the index's disk is"
+                                              " full: it cannot fetch files it has not cached\n")
+    assert "Traceback" not in server.stderr_text()
+    assert_alive(server)

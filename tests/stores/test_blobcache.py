@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from tests.blob_server import Blob, BlobServer, opener
 from tests.conftest import MakeClient, StartFake
 from tests.dists import core_metadata, make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
+from tests.small_disk import fill, mounted
 
 REPO = Path(__file__).resolve().parents[2]
 KiB = 1024
@@ -594,3 +596,28 @@ def test_cache_keys_of_an_upstream_file(
 )
 def test_whether_a_key_names_its_body(key: str, sha256: str, names: bool) -> None:
     assert names_its_body(key, sha256) is names
+
+
+async def test_a_full_disk_still_hits_and_says_why_it_cannot_fetch(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A hit records its use (the LRU order) in the index, which needs room; on a full disk the
+    file is served all the same. A miss cannot be cached, and says so."""
+    with mounted(tmp_path / "disk", "4m") as disk:
+        cache = BlobCache(disk / "cache", max_size=64 * MiB)
+        try:
+            blob = upstream.add("a", Blob(block(100 * KiB)))
+            upstream.add("b", Blob(block(100 * KiB, seed=1)))
+            assert await body_of(await upstream.fetch(cache, "a")) == blob.block
+            with contextlib.closing(sqlite3.connect(cache.directory / "blobs" / "cache.db")) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write needs new room
+            filler = fill(disk)
+            hit = await upstream.fetch(cache, "a")
+            assert isinstance(hit, LocalFile) and hit.path.read_bytes() == blob.block
+            assert cache.lookup("a") == hit
+            with pytest.raises(Unavailable, match="^the index's disk is full: it cannot fetch"):
+                await upstream.fetch(cache, "b")
+            assert upstream.requests("a") == 1 and leftovers(cache) == []
+            filler.unlink()
+        finally:
+            await cache.aclose()
