@@ -23,7 +23,7 @@ from pyproxy.units import human_size
 
 log = logging.getLogger("pyproxy.space")
 
-SPARE_BYTES = 4 * 1024**2
+SPARE_BYTES = 2 * 1024**2
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 # SQLite says SQLITE_FULL when a write finds no room, SQLITE_IOERR_SHMSIZE when it cannot make
 # the -shm index of a database it opens

@@ -20,6 +20,8 @@ from aiohttp import web
 from pyproxy import metrics
 from pyproxy.compose import build_services, describe_upstream, open_stores
 from pyproxy.config import Settings
+from pyproxy.datadir import DataDir
+from pyproxy.stores.space import Spare
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
 from pyproxy.web.connections import ConnectionGuard, GuardedSite
@@ -170,6 +172,7 @@ def serve(settings: Settings) -> int:
         log.info("removed %d leftovers of interrupted uploads", removed)
     private.close()
     users.close()
+    Spare(DataDir(settings.data_dir).spare).keep()  # room for deletes once the disk is full
     _open_files_for(settings.max_connections)
     workers = settings.workers
     if workers > 1 and not metrics.multiprocess():

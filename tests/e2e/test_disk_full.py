@@ -5,11 +5,13 @@ promises of a full disk.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pyproxy.stores.space import SPARE_BYTES
 from tests.dists import make_sdist, make_wheel
 from tests.e2e.clients import (
     get,
@@ -21,7 +23,9 @@ from tests.e2e.clients import (
 )
 from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
 from tests.e2e.test_operations import counter
-from tests.small_disk import fill, mounted
+from tests.small_disk import fill, free, mounted
+
+MiB = 1024 * 1024
 
 
 @pytest.fixture
@@ -29,6 +33,13 @@ def disk(tmp_path: Path) -> Iterator[Path]:
     """A fresh 16 MiB tmpfs. Ask for it before the server factories, so that their servers
     have stopped when it is unmounted."""
     with mounted(tmp_path / "disk", "16m") as mount:
+        yield mount
+
+
+@pytest.fixture
+def big_disk(tmp_path: Path) -> Iterator[Path]:
+    """32 MiB, for files of a megabyte beside the spare file."""
+    with mounted(tmp_path / "disk", "32m") as mount:
         yield mount
 
 
@@ -165,3 +176,46 @@ def test_cached_files_are_served_on_a_full_disk(
                                               " full: it cannot fetch files it has not cached\n")
     assert "Traceback" not in server.stderr_text()
     assert_alive(server)
+
+
+def test_remove_and_prune_free_space_on_a_full_disk(
+    big_disk: Path, pyproxy_factory: ServerFactory, fake_factory: FakeFactory, tmp_path: Path
+) -> None:
+    fake = fake_factory()
+    cached = [fake.add_file("up", f"up-{n}.0.tar.gz", os.urandom(MiB)) for n in range(4)]
+    server = pyproxy_factory.start(
+        big_disk / "data", extra_args=["--upstream", fake.index_url]
+    )
+    assert server.user is not None and server.password is not None
+    assert (big_disk / "data" / "spare").stat().st_size == SPARE_BYTES  # kept from the start
+    wheels = [make_wheel(tmp_path / "dists", "Tight", f"{n}.0",
+                         modules={"tight/data.py": os.urandom(MiB // 2).hex()})
+              for n in range(2)]
+    twine_upload(server.upload_url, wheels, server.user, server.password)
+    for dist in cached:
+        assert get(f"{server.url}/files/up/{dist.filename}").status == 200
+    fill(big_disk)
+
+    removed = server.cli("remove", "tight", "1.0")
+    assert "removed 1 file(s) of tight 1.0" in removed.stdout
+    assert listed_filenames(server.simple_url, "tight") == [wheels[0].name]
+    pruned = server.cli("cache", "prune", "--max-size", "2.5MiB")  # the index counts too
+    assert pruned.stdout.startswith("removed 2 files (2.1 MB)"), pruned.stdout
+    assert free(big_disk) > 2 * MiB
+    assert get(f"{server.url}/files/up/{cached[3].filename}").status == 200  # still cached
+    assert (big_disk / "data" / "spare").exists()  # kept again: there was room for it
+    server.stop()
+
+    fill(big_disk)  # and with no server holding the databases open
+    refused = server.cli("user", "add", "bob", "--password-stdin", input="bob-password\n",
+                         check=False)  # not a delete: the spare is not for it
+    assert (refused.returncode, refused.stderr) == (1, "pyproxy: the data directory's disk is"
+        " full (disk I/O error): free space first, e.g. with pyproxy cache prune or pyproxy"
+        " remove\n")
+    removed = server.cli("remove", "tight", "0.0")
+    assert "removed 1 file(s) of tight 0.0" in removed.stdout
+    pruned = server.cli("cache", "prune", "--older-than", "0")
+    assert pruned.stdout.startswith("removed 2 files (2.1 MB)"), pruned.stdout
+    assert "is full: gave up its spare 2.1 MB to remove files" in removed.stderr
+    assert "Traceback" not in removed.stderr + pruned.stderr
+    assert free(big_disk) > 2 * MiB
