@@ -5,12 +5,14 @@ SQLite needs room to delete anything (its write-ahead log grows before the delet
 even to open a database whose last connection has closed (its -shm index is made anew), so a
 full disk would lock an operator out of the very commands that free space. The data directory
 therefore keeps a spare file of SPARE_BYTES (DataDir.spare): work that failed for want of space
-is tried once more after the spare file is given up (`with_room`), and the file is made again
-once there is room for it twice over (`Spare.keep`).
+is tried again after the databases' write-ahead logs are cut to nothing (they keep their room
+otherwise) and then after the spare file is given up (`with_room`); the file is made again once
+there is room for it twice over (`Spare.keep`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -95,15 +97,51 @@ class Spare:
         return True
 
 
+def truncate_logs(root: Path) -> int:
+    """Checkpoint the write-ahead log of every database under `root` and cut it to nothing:
+    SQLite reuses a log's room rather than giving it back, so this frees what the logs hold
+    (safe beside other processes: SQLite waits for them, briefly). Returns the bytes freed."""
+    freed = 0
+    for wal in root.rglob("*-wal"):
+        try:
+            size = wal.stat().st_size
+            with contextlib.closing(sqlite3.connect(wal.with_name(wal.name[:-4]), timeout=1)) as db:
+                busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        except (OSError, sqlite3.Error):
+            continue
+        if not busy:
+            freed += size
+    return freed
+
+
 def with_room(spare: Spare, work: Callable[[], _T], what: str) -> _T:
-    """`work()`; if it fails for want of space, once more after giving up the spare file."""
+    """`work()`; if it fails for want of space, once more after the databases' logs are cut
+    (if that freed anything), and once more after the spare file is given up."""
+    root = spare.path.parent
+    def cut_logs() -> bool:
+        return truncate_logs(root) > 0
+
+    ways: tuple[tuple[str, Callable[[], bool]], ...] = (
+        ("cut the databases' logs", cut_logs),
+        (f"gave up its spare {human_size(spare.size)}", spare.give_up),
+    )
     try:
         return work()
     except Exception as exc:
-        if not is_disk_full(exc) or not spare.give_up():
+        if not is_disk_full(exc):
             raise
-    log.warning(
-        "the disk of %s is full: gave up its spare %s to %s; free space soon (pyproxy cache"
-        " prune, pyproxy remove)", spare.path.parent, human_size(spare.size), what,
-    )
-    return work()
+        failure = exc
+    for done, make_room in ways:
+        if not make_room():
+            continue
+        log.warning(
+            "the disk of %s is full: %s to %s; free space soon (pyproxy cache prune, pyproxy"
+            " remove)", root, done, what,
+        )
+        try:
+            return work()
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            failure = exc
+    raise failure

@@ -6,6 +6,7 @@ promises of a full disk.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,3 +220,39 @@ def test_remove_and_prune_free_space_on_a_full_disk(
     assert "is full: gave up its spare 2.1 MB to remove files" in removed.stderr
     assert "Traceback" not in removed.stderr + pruned.stderr
     assert free(big_disk) > 2 * MiB
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_server_starts_on_a_full_disk_and_serves_reads(
+    disk: Path, pyproxy_factory: ServerFactory, fake_factory: FakeFactory, tmp_path: Path,
+    workers: int,
+) -> None:
+    fake = fake_factory()
+    upstream_file = fake.add_file("up", "up-1.0.tar.gz", b"upstream body " * 1000)
+    args = ["--upstream", fake.index_url, "--workers", str(workers)]
+    server = pyproxy_factory.start(disk / "data", extra_args=args)
+    assert server.user is not None and server.password is not None
+    wheel = make_wheel(tmp_path / "dists", "Tight", "1.0")
+    twine_upload(server.upload_url, [wheel], server.user, server.password)
+    upstream_path = f"/files/up/{upstream_file.filename}"
+    assert get(server.url + upstream_path).status == 200
+    server.stop()
+    fill(disk)
+    fake.stop_blocking()  # only what is on disk can be served
+
+    server.start()
+    # room from the databases' logs (SQLite keeps it otherwise), else from the spare file
+    assert re.search(r"is full: (cut the databases' logs|gave up its spare 2.1 MB) to start",
+                     server.stderr_text())
+    fill(disk)  # what the spare gave back is taken too
+    for _ in range(2 * workers):  # new connections: with two workers, both answer
+        assert listed_filenames(server.simple_url, "tight") == [wheel.name]
+        assert get(f"{server.url}/files/tight/{wheel.name}").content == wheel.read_bytes()
+        assert listed_filenames(server.simple_url, "up") == [upstream_file.filename]
+        assert get(server.url + upstream_path).content == upstream_file.body
+    assert get(f"{server.url}/ready").status == 503
+    response = raw_upload(server.upload_url, make_wheel(tmp_path / "dists", "Tight", "2.0"),
+                          server.user, server.password)
+    assert response.status == 507
+    assert "Traceback" not in server.stderr_text()
+    assert_alive(server)

@@ -99,3 +99,29 @@ def test_with_room_tries_once_more_after_giving_up_the_spare(
         with_room(spare, refused, "anything")
     assert spare.held()  # kept: giving it up would not have helped
     assert space.SPARE_BYTES >= 1024**2
+
+
+def test_with_room_cuts_the_databases_logs_before_the_spare(disk: Path) -> None:
+    """SQLite keeps a write-ahead log's room for reuse; cut to nothing, it is free room."""
+    (disk / "data").mkdir()
+    spare = Spare(disk / "data" / "spare", SIZE)
+    assert spare.keep()
+    db = sqlite3.connect(disk / "data" / "a.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA wal_autocheckpoint = 0")  # the log only grows
+    db.execute("CREATE TABLE t (x)")
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO t VALUES (?)", [("x" * 1000,)] * 100)
+    db.execute("COMMIT")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the rows' pages are in the database file
+    for n in range(4):  # what a cache's index mostly logs: its pages, written over
+        db.execute("UPDATE t SET x = ?", (str(n) * 1000,))
+    log_size = (disk / "data" / "a.db-wal").stat().st_size
+    assert log_size > SIZE
+    fill(disk)
+
+    assert with_room(spare, lambda: (disk / "needs-room").write_bytes(b"x" * SIZE), "write") > 0
+    assert spare.held()  # not needed
+    assert (disk / "data" / "a.db-wal").stat().st_size == 0
+    assert db.execute("SELECT count(*), min(x) FROM t").fetchone() == (100, "3" * 1000)
+    db.close()
