@@ -3,7 +3,8 @@ by the fake upstream.
 
 Layout under the root: `files/<project>/<filename>` (real wheels and sdists) and
 `simple/[<project>/]index.{html,json}` plus their `.gz` (for nginx's gzip_static). Pages link
-files relatively (`../../files/...`), so the same tree works behind any origin.
+files relatively (`../../files/...`), so the same tree works behind any origin. A file with a
+`<filename>.metadata` beside it is listed with its core metadata (PEP 658/714).
 
 The tree is built once per size set and reused while `corpus.json` says the same sizes.
 """
@@ -28,7 +29,7 @@ if str(REPO) not in sys.path:
 
 from tests.dists import make_sdist, make_wheel, underscored
 
-FORMAT_VERSION = 1  # bump when the layout or the projects change
+FORMAT_VERSION = 2  # bump when the layout or the projects change
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 SMALL = "bench-small"
@@ -36,6 +37,8 @@ HUGE = "bench-huge"
 BIG = "bench-big"
 APP = "bench-app"
 STAMPEDE = "bench-stampede"
+META = "bench-meta"  # one wheel with a ~3 KB `.metadata`: the warm small-file case
+METADATA_SUFFIX = ".metadata"
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,10 @@ class Corpus:
         (filename,) = self.files[project]
         return filename
 
+    def metadata_file(self) -> Path:
+        """The small warm file: the `.metadata` of bench-meta's wheel (as upstream has it)."""
+        return self.root / "files" / META / (self.only_file(META) + METADATA_SUFFIX)
+
 
 def build(root: Path, sizes: Sizes) -> Corpus:
     """The corpus under `root`, built now unless an identical one is already there."""
@@ -117,10 +124,13 @@ def _write(root: Path, sizes: Sizes) -> Corpus:
     big = payload_wheel(project_dir(BIG), BIG, "1.0", sizes.big_bytes)
     for name in [*sizes.cold_projects, STAMPEDE]:
         payload_wheel(project_dir(name), name, "1.0", sizes.cold_bytes)
+    _metadata_wheel(project_dir(META), META, "1.0")
 
     listing: dict[str, list[str]] = {}
     for directory in sorted(files.iterdir()):
-        listing[directory.name] = sorted(p.name for p in directory.iterdir())
+        listing[directory.name] = sorted(
+            p.name for p in directory.iterdir() if not p.name.endswith(METADATA_SUFFIX)
+        )
         _project_pages(root, directory.name, [directory / n for n in listing[directory.name]])
     _root_pages(root, list(listing))
     return Corpus(root, sizes, big.name, listing)
@@ -129,6 +139,23 @@ def _write(root: Path, sizes: Sizes) -> Corpus:
 def _pair(directory: Path, name: str, version: str) -> None:
     make_wheel(directory, name, version)
     make_sdist(directory, name, version)
+
+
+def _metadata_wheel(directory: Path, name: str, version: str) -> Path:
+    """A wheel whose METADATA (also beside it as `<wheel>.metadata`) is ~3 KB, the size of a
+    typical project's: a summary, classifiers, dependencies with markers, a short description."""
+    classifiers = [f"Classifier: Topic :: Software Development :: Libraries :: Part {i}"
+                   for i in range(24)]
+    requirements = [f"Requires-Dist: dependency-{i}>=1.{i}; python_version >= '3.{i % 4 + 9}'"
+                    for i in range(12)]
+    description = "\n".join(f"Line {i} of a long description." for i in range(20))
+    extra = "\n".join([*classifiers, *requirements, "Description-Content-Type: text/plain", "",
+                       description])
+    wheel = make_wheel(directory, name, version, extra_metadata=extra)
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(f"{underscored(name)}-{version}.dist-info/METADATA")
+    (directory / (wheel.name + METADATA_SUFFIX)).write_bytes(metadata)
+    return wheel
 
 
 def payload_wheel(directory: Path, name: str, version: str, size: int) -> Path:
@@ -192,24 +219,34 @@ def _version(filename: str) -> str:
 
 
 def _project_pages(root: Path, project: str, paths: list[Path]) -> None:
-    entries = [
-        {
+    entries: list[dict] = []
+    for p in paths:
+        entry = {
             "filename": p.name,
             "url": f"../../files/{project}/{p.name}",
             "hashes": {"sha256": _sha256(p)},
             "size": p.stat().st_size,
         }
-        for p in paths
-    ]
+        metadata = p.with_name(p.name + METADATA_SUFFIX)
+        if metadata.exists():  # PEP 714's key, and PEP 658's for older clients
+            entry["core-metadata"] = entry["dist-info-metadata"] = {"sha256": _sha256(metadata)}
+        entries.append(entry)
     versions = sorted({_version(p.name) for p in paths}, key=_version_key)
     document = {"meta": {"api-version": "1.1"}, "name": project, "files": entries,
                 "versions": versions}
     anchors = "".join(
-        f'    <a href="{html.escape(e["url"])}#sha256={e["hashes"]["sha256"]}">'
+        f'    <a href="{html.escape(e["url"])}#sha256={e["hashes"]["sha256"]}"{_metadata_attrs(e)}>'
         f'{html.escape(e["filename"])}</a><br/>\n'
         for e in entries
     )
     _write_page(root / "simple" / project, f"Links for {project}", anchors, document)
+
+
+def _metadata_attrs(entry: dict) -> str:
+    if "core-metadata" not in entry:
+        return ""
+    value = f'sha256={entry["core-metadata"]["sha256"]}'
+    return f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
 
 
 def _version_key(version: str) -> tuple[int, ...]:

@@ -1,5 +1,5 @@
 """The measurements: single timed requests, load (wrk, or a small aiohttp load generator when wrk
-is missing), concurrent cold requests, pip installs and resident memory sampled from /proc.
+is missing), concurrent cold requests, pip and uv installs and resident memory sampled from /proc.
 """
 
 from __future__ import annotations
@@ -267,6 +267,41 @@ def pip_install(index_url: str, requirements: list[str], target: Path) -> PipRun
         lines = [line for line in proc.stderr.splitlines() if line.strip()] or ["?"]
         return PipRun(None, f"pip exited {proc.returncode}: {lines[-1][:160]}")
     return PipRun(elapsed)
+
+
+def uv_command() -> str | None:
+    """uv beside this interpreter (the test extra installs it into .venv), else on PATH."""
+    beside = Path(sys.executable).parent / "uv"
+    return str(beside) if beside.exists() else shutil.which("uv")
+
+
+def uv_install(index_url: str, requirements: list[str], target: Path) -> PipRun:
+    """`uv pip install --target` into an empty directory with no cache of uv's own (each run
+    fetches everything from the index, in parallel as uv does) and no uv configuration."""
+    uv = uv_command()
+    if uv is None:
+        return PipRun(None, "no uv command (pip install -e '.[test]')")
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    cmd = [uv, "pip", "install", "--no-config", "--no-cache", "--quiet", "--python",
+           sys.executable, "--index-url", index_url, "--target", str(target), *requirements]
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=600,
+                          stdin=subprocess.DEVNULL, check=False)
+    elapsed = time.perf_counter() - start
+    shutil.rmtree(target, ignore_errors=True)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()] or ["?"]
+        return PipRun(None, f"uv exited {proc.returncode}: {lines[-1][:160]}")
+    return PipRun(elapsed)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """The nearest-rank percentile (0 < fraction <= 1) of `values`."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 def median(values: list[float]) -> float | None:

@@ -109,6 +109,12 @@ def targets(results: dict) -> list[dict]:
             _at_most(_ratio(_get(me, "pip", "warm_s"),
                             _get(_server(results, "nginx"), "pip", "warm_s")
                             if _ok(results, "nginx") else None), 1.05, "needs nginx"))
+        add("warm uv pip install ≤ 1.1 × nginx (issue #13)", name,
+            _at_most(_ratio(_get(me, "uv", "warm_s"),
+                            _get(_server(results, "nginx"), "uv", "warm_s")
+                            if _ok(results, "nginx") else None), 1.1, "needs nginx"))
+        add("warm 3 KB file p99 ≤ 2 ms at the server, 32 clients (issue #13)", name,
+            _at_most(_get(me, "small_file", "server_p99_ms"), 2.0, "access log"))
         add(f"peak RSS ≤ {RSS_PER_WORKER_MB:g} MB per worker", name,
             _at_most(_get(me, "rss", "peak_per_process_mb"), RSS_PER_WORKER_MB, "rss"))
         growth = [g for g in (_get(me, "rss", "stream_first_growth_mb"),
@@ -154,6 +160,15 @@ ROWS: list[Row] = [
      lambda s: _get(s, "stampede", "upstream_file_requests"), "{:.0f}"),
     ("pip install cold s", "lo", lambda s: _get(s, "pip", "cold_s"), "{:.2f}"),
     ("pip install warm s", "lo", lambda s: _get(s, "pip", "warm_s"), "{:.2f}"),
+    ("uv pip install warm s, best (direct: cold)", "lo",
+     lambda s: _get(s, "uv", "warm_s") or _get(s, "uv", "cold_s"), "{:.2f}"),
+    ("warm 3 KB file, 32 clients req/s", "hi", lambda s: _get(s, "small_file", "rps"), "{:.0f}"),
+    ("warm 3 KB file p50 ms (client)", "lo", lambda s: _get(s, "small_file", "p50_ms"), "{:.2f}"),
+    ("warm 3 KB file p99 ms (client)", "lo", lambda s: _get(s, "small_file", "p99_ms"), "{:.2f}"),
+    ("warm 3 KB file p50 ms (server)", "lo", lambda s: _get(s, "small_file", "server_p50_ms"),
+     "{:.2f}"),
+    ("warm 3 KB file p99 ms (server)", "lo", lambda s: _get(s, "small_file", "server_p99_ms"),
+     "{:.2f}"),
     ("peak RSS, all processes MB", "lo", lambda s: _get(s, "rss", "peak_total_mb"), "{:.1f}"),
     ("peak RSS, one process MB", "lo", lambda s: _get(s, "rss", "peak_per_process_mb"), "{:.1f}"),
     ("RSS growth streaming big file MB", "lo",
@@ -235,8 +250,14 @@ def _notes(results: dict, servers: list[str]) -> list[str]:
                 notes.append(f"  {name} {case}: {page['note']}")
             if page.get("errors"):
                 notes.append(f"  {name} {case}: {page['errors']} failed requests under load")
-        if _get(entry, "pip", "error"):
-            notes.append(f"  {name} pip: {entry['pip']['error']}")
+        for client in ("pip", "uv"):
+            if _get(entry, client, "error"):
+                notes.append(f"  {name} {client}: {entry[client]['error']}")
+        if _get(entry, "small_file", "note"):
+            notes.append(f"  {name} warm small file: {entry['small_file']['note']}")
+        if _get(entry, "small_file", "errors"):
+            notes.append(f"  {name} warm small file: {entry['small_file']['errors']} failed "
+                         "requests under load")
         if _get(entry, "big_file", "warm_retries"):
             notes.append(f"  {name}: right after its first download the big file failed "
                          f"{entry['big_file']['warm_retries']} more time(s) before it was served")

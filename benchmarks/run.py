@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import traceback
+import urllib.parse
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +31,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import corpus, measure, pyspy, report, servers
-from benchmarks.corpus import BIG, HUGE, SMALL, STAMPEDE, Corpus
+from benchmarks.corpus import BIG, HUGE, META, METADATA_SUFFIX, SMALL, STAMPEDE, Corpus
 from benchmarks.measure import HTML_ACCEPT, JSON_ACCEPT, PIP_ACCEPT, RssSampler, fetch
 from benchmarks.servers import Server, Unavailable, Upstream
 
 ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi"]
 STAMPEDE_CLIENTS = 50
+SMALL_FILE_CLIENTS = 32  # about as many requests as uv keeps in flight
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -212,7 +214,13 @@ def bench_server(server: Server, args: argparse.Namespace, data: Corpus, upstrea
             say(f"{server.name}: pip install")
             result["pip"] = pip_installs(server, args, data)
             rss.mark("pip")
+            say(f"{server.name}: uv pip install")
+            result["uv"] = uv_installs(server, args)
+            rss.mark("uv")
             if server.kind != "direct":
+                say(f"{server.name}: warm small file, {SMALL_FILE_CLIENTS} clients ({tool})")
+                result["small_file"] = small_file(server, args, data, tool)
+                rss.mark("small_file")
                 say(f"{server.name}: big file")
                 result["big_file"] = big_file(server, args, data, rss, tool)
                 rss.mark("big_file")
@@ -315,6 +323,56 @@ def pip_installs(server: Server, args: argparse.Namespace, data: Corpus) -> dict
         median = measure.median(times)
         result["warm_s"] = None if median is None else round(median, 3)
     return result
+
+
+def uv_installs(server: Server, args: argparse.Namespace) -> dict:
+    """uv after pip has warmed the server with the same set (the direct upstream: one run). uv
+    keeps no cache of its own between runs, so every run asks the server for everything. A run
+    takes well under a second, so a busy machine shows: the best of 5 counts, median beside."""
+    target = args.work_dir.resolve() / "uv-target"
+    reps = 1 if args.quick or server.kind == "direct" else 5
+    runs = [measure.uv_install(server.index_url, corpus.PIP_REQUIREMENTS, target)
+            for _ in range(reps)]
+    result: dict = {}
+    errors = [r.error for r in runs if r.error]
+    if errors:
+        result["error"] = errors[0]
+    times = [r.seconds for r in runs if r.seconds is not None]
+    if times:
+        key = "cold_s" if server.kind == "direct" else "warm_s"
+        result[key] = round(min(times), 3)
+        result["median_s"] = round(measure.median(times), 3)
+        result["samples_s"] = [round(t, 3) for t in times]
+    return result
+
+
+def small_file(server: Server, args: argparse.Namespace, data: Corpus, tool: str) -> dict:
+    """A warm `.metadata` of ~3 KB under SMALL_FILE_CLIENTS keep-alive clients: latency at the
+    client (the load generator) and, where the server logs it, at the server."""
+    size = data.metadata_file().stat().st_size
+    try:
+        _, url = _page_and_file_url(server, META, data.only_file(META))
+        url += METADATA_SUFFIX
+        warm_retries = _until_served(url, size)
+    except RuntimeError as exc:
+        return {"bytes": size, "note": str(exc)}
+    path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    runs = []
+    for _ in range(args.repeats):
+        mark = server.log_mark()
+        load = measure.run_load(url, None, seconds=args.seconds, connections=SMALL_FILE_CLIENTS,
+                                tool=tool)
+        run = load.as_dict()
+        times = server.request_ms(mark, path)
+        if times:
+            run.update(server_requests=len(times),
+                       server_p50_ms=measure.percentile(times, 0.50),
+                       server_p99_ms=measure.percentile(times, 0.99))
+        runs.append(run)
+    best = max(runs, key=lambda run: run["rps"])
+    return {**best, "bytes": size, "clients": SMALL_FILE_CLIENTS, "warm_retries": warm_retries,
+            "runs_rps": [round(run["rps"], 1) for run in runs],
+            "runs_server_p99_ms": [run.get("server_p99_ms") for run in runs]}
 
 
 def big_file(server: Server, args: argparse.Namespace, data: Corpus, rss: RssSampler,

@@ -230,6 +230,15 @@ class Server:
     def version(self) -> str:
         return ""
 
+    def log_mark(self) -> int:
+        """Where the server's log ends now (see `request_ms`)."""
+        return 0
+
+    def request_ms(self, since: int, path: str) -> list[float] | None:
+        """Server-side durations (ms) of the requests for `path` logged after `since`; None
+        when the server does not log them."""
+        return None
+
     def pids(self) -> list[int]:
         return [pid for proc in self.procs for pid in proc.pids()]
 
@@ -269,6 +278,20 @@ class Pyproxy(Server):
 
         return f"pyproxy {version('pyproxy')}, {self.workers} worker(s)"
 
+    def log_mark(self) -> int:
+        return self.procs[0].log.stat().st_size if self.procs else 0
+
+    def request_ms(self, since: int, path: str) -> list[float] | None:
+        """From the access log (on by default): every worker writes to the one log file."""
+        if not self.procs:
+            return None
+        with self.procs[0].log.open("rb") as log:
+            log.seek(since)
+            text = log.read().decode(errors="replace")
+        wanted = f" path={path} "
+        return [float(m.group(1)) for line in text.splitlines() if wanted in line
+                and (m := _DURATION.search(line))]
+
     def start(self, upstream_url: str) -> None:
         exe = REPO / ".venv" / "bin" / "pyproxy"
         command = [str(exe)] if exe.exists() else [shutil.which("pyproxy") or "pyproxy"]
@@ -282,6 +305,9 @@ class Pyproxy(Server):
         origin = match.group(1)
         wait_http(origin + "/", proc)
         self.index_url = origin + "/simple/"
+
+
+_DURATION = re.compile(r" duration_ms=([\d.]+) ")
 
 
 class Nginx(Server):

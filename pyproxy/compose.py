@@ -3,8 +3,19 @@
 The stack the web layer serves, one wrapper per concern:
 
     private only   PrivateRepository(private store)
-    online         PrivateWins(PrivateRepository(...), UpstreamRepository(client, pages, blobs))
-    offline        PrivateWins(PrivateRepository(...), OnlyCached(UpstreamRepository(...)))
+    online         PrivateWins(PrivateRepository(...),
+                               PolicyRepository(UpstreamRepository(client, pages, blobs), policy))
+    offline        PrivateWins(PrivateRepository(...),
+                               PolicyRepository(OnlyCached(UpstreamRepository(...)), policy))
+    [[upstreams]]  PrivateWins(PrivateRepository(...), Routed(default, routes)), each route
+                   PolicyRepository(FilesFrom([OnlyCached](UpstreamRepository(its client, its pages,
+                   blobs))), its policy)
+
+Every upstream has its own client (credentials, CA bundle, timeout) and page cache; they share
+the blob cache, whose keys are the files' sha256, so one bound covers all upstream files.
+
+[policy] wraps each upstream (its own overrides from [[upstreams]]) below PrivateWins, so private
+files are never held back; one first-seen store serves them all, since a name has one upstream.
 
 `Services` is what the handlers get: the repository, a narrow catalog of the private store for
 what pages show beyond the Simple API, the publish service for uploads (which checks a new
@@ -14,25 +25,33 @@ name against the upstream side's project list), the users, and `Health` for /rea
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.datadir import DataDir
-from pyproxy.model import PrivateCatalog, Repository
+from pyproxy.model import NormalizedName, PrivateCatalog, Repository
 from pyproxy.publish.service import Publisher
 from pyproxy.publish.upstream_names import ListedUpstream
 from pyproxy.repository.http import UpstreamClient, UpstreamError, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.policy import PolicyRepository, policy_from_settings
 from pyproxy.repository.private import PrivateRepository
+from pyproxy.repository.routes import FilesFrom, Route, Routed, SingleUpstream, UpstreamRoutes
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.first_seen import FirstSeenStore
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
+from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
+
+log = logging.getLogger("pyproxy.compose")
 
 
 def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
@@ -41,19 +60,39 @@ def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
 
 
 def upstream_url(settings: Settings) -> str | None:
-    """The configured upstream, pip's own default index when none is set, None for none."""
-    if settings.private_only:
+    """The configured [upstream], pip's own default index when none is set, None for none."""
+    if settings.upstream_url == "":
         return None
     if settings.upstream_url == DEFAULT_UPSTREAM:
         return pip_default_index()
     return settings.upstream_url
 
 
-def describe_upstream(settings: Settings) -> str:
+def _offline_note(offline: bool) -> str:
+    return " (offline: never contacted)" if offline else ""
+
+
+def describe_default(settings: Settings) -> str:
+    """[upstream], the one serving every name no route claims: for pages."""
     url = upstream_url(settings)
     if url is None:
-        return "none (private packages only)"
-    return redact(url) + (" (offline: never contacted)" if settings.offline else "")
+        if settings.private_only:
+            return "none (private packages only)"
+        return "none (private packages and the names routed to [[upstreams]] only)"
+    return redact(url) + _offline_note(settings.offline)
+
+
+def describe_route(upstream: UpstreamSettings, offline: bool) -> str:
+    return f"{upstream.name} ({redact(upstream.url)}){_offline_note(offline)}"
+
+
+def describe_upstream(settings: Settings) -> str:
+    """Every upstream, for the start-up log."""
+    routes = "; ".join(
+        f"{describe_route(u, settings.offline or u.offline)} for {', '.join(u.projects)}"
+        for u in settings.upstreams
+    )
+    return describe_default(settings) + (f"; routed: {routes}" if routes else "")
 
 
 class Health:
@@ -61,34 +100,30 @@ class Health:
     lately, a probe of it, and the upstream file cache's gauges."""
 
     def __init__(
-        self, client: UpstreamClient | None = None, blobs: BlobCache | None = None
+        self, clients: Sequence[tuple[str, UpstreamClient]] = (), blobs: BlobCache | None = None
     ) -> None:
-        self._client = client  # None: nothing to watch (no upstream, or offline)
+        # (name, client) of each upstream contacted: "" for [upstream]; none when offline
+        self._clients = tuple(clients)
         self.blobs = blobs
 
     @property
     def watches_upstream(self) -> bool:
-        return self._client is not None
+        return bool(self._clients)
 
     def upstream_answered_within(self, seconds: float) -> bool:
-        """A request to upstream succeeded within `seconds`, and none has failed since."""
-        if self._client is None:
-            return False
-        succeeded, failed = self._client.last_success, self._client.last_failure
-        return (
-            succeeded is not None
-            and time.monotonic() - succeeded < seconds
-            and (failed is None or failed <= succeeded)
+        """A request to each upstream succeeded within `seconds`, and none has failed since."""
+        return bool(self._clients) and all(
+            _answered_within(client, seconds) for _name, client in self._clients
         )
 
     async def probe_upstream(self) -> str | None:
-        """None if upstream answers a HEAD of its index, else what is wrong (one line)."""
-        if self._client is None:
-            return None
-        try:
-            await self._client.probe()
-        except UpstreamError as exc:
-            return f"upstream did not answer: {exc}"
+        """None if every upstream answers a HEAD of its index, else what is wrong with the
+        first that does not (one line)."""
+        for name, client in self._clients:
+            try:
+                await client.probe()
+            except UpstreamError as exc:
+                return f"upstream {name + ' ' if name else ''}did not answer: {exc}"
         return None
 
     def cache_gauges(self) -> Iterator[tuple[str, str, float]]:
@@ -105,6 +140,15 @@ class Health:
         )
 
 
+def _answered_within(client: UpstreamClient, seconds: float) -> bool:
+    succeeded, failed = client.last_success, client.last_failure
+    return (
+        succeeded is not None
+        and time.monotonic() - succeeded < seconds
+        and (failed is None or failed <= succeeded)
+    )
+
+
 @dataclass
 class Services:
     settings: Settings
@@ -114,8 +158,11 @@ class Services:
     publisher: Publisher  # where uploads go
     users: UserStore
     health: Health
-    upstream_description: str  # for the landing page and start-up log
+    upstream_description: str  # [upstream], for the landing page
+    upstreams: UpstreamRoutes  # which upstream serves a name, for pages
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # the upstream client and caches
+    # the [policy] wrapper that serves an upstream name (for `pyproxy policy check`)
+    policy_for: Callable[[NormalizedName], PolicyRepository | None] = lambda _name: None
 
     async def close(self) -> None:
         for close in self.closers:
@@ -124,31 +171,84 @@ class Services:
         self.users.close()
 
 
+def _upstream(
+    url: str, pages: Path, blobs: BlobCache, *, timeout: float, ca_bundle: str, page_ttl: float,
+    index_ttl: float,
+) -> UpstreamRepository:
+    return UpstreamRepository(
+        UpstreamClient(url, timeout=timeout, ca_bundle=ca_bundle),
+        PageStore(pages),
+        blobs,
+        page_ttl=page_ttl,
+        index_ttl=index_ttl,
+    )
+
+
+def route_policy(route: UpstreamSettings) -> dict[str, PolicyValue]:
+    """A routed upstream's [policy] keys as the Settings fields of the global [policy]
+    (`policy_min_age`, …), to build its own policy from the global one with these replaced."""
+    return {f"policy_{key}": value for key, value in route.policy}
+
+
 def build_services(settings: Settings) -> Services:
     private, users = open_stores(settings.data_dir)
     repository: Repository = PrivateRepository(private)
     health = Health()
-    closers: tuple[Callable[[], Awaitable[None]], ...] = ()
+    closers: list[Callable[[], Awaitable[None]]] = []
+    names: UpstreamRoutes = SingleUpstream(describe_default(settings))
+    policed: dict[str, PolicyRepository] = {}  # by upstream name, "" for [upstream]
     upstream_names: ListedUpstream | None = None
     url = upstream_url(settings)
-    if url is not None:
+    if url is not None or settings.upstreams:
         layout = DataDir(settings.data_dir)
-        upstream = UpstreamRepository(
-            UpstreamClient(
-                url, timeout=settings.upstream_timeout, ca_bundle=settings.upstream_ca_bundle
-            ),
-            PageStore(layout.pages),
-            BlobCache(layout.files, settings.cache_max_size),
-            page_ttl=settings.upstream_page_ttl,
-            index_ttl=settings.upstream_index_ttl,
-        )
-        served: Repository = OnlyCached(upstream) if settings.offline else upstream
+        blobs = BlobCache(layout.files, settings.cache_max_size)
+        first_seen = FirstSeenStore(layout.first_seen)
+        closers.append(_closer(first_seen.close))
+        watched: list[tuple[str, UpstreamClient]] = []
+        default: Repository | None = None
+        # a new private name is checked against upstream's own lists, whatever [policy] serves
+        unfiltered: Repository | None = None
+        if url is not None:
+            upstream = _upstream(
+                url, layout.pages, blobs, timeout=settings.upstream_timeout,
+                ca_bundle=settings.upstream_ca_bundle, page_ttl=settings.upstream_page_ttl,
+                index_ttl=settings.upstream_index_ttl,
+            )
+            unfiltered = OnlyCached(upstream) if settings.offline else upstream
+            policed[""] = PolicyRepository(unfiltered, policy_from_settings(settings), first_seen)
+            default = policed[""]
+            closers.append(upstream.close)  # its client, its pages and the shared blob cache
+            if not settings.offline:
+                watched.append(("", upstream.client))
+        routes, unfiltered_routes = [], []
+        for route in settings.upstreams:
+            routed = _upstream(
+                route.url, layout.upstream_pages(route.name), blobs,
+                timeout=route.timeout, ca_bundle=route.ca_bundle, page_ttl=route.page_ttl,
+                index_ttl=route.index_ttl,
+            )
+            offline = settings.offline or route.offline
+            served: Repository = FilesFrom(OnlyCached(routed) if offline else routed, route)
+            own_settings = dataclasses.replace(settings, **route_policy(route))  # type: ignore[arg-type]  # the keys are policy_* fields, checked by config
+            own_policy = policy_from_settings(own_settings)
+            policed[route.name] = PolicyRepository(served, own_policy, first_seen)
+            described = describe_route(route, offline)
+            routes.append(Route(route, policed[route.name], described))
+            unfiltered_routes.append(Route(route, served, described))
+            closers.append(routed.close)
+            if not offline:
+                watched.append((route.name, routed.client))
+        if routes:
+            routed_names = Routed(default, describe_default(settings), routes)
+            default, names = routed_names, routed_names
+            unfiltered = Routed(unfiltered, describe_default(settings), unfiltered_routes)
+        assert default is not None and unfiltered is not None
         repository = PrivateWins(
-            repository, served, settings.merge, private_prefixes=settings.reserved_prefixes
+            repository, default, settings.merge, private_prefixes=settings.reserved_prefixes
         )
-        upstream_names = ListedUpstream(served.list_projects)  # offline: the names it can serve
-        health = Health(None if settings.offline else upstream.client, upstream.blobs)
-        closers = (upstream.close,)
+        # for uploads: the names upstream serves (offline: those it can serve)
+        upstream_names = ListedUpstream(unfiltered.list_projects)
+        health = Health(watched, blobs)
     return Services(
         settings=settings,
         repository=repository,
@@ -159,6 +259,21 @@ def build_services(settings: Settings) -> Services:
         ),
         users=users,
         health=health,
-        upstream_description=describe_upstream(settings),
-        closers=closers,
+        upstream_description=describe_default(settings),
+        upstreams=names,
+        closers=tuple(closers),
+        policy_for=lambda name: policed.get(_route_name(names, name)),
     )
+
+
+def _route_name(names: UpstreamRoutes, name: NormalizedName) -> str:
+    """The name of the upstream serving `name`: a route's, or "" for [upstream]."""
+    route = names.route_for(name) if isinstance(names, Routed) else None
+    return "" if route is None else route.settings.name
+
+
+def _closer(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def closing() -> None:
+        close()
+
+    return closing

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pyproxy import policy
 from pyproxy.model import normalize
 from pyproxy.units import parse_size
+from pyproxy.upstream_settings import UpstreamSettings, parse_upstreams
 
 
 class ConfigError(Exception):
@@ -54,6 +56,8 @@ class Settings:
     upstream_index_ttl: int = 3600
     upstream_ca_bundle: str = ""
     offline: bool = False
+    # [[upstreams]]: further indexes, each serving the names its `projects` claim
+    upstreams: tuple[UpstreamSettings, ...] = ()
     cache_max_size: int = 10 * 1024**3
     merge: tuple[str, ...] = ()
     max_upload_size: int = 100 * 1024**2
@@ -68,10 +72,18 @@ class Settings:
     password_queue: int = 8
     # wrong passwords one client address may send per minute before it gets 429; 0: no limit
     password_failures_per_minute: int = 10
+    # [policy]: which upstream files are served (pyproxy/policy.py); "" and () are off
+    policy_min_age: str = ""
+    policy_not_after: str = ""
+    policy_exempt: tuple[str, ...] = ()
+    policy_deny: tuple[str, ...] = ()
+    policy_allow_only: tuple[str, ...] = ()
+    policy_missing_upload_time: str = "first-seen"
 
     @property
     def private_only(self) -> bool:
-        return self.upstream_url == ""
+        """No upstream at all: neither [upstream] nor [[upstreams]]."""
+        return self.upstream_url == "" and not self.upstreams
 
 
 # (section, key) in pyproxy.toml -> field name; the environment name is PYPROXY_<SECTION>_<KEY>
@@ -104,6 +116,12 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("auth", "password_threads"): "password_threads",
     ("auth", "password_queue"): "password_queue",
     ("auth", "password_failures_per_minute"): "password_failures_per_minute",
+    ("policy", "min_age"): "policy_min_age",
+    ("policy", "not_after"): "policy_not_after",
+    ("policy", "exempt"): "policy_exempt",
+    ("policy", "deny"): "policy_deny",
+    ("policy", "allow_only"): "policy_allow_only",
+    ("policy", "missing_upload_time"): "policy_missing_upload_time",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
 _SIZE_FIELDS = {"cache_max_size", "max_upload_size", "min_free_space"}
@@ -112,7 +130,10 @@ _CHOICES = {
     "log_level": ("debug", "info", "warning", "error"),
     "log_format": ("text", "json"),
     "read_access": ("anonymous", "authenticated"),
+    "policy_missing_upload_time": policy.MISSING_UPLOAD_TIME,
 }
+# lists of names or PEP 508 specifiers: each entry is checked when read
+_RULE_FIELDS = {"policy_exempt", "policy_deny", "policy_allow_only"}
 # host[:port] as pyproxy writes it into absolute URLs: a DNS name (underscores allowed, as in
 # container names), an IPv4 address or a bracketed IPv6 address. Nothing else, so a header
 # cannot smuggle markup, a path or credentials into pages.
@@ -175,6 +196,23 @@ def _name_prefixes(value: Any, *, from_text: bool) -> tuple[str, ...]:
     return tuple(normalize(prefix) for prefix in value)
 
 
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _rules(value: Any, *, from_text: bool) -> tuple[str, ...]:
+    """Names or PEP 508 specifiers: a TOML list, or comma-separated text (environment)."""
+    if from_text and isinstance(value, str):
+        value = policy.split_rules(value)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of names or specifiers such as \"mypkg==2.1.0\"")
+    for entry in value:
+        policy.parse_rule(entry)
+    return tuple(entry.strip() for entry in value)
+
+
 def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
     if name == "trust_forwarded":
@@ -183,6 +221,14 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
         return _name_prefixes(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
+    if name in _RULE_FIELDS:
+        return _rules(value, from_text=from_text)
+    if name == "policy_min_age":
+        policy.parse_duration(_text(value))
+        return value.strip()
+    if name == "policy_not_after":
+        policy.parse_moment(_text(value))
+        return value.strip()
     if name in _CHOICES:
         choices = _CHOICES[name]
         if not isinstance(value, str) or value.strip().lower() not in choices:
@@ -275,6 +321,19 @@ def _from_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
     values: dict[str, Any] = {}
     for section, table in document.items():
+        if section == "upstreams":
+            try:
+                values["upstreams"] = parse_upstreams(table)
+                for route in values["upstreams"]:
+                    for key, raw in route.policy:  # checked as [policy] checks its own
+                        try:
+                            as_toml = list(raw) if isinstance(raw, tuple) else raw
+                            _coerce(f"policy_{key}", as_toml, from_text=False)
+                        except ValueError as exc:
+                            raise ValueError(f"upstreams.{route.name}.{key}: {exc}") from None
+            except ValueError as exc:
+                raise ConfigError(f"{path}: {exc}") from None
+            continue
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: {section}: expected a [{section}] table")
         for key, raw in table.items():
@@ -339,5 +398,6 @@ def load_settings(
 
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "is_authority", "load_settings",
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "UpstreamSettings", "is_authority",
+    "load_settings",
 ]

@@ -2,8 +2,10 @@
 
     <data_dir>/
       auth.sqlite3        users and tokens (stores/auth.py keeps its file in the directory given)
+      first-seen.sqlite3  when upstream files without an upload time were first seen
       private/            the private store: its database, bodies and upload temp files
-      cache/pages/        the upstream page cache
+      cache/pages/        the upstream page cache ([upstream])
+      cache/upstreams/<name>/pages/   the page cache of each [[upstreams]] index
       cache/files/        the upstream file cache (the blob cache)
       metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
                           (a link to a directory in memory, /dev/shm, where there is one)
@@ -36,12 +38,21 @@ class DataDir:
         return self.root / "private"
 
     @property
+    def first_seen(self) -> Path:
+        """Not in cache/: losing it would restart the cooldown of the files it dates."""
+        return self.root / "first-seen.sqlite3"
+
+    @property
     def cache(self) -> Path:
         return self.root / "cache"
 
     @property
     def pages(self) -> Path:
         return self.cache / "pages"
+
+    def upstream_pages(self, name: str) -> Path:
+        """A routed upstream's own page cache: no page of one index is taken for another's."""
+        return self.cache / "upstreams" / name / "pages"
 
     @property
     def files(self) -> Path:

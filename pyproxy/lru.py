@@ -17,14 +17,28 @@ V = TypeVar("V")
 
 
 class BoundedLRU(Generic[K, V]):
-    """A map of at most `capacity` entries. Reading or writing an entry makes it the most
-    recently used; when one too many is written, the least recently used goes."""
+    """A map of at most `capacity` entries, and, given `weigh`, of at most `max_weight` in all
+    (e.g. bytes). Reading or writing an entry makes it the most recently used; when a write
+    goes past a bound, the least recently used go until it holds. An entry heavier than
+    `max_weight` on its own is not kept (it would push out everything and still not fit)."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        weigh: Callable[[V], int] | None = None,
+        max_weight: int | None = None,
+    ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, not {capacity}")
+        if (weigh is None) != (max_weight is None):
+            raise ValueError("weigh and max_weight go together")
         self.capacity = capacity
+        self.max_weight = max_weight
+        self._weigh = weigh
         self._entries: OrderedDict[K, V] = OrderedDict()
+        self._weights: dict[K, int] = {}  # only with `weigh`
+        self.weight = 0  # sum of the entries' weights
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -36,13 +50,27 @@ class BoundedLRU(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        self.pop(key)
+        if self._weigh is not None and self.max_weight is not None:
+            weight = self._weigh(value)
+            if weight > self.max_weight:
+                return
+            self._weights[key] = weight
+            self.weight += weight
         self._entries[key] = value
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        while len(self._entries) > self.capacity or (
+            self.max_weight is not None and self.weight > self.max_weight
+        ):
+            self._forget(next(iter(self._entries)))
 
     def pop(self, key: K) -> V | None:
-        return self._entries.pop(key, None)
+        if key not in self._entries:
+            return None
+        return self._forget(key)
+
+    def _forget(self, key: K) -> V:
+        self.weight -= self._weights.pop(key, 0)
+        return self._entries.pop(key)
 
 
 class SingleFlight(Generic[K, V]):

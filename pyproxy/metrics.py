@@ -26,6 +26,8 @@ UPLOAD_REJECTIONS = (
     "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
     "duplicate", "upstream_unavailable", "no_space", "other",
 )
+# the [policy] rules that hold upstream files back (pyproxy.policy.Reason's values)
+POLICY_REASONS = ("allow_only", "deny", "not_after", "min_age", "missing_upload_time")
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 _declared: list[_Metric] = []
@@ -79,6 +81,7 @@ def _create_all() -> None:
         disable_created_metrics()
         registry = CollectorRegistry()
         for metric in _declared:
+            real: Histogram | Counter
             if metric.histogram:
                 real = Histogram(
                     metric.name, metric.text, metric.labelnames, buckets=_SECONDS, registry=registry
@@ -148,6 +151,19 @@ UPLOADS_ACCEPTED = _Metric(
 )
 UPLOADS_REJECTED = _Metric(
     "pyproxy_uploads_rejected", "Uploads refused, by reason.", ("reason",), known=UPLOAD_REJECTIONS
+)
+
+POLICY_HIDDEN = _Metric(
+    "pyproxy_policy_hidden_files",
+    "Upstream files left off the project pages served, by the [policy] rule that holds them"
+    " back (a page served counts each file it hides).",
+    ("reason",), known=POLICY_REASONS,
+)
+POLICY_REFUSED = _Metric(
+    "pyproxy_policy_refused_requests",
+    "Requests for an upstream file or .metadata answered 403, or for a project answered 404,"
+    " by the [policy] rule that refused them.",
+    ("reason",), known=POLICY_REASONS,
 )
 
 

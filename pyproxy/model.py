@@ -22,6 +22,8 @@ from packaging.utils import (
 __all__ = [
     "DistFile",
     "FileSource",
+    "Forbidden",
+    "HeldBack",
     "LocalFile",
     "NormalizedName",
     "NotFound",
@@ -74,6 +76,10 @@ class DistFile:
     core_metadata: Mapping[str, str] | bool = False
     origin: Origin = Origin.PRIVATE
     upstream_url: str | None = None  # only for upstream files: where pyproxy fetches the body
+    # PEP 740: a provenance object (the file's attestations) is offered; for an upstream file,
+    # `provenance_url` is where pyproxy fetches it
+    provenance: bool = False
+    provenance_url: str | None = None
 
     @property
     def sha256(self) -> str | None:
@@ -180,6 +186,15 @@ class Unavailable(RepositoryError):
     """It may exist, but cannot be had right now, e.g. upstream is down (HTTP 503)."""
 
 
+class Forbidden(RepositoryError):
+    """It exists, and this repository refuses to serve it (HTTP 403); the message says why."""
+
+
+class HeldBack(Forbidden):
+    """An upstream file that `[policy]` holds back; the message names the rule and when the
+    file becomes available."""
+
+
 class Repository(Protocol):
     async def list_projects(self) -> ProjectList: ...
 
@@ -188,6 +203,10 @@ class Repository(Protocol):
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource: ...
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource: ...
+
+    async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        """The PEP 740 provenance object of a file the page offers one for (JSON)."""
+        ...
 
 
 class PrivateCatalog(Protocol):

@@ -66,6 +66,7 @@ class FakeFile:
     upload_time: datetime | None = None
     listed_hash: bool = True  # False: pages give no sha256 for the file or its .metadata
     listed_size: bool = True  # False: JSON pages give no size
+    provenance: bytes | None = None  # PEP 740: served at the file URL + ".provenance"
 
     @property
     def metadata_sha256(self) -> str | None:
@@ -112,6 +113,8 @@ class FakeUpstream:
         # files and .metadata: 200 with an HTML page instead (a proxy's block or login page)
         self.error_page_files = False
         self.html_content_type = HTML_TYPE
+        # the host absolute file URLs name: "localhost" is another host for the same server
+        self.files_host = "127.0.0.1"
 
         # what happened
         self.requests: list[tuple[str, str]] = []  # (method, path), every request on both apps
@@ -143,8 +146,10 @@ class FakeUpstream:
         upload_time: datetime | None = None,  # None: no upload-time in JSON
         listed_hash: bool = True,
         listed_size: bool = True,
+        provenance: bytes | None = None,
     ) -> FakeFile:
-        """Add or replace a file; `metadata` is served at the file URL + ".metadata".
+        """Add or replace a file; `metadata` is served at the file URL + ".metadata", a PEP
+        740 `provenance` object at the file URL + ".provenance" (and linked from the pages).
         `listed_hash`/`listed_size` False: the pages do not give its sha256 / size."""
         dist = FakeFile(
             filename=filename,
@@ -157,6 +162,7 @@ class FakeUpstream:
             upload_time=upload_time,
             listed_hash=listed_hash,
             listed_size=listed_size,
+            provenance=provenance,
         )
         return self._put(project, dist)
 
@@ -241,7 +247,7 @@ class FakeUpstream:
     def file_url(self, project: str, filename: str) -> str:
         """Absolute, whatever `relative_file_urls` says; add ".metadata" for the metadata."""
         port = self.index_port if self.relative_file_urls else self.files_port
-        return f"http://127.0.0.1:{port}{self.file_path(project, filename)}"
+        return f"http://{self.files_host}:{port}{self.file_path(project, filename)}"
 
     def _bound_ports(self) -> tuple[int, int]:
         if self._ports is None:
@@ -420,6 +426,8 @@ class FakeUpstream:
             if dist.metadata is not None:
                 listed = {"sha256": dist.metadata_sha256} if dist.listed_hash else True
                 entry["core-metadata"] = listed
+            if dist.provenance is not None:
+                entry["provenance"] = self._listed_file_url(name, dist.filename) + ".provenance"
             entries.append(entry)
         document: dict[str, Any] = {
             "meta": {"api-version": "1.4"},
@@ -450,6 +458,9 @@ class FakeUpstream:
             if dist.metadata is not None:
                 value = f"sha256={dist.metadata_sha256}" if dist.listed_hash else "true"
                 attributes += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
+            if dist.provenance is not None:
+                provenance = self._listed_file_url(name, dist.filename) + ".provenance"
+                attributes += f' data-provenance="{html.escape(provenance)}"'
             url = self._listed_file_url(name, dist.filename)
             if dist.listed_hash:
                 url += f"#sha256={dist.sha256}"
@@ -489,6 +500,7 @@ class FakeUpstream:
             files = self._projects[name].files if name in self._projects else {}
             dist = files.get(filename)
             owner = files.get(filename.removesuffix(".metadata"))
+            attested = files.get(filename.removesuffix(".provenance"))
         if self.error_page_files and (dist is not None or owner is not None):
             return web.Response(body=_ERROR_PAGE, headers={"Content-Type": HTML_TYPE})
         if dist is not None:
@@ -497,6 +509,9 @@ class FakeUpstream:
             metadata = owner.metadata
             digest = hashlib.sha256(metadata).hexdigest()
             return await self._send(request, iter([metadata]), len(metadata), digest)
+        if attested is not None and attested.provenance is not None:
+            body = attested.provenance
+            return await self._send(request, iter([body]), len(body), hashlib.sha256(body).hexdigest())
         raise web.HTTPNotFound(text=f"no file {filename}\n")
 
     async def _send(

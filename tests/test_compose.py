@@ -1,21 +1,30 @@
 """Composition (pyproxy/compose.py): which repository stack each setting builds, what /ready
-watches, and that closing the services closes what was opened. No request is sent: nothing here
-contacts the (unreachable) upstream URLs.
+watches, and that closing the services closes what was opened. The upstream URLs here are
+never contacted (nothing answers there); only the probe of several upstreams asks one, a fake
+upstream on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from pyproxy.compose import Health, build_services, describe_upstream
+from pyproxy.compose import Health, build_services, describe_upstream, route_policy
 from pyproxy.config import Settings
+from pyproxy.model import NormalizedName
+from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
+from pyproxy.repository.policy import PolicyRepository
 from pyproxy.repository.private import PrivateRepository
+from pyproxy.repository.routes import FilesFrom, Routed
 from pyproxy.repository.upstream import UpstreamRepository
+from pyproxy.upstream_settings import UpstreamSettings
+from tests.fake_upstream import FakeUpstream
 
 UPSTREAM = "http://127.0.0.1:9/simple/"  # the discard port: nothing answers there
 
@@ -43,10 +52,14 @@ async def test_the_stack_each_setting_builds(
         if served is None:
             assert isinstance(repository, PrivateRepository)
             assert services.health.blobs is None and services.closers == ()
+            assert services.policy_for(NormalizedName("anything")) is None
         else:
             assert isinstance(repository, PrivateWins)
             assert isinstance(repository.private, PrivateRepository)
-            assert type(repository.upstream) is served
+            # the policy sits under private-wins: private files are never held back
+            assert isinstance(repository.upstream, PolicyRepository)
+            assert type(repository.upstream.upstream) is served
+            assert services.policy_for(NormalizedName("anything")) is repository.upstream
             assert services.health.blobs is not None
         assert services.health.watches_upstream is watched
         assert services.catalog is services.private  # the store, seen through PrivateCatalog
@@ -67,11 +80,35 @@ async def test_close_closes_the_upstream_client(tmp_path: Path) -> None:
     services = build_services(settings(tmp_path))
     repository = services.repository
     assert isinstance(repository, PrivateWins)
-    assert isinstance(repository.upstream, UpstreamRepository)
-    session = repository.upstream.client.session  # opened as the first request would
+    assert isinstance(repository.upstream, PolicyRepository)
+    upstream = repository.upstream.upstream
+    assert isinstance(upstream, UpstreamRepository)
+    session = upstream.client.session  # opened as the first request would
     assert not session.closed
+    first_seen = repository.upstream.first_seen
+    assert first_seen is not None
     await services.close()
     assert session.closed
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the upstream side
+        first_seen.record("foo", ["foo-1.0.tar.gz"], 0.0)
+
+
+async def test_the_policy_reaches_its_wrapper(tmp_path: Path) -> None:
+    services = build_services(settings(
+        tmp_path, policy_min_age="7d", policy_deny=("evil-pkg",), policy_exempt=("Certifi",),
+        policy_allow_only=("Certifi", "Evil_Pkg"), policy_missing_upload_time="deny",
+    ))
+    try:
+        assert isinstance(services.repository, PrivateWins)
+        wrapper = services.repository.upstream
+        assert isinstance(wrapper, PolicyRepository)
+        assert wrapper.policy.min_age == timedelta(days=7)
+        assert [rule.name for rule in wrapper.policy.exempt] == ["certifi"]
+        assert [rule.name for rule in wrapper.policy.deny] == ["evil-pkg"]
+        assert [rule.name for rule in wrapper.policy.allow_only] == ["certifi", "evil-pkg"]
+        assert wrapper.policy.missing_upload_time == "deny"
+    finally:
+        await services.close()
 
 
 @pytest.mark.parametrize(
@@ -93,3 +130,121 @@ async def test_health_without_upstream_has_nothing_to_report() -> None:
     assert not health.upstream_answered_within(60.0)
     assert await health.probe_upstream() is None
     assert list(health.cache_gauges()) == []
+
+
+# ---- [[upstreams]]
+
+
+def gpu_route(**overrides: object) -> UpstreamSettings:
+    values: dict[str, object] = {
+        "name": "gpu", "url": "https://u:secret@gpu.example.test/simple/", "projects": ("torch",)
+    }
+    return UpstreamSettings(**{**values, **overrides})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("offline", [False, True], ids=["online", "offline"])
+async def test_routes_build_a_routed_stack(tmp_path: Path, offline: bool) -> None:
+    services = build_services(settings(tmp_path, upstreams=(gpu_route(offline=offline),)))
+    try:
+        repository = services.repository
+        assert isinstance(repository, PrivateWins)
+        routed = repository.upstream
+        assert isinstance(routed, Routed)
+        assert isinstance(routed.default, PolicyRepository)  # each upstream under its [policy]
+        default = routed.default.upstream
+        assert type(default) is UpstreamRepository  # [upstream] stays online
+        (route,) = routed.route_list
+        assert isinstance(route.repository, PolicyRepository)
+        files_from = route.repository.upstream
+        assert isinstance(files_from, FilesFrom)
+        below = files_from.upstream
+        assert type(below) is (OnlyCached if offline else UpstreamRepository)
+        upstream = below.upstream if isinstance(below, OnlyCached) else below
+        assert isinstance(upstream, UpstreamRepository)
+        assert upstream.client.index_url == "https://gpu.example.test/simple/"  # no password
+        assert upstream.blobs is default.blobs  # one bound over every upstream file
+        assert upstream.pages is not default.pages
+        assert services.upstreams is routed
+        assert services.health.watches_upstream
+        assert len(services.health._clients) == (1 if offline else 2)
+    finally:
+        await services.close()
+
+
+async def test_close_closes_every_upstream_client(tmp_path: Path) -> None:
+    services = build_services(settings(tmp_path, upstreams=(gpu_route(),)))
+    routed = services.repository.upstream  # type: ignore[attr-defined]
+    route_upstream = routed.route_list[0].repository.upstream.upstream  # policy, files_from
+    sessions = [routed.default.upstream.client.session, route_upstream.client.session]
+    await services.close()
+    assert all(session.closed for session in sessions)
+
+
+async def test_global_offline_makes_every_route_offline(tmp_path: Path) -> None:
+    services = build_services(settings(tmp_path, offline=True, upstreams=(gpu_route(),)))
+    try:
+        routed = services.repository.upstream  # type: ignore[attr-defined]
+        assert isinstance(routed.route_list[0].repository.upstream.upstream, OnlyCached)
+        assert not services.health.watches_upstream
+    finally:
+        await services.close()
+
+
+def test_describe_upstream_names_the_routes(tmp_path: Path) -> None:
+    described = describe_upstream(
+        settings(tmp_path, upstreams=(gpu_route(projects=("torch", "nvidia-*")),))
+    )
+    assert described == (
+        UPSTREAM + "; routed: gpu (https://gpu.example.test/simple/) for torch, nvidia-*"
+    )
+    assert "secret" not in described
+
+
+async def test_routes_without_a_default_upstream(tmp_path: Path) -> None:
+    services = build_services(settings(tmp_path, upstream_url="", upstreams=(gpu_route(),)))
+    try:
+        routed = services.repository.upstream  # type: ignore[attr-defined]
+        assert isinstance(routed, Routed) and routed.default is None
+        assert services.upstream_description == (
+            "none (private packages and the names routed to [[upstreams]] only)"
+        )
+    finally:
+        await services.close()
+
+
+async def test_health_probes_every_upstream_and_names_the_one_that_fails(
+    fake: FakeUpstream,
+) -> None:
+    answering = UpstreamClient(fake.index_url, timeout=5)
+    down = UpstreamClient(UPSTREAM, timeout=5)
+    health = Health([("", answering), ("gpu", down)])
+    try:
+        problem = await health.probe_upstream()
+        assert problem is not None and problem.startswith("upstream gpu did not answer: "), problem
+        assert fake.count("/simple/", "HEAD") == 1
+        assert answering.last_success is not None
+        assert not health.upstream_answered_within(60.0)  # one answered, the other did not
+        assert await Health([("", answering)]).probe_upstream() is None
+    finally:
+        await answering.close()
+        await down.close()
+
+
+async def test_a_route_overrides_the_global_policy_for_its_own_names_only(tmp_path: Path) -> None:
+    route = gpu_route(policy=(("min_age", "0d"), ("exempt", ("torch==2.1.0",))))
+    assert route_policy(route) == {"policy_min_age": "0d", "policy_exempt": ("torch==2.1.0",)}
+    services = build_services(
+        settings(tmp_path, upstreams=(route,), policy_min_age="7d", policy_deny=("evil",))
+    )
+    try:
+        routed_policy = services.policy_for(NormalizedName("torch"))
+        default_policy = services.policy_for(NormalizedName("requests"))
+        assert routed_policy is not None and default_policy is not None
+        assert routed_policy is not default_policy
+        assert not routed_policy.policy.min_age  # "0d": no cooldown on the GPU index
+        assert [rule.text for rule in routed_policy.policy.exempt] == ["torch==2.1.0"]
+        assert [rule.text for rule in routed_policy.policy.deny] == ["evil"]  # not overridden
+        assert default_policy.policy.min_age == timedelta(days=7)
+        assert default_policy.policy.exempt == ()
+    finally:
+        await services.close()

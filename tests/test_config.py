@@ -109,12 +109,25 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("auth", "password_threads"): ("2", "2", 2),
     ("auth", "password_queue"): ("0", "0", 0),
     ("auth", "password_failures_per_minute"): ("30", "30", 30),
+    ("policy", "min_age"): ('"7d"', "7d", "7d"),
+    ("policy", "not_after"): ('"2026-11-20T00:00:00Z"', "2026-11-20T00:00:00Z",
+                              "2026-11-20T00:00:00Z"),
+    # a comma inside a specifier does not split the environment's list
+    ("policy", "exempt"): ('["certifi", "mypkg>=2,<3"]', "certifi, mypkg>=2,<3",
+                           ("certifi", "mypkg>=2,<3")),
+    ("policy", "deny"): ('["evil-pkg", "urllib3>=1,<1.26.5"]', "evil-pkg, urllib3>=1,<1.26.5",
+                         ("evil-pkg", "urllib3>=1,<1.26.5")),
+    ("policy", "allow_only"): ('["requests", "Flask>=3"]', "requests,Flask>=3",
+                               ("requests", "Flask>=3")),
+    ("policy", "missing_upload_time"): ('"Deny"', "DENY", "deny"),  # in any case
 }
 
 
 def test_samples_cover_every_setting() -> None:
     assert set(SAMPLES) == set(config._TOML_KEYS)
-    assert set(config._TOML_KEYS.values()) == {f.name for f in dataclasses.fields(Settings)}
+    # [[upstreams]] is an array of tables, not a key: tests/test_upstream_settings.py
+    fields = {f.name for f in dataclasses.fields(Settings)} - {"upstreams"}
+    assert set(config._TOML_KEYS.values()) == fields
 
 
 def _sample(key: tuple[str, str], tmp_path: Path) -> tuple[str, str, Any]:
@@ -332,6 +345,9 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[uploads]\nreserved_prefixes = ['-acme']\n", "uploads.reserved_prefixes"),
         ("[uploads]\nreserved_prefixes = ['acme/']\n", "uploads.reserved_prefixes"),
         ("[uploads]\nreserved_prefixes = ['\u0430cme-']\n", "uploads.reserved_prefixes"),
+        ("[policy]\nmin_age = 7\n", "policy.min_age"),
+        ("[policy]\nmissing_upload_time = 'ignore'\n", "policy.missing_upload_time"),
+        ("[policy]\nexempt = 'certifi'\n", "policy.exempt"),
     ],
 )
 def test_bad_file_values(text: str, named: str, tmp_path: Path) -> None:
@@ -339,6 +355,44 @@ def test_bad_file_values(text: str, named: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings(str(path), None, environ={})
     assert named in one_line(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("min_age = '7x'", 'policy.min_age: \'7x\' is not a duration such as "7d"'),
+        ("min_age = 'd7'", "policy.min_age: 'd7' is not a duration"),
+        ("min_age = '7d and more'", "is not a duration"),
+        ("not_after = 'next tuesday'", "policy.not_after: 'next tuesday' is not a time such as"),
+        ("not_after = '2026-11-20T00:00:00'", "has no time zone: end it with \"Z\""),
+        ("not_after = '2026-13-01'", "policy.not_after: '2026-13-01' is not a time"),
+        ("exempt = ['certifi<<1']", "policy.exempt: 'certifi<<1' is not a name or a PEP 508"),
+        ("exempt = ['requests[socks]']", "only a name and version specifiers are allowed"),
+        ("exempt = ['foo; python_version < \"3.9\"']", "policy.exempt:"),
+        ("exempt = ['pkg @ https://example.invalid/pkg.whl']", "policy.exempt:"),
+        ("exempt = ['']", "policy.exempt:"),
+        ("deny = ['urllib3<<1']", "policy.deny: 'urllib3<<1' is not a name or a PEP 508"),
+        ("deny = ['evil-pkg', 3]", "policy.deny: expected a list of names or specifiers"),
+        ("allow_only = ['pkg @ https://example.invalid/pkg.whl']", "policy.allow_only:"),
+        ("allow_only = 'requests'", "policy.allow_only: expected a list"),
+    ],
+)
+def test_bad_policy_values_say_what_is_wrong(text: str, said: str, tmp_path: Path) -> None:
+    path = write_toml(tmp_path, f"[policy]\n{text}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(str(path), None, environ={})
+    assert said in one_line(caught.value)
+
+
+def test_policy_values_are_read_the_same_from_the_environment() -> None:
+    settings = load_settings(None, None, environ={
+        "PYPROXY_POLICY_MIN_AGE": " 1d12h ", "PYPROXY_POLICY_NOT_AFTER": "2026-11-20",
+        "PYPROXY_POLICY_EXEMPT": "a>=1, <2,b , c~=1.4",
+    })
+    assert settings.policy_min_age == "1d12h"
+    assert settings.policy_not_after == "2026-11-20"
+    assert settings.policy_exempt == ("a>=1,<2", "b", "c~=1.4")
+    assert load_settings(None, None, environ={"PYPROXY_POLICY_EXEMPT": ""}).policy_exempt == ()
 
 
 def test_ca_bundle_must_be_a_file_not_a_directory(tmp_path: Path) -> None:
@@ -367,6 +421,12 @@ def test_ca_bundle_must_be_a_file_not_a_directory(tmp_path: Path) -> None:
         ("PYPROXY_SERVER_TRUST_FORWARDED", "maybe"),
         ("PYPROXY_SERVER_TRUST_FORWARDED", "127.0.0.1, 300.1.1.1"),
         ("PYPROXY_SERVER_SHUTDOWN_GRACE", "forever"),
+        ("PYPROXY_POLICY_MIN_AGE", "a week"),
+        ("PYPROXY_POLICY_NOT_AFTER", "yesterday"),
+        ("PYPROXY_POLICY_EXEMPT", "certifi, ==1.0"),  # a specifier without a name
+        ("PYPROXY_POLICY_DENY", "evil-pkg, ~="),
+        ("PYPROXY_POLICY_ALLOW_ONLY", "requests[socks]"),
+        ("PYPROXY_POLICY_MISSING_UPLOAD_TIME", "first_seen"),
     ],
 )
 def test_bad_environment_values(variable: str, value: str) -> None:

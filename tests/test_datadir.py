@@ -13,7 +13,9 @@ def test_the_layout(tmp_path: Path) -> None:
     layout = DataDir(tmp_path)
     assert layout.users == tmp_path
     assert layout.private == tmp_path / "private"
+    assert layout.first_seen == tmp_path / "first-seen.sqlite3"
     assert layout.pages == tmp_path / "cache" / "pages"
+    assert layout.upstream_pages("gpu") == tmp_path / "cache" / "upstreams" / "gpu" / "pages"
     assert layout.files == tmp_path / "cache" / "files"
     assert layout.metrics == tmp_path / "metrics"
     assert layout.spare == tmp_path / "spare"

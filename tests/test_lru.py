@@ -53,6 +53,37 @@ def test_bounded_lru_needs_room_for_one(capacity: int) -> None:
         BoundedLRU(capacity)
 
 
+def test_bounded_lru_by_weight_drops_the_least_recently_used_until_it_fits() -> None:
+    lru: BoundedLRU[str, bytes] = BoundedLRU(100, weigh=len, max_weight=10)
+    lru.put("a", b"1234")
+    lru.put("b", b"1234")
+    lru.get("a")
+    lru.put("c", b"123")  # 11 > 10: b, the least recently used, goes
+    assert [key for key in "abc" if lru.get(key) is not None] == ["a", "c"]
+    assert lru.weight == 7
+    lru.put("a", b"1")  # a rewrite weighs what the new value weighs
+    assert lru.weight == 4
+    assert lru.pop("c") == b"123" and lru.weight == 1
+    lru.put("d", b"x" * 10)  # exactly the bound: everything else goes
+    assert len(lru) == 1 and lru.weight == 10
+
+
+def test_bounded_lru_keeps_no_entry_heavier_than_the_bound() -> None:
+    lru: BoundedLRU[str, bytes] = BoundedLRU(100, weigh=len, max_weight=10)
+    lru.put("small", b"12")
+    lru.put("huge", b"x" * 11)
+    assert lru.get("huge") is None and lru.get("small") == b"12" and lru.weight == 2
+    lru.put("small", b"x" * 11)  # nor does a too heavy rewrite keep the old value
+    assert lru.get("small") is None and len(lru) == 0 and lru.weight == 0
+
+
+def test_bounded_lru_weight_needs_both_settings() -> None:
+    with pytest.raises(ValueError, match="together"):
+        BoundedLRU(4, max_weight=10)
+    with pytest.raises(ValueError, match="together"):
+        BoundedLRU(4, weigh=len)
+
+
 # ---------------------------------------------------------------------------- SingleFlight
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from packaging.utils import InvalidName, canonicalize_name
 
 from pyproxy.cli import cache as cli_cache
+from pyproxy.cli import policy as cli_policy
 from pyproxy.cli import prefetch as cli_prefetch
 from pyproxy.cli import transfer as cli_transfer
 from pyproxy.config import ConfigError, Settings, load_settings
@@ -280,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_cache.add_parsers(commands, command, _settings)
     cli_transfer.add_parsers(commands, command, _settings)
+    cli_policy.add_parsers(commands, command, _settings)
     cli_prefetch.add_parser(commands)  # its own --config, no --data-dir: it talks to a server
     return parser
 

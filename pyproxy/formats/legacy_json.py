@@ -11,35 +11,31 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.errors import MessageError
+from urllib.parse import quote
 
 import orjson
 from packaging.metadata import RawMetadata, parse_email
-from packaging.utils import canonicalize_version
-from packaging.version import InvalidVersion, Version
 
+from pyproxy.formats.releases import Releases, release_yanked
 from pyproxy.formats.render import format_upload_time
 from pyproxy.model import DistFile, Origin, ProjectPage
 
 __all__ = [
     "ReleaseMetadata",
-    "Releases",
     "build_document",
-    "choose_version",
     "dumps",
     "file_entry",
-    "find_version",
-    "group_releases",
     "metadata_file",
     "metadata_from_core",
     "metadata_from_fields",
-    "release_yanked",
 ]
 
 FileURL = Callable[[DistFile], str]
-Releases = dict[str, list[DistFile]]  # version -> its files, oldest version first
 
 # digest names as the public index writes them, from what pyproxy's stores call them
-_DIGEST_NAMES = {"md5": "md5", "sha256": "sha256", "blake2b_256": "blake2b_256", "blake2_256": "blake2b_256"}
+_DIGEST_NAMES = {
+    "md5": "md5", "sha256": "sha256", "blake2b_256": "blake2b_256", "blake2_256": "blake2b_256"
+}
 _PACKAGE_TYPES = (
     (".whl", "bdist_wheel"),
     (".tar.gz", "sdist"), (".zip", "sdist"), (".tar.bz2", "sdist"), (".tar.xz", "sdist"),
@@ -158,83 +154,13 @@ def _urls(meta: ReleaseMetadata) -> dict[str, str] | None:
 # ---------------------------------------------------------------------------------- releases
 
 
-def _release_key(version: str) -> str:
-    try:
-        return str(Version(version))
-    except InvalidVersion:
-        return version
-
-
-def _sort_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)  # legacy versions sort before every valid one
-
-
-def group_releases(page: ProjectPage) -> Releases:
-    """Every version the page names, oldest first, each with its files sorted by filename.
-    Versions listed without files (PEP 700) are releases with no files."""
-    keys: dict[str, str] = {}  # each spelling parsed once: projects have thousands of files
-    releases: dict[str, list[DistFile]] = {}
-    for version in page.versions:
-        releases.setdefault(keys.get(version) or keys.setdefault(version, _release_key(version)), [])
-    for dist in page.files if page.status.offers_files else ():
-        version = dist.version
-        if version is not None:
-            key = keys.get(version) or keys.setdefault(version, _release_key(version))
-            releases.setdefault(key, []).append(dist)
-    return {
-        version: sorted(releases[version], key=lambda d: d.filename)
-        for version in sorted(releases, key=_sort_key)
-    }
-
-
-def release_yanked(files: Sequence[DistFile]) -> tuple[bool, str | None]:
-    """A release is yanked when all its files are (PEP 592 yanks files; the index, releases)."""
-    if not files or not all(dist.yanked for dist in files):
-        return False, None
-    return True, next((d.yanked_reason for d in files if d.yanked_reason), None)
-
-
-def choose_version(releases: Releases) -> str | None:
-    """The release `/pypi/<project>/json` describes, as the public index picks it: the highest
-    one that is not yanked and not a prerelease; failing that a prerelease, then a yanked one.
-    Only releases with files count, unless none has any."""
-    candidates = [v for v, files in releases.items() if files] or list(releases)
-    if not candidates:
-        return None
-
-    def rank(version: str) -> tuple[bool, int, tuple[int, Version | str]]:
-        order = _sort_key(version)
-        stage = 2 if isinstance(order[1], str) else int(order[1].is_prerelease)
-        return (not release_yanked(releases[version])[0], -stage, order)
-
-    return max(candidates, key=rank)
-
-
-def find_version(releases: Releases, requested: str) -> str | None:
-    """The release a `/pypi/<project>/<version>/json` URL names: the exact spelling, else the
-    one equal after normalisation ("1.0.0" finds "1.0"), when that is unambiguous."""
-    if requested in releases:
-        return requested
-    key = _release_key(requested)
-    if key in releases:
-        return key
-    try:
-        wanted = canonicalize_version(requested)
-    except InvalidVersion:
-        return None
-    matches = [v for v in releases if canonicalize_version(v) == wanted]
-    return matches[0] if len(matches) == 1 else None
-
-
 def metadata_file(files: Sequence[DistFile]) -> DistFile | None:
     """The file of a release whose PEP 658 metadata describes it best: a wheel (an sdist's may
     leave fields dynamic), else any file that offers metadata."""
     offering = [dist for dist in files if dist.core_metadata]
     wheels = [dist for dist in offering if dist.filename.endswith(".whl")]
-    return (wheels or offering or [None])[0]
+    chosen = wheels or offering
+    return chosen[0] if chosen else None
 
 
 # ---------------------------------------------------------------------------------- document
@@ -323,7 +249,7 @@ def _info(
         "project_url": project_url,
         "project_urls": _urls(meta),
         "provides_extra": list(meta.provides_extra) or None,
-        "release_url": f"{project_url}{version}/",
+        "release_url": f"{project_url}{quote(version, safe='+!')}/",  # the release's page
         "requires_dist": list(meta.requires_dist) or None,
         "requires_python": requires_python,
         "summary": meta.summary,
@@ -353,7 +279,9 @@ def build_document(
 
     def entries(files: Sequence[DistFile]) -> list[dict[str, object]]:
         return [
-            file_entry(d, file_url(d), extra.get(d.filename, {}) if d.origin is Origin.PRIVATE else {})
+            file_entry(
+                d, file_url(d), extra.get(d.filename, {}) if d.origin is Origin.PRIVATE else {}
+            )
             for d in files
         ]
 

@@ -154,6 +154,15 @@ def _hashes_from_fragment(fragment: str, filename: str) -> dict[str, str]:
     return hashes
 
 
+def _provenance_url(base_url: str, value: str | None) -> str | None:
+    """PEP 740's `provenance` / `data-provenance`: the provenance object's absolute URL; an
+    empty or non-http(s) value is dropped (it is optional and only fetched on request)."""
+    if not value or not value.strip():
+        return None
+    resolved = _resolve_file_url(base_url, value)
+    return None if resolved is None else resolved[0]
+
+
 def _core_metadata_from_attribute(value: str | None, filename: str) -> Mapping[str, str] | bool:
     """PEP 658/714 HTML attribute value -> DistFile.core_metadata."""
     if value is None:
@@ -259,9 +268,12 @@ def _project_page_from_html(
         core_metadata = attrib.get("data-core-metadata")  # PEP 714: the new name first
         if core_metadata is None:
             core_metadata = attrib.get("data-dist-info-metadata")
+        provenance = _provenance_url(base_url, attrib.get("data-provenance"))
         files[filename] = DistFile(
             filename=filename,
             hashes=_hashes_from_fragment(fragment, filename),
+            provenance=provenance is not None,
+            provenance_url=provenance,
             requires_python=(attrib.get("data-requires-python") or "").strip() or None,
             # present means yanked, whatever the value; a bare attribute reads as ""
             yanked=yanked_reason is not None,
@@ -354,10 +366,15 @@ def _dist_file_from_json(raw: dict[str, Any], page_url: str, index: int) -> Dist
     core_metadata = raw.get("core-metadata")  # PEP 714: prefer the new name
     if core_metadata is None:
         core_metadata = raw.get("dist-info-metadata", raw.get("data-dist-info-metadata"))
+    provenance = _provenance_url(
+        page_url, _expect(raw.get("provenance"), (str, _NULL), f"{filename}: 'provenance'")
+    )
     return DistFile(
         filename=filename,
         hashes=hashes,
         size=size,
+        provenance=provenance is not None,
+        provenance_url=provenance,
         upload_time=_upload_time(raw.get("upload-time"), filename),
         requires_python=(requires_python or "").strip() or None,
         yanked=bool(yanked),

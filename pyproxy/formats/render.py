@@ -26,6 +26,12 @@ templates = jinja2.Environment(
 )
 
 FileURL = Callable[[DistFile], str]
+# PEP 740: where pyproxy serves a file's provenance object; None when it offers none
+ProvenanceURL = Callable[[DistFile], str | None]
+
+
+def _no_provenance(dist: DistFile) -> None:
+    return None
 
 
 def format_upload_time(moment: datetime) -> str:
@@ -58,13 +64,16 @@ class _Link:
     requires_python: str | None
     yanked: str | None  # None: not yanked; always a quoted value otherwise (pip ignores bare)
     core_metadata: str | None
+    provenance: str | None
 
 
 def _offered_files(page: ProjectPage) -> tuple[DistFile, ...]:
     return page.files if page.status.offers_files else ()
 
 
-def render_project_html(page: ProjectPage, file_url: FileURL) -> bytes:
+def render_project_html(
+    page: ProjectPage, file_url: FileURL, provenance_url: ProvenanceURL = _no_provenance
+) -> bytes:
     links = [
         _Link(
             filename=dist.filename,
@@ -72,6 +81,7 @@ def render_project_html(page: ProjectPage, file_url: FileURL) -> bytes:
             requires_python=dist.requires_python,
             yanked=dist.yanked_reason if dist.yanked else None,
             core_metadata=_metadata_attribute(dist.core_metadata),
+            provenance=provenance_url(dist) if dist.provenance else None,
         )
         for dist in _offered_files(page)
     ]
@@ -81,7 +91,9 @@ def render_project_html(page: ProjectPage, file_url: FileURL) -> bytes:
     return text.encode()
 
 
-def _file_json(dist: DistFile, file_url: FileURL) -> dict[str, object]:
+def _file_json(
+    dist: DistFile, file_url: FileURL, provenance_url: ProvenanceURL
+) -> dict[str, object]:
     entry: dict[str, object] = {
         "filename": dist.filename,
         "url": file_url(dist),
@@ -101,15 +113,19 @@ def _file_json(dist: DistFile, file_url: FileURL) -> dict[str, object]:
     elif dist.core_metadata:
         known = {k: v for k, v in dist.core_metadata.items() if k in _JSON_HASHES}
         entry["core-metadata"] = known or True
+    if dist.provenance and (provenance := provenance_url(dist)) is not None:
+        entry["provenance"] = provenance
     return entry
 
 
-def render_project_json(page: ProjectPage, file_url: FileURL) -> bytes:
+def render_project_json(
+    page: ProjectPage, file_url: FileURL, provenance_url: ProvenanceURL = _no_provenance
+) -> bytes:
     document: dict[str, object] = {
         "meta": {"api-version": API_VERSION},
         "name": page.name,
         "versions": list(page.versions),
-        "files": [_file_json(dist, file_url) for dist in _offered_files(page)],
+        "files": [_file_json(dist, file_url, provenance_url) for dist in _offered_files(page)],
         "project-status": {"status": page.status.status},
     }
     if page.status.reason:
@@ -117,10 +133,15 @@ def render_project_json(page: ProjectPage, file_url: FileURL) -> bytes:
     return orjson.dumps(document)
 
 
-def render_project(page: ProjectPage, fmt: Format, file_url: FileURL) -> bytes:
+def render_project(
+    page: ProjectPage,
+    fmt: Format,
+    file_url: FileURL,
+    provenance_url: ProvenanceURL = _no_provenance,
+) -> bytes:
     if fmt.is_json:
-        return render_project_json(page, file_url)
-    return render_project_html(page, file_url)
+        return render_project_json(page, file_url, provenance_url)
+    return render_project_html(page, file_url, provenance_url)
 
 
 def render_index(projects: ProjectList, fmt: Format, project_url: Callable[[str], str]) -> bytes:

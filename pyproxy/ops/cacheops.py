@@ -24,8 +24,10 @@ from pyproxy.stores.blobcache import (
     BlobEntry,
     blob_key,
     is_metadata_key,
+    is_provenance_key,
     metadata_key,
     names_its_body,
+    provenance_key,
 )
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.space import Spare, is_disk_full, with_room
@@ -60,7 +62,8 @@ def describe(data_dir: Path, keys: set[str]) -> dict[str, str]:
             for dist in page.files:
                 if dist.upstream_url is None:
                     continue
-                for key, suffix in ((blob_key(dist), ""), (metadata_key(dist), ".metadata")):
+                for key, suffix in ((blob_key(dist), ""), (metadata_key(dist), ".metadata"),
+                                    (provenance_key(dist), ".provenance")):
                     if key in keys:
                         names.setdefault(key, f"{page.name}/{dist.filename}{suffix}")
     finally:
@@ -158,7 +161,7 @@ def _delete(blobs: BlobCache, entry: BlobEntry, spare: Spare | None) -> bool:
     except (OSError, sqlite3.Error) as exc:
         if not is_disk_full(exc):
             raise
-    entry.path.unlink(missing_ok=True)
+    blobs.free_body(entry)
     if spare is None:
         return blobs.delete(entry.key)
     return with_room(spare, lambda: blobs.delete(entry.key), "prune the cache")
@@ -202,6 +205,8 @@ def _kind_problem(entry: BlobEntry, label: str | None) -> str | None:
                 proof.check_file(filename, body, entry.size)
             elif is_metadata(entry):
                 proof.check_kind("metadata", body, entry.size)
+            elif is_provenance_key(entry.key):
+                proof.check_kind("provenance", body, entry.size)
             else:  # its page is no longer cached: any archive will do
                 proof.check_any_archive(body, entry.size)
     except proof.Unproven as exc:

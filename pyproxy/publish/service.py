@@ -11,7 +11,8 @@ read, as the public index orders them):
    is needed for a name under a reserved prefix, which is never looked up upstream, and for
    one that upstream's project list has; when that list cannot be had, 503 rather than a
    guess);
-3. the file itself (`validate.validate_file`: name, digests, archive, metadata), in a thread;
+3. the file itself (`validate.validate_file`: name, digests, archive, metadata), in a thread,
+   then the PEP 740 attestations sent with it, if any (`attestations.provenance_for`);
 4. the record is built and stored: the identical file already stored is a success that writes
    nothing; otherwise `PrivateStore.add_file` re-checks duplicates and the permission under its
    write lock, so two uploads racing each other cannot both win.
@@ -37,6 +38,7 @@ from typing import BinaryIO
 
 from pyproxy.access import Claim, RoleRows, may_claim, may_upload, under_prefix
 from pyproxy.model import NormalizedName, Unavailable, normalize
+from pyproxy.publish.attestations import provenance_for
 from pyproxy.publish.upstream_names import UpstreamNames
 from pyproxy.publish.validate import (
     UploadForm,
@@ -202,7 +204,7 @@ def _counted_as(kind: str) -> Iterator[None]:
 
 def build_record(
     form: UploadForm, checked: ValidatedFile, body: Received, uploader: str | None,
-    kept: Kept | None = None,
+    kept: Kept | None = None, provenance: bytes | None = None,
 ) -> NewFile:
     """The store's record of a validated file."""
     digests = body.digests()
@@ -225,6 +227,7 @@ def build_record(
         uploader=uploader,
         upload_time=kept.upload_time,
         yanked_reason=kept.yanked_reason,
+        provenance=provenance,
     )
 
 
@@ -265,7 +268,10 @@ class Publisher:
                 validate_file, form, submission.filename, submission.content_type, body.path,
                 body.digests(),
             )
-        new = build_record(form, checked, body, uploader.user, submission.kept)
+        provenance = provenance_for(
+            submission.fields.get("attestations", ()), checked.filename, body.digests()["sha256"]
+        )
+        new = build_record(form, checked, body, uploader.user, submission.kept, provenance)
         try:
             if self.store.find_duplicate(new):
                 log.info("identical re-upload of %s by %s: nothing to do", new.filename,

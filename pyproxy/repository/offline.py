@@ -1,9 +1,9 @@
 """Offline: the upstream side as the caches hold it, never contacting upstream.
 
-A page is served as last fetched, whatever its age, and lists only the files (and `.metadata`)
-whose bodies are cached, so an installer never picks a version it cannot download. The project
-list names the projects whose page is cached (not the cached index, which would name projects
-that cannot be served).
+A page is served as last fetched, whatever its age, and lists only the files (and `.metadata`,
+and PEP 740 provenance) whose bodies are cached, so an installer never picks a version it
+cannot download. The project list names the projects whose page is cached (not the cached
+index, which would name projects that cannot be served).
 """
 
 from __future__ import annotations
@@ -15,9 +15,21 @@ import logging
 import time
 
 from pyproxy.lru import BoundedLRU
-from pyproxy.model import FileSource, NormalizedName, NotFound, ProjectList, ProjectPage
-from pyproxy.repository.upstream import UpstreamRepository, offered_file, offered_metadata
-from pyproxy.stores.blobcache import blob_key, metadata_key
+from pyproxy.model import (
+    DistFile,
+    FileSource,
+    NormalizedName,
+    NotFound,
+    ProjectList,
+    ProjectPage,
+)
+from pyproxy.repository.upstream import (
+    UpstreamRepository,
+    offered_file,
+    offered_metadata,
+    offered_provenance,
+)
+from pyproxy.stores.blobcache import blob_key, metadata_key, provenance_key
 
 log = logging.getLogger("pyproxy.upstream.offline")
 
@@ -27,15 +39,20 @@ _OFFLINE_RECHECK_S = 10.0
 _OFFLINE_PAGES = 2048
 
 
+def _deliverable(dist: DistFile, cached: set[str]) -> DistFile:
+    """The file without the `.metadata` and provenance offers whose bodies are not cached."""
+    if dist.core_metadata and metadata_key(dist) not in cached:
+        dist = dataclasses.replace(dist, core_metadata=False)
+    if dist.provenance and provenance_key(dist) not in cached:
+        dist = dataclasses.replace(dist, provenance=False)
+    return dist
+
+
 def only_cached(page: ProjectPage, cached: set[str]) -> ProjectPage:
-    """The page as offline pyproxy can deliver it: files (and .metadata) whose bodies are cached."""
-    files = tuple(
-        dist if not dist.core_metadata or metadata_key(dist) in cached
-        else dataclasses.replace(dist, core_metadata=False)
-        for dist in page.files
-        if blob_key(dist) in cached
-    )
-    listed = "\n".join(f"{d.filename} {bool(d.core_metadata)}" for d in files)
+    """The page as offline pyproxy can deliver it: files (and .metadata, provenance) whose
+    bodies are cached."""
+    files = tuple(_deliverable(dist, cached) for dist in page.files if blob_key(dist) in cached)
+    listed = "\n".join(f"{d.filename} {bool(d.core_metadata)} {d.provenance}" for d in files)
     digest = hashlib.blake2b(listed.encode(), digest_size=8).hexdigest()
     return ProjectPage.build(
         page.name, files, status=page.status, revision=f"{page.revision}~{digest}"
@@ -76,6 +93,7 @@ class OnlyCached:
             return held[2]
         keys = [blob_key(d) for d in page.files]
         keys += [metadata_key(d) for d in page.files if d.core_metadata]
+        keys += [provenance_key(d) for d in page.files if d.provenance]
         present = await asyncio.to_thread(self.upstream.blobs.present, keys)
         deliverable = only_cached(page, present)
         self._pages.put(name, (page.revision, now, deliverable))
@@ -88,6 +106,10 @@ class OnlyCached:
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
         dist = offered_metadata(await self.project_page(project), filename)
         return await self._cached_only(metadata_key(dist), filename + ".metadata")
+
+    async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        dist = offered_provenance(await self.project_page(project), filename)
+        return await self._cached_only(provenance_key(dist), filename + ".provenance")
 
     async def _cached_only(self, key: str, filename: str) -> FileSource:
         hit = await asyncio.to_thread(self.upstream.blobs.lookup, key)

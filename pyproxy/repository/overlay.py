@@ -143,3 +143,17 @@ class PrivateWins:
         elif (why := self._never_upstream(project)) is not None:
             raise NotFound(why)
         return await self.upstream.open_metadata(project, filename)
+
+    async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        if await self._is_private(project):
+            try:
+                return await self.private.open_provenance(project, filename)
+            except NotFound:
+                if project not in self.merge or self._never_upstream(project) is not None:
+                    raise
+                # a private file without provenance never gets an upstream file's
+                if (await self.private.project_page(project)).file(filename) is not None:
+                    raise
+        elif (why := self._never_upstream(project)) is not None:
+            raise NotFound(why)
+        return await self.upstream.open_provenance(project, filename)

@@ -23,3 +23,6 @@ class PrivateRepository:
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
         return self.store.open_metadata(project, filename)
+
+    async def open_provenance(self, project: NormalizedName, filename: str) -> LocalFile:
+        return self.store.open_provenance(project, filename)

@@ -30,7 +30,7 @@ from pyproxy.model import (
     Unavailable,
 )
 from pyproxy.repository.http import UpstreamClient, UpstreamError
-from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key
+from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key, provenance_key
 from pyproxy.stores.pages import (
     INDEX_KEY,
     PageRecord,
@@ -53,6 +53,14 @@ def offered_file(page: ProjectPage, filename: str) -> DistFile:
     if dist is None or not page.status.offers_files:
         raise NotFound(f"no file {filename!r} in project {page.name!r}")
     assert dist.upstream_url is not None
+    return dist
+
+
+def offered_provenance(page: ProjectPage, filename: str) -> DistFile:
+    """The upstream file whose PEP 740 provenance object a request may reach."""
+    dist = offered_file(page, filename)
+    if not dist.provenance or dist.provenance_url is None:
+        raise NotFound(f"upstream offers no provenance for {filename!r}")
     return dist
 
 
@@ -124,6 +132,18 @@ class UpstreamRepository:
             size=None,
             open_upstream=self.client.opener(dist.upstream_url + ".metadata"),
             filename=filename + ".metadata",
+        )
+
+    async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        # fetched once and kept like a file; upstream lists no hash, so it must prove its kind
+        dist = offered_provenance(await self.project_page(project), filename)
+        assert dist.provenance_url is not None
+        return await self.blobs.fetch(
+            provenance_key(dist),
+            sha256=None,
+            size=None,
+            open_upstream=self.client.opener(dist.provenance_url),
+            filename=filename + ".provenance",
         )
 
     # ---- what the caches hold, without asking upstream (for the offline filter) ----

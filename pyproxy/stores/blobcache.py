@@ -5,6 +5,7 @@ Layout under `directory` (nothing outside it is ever written or removed):
     blobs/             a diskcache.Cache: cache.db (the index) and xx/yy/<random>.val (the blobs)
     partial/<h>.part   the download in progress for key hash <h>, flock'd LOCK_EX by its writer
     partial/<h>.*.new  a writer's fresh file, not yet published as <h>.part
+    removals           a counter every process maps, bumped before a blob file is removed
 
 Single flight. Within a process, every request for a key shares one `_Flight`, woken by an
 asyncio.Event. Across processes the file `<h>.part` decides: a writer creates and locks a fresh file
@@ -17,9 +18,15 @@ is complete and good; links the file into
 diskcache's layout (the diskcache commit) before it removes `<h>.part`; and removes `<h>.part`
 before it unlocks. So a newcomer either finds the `.part`, or finds the key committed.
 
+A hit never writes. The index is opened without an eviction policy (diskcache's LRU policy
+updates the row in a write transaction on every get), so a lookup is one read; a process keeps
+the paths it looked up and asks the index again only after some process removed a blob; and it
+records uses in memory, written in batches (see stores.blobindex). A hit this process has seen
+since the last removal costs no thread hop and no system call here.
+
 Eviction is diskcache's own path (Cache.delete -> Disk.remove); we choose the victims ourselves
-in least-recently-used order, because diskcache's built-in cull drops ten rows at a time,
-which can include the file just stored and does not guarantee the bound.
+in least-recently-used order of the recorded uses, because diskcache's built-in cull drops ten
+rows at a time, which can include the file just stored and does not guarantee the bound.
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from diskcache.core import MODE_BINARY, UNKNOWN
 from pyproxy import metrics
 from pyproxy.model import DistFile, FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores import proof
+from pyproxy.stores.blobindex import FLUSH_INTERVAL, KnownPaths, Uses
+from pyproxy.stores.changes import ChangeCounter
 from pyproxy.stores.space import is_disk_full
 
 __all__ = [
@@ -57,8 +66,10 @@ __all__ = [
     "OpenUpstream",
     "blob_key",
     "is_metadata_key",
+    "is_provenance_key",
     "metadata_key",
     "names_its_body",
+    "provenance_key",
 ]
 
 log = logging.getLogger("pyproxy.blobcache")
@@ -88,7 +99,7 @@ class BlobEntry:
     sha256: str
     path: Path
     stored: float  # unix time
-    accessed: float  # unix time, last lookup or store
+    accessed: float  # unix time, last use written to the index (or the store)
 
 
 class _Blob:
@@ -101,12 +112,16 @@ class _Blob:
         self.size = size
 
 
-class _BlobDisk(diskcache.Disk):
-    """A Disk that takes a finished file by hard link instead of copying it."""
+class _BlobDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no types
+    """A Disk that takes a finished file by hard link instead of copying it, and bumps the
+    removal counter before it removes one (every removal of a blob file comes through here)."""
+
+    removals: ChangeCounter | None = None
 
     def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
         if not isinstance(value, _Blob):
-            return super().store(value, read, key=key)
+            stored: tuple[int, int, str | None, Any] = super().store(value, read, key=key)
+            return stored
         filename, full_path = self.filename(key, value)
         for attempt in range(10):  # another process may remove the empty sub-directory meanwhile
             os.makedirs(os.path.dirname(full_path), exist_ok=True)
@@ -117,6 +132,13 @@ class _BlobDisk(diskcache.Disk):
                 if attempt == 9 or not value.path.exists():
                     raise
         return value.size, MODE_BINARY, filename, None
+
+    def remove(self, file_path: str) -> None:
+        # the row is gone; before the file goes: whoever then fails to open it finds the
+        # counter moved when it looks the key up again
+        if self.removals is not None:
+            self.removals.bump()
+        super().remove(file_path)
 
 
 State = Literal["running", "ok", "failed", "cached"]
@@ -281,59 +303,51 @@ def _write_all(fd: int, data: bytes, offset: int, digest: Any) -> None:
 
 
 class BlobCache:
-    def __init__(self, directory: Path, max_size: int) -> None:
+    def __init__(
+        self, directory: Path, max_size: int, *, flush_interval: float = FLUSH_INTERVAL
+    ) -> None:
         self.directory = Path(directory)
         self.max_size = max_size
         self._blobs = self.directory / "blobs"
         self._partial = self.directory / "partial"
         self._partial.mkdir(parents=True, exist_ok=True)
+        self._removals = ChangeCounter(self.directory / "removals")
+        self._closed = False
         self._cache = diskcache.Cache(
             str(self._blobs),
             disk=_BlobDisk,
             size_limit=max_size,
-            eviction_policy="least-recently-used",
+            eviction_policy="none",  # a get writes nothing; recency is ours, see _uses
+            statistics=0,  # hit counters would write on every get too
             cull_limit=0,  # eviction is ours, see _evict
         )
+        disk = self._cache.disk
+        assert isinstance(disk, _BlobDisk)
+        disk.removals = self._removals
         self._db = self._blobs / diskcache.core.DBNAME  # read directly by _query
+        self._known = KnownPaths(self._removals)
+        self._uses = Uses(self._db, flush_interval)
+        with contextlib.suppress(RuntimeError):  # made inside a server's loop: its timer writes
+            self._uses.attach(asyncio.get_running_loop())
         self._flights: dict[str, _Flight] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._order_by_use()
         self._sweep()
 
     # -- the interface --------------------------------------------------------------------------
 
     def lookup(self, key: str) -> LocalFile | None:
-        """A complete, verified blob, or None. Counts as a use for the LRU order."""
-        try:
-            handle, sha256 = self._cache.get(key, read=True, tag=True, retry=True)
-        except (diskcache.Timeout, sqlite3.Error) as exc:
-            if is_disk_full(exc):  # recording the use needs room; the file is there all the same
-                return self._peek(key)
-            log.warning("cache index unavailable for %r: %s", key, exc)
-            return None
-        if handle is None:
-            return None
-        if not isinstance(handle, io.BufferedReader) or not isinstance(sha256, str):
-            return None  # not one of ours
-        # diskcache opened the file inside its transaction, so it was not evicted before this
-        with handle:
-            size = os.fstat(handle.fileno()).st_size
-        return LocalFile(path=Path(handle.name), size=size, sha256=sha256, cache="hit")
+        """A complete, verified blob, or None. Counts as a use for the LRU order (recorded in
+        memory, see flush_uses). May read the index: call it in a thread."""
+        hit = self._known.get(key) or self._look_up(key)
+        if hit is not None:
+            self._uses.note(key)
+        return hit
 
-    def _peek(self, key: str) -> LocalFile | None:
-        """`lookup` without recording the use (it writes nothing), for a full disk."""
-        rows = self._query(
-            "SELECT filename, tag FROM Cache WHERE key = ? AND raw = 1 AND filename IS NOT NULL",
-            (key,),
-        )
-        if not rows or not isinstance(rows[0][1], str):
-            return None
-        filename, sha256 = rows[0]
-        path = self._blobs / filename
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:  # evicted meanwhile
-            return None
-        return LocalFile(path=path, size=size, sha256=sha256, cache="hit")
+    def flush_uses(self) -> int:
+        """Blocking: write this process's uses not yet written (one transaction, none if there
+        are none); how many. The server does it on its own every `flush_interval` seconds."""
+        return self._uses.flush()
 
     async def fetch(
         self,
@@ -353,12 +367,16 @@ class BlobCache:
         it is never good.
         """
         sha256 = sha256.lower() if sha256 else None
+        self._uses.attach(asyncio.get_running_loop())
         for attempt in range(_ATTEMPTS):
-            hit = await asyncio.to_thread(self.lookup, key)
+            # a blob this process has seen since the last removal: no thread, no system call
+            hit = self._known.get(key) or await asyncio.to_thread(self._look_up, key)
             if hit is not None:
                 if (sha256 is None or hit.sha256 == sha256) and (size is None or hit.size == size):
+                    self._uses.note(key)
                     return hit
                 log.warning("cached %r is not the file now announced; fetching it again", key)
+                self._known.forget(key)
                 await asyncio.to_thread(self._cache.delete, key, True)
             joined = self._flights.get(key)
             flight = joined or self._start(key, sha256, size, open_upstream, filename)
@@ -376,19 +394,30 @@ class BlobCache:
         raise Unavailable(f"could not obtain {key!r}")
 
     def close(self) -> None:
-        """Stop downloads in progress (they clean up when the loop next runs them) and close."""
+        """Stop downloads in progress (they clean up when the loop next runs them), write the
+        recorded uses, and close."""
         for task in list(self._tasks):
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 task.cancel()
+        self._uses.close()
         self._cache.close()
+        self._close_removals()
 
     async def aclose(self) -> None:
-        """Stop downloads in progress, wait for them to clean up, and close."""
+        """Stop downloads in progress, wait for them to clean up, write the recorded uses, and
+        close."""
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._uses.aclose()
         self._cache.close()
+        self._close_removals()
+
+    def _close_removals(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._removals.close()
 
     # -- for stats, prune, verify ----------------------------------------------------------------
 
@@ -397,7 +426,9 @@ class BlobCache:
         return int(self._cache.volume())
 
     def entries(self) -> list[BlobEntry]:
-        """Every committed blob, least recently used first."""
+        """Every committed blob, least recently used first (as far as uses have been written:
+        this process's are written first)."""
+        self.flush_uses()
         rows = self._query(
             "SELECT key, size, tag, filename, store_time, access_time FROM Cache"
             " WHERE filename IS NOT NULL ORDER BY access_time"
@@ -424,9 +455,42 @@ class BlobCache:
     def delete(self, key: str) -> bool:
         return bool(self._cache.delete(key, retry=True))
 
+    def free_body(self, entry: BlobEntry) -> None:
+        """Remove a blob's file ahead of its row, so that a full disk has room to delete the
+        row: the removal counter moves first, as for every removal of a blob file."""
+        self._removals.bump()
+        entry.path.unlink(missing_ok=True)
+
     def shrink_to(self, limit: int) -> list[tuple[str, int]]:
         """Evict least recently used blobs until the cache holds at most `limit` bytes."""
         return self._evict(limit=limit)
+
+    # -- the index -------------------------------------------------------------------------------
+
+    def _look_up(self, key: str) -> LocalFile | None:
+        """Blocking: what the index says (one read, no write), remembered in memory unless a
+        blob was removed meanwhile. Not a use."""
+        token = self._known.token()
+        try:
+            handle, sha256 = self._cache.get(key, read=True, tag=True, retry=True)
+        except (diskcache.Timeout, sqlite3.Error) as exc:
+            log.warning("cache index unavailable for %r: %s", key, exc)
+            return None
+        if handle is None:  # not there, or removed between the index's answer and the open
+            return None
+        if not isinstance(handle, io.BufferedReader) or not isinstance(sha256, str):
+            return None  # not one of ours
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+        hit = LocalFile(path=Path(handle.name), size=size, sha256=sha256, cache="hit")
+        self._known.remember(key, hit, token)
+        return hit
+
+    def _order_by_use(self) -> None:
+        """The index on access_time that eviction orders by (diskcache makes it only for its
+        own LRU policy; a cache made by an earlier pyproxy has it already)."""
+        with contextlib.closing(sqlite3.connect(self._db, timeout=60)) as db:
+            db.execute("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
 
     # -- single flight ---------------------------------------------------------------------------
 
@@ -527,7 +591,7 @@ class BlobCache:
         key = flight.key
         try:
             # another process may have committed the key between our lookup and our claim
-            if await _in_thread(self.lookup, key) is not None:
+            if await _in_thread(self._look_up, key) is not None:
                 os.fchmod(flight.fd, _CACHED_MODE)
                 self._end(flight, "cached")
                 return
@@ -644,6 +708,8 @@ class BlobCache:
         """Delete least recently used blobs until the volume is within `limit` (max_size)."""
         limit = self.max_size if limit is None else limit
         removed: list[tuple[str, int]] = []
+        if self._cache.volume() > limit:
+            self.flush_uses()  # the order is what the index holds: ours in it first
         while (excess := self._cache.volume() - limit) > 0:
             victims = self._query(
                 "SELECT key, size FROM Cache WHERE key != ? ORDER BY access_time LIMIT 64",
@@ -671,6 +737,7 @@ class BlobCache:
 # -- the key scheme: what an upstream file is cached under ----------------------------------------
 
 _METADATA_PREFIX = "meta:"
+_PROVENANCE_PREFIX = "prov:"
 
 
 def blob_key(dist: DistFile) -> str:
@@ -689,6 +756,15 @@ def metadata_key(dist: DistFile) -> str:
 
 def is_metadata_key(key: str) -> bool:
     return key.startswith(_METADATA_PREFIX)
+
+
+def provenance_key(dist: DistFile) -> str:
+    """Cache key of an upstream file's PEP 740 provenance object (never listed with a hash)."""
+    return _PROVENANCE_PREFIX + blob_key(dist)
+
+
+def is_provenance_key(key: str) -> bool:
+    return key.startswith(_PROVENANCE_PREFIX)
 
 
 def names_its_body(key: str, sha256: str) -> bool:

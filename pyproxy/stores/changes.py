@@ -30,7 +30,8 @@ class ChangeCounter:
 
     @property
     def value(self) -> int:
-        return _FORMAT.unpack_from(self._map, 0)[0]
+        count: int = _FORMAT.unpack_from(self._map, 0)[0]
+        return count
 
     def bump(self) -> None:
         """After a commit. The lock makes concurrent bumps add up, so no change goes unseen."""

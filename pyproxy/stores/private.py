@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS files (
     blake2_256 TEXT NOT NULL UNIQUE,  -- the same bytes under two filenames is a duplicate
     md5 TEXT NOT NULL,
     metadata_sha256 TEXT,
+    provenance_sha256 TEXT,           -- PEP 740: the provenance object built from its attestations
     requires_python TEXT,
     summary TEXT,
     upload_time TEXT NOT NULL,
@@ -121,6 +122,7 @@ class NewFile:
     # `pyproxy import` keeps what the exporting index recorded; an upload leaves them None
     upload_time: str | None = None  # ISO 8601, UTC
     yanked_reason: str | None = None  # None: not yanked
+    provenance: bytes | None = None  # PEP 740 provenance object (JSON) of its attestations
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,13 +168,17 @@ RoleRows = list[tuple[str, str]]
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a database made by an earlier version up to SCHEMA (processes may race here)."""
 
-    def missing() -> bool:
-        return "restricted" not in {row[1] for row in db.execute("PRAGMA table_info(projects)")}
+    def missing(table: str, column: str) -> bool:
+        return column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
-    if missing():
-        with sqlite.write_transaction(db):
-            if missing():
-                db.execute("ALTER TABLE projects ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0")
+    for table, column, definition in (
+        ("projects", "restricted", "INTEGER NOT NULL DEFAULT 0"),
+        ("files", "provenance_sha256", "TEXT"),
+    ):
+        if missing(table, column):
+            with sqlite.write_transaction(db):
+                if missing(table, column):
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
 
 
 class PrivateStore:
@@ -275,8 +281,9 @@ class PrivateStore:
         if project is None:
             raise NotFound(f"no private project {name!r}")
         rows = self._reader.execute(
-            "SELECT filename, size, sha256, metadata_sha256, requires_python, upload_time,"
-            " yanked, yanked_reason FROM files WHERE project = ? ORDER BY upload_time, filename",
+            "SELECT filename, size, sha256, metadata_sha256, provenance_sha256, requires_python,"
+            " upload_time, yanked, yanked_reason FROM files WHERE project = ?"
+            " ORDER BY upload_time, filename",
             (name,),
         ).fetchall()
         files = tuple(
@@ -290,6 +297,7 @@ class PrivateStore:
                 yanked_reason=row["yanked_reason"],
                 core_metadata={"sha256": row["metadata_sha256"]} if row["metadata_sha256"] else False,
                 origin=Origin.PRIVATE,
+                provenance=row["provenance_sha256"] is not None,
             )
             for row in rows
         )
@@ -312,6 +320,16 @@ class PrivateStore:
         ).fetchone()
         if row is None or row[0] is None:
             raise NotFound(f"no metadata for {filename!r} in private project {project!r}")
+        path = self.files.path(row[0])
+        return LocalFile(path, path.stat().st_size, row[0], cache="private")
+
+    def open_provenance(self, project: NormalizedName, filename: str) -> LocalFile:
+        row = self._reader.execute(
+            "SELECT provenance_sha256 FROM files WHERE project = ? AND filename = ?",
+            (project, filename),
+        ).fetchone()
+        if row is None or row[0] is None:
+            raise NotFound(f"no provenance for {filename!r} in private project {project!r}")
         path = self.files.path(row[0])
         return LocalFile(path, path.stat().st_size, row[0], cache="private")
 
@@ -445,12 +463,12 @@ class PrivateStore:
     def _add_file(
         self, new: NewFile, body: Path, allowed: Callable[[RoleRows | None], bool] | None
     ) -> bool:
-        with self.files.temporary_file() as metadata_tmp:
-            metadata_sha256 = None
-            if new.core_metadata is not None:
-                metadata_sha256 = hashlib.sha256(new.core_metadata).hexdigest()
-                metadata_tmp.write_bytes(new.core_metadata)
-                fsync_file(metadata_tmp)
+        with (
+            self.files.temporary_file() as metadata_tmp,
+            self.files.temporary_file() as provenance_tmp,
+        ):
+            metadata_sha256 = _write_side_body(metadata_tmp, new.core_metadata)
+            provenance_sha256 = _write_side_body(provenance_tmp, new.provenance)
             with self._write() as db:
                 # checked again under the write lock: another process may have won the race
                 if self._check_duplicate(db, new):
@@ -463,15 +481,17 @@ class PrivateStore:
                 self.files.move_into_place(body, new.sha256)
                 if metadata_sha256 is not None:
                     self.files.move_into_place(metadata_tmp, metadata_sha256)
+                if provenance_sha256 is not None:
+                    self.files.move_into_place(provenance_tmp, provenance_sha256)
                 db.execute(
                     "INSERT INTO files (filename, project, version, filetype, size, sha256,"
-                    " blake2_256, md5, metadata_sha256, requires_python, summary, upload_time,"
-                    " uploader, yanked, yanked_reason, fields)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " blake2_256, md5, metadata_sha256, provenance_sha256, requires_python,"
+                    " summary, upload_time, uploader, yanked, yanked_reason, fields)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         new.filename, new.project, canonical_version(new.version), new.filetype,
                         new.size, new.sha256, new.blake2_256, new.md5, metadata_sha256,
-                        new.requires_python, new.summary,
+                        provenance_sha256, new.requires_python, new.summary,
                         new.upload_time or datetime.now(UTC).isoformat(),
                         new.uploader, new.yanked_reason is not None, new.yanked_reason or "",
                         orjson.dumps(dict(new.fields)),
@@ -582,14 +602,22 @@ class PrivateStore:
         removed = self.files.sweep_temporary()
         with self._write() as db:  # bodies are only moved in under this lock
             referenced = {row[0] for row in db.execute("SELECT sha256 FROM files")}
-            referenced |= {
-                row[0]
-                for row in db.execute(
-                    "SELECT metadata_sha256 FROM files WHERE metadata_sha256 IS NOT NULL"
-                )
-            }
+            for column in ("metadata_sha256", "provenance_sha256"):
+                referenced |= {
+                    row[0]
+                    for row in db.execute(f"SELECT {column} FROM files WHERE {column} IS NOT NULL")
+                }
             removed += self.files.remove_unreferenced(referenced)
         return removed
+
+
+def _write_side_body(path: Path, body: bytes | None) -> str | None:
+    """Write a file's `.metadata` or provenance to its temp file, fsync'd; its sha256."""
+    if body is None:
+        return None
+    path.write_bytes(body)
+    fsync_file(path)
+    return hashlib.sha256(body).hexdigest()
 
 
 def _removed_sdist(db: sqlite3.Connection, new: NewFile) -> str | None:

@@ -3,9 +3,9 @@
 Without a hash, anything that came back with a 200 (an error page, a login form, a redirect's
 target) would be cached as the file for good. So such a body must at least be a well-formed
 archive of its kind: a zip whose central directory parses member by member (wheels, `.zip`
-sdists, eggs), a tar whose first header is sound under its compression (sdists), or core
-metadata with a Metadata-Version and a Name (`.metadata`). A zip's directory sits at its end,
-which also shows the download is complete.
+sdists, eggs), a tar whose first header is sound under its compression (sdists), core
+metadata with a Metadata-Version and a Name (`.metadata`), or a PEP 740 provenance object
+(`.provenance`). A zip's directory sits at its end, which also shows the download is complete.
 
 Every check reads an open file in bounded pieces; nothing reads the whole file into memory.
 Pure: no I/O beyond the file object it is given, no knowledge of the cache.
@@ -14,6 +14,7 @@ Pure: no I/O beyond the file object it is given, no knowledge of the cache.
 from __future__ import annotations
 
 import bz2
+import json
 import re
 import struct
 import tarfile
@@ -53,6 +54,7 @@ _KINDS: Final = (
     (".tbz", "tar.bz2"),
     (".tar", "tar"),
     (".metadata", "metadata"),
+    (".provenance", "provenance"),  # PEP 740's provenance object, as pyproxy names it
 )
 
 
@@ -241,10 +243,30 @@ def _check_metadata(file: BinaryIO, size: int) -> None:
         raise Unproven("not core metadata: no Name")
 
 
+MAX_PROVENANCE_BYTES: Final = 1024 * 1024  # a few attestations are some kilobytes
+
+
+def _check_provenance(file: BinaryIO, size: int) -> None:
+    """A PEP 740 provenance object: JSON, version 1, with a list of attestation bundles."""
+    file.seek(0)
+    data = file.read(MAX_PROVENANCE_BYTES + 1)
+    if len(data) > MAX_PROVENANCE_BYTES:
+        raise Unproven(f"a provenance object larger than {MAX_PROVENANCE_BYTES // 1024} KiB")
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise Unproven(f"not a provenance object: not JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("version") != 1:
+        raise Unproven("not a provenance object: no \"version\": 1")
+    if not isinstance(document.get("attestation_bundles"), list):
+        raise Unproven("not a provenance object: no \"attestation_bundles\" list")
+
+
 _CHECKS: Final[dict[str, Callable[[BinaryIO, int], None]]] = {
     "zip": _check_zip,
     "tar.gz": _check_tar_gz,
     "tar.bz2": _check_tar_bz2,
     "tar": _check_tar,
     "metadata": _check_metadata,
+    "provenance": _check_provenance,
 }

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from pyproxy.web import (
     files,
+    integrity,
     json_api,
     lifecycle,
     middleware,
@@ -18,6 +19,7 @@ from pyproxy.web import (
     upload,
 )
 from pyproxy.web.context import SERVICES, Services
+from pyproxy.web.html_cache import RenderedHTML
 
 
 def build_app(services: Services) -> web.Application:
@@ -35,18 +37,26 @@ def build_app(services: Services) -> web.Application:
     router.add_get("/projects/", pages.projects)
     router.add_get("/project/{tail:.*}", pages.project)
     router.add_get("/simple", simple.simple_root_without_slash)
+    # where pip-tools before 7.6 looks for hashes given the index URL /simple/ (a PEP 503 URL
+    # has no such path: /simple/pypi/ stays the page of a project named pypi)
+    router.add_get("/simple/pypi/{project}/json", json_api.project_beside_simple)
     router.add_get("/simple/{tail:.*}", simple.simple)
     router.add_get("/files/{project}/{filename}", files.download)
+    router.add_get(integrity.ROUTE, integrity.provenance)
     router.add_get("/health", ops.health)
     router.add_get("/ready", ops.ready)
     router.add_get("/metrics", ops.metrics_page)
     app[ops.READINESS] = ops.Readiness()
     app[simple.RENDERED] = simple.RenderedPages()
     app[json_api.RENDERED] = json_api.RenderedDocuments()
+    app[pages.RENDERED] = RenderedHTML()
     # the public index also answers these with a trailing slash
     for suffix in ("json", "json/"):
         router.add_get(f"/pypi/{{project}}/{suffix}", json_api.project)
         router.add_get(f"/pypi/{{project}}/{{version}}/{suffix}", json_api.release)
+    # where pip-tools 7.6 looks for hashes given the index URL /simple/; after every other
+    # route, so that /simple/json, /project/json and the like keep their meaning
+    router.add_get("/{project}/json", json_api.project_beside_simple)
     # twine aborts on any redirect, so every spelling of the upload URL is served directly
     for path in ("/legacy/", "/legacy", "/"):
         router.add_post(path, upload.upload)

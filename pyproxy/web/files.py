@@ -13,6 +13,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from aiohttp import hdrs, web
@@ -90,16 +91,19 @@ class _Shrank(Exception):
 
 
 class _FileBody(web.StreamResponse):
-    """Sends a byte span of an open file with the kernel's sendfile where possible."""
+    """Sends a byte span of an open file with the kernel's sendfile where possible (a file
+    small enough to have been read with its open is written from memory)."""
 
     def __init__(
-        self, fobj: BinaryIO, offset: int, count: int, *, status: int, headers: dict[str, str]
+        self, fobj: BinaryIO, offset: int, count: int, body: bytes | None, *, status: int,
+        headers: dict[str, str],
     ) -> None:
         super().__init__(status=status, headers=headers)
         self._fobj = fobj
         self._offset = offset
         self._count = count
-        self._copied: int | None = None  # bytes _copy has written, when it is used
+        self._preloaded = body
+        self._copied: int | None = None  # bytes written through the writer, when it is used
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
@@ -133,6 +137,11 @@ class _FileBody(web.StreamResponse):
         transport = request.transport
         if transport is None or transport.is_closing():  # sendfile would say RuntimeError
             raise ConnectionResetError("the client went away")
+        if self._preloaded is not None:  # read with its open: from memory
+            self._copied = 0
+            await writer.write(self._preloaded[self._offset : self._offset + self._count])
+            self._copied = self._count
+            return self._count
         try:
             sent: int = await asyncio.get_running_loop().sendfile(
                 transport, self._fobj, self._offset, self._count
@@ -145,8 +154,8 @@ class _FileBody(web.StreamResponse):
         return sent
 
     def _sent_before_failure(self) -> int:
-        """asyncio's sendfile leaves the file's position after the bytes it sent; _copy keeps
-        its own count."""
+        """asyncio's sendfile leaves the file's position after the bytes it sent; writes
+        through the writer (from memory, or _copy's) keep their own count."""
         if self._copied is not None:
             return self._copied
         return min(max(self._fobj.tell() - self._offset, 0), self._count)
@@ -185,7 +194,9 @@ def client_went_away(request: web.BaseRequest, head: int, sent: int, size: int |
 
 
 def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, str]:
-    headers = {hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"}
+    headers: dict[str, str] = {
+        hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"
+    }
     if etag is not None:
         headers[hdrs.ETAG] = etag
     if last_modified is not None:
@@ -193,13 +204,27 @@ def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, st
     return headers
 
 
+def _open(path: Path) -> tuple[BinaryIO, os.stat_result, bytes | None]:
+    """In a thread: the open file, its stat, and its bytes if it fits in one chunk (a small
+    file, e.g. a .metadata, then costs this one thread hop and no more)."""
+    fobj = open(path, "rb")  # noqa: SIM115 - handed to the response, which closes it
+    try:
+        stat = os.fstat(fobj.fileno())
+        body = os.pread(fobj.fileno(), stat.st_size, 0) if stat.st_size <= _CHUNK else None
+    except BaseException:
+        fobj.close()
+        raise
+    if body is not None and len(body) != stat.st_size:
+        body = None  # changed under us (never for a committed file): send what is on disk
+    return fobj, stat, body
+
+
 async def send_local(request: web.Request, file: LocalFile) -> web.StreamResponse:
     """A complete file on disk, with HEAD, If-None-Match, Range and If-Range."""
     etag = f'"{file.sha256}"'
     # open first: the path may be evicted from a cache meanwhile, an open file survives it
-    fobj = await asyncio.to_thread(open, file.path, "rb")
+    fobj, stat, body = await asyncio.to_thread(_open, file.path)
     try:
-        stat = os.fstat(fobj.fileno())
         size = stat.st_size
         headers = _base_headers(etag, stat.st_mtime)
         headers[hdrs.ACCEPT_RANGES] = "bytes"
@@ -221,7 +246,7 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
             if requested is not None:
                 span, status = requested, 206
                 headers[hdrs.CONTENT_RANGE] = f"bytes {span.start}-{span.end}/{size}"
-        response = _FileBody(fobj, span.start, span.length, status=status, headers=headers)
+        response = _FileBody(fobj, span.start, span.length, body, status=status, headers=headers)
         response.content_length = span.length
         return response
     except BaseException:

@@ -1,15 +1,14 @@
-"""The legacy JSON API: GET /pypi/<project>/json and /pypi/<project>/<version>/json.
+"""The legacy JSON API: GET /pypi/<project>/json and /pypi/<project>/<version>/json, and the
+project document where pip-tools looks for it (/<project>/json, /simple/pypi/<project>/json).
 
 Same repository (so the same private-wins rule) and the same file URLs as the Simple API.
-`info` of a private release comes from its upload form; of an upstream release, from the
-PEP 658 metadata of one of its wheels (read through the blob cache, so fetched once).
+`info` says what web/metadata.py reads of the release's metadata.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
@@ -17,11 +16,9 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from pyproxy.formats import legacy_json
-from pyproxy.formats.legacy_json import ReleaseMetadata
+from pyproxy.formats.releases import Releases, choose_version, find_version, group_releases
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
-    DistFile,
-    LocalFile,
     NormalizedName,
     NotFound,
     Origin,
@@ -32,13 +29,11 @@ from pyproxy.model import (
 )
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, Services, origin
+from pyproxy.web.metadata import release_metadata
 from pyproxy.web.middleware import CORS_HEADERS
 from pyproxy.web.simple import file_url
 
-log = logging.getLogger("pyproxy.web.json")
-
 CONTENT_TYPE = "application/json"
-_MAX_METADATA = 16 * 1024 * 1024  # a METADATA file is small; anything bigger is not read
 # the public index exposes its serial header to browsers too
 _EXPOSE = CORS_HEADERS["Access-Control-Expose-Headers"] + ", X-PyPI-Last-Serial"
 
@@ -87,12 +82,23 @@ async def release(request: web.Request) -> web.StreamResponse:
     return await _answer(request, request.match_info["version"])
 
 
-async def _answer(request: web.Request, requested: str | None) -> web.StreamResponse:
+async def project_beside_simple(request: web.Request) -> web.StreamResponse:
+    """/<project>/json (and /simple/pypi/<project>/json): what /pypi/<project>/json answers,
+    where pip-tools 7.6 (before 7.6) asks for the hashes of a pinned release given the index
+    URL .../simple/. `pip-compile --generate-hashes` reads them from `releases`, and downloads
+    every file the answer does not list to hash it. Any spelling of the name is answered as
+    it is, without a redirect."""
+    return await _answer(request, None, redirect=False)
+
+
+async def _answer(
+    request: web.Request, requested: str | None, *, redirect: bool = True
+) -> web.StreamResponse:
     raw_name = request.match_info["project"]
     if not valid_name(raw_name):
         return _json_error(404, "Not Found")
     name = normalize(raw_name)
-    if raw_name != name:
+    if raw_name != name and redirect:
         return _redirect(request, name, requested)
     try:
         return await _document(request, name, requested)
@@ -128,7 +134,7 @@ async def _document(
         releases, version = await asyncio.to_thread(_release_of, page, requested)
         if version is None:
             raise NotFound(f"no such release of {name!r}")
-        metadata, complete = await _metadata(services, page, releases[version])
+        metadata, complete = await release_metadata(services, page, releases[version])
         serial = services.catalog.project_serial(name) or 0
         private_digests = _private_digests(services, page)
 
@@ -154,11 +160,11 @@ async def _document(
     return _respond(request, services, rendered)
 
 
-def _release_of(page: ProjectPage, requested: str | None) -> tuple[legacy_json.Releases, str | None]:
-    releases = legacy_json.group_releases(page)
+def _release_of(page: ProjectPage, requested: str | None) -> tuple[Releases, str | None]:
+    releases = group_releases(page)
     if requested is None:
-        return releases, legacy_json.choose_version(releases)
-    return releases, legacy_json.find_version(releases, requested)
+        return releases, choose_version(releases)
+    return releases, find_version(releases, requested)
 
 
 def _respond(request: web.Request, services: Services, rendered: _Rendered) -> web.Response:
@@ -180,43 +186,3 @@ def _private_digests(
     if not any(dist.origin is Origin.PRIVATE for dist in page.files):
         return {}
     return services.catalog.file_digests(page.name)
-
-
-async def _metadata(
-    services: Services, page: ProjectPage, files: list[DistFile]
-) -> tuple[ReleaseMetadata, bool]:
-    """The release's metadata, and whether it is all there is to know (False: it could not be
-    read right now)."""
-    for dist in files:
-        if dist.origin is Origin.PRIVATE:
-            fields = services.catalog.file_fields(dist.filename)
-            if fields is not None:
-                return legacy_json.metadata_from_fields(fields), True
-    source = legacy_json.metadata_file(files)
-    if source is None:
-        return ReleaseMetadata(), True
-    try:
-        data = await _read_metadata(services, page.name, source.filename)
-    except (NotFound, Unavailable, OSError) as exc:
-        log.warning("info of %s without metadata of %s: %s", page.name, source.filename, exc)
-        return ReleaseMetadata(), False
-    if data is None:
-        log.warning("metadata of %s is larger than %d bytes; not read", source.filename, _MAX_METADATA)
-        return ReleaseMetadata(), True
-    return legacy_json.metadata_from_core(data), True
-
-
-async def _read_metadata(services: Services, project: NormalizedName, filename: str) -> bytes | None:
-    source = await services.repository.open_metadata(project, filename)
-    if isinstance(source, LocalFile):
-        if source.size > _MAX_METADATA:
-            return None
-        return await asyncio.to_thread(source.path.read_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in source.chunks:
-        size += len(chunk)
-        if size > _MAX_METADATA:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, LooseHeaders
 
-from pyproxy.model import NotFound, Unavailable
+from pyproxy.model import Forbidden, NotFound, Unavailable
 from pyproxy.publish.validate import reason_phrase
 
 log = logging.getLogger("pyproxy.web")
@@ -24,7 +24,7 @@ CORS_HEADERS = {
 }
 
 
-def text_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def text_error(status: int, message: str, headers: LooseHeaders | None = None) -> web.Response:
     """A plain-text error whose reason phrase carries the message too (twine shows it)."""
     return web.Response(
         status=status, reason=reason_phrase(message), text=message + "\n", headers=headers,
@@ -38,7 +38,7 @@ CLIENT_CLOSED = 499
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Preflights get 204; repository errors become 404/503; a client that went away (e.g.
+    """Preflights get 204; repository errors become 403/404/503; a client that went away (e.g.
     mid-upload) gets a 499 that is never sent but recorded; anything unexpected a 500 (its
     traceback logged)."""
     if request.method == hdrs.METH_OPTIONS:
@@ -47,6 +47,8 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except web.HTTPException:
         raise
+    except Forbidden as exc:  # e.g. a file [policy] holds back: the message says until when
+        return text_error(403, f"Forbidden: {exc}")
     except NotFound as exc:
         return text_error(404, f"Not Found: {exc}")
     except Unavailable as exc:

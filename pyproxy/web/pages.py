@@ -1,5 +1,5 @@
 """Human-facing pages (server-rendered with aiohttp-jinja2, no JavaScript): the landing page,
-search, the private project list and a page per project.
+search, the private project list, a page per project and one per release.
 
 They show only what the Simple API and the files' core metadata show to anyone with read
 access: never who uploaded a file, and only the metadata fields picked below.
@@ -9,31 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from collections.abc import Mapping
 
 import aiohttp_jinja2
 from aiohttp import web
-from markupsafe import Markup
-from packaging.version import InvalidVersion, Version
 
 from pyproxy.formats.description import render_description
 from pyproxy.model import (
-    DistFile,
-    NormalizedName,
     NotFound,
-    Origin,
     ProjectPage,
     Unavailable,
     normalize,
     valid_name,
 )
-from pyproxy.units import human_size
 from pyproxy.web import readauth
 from pyproxy.web.context import SERVICES, Services, origin
+from pyproxy.web.html_cache import Built, RenderedHTML
+from pyproxy.web.metadata import release_metadata
 from pyproxy.web.simple import file_url
+from pyproxy.web.views import (
+    Metadata,
+    VersionView,
+    first_value,
+    project_links,
+    project_view,
+    release_path,
+    release_view,
+)
 
 MAX_SEARCH_RESULTS = 100
 
@@ -48,6 +50,9 @@ _SECURITY_HEADERS = {
 }
 
 
+RENDERED = web.AppKey("rendered_html", RenderedHTML)
+
+
 def _render(
     template: str, request: web.Request, context: Mapping[str, object], *, status: int = 200
 ) -> web.Response:
@@ -56,163 +61,22 @@ def _render(
     return response
 
 
-# ------------------------------------------------------------------------------ formatting
+async def _render_off_loop(
+    request: web.Request, template: str, context: Mapping[str, object]
+) -> bytes:
+    """What aiohttp_jinja2 renders (no context processors are installed), in a thread: a
+    jinja2 template may be rendered by several threads at once."""
+    prepared = aiohttp_jinja2.get_env(request.app).get_template(template)
+    return await asyncio.to_thread(lambda: prepared.render(context).encode())
 
 
-def _when(moment: datetime | None) -> tuple[str, str]:
-    """(shown text, ISO 8601 for <time datetime>), in UTC."""
-    if moment is None:
-        return "", ""
-    moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.strftime("%Y-%m-%d %H:%M UTC"), moment.isoformat(timespec="seconds")
-
-
-def _version_key(version: str) -> Version | None:
-    try:
-        return Version(version)
-    except InvalidVersion:
-        return None
-
-
-def _canonical(version: str) -> str:
-    parsed = _version_key(version)
-    return version if parsed is None else str(parsed)
-
-
-# ------------------------------------------------------------------------------ view models
-
-
-@dataclass(frozen=True, slots=True)
-class FileView:
-    filename: str
-    url: str
-    size: str
-    uploaded: str
-    uploaded_iso: str
-    sha256: str | None
-    requires_python: str | None
-    yanked: bool
-    yanked_reason: str
-    private: bool
-
-
-@dataclass(frozen=True, slots=True)
-class VersionView:
-    version: str
-    files: tuple[FileView, ...]
-    requires_python: tuple[str, ...]  # distinct values among its files
-
-    @property
-    def yanked(self) -> bool:
-        return bool(self.files) and all(f.yanked for f in self.files)
-
-    @property
-    def anchor(self) -> str:
-        return "v-" + re.sub(r"[^A-Za-z0-9._-]", "-", self.version)
-
-
-@dataclass(frozen=True, slots=True)
-class Link:
-    label: str
-    url: str
-
-
-def _file_view(dist: DistFile, url: str) -> FileView:
-    uploaded, uploaded_iso = _when(dist.upload_time)
-    return FileView(
-        filename=dist.filename,
-        url=url,
-        size=human_size(dist.size),
-        uploaded=uploaded,
-        uploaded_iso=uploaded_iso,
-        sha256=dist.sha256,
-        requires_python=dist.requires_python,
-        yanked=dist.yanked,
-        yanked_reason=dist.yanked_reason,
-        private=dist.origin is Origin.PRIVATE,
+def _html(body: bytes) -> web.Response:
+    return web.Response(
+        body=body, content_type="text/html", charset="utf-8", headers=_SECURITY_HEADERS
     )
 
 
-def version_views(page: ProjectPage, base: str) -> list[VersionView]:
-    """Versions newest first (packaging's ordering; unparsable ones after, then files whose
-    version cannot be told), each with its files."""
-    url_of = file_url(base, page.name)
-    grouped: dict[str, list[DistFile]] = {_canonical(v): [] for v in page.versions}
-    unknown: list[DistFile] = []
-    for dist in page.files:
-        if dist.version is None:
-            unknown.append(dist)
-        else:
-            grouped.setdefault(_canonical(dist.version), []).append(dist)
-    parsed = [(key, v) for v in grouped if (key := _version_key(v)) is not None]
-    ordered = [v for _key, v in sorted(parsed, key=lambda item: item[0], reverse=True)]
-    ordered += sorted((v for v in grouped if _version_key(v) is None), reverse=True)
-    groups = [(v, grouped[v]) for v in ordered]
-    if unknown:
-        groups.append(("other files", unknown))
-    views = []
-    for version, dists in groups:
-        dists.sort(key=lambda d: d.filename)
-        requires = dict.fromkeys(d.requires_python for d in dists if d.requires_python)
-        views.append(
-            VersionView(version, tuple(_file_view(d, url_of(d)) for d in dists), tuple(requires))
-        )
-    return views
-
-
-def _current(versions: Sequence[VersionView], *, private_only: bool) -> VersionView | None:
-    """The version a visitor most likely wants: the newest final release with a file that is
-    not yanked, else the newest with any file (only private files count when asked)."""
-
-    def usable(view: VersionView) -> bool:
-        return any(not private_only or f.private for f in view.files)
-
-    candidates = [v for v in versions if usable(v)]
-    for view in candidates:
-        parsed = _version_key(view.version)
-        if parsed is not None and not parsed.is_prerelease and not view.yanked:
-            return view
-    for view in candidates:
-        if not view.yanked:
-            return view
-    return candidates[0] if candidates else None
-
-
-def _first(fields: Mapping[str, Sequence[str]], key: str) -> str:
-    values = fields.get(key) or ()
-    return values[0].strip() if values else ""
-
-
-def _is_web_url(url: str) -> bool:
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return False
-    return parts.scheme in ("http", "https") and bool(parts.netloc)
-
-
-def project_links(fields: Mapping[str, Sequence[str]]) -> list[Link]:
-    """Home-Page, Download-URL and Project-URL entries, http(s) only (no javascript: links)."""
-    links: list[Link] = []
-    for key, label in (("home_page", "Homepage"), ("download_url", "Download")):
-        if (url := _first(fields, key)) and _is_web_url(url):
-            links.append(Link(label, url))
-    for entry in fields.get("project_urls") or ():
-        label, sep, url = entry.partition(",")
-        if sep and _is_web_url(url.strip()):
-            links.append(Link(label.strip() or url.strip(), url.strip()))
-    return links
-
-
-@dataclass(frozen=True, slots=True)
-class Metadata:
-    """What a private release's core metadata says, for the page."""
-
-    display_name: str = ""
-    version: str = ""
-    summary: str = ""
-    description: Markup | None = None
-    links: tuple[Link, ...] = ()
+# ------------------------------------------------------------------------------ metadata
 
 
 async def private_metadata(services: Services, current: VersionView | None) -> Metadata:
@@ -227,12 +91,12 @@ async def private_metadata(services: Services, current: VersionView | None) -> M
     if text.strip():
         # off the loop: docutils and pygments can take a while on a long README
         description = await asyncio.to_thread(
-            render_description, text, _first(fields, "description_content_type") or None
+            render_description, text, first_value(fields, "description_content_type") or None
         )
     return Metadata(
-        display_name=_first(fields, "name"),
+        display_name=first_value(fields, "name"),
         version=current.version,
-        summary=_first(fields, "summary"),
+        summary=first_value(fields, "summary"),
         description=description,
         links=tuple(project_links(fields)),
     )
@@ -247,6 +111,7 @@ def _serves(services: Services) -> dict[str, object]:
         "private_only": settings.private_only,
         "upstream": services.upstream_description,
         "offline": settings.offline,
+        "routes": services.upstreams.routes(),
     }
 
 
@@ -277,8 +142,9 @@ async def search(request: web.Request) -> web.StreamResponse:
     if query:
         valid = valid_name(query)
         hidden = readauth.hidden_projects(request)
-        if valid and services.catalog.has_project(normalize(query)) and normalize(query) not in hidden:
-            raise web.HTTPFound(f"/project/{normalize(query)}/")
+        exact = normalize(query)
+        if valid and services.catalog.has_project(exact) and exact not in hidden:
+            raise web.HTTPFound(f"/project/{exact}/")
         key = _search_key(query)
         compact = key.replace("-", "")
         matches = []
@@ -287,10 +153,11 @@ async def search(request: web.Request) -> web.StreamResponse:
             if key in name or (compact and compact in name.replace("-", "")):
                 matches.append((not name.startswith(key), name, display))
         matches.sort()
-        context["matches"] = [(name, display) for _rank, name, display in matches[:MAX_SEARCH_RESULTS]]
+        shown = matches[:MAX_SEARCH_RESULTS]
+        context["matches"] = [(name, display) for _rank, name, display in shown]
         context["more"] = max(0, len(matches) - MAX_SEARCH_RESULTS)
         if valid and not services.settings.private_only:
-            context["open_name"] = normalize(query)
+            context["open_name"] = exact
         context["valid"] = valid
     return _render("search.html", request, {**context, **_serves(services)})
 
@@ -312,17 +179,31 @@ def _error_page(request: web.Request, status: int, title: str, message: str) -> 
     )
 
 
+class _NoSuchRelease(Exception):
+    pass
+
+
+class _OtherSpelling(Exception):
+    def __init__(self, version: str) -> None:
+        super().__init__(version)
+        self.version = version
+
+
 async def project(request: web.Request) -> web.StreamResponse:
-    """/project/<name>/: 301 to the normalised spelling; HTML 404 and 503 pages."""
+    """/project/<name>/ and /project/<name>/<version>/: 301 to the normalised spellings; HTML
+    404 and 503 pages."""
     tail = request.match_info["tail"]
     parts = [part for part in tail.split("/") if part]
     if not parts:
         raise web.HTTPFound("/projects/")
-    if len(parts) != 1 or not valid_name(parts[0]):
+    if len(parts) > 2 or not valid_name(parts[0]):
         return _error_page(request, 404, "Not Found", f"{tail.strip('/')!r} is not a project name.")
     name = normalize(parts[0])
-    if tail != f"{name}/":
-        raise web.HTTPMovedPermanently(f"/project/{name}/")
+    requested = parts[1] if len(parts) == 2 else None
+    if tail != f"{name}/{'' if requested is None else requested + '/'}":
+        raise web.HTTPMovedPermanently(
+            f"/project/{name}/" if requested is None else release_path(name, requested)
+        )
     services = request.app[SERVICES]
     try:
         page = await services.repository.project_page(name)
@@ -330,7 +211,9 @@ async def project(request: web.Request) -> web.StreamResponse:
         if services.settings.private_only:
             message = f"There is no project {name!r} here."
         elif services.settings.offline:
-            message = f"There is no private project {name!r}, and pyproxy is offline with no copy of it."
+            message = (
+                f"There is no private project {name!r}, and pyproxy is offline with no copy of it."
+            )
         else:
             message = f"There is no project {name!r} here or upstream."
         return _error_page(request, 404, "Not Found", message)
@@ -340,30 +223,79 @@ async def project(request: web.Request) -> web.StreamResponse:
             f"The upstream index cannot be reached right now and pyproxy has no copy of"
             f" {name!r}: {exc}. Try again later.",
         )
-    return _render("project.html", request, await _project_context(request, services, name, page))
-
-
-async def _project_context(
-    request: web.Request, services: Services, name: NormalizedName, page: ProjectPage
-) -> dict[str, object]:
     base = origin(request)
-    versions = version_views(page, base)
+    cache = request.app[RENDERED]
+    # nothing on them depends on who asks (the guard has judged that already): one build
+    # serves all
+    if requested is None:
+        body = await cache.get(
+            (base, name, ""), page.revision, lambda: _project_page(request, services, base, page)
+        )
+        return _html(body)
+    try:
+        body = await cache.get(
+            (base, name, "release", requested),
+            page.revision,
+            lambda: _release_page(request, services, base, page, requested),
+        )
+    except _OtherSpelling as other:
+        raise web.HTTPMovedPermanently(release_path(name, other.version)) from None
+    except _NoSuchRelease:
+        return _error_page(
+            request, 404, "Not Found", f"{name!r} has no release {requested!r} here."
+        )
+    return _html(body)
+
+
+async def _release_page(
+    request: web.Request, services: Services, base: str, page: ProjectPage, requested: str
+) -> Built:
+    found = await asyncio.to_thread(release_view, page, requested, file_url(base, page.name))
+    if found is None:
+        raise _NoSuchRelease(requested)
+    if isinstance(found, str):
+        raise _OtherSpelling(found)
+    metadata, complete = await release_metadata(services, page, list(found.files))
+    release = found.release
+    context = {
+        "base": base,
+        "name": page.name,
+        "display_name": metadata.name or page.name,
+        "release": release,
+        "yanked_reason": found.yanked_reason,
+        "summary": metadata.summary,
+        "requires_python": (
+            (metadata.requires_python,) if metadata.requires_python else release.requires_python
+        ),
+        "status": page.status,
+        **_serves(services),
+    }
+    # without its metadata (upstream unreachable) the page is served, and built again next time
+    return Built(await _render_off_loop(request, "release.html", context), complete)
+
+
+async def _project_page(
+    request: web.Request, services: Services, base: str, page: ProjectPage
+) -> Built:
+    name = page.name
+    # off the loop: a project with 20,000 files takes the best part of a second to lay out
+    view = await asyncio.to_thread(project_view, page, file_url(base, name))
     private = services.catalog.has_project(name)
     metadata = Metadata()
     if private:
-        metadata = await private_metadata(services, _current(versions, private_only=True))
-    current = _current(versions, private_only=False)
-    has_upstream_files = any(not f.private for v in versions for f in v.files)
-    return {
+        metadata = await private_metadata(services, view.current_private)
+    context = {
         "base": base,
         "name": name,
         "display_name": metadata.display_name or name,
         "private": private,
-        "has_upstream_files": has_upstream_files,
-        "current": current,
+        "has_upstream_files": view.has_upstream_files,
+        "current": view.current,
         "metadata": metadata,
-        "versions": versions,
+        "versions": view.versions,
         "status": page.status,
         "file_count": len(page.files),
         **_serves(services),
+        "upstream": services.upstreams.upstream_for(name),
     }
+    return Built(await _render_off_loop(request, "project.html", context))

@@ -182,7 +182,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 def hidden_projects(request: web.Request) -> frozenset[NormalizedName]:
     """The restricted projects this request's caller may not read, for listings to leave out."""
-    restrictions = request.get(_RESTRICTIONS)
+    restrictions: ReadRestrictions | None = request.get(_RESTRICTIONS)
     if not restrictions:
         return frozenset()
     identity = request.get(_IDENTITY)

@@ -21,8 +21,6 @@ from pyproxy import metrics
 from pyproxy.compose import build_services, describe_upstream, open_stores
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
-from pyproxy.stores.blobcache import BlobCache
-from pyproxy.stores.pages import PageStore
 from pyproxy.stores.space import Spare, is_disk_full, with_room
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
@@ -169,19 +167,14 @@ def _open_files_for(connections: int) -> None:
 
 
 def _open_once(settings: Settings) -> int:
-    """Open every store the workers open, so a bad data directory fails here with one message,
-    and sweep what interrupted uploads left (how many)."""
+    """Open the stores once, so a bad data directory fails here with one message, and sweep
+    what interrupted uploads left (how many). The workers open the rest (with room, too)."""
     private, users = open_stores(settings.data_dir)
     try:
-        removed = private.collect_garbage()
-        if not settings.private_only:  # the caches' databases write as they open
-            layout = DataDir(settings.data_dir)
-            PageStore(layout.pages).close()
-            BlobCache(layout.files, settings.cache_max_size).close()
+        return private.collect_garbage()
     finally:
         private.close()
         users.close()
-    return removed
 
 
 def serve(settings: Settings) -> int:

@@ -19,6 +19,7 @@ from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, norma
 from pyproxy.web import readauth
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, origin
+from pyproxy.web.integrity import provenance_url
 
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
 GZIP_MIN_BYTES = 1024
@@ -176,6 +177,7 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
     project = await services.repository.project_page(name)
     base = origin(request)
     page = await request.app[RENDERED].get(
-        (base, fmt, name), project.revision, lambda: render_project(project, fmt, file_url(base, name))
+        (base, fmt, name), project.revision,
+        lambda: render_project(project, fmt, file_url(base, name), provenance_url(base, name)),
     )
     return _page(request, fmt, page)

@@ -673,3 +673,43 @@ async def test_round_trip_through_the_fake_upstream(formats: Formats, relative: 
     )
     assert (sdist.filename, sdist.yanked, sdist.yanked_reason) == (SDIST, True, "broken <build>")
     assert sdist.core_metadata is False
+
+
+# -- PEP 740 provenance ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "url"),
+    [
+        ("http://127.0.0.1:9000/integrity/foo/1.0/foo-1.0.tar.gz/provenance",
+         "http://127.0.0.1:9000/integrity/foo/1.0/foo-1.0.tar.gz/provenance"),
+        ("../../integrity/foo/1.0/foo-1.0.tar.gz/provenance",
+         f"{ORIGIN}/integrity/foo/1.0/foo-1.0.tar.gz/provenance"),  # against the page URL
+        (None, None),
+        ("", None),
+        ("file:///etc/passwd", None),  # pyproxy would fetch it: http(s) only
+    ],
+)
+def test_json_provenance(value: str | None, url: str | None) -> None:
+    dist = only_file(parse_json(json_file(provenance=value)))
+    assert (dist.provenance, dist.provenance_url) == (url is not None, url)
+
+
+def test_json_provenance_of_another_type_is_refused() -> None:
+    with pytest.raises(UpstreamFormatError, match="'provenance'"):
+        parse_json(json_file(provenance=7))
+
+
+@pytest.mark.parametrize(
+    ("attribute", "url"),
+    [
+        (' data-provenance="/p/foo-1.0.tar.gz.provenance"',
+         f"{ORIGIN}/p/foo-1.0.tar.gz.provenance"),
+        (' data-provenance=""', None),
+        ("", None),
+        (' data-provenance="javascript:alert(1)"', None),
+    ],
+)
+def test_html_provenance(attribute: str, url: str | None) -> None:
+    dist = only_file(parse_html(f'<a href="/f/foo-1.0.tar.gz"{attribute}>foo-1.0.tar.gz</a>'))
+    assert (dist.provenance, dist.provenance_url) == (url is not None, url)

@@ -480,3 +480,36 @@ def test_pip_html_parser_sees_no_base() -> None:
     parser.feed(render_project_html(page(dist()), file_url).decode())
     assert parser.base_url is None
     assert len(parser.anchors) == 1
+
+
+# ---- PEP 740 provenance ----
+
+
+def provenance_url(dist_file: DistFile) -> str | None:
+    return f"{BASE}/integrity/foo/{dist_file.version}/{dist_file.filename}/provenance"
+
+
+@pytest.mark.parametrize("fmt", [Format.JSON, Format.HTML])
+def test_provenance_is_pyproxy_own_url(fmt: Format) -> None:
+    attested = dist(provenance=True, provenance_url="http://127.0.0.1:9/upstream/provenance")
+    body = render_project(page(attested), fmt, file_url, provenance_url)
+    expected = f"{BASE}/integrity/foo/1.0/{WHEEL}/provenance"
+    if fmt is Format.JSON:
+        (entry,) = orjson.loads(body)["files"]
+        assert entry["provenance"] == expected
+    else:
+        ((attributes, _text),) = parse_html(body).anchors
+        assert attributes["data-provenance"] == expected
+    assert b"127.0.0.1:9" not in body  # never the upstream's URL
+    link = pip_links(body, fmt)[0]  # pip still reads the page
+    assert link.filename == WHEEL
+
+
+@pytest.mark.parametrize("fmt", [Format.JSON, Format.HTML])
+def test_no_provenance_without_one_or_without_a_url(fmt: Format) -> None:
+    for body in (
+        render_project(page(dist()), fmt, file_url, provenance_url),
+        render_project(page(dist(provenance=True)), fmt, file_url),  # no URL for it given
+        render_project(page(dist(provenance=True)), fmt, file_url, lambda d: None),
+    ):
+        assert b"provenance" not in body

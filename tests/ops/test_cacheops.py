@@ -193,6 +193,30 @@ async def test_verify_removes_an_error_page_cached_for_a_file_without_a_hash(
     assert damaged.entry.key == key and "not an archive of any kind" in damaged.reason
 
 
+async def test_verify_keeps_a_cached_provenance_object_and_removes_a_bad_one(
+    proxy: tuple[TestClient, Services], fake: FakeUpstream, capsys: pytest.CaptureFixture[str],
+) -> None:
+    client, services = proxy
+    assert services.health.blobs is not None
+    provenance = b'{"version": 1, "attestation_bundles": []}'
+    fake.add_file("e", "e-1.0-py3-none-any.whl", b"e", provenance=provenance)
+    response = await client.get("/integrity/e/1.0/e-1.0-py3-none-any.whl/provenance")
+    assert response.status == 200 and await response.read() == provenance
+    (entry,) = services.health.blobs.entries()
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
+    assert code == 0 and "checked 1 files" in out and "0 damaged" in out
+    await _plant(services.health.blobs, entry.key, ERROR_PAGE)
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")
+    assert code == 1
+    assert "removed e/e-1.0-py3-none-any.whl.provenance: upstream lists no sha256" in out
+    assert "not a provenance object" in out
+    response = await client.get("/integrity/e/1.0/e-1.0-py3-none-any.whl/provenance")
+    assert response.status == 200 and await response.read() == provenance  # fetched again
+    await _plant(services.health.blobs, entry.key, ERROR_PAGE)
+    (damaged,) = cacheops.verify(services.health.blobs).damaged  # with no page to name it
+    assert "not a provenance object" in damaged.reason
+
+
 async def test_prune_to_a_size_removes_least_recently_used_first(
     proxy: tuple[TestClient, Services], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -200,6 +224,9 @@ async def test_prune_to_a_size_removes_least_recently_used_first(
     await _warm_all(client)
     await _download(client, "a")  # now b is the least recently used
     assert services.health.blobs is not None
+    # the server writes its uses down in batches (every 30 s, and when it stops): as if that
+    # time had come, since prune runs in another process and sees what is written
+    assert services.health.blobs.flush_uses() == 1
     bound = services.health.blobs.volume() - 150_000  # b alone (200 kB) brings it under
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "prune", "--max-size", str(bound))
     assert code == 0 and out.startswith("removed 1 files")

@@ -7,12 +7,14 @@ tests/web/test_upload.py, the import in tests/ops/test_transfer.py."""
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
-from pyproxy.model import NormalizedName, Unavailable, normalize
+from pyproxy.model import NormalizedName, NotFound, Unavailable, normalize
 from pyproxy.publish.service import (
     Kept,
     Published,
@@ -24,6 +26,7 @@ from pyproxy.publish.service import (
 )
 from pyproxy.publish.validate import UploadRejected
 from pyproxy.stores.private import NewFile, PrivateStore, StoreRejected
+from tests.attestations import attest
 from tests.dists import form_fields_for, make_sdist, make_wheel
 
 ALICE, BOB = Uploader("alice"), Uploader("bob")
@@ -461,3 +464,43 @@ async def test_the_claim_is_checked_after_the_form_and_before_the_archive(
         blake2_256_digest=hashlib.blake2b(garbage, digest_size=32).hexdigest(),
     )
     assert rejection.message == UPSTREAM_HAS_REQUESTS  # not "Invalid distribution file"
+
+
+# ------------------------------------------------------------------------------ attestations
+
+
+async def test_attestations_are_stored_as_the_files_provenance(
+    publisher: Publisher, store: PrivateStore, dists: Path
+) -> None:
+    wheel = make_wheel(dists, "demo", "1.0")
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    attestations = json.dumps([json.loads(attest(wheel.name, sha256).model_dump_json())])
+    assert await publish(publisher, wheel, attestations=attestations) is Published.STORED
+    (dist,) = store.project_page(normalize("demo")).files
+    assert dist.provenance
+    kept = store.open_provenance(normalize("demo"), wheel.name)
+    provenance = orjson.loads(kept.path.read_bytes())
+    assert provenance["attestation_bundles"][0]["attestations"] == json.loads(attestations)
+    assert "attestations" not in (store.file_fields(wheel.name) or {})  # not kept as metadata
+
+
+async def test_attestations_of_another_file_are_refused_and_nothing_is_stored(
+    publisher: Publisher, store: PrivateStore, dists: Path
+) -> None:
+    wheel = make_wheel(dists, "demo", "1.0")
+    attestations = json.dumps([json.loads(attest(wheel.name, "00" * 32).model_dump_json())])
+    rejection = await rejected(publisher, wheel, attestations=attestations)
+    assert "sha256 is not the uploaded file's" in rejection.message
+    assert not store.has_project(normalize("demo"))
+    assert stored_bodies(store) == set() and temp_files(store) == []
+
+
+async def test_a_file_without_attestations_offers_no_provenance(
+    publisher: Publisher, store: PrivateStore, dists: Path
+) -> None:
+    wheel = make_wheel(dists, "demo", "1.0")
+    await publish(publisher, wheel)
+    (dist,) = store.project_page(normalize("demo")).files
+    assert not dist.provenance
+    with pytest.raises(NotFound):
+        store.open_provenance(normalize("demo"), wheel.name)

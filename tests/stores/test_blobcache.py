@@ -12,8 +12,10 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -598,11 +600,178 @@ def test_whether_a_key_names_its_body(key: str, sha256: str, names: bool) -> Non
     assert names_its_body(key, sha256) is names
 
 
+# -- a warm path that never writes ----------------------------------------------------------------
+
+
+class Writes:
+    """Commits to the cache's index by any other connection, seen through PRAGMA data_version
+    (which changes for one connection whenever another one commits)."""
+
+    def __init__(self, cache: BlobCache) -> None:
+        self._db = sqlite3.connect(cache.directory / "blobs" / "cache.db", isolation_level=None)
+        self._last = self._version()
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def since_last(self) -> bool:
+        """Whether anything was committed since the previous call (or since made)."""
+        now = self._version()
+        changed, self._last = now != self._last, now
+        return changed
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CountingExecutor(ThreadPoolExecutor):
+    """The loop's default executor, counting what is sent to its threads (asyncio.to_thread)."""
+
+    submitted = 0
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def access_times(cache: BlobCache) -> dict[str, float]:
+    with contextlib.closing(sqlite3.connect(cache.directory / "blobs" / "cache.db")) as db:
+        return dict(db.execute("SELECT key, access_time FROM Cache"))
+
+
+async def _other_process(directory: Path, code: str) -> str:
+    """Run `code` in a new interpreter with `cache` open on `directory`; its stdout."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from pyproxy.stores.blobcache import BlobCache\n"
+        f"cache = BlobCache(Path(sys.argv[1]), max_size={64 * MiB})\n"
+        f"{code}\n"
+        "cache.close()\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, str(directory), cwd=REPO, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0
+    return out.decode()
+
+
+async def test_warm_hits_write_nothing_until_the_uses_are_flushed(
+    upstream: Upstream, cache: BlobCache, tmp_path: Path
+) -> None:
+    for name in ("a", "b"):
+        upstream.add(name, Blob(block(3 * KiB, seed=len(name) + ord(name))))
+        await body_of(await upstream.fetch(cache, name))
+    stored = access_times(cache)
+    # another worker on the same directory (opening it writes its settings, as diskcache does)
+    other = BlobCache(cache.directory, max_size=64 * MiB)
+    writes = Writes(cache)
+    try:
+        for _ in range(50):
+            assert isinstance(await upstream.fetch(cache, "a"), LocalFile)
+            assert cache.lookup("b") is not None
+        for _ in range(20):  # its first hit asks the index, and only reads it
+            assert isinstance(await upstream.fetch(other, "b"), LocalFile)
+        assert not writes.since_last(), "a warm hit wrote to the index"
+        assert access_times(cache) == stored
+        assert other.flush_uses() == 1  # one transaction for its 20 uses of one blob
+        assert writes.since_last()
+        assert cache.flush_uses() == 2
+        assert writes.since_last()
+        assert cache.flush_uses() == 0  # nothing pending: no transaction at all
+        assert not writes.since_last()
+    finally:
+        writes.close()
+        await other.aclose()
+    used = access_times(cache)
+    assert used["a"] > stored["a"] and used["b"] > stored["b"]
+    assert upstream.requests("a") == upstream.requests("b") == 1
+
+
+async def test_a_hit_seen_before_takes_no_thread(upstream: Upstream, cache: BlobCache) -> None:
+    upstream.add("t", Blob(block(3 * KiB, seed=5)))
+    await body_of(await upstream.fetch(cache, "t"))
+    assert isinstance(await upstream.fetch(cache, "t"), LocalFile)  # asks the index once
+    executor = CountingExecutor(max_workers=2)
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(executor)
+    for _ in range(20):
+        assert isinstance(await upstream.fetch(cache, "t"), LocalFile)
+    assert executor.submitted == 0
+
+
+async def test_recorded_uses_order_eviction(upstream: Upstream, tmp_path: Path) -> None:
+    cache = BlobCache(tmp_path / "cache", max_size=2 * MiB)
+    try:
+        for name in ("old", "mid", "new"):
+            upstream.add(name, Blob(block(512 * KiB, seed=len(name) * 7 + ord(name[0]))))
+            await body_of(await upstream.fetch(cache, name))
+        assert isinstance(await upstream.fetch(cache, "old"), LocalFile)  # in memory only
+        upstream.add("more", Blob(block(512 * KiB, seed=77)))
+        await body_of(await upstream.fetch(cache, "more"))  # over the bound: evicts one
+        kept = {entry.key for entry in cache.entries()}
+        assert kept == {"old", "new", "more"}, "eviction ignored the use recorded in memory"
+    finally:
+        await cache.aclose()
+
+
+async def test_uses_and_removals_cross_processes(upstream: Upstream, tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    cache = BlobCache(directory, max_size=2 * MiB)
+    try:
+        for name in ("p", "q", "r"):
+            upstream.add(name, Blob(block(512 * KiB, seed=ord(name))))
+            await body_of(await upstream.fetch(cache, name))
+        # another worker uses p, and writes that down when it closes
+        assert await _other_process(directory, "print(cache.lookup('p') is not None)") == "True\n"
+        upstream.add("s", Blob(block(512 * KiB, seed=99)))
+        await body_of(await upstream.fetch(cache, "s"))
+        assert {entry.key for entry in cache.entries()} == {"p", "r", "s"}
+
+        # a path this process remembers, removed by another (cache prune, verify, eviction):
+        # the open fails, and the next lookup asks the index instead of giving the path again
+        hit = await upstream.fetch(cache, "r")
+        assert isinstance(hit, LocalFile)
+        assert await _other_process(directory, "print(cache.delete('r'))") == "True\n"
+        with pytest.raises(FileNotFoundError):
+            hit.path.read_bytes()
+        assert cache.lookup("r") is None
+        again = await upstream.fetch(cache, "r")
+        assert isinstance(again, StreamedFile)
+        assert await body_of(again) == upstream.blobs.blobs["r"].block
+        assert upstream.requests("r") == 2
+    finally:
+        await cache.aclose()
+
+
+async def test_uses_are_written_on_their_own_and_when_the_cache_closes(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    cache = BlobCache(tmp_path / "cache", max_size=64 * MiB, flush_interval=0.05)
+    upstream.add("u", Blob(block(3 * KiB, seed=3)))
+    await body_of(await upstream.fetch(cache, "u"))
+    stored = access_times(cache)["u"]
+    assert isinstance(await upstream.fetch(cache, "u"), LocalFile)
+    for _ in range(200):  # the timer writes it, no flush asked for
+        if access_times(cache)["u"] > stored:
+            break
+        await asyncio.sleep(0.025)
+    assert access_times(cache)["u"] > stored
+    await cache.aclose()
+
+    slow = BlobCache(tmp_path / "cache", max_size=64 * MiB)  # the default: 30 s
+    used = access_times(slow)["u"]
+    assert slow.lookup("u") is not None
+    await slow.aclose()
+    assert access_times(slow)["u"] > used
+
+
 async def test_a_full_disk_still_hits_and_says_why_it_cannot_fetch(
     upstream: Upstream, tmp_path: Path
 ) -> None:
-    """A hit records its use (the LRU order) in the index, which needs room; on a full disk the
-    file is served all the same. A miss cannot be cached, and says so."""
+    """On a full disk a hit is served (its use is recorded later, in a batch that may wait for
+    room); a miss cannot be cached, and says so."""
     with mounted(tmp_path / "disk", "4m") as disk:
         cache = BlobCache(disk / "cache", max_size=64 * MiB)
         try:

@@ -54,6 +54,7 @@ def new_file(
     uploader: str | None = "alice",
     core_metadata: bytes | None = None,
     requires_python: str | None = None,
+    provenance: bytes | None = None,
 ) -> NewFile:
     stem = filename.split("-")
     name = project or stem[0]
@@ -75,6 +76,7 @@ def new_file(
         summary="a test package",
         fields={"name": (name,), "version": (version,)},
         uploader=uploader,
+        provenance=provenance,
     )
 
 
@@ -687,6 +689,57 @@ def test_databases_without_the_restricted_column_are_migrated(directory: Path) -
         assert not stores[1].restricted_readers()
         assert stores[1].restrict(normalize("foo"))
         assert normalize("foo") in stores[1].restricted_readers()
+    finally:
+        for opened in stores:
+            opened.close()
+
+
+def test_a_provenance_object_is_kept_with_its_file_and_removed_with_it(
+    store: PrivateStore,
+) -> None:
+    provenance = b'{"version": 1, "attestation_bundles": []}'
+    assert upload(store, provenance=provenance)
+    assert upload(store, "foo-2.0-py3-none-any.whl")
+    first, second = store.project_page(normalize("foo")).files
+    assert first.provenance and not second.provenance
+    kept = store.open_provenance(normalize("foo"), first.filename)
+    assert kept.path.read_bytes() == provenance
+    assert kept.sha256 == hashlib.sha256(provenance).hexdigest()
+    with pytest.raises(NotFound):
+        store.open_provenance(normalize("foo"), second.filename)
+    assert store.collect_garbage() == 0 and kept.path.exists()  # referenced: kept
+    store.remove(normalize("foo"), "1.0", forget_name=False)
+    assert not kept.path.exists()
+
+
+def test_databases_without_the_provenance_column_are_migrated(directory: Path) -> None:
+    """A data dir written before attestations were kept opens with its files, which offer no
+    provenance, and takes attested files."""
+    directory.mkdir(parents=True)
+    old = sqlite3.connect(directory / "private.sqlite3")
+    old.executescript(
+        "CREATE TABLE projects (name TEXT PRIMARY KEY, display_name TEXT NOT NULL,"
+        " created TEXT NOT NULL, serial INTEGER NOT NULL DEFAULT 0,"
+        " restricted INTEGER NOT NULL DEFAULT 0);"
+        "CREATE TABLE files (filename TEXT PRIMARY KEY, project TEXT NOT NULL, version TEXT NOT"
+        " NULL, filetype TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL, blake2_256"
+        " TEXT NOT NULL UNIQUE, md5 TEXT NOT NULL, metadata_sha256 TEXT, requires_python TEXT,"
+        " summary TEXT, upload_time TEXT NOT NULL, uploader TEXT, yanked INTEGER NOT NULL DEFAULT"
+        " 0, yanked_reason TEXT NOT NULL DEFAULT '', fields BLOB NOT NULL);"
+        "INSERT INTO projects VALUES ('foo', 'Foo', '2024-01-01T00:00:00+00:00', 1, 0);"
+        "INSERT INTO files VALUES ('foo-0.1.tar.gz', 'foo', '0.1', 'sdist', 3, 'aa', 'bb', 'cc',"
+        " NULL, NULL, NULL, '2024-01-01T00:00:00+00:00', 'alice', 0, '', '{}');"
+    )
+    old.close()
+    stores = [PrivateStore(directory), PrivateStore(directory)]
+    try:
+        (dist,) = stores[0].project_page(normalize("foo")).files
+        assert dist.filename == "foo-0.1.tar.gz" and not dist.provenance
+        assert upload(stores[1], provenance=b'{"version": 1, "attestation_bundles": []}',
+                      admin=True)
+        assert [d.provenance for d in stores[1].project_page(normalize("foo")).files] == [
+            False, True
+        ]
     finally:
         for opened in stores:
             opened.close()

@@ -166,3 +166,33 @@ def test_checks_read_big_files_in_bounded_pieces(tmp_path: Path) -> None:
             proof.check_file(path.name, body, path.stat().st_size)  # type: ignore[arg-type]
             assert raw.largest <= 256 * 1024, path.name
             assert raw.total <= 2 * 1024 * 1024, path.name
+
+
+# ---- PEP 740 provenance objects ----
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"version": 1, "attestation_bundles": []}',
+        b'{"version": 1, "attestation_bundles": [{"publisher": {"kind": "x"}, "attestations": []}]}',
+    ],
+)
+def test_a_provenance_object_is_proven(body: bytes) -> None:
+    proof.check_file("foo-1.0.tar.gz.provenance", io.BytesIO(body), len(body))
+
+
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        (b"<html>sign in</html>", "not JSON"),
+        (b"[]", '"version": 1'),
+        (b'{"version": 2, "attestation_bundles": []}', '"version": 1'),
+        (b'{"version": 1}', "attestation_bundles"),
+        (b'{"version": 1, "attestation_bundles": {}}', "attestation_bundles"),
+        (b" " * (1024 * 1024 + 1), "larger than"),
+    ],
+)
+def test_anything_else_is_no_provenance_object(body: bytes, why: str) -> None:
+    with pytest.raises(proof.Unproven, match=why):
+        proof.check_file("foo-1.0.tar.gz.provenance", io.BytesIO(body), len(body))

@@ -324,3 +324,25 @@ async def test_cache_status_miss_while_streaming_from_upstream_then_hit(make_cli
         assert second.headers["X-Pyproxy-Cache"] == "hit"
         assert await second.read() == wheel.read_bytes()
         assert fake.count(fake.file_path("up-stream", wheel.name)) == 1
+
+
+@pytest.mark.parametrize("size", [3000, 600_000])  # read with its open / sent with sendfile
+async def test_a_cached_file_whole_and_by_range(make_client, size: int) -> None:
+    body = hashlib.sha256(b"seed").digest() * (size // 32)
+    filename = "sized-1.0-py3-none-any.whl"
+    async with FakeUpstream(formats="json") as fake:
+        fake.add_file("sized", filename, body)
+        client, _ = await make_client(upstream_url=fake.index_url)
+        assert await (await client.get(file_path(filename, "sized"))).read() == body  # a miss
+        whole = await client.get(file_path(filename, "sized"))
+        assert whole.headers["X-Pyproxy-Cache"] == "hit"
+        assert int(whole.headers["Content-Length"]) == len(body)
+        assert await whole.read() == body
+        for spec, expected in ((f"bytes=100-{len(body) - 101}", body[100:-100]),
+                               ("bytes=-1000", body[-1000:]), ("bytes=7-7", body[7:8])):
+            part = await client.get(file_path(filename, "sized"), headers={"Range": spec})
+            assert part.status == 206
+            assert await part.read() == expected
+        head = await client.head(file_path(filename, "sized"))
+        assert int(head.headers["Content-Length"]) == len(body) and await head.read() == b""
+        assert fake.count(fake.file_path("sized", filename)) == 1

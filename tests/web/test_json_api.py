@@ -121,6 +121,29 @@ async def test_private_version_document(client: TestClient) -> None:
     assert "releases" in await get_json(client, "/pypi/foo-bar/json/")
 
 
+async def test_project_and_release_urls_are_pages_that_exist(
+    client: TestClient, fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    """`info.project_url`, `package_url` and `release_url` lead to pyproxy's own web pages,
+    for every release (a local version too) of a private project and of an upstream one."""
+    fake.add_file("up.proj", "up.proj-3.0.tar.gz", b"sdist")
+    upstream, _ = await make_client(upstream_url=fake.index_url)
+    for app, project, versions in (
+        (client, "foo-bar", FOO_VERSIONS), (upstream, "up-proj", ["3.0"])
+    ):
+        for version in versions:
+            info = (await get_json(app, f"/pypi/{project}/{version}/json"))["info"]
+            assert info["package_url"] == info["project_url"]
+            pages = {}
+            for url in (info["project_url"], info["release_url"]):
+                response = await get(app, own_path(app, url))  # no redirect either
+                assert response.status == 200, (url, response.status)
+                assert response.headers["Content-Type"].startswith("text/html")
+                pages[url] = await response.text()
+            assert "pip install --index-url" in pages[info["project_url"]]
+            assert f"{project}=={version}</code>" in pages[info["release_url"]]  # that release's
+
+
 async def test_private_info_from_the_upload_form(client: TestClient, tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "Rich.Pkg", "3.0", requires_dist=["bar>=1"], requires_python=">=3.9",
                        extra_metadata=EXTRA)
@@ -176,6 +199,37 @@ async def test_unknown_is_404_json(client: TestClient, path: str) -> None:
     response = await get(client, path)
     assert_error(response, 404)
     assert await response.json() == {"message": "Not Found"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/foo-bar/json", "/Foo_Bar/json", "/simple/pypi/foo-bar/json", "/simple/pypi/FOO.bar/json"],
+)
+async def test_the_project_document_where_pip_tools_asks(client: TestClient, path: str) -> None:
+    """pip-tools, given the index URL http://HOST/simple/, asks at /<name>/json (7.6) or
+    /simple/pypi/<name>/json (before 7.6), in the spelling of the requirement: the same
+    document as /pypi/foo-bar/json, without a redirect (one request per pinned project)."""
+    expected = await get_json(client, "/pypi/foo-bar/json")
+    assert await get_json(client, path) == expected
+    assert all(entry["digests"]["sha256"] for entry in expected["releases"]["1.0"])
+
+
+@pytest.mark.parametrize("path", ["/nothing-here/json", "/simple/pypi/nothing-here/json",
+                                  "/-bad-/json"])
+async def test_the_pip_tools_paths_of_unknown_projects_are_404_json(
+    client: TestClient, path: str
+) -> None:
+    response = await get(client, path)
+    assert_error(response, 404)  # pip-tools then hashes the files itself
+
+
+async def test_the_pip_tools_paths_leave_the_other_routes_alone(client: TestClient) -> None:
+    assert (await get(client, "/simple/foo-bar/", Accept=SIMPLE_JSON)).status == 200
+    # /simple/json is the Simple page of a project "json" (a 301 to /simple/json/)
+    simple_json = await get(client, "/simple/json", Accept=SIMPLE_JSON)
+    assert (simple_json.status, simple_json.headers["Location"]) == (301, "/simple/json/")
+    web_page = await get(client, "/project/json")
+    assert (web_page.status, web_page.headers["Location"]) == (301, "/project/json/")
 
 
 async def test_etag_and_cache_control(client: TestClient) -> None:

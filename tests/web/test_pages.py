@@ -3,22 +3,26 @@ project pages for private, upstream and merged projects, and their 301/404/503 a
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from aiohttp.test_utils import TestClient
 
 from pyproxy.model import normalize
+from pyproxy.units import human_size
+from pyproxy.web import pages
 from pyproxy.web.context import Services
-from pyproxy.web.pages import human_size
 from tests.conftest import StartFake, upload
-from tests.dists import make_wheel
+from tests.dists import core_metadata, make_wheel
 from tests.fake_upstream import FakeUpstream
 
 MakeClient = Callable[..., Awaitable[tuple[TestClient, Services]]]
@@ -312,6 +316,20 @@ async def test_upstream_project_page(fake: FakeUpstream, make_client: MakeClient
     assert order == ["1.2", "1.1", "1.0"]
 
 
+async def test_page_and_json_api_name_the_same_current_release(
+    fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    """One choice for both (formats/releases.py): with every release yanked, the final one."""
+    for version in ("1.0", "2.0rc1"):
+        fake.add_file("gone", f"gone-{version}-py3-none-any.whl", b"x", yanked="withdrawn")
+    client, _ = await make_client(upstream_url=fake.index_url)
+    _, body = await _get_page(client, "/project/gone/")
+    h1 = re.search(r"<h1>(.*?)</h1>", body, re.DOTALL)
+    info = (await (await client.get("/pypi/gone/json")).json())["info"]
+    assert info["version"] == "1.0" and info["yanked"] is True
+    assert h1 and '<span class="muted">1.0</span>' in h1.group(1)
+
+
 async def test_merged_project_marks_private_and_upstream_files(
     fake: FakeUpstream, make_client: MakeClient, tmp_path: Path
 ) -> None:
@@ -327,6 +345,157 @@ async def test_merged_project_marks_private_and_upstream_files(
         if up.filename in chunk:
             assert "badge upstream" in chunk and "badge private" not in chunk
     assert "merged with upstream files" in page.visible
+
+
+# ---------------------------------------------------------------------------- release pages
+
+
+async def test_private_release_page(client: TestClient, services: Services, tmp_path: Path) -> None:
+    wheel = await _upload_wheel(client, tmp_path, "Widget", "1.0", requires_python=">=3.9",
+                                summary="Widgets <b>for</b> all")
+    await _upload_wheel(client, tmp_path, "Widget", "2.0")
+    page, body = await _get_page(client, "/project/widget/1.0/")
+    base = _origin(client)
+    h1 = re.search(r"<h1>(.*?)</h1>", body, re.DOTALL)
+    assert h1 and "Widget" in h1.group(1) and "1.0" in h1.group(1) and "yanked" not in h1.group(1)
+    assert "Widgets <b>for</b> all" in page.visible and "Widgets &lt;b&gt;for" in body
+    assert "Requires: Python >=3.9" in page.visible
+    assert f"pip install --index-url {base}/simple/ widget==1.0" in page.visible
+    assert list(page.links).count(wheel.name) == 1  # that release's files only
+    assert page.links[wheel.name] == f"{base}/files/widget/{wheel.name}"
+    assert "widget-2.0-py3-none-any.whl" not in body
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() in page.visible
+    assert page.links["All versions of Widget"] == "/project/widget/"
+
+    # the project page links each release's page
+    _, project = await _get_page(client, "/project/widget/")
+    for version in ("1.0", "2.0"):
+        assert f'<a href="/project/widget/{version}/">Release page</a>' in project
+
+    services.private.yank("widget", "1.0", "broken <build>")
+    page, body = await _get_page(client, "/project/widget/1.0/")
+    assert "This release is yanked: broken <build>" in page.visible
+    assert "broken &lt;build&gt;" in body
+
+
+async def test_release_page_spellings_and_unknown_versions(
+    client: TestClient, tmp_path: Path
+) -> None:
+    await _upload_wheel(client, tmp_path, "Foo_Bar", "1.0")
+    for path, location in [
+        ("/project/Foo_Bar/1.0/", "/project/foo-bar/1.0/"),
+        ("/project/foo-bar/1.0", "/project/foo-bar/1.0/"),
+        ("/project/foo-bar/1.0.0/", "/project/foo-bar/1.0/"),  # an equal version, as /pypi/ finds
+        ("/project/foo-bar/1.0.0", "/project/foo-bar/1.0.0/"),
+    ]:
+        response = await client.get(path, allow_redirects=False)
+        assert (response.status, response.headers.get("Location")) == (301, location), path
+    page, _ = await _get_page(client, "/project/foo-bar/9.9/", status=404)
+    assert "404 Not Found" in page.visible and "no release '9.9'" in page.visible
+    await _get_page(client, "/project/foo-bar/1.0/more/", status=404)
+    page, _ = await _get_page(client, "/project/no-such-thing/1.0/", status=404)
+    assert "no-such-thing" in page.visible
+
+
+async def test_upstream_release_page_summary_from_its_metadata(
+    fake: FakeUpstream, make_client: MakeClient
+) -> None:
+    when = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    fake.add_file("upthing", "upthing-1.2-py3-none-any.whl", b"y" * 2000, upload_time=when,
+                  metadata=core_metadata("upthing", "1.2", summary="Things, from upstream",
+                                         requires_python=">=3.10"))
+    fake.add_file("upthing", "upthing-1.2.tar.gz", b"z" * 10, yanked="bad sdist")
+    client, _ = await make_client(upstream_url=fake.index_url)
+    page, body = await _get_page(client, "/project/upthing/1.2/")
+    assert "Things, from upstream" in page.visible
+    assert "Requires: Python >=3.10" in page.visible
+    assert "upthing-1.2-py3-none-any.whl" in page.links and "upthing-1.2.tar.gz" in page.links
+    assert "badge upstream" in body and "This release is yanked" not in page.visible
+    assert "yanked bad sdist" in page.visible  # one file is; the release is not
+    metadata_path = fake.file_path("upthing", "upthing-1.2-py3-none-any.whl") + ".metadata"
+    await _get_page(client, "/project/upthing/1.2/")
+    assert fake.count(metadata_path) == 1  # read once, through the blob cache
+
+
+# ---------------------------------------------------------------------------- off the loop, once
+
+
+class CountedViews:
+    """pages.project_view, counted, with the thread each call ran on; a call can be held at
+    `gate` (a threading.Event) until the test lets it go."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.threads: list[threading.Thread] = []
+        self.started = threading.Event()
+        self.gate: threading.Event | None = None
+        real = pages.project_view
+
+        def counted(*args: Any) -> Any:
+            self.threads.append(threading.current_thread())
+            self.started.set()
+            if self.gate is not None:
+                self.gate.wait(timeout=10)  # a safety net only: the test opens it
+            return real(*args)
+
+        monkeypatch.setattr(pages, "project_view", counted)
+
+
+async def test_a_project_page_is_built_once_per_revision(
+    client: TestClient, services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _upload_wheel(client, tmp_path, "busy", "1.0")
+    views = CountedViews(monkeypatch)
+    bodies = await asyncio.gather(*(client.get("/project/busy/") for _ in range(8)))
+    texts = {await response.text() for response in bodies}
+    for _ in range(4):
+        page, body = await _get_page(client, "/project/busy/")
+        assert body in texts
+    assert len(texts) == 1 and len(views.threads) == 1  # 12 requests, one build
+
+    # a new revision (an upload, a yank) is built again, once
+    await _upload_wheel(client, tmp_path, "busy", "2.0")
+    for _ in range(3):
+        page, _ = await _get_page(client, "/project/busy/")
+    assert "busy-2.0-py3-none-any.whl" in page.links and len(views.threads) == 2
+    services.private.yank("busy", "2.0", "oops")
+    page, _ = await _get_page(client, "/project/busy/")
+    await _get_page(client, "/project/busy/")
+    assert "yanked oops" in page.visible and len(views.threads) == 3
+
+
+async def test_a_page_being_built_holds_up_no_other_request(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _upload_wheel(client, tmp_path, "big", "1.0")
+    views = CountedViews(monkeypatch)
+    views.gate = threading.Event()
+    loop_thread = threading.current_thread()  # the test client and the app share this loop
+    rendered_on: list[tuple[str | None, threading.Thread]] = []
+    real_render = jinja2.Template.render
+
+    def render(self: jinja2.Template, *args: Any, **kwargs: Any) -> str:
+        rendered_on.append((self.name, threading.current_thread()))
+        return real_render(self, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Template, "render", render)
+    answered: list[str] = []
+
+    async def fetch(path: str) -> None:
+        response = await client.get(path)
+        assert response.status == 200, path
+        await response.read()
+        answered.append(path)
+
+    big = asyncio.create_task(fetch("/project/big/"))
+    assert await asyncio.to_thread(views.started.wait, 30)
+    await fetch("/projects/")  # answered while the big page is still being laid out
+    await fetch("/simple/big/")
+    views.gate.set()
+    await big
+    assert answered == ["/projects/", "/simple/big/", "/project/big/"]
+    assert views.threads and loop_thread not in views.threads
+    project_renders = [thread for name, thread in rendered_on if name == "project.html"]
+    assert project_renders and loop_thread not in project_renders
 
 
 # ---------------------------------------------------------------------------- errors
@@ -362,11 +531,3 @@ async def test_upstream_down_is_an_html_503(fake: FakeUpstream, make_client: Mak
     offline, _ = await make_client(upstream_url=fake.index_url, offline=True)
     page, _ = await _get_page(offline, "/project/never-fetched/", status=404)
     assert "offline" in page.visible
-
-
-def test_human_size() -> None:
-    assert [human_size(n) for n in (None, 0, 1, 999, 1000, 1499, 999_949, 999_950, 12_345_678,
-                                    3 * 10**12)] == [
-        "unknown size", "0 bytes", "1 byte", "999 bytes", "1.0 kB", "1.5 kB", "999.9 kB",
-        "1.0 MB", "12.3 MB", "3.0 TB",
-    ]

@@ -43,6 +43,7 @@ READ_ROUTES = {
     "/projects/": 200,
     "/projects": 301,
     "/project/foo-bar/": 200,
+    "/project/foo-bar/1.0/": 200,
     "/simple/": 200,
     "/simple": 301,
     "/simple/foo-bar/": 200,
@@ -52,6 +53,8 @@ READ_ROUTES = {
     "/pypi/foo-bar/json": 200,
     "/pypi/foo-bar/1.0/json": 200,
     "/pypi/Foo_Bar/json": 301,
+    "/foo-bar/json": 200,
+    "/simple/pypi/foo-bar/json": 200,
     "/no/such/route": 404,
 }
 # the routes about the project foo-bar, as a restriction must cover them
@@ -63,7 +66,11 @@ PROJECT_ROUTES = [
     "/files/foo-bar/no-such-file-1.0.tar.gz",  # still 403, not 404: nothing to probe
     "/pypi/foo-bar/json",
     "/pypi/foo-bar/2.0/json",
+    "/foo-bar/json",
+    "/simple/pypi/FOO.bar/json",  # any spelling, judged as its normalised name
     "/project/foo-bar/",
+    "/project/foo-bar/1.0/",
+    "/project/foo-bar/no-such-file-9.9/",  # an unknown release is 403 too
 ]
 
 MakeApp = Callable[..., Awaitable[tuple[TestClient, Services]]]

@@ -1,0 +1,78 @@
+"""When pyproxy first saw each upstream file that carries no upload time, for the cooldown.
+
+An upstream that serves HTML only (or JSON without `upload-time`) says nothing about a file's
+age, so the time rules of `[policy]` can read only when pyproxy first saw it. That time is kept
+here, never in the page cache (which may be rebuilt) and never shown as an upload time.
+
+One SQLite file that every worker process shares: a page's new files are written in one
+transaction, `INSERT OR IGNORE`, and read back, so the process whose sighting was written first
+decides a file's time and every process uses that same time (a time is never moved later, so
+a file that was available never goes back to being held back). Reads come from an in-memory map
+per project, filled from the database the first time a project is looked at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Collection, Mapping
+from pathlib import Path
+
+from pyproxy.lru import BoundedLRU
+from pyproxy.stores.sqlite import connect, write_transaction
+
+__all__ = ["FirstSeenStore"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS first_seen (
+    project TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    seen REAL NOT NULL,  -- seconds since the epoch (UTC)
+    PRIMARY KEY (project, filename)
+) WITHOUT ROWID
+"""
+_MEMORY_PROJECTS = 4096
+
+
+class FirstSeenStore:
+    """(project, filename) -> when pyproxy first saw the file, in seconds since the epoch."""
+
+    def __init__(self, path: Path, *, memory_projects: int = _MEMORY_PROJECTS) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = connect(path, _SCHEMA)
+        self._lock = threading.Lock()  # one connection, used from worker threads
+        self._memory: BoundedLRU[str, Mapping[str, float]] = BoundedLRU(memory_projects)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    async def times(
+        self, project: str, filenames: Collection[str], now: float
+    ) -> Mapping[str, float]:
+        """When each of `filenames` was first seen; those never seen before are recorded as
+        seen at `now` (unless another process has just recorded an earlier time)."""
+        known = self._memory.get(project)
+        if known is not None and all(name in known for name in filenames):
+            return known
+        unseen = [name for name in filenames if known is None or name not in known]
+        times = await asyncio.to_thread(self.record, project, unseen, now)
+        self._memory.put(project, times)
+        return times
+
+    def record(self, project: str, filenames: Collection[str], now: float) -> dict[str, float]:
+        """Blocking: record `filenames` as seen at `now` where not seen before, in one
+        transaction; every first-seen time of the project."""
+        with self._lock:
+            if filenames:
+                with write_transaction(self._db) as db:
+                    # the first sighting committed stays, so every process reads one time
+                    db.executemany(
+                        "INSERT OR IGNORE INTO first_seen (project, filename, seen)"
+                        " VALUES (?, ?, ?)",
+                        [(project, name, now) for name in filenames],
+                    )
+            rows = self._db.execute(
+                "SELECT filename, seen FROM first_seen WHERE project = ?", (project,)
+            ).fetchall()
+        return {row["filename"]: row["seen"] for row in rows}
