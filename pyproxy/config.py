@@ -47,6 +47,8 @@ class Settings:
     keepalive_timeout: float = 75.0
     # open connections per worker; past it new ones get a 503 and are closed
     max_connections: int = 1000
+    # free space on the data directory's disk below which /ready answers 503
+    min_free_space: int = 100 * 1024**2
     # "pip-default": pip's built-in default index; "": private packages only
     upstream_url: str = DEFAULT_UPSTREAM
     upstream_timeout: float = 30.0
@@ -108,6 +110,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("server", "header_timeout"): "header_timeout",
     ("server", "keepalive_timeout"): "keepalive_timeout",
     ("server", "max_connections"): "max_connections",
+    ("server", "min_free_space"): "min_free_space",
     ("upstream", "url"): "upstream_url",
     ("upstream", "timeout"): "upstream_timeout",
     ("upstream", "deadline"): "upstream_deadline",
@@ -137,7 +140,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("policy", "missing_upload_time"): "policy_missing_upload_time",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
-_SIZE_FIELDS = {"cache_max_size", "max_upload_size", "upstream_page_memory"}
+_SIZE_FIELDS = {"cache_max_size", "max_upload_size", "upstream_page_memory", "min_free_space"}
 _RATE_FIELDS = {"upstream_min_rate"}  # bytes per second: a size, "/s" optional
 # settings with a closed set of values, taken in any case
 _CHOICES = {

@@ -8,6 +8,8 @@
       cache/upstreams/<name>/pages/   the page cache of each [[upstreams]] index
       cache/files/        the upstream file cache (the blob cache)
       metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
+                          (a link to a directory in memory, /dev/shm, where there is one)
+      spare               room kept for deletes and a start on a full disk (stores/space.py)
 
 The server, the operator commands and the metrics set-up all take their paths from here, so
 moving a part of the layout is a change to this file only. A leaf: imports nothing of pyproxy,
@@ -59,3 +61,7 @@ class DataDir:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics"
+
+    @property
+    def spare(self) -> Path:
+        return self.root / "spare"

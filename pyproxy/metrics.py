@@ -22,9 +22,10 @@ CACHE_RESULTS = ("hit", "miss", "coalesced")
 SERVED_SOURCES = ("cache", "upstream")
 UPSTREAM_KINDS = ("page", "file", "probe")
 REFUSED_PAGE_REASONS = ("malformed", "not_a_page", "emptied")
+CUT_SHORT_CAUSES = ("client", "aborted")
 UPLOAD_REJECTIONS = (
     "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
-    "duplicate", "upstream_unavailable", "other",
+    "duplicate", "upstream_unavailable", "no_space", "other",
 )
 # the [policy] rules that hold upstream files back (pyproxy.policy.Reason's values)
 POLICY_REASONS = ("allow_only", "deny", "not_after", "min_age", "missing_upload_time")
@@ -102,6 +103,12 @@ HTTP_DURATION = _Metric(
     "pyproxy_http_request_duration_seconds",
     "From a request's arrival until its response was sent, by route template.",
     ("route", "method"), histogram=True,
+)
+CUT_SHORT = _Metric(
+    "pyproxy_http_responses_cut_short",
+    "Responses whose body did not go out whole: the client went away (client), or pyproxy"
+    " aborted the connection because the body failed, upstream or on disk (aborted).",
+    ("cause",), known=CUT_SHORT_CAUSES,
 )
 CACHE_REQUESTS = _Metric(
     "pyproxy_cache_requests",

@@ -11,8 +11,9 @@ Fixtures:
   (client, services)`; each call opens its own data dir, `tmp_path / "data-N"` (or `data_dir=`,
   for apps that share one or move data between two), with user "alice". Options:
   `seeded=True` starts from a copy of the session's seeded data dir; `access_log=True` serves
-  the app with pyproxy's access logger (which also records the request metrics), as
-  `pyproxy serve` does; every other keyword is a `Settings` field (`upstream_url=fake.index_url`
+  the app as `pyproxy serve` does: with pyproxy's access logger (which also records the request
+  metrics) and protocol log, and without cancelling a handler whose client went away (a
+  TestServer's default); every other keyword is a `Settings` field (`upstream_url=fake.index_url`
   for a pull-through app). `await make_client.close(client)` stops one app early (a restart on
   the same data dir); the rest are closed at teardown, each server before its stores.
 - `fake_upstream`: the one way to run a `FakeUpstream` in the test's loop.
@@ -46,6 +47,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse, FormData, encode_basic_auth
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web_runner import BaseRunner
 
 from pyproxy import compose
 from pyproxy.config import Settings
@@ -157,6 +159,15 @@ async def client(services: Services, aiohttp_client: Callable[..., Awaitable[Tes
     return await aiohttp_client(build_app(services))
 
 
+class ServedAsServe(TestServer):
+    """A TestServer whose handlers, as under `pyproxy serve`, run on when their client goes away
+    (TestServer cancels them), so what they do then is what the server does."""
+
+    async def _make_runner(self, **kwargs: Any) -> BaseRunner:
+        kwargs["handler_cancellation"] = False
+        return await super()._make_runner(**kwargs)
+
+
 class MakeClient:
     """`make_client`: see the module docstring."""
 
@@ -180,7 +191,8 @@ class MakeClient:
             shutil.copytree(seed.data_dir, data_dir)
         services = open_services(base_settings(data_dir, **overrides))
         try:
-            app = TestServer(build_app(services), host="127.0.0.1")
+            server_class = ServedAsServe if access_log else TestServer
+            app = server_class(build_app(services), host="127.0.0.1")
             if access_log:
                 await app.start_server(**runner_options())
             test_client = await self._aiohttp_client(app)

@@ -105,6 +105,7 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
                                  "cdn.example.com, files.example.com:8443",
                                  ("cdn.example.com", "files.example.com:8443")),
     ("upstream", "offline"): ("true", "true", True),
+    ("server", "min_free_space"): ('"1GiB"', "1GiB", GiB),
     ("cache", "max_size"): ('"2GiB"', "2GiB", 2 * GiB),
     ("overlay", "merge"): ('["foo", "bar-baz"]', "foo, bar-baz", ("foo", "bar-baz")),
     ("uploads", "max_file_size"): ('"5MB"', "5MB", 5_000_000),

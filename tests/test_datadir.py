@@ -18,6 +18,7 @@ def test_the_layout(tmp_path: Path) -> None:
     assert layout.upstream_pages("gpu") == tmp_path / "cache" / "upstreams" / "gpu" / "pages"
     assert layout.files == tmp_path / "cache" / "files"
     assert layout.metrics == tmp_path / "metrics"
+    assert layout.spare == tmp_path / "spare"
 
 
 def test_the_cli_learns_the_layout_without_the_web_server() -> None:

@@ -12,8 +12,10 @@ from typing import Any
 import orjson
 
 from pyproxy.config import Settings
+from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.space import Spare, with_room
 from pyproxy.units import human_size, parse_size
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -94,13 +96,17 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         print("pyproxy: say what to prune: --max-size SIZE and/or --older-than DAYS",
               file=sys.stderr)
         return 2
-    blobs = _open(settings)
+    spare = Spare(DataDir(settings.data_dir).spare)
+    blobs = with_room(spare, lambda: _open(settings), "open the cache")  # its index writes
     try:
         before = blobs.volume()
-        result = cacheops.prune(blobs, max_size=args.max_size, older_than_days=args.older_than)
+        result = cacheops.prune(
+            blobs, max_size=args.max_size, older_than_days=args.older_than, spare=spare
+        )
         after = blobs.volume()
     finally:
         blobs.close()
+    spare.keep()
     print(f"removed {len(result.removed)} files ({human_size(result.bytes)});"
           f" the cache holds {human_size(after)} (was {human_size(before)})")
     return 0

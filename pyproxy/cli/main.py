@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
 from pyproxy.stores.auth import AuthError, UserStore
 from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.space import Spare, is_disk_full, with_room
 
 
 class CommandError(Exception):
@@ -172,9 +174,21 @@ def cmd_yank(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    private, _ = _stores(args)
+    layout = DataDir(_settings(args).data_dir)
     project = normalize(args.project)
-    count = private.remove(project, args.version, forget_name=args.forget_name)
+
+    def remove() -> int:
+        private = PrivateStore(layout.private)
+        try:
+            return private.remove(project, args.version, forget_name=args.forget_name)
+        finally:
+            private.close()
+
+    # on a full disk SQLite has no room to record a delete (nor to open the store): the spare
+    # file's room lets the delete through, and the bodies it frees pay it back
+    spare = Spare(layout.spare)
+    count = with_room(spare, remove, "remove files")
+    spare.keep()
     what = f"{project} {args.version}" if args.version else project
     print(f"removed {count} file(s) of {what}; their filenames cannot be uploaded again")
     if args.version is None and not args.forget_name:
@@ -287,6 +301,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except OSError as exc:
         print(f"pyproxy: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"pyproxy: the data directory's disk is full ({exc}): free space first, e.g. with"
+              " pyproxy cache prune or pyproxy remove", file=sys.stderr)
         return 1
 
 

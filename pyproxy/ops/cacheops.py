@@ -2,12 +2,14 @@
 
 Everything goes through diskcache's own transactions (as the server's eviction does), so it is
 safe while workers serve: a blob removed here is one a worker either already has open (and keeps
-sending) or looks up again and fetches anew.
+sending) or looks up again and fetches anew. Pruning also works on a full disk, where the index
+has no room to record a delete: see `_delete`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from pyproxy.stores.blobcache import (
     provenance_key,
 )
 from pyproxy.stores.pages import PageStore
+from pyproxy.stores.space import Spare, is_disk_full, with_room
 
 _CHUNK = 1024 * 1024
 _DAY = 86400.0
@@ -127,20 +130,41 @@ class PruneResult:
 
 
 def prune(blobs: BlobCache, *, max_size: int | None, older_than_days: float | None,
-          now: float | None = None) -> PruneResult:
+          now: float | None = None, spare: Spare | None = None) -> PruneResult:
     """Remove files not used for `older_than_days`, then least recently used ones until the
-    cache holds at most `max_size` bytes."""
+    cache holds at most `max_size` bytes. Works on a full disk too (see `_delete`)."""
     result = PruneResult()
+    entries = blobs.entries()  # least recently used first
     if older_than_days is not None:
         cutoff = (time.time() if now is None else now) - older_than_days * _DAY
-        for entry in blobs.entries():
-            if entry.accessed >= cutoff:
-                break  # least recently used first: the rest are newer
-            if blobs.delete(entry.key):
+        while entries and entries[0].accessed < cutoff:  # the rest are newer
+            entry = entries.pop(0)
+            if _delete(blobs, entry, spare):
                 result.removed.append((entry.key, entry.size))
     if max_size is not None:
-        result.removed += blobs.shrink_to(max_size)
+        excess = blobs.volume() - max_size
+        for entry in entries:
+            if excess <= 0:
+                break
+            if _delete(blobs, entry, spare):
+                result.removed.append((entry.key, entry.size))
+                excess -= entry.size
     return result
+
+
+def _delete(blobs: BlobCache, entry: BlobEntry, spare: Spare | None) -> bool:
+    """Delete one cached file. The index needs room to forget it, so on a full disk the file's
+    own room goes first (a worker sending it keeps its open file; one looking it up now finds
+    it gone and fetches it again), then, if that was not enough, the spare file's."""
+    try:
+        return blobs.delete(entry.key)
+    except (OSError, sqlite3.Error) as exc:
+        if not is_disk_full(exc):
+            raise
+    blobs.free_body(entry)
+    if spare is None:
+        return blobs.delete(entry.key)
+    return with_room(spare, lambda: blobs.delete(entry.key), "prune the cache")
 
 
 @dataclass(frozen=True)

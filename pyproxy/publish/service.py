@@ -19,7 +19,9 @@ read, as the public index orders them):
 
 The body arrives first, through `receiving()`: a temp file in the store's area, hashed while it
 is written. Every refusal is an `UploadRejected` with a one-line message in the public index's
-words and a `kind` for metrics; the store's refusals (`StoreRejected`) are worded here.
+words and a `kind` for metrics; the store's refusals (`StoreRejected`) are worded here. A disk
+that fills up while a file is received or stored is a 507 (`no_space`): the temp file goes, and
+nothing is recorded.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from pyproxy.publish.validate import (
     validate_form,
 )
 from pyproxy.stores.private import NewFile, PrivateStore, StoreRejected
+from pyproxy.stores.space import is_disk_full
 
 log = logging.getLogger("pyproxy.upload")
 
@@ -166,6 +169,29 @@ def worded(refusal: StoreRejected, new: NewFile) -> UploadRejected:
     return UploadRejected(message, kind="duplicate")
 
 
+def no_space() -> UploadRejected:
+    return UploadRejected(
+        "Insufficient Storage: the index's disk is full, so the file was not stored. Try again"
+        " once an operator has freed space (e.g. with pyproxy cache prune).",
+        status=507,
+        kind="no_space",
+    )
+
+
+@contextmanager
+def _507_when_full(what: str) -> Iterator[None]:
+    """A full disk (OSError, or SQLite's word for it) is the 507 `no_space`."""
+    try:
+        yield
+    except UploadRejected:
+        raise
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        log.warning("refused %s with 507: the disk is full (%s)", what, exc)
+        raise no_space() from None
+
+
 @contextmanager
 def _counted_as(kind: str) -> Iterator[None]:
     try:
@@ -222,13 +248,16 @@ class Publisher:
 
     @contextmanager
     def receiving(self) -> Iterator[Received]:
-        """Where a body is written before `publish`; removed unless it was stored."""
-        with self.store.files.temporary_file() as path, path.open("wb") as out:
+        """Where a body is written before `publish`; removed unless it was stored. A disk that
+        fills up meanwhile is an UploadRejected (507) from the `with` block."""
+        with _507_when_full("an upload"), self.store.files.temporary_file() as path, \
+                path.open("wb") as out:
             yield Received(path, out)
 
     async def publish(self, submission: Submission, uploader: Uploader) -> Published:
         body = submission.body
-        body.close()
+        with _507_when_full("an upload"):
+            body.close()  # the last buffered bytes are written here
         with _counted_as("invalid_metadata"):
             form = validate_form(submission.fields)
         if submission.filename is None:
@@ -248,7 +277,10 @@ class Publisher:
                 log.info("identical re-upload of %s by %s: nothing to do", new.filename,
                          new.uploader)
                 return Published.ALREADY_STORED
-            stored = await asyncio.to_thread(self.store.add_file, new, body.path, allowed=allowed)
+            with _507_when_full(f"the upload of {new.filename}"):
+                stored = await asyncio.to_thread(
+                    self.store.add_file, new, body.path, allowed=allowed
+                )
         except StoreRejected as refusal:
             raise worded(refusal, new) from None
         log.info(

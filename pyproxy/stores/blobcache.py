@@ -56,6 +56,7 @@ from pyproxy.model import DistFile, FileSource, LocalFile, StreamedFile, Unavail
 from pyproxy.stores import proof
 from pyproxy.stores.blobindex import FLUSH_INTERVAL, KnownPaths, Uses
 from pyproxy.stores.changes import ChangeCounter
+from pyproxy.stores.space import is_disk_full
 
 __all__ = [
     "CHUNK_SIZE",
@@ -202,6 +203,8 @@ def _failure_of(key: str, error: BaseException) -> tuple[type[Unavailable], str]
         return HashMismatch, str(error)
     if isinstance(error, Unavailable):
         return Unavailable, str(error)
+    if is_disk_full(error):
+        return Unavailable, "the index's disk is full: it cannot fetch files it has not cached"
     return Unavailable, f"upstream download of {key!r} failed: {error!r}"
 
 
@@ -451,6 +454,12 @@ class BlobCache:
 
     def delete(self, key: str) -> bool:
         return bool(self._cache.delete(key, retry=True))
+
+    def free_body(self, entry: BlobEntry) -> None:
+        """Remove a blob's file ahead of its row, so that a full disk has room to delete the
+        row: the removal counter moves first, as for every removal of a blob file."""
+        self._removals.bump()
+        entry.path.unlink(missing_ok=True)
 
     def shrink_to(self, limit: int) -> list[tuple[str, int]]:
         """Evict least recently used blobs until the cache holds at most `limit` bytes."""

@@ -14,14 +14,19 @@ per project, filled from the database the first time a project is looked at.
 from __future__ import annotations
 
 import asyncio
+import logging
+import sqlite3
 import threading
 from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from pyproxy.lru import BoundedLRU
+from pyproxy.stores.space import is_disk_full
 from pyproxy.stores.sqlite import connect, write_transaction
 
 __all__ = ["FirstSeenStore"]
+
+log = logging.getLogger("pyproxy.policy")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS first_seen (
@@ -42,6 +47,7 @@ class FirstSeenStore:
         self._db = connect(path, _SCHEMA)
         self._lock = threading.Lock()  # one connection, used from worker threads
         self._memory: BoundedLRU[str, Mapping[str, float]] = BoundedLRU(memory_projects)
+        self._warned = False
 
     def close(self) -> None:
         with self._lock:
@@ -56,8 +62,29 @@ class FirstSeenStore:
         if known is not None and all(name in known for name in filenames):
             return known
         unseen = [name for name in filenames if known is None or name not in known]
-        times = await asyncio.to_thread(self.record, project, unseen, now)
+        try:
+            times = await asyncio.to_thread(self.record, project, unseen, now)
+        except sqlite3.Error as exc:
+            if not is_disk_full(exc):
+                raise
+            # a full disk: seen now, for this answer only (not kept, so the next one tries to
+            # record them again; a time kept in memory alone could later be recorded later)
+            return await asyncio.to_thread(self._unrecorded, project, unseen, now)
         self._memory.put(project, times)
+        return times
+
+    def _unrecorded(self, project: str, filenames: Collection[str], now: float) -> dict[str, float]:
+        if not self._warned:
+            self._warned = True
+            log.warning("the disk is full: first-seen times of new upstream files are not"
+                        " recorded meanwhile (each page counts them from now)")
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT filename, seen FROM first_seen WHERE project = ?", (project,)
+            ).fetchall()
+        times = {row["filename"]: row["seen"] for row in rows}
+        for name in filenames:
+            times.setdefault(name, now)
         return times
 
     def record(self, project: str, filenames: Collection[str], now: float) -> dict[str, float]:

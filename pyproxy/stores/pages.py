@@ -17,8 +17,10 @@ import asyncio
 import dataclasses
 import hashlib
 import io
+import logging
 import os
 import pickle
+import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import NormalizedName, ProjectList, ProjectPage
 from pyproxy.stores.keylock import KeyLocks, Turn
+from pyproxy.stores.space import is_disk_full
 
 __all__ = [
     "INDEX_KEY", "PageRecord", "PageStore", "Parsed", "Turn", "UpstreamFormatError", "revision_of",
@@ -46,6 +49,7 @@ _PER_BODY_BYTE = 2
 _PER_FILE = 600
 _PER_NAME = 64
 _PARSED_OVERHEAD = 2048  # objects every parsed page has, whatever its size
+log = logging.getLogger("pyproxy.pages")
 _SIZE_LIMIT = 2**30
 
 
@@ -187,7 +191,17 @@ class PageStore:
         return record if isinstance(record, PageRecord) else None
 
     def save(self, key: str, record: PageRecord) -> None:
-        self._disk.set(key, record)
+        """Keep the record on disk; on a full disk only in memory (logged), where the caller
+        has already put it."""
+        try:
+            self._disk.set(key, record)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning(
+                "cannot keep the page of %r on disk (the disk is full): it is served from memory",
+                key,
+            )
 
     def _records(self) -> Iterator[tuple[str, PageRecord]]:
         for key in self._disk.iterkeys():

@@ -8,6 +8,7 @@ The bodies themselves are kept by `private_files.PrivateFiles`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import time
@@ -448,6 +449,20 @@ class PrivateStore:
         as they are then, whether the upload may go ahead.
         """
         fsync_file(body)
+        try:
+            return self._add_file(new, body, allowed)
+        except StoreRejected:
+            raise  # refused before any body was moved in
+        except Exception:
+            # a commit that failed (e.g. a full disk) may leave bodies moved in for a record
+            # that never was: the sweep (under the write lock) removes what nothing refers to
+            with contextlib.suppress(Exception):
+                self.collect_garbage()
+            raise
+
+    def _add_file(
+        self, new: NewFile, body: Path, allowed: Callable[[RoleRows | None], bool] | None
+    ) -> bool:
         with (
             self.files.temporary_file() as metadata_tmp,
             self.files.temporary_file() as provenance_tmp,

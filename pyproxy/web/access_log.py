@@ -10,26 +10,54 @@ bytes (sent, headers included), duration_ms, cache (hit | miss | coalesced | pri
 by the file handler as request[CACHE_OUTCOME]), remote, user (request[USER], set by whatever
 authenticated the request), agent. Headers other than User-Agent are never read, so no
 Authorization value can reach the log; URL user info is not part of the request's path.
+
+A response whose body did not go out whole (the client went away, or its body failed and
+pyproxy aborted the connection) is recorded with the bytes that did go out and counted by
+cause: a handler that streams a body sets request[CUT_SHORT] (and logs why); a response aiohttp
+could not finish sending gets one warning line here. A request aiohttp's parser refused (a bad
+request line or header, an oversized head) is answered 400 and recorded like any other;
+aiohttp's own record of it, an error with a traceback, becomes one warning line (`ProtocolLog`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
 import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidHeader,
+    LineTooLong,
+)
 
 from pyproxy import logs, metrics
 
 LOGGER = logging.getLogger("pyproxy.access")
+WEB_LOGGER = logging.getLogger("pyproxy.web")
 # set by handlers for this log: how a file was had (hit | miss | coalesced | private), and who
 # the request authenticated as
 CACHE_OUTCOME = web.RequestKey("cache", str)
 USER = web.RequestKey("user", str)
+
+
+
+@dataclass(frozen=True, slots=True)
+class CutShort:
+    """A response whose body did not go out whole."""
+
+    sent: int  # bytes handed to the connection, headers included
+    cause: str  # metrics.CUT_SHORT_CAUSES: "client" (went away), "aborted" (its body failed)
+
+
+CUT_SHORT = web.RequestKey("cut_short", CutShort)
 UNMATCHED = "unmatched"  # the route label of requests no route matched (404, 405, preflights)
 _MAX_AGENT = 512
 # logfmt values that need no quotes: printable ASCII without space, '"', '=' and '\'
@@ -37,8 +65,9 @@ _BARE = re.compile(r"[!#-<>-\[\]-~]+")
 
 
 def runner_options() -> dict[str, Any]:
-    """Keyword arguments for web.AppRunner (or a TestServer) that turn the access log on."""
-    return {"access_log_class": AccessLogger, "access_log": LOGGER}
+    """Keyword arguments for web.AppRunner (or a TestServer) that turn the access log on and
+    log refused requests as warnings."""
+    return {"access_log_class": AccessLogger, "access_log": LOGGER, "logger": PROTOCOL_LOG}
 
 
 def route_of(request: web.BaseRequest) -> str:
@@ -89,6 +118,14 @@ class AccessLogger(AbstractAccessLogger):
         method = request.method
         status = response.status
         metrics.request_done(route_of(request), method, status, time)
+        cut = request.get(CUT_SHORT)
+        if cut is None and response.body_length == 0:  # aiohttp could not finish sending it
+            cut = CutShort(0, "client")
+            WEB_LOGGER.warning(
+                "%s %s: the client went away before the response was sent", method, request.path
+            )
+        if cut is not None:
+            metrics.CUT_SHORT.labels(cut.cause).inc()
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
@@ -96,7 +133,8 @@ class AccessLogger(AbstractAccessLogger):
             "method": method,
             "path": logged_path(request),
             "status": status,
-            "bytes": response.body_length,
+            # a body cut short never reached aiohttp's count (or reached it with a chunk too many)
+            "bytes": response.body_length if cut is None else cut.sent,
             "duration_ms": round(time * 1000, 1),
             "cache": request.get(CACHE_OUTCOME, "-"),
             "remote": request.remote,
@@ -108,6 +146,49 @@ class AccessLogger(AbstractAccessLogger):
             sink.write(logger.name, fields, _Line(fields))
             return
         # a record made here, not by logger.info: no caller lookup, no argument formatting
-        record = logging.LogRecord(logger.name, logging.INFO, __file__, 0, _Line(fields), None, None)
+        record = logging.LogRecord(
+            logger.name, logging.INFO, __file__, 0, _Line(fields), None, None
+        )
         record.fields = fields
         logger.handle(record)
+
+
+class ProtocolLog(logging.LoggerAdapter[logging.Logger]):
+    """The logger aiohttp's request handler writes to (web.AppRunner's `logger`). A request
+    its parser refused is the client's fault, not the server's: instead of an error with a
+    traceback (or, for a bad method in a connection's first request, a debug line), it gets
+    one warning line on pyproxy.web, which never quotes the request (it may hold a secret).
+    Everything else passes unchanged, so a server bug still logs its traceback."""
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        refused = kwargs.get("exc_info")
+        if isinstance(refused, HttpProcessingError):
+            remote = args[0] if args else None  # aiohttp: "Error handling request from %s"
+            WEB_LOGGER.warning(
+                "refused a malformed request from %s with %d: %s",
+                remote or "-", refused.code or 400, describe_refusal(refused),
+            )
+            return
+        super().log(level, msg, *args, **kwargs)
+
+
+PROTOCOL_LOG = ProtocolLog(logging.getLogger("pyproxy.http"), {})
+# what the parser's own messages say before they quote the request: up to a colon or a quote
+_REASON = re.compile(r"[^:'\"\n]*")
+
+
+def describe_refusal(refused: HttpProcessingError) -> str:
+    """Why a request was refused, in words that quote nothing the client sent."""
+    if isinstance(refused, LineTooLong):
+        return f"a line of its head is longer than {refused.args[1]} bytes"
+    if isinstance(refused, BadHttpMethod):
+        if "HTTPS" in refused.message:
+            return "HTTPS traffic on an HTTP port"
+        return "a bad method in the request line"
+    if isinstance(refused, BadStatusLine):
+        return "a bad request line"
+    if isinstance(refused, InvalidHeader):
+        return "an invalid header"
+    match = _REASON.match(refused.message)
+    reason = match.group().strip() if match else ""
+    return reason[:100] or type(refused).__name__

@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
 from pyproxy.model import LocalFile, StreamedFile, normalize
-from pyproxy.web.access_log import CACHE_OUTCOME
+from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES
 
@@ -86,65 +86,111 @@ def _if_range_holds(if_range: str, etag: str, last_modified: float) -> bool:
     return parsed is not None and int(parsed.timestamp()) == int(last_modified)
 
 
+class _Shrank(Exception):
+    """The file on disk ended before the span being sent did."""
+
+
 class _FileBody(web.StreamResponse):
     """Sends a byte span of an open file with the kernel's sendfile where possible (a file
     small enough to have been read with its open is written from memory)."""
 
     def __init__(
-        self, fobj: object, offset: int, count: int, body: bytes | None, **kwargs: object
+        self, fobj: BinaryIO, offset: int, count: int, body: bytes | None, *, status: int,
+        headers: dict[str, str],
     ) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+        super().__init__(status=status, headers=headers)
         self._fobj = fobj
         self._offset = offset
         self._count = count
         self._preloaded = body
+        self._copied: int | None = None  # bytes written through the writer, when it is used
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
+        head = sent = 0
         try:
             writer = await super().prepare(request)
-            if request.method == hdrs.METH_HEAD or self._count == 0:
+            if request.method == hdrs.METH_HEAD or self._count == 0 or writer is None:
                 return writer
-            transport = request.transport
-            if transport is None:
-                raise ConnectionResetError("Connection lost")
-            if self._preloaded is not None and writer is not None:
-                await writer.write(self._preloaded[self._offset : self._offset + self._count])
-                _count_served(request, self._count)
-                return writer
-            try:
-                await asyncio.get_running_loop().sendfile(
-                    transport, self._fobj, self._offset, self._count  # type: ignore[arg-type]
-                )
-                if writer is not None:  # bypassed the writer; the access log reads its count
-                    writer.output_size += self._count
-            except NotImplementedError:  # e.g. uvloop or TLS: copy in chunks off the loop
-                await self._copy(writer)
-            _count_served(request, self._count)
+            head = writer.output_size
+            sent = await self._send(request, writer)
+            writer.output_size = head + sent  # bypassed the writer; the access log reads it
             return writer
+        except ConnectionError:
+            sent = self._sent_before_failure()
+            client_went_away(request, head, sent, self._count)
+            raise ConnectionResetError("the client went away") from None  # aiohttp: quietly
+        except _Shrank:
+            sent = self._sent_before_failure()
+            log.error("%s %s: the file on disk shrank while it was sent",
+                      request.method, request.path)
+            if request.transport is not None:
+                request.transport.abort()  # Content-Length promised more: never a short "whole"
+            request[CUT_SHORT] = CutShort(head + sent, "aborted")
+            raise ConnectionResetError("the file shrank") from None
         finally:
-            self._fobj.close()  # type: ignore[attr-defined]
+            _served(request, sent)
+            self._fobj.close()
 
-    async def _copy(self, writer) -> None:  # type: ignore[no-untyped-def]
+    async def _send(self, request: web.BaseRequest, writer: AbstractStreamWriter) -> int:
+        transport = request.transport
+        if transport is None or transport.is_closing():  # sendfile would say RuntimeError
+            raise ConnectionResetError("the client went away")
+        if self._preloaded is not None:  # read with its open: from memory
+            self._copied = 0
+            await writer.write(self._preloaded[self._offset : self._offset + self._count])
+            self._copied = self._count
+            return self._count
+        try:
+            sent: int = await asyncio.get_running_loop().sendfile(
+                transport, self._fobj, self._offset, self._count
+            )
+        except NotImplementedError:  # e.g. uvloop or TLS: copy in chunks off the loop
+            await self._copy(writer)
+            sent = self._count
+        if sent < self._count:
+            raise _Shrank
+        return sent
+
+    def _sent_before_failure(self) -> int:
+        """asyncio's sendfile leaves the file's position after the bytes it sent; writes
+        through the writer (from memory, or _copy's) keep their own count."""
+        if self._copied is not None:
+            return self._copied
+        return min(max(self._fobj.tell() - self._offset, 0), self._count)
+
+    async def _copy(self, writer: AbstractStreamWriter) -> None:
         position, remaining = self._offset, self._count
+        self._copied = 0
+        fd = self._fobj.fileno()
         while remaining > 0:
-            chunk = await asyncio.to_thread(os.pread, self._fobj.fileno(), min(_CHUNK, remaining), position)  # type: ignore[attr-defined]
+            chunk = await asyncio.to_thread(os.pread, fd, min(_CHUNK, remaining), position)
             if not chunk:
-                raise ConnectionResetError("file shrank while being sent")
+                raise _Shrank
             await writer.write(chunk)
             position += len(chunk)
             remaining -= len(chunk)
+            self._copied += len(chunk)
 
 
 _SERVED_FROM = {"hit": "cache", "miss": "upstream", "coalesced": "upstream"}
 
 
-def _count_served(request: web.BaseRequest, count: int) -> None:
+def _served(request: web.BaseRequest, count: int) -> None:
     """Body bytes of an upstream file sent, by where they came from (private files: not counted)."""
     source = _SERVED_FROM.get(request.get(CACHE_OUTCOME, "-"))
     if source is not None and count:
         metrics.SERVED_BYTES.labels(source).inc(count)
+
+
+def client_went_away(request: web.BaseRequest, head: int, sent: int, size: int | None) -> None:
+    """The one line (and the access log's record) for a download the client abandoned."""
+    log.warning(
+        "%s %s: the client went away after %d of %s body bytes",
+        request.method, request.path, sent, "?" if size is None else size,
+    )
+    request[CUT_SHORT] = CutShort(head + sent, "client")
 
 
 def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, str]:
@@ -219,23 +265,38 @@ async def send_streamed(
     response = web.StreamResponse(status=200, headers=headers)
     if file.size is not None:
         response.content_length = file.size
-    await response.prepare(request)
-    if request.method == hdrs.METH_HEAD:
-        return response
-    sent = 0
     try:
-        async for chunk in file.chunks:
-            await response.write(chunk)
+        writer = await response.prepare(request)
+    except ConnectionError:  # gone while upstream was being asked
+        client_went_away(request, 0, 0, file.size)
+        return response
+    if request.method == hdrs.METH_HEAD or writer is None:
+        return response
+    head = writer.output_size
+    sent = 0
+    chunks = aiter(file.chunks)
+    try:
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                break
+            except Exception as exc:  # upstream's body failed: the client must not take the
+                on_error(exc)  # part it has for a whole file, so the connection is aborted
+                if request.transport is not None:
+                    request.transport.abort()
+                response.force_close()
+                request[CUT_SHORT] = CutShort(head + sent, "aborted")
+                return response  # aiohttp records it and closes; raising would log a traceback
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                client_went_away(request, head, sent, file.size)
+                response.force_close()
+                return response
             sent += len(chunk)
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except Exception as exc:
-        on_error(exc)
-        if request.transport is not None:
-            request.transport.abort()
-        raise ConnectionResetError("upstream body failed") from exc
     finally:
-        _count_served(request, sent)
+        _served(request, sent)
     return response
 
 

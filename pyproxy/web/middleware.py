@@ -32,10 +32,15 @@ def text_error(status: int, message: str, headers: LooseHeaders | None = None) -
     )
 
 
+# nginx's word for it: the client closed the connection before it was answered
+CLIENT_CLOSED = 499
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Preflights get 204; repository errors become 403/404/503; anything unexpected a 500
-    without a traceback."""
+    """Preflights get 204; repository errors become 403/404/503; a client that went away (e.g.
+    mid-upload) gets a 499 that is never sent but recorded; anything unexpected a 500 (its
+    traceback logged)."""
     if request.method == hdrs.METH_OPTIONS:
         return web.Response(status=204)  # CORS preflight, for any path
     try:
@@ -50,7 +55,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         # no Retry-After: pip would sleep that long before each of its retries
         return text_error(503, f"Service Unavailable: {exc}")
     except ConnectionError:
-        raise
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            # aiohttp cannot send it, and records it (with one warning line: see access_log)
+            return text_error(CLIENT_CLOSED, "Client Closed Request")
+        log.exception("unhandled error for %s %s", request.method, request.path)
+        return text_error(500, "Internal Server Error: the error was logged on the server")
     except Exception:
         log.exception("unhandled error for %s %s", request.method, request.path)
         return text_error(500, "Internal Server Error: the error was logged on the server")

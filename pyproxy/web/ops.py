@@ -1,8 +1,8 @@
 """For operators: /health (liveness), /ready (readiness) and /metrics (Prometheus).
 
 None of them needs credentials or sends caching headers. /ready answers 200 only when the data
-directory takes a new file and, unless pyproxy is offline or serves private packages only,
-upstream answered recently: a request to it succeeded within READY_WINDOW_S with no failure
+directory takes a new file, its disk has `[server] min_free_space` free and, unless pyproxy is
+offline or serves private packages only, upstream answered recently: a request to it succeeded within READY_WINDOW_S with no failure
 since, or else a HEAD of the upstream index (with the configured timeout) succeeds; a probe's
 outcome is reused for PROBE_TTL_S, and concurrent /ready requests share one probe.
 """
@@ -21,6 +21,8 @@ from aiohttp import hdrs, web
 from pyproxy import metrics
 from pyproxy.compose import Health
 from pyproxy.lru import SingleFlight
+from pyproxy.stores.space import free_bytes
+from pyproxy.units import human_size
 from pyproxy.web.context import SERVICES
 from pyproxy.web.lifecycle import CAPACITY
 
@@ -60,21 +62,30 @@ async def health(request: web.Request) -> web.Response:
     return _text(200, "ok")
 
 
-def _data_dir_problem(data_dir: Path) -> str | None:
+def _data_dir_problem(data_dir: Path, min_free: int) -> str | None:
     """Creating (and removing) a file is what uploads and downloads need; os.access would
-    not tell, e.g. for root or on a read-only mount."""
+    not tell, e.g. for root or on a read-only mount. A full disk still takes an empty file."""
     try:
         fd, name = tempfile.mkstemp(prefix=".ready-", dir=data_dir)
         os.close(fd)
         os.unlink(name)
+        free = free_bytes(data_dir)
     except OSError as exc:
         return f"the data directory is not writable ({exc.strerror or exc})"
+    if free < min_free:
+        return (
+            f"only {human_size(free)} free on the data directory's disk"
+            f" (below [server] min_free_space, {human_size(min_free)})"
+        )
     return None
 
 
 async def ready(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
-    problem = await asyncio.to_thread(_data_dir_problem, services.settings.data_dir)
+    settings = services.settings
+    problem = await asyncio.to_thread(
+        _data_dir_problem, settings.data_dir, settings.min_free_space
+    )
     if problem is None and CAPACITY in request.app:  # only with --workers N: all N serving?
         problem = request.app[CAPACITY].problem()
     if problem is None and services.health.watches_upstream:

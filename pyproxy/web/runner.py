@@ -20,6 +20,8 @@ from aiohttp import web
 from pyproxy import metrics
 from pyproxy.compose import build_services, describe_upstream, open_stores
 from pyproxy.config import Settings
+from pyproxy.datadir import DataDir
+from pyproxy.stores.space import Spare, is_disk_full, with_room
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
 from pyproxy.web.connections import ConnectionGuard, GuardedSite
@@ -62,7 +64,10 @@ async def _serve(settings: Settings, sock: socket.socket, worker: _Worker) -> No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    services = build_services(settings)
+    # a worker that starts on a full disk (a replacement, say) needs room to open the caches,
+    # whose databases write as they open
+    spare = Spare(DataDir(settings.data_dir).spare)
+    services = with_room(spare, lambda: build_services(settings), "start a worker")
     app = build_app(services)
     if worker.capacity is not None:
         app[CAPACITY] = worker.capacity
@@ -161,19 +166,30 @@ def _open_files_for(connections: int) -> None:
         )
 
 
+def _open_once(settings: Settings) -> int:
+    """Open the stores once, so a bad data directory fails here with one message, and sweep
+    what interrupted uploads left (how many). The workers open the rest (with room, too)."""
+    private, users = open_stores(settings.data_dir)
+    try:
+        return private.collect_garbage()
+    finally:
+        private.close()
+        users.close()
+
+
 def serve(settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    # open once up front so a bad data directory fails here, with one message
-    private, users = open_stores(settings.data_dir)
-    removed = private.collect_garbage()
+    # on a full disk SQLite cannot even open a database nobody holds open: the spare file's
+    # room lets the server start and serve what it has
+    spare = Spare(DataDir(settings.data_dir).spare)
+    removed = with_room(spare, lambda: _open_once(settings), "start")
     if removed:
         log.info("removed %d leftovers of interrupted uploads", removed)
-    private.close()
-    users.close()
+    spare.keep()  # room for deletes once the disk is full
     _open_files_for(settings.max_connections)
     workers = settings.workers
     if workers > 1 and not metrics.multiprocess():
-        log.warning("metrics are per worker: prometheus_client was imported too early")
+        log.warning("metrics are per worker: there is no shared directory for their values")
     sock = _listening_socket(settings.host, settings.port, reuse_port=workers > 1)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -250,8 +266,11 @@ class _Supervisor:
             try:
                 sock = _listening_socket(self.host, self.port, reuse_port=True)
                 _run_worker(self.settings, sock, _Worker(self.capacity, slot.index))
-            except BaseException:
-                log.exception("worker %d failed", os.getpid())
+            except BaseException as exc:
+                if is_disk_full(exc):  # not a bug: it is started again, and waits for room
+                    log.error("worker %d cannot start: the disk is full (%s)", os.getpid(), exc)
+                else:
+                    log.exception("worker %d failed", os.getpid())
                 code = 1
             finally:
                 os._exit(code)

@@ -3,11 +3,13 @@ the same data directory (the operations must be safe beside a running server).""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import orjson
@@ -22,6 +24,7 @@ from pyproxy.web.context import Services
 from tests.conftest import MakeClient
 from tests.dists import core_metadata, make_wheel
 from tests.fake_upstream import FakeUpstream
+from tests.small_disk import fill, free, mounted
 
 SIZES = {"a": 300_000, "b": 200_000, "c": 100_000}
 
@@ -265,3 +268,40 @@ def test_cache_commands_give_one_line_errors(tmp_path: Path, capsys: pytest.Capt
         cli.main(["cache", "prune", "--max-size", "lots", "--data-dir", str(tmp_path / "data")])
     assert exit_info.value.code == 2
     assert "is not a size" in capsys.readouterr().err
+
+
+def _opener(body: bytes) -> Callable[[], AbstractAsyncContextManager[AsyncIterator[bytes]]]:
+    """An upstream that sends `body` in one chunk."""
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    @asynccontextmanager
+    async def open_upstream() -> AsyncIterator[AsyncIterator[bytes]]:
+        yield chunks()
+
+    return open_upstream
+
+
+async def test_prune_on_a_full_disk_frees_the_bodies_first(tmp_path: Path) -> None:
+    """The index has no room to record a delete: each file's own room goes first, so pruning
+    needs no spare file."""
+    with mounted(tmp_path / "disk", "8m") as disk:
+        blobs = BlobCache(disk / "files", max_size=64 * 1024**2)
+        try:
+            for name in ("a", "b", "c"):
+                body = os.urandom(500_000)
+                source = await blobs.fetch(
+                    name, sha256=hashlib.sha256(body).hexdigest(), size=len(body),
+                    open_upstream=_opener(body),
+                )
+                async for _ in source.chunks:  # type: ignore[union-attr]
+                    pass
+            with contextlib.closing(sqlite3.connect(blobs.directory / "blobs" / "cache.db")) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a delete needs new room
+            fill(disk)
+            result = cacheops.prune(blobs, max_size=0, older_than_days=None)
+            assert sorted(key for key, _ in result.removed) == ["a", "b", "c"]
+            assert blobs.entries() == [] and free(disk) > 1_000_000
+        finally:
+            await blobs.aclose()

@@ -35,6 +35,7 @@ from tests.blob_server import Blob, BlobServer, opener
 from tests.conftest import MakeClient, StartFake
 from tests.dists import core_metadata, make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
+from tests.small_disk import fill, mounted
 
 REPO = Path(__file__).resolve().parents[2]
 KiB = 1024
@@ -764,3 +765,28 @@ async def test_uses_are_written_on_their_own_and_when_the_cache_closes(
     assert slow.lookup("u") is not None
     await slow.aclose()
     assert access_times(slow)["u"] > used
+
+
+async def test_a_full_disk_still_hits_and_says_why_it_cannot_fetch(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """On a full disk a hit is served (its use is recorded later, in a batch that may wait for
+    room); a miss cannot be cached, and says so."""
+    with mounted(tmp_path / "disk", "4m") as disk:
+        cache = BlobCache(disk / "cache", max_size=64 * MiB)
+        try:
+            blob = upstream.add("a", Blob(block(100 * KiB)))
+            upstream.add("b", Blob(block(100 * KiB, seed=1)))
+            assert await body_of(await upstream.fetch(cache, "a")) == blob.block
+            with contextlib.closing(sqlite3.connect(cache.directory / "blobs" / "cache.db")) as db:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write needs new room
+            filler = fill(disk)
+            hit = await upstream.fetch(cache, "a")
+            assert isinstance(hit, LocalFile) and hit.path.read_bytes() == blob.block
+            assert cache.lookup("a") == hit
+            with pytest.raises(Unavailable, match="^the index's disk is full: it cannot fetch"):
+                await upstream.fetch(cache, "b")
+            assert upstream.requests("a") == 1 and leftovers(cache) == []
+            filler.unlink()
+        finally:
+            await cache.aclose()

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pyproxy.stores.first_seen import FirstSeenStore
+from tests.small_disk import fill, mounted
 
 
 @pytest.fixture
@@ -90,3 +91,24 @@ def test_closed_store_refuses(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(sqlite3.ProgrammingError):
         store.record("foo", ["foo-1.0.tar.gz"], 1.0)
+
+
+async def test_a_full_disk_records_nothing_and_answers_from_now(tmp_path: Path) -> None:
+    """A page is still served: files not seen before count from now, for that answer only,
+    and are recorded once there is room."""
+    with mounted(tmp_path / "disk", "2m") as disk:
+        store = FirstSeenStore(disk / "first-seen.sqlite3")
+        try:
+            await store.times("foo", ["foo-1.0.tar.gz"], 100.0)
+            store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the next write needs room
+            filler = fill(disk)
+            names = [f"foo-{n}.0-py3-none-any.whl" for n in range(2, 200)]
+            seen = await store.times("foo", ["foo-1.0.tar.gz", *names], 500.0)
+            assert seen["foo-1.0.tar.gz"] == 100.0 and seen[names[0]] == 500.0
+            again = await store.times("foo", names, 600.0)  # not kept: counted from now again
+            assert again[names[0]] == 600.0
+            filler.unlink()
+            assert (await store.times("foo", names, 700.0))[names[0]] == 700.0  # recorded now
+            assert (await store.times("foo", names, 800.0))[names[0]] == 700.0
+        finally:
+            store.close()

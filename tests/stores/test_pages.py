@@ -29,6 +29,7 @@ from pyproxy.stores.pages import (
     UpstreamFormatError,
     revision_of,
 )
+from tests.small_disk import fill, mounted
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ORIGIN = "http://127.0.0.1:9"
@@ -322,3 +323,24 @@ def test_an_unusable_record_is_refused(
     with pytest.raises(ValueError, match=message):
         store.import_record("proj", fields, body)
     assert store.load("proj") is None
+
+
+def test_save_on_a_full_disk_keeps_the_page_in_memory_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with mounted(tmp_path / "disk", "4m") as disk:
+        store = PageStore(disk / "pages")
+        try:
+            small = record(page_body("proj", "proj-1.0.tar.gz"))
+            big = record(page_body("big", *(f"big-{n}.0.tar.gz" for n in range(500))))
+            assert len(pickle.dumps(big)) > 32 * 1024  # a file of its own in the cache
+            filler = fill(disk)
+            store.save("proj", small)  # no exception: the caller serves it from memory
+            store.save("big", big)
+            assert caplog.text.count("the disk is full") == 2
+            filler.unlink()
+            assert store.load("proj") is None and store.load("big") is None
+            store.save("proj", small)  # and with room again, on disk as before
+            assert store.load("proj") == small
+        finally:
+            store.close()

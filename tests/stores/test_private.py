@@ -19,6 +19,8 @@ from pyproxy.stores.private import (
     PrivateStore,
     StoreRejected,
 )
+from pyproxy.stores.space import is_disk_full
+from tests.small_disk import fill, mounted
 
 METADATA = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n"
 
@@ -767,3 +769,28 @@ def test_warm_reads_make_no_query_and_see_another_process_change_at_once(
     assert other.list_projects().names == ("bar", "foo")
     upload(store, "foo-2.0-py3-none-any.whl")
     assert len(other.project_page(foo).files) == 2
+
+
+def test_a_commit_that_finds_the_disk_full_leaves_no_body(tmp_path: Path) -> None:
+    """The body is moved in under the write lock before the record commits; when SQLite then
+    finds no room, the body goes again and nothing is recorded."""
+    with mounted(tmp_path / "disk", "4m") as disk:
+        store = PrivateStore(disk / "private")
+        try:
+            assert upload(store, "foo-1.0.tar.gz")
+            before = blob_files(store)
+            body = b"an sdist body" * 100
+            new = new_file("foo-2.0.tar.gz", body)
+            with store.files.temporary_file() as tmp:
+                tmp.write_bytes(body)  # received while there was room
+                store._reader.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the log has no room
+                filler = fill(disk)
+                with pytest.raises(sqlite3.OperationalError) as failure:
+                    store.add_file(new, tmp)
+                assert is_disk_full(failure.value)
+            assert blob_files(store) == before
+            assert filenames(store) == ["foo-1.0.tar.gz"]
+            assert list(store.files.tmp.iterdir()) == []
+            filler.unlink()
+        finally:
+            store.close()

@@ -1,5 +1,6 @@
 """The access log (pyproxy.web.access): one record per request, in text and in JSON, with no
-credential in it, whatever the request carried."""
+credential in it, whatever the request carried; malformed requests and clients that go away
+mid-response get one warning line (never a traceback) and a record of what was sent."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import asyncio
 import base64
 import io
 import logging
+import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,8 @@ from pyproxy.logs import TEXT_FORMAT, JsonFormatter
 from tests.access_log import access_records
 from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_wheel
+from tests.fake_upstream import FakeUpstream
+from tests.test_metrics import FILES_ROUTE, durations, http, s, scrape, settle
 
 SECRETS = ("wrong-password-42", "query-secret-42", "url-secret-42", PASSWORD)
 
@@ -138,3 +143,179 @@ async def test_metrics_are_recorded_when_the_log_is_off(
     text = await (await logged.get("/metrics")).text()
     assert 'pyproxy_http_requests_total{method="GET",route="/health",status="200"}' in text
     assert log_output.getvalue() == ""
+
+
+# ------------------------------------------------------------- clean failures (issue 14 item 15)
+
+MALFORMED = {
+    "bad request line": b"GARBAGE\r\n\r\n",
+    "bad version": b"GET /simple/ HTTP/9.x\r\nHost: h\r\n\r\n",
+    "bad header": b"GET /simple/ HTTP/1.1\r\nHost: h\r\nNo colon here\r\n\r\n",
+    "oversized request line": b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: h\r\n\r\n",
+    "oversized header": b"GET / HTTP/1.1\r\nHost: h\r\nAuthorization: Basic "
+    + b"c2VjcmV0" * 2_000 + b"\r\n\r\n",
+}
+BIG = 16 * 1024 * 1024  # well past what the kernel buffers between a server and a slow client
+
+
+@pytest.fixture
+def server_log() -> Iterator[io.StringIO]:
+    """Everything the app logs at INFO and up, formatted as `pyproxy serve` writes it."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+
+
+def warnings_in(text: str) -> list[str]:
+    return [line for line in text.splitlines() if " WARNING " in line or " ERROR " in line]
+
+
+async def raw_exchange(client: TestClient, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(data)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    return answer
+
+
+async def abandon(client: TestClient, path: str, read: int) -> int:
+    """GET `path` with a small receive window, read about `read` bytes, then reset the
+    connection; returns the bytes read (headers included)."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (client.server.host, client.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: h\r\n\r\n".encode())
+    got = 0
+    while got < read and (chunk := await reader.read(64 * 1024)):
+        got += len(chunk)
+    writer.transport.abort()
+    return got
+
+
+async def records_for(
+    stream: io.StringIO, method: str, path: str, count: int = 1
+) -> list[dict[str, Any]]:
+    for _ in range(500):
+        found = [
+            r for r in access_records(stream.getvalue())
+            if (r["method"], r["path"]) == (method, path)
+        ]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no access record for {path}:\n{stream.getvalue()}")
+
+
+async def test_malformed_requests_get_one_warning_and_an_access_record(
+    logged: TestClient, server_log: io.StringIO
+) -> None:
+    before = await scrape(logged)
+    for data in MALFORMED.values():
+        assert (await raw_exchange(logged, data)).startswith(b"HTTP/1.0 400 Bad Request\r\n")
+    expected = {**http("unmatched", "other", 400, len(MALFORMED)),
+                **durations(other__unmatched=len(MALFORMED))}
+    assert await settle(logged, before, expected) == expected
+
+    text = server_log.getvalue()
+    assert "Traceback" not in text and "c2VjcmV0" not in text
+    lines = warnings_in(text)
+    assert len(lines) == len(MALFORMED), text
+    assert all(" WARNING pyproxy.web: refused a malformed request from 127.0.0.1 with 400: "
+               in line for line in lines), text
+    assert "a line of its head is longer than 8190 bytes" in lines[3]
+    refused = [r for r in access_records(text) if r["status"] == 400]
+    assert len(refused) == len(MALFORMED)
+
+
+async def test_abandoned_downloads_record_the_bytes_sent(
+    fake: FakeUpstream, make_client: MakeClient, server_log: io.StringIO
+) -> None:
+    """A client that resets the connection mid-file, on a miss (streamed as it arrives) and on
+    a hit (sendfile): one warning each, and the access log and metrics count what went out."""
+    dist = fake.add_generated_file("big", "big-1.0.tar.gz", BIG)
+    client, _ = await make_client(access_log=True, upstream_url=fake.index_url)
+    path = f"/files/big/{dist.filename}"
+    assert (await client.get("/simple/big/")).status == 200
+    before = await scrape(client)
+
+    fake.chunk_delay = 0.005  # upstream is still sending when the client gives up
+    read_miss = await abandon(client, path, 200_000)
+    [miss] = await records_for(server_log, "GET", path)
+    fake.chunk_delay = 0
+    # the download goes on without the client, and is cached
+    while (await client.head(path)).headers["X-Pyproxy-Cache"] != "hit":
+        await asyncio.sleep(0.05)
+    read_hit = await abandon(client, path, 200_000)
+    hit = (await records_for(server_log, "GET", path, 2))[1]
+    heads = [r["cache"] for r in access_records(server_log.getvalue()) if r["method"] == "HEAD"]
+
+    lines = warnings_in(server_log.getvalue())
+    assert "Traceback" not in server_log.getvalue()
+    assert len(lines) == 2, lines
+    sent = []
+    for line, record, read in ((lines[0], miss, read_miss), (lines[1], hit, read_hit)):
+        match = re.search(rf"GET {path}: the client went away after (\d+) of {BIG} body bytes$",
+                          line)
+        assert match and " WARNING pyproxy.web: " in line, line
+        body = int(match[1])
+        assert record["status"] == 200
+        assert read - 1000 < body < BIG  # at least what the client read (less its headers)
+        assert 100 < record["bytes"] - body < 1000  # the head, and nothing sent twice
+        sent.append(body)
+    assert (miss["cache"], hit["cache"]) == ("miss", "hit")
+
+    expected = {
+        **http(FILES_ROUTE, "GET", 200, 2),
+        **http(FILES_ROUTE, "HEAD", 200, len(heads)),
+        **durations(GET__files=2, HEAD__files=len(heads)),
+        s("pyproxy_cache_requests_total", result="miss"): 1,
+        s("pyproxy_cache_requests_total", result="hit"): heads.count("hit") + 1,
+        s("pyproxy_served_bytes_total", source="upstream"): sent[0],
+        s("pyproxy_served_bytes_total", source="cache"): sent[1],
+        s("pyproxy_http_responses_cut_short_total", cause="client"): 2,
+        **({s("pyproxy_cache_requests_total", result="coalesced"): heads.count("coalesced")}
+           if "coalesced" in heads else {}),
+        s("pyproxy_upstream_requests_total", kind="file"): 1,
+        s("pyproxy_upstream_request_duration_seconds_count", kind="file"): 1,
+    }
+    assert await settle(client, before, expected) == expected
+
+
+async def test_a_client_gone_mid_upload_is_recorded_without_a_traceback(
+    logged: TestClient, server_log: io.StringIO
+) -> None:
+    _, writer = await asyncio.open_connection(logged.server.host, logged.server.port)
+    writer.write(
+        b"POST /legacy/ HTTP/1.1\r\nHost: h\r\nAuthorization: "
+        + encode_basic_auth(USER, PASSWORD).encode()
+        + b"\r\nContent-Type: multipart/form-data; boundary=XX\r\nContent-Length: 1000000\r\n\r\n"
+        b'--XX\r\nContent-Disposition: form-data; name="content"; filename="a-1.0.tar.gz"\r\n\r\n'
+        + b"x" * 5000
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the handler is reading the body
+    writer.transport.abort()
+    [record] = await records_for(server_log, "POST", "/legacy/")
+
+    assert (record["status"], record["bytes"], record["user"]) == (499, 0, USER)
+    text = server_log.getvalue()
+    assert "Traceback" not in text
+    assert warnings_in(text) == [
+        line for line in text.splitlines()
+        if line.endswith(" WARNING pyproxy.web: POST /legacy/: the client went away before the"
+                         " response was sent")
+    ]
+    assert len(warnings_in(text)) == 1

@@ -121,3 +121,15 @@ async def test_ready_leaves_nothing_behind(client: TestClient, services: Service
         assert (await client.get("/ready")).status == 200
     assert set(services.settings.data_dir.iterdir()) == before
 
+
+
+async def test_not_ready_below_min_free_space(make_client: MakeClient) -> None:
+    client, _ = await make_client(min_free_space=10**18)  # more than any disk has free
+    status, text = await answer(client, "/ready")
+    assert status == 503
+    assert text.startswith("not ready: only ") and text.endswith(
+        " free on the data directory's disk (below [server] min_free_space, 1000000.0 TB)\n"
+    )
+    assert (await client.get("/health")).status == 200
+    unchecked, _ = await make_client(min_free_space=0)
+    assert await answer(unchecked, "/ready") == (200, "ready\n")
