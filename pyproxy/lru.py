@@ -68,6 +68,11 @@ class BoundedLRU(Generic[K, V]):
             return None
         return self._forget(key)
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self._weights.clear()
+        self.weight = 0
+
     def _forget(self, key: K) -> V:
         self.weight -= self._weights.pop(key, 0)
         return self._entries.pop(key)

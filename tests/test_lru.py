@@ -184,3 +184,13 @@ async def test_a_failed_run_whose_waiters_left_logs_nothing() -> None:
     finally:
         loop.set_exception_handler(None)
     assert reported == []
+
+
+def test_clear_forgets_every_entry_and_its_weight() -> None:
+    lru: BoundedLRU[str, bytes] = BoundedLRU(4, weigh=len, max_weight=10)
+    lru.put("a", b"1234")
+    lru.put("b", b"56")
+    lru.clear()
+    assert len(lru) == 0 and lru.weight == 0 and lru.get("a") is None
+    lru.put("c", b"1234567890")  # the whole bound is free again
+    assert lru.get("c") == b"1234567890"

@@ -22,9 +22,9 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import LocalFile
 from pyproxy.stores.changes import ChangeCounter
 
@@ -41,9 +41,8 @@ class KnownPaths:
 
     def __init__(self, removals: ChangeCounter, limit: int = _KNOWN_MAX) -> None:
         self._removals = removals
-        self._limit = limit
         self._lock = threading.Lock()  # lookups run on the loop and in threads
-        self._paths: OrderedDict[str, LocalFile] = OrderedDict()
+        self._paths: BoundedLRU[str, LocalFile] = BoundedLRU(limit)
         self._seen = removals.value
 
     def token(self) -> int:
@@ -57,10 +56,7 @@ class KnownPaths:
                 self._paths.clear()
                 self._seen = now
                 return None
-            hit = self._paths.get(key)
-            if hit is not None:
-                self._paths.move_to_end(key)
-            return hit
+            return self._paths.get(key)
 
     def remember(self, key: str, hit: LocalFile, token: int) -> None:
         """Keep what the index said, unless a blob was removed since `token` was read."""
@@ -71,14 +67,11 @@ class KnownPaths:
             if now != self._seen:
                 self._paths.clear()
                 self._seen = now
-            self._paths[key] = hit
-            self._paths.move_to_end(key)
-            while len(self._paths) > self._limit:
-                self._paths.popitem(last=False)
+            self._paths.put(key, hit)
 
     def forget(self, key: str) -> None:
         with self._lock:
-            self._paths.pop(key, None)
+            self._paths.pop(key)
 
 
 class Uses:

@@ -28,11 +28,11 @@ import secrets
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore, check_password, parse_basic
 
 Revision = tuple[int, int]
@@ -104,9 +104,9 @@ class FailureLimit:
     def __init__(self, per_minute: int, *, capacity: int = 4096,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._per_minute = per_minute
-        self._capacity = capacity
         self._clock = clock
-        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()  # start, failures
+        # address -> (start, failures)
+        self._windows: BoundedLRU[str, tuple[float, int]] = BoundedLRU(capacity)
 
     def check(self, address: str) -> None:
         """Raise Refused (429) if this address may not have a password checked now."""
@@ -115,7 +115,7 @@ class FailureLimit:
             return
         remaining = window[0] + _WINDOW_S - self._clock()
         if remaining <= 0:
-            del self._windows[address]
+            self._windows.pop(address)
             return
         raise Refused(
             429,
@@ -129,12 +129,10 @@ class FailureLimit:
         if not self._per_minute:
             return
         now = self._clock()
-        start, failures = self._windows.pop(address, (now, 0))
+        start, failures = self._windows.get(address) or (now, 0)
         if now - start >= _WINDOW_S:
             start, failures = now, 0
-        self._windows[address] = (start, failures + 1)
-        while len(self._windows) > self._capacity:
-            self._windows.popitem(last=False)
+        self._windows.put(address, (start, failures + 1))
 
 
 class _Memory(Generic[_T]):
@@ -143,8 +141,7 @@ class _Memory(Generic[_T]):
 
     def __init__(self, ttl: float, capacity: int) -> None:
         self._ttl = ttl
-        self._capacity = capacity
-        self._entries: OrderedDict[bytes, tuple[float, Revision, _T]] = OrderedDict()
+        self._entries: BoundedLRU[bytes, tuple[float, Revision, _T]] = BoundedLRU(capacity)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -155,16 +152,12 @@ class _Memory(Generic[_T]):
             return None
         expires, kept_at, value = entry
         if kept_at != revision or time.monotonic() >= expires:
-            del self._entries[key]
+            self._entries.pop(key)
             return None
-        self._entries.move_to_end(key)
         return value
 
     def put(self, key: bytes, revision: Revision, value: _T) -> None:
-        self._entries[key] = (time.monotonic() + self._ttl, revision, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._capacity:
-            self._entries.popitem(last=False)
+        self._entries.put(key, (time.monotonic() + self._ttl, revision, value))
 
 
 class Verifications:
@@ -186,7 +179,8 @@ class Verifications:
         self._salt = secrets.token_bytes(32)
         self._known: _Memory[Identity] = _Memory(ttl, capacity)
         self._wrong: _Memory[bool] = _Memory(ttl, capacity)
-        self._pending: dict[bytes, tuple[Revision, asyncio.Future[Identity | None]]] = {}
+        # one check per header and user-store revision, however many requests carry it
+        self._pending: SingleFlight[tuple[bytes, Revision], Identity | None] = SingleFlight()
 
     def __len__(self) -> int:
         return len(self._known)
@@ -209,20 +203,17 @@ class Verifications:
             if identity is not None:
                 self._known.put(key, revision, identity)
             return identity
-        pending = self._pending.get(key)
-        if pending is None or pending[0] != revision:
+        if (key, revision) not in self._pending:
             self._limit.check(address)
-            future = asyncio.ensure_future(self._check(user, password, address))
-            pending = (revision, future)
-            self._pending[key] = pending
-            future.add_done_callback(lambda _: self._forget_pending(key, future))
-        identity = await asyncio.shield(pending[1])
+        identity = await self._pending.run(
+            (key, revision), lambda: self._check(user, password, address)
+        )
         # kept only if nothing changed while it was checked (it may be from before a removal)
-        if self._users.revision() == pending[0]:
+        if self._users.revision() == revision:
             if identity is None:
-                self._wrong.put(key, pending[0], True)
+                self._wrong.put(key, revision, True)
             else:
-                self._known.put(key, pending[0], identity)
+                self._known.put(key, revision, identity)
         return identity
 
     async def _check(self, user: str, password: str, address: str) -> Identity | None:
@@ -232,12 +223,6 @@ class Verifications:
             return None
         assert record is not None
         return Identity(user, record[1], via_token=False)
-
-    def _forget_pending(self, key: bytes, future: asyncio.Future[Identity | None]) -> None:
-        if (held := self._pending.get(key)) is not None and held[1] is future:
-            del self._pending[key]
-        if not future.cancelled():
-            future.exception()  # retrieved, even if every request waiting for it went away
 
     def close(self) -> None:
         self._pool.close()
