@@ -8,6 +8,7 @@ cannot be installed or started raises `Unavailable` with a one-line reason.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -121,10 +122,8 @@ class Proc:
                 self.popen.wait(5)
         for pid in session_members(self.popen.pid):
             if pid != os.getpid():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def wait_http(url: str, proc: Proc, timeout: float = START_TIMEOUT) -> None:

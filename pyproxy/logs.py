@@ -39,7 +39,9 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler:
     """Send every log record at `level` or above to stderr (or `stream`) in `log_format`."""
     handler = logging.StreamHandler(sys.stderr if stream is None else stream)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(
+        JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    )
     root = logging.getLogger()
     for old in root.handlers[:]:
         root.removeHandler(old)

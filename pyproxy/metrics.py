@@ -201,7 +201,10 @@ def request_done(route: str, method: str, status: int, seconds: float) -> None:
     key = (route, method, status)
     series = _request_series.get(key)
     if series is None:
-        series = HTTP_REQUESTS.labels(route, method, str(status)), HTTP_DURATION.labels(route, method)
+        series = (
+            HTTP_REQUESTS.labels(route, method, str(status)),
+            HTTP_DURATION.labels(route, method),
+        )
         _request_series[key] = series
     series[0].inc()
     series[1].observe(seconds)

@@ -16,6 +16,7 @@ the declaration counts.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -277,10 +278,9 @@ def _collect_html(body: bytes, charset: str | None) -> _HtmlCollector:
     # bytes become U+FFFD rather than failing the page (libxml2 replaces bad UTF-8 the same way).
     encoding = "utf-8"
     if charset:
-        try:
+        # an unknown label is sloppiness, not a reason to refuse the page
+        with contextlib.suppress(LookupError):
             encoding = codecs.lookup(charset).name
-        except LookupError:
-            pass  # an unknown label is sloppiness, not a reason to refuse the page
     if encoding != "utf-8":
         body = body.decode(encoding, errors="replace").encode()
     if not body.strip():

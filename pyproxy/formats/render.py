@@ -147,7 +147,10 @@ def render_project(
 def render_index(projects: ProjectList, fmt: Format, project_url: Callable[[str], str]) -> bytes:
     if fmt.is_json:
         return orjson.dumps(
-            {"meta": {"api-version": API_VERSION}, "projects": [{"name": n} for n in projects.names]}
+            {
+                "meta": {"api-version": API_VERSION},
+                "projects": [{"name": n} for n in projects.names],
+            }
         )
     text = templates.get_template("simple_index.html").render(
         api_version=API_VERSION, projects=[(n, project_url(n)) for n in projects.names]

@@ -130,7 +130,9 @@ def export(
     for record in exported_files(private):
         filename = str(record["filename"])
         try:
-            size = _copy(private.files.path(str(record["sha256"])), target / "private" / "files" / filename)
+            size = _copy(
+                private.files.path(str(record["sha256"])), target / "private" / "files" / filename
+            )
         except FileNotFoundError:  # removed meanwhile by `pyproxy remove`
             report.private.fail(filename, "removed during the export")
             continue
@@ -183,7 +185,9 @@ def exported_files(private: PrivateStore) -> list[dict[str, Any]]:
     ]
 
 
-def _export_blobs(blobs: BlobCache, target: Path, report: Report, log: Callable[[str], None]) -> None:
+def _export_blobs(
+    blobs: BlobCache, target: Path, report: Report, log: Callable[[str], None]
+) -> None:
     (target / "files").mkdir(parents=True, exist_ok=True)
     records = []
     for entry in blobs.entries():
@@ -345,7 +349,9 @@ def import_pages(pages_dir: Path, source: Path, report: Report) -> None:
         disk.close()
 
 
-def _local_body(path: Path) -> Callable[[], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]]:
+def _local_body(
+    path: Path
+) -> Callable[[], contextlib.AbstractAsyncContextManager[AsyncIterator[bytes]]]:
     @asynccontextmanager
     async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
         async def chunks() -> AsyncIterator[bytes]:

@@ -395,7 +395,9 @@ def validate_form(fields: Mapping[str, Sequence[str]]) -> UploadForm:
 
 # ------------------------------------------------------------------------------------------ file
 
-_DIST_FILE: Final = re.compile(r".+?(?P<extension>\.(tar\.gz|zip|whl))\Z", re.IGNORECASE | re.DOTALL)
+_DIST_FILE: Final = re.compile(
+    r".+?(?P<extension>\.(tar\.gz|zip|whl))\Z", re.IGNORECASE | re.DOTALL
+)
 _EXTENSIONS: Final = {"sdist": ".tar.gz", "bdist_wheel": ".whl"}
 _PEP_527: Final = "https://www.python.org/dev/peps/pep-0527"
 _MAX_FILENAME_BYTES: Final = 255  # what common filesystems allow for one path component

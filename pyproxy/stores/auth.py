@@ -165,7 +165,8 @@ class UserStore:
         return [(row[0], bool(row[1]), row[2]) for row in rows]
 
     def exists(self, name: str) -> bool:
-        return self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+        row = self._db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone()
+        return row is not None
 
     def create_token(self, user: str) -> str:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)

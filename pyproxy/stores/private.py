@@ -261,9 +261,13 @@ class PrivateStore:
     def list_projects(self) -> ProjectList:
         self._fresh()
         if self._list is None:
-            rows = self._reader.execute("SELECT display_name FROM projects ORDER BY name").fetchall()
+            rows = self._reader.execute(
+                "SELECT display_name FROM projects ORDER BY name"
+            ).fetchall()
             changes, db_version = self._pages_version
-            self._list = ProjectList(tuple(row[0] for row in rows), revision=f"d{changes}.{db_version}")
+            self._list = ProjectList(
+                tuple(row[0] for row in rows), revision=f"d{changes}.{db_version}"
+            )
         return self._list
 
     def project_page(self, name: NormalizedName) -> ProjectPage:
@@ -295,13 +299,17 @@ class PrivateStore:
                 requires_python=row["requires_python"],
                 yanked=bool(row["yanked"]),
                 yanked_reason=row["yanked_reason"],
-                core_metadata={"sha256": row["metadata_sha256"]} if row["metadata_sha256"] else False,
+                core_metadata=(
+                    {"sha256": row["metadata_sha256"]} if row["metadata_sha256"] else False
+                ),
                 origin=Origin.PRIVATE,
                 provenance=row["provenance_sha256"] is not None,
             )
             for row in rows
         )
-        return ProjectPage.build(name, files, status=ProjectStatus(), revision=f"{project[0]}/{project[1]}")
+        return ProjectPage.build(
+            name, files, status=ProjectStatus(), revision=f"{project[0]}/{project[1]}"
+        )
 
     def open_file(self, project: NormalizedName, filename: str) -> LocalFile:
         row = self._reader.execute(
@@ -334,7 +342,9 @@ class PrivateStore:
         return LocalFile(path, path.stat().st_size, row[0], cache="private")
 
     def file_fields(self, filename: str) -> dict[str, list[str]] | None:
-        row = self._reader.execute("SELECT fields FROM files WHERE filename = ?", (filename,)).fetchone()
+        row = self._reader.execute(
+            "SELECT fields FROM files WHERE filename = ?", (filename,)
+        ).fetchone()
         return None if row is None else orjson.loads(row[0])
 
     def project_serial(self, name: NormalizedName) -> int | None:
@@ -348,7 +358,9 @@ class PrivateStore:
             "SELECT filename, sha256, blake2_256, md5 FROM files WHERE project = ?", (project,)
         ).fetchall()
         return {
-            row["filename"]: {"sha256": row["sha256"], "blake2_256": row["blake2_256"], "md5": row["md5"]}
+            row["filename"]: {
+                "sha256": row["sha256"], "blake2_256": row["blake2_256"], "md5": row["md5"]
+            }
             for row in rows
         }
 
@@ -559,7 +571,9 @@ class PrivateStore:
             for row in rows
         ]
 
-    def yank(self, project: NormalizedName, version: str, reason: str, *, undo: bool = False) -> int:
+    def yank(
+        self, project: NormalizedName, version: str, reason: str, *, undo: bool = False
+    ) -> int:
         with self._write() as db:
             count = db.execute(
                 "UPDATE files SET yanked = ?, yanked_reason = ? WHERE project = ? AND version = ?",

@@ -28,7 +28,9 @@ def origin(request: web.Request) -> str:
         scheme = _first(request, "X-Forwarded-Proto", scheme).lower()
         host = _first(request, "X-Forwarded-Host", host)
         if scheme not in ("http", "https"):
-            raise web.HTTPBadRequest(text=f"X-Forwarded-Proto: {scheme[:64]!r} is not http or https\n")
+            raise web.HTTPBadRequest(
+                text=f"X-Forwarded-Proto: {scheme[:64]!r} is not http or https\n"
+            )
         if not is_authority(host):
             raise web.HTTPBadRequest(text=f"X-Forwarded-Host: {host[:64]!r} is not a host[:port]\n")
     elif not is_authority(host):

@@ -231,12 +231,16 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
         headers[CACHE_STATUS] = "hit"
         if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
             fobj.close()
-            return web.Response(status=304, headers={k: v for k, v in headers.items() if k != hdrs.CONTENT_TYPE})
+            return web.Response(
+                status=304, headers={k: v for k, v in headers.items() if k != hdrs.CONTENT_TYPE}
+            )
         span = ByteRange(0, size - 1) if size else ByteRange(0, -1)
         status = 200
         range_header = request.headers.get(hdrs.RANGE)
         if_range = request.headers.get(hdrs.IF_RANGE)
-        if range_header and (if_range is None or _if_range_holds(if_range.strip(), etag, stat.st_mtime)):
+        if range_header and (
+            if_range is None or _if_range_holds(if_range.strip(), etag, stat.st_mtime)
+        ):
             try:
                 requested = parse_range(range_header, size)
             except Unsatisfiable:

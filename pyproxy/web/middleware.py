@@ -19,7 +19,9 @@ CORS_HEADERS = {
         "Accept, Authorization, Content-Type, If-Match, If-Modified-Since, If-None-Match,"
         " If-Range, If-Unmodified-Since, Range"
     ),
-    "Access-Control-Expose-Headers": "Content-Length, Content-Range, ETag, Last-Modified, X-Pyproxy-Cache",
+    "Access-Control-Expose-Headers": (
+        "Content-Length, Content-Range, ETag, Last-Modified, X-Pyproxy-Cache"
+    ),
     "Access-Control-Max-Age": "86400",
 }
 

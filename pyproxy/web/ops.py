@@ -2,9 +2,10 @@
 
 None of them needs credentials or sends caching headers. /ready answers 200 only when the data
 directory takes a new file, its disk has `[server] min_free_space` free and, unless pyproxy is
-offline or serves private packages only, upstream answered recently: a request to it succeeded within READY_WINDOW_S with no failure
-since, or else a HEAD of the upstream index (with the configured timeout) succeeds; a probe's
-outcome is reused for PROBE_TTL_S, and concurrent /ready requests share one probe.
+offline or serves private packages only, upstream answered recently: a request to it succeeded
+within READY_WINDOW_S with no failure since, or else a HEAD of the upstream index (with the
+configured timeout) succeeds; a probe's outcome is reused for PROBE_TTL_S, and concurrent /ready
+requests share one probe.
 """
 
 from __future__ import annotations

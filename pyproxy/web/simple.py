@@ -23,7 +23,9 @@ from pyproxy.web.integrity import provenance_url
 
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
 GZIP_MIN_BYTES = 1024
-_GZIP_TOKEN = re.compile(r"(?:^|,)\s*(?:gzip|\*)\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*(?=,|$)", re.IGNORECASE)
+_GZIP_TOKEN = re.compile(
+    r"(?:^|,)\s*(?:gzip|\*)\s*(?:;\s*q\s*=\s*([0-9.]+))?\s*(?=,|$)", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +108,16 @@ def _not_acceptable() -> web.HTTPException:
 
 
 def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
-    compressed = page.gzipped is not None and accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING))
+    compressed = (
+        page.gzipped is not None and accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING))
+    )
     etag = page.gzip_etag if compressed else page.etag
     headers = {
         hdrs.VARY: "Accept, Accept-Encoding",
         hdrs.ETAG: etag,
-        hdrs.CACHE_CONTROL: f"max-age={request.app[SERVICES].settings.page_max_age}, must-revalidate",
+        hdrs.CACHE_CONTROL: (
+            f"max-age={request.app[SERVICES].settings.page_max_age}, must-revalidate"
+        ),
     }
     if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
         return web.Response(status=304, headers=headers)

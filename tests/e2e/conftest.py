@@ -175,10 +175,8 @@ class PyproxyServer:
         assert self.proc is not None
         leftovers = [pid for pid in session_members(self.proc.pid) if pid != os.getpid()]
         for pid in leftovers:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return leftovers
 
     @property

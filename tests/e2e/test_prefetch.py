@@ -185,6 +185,7 @@ def test_uv_lock_files_are_fetched_through_pyproxy(fake, proxy, tmp_path):
     sdist = make_sdist(dists, locked, "1.0")
     fake.add_file(locked, sdist.name, sdist.read_bytes())
     registry = fake.index_url.rstrip("/")
+    sdist_url, wheel_url = fake.file_url(locked, sdist.name), fake.file_url(locked, wheel.name)
     lock = tmp_path / "uv.lock"
     lock.write_text(f"""\
 version = 1
@@ -195,9 +196,9 @@ requires-python = ">=3.11"
 name = "{locked}"
 version = "1.0"
 source = {{ registry = "{registry}" }}
-sdist = {{ url = "{fake.file_url(locked, sdist.name)}", hash = "sha256:{sha256(sdist)}", size = {sdist.stat().st_size} }}
+sdist = {{ url = "{sdist_url}", hash = "sha256:{sha256(sdist)}", size = {sdist.stat().st_size} }}
 wheels = [
-    {{ url = "{fake.file_url(locked, wheel.name)}", hash = "sha256:{sha256(wheel)}", size = {wheel.stat().st_size} }},
+    {{ url = "{wheel_url}", hash = "sha256:{sha256(wheel)}", size = {wheel.stat().st_size} }},
 ]
 
 [[package]]

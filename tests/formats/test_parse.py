@@ -153,7 +153,7 @@ def test_html_hash_fragments(fragment: str, hashes: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("fragment", ["#sha256=not-hex", "#sha256=", "#md5=12 34"])
 def test_html_digest_that_is_not_hex_is_refused(fragment: str) -> None:
-    with pytest.raises(UpstreamFormatError, match="foo-1.0.tar.gz.*not hex"):
+    with pytest.raises(UpstreamFormatError, match=r"foo-1\.0\.tar\.gz.*not hex"):
         parse_html(f'<a href="/f/foo-1.0.tar.gz{fragment}">x</a>')
 
 

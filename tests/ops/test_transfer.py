@@ -245,7 +245,10 @@ async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
     code, out, err = await run(capsys, "import", str(export), "--data-dir", str(target))
     assert code == 1 and "cached files: 1 imported (7 bytes), 4 failed" in out, out
     assert f"failed: cached {good.sha256}: the key names sha256 {good.sha256}, the record says {evil_sha}" in err
-    assert f"failed: cached {url_key}: the record's body '{_key_name(good.sha256)}' is not the one exported for this key" in err
+    assert (
+        f"failed: cached {url_key}: the record's body '{_key_name(good.sha256)}'"
+        " is not the one exported for this key"
+    ) in err
     assert "failed: cached whatever: not a cache key pyproxy makes" in err
     assert f"failed: cached {good.sha256.upper()}: sha256 '{good.sha256.upper()}' is not a lowercase hex sha256" in err
 

@@ -549,15 +549,18 @@ PEP_527 = "https://www.python.org/dev/peps/pep-0527"
         # A24
         (
             "foo\x00-1.0-py3-none-any.whl",
-            "Cannot upload a file with non-printable characters (ordinals 0-31) or the DEL character (ordinal 127) in the name.",
+            "Cannot upload a file with non-printable characters (ordinals 0-31)"
+            " or the DEL character (ordinal 127) in the name.",
         ),
         (
             "foo-1.0-py3-none-any.whl\n",
-            "Cannot upload a file with non-printable characters (ordinals 0-31) or the DEL character (ordinal 127) in the name.",
+            "Cannot upload a file with non-printable characters (ordinals 0-31)"
+            " or the DEL character (ordinal 127) in the name.",
         ),
         (
             "foo\x7f-1.0-py3-none-any.whl",
-            "Cannot upload a file with non-printable characters (ordinals 0-31) or the DEL character (ordinal 127) in the name.",
+            "Cannot upload a file with non-printable characters (ordinals 0-31)"
+            " or the DEL character (ordinal 127) in the name.",
         ),
         # A25
         ("../foo-1.0-py3-none-any.whl", "Cannot upload a file with '/' or '\\' in the name."),
@@ -569,28 +572,34 @@ PEP_527 = "https://www.python.org/dev/peps/pep-0527"
         # A26
         (
             "foo-1.0.egg",
-            f"Invalid file extension: Use .tar.gz or .whl extension. See {PEP_527} and https://peps.python.org/pep-0715/ for more information",
+            f"Invalid file extension: Use .tar.gz or .whl extension. See {PEP_527}"
+            " and https://peps.python.org/pep-0715/ for more information",
         ),
         (
             "foo-1.0.tar.bz2",
-            f"Invalid file extension: Use .tar.gz or .whl extension. See {PEP_527} and https://peps.python.org/pep-0715/ for more information",
+            f"Invalid file extension: Use .tar.gz or .whl extension. See {PEP_527}"
+            " and https://peps.python.org/pep-0715/ for more information",
         ),
         (
             ".whl",
-            f"Invalid file extension: Use .tar.gz or .whl extension. See {PEP_527} and https://peps.python.org/pep-0715/ for more information",
+            f"Invalid file extension: Use .tar.gz or .whl extension. See {PEP_527}"
+            " and https://peps.python.org/pep-0715/ for more information",
         ),
         (
             "foo-1.0.zip",
-            "Invalid file extension: pyproxy accepts sdists only as .tar.gz, not .zip. See https://peps.python.org/pep-0625/ for more information.",
+            "Invalid file extension: pyproxy accepts sdists only as .tar.gz, not .zip."
+            " See https://peps.python.org/pep-0625/ for more information.",
         ),
         # A27
         (
             "foo-1.0.tar.gz",
-            f"Invalid file extension: Extension .tar.gz is invalid for filetype bdist_wheel. See {PEP_527} for more information.",
+            f"Invalid file extension: Extension .tar.gz is invalid for filetype bdist_wheel."
+            f" See {PEP_527} for more information.",
         ),
         (
             "foo-1.0-py3-none-any.WHL",
-            f"Invalid file extension: Extension .WHL is invalid for filetype bdist_wheel. See {PEP_527} for more information.",
+            f"Invalid file extension: Extension .WHL is invalid for filetype bdist_wheel."
+            f" See {PEP_527} for more information.",
         ),
     ],
 )
@@ -689,7 +698,8 @@ def test_digests_compare_case_insensitively(wheel: Path) -> None:  # A32
             lambda d: make_wheel(
                 d, "foo", "1.0", extra_members={"bar-2.0.dist-info/METADATA": core_metadata("bar", "2.0")}
             ),
-            "Wheel 'foo-1.0-py3-none-any.whl' has more than one .dist-info directory ('bar-2.0.dist-info', 'foo-1.0.dist-info'); installers take only wheels with exactly one.",
+            "Wheel 'foo-1.0-py3-none-any.whl' has more than one .dist-info directory"
+            " ('bar-2.0.dist-info', 'foo-1.0.dist-info'); installers take only wheels with exactly one.",
         ),
         # oversize METADATA
         (

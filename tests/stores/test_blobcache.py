@@ -784,7 +784,7 @@ async def test_a_full_disk_still_hits_and_says_why_it_cannot_fetch(
             hit = await upstream.fetch(cache, "a")
             assert isinstance(hit, LocalFile) and hit.path.read_bytes() == blob.block
             assert cache.lookup("a") == hit
-            with pytest.raises(Unavailable, match="^the index's disk is full: it cannot fetch"):
+            with pytest.raises(Unavailable, match=r"^the index's disk is full: it cannot fetch"):
                 await upstream.fetch(cache, "b")
             assert upstream.requests("a") == 1 and leftovers(cache) == []
             filler.unlink()

@@ -134,7 +134,9 @@ async def test_a2_protocol_version_defaults_to_1(client: TestClient, dists: Path
 # ------------------------------------------------------------------------------------ auth
 
 
-async def test_a9_h69_no_credentials_401_with_basic_challenge(client: TestClient, services: Services, dists: Path) -> None:
+async def test_a9_h69_no_credentials_401_with_basic_challenge(
+    client: TestClient, services: Services, dists: Path
+) -> None:
     response = await upload(client, wheel(dists), user=None)
     assert response.status == 401
     challenge = response.headers.get("WWW-Authenticate", "")
@@ -143,8 +145,13 @@ async def test_a9_h69_no_credentials_401_with_basic_challenge(client: TestClient
     assert stored_files(services) == [] and leftovers(services) == []
 
 
-@pytest.mark.parametrize(("user", "password"), [(USER, "wrong-password"), ("mallory", PASSWORD), ("__token__", "pyproxy-nonsense")])
-async def test_a10_bad_credentials_403(client: TestClient, services: Services, dists: Path, user: str, password: str) -> None:
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [(USER, "wrong-password"), ("mallory", PASSWORD), ("__token__", "pyproxy-nonsense")],
+)
+async def test_a10_bad_credentials_403(
+    client: TestClient, services: Services, dists: Path, user: str, password: str
+) -> None:
     response = await upload(client, wheel(dists), user=user, password=password)
     await assert_rejected(response, 403, "")
     assert await filenames(client, "demo") == []
@@ -164,7 +171,9 @@ async def test_a10_token_auth(client: TestClient, services: Services, dists: Pat
 
 async def test_a11_other_users_project_403_until_granted(client: TestClient, services: Services, dists: Path) -> None:
     services.users.add_user("bob", "bobpassword")
-    assert (await upload(client, wheel(dists, "Shared.Thing", filename="shared_thing-1.0-py3-none-any.whl"))).status == 200
+    assert (
+        await upload(client, wheel(dists, "Shared.Thing", filename="shared_thing-1.0-py3-none-any.whl"))
+    ).status == 200
     blobs_before = stored_files(services)
     # bob, under another spelling of the same name, is refused and the message names the project
     attempt = wheel(dists / "bob", "SHARED_thing", "1.1", filename="shared_thing-1.1-py3-none-any.whl")
@@ -182,7 +191,9 @@ async def test_a11_other_users_project_403_until_granted(client: TestClient, ser
 # --------------------------------------------------------------------- duplicates (A37-A41)
 
 
-async def test_a37_identical_reupload_is_200_and_changes_nothing(client: TestClient, services: Services, dists: Path) -> None:
+async def test_a37_identical_reupload_is_200_and_changes_nothing(
+    client: TestClient, services: Services, dists: Path
+) -> None:
     path = wheel(dists)
     assert (await upload(client, path)).status == 200
     document = await project_json(client, "demo")

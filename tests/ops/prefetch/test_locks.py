@@ -47,7 +47,7 @@ name = "direct"
 version = "0.3"
 source = {{ url = "http://127.0.0.1:9/direct-0.3.tar.gz" }}
 sdist = {{ url = "http://127.0.0.1:9/direct-0.3.tar.gz", hash = "sha256:{C}" }}
-"""
+"""  # noqa: E501 - a TOML inline table (a file's URL and hash) must stay on one line
 
 PYLOCK = f"""\
 lock-version = "1.0"
@@ -161,7 +161,7 @@ def test_read_lock_errors(tmp_path: Path) -> None:
         read_lock(tmp_path / "uv.lock")
     other = tmp_path / "other.toml"
     other.write_text('[tool]\nx = 1\n')
-    with pytest.raises(PrefetchError, match="neither a uv.lock nor a pylock.toml"):
+    with pytest.raises(PrefetchError, match=r"neither a uv\.lock nor a pylock\.toml"):
         read_lock(other)
     binary = tmp_path / "uv.lock"
     binary.write_bytes(b"\xff\xfe\x00")

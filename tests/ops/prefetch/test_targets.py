@@ -61,7 +61,7 @@ sdist = {{ url = "http://127.0.0.1:9/files/pure/pure-3.0.tar.gz", hash = "sha256
 wheels = [
     {{ url = "http://127.0.0.1:9/files/pure/pure-3.0-py3-none-any.whl", hash = "sha256:{A}" }},
 ]
-"""
+"""  # noqa: E501 - a TOML inline table (a file's URL and hash) must stay on one line
 PYLOCK = 'lock-version = "1.0"\ncreated-by = "tests"\n' + "".join(
     f'\n[[packages]]\nname = "{project}"\nversion = "1.0"\n'
     + "".join(f'\n[[packages.wheels]]\nname = "{w}"\nhashes = {{ sha256 = "{A}" }}\n'
