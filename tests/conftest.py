@@ -81,7 +81,7 @@ async def upload(
     *,
     url: str = UPLOAD_URL,
     filename: str | None = None,
-    content: bytes | None | bool = None,
+    content: bytes | bool | None = None,
     content_type: str = "application/octet-stream",
     headers: dict[str, str] | None = None,
     file_parts: dict[str, tuple[str, bytes]] | None = None,

@@ -204,9 +204,8 @@ async def test_truncated_body_is_not_cached_and_retried(
     blob = upstream.add("d", Blob(block(MiB), pause_at=256 * KiB, pause=0.1, cut_at=700 * KiB))
     source = await upstream.fetch(cache, "d")
     assert isinstance(source, StreamedFile)
-    with caplog.at_level(logging.WARNING, logger="pyproxy.blobcache"):
-        with pytest.raises(Unavailable) as raised:
-            await body_of(source)
+    with caplog.at_level(logging.WARNING, logger="pyproxy.blobcache"), pytest.raises(Unavailable) as raised:
+        await body_of(source)
     assert not isinstance(raised.value, HashMismatch)
     assert any("failed" in r.message and r.name == "pyproxy.blobcache" for r in caplog.records)
     assert cache.lookup("d") is None

@@ -535,7 +535,7 @@ def test_concurrent_identical_uploads_from_separate_instances(directory: Path, s
                 outcome = mine.add_file(new_file(body=body), tmp)
             with lock:
                 results.append(outcome)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             with lock:
                 errors.append(exc)
         finally:
@@ -566,7 +566,7 @@ def test_concurrent_different_files_from_separate_instances(directory: Path, sto
             barrier.wait(timeout=10)
             assert upload(mine, f"foo-1.{index}-py3-none-any.whl", body=body)
             assert mine.project_page(normalize("foo")).file(f"foo-1.{index}-py3-none-any.whl") is not None
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
         finally:
             mine.close()

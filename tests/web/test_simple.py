@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import pytest
