@@ -42,7 +42,7 @@ from pyproxy.model import (
     Unavailable,
 )
 from pyproxy.repository.downloads import Origin, origin_of
-from pyproxy.repository.http import UpstreamClient, UpstreamError
+from pyproxy.repository.http import UpstreamClient, UpstreamError, redact
 from pyproxy.stores.blobcache import BlobCache, blob_key, metadata_key, provenance_key
 from pyproxy.stores.pages import (
     INDEX_KEY,
@@ -150,6 +150,8 @@ class UpstreamRepository:
 
     async def list_projects(self) -> ProjectList:
         projects = await self._page(INDEX_KEY, self.client.index_url, self.index_ttl)
+        if projects is None:  # an index that lists no projects at its root (some do not)
+            raise Unavailable(f"upstream index {redact(self.client.index_url)} has no project list")
         assert isinstance(projects, ProjectList)
         return projects
 

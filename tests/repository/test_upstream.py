@@ -655,3 +655,12 @@ async def test_what_is_not_garbage(
                    "project-status": {"status": "quarantined", "reason": "malware"}}
     scripted.set("/simple/proj/", {**quarantined, "meta": {"api-version": "1.4"}})
     assert await _filenames(client, "/simple/proj/") == []
+
+
+async def test_an_index_without_a_project_list_is_unavailable_not_an_error(
+    scripted_server: MakeScripted, make_upstream: MakeUpstream
+) -> None:
+    _scripted, origin = await scripted_server()  # answers 404 for every path not set
+    upstream = make_upstream(f"{origin}/simple/")
+    with pytest.raises(Unavailable, match="has no project list"):
+        await upstream.list_projects()
