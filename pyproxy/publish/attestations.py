@@ -4,8 +4,8 @@
 Each must have the PEP 740 shape (version 1, verification material with a certificate and
 transparency log entries, an envelope with a signature) and its in-toto statement must name
 exactly this file: one subject whose filename is the upload's and whose sha256 is the uploaded
-bytes', with a predicate type the public index knows, at most one of each type. That binds the
-attestations to the file. What pyproxy cannot check is the signature's identity: private
+bytes', with a predicate type that is an absolute https URI, at most one of each type. That
+binds the attestations to the file. What pyproxy cannot check is the signature's identity: private
 uploads have no Trusted Publisher to verify against, and Sigstore's trust root is not to be had
 offline, so the attestations are kept and served as uploaded (installers do not verify them
 yet either). The result is the file's provenance object, served at /integrity/…/provenance.
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,13 +31,13 @@ from packaging.utils import (
 from pyproxy.publish.validate import UploadRejected
 from pyproxy.stores.proof import MAX_PROVENANCE_BYTES
 
-__all__ = ["PREDICATE_TYPES", "PUBLISHER", "provenance_for"]
+__all__ = ["PUBLISHER", "provenance_for"]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPES = frozenset({
-    "https://docs.pypi.org/attestations/publish/v1",
-    "https://slsa.dev/provenance/v1",
-})
+# Predicate types are URIs naming a schema (PEP 740 lists the ones publishers use today); any
+# absolute https URI is accepted, so no index's own names are written here and a new type needs
+# no release. The binding to the file is what is checked.
+_PREDICATE_TYPE = re.compile(r"https://[^\s/?#]+/\S*")
 # the bundle's publisher: a private upload has no Trusted Publisher; the kind says who kept it
 PUBLISHER: dict[str, Any] = {"kind": "pyproxy", "claims": None}
 
@@ -106,8 +107,8 @@ def _check(attestation: object, index: int, filename: str, sha256: str) -> str:
     if not isinstance(digest.get("sha256"), str) or digest["sha256"].lower() != sha256:
         raise _invalid(f"{where}: its subject's sha256 is not the uploaded file's")
     predicate_type = statement.get("predicateType")
-    if predicate_type not in PREDICATE_TYPES:
-        raise _invalid(f"{where}: unknown attestation type {predicate_type!r}")
+    if not isinstance(predicate_type, str) or not _PREDICATE_TYPE.fullmatch(predicate_type):
+        raise _invalid(f"{where}: attestation type {predicate_type!r} is not an https URI")
     return str(predicate_type)
 
 

@@ -79,7 +79,7 @@ def _statement(**fields: Any) -> str:
     statement = {
         "_type": "https://in-toto.io/Statement/v1",
         "subject": [{"name": WHEEL, "digest": {"sha256": SHA}}],
-        "predicateType": "https://docs.pypi.org/attestations/publish/v1",
+        "predicateType": AttestationType.PYPI_PUBLISH_V1.value,
         "predicate": None,
         **fields,
     }
@@ -103,8 +103,10 @@ def _statement(**fields: Any) -> str:
          "the statement is not JSON"),
         (field(_tampered(envelope__statement=_statement(_type="other"))), "not an in-toto v1"),
         (field(_tampered(envelope__statement=_statement(subject=[]))), "exactly one subject"),
-        (field(_tampered(envelope__statement=_statement(predicateType="https://x/y"))),
-         "unknown attestation type 'https://x/y'"),
+        (field(_tampered(envelope__statement=_statement(predicateType="publish/v1"))),
+         "attestation type 'publish/v1' is not an https URI"),
+        (field(_tampered(envelope__statement=_statement(predicateType=7))),
+         "attestation type 7 is not an https URI"),
         (field(attest("other-1.0-py3-none-any.whl", SHA)), "is not the uploaded file"),
         (field(attest("demo-2.0-py3-none-any.whl", SHA)), "is not the uploaded file"),
         (field(attest(WHEEL, "00" * 32)), "sha256 is not the uploaded file's"),
