@@ -10,7 +10,7 @@ not it exists privately, so neither a typo nor a squatted upstream name can leak
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from pyproxy.model import (
     FileSource,
@@ -24,6 +24,7 @@ from pyproxy.model import (
 )
 
 log = logging.getLogger("pyproxy.overlay")
+Opener = Callable[[NormalizedName, str], Awaitable[FileSource]]
 
 
 def merge_pages(private: ProjectPage, upstream: ProjectPage) -> ProjectPage:
@@ -131,29 +132,28 @@ class PrivateWins:
         return await self.upstream.open_file(project, filename)
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
-        if await self._is_private(project):
-            try:
-                return await self.private.open_metadata(project, filename)
-            except NotFound:
-                if project not in self.merge or self._never_upstream(project) is not None:
-                    raise
-                # a private file without metadata never gets an upstream file's
-                if (await self.private.project_page(project)).file(filename) is not None:
-                    raise
-        elif (why := self._never_upstream(project)) is not None:
-            raise NotFound(why)
-        return await self.upstream.open_metadata(project, filename)
+        return await self._open_beside(
+            project, filename, self.private.open_metadata, self.upstream.open_metadata
+        )
 
     async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
+        return await self._open_beside(
+            project, filename, self.private.open_provenance, self.upstream.open_provenance
+        )
+
+    async def _open_beside(
+        self, project: NormalizedName, filename: str, private: Opener, upstream: Opener
+    ) -> FileSource:
+        """A file's `.metadata` or provenance, by the same rule as the file itself, except that
+        a private file without one never gets an upstream file's."""
         if await self._is_private(project):
             try:
-                return await self.private.open_provenance(project, filename)
+                return await private(project, filename)
             except NotFound:
                 if project not in self.merge or self._never_upstream(project) is not None:
                     raise
-                # a private file without provenance never gets an upstream file's
                 if (await self.private.project_page(project)).file(filename) is not None:
                     raise
         elif (why := self._never_upstream(project)) is not None:
             raise NotFound(why)
-        return await self.upstream.open_provenance(project, filename)
+        return await upstream(project, filename)

@@ -322,22 +322,21 @@ class PrivateStore:
         )
 
     def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
-        row = self._reader.execute(
-            "SELECT metadata_sha256 FROM files WHERE project = ? AND filename = ?",
-            (project, filename),
-        ).fetchone()
-        if row is None or row[0] is None:
-            raise NotFound(f"no metadata for {filename!r} in private project {project!r}")
-        path = self.files.path(row[0])
-        return LocalFile(path, path.stat().st_size, row[0], cache="private")
+        return self._open_body("metadata", project, filename)
 
     def open_provenance(self, project: NormalizedName, filename: str) -> LocalFile:
+        return self._open_body("provenance", project, filename)
+
+    def _open_body(
+        self, kind: Literal["metadata", "provenance"], project: NormalizedName, filename: str
+    ) -> LocalFile:
+        """A body kept beside a file (its column is `<kind>_sha256`)."""
         row = self._reader.execute(
-            "SELECT provenance_sha256 FROM files WHERE project = ? AND filename = ?",
+            f"SELECT {kind}_sha256 FROM files WHERE project = ? AND filename = ?",
             (project, filename),
         ).fetchone()
         if row is None or row[0] is None:
-            raise NotFound(f"no provenance for {filename!r} in private project {project!r}")
+            raise NotFound(f"no {kind} for {filename!r} in private project {project!r}")
         path = self.files.path(row[0])
         return LocalFile(path, path.stat().st_size, row[0], cache="private")
 
