@@ -19,9 +19,8 @@ from pyproxy.datadir import DataDir
 from pyproxy.metrics import counter_values
 from pyproxy.multiproc import live_directories
 from pyproxy.stores import proof
-from pyproxy.stores.blobcache import (
-    BlobCache,
-    BlobEntry,
+from pyproxy.stores.blobcache import BlobCache, BlobEntry
+from pyproxy.stores.blobkeys import (
     blob_key,
     is_metadata_key,
     is_provenance_key,

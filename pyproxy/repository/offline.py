@@ -29,7 +29,7 @@ from pyproxy.repository.upstream import (
     offered_metadata,
     offered_provenance,
 )
-from pyproxy.stores.blobcache import blob_key, metadata_key, provenance_key
+from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
 
 log = logging.getLogger("pyproxy.upstream.offline")
 

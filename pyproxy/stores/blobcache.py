@@ -52,7 +52,7 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from pyproxy import metrics
-from pyproxy.model import DistFile, FileSource, LocalFile, StreamedFile, Unavailable
+from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores import proof
 from pyproxy.stores.blobindex import FLUSH_INTERVAL, KnownPaths, Uses
 from pyproxy.stores.changes import ChangeCounter
@@ -64,12 +64,6 @@ __all__ = [
     "BlobEntry",
     "HashMismatch",
     "OpenUpstream",
-    "blob_key",
-    "is_metadata_key",
-    "is_provenance_key",
-    "metadata_key",
-    "names_its_body",
-    "provenance_key",
 ]
 
 log = logging.getLogger("pyproxy.blobcache")
@@ -732,42 +726,3 @@ class BlobCache:
         """A read of diskcache's Cache table, for what its API does not offer (order by use)."""
         with contextlib.closing(sqlite3.connect(self._db, timeout=60)) as db:
             return db.execute(sql, args).fetchall()
-
-
-# -- the key scheme: what an upstream file is cached under ----------------------------------------
-
-_METADATA_PREFIX = "meta:"
-_PROVENANCE_PREFIX = "prov:"
-
-
-def blob_key(dist: DistFile) -> str:
-    """Cache key of an upstream file: its sha256 when upstream names one, else its URL."""
-    if dist.sha256:
-        return dist.sha256
-    assert dist.upstream_url is not None
-    return "url:" + hashlib.sha256(dist.upstream_url.encode()).hexdigest()
-
-
-def metadata_key(dist: DistFile) -> str:
-    """Cache key of an upstream file's `.metadata`."""
-    sha256 = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
-    return _METADATA_PREFIX + (sha256 or blob_key(dist))
-
-
-def is_metadata_key(key: str) -> bool:
-    return key.startswith(_METADATA_PREFIX)
-
-
-def provenance_key(dist: DistFile) -> str:
-    """Cache key of an upstream file's PEP 740 provenance object (never listed with a hash)."""
-    return _PROVENANCE_PREFIX + blob_key(dist)
-
-
-def is_provenance_key(key: str) -> bool:
-    return key.startswith(_PROVENANCE_PREFIX)
-
-
-def names_its_body(key: str, sha256: str) -> bool:
-    """Whether `key` is the sha256 upstream listed for the body cached under it, rather than a
-    stand-in for one it did not list (the file's URL; for a `.metadata`, its file's key)."""
-    return key.removeprefix(_METADATA_PREFIX).lower() == sha256.lower()

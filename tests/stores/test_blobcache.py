@@ -22,14 +22,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from pyproxy.model import DistFile, FileSource, LocalFile, Origin, StreamedFile, Unavailable
-from pyproxy.stores.blobcache import (
-    BlobCache,
-    HashMismatch,
-    blob_key,
-    is_metadata_key,
-    metadata_key,
-    names_its_body,
-)
+from pyproxy.stores.blobcache import BlobCache, HashMismatch
+from pyproxy.stores.blobkeys import blob_key, is_metadata_key, metadata_key, names_its_body
 from pyproxy.web.context import Services
 from tests.blob_server import Blob, BlobServer, opener
 from tests.conftest import MakeClient, StartFake
