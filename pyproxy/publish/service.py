@@ -48,7 +48,8 @@ from pyproxy.publish.validate import (
     validate_file,
     validate_form,
 )
-from pyproxy.stores.private import NewFile, PrivateStore, StoreRejected
+from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_schema import NewFile, StoreRejected
 from pyproxy.stores.space import is_disk_full
 
 log = logging.getLogger("pyproxy.upload")

@@ -15,7 +15,8 @@ from pyproxy.cli import main as cli
 from pyproxy.model import normalize
 from pyproxy.stores import auth
 from pyproxy.stores.auth import TOKEN_USERNAME, UserStore
-from pyproxy.stores.private import NewFile, PrivateStore
+from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_schema import NewFile
 
 PASSWORD = "correct horse battery"
 

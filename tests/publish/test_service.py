@@ -25,7 +25,8 @@ from pyproxy.publish.service import (
     worded,
 )
 from pyproxy.publish.validate import UploadRejected
-from pyproxy.stores.private import NewFile, PrivateStore, StoreRejected
+from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_schema import NewFile, StoreRejected
 from tests.attestations import attest
 from tests.dists import form_fields_for, make_sdist, make_wheel
 

@@ -14,11 +14,8 @@ import pytest
 from pyproxy import access
 from pyproxy.access import ReadRestrictions
 from pyproxy.model import LocalFile, NotFound, Origin, normalize
-from pyproxy.stores.private import (
-    NewFile,
-    PrivateStore,
-    StoreRejected,
-)
+from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_schema import NewFile, StoreRejected
 from pyproxy.stores.space import is_disk_full
 from tests.small_disk import fill, mounted
 
