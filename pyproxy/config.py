@@ -7,7 +7,7 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,20 @@ class ConfigError(Exception):
 DEFAULT_UPSTREAM = "pip-default"
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its affinity, as a container's cpuset limits it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
-    workers: int = 1
+    # worker processes; "auto" in the file or environment is one per core
+    workers: int = dataclasses.field(default_factory=available_cores)
     data_dir: Path = Path("pyproxy-data")
     # externally visible origin (scheme://host[:port]) for absolute URLs; empty: from the request
     base_url: str = ""
@@ -90,6 +99,15 @@ class Settings:
     policy_deny: tuple[str, ...] = ()
     policy_allow_only: tuple[str, ...] = ()
     policy_missing_upload_time: str = "first-seen"
+    # [storage]: "" is the embedded default (SQLite and files in data_dir); a cluster sets a
+    # PostgreSQL DSN and an s3:// bucket shared by every node
+    storage_database: str = ""
+    storage_objects: str = ""
+    storage_s3_endpoint: str = ""
+    # how the other nodes reach this one ("http://10.0.0.5:8080"); a cluster needs it
+    storage_node_url: str = ""
+    # bound of a cluster node's local read cache of bucket objects in data_dir
+    cache_local_max_size: int = 2 * 1024**3
 
     @property
     def private_only(self) -> bool:
@@ -123,6 +141,11 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("upstream", "files_from"): "upstream_files_from",
     ("upstream", "offline"): "offline",
     ("cache", "max_size"): "cache_max_size",
+    ("cache", "local_max_size"): "cache_local_max_size",
+    ("storage", "database"): "storage_database",
+    ("storage", "objects"): "storage_objects",
+    ("storage", "s3_endpoint"): "storage_s3_endpoint",
+    ("storage", "node_url"): "storage_node_url",
     ("overlay", "merge"): "merge",
     ("uploads", "max_file_size"): "max_upload_size",
     ("uploads", "reserved_prefixes"): "reserved_prefixes",
@@ -140,7 +163,10 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("policy", "missing_upload_time"): "policy_missing_upload_time",
 }
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
-_SIZE_FIELDS = {"cache_max_size", "max_upload_size", "upstream_page_memory", "min_free_space"}
+_SIZE_FIELDS = {
+    "cache_max_size", "cache_local_max_size", "max_upload_size", "upstream_page_memory",
+    "min_free_space",
+}
 _RATE_FIELDS = {"upstream_min_rate"}  # bytes per second: a size, "/s" optional
 # settings with a closed set of values, taken in any case
 _CHOICES = {
@@ -213,6 +239,20 @@ def _name_prefixes(value: Any, *, from_text: bool) -> tuple[str, ...]:
     return tuple(normalize(prefix) for prefix in value)
 
 
+def _workers(value: Any, *, from_text: bool) -> int:
+    """A whole number, or "auto": one per core."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return available_cores()
+    if from_text and isinstance(value, str):
+        try:
+            value = int(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not \"auto\" or a whole number") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected \"auto\" or a whole number")
+    return value
+
+
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError("expected a string")
@@ -236,6 +276,8 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
         return _trusted_peers(value, from_text=from_text)
     if name == "reserved_prefixes":
         return _name_prefixes(value, from_text=from_text)
+    if name == "workers":
+        return _workers(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
     if name in _RATE_FIELDS:
@@ -327,6 +369,7 @@ def _check(settings: Settings) -> None:
                          "not supported: serve pyproxy at the root of its host name)")
     if settings.upstream_ca_bundle and not Path(settings.upstream_ca_bundle).is_file():
         fail("upstream_ca_bundle", f"{settings.upstream_ca_bundle!r} is not a file")
+    _check_storage(settings, fail)
     if settings.max_upload_size == 0:
         fail("max_upload_size", "must be larger than 0")
     for entry in settings.upstream_files_from:
@@ -334,6 +377,30 @@ def _check(settings: Settings) -> None:
             file_host(entry, _FIELD_SETTING["upstream_files_from"])
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+
+
+def _check_storage(settings: Settings, fail: Callable[[str, str], None]) -> None:
+    """[storage]: both shared stores or neither, each written as its scheme wants. Whether they
+    answer is checked when the server opens them."""
+    database, objects = settings.storage_database, settings.storage_objects
+    if database and not re.match(r"postgres(ql)?://", database):
+        fail("storage_database", "expected a postgresql:// URL such as "
+                                 "\"postgresql://pyproxy@db.internal:5432/pyproxy\"")
+    if objects and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\s]*)?", objects):
+        fail("storage_objects", "expected s3://bucket or s3://bucket/prefix (a bucket name is 3-63 "
+                                "lowercase letters, digits, dots and hyphens)")
+    if bool(database) != bool(objects):
+        set_, unset = ("database", "objects") if database else ("objects", "database")
+        fail(f"storage_{unset}", f"storage.{set_} is set: several nodes need both a PostgreSQL "
+                                 "database and a bucket (leave both empty for one box)")
+    endpoint = settings.storage_s3_endpoint
+    if endpoint and not re.match(r"https?://[^/\s]+", endpoint):
+        fail("storage_s3_endpoint", f"{endpoint!r} is not an http:// or https:// URL")
+    node = settings.storage_node_url
+    if node and not re.fullmatch(r"https?://[^/\s?#]+/?", node):
+        fail("storage_node_url", f"{node!r} is not http://host:port")
+    if database and not node:
+        fail("storage_node_url", "a cluster node needs the URL the other nodes reach it at")
 
 
 def _from_toml(path: Path) -> dict[str, Any]:
@@ -427,6 +494,6 @@ def load_settings(
 
 
 __all__ = [
-    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "UpstreamSettings", "is_authority",
-    "load_settings",
+    "DEFAULT_UPSTREAM", "ConfigError", "Settings", "UpstreamSettings", "available_cores",
+    "is_authority", "load_settings",
 ]

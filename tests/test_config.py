@@ -47,7 +47,7 @@ def test_defaults() -> None:
     assert settings == Settings()
     assert settings.host == "127.0.0.1"
     assert settings.port == 8080
-    assert settings.workers == 1
+    assert settings.workers == config.available_cores()
     assert settings.data_dir == Path("pyproxy-data")
     assert settings.base_url == ""
     assert settings.page_max_age == 0
@@ -107,6 +107,16 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("upstream", "offline"): ("true", "true", True),
     ("server", "min_free_space"): ('"1GiB"', "1GiB", GiB),
     ("cache", "max_size"): ('"2GiB"', "2GiB", 2 * GiB),
+    ("cache", "local_max_size"): ('"512MiB"', "512MiB", 512 * 1024**2),
+    ("storage", "database"): ('"postgresql://pyproxy@db.internal:5432/pyproxy"',
+                              "postgresql://pyproxy@db.internal:5432/pyproxy",
+                              "postgresql://pyproxy@db.internal:5432/pyproxy"),
+    ("storage", "objects"): ('"s3://pyproxy-blobs/prod"', "s3://pyproxy-blobs/prod",
+                             "s3://pyproxy-blobs/prod"),
+    ("storage", "s3_endpoint"): ('"http://minio.internal:9000"', "http://minio.internal:9000",
+                                 "http://minio.internal:9000"),
+    ("storage", "node_url"): ('"http://10.0.0.5:8080"', "http://10.0.0.5:8080",
+                              "http://10.0.0.5:8080"),
     ("overlay", "merge"): ('["foo", "bar-baz"]', "foo, bar-baz", ("foo", "bar-baz")),
     ("uploads", "max_file_size"): ('"5MB"', "5MB", 5_000_000),
     ("uploads", "reserved_prefixes"): ('["acme-", "Corp_"]', "acme-, Corp_", ("acme-", "corp-")),
@@ -146,22 +156,35 @@ def _sample(key: tuple[str, str], tmp_path: Path) -> tuple[str, str, Any]:
     return toml_value, env_value, expected
 
 
+# a cluster's database, bucket and node URL are set together: each sample of one comes with
+# the environment's samples of the others
+CLUSTER = {("storage", "database"), ("storage", "objects"), ("storage", "node_url")}
+
+
+def _companions(key: tuple[str, str]) -> dict[str, str]:
+    if key not in CLUSTER:
+        return {}
+    return {f"PYPROXY_{s}_{k}".upper(): SAMPLES[(s, k)][1] for s, k in CLUSTER - {key}}
+
+
 @pytest.mark.parametrize("key", list(SAMPLES), ids=lambda k: ".".join(k))
 def test_file_sets_each_key(key: tuple[str, str], tmp_path: Path) -> None:
     toml_value, _, expected = _sample(key, tmp_path)
     path = write_toml(tmp_path, f"[{key[0]}]\n{key[1]} = {toml_value}\n")
-    settings = load_settings(str(path), None, environ={})
+    settings = load_settings(str(path), None, environ=_companions(key))
     field = config._TOML_KEYS[key]
     assert getattr(settings, field) == expected
     # and nothing else moved
-    assert dataclasses.replace(settings, **{field: getattr(Settings(), field)}) == Settings()
+    reset = {config._TOML_KEYS[k]: getattr(Settings(), config._TOML_KEYS[k])
+             for k in {key} | (CLUSTER if key in CLUSTER else set())}
+    assert dataclasses.replace(settings, **reset) == Settings()
 
 
 @pytest.mark.parametrize("key", list(SAMPLES), ids=lambda k: ".".join(k))
 def test_environment_sets_each_key(key: tuple[str, str], tmp_path: Path) -> None:
     _, env_value, expected = _sample(key, tmp_path)
     variable = f"PYPROXY_{key[0]}_{key[1]}".upper()
-    settings = load_settings(None, None, environ={variable: env_value})
+    settings = load_settings(None, None, environ={variable: env_value, **_companions(key)})
     assert getattr(settings, config._TOML_KEYS[key]) == expected
 
 
@@ -169,8 +192,17 @@ def test_environment_sets_each_key(key: tuple[str, str], tmp_path: Path) -> None
 def test_cli_sets_each_key_as_text(key: tuple[str, str], tmp_path: Path) -> None:
     _, env_value, expected = _sample(key, tmp_path)
     field = config._TOML_KEYS[key]
-    settings = load_settings(None, {field: env_value}, environ={})
+    settings = load_settings(None, {field: env_value}, environ=_companions(key))
     assert getattr(settings, field) == expected
+
+
+def test_workers_auto_is_one_per_core(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[server]\nworkers = 'auto'\n")
+    assert load_settings(str(path), None, environ={}).workers == config.available_cores()
+    assert load_settings(None, None, environ={"PYPROXY_SERVER_WORKERS": "AUTO"}).workers == \
+        config.available_cores()
+    assert load_settings(None, {"workers": "auto"}, environ={}).workers == config.available_cores()
+    assert load_settings(None, {"workers": "1"}, environ={}).workers == 1
 
 
 def test_layers_file_then_environment_then_cli(tmp_path: Path) -> None:
@@ -313,6 +345,20 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[server]\nport = -1\n", "server.port"),
         ("[server]\nworkers = 0\n", "server.workers"),
         ("[server]\nworkers = 'many'\n", "server.workers"),
+        ("[server]\nworkers = true\n", "server.workers"),
+        ("[storage]\ndatabase = 'mysql://db/x'\nobjects = 's3://abc'\nnode_url = 'http://a:1'\n",
+         "storage.database"),
+        ("[storage]\ndatabase = 'postgresql://db/x'\nobjects = '/srv/blobs'\n"
+         "node_url = 'http://a:1'\n", "storage.objects"),
+        ("[storage]\ndatabase = 'postgresql://db/x'\nobjects = 's3://Big_Bucket'\n"
+         "node_url = 'http://a:1'\n", "storage.objects"),
+        ("[storage]\ndatabase = 'postgresql://db/x'\nnode_url = 'http://a:1'\n", "storage.objects"),
+        ("[storage]\nobjects = 's3://abc'\n", "storage.database"),
+        ("[storage]\ndatabase = 'postgresql://db/x'\nobjects = 's3://abc'\n", "storage.node_url"),
+        ("[storage]\ndatabase = 'postgresql://db/x'\nobjects = 's3://abc'\n"
+         "node_url = '10.0.0.5:8080'\n", "storage.node_url"),
+        ("[storage]\ns3_endpoint = 'minio:9000'\n", "storage.s3_endpoint"),
+        ("[cache]\nlocal_max_size = 'lots'\n", "cache.local_max_size"),
         ("[server]\nmax_connections = 0\n", "server.max_connections"),
         ("[server]\nheader_timeout = 0\n", "server.header_timeout"),
         ("[log]\nlevel = 'verbose'\n", "log.level"),

@@ -215,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int,
                        help="port to listen on (default 8080; 0 picks a free one)")
-    serve.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
+    serve.add_argument("--workers", metavar="N|auto",
+                       help="worker processes sharing the port (default auto: one per core)")
     serve.add_argument("--log-level", type=str.lower, choices=["debug", "info", "warning", "error"])
     serve.add_argument("--log-format", type=str.lower, choices=["text", "json"],
                        help="stderr lines as text (default) or one JSON object per line")

@@ -116,6 +116,8 @@ class PyproxyServer:
                "--host", "127.0.0.1", "--port", "0", *self.extra_args]
         if "--upstream" not in self.extra_args:
             cmd.append("--no-upstream")
+        if "--workers" not in self.extra_args:
+            cmd += ["--workers", "1"]  # the default, one per core, only where a test asks
         offset = len(self.stderr_text())  # a restart appends to the same log
         with self.stderr_path.open("ab") as err, self.stdout_path.open("ab") as out:
             # own session: lets stop() find (and report) any child it leaves behind

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pyproxy.config import available_cores
 from tests.access_log import access_records
 from tests.dists import make_wheel
 from tests.e2e.clients import basic_auth, get, raw_request, raw_upload
@@ -54,6 +55,14 @@ def test_metrics_add_up_over_two_workers(pyproxy_factory: ServerFactory) -> None
     metrics_dir = next((server.data_dir / "metrics").iterdir())
     assert server.stop() == []
     assert not metrics_dir.exists()  # a clean stop removes its values
+
+
+def test_workers_auto_runs_one_worker_per_core(pyproxy_factory: ServerFactory) -> None:
+    server = pyproxy_factory.start(user=None, extra_args=["--workers", "auto"])
+    cores = available_cores()
+    assert len(children(server.pid)) == (cores if cores > 1 else 0)  # one worker runs in place
+    assert f"{cores} worker(s)" in server.stderr_text()
+    assert get(f"{server.url}/ready").status == 200
 
 
 def absolute_form_get(server: PyproxyServer, url: str, authorization: str) -> bytes:
