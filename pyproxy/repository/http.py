@@ -18,6 +18,7 @@ repository/downloads.py.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
@@ -87,6 +88,18 @@ class PageAnswer:
     content_type: str | None = None
     etag: str | None = None
     last_modified: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RangeAnswer:
+    """Part of an upstream file: `body` begins at byte `start` of a file of `total` bytes."""
+
+    body: bytes
+    start: int
+    total: int
+
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class UpstreamClient:
@@ -219,25 +232,77 @@ class UpstreamClient:
 
         return open_body
 
+    async def read_range(
+        self,
+        url: str,
+        start: int,
+        length: int,
+        *,
+        file_origins: Callable[[], Collection[Origin]] = frozenset,
+    ) -> RangeAnswer | None:
+        """`length` bytes of a file from byte `start`, or its last `length` bytes when `start`
+        is negative (a suffix range: the size need not be known). None when upstream does not
+        do ranges (it answers 200 with the whole file, which is not read); Unavailable when it
+        cannot answer. The answer is at most `length` bytes, however many upstream sends."""
+        wanted = f"bytes=-{length}" if start < 0 else f"bytes={start}-{start + length - 1}"
+        deadline = asyncio.timeout(self._deadline)
+        with self._asking("range"):
+            try:
+                async with deadline:
+                    response = await self._get_file(url, file_origins, range_=wanted)
+                    try:
+                        if response.status == 200:
+                            return None
+                        match = _CONTENT_RANGE.fullmatch(
+                            response.headers.get("Content-Range", "").strip()
+                        )
+                        if match is None:
+                            raise Unavailable("upstream answered a range without Content-Range")
+                        first, last, total = map(int, match.groups())
+                        if last < first or last >= total or last - first + 1 > length:
+                            raise Unavailable("upstream answered a range it was not asked for")
+                        body = await response.content.readexactly(last - first + 1)
+                    finally:
+                        response.release()
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise Unavailable(
+                    f"upstream sent no range of a file within {self._deadline:g} s"
+                ) from None
+            except asyncio.IncompleteReadError:
+                raise Unavailable("upstream sent a range shorter than it announced") from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise Unavailable(f"cannot read from upstream: {_describe(exc)}") from None
+        return RangeAnswer(body, first, total)
+
     def _too_slow(self) -> None:
         metrics.UPSTREAM_ERRORS.labels("file").inc()
         self.last_failure = time.monotonic()
 
     async def _get_file(
-        self, url: str, file_origins: Callable[[], Collection[Origin]]
+        self,
+        url: str,
+        file_origins: Callable[[], Collection[Origin]],
+        *,
+        range_: str | None = None,
     ) -> aiohttp.ClientResponse:
-        """The 200 response for a file, redirects followed by our rules; Unavailable if none."""
+        """The 200 response for a file (or 206 for `range_`), redirects followed by our rules;
+        Unavailable if none."""
         allowed: Targets | None = None
+        extra = {"Range": range_} if range_ else {}
         for hop in range(MAX_FILE_REDIRECTS + 1):
             try:
                 response = await self.session.get(
                     url,
-                    headers={"Accept-Encoding": "identity", **self._credentials_for(url)},
+                    headers={
+                        "Accept-Encoding": "identity", **extra, **self._credentials_for(url)
+                    },
                     allow_redirects=False,
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
-            if response.status == 200:
+            if response.status == 200 or (range_ and response.status == 206):
                 return response
             location = response.headers.get("Location")
             response.release()

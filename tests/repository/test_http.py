@@ -343,3 +343,79 @@ async def test_file_headers_have_the_deadline_too(
     response = await client.get(f"/files/foo/{dist.filename}")
     assert response.status == 503
     assert "no answer for a file within 0.3 s" in await response.text()
+
+
+# ---------------------------------------------------------------------------- ranges
+
+BODY = bytes(range(256)) * 40  # 10240 bytes
+
+
+async def ranged_server(mode: str) -> TestServer:
+    """A file host: "ranges" answers ranges as RFC 9110 says, "whole" ignores them (200),
+    "lying" answers a 206 for bytes it was not asked, "short" announces more than it sends."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        header = request.headers.get("Range", "")
+        if mode == "whole" or not header:
+            return web.Response(body=BODY)
+        first_text, _, last_text = header.removeprefix("bytes=").partition("-")
+        if not first_text:
+            first, last = len(BODY) - int(last_text), len(BODY) - 1
+        else:
+            first, last = int(first_text), min(int(last_text), len(BODY) - 1)
+        if mode == "lying":
+            first, last = 0, len(BODY) - 1
+        body = BODY[first:last + 1]
+        response = web.StreamResponse(status=206, headers={
+            "Content-Range": f"bytes {first}-{last}/{len(BODY)}",
+            "Content-Length": str(len(body)),
+        })
+        await response.prepare(request)
+        await response.write(body[:-3] if mode == "short" else body)
+        if mode == "short":
+            assert request.transport is not None
+            request.transport.close()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/files/f.whl", handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return server
+
+
+async def test_read_range_reads_a_range_and_a_suffix(open_client: OpenClient) -> None:
+    server = await ranged_server("ranges")
+    try:
+        client = open_client(str(server.make_url("/simple/")))
+        url = str(server.make_url("/files/f.whl"))
+        middle = await client.read_range(url, 100, 50)
+        assert middle is not None
+        assert (middle.body, middle.start, middle.total) == (BODY[100:150], 100, len(BODY))
+        tail = await client.read_range(url, -64, 64)
+        assert tail is not None
+        assert (tail.body, tail.start, tail.total) == (BODY[-64:], len(BODY) - 64, len(BODY))
+    finally:
+        await server.close()
+
+
+async def test_read_range_is_none_when_upstream_sends_the_whole_file(
+    open_client: OpenClient,
+) -> None:
+    server = await ranged_server("whole")
+    try:
+        client = open_client(str(server.make_url("/simple/")))
+        assert await client.read_range(str(server.make_url("/files/f.whl")), 0, 10) is None
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize("mode", ["lying", "short"])
+async def test_a_range_other_than_asked_is_unavailable(open_client: OpenClient, mode: str) -> None:
+    server = await ranged_server(mode)
+    try:
+        client = open_client(str(server.make_url("/simple/")))
+        with pytest.raises(Unavailable):
+            await client.read_range(str(server.make_url("/files/f.whl")), 0, 10)
+    finally:
+        await server.close()
