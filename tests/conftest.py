@@ -38,7 +38,7 @@ import asyncio
 import dataclasses
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +56,11 @@ from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
 from tests.dists import form_fields_for, make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream, Formats
+from tests.servers.postgres import PostgresServer
+from tests.servers.postgres import available as postgres_available
+from tests.servers.s3 import S3Server
+from tests.servers.s3 import available as s3_available
+from tests.servers.s3 import credentials as s3_credentials
 
 USER = "alice"
 PASSWORD = "secret123"
@@ -316,3 +321,47 @@ def seeded_settings(seed: Seed, tmp_path: Path, **overrides: Any) -> Settings:
     data_dir = tmp_path / "data"
     shutil.copytree(seed.data_dir, data_dir)
     return base_settings(data_dir, **overrides)
+
+
+# ---- the cluster's real servers: PostgreSQL and an S3-compatible store (tests/servers/) ----
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the session; tests take databases of their own (`pg_dsn`)."""
+    why_not = postgres_available()
+    if why_not is not None:
+        pytest.fail(f"PostgreSQL is needed for this test: {why_not}")
+    server = PostgresServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_dsn(postgres: PostgresServer) -> str:
+    """The DSN of a new, empty database (the server is started again if a test stopped it)."""
+    if postgres.pid is None:
+        postgres.start()
+    return postgres.new_database()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """One moto S3 server for the session; tests take buckets of their own (`bucket`)."""
+    why_not = s3_available()
+    if why_not is not None:
+        pytest.fail(f"an S3 server is needed for this test: {why_not}")
+    server = S3Server().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket's name, with the server's credentials in the environment (the server
+    is started again if a test stopped it)."""
+    if s3.pid is None:
+        s3.start()
+    for name, value in s3_credentials().items():
+        monkeypatch.setenv(name, value)
+    return s3.new_bucket()
