@@ -47,6 +47,7 @@ NOT_MIRRORS: dict[str, str] = {
     "tests/test_layout.py": "checks the package layout as a whole",
     "tests/test_fake_upstream.py": "tests the test helper tests/fake_upstream.py",
     "tests/test_benchmark_smoke.py": "runs the benchmark (benchmarks/), not a pyproxy module",
+    "tests/servers/test_servers.py": "tests the test servers tests/servers/ (PostgreSQL, S3)",
 }
 NOT_MIRRORED_DIRS = ("tests/e2e",)  # real clients against `pyproxy serve`, by feature
 
