@@ -13,7 +13,8 @@ delays the request that triggered it (tasks kept in a set, cancelled on close); 
 logged at debug and counted.
 
 `used` and `wasted` are counted per worker: a warmed page a client asks this worker for within
-the page's TTL is used; one not asked for by then (or pushed out of the record) is wasted. With
+the page's TTL (or while it is being fetched: the client's request joins the earlier one) is
+used; one not asked for by then (or pushed out of the record) is wasted. With
 several workers a client's next request may reach another worker, which finds the page on disk
 (no upstream request either) but counts nothing, so `wasted` overcounts there.
 """
@@ -114,6 +115,7 @@ class WarmUp:
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._warming: set[NormalizedName] = set()
+        self._joined: set[NormalizedName] = set()  # asked for by a client while being warmed
         # warmed and not yet asked for: name or (project, filename) -> (kind, until when)
         self._warmed: OrderedDict[object, tuple[str, float]] = OrderedDict()
         # served files that triggered a warm-up: (project, filename) -> until when not again
@@ -140,6 +142,11 @@ class WarmUp:
         self._spawn(self._release(local_of, wheel, user_agent))
 
     def page_requested(self, name: NormalizedName) -> None:
+        if name in self._warming:  # it joins the warm-up's request, which started earlier
+            if name not in self._joined:
+                self._joined.add(name)
+                metrics.WARMUP_USED.labels("page").inc()
+            return
         self._claim(name)
 
     def metadata_requested(self, project: NormalizedName, filename: str) -> None:
@@ -238,13 +245,15 @@ class WarmUp:
             async with self._slots:
                 metrics.WARMUP_STARTED.labels("page").inc()
                 page = await self.repository.project_page(name)
-            self._remember(name, "page", side.page_ttl)
+            if name not in self._joined:
+                self._remember(name, "page", side.page_ttl)
         except Exception as exc:
             metrics.WARMUP_FAILED.labels("page").inc()
             log.debug("warm-up of the page of %s failed: %s", name, exc)
             return
         finally:
             self._warming.discard(name)
+            self._joined.discard(name)
         if not self.metadata or environment is None:
             return
         dist = best_candidate(page, dependency.specifier, environment)

@@ -114,7 +114,9 @@ async def test_never_past_the_policy(make_client: MakeClient, fake: FakeUpstream
     assert fake.count(fake.page_path("lib")) == 1 and fake.count(fake.page_path("base")) == 0
 
 
-async def test_offline_or_switched_off_there_is_none(make_client: MakeClient, fake: FakeUpstream, tmp_path: Path) -> None:
+async def test_offline_or_switched_off_there_is_none(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
     chain(fake, tmp_path)
     client, services = await make_client(upstream_url=fake.index_url, upstream_warm_up=False)
     assert services.warmup is None
@@ -137,7 +139,8 @@ async def test_a_dead_upstream_does_not_hurt_the_request(
     chain(fake, tmp_path)
     client, services = await make_client(upstream_url=fake.index_url, upstream_timeout=0.5)
     warm, services.warmup = services.warmup, None
-    assert (await client.get(f"/files/app/{APP}.metadata")).status == 200  # cached, nothing warmed
+    first = await client.get(f"/files/app/{APP}.metadata")
+    assert first.status == 200 and await first.read()  # cached now, nothing warmed
     services.warmup = warm
     assert warm is not None
     fake.latency = 5.0  # upstream hangs from now on
