@@ -8,7 +8,7 @@ from functools import lru_cache
 from aiohttp import web
 
 from pyproxy.compose import Services
-from pyproxy.config import is_authority
+from pyproxy.config_values import is_authority
 
 __all__ = ["SERVICES", "Services", "origin"]
 
