@@ -35,8 +35,8 @@ from typing import Any
 import orjson
 
 from pyproxy.model import StreamedFile, Unavailable, normalize
+from pyproxy.publish.rejections import UploadRejected
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
-from pyproxy.publish.validate import UploadRejected
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
