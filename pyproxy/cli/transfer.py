@@ -12,6 +12,7 @@ from typing import Any
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops, transfer
+from pyproxy.ops.transfer_format import Report, TransferError, TransferReport, read_manifest
 from pyproxy.stores.private import PrivateStore
 from pyproxy.units import human_size
 
@@ -19,7 +20,7 @@ Command = Callable[..., argparse.ArgumentParser]
 LoadSettings = Callable[[argparse.Namespace], Settings]
 
 
-def _line(what: str, report: transfer.Report, verb: str) -> str:
+def _line(what: str, report: Report, verb: str) -> str:
     text = f"{what}: {report.copied} {verb} ({human_size(report.bytes)})"
     if report.skipped:
         text += f", {report.skipped} already there"
@@ -28,7 +29,7 @@ def _line(what: str, report: transfer.Report, verb: str) -> str:
     return text
 
 
-def _summary(result: transfer.TransferReport, verb: str, *, cache: bool) -> int:
+def _summary(result: TransferReport, verb: str, *, cache: bool) -> int:
     print(_line("private files", result.private, verb))
     if cache:
         print(_line("cached files", result.cache_files, verb))
@@ -42,7 +43,7 @@ def _summary(result: transfer.TransferReport, verb: str, *, cache: bool) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     layout = DataDir(settings.data_dir)
     if not layout.private.is_dir():
-        raise transfer.TransferError(f"no private store in {settings.data_dir}")
+        raise TransferError(f"no private store in {settings.data_dir}")
     private = PrivateStore(layout.private)
     blobs = None
     try:
@@ -61,9 +62,9 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     source = Path(args.directory)
-    manifest = transfer.read_manifest(source)
+    manifest = read_manifest(source)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    result = transfer.TransferReport()
+    result = TransferReport()
     layout = DataDir(settings.data_dir)
     private = PrivateStore(layout.private)
     try:
@@ -93,7 +94,7 @@ def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None
         def run(args: argparse.Namespace) -> int:
             try:
                 return func(args, settings(args))
-            except transfer.TransferError as exc:
+            except TransferError as exc:
                 print(f"pyproxy: {exc}", file=sys.stderr)
                 return 1
         return run
