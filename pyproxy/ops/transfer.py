@@ -8,6 +8,7 @@ Layout of an export (the manifest is written last, so a directory without it is 
     private/files.jsonl          one record per file: the form fields, hashes, upload time, yank
     private/files/<filename>     the bodies
     private/users.jsonl          with --include-users: users and tokens, hashed (transfer_users)
+    private/users.jsonl          with --include-users: users and tokens, hashed (transfer_users)
     cache/files.jsonl            with --include-cache: cache key, sha256, size, body name
     cache/files/<hash of key>
     cache/pages.jsonl            the cached upstream pages as fetched (headers, fetch time)
@@ -45,8 +46,10 @@ from pyproxy.ops.transfer_format import (
     read_jsonl,
     write_jsonl,
 )
+from pyproxy.ops.transfer_users import export_users
 from pyproxy.publish.rejections import UploadRejected
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
+from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
@@ -60,9 +63,11 @@ def export(
     *,
     blobs: BlobCache | None = None,
     pages_dir: Path | None = None,
+    users: UserStore | None = None,
     log: Callable[[str], None] = lambda _line: None,
 ) -> TransferReport:
-    """Write the private packages (and, given `blobs`/`pages_dir`, the cache) into `target`."""
+    """Write the private packages (and, given `blobs`/`pages_dir`, the cache; given `users`,
+    the users and tokens) into `target`."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise TransferError(f"{target} exists and is not an empty directory")
     report = TransferReport()
@@ -88,6 +93,8 @@ def export(
         _export_blobs(blobs, target / "cache", report.cache_files, log)
     if pages_dir is not None and pages_dir.exists():
         _export_pages(pages_dir, target / "cache", report.pages)
+    if users is not None:
+        export_users(users, target, report.users)
     manifest = {
         "format": FORMAT,
         "created": datetime.now(UTC).isoformat(),
@@ -95,6 +102,7 @@ def export(
         "private_files": report.private.copied,
         "cache_files": report.cache_files.copied,
         "pages": report.pages.copied,
+        "users": report.users.copied,
     }
     partial = target / (MANIFEST + ".part")
     partial.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
