@@ -114,8 +114,9 @@ class WarmUp:
         self.metadata = metadata
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._warming: set[NormalizedName] = set()
-        self._joined: set[NormalizedName] = set()  # asked for by a client while being warmed
+        # being warmed: page names and (project, filename) of .metadata
+        self._warming: set[object] = set()
+        self._joined: set[object] = set()  # asked for by a client while being warmed
         # warmed and not yet asked for: name or (project, filename) -> (kind, until when)
         self._warmed: OrderedDict[object, tuple[str, float]] = OrderedDict()
         # served files that triggered a warm-up: (project, filename) -> until when not again
@@ -142,15 +143,10 @@ class WarmUp:
         self._spawn(self._release(local_of, wheel, user_agent))
 
     def page_requested(self, name: NormalizedName) -> None:
-        if name in self._warming:  # it joins the warm-up's request, which started earlier
-            if name not in self._joined:
-                self._joined.add(name)
-                metrics.WARMUP_USED.labels("page").inc()
-            return
-        self._claim(name)
+        self._claim(name, "page")
 
     def metadata_requested(self, project: NormalizedName, filename: str) -> None:
-        self._claim((project, filename))
+        self._claim((project, filename), "metadata")
 
     async def idle(self) -> None:
         """Until no warm-up runs (for tests and benchmarks)."""
@@ -165,7 +161,12 @@ class WarmUp:
 
     # ---- bookkeeping ----
 
-    def _claim(self, key: object) -> None:
+    def _claim(self, key: object, kind: str) -> None:
+        if key in self._warming:  # it joins the warm-up's request, which started earlier
+            if key not in self._joined:
+                self._joined.add(key)
+                metrics.WARMUP_USED.labels(kind).inc()
+            return
         entry = self._warmed.pop(key, None)
         if entry is not None:
             kind, until = entry
@@ -259,6 +260,8 @@ class WarmUp:
         dist = best_candidate(page, dependency.specifier, environment)
         if dist is None or (name, dist.filename) in self._warmed or not budget.take():
             return
+        key = (name, dist.filename)
+        self._warming.add(key)
         try:
             async with self._slots:
                 source = await self.repository.open_metadata(name, dist.filename)
@@ -266,7 +269,11 @@ class WarmUp:
                     metrics.WARMUP_STARTED.labels("metadata").inc()
                     async for _chunk in source.chunks:  # to its verified end
                         pass
-                    self._remember((name, dist.filename), "metadata", side.page_ttl)
+                    if key not in self._joined:
+                        self._remember(key, "metadata", side.page_ttl)
         except Exception as exc:
             metrics.WARMUP_FAILED.labels("metadata").inc()
             log.debug("warm-up of %s.metadata failed: %s", dist.filename, exc)
+        finally:
+            self._warming.discard(key)
+            self._joined.discard(key)
