@@ -53,6 +53,7 @@ from pyproxy.stores.private_schema import (
 class PrivateStore:
     def __init__(self, directory: Path, files: FileBodies | None = None) -> None:
         self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
         self.files: FileBodies = PrivateFiles(directory) if files is None else files
         self._db_path = directory / "private.sqlite3"
         self._reader = sqlite.connect(self._db_path, SCHEMA)
