@@ -55,7 +55,8 @@ class LocalCopies:
         self.directory = directory
         self.max_size = max_size
         self.flush_interval = flush_interval
-        self._uses: dict[Path, float] = {}
+        self._root = str(directory)
+        self._uses: dict[str, float] = {}  # location -> unix time of its last use here
         self._lock = threading.Lock()
         self._flushed = time.monotonic()
         self._flushing = False
@@ -66,24 +67,28 @@ class LocalCopies:
         return UploadTemps(self.directory / "tmp")
 
     def path(self, name: str) -> Path:
-        return self.directory / name[:2] / name[2:4] / name
+        return Path(self._location(name))
+
+    def _location(self, name: str) -> str:
+        # a string, not Path arithmetic: this is on every warm request
+        return f"{self._root}/{name[:2]}/{name[2:4]}/{name}"
 
     # -- reading: one stat ------------------------------------------------------------------------
 
     def find(self, name: str) -> Copy | None:
         """The copy, if this node has one (a stat); counts as a use."""
-        path = self.path(name)
+        location = self._location(name)
         try:
-            size = os.stat(path).st_size
+            size = os.stat(location).st_size
         except OSError:  # not there, or its directories removed
             return None
-        self._note(path)
-        return Copy(path, size)
+        self._note(location)
+        return Copy(Path(location), size)
 
-    def _note(self, path: Path) -> None:
+    def _note(self, location: str) -> None:
         now = time.time()
         with self._lock:
-            self._uses[path] = now
+            self._uses[location] = now
             due = not self._flushing and time.monotonic() - self._flushed >= self.flush_interval
             if due:
                 self._flushing = True
