@@ -64,8 +64,10 @@ class BucketFiles:
     async def fetch(self, sha256: str, size: int | None) -> FileSource:
         """A local copy, downloaded from the bucket if need be (Unavailable when it cannot)."""
         copy = self.copies.find(sha256)
-        if copy is not None:
+        if copy is not None and (size is None or copy.size == size):
             return LocalFile(copy.path, copy.size, sha256, cache="private")
+        if copy is not None:  # not what fill() verified: damaged on this disk since
+            self.copies.discard(sha256)
         if size is not None and size > self.copies.max_size:
             return await self._streamed(sha256, size)
         flight = self._flights.get(sha256)

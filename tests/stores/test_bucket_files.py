@@ -189,3 +189,12 @@ async def test_bucket_down_and_back(node: Node, s3: S3Server, bucket: str) -> No
     urllib.request.urlopen(urllib.request.Request(f"{s3.endpoint}/{bucket}", method="PUT")).close()
     digest = store(reader, body)
     assert read(await node().fetch(digest, len(body))) == body
+
+
+async def test_a_local_copy_damaged_on_disk_is_fetched_again(node: Node) -> None:
+    files = node()
+    digest = store(files, b"y" * 1000)
+    files.copies.path(digest).write_bytes(b"truncated")  # damaged after it was verified
+    with pytest.raises(NotLocal):
+        files.local(digest, 1000)
+    assert read(await files.fetch(digest, 1000)) == b"y" * 1000
