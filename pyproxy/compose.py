@@ -47,7 +47,10 @@ from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.repository.warmup import Side, WarmUp
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.bucket_files import BucketFiles
 from pyproxy.stores.first_seen import FirstSeenStore
+from pyproxy.stores.local_copies import LocalCopies
+from pyproxy.stores.objects import Bucket
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
 from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
@@ -55,9 +58,23 @@ from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
 log = logging.getLogger("pyproxy.compose")
 
 
-def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
-    layout = DataDir(data_dir)
-    return PrivateStore(layout.private), UserStore(layout.users)
+def open_stores(settings: Settings) -> tuple[PrivateStore, UserStore]:
+    layout = DataDir(settings.data_dir)
+    return PrivateStore(layout.private, private_bodies(settings)), UserStore(layout.users)
+
+
+def private_bodies(settings: Settings, *, check: bool = False) -> BucketFiles | None:
+    """Where private bodies live: None (data_dir/private/blobs) unless [storage] objects names a
+    bucket; then in it, with this node's bounded local copies in data_dir. `check`: ask the
+    bucket now (BucketUnavailable, one line, when it does not answer), for start-up."""
+    if not settings.storage_objects:
+        return None
+    layout = DataDir(settings.data_dir)
+    bucket = Bucket(settings.storage_objects, endpoint=settings.storage_s3_endpoint)
+    if check:
+        bucket.check()
+    copies = LocalCopies(layout.copies, settings.cache_local_max_size)
+    return BucketFiles(bucket, layout.private / "tmp", copies)
 
 
 def upstream_url(settings: Settings) -> str | None:
@@ -202,7 +219,7 @@ def route_policy(route: UpstreamSettings) -> dict[str, PolicyValue]:
 
 
 def build_services(settings: Settings) -> Services:
-    private, users = open_stores(settings.data_dir)
+    private, users = open_stores(settings)
     repository: Repository = PrivateRepository(private)
     health = Health()
     closers: list[Callable[[], Awaitable[None]]] = []
