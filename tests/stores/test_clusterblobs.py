@@ -275,3 +275,37 @@ async def test_two_nodes_sharing_one_key_at_once_make_one_object(
     assert hashlib.sha256(
         b"".join([c async for c in store.stream(object_key(dist.sha256))])
     ).hexdigest() == dist.sha256
+
+
+async def test_a_follower_on_another_node_starts_close_behind_the_leader(
+    node: MakeNode, fake: FakeUpstream
+) -> None:
+    names = [f"big-3.{i}-py3-none-any.whl" for i in range(7)]
+    for name in names:
+        add_wheel(fake, 1 * MiB, name=name)
+    a, b = await node(), await node()
+    for each in (a, b):
+        async with each.client.get("/simple/big/") as page:
+            assert page.status == 200
+    fake.latency = 0.05  # upstream's time to first byte
+
+    async def first_byte(each: Node, path: str) -> float:
+        started = time.monotonic()
+        async with each.client.get(path) as response:
+            assert response.status == 200
+            await response.content.readany()
+            elapsed = time.monotonic() - started
+            await response.read()
+        return elapsed
+
+    gaps, leaders = [], []
+    for name in names:
+        times = await asyncio.gather(first_byte(a, "/files/big/" + name),
+                                     first_byte(b, "/files/big/" + name))
+        leaders.append(min(times))
+        gaps.append(max(times) - min(times))
+        assert fake.count(fake.file_path("big", name)) == 1
+    gaps.sort()
+    print(f"leader TTFB median {sorted(leaders)[3] * 1000:.1f} ms; follower behind by "
+          f"median {gaps[3] * 1000:.1f} ms, max {gaps[-1] * 1000:.1f} ms")
+    assert gaps[3] < 0.02
