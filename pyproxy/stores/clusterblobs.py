@@ -13,58 +13,34 @@ Layers, warmest first:
     upstream fetched by one node, the leader, which holds `blob:<key>`'s advisory lock for
              the whole download and names itself in `cache_inflight`.
 
-A local miss goes to the local BlobCache with `_body` as its "upstream", so only the one worker
-process of a node that downloads the key runs it; it takes the first of: the bucket, if the
-index lists the key; the lead, if it gets the lock (then streams upstream into the local part
-file, and a publisher task copies the verified bytes into the bucket); the leader node, whose
-part file it tails (stores.peers); else it waits a few ms and looks again. A follower whose
-leader dies takes the lock (freed when the leader's connection closes) and carries on upstream
-from the byte it had reached: the key is the body's sha256, so the bytes are the same; a key
-without a sha256 cannot be joined from two sources, and fails cleanly instead.
+A local miss is one cluster download (stores.clusterflight), through the local BlobCache so
+that the node's workers share it and it ends in a verified local copy; `serve_inflight` is the
+leader's side of it, for web/inflight.py. Eviction and listings are stores.clustershare's.
+Offline mode on a node serves its local copies (`present`, `lookup`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
-import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
-from typing import TypeVar
 
-from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound, Unavailable
+from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound
 from pyproxy.stores.blobcache import BlobCache, BlobEntry, OpenUpstream
 from pyproxy.stores.blobindex import FLUSH_INTERVAL
-from pyproxy.stores.chunks import read_file, skip
+from pyproxy.stores.chunks import read_file
+from pyproxy.stores.clusterflight import ClusterFlight, db, refuse
 from pyproxy.stores.clustershare import SharedFiles, object_key
 from pyproxy.stores.clusteruses import PendingUses
-from pyproxy.stores.objects import Bucket, BucketUnavailable, ObjectMissing
-from pyproxy.stores.peers import PeerFailed, Peers, token_holds
-from pyproxy.stores.pg.blobindex import IndexedBlob, PgBlobIndex
-from pyproxy.stores.pg.connect import DatabaseUnavailable, open_pool
-from pyproxy.stores.pg.locks import AdvisoryLocks, HeldLock
+from pyproxy.stores.objects import Bucket
+from pyproxy.stores.peers import Peers, token_holds
+from pyproxy.stores.pg.blobindex import PgBlobIndex
+from pyproxy.stores.pg.connect import open_pool
+from pyproxy.stores.pg.locks import AdvisoryLocks
 from pyproxy.stores.pg.migrations import migrate
 
 __all__ = ["ClusterBlobCache", "object_key", "open_cluster_blobs"]
 
-log = logging.getLogger("pyproxy.clusterblobs")
-
-_POLL_MIN = 0.002  # seconds between looks while another node starts its download
-_POLL_MAX = 0.05
-_PATIENCE_S = 10.0  # a lock held this long with no leader to follow: fetch upstream anyway
-_T = TypeVar("_T")
-
-
-class NotInFlight(Unavailable):
-    """Asked for bytes this node neither has nor is downloading."""
-
-
-@contextlib.asynccontextmanager
-async def _refuse() -> AsyncIterator[AsyncIterator[bytes]]:
-    raise NotInFlight("not downloading that file here")
-    yield  # pragma: no cover - an async generator that never yields
 
 
 class ClusterBlobCache:
@@ -82,7 +58,7 @@ class ClusterBlobCache:
         self._peers = Peers(secret)
         self._uses = PendingUses(index.touch, flush_interval)
         self.shared = SharedFiles(index, locks, bucket, self._uses, max_size)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._flight = ClusterFlight(local, self.shared, locks, self._peers, self.node_url)
         self._on_close = on_close  # the pool, closed last
         self._closed = False
 
@@ -97,15 +73,7 @@ class ClusterBlobCache:
         or (for a file the cluster holds) the bucket cannot be reached."""
         self._uses.start()
         sha256 = sha256.lower() if sha256 else None
-
-        @contextlib.asynccontextmanager
-        async def cluster_body() -> AsyncIterator[AsyncIterator[bytes]]:
-            body = self._body(key, sha256, size, open_upstream, filename)
-            try:
-                yield body
-            finally:
-                await body.aclose()
-
+        cluster_body = self._flight.opener(key, sha256, size, open_upstream, filename)
         source = await self.local.fetch(
             key, sha256=sha256, size=size, open_upstream=cluster_body, filename=filename
         )
@@ -153,7 +121,7 @@ class ClusterBlobCache:
         if self._closed:
             return
         self._closed = True
-        for task in list(self._tasks):
+        for task in list(self._flight.tasks):
             with contextlib.suppress(RuntimeError):
                 task.cancel()
         self._uses.close()
@@ -166,7 +134,7 @@ class ClusterBlobCache:
         if self._closed:
             return
         self._closed = True
-        tasks = list(self._tasks)
+        tasks = list(self._flight.tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -183,129 +151,10 @@ class ClusterBlobCache:
         """What this node has of a download it leads, for another node of the cluster."""
         if not token_holds(self._secret, key, token):
             raise Forbidden("only the nodes of this cluster may follow its downloads")
-        leader = await _db(self._index.leader, key)
+        leader = await db(self._index.leader, key)
         if leader != self.node_url:
             raise NotFound(f"{key!r} is not being downloaded on this node")
-        return await self.local.fetch(key, sha256=None, size=None, open_upstream=_refuse)
-
-    # -- one download for the cluster ------------------------------------------------------------
-
-    async def _body(
-        self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream,
-        filename: str | None,
-    ) -> AsyncGenerator[bytes, None]:
-        sent = 0  # bytes handed on: a source taken over later starts after them
-        delay = _POLL_MIN
-        give_up = time.monotonic() + _PATIENCE_S
-        while True:
-            if sent and sha256 is None:
-                raise Unavailable(f"the download of {key!r} broke off, and with no sha256 listed"
-                                  " it cannot be continued from another source")
-            blob = await self._committed(key, sha256)
-            if blob is not None:
-                try:
-                    async for chunk in skip(self.shared.bucket.stream(object_key(key)), sent):
-                        sent += len(chunk)
-                        yield chunk
-                    return
-                except ObjectMissing:
-                    log.warning("the index lists %r, the bucket has no object: forgetting it", key)
-                    await _db(self._index.forget, key)
-                    continue
-                except BucketUnavailable as exc:
-                    raise Unavailable(str(exc)) from None
-            lock = await _db(self._locks.try_lock, "blob:" + key)
-            if lock is not None:
-                if await self._lead(key, lock, sha256, size, filename):
-                    async with open_upstream() as body:
-                        async for chunk in skip(body, sent):
-                            sent += len(chunk)
-                            yield chunk
-                    return
-                continue  # committed meanwhile: from the bucket
-            leader = await _db(self._index.leader, key)
-            if leader is not None and leader != self.node_url:
-                before = sent
-                try:
-                    async for chunk in self._peers.stream(leader, key, offset=sent):
-                        sent += len(chunk)
-                        yield chunk
-                    return
-                except PeerFailed as exc:
-                    log.info("following %r on %s stopped after %d bytes: %s", key, leader,
-                             sent, exc)
-                if sent > before:
-                    give_up, delay = time.monotonic() + _PATIENCE_S, _POLL_MIN
-            if time.monotonic() > give_up:
-                log.warning("%r stayed locked for %gs with no node to follow: fetching it"
-                            " from upstream without sharing it", key, _PATIENCE_S)
-                async with open_upstream() as body:
-                    async for chunk in skip(body, sent):
-                        sent += len(chunk)
-                        yield chunk
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _POLL_MAX)
-
-    async def _committed(self, key: str, sha256: str | None) -> IndexedBlob | None:
-        blob = await _db(self._index.get, key)
-        if blob is not None and sha256 is not None and blob.sha256 != sha256:
-            log.warning("the index has %r with another sha256 (%s): not using it", key,
-                        blob.sha256)
-            return None
-        return blob
-
-    async def _lead(
-        self, key: str, lock: HeldLock, sha256: str | None, size: int | None,
-        filename: str | None,
-    ) -> bool:
-        """With `key`'s lock: False (lock released) if it was committed meanwhile; else name
-        this node the leader and start the publisher, which releases the lock when done."""
-        try:
-            if await self._committed(key, sha256) is not None:
-                await asyncio.to_thread(self._locks.release, lock)
-                return False
-            await _db(self._index.lead, key, self.node_url)
-        except BaseException:
-            await asyncio.to_thread(self._locks.release, lock)
-            raise
-        task = asyncio.create_task(self._publish(key, lock, sha256, size, filename),
-                                   name=f"publish {key}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return True
-
-    async def _publish(
-        self, key: str, lock: HeldLock, sha256: str | None, size: int | None,
-        filename: str | None,
-    ) -> None:
-        """Copy the verified download into the bucket and the index, then let go of the lead."""
-        published = False
-        try:
-            # this process's own download, joined: its stream ends once the body is verified
-            source = await self.local.fetch(
-                key, sha256=sha256, size=size, open_upstream=_refuse, filename=filename
-            )
-            chunks = read_file(source.path) if isinstance(source, LocalFile) else source.chunks
-            digest, length = await self.shared.upload(key, chunks, sha256=sha256, size=size)
-            await _db(functools.partial(self.shared.index.add, leader=self.node_url),
-                      key, digest, length)
-            published = True
-            log.debug("shared %r (%d bytes) with the cluster", key, length)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.warning("%r is not shared with the cluster: %s", key, exc)
-        finally:
-            if not published:
-                with contextlib.suppress(Exception):
-                    await asyncio.to_thread(self.shared.index.done, key, self.node_url)
-            await asyncio.to_thread(self._locks.release, lock)
-        if published:
-            try:
-                await asyncio.to_thread(self.shared.evict, self.max_size, key)
-            except (DatabaseUnavailable, BucketUnavailable) as exc:
-                log.warning("could not evict from the shared cache: %s", exc)
+        return await self.local.fetch(key, sha256=None, size=None, open_upstream=refuse)
 
     async def share_local(
         self, key: str, *, sha256: str | None = None, size: int | None = None
@@ -318,17 +167,8 @@ class ClusterBlobCache:
         digest, length = await self.shared.upload(
             key, read_file(hit.path), sha256=sha256 or hit.sha256, size=size or hit.size
         )
-        await _db(self.shared.index.add, key, digest, length)
+        await db(self.shared.index.add, key, digest, length)
         return digest, length
-
-
-async def _db(func: Callable[..., _T], *args: object) -> _T:
-    """A blocking index call in a thread; a database that cannot be reached is Unavailable."""
-    try:
-        return await asyncio.to_thread(func, *args)
-    except DatabaseUnavailable as exc:
-        raise Unavailable(str(exc)) from None
-
 
 
 def open_cluster_blobs(
