@@ -5,8 +5,7 @@ Offered on the page (`mark`): every such wheel gets `core-metadata`, `true` whil
 unknown (PEP 714 allows it), its sha256 once it has been made (the page's revision changes with
 it). Which ones were made is read from the blob cache, per page, again after `_RECHECK_S`, so
 another worker's work shows too. A wheel whose METADATA cannot be had (no `.dist-info`, a
-damaged zip, ...: what pip and uv cannot install either) is no longer offered by this process
-once that is known, and its `.metadata` is then an empty body (see `_UNUSABLE`).
+damaged zip, ...: what pip and uv cannot install either) gets an empty body (see `_UNUSABLE`).
 
 Made (`open`), inside the blob cache's single flight for the `.metadata`'s key: from the cached
 wheel when there is one; else from ranges of the upstream wheel (its tail, then the member if
@@ -68,24 +67,17 @@ def wants_made(dist: DistFile) -> bool:
     )
 
 
-def offer_made(
-    page: ProjectPage, made: Mapping[str, str], bad: Collection[str]
-) -> ProjectPage:
-    """The page with `.metadata` offered for each wheel that wants one: with its sha256 if in
-    `made` (by filename), not at all if in `bad` (its requests are still answered: `open`).
-    Its revision says which."""
+def offer_made(page: ProjectPage, made: Mapping[str, str]) -> ProjectPage:
+    """The page with `.metadata` offered for each wheel that wants one, with its sha256 if in
+    `made` (by filename); its revision says which hashes are known."""
     files: list[DistFile] = []
     marks: list[str] = []
     for dist in page.files:
         if wants_made(dist):
-            offer: Mapping[str, str] | bool = False
-            if dist.filename in bad:
-                marks.append(f"{dist.filename}!")
-            elif sha256 := made.get(dist.filename):
+            offer: Mapping[str, str] | bool = True
+            if sha256 := made.get(dist.filename):
                 offer = {"sha256": sha256}
                 marks.append(f"{dist.filename}={sha256}")
-            else:
-                offer = True
             dist = dataclasses.replace(dist, core_metadata=offer, metadata_from_wheel=True)
         files.append(dist)
     digest = hashlib.blake2b("\n".join(marks).encode(), digest_size=8).hexdigest()
@@ -119,14 +111,10 @@ class WheelMetadata:
         keys = {metadata_key(_made_from(dist)): dist.filename for dist in wheels}
         cached = await asyncio.to_thread(self._blobs.digests, list(keys))
         made = {keys[key]: sha256 for key, sha256 in cached.items()}
-        bad: set[str] = set()
         for dist in wheels:
-            wheel = blob_key(dist)
-            if (sha256 := self._made.get(wheel)) is not None:
+            if (sha256 := self._made.get(blob_key(dist))) is not None:
                 made.setdefault(dist.filename, sha256)
-            if self._bad.get(wheel) is not None:
-                bad.add(dist.filename)
-        marked = offer_made(page, made, bad)
+        marked = offer_made(page, made)
         self._pages.put(page.name, (page.revision, now, marked))
         return marked
 
@@ -173,7 +161,6 @@ class WheelMetadata:
         except NotProducible as exc:
             log.warning("no metadata can be made from %s: %s", dist.filename, exc)
             self._bad.put(wheel, str(exc))
-            self._pages.pop(project)  # stop offering it
             raise Unavailable(f"no metadata can be made from {dist.filename}: {exc}") from None
         self._made.put(wheel, hashlib.sha256(data).hexdigest())
         self._pages.pop(project)  # offer it with its hash
@@ -235,10 +222,10 @@ class WheelMetadata:
             raise Unavailable(f"{dist.filename} was evicted before it could be read") from None
 
 
-# What a wheel without usable METADATA gets, once known (and no longer offered after): a
-# `.metadata` that is not core metadata. Both installers then do what they do with the wheel
-# itself: uv skips the version (as when its own range reads find no METADATA), pip stops with
-# the same "Bad metadata" error. A 404 or 5xx would stop uv instead (tests/e2e).
+# What a wheel without usable METADATA gets, once known: a `.metadata` that is not core
+# metadata. uv then skips the version (as when its own range reads find no METADATA; reading a
+# damaged zip itself, it would stop), and pip stops with the "Bad metadata" error the wheel
+# itself gives it. A 404 or 5xx would stop uv (tests/e2e/test_wheel_metadata.py).
 _UNUSABLE = b""
 
 
