@@ -607,3 +607,10 @@ def test_shipped_pyproxy_toml_is_found_from_the_repository_root(monkeypatch: pyt
     assert find_config_file(None, {}) == Path("pyproxy.toml")
     assert load_settings(None, None, environ={}).data_dir == Path("data")
 
+
+
+def test_shipped_cluster_toml_is_a_valid_cluster() -> None:
+    settings = load_settings(str(ROOT / "config" / "cluster.toml"), None, environ={})
+    assert settings.storage_database.startswith("postgresql://")
+    assert settings.storage_objects.startswith("s3://")
+    assert settings.storage_node_url and settings.workers == config.available_cores()
