@@ -101,13 +101,15 @@ class WheelMetadata:
         self._bad: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> why not
 
     async def mark(self, page: ProjectPage) -> ProjectPage:
-        wheels = [dist for dist in page.files if wants_made(dist)]
-        if not wheels:
-            return page
+        # on every request for the project or one of its files: the kept marks, if fresh
         held = self._pages.get(page.name)
         now = time.monotonic()
         if held is not None and held[0] == page.revision and now - held[1] < _RECHECK_S:
             return held[2]
+        wheels = [dist for dist in page.files if wants_made(dist)]
+        if not wheels:
+            self._pages.put(page.name, (page.revision, now, page))
+            return page
         keys = {metadata_key(_made_from(dist)): dist.filename for dist in wheels}
         cached = await asyncio.to_thread(self._blobs.digests, list(keys))
         made = {keys[key]: sha256 for key, sha256 in cached.items()}
