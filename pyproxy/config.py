@@ -74,6 +74,12 @@ class Settings:
     # hosts ("host": any port, "host:port") file downloads may be redirected to, besides the
     # index's origin and those its pages link files on
     upstream_files_from: tuple[str, ...] = ()
+    # warm-up ahead of the client (repository/warmup.py): on, upstream requests at once per
+    # worker, per served file at most, and whether the likely .metadata is fetched too
+    upstream_warm_up: bool = True
+    upstream_warm_up_concurrency: int = 4
+    upstream_warm_up_budget: int = 16
+    upstream_warm_up_metadata: bool = True
     offline: bool = False
     # [[upstreams]]: further indexes, each serving the names its `projects` claim
     upstreams: tuple[UpstreamSettings, ...] = ()
@@ -138,6 +144,10 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("upstream", "index_ttl"): "upstream_index_ttl",
     ("upstream", "ca_bundle"): "upstream_ca_bundle",
     ("upstream", "files_from"): "upstream_files_from",
+    ("upstream", "warm_up"): "upstream_warm_up",
+    ("upstream", "warm_up_concurrency"): "upstream_warm_up_concurrency",
+    ("upstream", "warm_up_budget"): "upstream_warm_up_budget",
+    ("upstream", "warm_up_metadata"): "upstream_warm_up_metadata",
     ("upstream", "offline"): "offline",
     ("cache", "max_size"): "cache_max_size",
     ("cache", "local_max_size"): "cache_local_max_size",
@@ -265,6 +275,8 @@ def _check(settings: Settings) -> None:
         fail("max_connections", "must be at least 1")
     if settings.password_threads < 1:
         fail("password_threads", "must be at least 1")
+    if settings.upstream_warm_up_concurrency < 1:
+        fail("upstream_warm_up_concurrency", "must be at least 1 (warm_up = false turns it off)")
     for name in ("upstream_url", "base_url"):
         url = getattr(settings, name)
         if url and url != DEFAULT_UPSTREAM and not re.match(r"https?://[^/\s]+", url):
