@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from pathlib import Path
 
 from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound
@@ -35,9 +36,11 @@ from pyproxy.stores.clusteruses import PendingUses
 from pyproxy.stores.objects import Bucket
 from pyproxy.stores.peers import Peers, token_holds
 from pyproxy.stores.pg.blobindex import PgBlobIndex
-from pyproxy.stores.pg.connect import open_pool
+from pyproxy.stores.pg.connect import DatabaseUnavailable, open_pool
 from pyproxy.stores.pg.locks import AdvisoryLocks
 from pyproxy.stores.pg.migrations import migrate
+
+log = logging.getLogger("pyproxy.cluster")
 
 __all__ = ["ClusterBlobCache", "object_key", "open_cluster_blobs"]
 
@@ -90,6 +93,18 @@ class ClusterBlobCache:
     def present(self, keys: list[str]) -> set[str]:
         """Which of `keys` this node can send without a download (its local copies)."""
         return self.local.present(keys)
+
+    def digests(self, keys: list[str]) -> dict[str, str]:
+        """The sha256 of each of `keys` the cluster holds: this node's copies, then the shared
+        index (only this node's when the database cannot be reached)."""
+        found = self.local.digests(keys)
+        rest = [key for key in keys if key not in found]
+        if rest:
+            try:
+                found.update(self.shared.index.digests(rest))
+            except DatabaseUnavailable as exc:
+                log.debug("cached digests unknown: %s", exc)
+        return found
 
     def flush_uses(self) -> int:
         """Blocking: write the uses noted here to the local index and the cluster's."""

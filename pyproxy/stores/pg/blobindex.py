@@ -158,6 +158,11 @@ class PgBlobIndex:
             "SELECT key FROM cache_blobs WHERE key = ANY(%s)", (keys,)).fetchall())
         return {str(key) for (key,) in rows}
 
+    def digests(self, keys: list[str]) -> dict[str, str]:
+        rows = self._one("look up cached files", lambda c: c.execute(
+            "SELECT key, sha256 FROM cache_blobs WHERE key = ANY(%s)", (keys,)).fetchall())
+        return {str(key): str(sha256) for key, sha256 in rows}
+
     # -- downloads in progress ---------------------------------------------------------------
 
     def lead(self, key: str, node_url: str) -> None:
