@@ -116,12 +116,15 @@ class FakeUpstream:
         # files and .metadata: 200 with an HTML page instead (a proxy's block or login page)
         self.error_page_files = False
         self.html_content_type = HTML_TYPE
+        self.ranges = False  # files: answer a single `Range: bytes=` with 206 (else: whole, 200)
         # the host absolute file URLs name: "localhost" is another host for the same server
         self.files_host = "127.0.0.1"
 
         # what happened
         self.requests: list[tuple[str, str]] = []  # (method, path), every request on both apps
         self.not_modified: list[tuple[str, str]] = []  # the requests answered 304
+        # (path, Range header) of every file request with a Range (206 only with `ranges`)
+        self.ranged: list[tuple[str, str]] = []
 
         self._projects: dict[str, _Project] = {}
         self._lock = threading.Lock()  # the state may be changed from a test's thread
@@ -557,6 +560,32 @@ class FakeUpstream:
         response.content_type = "application/octet-stream"
         response.content_length = size
         response.etag = sha256
+        spec = request.headers.get("Range", "").removeprefix("bytes=")
+        if spec:
+            self.ranged.append((request.path, request.headers["Range"]))
+        if self.ranges and spec and "," not in spec:
+            response.headers["Accept-Ranges"] = "bytes"
+            first, _, last = spec.partition("-")
+            start = max(size - int(last), 0) if not first else int(first)
+            end = size - 1 if not first or not last else min(int(last), size - 1)
+            if start > end:
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+            response.set_status(206)
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            response.content_length = end - start + 1
+            whole, size = chunks, end - start + 1  # below: the range is the body
+
+            def sliced() -> Iterator[bytes]:
+                position = 0
+                for chunk in whole:
+                    piece = chunk[max(start - position, 0) : end + 1 - position]
+                    position += len(chunk)
+                    if piece:
+                        yield piece
+                    if position > end:
+                        return
+
+            chunks = sliced()
         await response.prepare(request)
         if request.method == "HEAD":
             return response
