@@ -53,6 +53,7 @@ import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from pyproxy import metrics
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores import proof
 from pyproxy.stores.blobindex import FLUSH_INTERVAL, KnownPaths, Uses
@@ -77,6 +78,7 @@ _CACHED_MODE = 0o640  # no download after all: the key was committed meanwhile, 
 _POLL_MIN = 0.002  # seconds between looks at another process's download
 _POLL_MAX = 0.05
 _ATTEMPTS = 3  # a fetch retries when another process's download failed before serving it
+_MISMATCHES = 1024  # keys remembered whose download failed its hash check
 
 
 
@@ -198,6 +200,7 @@ class BlobCache:
         with contextlib.suppress(RuntimeError):  # made inside a server's loop: its timer writes
             self._uses.attach(asyncio.get_running_loop())
         self._flights: dict[str, Flight] = {}
+        self._mismatched: BoundedLRU[str, bool] = BoundedLRU(_MISMATCHES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._order_by_use()
         self._sweep()
@@ -235,17 +238,10 @@ class BlobCache:
         it is never good.
         """
         sha256 = sha256.lower() if sha256 else None
-        self._uses.attach(asyncio.get_running_loop())
         for attempt in range(_ATTEMPTS):
-            # a blob this process has seen since the last removal: no thread, no system call
-            hit = self._known.get(key) or await asyncio.to_thread(self._look_up, key)
+            hit = await self.hit(key, sha256=sha256, size=size)
             if hit is not None:
-                if (sha256 is None or hit.sha256 == sha256) and (size is None or hit.size == size):
-                    self._uses.note(key)
-                    return hit
-                log.warning("cached %r is not the file now announced; fetching it again", key)
-                self._known.forget(key)
-                await asyncio.to_thread(self._cache.delete, key, True)
+                return hit
             joined = self._flights.get(key)
             flight = joined or self._start(key, sha256, size, open_upstream, filename)
             await flight.settled()
@@ -258,8 +254,31 @@ class BlobCache:
             if size is None and flight.state == "ok":
                 size = flight.written
             outcome = "coalesced" if joined is not None or flight.remote else "miss"
-            return StreamedFile(chunks=Tail(flight), size=size, sha256=sha256, cache=outcome)
+            return StreamedFile(
+                chunks=Tail(flight), size=size, sha256=sha256, cache=outcome, download=flight
+            )
         raise Unavailable(f"could not obtain {key!r}")
+
+    async def hit(self, key: str, *, sha256: str | None, size: int | None) -> LocalFile | None:
+        """The cached blob if it is the file announced (one that is not is deleted), a use for
+        the LRU order; starts nothing."""
+        sha256 = sha256.lower() if sha256 else None
+        self._uses.attach(asyncio.get_running_loop())
+        # a blob this process has seen since the last removal: no thread, no system call
+        hit = self._known.get(key) or await asyncio.to_thread(self._look_up, key)
+        if hit is None:
+            return None
+        if (sha256 is None or hit.sha256 == sha256) and (size is None or hit.size == size):
+            self._uses.note(key)
+            return hit
+        log.warning("cached %r is not the file now announced; fetching it again", key)
+        self._known.forget(key)
+        await asyncio.to_thread(self._cache.delete, key, True)
+        return None
+
+    def mismatched(self, key: str) -> bool:
+        """Whether a download of `key` by this process failed its hash check (lately)."""
+        return self._mismatched.get(key) is not None
 
     def close(self) -> None:
         """Stop downloads in progress (they clean up when the loop next runs them), write the
@@ -492,6 +511,8 @@ class BlobCache:
             log.warning(
                 "download of %r failed after %d bytes, nothing cached: %s", key, flight.written, exc
             )
+            if isinstance(exc, HashMismatch):
+                self._mismatched.put(key, True)
             self._end(flight, "failed", exc)
         finally:
             self._release(flight)

@@ -77,6 +77,10 @@ class Flight:
     def __del__(self) -> None:
         self.close()
 
+    def span(self, start: int, stop: int, *, verified: bool) -> Tail:
+        """A model.Download: bytes [start, stop) as they are written (see Tail)."""
+        return Tail(self, start, stop, verified=verified)
+
     def consumer_error(self) -> Unavailable:
         kind, message = self.failure or (Unavailable, f"upstream download of {self.key!r} failed")
         return kind(message)
@@ -93,11 +97,16 @@ def _failure_of(key: str, error: BaseException) -> tuple[type[Unavailable], str]
 
 
 class Tail:
-    """Follows a flight's file from the start, as far as it has been written."""
+    """Follows a flight's file from `start` (to `stop`, else to its end), as far as it has been
+    written (with `verified`: once all of it is written and verified)."""
 
-    def __init__(self, flight: Flight) -> None:
+    def __init__(
+        self, flight: Flight, start: int = 0, stop: int | None = None, *, verified: bool = False
+    ) -> None:
         self._flight: Flight | None = flight
-        self._offset = 0
+        self._offset = start
+        self._stop = stop
+        self._verified = verified
 
     def __aiter__(self) -> Tail:
         return self
@@ -109,7 +118,17 @@ class Tail:
                 raise flight.consumer_error()
             # the last byte waits for the hash check, so a client never receives a complete
             # body that turns out to be wrong (it sees an aborted download instead)
-            readable = flight.written if flight.state == "ok" else flight.written - 1
+            if flight.state == "ok":
+                readable = flight.written
+            else:
+                readable = 0 if self._verified else flight.written - 1
+            if self._stop is not None:
+                if self._offset >= self._stop:
+                    break
+                if flight.state == "ok" and self._stop > flight.written:
+                    self._flight = None
+                    raise Unavailable(f"the file for {flight.key!r} ends before the range")
+                readable = min(readable, self._stop)
             available = readable - self._offset
             if available > 0:
                 n = min(CHUNK_SIZE, available)
