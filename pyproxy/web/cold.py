@@ -16,7 +16,6 @@ from collections.abc import Callable
 from aiohttp import hdrs, web
 
 from pyproxy.model import LocalFile, RemoteFile, StreamedFile
-from pyproxy.web.conditional import none_match
 from pyproxy.web.files import (
     CACHE_STATUS,
     Unsatisfiable,
@@ -32,12 +31,8 @@ log = logging.getLogger("pyproxy.web")
 
 
 async def send_remote(request: web.Request, file: RemoteFile) -> web.StreamResponse:
+    # no 304 for If-None-Match: it means "pyproxy holds this file" (pyproxy prefetch asks so)
     etag = f'"{file.sha256}"' if file.sha256 else None
-    if etag is not None and none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
-        outcome(request, file.cache)
-        headers = base_headers(etag, None)
-        del headers[hdrs.CONTENT_TYPE]
-        return web.Response(status=304, headers={**headers, CACHE_STATUS: "miss"})
     if request.method == hdrs.METH_HEAD:
         return await _head(request, file, etag)
     range_header = request.headers.get(hdrs.RANGE)

@@ -197,12 +197,16 @@ async def test_an_unsatisfiable_range_on_a_cold_file_is_416_with_the_size(make_c
     assert json_fake.count(json_fake.file_path("cold", WHEEL)) == 0  # nothing was downloaded
 
 
-async def test_a_cold_if_none_match_with_the_pages_sha256_is_304(make_client, json_fake: FakeUpstream) -> None:
+async def test_a_cold_if_none_match_is_not_304(make_client, json_fake: FakeUpstream) -> None:
+    """304 says pyproxy holds the file (`pyproxy prefetch` relies on it): not before it does."""
     dist = json_fake.add_generated_file("cold", WHEEL, 5000)
     client = await app_for(make_client, json_fake)
-    response = await client.get(path_of(), headers={"If-None-Match": f'"{dist.sha256}"'})
-    assert response.status == 304
-    assert json_fake.count(json_fake.file_path("cold", WHEEL)) == 0
+    for method in ("HEAD", "GET"):
+        response = await client.request(method, path_of(), headers={"If-None-Match": f'"{dist.sha256}"'})
+        assert response.status == 200, method
+    assert await response.read() == body_of(json_fake, dist)
+    again = await client.get(path_of(), headers={"If-None-Match": f'"{dist.sha256}"'})
+    assert again.status == 304  # cached now
 
 
 # ----------------------------------------------------------------------------- hash failure
