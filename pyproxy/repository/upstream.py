@@ -47,8 +47,8 @@ from pyproxy.model import (
 from pyproxy.repository.downloads import Origin, origin_of
 from pyproxy.repository.http import RangeAnswer, UpstreamClient, UpstreamError, redact
 from pyproxy.repository.misses import RangeMemory, UpstreamMiss
-from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
+from pyproxy.stores.filecache import FileCache
 from pyproxy.stores.pages import (
     INDEX_KEY,
     PageRecord,
@@ -133,7 +133,7 @@ class UpstreamRepository:
         self,
         client: UpstreamClient,
         pages: PageStore,
-        blobs: BlobCache,
+        blobs: FileCache,
         *,
         page_ttl: float,
         index_ttl: float,

@@ -30,11 +30,14 @@ from pyproxy.web.files import (
 log = logging.getLogger("pyproxy.web")
 
 
-async def send_remote(request: web.Request, file: RemoteFile) -> web.StreamResponse:
+async def send_remote(
+    request: web.Request, file: RemoteFile
+) -> tuple[web.StreamResponse, LocalFile | StreamedFile | None]:
+    """The response, and the file if it was sent whole (for the warm-up)."""
     # no 304 for If-None-Match: it means "pyproxy holds this file" (pyproxy prefetch asks so)
     etag = f'"{file.sha256}"' if file.sha256 else None
     if request.method == hdrs.METH_HEAD:
-        return await _head(request, file, etag)
+        return await _head(request, file, etag), None
     range_header = request.headers.get(hdrs.RANGE)
     if_range = request.headers.get(hdrs.IF_RANGE)
     if range_header and (if_range is None or (etag is not None and if_range.strip() == etag)):
@@ -45,24 +48,25 @@ async def send_remote(request: web.Request, file: RemoteFile) -> web.StreamRespo
             except Unsatisfiable:
                 outcome(request, file.cache)
                 headers = {**base_headers(etag, None), hdrs.CONTENT_RANGE: f"bytes */{size}"}
-                return web.Response(status=416, headers=headers)
+                return web.Response(status=416, headers=headers), None
             if span is not None:
                 whole = await file.whole()  # the one download, started or joined
                 outcome(request, whole.cache)
                 if isinstance(whole, LocalFile):  # cached meanwhile: it answers the range itself
-                    return await send_local(request, whole)
+                    return await send_local(request, whole), None
                 body = await file.span(whole, span.start, span.end + 1)
                 part = StreamedFile(chunks=body, size=span.length, sha256=file.sha256)
                 content_range = f"bytes {span.start}-{span.end}/{size}"
-                return await send_streamed(
+                response = await send_streamed(
                     request, part, _aborted(request), status=206,
                     extra_headers={hdrs.ACCEPT_RANGES: "bytes", hdrs.CONTENT_RANGE: content_range},
                 )
+                return response, None
     whole = await file.whole()
     outcome(request, whole.cache)
     if isinstance(whole, LocalFile):
-        return await send_local(request, whole)
-    return await send_streamed(request, whole, _aborted(request))
+        return await send_local(request, whole), whole
+    return await send_streamed(request, whole, _aborted(request)), whole
 
 
 async def _head(request: web.Request, file: RemoteFile, etag: str | None) -> web.StreamResponse:

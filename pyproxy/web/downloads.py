@@ -7,6 +7,7 @@ import logging
 from aiohttp import web
 
 from pyproxy.model import LocalFile, OpenedFile, RemoteFile, StreamedFile, normalize
+from pyproxy.web import warmup
 from pyproxy.web.cold import send_remote
 from pyproxy.web.context import SERVICES
 from pyproxy.web.files import outcome, send_local, send_streamed
@@ -29,17 +30,25 @@ async def download(request: web.Request) -> web.StreamResponse:
         else:
             source = await services.repository.open_file(project, filename)
         if isinstance(source, RemoteFile):  # not on disk: HEAD and Range need no download
-            return await send_remote(request, source)
+            response, whole = await send_remote(request, source)
+            if whole is not None:
+                warmup.file_served(request, project, filename, whole)
+            return response
         outcome(request, source.cache)
         if not isinstance(source, LocalFile):
             break
         try:
-            return await send_local(request, source)
+            response = await send_local(request, source)
         except FileNotFoundError:
             if attempt == 2:
                 raise
             # evicted from the cache between lookup and open: look it up (or fetch it) again
+            continue
+        warmup.file_served(request, project, filename, source)
+        return response
     assert isinstance(source, StreamedFile)
-    return await send_streamed(
+    response = await send_streamed(
         request, source, lambda exc: log.warning("aborted %s: %s", request.path, exc)
     )
+    warmup.file_served(request, project, filename, source)
+    return response
