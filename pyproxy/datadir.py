@@ -7,6 +7,7 @@
       cache/pages/        the upstream page cache ([upstream])
       cache/upstreams/<name>/pages/   the page cache of each [[upstreams]] index
       cache/files/        the upstream file cache (the blob cache)
+      cache/lists/        the project list (/simple/) rendered, as sent (web/simple.py)
       metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
                           (a link to a directory in memory, /dev/shm, where there is one)
       spare               room kept for deletes and a start on a full disk (stores/space.py)
@@ -57,6 +58,10 @@ class DataDir:
     @property
     def files(self) -> Path:
         return self.cache / "files"
+
+    @property
+    def rendered_lists(self) -> Path:
+        return self.cache / "lists"
 
     @property
     def metrics(self) -> Path:
