@@ -32,12 +32,12 @@ from pyproxy.formats.parse import UpstreamFormatError
 from pyproxy.formats.project_list import read_project_list
 from pyproxy.model import Listed, NormalizedName, normalize
 
-__all__ = ["DiskNames", "ListEmptied", "ListRecord", "ProjectListStore"]
+__all__ = ["KEEP", "DiskNames", "ListEmptied", "ListRecord", "ProjectListStore"]
 
 log = logging.getLogger("pyproxy.pages")
 
 _CURRENT = "current.json"
-_KEEP = 3  # databases kept: the current one and those other workers may still read
+KEEP = 3  # databases kept: the current one and those other workers may still read
 _STALE_TEMP_S = 3600.0  # a temp file this old belongs to no build in progress
 _READ = 1024 * 1024
 _BATCH = 10_000
@@ -138,7 +138,7 @@ class ProjectListStore:
             database.unlink(missing_ok=True)
         built = dataclasses.replace(record, count=count, database=name)
         self._save(built)
-        self._remove_old_databases()
+        self._remove_old_databases(keep=name)
         return built
 
     def refreshed(self, record: ListRecord, fetched_at: float) -> ListRecord:
@@ -153,10 +153,11 @@ class ProjectListStore:
         temp.write_text(json.dumps(dataclasses.asdict(record)))
         os.replace(temp, self.directory / _CURRENT)
 
-    def _remove_old_databases(self) -> None:
+    def _remove_old_databases(self, keep: str) -> None:
         found = sorted(self.directory.glob("*.sqlite3"), key=_mtime, reverse=True)
-        for old in found[_KEEP:]:
-            old.unlink(missing_ok=True)
+        for old in found[KEEP:]:
+            if old.name != keep:
+                old.unlink(missing_ok=True)
 
     def _remove_stale_temps(self, keep: Path) -> None:
         now = time.time()

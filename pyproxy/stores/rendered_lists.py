@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -26,6 +27,7 @@ __all__ = ["RenderedLists"]
 
 KEEP = 12  # lists kept: formats times the revisions and reader variants in use
 _GZIP_LEVEL = 6
+_STALE_TEMP_S = 3600.0  # a temp file this old belongs to no rendering in progress
 
 
 class _Tee:
@@ -96,3 +98,7 @@ class RenderedLists:
         for old in bodies[self._keep :]:
             if old.stem != keep:
                 self.remove(old.stem)
+        now = time.time()
+        for temp in self.directory.glob(".*.tmp"):  # left by a worker that died rendering
+            if now - mtime(temp) > _STALE_TEMP_S:
+                temp.unlink(missing_ok=True)
