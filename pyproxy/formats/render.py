@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -155,18 +156,23 @@ def write_index(entries: Iterable[Listed], fmt: Format, out: BinaryIO) -> None:
         out.write(b'{"meta":{"api-version":"%s"},"projects":[' % API_VERSION.encode())
         separator = b""
         for batch in _batches(entries):
-            out.write(separator + b",".join(orjson.dumps({"name": shown}) for _, shown in batch))
+            # one call per batch: the array's brackets dropped, its elements kept
+            out.write(separator + orjson.dumps([{"name": shown} for _, shown in batch])[1:-1])
             separator = b","
         out.write(b"]}")
         return
     out.write(_INDEX_HEAD.format(api_version=API_VERSION).encode())
     for batch in _batches(entries):
-        lines = (f'    <a href="{escape(quote(name))}/">{escape(shown)}</a><br>\n'
-                 for name, shown in batch)
+        if _PLAIN.search("".join(f"{name}{shown}" for name, shown in batch)) is None:
+            lines = (f'<a href="{name}/">{shown}</a>\n' for name, shown in batch)  # the usual
+        else:
+            lines = (f'<a href="{escape(quote(name))}/">{escape(shown)}</a>\n'
+                     for name, shown in batch)
         out.write("".join(lines).encode())
-    out.write(b"  </body>\n</html>\n")
+    out.write(b"</body>\n</html>\n")
 
 
+_PLAIN = re.compile(r"[^A-Za-z0-9._-]")  # a name with none of these needs no escaping
 _INDEX_HEAD = """<!DOCTYPE html>
 <html>
   <head>
