@@ -3,7 +3,8 @@
 A real index lists about a million projects, so the list never passes through memory: the
 upstream answer is streamed into a temp file (`download`), then `build` (in a thread) reads it
 chunk by chunk through formats/project_list.py into a new SQLite database of (normalised
-name, display name), ordered by normalised name, each name once (its first spelling). Only a
+name, display name), ordered by normalised name, each name once (its first spelling); a large
+list in a process of its own, so the worker's event loop never waits for the parse. Only a
 complete, well-formed list is renamed into place and recorded in `current.json`; garbage, or a
 list that suddenly names nothing, raises UpstreamFormatError and leaves the good copy as it
 was. Readers open a database read-only and never see one change: each revision has its own
@@ -19,11 +20,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import multiprocessing
 import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -32,7 +35,7 @@ from pyproxy.formats.parse import UpstreamFormatError
 from pyproxy.formats.project_list import read_project_list
 from pyproxy.model import Listed, NormalizedName, normalize
 
-__all__ = ["KEEP", "DiskNames", "ListEmptied", "ListRecord", "ProjectListStore"]
+__all__ = ["KEEP", "SUBPROCESS_BYTES", "DiskNames", "ListEmptied", "ListRecord", "ProjectListStore"]
 
 log = logging.getLogger("pyproxy.pages")
 
@@ -41,6 +44,7 @@ KEEP = 3  # databases kept: the current one and those other workers may still re
 _STALE_TEMP_S = 3600.0  # a temp file this old belongs to no build in progress
 _READ = 1024 * 1024
 _BATCH = 10_000
+SUBPROCESS_BYTES = 4 * 1024 * 1024  # a list this large is read in a process of its own
 
 
 class ListEmptied(UpstreamFormatError):
@@ -128,7 +132,7 @@ class ProjectListStore:
         self._remove_stale_temps(keep=body)
         database = self._temp / f"{uuid.uuid4().hex}.sqlite3"
         try:
-            count = _write_names(body, record.content_type, database, require_marker)
+            count = _build_names(body, record.content_type, database, require_marker)
             if count == 0 and previous is not None and previous.count > 0:
                 raise ListEmptied("it lists nothing, where the cached copy lists something")
             name = f"{record.revision}.{uuid.uuid4().hex[:8]}.sqlite3"
@@ -177,6 +181,18 @@ def _chunks(path: Path) -> Iterator[bytes]:
     with open(path, "rb") as reader:
         while chunk := reader.read(_READ):
             yield chunk
+
+
+def _build_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:
+    """`_write_names`, for a large body in a process of its own: the parse holds the GIL for
+    seconds, which would delay every request of the worker's event loop (a thread shares its
+    interpreter), and its memory is given back whole when the process ends."""
+    if body.stat().st_size < SUBPROCESS_BYTES:
+        return _write_names(body, content_type, database, require_marker)
+    # spawn, not fork: the worker has threads and an event loop a fork would copy mid-step
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as builder:
+        return builder.submit(_write_names, body, content_type, database, require_marker).result()
 
 
 def _write_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:

@@ -13,7 +13,7 @@ import pytest
 
 from pyproxy.formats.parse import JSON_TYPE, UpstreamFormatError
 from pyproxy.model import normalize
-from pyproxy.stores.project_list import KEEP, ListEmptied, ListRecord, ProjectListStore
+from pyproxy.stores.project_list import KEEP, SUBPROCESS_BYTES, ListEmptied, ListRecord, ProjectListStore
 
 RECORD = ListRecord(
     revision="r1", url="http://127.0.0.1:1/simple/", content_type=JSON_TYPE, etag='"e1"',
@@ -113,3 +113,17 @@ def test_the_database_is_opened_read_only(store: ProjectListStore) -> None:
     names = store.names(good)
     with pytest.raises(sqlite3.OperationalError):
         names._connect().execute("DELETE FROM names")
+
+
+def test_a_large_list_is_read_in_a_process_of_its_own(store: ProjectListStore) -> None:
+    names = [f"project-{n:06d}-{'x' * 1000}" for n in range(SUBPROCESS_BYTES // 1000 + 1)]
+    body = body_of(store, names)
+    assert body.stat().st_size >= SUBPROCESS_BYTES
+    built = store.build(body, RECORD, previous=None)
+    assert built.count == len(names) and store.names(built).has(normalize(names[-1]))
+    # and garbage is refused from there as from here, the copy kept
+    long_name = b'{"name": "' + b"a" * 1000 + b'"},'
+    garbage = body_of(store, b'{"projects": [' + long_name * (SUBPROCESS_BYTES // 1000) + b"7]}")
+    with pytest.raises(UpstreamFormatError, match=r"projects\[\d+\] is a number"):
+        store.build(garbage, dataclasses.replace(RECORD, revision="r2"), previous=built)
+    assert store.load() == built
