@@ -108,6 +108,9 @@ async def measure(base: str, pid: int) -> dict[str, object]:
         for _ in range(20):  # warm the worker up: its first requests import and open things
             async with session.get(f"{base}/health") as response:
                 await response.read()
+        # and its upstream client (its first request builds a TLS context, on the loop)
+        async with session.get(f"{base}/simple/warm-up/", headers={"Accept": JSON_TYPE}) as r:
+            await r.read()
         # the same probe with nothing else going on: what the machine's own load costs
         idle: list[float] = []
         until = time.perf_counter() + 10
@@ -129,8 +132,12 @@ async def measure(base: str, pid: int) -> dict[str, object]:
                 async with session.get(f"{base}/health") as response:
                     await response.read()
                 delays.append(time.perf_counter() - started)
+                if delays[-1] > 0.05:
+                    slow.append((round(started - cold_start, 2), round(delays[-1] * 1000)))
                 await asyncio.sleep(0.01)
 
+        slow: list[tuple[float, int]] = []
+        cold_start = time.perf_counter()
         prober = asyncio.create_task(health_loop())
         started = time.perf_counter()
         headers = {"Accept": JSON_TYPE, "Accept-Encoding": "gzip"}
@@ -170,6 +177,7 @@ async def measure(base: str, pid: int) -> dict[str, object]:
         "health_requests": len(delays),
         "health_worst_ms": round(delays[-1] * 1000, 1),
         "health_p99_ms": round(delays[int(len(delays) * 0.99)] * 1000, 1),
+        "health_over_50ms": slow[:40],  # (s after the cold request began, ms)
     }
 
 
@@ -180,6 +188,7 @@ def main() -> None:
                         help="what the upstream answers (pyproxy asks for JSON first)")
     parser.add_argument("--unsorted", action="store_true",
                         help="names not in normalised order (the slower build)")
+    parser.add_argument("--log-level", default="warning")
     parser.add_argument("--pyproxy", default=str(Path(sys.executable).with_name("pyproxy")))
     args = parser.parse_args()
     upstream_port, port = free_port(), free_port()
@@ -189,7 +198,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="pyproxy-list-") as data_dir:
         server = subprocess.Popen(
             [args.pyproxy, "serve", "--data-dir", data_dir, "--port", str(port), "--workers", "1",
-             "--upstream", f"http://127.0.0.1:{upstream_port}/simple/", "--log-level", "warning"],
+             "--upstream", f"http://127.0.0.1:{upstream_port}/simple/", "--log-level", args.log_level],
         )
         try:
             base = f"http://127.0.0.1:{port}"

@@ -183,7 +183,7 @@ _INDEX_HEAD = """<!DOCTYPE html>
 """
 
 
-def _batches(entries: Iterable[Listed], size: int = 4096) -> Iterator[list[Listed]]:
+def _batches(entries: Iterable[Listed], size: int = 1024) -> Iterator[list[Listed]]:
     iterator = iter(entries)
     while batch := list(islice(iterator, size)):
         yield batch

@@ -27,6 +27,7 @@ __all__ = ["RenderedLists"]
 
 KEEP = 12  # lists kept: formats times the revisions and reader variants in use
 _GZIP_LEVEL = 6
+_YIELD_S = 0.0005
 _STALE_TEMP_S = 3600.0  # a temp file this old belongs to no rendering in progress
 
 
@@ -40,6 +41,10 @@ class _Tee:
     def write(self, data: bytes) -> int:
         self._plain.write(data)
         self._compressed.write(data)
+        # the renderer holds the GIL between its writes: hand it to the event loop's thread
+        # each time, so a request waits for one piece of the list at most, not the switch
+        # interval at every step of its way through the loop
+        time.sleep(_YIELD_S)
         return len(data)
 
 

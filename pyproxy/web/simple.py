@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
+import logging
 import re
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from pyproxy.web.context import SERVICES, origin
 from pyproxy.web.files import send_rendered
 from pyproxy.web.integrity import provenance_url
 
+log = logging.getLogger("pyproxy.web")
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
 GZIP_MIN_BYTES = 1024
 _GZIP_TOKEN = re.compile(
@@ -128,7 +131,9 @@ class ListFiles:
         if not await asyncio.to_thread(self.store.ready, name):
             async with self.store.turn(name, patience=_RENDER_PATIENCE_S):
                 if not await asyncio.to_thread(self.store.ready, name):
+                    started = time.monotonic()
                     await asyncio.to_thread(self.store.build, name, write)
+                    log.info("rendered the project list in %.1f s", time.monotonic() - started)
         self._ready.put(name, True)
 
 

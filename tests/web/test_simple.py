@@ -908,7 +908,6 @@ async def test_a_large_upstream_list_is_built_off_the_loop_in_bounded_memory(
             received += len(chunk)
     assert set(answered_meanwhile) == {"the database build", "the rendering"}
     growth = memory.peak - memory.baseline
-    print(f"peak RSS growth {growth / 1024**2:.1f} MiB")
     assert growth < 40 * 1024**2, f"peak RSS grew by {growth / 1024**2:.1f} MiB"
     assert received > 100_000
     # and every name is there, by normalised name
