@@ -8,6 +8,8 @@
       cache/upstreams/<name>/pages/   the page cache of each [[upstreams]] index
       cache/files/        the upstream file cache (the blob cache)
       cache/lists/        the project list (/simple/) rendered, as sent (web/simple.py)
+      cache/copies/       a cluster node's local copies of private bodies from the bucket
+                          (bounded by [cache] local_max_size; may be deleted at any time)
       metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
                           (a link to a directory in memory, /dev/shm, where there is one)
       spare               room kept for deletes and a start on a full disk (stores/space.py)
@@ -62,6 +64,10 @@ class DataDir:
     @property
     def rendered_lists(self) -> Path:
         return self.cache / "lists"
+
+    @property
+    def copies(self) -> Path:
+        return self.cache / "copies"
 
     @property
     def metrics(self) -> Path:

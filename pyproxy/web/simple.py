@@ -26,7 +26,7 @@ from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import DistFile, NormalizedName, NotFound, normalize, valid_name
 from pyproxy.project_lists import filtered
 from pyproxy.stores.rendered_lists import RenderedLists
-from pyproxy.web import readauth
+from pyproxy.web import readauth, warmup
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, origin
 from pyproxy.web.files import send_rendered
@@ -249,6 +249,7 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
     services = request.app[SERVICES]
     fmt = _chosen_format(request)
     project = await services.repository.project_page(name)
+    warmup.page_requested(request, name)
     base = origin(request)
     page = await request.app[RENDERED].get(
         (base, fmt, name), project.revision,
