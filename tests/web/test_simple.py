@@ -931,7 +931,8 @@ async def test_the_list_merges_private_names_once_with_relative_links_in_both_fo
     ]
     body = await (await client.get("/simple/", headers={"Accept": "text/html"})).text()
     links = [(link.url, link.filename) for link in parse_links(
-        IndexContent(body.encode(), "text/html", None, f"http://127.0.0.1:8080{ROOT}"))]
+        IndexContent(body.encode(), "text/html", None, f"http://127.0.0.1:8080{ROOT}",
+                     cache_link_parsing=False))]
     assert [url for url, _ in links] == [
         f"http://127.0.0.1:8080/simple/{n}/" for n in ("flask", "internal", "my-pkg", "zope-interface")
     ]
