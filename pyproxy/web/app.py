@@ -10,6 +10,7 @@ from pyproxy.datadir import DataDir
 from pyproxy.stores.rendered_lists import RenderedLists
 from pyproxy.web import (
     files,
+    inflight,
     integrity,
     json_api,
     lifecycle,
@@ -45,6 +46,7 @@ def build_app(services: Services) -> web.Application:
     router.add_get("/simple/{tail:.*}", simple.simple)
     router.add_get("/files/{project}/{filename}", files.download)
     router.add_get(integrity.ROUTE, integrity.provenance)
+    router.add_get(inflight.ROUTE, inflight.follow)  # cluster nodes only; they prove it
     router.add_get("/health", ops.health)
     router.add_get("/ready", ops.ready)
     router.add_get("/metrics", ops.metrics_page)
