@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,9 @@ __all__ = [
     "FileSource",
     "Forbidden",
     "HeldBack",
+    "Listed",
     "LocalFile",
+    "NameSource",
     "NormalizedName",
     "NotFound",
     "OpenedFile",
@@ -150,10 +152,74 @@ class ProjectPage:
         return self._by_filename.get(filename)
 
 
-@dataclass(frozen=True, slots=True)
+Listed = tuple[NormalizedName, str]  # a project in a list: (normalised name, display name)
+
+
+class NameSource(Protocol):
+    """The names of a list too long for memory (an upstream index's, about a million), read
+    from disk: every call blocks, so make it in a thread."""
+
+    def entries(self) -> Iterator[Listed]:
+        """Ordered by normalised name, each name once."""
+        ...
+
+    def has(self, name: NormalizedName) -> bool: ...
+
+
 class ProjectList:
-    names: tuple[str, ...]  # display names; clients normalise them
-    revision: str = ""
+    """Project names and the revision they were listed at. A short list (the private names)
+    holds its display names in memory; a long one reads them from its `source` off the loop."""
+
+    __slots__ = ("_entries", "_names", "_normalized", "revision", "source")
+
+    def __init__(
+        self, names: tuple[str, ...] = (), revision: str = "", *, source: NameSource | None = None
+    ) -> None:
+        self._names = names
+        self.revision = revision
+        self.source = source
+        self._entries: tuple[Listed, ...] | None = None
+        self._normalized: frozenset[NormalizedName] | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The display names in their given order; only for a list held in memory."""
+        if self.source is not None:
+            raise TypeError("a project list on disk is read with entries(), off the event loop")
+        return self._names
+
+    def entries(self) -> Iterator[Listed]:
+        """Every project by normalised name, each once (in its first spelling); blocks when the
+        list is on disk."""
+        if self.source is not None:
+            return self.source.entries()
+        if self._entries is None:
+            first: dict[NormalizedName, str] = {}
+            for display in self._names:
+                first.setdefault(normalize(display), display)
+            self._entries = tuple(sorted(first.items()))
+        return iter(self._entries)
+
+    def has(self, name: NormalizedName) -> bool:
+        """Whether the list has the project; blocks when the list is on disk."""
+        if self.source is not None:
+            return self.source.has(name)
+        if self._normalized is None:
+            self._normalized = frozenset(map(normalize, self._names))
+        return name in self._normalized
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProjectList):
+            return NotImplemented
+        return (self._names, self.revision, self.source) == (
+            other._names, other.revision, other.source
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal lists may be different objects
+
+    def __repr__(self) -> str:
+        held = "on disk" if self.source is not None else f"{len(self._names)} names"
+        return f"ProjectList({held}, revision={self.revision!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,9 @@ class FakeUpstream:
         # files and .metadata: 200 with an HTML page instead (a proxy's block or login page)
         self.error_page_files = False
         self.html_content_type = HTML_TYPE
+        # the root also lists this many generated names ("Project_0", ...), streamed as they
+        # are generated, so a list of a million costs the fake no memory
+        self.synthetic_names = 0
         # the host absolute file URLs name: "localhost" is another host for the same server
         self.files_host = "127.0.0.1"
         self.offer_metadata = True  # False: pages offer no .metadata, and none is served
@@ -389,6 +392,8 @@ class FakeUpstream:
         raise web.HTTPMovedPermanently(location)
 
     async def _root_page(self, request: web.Request) -> web.StreamResponse:
+        if self.synthetic_names:
+            return await self._synthetic_root(request)
         with self._lock:
             names = [project.display_name for project in self._projects.values()]
             modified = max((p.modified for p in self._projects.values()), default=self._created)
@@ -401,6 +406,32 @@ class FakeUpstream:
         )
         body = _html_document("Simple index", "", anchors)
         return await self._page(request, body, self.html_content_type, modified)
+
+    async def _synthetic_root(self, request: web.Request) -> web.StreamResponse:
+        count, as_json = self.synthetic_names, self._wants_json(request)
+        etag = f'"synthetic-{count}-{"json" if as_json else "html"}"'
+        if _etag_matches(request.headers.get("If-None-Match"), etag):
+            self.not_modified.append((request.method, request.path))
+            return web.Response(status=304, headers={"ETag": etag})
+        content_type = JSON_TYPE if as_json else self.html_content_type
+        response = web.StreamResponse(headers={"ETag": etag, "Content-Type": content_type})
+        await response.prepare(request)
+        if as_json:
+            await response.write(b'{"meta": {"api-version": "1.4"}, "projects": [')
+        else:
+            await response.write(_html_document("Simple index", "", "").split(b"</body>")[0])
+        for start in range(0, count, 2000):
+            names = range(start, min(start + 2000, count))
+            if as_json:
+                part = ",".join(f'{{"name": "Project_{n}", "_last-serial": {n}}}' for n in names)
+                await response.write((("," if start else "") + part).encode())
+            else:
+                await response.write("".join(
+                    f'    <a href="/simple/project-{n}/">Project_{n}</a><br/>\n' for n in names
+                ).encode())
+        await response.write(b"]}" if as_json else b"</body></html>")
+        await response.write_eof()
+        return response
 
     async def _project_page(self, request: web.Request) -> web.StreamResponse:
         raw_name = request.match_info["project"]

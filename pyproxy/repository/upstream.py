@@ -48,13 +48,13 @@ from pyproxy.model import (
     Unavailable,
 )
 from pyproxy.repository.downloads import Origin, origin_of
-from pyproxy.repository.http import RangeAnswer, UpstreamClient, UpstreamError, redact
+from pyproxy.repository.http import RangeAnswer, UpstreamClient, UpstreamError
 from pyproxy.repository.misses import RangeMemory, UpstreamMiss
+from pyproxy.repository.upstream_list import UpstreamList
 from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
 from pyproxy.stores.filecache import FileCache
 from pyproxy.stores.pages import (
-    INDEX_KEY,
     PageRecord,
     PageStore,
     Parsed,
@@ -69,7 +69,7 @@ _RETRY_AFTER_FAILURE_S = 30.0
 _LOCK_MARGIN_S = 10.0  # how much longer than a fetch's deadline to wait for another worker's
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
 
-Result = ProjectPage | ProjectList | None
+Result = ProjectPage | None
 
 
 class PageEmptied(UpstreamFormatError):
@@ -77,20 +77,13 @@ class PageEmptied(UpstreamFormatError):
 
 
 def lists_nothing(result: Result) -> bool:
-    """A page without files and without a reason for it (a PEP 792 status), or a list
-    without names."""
-    if isinstance(result, ProjectPage):
-        return not result.files and result.status.offers_files
-    return isinstance(result, ProjectList) and not result.names
+    """A page without files and without a reason for it (a PEP 792 status)."""
+    return result is not None and not result.files and result.status.offers_files
 
 
 def emptied(old: Result, new: Result) -> bool:
     """`new` lists nothing (see lists_nothing), where `old` listed something."""
-    if isinstance(old, ProjectPage) and isinstance(new, ProjectPage):
-        return bool(old.files) and lists_nothing(new)
-    if isinstance(old, ProjectList) and isinstance(new, ProjectList):
-        return bool(old.names) and not new.names
-    return False
+    return old is not None and bool(old.files) and lists_nothing(new)
 
 
 def _spoke_json(record: PageRecord | None) -> bool:
@@ -149,6 +142,7 @@ class UpstreamRepository:
         self._page_ttl = page_ttl
         self._refreshing: SingleFlight[str, Result] = SingleFlight()
         self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
+        self._list = UpstreamList(client, pages, ttl=index_ttl)
         # `.metadata` for the wheels upstream offers none for
         self.wheel_metadata = WheelMetadata(client, blobs, self._whole_file)
         self._ranges = RangeMemory()  # sizes upstream told, hosts that refuse ranges
@@ -161,11 +155,9 @@ class UpstreamRepository:
     # ---- the Repository ----
 
     async def list_projects(self) -> ProjectList:
-        projects = await self._page(INDEX_KEY, self.client.index_url, self.index_ttl)
-        if projects is None:  # an index that lists no projects at its root (some do not)
-            raise Unavailable(f"upstream index {redact(self.client.index_url)} has no project list")
-        assert isinstance(projects, ProjectList)
-        return projects
+        """On disk, read lazily (repository/upstream_list.py); Unavailable for an index that
+        lists no projects at its root (some do not)."""
+        return await self._list.get()
 
     async def project_page(self, name: NormalizedName) -> ProjectPage:
         page = await self._page(name, f"{self.client.index_url}{name}/", self._page_ttl)

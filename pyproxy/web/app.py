@@ -6,6 +6,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from pyproxy.datadir import DataDir
+from pyproxy.stores.rendered_lists import RenderedLists
 from pyproxy.web import (
     downloads,
     inflight,
@@ -50,6 +52,9 @@ def build_app(services: Services) -> web.Application:
     router.add_get("/metrics", ops.metrics_page)
     app[ops.READINESS] = ops.Readiness()
     app[simple.RENDERED] = simple.RenderedPages()
+    app[simple.LISTS] = simple.ListFiles(
+        RenderedLists(DataDir(services.settings.data_dir).rendered_lists)
+    )
     app[json_api.RENDERED] = json_api.RenderedDocuments()
     app[pages.RENDERED] = RenderedHTML()
     # the public index also answers these with a trailing slash

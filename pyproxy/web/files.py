@@ -263,6 +263,17 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
         raise
 
 
+async def send_rendered(
+    request: web.Request, path: Path, headers: dict[str, str]
+) -> web.StreamResponse:
+    """A rendered page on disk, whole, with sendfile and the headers given (the caller has
+    answered If-None-Match); FileNotFoundError when it is gone."""
+    fobj, stat, body = await asyncio.to_thread(_open, path)
+    response = _FileBody(fobj, 0, stat.st_size, body, status=200, headers=headers)
+    response.content_length = stat.st_size
+    return response
+
+
 async def send_streamed(
     request: web.Request,
     file: StreamedFile,
