@@ -31,12 +31,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import biglist, corpus, goals, measure, pyspy, realworld, report, servers
+from benchmarks.cluster import Cluster
 from benchmarks.corpus import BIG, HUGE, META, METADATA_SUFFIX, SMALL, STAMPEDE, Corpus
 from benchmarks.measure import HTML_ACCEPT, JSON_ACCEPT, PIP_ACCEPT, RssSampler, fetch
 from benchmarks.servers import Server, Unavailable, Upstream
 
 ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi"]
-OPTIONAL: list[str] = []  # accepted by --only, not run by default
+OPTIONAL = ["cluster"]  # not run by default: see benchmarks/cluster.py
 STAMPEDE_CLIENTS = 50
 SMALL_FILE_CLIENTS = 32  # about as many requests as uv keeps in flight
 
@@ -173,6 +174,7 @@ def _servers(args: argparse.Namespace, work: Path, data: Corpus) -> list[Server]
         "nginx": lambda: servers.Nginx(work, data.root),
         "devpi": lambda: servers.Devpi(work),
         "proxpi": lambda: servers.Proxpi(work),
+        "cluster": lambda: Cluster(work),
     }
     chosen = []
     for name in ALL + OPTIONAL:  # a fixed order, whatever --only says
@@ -370,6 +372,7 @@ def stampede(server: Server, data: Corpus, upstream: Upstream) -> dict:
     _, url = _page_and_file_url(server, STAMPEDE, filename)
     path = f"/files/{STAMPEDE}/{filename}"
     before = upstream.counts()
+    mark = server.log_mark()
     start = time.perf_counter()
     outcome = measure.stampede(url, STAMPEDE_CLIENTS)
     elapsed = time.perf_counter() - start
@@ -381,6 +384,9 @@ def stampede(server: Server, data: Corpus, upstream: Upstream) -> dict:
         "upstream_requests": sum(after.values()) - sum(before.values()),
         "seconds": round(elapsed, 3),
     }
+    if isinstance(server, Cluster):  # how the balancer spread them over the nodes
+        result["per_node"] = server.spread(mark, urllib.parse.unquote(
+            urllib.parse.urlsplit(url).path))
     return result
 
 
