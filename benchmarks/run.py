@@ -213,29 +213,40 @@ def bench_issue13(args: argparse.Namespace, work: Path, data: Corpus, upstream: 
     pages, on pyproxy with its default workers; the full project list on 1 worker (the prober
     must share the worker that builds the list)."""
     result: dict = {"workers": servers.default_workers(), "cold_repeats": args.cold_repeats}
-    html = Upstream(work, data.root, args.latency_ms, name="upstream-html-only",
-                    flags=["--html-only"])
-    upstreams.append(html)
-    html.start()
     # --quick (the suite's smoke run): uv only, pip's runs take seconds each
     reps = {"clients": ("uv",) if args.quick else ("uv", "pip"), "cold_reps": args.cold_repeats,
             "uv_reps": 1 if args.quick else 5, "pip_reps": 3}
-    for flavor, origin in (("normal", upstream), ("html_only", html)):
-        say(f"issue 13: cold and warm pip and uv installs, {flavor} upstream")
+
+    def installs(flavor: str, flags: list[str]) -> dict:
+        origin = upstream
+        if flags:
+            origin = Upstream(work, data.root, args.latency_ms, name=f"upstream-{flavor}",
+                              flags=flags)
+            upstreams.append(origin)
+            origin.start()
+        say(f"issue 13: cold and warm {' and '.join(reps['clients'])} installs, {flavor} "
+            "upstream")
         on_warm = (lambda server: pages(server, args, tool)) if flavor == "normal" else None
-        result[flavor] = _case(lambda f=flavor, o=origin, w=on_warm: realworld.installs(
-            lambda label: servers.Pyproxy(work, None, name=f"pyproxy-auto-{f}-{label}"), o, work=work,
-            on_warm=w, **reps))
+        return realworld.installs(
+            lambda label: servers.Pyproxy(work, None, name=f"pyproxy-auto-{flavor}-{label}"),
+            origin, work=work, on_warm=on_warm, **reps)
+
+    for flavor, flags in (("normal", []), ("html_only", ["--html-only"])):
+        result[flavor] = _case(lambda f=flavor, g=flags: installs(f, g))
     if "warm_server" in result["normal"]:
         result["pages"] = result["normal"].pop("warm_server")
-    count = biglist.QUICK_NAMES if args.quick else biglist.FULL_NAMES
-    say(f"issue 13: cold /simple/ of {count:,} names (generated once)")
-    listing = biglist.build(work, count, sorted(data.files))
-    lister = Upstream(work, data.root, args.latency_ms, name="upstream-list",
-                      flags=["--project-list", str(listing)])
-    upstreams.append(lister)
-    lister.start()
-    result["project_list"] = {"names": count, **_case(lambda: project_list(work, lister))}
+
+    def full_list() -> dict:
+        count = biglist.QUICK_NAMES if args.quick else biglist.FULL_NAMES
+        say(f"issue 13: cold /simple/ of {count:,} names (generated once)")
+        listing = biglist.build(work, count, sorted(data.files))
+        lister = Upstream(work, data.root, args.latency_ms, name="upstream-list",
+                          flags=["--project-list", str(listing)])
+        upstreams.append(lister)
+        lister.start()
+        return {"names": count, **project_list(work, lister)}
+
+    result["project_list"] = _case(full_list)
     return result
 
 
