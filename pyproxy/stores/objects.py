@@ -1,0 +1,165 @@
+"""The cluster's bucket ([storage] objects = "s3://bucket/prefix"): immutable objects under
+content-addressed keys, over obstore's S3 client.
+
+An object is written only as a conditional create (`If-None-Match: *`), so two nodes can never
+write two versions of one key: the loser learns the key exists and uses the winner's object,
+which has the same bytes because the key names them. A write is whole or absent (S3 makes a
+multipart upload visible only when it completes). Credentials and region come from the standard
+environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), never from pyproxy's files;
+no message here shows them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import obstore
+from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PreconditionError
+from obstore.store import S3Store
+
+_CHUNK = 1024 * 1024
+_SECRET = re.compile(r"(?i)(signature|credential|x-amz-[a-z-]+|authorization)=[^&\s]+")
+
+
+class BucketUnavailable(Exception):
+    """The bucket cannot be reached or refused us; the message is one line, without secrets."""
+
+
+class ObjectMissing(KeyError):
+    """No object under that key."""
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return _SECRET.sub(r"\1=***", first)[:300]
+
+
+def parse_bucket_url(url: str) -> tuple[str, str]:
+    """("bucket", "prefix") of "s3://bucket/prefix" (the prefix without slashes around it)."""
+    match = re.fullmatch(r"s3://([^/]+)/?(.*)", url)
+    if match is None:
+        raise ValueError(f"{url!r} is not s3://bucket[/prefix]")
+    return match.group(1), match.group(2).strip("/")
+
+
+class Bucket:
+    def __init__(self, url: str, *, endpoint: str = "") -> None:
+        self.url = url
+        name, prefix = parse_bucket_url(url)
+        self.name = name
+        self._store = S3Store(
+            name,
+            prefix=prefix or None,
+            endpoint=endpoint or None,
+            virtual_hosted_style_request=False if endpoint else None,
+            client_options={
+                "allow_http": endpoint.startswith("http://"),
+                "connect_timeout": timedelta(seconds=5),
+                "timeout": timedelta(seconds=60),
+            },
+            retry_config={"max_retries": 2, "retry_timeout": timedelta(seconds=10)},
+        )
+
+    def _unavailable(self, exc: BaseException, doing: str) -> BucketUnavailable:
+        return BucketUnavailable(f"bucket {self.url}: cannot {doing}: {describe(exc)}")
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Raise BucketUnavailable unless the bucket answers a listing (for start-up)."""
+        try:
+            next(iter(obstore.list(self._store, prefix="blobs/", chunk_size=1)), None)
+        except BaseError as exc:
+            raise self._unavailable(exc, "list objects") from None
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put_file(self, key: str, path: Path) -> bool:
+        """Create `key` from a complete local file: True if this call wrote it, False if it
+        already existed (the same bytes: the key names them)."""
+        try:
+            obstore.put(self._store, key, path, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        except BaseError as exc:
+            raise self._unavailable(exc, f"write {key}") from None
+        return True
+
+    async def put_file_async(self, key: str, path: Path) -> bool:
+        try:
+            await obstore.put_async(self._store, key, path, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        except BaseError as exc:
+            raise self._unavailable(exc, f"write {key}") from None
+        return True
+
+    def delete(self, key: str) -> None:
+        try:
+            obstore.delete(self._store, key)
+        except (NotFoundError, FileNotFoundError):
+            pass
+        except BaseError as exc:
+            raise self._unavailable(exc, f"delete {key}") from None
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def size(self, key: str) -> int | None:
+        """The object's size, None if there is none."""
+        try:
+            return int(obstore.head(self._store, key)["size"])
+        except (NotFoundError, FileNotFoundError):
+            return None
+        except BaseError as exc:
+            raise self._unavailable(exc, f"look up {key}") from None
+
+    def download(self, key: str, target: Path) -> int:
+        """Copy the object into `target` (written whole, then the caller renames it); its size.
+        ObjectMissing if there is none."""
+        try:
+            result = obstore.get(self._store, key)
+            written = 0
+            with target.open("wb") as out:
+                for chunk in result.stream(min_chunk_size=_CHUNK):
+                    out.write(chunk)
+                    written += len(chunk)
+            return written
+        except (NotFoundError, FileNotFoundError):
+            raise ObjectMissing(key) from None
+        except BaseError as exc:
+            raise self._unavailable(exc, f"read {key}") from None
+
+    async def stream(self, key: str, *, start: int = 0) -> AsyncIterator[bytes]:
+        """The object's bytes from `start`, as they arrive. ObjectMissing if there is none."""
+        options = {"range": {"offset": start}} if start else None
+        try:
+            result = await obstore.get_async(self._store, key, options=options)  # type: ignore[arg-type]
+            async for chunk in result.stream(min_chunk_size=_CHUNK):
+                yield bytes(chunk)
+        except (NotFoundError, FileNotFoundError):
+            raise ObjectMissing(key) from None
+        except BaseError as exc:
+            raise self._unavailable(exc, f"read {key}") from None
+
+    async def read_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            return bytes(
+                await obstore.get_range_async(self._store, key, start=start, length=length)
+            )
+        except (NotFoundError, FileNotFoundError):
+            raise ObjectMissing(key) from None
+        except BaseError as exc:
+            raise self._unavailable(exc, f"read {key}") from None
+
+    def keys(self, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size) of every object under `prefix`."""
+        try:
+            for batch in obstore.list(self._store, prefix=prefix):
+                for meta in batch:
+                    yield str(meta["path"]), int(meta["size"])
+        except BaseError as exc:
+            raise self._unavailable(exc, f"list {prefix}") from None

@@ -1,0 +1,70 @@
+"""The cluster's bucket (pyproxy/stores/objects.py) against moto's real S3 server: conditional
+creates, streams and ranges, listings, and one clear error when the bucket is not there."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from pyproxy.stores.objects import Bucket, BucketUnavailable, ObjectMissing, parse_bucket_url
+from tests.servers.s3 import S3Server
+
+
+@pytest.fixture
+def store(s3: S3Server, bucket: str) -> Bucket:
+    return Bucket(f"s3://{bucket}/pfx", endpoint=s3.endpoint)
+
+
+def test_parse_bucket_url() -> None:
+    assert parse_bucket_url("s3://b-1") == ("b-1", "")
+    assert parse_bucket_url("s3://b-1/a/b/") == ("b-1", "a/b")
+    with pytest.raises(ValueError, match="s3://bucket"):
+        parse_bucket_url("http://b-1/")
+
+
+async def test_a_key_is_created_once_and_read_back(store: Bucket, tmp_path: Path) -> None:
+    body = os.urandom(3 * 1024 * 1024 + 17)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.write_bytes(body)
+    second.write_bytes(b"other bytes")
+    results = await asyncio.gather(*(store.put_file_async("blobs/k", p) for p in [first] + [second] * 4))
+    assert results.count(True) == 1  # one writer; the rest learn it exists
+    winner = body if results[0] else b"other bytes"
+    assert store.size("blobs/k") == len(winner)
+    assert b"".join([chunk async for chunk in store.stream("blobs/k")]) == winner
+    assert b"".join([chunk async for chunk in store.stream("blobs/k", start=5)]) == winner[5:]
+    assert await store.read_range("blobs/k", 2, 3) == winner[2:5]
+    target = tmp_path / "copy"
+    assert store.download("blobs/k", target) == len(winner)
+    assert target.read_bytes() == winner
+    assert store.put_file("blobs/k", first) is False
+    assert dict(store.keys("blobs/")) == {"blobs/k": len(winner)}
+
+
+async def test_missing_keys(store: Bucket, tmp_path: Path) -> None:
+    assert store.size("blobs/none") is None
+    with pytest.raises(ObjectMissing):
+        store.download("blobs/none", tmp_path / "x")
+    with pytest.raises(ObjectMissing):
+        [chunk async for chunk in store.stream("blobs/none")]
+    store.delete("blobs/none")  # deleting nothing is fine
+
+
+def test_the_prefix_keeps_stores_apart(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"x")
+    Bucket(f"s3://{bucket}/one", endpoint=s3.endpoint).put_file("blobs/k", tmp_path / "f")
+    assert Bucket(f"s3://{bucket}/two", endpoint=s3.endpoint).size("blobs/k") is None
+    assert Bucket(f"s3://{bucket}/one", endpoint=s3.endpoint).size("blobs/k") == 1
+
+
+def test_an_unreachable_bucket_is_one_line(s3: S3Server, bucket: str) -> None:
+    Bucket(f"s3://{bucket}", endpoint=s3.endpoint).check()
+    with pytest.raises(BucketUnavailable) as caught:
+        Bucket("s3://no-such-bucket-here", endpoint=s3.endpoint).check()
+    assert "\n" not in str(caught.value) and "no-such-bucket-here" in str(caught.value)
+    with pytest.raises(BucketUnavailable) as refused:
+        Bucket(f"s3://{bucket}", endpoint="http://127.0.0.1:1").check()
+    assert "testing" not in str(refused.value)  # no credential in the message
