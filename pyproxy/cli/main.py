@@ -19,6 +19,7 @@ from pyproxy.config import ConfigError, Settings, load_settings
 from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
 from pyproxy.stores.auth import AuthError, UserStore
+from pyproxy.stores.objects import BucketUnavailable
 from pyproxy.stores.private import PrivateStore
 from pyproxy.stores.space import Spare, is_disk_full, with_room
 
@@ -295,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pyproxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, AuthError, NotFound) as exc:
+    except (CommandError, AuthError, NotFound, BucketUnavailable) as exc:
         print(f"pyproxy: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
