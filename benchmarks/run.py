@@ -36,8 +36,7 @@ from benchmarks.corpus import BIG, HUGE, META, METADATA_SUFFIX, SMALL, STAMPEDE,
 from benchmarks.measure import HTML_ACCEPT, JSON_ACCEPT, PIP_ACCEPT, RssSampler, fetch
 from benchmarks.servers import Server, Unavailable, Upstream
 
-ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi"]
-OPTIONAL = ["cluster"]  # not run by default: see benchmarks/cluster.py
+ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "cluster"]
 STAMPEDE_CLIENTS = 50
 SMALL_FILE_CLIENTS = 32  # about as many requests as uv keeps in flight
 
@@ -47,9 +46,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true",
                         help="tiny inputs and 1 s loads: a smoke run, not a measurement")
     parser.add_argument("--only", default=",".join(ALL),
-                        help=f"comma-separated servers (default: {','.join(ALL)}; also "
-                             f"{','.join(OPTIONAL)}); the direct upstream reference always runs, "
-                             "and pyproxy brings issue #13's cases")
+                        help=f"comma-separated servers (default: {','.join(ALL)}); the direct "
+                             "upstream reference always runs, and pyproxy brings issue #13's "
+                             "cases")
     parser.add_argument("--latency-ms", type=float, default=50.0,
                         help="delay of every upstream answer (default 50)")
     parser.add_argument("--seconds", type=float, help="length of each load run (default 3; 1 "
@@ -72,10 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                   "(default: WORK/results.json)")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(args.only) - set(ALL) - set(OPTIONAL))
+    unknown = sorted(set(args.only) - set(ALL))
     if unknown:
-        parser.error(f"unknown server(s) {', '.join(unknown)}; choose from "
-                     f"{', '.join(ALL + OPTIONAL)}")
+        parser.error(f"unknown server(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
     if args.seconds is None:
         args.seconds = 1.0 if args.quick else 3.0
     if args.repeats is None:
@@ -177,7 +175,7 @@ def _servers(args: argparse.Namespace, work: Path, data: Corpus) -> list[Server]
         "cluster": lambda: Cluster(work),
     }
     chosen = []
-    for name in ALL + OPTIONAL:  # a fixed order, whatever --only says
+    for name in ALL:  # a fixed order, whatever --only says
         if name in args.only:
             chosen.append(made[name]())
     return chosen
