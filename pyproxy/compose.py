@@ -60,6 +60,17 @@ from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
 log = logging.getLogger("pyproxy.compose")
 
 
+# [cache] local_max_size is one bound for a node's local copies: a quarter for private bodies, the
+# rest for upstream files (read far more often, and refetched from upstream if need be)
+_PRIVATE_SHARE = 4
+
+
+def local_bounds(settings: Settings) -> tuple[int, int]:
+    """(private copies, upstream copies) of [cache] local_max_size."""
+    private = settings.cache_local_max_size // _PRIVATE_SHARE
+    return private, settings.cache_local_max_size - private
+
+
 def open_stores(settings: Settings) -> tuple[PrivateStore, UserStore]:
     layout = DataDir(settings.data_dir)
     return PrivateStore(layout.private, private_bodies(settings)), UserStore(layout.users)
@@ -75,7 +86,7 @@ def private_bodies(settings: Settings, *, check: bool = False) -> BucketFiles | 
     bucket = Bucket(settings.storage_objects, endpoint=settings.storage_s3_endpoint)
     if check:
         bucket.check()
-    copies = LocalCopies(layout.copies, settings.cache_local_max_size)
+    copies = LocalCopies(layout.copies, local_bounds(settings)[0])
     return BucketFiles(bucket, layout.private / "tmp", copies)
 
 
@@ -225,7 +236,7 @@ def file_cache(settings: Settings, layout: DataDir) -> FileCache:
         database=settings.storage_database, objects=settings.storage_objects,
         s3_endpoint=settings.storage_s3_endpoint, node_url=settings.storage_node_url,
         directory=layout.files, max_size=settings.cache_max_size,
-        local_max_size=settings.cache_local_max_size,
+        local_max_size=local_bounds(settings)[1],
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,17 +22,20 @@ from packaging.utils import (
 
 __all__ = [
     "DistFile",
+    "Download",
     "FileSource",
     "Forbidden",
     "HeldBack",
     "LocalFile",
     "NormalizedName",
     "NotFound",
+    "OpenedFile",
     "Origin",
     "PrivateCatalog",
     "ProjectList",
     "ProjectPage",
     "ProjectStatus",
+    "RemoteFile",
     "Repository",
     "RepositoryError",
     "StreamedFile",
@@ -163,6 +167,20 @@ class LocalFile:
     cache: str = field(default="-", compare=False)
 
 
+class Download(Protocol):
+    """The one download of a file in progress, for readers of a part of it."""
+
+    @property
+    def written(self) -> int:
+        """Bytes on disk so far."""
+        ...
+
+    def span(self, start: int, stop: int, *, verified: bool) -> AsyncIterator[bytes]:
+        """Bytes [start, stop) as soon as they are written (the file's last byte only once the
+        whole is verified); with `verified`, none before the whole file is verified."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StreamedFile:
     """A body that is still arriving (e.g. streamed from upstream while it is cached)."""
@@ -172,9 +190,37 @@ class StreamedFile:
     sha256: str | None
     # "miss" (this request started the download) or "coalesced" (joined one in progress)
     cache: str = field(default="-", compare=False)
+    download: Download | None = field(default=None, compare=False)  # for ranges of it
+
+
+class RemoteFile(ABC):
+    """An upstream file not on disk yet: what its page says of it, and its bytes on demand.
+    Nothing is asked of upstream before a method is called."""
+
+    cache = "miss"
+
+    def __init__(self, *, size: int | None, sha256: str | None) -> None:
+        self.size = size  # as the page gives it
+        self.sha256 = sha256
+
+    @abstractmethod
+    async def whole(self) -> LocalFile | StreamedFile:
+        """The file, from the one upstream download (started, or joined)."""
+
+    @abstractmethod
+    async def total(self) -> int | None:
+        """Its size: from the page, else as upstream tells it; None if it cannot be known
+        without the download."""
+
+    @abstractmethod
+    async def span(self, whole: StreamedFile, start: int, stop: int) -> AsyncIterator[bytes]:
+        """Bytes [start, stop) of a file of `total()` bytes whose download is `whole` (from
+        `whole()`), as soon as they can be had."""
 
 
 FileSource = LocalFile | StreamedFile
+# what open_file answers: a file, or (upstream, not cached) a way to have it or parts of it
+OpenedFile = FileSource | RemoteFile
 
 
 class RepositoryError(Exception):
@@ -203,7 +249,7 @@ class Repository(Protocol):
 
     async def project_page(self, name: NormalizedName) -> ProjectPage: ...
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource: ...
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile: ...
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource: ...
 

@@ -125,7 +125,8 @@ class FakeUpstream:
         # what happened
         self.requests: list[tuple[str, str]] = []  # (method, path), every request on both apps
         self.not_modified: list[tuple[str, str]] = []  # the requests answered 304
-        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of file requests with one
+        # (path, Range header) of every file request with a Range (206 only with `serve_ranges`)
+        self.ranged: list[tuple[str, str]] = []
 
         self._projects: dict[str, _Project] = {}
         self._lock = threading.Lock()  # the state may be changed from a test's thread
@@ -275,12 +276,12 @@ class FakeUpstream:
 
     def ranges_of(self, path: str) -> list[str]:
         """The Range headers of the requests for `path`."""
-        return [wanted for p, wanted in self.ranges if p == path]
+        return [wanted for p, wanted in self.ranged if p == path]
 
     def reset_counters(self) -> None:
         self.requests.clear()
         self.not_modified.clear()
-        self.ranges.clear()
+        self.ranged.clear()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -569,15 +570,37 @@ class FakeUpstream:
     ) -> web.StreamResponse:
         wanted = request.headers.get("Range")
         if wanted is not None:
-            self.ranges.append((request.path, wanted))
+            self.ranged.append((request.path, wanted))
             if self.range_status is not None:
                 return web.Response(status=self.range_status, text="fake upstream range failure\n")
-            if self.serve_ranges:
-                return _ranged(wanted, chunks, size)
         response = web.StreamResponse()
         response.content_type = "application/octet-stream"
         response.content_length = size
         response.etag = sha256
+        spec = (wanted or "").strip().removeprefix("bytes=")
+        if self.serve_ranges and spec and "," not in spec:
+            response.headers["Accept-Ranges"] = "bytes"
+            first, _, last = spec.partition("-")
+            start = max(size - int(last), 0) if not first else int(first)
+            end = size - 1 if not first or not last else min(int(last), size - 1)
+            if start > end:
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+            response.set_status(206)
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            response.content_length = end - start + 1
+            whole, size = chunks, end - start + 1  # below: the range is the body
+
+            def sliced() -> Iterator[bytes]:
+                position = 0
+                for chunk in whole:
+                    piece = chunk[max(start - position, 0) : end + 1 - position]
+                    position += len(chunk)
+                    if piece:
+                        yield piece
+                    if position > end:
+                        return
+
+            chunks = sliced()
         await response.prepare(request)
         if request.method == "HEAD":
             return response
@@ -606,31 +629,6 @@ class FakeUpstream:
             else:
                 request.transport.close()  # flushes, then a clean close: an early EOF
         return response
-
-
-def _ranged(wanted: str, chunks: Iterator[bytes], size: int) -> web.Response:
-    """206 with one range (`bytes=a-b`, `bytes=a-`, `bytes=-n`), 416 if it is not satisfiable."""
-    spec = wanted.strip().removeprefix("bytes=")
-    first_text, _, last_text = spec.partition("-")
-    if not first_text:
-        first, last = max(0, size - int(last_text)), size - 1
-    else:
-        first = int(first_text)
-        last = min(int(last_text), size - 1) if last_text else size - 1
-    if first > last or first >= size:
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-    body = bytearray()
-    offset = 0
-    for chunk in chunks:  # generated files are never whole in memory: only the range is kept
-        end = offset + len(chunk)
-        if end > first and offset <= last:
-            body += chunk[max(0, first - offset) : last + 1 - offset]
-        offset = end
-        if offset > last:
-            break
-    headers = {"Content-Range": f"bytes {first}-{last}/{size}", "Accept-Ranges": "bytes"}
-    return web.Response(status=206, body=bytes(body), headers=headers,
-                        content_type="application/octet-stream")
 
 
 _ERROR_PAGE = (

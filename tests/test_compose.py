@@ -269,7 +269,7 @@ async def test_objects_put_private_bodies_in_the_bucket(
     try:
         files = services.private.files
         assert isinstance(files, BucketFiles)
-        assert files.bucket.url == f"s3://{bucket}/pfx" and files.copies.max_size == 12345
+        assert files.bucket.url == f"s3://{bucket}/pfx" and files.copies.max_size == 12345 // 4  # a quarter
         assert files.copies.directory == tmp_path / "data" / "cache" / "copies"
     finally:
         await services.close()

@@ -16,6 +16,7 @@ from pyproxy.model import (
     FileSource,
     NormalizedName,
     NotFound,
+    OpenedFile,
     ProjectList,
     ProjectPage,
     Repository,
@@ -125,7 +126,7 @@ class PrivateWins:
             return private
         return merge_pages(private, upstream)
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         if await self._is_private(project):
             try:
                 return await self.private.open_file(project, filename)

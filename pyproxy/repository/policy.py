@@ -41,6 +41,7 @@ from pyproxy.model import (
     HeldBack,
     NormalizedName,
     NotFound,
+    OpenedFile,
     ProjectList,
     ProjectPage,
     Repository,
@@ -178,7 +179,7 @@ class PolicyRepository:
             metrics.POLICY_HIDDEN.labels(reason).inc(count)
         return filtered.page
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         await self._refuse_held(project, filename, filename)
         return await self.upstream.open_file(project, filename)
 

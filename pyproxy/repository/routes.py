@@ -26,6 +26,7 @@ from pyproxy.model import (
     FileSource,
     NormalizedName,
     NotFound,
+    OpenedFile,
     ProjectList,
     ProjectPage,
     Repository,
@@ -144,7 +145,7 @@ class Routed:
     async def project_page(self, name: NormalizedName) -> ProjectPage:
         return await self._repository_for(name).project_page(name)
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         return await self._repository_for(project).open_file(project, filename)
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
@@ -207,7 +208,7 @@ class FilesFrom:
             raise NotFound(f"no file {filename!r} in project {project!r}")
         return dist
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         await self._listed(project, filename)
         return await self.upstream.open_file(project, filename)
 

@@ -7,7 +7,7 @@ import jinja2
 from aiohttp import web
 
 from pyproxy.web import (
-    files,
+    downloads,
     inflight,
     integrity,
     json_api,
@@ -42,7 +42,7 @@ def build_app(services: Services) -> web.Application:
     # has no such path: /simple/pypi/ stays the page of a project named pypi)
     router.add_get("/simple/pypi/{project}/json", json_api.project_beside_simple)
     router.add_get("/simple/{tail:.*}", simple.simple)
-    router.add_get("/files/{project}/{filename}", files.download)
+    router.add_get("/files/{project}/{filename}", downloads.download)
     router.add_get(integrity.ROUTE, integrity.provenance)
     router.add_get(inflight.ROUTE, inflight.follow)  # cluster nodes only; they prove it
     router.add_get("/health", ops.health)
