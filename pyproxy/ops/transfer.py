@@ -38,8 +38,8 @@ from pyproxy.model import StreamedFile, Unavailable, normalize
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
 from pyproxy.publish.validate import UploadRejected
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.interfaces import PrivateStoreAPI
 from pyproxy.stores.pages import PageStore
-from pyproxy.stores.private import PrivateStore
 
 FORMAT = 1
 MANIFEST = "pyproxy-export.json"
@@ -112,7 +112,7 @@ def _copy(source: Path, target: Path) -> int:
 
 
 def export(
-    private: PrivateStore,
+    private: PrivateStoreAPI,
     target: Path,
     *,
     blobs: BlobCache | None = None,
@@ -159,7 +159,7 @@ def export(
     return report
 
 
-def exported_projects(private: PrivateStore) -> list[dict[str, Any]]:
+def exported_projects(private: PrivateStoreAPI) -> list[dict[str, Any]]:
     """Every private project, with or without files: name, display name, restriction, roles."""
     return [
         {
@@ -171,7 +171,7 @@ def exported_projects(private: PrivateStore) -> list[dict[str, Any]]:
     ]
 
 
-def exported_files(private: PrivateStore) -> list[dict[str, Any]]:
+def exported_files(private: PrivateStoreAPI) -> list[dict[str, Any]]:
     """Every file's record, oldest first, as files.jsonl holds it."""
     return [
         {
@@ -243,7 +243,7 @@ def _body(directory: Path, name: object) -> Path:
     return directory / name
 
 
-def import_private(private: PrivateStore, source: Path, report: TransferReport,
+def import_private(private: PrivateStoreAPI, source: Path, report: TransferReport,
                    log: Callable[[str], None] = lambda _line: None) -> None:
     """Every private name, then every file through the publish service as an admin's upload.
     Runs its own event loop: call it outside one, as `pyproxy import` does."""

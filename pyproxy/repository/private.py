@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pyproxy.model import LocalFile, NormalizedName, ProjectList, ProjectPage
-from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.interfaces import PrivateStoreAPI
 
 
 class PrivateRepository:
     """The private store as a read-only Repository (private packages only)."""
 
-    def __init__(self, store: PrivateStore) -> None:
+    def __init__(self, store: PrivateStoreAPI) -> None:
         self.store = store
 
     async def list_projects(self) -> ProjectList:
