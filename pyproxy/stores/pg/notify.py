@@ -34,7 +34,7 @@ CHANNEL = "pyproxy"
 MAX_PAYLOAD = 7999  # PostgreSQL refuses 8000 bytes and more
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 5.0
-_WAKE_S = 0.25  # how often the thread looks at its stop flag
+_WAKE_S = 0.1  # how often the thread looks at its stop flag (ten cheap wake-ups a second)
 
 
 def notify(conn: psycopg.Connection[tuple[object, ...]], payload: str) -> None:

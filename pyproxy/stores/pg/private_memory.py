@@ -131,6 +131,8 @@ class Memory:
     def project(self, name: NormalizedName) -> Snapshot:
         self._fresh()
         snapshot = self._projects.get(name)
+        if snapshot is None and name not in self.catalog().names:
+            return _ABSENT  # an upstream name: no query, nothing held
         if snapshot is None:
             snapshot = self._load(lambda conn: _load_project(conn, name),
                                   self._old_projects.get(name))
