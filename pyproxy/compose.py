@@ -47,16 +47,29 @@ from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.first_seen import FirstSeenStore
+from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
 
 log = logging.getLogger("pyproxy.compose")
 
 
-def open_stores(data_dir: Path) -> tuple[PrivateStore, UserStore]:
-    layout = DataDir(data_dir)
-    return PrivateStore(layout.private), UserStore(layout.users)
+def open_stores(
+    settings: Settings, *, listen: bool = False
+) -> tuple[PrivateStoreAPI, UserStoreAPI]:
+    """The private store and the users: in data_dir (SQLite), or with [storage] database set,
+    in PostgreSQL (migrated first; DatabaseUnavailable, one line, when it cannot be reached).
+    `listen`: a server's worker, which holds what it reads in memory and hears of changes."""
+    layout = DataDir(settings.data_dir)
+    if not settings.storage_database:
+        return PrivateStore(layout.private), UserStore(layout.users)
+    from pyproxy.stores.pg.cluster import open_cluster_stores  # psycopg only for a cluster
+
+    # the bodies: in data_dir until the bucket's body store is wired in (nodes share the dir)
+    files = PrivateFiles(layout.private)
+    return open_cluster_stores(settings.storage_database, files, listen=listen)
 
 
 def upstream_url(settings: Settings) -> str | None:
@@ -154,9 +167,9 @@ class Services:
     settings: Settings
     repository: Repository  # what the Simple API, the file routes and the pages serve
     catalog: PrivateCatalog  # the private store, as far as pages read it
-    private: PrivateStore  # the store behind catalog and publisher, closed with them
+    private: PrivateStoreAPI  # the store behind catalog and publisher, closed with them
     publisher: Publisher  # where uploads go
-    users: UserStore
+    users: UserStoreAPI
     health: Health
     upstream_description: str  # [upstream], for the landing page
     upstreams: UpstreamRoutes  # which upstream serves a name, for pages
@@ -200,7 +213,7 @@ def route_policy(route: UpstreamSettings) -> dict[str, PolicyValue]:
 
 
 def build_services(settings: Settings) -> Services:
-    private, users = open_stores(settings.data_dir)
+    private, users = open_stores(settings, listen=True)
     repository: Repository = PrivateRepository(private)
     health = Health()
     closers: list[Callable[[], Awaitable[None]]] = []

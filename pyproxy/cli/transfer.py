@@ -9,10 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pyproxy.compose import open_stores
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops, transfer
-from pyproxy.stores.private import PrivateStore
 from pyproxy.units import human_size
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -41,9 +41,10 @@ def _summary(result: transfer.TransferReport, verb: str, *, cache: bool) -> int:
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     layout = DataDir(settings.data_dir)
-    if not layout.private.is_dir():
+    if not settings.storage_database and not layout.private.is_dir():
         raise transfer.TransferError(f"no private store in {settings.data_dir}")
-    private = PrivateStore(layout.private)
+    private, users = open_stores(settings)
+    users.close()
     blobs = None
     try:
         if args.include_cache and layout.files.is_dir():
@@ -65,7 +66,8 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     result = transfer.TransferReport()
     layout = DataDir(settings.data_dir)
-    private = PrivateStore(layout.private)
+    private, users = open_stores(settings)
+    users.close()
     try:
         transfer.import_private(private, source, result)
     finally:

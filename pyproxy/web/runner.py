@@ -169,7 +169,7 @@ def _open_files_for(connections: int) -> None:
 def _open_once(settings: Settings) -> int:
     """Open the stores once, so a bad data directory fails here with one message, and sweep
     what interrupted uploads left (how many). The workers open the rest (with room, too)."""
-    private, users = open_stores(settings.data_dir)
+    private, users = open_stores(settings)
     try:
         return private.collect_garbage()
     finally:
