@@ -19,8 +19,8 @@ files are never held back; one first-seen store serves them all, since a name ha
 
 `Services` is what the handlers get: the repository, a narrow catalog of the private store for
 what pages show beyond the Simple API, the publish service for uploads (which checks a new
-name against the upstream side's project list), the users, and `Health` for /ready and
-/metrics.
+name against the upstream side's project list), the users, `Health` for /ready and /metrics,
+and the warm-up (repository/warmup.py), which fetches through the same repository.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from pyproxy.repository.policy import PolicyRepository, policy_from_settings
 from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.routes import FilesFrom, Route, Routed, SingleUpstream, UpstreamRoutes
 from pyproxy.repository.upstream import UpstreamRepository
+from pyproxy.repository.warmup import Side, WarmUp
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.first_seen import FirstSeenStore
@@ -174,6 +175,7 @@ class Services:
     upstream_description: str  # [upstream], for the landing page
     upstreams: UpstreamRoutes  # which upstream serves a name, for pages
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # the upstream client and caches
+    warmup: WarmUp | None = None  # fetches ahead of the client; None: off, offline, no upstream
     # the [policy] wrapper that serves an upstream name (for `pyproxy policy check`)
     policy_for: Callable[[NormalizedName], PolicyRepository | None] = lambda _name: None
 
@@ -219,7 +221,9 @@ def build_services(settings: Settings) -> Services:
     closers: list[Callable[[], Awaitable[None]]] = []
     names: UpstreamRoutes = SingleUpstream(describe_default(settings))
     policed: dict[str, PolicyRepository] = {}  # by upstream name, "" for [upstream]
+    sides: dict[str, Side] = {}  # the same, for the warm-up
     upstream_names: ListedUpstream | None = None
+    warmup: WarmUp | None = None
     url = upstream_url(settings)
     if url is not None or settings.upstreams:
         layout = DataDir(settings.data_dir)
@@ -239,6 +243,9 @@ def build_services(settings: Settings) -> Services:
             unfiltered = OnlyCached(upstream) if settings.offline else upstream
             policed[""] = PolicyRepository(unfiltered, policy_from_settings(settings), first_seen)
             default = policed[""]
+            sides[""] = Side(
+                upstream.pages, settings.upstream_page_ttl, policed[""].policy, settings.offline
+            )
             closers.append(upstream.close)  # its client, its pages and the shared blob cache
             if not settings.offline:
                 watched.append(("", upstream.client))
@@ -254,6 +261,7 @@ def build_services(settings: Settings) -> Services:
             own_settings = dataclasses.replace(settings, **route_policy(route))  # type: ignore[arg-type]  # the keys are policy_* fields, checked by config
             own_policy = policy_from_settings(own_settings)
             policed[route.name] = PolicyRepository(served, own_policy, first_seen)
+            sides[route.name] = Side(routed.pages, route.page_ttl, own_policy, offline)
             described = describe_route(route, offline)
             routes.append(Route(route, policed[route.name], described))
             unfiltered_routes.append(Route(route, served, described))
@@ -265,12 +273,21 @@ def build_services(settings: Settings) -> Services:
             default, names = routed_names, routed_names
             unfiltered = Routed(unfiltered, describe_default(settings), unfiltered_routes)
         assert default is not None and unfiltered is not None
-        repository = PrivateWins(
+        overlay = PrivateWins(
             repository, default, settings.merge, private_prefixes=settings.reserved_prefixes
         )
+        repository = overlay
         # for uploads: the names upstream serves (offline: those it can serve)
         upstream_names = ListedUpstream(unfiltered.list_projects)
         health = Health(watched, blobs)
+        if settings.upstream_warm_up and not settings.offline:
+            warmup = WarmUp(
+                repository, lambda name: sides.get(_route_name(names, name)),
+                overlay.goes_upstream, concurrency=settings.upstream_warm_up_concurrency,
+                budget=settings.upstream_warm_up_budget,
+                metadata=settings.upstream_warm_up_metadata,
+            )
+            closers.insert(0, warmup.close)  # its tasks first, then what they use
     return Services(
         settings=settings,
         repository=repository,
@@ -284,6 +301,7 @@ def build_services(settings: Settings) -> Services:
         upstream_description=describe_default(settings),
         upstreams=names,
         closers=tuple(closers),
+        warmup=warmup,
         policy_for=lambda name: policed.get(_route_name(names, name)),
     )
 

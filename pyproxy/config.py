@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import re
 import tomllib
@@ -13,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from pyproxy import policy
-from pyproxy.model import normalize
+from pyproxy.config_values import (
+    available_cores,
+    is_authority,
+    name_prefixes,
+    rule_list,
+    string_value,
+    trusted_peers,
+    worker_count,
+)
 from pyproxy.units import parse_size
 from pyproxy.upstream_settings import UpstreamSettings, file_host, parse_upstreams
 
@@ -25,14 +32,6 @@ class ConfigError(Exception):
 # pip's own default index is the built-in upstream; it is read from the installed pip at
 # start-up so this project never writes the public index's address down.
 DEFAULT_UPSTREAM = "pip-default"
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its affinity, as a container's cpuset limits it)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,12 @@ class Settings:
     # hosts ("host": any port, "host:port") file downloads may be redirected to, besides the
     # index's origin and those its pages link files on
     upstream_files_from: tuple[str, ...] = ()
+    # warm-up ahead of the client (repository/warmup.py): on, upstream requests at once per
+    # worker, per served file at most, and whether the likely .metadata is fetched too
+    upstream_warm_up: bool = True
+    upstream_warm_up_concurrency: int = 4
+    upstream_warm_up_budget: int = 16
+    upstream_warm_up_metadata: bool = True
     offline: bool = False
     # [[upstreams]]: further indexes, each serving the names its `projects` claim
     upstreams: tuple[UpstreamSettings, ...] = ()
@@ -139,6 +144,10 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("upstream", "index_ttl"): "upstream_index_ttl",
     ("upstream", "ca_bundle"): "upstream_ca_bundle",
     ("upstream", "files_from"): "upstream_files_from",
+    ("upstream", "warm_up"): "upstream_warm_up",
+    ("upstream", "warm_up_concurrency"): "upstream_warm_up_concurrency",
+    ("upstream", "warm_up_budget"): "upstream_warm_up_budget",
+    ("upstream", "warm_up_metadata"): "upstream_warm_up_metadata",
     ("upstream", "offline"): "offline",
     ("cache", "max_size"): "cache_max_size",
     ("cache", "local_max_size"): "cache_local_max_size",
@@ -177,107 +186,14 @@ _CHOICES = {
 }
 # lists of names or PEP 508 specifiers: each entry is checked when read
 _RULE_FIELDS = {"policy_exempt", "policy_deny", "policy_allow_only"}
-# host[:port] as pyproxy writes it into absolute URLs: a DNS name (underscores allowed, as in
-# container names), an IPv4 address or a bracketed IPv6 address. Nothing else, so a header
-# cannot smuggle markup, a path or credentials into pages.
-_AUTHORITY = re.compile(
-    r"(?P<host>[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
-    r"(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
-    r"|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])"
-    r"(?::(?P<port>[0-9]{1,5}))?"
-)
-
-
-def is_authority(text: str) -> bool:
-    """True for "host", "host:port", "1.2.3.4:80", "[::1]:8080"; False for anything else."""
-    match = _AUTHORITY.fullmatch(text)
-    if match is None or len(match["host"]) > 253:
-        return False
-    if match["port"] is not None and not 0 < int(match["port"]) < 65536:
-        return False
-    if match["ipv6"] is not None:
-        try:
-            ipaddress.IPv6Address(match["ipv6"])
-        except ValueError:
-            return False
-    return True
-
-
-def _trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:
-    """true/false, or addresses and networks ("127.0.0.1", "10.0.0.0/8", "::1") as a list
-    (TOML) or comma-separated (environment)."""
-    if from_text and isinstance(value, str):
-        lowered = value.strip().lower()
-        if lowered in ("1", "true", "yes", "on"):
-            return True
-        if lowered in ("", "0", "false", "no", "off"):
-            return False
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, bool):
-        return value
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("expected true, false or a list of proxy addresses")
-    networks = []
-    for entry in value:
-        try:
-            networks.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
-        except ValueError:
-            raise ValueError(f"{entry!r} is not an IP address or network") from None
-    return tuple(networks) or False
-
-
-def _name_prefixes(value: Any, *, from_text: bool) -> tuple[str, ...]:
-    """Project-name prefixes ("acme-", "Acme_") as a list (TOML) or comma-separated
-    (environment), normalised as PEP 503 normalises names ("acme-")."""
-    if from_text and isinstance(value, str):
-        value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("expected a list of name prefixes such as [\"acme-\"]")
-    for prefix in value:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", prefix, re.ASCII):
-            raise ValueError(f"{prefix!r} is not the start of a project name")
-    return tuple(normalize(prefix) for prefix in value)
-
-
-def _workers(value: Any, *, from_text: bool) -> int:
-    """A whole number, or "auto": one per core."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return available_cores()
-    if from_text and isinstance(value, str):
-        try:
-            value = int(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not \"auto\" or a whole number") from None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("expected \"auto\" or a whole number")
-    return value
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    return value
-
-
-def _rules(value: Any, *, from_text: bool) -> tuple[str, ...]:
-    """Names or PEP 508 specifiers: a TOML list, or comma-separated text (environment)."""
-    if from_text and isinstance(value, str):
-        value = policy.split_rules(value)
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ValueError("expected a list of names or specifiers such as \"mypkg==2.1.0\"")
-    for entry in value:
-        policy.parse_rule(entry)
-    return tuple(entry.strip() for entry in value)
-
-
 def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
     if name == "trust_forwarded":
-        return _trusted_peers(value, from_text=from_text)
+        return trusted_peers(value, from_text=from_text)
     if name == "reserved_prefixes":
-        return _name_prefixes(value, from_text=from_text)
+        return name_prefixes(value, from_text=from_text)
     if name == "workers":
-        return _workers(value, from_text=from_text)
+        return worker_count(value, from_text=from_text)
     if name in _SIZE_FIELDS:
         return parse_size(value)
     if name in _RATE_FIELDS:
@@ -288,12 +204,12 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
         except ValueError:
             raise ValueError(f"{value!r} is not a rate such as 10kB/s or 1MiB/s") from None
     if name in _RULE_FIELDS:
-        return _rules(value, from_text=from_text)
+        return rule_list(value, from_text=from_text)
     if name == "policy_min_age":
-        policy.parse_duration(_text(value))
+        policy.parse_duration(string_value(value))
         return value.strip()
     if name == "policy_not_after":
-        policy.parse_moment(_text(value))
+        policy.parse_moment(string_value(value))
         return value.strip()
     if name in _CHOICES:
         choices = _CHOICES[name]
@@ -359,6 +275,8 @@ def _check(settings: Settings) -> None:
         fail("max_connections", "must be at least 1")
     if settings.password_threads < 1:
         fail("password_threads", "must be at least 1")
+    if settings.upstream_warm_up_concurrency < 1:
+        fail("upstream_warm_up_concurrency", "must be at least 1 (warm_up = false turns it off)")
     for name in ("upstream_url", "base_url"):
         url = getattr(settings, name)
         if url and url != DEFAULT_UPSTREAM and not re.match(r"https?://[^/\s]+", url):
@@ -495,5 +413,5 @@ def load_settings(
 
 __all__ = [
     "DEFAULT_UPSTREAM", "ConfigError", "Settings", "UpstreamSettings", "available_cores",
-    "is_authority", "load_settings",
+    "load_settings",
 ]

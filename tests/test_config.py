@@ -105,6 +105,10 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
                                  "cdn.example.com, files.example.com:8443",
                                  ("cdn.example.com", "files.example.com:8443")),
     ("upstream", "offline"): ("true", "true", True),
+    ("upstream", "warm_up"): ("false", "false", False),
+    ("upstream", "warm_up_concurrency"): ("2", "2", 2),
+    ("upstream", "warm_up_budget"): ("0", "0", 0),
+    ("upstream", "warm_up_metadata"): ("false", "off", False),
     ("server", "min_free_space"): ('"1GiB"', "1GiB", GiB),
     ("cache", "max_size"): ('"2GiB"', "2GiB", 2 * GiB),
     ("cache", "local_max_size"): ('"512MiB"', "512MiB", 512 * 1024**2),
@@ -391,6 +395,9 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[upstream]\nmin_rate = '10kB/h'\n", "upstream.min_rate"),
         ("[upstream]\nmin_rate = -1\n", "upstream.min_rate"),
         ("[upstream]\nrate_window = 0\n", "upstream.rate_window"),
+        ("[upstream]\nwarm_up_concurrency = 0\n", "upstream.warm_up_concurrency"),
+        ("[upstream]\nwarm_up_budget = -1\n", "upstream.warm_up_budget"),
+        ("[upstream]\nwarm_up = 'soon'\n", "upstream.warm_up"),
         ("[upstream]\npage_memory = 'lots'\n", "upstream.page_memory"),
         ("[upstream]\nfiles_from = 'cdn.example.com'\n", "upstream.files_from"),
         ("[upstream]\nfiles_from = ['https://cdn.example.com']\n", "upstream.files_from"),
@@ -607,3 +614,10 @@ def test_shipped_pyproxy_toml_is_found_from_the_repository_root(monkeypatch: pyt
     assert find_config_file(None, {}) == Path("pyproxy.toml")
     assert load_settings(None, None, environ={}).data_dir == Path("data")
 
+
+
+def test_shipped_cluster_toml_is_a_valid_cluster() -> None:
+    settings = load_settings(str(ROOT / "config" / "cluster.toml"), None, environ={})
+    assert settings.storage_database.startswith("postgresql://")
+    assert settings.storage_objects.startswith("s3://")
+    assert settings.storage_node_url and settings.workers == config.available_cores()

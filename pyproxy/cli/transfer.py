@@ -12,14 +12,15 @@ from typing import Any
 from pyproxy.compose import open_stores
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
-from pyproxy.ops import cacheops, transfer
+from pyproxy.ops import cacheops, transfer, transfer_users
+from pyproxy.ops.transfer_format import Report, TransferError, TransferReport, read_manifest
 from pyproxy.units import human_size
 
 Command = Callable[..., argparse.ArgumentParser]
 LoadSettings = Callable[[argparse.Namespace], Settings]
 
 
-def _line(what: str, report: transfer.Report, verb: str) -> str:
+def _line(what: str, report: Report, verb: str) -> str:
     text = f"{what}: {report.copied} {verb} ({human_size(report.bytes)})"
     if report.skipped:
         text += f", {report.skipped} already there"
@@ -28,12 +29,16 @@ def _line(what: str, report: transfer.Report, verb: str) -> str:
     return text
 
 
-def _summary(result: transfer.TransferReport, verb: str, *, cache: bool) -> int:
+def _summary(result: TransferReport, verb: str, *, cache: bool, users: bool = False) -> int:
     print(_line("private files", result.private, verb))
+    if users:
+        skipped = f", {result.users.skipped} already there" if result.users.skipped else ""
+        print(f"users: {result.users.copied} {verb}{skipped}")
     if cache:
         print(_line("cached files", result.cache_files, verb))
         print(_line("cached pages", result.pages, verb))
-    failures = result.private.failures + result.cache_files.failures + result.pages.failures
+    failures = (result.private.failures + result.cache_files.failures + result.pages.failures
+                + result.users.failures)
     for what, why in failures:
         print(f"failed: {what}: {why}", file=sys.stderr)
     return 1 if failures else 0
@@ -42,31 +47,40 @@ def _summary(result: transfer.TransferReport, verb: str, *, cache: bool) -> int:
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     layout = DataDir(settings.data_dir)
     if not settings.storage_database and not layout.private.is_dir():
-        raise transfer.TransferError(f"no private store in {settings.data_dir}")
-    private, users = open_stores(settings)
-    users.close()
+        raise TransferError(f"no private store in {settings.data_dir}")
+    private, opened_users = open_stores(settings)
+    users = opened_users if args.include_users else None
     blobs = None
     try:
         if args.include_cache and layout.files.is_dir():
             blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
         result = transfer.export(
             private, Path(args.directory), blobs=blobs,
-            pages_dir=layout.pages if args.include_cache else None,
+            pages_dir=layout.pages if args.include_cache else None, users=users,
         )
     finally:
         private.close()
+        opened_users.close()
         if blobs is not None:
             blobs.close()
-    return _summary(result, "exported", cache=args.include_cache)
+    return _summary(result, "exported", cache=args.include_cache, users=args.include_users)
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     source = Path(args.directory)
-    manifest = transfer.read_manifest(source)
+    manifest = read_manifest(source)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    result = transfer.TransferReport()
+    result = TransferReport()
     layout = DataDir(settings.data_dir)
+    with_users = (source / transfer_users.USERS).exists()
     private, users = open_stores(settings)
+    if with_users:  # before the files: roles name users, and tokens work at once
+        try:
+            transfer_users.import_users(users, source, result.users)
+        except BaseException:
+            private.close()
+            users.close()
+            raise
     users.close()
     try:
         transfer.import_private(private, source, result)
@@ -86,7 +100,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         asyncio.run(load())
     if result.reserved:
         print(f"reserved {result.reserved} private names")
-    return _summary(result, "imported", cache=cache)
+    return _summary(result, "imported", cache=cache, users=with_users)
 
 
 def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None:
@@ -95,7 +109,7 @@ def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None
         def run(args: argparse.Namespace) -> int:
             try:
                 return func(args, settings(args))
-            except transfer.TransferError as exc:
+            except TransferError as exc:
                 print(f"pyproxy: {exc}", file=sys.stderr)
                 return 1
         return run
@@ -105,6 +119,9 @@ def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None
     export.add_argument("directory", help="a new or empty directory")
     export.add_argument("--include-cache", action="store_true",
                         help="also write the cached upstream files and pages")
+    export.add_argument("--include-users", action="store_true",
+                        help="also write the users and API tokens (their hashes: keep the "
+                             "directory private), to move a deployment")
     load = command("import", bound(cmd_import), "load an export into this data directory, "
                    "checking every file; skips what is there")
     load.add_argument("directory", help="a directory written by pyproxy export")

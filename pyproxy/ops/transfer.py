@@ -7,6 +7,8 @@ Layout of an export (the manifest is written last, so a directory without it is 
                                  it is restricted, and the user names holding roles on it
     private/files.jsonl          one record per file: the form fields, hashes, upload time, yank
     private/files/<filename>     the bodies
+    private/users.jsonl          with --include-users: users and tokens, hashed (transfer_users)
+    private/users.jsonl          with --include-users: users and tokens, hashed (transfer_users)
     cache/files.jsonl            with --include-cache: cache key, sha256, size, body name
     cache/files/<hash of key>
     cache/pages.jsonl            the cached upstream pages as fetched (headers, fetch time)
@@ -21,13 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import re
-import shutil
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,78 +34,24 @@ from typing import Any
 import orjson
 
 from pyproxy.model import StreamedFile, Unavailable, normalize
+from pyproxy.ops.transfer_format import (
+    CHUNK,
+    FORMAT,
+    MANIFEST,
+    Report,
+    TransferError,
+    TransferReport,
+    copy_durably,
+    key_name,
+    read_jsonl,
+    write_jsonl,
+)
+from pyproxy.ops.transfer_users import export_users
+from pyproxy.publish.rejections import UploadRejected
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
-from pyproxy.publish.validate import UploadRejected
 from pyproxy.stores.blobcache import BlobCache
-from pyproxy.stores.interfaces import PrivateStoreAPI
+from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.pages import PageStore
-
-FORMAT = 1
-MANIFEST = "pyproxy-export.json"
-_CHUNK = 1024 * 1024
-
-
-class TransferError(Exception):
-    """The export or import cannot start (one line for the operator)."""
-
-
-@dataclass
-class Report:
-    copied: int = 0
-    skipped: int = 0  # already there
-    bytes: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
-
-    def fail(self, what: str, why: str) -> None:
-        self.failures.append((what, why))
-
-
-@dataclass
-class TransferReport:
-    private: Report = field(default_factory=Report)
-    cache_files: Report = field(default_factory=Report)
-    pages: Report = field(default_factory=Report)
-    reserved: int = 0
-
-
-def _key_name(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def _write_jsonl(path: Path, records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> int:
-    count = 0
-    with open(path, "wb") as out:
-        for record in records:
-            out.write(orjson.dumps(record) + b"\n")
-            count += 1
-        out.flush()
-        os.fsync(out.fileno())
-    return count
-
-
-def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    if not path.exists():
-        return
-    with open(path, "rb") as source:
-        for number, line in enumerate(source, 1):
-            if not line.strip():
-                continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise TransferError(f"{path}, line {number}: not a JSON record") from None
-            if not isinstance(record, dict):
-                raise TransferError(f"{path}, line {number}: not a JSON object")
-            yield record
-
-
-def _copy(source: Path, target: Path) -> int:
-    with open(source, "rb") as reader, open(target, "wb") as writer:
-        shutil.copyfileobj(reader, writer, _CHUNK)
-        writer.flush()
-        os.fsync(writer.fileno())
-        return writer.tell()
-
 
 # ----------------------------------------------------------------------------------- export
 
@@ -117,20 +62,22 @@ def export(
     *,
     blobs: BlobCache | None = None,
     pages_dir: Path | None = None,
+    users: UserStoreAPI | None = None,
     log: Callable[[str], None] = lambda _line: None,
 ) -> TransferReport:
-    """Write the private packages (and, given `blobs`/`pages_dir`, the cache) into `target`."""
+    """Write the private packages (and, given `blobs`/`pages_dir`, the cache; given `users`,
+    the users and tokens) into `target`."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise TransferError(f"{target} exists and is not an empty directory")
     report = TransferReport()
     (target / "private" / "files").mkdir(parents=True, exist_ok=True)
     projects = exported_projects(private)
-    _write_jsonl(target / "private" / "projects.jsonl", projects)
+    write_jsonl(target / "private" / "projects.jsonl", projects)
     records = []
     for record in exported_files(private):
         filename = str(record["filename"])
         try:
-            size = _copy(
+            size = copy_durably(
                 private.files.path(str(record["sha256"])), target / "private" / "files" / filename
             )
         except FileNotFoundError:  # removed meanwhile by `pyproxy remove`
@@ -140,11 +87,13 @@ def export(
         report.private.copied += 1
         report.private.bytes += size
         log(f"private {filename}")
-    _write_jsonl(target / "private" / "files.jsonl", records)
+    write_jsonl(target / "private" / "files.jsonl", records)
     if blobs is not None:
         _export_blobs(blobs, target / "cache", report.cache_files, log)
     if pages_dir is not None and pages_dir.exists():
         _export_pages(pages_dir, target / "cache", report.pages)
+    if users is not None:
+        export_users(users, target, report.users)
     manifest = {
         "format": FORMAT,
         "created": datetime.now(UTC).isoformat(),
@@ -152,6 +101,7 @@ def export(
         "private_files": report.private.copied,
         "cache_files": report.cache_files.copied,
         "pages": report.pages.copied,
+        "users": report.users.copied,
     }
     partial = target / (MANIFEST + ".part")
     partial.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
@@ -191,16 +141,16 @@ def _export_blobs(
     (target / "files").mkdir(parents=True, exist_ok=True)
     records = []
     for entry in blobs.entries():
-        name = _key_name(entry.key)
+        name = key_name(entry.key)
         try:
-            size = _copy(entry.path, target / "files" / name)
+            size = copy_durably(entry.path, target / "files" / name)
         except FileNotFoundError:  # evicted meanwhile
             continue
         records.append({"key": entry.key, "sha256": entry.sha256, "size": size, "file": name})
         report.copied += 1
         report.bytes += size
         log(f"cached {entry.key}")
-    _write_jsonl(target / "files.jsonl", records)
+    write_jsonl(target / "files.jsonl", records)
 
 
 def _export_pages(pages_dir: Path, target: Path, report: Report) -> None:
@@ -209,31 +159,17 @@ def _export_pages(pages_dir: Path, target: Path, report: Report) -> None:
     records = []
     try:
         for key, fields, body in disk.export_records():
-            name = _key_name(key)
+            name = key_name(key)
             (target / "pages" / name).write_bytes(body)
             records.append({"key": key, "file": name, "fields": fields})
             report.copied += 1
             report.bytes += len(body)
     finally:
         disk.close()
-    _write_jsonl(target / "pages.jsonl", records)
+    write_jsonl(target / "pages.jsonl", records)
 
 
 # ----------------------------------------------------------------------------------- import
-
-
-def read_manifest(source: Path) -> dict[str, Any]:
-    path = source / MANIFEST
-    if not path.exists():
-        raise TransferError(f"{source} is not a complete pyproxy export (no {MANIFEST})")
-    try:
-        manifest = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError:
-        raise TransferError(f"{path} is not valid JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise TransferError(f"{path}: unknown export format {manifest.get('format')!r}"
-                            if isinstance(manifest, dict) else f"{path}: not a manifest")
-    return manifest
 
 
 def _body(directory: Path, name: object) -> Path:
@@ -248,7 +184,7 @@ def import_private(private: PrivateStoreAPI, source: Path, report: TransferRepor
     """Every private name, then every file through the publish service as an admin's upload.
     Runs its own event loop: call it outside one, as `pyproxy import` does."""
     # names, restrictions and roles first: no file is ever readable by more people than it was
-    for record in _read_jsonl(source / "private" / "projects.jsonl"):
+    for record in read_jsonl(source / "private" / "projects.jsonl"):
         name, shown = record.get("name"), record.get("display_name")
         if not (isinstance(name, str) and isinstance(shown, str) and normalize(shown) == name):
             report.private.fail(f"project {name!r}", "unusable record")
@@ -267,7 +203,7 @@ def import_private(private: PrivateStoreAPI, source: Path, report: TransferRepor
 
 async def _import_files(publisher: Publisher, source: Path, report: TransferReport,
                         log: Callable[[str], None]) -> None:
-    for record in _read_jsonl(source / "private" / "files.jsonl"):
+    for record in read_jsonl(source / "private" / "files.jsonl"):
         filename = str(record.get("filename"))
         try:
             stored = await _import_file(publisher, source / "private" / "files", record)
@@ -317,7 +253,7 @@ async def _import_file(publisher: Publisher, files: Path, record: dict[str, Any]
     )
     with publisher.receiving() as body:
         with open(_body(files, filename), "rb") as reader:
-            while chunk := reader.read(_CHUNK):
+            while chunk := reader.read(CHUNK):
                 body.write(chunk)
         published = await publisher.publish(
             Submission(fields, filename, "application/octet-stream", body, kept),
@@ -329,7 +265,7 @@ async def _import_file(publisher: Publisher, files: Path, record: dict[str, Any]
 def import_pages(pages_dir: Path, source: Path, report: Report) -> None:
     disk = PageStore(pages_dir)
     try:
-        for record in _read_jsonl(source / "cache" / "pages.jsonl"):
+        for record in read_jsonl(source / "cache" / "pages.jsonl"):
             key = str(record.get("key"))
             try:
                 body = _body(source / "cache" / "pages", record.get("file")).read_bytes()
@@ -356,7 +292,7 @@ def _local_body(
     async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
         async def chunks() -> AsyncIterator[bytes]:
             with open(path, "rb") as reader:
-                while chunk := await asyncio.to_thread(reader.read, _CHUNK):
+                while chunk := await asyncio.to_thread(reader.read, CHUNK):
                     yield chunk
 
         yield chunks()
@@ -380,7 +316,7 @@ def _record_problem(key: str, sha256: str, body_name: object) -> str | None:
         return "not a cache key pyproxy makes"
     if not shape["meta"] and not shape["url"] and shape["hex"] != sha256:
         return f"the key names sha256 {shape['hex']}, the record says {sha256}"
-    if body_name != _key_name(key):
+    if body_name != key_name(key):
         return f"the record's body {body_name!r} is not the one exported for this key"
     return None
 
@@ -389,7 +325,7 @@ async def import_blobs(blobs: BlobCache, source: Path, report: Report,
                        log: Callable[[str], None] = lambda _line: None) -> None:
     """Each file goes through the cache's own verified download path, read from the export,
     once its record's key, body name and sha256 agree (nothing is written for one that does not)."""
-    for record in _read_jsonl(source / "cache" / "files.jsonl"):
+    for record in read_jsonl(source / "cache" / "files.jsonl"):
         key = str(record.get("key"))
         try:
             path = _body(source / "cache" / "files", record.get("file"))

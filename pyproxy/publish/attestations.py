@@ -28,7 +28,7 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from pyproxy.publish.validate import UploadRejected
+from pyproxy.publish.rejections import UploadRejected
 from pyproxy.stores.proof import MAX_PROVENANCE_BYTES
 
 __all__ = ["PUBLISHER", "provenance_for"]

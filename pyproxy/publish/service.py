@@ -39,15 +39,10 @@ from typing import BinaryIO
 from pyproxy.access import Claim, RoleRows, may_claim, may_upload, under_prefix
 from pyproxy.model import NormalizedName, Unavailable, normalize
 from pyproxy.publish.attestations import provenance_for
+from pyproxy.publish.rejections import UploadRejected, missing_file
 from pyproxy.publish.upstream_names import UpstreamNames
-from pyproxy.publish.validate import (
-    UploadForm,
-    UploadRejected,
-    ValidatedFile,
-    missing_file,
-    validate_file,
-    validate_form,
-)
+from pyproxy.publish.validate import UploadForm, validate_form
+from pyproxy.publish.validate_file import ValidatedFile, validate_file
 from pyproxy.stores.interfaces import PrivateStoreAPI
 from pyproxy.stores.private_schema import NewFile, StoreRejected
 from pyproxy.stores.space import is_disk_full

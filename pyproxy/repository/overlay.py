@@ -83,6 +83,11 @@ class PrivateWins:
             self._private_names = (listed.revision, frozenset(map(normalize, listed.names)))
         return name in self._private_names[1]
 
+    async def goes_upstream(self, name: NormalizedName) -> bool:
+        """Whether a request for `name` may be sent upstream: not private, no private prefix
+        (a merged private name counts as private: for the warm-up, which asks nothing then)."""
+        return not await self._is_private(name) and self._never_upstream(name) is None
+
     def _never_upstream(self, name: NormalizedName) -> str | None:
         """Why `name` is never looked up upstream, if it is under a private prefix."""
         prefix = next((p for p in self.private_prefixes if name.startswith(p)), None)

@@ -56,6 +56,37 @@ class Identity:
     via_token: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    token_hash: str  # sha256 hex of the token
+    prefix: str
+    created: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """A user as `pyproxy export` writes it: hashes only, never a password or a token."""
+
+    name: str
+    password_hash: str
+    admin: bool
+    created: str
+    tokens: tuple[TokenRecord, ...] = ()
+
+    def check(self) -> None:
+        """ValueError unless every field is what the store writes."""
+        if not _USERNAME.fullmatch(self.name) or self.name == TOKEN_USERNAME:
+            raise ValueError(f"{self.name!r} is not a user name")
+        if not re.fullmatch(r"scrypt\$\d+\$\d+\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+",
+                            self.password_hash):
+            raise ValueError(f"user {self.name!r}: not a password hash pyproxy writes")
+        for token in self.tokens:
+            if not re.fullmatch(r"[0-9a-f]{64}", token.token_hash):
+                raise ValueError(f"user {self.name!r}: a token hash is not sha256 hex")
+            if not token.prefix.startswith(TOKEN_PREFIX):
+                raise ValueError(f"user {self.name!r}: a token prefix is not pyproxy's")
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
     digest = hashlib.scrypt(
@@ -220,6 +251,43 @@ class UserStore:
                 "SELECT password_hash, admin FROM users WHERE name = ?", (username,)
             ).fetchone()
         return None if row is None else (row[0], bool(row[1]))
+
+    def export_users(self) -> list[UserRecord]:
+        """Every user with its password hash and its tokens' hashes, for `pyproxy export`."""
+        with self._lock:
+            users = self._db.execute(
+                "SELECT name, password_hash, admin, created FROM users ORDER BY name"
+            ).fetchall()
+            tokens = self._db.execute(
+                "SELECT user, token_hash, prefix, created FROM tokens ORDER BY created"
+            ).fetchall()
+        held: dict[str, list[TokenRecord]] = {}
+        for user, token_hash, prefix, created in tokens:
+            held.setdefault(user, []).append(TokenRecord(token_hash, prefix, created))
+        return [
+            UserRecord(name, password_hash, bool(admin), created, tuple(held.get(name, ())))
+            for name, password_hash, admin, created in users
+        ]
+
+    def import_user(self, record: UserRecord) -> tuple[bool, int]:
+        """Add an exported user and its tokens unless there: (user added, tokens added). A user
+        already there keeps its password; its exported tokens are added. ValueError for a
+        record that is not one."""
+        record.check()
+        with self._write():
+            added = self._db.execute(
+                "INSERT INTO users (name, password_hash, admin, created) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (record.name, record.password_hash, int(record.admin), record.created),
+            ).rowcount == 1
+            tokens = 0
+            for token in record.tokens:
+                tokens += self._db.execute(
+                    "INSERT INTO tokens (token_hash, user, prefix, created) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (token_hash) DO NOTHING",
+                    (token.token_hash, record.name, token.prefix, token.created),
+                ).rowcount
+        return added, tokens
 
     def authenticate(self, username: str, password: str) -> Identity | None:
         """The identity these credentials prove, or None. Blocking (scrypt): run off the loop."""

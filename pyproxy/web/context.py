@@ -8,7 +8,7 @@ from functools import lru_cache
 from aiohttp import web
 
 from pyproxy.compose import Services
-from pyproxy.config import is_authority
+from pyproxy.config_values import is_authority
 
 __all__ = ["SERVICES", "Services", "origin"]
 
@@ -24,7 +24,7 @@ def origin(request: web.Request) -> str:
     if settings.base_url:
         return settings.base_url.rstrip("/")
     scheme, host = request.scheme, request.host
-    if _trusted(settings.trust_forwarded, request.remote):
+    if trusted_peer(settings.trust_forwarded, request.remote):
         scheme = _first(request, "X-Forwarded-Proto", scheme).lower()
         host = _first(request, "X-Forwarded-Host", host)
         if scheme not in ("http", "https"):
@@ -47,7 +47,8 @@ def _first(request: web.Request, header: str, default: str) -> str:
     return value.split(",", 1)[0].strip()
 
 
-def _trusted(trust: bool | tuple[str, ...], remote: str | None) -> bool:
+def trusted_peer(trust: bool | tuple[str, ...], remote: str | None) -> bool:
+    """Whether [server] trust_forwarded lets `remote` (a peer address) set forwarded headers."""
     if isinstance(trust, bool):
         return trust
     return remote is not None and _in_networks(remote, trust)

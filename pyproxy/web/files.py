@@ -21,6 +21,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
 from pyproxy.model import LocalFile, StreamedFile, normalize
+from pyproxy.web import warmup
 from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES
@@ -322,12 +323,17 @@ async def download(request: web.Request) -> web.StreamResponse:
         if not isinstance(source, LocalFile):
             break
         try:
-            return await send_local(request, source)
+            response = await send_local(request, source)
         except FileNotFoundError:
             if attempt == 2:
                 raise
             # evicted from the cache between lookup and open: look it up (or fetch it) again
+            continue
+        warmup.file_served(request, project, filename, source)
+        return response
     assert isinstance(source, StreamedFile)
-    return await send_streamed(
+    response = await send_streamed(
         request, source, lambda exc: log.warning("aborted %s: %s", request.path, exc)
     )
+    warmup.file_served(request, project, filename, source)
+    return response

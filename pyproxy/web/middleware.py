@@ -8,7 +8,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, LooseHeaders
 
 from pyproxy.model import Forbidden, NotFound, Unavailable
-from pyproxy.publish.validate import reason_phrase
+from pyproxy.publish.rejections import reason_phrase
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 
 log = logging.getLogger("pyproxy.web")

@@ -31,7 +31,7 @@ from pyproxy.model import NormalizedName, PrivateCatalog, normalize
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity
 from pyproxy.stores.interfaces import UserStoreAPI
 from pyproxy.web.access_log import USER
-from pyproxy.web.context import SERVICES, _trusted
+from pyproxy.web.context import SERVICES, trusted_peer
 from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused, Verifications
 from pyproxy.web.middleware import text_error
 
@@ -101,12 +101,12 @@ def client_address(request: web.Request, access: ReadAccess) -> str:
     is not a trusted proxy itself; the left-most when every peer is trusted)."""
     remote = request.remote or ""
     # context.py's reading of the setting, so both uses of forwarded headers trust alike
-    if not _trusted(access.trust_forwarded, remote):
+    if not trusted_peer(access.trust_forwarded, remote):
         return remote
     hops = [hop.strip() for value in request.headers.getall("X-Forwarded-For", ())
             for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _trusted(access.trust_forwarded, hop):
+        if not trusted_peer(access.trust_forwarded, hop):
             return hop[:64]
     return hops[0][:64] if hops else remote
 

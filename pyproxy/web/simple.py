@@ -16,7 +16,7 @@ from pyproxy.formats.negotiate import Format, negotiate
 from pyproxy.formats.render import render_index, render_project
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize, valid_name
-from pyproxy.web import readauth
+from pyproxy.web import readauth, warmup
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, origin
 from pyproxy.web.integrity import provenance_url
@@ -181,6 +181,7 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
     services = request.app[SERVICES]
     fmt = _chosen_format(request)
     project = await services.repository.project_page(name)
+    warmup.page_requested(request, name)
     base = origin(request)
     page = await request.app[RENDERED].get(
         (base, fmt, name), project.revision,

@@ -14,8 +14,8 @@ from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from pyproxy import metrics
+from pyproxy.publish.rejections import MAX_FORM_BYTES, UploadRejected, form_too_large
 from pyproxy.publish.service import Published, Received, Submission, Uploader
-from pyproxy.publish.validate import MAX_FORM_BYTES, UploadRejected, form_too_large
 from pyproxy.stores.auth import Identity, parse_basic
 from pyproxy.units import human_size
 from pyproxy.web import readauth

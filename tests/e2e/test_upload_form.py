@@ -8,7 +8,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyproxy.publish.validate import MAX_FORM_BYTES
+from pyproxy.publish.rejections import MAX_FORM_BYTES
 from tests.dists import core_metadata, form_fields_for, make_wheel
 from tests.e2e.clients import describe, get, listed_filenames, output, raw_upload, twine_upload
 from tests.e2e.conftest import PyproxyServer

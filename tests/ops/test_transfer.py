@@ -212,7 +212,7 @@ async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
     import hashlib
 
     from pyproxy.ops import cacheops
-    from pyproxy.ops.transfer import _key_name
+    from pyproxy.ops.transfer_format import key_name as _key_name
 
     async with FakeUpstream(formats="json") as fake:
         good = fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one")

@@ -14,7 +14,7 @@ import pytest
 from pypi_attestations import Attestation, AttestationType
 
 from pyproxy.publish.attestations import PUBLISHER, provenance_for
-from pyproxy.publish.validate import UploadRejected
+from pyproxy.publish.rejections import UploadRejected
 from tests.attestations import attest
 
 WHEEL = "demo-1.0-py3-none-any.whl"

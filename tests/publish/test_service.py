@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from pyproxy.model import NormalizedName, NotFound, Unavailable, normalize
+from pyproxy.publish.rejections import UploadRejected
 from pyproxy.publish.service import (
     Kept,
     Published,
@@ -24,7 +25,6 @@ from pyproxy.publish.service import (
     Uploader,
     worded,
 )
-from pyproxy.publish.validate import UploadRejected
 from pyproxy.stores.private import PrivateStore
 from pyproxy.stores.private_schema import NewFile, StoreRejected
 from tests.attestations import attest

@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 
 from pyproxy.model import NormalizedName, version_of
-from pyproxy.publish.validate import (
+from pyproxy.publish.rejections import (
     MAX_FORM_BYTES,
-    UploadForm,
     UploadRejected,
     file_part_rejected,
     missing_file,
-    validate_file,
-    validate_form,
 )
+from pyproxy.publish.validate import UploadForm, validate_form
+from pyproxy.publish.validate_file import validate_file
 from tests.dists import core_metadata, form_fields_for, make_sdist, make_wheel
 
 SEE = "See https://packaging.python.org/specifications/core-metadata for more information."

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 from packaging.utils import canonicalize_name
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyproxy.publish.validate import MAX_FORM_BYTES
+from pyproxy.publish.rejections import MAX_FORM_BYTES
 from pyproxy.web.context import Services
 from tests.conftest import PASSWORD, USER, MakeClient, StartFake, upload
 from tests.dists import form_fields_for, make_sdist, make_wheel

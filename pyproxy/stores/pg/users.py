@@ -22,6 +22,8 @@ from pyproxy.stores.auth import (
     TOKEN_USERNAME,
     AuthError,
     Identity,
+    TokenRecord,
+    UserRecord,
     _token_hash,
     check_password,
     hash_password,
@@ -198,6 +200,43 @@ class PgUserStore:
         if username == TOKEN_USERNAME:
             return None
         return self._held().passwords.get(username)
+
+    def export_users(self) -> list[UserRecord]:
+        """Every user with its password hash and its tokens' hashes, for `pyproxy export`."""
+        with self.db.transaction() as conn:
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            users = conn.execute(
+                "SELECT name, password_hash, admin, created FROM users ORDER BY name COLLATE \"C\""
+            ).fetchall()
+            tokens = conn.execute(
+                "SELECT username, token_hash, prefix, created FROM tokens ORDER BY created"
+            ).fetchall()
+        held: dict[str, list[TokenRecord]] = {}
+        for user, token_hash, prefix, created in tokens:
+            held.setdefault(user, []).append(TokenRecord(token_hash, prefix, created))
+        return [
+            UserRecord(name, password_hash, bool(admin), created, tuple(held.get(name, ())))
+            for name, password_hash, admin, created in users
+        ]
+
+    def import_user(self, record: UserRecord) -> tuple[bool, int]:
+        """As UserStore.import_user: (user added, tokens added); a user there keeps its
+        password, its exported tokens are added."""
+        record.check()
+        with self._write() as conn:
+            added = conn.execute(
+                "INSERT INTO users (name, password_hash, admin, created) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (name) DO NOTHING",
+                (record.name, record.password_hash, record.admin, record.created),
+            ).rowcount == 1
+            tokens = 0
+            for token in record.tokens:
+                tokens += conn.execute(
+                    "INSERT INTO tokens (token_hash, username, prefix, created)"
+                    " VALUES (%s, %s, %s, %s) ON CONFLICT (token_hash) DO NOTHING",
+                    (token.token_hash, record.name, token.prefix, token.created),
+                ).rowcount
+        return added, tokens
 
     def authenticate(self, username: str, password: str) -> Identity | None:
         if username == TOKEN_USERNAME:

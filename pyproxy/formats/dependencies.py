@@ -1,0 +1,167 @@
+"""Which projects a release depends on for a client, and which of a project's files that client
+would pick: for warming pages and `.metadata` ahead of it. Pure: no I/O.
+
+A dependency is kept when its marker holds in the client's environment with no extra asked for
+(a client never asks for an extra of a dependency through the index). A marker that reads a
+variable the client did not state is undetermined and the dependency is left out; with no
+environment at all, every dependency with a marker is left out. Leaving out costs the client
+what it costs without warm-up; warming what it never asks for costs an upstream request.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from packaging.markers import Marker
+from packaging.metadata import parse_email
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from pyproxy.formats.linehaul import ClientEnvironment
+from pyproxy.model import DistFile, NormalizedName, ProjectPage, normalize
+
+__all__ = ["Dependency", "best_candidate", "dependencies", "wheel_metadata"]
+
+MAX_METADATA = 1024 * 1024  # a METADATA file is a few kB; a bigger one is not read
+_QUOTED = re.compile(r"\"[^\"]*\"|'[^']*'")
+_WORD = re.compile(r"[a-z_]+")  # variables, and the words `and`, `or`, `in`, `not`
+_KEYWORDS = frozenset({"and", "or", "in", "not"})
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    name: NormalizedName
+    specifier: SpecifierSet
+
+
+def wheel_metadata(archive: bytes | io.BufferedIOBase | str) -> bytes | None:
+    """A wheel's `*.dist-info/METADATA` (the only one at its top), at most MAX_METADATA bytes;
+    None when there is not exactly one or it is too big. Raises zipfile.BadZipFile, OSError."""
+    with zipfile.ZipFile(archive if not isinstance(archive, bytes) else io.BytesIO(archive)) as z:
+        found = [
+            info for info in z.infolist()
+            if info.filename.count("/") == 1 and info.filename.endswith(".dist-info/METADATA")
+        ]
+        if len(found) != 1 or found[0].file_size > MAX_METADATA:
+            return None
+        return z.read(found[0])
+
+
+def _holds(marker: Marker, environment: ClientEnvironment | None) -> bool:
+    """Whether the marker holds for the client with no extra; False when it reads a variable
+    the client did not state."""
+    stated = {} if environment is None else dict(environment.markers)
+    stated["extra"] = ""
+    read = set(_WORD.findall(_QUOTED.sub("", str(marker)))) - _KEYWORDS
+    if not read <= stated.keys():
+        return False
+    try:
+        return marker.evaluate(stated)
+    except Exception:
+        return False
+
+
+def dependencies(metadata: bytes, environment: ClientEnvironment | None) -> list[Dependency]:
+    """The projects `metadata`'s Requires-Dist names for the client, each once (their
+    specifiers combined), in order, without the release's own name and direct URLs."""
+    try:
+        raw, _unparsed = parse_email(metadata)
+    except Exception:
+        return []
+    own = normalize(raw.get("name", ""))
+    found: dict[NormalizedName, SpecifierSet] = {}
+    for line in raw.get("requires_dist") or ():
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.url or (
+            requirement.marker is not None and not _holds(requirement.marker, environment)
+        ):
+            continue
+        name = normalize(requirement.name)
+        if name == own:
+            continue
+        found[name] = found[name] & requirement.specifier if name in found else (
+            requirement.specifier
+        )
+    return [Dependency(name, specifier) for name, specifier in found.items()]
+
+
+def _python_ok(dist: DistFile, python: Version) -> bool:
+    if not dist.requires_python:
+        return True
+    try:
+        return SpecifierSet(dist.requires_python).contains(python, prereleases=True)
+    except InvalidSpecifier:
+        return True  # pip ignores a requires-python it cannot read
+
+
+_UNSURE = -1  # a platform wheel for a client whose platform tags are not known
+
+
+def _rank(filename: str, supported: dict[Tag, int], knows_platform: bool) -> int | None:
+    """How much the client prefers the file (lower is better; sdists after every wheel),
+    _UNSURE, or None if it cannot install it or the file is neither wheel nor sdist."""
+    if filename.endswith(".whl"):
+        try:
+            file_tags = parse_wheel_filename(filename)[3]
+        except InvalidWheelFilename:
+            return None
+        ranks = [supported[tag] for tag in file_tags if tag in supported]
+        if ranks:
+            return min(ranks)
+        return None if knows_platform else _UNSURE
+    try:
+        parse_sdist_filename(filename)
+    except InvalidSdistFilename:
+        return None
+    return len(supported)
+
+
+def best_candidate(
+    page: ProjectPage, specifier: SpecifierSet, environment: ClientEnvironment
+) -> DistFile | None:
+    """The file a client would pick under `specifier`: the newest version the specifier admits
+    (prereleases only if it admits no final release) that has a file for the client, not
+    yanked, whose requires-python the client meets; of that version, the wheel with the best
+    tag, else the sdist. None if there is none, it offers no `.metadata`, or the client's
+    platform is not known and that version has no file that surely suits it."""
+    try:
+        python = Version(environment.python_full_version)
+    except InvalidVersion:
+        return None
+    supported = {tag: index for index, tag in enumerate(environment.supported_tags())}
+    by_version: dict[Version, list[tuple[int, DistFile]]] = {}
+    for dist in page.files:
+        if dist.yanked or dist.version is None or not _python_ok(dist, python):
+            continue
+        rank = _rank(dist.filename, supported, environment.knows_platform)
+        if rank is None:
+            continue
+        try:
+            version = Version(dist.version)
+        except InvalidVersion:
+            continue
+        by_version.setdefault(version, []).append((rank, dist))
+    admitted: Iterable[Version] = specifier.filter(by_version)
+    newest = max(admitted, default=None)
+    if newest is None:
+        return None
+    suited = [pair for pair in by_version[newest] if pair[0] != _UNSURE]
+    if not suited:
+        return None
+    chosen = min(suited, key=lambda pair: pair[0])[1]
+    return chosen if chosen.core_metadata else None
