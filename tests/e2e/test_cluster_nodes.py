@@ -221,6 +221,7 @@ def test_twenty_parallel_uploads_of_one_file_over_both_nodes_store_one(
     project = name()
     sdist = make_sdist(tmp_path, project, "1.0")
     statuses: list[int] = []
+    answers: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(20)
 
@@ -229,6 +230,7 @@ def test_twenty_parallel_uploads_of_one_file_over_both_nodes_store_one(
         response = raw_upload(node.upload_url, sdist, "__token__", admin_token, timeout=60)
         with lock:
             statuses.append(response.status)
+            answers.append(str(response))
 
     threads = [threading.Thread(target=send, args=(cluster.a if i % 2 else cluster.b,))
                for i in range(20)]
@@ -236,7 +238,8 @@ def test_twenty_parallel_uploads_of_one_file_over_both_nodes_store_one(
         thread.start()
     for thread in threads:
         thread.join(timeout=90)
-    assert statuses == [200] * 20  # the identical file again is a success that stores nothing
+    # the identical file again is a success that stores nothing
+    assert statuses == [200] * 20, answers
     with psycopg.connect(cluster.dsn) as conn:
         rows = conn.execute(
             "SELECT filename FROM private_files WHERE project = %s", (project,)

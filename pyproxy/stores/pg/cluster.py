@@ -61,6 +61,11 @@ def open_cluster_stores(
     """Connect and migrate (DatabaseUnavailable: one line, when the server is not there);
     with `listen` (a server's worker), hold what is read in memory and hear of changes."""
     db = Database(dsn)
-    listener = Listener(dsn).start(wait=LISTEN_WAIT_S) if listen else None
+    listener = None
+    if listen:
+        listener = Listener(dsn)
+        listener.on_back(db.reset)
+        db.reachable = lambda: listener is not None and listener.connected
+        listener.start(wait=LISTEN_WAIT_S)
     shared = Shared(db, listener, users=2)
     return ClusterPrivateStore(shared, files), ClusterUserStore(shared)
