@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import threading
 
-from pyproxy.stores.interfaces import FileBodies
 from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.notify import Listener
 from pyproxy.stores.pg.private import PgPrivateStore
 from pyproxy.stores.pg.users import PgUserStore
+from pyproxy.stores.private_files import FileBodies
 
 LISTEN_WAIT_S = 5.0
 
