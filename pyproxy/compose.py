@@ -51,10 +51,12 @@ from pyproxy.stores.bucket_files import BucketFiles
 from pyproxy.stores.clusterblobs import ClusterBlobCache, open_cluster_blobs
 from pyproxy.stores.filecache import FileCache
 from pyproxy.stores.first_seen import FirstSeenStore
+from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.local_copies import LocalCopies
 from pyproxy.stores.objects import Bucket
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
 
 log = logging.getLogger("pyproxy.compose")
@@ -71,9 +73,21 @@ def local_bounds(settings: Settings) -> tuple[int, int]:
     return private, settings.cache_local_max_size - private
 
 
-def open_stores(settings: Settings) -> tuple[PrivateStore, UserStore]:
+def open_stores(
+    settings: Settings, *, listen: bool = False
+) -> tuple[PrivateStoreAPI, UserStoreAPI]:
+    """The private store and the users: in data_dir (SQLite), or with [storage] database set,
+    in PostgreSQL (migrated first; DatabaseUnavailable, one line, when it cannot be reached).
+    `listen`: a server's worker, which holds what it reads in memory and hears of changes.
+    The bodies: see private_bodies."""
     layout = DataDir(settings.data_dir)
-    return PrivateStore(layout.private, private_bodies(settings)), UserStore(layout.users)
+    bodies = private_bodies(settings)
+    if not settings.storage_database:
+        return PrivateStore(layout.private, bodies), UserStore(layout.users)
+    from pyproxy.stores.pg.cluster import open_cluster_stores  # psycopg only for a cluster
+
+    files = PrivateFiles(layout.private) if bodies is None else bodies
+    return open_cluster_stores(settings.storage_database, files, listen=listen)
 
 
 def private_bodies(settings: Settings, *, check: bool = False) -> BucketFiles | None:
@@ -185,9 +199,9 @@ class Services:
     settings: Settings
     repository: Repository  # what the Simple API, the file routes and the pages serve
     catalog: PrivateCatalog  # the private store, as far as pages read it
-    private: PrivateStore  # the store behind catalog and publisher, closed with them
+    private: PrivateStoreAPI  # the store behind catalog and publisher, closed with them
     publisher: Publisher  # where uploads go
-    users: UserStore
+    users: UserStoreAPI
     health: Health
     upstream_description: str  # [upstream], for the landing page
     upstreams: UpstreamRoutes  # which upstream serves a name, for pages
@@ -247,7 +261,7 @@ def route_policy(route: UpstreamSettings) -> dict[str, PolicyValue]:
 
 
 def build_services(settings: Settings) -> Services:
-    private, users = open_stores(settings)
+    private, users = open_stores(settings, listen=True)
     repository: Repository = PrivateRepository(private)
     health = Health()
     closers: list[Callable[[], Awaitable[None]]] = []

@@ -29,6 +29,8 @@ Fixtures:
 - `isolated_cwd`: for commands run through `cli.main()`: an empty working directory and no
   `PYPROXY_*` variables.
 
+- `backends`: the private and user stores on SQLite, then on PostgreSQL (tests/stores/backends.py).
+
 The e2e tests (tests/e2e/) start `pyproxy serve` subprocesses instead: see tests/e2e/conftest.py.
 """
 
@@ -61,6 +63,7 @@ from tests.servers.postgres import available as postgres_available
 from tests.servers.s3 import S3Server
 from tests.servers.s3 import available as s3_available
 from tests.servers.s3 import credentials as s3_credentials
+from tests.stores.backends import BACKENDS, Backends, backends_fixture
 
 USER = "alice"
 PASSWORD = "secret123"
@@ -365,3 +368,9 @@ def bucket(s3: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in s3_credentials().items():
         monkeypatch.setenv(name, value)
     return s3.new_bucket()
+
+
+@pytest.fixture(params=BACKENDS)
+def backends(request: pytest.FixtureRequest) -> Iterator[Backends]:
+    """Stores on each backend in turn (see tests/stores/backends.py): parity tests."""
+    yield from backends_fixture(request)

@@ -282,3 +282,35 @@ def test_an_unreachable_bucket_is_one_line(tmp_path: Path, bucket: str) -> None:
     with pytest.raises(BucketUnavailable) as failure:
         private_bodies(unreachable, check=True)
     assert "\n" not in str(failure.value) and f"bucket s3://{bucket}/pfx" in str(failure.value)
+
+
+# ---- [storage] database: the cluster's stores ----
+
+
+async def test_a_database_setting_opens_the_postgresql_stores_migrated(tmp_path: Path, pg_dsn: str) -> None:
+    import psycopg
+
+    from pyproxy.compose import open_stores
+    from pyproxy.stores.pg.private import PgPrivateStore
+    from pyproxy.stores.pg.users import PgUserStore
+    from pyproxy.stores.private import PrivateStore
+
+    embedded = open_stores(settings(tmp_path, upstream_url=""))
+    assert isinstance(embedded[0], PrivateStore)
+    for store in embedded:
+        store.close()
+    services = build_services(settings(tmp_path, upstream_url="", storage_database=pg_dsn))
+    try:
+        assert isinstance(services.private, PgPrivateStore)
+        assert isinstance(services.users, PgUserStore)
+        assert services.catalog is services.private
+        listener = services.private._listener
+        assert listener is not None and listener.connected  # a server's worker listens
+        services.users.add_user("alice", "secret123")
+        assert services.users.exists("alice")
+    finally:
+        await services.close()
+    assert not listener.connected  # closed with the services
+    with psycopg.connect(pg_dsn) as conn:
+        versions = {row[0] for row in conn.execute("SELECT version FROM schema_versions")}
+    assert {10, 11} <= versions

@@ -15,12 +15,15 @@ from pyproxy.cli import cache as cli_cache
 from pyproxy.cli import policy as cli_policy
 from pyproxy.cli import prefetch as cli_prefetch
 from pyproxy.cli import transfer as cli_transfer
+from pyproxy.compose import open_stores
 from pyproxy.config import ConfigError, Settings, load_settings
 from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
-from pyproxy.stores.auth import AuthError, UserStore
+from pyproxy.stores.auth import AuthError
+from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.objects import BucketUnavailable
-from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.pg.connect import DatabaseUnavailable
+from pyproxy.stores.pg.migrations import SchemaTooNew
 from pyproxy.stores.space import Spare, is_disk_full, with_room
 
 
@@ -38,9 +41,21 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
     return load_settings(args.config, {"data_dir": args.data_dir, **overrides})
 
 
-def _stores(args: argparse.Namespace) -> tuple[PrivateStore, UserStore]:
-    layout = DataDir(_settings(args).data_dir)
-    return PrivateStore(layout.private), UserStore(layout.users)
+_opened: list[tuple[PrivateStoreAPI, UserStoreAPI]] = []  # closed when the command is done
+
+
+def _stores(args: argparse.Namespace) -> tuple[PrivateStoreAPI, UserStoreAPI]:
+    """The data directory's stores, or the cluster's when [storage] database is set."""
+    stores = open_stores(_settings(args))
+    _opened.append(stores)
+    return stores
+
+
+def _close_stores() -> None:
+    while _opened:
+        private, users = _opened.pop()
+        private.close()
+        users.close()
 
 
 # ---- commands ----
@@ -175,21 +190,26 @@ def cmd_yank(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    layout = DataDir(_settings(args).data_dir)
+    settings = _settings(args)
+    layout = DataDir(settings.data_dir)
     project = normalize(args.project)
 
     def remove() -> int:
-        private = PrivateStore(layout.private)
+        private, users = open_stores(settings)
         try:
             return private.remove(project, args.version, forget_name=args.forget_name)
         finally:
             private.close()
+            users.close()
 
-    # on a full disk SQLite has no room to record a delete (nor to open the store): the spare
-    # file's room lets the delete through, and the bodies it frees pay it back
-    spare = Spare(layout.spare)
-    count = with_room(spare, remove, "remove files")
-    spare.keep()
+    if settings.storage_database:
+        count = remove()
+    else:
+        # on a full disk SQLite has no room to record a delete (nor to open the store): the
+        # spare file's room lets the delete through, and the bodies it frees pay it back
+        spare = Spare(layout.spare)
+        count = with_room(spare, remove, "remove files")
+        spare.keep()
     what = f"{project} {args.version}" if args.version else project
     print(f"removed {count} file(s) of {what}; their filenames cannot be uploaded again")
     if args.version is None and not args.forget_name:
@@ -292,11 +312,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        try:
+            return func(args)
+        finally:
+            _close_stores()
     except ConfigError as exc:
         print(f"pyproxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, AuthError, NotFound, BucketUnavailable) as exc:
+    except (CommandError, AuthError, NotFound, BucketUnavailable, DatabaseUnavailable,
+            SchemaTooNew) as exc:
         print(f"pyproxy: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

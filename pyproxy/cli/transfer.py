@@ -9,12 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pyproxy.compose import open_stores
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops, transfer, transfer_users
 from pyproxy.ops.transfer_format import Report, TransferError, TransferReport, read_manifest
-from pyproxy.stores.auth import UserStore
-from pyproxy.stores.private import PrivateStore
 from pyproxy.units import human_size
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -47,10 +46,10 @@ def _summary(result: TransferReport, verb: str, *, cache: bool, users: bool = Fa
 
 def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     layout = DataDir(settings.data_dir)
-    if not layout.private.is_dir():
+    if not settings.storage_database and not layout.private.is_dir():
         raise TransferError(f"no private store in {settings.data_dir}")
-    private = PrivateStore(layout.private)
-    users = UserStore(layout.users) if args.include_users else None
+    private, opened_users = open_stores(settings)
+    users = opened_users if args.include_users else None
     blobs = None
     try:
         if args.include_cache and layout.files.is_dir():
@@ -61,8 +60,7 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         private.close()
-        if users is not None:
-            users.close()
+        opened_users.close()
         if blobs is not None:
             blobs.close()
     return _summary(result, "exported", cache=args.include_cache, users=args.include_users)
@@ -75,13 +73,15 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     result = TransferReport()
     layout = DataDir(settings.data_dir)
     with_users = (source / transfer_users.USERS).exists()
+    private, users = open_stores(settings)
     if with_users:  # before the files: roles name users, and tokens work at once
-        users = UserStore(layout.users)
         try:
             transfer_users.import_users(users, source, result.users)
-        finally:
+        except BaseException:
+            private.close()
             users.close()
-    private = PrivateStore(layout.private)
+            raise
+    users.close()
     try:
         transfer.import_private(private, source, result)
     finally:

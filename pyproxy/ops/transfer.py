@@ -49,21 +49,20 @@ from pyproxy.ops.transfer_format import (
 from pyproxy.ops.transfer_users import export_users
 from pyproxy.publish.rejections import UploadRejected
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
-from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.pages import PageStore
-from pyproxy.stores.private import PrivateStore
 
 # ----------------------------------------------------------------------------------- export
 
 
 def export(
-    private: PrivateStore,
+    private: PrivateStoreAPI,
     target: Path,
     *,
     blobs: BlobCache | None = None,
     pages_dir: Path | None = None,
-    users: UserStore | None = None,
+    users: UserStoreAPI | None = None,
     log: Callable[[str], None] = lambda _line: None,
 ) -> TransferReport:
     """Write the private packages (and, given `blobs`/`pages_dir`, the cache; given `users`,
@@ -110,7 +109,7 @@ def export(
     return report
 
 
-def exported_projects(private: PrivateStore) -> list[dict[str, Any]]:
+def exported_projects(private: PrivateStoreAPI) -> list[dict[str, Any]]:
     """Every private project, with or without files: name, display name, restriction, roles."""
     return [
         {
@@ -122,7 +121,7 @@ def exported_projects(private: PrivateStore) -> list[dict[str, Any]]:
     ]
 
 
-def exported_files(private: PrivateStore) -> list[dict[str, Any]]:
+def exported_files(private: PrivateStoreAPI) -> list[dict[str, Any]]:
     """Every file's record, oldest first, as files.jsonl holds it."""
     return [
         {
@@ -180,7 +179,7 @@ def _body(directory: Path, name: object) -> Path:
     return directory / name
 
 
-def import_private(private: PrivateStore, source: Path, report: TransferReport,
+def import_private(private: PrivateStoreAPI, source: Path, report: TransferReport,
                    log: Callable[[str], None] = lambda _line: None) -> None:
     """Every private name, then every file through the publish service as an admin's upload.
     Runs its own event loop: call it outside one, as `pyproxy import` does."""

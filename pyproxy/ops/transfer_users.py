@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pyproxy.ops.transfer_format import Report, read_jsonl, write_jsonl
-from pyproxy.stores.auth import TokenRecord, UserRecord, UserStore
+from pyproxy.stores.auth import TokenRecord, UserRecord
+from pyproxy.stores.interfaces import UserStoreAPI
 
 USERS = Path("private") / "users.jsonl"
 
@@ -56,12 +57,12 @@ def _from_json(fields: dict[str, Any]) -> UserRecord:
     return record
 
 
-def export_users(users: UserStore, target: Path, report: Report) -> None:
+def export_users(users: UserStoreAPI, target: Path, report: Report) -> None:
     records = users.export_users()
     report.copied = write_jsonl(target / USERS, (_as_json(r) for r in records))
 
 
-def import_users(users: UserStore, source: Path, report: Report) -> None:
+def import_users(users: UserStoreAPI, source: Path, report: Report) -> None:
     for fields in _records(source):
         name = fields.get("name")
         try:

@@ -43,7 +43,7 @@ from pyproxy.publish.rejections import UploadRejected, missing_file
 from pyproxy.publish.upstream_names import UpstreamNames
 from pyproxy.publish.validate import UploadForm, validate_form
 from pyproxy.publish.validate_file import ValidatedFile, validate_file
-from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.interfaces import PrivateStoreAPI
 from pyproxy.stores.private_schema import NewFile, StoreRejected
 from pyproxy.stores.space import is_disk_full
 
@@ -235,7 +235,7 @@ class Publisher:
     reserved_prefixes: `[uploads] reserved_prefixes` (normalised here too)."""
 
     def __init__(
-        self, store: PrivateStore, *, upstream: UpstreamNames | None = None,
+        self, store: PrivateStoreAPI, *, upstream: UpstreamNames | None = None,
         reserved_prefixes: Sequence[str] = (),
     ) -> None:
         self.store = store
@@ -269,7 +269,8 @@ class Publisher:
         )
         new = build_record(form, checked, body, uploader.user, submission.kept, provenance)
         try:
-            if self.store.find_duplicate(new):
+            # in a thread: on a cluster these are database round trips
+            if await asyncio.to_thread(self.store.find_duplicate, new):
                 log.info("identical re-upload of %s by %s: nothing to do", new.filename,
                          new.uploader)
                 return Published.ALREADY_STORED
@@ -293,7 +294,7 @@ class Publisher:
             return None
         if user is None:  # only an import stores files nobody uploaded, with an admin's rights
             raise ValueError("an upload by nobody must be an admin's")
-        roles = self.store.project_roles(form.project)
+        roles = await asyncio.to_thread(self.store.project_roles, form.project)
         if roles is None:
             await self._check_claim(form.project)
         elif not may_upload(user, roles, admin=False):

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pyproxy.model import FileSource, LocalFile, NormalizedName, ProjectList, ProjectPage
-from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.interfaces import PrivateStoreAPI
 from pyproxy.stores.private_files import NotLocal
 
 
 class PrivateRepository:
     """The private store as a read-only Repository (private packages only)."""
 
-    def __init__(self, store: PrivateStore) -> None:
+    def __init__(self, store: PrivateStoreAPI) -> None:
         self.store = store
 
     async def list_projects(self) -> ProjectList:

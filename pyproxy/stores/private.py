@@ -345,8 +345,8 @@ class PrivateStore:
             self.files.temporary_file() as metadata_tmp,
             self.files.temporary_file() as provenance_tmp,
         ):
-            metadata_sha256 = _write_side_body(metadata_tmp, new.core_metadata)
-            provenance_sha256 = _write_side_body(provenance_tmp, new.provenance)
+            metadata_sha256 = write_side_body(metadata_tmp, new.core_metadata)
+            provenance_sha256 = write_side_body(provenance_tmp, new.provenance)
             with self._write() as db:
                 # checked again under the write lock: another process may have won the race
                 if self._check_duplicate(db, new):
@@ -491,7 +491,7 @@ class PrivateStore:
         return removed
 
 
-def _write_side_body(path: Path, body: bytes | None) -> str | None:
+def write_side_body(path: Path, body: bytes | None) -> str | None:
     """Write a file's `.metadata` or provenance to its temp file, fsync'd; its sha256."""
     if body is None:
         return None

@@ -33,7 +33,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Generic, TypeVar
 
 from pyproxy.lru import BoundedLRU, SingleFlight
-from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore, check_password, parse_basic
+from pyproxy.stores.auth import TOKEN_USERNAME, Identity, check_password, parse_basic
+from pyproxy.stores.interfaces import UserStoreAPI
 
 Revision = tuple[int, int]
 _T = TypeVar("_T")
@@ -171,7 +172,7 @@ class Verifications:
     requests carry it meanwhile.
     """
 
-    def __init__(self, users: UserStore, pool: PasswordPool, limit: FailureLimit, *,
+    def __init__(self, users: UserStoreAPI, pool: PasswordPool, limit: FailureLimit, *,
                  ttl: float = 60.0, capacity: int = 4096) -> None:
         self._users = users
         self._pool = pool

@@ -9,6 +9,7 @@ from aiohttp.typedefs import Handler, LooseHeaders
 
 from pyproxy.model import Forbidden, NotFound, Unavailable
 from pyproxy.publish.rejections import reason_phrase
+from pyproxy.stores.pg.connect import DatabaseUnavailable
 
 log = logging.getLogger("pyproxy.web")
 
@@ -40,9 +41,9 @@ CLIENT_CLOSED = 499
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Preflights get 204; repository errors become 403/404/503; a client that went away (e.g.
-    mid-upload) gets a 499 that is never sent but recorded; anything unexpected a 500 (its
-    traceback logged)."""
+    """Preflights get 204; repository errors and an unreachable database become 403/404/503; a
+    client that went away (e.g. mid-upload) gets a 499 that is never sent but recorded;
+    anything unexpected a 500 (its traceback logged)."""
     if request.method == hdrs.METH_OPTIONS:
         return web.Response(status=204)  # CORS preflight, for any path
     try:
@@ -55,6 +56,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return text_error(404, f"Not Found: {exc}")
     except Unavailable as exc:
         # no Retry-After: pip would sleep that long before each of its retries
+        return text_error(503, f"Service Unavailable: {exc}")
+    except DatabaseUnavailable as exc:  # a cluster's PostgreSQL: uploads and admin writes
+        log.warning("%s %s: %s", request.method, request.path, exc)
         return text_error(503, f"Service Unavailable: {exc}")
     except ConnectionError:
         transport = request.transport

@@ -28,7 +28,8 @@ from aiohttp.typedefs import Handler
 from pyproxy.access import ReadRestrictions
 from pyproxy.config import Settings
 from pyproxy.model import NormalizedName, PrivateCatalog, normalize
-from pyproxy.stores.auth import TOKEN_USERNAME, Identity, UserStore
+from pyproxy.stores.auth import TOKEN_USERNAME, Identity
+from pyproxy.stores.interfaces import UserStoreAPI
 from pyproxy.web.access_log import USER
 from pyproxy.web.context import SERVICES, trusted_peer
 from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused, Verifications
@@ -49,7 +50,7 @@ class ReadAccess:
     """What the guard needs, built once per application."""
 
     def __init__(
-        self, private: PrivateCatalog, users: UserStore, settings: Settings
+        self, private: PrivateCatalog, users: UserStoreAPI, settings: Settings
     ) -> None:
         self.private = private
         self.authenticated = settings.read_access == "authenticated"

@@ -1,4 +1,8 @@
-"""pyproxy.cli: the operator commands, run in-process through main()."""
+"""pyproxy.cli: the operator commands, run in-process through main().
+
+The commands that work on the stores run twice (`storage`): on a data directory, and on a
+cluster's PostgreSQL ([storage] database in a configuration file), where they must do the same.
+"""
 
 from __future__ import annotations
 
@@ -15,8 +19,13 @@ from pyproxy.cli import main as cli
 from pyproxy.model import normalize
 from pyproxy.stores import auth
 from pyproxy.stores.auth import TOKEN_USERNAME, UserStore
+from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
+from pyproxy.stores.pg.cluster import open_cluster_stores
 from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.stores.private_schema import NewFile
+from tests.servers.s3 import S3Server
+from tests.servers.s3 import credentials as s3_credentials
 
 PASSWORD = "correct horse battery"
 
@@ -32,13 +41,38 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The cluster's DSN (its bucket's name and endpoint in `cluster.toml` beside it), or ""
+    for the data directory's stores."""
+    if request.param == "sqlite":
+        return ""
+    dsn: str = request.getfixturevalue("pg_dsn")
+    bucket: str = request.getfixturevalue("bucket")  # its credentials in the environment
+    s3: S3Server = request.getfixturevalue("s3")
+    storage_config(tmp_path, dsn, f"s3://{bucket}/cli", s3.endpoint)
+    return dsn
+
+
+def storage_config(tmp_path: Path, dsn: str, objects: str = "s3://bucket",
+                   endpoint: str = "http://127.0.0.1:9") -> Path:
+    config = tmp_path / "cluster.toml"
+    config.write_text(f'[storage]\ndatabase = "{dsn}"\nobjects = "{objects}"\n'
+                      f's3_endpoint = "{endpoint}"\nnode_url = "http://127.0.0.1:8080"\n')
+    return config
+
+
 @pytest.fixture
-def pyproxy(data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    """run(*args, stdin=None) -> (exit status, stdout, stderr), with --data-dir added."""
+def pyproxy(data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+            storage: str, tmp_path: Path):
+    """run(*args, stdin=None) -> (exit status, stdout, stderr), with --data-dir (and on a
+    cluster --config) added."""
+    config = ["--config", str(tmp_path / "cluster.toml")] if storage else []
 
     def run(*args: str, stdin: str | None = None, data: bool = True) -> tuple[int, str, str]:
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin or ""))
-        argv = [*args, "--data-dir", str(data_dir)] if data else list(args)
+        own = config if "--config" not in args else []  # a test's own configuration wins
+        argv = [*args, "--data-dir", str(data_dir), *own] if data else list(args)
         code = cli.main(argv)
         captured = capsys.readouterr()
         return code, captured.out, captured.err
@@ -54,18 +88,42 @@ def one_line_error(err: str) -> str:
     return lines[0]
 
 
-def open_users(data_dir: Path) -> UserStore:
-    return UserStore(data_dir)
+@pytest.fixture
+def stores(data_dir: Path, storage: str) -> Iterator[tuple[PrivateStoreAPI, UserStoreAPI]]:
+    """The stores the commands work on, opened as a test's own view (nothing held in memory)."""
+    if storage:
+        opened: tuple[PrivateStoreAPI, UserStoreAPI] = open_cluster_stores(
+            storage, PrivateFiles(data_dir / "private"), listen=False)
+    else:
+        opened = PrivateStore(data_dir / "private"), UserStore(data_dir)
+    yield opened
+    for store in opened:
+        store.close()
 
 
 @pytest.fixture
-def private(data_dir: Path) -> Iterator[PrivateStore]:
-    store = PrivateStore(data_dir / "private")
-    yield store
-    store.close()
+def open_users(stores: tuple[PrivateStoreAPI, UserStoreAPI]):  # type: ignore[no-untyped-def]
+    """open_users(data_dir) -> the user store; closing it is harmless (the fixture closes)."""
+
+    class Unclosed:
+        def __init__(self, users: UserStoreAPI) -> None:
+            self._users = users
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self._users, name)
+
+        def close(self) -> None:
+            pass
+
+    return lambda _data_dir: Unclosed(stores[1])
 
 
-def add_private(store: PrivateStore, filename: str, uploader: str = "alice") -> None:
+@pytest.fixture
+def private(stores: tuple[PrivateStoreAPI, UserStoreAPI]) -> PrivateStoreAPI:
+    return stores[0]
+
+
+def add_private(store: PrivateStoreAPI, filename: str, uploader: str = "alice") -> None:
     body = filename.encode()
     name, version = filename.split("-")[:2]
     version = version.removesuffix(".tar.gz")
@@ -85,7 +143,7 @@ def add_private(store: PrivateStore, filename: str, uploader: str = "alice") -> 
 # ---- users ----
 
 
-def test_user_add_list_remove(pyproxy, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_user_add_list_remove(pyproxy, data_dir: Path, open_users) -> None:  # type: ignore[no-untyped-def]
     code, out, err = pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
     assert (code, err) == (0, "")
     assert out.strip() == "added user alice"
@@ -108,7 +166,7 @@ def test_user_add_list_remove(pyproxy, data_dir: Path) -> None:  # type: ignore[
     assert pyproxy("user", "list")[1].splitlines() == ["root\tadmin\t0 token(s)"]
 
 
-def test_user_add_password_with_spaces_kept(pyproxy, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_user_add_password_with_spaces_kept(pyproxy, data_dir: Path, open_users) -> None:  # type: ignore[no-untyped-def]
     assert pyproxy("user", "add", "alice", "--password-stdin", stdin="  spaced out  \n")[0] == 0
     users = open_users(data_dir)
     try:
@@ -144,7 +202,7 @@ def test_duplicate_user(pyproxy) -> None:  # type: ignore[no-untyped-def]
 # ---- tokens ----
 
 
-def test_token_create_list_revoke(pyproxy, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_token_create_list_revoke(pyproxy, data_dir: Path, open_users) -> None:  # type: ignore[no-untyped-def]
     pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
     code, out, err = pyproxy("token", "create", "alice")
     assert (code, err) == (0, "")
@@ -192,7 +250,7 @@ def test_token_unknown_user(pyproxy, args: tuple[str, ...]) -> None:  # type: ig
     assert "nobody" in one_line_error(err)
 
 
-def test_user_remove_revokes_tokens(pyproxy, data_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_user_remove_revokes_tokens(pyproxy, data_dir: Path, open_users) -> None:  # type: ignore[no-untyped-def]
     pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
     token = pyproxy("token", "create", "alice")[1].strip()
     pyproxy("user", "remove", "alice")
@@ -206,7 +264,7 @@ def test_user_remove_revokes_tokens(pyproxy, data_dir: Path) -> None:  # type: i
 # ---- grant, yank, remove ----
 
 
-def test_grant_and_revoke(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+def test_grant_and_revoke(pyproxy, private: PrivateStoreAPI) -> None:  # type: ignore[no-untyped-def]
     add_private(private, "foo-1.0-py3-none-any.whl", uploader="alice")
     pyproxy("user", "add", "bob", "--password-stdin", stdin=PASSWORD)
     code, out, err = pyproxy("grant", "Foo", "bob")
@@ -237,7 +295,7 @@ def test_grant_and_revoke(pyproxy, private: PrivateStore) -> None:  # type: igno
         (("remove", "foo", "9.9"), "9.9"),
     ],
 )
-def test_unknown_names(pyproxy, private: PrivateStore, args: tuple[str, ...], fragment: str) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_names(pyproxy, private: PrivateStoreAPI, args: tuple[str, ...], fragment: str) -> None:  # type: ignore[no-untyped-def]
     add_private(private, "foo-1.0-py3-none-any.whl")
     pyproxy("user", "add", "alice", "--password-stdin", stdin=PASSWORD)
     code, out, err = pyproxy(*args)
@@ -245,7 +303,7 @@ def test_unknown_names(pyproxy, private: PrivateStore, args: tuple[str, ...], fr
     assert fragment in one_line_error(err)
 
 
-def test_yank_and_undo(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+def test_yank_and_undo(pyproxy, private: PrivateStoreAPI) -> None:  # type: ignore[no-untyped-def]
     add_private(private, "foo-1.0-py3-none-any.whl")
     add_private(private, "foo-1.0.tar.gz")
     code, out, err = pyproxy("yank", "Foo", "1.0", "--reason", "broken build")
@@ -259,7 +317,7 @@ def test_yank_and_undo(pyproxy, private: PrivateStore) -> None:  # type: ignore[
     assert not any(f.yanked for f in private.project_page(normalize("foo")).files)
 
 
-def test_remove_version_then_project(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+def test_remove_version_then_project(pyproxy, private: PrivateStoreAPI) -> None:  # type: ignore[no-untyped-def]
     add_private(private, "foo-1.0-py3-none-any.whl")
     add_private(private, "foo-2.0-py3-none-any.whl")
     code, out, err = pyproxy("remove", "foo", "1.0")
@@ -276,7 +334,7 @@ def test_remove_version_then_project(pyproxy, private: PrivateStore) -> None:  #
     assert not private.has_project(normalize("foo"))
 
 
-def test_reserve_makes_a_name_private_before_any_upload(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+def test_reserve_makes_a_name_private_before_any_upload(pyproxy, private: PrivateStoreAPI) -> None:  # type: ignore[no-untyped-def]
     code, out, err = pyproxy("reserve", "Requests")
     assert (code, err) == (0, "")
     assert "requests is private now" in out and "pyproxy grant requests USER --owner" in out
@@ -423,7 +481,7 @@ def test_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]
     assert "usage:" in capsys.readouterr().err
 
 
-def test_restrict_and_grant_read(pyproxy, private: PrivateStore) -> None:  # type: ignore[no-untyped-def]
+def test_restrict_and_grant_read(pyproxy, private: PrivateStoreAPI) -> None:  # type: ignore[no-untyped-def]
     add_private(private, "foo-1.0-py3-none-any.whl", uploader="alice")
     pyproxy("user", "add", "bob", "--password-stdin", stdin=PASSWORD)
     code, out, err = pyproxy("restrict", "Foo")
@@ -445,10 +503,60 @@ def test_restrict_and_grant_read(pyproxy, private: PrivateStore) -> None:  # typ
 
     code, out, _ = pyproxy("restrict", "foo", "--undo")
     assert code == 0 and "readable by every reader" in out
-    fresh = PrivateStore(private.directory)  # `private` looks again only after a moment
-    try:
-        assert not fresh.restricted_readers()
-    finally:
+    # the SQLite `private` looks again only after a moment; the cluster's holds nothing
+    fresh = PrivateStore(private.directory) if isinstance(private, PrivateStore) else private
+    assert not fresh.restricted_readers()
+    if fresh is not private:
         fresh.close()
     code, _, err = pyproxy("restrict", "nope")
     assert code == 1 and "nope" in one_line_error(err)
+
+
+# ---- a cluster's database that cannot be reached ----
+
+
+@pytest.mark.parametrize("command", [("user", "list"), ("token", "revoke", "pyproxy-abcdef"),
+                                     ("grant", "foo", "bob"), ("yank", "foo", "1.0"),
+                                     ("remove", "foo"), ("restrict", "foo"), ("reserve", "foo")])
+def test_an_unreachable_database_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tests.servers.postgres import free_port
+
+    for name, value in s3_credentials().items():  # the bucket is not asked: the database fails first
+        monkeypatch.setenv(name, value)
+
+    config = storage_config(tmp_path, f"postgresql://pyproxy:s3cr3t-pw@127.0.0.1:{free_port()}/db")
+    code = cli.main([*command, "--config", str(config), "--data-dir", str(tmp_path / "data")])
+    captured = capsys.readouterr()
+    line = one_line_error(captured.err)
+    assert code == 1, captured
+    assert "cannot connect to PostgreSQL at postgresql://pyproxy:***@127.0.0.1" in line
+    assert "s3cr3t-pw" not in captured.err + captured.out
+
+
+def test_serve_with_an_unreachable_database_is_one_line_and_exit_1(
+    tmp_path: Path, s3: S3Server, bucket: str
+) -> None:
+    """In a process of its own: serve sets up logging and metrics for the whole process. (The
+    bucket answers: serve asks it first.)"""
+    import os
+    import subprocess
+    import sys
+
+    from tests.servers.postgres import free_port
+
+    config = storage_config(tmp_path, f"postgresql://pyproxy:s3cr3t-pw@127.0.0.1:{free_port()}/db",
+                            f"s3://{bucket}/cli", s3.endpoint)
+    done = subprocess.run(
+        [sys.executable, "-m", "pyproxy", "serve", "--port", "0", "--config", str(config),
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**os.environ, **s3_credentials()},
+    )
+    assert done.returncode == 1, done
+    line = one_line_error(done.stderr)
+    assert "cannot connect to PostgreSQL at postgresql://pyproxy:***@127.0.0.1" in line
+    assert "s3cr3t-pw" not in done.stderr + done.stdout
+    assert "listening" not in done.stderr  # refused before it listens

@@ -1,12 +1,15 @@
-"""pyproxy.auth: password hashes, Basic credentials, users and API tokens."""
+"""pyproxy.auth: password hashes, Basic credentials, users and API tokens.
+
+The user-store tests run on both backends (`backends`): the embedded store and a cluster node's
+PostgreSQL store (stores/pg/users.py), which must behave the same."""
 
 from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from pyproxy.stores import auth
@@ -20,6 +23,8 @@ from pyproxy.stores.auth import (
     parse_basic,
     verify_password,
 )
+from pyproxy.stores.interfaces import UserStoreAPI
+from tests.stores.backends import Backends, settle
 
 PASSWORD = "correct horse battery"
 REAL_SCRYPT_N = auth._SCRYPT_N
@@ -41,10 +46,8 @@ def test_default_cost(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def users(tmp_path: Path) -> Iterator[UserStore]:
-    store = UserStore(tmp_path / "data")
-    yield store
-    store.close()
+def users(tmp_path: Path, backends: Backends) -> UserStoreAPI:
+    return backends.open_users(tmp_path / "data")
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +143,7 @@ def test_parse_basic_rejects(header: str | None) -> None:
 # ---- users ----
 
 
-def test_add_and_authenticate(users: UserStore) -> None:
+def test_add_and_authenticate(users: UserStoreAPI) -> None:
     users.add_user("alice", PASSWORD)
     users.add_user("root", PASSWORD, admin=True)
     assert users.exists("alice")
@@ -157,7 +160,7 @@ def test_add_and_authenticate(users: UserStore) -> None:
     ["", "-alice", ".alice", "_alice", "al ice", "alice/bob", "alice:bob", "ä", "a" * 65, "alice\n",
      TOKEN_USERNAME],
 )
-def test_invalid_user_names(users: UserStore, name: str) -> None:
+def test_invalid_user_names(users: UserStoreAPI, name: str) -> None:
     with pytest.raises(AuthError) as caught:
         users.add_user(name, PASSWORD)
     assert "\n" not in str(caught.value)
@@ -165,32 +168,32 @@ def test_invalid_user_names(users: UserStore, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["a", "alice", "Alice.Bob_2-x", "a" * 64, "9lives"])
-def test_valid_user_names(users: UserStore, name: str) -> None:
+def test_valid_user_names(users: UserStoreAPI, name: str) -> None:
     users.add_user(name, PASSWORD)
     assert users.exists(name)
 
 
 @pytest.mark.parametrize("password", ["", "short", "7chars!"])
-def test_short_password(users: UserStore, password: str) -> None:
+def test_short_password(users: UserStoreAPI, password: str) -> None:
     with pytest.raises(AuthError, match="8 characters"):
         users.add_user("alice", password)
     assert not users.exists("alice")
 
 
-def test_duplicate_user(users: UserStore) -> None:
+def test_duplicate_user(users: UserStoreAPI) -> None:
     users.add_user("alice", PASSWORD)
     with pytest.raises(AuthError, match="already exists"):
         users.add_user("alice", "another password")
     assert users.authenticate("alice", PASSWORD) is not None
 
 
-def test_token_username_cannot_log_in_with_a_password(users: UserStore) -> None:
+def test_token_username_cannot_log_in_with_a_password(users: UserStoreAPI) -> None:
     with pytest.raises(AuthError):
         users.add_user(TOKEN_USERNAME, PASSWORD)
     assert users.authenticate(TOKEN_USERNAME, PASSWORD) is None
 
 
-def test_remove_user_cascades_tokens(users: UserStore) -> None:
+def test_remove_user_cascades_tokens(users: UserStoreAPI) -> None:
     users.add_user("alice", PASSWORD)
     users.add_user("bob", PASSWORD)
     alice_token = users.create_token("alice")
@@ -207,51 +210,63 @@ def test_remove_user_cascades_tokens(users: UserStore) -> None:
     assert users.authenticate(TOKEN_USERNAME, alice_token) is None
 
 
-def test_remove_unknown_user(users: UserStore) -> None:
+def test_remove_unknown_user(users: UserStoreAPI) -> None:
     with pytest.raises(AuthError, match="no user"):
         users.remove_user("nobody")
 
 
-def test_users_persist_across_instances(tmp_path: Path) -> None:
-    first = UserStore(tmp_path)
+def test_users_persist_across_instances(tmp_path: Path, backends: Backends) -> None:
+    first = backends.open_users(tmp_path)
     first.add_user("alice", PASSWORD)
     token = first.create_token("alice")
-    first.close()
-    second = UserStore(tmp_path)
-    try:
-        assert second.authenticate("alice", PASSWORD) is not None
-        assert second.authenticate(TOKEN_USERNAME, token) is not None
-    finally:
-        second.close()
+    backends.close(first)
+    second = backends.open_users(tmp_path)
+    assert second.authenticate("alice", PASSWORD) is not None
+    assert second.authenticate(TOKEN_USERNAME, token) is not None
 
 
-def test_revision_moves_at_once_for_every_instance(tmp_path: Path,
+def test_revision_moves_at_once_for_every_instance(tmp_path: Path, backends: Backends,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A server's store sees another process's change (the CLI's store stands in for it) on its
-    very next revision(), without waiting for the database backstop."""
+    very next revision(), without waiting for the database backstop (on PostgreSQL: as soon
+    as the change's notification arrived, which `settle` waits for)."""
     monkeypatch.setattr(auth, "REVISION_RECHECK_S", 3600.0)
-    server, cli = UserStore(tmp_path), UserStore(tmp_path)
-    try:
-        cli.add_user("alice", PASSWORD)
+    server, cli = backends.open_users(tmp_path), backends.open_users(tmp_path)
+    cli.add_user("alice", PASSWORD)
+    settle(server)
+    seen = server.revision()
+    for change in (lambda: cli.create_token("alice"), lambda: cli.revoke_token(
+            cli.create_token("alice")), lambda: server.add_user("bob", PASSWORD),
+            lambda: cli.remove_user("alice")):
+        change()
+        settle(server)
+        assert server.revision() != seen
         seen = server.revision()
-        for change in (lambda: cli.create_token("alice"), lambda: cli.revoke_token(
-                cli.create_token("alice")), lambda: server.add_user("bob", PASSWORD),
-                lambda: cli.remove_user("alice")):
-            change()
-            assert server.revision() != seen
-            seen = server.revision()
-        with pytest.raises(AuthError):  # nothing committed, nothing to drop
-            cli.remove_user("alice")
-        assert server.revision() == seen
-    finally:
-        server.close()
-        cli.close()
+    with pytest.raises(AuthError):  # nothing committed, nothing to drop
+        cli.remove_user("alice")
+    settle(server)
+    assert server.revision() == seen
+
+
+def test_a_token_revoked_elsewhere_is_refused_once_heard(tmp_path: Path, backends: Backends) -> None:
+    """What a server remembers of tokens and passwords is dropped on another instance's change."""
+    server, cli = backends.open_users(tmp_path), backends.open_users(tmp_path)
+    cli.add_user("alice", PASSWORD)
+    token = cli.create_token("alice")
+    settle(server)
+    assert server.authenticate(TOKEN_USERNAME, token) == Identity("alice", False, via_token=True)
+    cli.revoke_token(token)
+    settle(server)
+    assert server.authenticate(TOKEN_USERNAME, token) is None
+    cli.remove_user("alice")
+    settle(server)
+    assert server.password_record("alice") is None
 
 
 # ---- tokens ----
 
 
-def test_token_create_and_authenticate(users: UserStore) -> None:
+def test_token_create_and_authenticate(users: UserStoreAPI) -> None:
     users.add_user("root", PASSWORD, admin=True)
     token = users.create_token("root")
     assert token.startswith(TOKEN_PREFIX)
@@ -263,16 +278,20 @@ def test_token_create_and_authenticate(users: UserStore) -> None:
     assert users.create_token("root") != token
 
 
-def test_token_is_not_stored(users: UserStore, tmp_path: Path) -> None:
+def test_token_is_not_stored(users: UserStoreAPI, tmp_path: Path, backends: Backends) -> None:
     users.add_user("alice", PASSWORD)
     token = users.create_token("alice")
     secret = token.removeprefix(TOKEN_PREFIX).encode()
     for path in (tmp_path / "data").iterdir():
         assert secret not in path.read_bytes()
+    if backends.kind == "postgresql":
+        with psycopg.connect(backends.dsn) as conn:
+            rows = conn.execute("SELECT t::text FROM tokens t UNION ALL SELECT u::text FROM users u")
+            assert not any(secret.decode() in row[0] for row in rows)
 
 
 @pytest.mark.parametrize("suffix", ["\n", "\r\n", " ", "\t\n"])
-def test_token_with_trailing_whitespace(users: UserStore, suffix: str) -> None:
+def test_token_with_trailing_whitespace(users: UserStoreAPI, suffix: str) -> None:
     users.add_user("alice", PASSWORD)
     token = users.create_token("alice")
     assert users.authenticate(TOKEN_USERNAME, token + suffix) == Identity("alice", False, True)
@@ -288,24 +307,24 @@ def test_token_with_trailing_whitespace(users: UserStore, suffix: str) -> None:
         lambda t: "",
     ],
 )
-def test_wrong_token(users: UserStore, mangle) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_token(users: UserStoreAPI, mangle) -> None:  # type: ignore[no-untyped-def]
     users.add_user("alice", PASSWORD)
     token = users.create_token("alice")
     assert users.authenticate(TOKEN_USERNAME, mangle(token)) is None
 
 
-def test_token_is_not_a_password(users: UserStore) -> None:
+def test_token_is_not_a_password(users: UserStoreAPI) -> None:
     users.add_user("alice", PASSWORD)
     token = users.create_token("alice")
     assert users.authenticate("alice", token) is None
 
 
-def test_token_for_unknown_user(users: UserStore) -> None:
+def test_token_for_unknown_user(users: UserStoreAPI) -> None:
     with pytest.raises(AuthError, match="no user"):
         users.create_token("nobody")
 
 
-def test_revoke_by_whole_token(users: UserStore) -> None:
+def test_revoke_by_whole_token(users: UserStoreAPI) -> None:
     users.add_user("alice", PASSWORD)
     revoked = users.create_token("alice")
     kept = users.create_token("alice")
@@ -322,7 +341,7 @@ def _scripted_tokens(monkeypatch: pytest.MonkeyPatch, *randoms: str) -> None:
     monkeypatch.setattr(secrets, "token_urlsafe", lambda nbytes=None: next(values))
 
 
-def test_revoke_by_prefix(users: UserStore, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_revoke_by_prefix(users: UserStoreAPI, monkeypatch: pytest.MonkeyPatch) -> None:
     users.add_user("alice", PASSWORD)
     _scripted_tokens(monkeypatch, "Revoked" + "r" * 36, "Kept00" + "k" * 37)
     revoked = users.create_token("alice")
@@ -336,7 +355,7 @@ def test_revoke_by_prefix(users: UserStore, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_revoke_by_a_shared_prefix_revokes_every_token_with_it(
-    users: UserStore, monkeypatch: pytest.MonkeyPatch
+    users: UserStoreAPI, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     users.add_user("alice", PASSWORD)
     _scripted_tokens(monkeypatch, "Shared" + "a" * 37, "Shared" + "b" * 37, "Other0" + "c" * 37)
@@ -352,7 +371,7 @@ def test_revoke_by_a_shared_prefix_revokes_every_token_with_it(
 
 
 @pytest.mark.parametrize("value", ["", "pyproxy-", "pyproxy-ab", "nothing", "pyproxy-zzzzzz"])
-def test_revoke_unknown_or_too_short(users: UserStore, value: str) -> None:
+def test_revoke_unknown_or_too_short(users: UserStoreAPI, value: str) -> None:
     users.add_user("alice", PASSWORD)
     users.create_token("alice")
     with pytest.raises(AuthError):
@@ -360,7 +379,7 @@ def test_revoke_unknown_or_too_short(users: UserStore, value: str) -> None:
     assert len(users.tokens("alice")) == 1
 
 
-def test_short_prefix_never_matches_many(users: UserStore) -> None:
+def test_short_prefix_never_matches_many(users: UserStoreAPI) -> None:
     users.add_user("alice", PASSWORD)
     for _ in range(3):
         users.create_token("alice")
@@ -371,3 +390,25 @@ def test_short_prefix_never_matches_many(users: UserStore) -> None:
 
 def test_dummy_hash_is_cached() -> None:
     assert auth._dummy_hash() == auth._dummy_hash()
+
+
+def test_export_and_import_users_between_backends(tmp_path: Path, backends: Backends) -> None:
+    """What one store exports, another takes: the same password and tokens work there."""
+    source, target = backends.open_users(tmp_path / "a"), UserStore(tmp_path / "b")
+    try:
+        source.add_user("alice", PASSWORD, admin=True)
+        token = source.create_token("alice")
+        (record,) = source.export_users()
+        assert record.name == "alice" and record.admin and len(record.tokens) == 1
+        assert token not in repr(record)
+        assert target.import_user(record) == (True, 1)
+        assert target.import_user(record) == (False, 0)
+        assert target.authenticate(TOKEN_USERNAME, token) == Identity("alice", True, via_token=True)
+        back = backends.open_users(tmp_path / "c")  # the other way, into this backend
+        source.remove_user("alice")
+        settle(back)
+        assert back.import_user(target.export_users()[0]) == (True, 1)
+        settle(back)
+        assert back.authenticate("alice", PASSWORD) == Identity("alice", True, via_token=False)
+    finally:
+        target.close()

@@ -1,4 +1,10 @@
-"""pyproxy.stores.private.PrivateStore: durable private files, records, permissions, tombstones, GC."""
+"""pyproxy.stores.private.PrivateStore: durable private files, records, permissions, tombstones, GC.
+
+Every test taking `store` runs twice (the `backends` fixture): on the embedded store and on a
+cluster node's PostgreSQL store (stores/pg/private.py), which must behave the same; `other` is
+another process (SQLite) or another node (PostgreSQL), whose changes a node hears of by
+notification: `settle()` waits for that.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,13 @@ import pytest
 from pyproxy import access
 from pyproxy.access import ReadRestrictions
 from pyproxy.model import LocalFile, NotFound, Origin, normalize
+from pyproxy.stores.interfaces import PrivateStoreAPI
 from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.stores.private_schema import NewFile, StoreRejected
 from pyproxy.stores.space import is_disk_full
 from tests.small_disk import fill, mounted
+from tests.stores.backends import Backends, settle
 
 METADATA = b"Metadata-Version: 2.1\nName: foo\nVersion: 1.0\n"
 
@@ -28,15 +37,26 @@ def directory(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(directory: Path) -> Iterator[PrivateStore]:
+def store(directory: Path, backends: Backends) -> PrivateStoreAPI:
+    return backends.open_private(directory)
+
+
+@pytest.fixture
+def other(directory: Path, store: PrivateStoreAPI, backends: Backends) -> PrivateStoreAPI:
+    """A second store on the same directory and database: another worker process, as far as
+    SQLite can tell, or another node."""
+    return backends.open_private(directory)
+
+
+@pytest.fixture
+def sqlite_store(directory: Path) -> Iterator[PrivateStore]:
     opened = PrivateStore(directory)
     yield opened
     opened.close()
 
 
 @pytest.fixture
-def other(directory: Path, store: PrivateStore) -> Iterator[PrivateStore]:
-    """A second store on the same directory: another worker process, as far as SQLite can tell."""
+def sqlite_other(directory: Path, sqlite_store: PrivateStoreAPI) -> Iterator[PrivateStore]:
     opened = PrivateStore(directory)
     yield opened
     opened.close()
@@ -77,7 +97,7 @@ def new_file(
     )
 
 
-def add(store: PrivateStore, new: NewFile, body: bytes, *, admin: bool = False) -> bool:
+def add(store: PrivateStoreAPI, new: NewFile, body: bytes, *, admin: bool = False) -> bool:
     """As the publish service adds a file: the upload rule re-checked under the write lock."""
     uploader = new.uploader
     with store.files.temporary_file() as tmp:
@@ -89,34 +109,36 @@ def add(store: PrivateStore, new: NewFile, body: bytes, *, admin: bool = False) 
         )
 
 
-def may_upload(store: PrivateStore, user: str, project: str, *, admin: bool) -> bool:
+def may_upload(store: PrivateStoreAPI, user: str, project: str, *, admin: bool) -> bool:
     return access.may_upload(user, store.project_roles(normalize(project)), admin=admin)
 
 
 def upload(
-    store: PrivateStore, filename: str = "foo-1.0-py3-none-any.whl", body: bytes | None = None,
+    store: PrivateStoreAPI, filename: str = "foo-1.0-py3-none-any.whl", body: bytes | None = None,
     *, admin: bool = False, **kwargs: object,
 ) -> bool:
     body = filename.encode() + b" body" if body is None else body
     return add(store, new_file(filename, body, **kwargs), body, admin=admin)  # type: ignore[arg-type]
 
 
-def filenames(store: PrivateStore, project: str = "foo") -> list[str]:
+def filenames(store: PrivateStoreAPI, project: str = "foo") -> list[str]:
     return [f.filename for f in store.project_page(normalize(project)).files]
 
 
-def blob_files(store: PrivateStore) -> set[str]:
+def blob_files(store: PrivateStoreAPI) -> set[str]:
+    assert isinstance(store.files, PrivateFiles)
     return {path.name for path in store.files.blobs.glob("*/*/*")}
 
 
-def temp_files(store: PrivateStore) -> list[Path]:
+def temp_files(store: PrivateStoreAPI) -> list[Path]:
+    assert isinstance(store.files, PrivateFiles)
     return list(store.files.tmp.iterdir())
 
 
 # ---- adding files ----
 
 
-def test_add_file_makes_it_visible(store: PrivateStore) -> None:
+def test_add_file_makes_it_visible(store: PrivateStoreAPI) -> None:
     body = b"the wheel"
     assert upload(store, body=body, core_metadata=METADATA, requires_python=">=3.8")
     page = store.project_page(normalize("foo"))
@@ -141,7 +163,7 @@ def test_add_file_makes_it_visible(store: PrivateStore) -> None:
     assert temp_files(store) == []  # the body was moved, the metadata temp file removed
 
 
-def test_without_metadata(store: PrivateStore) -> None:
+def test_without_metadata(store: PrivateStoreAPI) -> None:
     upload(store)
     (dist,) = store.project_page(normalize("foo")).files
     assert dist.core_metadata is False
@@ -149,7 +171,7 @@ def test_without_metadata(store: PrivateStore) -> None:
         store.open_metadata(normalize("foo"), dist.filename)
 
 
-def test_display_name_and_normalisation(store: PrivateStore) -> None:
+def test_display_name_and_normalisation(store: PrivateStoreAPI) -> None:
     upload(store, "My_Pkg-1.0-py3-none-any.whl", project="My_Pkg")
     assert store.list_projects().names == ("My_Pkg",)
     for spelling in ("my-pkg", "MY_PKG", "my.pkg", "my__pkg"):
@@ -157,14 +179,14 @@ def test_display_name_and_normalisation(store: PrivateStore) -> None:
         assert filenames(store, spelling) == ["My_Pkg-1.0-py3-none-any.whl"]
 
 
-def test_identical_duplicate_returns_false(store: PrivateStore) -> None:
+def test_identical_duplicate_returns_false(store: PrivateStoreAPI) -> None:
     assert upload(store, body=b"same")
     assert not upload(store, body=b"same")
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
     assert temp_files(store) == []
 
 
-def test_same_filename_other_bytes_is_rejected(store: PrivateStore) -> None:
+def test_same_filename_other_bytes_is_rejected(store: PrivateStoreAPI) -> None:
     upload(store, body=b"first")
     with pytest.raises(StoreRejected) as caught:
         upload(store, body=b"second")
@@ -175,7 +197,7 @@ def test_same_filename_other_bytes_is_rejected(store: PrivateStore) -> None:
     assert store.open_file(normalize("foo"), "foo-1.0-py3-none-any.whl").path.read_bytes() == b"first"
 
 
-def test_same_bytes_other_filename_is_rejected(store: PrivateStore) -> None:
+def test_same_bytes_other_filename_is_rejected(store: PrivateStoreAPI) -> None:
     upload(store, "foo-1.0-py3-none-any.whl", body=b"identical")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.0-py2.py3-none-any.whl", body=b"identical")
@@ -184,7 +206,7 @@ def test_same_bytes_other_filename_is_rejected(store: PrivateStore) -> None:
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
 
 
-def test_find_duplicate(store: PrivateStore) -> None:
+def test_find_duplicate(store: PrivateStoreAPI) -> None:
     new = new_file(body=b"x")
     assert store.find_duplicate(new) is False
     add(store, new, b"x")
@@ -193,7 +215,7 @@ def test_find_duplicate(store: PrivateStore) -> None:
         store.find_duplicate(new_file(body=b"y"))
 
 
-def test_one_sdist_per_release(store: PrivateStore) -> None:
+def test_one_sdist_per_release(store: PrivateStoreAPI) -> None:
     assert upload(store, "foo-1.0.tar.gz")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.0.zip")
@@ -204,20 +226,20 @@ def test_one_sdist_per_release(store: PrivateStore) -> None:
     assert sorted(filenames(store)) == ["foo-1.0-py3-none-any.whl", "foo-1.0.tar.gz", "foo-1.1.tar.gz"]
 
 
-def test_one_sdist_per_release_compares_canonical_versions(store: PrivateStore) -> None:
+def test_one_sdist_per_release_compares_canonical_versions(store: PrivateStoreAPI) -> None:
     # the store records str(Version(...)), so its duplicate check must compare that too
     assert upload(store, "foo-1.0.post1.tar.gz", version="1.0.post1")
     with pytest.raises(StoreRejected):
         upload(store, "foo-1.0-post1.zip", version="1.0-post1")
 
 
-def test_many_versions_listed(store: PrivateStore) -> None:
+def test_many_versions_listed(store: PrivateStoreAPI) -> None:
     for version in ("1.0", "1.1", "2.0"):
         upload(store, f"foo-{version}-py3-none-any.whl")
     assert store.project_page(normalize("foo")).versions == ("1.0", "1.1", "2.0")
 
 
-def test_unknown_project_and_file(store: PrivateStore) -> None:
+def test_unknown_project_and_file(store: PrivateStoreAPI) -> None:
     with pytest.raises(NotFound):
         store.project_page(normalize("nope"))
     upload(store)
@@ -232,7 +254,7 @@ def test_unknown_project_and_file(store: PrivateStore) -> None:
 # ---- yank ----
 
 
-def test_yank_and_unyank(store: PrivateStore) -> None:
+def test_yank_and_unyank(store: PrivateStoreAPI) -> None:
     upload(store, "foo-1.0-py3-none-any.whl")
     upload(store, "foo-1.0.tar.gz")
     upload(store, "foo-2.0.tar.gz")
@@ -246,21 +268,21 @@ def test_yank_and_unyank(store: PrivateStore) -> None:
         assert not dist.yanked and dist.yanked_reason == ""
 
 
-def test_yank_without_reason(store: PrivateStore) -> None:
+def test_yank_without_reason(store: PrivateStoreAPI) -> None:
     upload(store)
     store.yank(normalize("foo"), "1.0", "")
     (dist,) = store.project_page(normalize("foo")).files
     assert dist.yanked and dist.yanked_reason == ""
 
 
-def test_yank_matches_the_canonical_version(store: PrivateStore) -> None:
+def test_yank_matches_the_canonical_version(store: PrivateStoreAPI) -> None:
     upload(store, "foo-1.0rc1-py3-none-any.whl", version="1.0rc1")
     assert store.yank(normalize("foo"), "1.0-RC1", "x") == 1
     assert store.yank(normalize("foo"), "v1.0.rc1", "", undo=True) == 1
 
 
 @pytest.mark.parametrize("version", ["9.9", "not a version!"])
-def test_yank_unknown_version(store: PrivateStore, version: str) -> None:
+def test_yank_unknown_version(store: PrivateStoreAPI, version: str) -> None:
     upload(store)
     with pytest.raises(NotFound):
         store.yank(normalize("foo"), version, "x")
@@ -271,7 +293,7 @@ def test_yank_unknown_version(store: PrivateStore, version: str) -> None:
 # ---- remove and tombstones ----
 
 
-def test_remove_version_keeps_others_and_tombstones_the_filenames(store: PrivateStore) -> None:
+def test_remove_version_keeps_others_and_tombstones_the_filenames(store: PrivateStoreAPI) -> None:
     upload(store, "foo-1.0-py3-none-any.whl", body=b"one")
     upload(store, "foo-2.0-py3-none-any.whl", body=b"two")
     assert store.remove(normalize("foo"), "1.0", forget_name=False) == 1
@@ -286,7 +308,7 @@ def test_remove_version_keeps_others_and_tombstones_the_filenames(store: Private
     assert upload(store, "foo-1.0.post1-py3-none-any.whl", body=b"one")  # the bytes are free again
 
 
-def test_remove_project_reserves_the_name(store: PrivateStore) -> None:
+def test_remove_project_reserves_the_name(store: PrivateStoreAPI) -> None:
     upload(store, "foo-1.0-py3-none-any.whl", uploader="alice")
     assert store.remove(normalize("foo"), None, forget_name=False) == 1
     assert store.has_project(normalize("foo"))  # still private: upstream cannot take it over
@@ -299,7 +321,7 @@ def test_remove_project_reserves_the_name(store: PrivateStore) -> None:
     assert upload(store, "foo-1.1-py3-none-any.whl", uploader="alice")
 
 
-def test_remove_project_and_forget_the_name(store: PrivateStore) -> None:
+def test_remove_project_and_forget_the_name(store: PrivateStoreAPI) -> None:
     upload(store, "foo-1.0-py3-none-any.whl", uploader="alice")
     store.remove(normalize("foo"), None, forget_name=True)
     assert not store.has_project(normalize("foo"))
@@ -316,7 +338,7 @@ def test_remove_project_and_forget_the_name(store: PrivateStore) -> None:
     assert store.roles(normalize("foo")) == [("mallory", "owner")]
 
 
-def test_remove_unknown(store: PrivateStore) -> None:
+def test_remove_unknown(store: PrivateStoreAPI) -> None:
     with pytest.raises(NotFound):
         store.remove(normalize("nope"), None, forget_name=False)
     upload(store)
@@ -325,7 +347,7 @@ def test_remove_unknown(store: PrivateStore) -> None:
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
 
 
-def test_shared_metadata_blob_survives_removing_one_file(store: PrivateStore) -> None:
+def test_shared_metadata_blob_survives_removing_one_file(store: PrivateStoreAPI) -> None:
     # two wheels of one release carry byte-identical METADATA: one blob, two references
     upload(store, "foo-1.0-py3-none-any.whl", body=b"w1", core_metadata=METADATA)
     upload(store, "foo-1.0-cp312-cp312-linux_x86_64.whl", body=b"w2", core_metadata=METADATA)
@@ -338,7 +360,7 @@ def test_shared_metadata_blob_survives_removing_one_file(store: PrivateStore) ->
 # ---- permissions ----
 
 
-def test_first_uploader_owns(store: PrivateStore) -> None:
+def test_first_uploader_owns(store: PrivateStoreAPI) -> None:
     upload(store, uploader="alice")
     assert store.roles(normalize("foo")) == [("alice", "owner")]
     assert may_upload(store, "alice", "foo", admin=False)
@@ -347,7 +369,7 @@ def test_first_uploader_owns(store: PrivateStore) -> None:
     assert may_upload(store, "bob", "new-project", admin=False)  # new names are free
 
 
-def test_others_need_a_grant(store: PrivateStore) -> None:
+def test_others_need_a_grant(store: PrivateStoreAPI) -> None:
     upload(store, uploader="alice")
     with pytest.raises(StoreRejected) as caught:
         upload(store, "foo-1.1-py3-none-any.whl", uploader="bob")
@@ -366,19 +388,19 @@ def test_others_need_a_grant(store: PrivateStore) -> None:
         upload(store, "foo-1.2-py3-none-any.whl", uploader="bob")
 
 
-def test_admin_uploads_anywhere(store: PrivateStore) -> None:
+def test_admin_uploads_anywhere(store: PrivateStoreAPI) -> None:
     upload(store, uploader="alice")
     assert upload(store, "foo-1.1-py3-none-any.whl", uploader="root", admin=True)
     # the admin did not become an owner of someone else's project
     assert store.roles(normalize("foo")) == [("alice", "owner")]
 
 
-def test_grant_needs_the_project(store: PrivateStore) -> None:
+def test_grant_needs_the_project(store: PrivateStoreAPI) -> None:
     with pytest.raises(NotFound):
         store.grant(normalize("nope"), "bob")
 
 
-def test_upload_without_uploader_has_no_owner(store: PrivateStore) -> None:
+def test_upload_without_uploader_has_no_owner(store: PrivateStoreAPI) -> None:
     upload(store, uploader=None)
     assert store.roles(normalize("foo")) == []
     assert may_upload(store, "anyone", "foo", admin=False)
@@ -387,49 +409,56 @@ def test_upload_without_uploader_has_no_owner(store: PrivateStore) -> None:
 # ---- page caching across processes ----
 
 
-def test_pages_are_cached(store: PrivateStore) -> None:
+def test_pages_are_cached(store: PrivateStoreAPI) -> None:
     upload(store)
+    settle(store)  # a node also hears its own write's notification (and reloads once)
     first = store.project_page(normalize("foo"))
     assert store.project_page(normalize("foo")) is first
 
 
-def test_write_from_another_instance_refreshes_pages(store: PrivateStore, other: PrivateStore) -> None:
+def test_write_from_another_instance_refreshes_pages(store: PrivateStoreAPI, other: PrivateStoreAPI) -> None:
     upload(store, "foo-1.0-py3-none-any.whl")
     before = store.project_page(normalize("foo"))
+    settle(other)
     assert other.project_page(normalize("foo")).files == before.files
 
     upload(other, "foo-1.1-py3-none-any.whl")
+    settle(store)
     after = store.project_page(normalize("foo"))
     assert [f.filename for f in after.files] == ["foo-1.0-py3-none-any.whl", "foo-1.1-py3-none-any.whl"]
     assert after.revision != before.revision
 
     other.yank(normalize("foo"), "1.0", "bad")
+    settle(store)
     assert store.project_page(normalize("foo")).files[0].yanked
 
     other.remove(normalize("foo"), "1.1", forget_name=False)
+    settle(store)
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
 
     other.remove(normalize("foo"), None, forget_name=True)
+    settle(store)
     with pytest.raises(NotFound):
         store.project_page(normalize("foo"))
 
 
-def test_new_project_from_another_instance(store: PrivateStore, other: PrivateStore) -> None:
+def test_new_project_from_another_instance(store: PrivateStoreAPI, other: PrivateStoreAPI) -> None:
     with pytest.raises(NotFound):
         store.project_page(normalize("foo"))
     upload(other)
+    settle(store)
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
     assert store.list_projects().names == ("foo",)
 
 
-def test_grant_from_another_instance(store: PrivateStore, other: PrivateStore) -> None:
+def test_grant_from_another_instance(store: PrivateStoreAPI, other: PrivateStoreAPI) -> None:
     upload(store, uploader="alice")
     assert not may_upload(store, "bob", "foo", admin=False)
     other.grant(normalize("foo"), "bob")
     assert may_upload(store, "bob", "foo", admin=False)
 
 
-def test_revision_changes_on_every_visible_change(store: PrivateStore) -> None:
+def test_revision_changes_on_every_visible_change(store: PrivateStoreAPI) -> None:
     upload(store)
     seen = {store.project_page(normalize("foo")).revision}
     upload(store, "foo-1.1-py3-none-any.whl")
@@ -446,7 +475,8 @@ def test_revision_changes_on_every_visible_change(store: PrivateStore) -> None:
 # ---- garbage collection and crashes ----
 
 
-def test_collect_garbage(store: PrivateStore) -> None:
+def test_collect_garbage(store: PrivateStoreAPI) -> None:
+    assert isinstance(store.files, PrivateFiles)
     upload(store, body=b"kept", core_metadata=METADATA)
     orphan_sha = hashlib.sha256(b"orphan").hexdigest()
     orphan = store.files.path(orphan_sha)
@@ -465,7 +495,7 @@ def test_collect_garbage(store: PrivateStore) -> None:
     assert store.collect_garbage() == 0
 
 
-def test_collect_garbage_never_removes_a_referenced_blob(store: PrivateStore) -> None:
+def test_collect_garbage_never_removes_a_referenced_blob(store: PrivateStoreAPI) -> None:
     for version in ("1.0", "1.1", "1.2"):
         upload(store, f"foo-{version}-py3-none-any.whl", core_metadata=METADATA + version.encode())
     before = blob_files(store)
@@ -474,19 +504,20 @@ def test_collect_garbage_never_removes_a_referenced_blob(store: PrivateStore) ->
     assert blob_files(store) == before
 
 
-def test_crash_leftovers_are_invisible_and_collected(directory: Path) -> None:
+def test_crash_leftovers_are_invisible_and_collected(directory: Path, backends: Backends) -> None:
     # a process died after writing its temp body, and another after moving a body into
     # place but before its record committed
-    crashed = PrivateStore(directory)
+    crashed = backends.open_private(directory)
+    assert isinstance(crashed.files, PrivateFiles)
     upload(crashed, "foo-1.0-py3-none-any.whl", body=b"committed")
     leftover = crashed.files.tmp / "upload-crashed.part"
     leftover.write_bytes(b"partial")
     orphan = crashed.files.path(hashlib.sha256(b"uncommitted").hexdigest())
     orphan.parent.mkdir(parents=True, exist_ok=True)
     orphan.write_bytes(b"uncommitted")
-    crashed.close()
+    backends.close(crashed)
 
-    restarted = PrivateStore(directory)
+    restarted = backends.open_private(directory)
     try:
         assert filenames(restarted) == ["foo-1.0-py3-none-any.whl"]
         assert restarted.list_projects().names == ("foo",)
@@ -499,10 +530,10 @@ def test_crash_leftovers_are_invisible_and_collected(directory: Path) -> None:
         assert upload(restarted, "foo-2.0-py3-none-any.whl", body=b"uncommitted")
         assert restarted.open_file(normalize("foo"), "foo-2.0-py3-none-any.whl").path.read_bytes() == b"uncommitted"
     finally:
-        restarted.close()
+        backends.close(restarted)
 
 
-def test_failed_add_leaves_nothing_visible(store: PrivateStore) -> None:
+def test_failed_add_leaves_nothing_visible(store: PrivateStoreAPI) -> None:
     upload(store, uploader="alice")
     body = b"rejected upload"
     with pytest.raises(StoreRejected):
@@ -515,7 +546,9 @@ def test_failed_add_leaves_nothing_visible(store: PrivateStore) -> None:
 # ---- concurrency ----
 
 
-def test_concurrent_identical_uploads_from_separate_instances(directory: Path, store: PrivateStore) -> None:
+def test_concurrent_identical_uploads_from_separate_instances(
+    directory: Path, store: PrivateStoreAPI, backends: Backends
+) -> None:
     body = b"one body, eight uploaders"
     workers = 8
     barrier = threading.Barrier(workers)
@@ -523,8 +556,9 @@ def test_concurrent_identical_uploads_from_separate_instances(directory: Path, s
     errors: list[BaseException] = []
     lock = threading.Lock()
 
-    def work() -> None:
-        mine = PrivateStore(directory)
+    mines = [backends.open_private(directory) for _ in range(workers)]
+
+    def work(mine: PrivateStoreAPI) -> None:
         try:
             with mine.files.temporary_file() as tmp:
                 tmp.write_bytes(body)
@@ -535,29 +569,31 @@ def test_concurrent_identical_uploads_from_separate_instances(directory: Path, s
         except BaseException as exc:
             with lock:
                 errors.append(exc)
-        finally:
-            mine.close()
 
-    threads = [threading.Thread(target=work) for _ in range(workers)]
+    threads = [threading.Thread(target=work, args=(mine,)) for mine in mines]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
     assert sorted(results) == [False] * (workers - 1) + [True]
+    settle(store)
     assert filenames(store) == ["foo-1.0-py3-none-any.whl"]
     assert store.open_file(normalize("foo"), "foo-1.0-py3-none-any.whl").path.read_bytes() == body
     assert temp_files(store) == []
     assert store.roles(normalize("foo")) == [("alice", "owner")]
 
 
-def test_concurrent_different_files_from_separate_instances(directory: Path, store: PrivateStore) -> None:
+def test_concurrent_different_files_from_separate_instances(
+    directory: Path, store: PrivateStoreAPI, backends: Backends
+) -> None:
     workers = 8
     barrier = threading.Barrier(workers)
     errors: list[BaseException] = []
+    mines = [backends.open_private(directory) for _ in range(workers)]
 
     def work(index: int) -> None:
-        mine = PrivateStore(directory)
+        mine = mines[index]
         try:
             body = f"body {index}".encode()
             barrier.wait(timeout=10)
@@ -565,8 +601,6 @@ def test_concurrent_different_files_from_separate_instances(directory: Path, sto
             assert mine.project_page(normalize("foo")).file(f"foo-1.{index}-py3-none-any.whl") is not None
         except BaseException as exc:
             errors.append(exc)
-        finally:
-            mine.close()
 
     threads = [threading.Thread(target=work, args=(i,)) for i in range(workers)]
     for thread in threads:
@@ -574,6 +608,7 @@ def test_concurrent_different_files_from_separate_instances(directory: Path, sto
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
+    settle(store)
     assert len(filenames(store)) == workers
 
 
@@ -602,7 +637,7 @@ def test_instances_opening_a_new_directory_together(tmp_path: Path) -> None:
 # ---- what the legacy JSON API reads ----
 
 
-def test_project_serial_and_file_digests(store: PrivateStore) -> None:
+def test_project_serial_and_file_digests(store: PrivateStoreAPI) -> None:
     foo = normalize("foo")
     assert store.project_serial(foo) is None and store.file_digests(foo) == {}
     upload(store, "foo-1.0-py3-none-any.whl", b"wheel body")
@@ -622,7 +657,7 @@ def test_project_serial_and_file_digests(store: PrivateStore) -> None:
 # ---- read restrictions ----
 
 
-def test_restrict_and_readers(store: PrivateStore, other: PrivateStore) -> None:
+def test_restrict_and_readers(store: PrivateStoreAPI, other: PrivateStoreAPI) -> None:
     foo = normalize("foo")
     upload(store, uploader="alice")
     upload(store, "bar-1.0-py3-none-any.whl", uploader="alice")
@@ -654,7 +689,7 @@ def test_restrict_and_readers(store: PrivateStore, other: PrivateStore) -> None:
         store.restrict(normalize("nope"))
 
 
-def test_readers_alone_do_not_hold_a_name(store: PrivateStore) -> None:
+def test_readers_alone_do_not_hold_a_name(store: PrivateStoreAPI) -> None:
     """A name whose uploaders are all gone is free to claim, even with readers left on it;
     a reader claiming it becomes its owner."""
     foo = normalize("foo")
@@ -692,7 +727,7 @@ def test_databases_without_the_restricted_column_are_migrated(directory: Path) -
 
 
 def test_a_provenance_object_is_kept_with_its_file_and_removed_with_it(
-    store: PrivateStore,
+    store: PrivateStoreAPI,
 ) -> None:
     provenance = b'{"version": 1, "attestation_bundles": []}'
     assert upload(store, provenance=provenance)
@@ -746,8 +781,9 @@ def test_databases_without_the_provenance_column_are_migrated(directory: Path) -
 
 
 def test_warm_reads_make_no_query_and_see_another_process_change_at_once(
-    store: PrivateStore, other: PrivateStore
+    sqlite_store: PrivateStore, sqlite_other: PrivateStore
 ) -> None:
+    store, other = sqlite_store, sqlite_other
     upload(store)
     foo = normalize("foo")
     assert other.has_project(foo) and not other.has_project(normalize("bar"))

@@ -48,11 +48,15 @@ def connect(dsn: str, *, autocommit: bool = False) -> psycopg.Connection[tuple[o
         ) from None
 
 
-def open_pool(dsn: str, *, max_size: int = 8) -> ConnectionPool:
-    """A pool of up to `max_size` connections, its first one checked now."""
+def open_pool(dsn: str, *, max_size: int = 8, check: bool = True) -> ConnectionPool:
+    """A pool of up to `max_size` connections, its first one checked now. With `check`, each
+    connection is checked as it is handed out (one round trip), so after a server restart the
+    dead ones are replaced instead of failing one request each."""
+    connect(dsn).close()  # a server that is not there: one line now, not a pool retrying
     pool: ConnectionPool = ConnectionPool(
         dsn, min_size=1, max_size=max_size, kwargs=connection_options(), open=False,
         name="pyproxy", timeout=CONNECT_TIMEOUT_S,
+        check=ConnectionPool.check_connection if check else None,
     )
     try:
         pool.open(wait=True, timeout=CONNECT_TIMEOUT_S + 1)
