@@ -46,7 +46,9 @@ def fake(fake: FakeUpstream) -> FakeUpstream:
 async def proxy(
     tmp_path: Path, fake: FakeUpstream, make_client: MakeClient
 ) -> tuple[TestClient, Services]:
-    return await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url)
+    # no warm-up: its look at each file it served is a use too, and these tests count uses
+    return await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url,
+                             upstream_warm_up=False)
 
 
 def run(data_dir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -297,6 +299,7 @@ async def test_prune_on_a_full_disk_frees_the_bodies_first(tmp_path: Path) -> No
                 )
                 async for _ in source.chunks:  # type: ignore[union-attr]
                     pass
+                del source  # served: a server drops it, and with it the download's open file
             with contextlib.closing(sqlite3.connect(blobs.directory / "blobs" / "cache.db")) as db:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # a delete needs new room
             fill(disk)
