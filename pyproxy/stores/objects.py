@@ -51,7 +51,19 @@ class Bucket:
         self.url = url
         name, prefix = parse_bucket_url(url)
         self.name = name
-        self._store = S3Store(
+        try:
+            self._store = self._open(name, prefix, endpoint)
+        except TypeError:  # obstore's word for no region in the environment or the endpoint
+            raise BucketUnavailable(
+                f"bucket {url}: no AWS region is set: set AWS_REGION (or [storage] s3_endpoint "
+                "for an S3-compatible store)"
+            ) from None
+        except (BaseError, ValueError) as exc:
+            raise BucketUnavailable(f"bucket {url}: cannot be set up: {describe(exc)}") from None
+
+    @staticmethod
+    def _open(name: str, prefix: str, endpoint: str) -> S3Store:
+        return S3Store(
             name,
             prefix=prefix or None,
             endpoint=endpoint or None,

@@ -68,3 +68,10 @@ def test_an_unreachable_bucket_is_one_line(s3: S3Server, bucket: str) -> None:
     with pytest.raises(BucketUnavailable) as refused:
         Bucket(f"s3://{bucket}", endpoint="http://127.0.0.1:1").check()
     assert "testing" not in str(refused.value)  # no credential in the message
+
+
+def test_no_region_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(BucketUnavailable, match="no AWS region is set: set AWS_REGION"):
+        Bucket("s3://some-bucket")
