@@ -9,6 +9,10 @@ one already parsed (a 304 keeps the revision) is not parsed again. A page evicte
 is parsed again from disk when next asked for. Judging freshness is the caller's
 business (repository/upstream.py); this module only stores. `turn(key)` is the lock (in
 `locks/`, see stores/keylock.py) that lets one worker process at a time refresh a page.
+
+`PageCache` is what both backends share (the memory, the enumeration, the checks of an imported
+record); `PageStore` keeps the records on disk, a cluster node's ClusterPageStore
+(stores/pg/pages.py) in PostgreSQL.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import logging
 import os
 import pickle
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -37,7 +42,8 @@ from pyproxy.stores.keylock import KeyLocks, Turn
 from pyproxy.stores.space import is_disk_full
 
 __all__ = [
-    "INDEX_KEY", "PageRecord", "PageStore", "Parsed", "Turn", "UpstreamFormatError", "revision_of",
+    "INDEX_KEY", "PageCache", "PageRecord", "PageStore", "Parsed", "Turn", "UpstreamFormatError",
+    "imported_record", "revision_of",
 ]
 
 INDEX_KEY = "/"  # the project list's key; no project is named "/"
@@ -130,21 +136,37 @@ class _RecordDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no t
             return _Unpickler(reader).load()
 
 
-class PageStore:
-    """Upstream pages by key: raw records on disk, parsed pages in memory."""
+def imported_record(key: str, fields: dict[str, object], body: bytes) -> PageRecord:
+    """The record an export wrote for `key`; ValueError if it is unusable."""
+    try:
+        record = PageRecord(body=body, **fields)  # type: ignore[arg-type]  # checked below
+    except TypeError as exc:
+        raise ValueError(f"not a page record: {exc}") from None
+    if record.status not in (200, 404) or not isinstance(record.fetched_at, int | float):
+        raise ValueError("not a page record")
+    if record.revision != (revision_of(body) if record.status == 200 else ""):
+        raise ValueError("its body does not match its recorded revision")
+    if record.status == 200:
+        try:
+            parse(key, record)
+        except UpstreamFormatError as exc:
+            raise ValueError(f"sent a malformed page: {exc}") from None
+    return record
 
-    def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
-        self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
+
+class PageCache(ABC):
+    """Upstream pages by key: parsed pages in this process's memory, raw records in a backend."""
+
+    def __init__(self, *, memory_bytes: int = MEMORY_BYTES) -> None:
         # every page costs at least _PARSED_OVERHEAD, so the bytes bound the count too
         self._memory: BoundedLRU[str, Parsed] = BoundedLRU(
             memory_bytes // _PARSED_OVERHEAD + 1,
             weigh=lambda parsed: parsed.cost,
             max_weight=memory_bytes,
         )
-        self._locks = KeyLocks(Path(directory) / "locks")
 
-    def close(self) -> None:
-        self._disk.close()
+    @abstractmethod
+    def close(self) -> None: ...
 
     # ---- memory (on the event loop) ----
 
@@ -166,7 +188,7 @@ class PageStore:
     async def parsed(self, key: str, record: PageRecord, *, require_marker: bool = False) -> Parsed:
         """The record parsed (off the loop, unless the same body is already parsed), not kept;
         UpstreamFormatError if it does not parse."""
-        known = self._memory.get(key)
+        known = self.known(key)
         if known is not None and known.revision == record.revision:
             return dataclasses.replace(known, fetched_at=record.fetched_at)
         result = None
@@ -176,38 +198,26 @@ class PageStore:
 
     def keep(self, key: str, parsed: Parsed) -> None:
         """Into memory; a page larger than the whole bound is not kept (it is parsed again from
-        disk each time it is asked for)."""
+        the backend each time it is asked for)."""
         self._memory.put(key, parsed)
 
+    @abstractmethod
     def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
         """This process's turn to refresh `key`, waiting (up to `patience` s) while another
-        process has it: see stores/keylock.py."""
-        return self._locks.turn(key, patience=patience)
+        process has it; `Turn.failure` is what the holder waited for failed with."""
 
-    # ---- disk (blocking: call from a thread) ----
+    # ---- the records (blocking: call from a thread) ----
 
-    def load(self, key: str) -> PageRecord | None:
-        record = self._disk.get(key)
-        return record if isinstance(record, PageRecord) else None
+    @abstractmethod
+    def load(self, key: str) -> PageRecord | None: ...
 
+    @abstractmethod
     def save(self, key: str, record: PageRecord) -> None:
-        """Keep the record on disk; on a full disk only in memory (logged), where the caller
+        """Keep the record; where it cannot be kept, only in memory (logged), where the caller
         has already put it."""
-        try:
-            self._disk.set(key, record)
-        except (OSError, sqlite3.Error) as exc:
-            if not is_disk_full(exc):
-                raise
-            log.warning(
-                "cannot keep the page of %r on disk (the disk is full): it is served from memory",
-                key,
-            )
 
-    def _records(self) -> Iterator[tuple[str, PageRecord]]:
-        for key in self._disk.iterkeys():
-            record = self.load(key)
-            if record is not None:
-                yield key, record
+    @abstractmethod
+    def _records(self) -> Iterator[tuple[str, PageRecord]]: ...
 
     def project_names(self) -> list[str]:
         """Projects whose upstream page is cached (a cached 404 is a project upstream lacks)."""
@@ -236,21 +246,46 @@ class PageStore:
 
     def import_record(self, key: str, fields: dict[str, object], body: bytes) -> bool:
         """Store an exported record unless a newer copy is held; ValueError if it is unusable."""
-        try:
-            record = PageRecord(body=body, **fields)  # type: ignore[arg-type]  # checked below
-        except TypeError as exc:
-            raise ValueError(f"not a page record: {exc}") from None
-        if record.status not in (200, 404) or not isinstance(record.fetched_at, int | float):
-            raise ValueError("not a page record")
-        if record.revision != (revision_of(body) if record.status == 200 else ""):
-            raise ValueError("its body does not match its recorded revision")
-        if record.status == 200:
-            try:
-                parse(key, record)
-            except UpstreamFormatError as exc:
-                raise ValueError(f"sent a malformed page: {exc}") from None
+        record = imported_record(key, fields, body)
         held = self.load(key)
         if held is not None and held.fetched_at >= record.fetched_at:
             return False
         self.save(key, record)
         return True
+
+
+class PageStore(PageCache):
+    """Raw records on disk (shared by the worker processes of one machine)."""
+
+    def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
+        super().__init__(memory_bytes=memory_bytes)
+        self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
+        self._locks = KeyLocks(Path(directory) / "locks")
+
+    def close(self) -> None:
+        self._disk.close()
+
+    def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
+        """See stores/keylock.py: a flock'd file per key."""
+        return self._locks.turn(key, patience=patience)
+
+    def load(self, key: str) -> PageRecord | None:
+        record = self._disk.get(key)
+        return record if isinstance(record, PageRecord) else None
+
+    def save(self, key: str, record: PageRecord) -> None:
+        try:
+            self._disk.set(key, record)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning(
+                "cannot keep the page of %r on disk (the disk is full): it is served from memory",
+                key,
+            )
+
+    def _records(self) -> Iterator[tuple[str, PageRecord]]:
+        for key in self._disk.iterkeys():
+            record = self.load(key)
+            if record is not None:
+                yield key, record
