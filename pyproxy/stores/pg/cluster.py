@@ -1,6 +1,6 @@
 """Opening a cluster node's stores on PostgreSQL: one pool (the schema migrated first), one
-listener per process when it serves, shared by the private store and the user store and
-closed when both are."""
+listener per process when it serves, shared by the private store and the user store (and the
+upstream page caches and first-seen times: `Shared.acquire`) and closed when all are."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import threading
 
 from pyproxy.stores.interfaces import FileBodies
 from pyproxy.stores.pg.database import Database
+from pyproxy.stores.pg.first_seen import PgFirstSeenStore
 from pyproxy.stores.pg.notify import Listener
+from pyproxy.stores.pg.pages import ClusterPageStore
 from pyproxy.stores.pg.private import PgPrivateStore
 from pyproxy.stores.pg.users import PgUserStore
 
@@ -22,6 +24,12 @@ class Shared:
         self.db, self.listener = db, listener
         self._lock = threading.Lock()
         self._users = users
+
+    def acquire(self) -> Shared:
+        """One more store uses the pool and the listener (and calls `release` when closed)."""
+        with self._lock:
+            self._users += 1
+        return self
 
     def release(self) -> None:
         with self._lock:
@@ -37,6 +45,7 @@ class ClusterPrivateStore(PgPrivateStore):
     def __init__(self, shared: Shared, files: FileBodies) -> None:
         super().__init__(shared.db, files, shared.listener)
         self._shared: Shared | None = shared
+        self.shared = shared  # for the other stores of this process
 
     def close(self) -> None:
         shared, self._shared = self._shared, None
@@ -64,3 +73,16 @@ def open_cluster_stores(
     listener = Listener(dsn).start(wait=LISTEN_WAIT_S) if listen else None
     shared = Shared(db, listener, users=2)
     return ClusterPrivateStore(shared, files), ClusterUserStore(shared)
+
+
+def cluster_pages(shared: Shared, upstream: str, *, memory_bytes: int) -> ClusterPageStore:
+    """The page cache of one upstream ('' or a [[upstreams]] name) on the process's pool."""
+    shared.acquire()
+    return ClusterPageStore(
+        shared.db, shared.listener, upstream, memory_bytes=memory_bytes, release=shared.release
+    )
+
+
+def cluster_first_seen(shared: Shared) -> PgFirstSeenStore:
+    shared.acquire()
+    return PgFirstSeenStore(shared.db, release=shared.release)
