@@ -69,6 +69,10 @@ register(Migration(30, "upstream page cache", """
 """))
 
 
+class _CoolingDown(DatabaseUnavailable):
+    """Not asked: the database failed less than COOLDOWN_S ago."""
+
+
 def _record(row: tuple[Any, ...]) -> PageRecord:
     status, content_type, url, etag, last_modified, fetched_at, revision, body = row
     return PageRecord(
@@ -133,11 +137,12 @@ class ClusterPageStore(PageCache):
 
     def _connection(self) -> AbstractContextManager[Connection]:
         if time.monotonic() < self._down_until:
-            raise DatabaseUnavailable("the database is unavailable (it failed a moment ago)")
+            raise _CoolingDown("the database is unavailable (it failed a moment ago)")
         return self._db.transaction(timeout=READ_TIMEOUT_S)
 
     def _failed(self, exc: DatabaseUnavailable) -> DatabaseUnavailable:
-        self._down_until = time.monotonic() + COOLDOWN_S
+        if not isinstance(exc, _CoolingDown):  # the first failure starts it, once
+            self._down_until = time.monotonic() + COOLDOWN_S
         return exc
 
     def load(self, key: str) -> PageRecord | None:
