@@ -150,7 +150,7 @@ class ClusterPageStore(PageCache):
             with self._connection() as conn:
                 row = conn.execute(
                     f"SELECT {_COLUMNS} FROM upstream_pages WHERE upstream = %s AND key = %s",
-                    (self._upstream, key),
+                    (self._upstream, key), binary=True,  # the body as bytes, not hex text
                 ).fetchone()
         except DatabaseUnavailable as exc:
             raise self._failed(exc) from None
