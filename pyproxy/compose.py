@@ -47,8 +47,13 @@ from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.repository.warmup import Side, WarmUp
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.bucket_files import BucketFiles
+from pyproxy.stores.clusterblobs import ClusterBlobCache, open_cluster_blobs
+from pyproxy.stores.filecache import FileCache
 from pyproxy.stores.first_seen import FirstSeen, FirstSeenStore
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
+from pyproxy.stores.local_copies import LocalCopies
+from pyproxy.stores.objects import Bucket
 from pyproxy.stores.pages import PageCache, PageStore
 from pyproxy.stores.private import PrivateStore
 from pyproxy.stores.private_files import PrivateFiles
@@ -60,20 +65,46 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyproxy.compose")
 
 
+# [cache] local_max_size is one bound for a node's local copies: a quarter for private bodies, the
+# rest for upstream files (read far more often, and refetched from upstream if need be)
+_PRIVATE_SHARE = 4
+
+
+def local_bounds(settings: Settings) -> tuple[int, int]:
+    """(private copies, upstream copies) of [cache] local_max_size."""
+    private = settings.cache_local_max_size // _PRIVATE_SHARE
+    return private, settings.cache_local_max_size - private
+
+
 def open_stores(
     settings: Settings, *, listen: bool = False
 ) -> tuple[PrivateStoreAPI, UserStoreAPI]:
     """The private store and the users: in data_dir (SQLite), or with [storage] database set,
     in PostgreSQL (migrated first; DatabaseUnavailable, one line, when it cannot be reached).
-    `listen`: a server's worker, which holds what it reads in memory and hears of changes."""
+    `listen`: a server's worker, which holds what it reads in memory and hears of changes.
+    The bodies: see private_bodies."""
     layout = DataDir(settings.data_dir)
+    bodies = private_bodies(settings)
     if not settings.storage_database:
-        return PrivateStore(layout.private), UserStore(layout.users)
+        return PrivateStore(layout.private, bodies), UserStore(layout.users)
     from pyproxy.stores.pg.cluster import open_cluster_stores  # psycopg only for a cluster
 
-    # the bodies: in data_dir until the bucket's body store is wired in (nodes share the dir)
-    files = PrivateFiles(layout.private)
+    files = PrivateFiles(layout.private) if bodies is None else bodies
     return open_cluster_stores(settings.storage_database, files, listen=listen)
+
+
+def private_bodies(settings: Settings, *, check: bool = False) -> BucketFiles | None:
+    """Where private bodies live: None (data_dir/private/blobs) unless [storage] objects names a
+    bucket; then in it, with this node's bounded local copies in data_dir. `check`: ask the
+    bucket now (BucketUnavailable, one line, when it does not answer), for start-up."""
+    if not settings.storage_objects:
+        return None
+    layout = DataDir(settings.data_dir)
+    bucket = Bucket(settings.storage_objects, endpoint=settings.storage_s3_endpoint)
+    if check:
+        bucket.check()
+    copies = LocalCopies(layout.copies, local_bounds(settings)[0])
+    return BucketFiles(bucket, layout.private / "tmp", copies)
 
 
 def upstream_url(settings: Settings) -> str | None:
@@ -117,7 +148,7 @@ class Health:
     lately, a probe of it, and the upstream file cache's gauges."""
 
     def __init__(
-        self, clients: Sequence[tuple[str, UpstreamClient]] = (), blobs: BlobCache | None = None
+        self, clients: Sequence[tuple[str, UpstreamClient]] = (), blobs: FileCache | None = None
     ) -> None:
         # (name, client) of each upstream contacted: "" for [upstream]; none when offline
         self._clients = tuple(clients)
@@ -178,6 +209,8 @@ class Services:
     upstream_description: str  # [upstream], for the landing page
     upstreams: UpstreamRoutes  # which upstream serves a name, for pages
     closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # the upstream client and caches
+    # a cluster node's upstream file cache, for the route other nodes follow downloads on
+    cluster_blobs: ClusterBlobCache | None = None
     warmup: WarmUp | None = None  # fetches ahead of the client; None: off, offline, no upstream
     # the [policy] wrapper that serves an upstream name (for `pyproxy policy check`)
     policy_for: Callable[[NormalizedName], PolicyRepository | None] = lambda _name: None
@@ -190,7 +223,7 @@ class Services:
 
 
 def _upstream(
-    url: str, pages: PageCache, blobs: BlobCache, settings: Settings, *, timeout: float,
+    url: str, pages: PageCache, blobs: FileCache, settings: Settings, *, timeout: float,
     ca_bundle: str, page_ttl: float, index_ttl: float, files_from: tuple[str, ...],
 ) -> UpstreamRepository:
     """One upstream index: its own settings, and the download rules and page memory of all."""
@@ -239,6 +272,19 @@ def first_seen_store(settings: Settings, private: PrivateStoreAPI) -> FirstSeen:
     return FirstSeenStore(DataDir(settings.data_dir).first_seen)
 
 
+def file_cache(settings: Settings, layout: DataDir) -> FileCache:
+    """The upstream file cache: in data_dir, or a cluster node's ([storage] database set), with
+    its local copies in data_dir bounded by [cache] local_max_size."""
+    if not settings.storage_database:
+        return BlobCache(layout.files, settings.cache_max_size)
+    return open_cluster_blobs(
+        database=settings.storage_database, objects=settings.storage_objects,
+        s3_endpoint=settings.storage_s3_endpoint, node_url=settings.storage_node_url,
+        directory=layout.files, max_size=settings.cache_max_size,
+        local_max_size=local_bounds(settings)[1],
+    )
+
+
 def route_policy(route: UpstreamSettings) -> dict[str, PolicyValue]:
     """A routed upstream's [policy] keys as the Settings fields of the global [policy]
     (`policy_min_age`, …), to build its own policy from the global one with these replaced."""
@@ -254,11 +300,12 @@ def build_services(settings: Settings) -> Services:
     policed: dict[str, PolicyRepository] = {}  # by upstream name, "" for [upstream]
     sides: dict[str, Side] = {}  # the same, for the warm-up
     upstream_names: ListedUpstream | None = None
+    blobs: FileCache | None = None
     warmup: WarmUp | None = None
     url = upstream_url(settings)
     if url is not None or settings.upstreams:
         layout = DataDir(settings.data_dir)
-        blobs = BlobCache(layout.files, settings.cache_max_size)
+        blobs = file_cache(settings, layout)
         first_seen = first_seen_store(settings, private)
         closers.append(_closer(first_seen.close))
         watched: list[tuple[str, UpstreamClient]] = []
@@ -333,6 +380,7 @@ def build_services(settings: Settings) -> Services:
         upstream_description=describe_default(settings),
         upstreams=names,
         closers=tuple(closers),
+        cluster_blobs=blobs if isinstance(blobs, ClusterBlobCache) else None,
         warmup=warmup,
         policy_for=lambda name: policed.get(_route_name(names, name)),
     )

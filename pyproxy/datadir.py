@@ -7,6 +7,8 @@
       cache/pages/        the upstream page cache ([upstream])
       cache/upstreams/<name>/pages/   the page cache of each [[upstreams]] index
       cache/files/        the upstream file cache (the blob cache)
+      cache/copies/       a cluster node's local copies of private bodies from the bucket
+                          (bounded by [cache] local_max_size; may be deleted at any time)
       metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
                           (a link to a directory in memory, /dev/shm, where there is one)
       spare               room kept for deletes and a start on a full disk (stores/space.py)
@@ -57,6 +59,10 @@ class DataDir:
     @property
     def files(self) -> Path:
         return self.cache / "files"
+
+    @property
+    def copies(self) -> Path:
+        return self.cache / "copies"
 
     @property
     def metrics(self) -> Path:

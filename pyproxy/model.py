@@ -74,6 +74,9 @@ class DistFile:
     yanked_reason: str = ""
     # False: no .metadata offered; True: offered, hash unknown; mapping: offered with these hashes
     core_metadata: Mapping[str, str] | bool = False
+    # an upstream wheel whose index offers no `.metadata`: pyproxy makes one from the wheel's
+    # own METADATA (`core_metadata` True, its sha256 once made; False if the wheel has none)
+    metadata_from_wheel: bool = False
     origin: Origin = Origin.PRIVATE
     upstream_url: str | None = None  # only for upstream files: where pyproxy fetches the body
     # PEP 740: a provenance object (the file's attestations) is offered; for an upstream file,

@@ -118,10 +118,14 @@ class FakeUpstream:
         self.html_content_type = HTML_TYPE
         # the host absolute file URLs name: "localhost" is another host for the same server
         self.files_host = "127.0.0.1"
+        self.offer_metadata = True  # False: pages offer no .metadata, and none is served
+        self.serve_ranges = False  # True: files answer `Range: bytes=a-b` / `bytes=-n` with 206
+        self.range_status: int | None = None  # answer every ranged file request with this
 
         # what happened
         self.requests: list[tuple[str, str]] = []  # (method, path), every request on both apps
         self.not_modified: list[tuple[str, str]] = []  # the requests answered 304
+        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of file requests with one
 
         self._projects: dict[str, _Project] = {}
         self._lock = threading.Lock()  # the state may be changed from a test's thread
@@ -269,9 +273,14 @@ class FakeUpstream:
     def total(self) -> int:
         return len(self.requests)
 
+    def ranges_of(self, path: str) -> list[str]:
+        """The Range headers of the requests for `path`."""
+        return [wanted for p, wanted in self.ranges if p == path]
+
     def reset_counters(self) -> None:
         self.requests.clear()
         self.not_modified.clear()
+        self.ranges.clear()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -429,7 +438,7 @@ class FakeUpstream:
                 entry["requires-python"] = dist.requires_python
             if dist.yanked:
                 entry["yanked"] = dist.yanked
-            if dist.metadata is not None:
+            if dist.metadata is not None and self.offer_metadata:
                 listed = {"sha256": dist.metadata_sha256} if dist.listed_hash else True
                 entry["core-metadata"] = listed
             if dist.provenance is not None:
@@ -461,7 +470,7 @@ class FakeUpstream:
             if dist.yanked:
                 reason_text = dist.yanked if isinstance(dist.yanked, str) else ""
                 attributes += f' data-yanked="{html.escape(reason_text)}"'
-            if dist.metadata is not None:
+            if dist.metadata is not None and self.offer_metadata:
                 value = f"sha256={dist.metadata_sha256}" if dist.listed_hash else "true"
                 attributes += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
             if dist.provenance is not None:
@@ -541,7 +550,12 @@ class FakeUpstream:
             return web.Response(body=_ERROR_PAGE, headers={"Content-Type": HTML_TYPE})
         if dist is not None:
             return await self._send(request, dist.chunks(), dist.size, dist.sha256)
-        if owner is not None and owner.metadata is not None and filename.endswith(".metadata"):
+        if (
+            owner is not None
+            and owner.metadata is not None
+            and filename.endswith(".metadata")
+            and self.offer_metadata
+        ):
             metadata = owner.metadata
             digest = hashlib.sha256(metadata).hexdigest()
             return await self._send(request, iter([metadata]), len(metadata), digest)
@@ -553,6 +567,13 @@ class FakeUpstream:
     async def _send(
         self, request: web.Request, chunks: Iterator[bytes], size: int, sha256: str
     ) -> web.StreamResponse:
+        wanted = request.headers.get("Range")
+        if wanted is not None:
+            self.ranges.append((request.path, wanted))
+            if self.range_status is not None:
+                return web.Response(status=self.range_status, text="fake upstream range failure\n")
+            if self.serve_ranges:
+                return _ranged(wanted, chunks, size)
         response = web.StreamResponse()
         response.content_type = "application/octet-stream"
         response.content_length = size
@@ -585,6 +606,31 @@ class FakeUpstream:
             else:
                 request.transport.close()  # flushes, then a clean close: an early EOF
         return response
+
+
+def _ranged(wanted: str, chunks: Iterator[bytes], size: int) -> web.Response:
+    """206 with one range (`bytes=a-b`, `bytes=a-`, `bytes=-n`), 416 if it is not satisfiable."""
+    spec = wanted.strip().removeprefix("bytes=")
+    first_text, _, last_text = spec.partition("-")
+    if not first_text:
+        first, last = max(0, size - int(last_text)), size - 1
+    else:
+        first = int(first_text)
+        last = min(int(last_text), size - 1) if last_text else size - 1
+    if first > last or first >= size:
+        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+    body = bytearray()
+    offset = 0
+    for chunk in chunks:  # generated files are never whole in memory: only the range is kept
+        end = offset + len(chunk)
+        if end > first and offset <= last:
+            body += chunk[max(0, first - offset) : last + 1 - offset]
+        offset = end
+        if offset > last:
+            break
+    headers = {"Content-Range": f"bytes {first}-{last}/{size}", "Accept-Ranges": "bytes"}
+    return web.Response(status=206, body=bytes(body), headers=headers,
+                        content_type="application/octet-stream")
 
 
 _ERROR_PAGE = (

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from pyproxy.compose import Health, build_services, describe_upstream, route_policy
+from pyproxy.compose import (
+    Health,
+    build_services,
+    describe_upstream,
+    private_bodies,
+    route_policy,
+)
 from pyproxy.config import Settings
 from pyproxy.model import NormalizedName
 from pyproxy.repository.http import UpstreamClient
@@ -23,8 +29,11 @@ from pyproxy.repository.policy import PolicyRepository
 from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.routes import FilesFrom, Routed
 from pyproxy.repository.upstream import UpstreamRepository
+from pyproxy.stores.bucket_files import BucketFiles
+from pyproxy.stores.objects import BucketUnavailable
 from pyproxy.upstream_settings import UpstreamSettings
 from tests.fake_upstream import FakeUpstream
+from tests.servers.s3 import S3Server
 
 UPSTREAM = "http://127.0.0.1:9/simple/"  # the discard port: nothing answers there
 
@@ -248,6 +257,31 @@ async def test_a_route_overrides_the_global_policy_for_its_own_names_only(tmp_pa
         assert default_policy.policy.exempt == ()
     finally:
         await services.close()
+
+
+async def test_objects_put_private_bodies_in_the_bucket(
+    tmp_path: Path, s3: S3Server, bucket: str
+) -> None:
+    services = build_services(settings(
+        tmp_path, upstream_url="", storage_objects=f"s3://{bucket}/pfx",
+        storage_s3_endpoint=s3.endpoint, cache_local_max_size=12345,
+    ))
+    try:
+        files = services.private.files
+        assert isinstance(files, BucketFiles)
+        assert files.bucket.url == f"s3://{bucket}/pfx" and files.copies.max_size == 12345 // 4  # a quarter
+        assert files.copies.directory == tmp_path / "data" / "cache" / "copies"
+    finally:
+        await services.close()
+    assert private_bodies(settings(tmp_path)) is None  # one box: data_dir, as ever
+
+
+def test_an_unreachable_bucket_is_one_line(tmp_path: Path, bucket: str) -> None:
+    unreachable = settings(tmp_path, storage_objects=f"s3://{bucket}/pfx",
+                           storage_s3_endpoint="http://127.0.0.1:9")
+    with pytest.raises(BucketUnavailable) as failure:
+        private_bodies(unreachable, check=True)
+    assert "\n" not in str(failure.value) and f"bucket s3://{bucket}/pfx" in str(failure.value)
 
 
 # ---- [storage] database: the cluster's stores ----

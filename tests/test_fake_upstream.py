@@ -208,6 +208,43 @@ async def test_broken_bodies(
         assert await response.read() == WHEEL_BODY
 
 
+async def test_ranges_when_switched_on(upstream: FakeUpstream, session: aiohttp.ClientSession) -> None:
+    url = upstream.file_url("foo-bar", WHEEL)
+    async with session.get(url, headers={"Range": "bytes=-100"}) as response:
+        assert response.status == 200  # by default, as many upstreams: the whole file
+        assert await response.read() == WHEEL_BODY
+    upstream.serve_ranges = True
+    generated = upstream.add_generated_file("foo-bar", "foo_bar-2.0-py3-none-any.whl", 300_000)
+    whole = b"".join(generated.chunks())
+    for wanted, first, last in (("bytes=-100", 299_900, 299_999), ("bytes=65530-65545", 65530, 65545),
+                                ("bytes=299990-", 299_990, 299_999)):
+        async with session.get(upstream.file_url("foo-bar", generated.filename),
+                               headers={"Range": wanted}) as response:
+            assert response.status == 206
+            assert response.headers["Content-Range"] == f"bytes {first}-{last}/300000"
+            assert await response.read() == whole[first : last + 1]
+    async with session.get(url, headers={"Range": "bytes=99999999-"}) as response:
+        assert response.status == 416
+    upstream.range_status = 500
+    async with session.get(url, headers={"Range": "bytes=-10"}) as response:
+        assert response.status == 500
+    async with session.get(url) as response:  # only ranged requests fail
+        assert await response.read() == WHEEL_BODY
+    assert upstream.ranges_of(upstream.file_path("foo-bar", WHEEL)) == [
+        "bytes=-100", "bytes=99999999-", "bytes=-10"]
+
+
+async def test_offering_no_metadata(upstream: FakeUpstream, session: aiohttp.ClientSession) -> None:
+    upstream.offer_metadata = False
+    async with session.get(upstream.page_url("foo-bar"), headers={"Accept": JSON_TYPE}) as response:
+        (entry,) = (await response.json(content_type=None))["files"]
+    assert "core-metadata" not in entry
+    async with session.get(upstream.page_url("foo-bar"), headers={"Accept": "text/html"}) as response:
+        assert "core-metadata" not in await response.text()
+    async with session.get(upstream.file_url("foo-bar", WHEEL) + ".metadata") as response:
+        assert response.status == 404
+
+
 async def test_wrong_bytes(upstream: FakeUpstream, session: aiohttp.ClientSession) -> None:
     upstream.wrong_bytes = True
     async with session.get(upstream.file_url("foo-bar", WHEEL)) as response:

@@ -21,6 +21,7 @@ from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
 from pyproxy.stores.auth import AuthError
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
+from pyproxy.stores.objects import BucketUnavailable
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.migrations import SchemaTooNew
 from pyproxy.stores.space import Spare, is_disk_full, with_room
@@ -318,7 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pyproxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, AuthError, NotFound, DatabaseUnavailable, SchemaTooNew) as exc:
+    except (CommandError, AuthError, NotFound, BucketUnavailable, DatabaseUnavailable,
+            SchemaTooNew) as exc:
         print(f"pyproxy: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

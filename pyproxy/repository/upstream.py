@@ -15,6 +15,8 @@ page that suddenly lists no files (a list no projects) where the copy had some a
 not say why (PEP 792 quarantine). It is counted, and never replaces the copy, in memory or on
 disk.
 
+Wheels upstream offers no `.metadata` for get one made by pyproxy (repository/wheel_metadata.py).
+
 Only URLs read from an upstream page are ever fetched (no open proxy), and only while the
 page offers files (PEP 792: a quarantined project offers none); a file's redirects may lead only
 to the origins that page links files on (or those the client allows: repository/http.py).
@@ -43,8 +45,9 @@ from pyproxy.model import (
 )
 from pyproxy.repository.downloads import Origin, origin_of
 from pyproxy.repository.http import UpstreamClient, UpstreamError, redact
-from pyproxy.stores.blobcache import BlobCache
+from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
+from pyproxy.stores.filecache import FileCache
 from pyproxy.stores.pages import (
     INDEX_KEY,
     PageCache,
@@ -130,7 +133,7 @@ class UpstreamRepository:
         self,
         client: UpstreamClient,
         pages: PageCache,
-        blobs: BlobCache,
+        blobs: FileCache,
         *,
         page_ttl: float,
         index_ttl: float,
@@ -142,6 +145,8 @@ class UpstreamRepository:
         self._page_ttl = page_ttl
         self._refreshing: SingleFlight[str, Result] = SingleFlight()
         self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
+        # `.metadata` for the wheels upstream offers none for
+        self.wheel_metadata = WheelMetadata(client, blobs, self.open_file)
 
     async def close(self) -> None:
         await self.client.close()
@@ -162,7 +167,7 @@ class UpstreamRepository:
         if page is None:
             raise NotFound(f"upstream index has no project {name!r}")
         assert isinstance(page, ProjectPage)
-        return page
+        return await self.wheel_metadata.mark(page)
 
     async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
         page = await self.project_page(project)
@@ -180,6 +185,8 @@ class UpstreamRepository:
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
         page = await self.project_page(project)
+        if (wheel := offered_file(page, filename)).metadata_from_wheel:
+            return await self.wheel_metadata.open(project, wheel, self._origins_of(page))
         dist = offered_metadata(page, filename)
         assert dist.upstream_url is not None
         metadata = dist.core_metadata  # offered: True (hash unknown) or its hashes

@@ -435,15 +435,19 @@ class BlobCache:
 
     def present(self, keys: list[str]) -> set[str]:
         """Which of `keys` are committed blobs (one query per 500 keys; not a use for the LRU)."""
-        found: set[str] = set()
+        return set(self.digests(keys))
+
+    def digests(self, keys: list[str]) -> dict[str, str]:
+        """The sha256 of each of `keys` that is a committed blob (as `present`)."""
+        found: dict[str, str] = {}
         for start in range(0, len(keys), 500):
             chunk = keys[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = self._query(
-                f"SELECT key FROM Cache WHERE filename IS NOT NULL AND key IN ({marks})",
+                f"SELECT key, tag FROM Cache WHERE filename IS NOT NULL AND key IN ({marks})",
                 tuple(chunk),
             )
-            found.update(key for (key,) in rows)
+            found.update((key, tag) for key, tag in rows if isinstance(tag, str))
         return found
 
     def delete(self, key: str) -> bool:

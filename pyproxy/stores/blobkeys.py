@@ -25,8 +25,11 @@ def blob_key(dist: DistFile) -> str:
 
 
 def metadata_key(dist: DistFile) -> str:
-    """Cache key of an upstream file's `.metadata`."""
+    """Cache key of an upstream file's `.metadata`: one pyproxy makes from the wheel keeps its
+    wheel's key, also once its own sha256 is known."""
     sha256 = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
+    if dist.metadata_from_wheel:
+        sha256 = None
     return _METADATA_PREFIX + (sha256 or blob_key(dist))
 
 

@@ -1,30 +1,17 @@
-"""What the rest of pyproxy calls on the private store, its file bodies and the user store, so
-the embedded stores (SQLite, data_dir) and the cluster's (PostgreSQL) are interchangeable."""
+"""What the rest of pyproxy calls on the private store and the user store, so the embedded
+stores (SQLite, data_dir) and the cluster's (PostgreSQL) are interchangeable. (The bodies'
+interface is private_files.FileBodies.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Container, Mapping
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
 from pyproxy.model import LocalFile, NormalizedName, ProjectList, ProjectPage
 from pyproxy.stores.auth import Identity, UserRecord
+from pyproxy.stores.private_files import FileBodies
 from pyproxy.stores.private_schema import FileRecord, NewFile, ProjectRecord, RoleRows
-
-
-class FileBodies(Protocol):
-    """Content-addressed bodies and the temp area uploads arrive in (private_files.PrivateFiles)."""
-
-    def path(self, sha256: str) -> Path: ...
-
-    def temporary_file(self) -> AbstractContextManager[Path]: ...
-
-    def move_into_place(self, source: Path, sha256: str) -> None: ...
-
-    def sweep_temporary(self) -> int: ...
-
-    def remove_unreferenced(self, referenced: Container[str]) -> int: ...
 
 
 class PrivateStoreAPI(Protocol):

@@ -98,6 +98,18 @@ class Bucket:
             raise self._unavailable(exc, f"write {key}") from None
         return True
 
+    async def put_stream_async(self, key: str, chunks: AsyncIterator[bytes]) -> bool:
+        """Create `key` from bytes as they come (multipart when large): True if this call wrote
+        it, False if it already existed. If `chunks` raises, nothing is written (no object, no
+        upload left open) and its exception propagates."""
+        try:
+            await obstore.put_async(self._store, key, chunks, mode="create")
+        except (AlreadyExistsError, PreconditionError):
+            return False
+        except BaseError as exc:
+            raise self._unavailable(exc, f"write {key}") from None
+        return True
+
     def delete(self, key: str) -> None:
         try:
             obstore.delete(self._store, key)

@@ -3,7 +3,9 @@
 A file becomes visible only when its record commits, and its body is fsync'd and renamed into
 place inside the same write transaction, so a crash at any point leaves either nothing visible
 or a complete file. Bodies left without a record by a crash are removed by `collect_garbage`.
-The bodies themselves are kept by `private_files.PrivateFiles`.
+The bodies themselves are kept by `private_files.PrivateFiles`, or by another body store passed
+as `files` (a cluster node's bucket, stores/bucket_files.BucketFiles); `open_*` then raise
+private_files.NotLocal for a body not copied to this node yet.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from pyproxy.model import (
 )
 from pyproxy.stores import sqlite
 from pyproxy.stores.changes import ChangeCounter
-from pyproxy.stores.private_files import PrivateFiles, fsync_file
+from pyproxy.stores.private_files import FileBodies, PrivateFiles, fsync_file
 from pyproxy.stores.private_schema import (
     DB_RECHECK_S,
     SCHEMA,
@@ -49,9 +51,10 @@ from pyproxy.stores.private_schema import (
 
 
 class PrivateStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, files: FileBodies | None = None) -> None:
         self.directory = directory
-        self.files = PrivateFiles(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.files: FileBodies = PrivateFiles(directory) if files is None else files
         self._db_path = directory / "private.sqlite3"
         self._reader = sqlite.connect(self._db_path, SCHEMA)
         # what the warm path reads is cached and reloaded only when the change counter moves;
@@ -184,9 +187,7 @@ class PrivateStore:
         ).fetchone()
         if row is None:
             raise NotFound(f"no file {filename!r} in private project {project!r}")
-        return LocalFile(
-            self.files.path(row["sha256"]), row["size"], row["sha256"], cache="private"
-        )
+        return self.files.local(row["sha256"], row["size"])
 
     def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
         return self._open_body("metadata", project, filename)
@@ -204,8 +205,7 @@ class PrivateStore:
         ).fetchone()
         if row is None or row[0] is None:
             raise NotFound(f"no {kind} for {filename!r} in private project {project!r}")
-        path = self.files.path(row[0])
-        return LocalFile(path, path.stat().st_size, row[0], cache="private")
+        return self.files.local(row[0], None)
 
     def file_fields(self, filename: str) -> dict[str, list[str]] | None:
         row = self._reader.execute(

@@ -7,6 +7,10 @@ rename. The private store moves bodies in and sweeps unreferenced ones only whil
 write lock, so a sweep never removes a body whose record is about to commit. Temp files are
 flock'd while in use, so any process can tell an abandoned one (its writer crashed) from one
 still being written.
+
+On a cluster node the bodies live in the bucket instead (stores/bucket_files.BucketFiles, the
+same interface): a body may then have no local copy yet, so the store asks `local()` for one
+without blocking and, when it raises NotLocal, the repository awaits `fetch()`.
 """
 
 from __future__ import annotations
@@ -15,28 +19,48 @@ import fcntl
 import os
 import tempfile
 from collections.abc import Container, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
+
+from pyproxy.model import FileSource, LocalFile
 
 _TEMP_PREFIX = "upload-"
 _TEMP_SUFFIX = ".part"
 
 
-class PrivateFiles:
-    def __init__(self, directory: Path) -> None:
-        self.blobs = directory / "blobs"
-        self.tmp = directory / "tmp"
-        for path in (self.blobs, self.tmp):
-            path.mkdir(parents=True, exist_ok=True)
+class NotLocal(Exception):
+    """The body has no local copy yet: `await files.fetch(sha256, size)` makes one."""
 
-    def path(self, sha256: str) -> Path:
-        return self.blobs / sha256[:2] / sha256[2:4] / sha256
+    def __init__(self, sha256: str, size: int | None) -> None:
+        super().__init__(f"no local copy of {sha256}")
+        self.sha256 = sha256
+        self.size = size
+
+
+class FileBodies(Protocol):
+    """What the private store keeps its bodies in: PrivateFiles, or BucketFiles on a cluster."""
+
+    def path(self, sha256: str) -> Path: ...
+    def local(self, sha256: str, size: int | None) -> LocalFile: ...
+    async def fetch(self, sha256: str, size: int | None) -> FileSource: ...
+    def temporary_file(self) -> AbstractContextManager[Path]: ...
+    def move_into_place(self, source: Path, sha256: str) -> None: ...
+    def sweep_temporary(self) -> int: ...
+    def remove_unreferenced(self, referenced: Container[str]) -> int: ...
+
+
+class UploadTemps:
+    """The temp area uploads arrive in: flock'd files, so a sweep knows the abandoned ones."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True, exist_ok=True)
 
     @contextmanager
     def temporary_file(self) -> Iterator[Path]:
-        """A temp file in the temp area, removed unless it was moved into place; flock'd while
-        in use."""
-        fd, name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=self.tmp)
+        """A temp file, removed on leaving unless it was moved away; flock'd while in use."""
+        fd, name = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=_TEMP_SUFFIX, dir=self.directory)
         path = Path(name)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -44,6 +68,40 @@ class PrivateFiles:
         finally:
             path.unlink(missing_ok=True)
             os.close(fd)
+
+    def sweep(self) -> int:
+        """Remove temp files whose writer died (no process holds their lock); how many."""
+        removed = 0
+        for leftover in self.directory.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
+            if _abandoned(leftover):
+                leftover.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+
+class PrivateFiles:
+    def __init__(self, directory: Path) -> None:
+        self.blobs = directory / "blobs"
+        self.tmp = directory / "tmp"
+        self.blobs.mkdir(parents=True, exist_ok=True)
+        self._temps = UploadTemps(self.tmp)
+
+    def path(self, sha256: str) -> Path:
+        return self.blobs / sha256[:2] / sha256[2:4] / sha256
+
+    def local(self, sha256: str, size: int | None) -> LocalFile:
+        """The body on disk (always local here); a stat only when the size is not known."""
+        path = self.path(sha256)
+        return LocalFile(path, path.stat().st_size if size is None else size, sha256,
+                         cache="private")
+
+    async def fetch(self, sha256: str, size: int | None) -> FileSource:
+        return self.local(sha256, size)
+
+    def temporary_file(self) -> AbstractContextManager[Path]:
+        """A temp file in the temp area, removed unless it was moved into place; flock'd while
+        in use."""
+        return self._temps.temporary_file()
 
     def move_into_place(self, source: Path, sha256: str) -> None:
         """Rename an fsync'd temp file to its content address (call under the write lock)."""
@@ -56,12 +114,7 @@ class PrivateFiles:
 
     def sweep_temporary(self) -> int:
         """Remove temp files whose writer died (no process holds their lock); how many."""
-        removed = 0
-        for leftover in self.tmp.glob(f"{_TEMP_PREFIX}*{_TEMP_SUFFIX}"):
-            if _abandoned(leftover):
-                leftover.unlink(missing_ok=True)
-                removed += 1
-        return removed
+        return self._temps.sweep()
 
     def remove_unreferenced(self, referenced: Container[str]) -> int:
         """Remove bodies whose sha256 is not in `referenced` (call under the write lock)."""

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from pyproxy.web import (
     files,
+    inflight,
     integrity,
     json_api,
     lifecycle,
@@ -43,6 +44,7 @@ def build_app(services: Services) -> web.Application:
     router.add_get("/simple/{tail:.*}", simple.simple)
     router.add_get("/files/{project}/{filename}", files.download)
     router.add_get(integrity.ROUTE, integrity.provenance)
+    router.add_get(inflight.ROUTE, inflight.follow)  # cluster nodes only; they prove it
     router.add_get("/health", ops.health)
     router.add_get("/ready", ops.ready)
     router.add_get("/metrics", ops.metrics_page)

@@ -4,25 +4,15 @@ of its files (a wheel's, if any), read through the repository, so fetched once."
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from pyproxy.formats import legacy_json
 from pyproxy.formats.legacy_json import ReleaseMetadata
-from pyproxy.model import (
-    DistFile,
-    LocalFile,
-    NormalizedName,
-    NotFound,
-    Origin,
-    ProjectPage,
-    Unavailable,
-)
+from pyproxy.model import DistFile, NotFound, Origin, ProjectPage, Unavailable
+from pyproxy.repository.core_metadata import MAX_METADATA_BYTES, read_metadata
 from pyproxy.web.context import Services
 
 log = logging.getLogger("pyproxy.web.metadata")
-
-_MAX_METADATA = 16 * 1024 * 1024  # a METADATA file is small; anything bigger is not read
 
 
 async def release_metadata(
@@ -39,31 +29,14 @@ async def release_metadata(
     if source is None:
         return ReleaseMetadata(), True
     try:
-        data = await _read_metadata(services, page.name, source.filename)
+        data = await read_metadata(services.repository, page.name, source.filename)
     except (NotFound, Unavailable, OSError) as exc:
         log.warning("info of %s without metadata of %s: %s", page.name, source.filename, exc)
         return ReleaseMetadata(), False
     if data is None:
         log.warning(
-            "metadata of %s is larger than %d bytes; not read", source.filename, _MAX_METADATA
+            "metadata of %s is larger than %d bytes; not read", source.filename,
+            MAX_METADATA_BYTES,
         )
         return ReleaseMetadata(), True
     return legacy_json.metadata_from_core(data), True
-
-
-async def _read_metadata(
-    services: Services, project: NormalizedName, filename: str
-) -> bytes | None:
-    source = await services.repository.open_metadata(project, filename)
-    if isinstance(source, LocalFile):
-        if source.size > _MAX_METADATA:
-            return None
-        return await asyncio.to_thread(source.path.read_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in source.chunks:
-        size += len(chunk)
-        if size > _MAX_METADATA:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)

@@ -36,8 +36,9 @@ from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused, Verific
 from pyproxy.web.middleware import text_error
 
 AUTH_CHALLENGE = {hdrs.WWW_AUTHENTICATE: 'Basic realm="pyproxy"'}
-# route templates that stay open: they carry no project data, and probes send no credentials
-OPEN_ROUTES = frozenset({"/health", "/ready", "/metrics"})
+# route templates that stay open: they carry no project data, and probes send no credentials;
+# the cluster's peer route checks a proof of its own (stores.peers)
+OPEN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/_internal/inflight/{key}"})
 _READ_METHODS = frozenset({hdrs.METH_GET, hdrs.METH_HEAD})
 
 _IDENTITY = web.RequestKey("readauth_identity", Identity)  # what the credentials proved

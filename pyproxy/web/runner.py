@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from pyproxy import metrics
-from pyproxy.compose import build_services, describe_upstream, open_stores
+from pyproxy.compose import build_services, describe_upstream, open_stores, private_bodies
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.stores.space import Spare, is_disk_full, with_room
@@ -168,7 +168,9 @@ def _open_files_for(connections: int) -> None:
 
 def _open_once(settings: Settings) -> int:
     """Open the stores once, so a bad data directory fails here with one message, and sweep
-    what interrupted uploads left (how many). The workers open the rest (with room, too)."""
+    what interrupted uploads left (how many). The workers open the rest (with room, too). A
+    bucket ([storage] objects) that does not answer is BucketUnavailable, one line."""
+    private_bodies(settings, check=True)
     private, users = open_stores(settings)
     try:
         return private.collect_garbage()

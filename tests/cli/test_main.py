@@ -510,8 +510,7 @@ def test_restrict_and_grant_read(pyproxy, private: PrivateStoreAPI) -> None:  # 
 
 @pytest.mark.parametrize("command", [("user", "list"), ("token", "revoke", "pyproxy-abcdef"),
                                      ("grant", "foo", "bob"), ("yank", "foo", "1.0"),
-                                     ("remove", "foo"), ("restrict", "foo"), ("reserve", "foo"),
-                                     ("serve", "--port", "0")])
+                                     ("remove", "foo"), ("restrict", "foo"), ("reserve", "foo")])
 def test_an_unreachable_database_is_one_line_and_exit_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
 ) -> None:
@@ -520,7 +519,27 @@ def test_an_unreachable_database_is_one_line_and_exit_1(
     config = storage_config(tmp_path, f"postgresql://pyproxy:s3cr3t-pw@127.0.0.1:{free_port()}/db")
     code = cli.main([*command, "--config", str(config), "--data-dir", str(tmp_path / "data")])
     captured = capsys.readouterr()
-    line = one_line_error(captured.err.replace("pyproxy: listening", "pyproxy: ", 0))
+    line = one_line_error(captured.err)
     assert code == 1, captured
     assert "cannot connect to PostgreSQL at postgresql://pyproxy:***@127.0.0.1" in line
     assert "s3cr3t-pw" not in captured.err + captured.out
+
+
+def test_serve_with_an_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """In a process of its own: serve sets up logging and metrics for the whole process."""
+    import subprocess
+    import sys
+
+    from tests.servers.postgres import free_port
+
+    config = storage_config(tmp_path, f"postgresql://pyproxy:s3cr3t-pw@127.0.0.1:{free_port()}/db")
+    done = subprocess.run(
+        [sys.executable, "-m", "pyproxy", "serve", "--port", "0", "--config", str(config),
+         "--data-dir", str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1, done
+    line = one_line_error(done.stderr)
+    assert "cannot connect to PostgreSQL at postgresql://pyproxy:***@127.0.0.1" in line
+    assert "s3cr3t-pw" not in done.stderr + done.stdout
+    assert "listening" not in done.stderr  # refused before it listens

@@ -6,9 +6,9 @@ takes a few milliseconds). 20 parallel uploads of one file spread over both node
 exactly one. With PostgreSQL stopped, an upload answers 503 while a warm page is still served;
 once it is back, uploads work again without restarting either node.
 
-The nodes get [storage] objects (a moto bucket) and node_url as a cluster node does. The
-private file bodies are not in the bucket yet (that body store is wired in separately), so both
-nodes are given the SAME data_dir: its private/blobs is where both find the bodies.
+The nodes get [storage] objects (a moto bucket) and node_url as a cluster node does, and a
+data_dir each: the private bodies are in the bucket, so a file uploaded on A is served by B
+from its own copy of the bucket's object.
 
 Commands run through the CLI's entry point in this process (with the nodes' configuration),
 as tests/e2e/test_revocation.py does: a subprocess's interpreter shutdown would cost more than
@@ -100,16 +100,15 @@ def cluster(
         postgres.start()
     dsn = postgres.new_database()
     bucket = s3.new_bucket()
-    data_dir = base / "shared-data"  # the same for both nodes: see the module docstring
+    data_dirs = base / "data-a", base / "data-b"
     with pytest.MonkeyPatch.context() as env:
         for key, value in s3_credentials().items():
             env.setenv(key, value)
         ports = free_port(), free_port()
         configs = [_node_config(base, name, dsn, s3, bucket, port)
                    for name, port in zip("ab", ports, strict=True)]
-        data_dir.mkdir()
         for user, password, admin in ((ADMIN, ADMIN_PW, ["--admin"]), (BOB, BOB_PW, [])):
-            added = command(configs[0], data_dir, "user", "add", user, *admin,
+            added = command(configs[0], data_dirs[0], "user", "add", user, *admin,
                             "--password-stdin", stdin=password + "\n")
             assert added[0] == 0
         a, b = (
@@ -117,7 +116,7 @@ def cluster(
                 data_dir, user=None, create_user=False,
                 extra_args=["--config", str(config), "--port", str(port)],
             )
-            for config, port in zip(configs, ports, strict=True)
+            for config, port, data_dir in zip(configs, ports, data_dirs, strict=True)
         )
         yield Cluster(a, b, configs[0], dsn)
 
@@ -221,6 +220,7 @@ def test_twenty_parallel_uploads_of_one_file_over_both_nodes_store_one(
     project = name()
     sdist = make_sdist(tmp_path, project, "1.0")
     statuses: list[int] = []
+    answers: list[str] = []
     lock = threading.Lock()
     barrier = threading.Barrier(20)
 
@@ -229,6 +229,7 @@ def test_twenty_parallel_uploads_of_one_file_over_both_nodes_store_one(
         response = raw_upload(node.upload_url, sdist, "__token__", admin_token, timeout=60)
         with lock:
             statuses.append(response.status)
+            answers.append(str(response))
 
     threads = [threading.Thread(target=send, args=(cluster.a if i % 2 else cluster.b,))
                for i in range(20)]
@@ -236,7 +237,8 @@ def test_twenty_parallel_uploads_of_one_file_over_both_nodes_store_one(
         thread.start()
     for thread in threads:
         thread.join(timeout=90)
-    assert statuses == [200] * 20  # the identical file again is a success that stores nothing
+    # the identical file again is a success that stores nothing
+    assert statuses == [200] * 20, answers
     with psycopg.connect(cluster.dsn) as conn:
         rows = conn.execute(
             "SELECT filename FROM private_files WHERE project = %s", (project,)

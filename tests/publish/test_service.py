@@ -1,14 +1,14 @@
 """pyproxy.publish.service.Publisher: the one pipeline uploads and imports go through, in its
 order (form, rights, file, store), with the store's refusals worded for the uploader.
 
-Real files (tests/dists.py) into a real private store; the HTTP side is tested in
-tests/web/test_upload.py, the import in tests/ops/test_transfer.py."""
+Real files (tests/dists.py) into a real private store, on each backend (`backends`: SQLite,
+then a cluster's PostgreSQL); the HTTP side is tested in tests/web/test_upload.py, the import
+in tests/ops/test_transfer.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -25,23 +25,24 @@ from pyproxy.publish.service import (
     Uploader,
     worded,
 )
+from pyproxy.stores.interfaces import PrivateStoreAPI
 from pyproxy.stores.private import PrivateStore
+from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.stores.private_schema import NewFile, StoreRejected
 from tests.attestations import attest
 from tests.dists import form_fields_for, make_sdist, make_wheel
+from tests.stores.backends import Backends
 
 ALICE, BOB = Uploader("alice"), Uploader("bob")
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[PrivateStore]:
-    opened = PrivateStore(tmp_path / "private")
-    yield opened
-    opened.close()
+def store(tmp_path: Path, backends: Backends) -> PrivateStoreAPI:
+    return backends.open_private(tmp_path / "private")
 
 
 @pytest.fixture
-def publisher(store: PrivateStore) -> Publisher:
+def publisher(store: PrivateStoreAPI) -> Publisher:
     return Publisher(store)
 
 
@@ -79,11 +80,13 @@ async def rejected(
     return caught.value
 
 
-def stored_bodies(store: PrivateStore) -> set[str]:
+def stored_bodies(store: PrivateStoreAPI) -> set[str]:
+    assert isinstance(store.files, PrivateFiles)
     return {path.name for path in store.files.blobs.glob("*/*/*")}
 
 
-def temp_files(store: PrivateStore) -> list[Path]:
+def temp_files(store: PrivateStoreAPI) -> list[Path]:
+    assert isinstance(store.files, PrivateFiles)
     return list(store.files.tmp.iterdir())
 
 
@@ -91,7 +94,7 @@ def temp_files(store: PrivateStore) -> list[Path]:
 
 
 async def test_a_wheel_is_stored_with_its_digests_metadata_and_owner(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     wheel = make_wheel(dists, "Demo_Pkg", "1.0", requires_python=">=3.9")
     assert await publish(publisher, wheel) is Published.STORED
@@ -112,7 +115,7 @@ async def test_a_wheel_is_stored_with_its_digests_metadata_and_owner(
 
 
 async def test_an_sdist_keeps_no_metadata_file(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     sdist = make_sdist(dists, "demo", "1.0")
     assert await publish(publisher, sdist) is Published.STORED
@@ -121,7 +124,7 @@ async def test_an_sdist_keeps_no_metadata_file(
 
 
 async def test_the_identical_file_again_writes_nothing(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     wheel = make_wheel(dists, "demo", "1.0")
     await publish(publisher, wheel)
@@ -171,7 +174,7 @@ async def test_no_file_is_refused_after_the_form_and_before_the_rights(
 
 
 async def test_the_rights_are_checked_before_the_archive_is_read(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     await publish(publisher, make_wheel(dists, "demo", "1.0"))
     wheel = make_wheel(dists, "demo", "2.0")
@@ -204,7 +207,7 @@ async def test_the_file_is_checked_before_the_store_is_asked_about_duplicates(
 
 
 async def test_admins_and_imports_need_no_role(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     await publish(publisher, make_wheel(dists, "demo", "1.0"))
     for version, uploader in [("1.1", Uploader("root", admin=True)),
@@ -233,7 +236,7 @@ async def test_the_same_filename_with_other_bytes(
     assert (rejection.status, rejection.kind) == (400, "duplicate")
 
 
-async def test_a_removed_filename(publisher: Publisher, store: PrivateStore, dists: Path) -> None:
+async def test_a_removed_filename(publisher: Publisher, store: PrivateStoreAPI, dists: Path) -> None:
     wheel = make_wheel(dists, "demo", "1.0")
     await publish(publisher, wheel)
     store.remove(normalize("demo"), "1.0", forget_name=False)
@@ -323,7 +326,7 @@ async def test_the_rights_are_checked_again_under_the_write_lock(
 
 
 async def test_an_import_keeps_what_the_exporting_index_recorded(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     wheel = make_wheel(dists, "demo", "1.0")
     kept = Kept(display_name="DEMO", upload_time="2020-01-02T03:04:05+00:00", yanked_reason="old")
@@ -365,7 +368,7 @@ UPSTREAM_HAS_REQUESTS = (
 
 
 async def test_a_name_upstream_lists_is_not_claimed_by_a_plain_upload(
-    store: PrivateStore, dists: Path
+    store: PrivateStoreAPI, dists: Path
 ) -> None:
     listing = Listing("Requests", "urllib3")
     publisher = Publisher(store, upstream=listing)
@@ -378,7 +381,7 @@ async def test_a_name_upstream_lists_is_not_claimed_by_a_plain_upload(
 
 
 async def test_after_a_reserve_the_first_uploader_claims_it(
-    store: PrivateStore, dists: Path
+    store: PrivateStoreAPI, dists: Path
 ) -> None:
     listing = Listing("requests")
     publisher = Publisher(store, upstream=listing)
@@ -391,7 +394,7 @@ async def test_after_a_reserve_the_first_uploader_claims_it(
 
 
 async def test_admins_claim_any_name_without_asking_upstream(
-    store: PrivateStore, dists: Path
+    store: PrivateStoreAPI, dists: Path
 ) -> None:
     listing = Listing("requests", down=True)
     publisher = Publisher(store, upstream=listing, reserved_prefixes=["acme-"])
@@ -401,7 +404,7 @@ async def test_admins_claim_any_name_without_asking_upstream(
     assert listing.asked == []
 
 
-async def test_a_name_upstream_does_not_list_is_free(store: PrivateStore, dists: Path) -> None:
+async def test_a_name_upstream_does_not_list_is_free(store: PrivateStoreAPI, dists: Path) -> None:
     listing = Listing("requests")
     publisher = Publisher(store, upstream=listing)
     assert await publish(publisher, make_wheel(dists, "Our_Tool", "1.0")) is Published.STORED
@@ -413,7 +416,7 @@ async def test_no_upstream_means_every_new_name_is_free(publisher: Publisher, di
 
 
 async def test_without_upstreams_list_a_new_name_is_refused_not_guessed(
-    store: PrivateStore, dists: Path
+    store: PrivateStoreAPI, dists: Path
 ) -> None:
     publisher = Publisher(store, upstream=Listing(down=True))
     rejection = await rejected(publisher, make_wheel(dists, "new-thing", "1.0"))
@@ -433,7 +436,7 @@ async def test_without_upstreams_list_a_new_name_is_refused_not_guessed(
 
 @pytest.mark.parametrize("configured", ["acme-", "Acme_", "acme."])
 async def test_a_reserved_prefix_is_never_looked_up_upstream(
-    store: PrivateStore, dists: Path, configured: str
+    store: PrivateStoreAPI, dists: Path, configured: str
 ) -> None:
     listing = Listing()  # upstream does not have it: the prefix alone decides
     publisher = Publisher(store, upstream=listing, reserved_prefixes=[configured])
@@ -451,7 +454,7 @@ async def test_a_reserved_prefix_is_never_looked_up_upstream(
 
 
 async def test_the_claim_is_checked_after_the_form_and_before_the_archive(
-    store: PrivateStore, dists: Path
+    store: PrivateStoreAPI, dists: Path
 ) -> None:
     listing = Listing("requests")
     publisher = Publisher(store, upstream=listing)
@@ -471,7 +474,7 @@ async def test_the_claim_is_checked_after_the_form_and_before_the_archive(
 
 
 async def test_attestations_are_stored_as_the_files_provenance(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     wheel = make_wheel(dists, "demo", "1.0")
     sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
@@ -486,7 +489,7 @@ async def test_attestations_are_stored_as_the_files_provenance(
 
 
 async def test_attestations_of_another_file_are_refused_and_nothing_is_stored(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     wheel = make_wheel(dists, "demo", "1.0")
     attestations = json.dumps([json.loads(attest(wheel.name, "00" * 32).model_dump_json())])
@@ -497,7 +500,7 @@ async def test_attestations_of_another_file_are_refused_and_nothing_is_stored(
 
 
 async def test_a_file_without_attestations_offers_no_provenance(
-    publisher: Publisher, store: PrivateStore, dists: Path
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
 ) -> None:
     wheel = make_wheel(dists, "demo", "1.0")
     await publish(publisher, wheel)

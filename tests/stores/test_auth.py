@@ -18,6 +18,7 @@ from pyproxy.stores.auth import (
     TOKEN_USERNAME,
     AuthError,
     Identity,
+    UserStore,
     hash_password,
     parse_basic,
     verify_password,
@@ -389,3 +390,25 @@ def test_short_prefix_never_matches_many(users: UserStoreAPI) -> None:
 
 def test_dummy_hash_is_cached() -> None:
     assert auth._dummy_hash() == auth._dummy_hash()
+
+
+def test_export_and_import_users_between_backends(tmp_path: Path, backends: Backends) -> None:
+    """What one store exports, another takes: the same password and tokens work there."""
+    source, target = backends.open_users(tmp_path / "a"), UserStore(tmp_path / "b")
+    try:
+        source.add_user("alice", PASSWORD, admin=True)
+        token = source.create_token("alice")
+        (record,) = source.export_users()
+        assert record.name == "alice" and record.admin and len(record.tokens) == 1
+        assert token not in repr(record)
+        assert target.import_user(record) == (True, 1)
+        assert target.import_user(record) == (False, 0)
+        assert target.authenticate(TOKEN_USERNAME, token) == Identity("alice", True, via_token=True)
+        back = backends.open_users(tmp_path / "c")  # the other way, into this backend
+        source.remove_user("alice")
+        settle(back)
+        assert back.import_user(target.export_users()[0]) == (True, 1)
+        settle(back)
+        assert back.authenticate("alice", PASSWORD) == Identity("alice", True, via_token=False)
+    finally:
+        target.close()

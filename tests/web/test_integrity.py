@@ -176,7 +176,8 @@ async def test_pep_708_and_newer_upstream_keys_are_not_passed_through(
     assert document["meta"] == {"api-version": "1.4"}
     assert set(document) == {"meta", "name", "versions", "files", "project-status"}
     (file,) = document["files"]
-    assert set(file) == {"filename", "url", "hashes", "size", "provenance"}
+    # core-metadata: pyproxy's own offer, made from the wheel (repository/wheel_metadata.py)
+    assert set(file) == {"filename", "url", "hashes", "size", "provenance", "core-metadata"}
     assert file["provenance"].endswith(PROVENANCE_PATH)
 
 

@@ -5,6 +5,7 @@ in the same loop)."""
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -305,6 +306,35 @@ async def test_upstream_project_document(fake: FakeUpstream, make_client: MakeCl
     assert fake.count(fake.file_path("up.proj", files["wheel"].filename) + ".metadata") == 1
     await get_json(client, "/pypi/up-proj/2.0/json")
     assert fake.count(fake.file_path("up.proj", files["wheel"].filename) + ".metadata") == 1
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+async def test_upstream_info_from_a_wheel_upstream_offers_no_metadata_for(
+    fake: FakeUpstream, make_client: MakeClient, tmp_path: Path, ranges: bool
+) -> None:
+    fake.offer_metadata, fake.serve_ranges = False, ranges
+    wheel = make_wheel(tmp_path, "Made.Here", "2.0", requires_dist=["bar>=1"], requires_python=">=3.9",
+                       summary="Made from the wheel", extra_metadata=EXTRA)
+    fake.add_file("made.here", wheel.name, wheel.read_bytes(), upload_time=UPLOADED)
+    fake.add_file("made.here", "made_here-2.0.tar.gz", b"sdist 2.0", upload_time=UPLOADED)
+    fake.add_file("made.here", "made_here-1.0.tar.gz", b"sdist 1.0", upload_time=UPLOADED)
+    client, _ = await make_client(upstream_url=fake.index_url)
+    info = (await get_json(client, "/pypi/made-here/json"))["info"]
+    assert info["version"] == "2.0" and info["name"] == "Made.Here"
+    assert info["summary"] == "Made from the wheel" and info["author"] == "Ann Author"
+    assert info["requires_dist"] == ["bar>=1"] and info["requires_python"] == ">=3.9"
+    assert info["project_urls"] == {"Source": "https://example.org/src", "Docs": "https://example.org/docs"}
+    # an sdist-only release: as before, no metadata (sdists never get a made .metadata)
+    info = (await get_json(client, "/pypi/made-here/1.0/json"))["info"]
+    assert info["summary"] is None and info["requires_dist"] is None
+    # the same bytes are the wheel's .metadata, served and now listed with their hash
+    metadata = await client.get(f"/files/made-here/{wheel.name}.metadata")
+    body = await metadata.read()
+    with zipfile.ZipFile(wheel) as archive:
+        assert body == archive.read("made_here-2.0.dist-info/METADATA")
+    files = await simple_files(client, "made-here")
+    assert files[wheel.name]["core-metadata"] == {"sha256": hashlib.sha256(body).hexdigest()}
+    assert "core-metadata" not in files["made_here-2.0.tar.gz"]
 
 
 async def test_upstream_html_index_without_metadata(make_client: MakeClient) -> None:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import threading
 
-from pyproxy.stores.interfaces import FileBodies
 from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.first_seen import PgFirstSeenStore
 from pyproxy.stores.pg.notify import Listener
 from pyproxy.stores.pg.pages import ClusterPageStore
 from pyproxy.stores.pg.private import PgPrivateStore
 from pyproxy.stores.pg.users import PgUserStore
+from pyproxy.stores.private_files import FileBodies
 
 LISTEN_WAIT_S = 5.0
 
@@ -70,7 +70,12 @@ def open_cluster_stores(
     """Connect and migrate (DatabaseUnavailable: one line, when the server is not there);
     with `listen` (a server's worker), hold what is read in memory and hear of changes."""
     db = Database(dsn)
-    listener = Listener(dsn).start(wait=LISTEN_WAIT_S) if listen else None
+    listener = None
+    if listen:
+        listener = Listener(dsn)
+        listener.on_back(db.reset)
+        db.reachable = lambda: listener is not None and listener.connected
+        listener.start(wait=LISTEN_WAIT_S)
     shared = Shared(db, listener, users=2)
     return ClusterPrivateStore(shared, files), ClusterUserStore(shared)
 

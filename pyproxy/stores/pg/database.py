@@ -4,7 +4,9 @@ CLI), never a psycopg traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -14,12 +16,15 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pyproxy.stores.pg.connect import DatabaseUnavailable, describe, open_pool, redact_dsn
 from pyproxy.stores.pg.migrations import migrate
 
+log = logging.getLogger("pyproxy.pg")
+
 Connection = psycopg.Connection[TupleRow]
 
 # how long a read made on the event loop waits for a connection before it gives up (and the
 # store answers from the copy it holds, or 503): a server that is gone must not stall the loop
 READ_TIMEOUT_S = 1.0
 WRITE_TIMEOUT_S = 5.0
+DOWN_TIMEOUT_S = 0.5  # while the listener says the server is gone: a 503 soon, not in 5 s
 
 
 class Database:
@@ -27,6 +32,10 @@ class Database:
 
     def __init__(self, dsn: str, *, max_size: int = 8, migrate_schema: bool = True) -> None:
         self.dsn = dsn
+        self._max_size = max_size
+        self._lock = threading.Lock()
+        # whether the server is thought reachable (the process's listener is connected)
+        self.reachable: Callable[[], bool] = lambda: True
         self.pool: ConnectionPool = open_pool(dsn, max_size=max_size)
         if migrate_schema:
             try:
@@ -39,11 +48,25 @@ class Database:
     def close(self) -> None:
         self.pool.close()
 
+    def reset(self) -> None:
+        """A new pool, once the server answers again (the listener is back): the old one may
+        wait out its reconnect backoff (doubling without bound), far longer than the outage."""
+        try:
+            fresh = open_pool(self.dsn, max_size=self._max_size)
+        except DatabaseUnavailable as exc:
+            log.warning("keeping the old connections: %s", exc)
+            return
+        with self._lock:
+            old, self.pool = self.pool, fresh
+        old.close(timeout=0)  # connections in use are closed as they come back
+
     @contextmanager
     def transaction(self, *, timeout: float = WRITE_TIMEOUT_S) -> Iterator[Connection]:
         """A connection inside one transaction: committed when the block ends, rolled back if it
         raises. Connection failures are DatabaseUnavailable; other psycopg errors (constraint
         violations, bugs) pass as they are."""
+        if not self.reachable():
+            timeout = min(timeout, DOWN_TIMEOUT_S)
         try:
             with self.pool.connection(timeout=timeout) as conn:
                 yield conn

@@ -90,6 +90,7 @@ class Listener:
         self.dsn = dsn
         self._handlers: dict[str, list[Handler]] = {}
         self._lost: list[Callable[[], None]] = []
+        self._back: list[Callable[[], None]] = []
         self._stop = threading.Event()
         self._listening = threading.Event()
         self._synced: dict[str, threading.Event] = {}
@@ -106,6 +107,10 @@ class Listener:
 
     def on_lost(self, callback: Callable[[], None]) -> None:
         self._lost.append(callback)
+
+    def on_back(self, callback: Callable[[], None]) -> None:
+        """Called when the connection is back after a loss, before the stores are told."""
+        self._back.append(callback)
 
     def start(self, *, wait: float = 5.0) -> Listener:
         """Start listening; wait up to `wait` seconds for the first connection."""
@@ -153,6 +158,7 @@ class Listener:
                     self.reconnects += 1
                     log.warning("listening for changes again: everything held in memory is"
                                 " reloaded")
+                    self._call(self._back)
                 self._dropped()  # what was sent before LISTEN took effect was not heard
                 self._listening.set()
                 first, delay = False, BACKOFF_FIRST_S
@@ -189,11 +195,15 @@ class Listener:
                 log.exception("handling the notification %r failed", payload)
 
     def _dropped(self) -> None:
-        for callback in self._lost:
+        self._call(self._lost)
+
+    @staticmethod
+    def _call(callbacks: list[Callable[[], None]]) -> None:
+        for callback in callbacks:
             try:
                 callback()
             except Exception:
-                log.exception("dropping what is held in memory failed")
+                log.exception("a callback of the listener failed")
 
 
 def wait_connected(listener: Listener, timeout: float) -> bool:

@@ -103,6 +103,9 @@ class PgPrivateStore(PrivateReads):
 
     def find_duplicate(self, new: NewFile) -> bool:
         with self.db.transaction() as conn:
+            # one snapshot for all its queries: a file committed between two of them must not
+            # look like another file of its release (add_file checks again under the lock)
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             return check_duplicate(conn, new)
 
     def add_file(

@@ -8,10 +8,10 @@ from collections.abc import Mapping
 from typing import Literal
 
 from pyproxy.model import LocalFile, NormalizedName, NotFound, ProjectList, ProjectPage
-from pyproxy.stores.interfaces import FileBodies
 from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.notify import Changes, Listener
 from pyproxy.stores.pg.private_memory import Memory
+from pyproxy.stores.private_files import FileBodies
 
 TOPIC = "project"  # notifications "project:<normalized name>"
 
@@ -59,8 +59,7 @@ class PrivateReads:
         stored = self._memory.project(project).files.get(filename)
         if stored is None:
             raise NotFound(f"no file {filename!r} in private project {project!r}")
-        return LocalFile(self.files.path(stored.sha256), stored.size, stored.sha256,
-                         cache="private")
+        return self.files.local(stored.sha256, stored.size)  # NotLocal: fetched by the caller
 
     def open_metadata(self, project: NormalizedName, filename: str) -> LocalFile:
         return self._open_body("metadata", project, filename)
@@ -76,8 +75,7 @@ class PrivateReads:
         sha256 = None if stored is None else getattr(stored, f"{kind}_sha256")
         if sha256 is None:
             raise NotFound(f"no {kind} for {filename!r} in private project {project!r}")
-        path = self.files.path(sha256)
-        return LocalFile(path, path.stat().st_size, sha256, cache="private")
+        return self.files.local(sha256, None)
 
     def file_fields(self, filename: str) -> dict[str, list[str]] | None:
         self._uncached()

@@ -1,0 +1,255 @@
+"""`.metadata` (PEP 658) for the upstream wheels whose index offers none, made by pyproxy from
+the wheel's own `*.dist-info/METADATA`, byte for byte, and cached like any upstream file.
+
+Offered on the page (`mark`): every such wheel gets `core-metadata`, `true` while its hash is
+unknown (PEP 714 allows it), its sha256 once it has been made (the page's revision changes with
+it). Which ones were made is read from the blob cache, per page, again after `_RECHECK_S`, so
+another worker's work shows too. A wheel whose METADATA cannot be had (no `.dist-info`, a
+damaged zip, ...: what pip and uv cannot install either) gets an empty body (see `_UNUSABLE`).
+
+Made (`open`), inside the blob cache's single flight for the `.metadata`'s key: from the cached
+wheel when there is one; else from ranges of the upstream wheel (its tail, then the member if
+the tail did not hold it: two small requests mostly); when upstream does not do ranges, or a
+range fails, from the whole wheel, fetched through the blob cache like any download of it (so
+one upstream download per file still holds) and read once cached. A wheel is judged unusable
+only on bytes the blob cache verified: what ranges find wrong is read again whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import io
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from pyproxy.formats import wheel_zip
+from pyproxy.formats.wheel_zip import NotProducible
+from pyproxy.lru import BoundedLRU
+from pyproxy.model import (
+    DistFile,
+    FileSource,
+    LocalFile,
+    NormalizedName,
+    ProjectPage,
+    StreamedFile,
+    Unavailable,
+)
+from pyproxy.repository.downloads import Origin
+from pyproxy.repository.http import UpstreamClient
+from pyproxy.stores import proof
+from pyproxy.stores.blobcache import OpenUpstream
+from pyproxy.stores.blobkeys import blob_key, metadata_key
+from pyproxy.stores.filecache import FileCache
+
+__all__ = ["WheelMetadata", "offer_made", "wants_made"]
+
+log = logging.getLogger("pyproxy.upstream.metadata")
+
+_RECHECK_S = 30.0  # how long a page's marks hold before the blob cache is asked again
+_PAGES = 2048
+_FACTS = 8192  # wheels whose verdict (made: sha256, or why not) this process remembers
+
+OpenWheel = Callable[[NormalizedName, str], Awaitable[FileSource]]
+Origins = Callable[[], Collection[Origin]]
+
+
+def wants_made(dist: DistFile) -> bool:
+    """An upstream wheel whose index offers no `.metadata` (sdists' may leave fields dynamic)."""
+    return (
+        dist.filename.endswith(".whl")
+        and dist.upstream_url is not None
+        and (dist.metadata_from_wheel or not dist.core_metadata)
+    )
+
+
+def offer_made(page: ProjectPage, made: Mapping[str, str]) -> ProjectPage:
+    """The page with `.metadata` offered for each wheel that wants one, with its sha256 if in
+    `made` (by filename); its revision says which hashes are known."""
+    files: list[DistFile] = []
+    marks: list[str] = []
+    for dist in page.files:
+        if wants_made(dist):
+            offer: Mapping[str, str] | bool = True
+            if sha256 := made.get(dist.filename):
+                offer = {"sha256": sha256}
+                marks.append(f"{dist.filename}={sha256}")
+            dist = dataclasses.replace(dist, core_metadata=offer, metadata_from_wheel=True)
+        files.append(dist)
+    digest = hashlib.blake2b("\n".join(marks).encode(), digest_size=8).hexdigest()
+    revision = f"{page.revision}~w{digest}" if page.revision else ""
+    return dataclasses.replace(page, files=tuple(files), revision=revision)
+
+
+class WheelMetadata:
+    """Offers and makes the `.metadata` of one upstream's wheels; `open_wheel` is how the
+    upstream repository opens a wheel (the blob cache's one download)."""
+
+    def __init__(self, client: UpstreamClient, blobs: FileCache, open_wheel: OpenWheel) -> None:
+        self._client = client
+        self._blobs = blobs
+        self._open_wheel = open_wheel
+        # name -> (upstream revision, when the cache was asked, the marked page)
+        self._pages: BoundedLRU[NormalizedName, tuple[str, float, ProjectPage]] = BoundedLRU(
+            _PAGES
+        )
+        self._made: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> .metadata sha256
+        self._bad: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> why not
+
+    async def mark(self, page: ProjectPage) -> ProjectPage:
+        # on every request for the project or one of its files: the kept marks, if fresh
+        held = self._pages.get(page.name)
+        now = time.monotonic()
+        if held is not None and held[0] == page.revision and now - held[1] < _RECHECK_S:
+            return held[2]
+        wheels = [dist for dist in page.files if wants_made(dist)]
+        if not wheels:
+            self._pages.put(page.name, (page.revision, now, page))
+            return page
+        keys = {metadata_key(_made_from(dist)): dist.filename for dist in wheels}
+        cached = await asyncio.to_thread(self._blobs.digests, list(keys))
+        made = {keys[key]: sha256 for key, sha256 in cached.items()}
+        for dist in wheels:
+            if (sha256 := self._made.get(blob_key(dist))) is not None:
+                made.setdefault(dist.filename, sha256)
+        marked = offer_made(page, made)
+        self._pages.put(page.name, (page.revision, now, marked))
+        return marked
+
+    async def open(self, project: NormalizedName, dist: DistFile, origins: Origins) -> FileSource:
+        """The `.metadata` of a wheel `mark` offers it for: cached, or made now; Unavailable
+        when the wheel cannot be read now. For a wheel that has no usable METADATA (nobody can
+        install it), an empty body: see `_UNUSABLE`."""
+        if self._bad.get(blob_key(dist)) is not None:
+            return _unusable()
+        listed = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
+        try:
+            return await self._blobs.fetch(
+                metadata_key(dist),
+                sha256=listed,
+                size=None,
+                open_upstream=self._maker(project, dist, origins),
+                filename=dist.filename + ".metadata",
+            )
+        except Unavailable:
+            if self._bad.get(blob_key(dist)) is None:
+                raise
+            return _unusable()
+
+    def _maker(self, project: NormalizedName, dist: DistFile, origins: Origins) -> OpenUpstream:
+        @asynccontextmanager
+        async def make() -> AsyncIterator[AsyncIterator[bytes]]:
+            data = await self._make(project, dist, origins)
+            yield _once(data)
+
+        return make
+
+    async def _make(self, project: NormalizedName, dist: DistFile, origins: Origins) -> bytes:
+        wheel = blob_key(dist)
+        try:
+            data = await self._from_cached(wheel, project)
+            if data is None:
+                data = await self._from_ranges(project, dist, origins)
+            if data is None:  # the verdict on a wheel is given on its verified bytes only
+                data = await self._from_whole(project, dist)
+            try:
+                proof.check_file(dist.filename + ".metadata", io.BytesIO(data), len(data))
+            except proof.Unproven as exc:
+                raise NotProducible(str(exc)) from None
+        except NotProducible as exc:
+            log.warning("no metadata can be made from %s: %s", dist.filename, exc)
+            self._bad.put(wheel, str(exc))
+            raise Unavailable(f"no metadata can be made from {dist.filename}: {exc}") from None
+        self._made.put(wheel, hashlib.sha256(data).hexdigest())
+        self._pages.pop(project)  # offer it with its hash
+        return data
+
+    async def _from_cached(self, wheel: str, project: NormalizedName) -> bytes | None:
+        hit = await asyncio.to_thread(self._blobs.lookup, wheel)
+        if hit is None:
+            return None
+        try:
+            return await asyncio.to_thread(_read_file, hit.path, hit.size, project)
+        except FileNotFoundError:  # evicted since: read it another way
+            return None
+
+    async def _from_ranges(
+        self, project: NormalizedName, dist: DistFile, origins: Origins
+    ) -> bytes | None:
+        """None when upstream does not do ranges, or one of them failed."""
+        url = dist.upstream_url
+        assert url is not None
+        length = wheel_zip.TAIL_BYTES
+        try:
+            tail = await self._client.read_range(url, -length, length, file_origins=origins)
+            if tail is None:
+                return None
+            if tail.start + len(tail.body) != tail.total or (
+                dist.size is not None and tail.total != dist.size
+            ):
+                log.warning("upstream sent another tail of %s than asked for", dist.filename)
+                return None
+            reads = wheel_zip.metadata_reads(tail.total, tail.body, project)
+            wanted = next(reads)
+            while True:
+                part = await self._client.read_range(
+                    url, wanted.start, wanted.length, file_origins=origins
+                )
+                if part is None or part.start != wanted.start or len(part.body) != wanted.length:
+                    return None
+                wanted = reads.send(part.body)
+        except StopIteration as done:
+            made: bytes = done.value
+            return made
+        except (Unavailable, NotProducible) as exc:
+            log.info("reading %s in ranges failed (%s): reading it whole", dist.filename, exc)
+            return None
+
+    async def _from_whole(self, project: NormalizedName, dist: DistFile) -> bytes:
+        source = await self._open_wheel(project, dist.filename)
+        if not isinstance(source, LocalFile):
+            async for _chunk in source.chunks:  # until the one download is complete
+                pass
+            hit = await asyncio.to_thread(self._blobs.lookup, blob_key(dist))
+            if hit is None:
+                raise Unavailable(f"{dist.filename} was downloaded, and not kept to be read")
+            source = hit
+        try:
+            return await asyncio.to_thread(_read_file, source.path, source.size, project)
+        except FileNotFoundError:
+            raise Unavailable(f"{dist.filename} was evicted before it could be read") from None
+
+
+# What a wheel without usable METADATA gets, once known: a `.metadata` that is not core
+# metadata. uv then skips the version (as when its own range reads find no METADATA; reading a
+# damaged zip itself, it would stop), and pip stops with the "Bad metadata" error the wheel
+# itself gives it. A 404 or 5xx would stop uv (tests/e2e/test_wheel_metadata.py).
+_UNUSABLE = b""
+
+
+def _unusable() -> FileSource:
+    return StreamedFile(
+        chunks=_once(_UNUSABLE), size=len(_UNUSABLE),
+        sha256=hashlib.sha256(_UNUSABLE).hexdigest(), cache="miss",
+    )
+
+
+def _made_from(dist: DistFile) -> DistFile:
+    return dataclasses.replace(dist, metadata_from_wheel=True)
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+def _read_file(path: Path, size: int, project: NormalizedName) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return wheel_zip.metadata_from(lambda start, n: os.pread(fd, n, start), size, project)
+    finally:
+        os.close(fd)

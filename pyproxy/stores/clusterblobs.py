@@ -1,0 +1,210 @@
+"""Upstream files for a node of a cluster: a local copy on each node, one shared copy in the
+bucket, one upstream GET per file for the whole cluster.
+
+Layers, warmest first:
+
+    local    a BlobCache in data_dir ([cache] local_max_size): verified files sent with
+             sendfile, one download per key among the node's workers. A hit is a hit of the
+             local cache only: no PostgreSQL, no bucket; its use is noted in memory and written
+             to the index in batches.
+    bucket   `cache/<key>`, written once (conditional create) with bytes whose size and sha256
+             matched, and recorded in the PostgreSQL index (stores.pg.blobindex), which bounds
+             the shared cache by [cache] max_size cluster-wide.
+    upstream fetched by one node, the leader, which holds `blob:<key>`'s advisory lock for
+             the whole download and names itself in `cache_inflight`.
+
+A local miss is one cluster download (stores.clusterflight), through the local BlobCache so
+that the node's workers share it and it ends in a verified local copy; `serve_inflight` is the
+leader's side of it, for web/inflight.py. Eviction and listings are stores.clustershare's.
+Offline mode on a node serves its local copies (`present`, `lookup`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound
+from pyproxy.stores.blobcache import BlobCache, BlobEntry, OpenUpstream
+from pyproxy.stores.blobindex import FLUSH_INTERVAL
+from pyproxy.stores.chunks import read_file
+from pyproxy.stores.clusterflight import ClusterFlight, db, refuse
+from pyproxy.stores.clustershare import SharedFiles, object_key
+from pyproxy.stores.clusteruses import PendingUses
+from pyproxy.stores.objects import Bucket
+from pyproxy.stores.peers import Peers, token_holds
+from pyproxy.stores.pg.blobindex import PgBlobIndex
+from pyproxy.stores.pg.connect import DatabaseUnavailable, open_pool
+from pyproxy.stores.pg.locks import AdvisoryLocks
+from pyproxy.stores.pg.migrations import migrate
+
+log = logging.getLogger("pyproxy.cluster")
+
+__all__ = ["ClusterBlobCache", "object_key", "open_cluster_blobs"]
+
+
+
+class ClusterBlobCache:
+    def __init__(
+        self, local: BlobCache, index: PgBlobIndex, locks: AdvisoryLocks, bucket: Bucket, *,
+        node_url: str, max_size: int, secret: str, flush_interval: float = FLUSH_INTERVAL,
+        on_close: tuple[contextlib.AbstractContextManager[object], ...] = (),
+    ) -> None:
+        self.local = local
+        self.max_size = max_size
+        self.node_url = node_url.rstrip("/")
+        self._index = index
+        self._locks = locks
+        self._secret = secret
+        self._peers = Peers(secret)
+        self._uses = PendingUses(index.touch, flush_interval)
+        self.shared = SharedFiles(index, locks, bucket, self._uses, max_size)
+        self._flight = ClusterFlight(local, self.shared, locks, self._peers, self.node_url)
+        self._on_close = on_close  # the pool, closed last
+        self._closed = False
+
+    # -- the interface (stores.blobcache.BlobCache's) -------------------------------------------
+
+    async def fetch(
+        self, key: str, *, sha256: str | None, size: int | None, open_upstream: OpenUpstream,
+        filename: str | None = None,
+    ) -> FileSource:
+        """As BlobCache.fetch, for the cluster: the local copy, else the one download of the
+        cluster (from the bucket, the leader node, or upstream). Unavailable when the database
+        or (for a file the cluster holds) the bucket cannot be reached."""
+        self._uses.start()
+        sha256 = sha256.lower() if sha256 else None
+        cluster_body = self._flight.opener(key, sha256, size, open_upstream, filename)
+        source = await self.local.fetch(
+            key, sha256=sha256, size=size, open_upstream=cluster_body, filename=filename
+        )
+        self._uses.note(key)
+        return source
+
+    def lookup(self, key: str) -> LocalFile | None:
+        """The node's local copy, or None (blocking; a use)."""
+        hit = self.local.lookup(key)
+        if hit is not None:
+            self._uses.note(key)
+        return hit
+
+    def present(self, keys: list[str]) -> set[str]:
+        """Which of `keys` this node can send without a download (its local copies)."""
+        return self.local.present(keys)
+
+    def digests(self, keys: list[str]) -> dict[str, str]:
+        """The sha256 of each of `keys` the cluster holds: this node's copies, then the shared
+        index (only this node's when the database cannot be reached)."""
+        found = self.local.digests(keys)
+        rest = [key for key in keys if key not in found]
+        if rest:
+            try:
+                found.update(self.shared.index.digests(rest))
+            except DatabaseUnavailable as exc:
+                log.debug("cached digests unknown: %s", exc)
+        return found
+
+    def flush_uses(self) -> int:
+        """Blocking: write the uses noted here to the local index and the cluster's."""
+        return self.local.flush_uses() + self._uses.flush()
+
+    def volume(self) -> int:
+        """Bytes the shared cache holds (what max_size bounds), cluster-wide."""
+        return self.shared.volume()
+
+    def entries(self) -> list[BlobEntry]:
+        """Every file the cluster holds, least recently used first; `path` is its object's key
+        in the bucket."""
+        self.flush_uses()
+        return self.shared.entries()
+
+    def delete(self, key: str) -> bool:
+        """Remove a file from the cluster's cache (and this node's copy)."""
+        return self.shared.delete(key) | self.local.delete(key)
+
+    def free_body(self, entry: BlobEntry) -> None:
+        self.shared.bucket.delete(object_key(entry.key))
+
+    def shrink_to(self, limit: int) -> list[tuple[str, int]]:
+        """Evict least recently used files cluster-wide until at most `limit` bytes remain
+        (nothing if another node is evicting now)."""
+        return self.shared.evict(limit)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._flight.tasks):
+            with contextlib.suppress(RuntimeError):
+                task.cancel()
+        self._uses.close()
+        self.local.close()
+        self._locks.close()  # its connections' locks go with them
+        for resource in self._on_close:
+            resource.__exit__(None, None, None)
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._flight.tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._uses.aclose()
+        await self._peers.close()
+        await self.local.aclose()
+        await asyncio.to_thread(self._locks.close)
+        for resource in self._on_close:
+            resource.__exit__(None, None, None)
+
+    # -- for the leader's route (web/inflight.py) ------------------------------------------------
+
+    async def serve_inflight(self, key: str, token: str | None) -> FileSource:
+        """What this node has of a download it leads, for another node of the cluster."""
+        if not token_holds(self._secret, key, token):
+            raise Forbidden("only the nodes of this cluster may follow its downloads")
+        leader = await db(self._index.leader, key)
+        if leader != self.node_url:
+            raise NotFound(f"{key!r} is not being downloaded on this node")
+        return await self.local.fetch(key, sha256=None, size=None, open_upstream=refuse)
+
+    async def share_local(
+        self, key: str, *, sha256: str | None = None, size: int | None = None
+    ) -> tuple[str, int]:
+        """Copy this node's local copy of `key` into the shared cache (a no-op if the cluster
+        holds it already): its (sha256, size). KeyError if there is no local copy."""
+        hit = await asyncio.to_thread(self.local.lookup, key)
+        if hit is None:
+            raise KeyError(key)
+        digest, length = await self.shared.upload(
+            key, read_file(hit.path), sha256=sha256 or hit.sha256, size=size or hit.size
+        )
+        await db(self.shared.index.add, key, digest, length)
+        return digest, length
+
+
+def open_cluster_blobs(
+    *, database: str, objects: str, s3_endpoint: str, node_url: str, directory: Path,
+    max_size: int, local_max_size: int, flush_interval: float = FLUSH_INTERVAL,
+) -> ClusterBlobCache:
+    """A node's cache: its schema migrated (safe when several nodes start at once), its lock
+    connection open. DatabaseUnavailable when PostgreSQL cannot be reached."""
+    pool = open_pool(database, max_size=4)
+    try:
+        with pool.connection() as conn:
+            migrate(conn)
+        index = PgBlobIndex(pool)
+        secret = index.secret()
+        locks = AdvisoryLocks(database)
+        locks.warm()
+    except BaseException:
+        pool.close()
+        raise
+    return ClusterBlobCache(
+        BlobCache(directory, local_max_size, flush_interval=flush_interval), index, locks,
+        Bucket(objects, endpoint=s3_endpoint), node_url=node_url, max_size=max_size,
+        secret=secret, flush_interval=flush_interval, on_close=(pool,),
+    )

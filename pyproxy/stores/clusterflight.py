@@ -1,0 +1,211 @@
+"""One download per file for the whole cluster (see stores.clusterblobs for the layers).
+
+`ClusterFlight.body` is what a node's local BlobCache downloads from on a miss, so only the one
+worker process of a node that downloads the key runs it. It takes the first of: the bucket, if
+the index lists the key; the lead, if it gets `blob:<key>`'s advisory lock (then it streams
+upstream into the local part file, names this node in `cache_inflight`, and a publisher task
+copies the verified bytes into the bucket and the index, then lets go of the lock); the leader
+node, whose part file it tails (stores.peers); else it waits a few ms and looks again.
+
+A follower whose leader dies takes the lock (freed when the leader's connection closes) and
+carries on upstream from the byte it had reached: the key is the body's sha256, so the bytes are
+the same; a body with no sha256 listed cannot be joined from two sources and fails cleanly
+instead (the client sees an aborted download, never wrong bytes). A lock held for `_PATIENCE_S`
+with no leader to follow (a hung node) is gone around: the file is fetched and served, not
+shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import TypeVar
+
+from pyproxy.model import LocalFile, Unavailable
+from pyproxy.stores.blobcache import BlobCache, OpenUpstream
+from pyproxy.stores.chunks import read_file, skip
+from pyproxy.stores.clustershare import SharedFiles, object_key
+from pyproxy.stores.objects import BucketUnavailable, ObjectMissing
+from pyproxy.stores.peers import PeerFailed, Peers
+from pyproxy.stores.pg.blobindex import IndexedBlob
+from pyproxy.stores.pg.connect import DatabaseUnavailable
+from pyproxy.stores.pg.locks import AdvisoryLocks, HeldLock
+
+__all__ = ["ClusterFlight", "NotInFlight", "db", "refuse"]
+
+log = logging.getLogger("pyproxy.clusterblobs")
+
+_POLL_MIN = 0.002  # seconds between looks while another node starts its download
+_POLL_MAX = 0.05
+_PATIENCE_S = 10.0  # a lock held this long with no leader to follow: fetch upstream anyway
+_T = TypeVar("_T")
+
+
+class NotInFlight(Unavailable):
+    """Asked for bytes this node neither has nor is downloading."""
+
+
+@contextlib.asynccontextmanager
+async def refuse() -> AsyncIterator[AsyncIterator[bytes]]:
+    """The "upstream" of a look at the local cache that must never download."""
+    raise NotInFlight("not downloading that file here")
+    yield  # pragma: no cover - an async generator that never yields
+
+
+class ClusterFlight:
+    def __init__(
+        self, local: BlobCache, shared: SharedFiles, locks: AdvisoryLocks, peers: Peers,
+        node_url: str,
+    ) -> None:
+        self.local = local
+        self.shared = shared
+        self.node_url = node_url
+        self._index = shared.index
+        self._locks = locks
+        self._peers = peers
+        self.tasks: set[asyncio.Task[None]] = set()  # publishers
+
+    def opener(
+        self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream,
+        filename: str | None,
+    ) -> OpenUpstream:
+        """The cluster's download of `key`, as an "upstream" for the local cache."""
+
+        @contextlib.asynccontextmanager
+        async def cluster_body() -> AsyncIterator[AsyncIterator[bytes]]:
+            body = self.body(key, sha256, size, open_upstream, filename)
+            try:
+                yield body
+            finally:
+                await body.aclose()
+
+        return cluster_body
+
+    async def body(
+        self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream,
+        filename: str | None,
+    ) -> AsyncGenerator[bytes, None]:
+        sent = 0  # bytes handed on: a source taken over later starts after them
+        delay = _POLL_MIN
+        give_up = time.monotonic() + _PATIENCE_S
+        while True:
+            if sent and sha256 is None:
+                raise Unavailable(f"the download of {key!r} broke off, and with no sha256 listed"
+                                  " it cannot be continued from another source")
+            blob = await self._committed(key, sha256)
+            if blob is not None:
+                try:
+                    async for chunk in skip(self.shared.bucket.stream(object_key(key)), sent):
+                        sent += len(chunk)
+                        yield chunk
+                    return
+                except ObjectMissing:
+                    log.warning("the index lists %r, the bucket has no object: forgetting it", key)
+                    await db(self._index.forget, key)
+                    continue
+                except BucketUnavailable as exc:
+                    raise Unavailable(str(exc)) from None
+            lock = await db(self._locks.try_lock, "blob:" + key)
+            if lock is not None:
+                if await self._lead(key, lock, sha256, size, filename):
+                    async with open_upstream() as body:
+                        async for chunk in skip(body, sent):
+                            sent += len(chunk)
+                            yield chunk
+                    return
+                continue  # committed meanwhile: from the bucket
+            leader = await db(self._index.leader, key)
+            if leader is not None and leader != self.node_url:
+                before = sent
+                try:
+                    async for chunk in self._peers.stream(leader, key, offset=sent):
+                        sent += len(chunk)
+                        yield chunk
+                    return
+                except PeerFailed as exc:
+                    log.info("following %r on %s stopped after %d bytes: %s", key, leader,
+                             sent, exc)
+                if sent > before:
+                    give_up, delay = time.monotonic() + _PATIENCE_S, _POLL_MIN
+            if time.monotonic() > give_up:
+                log.warning("%r stayed locked for %gs with no node to follow: fetching it"
+                            " from upstream without sharing it", key, _PATIENCE_S)
+                async with open_upstream() as body:
+                    async for chunk in skip(body, sent):
+                        sent += len(chunk)
+                        yield chunk
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _POLL_MAX)
+
+    async def _committed(self, key: str, sha256: str | None) -> IndexedBlob | None:
+        blob = await db(self._index.get, key)
+        if blob is not None and sha256 is not None and blob.sha256 != sha256:
+            log.warning("the index has %r with another sha256 (%s): not using it", key,
+                        blob.sha256)
+            return None
+        return blob
+
+    async def _lead(
+        self, key: str, lock: HeldLock, sha256: str | None, size: int | None,
+        filename: str | None,
+    ) -> bool:
+        """With `key`'s lock: False (lock released) if it was committed meanwhile; else name
+        this node the leader and start the publisher, which releases the lock when done."""
+        try:
+            if await self._committed(key, sha256) is not None:
+                await asyncio.to_thread(self._locks.release, lock)
+                return False
+            await db(self._index.lead, key, self.node_url)
+        except BaseException:
+            await asyncio.to_thread(self._locks.release, lock)
+            raise
+        task = asyncio.create_task(self._publish(key, lock, sha256, size, filename),
+                                   name=f"publish {key}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return True
+
+    async def _publish(
+        self, key: str, lock: HeldLock, sha256: str | None, size: int | None,
+        filename: str | None,
+    ) -> None:
+        """Copy the verified download into the bucket and the index, then let go of the lead."""
+        published = False
+        try:
+            # this process's own download, joined: its stream ends once the body is verified
+            source = await self.local.fetch(
+                key, sha256=sha256, size=size, open_upstream=refuse, filename=filename
+            )
+            chunks = read_file(source.path) if isinstance(source, LocalFile) else source.chunks
+            digest, length = await self.shared.upload(key, chunks, sha256=sha256, size=size)
+            await db(functools.partial(self.shared.index.add, leader=self.node_url),
+                      key, digest, length)
+            published = True
+            log.debug("shared %r (%d bytes) with the cluster", key, length)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%r is not shared with the cluster: %s", key, exc)
+        finally:
+            if not published:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.shared.index.done, key, self.node_url)
+            await asyncio.to_thread(self._locks.release, lock)
+        if published:
+            try:
+                await asyncio.to_thread(self.shared.evict, self.shared.max_size, key)
+            except (DatabaseUnavailable, BucketUnavailable) as exc:
+                log.warning("could not evict from the shared cache: %s", exc)
+
+
+async def db(func: Callable[..., _T], *args: object) -> _T:
+    """A blocking index call in a thread; a database that cannot be reached is Unavailable."""
+    try:
+        return await asyncio.to_thread(func, *args)
+    except DatabaseUnavailable as exc:
+        raise Unavailable(str(exc)) from None

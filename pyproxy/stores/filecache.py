@@ -1,0 +1,34 @@
+"""What the repository, the offline filter and /metrics use of the upstream file cache: a
+one-machine stores.blobcache.BlobCache, or a cluster node's stores.clusterblobs.ClusterBlobCache."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pyproxy.model import FileSource, LocalFile
+from pyproxy.stores.blobcache import OpenUpstream
+
+__all__ = ["FileCache"]
+
+
+class FileCache(Protocol):
+    max_size: int  # the bound of what volume() counts
+
+    async def fetch(
+        self, key: str, *, sha256: str | None, size: int | None, open_upstream: OpenUpstream,
+        filename: str | None = None,
+    ) -> FileSource: ...
+
+    def lookup(self, key: str) -> LocalFile | None: ...
+
+    def present(self, keys: list[str]) -> set[str]: ...
+
+    def digests(self, keys: list[str]) -> dict[str, str]: ...
+
+    def volume(self) -> int: ...
+
+    def flush_uses(self) -> int: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...

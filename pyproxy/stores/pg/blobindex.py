@@ -1,0 +1,189 @@
+"""The cluster's index of cached upstream files, in PostgreSQL: which keys are committed to the
+bucket (under `cache/<key>`), their sha256 and size, when each was last used, and which node is
+downloading a key right now.
+
+`cache_blobs` is what `volume`, `entries` and eviction read cluster-wide; `last_used` is unix
+seconds as far as the nodes have written their uses (batched, never per hit). `cache_inflight`
+names the node that leads a download (written by the holder of the key's advisory lock, so a row
+left by a killed node is simply overwritten by the next leader). `cluster_secret` is a random
+value every node reads at start: nodes prove to each other that they are nodes with it (see
+stores.peers). Private files are not in this index, so eviction never touches them.
+
+Every method is blocking (call it in a thread) and raises DatabaseUnavailable, one line without
+secrets, when PostgreSQL cannot be reached.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from pyproxy.stores.pg.connect import DatabaseUnavailable, describe
+from pyproxy.stores.pg.migrations import Migration, register
+
+__all__ = ["IndexedBlob", "PgBlobIndex"]
+
+NOTIFY_CHANNEL = "pyproxy"  # the one channel the nodes listen on ("blob:<key>" here)
+
+register(Migration(20, "cluster blob cache", """
+    CREATE TABLE cache_blobs (
+        key text PRIMARY KEY,
+        sha256 text NOT NULL,
+        size bigint NOT NULL CHECK (size >= 0),
+        last_used bigint NOT NULL,
+        created timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX cache_blobs_last_used ON cache_blobs (last_used);
+    CREATE TABLE cache_inflight (
+        key text PRIMARY KEY,
+        node_url text NOT NULL,
+        started timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE cluster_secret (
+        id integer PRIMARY KEY CHECK (id = 1),
+        secret text NOT NULL
+    );
+    -- gen_random_uuid() draws from pg_strong_random(): 244 random bits
+    INSERT INTO cluster_secret (id, secret)
+    VALUES (1, replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
+"""))
+
+_T = TypeVar("_T")
+_WAIT_S = 2.0  # for a pooled connection: a server that is down answers 503 after this
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedBlob:
+    key: str
+    sha256: str
+    size: int
+    last_used: float  # unix time
+    created: float  # unix time
+
+
+def _blob(row: tuple[object, ...]) -> IndexedBlob:
+    key, sha256, size, last_used, created = row
+    assert isinstance(key, str) and isinstance(sha256, str) and isinstance(size, int)
+    assert isinstance(last_used, int)
+    return IndexedBlob(key, sha256, size, float(last_used), float(str(created)))
+
+
+_COLUMNS = "key, sha256, size, last_used, extract(epoch FROM created)"
+
+
+class PgBlobIndex:
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    def _one(self, doing: str, query: Callable[[Conn], _T]) -> _T:
+        """Run `query` in one transaction; once more on a fresh connection if the pooled one
+        was broken (the server restarted meanwhile)."""
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection(timeout=_WAIT_S) as conn:
+                    return query(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+                if attempt == 1 and not isinstance(exc, PoolTimeout):
+                    continue
+                raise DatabaseUnavailable(
+                    f"the cluster database cannot {doing}: {describe(exc)}"
+                ) from None
+        raise AssertionError("unreachable")
+
+    # -- committed blobs ---------------------------------------------------------------------
+
+    def get(self, key: str) -> IndexedBlob | None:
+        row = self._one("look up a cached file", lambda c: c.execute(
+            f"SELECT {_COLUMNS} FROM cache_blobs WHERE key = %s", (key,)).fetchone())
+        return None if row is None else _blob(row)
+
+    def add(self, key: str, sha256: str, size: int, *, leader: str | None = None) -> bool:
+        """Record a committed object, and end `leader`'s download of it in the same
+        transaction; False if it was recorded already (by another node)."""
+
+        def insert(conn: Conn) -> bool:
+            cursor = conn.execute(
+                "INSERT INTO cache_blobs (key, sha256, size, last_used) VALUES (%s, %s, %s, %s)"
+                " ON CONFLICT (key) DO NOTHING", (key, sha256, size, int(time.time())))
+            if leader is not None:
+                conn.execute("DELETE FROM cache_inflight WHERE key = %s AND node_url = %s",
+                             (key, leader))
+            # delivered on commit, to nodes that listen (stores.pg.notify, where it runs)
+            conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, f"blob:{key}"))
+            return cursor.rowcount == 1
+
+        return self._one("record a cached file", insert)
+
+    def forget(self, key: str) -> int | None:
+        """Remove a key's row; its size, None if there was none."""
+        row = self._one("forget a cached file", lambda c: c.execute(
+            "DELETE FROM cache_blobs WHERE key = %s RETURNING size", (key,)).fetchone())
+        return None if row is None else int(row[0])  # type: ignore[call-overload]
+
+    def touch(self, uses: dict[str, float]) -> None:
+        """Write uses (key -> unix time) in one statement; a row never goes back in time."""
+        if not uses:
+            return
+        keys, times = list(uses), [int(uses[key]) for key in uses]
+        self._one("record uses of cached files", lambda c: c.execute(
+            "UPDATE cache_blobs AS b SET last_used = u.t"
+            " FROM unnest(%s::text[], %s::bigint[]) AS u(k, t)"
+            " WHERE b.key = u.k AND b.last_used < u.t", (keys, times)))
+
+    def volume(self) -> int:
+        row = self._one("sum the cache's size", lambda c: c.execute(
+            "SELECT coalesce(sum(size), 0) FROM cache_blobs").fetchone())
+        return 0 if row is None else int(row[0])  # type: ignore[call-overload]
+
+    def entries(self) -> list[IndexedBlob]:
+        """Every committed blob, least recently used first."""
+        rows = self._one("list the cache", lambda c: c.execute(
+            f"SELECT {_COLUMNS} FROM cache_blobs ORDER BY last_used, key").fetchall())
+        return [_blob(row) for row in rows]
+
+    def least_used(self, limit: int, protect: str = "") -> list[tuple[str, int]]:
+        rows = self._one("list the cache", lambda c: c.execute(
+            "SELECT key, size FROM cache_blobs WHERE key != %s ORDER BY last_used, key LIMIT %s",
+            (protect, limit)).fetchall())
+        return [(str(key), int(size)) for key, size in rows]  # type: ignore[call-overload]
+
+    def present(self, keys: list[str]) -> set[str]:
+        rows = self._one("look up cached files", lambda c: c.execute(
+            "SELECT key FROM cache_blobs WHERE key = ANY(%s)", (keys,)).fetchall())
+        return {str(key) for (key,) in rows}
+
+    def digests(self, keys: list[str]) -> dict[str, str]:
+        rows = self._one("look up cached files", lambda c: c.execute(
+            "SELECT key, sha256 FROM cache_blobs WHERE key = ANY(%s)", (keys,)).fetchall())
+        return {str(key): str(sha256) for key, sha256 in rows}
+
+    # -- downloads in progress ---------------------------------------------------------------
+
+    def lead(self, key: str, node_url: str) -> None:
+        """The holder of `key`'s lock downloads it on `node_url` (a dead leader's row is taken
+        over: only a lock holder writes)."""
+        self._one("record a download", lambda c: c.execute(
+            "INSERT INTO cache_inflight (key, node_url) VALUES (%s, %s) ON CONFLICT (key)"
+            " DO UPDATE SET node_url = excluded.node_url, started = now()", (key, node_url)))
+
+    def leader(self, key: str) -> str | None:
+        row = self._one("look up a download", lambda c: c.execute(
+            "SELECT node_url FROM cache_inflight WHERE key = %s", (key,)).fetchone())
+        return None if row is None else str(row[0])
+
+    def done(self, key: str, node_url: str) -> None:
+        self._one("end a download", lambda c: c.execute(
+            "DELETE FROM cache_inflight WHERE key = %s AND node_url = %s", (key, node_url)))
+
+    def secret(self) -> str:
+        row = self._one("read the cluster secret", lambda c: c.execute(
+            "SELECT secret FROM cluster_secret WHERE id = 1").fetchone())
+        if row is None:
+            raise DatabaseUnavailable("the cluster database has no cluster_secret: not migrated")
+        return str(row[0])

@@ -1,0 +1,108 @@
+"""Session-level advisory locks, each held on a dedicated PostgreSQL connection for as long as
+the work it guards (a download, an eviction run) takes.
+
+`pg_try_advisory_lock(hashtextextended(name, 0))`: one holder per name in the whole cluster,
+never waiting. The lock lives as long as its connection's session, so a node that dies (even by
+SIGKILL) frees its locks the moment the server sees the connection close, and TCP keepalives
+(stores.pg.connect) bound how long a vanished host holds them. A released lock's connection is
+kept for the next one (a few idle at most): taking a lock is then one round trip, no connect.
+
+Blocking: call from a thread. Errors reaching the server are DatabaseUnavailable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+import psycopg
+
+from pyproxy.stores.pg.connect import DatabaseUnavailable, connect, describe
+
+__all__ = ["AdvisoryLocks", "HeldLock"]
+
+log = logging.getLogger("pyproxy.locks")
+
+_IDLE = 4  # released connections kept for the next lock
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+class HeldLock:
+    """A lock this process holds: released by `AdvisoryLocks.release` or with its connection."""
+
+    __slots__ = ("conn", "name")
+
+    def __init__(self, name: str, conn: Conn) -> None:
+        self.name = name
+        self.conn = conn
+
+
+class AdvisoryLocks:
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._idle: list[Conn] = []
+        self._guard = threading.Lock()
+        self._closed = False
+
+    def warm(self) -> None:
+        """Open one connection now, so that the first lock costs no connect."""
+        conn = self._connect()
+        self._put_back(conn)
+
+    def try_lock(self, name: str) -> HeldLock | None:
+        """Hold `name`'s lock, or None if another session holds it."""
+        for attempt in (1, 2):
+            conn = self._take()
+            try:
+                row = conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)
+                ).fetchone()
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                conn.close()
+                if attempt == 1:  # an idle connection broken by a server restart: once more
+                    continue
+                raise DatabaseUnavailable(
+                    f"the cluster database cannot lock: {describe(exc)}"
+                ) from None
+            if row is not None and row[0] is True:
+                return HeldLock(name, conn)
+            self._put_back(conn)
+            return None
+        raise AssertionError("unreachable")
+
+    def release(self, lock: HeldLock) -> None:
+        """Unlock (a broken connection has lost the lock already: it is closed)."""
+        try:
+            lock.conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (lock.name,))
+        except psycopg.Error as exc:
+            log.debug("releasing %s on a broken connection: %s", lock.name, describe(exc))
+            lock.conn.close()
+            return
+        self._put_back(lock.conn)
+
+    def close(self) -> None:
+        with self._guard:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+    def _connect(self) -> Conn:
+        return connect(self._dsn, autocommit=True)
+
+    def _take(self) -> Conn:
+        with self._guard:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        return self._connect()
+
+    def _put_back(self, conn: Conn) -> None:
+        with self._guard:
+            if not self._closed and len(self._idle) < _IDLE and not conn.closed:
+                self._idle.append(conn)
+                return
+        conn.close()

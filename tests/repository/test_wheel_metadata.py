@@ -1,0 +1,219 @@
+"""`.metadata` for upstream wheels whose index offers none (repository/wheel_metadata.py), made
+through the real upstream repository against the FakeUpstream, counting what it is asked."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import zipfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from pyproxy.formats import wheel_zip
+from pyproxy.model import FileSource, LocalFile, NormalizedName, Unavailable
+from pyproxy.repository.http import UpstreamClient
+from pyproxy.repository.upstream import UpstreamRepository
+from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.pages import PageStore
+from tests.dists import core_metadata, make_wheel
+from tests.fake_upstream import FakeUpstream
+
+PROJECT = NormalizedName("demo-pkg")
+WHEEL = "demo_pkg-1.0-py3-none-any.whl"
+SDIST = "demo_pkg-1.0.tar.gz"
+META = core_metadata("demo-pkg", "1.0", requires_dist=["attrs>=22"], summary="Made from the wheel")
+
+TAIL = f"bytes=-{wheel_zip.TAIL_BYTES}"
+
+MakeRepo = Callable[..., UpstreamRepository]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream(formats="json") as upstream:
+        upstream.offer_metadata = False
+        yield upstream
+
+
+@pytest.fixture
+async def make_repo(tmp_path: Path) -> AsyncIterator[MakeRepo]:
+    made: list[UpstreamRepository] = []
+
+    def make(index_url: str, *, files: Path | None = None) -> UpstreamRepository:
+        repo = UpstreamRepository(
+            UpstreamClient(index_url, timeout=5.0),
+            PageStore(tmp_path / f"pages{len(made)}"),
+            BlobCache(files or tmp_path / f"files{len(made)}", 2**30),
+            page_ttl=600.0,
+            index_ttl=600.0,
+        )
+        made.append(repo)
+        return repo
+
+    yield make
+    for repo in made:
+        await repo.close()
+
+
+def _big_wheel(directory: Path, size: int = 5 * 1024 * 1024, *, metadata_last: bool = True) -> bytes:
+    """A wheel of some `size` bytes that do not compress; its dist-info last, as usual, or first."""
+    info = [("demo_pkg-1.0.dist-info/METADATA", META),
+            ("demo_pkg-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n")]
+    modules = [("demo_pkg/__init__.py", b""), ("demo_pkg/data.bin", random.Random(7).randbytes(size))]
+    members = [*modules, *info] if metadata_last else [*info, *modules]
+    path = directory / f"wheel-{size}-{metadata_last}.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in [*members, ("demo_pkg-1.0.dist-info/RECORD", b"")]:
+            archive.writestr(name, data)
+    return path.read_bytes()
+
+
+async def _read(source: FileSource) -> bytes:
+    if isinstance(source, LocalFile):
+        return source.path.read_bytes()
+    return b"".join([chunk async for chunk in source.chunks])
+
+
+def _file_requests(fake: FakeUpstream, filename: str = WHEEL) -> int:
+    return fake.count(fake.file_path(PROJECT, filename))
+
+
+async def test_offered_for_upstream_wheels_only(fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path) -> None:
+    fake.add_file(PROJECT, WHEEL, make_wheel(tmp_path, "demo-pkg", "1.0", metadata=META).read_bytes())
+    fake.add_file(PROJECT, SDIST, b"sdist")
+    fake.add_file(PROJECT, "demo_pkg-0.9-py3-none-any.whl", b"...", metadata=META)  # offered upstream
+    fake.offer_metadata = True
+    fake.file(PROJECT, WHEEL).metadata = None
+    page = await make_repo(fake.index_url).project_page(PROJECT)
+    wheel, sdist, offered = (page.file(n) for n in (WHEEL, SDIST, "demo_pkg-0.9-py3-none-any.whl"))
+    assert wheel is not None and wheel.core_metadata is True and wheel.metadata_from_wheel
+    assert sdist is not None and sdist.core_metadata is False
+    assert offered is not None and not offered.metadata_from_wheel
+    assert offered.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
+
+
+async def test_a_cold_5mb_wheel_in_two_small_ranges(fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path) -> None:
+    fake.serve_ranges = True
+    body = _big_wheel(tmp_path)
+    assert len(body) > 5_000_000
+    fake.add_file(PROJECT, WHEEL, body)
+    repo = make_repo(fake.index_url)
+    before = await repo.project_page(PROJECT)
+    assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META  # byte-exact
+    ranges = fake.ranges_of(fake.file_path(PROJECT, WHEEL))
+    assert ranges == [TAIL]  # METADATA is near the end: the tail held it
+    assert _file_requests(fake) == len(ranges)  # no full download
+    after = await repo.project_page(PROJECT)
+    dist = after.file(WHEEL)
+    assert dist is not None and dist.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
+    assert after.revision != before.revision
+    fake.reset_counters()
+    again = await repo.open_metadata(PROJECT, WHEEL)
+    assert isinstance(again, LocalFile) and again.path.read_bytes() == META
+    assert fake.total == 0
+
+
+async def test_metadata_far_from_the_tail_takes_one_more_range(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    fake.serve_ranges = True
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, metadata_last=False))
+    repo = make_repo(fake.index_url)
+    assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META
+    ranges = fake.ranges_of(fake.file_path(PROJECT, WHEEL))
+    assert len(ranges) == 2 and ranges[0] == TAIL and ranges[1].startswith("bytes=0-")
+    assert _file_requests(fake) == 2
+
+
+async def test_from_the_cached_wheel_without_asking_upstream(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 300_000))
+    repo = make_repo(fake.index_url)
+    await _read(await repo.open_file(PROJECT, WHEEL))
+    await asyncio.sleep(0.05)  # committed
+    fake.reset_counters()
+    assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META
+    assert fake.total == 0
+
+
+@pytest.mark.parametrize("ranges", ["not done", "failing"])
+async def test_without_ranges_the_one_whole_download(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path, ranges: str
+) -> None:
+    if ranges == "failing":
+        fake.serve_ranges, fake.range_status = True, 500
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 300_000))
+    repo = make_repo(fake.index_url)
+    assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META
+    assert fake.ranges_of(fake.file_path(PROJECT, WHEEL)) == [TAIL]
+    assert _file_requests(fake) == 2  # the refused range, then the one download
+    fake.reset_counters()
+    wheel = await repo.open_file(PROJECT, WHEEL)  # the wheel itself is cached now
+    assert isinstance(wheel, LocalFile)
+    assert fake.total == 0
+
+
+async def test_concurrent_requests_make_it_once(fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path) -> None:
+    fake.serve_ranges = True
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 1_000_000))
+    repo = make_repo(fake.index_url)
+    sources = await asyncio.gather(*(repo.open_metadata(PROJECT, WHEEL) for _ in range(8)))
+    assert [await _read(source) for source in sources] == [META] * 8
+    assert _file_requests(fake) == 1
+
+
+async def test_another_worker_made_it(fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path) -> None:
+    fake.serve_ranges = True
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 300_000))
+    first = make_repo(fake.index_url, files=tmp_path / "shared")
+    second = make_repo(fake.index_url, files=tmp_path / "shared")
+    await _read(await first.open_metadata(PROJECT, WHEEL))
+    await asyncio.sleep(0.05)
+    dist = (await second.project_page(PROJECT)).file(WHEEL)
+    assert dist is not None and dist.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
+    fake.reset_counters()
+    assert isinstance(await second.open_metadata(PROJECT, WHEEL), LocalFile)
+    assert fake.total == 0
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+@pytest.mark.parametrize("kind", ["no METADATA", "corrupt zip"])
+async def test_an_unusable_wheel_gets_an_empty_body(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path, ranges: bool, kind: str
+) -> None:
+    fake.serve_ranges = ranges
+    if kind == "no METADATA":
+        body = make_wheel(tmp_path, "demo-pkg", "1.0", omit=("METADATA",)).read_bytes()
+    else:
+        body = random.Random(5).randbytes(200_000)
+    fake.add_file(PROJECT, WHEEL, body)
+    repo = make_repo(fake.index_url)
+    before = await repo.project_page(PROJECT)
+    assert await _read(await repo.open_metadata(PROJECT, WHEEL)) == b""  # see _UNUSABLE
+    # judged on the verified wheel: ranges that find nothing are followed by the one download
+    path = fake.file_path(PROJECT, WHEEL)
+    assert fake.count(path, "GET") - len(fake.ranges_of(path)) == 1
+    after = await repo.project_page(PROJECT)
+    assert after == before  # still offered, with no hash
+    fake.reset_counters()
+    assert await _read(await repo.open_metadata(PROJECT, WHEEL)) == b""  # known: nothing read
+    assert isinstance(await repo.open_file(PROJECT, WHEEL), LocalFile)
+    assert fake.total == 0
+
+
+async def test_an_unreachable_wheel_is_unavailable_and_still_offered(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 300_000))
+    fake.fail_paths[fake.file_path(PROJECT, WHEEL)] = 500
+    repo = make_repo(fake.index_url)
+    with pytest.raises(Unavailable):
+        await repo.open_metadata(PROJECT, WHEEL)
+    dist = (await repo.project_page(PROJECT)).file(WHEEL)
+    assert dist is not None and dist.core_metadata is True
+    del fake.fail_paths[fake.file_path(PROJECT, WHEEL)]
+    assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META

@@ -1,0 +1,311 @@
+"""The cluster's upstream file cache (pyproxy/stores/clusterblobs.py) on a real PostgreSQL and
+moto's S3 server: two apps on one database and one bucket are two nodes, each with its own
+data dir, serving the real peer route to each other over 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pyproxy.model import LocalFile
+from pyproxy.stores.clusterblobs import ClusterBlobCache, object_key
+from pyproxy.stores.objects import Bucket
+from pyproxy.stores.peers import PEER_HEADER, ROUTE_PREFIX, peer_token
+from pyproxy.web.app import build_app
+from pyproxy.web.context import Services
+from tests.conftest import base_settings, open_services
+from tests.fake_upstream import FakeFile, FakeUpstream
+from tests.servers.postgres import PostgresServer, free_port
+from tests.servers.s3 import S3Server
+
+KiB = 1024
+MiB = 1024 * KiB
+WHEEL = "big-1.0-py3-none-any.whl"
+FILE_PATH = "/files/big/" + WHEEL
+
+
+@dataclass
+class Node:
+    client: TestClient
+    services: Services
+
+    @property
+    def blobs(self) -> ClusterBlobCache:
+        assert self.services.cluster_blobs is not None
+        return self.services.cluster_blobs
+
+    async def get(self, path: str = FILE_PATH) -> tuple[int, bytes, str]:
+        async with self.client.get(path) as response:
+            body = await response.read()
+            return response.status, body, response.headers.get("X-Pyproxy-Cache", "")
+
+
+MakeNode = Callable[..., Awaitable[Node]]
+
+
+@pytest.fixture
+async def node(
+    tmp_path: Any, pg_dsn: str, s3: S3Server, bucket: str, fake: FakeUpstream
+) -> AsyncIterator[MakeNode]:
+    opened: list[Node] = []
+
+    async def make(**overrides: Any) -> Node:
+        port = free_port()
+        settings = base_settings(
+            tmp_path / f"node-{len(opened)}", upstream_url=fake.index_url,
+            storage_database=pg_dsn, storage_objects=f"s3://{bucket}",
+            storage_s3_endpoint=s3.endpoint, storage_node_url=f"http://127.0.0.1:{port}",
+            **overrides,
+        )
+        services = open_services(settings)
+        client = TestClient(TestServer(build_app(services), host="127.0.0.1", port=port))
+        await client.start_server()
+        made = Node(client, services)
+        opened.append(made)
+        return made
+
+    try:
+        yield make
+    finally:
+        for made in reversed(opened):
+            await made.client.close()
+            await made.services.close()
+
+
+def add_wheel(fake: FakeUpstream, size: int = 2 * MiB, name: str = WHEEL) -> FakeFile:
+    return fake.add_generated_file("big", name, size)
+
+
+def body_of(fake: FakeUpstream, name: str = WHEEL) -> bytes:
+    return b"".join(fake.file("big", name).chunks())
+
+
+def rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query.encode()).fetchall()
+
+
+async def test_fifty_cold_requests_over_two_nodes_make_one_upstream_get(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str, s3: S3Server, bucket: str
+) -> None:
+    dist = add_wheel(fake, 3 * MiB)
+    fake.chunk_delay = 0.005  # ~0.25 s: every request arrives while the download runs
+    a, b = await node(), await node()
+    for each in (a, b):  # the page, so that only the file is cold
+        async with each.client.get("/simple/big/") as page:
+            assert page.status == 200
+    results = await asyncio.gather(*(
+        (a if i % 2 else b).get() for i in range(50)
+    ))
+    expected = body_of(fake)
+    assert all(status == 200 and body == expected for status, body, _ in results)
+    assert fake.count(fake.file_path("big", WHEEL)) == 1
+    # shared once: one object, one row, no download left in flight
+    assert Bucket(f"s3://{bucket}", endpoint=s3.endpoint).size(object_key(dist.sha256)) == dist.size
+    assert rows(pg_dsn, "SELECT key, size FROM cache_blobs") == [(dist.sha256, dist.size)]
+    assert rows(pg_dsn, "SELECT * FROM cache_inflight") == []
+    # and both nodes keep a local copy: the next request is a local hit on each
+    for each in (a, b):
+        status, body, outcome = await each.get()
+        assert (status, outcome) == (200, "hit") and body == expected
+
+
+async def test_a_file_the_cluster_holds_comes_from_the_bucket(
+    node: MakeNode, fake: FakeUpstream
+) -> None:
+    add_wheel(fake)
+    a = await node()
+    assert (await a.get())[0] == 200
+    await asyncio.sleep(0.3)  # the leader shares it once its download is verified
+    fake.reset_counters()
+    b = await node()  # a node that joins later
+    status, body, _ = await b.get()
+    assert status == 200 and body == body_of(fake)
+    assert fake.count(fake.file_path("big", WHEEL)) == 0
+    hit = await asyncio.to_thread(b.blobs.lookup, fake.file("big", WHEEL).sha256)
+    assert isinstance(hit, LocalFile) and hit.size == len(body)
+
+
+async def test_the_warm_path_touches_neither_database_nor_bucket(
+    node: MakeNode, fake: FakeUpstream, postgres: PostgresServer, s3: S3Server
+) -> None:
+    add_wheel(fake, 256 * KiB)
+    add_wheel(fake, 64 * KiB, name="big-2.0-py3-none-any.whl")
+    a = await node()
+    assert (await a.get())[0] == 200
+    await asyncio.sleep(0.3)
+    postgres.stop()
+    s3.stop()
+    try:
+        status, body, outcome = await a.get()
+        assert (status, outcome) == (200, "hit") and body == body_of(fake)
+        # a file no node has: a clear 503, never a 404
+        async with a.client.get("/files/big/big-2.0-py3-none-any.whl") as response:
+            assert response.status == 503
+            assert "database" in await response.text()
+    finally:
+        postgres.start()
+    assert (await a.get("/files/big/big-2.0-py3-none-any.whl"))[0] == 200  # recovered
+
+
+async def test_bucket_down_is_503_for_files_not_held_locally_and_recovers(
+    node: MakeNode, fake: FakeUpstream, s3: S3Server, bucket: str
+) -> None:
+    add_wheel(fake)
+    a, b = await node(), await node()
+    assert (await a.get())[0] == 200
+    await asyncio.sleep(0.3)
+    async with b.client.get("/simple/big/") as page:
+        assert page.status == 200
+    s3.stop()
+    started = time.monotonic()
+    async with b.client.get(FILE_PATH) as response:
+        assert response.status == 503, await response.text()
+        assert "bucket" in await response.text()
+    assert time.monotonic() - started < 30
+    assert (await a.get())[2] == "hit"  # a's local copy needs no bucket
+    # back (moto keeps nothing across a restart: the index's row now names a missing object,
+    # which is forgotten and fetched anew)
+    s3.start()
+    Bucket(f"s3://{bucket}", endpoint=s3.endpoint)  # same name, made again below
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{s3.endpoint}/{bucket}", method="PUT")).close()
+    status, body, _ = await b.get()
+    assert status == 200 and body == body_of(fake)
+
+
+async def test_the_peer_route_answers_nodes_only_and_only_for_downloads_in_flight(
+    node: MakeNode, fake: FakeUpstream
+) -> None:
+    dist = add_wheel(fake)
+    a = await node()
+    key = dist.sha256
+    async with a.client.get(ROUTE_PREFIX + key) as response:
+        assert response.status == 403
+    async with a.client.get(ROUTE_PREFIX + key, headers={PEER_HEADER: "0" * 64}) as response:
+        assert response.status == 403
+    token = peer_token(a.blobs._secret, key)
+    async with a.client.get(ROUTE_PREFIX + key, headers={PEER_HEADER: token}) as response:
+        assert response.status == 404  # not in flight here
+    async with a.client.get(ROUTE_PREFIX + key + "?offset=-1",
+                            headers={PEER_HEADER: token}) as response:
+        assert response.status == 400
+
+
+async def test_uses_reach_the_index_in_batches(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str
+) -> None:
+    dist = add_wheel(fake, 64 * KiB)
+    a = await node()
+    assert (await a.get())[0] == 200
+    await asyncio.sleep(0.3)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("UPDATE cache_blobs SET last_used = 1")
+    for _ in range(5):
+        assert (await a.get())[2] == "hit"
+    assert rows(pg_dsn, "SELECT last_used FROM cache_blobs") == [(1,)]  # nothing written per hit
+    assert a.blobs.flush_uses() >= 1
+    [(used,)] = rows(pg_dsn, f"SELECT last_used FROM cache_blobs WHERE key = '{dist.sha256}'")
+    assert used > time.time() - 60
+
+
+async def test_the_shared_cache_is_bounded_one_evictor_at_a_time_private_untouched(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str, s3: S3Server, bucket: str, tmp_path: Any
+) -> None:
+    names = [f"big-1.{i}-py3-none-any.whl" for i in range(5)]
+    for name in names:
+        add_wheel(fake, 100 * KiB, name=name)
+    store = Bucket(f"s3://{bucket}", endpoint=s3.endpoint)
+    (tmp_path / "private").write_bytes(b"p" * 300 * KiB)
+    assert store.put_file("private/blobs/x", tmp_path / "private")
+    a = await node(cache_max_size=350 * KiB)
+    for name in names:
+        assert (await a.get("/files/big/" + name))[0] == 200
+        await asyncio.sleep(0.2)  # shared (and evicted) one after the other
+    kept = rows(pg_dsn, "SELECT key FROM cache_blobs ORDER BY last_used")
+    assert a.blobs.volume() <= 350 * KiB and len(kept) == 3
+    newest = {fake.file("big", name).sha256 for name in names[2:]}
+    assert {key for (key,) in kept} == newest
+    assert {key for key, _ in store.keys("cache/")} == {object_key(k) for k in newest}
+    assert store.size("private/blobs/x") == 300 * KiB
+    # another node evicting: this one leaves it alone
+    with psycopg.connect(pg_dsn, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(hashtextextended('cache:evict', 0))")
+        assert await asyncio.to_thread(a.blobs.shrink_to, 0) == []
+    removed = await asyncio.to_thread(a.blobs.shrink_to, 150 * KiB)
+    assert len(removed) == 2 and a.blobs.volume() <= 150 * KiB
+    assert store.size("private/blobs/x") == 300 * KiB
+
+
+async def test_two_nodes_sharing_one_key_at_once_make_one_object(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str, s3: S3Server, bucket: str
+) -> None:
+    dist = add_wheel(fake, 6 * MiB)  # multipart
+    a, b = await node(), await node()
+    for each in (a, b):
+        async with each.client.get("/simple/big/") as page:
+            assert page.status == 200
+    # both hold the file locally (a second download on b, with a's share kept out)
+    assert (await a.get())[0] == 200
+    await asyncio.sleep(0.5)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("DELETE FROM cache_blobs")
+    store = Bucket(f"s3://{bucket}", endpoint=s3.endpoint)
+    store.delete(object_key(dist.sha256))
+    assert (await b.get())[0] == 200
+    await asyncio.sleep(0.5)
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("DELETE FROM cache_blobs")
+    store.delete(object_key(dist.sha256))
+    shares = await asyncio.gather(*(
+        each.blobs.share_local(dist.sha256, sha256=dist.sha256, size=dist.size)
+        for each in (a, b, a, b)
+    ))
+    assert all(share == (dist.sha256, dist.size) for share in shares)
+    assert dict(store.keys("cache/")) == {object_key(dist.sha256): dist.size}
+    assert hashlib.sha256(
+        b"".join([c async for c in store.stream(object_key(dist.sha256))])
+    ).hexdigest() == dist.sha256
+
+
+async def test_a_follower_on_another_node_starts_close_behind_the_leader(
+    node: MakeNode, fake: FakeUpstream
+) -> None:
+    names = [f"big-3.{i}-py3-none-any.whl" for i in range(7)]
+    for name in names:
+        add_wheel(fake, 1 * MiB, name=name)
+    a, b = await node(), await node()
+    for each in (a, b):
+        async with each.client.get("/simple/big/") as page:
+            assert page.status == 200
+    fake.latency = 0.05  # upstream's time to first byte
+
+    async def first_byte(each: Node, path: str) -> float:
+        started = time.monotonic()
+        async with each.client.get(path) as response:
+            assert response.status == 200
+            await response.content.readany()
+            elapsed = time.monotonic() - started
+            await response.read()
+        return elapsed
+
+    gaps, leaders = [], []
+    for name in names:
+        times = await asyncio.gather(first_byte(a, "/files/big/" + name),
+                                     first_byte(b, "/files/big/" + name))
+        leaders.append(min(times))
+        gaps.append(max(times) - min(times))
+        assert fake.count(fake.file_path("big", name)) == 1
+    gaps.sort()
+    print(f"leader TTFB median {sorted(leaders)[3] * 1000:.1f} ms; follower behind by "
+          f"median {gaps[3] * 1000:.1f} ms, max {gaps[-1] * 1000:.1f} ms")
+    assert gaps[3] < 0.02
