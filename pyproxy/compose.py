@@ -255,12 +255,12 @@ def page_cache(settings: Settings, private: PrivateStoreAPI, upstream: str) -> P
     """The page cache of [upstream] ('') or of a [[upstreams]] name: in data_dir, or with
     [storage] database set in PostgreSQL, on the private store's pool and listener."""
     memory = settings.upstream_page_memory
-    if settings.storage_database:
-        from pyproxy.stores.pg.cluster import cluster_pages
-
-        return cluster_pages(_cluster(private), upstream, memory_bytes=memory)
     layout = DataDir(settings.data_dir)
     directory = layout.upstream_pages(upstream) if upstream else layout.pages
+    if settings.storage_database:  # the project list stays in data_dir, the node's own
+        from pyproxy.stores.pg.cluster import cluster_pages
+
+        return cluster_pages(_cluster(private), upstream, directory, memory_bytes=memory)
     return PageStore(directory, memory_bytes=memory)
 
 

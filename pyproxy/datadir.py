@@ -7,6 +7,7 @@
       cache/pages/        the upstream page cache ([upstream])
       cache/upstreams/<name>/pages/   the page cache of each [[upstreams]] index
       cache/files/        the upstream file cache (the blob cache)
+      cache/lists/        the project list (/simple/) rendered, as sent (web/simple.py)
       cache/copies/       a cluster node's local copies of private bodies from the bucket
                           (bounded by [cache] local_max_size; may be deleted at any time)
       metrics/<id>/       one running server's Prometheus values, beside its held <id>.lock
@@ -59,6 +60,10 @@ class DataDir:
     @property
     def files(self) -> Path:
         return self.cache / "files"
+
+    @property
+    def rendered_lists(self) -> Path:
+        return self.cache / "lists"
 
     @property
     def copies(self) -> Path:

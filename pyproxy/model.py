@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,17 +22,22 @@ from packaging.utils import (
 
 __all__ = [
     "DistFile",
+    "Download",
     "FileSource",
     "Forbidden",
     "HeldBack",
+    "Listed",
     "LocalFile",
+    "NameSource",
     "NormalizedName",
     "NotFound",
+    "OpenedFile",
     "Origin",
     "PrivateCatalog",
     "ProjectList",
     "ProjectPage",
     "ProjectStatus",
+    "RemoteFile",
     "Repository",
     "RepositoryError",
     "StreamedFile",
@@ -146,10 +152,74 @@ class ProjectPage:
         return self._by_filename.get(filename)
 
 
-@dataclass(frozen=True, slots=True)
+Listed = tuple[NormalizedName, str]  # a project in a list: (normalised name, display name)
+
+
+class NameSource(Protocol):
+    """The names of a list too long for memory (an upstream index's, about a million), read
+    from disk: every call blocks, so make it in a thread."""
+
+    def entries(self) -> Iterator[Listed]:
+        """Ordered by normalised name, each name once."""
+        ...
+
+    def has(self, name: NormalizedName) -> bool: ...
+
+
 class ProjectList:
-    names: tuple[str, ...]  # display names; clients normalise them
-    revision: str = ""
+    """Project names and the revision they were listed at. A short list (the private names)
+    holds its display names in memory; a long one reads them from its `source` off the loop."""
+
+    __slots__ = ("_entries", "_names", "_normalized", "revision", "source")
+
+    def __init__(
+        self, names: tuple[str, ...] = (), revision: str = "", *, source: NameSource | None = None
+    ) -> None:
+        self._names = names
+        self.revision = revision
+        self.source = source
+        self._entries: tuple[Listed, ...] | None = None
+        self._normalized: frozenset[NormalizedName] | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The display names in their given order; only for a list held in memory."""
+        if self.source is not None:
+            raise TypeError("a project list on disk is read with entries(), off the event loop")
+        return self._names
+
+    def entries(self) -> Iterator[Listed]:
+        """Every project by normalised name, each once (in its first spelling); blocks when the
+        list is on disk."""
+        if self.source is not None:
+            return self.source.entries()
+        if self._entries is None:
+            first: dict[NormalizedName, str] = {}
+            for display in self._names:
+                first.setdefault(normalize(display), display)
+            self._entries = tuple(sorted(first.items()))
+        return iter(self._entries)
+
+    def has(self, name: NormalizedName) -> bool:
+        """Whether the list has the project; blocks when the list is on disk."""
+        if self.source is not None:
+            return self.source.has(name)
+        if self._normalized is None:
+            self._normalized = frozenset(map(normalize, self._names))
+        return name in self._normalized
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ProjectList):
+            return NotImplemented
+        return (self._names, self.revision, self.source) == (
+            other._names, other.revision, other.source
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # equal lists may be different objects
+
+    def __repr__(self) -> str:
+        held = "on disk" if self.source is not None else f"{len(self._names)} names"
+        return f"ProjectList({held}, revision={self.revision!r})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +233,20 @@ class LocalFile:
     cache: str = field(default="-", compare=False)
 
 
+class Download(Protocol):
+    """The one download of a file in progress, for readers of a part of it."""
+
+    @property
+    def written(self) -> int:
+        """Bytes on disk so far."""
+        ...
+
+    def span(self, start: int, stop: int, *, verified: bool) -> AsyncIterator[bytes]:
+        """Bytes [start, stop) as soon as they are written (the file's last byte only once the
+        whole is verified); with `verified`, none before the whole file is verified."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class StreamedFile:
     """A body that is still arriving (e.g. streamed from upstream while it is cached)."""
@@ -172,9 +256,37 @@ class StreamedFile:
     sha256: str | None
     # "miss" (this request started the download) or "coalesced" (joined one in progress)
     cache: str = field(default="-", compare=False)
+    download: Download | None = field(default=None, compare=False)  # for ranges of it
+
+
+class RemoteFile(ABC):
+    """An upstream file not on disk yet: what its page says of it, and its bytes on demand.
+    Nothing is asked of upstream before a method is called."""
+
+    cache = "miss"
+
+    def __init__(self, *, size: int | None, sha256: str | None) -> None:
+        self.size = size  # as the page gives it
+        self.sha256 = sha256
+
+    @abstractmethod
+    async def whole(self) -> LocalFile | StreamedFile:
+        """The file, from the one upstream download (started, or joined)."""
+
+    @abstractmethod
+    async def total(self) -> int | None:
+        """Its size: from the page, else as upstream tells it; None if it cannot be known
+        without the download."""
+
+    @abstractmethod
+    async def span(self, whole: StreamedFile, start: int, stop: int) -> AsyncIterator[bytes]:
+        """Bytes [start, stop) of a file of `total()` bytes whose download is `whole` (from
+        `whole()`), as soon as they can be had."""
 
 
 FileSource = LocalFile | StreamedFile
+# what open_file answers: a file, or (upstream, not cached) a way to have it or parts of it
+OpenedFile = FileSource | RemoteFile
 
 
 class RepositoryError(Exception):
@@ -203,7 +315,7 @@ class Repository(Protocol):
 
     async def project_page(self, name: NormalizedName) -> ProjectPage: ...
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource: ...
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile: ...
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource: ...
 

@@ -116,6 +116,9 @@ class FakeUpstream:
         # files and .metadata: 200 with an HTML page instead (a proxy's block or login page)
         self.error_page_files = False
         self.html_content_type = HTML_TYPE
+        # the root also lists this many generated names ("Project_0", ...), streamed as they
+        # are generated, so a list of a million costs the fake no memory
+        self.synthetic_names = 0
         # the host absolute file URLs name: "localhost" is another host for the same server
         self.files_host = "127.0.0.1"
         self.offer_metadata = True  # False: pages offer no .metadata, and none is served
@@ -125,7 +128,8 @@ class FakeUpstream:
         # what happened
         self.requests: list[tuple[str, str]] = []  # (method, path), every request on both apps
         self.not_modified: list[tuple[str, str]] = []  # the requests answered 304
-        self.ranges: list[tuple[str, str]] = []  # (path, Range header) of file requests with one
+        # (path, Range header) of every file request with a Range (206 only with `serve_ranges`)
+        self.ranged: list[tuple[str, str]] = []
 
         self._projects: dict[str, _Project] = {}
         self._lock = threading.Lock()  # the state may be changed from a test's thread
@@ -275,12 +279,12 @@ class FakeUpstream:
 
     def ranges_of(self, path: str) -> list[str]:
         """The Range headers of the requests for `path`."""
-        return [wanted for p, wanted in self.ranges if p == path]
+        return [wanted for p, wanted in self.ranged if p == path]
 
     def reset_counters(self) -> None:
         self.requests.clear()
         self.not_modified.clear()
-        self.ranges.clear()
+        self.ranged.clear()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -388,6 +392,8 @@ class FakeUpstream:
         raise web.HTTPMovedPermanently(location)
 
     async def _root_page(self, request: web.Request) -> web.StreamResponse:
+        if self.synthetic_names:
+            return await self._synthetic_root(request)
         with self._lock:
             names = [project.display_name for project in self._projects.values()]
             modified = max((p.modified for p in self._projects.values()), default=self._created)
@@ -400,6 +406,32 @@ class FakeUpstream:
         )
         body = _html_document("Simple index", "", anchors)
         return await self._page(request, body, self.html_content_type, modified)
+
+    async def _synthetic_root(self, request: web.Request) -> web.StreamResponse:
+        count, as_json = self.synthetic_names, self._wants_json(request)
+        etag = f'"synthetic-{count}-{"json" if as_json else "html"}"'
+        if _etag_matches(request.headers.get("If-None-Match"), etag):
+            self.not_modified.append((request.method, request.path))
+            return web.Response(status=304, headers={"ETag": etag})
+        content_type = JSON_TYPE if as_json else self.html_content_type
+        response = web.StreamResponse(headers={"ETag": etag, "Content-Type": content_type})
+        await response.prepare(request)
+        if as_json:
+            await response.write(b'{"meta": {"api-version": "1.4"}, "projects": [')
+        else:
+            await response.write(_html_document("Simple index", "", "").split(b"</body>")[0])
+        for start in range(0, count, 2000):
+            names = range(start, min(start + 2000, count))
+            if as_json:
+                part = ",".join(f'{{"name": "Project_{n}", "_last-serial": {n}}}' for n in names)
+                await response.write((("," if start else "") + part).encode())
+            else:
+                await response.write("".join(
+                    f'    <a href="/simple/project-{n}/">Project_{n}</a><br/>\n' for n in names
+                ).encode())
+        await response.write(b"]}" if as_json else b"</body></html>")
+        await response.write_eof()
+        return response
 
     async def _project_page(self, request: web.Request) -> web.StreamResponse:
         raw_name = request.match_info["project"]
@@ -569,15 +601,37 @@ class FakeUpstream:
     ) -> web.StreamResponse:
         wanted = request.headers.get("Range")
         if wanted is not None:
-            self.ranges.append((request.path, wanted))
+            self.ranged.append((request.path, wanted))
             if self.range_status is not None:
                 return web.Response(status=self.range_status, text="fake upstream range failure\n")
-            if self.serve_ranges:
-                return _ranged(wanted, chunks, size)
         response = web.StreamResponse()
         response.content_type = "application/octet-stream"
         response.content_length = size
         response.etag = sha256
+        spec = (wanted or "").strip().removeprefix("bytes=")
+        if self.serve_ranges and spec and "," not in spec:
+            response.headers["Accept-Ranges"] = "bytes"
+            first, _, last = spec.partition("-")
+            start = max(size - int(last), 0) if not first else int(first)
+            end = size - 1 if not first or not last else min(int(last), size - 1)
+            if start > end:
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+            response.set_status(206)
+            response.headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            response.content_length = end - start + 1
+            whole, size = chunks, end - start + 1  # below: the range is the body
+
+            def sliced() -> Iterator[bytes]:
+                position = 0
+                for chunk in whole:
+                    piece = chunk[max(start - position, 0) : end + 1 - position]
+                    position += len(chunk)
+                    if piece:
+                        yield piece
+                    if position > end:
+                        return
+
+            chunks = sliced()
         await response.prepare(request)
         if request.method == "HEAD":
             return response
@@ -606,31 +660,6 @@ class FakeUpstream:
             else:
                 request.transport.close()  # flushes, then a clean close: an early EOF
         return response
-
-
-def _ranged(wanted: str, chunks: Iterator[bytes], size: int) -> web.Response:
-    """206 with one range (`bytes=a-b`, `bytes=a-`, `bytes=-n`), 416 if it is not satisfiable."""
-    spec = wanted.strip().removeprefix("bytes=")
-    first_text, _, last_text = spec.partition("-")
-    if not first_text:
-        first, last = max(0, size - int(last_text)), size - 1
-    else:
-        first = int(first_text)
-        last = min(int(last_text), size - 1) if last_text else size - 1
-    if first > last or first >= size:
-        return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
-    body = bytearray()
-    offset = 0
-    for chunk in chunks:  # generated files are never whole in memory: only the range is kept
-        end = offset + len(chunk)
-        if end > first and offset <= last:
-            body += chunk[max(0, first - offset) : last + 1 - offset]
-        offset = end
-        if offset > last:
-            break
-    headers = {"Content-Range": f"bytes {first}-{last}/{size}", "Accept-Ranges": "bytes"}
-    return web.Response(status=206, body=bytes(body), headers=headers,
-                        content_type="application/octet-stream")
 
 
 _ERROR_PAGE = (

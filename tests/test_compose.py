@@ -317,13 +317,15 @@ async def test_a_database_setting_opens_the_postgresql_stores_migrated(tmp_path:
 
 
 async def test_a_database_setting_puts_the_page_caches_and_first_seen_times_in_it(
-    tmp_path: Path, pg_dsn: str
+    tmp_path: Path, pg_dsn: str, s3: S3Server, bucket: str
 ) -> None:
     from pyproxy.stores.pg.first_seen import PgFirstSeenStore
     from pyproxy.stores.pg.pages import ClusterPageStore
 
     services = build_services(settings(
-        tmp_path, storage_database=pg_dsn, upstreams=(gpu_route(),), upstream_page_memory=2**20,
+        tmp_path, storage_database=pg_dsn, storage_objects=f"s3://{bucket}",
+        storage_s3_endpoint=s3.endpoint, storage_node_url="http://127.0.0.1:9",
+        upstreams=(gpu_route(),), upstream_page_memory=2**20,
     ))
     try:
         routed = services.repository.upstream  # type: ignore[attr-defined]
@@ -338,7 +340,8 @@ async def test_a_database_setting_puts_the_page_caches_and_first_seen_times_in_i
         assert isinstance(gpu.pages, ClusterPageStore) and gpu.pages._upstream == "gpu"
         assert isinstance(routed.default.first_seen, PgFirstSeenStore)
         assert route.first_seen is routed.default.first_seen
-        assert not (tmp_path / "data" / "cache" / "pages").exists()  # nothing in data_dir
+        # in data_dir: only the project list's directory (each node keeps its own)
+        assert not any(path.is_file() for path in (tmp_path / "data" / "cache" / "pages").rglob("*"))
         listener = services.private._listener  # type: ignore[attr-defined]
     finally:
         await services.close()

@@ -318,3 +318,26 @@ async def test_stop_cuts_a_download_in_flight(
         await upstream.stop()
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()
+
+
+async def test_ranges_only_when_switched_on(upstream: FakeUpstream, session: aiohttp.ClientSession) -> None:
+    url = upstream.file_url("Foo_Bar", WHEEL)
+    size = len(WHEEL_BODY)
+    async with session.get(url, headers={"Range": "bytes=0-9"}) as response:
+        assert response.status == 200 and await response.read() == WHEEL_BODY  # the default
+    upstream.serve_ranges = True
+    for spec, expected, first in (("bytes=0-9", WHEEL_BODY[:10], 0), ("bytes=-7", WHEEL_BODY[-7:], size - 7),
+                                  (f"bytes={size - 3}-", WHEEL_BODY[-3:], size - 3)):
+        async with session.get(url, headers={"Range": spec}) as response:
+            assert response.status == 206, spec
+            assert response.headers["Content-Range"] == f"bytes {first}-{first + len(expected) - 1}/{size}"
+            assert await response.read() == expected, spec
+    big = upstream.add_generated_file("Foo_Bar", "foo_bar-2.0.tar.gz", 300_000)
+    async with session.get(upstream.file_url("Foo_Bar", big.filename), headers={"Range": "bytes=65530-65545"}) as r:
+        assert await r.read() == b"".join(big.chunks())[65530:65546]  # across two chunks
+    async with session.get(url, headers={"Range": f"bytes={size}-"}) as response:
+        assert response.status == 416 and response.headers["Content-Range"] == f"bytes */{size}"
+    path = upstream.file_path("Foo_Bar", WHEEL)
+    assert [spec for p, spec in upstream.ranged if p == path] == [
+        "bytes=0-9", "bytes=0-9", "bytes=-7", f"bytes={size - 3}-", f"bytes={size}-"
+    ]

@@ -30,10 +30,8 @@ from pyproxy.model import (
     DistFile,
     NormalizedName,
     Origin,
-    ProjectList,
     ProjectPage,
     ProjectStatus,
-    normalize,
 )
 
 __all__ = [
@@ -42,8 +40,10 @@ __all__ = [
     "JSON_TYPE",
     "NotASimplePage",
     "UpstreamFormatError",
-    "parse_project_list",
+    "check_api_version",
+    "expect_json",
     "parse_project_page",
+    "split_content_type",
 ]
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -81,7 +81,7 @@ def parse_project_page(
     require_marker: bool = False,
 ) -> ProjectPage:
     """The page of one project. Its `revision` is left empty: the caller sets it."""
-    media_type, charset = _split_content_type(content_type)
+    media_type, charset = split_content_type(content_type)
     if media_type == JSON_TYPE:
         return _project_page_from_json(_load_json_object(body), page_url, name)
     html = _collect_html(body, charset)
@@ -89,19 +89,6 @@ def parse_project_page(
     has_dist = any(dist.filename.lower().endswith(_DIST_ENDINGS) for dist in page.files)
     _check_simple_html(html, has_dist, require_marker, "links no distribution file")
     return page
-
-
-def parse_project_list(
-    body: bytes, content_type: str | None, page_url: str, *, require_marker: bool = False
-) -> ProjectList:
-    """The root page: display names in upstream order (duplicates kept; clients normalise)."""
-    del page_url  # project URLs are not needed: pyproxy builds its own from the names
-    media_type, charset = _split_content_type(content_type)
-    if media_type == JSON_TYPE:
-        return _project_list_from_json(_load_json_object(body))
-    html = _collect_html(body, charset)
-    _check_simple_html(html, _links_a_project(html), require_marker, "links no project page")
-    return _project_list_from_html(html)
 
 
 def _check_simple_html(
@@ -123,7 +110,7 @@ def _check_simple_html(
 # -- content type and versions --------------------------------------------------------------------
 
 
-def _split_content_type(content_type: str | None) -> tuple[str, str | None]:
+def split_content_type(content_type: str | None) -> tuple[str, str | None]:
     """(media type, charset parameter); raises unless it is one of the three simple-API types."""
     if not content_type or not content_type.strip():
         raise UpstreamFormatError("upstream answer has no Content-Type")
@@ -139,7 +126,7 @@ def _split_content_type(content_type: str | None) -> tuple[str, str | None]:
     return media_type, charset
 
 
-def _check_api_version(version: object, where: str) -> None:
+def check_api_version(version: object, where: str) -> None:
     # PEP 629: a missing version means 1.0; a newer minor is compatible, a newer major is not
     if version is None:
         return
@@ -293,7 +280,7 @@ def _collect_html(body: bytes, charset: str | None) -> _HtmlCollector:
         etree.fromstring(body, parser)
     except (etree.LxmlError, ValueError) as error:
         raise UpstreamFormatError(f"upstream HTML cannot be parsed: {error}") from None
-    _check_api_version(collector.meta.get("pypi:repository-version"), "pypi:repository-version")
+    check_api_version(collector.meta.get("pypi:repository-version"), "pypi:repository-version")
     return collector
 
 
@@ -333,21 +320,6 @@ def _project_page_from_html(
     return ProjectPage.build(name, tuple(files.values()), status=status)
 
 
-def _links_a_project(html: _HtmlCollector) -> bool:
-    """An anchor whose text names the project its link leads to (`<a href="/foo/">Foo</a>`),
-    as every simple root's do; a "Sign in" link is not one."""
-    for attrib, text in html.anchors:
-        segment = (attrib.get("href") or "").split("#")[0].split("?")[0].rstrip("/")
-        if text.strip() and normalize(unquote(segment.rpartition("/")[2])) == normalize(text):
-            return True
-    return False
-
-
-def _project_list_from_html(html: _HtmlCollector) -> ProjectList:
-    names = (text.strip() for _attrib, text in html.anchors)
-    return ProjectList(names=tuple(name for name in names if name))
-
-
 # -- JSON ----------------------------------------------------------------------------------------
 
 
@@ -361,7 +333,7 @@ def _load_json_object(body: bytes) -> dict[str, Any]:
     meta = document.get("meta")
     if meta is not None and not isinstance(meta, dict):
         raise UpstreamFormatError(f"upstream JSON 'meta' is a {_json_type(meta)}, not an object")
-    _check_api_version((meta or {}).get("api-version"), "meta.api-version")
+    check_api_version((meta or {}).get("api-version"), "meta.api-version")
     return document
 
 
@@ -373,7 +345,7 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "number")
 
 
-def _expect(value: object, kinds: tuple[type, ...], where: str) -> Any:
+def expect_json(value: object, kinds: tuple[type, ...], where: str) -> Any:
     """`value` if it has one of these JSON types, else UpstreamFormatError naming `where`."""
     # bool is an int subclass: a JSON true must not pass as a size
     if not isinstance(value, kinds) or (type(value) is bool and bool not in kinds):
@@ -385,14 +357,15 @@ def _project_page_from_json(
     document: dict[str, Any], page_url: str, name: NormalizedName
 ) -> ProjectPage:
     # the JSON "name" is not compared with `name`: the caller asked for that page by that name
-    raw_files = _expect(document.get("files"), (list,), "'files'")
+    raw_files = expect_json(document.get("files"), (list,), "'files'")
     files: dict[str, DistFile] = {}
     for index, raw_file in enumerate(raw_files):
-        dist = _dist_file_from_json(_expect(raw_file, (dict,), f"files[{index}]"), page_url, index)
+        raw = expect_json(raw_file, (dict,), f"files[{index}]")
+        dist = _dist_file_from_json(raw, page_url, index)
         files.setdefault(dist.filename, dist)  # the first of a duplicated filename wins
-    versions = _expect(document.get("versions", []), (list,), "'versions'")
+    versions = expect_json(document.get("versions", []), (list,), "'versions'")
     for index, version in enumerate(versions):
-        _expect(version, (str,), f"versions[{index}]")
+        expect_json(version, (str,), f"versions[{index}]")
     return ProjectPage.build(
         name,
         tuple(files.values()),
@@ -402,28 +375,29 @@ def _project_page_from_json(
 
 
 def _dist_file_from_json(raw: dict[str, Any], page_url: str, index: int) -> DistFile:
-    filename = _expect(raw.get("filename"), (str,), f"files[{index}].filename")
+    filename = expect_json(raw.get("filename"), (str,), f"files[{index}].filename")
     if not _is_safe_filename(filename):
         raise UpstreamFormatError(f"files[{index}].filename is not a plain file name: {filename!r}")
-    href = _expect(raw.get("url"), (str,), f"{filename}: 'url'")
+    href = expect_json(raw.get("url"), (str,), f"{filename}: 'url'")
     if not (resolved := _resolve_file_url(page_url, href)):
         raise UpstreamFormatError(f"{filename}: 'url' is not an http(s) URL: {href!r}")
 
     # the spec says "hashes" MUST be present; a missing one is read as "no hashes" all the same
-    hashes = _hash_map(_expect(raw.get("hashes", {}), (dict,), f"{filename}: 'hashes'"), filename)
-    size = _expect(raw.get("size"), (int, _NULL), f"{filename}: 'size'")
+    raw_hashes = expect_json(raw.get("hashes", {}), (dict,), f"{filename}: 'hashes'")
+    hashes = _hash_map(raw_hashes, filename)
+    size = expect_json(raw.get("size"), (int, _NULL), f"{filename}: 'size'")
     if size is not None and size < 0:
         raise UpstreamFormatError(f"{filename}: 'size' is negative: {size}")
-    requires_python = _expect(
+    requires_python = expect_json(
         raw.get("requires-python"), (str, _NULL), f"{filename}: 'requires-python'"
     )
     # spec: a bool, or a reason string that is yanked when truthy; so "" means not yanked
-    yanked = _expect(raw.get("yanked", False), (bool, str, _NULL), f"{filename}: 'yanked'")
+    yanked = expect_json(raw.get("yanked", False), (bool, str, _NULL), f"{filename}: 'yanked'")
     core_metadata = raw.get("core-metadata")  # PEP 714: prefer the new name
     if core_metadata is None:
         core_metadata = raw.get("dist-info-metadata", raw.get("data-dist-info-metadata"))
     provenance = _provenance_url(
-        page_url, _expect(raw.get("provenance"), (str, _NULL), f"{filename}: 'provenance'")
+        page_url, expect_json(raw.get("provenance"), (str, _NULL), f"{filename}: 'provenance'")
     )
     return DistFile(
         filename=filename,
@@ -442,7 +416,7 @@ def _dist_file_from_json(raw: dict[str, Any], page_url: str, index: int) -> Dist
 
 
 def _upload_time(value: object, filename: str) -> datetime | None:
-    text = _expect(value, (str, _NULL), f"{filename}: 'upload-time'")
+    text = expect_json(value, (str, _NULL), f"{filename}: 'upload-time'")
     if not text:
         return None
     try:
@@ -454,7 +428,7 @@ def _upload_time(value: object, filename: str) -> datetime | None:
 
 
 def _core_metadata_from_json(value: object, filename: str) -> Mapping[str, str] | bool:
-    value = _expect(value, (bool, dict, _NULL), f"{filename}: 'core-metadata'")
+    value = expect_json(value, (bool, dict, _NULL), f"{filename}: 'core-metadata'")
     if not isinstance(value, dict):
         return bool(value)
     if not value:
@@ -464,31 +438,15 @@ def _core_metadata_from_json(value: object, filename: str) -> Mapping[str, str] 
 
 def _hash_map(raw: dict[str, Any], owner: str) -> dict[str, str]:
     return dict(
-        _digest(algorithm, _expect(digest, (str,), f"{owner}: hash {algorithm!r}"), owner)
+        _digest(algorithm, expect_json(digest, (str,), f"{owner}: hash {algorithm!r}"), owner)
         for algorithm, digest in raw.items()
     )
 
 
 def _status_from_json(value: object) -> ProjectStatus:
-    raw = _expect(value, (dict, _NULL), "'project-status'")
+    raw = expect_json(value, (dict, _NULL), "'project-status'")
     if raw is None:
         return ProjectStatus()
-    status = _expect(raw.get("status"), (str, _NULL), "project-status.status")
-    reason = _expect(raw.get("reason"), (str, _NULL), "project-status.reason")
+    status = expect_json(raw.get("status"), (str, _NULL), "project-status.status")
+    reason = expect_json(raw.get("reason"), (str, _NULL), "project-status.reason")
     return _status(status, reason)
-
-
-def _project_list_from_json(document: dict[str, Any]) -> ProjectList:
-    projects = _expect(document.get("projects"), (list,), "'projects'")
-    names: list[str] = []
-    for index, project in enumerate(projects):
-        # exact type checks first: this loop runs 500,000 times for a large index
-        name = project.get("name") if type(project) is dict else None
-        if type(name) is not str:
-            _expect(project, (dict,), f"projects[{index}]")
-            name = _expect(name, (str,), f"projects[{index}].name")
-        if stripped := name.strip():
-            names.append(stripped)
-    return ProjectList(names=tuple(names))
-
-

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from html import escape
+from itertools import islice
+from typing import BinaryIO
+from urllib.parse import quote
 
 import jinja2
 import orjson
 
 from pyproxy.formats.negotiate import Format
-from pyproxy.model import DistFile, ProjectList, ProjectPage
+from pyproxy.model import DistFile, Listed, ProjectPage
 
 API_VERSION = "1.4"
 
@@ -144,15 +149,41 @@ def render_project(
     return render_project_html(page, file_url, provenance_url)
 
 
-def render_index(projects: ProjectList, fmt: Format, project_url: Callable[[str], str]) -> bytes:
+def write_index(entries: Iterable[Listed], fmt: Format, out: BinaryIO) -> None:
+    """The project list, written as it is read (a million names never sit in memory), with
+    links relative to the list's own URL as upstream indexes write them (`<a href="foo/">`)."""
     if fmt.is_json:
-        return orjson.dumps(
-            {
-                "meta": {"api-version": API_VERSION},
-                "projects": [{"name": n} for n in projects.names],
-            }
-        )
-    text = templates.get_template("simple_index.html").render(
-        api_version=API_VERSION, projects=[(n, project_url(n)) for n in projects.names]
-    )
-    return text.encode()
+        out.write(b'{"meta":{"api-version":"%s"},"projects":[' % API_VERSION.encode())
+        separator = b""
+        for batch in _batches(entries):
+            # one call per batch: the array's brackets dropped, its elements kept
+            out.write(separator + orjson.dumps([{"name": shown} for _, shown in batch])[1:-1])
+            separator = b","
+        out.write(b"]}")
+        return
+    out.write(_INDEX_HEAD.format(api_version=API_VERSION).encode())
+    for batch in _batches(entries):
+        if _PLAIN.search("".join(f"{name}{shown}" for name, shown in batch)) is None:
+            lines = (f'<a href="{name}/">{shown}</a>\n' for name, shown in batch)  # the usual
+        else:
+            lines = (f'<a href="{escape(quote(name))}/">{escape(shown)}</a>\n'
+                     for name, shown in batch)
+        out.write("".join(lines).encode())
+    out.write(b"</body>\n</html>\n")
+
+
+_PLAIN = re.compile(r"[^A-Za-z0-9._-]")  # a name with none of these needs no escaping
+_INDEX_HEAD = """<!DOCTYPE html>
+<html>
+  <head>
+    <meta name="pypi:repository-version" content="{api_version}">
+    <title>Simple index</title>
+  </head>
+  <body>
+"""
+
+
+def _batches(entries: Iterable[Listed], size: int = 1024) -> Iterator[list[Listed]]:
+    iterator = iter(entries)
+    while batch := list(islice(iterator, size)):
+        yield batch

@@ -163,10 +163,13 @@ class UpstreamClient:
         return self._authorization if urlsplit(url)[:2] == self._index_origin else {}
 
     async def get_page(
-        self, url: str, *, etag: str | None = None, last_modified: str | None = None
+        self, url: str, *, etag: str | None = None, last_modified: str | None = None,
+        sink: Callable[[bytes], None] | None = None,
     ) -> PageAnswer:
         """GET a page, conditionally when validators are given; UpstreamError for any answer
-        other than 200, 304, 404 or 410, and for timeouts and connection errors."""
+        other than 200, 304, 404 or 410, and for timeouts and connection errors. With `sink`,
+        a 200's body goes there chunk by chunk (the answer's `body` stays empty): the project
+        list is too large to hold."""
         headers = {"Accept": ACCEPT, **self._credentials_for(url)}
         if etag:
             headers["If-None-Match"] = etag
@@ -182,10 +185,16 @@ class UpstreamClient:
                         return PageAnswer(404, url)
                     if response.status != 200:
                         raise UpstreamError(f"answered HTTP {response.status}")
+                    if sink is None:
+                        body = await response.read()
+                    else:
+                        body = b""
+                        async for chunk in response.content.iter_chunked(_CHUNK):
+                            sink(chunk)
                     return PageAnswer(
                         200,
                         str(response.url),
-                        await response.read(),
+                        body,
                         response.headers.get("Content-Type"),
                         response.headers.get("ETag"),
                         response.headers.get("Last-Modified"),

@@ -20,6 +20,7 @@ from pyproxy.model import (
     FileSource,
     NormalizedName,
     NotFound,
+    OpenedFile,
     ProjectList,
     ProjectPage,
 )
@@ -99,7 +100,7 @@ class OnlyCached:
         self._pages.put(name, (page.revision, now, deliverable))
         return deliverable
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         dist = offered_file(await self.project_page(project), filename)
         return await self._cached_only(blob_key(dist), filename)
 

@@ -16,12 +16,14 @@ from pyproxy.model import (
     FileSource,
     NormalizedName,
     NotFound,
+    OpenedFile,
     ProjectList,
     ProjectPage,
     Repository,
     Unavailable,
     normalize,
 )
+from pyproxy.project_lists import filtered, merged
 
 log = logging.getLogger("pyproxy.overlay")
 Opener = Callable[[NormalizedName, str], Awaitable[FileSource]]
@@ -48,14 +50,13 @@ def merge_lists(
     private: ProjectList, upstream: ProjectList, *, private_prefixes: tuple[str, ...] = ()
 ) -> ProjectList:
     """Both lists' names, each project once (in its private spelling), without upstream names
-    under a private prefix (they are never served)."""
-    names = dict.fromkeys(private.names)
-    private_normalized = {normalize(name) for name in private.names}
-    for name in upstream.names:
-        normalized = normalize(name)
-        if normalized not in private_normalized and not normalized.startswith(private_prefixes):
-            names.setdefault(name, None)
-    return ProjectList(tuple(names), revision=f"{private.revision}+{upstream.revision}")
+    under a private prefix (they are never served). Lazy: the upstream list stays on disk."""
+    revision = f"{private.revision}+{upstream.revision}"
+    if private_prefixes:
+        upstream = filtered(
+            upstream, lambda name: not name.startswith(private_prefixes), upstream.revision
+        )
+    return merged([private, upstream], revision)
 
 
 class PrivateWins:
@@ -102,7 +103,7 @@ class PrivateWins:
         except Unavailable as exc:
             log.warning("project list without upstream names: %s", exc)
             return private
-        # the upstream list can hold hundreds of thousands of names: merge once per revision
+        # a million names on disk: the merged list reads them when it is rendered
         revision = f"{private.revision}+{upstream.revision}"
         if self._merged_list is None or self._merged_list.revision != revision:
             self._merged_list = merge_lists(
@@ -125,7 +126,7 @@ class PrivateWins:
             return private
         return merge_pages(private, upstream)
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         if await self._is_private(project):
             try:
                 return await self.private.open_file(project, filename)

@@ -41,12 +41,13 @@ from pyproxy.model import (
     HeldBack,
     NormalizedName,
     NotFound,
+    OpenedFile,
     ProjectList,
     ProjectPage,
     Repository,
-    normalize,
 )
 from pyproxy.policy import Decision, Policy, build_policy
+from pyproxy.project_lists import filtered
 from pyproxy.stores.first_seen import FirstSeen
 
 __all__ = ["Filtered", "PolicyRepository", "decisions", "filter_page", "policy_from_settings"]
@@ -167,9 +168,9 @@ class PolicyRepository:
         if not self.policy.allow_only:
             return projects
         if self._list is None or self._list[0] != projects.revision or not projects.revision:
-            names = tuple(n for n in projects.names if self.policy.project(normalize(n)).served)
             revision = f"{projects.revision}~a" if projects.revision else ""
-            self._list = (projects.revision, ProjectList(names, revision=revision))
+            served = filtered(projects, lambda name: self.policy.project(name).served, revision)
+            self._list = (projects.revision, served)
         return self._list[1]
 
     async def project_page(self, name: NormalizedName) -> ProjectPage:
@@ -178,7 +179,7 @@ class PolicyRepository:
             metrics.POLICY_HIDDEN.labels(reason).inc(count)
         return filtered.page
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         await self._refuse_held(project, filename, filename)
         return await self.upstream.open_file(project, filename)
 

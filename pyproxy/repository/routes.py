@@ -13,10 +13,9 @@ fetch other addresses.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,12 +25,13 @@ from pyproxy.model import (
     FileSource,
     NormalizedName,
     NotFound,
+    OpenedFile,
     ProjectList,
     ProjectPage,
     Repository,
     Unavailable,
-    normalize,
 )
+from pyproxy.project_lists import filtered, merged
 from pyproxy.upstream_settings import UpstreamSettings
 
 __all__ = ["FilesFrom", "Route", "Routed", "SingleUpstream", "UpstreamRoutes"]
@@ -127,24 +127,21 @@ class Routed:
             for owner, projects in lists
         )
         if self._merged is None or self._merged.revision != revision:
-            # hundreds of thousands of names, each normalised and matched: off the loop
-            names = await asyncio.to_thread(self._owned_names, lists)
-            self._merged = ProjectList(names, revision=revision)
+            # each list read lazily, off the loop, when the merged one is (they are on disk)
+            self._merged = merged(
+                [filtered(projects, self._owned_by(owner), projects.revision)
+                 for owner, projects in lists],
+                revision,
+            )
         return self._merged
 
-    def _owned_names(self, lists: Sequence[tuple[Route | None, ProjectList]]) -> tuple[str, ...]:
-        names: dict[NormalizedName, str] = {}
-        for owner, projects in lists:
-            for display in projects.names:
-                name = normalize(display)
-                if name not in names and self.route_for(name) is owner:
-                    names[name] = display
-        return tuple(names.values())
+    def _owned_by(self, owner: Route | None) -> Callable[[NormalizedName], bool]:
+        return lambda name: self.route_for(name) is owner
 
     async def project_page(self, name: NormalizedName) -> ProjectPage:
         return await self._repository_for(name).project_page(name)
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         return await self._repository_for(project).open_file(project, filename)
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
@@ -207,7 +204,7 @@ class FilesFrom:
             raise NotFound(f"no file {filename!r} in project {project!r}")
         return dist
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         await self._listed(project, filename)
         return await self.upstream.open_file(project, filename)
 

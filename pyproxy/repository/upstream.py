@@ -37,19 +37,24 @@ from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
     FileSource,
+    LocalFile,
     NormalizedName,
     NotFound,
+    OpenedFile,
     ProjectList,
     ProjectPage,
+    RemoteFile,
+    StreamedFile,
     Unavailable,
 )
 from pyproxy.repository.downloads import Origin, origin_of
-from pyproxy.repository.http import UpstreamClient, UpstreamError, redact
+from pyproxy.repository.http import RangeAnswer, UpstreamClient, UpstreamError
+from pyproxy.repository.misses import RangeMemory, UpstreamMiss
+from pyproxy.repository.upstream_list import UpstreamList
 from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
 from pyproxy.stores.filecache import FileCache
 from pyproxy.stores.pages import (
-    INDEX_KEY,
     PageCache,
     PageRecord,
     Parsed,
@@ -65,7 +70,7 @@ _RETRY_AFTER_FAILURE_S = 30.0
 _LOCK_MARGIN_S = 10.0  # how much longer than a fetch's deadline to wait for another worker's
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
 
-Result = ProjectPage | ProjectList | None
+Result = ProjectPage | None
 
 
 class PageEmptied(UpstreamFormatError):
@@ -73,20 +78,13 @@ class PageEmptied(UpstreamFormatError):
 
 
 def lists_nothing(result: Result) -> bool:
-    """A page without files and without a reason for it (a PEP 792 status), or a list
-    without names."""
-    if isinstance(result, ProjectPage):
-        return not result.files and result.status.offers_files
-    return isinstance(result, ProjectList) and not result.names
+    """A page without files and without a reason for it (a PEP 792 status)."""
+    return result is not None and not result.files and result.status.offers_files
 
 
 def emptied(old: Result, new: Result) -> bool:
     """`new` lists nothing (see lists_nothing), where `old` listed something."""
-    if isinstance(old, ProjectPage) and isinstance(new, ProjectPage):
-        return bool(old.files) and lists_nothing(new)
-    if isinstance(old, ProjectList) and isinstance(new, ProjectList):
-        return bool(old.names) and not new.names
-    return False
+    return old is not None and bool(old.files) and lists_nothing(new)
 
 
 def _spoke_json(record: PageRecord | None) -> bool:
@@ -145,8 +143,10 @@ class UpstreamRepository:
         self._page_ttl = page_ttl
         self._refreshing: SingleFlight[str, Result] = SingleFlight()
         self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
+        self._list = UpstreamList(client, pages, ttl=index_ttl)
         # `.metadata` for the wheels upstream offers none for
-        self.wheel_metadata = WheelMetadata(client, blobs, self.open_file)
+        self.wheel_metadata = WheelMetadata(client, blobs, self._whole_file)
+        self._ranges = RangeMemory()  # sizes upstream told, hosts that refuse ranges
 
     async def close(self) -> None:
         await self.client.close()
@@ -156,11 +156,9 @@ class UpstreamRepository:
     # ---- the Repository ----
 
     async def list_projects(self) -> ProjectList:
-        projects = await self._page(INDEX_KEY, self.client.index_url, self.index_ttl)
-        if projects is None:  # an index that lists no projects at its root (some do not)
-            raise Unavailable(f"upstream index {redact(self.client.index_url)} has no project list")
-        assert isinstance(projects, ProjectList)
-        return projects
+        """On disk, read lazily (repository/upstream_list.py); Unavailable for an index that
+        lists no projects at its root (some do not)."""
+        return await self._list.get()
 
     async def project_page(self, name: NormalizedName) -> ProjectPage:
         page = await self._page(name, f"{self.client.index_url}{name}/", self._page_ttl)
@@ -169,18 +167,38 @@ class UpstreamRepository:
         assert isinstance(page, ProjectPage)
         return await self.wheel_metadata.mark(page)
 
-    async def open_file(self, project: NormalizedName, filename: str) -> FileSource:
+    async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         page = await self.project_page(project)
         dist = offered_file(page, filename)
+        hit = await self.blobs.hit(blob_key(dist), sha256=dist.sha256, size=dist.size)
+        return hit if hit is not None else self._miss(page, dist)
+
+    async def _whole_file(self, project: NormalizedName, filename: str) -> FileSource:
+        """The file itself, downloaded (or joined) on a miss: what making a .metadata reads."""
+        opened = await self.open_file(project, filename)
+        return await opened.whole() if isinstance(opened, RemoteFile) else opened
+
+    def _miss(self, page: ProjectPage, dist: DistFile) -> UpstreamMiss:
+        """A file not in the cache: nothing is asked of upstream until the request needs it."""
         assert dist.upstream_url is not None
-        return await self.blobs.fetch(
-            blob_key(dist),
-            sha256=dist.sha256,
-            size=dist.size,
-            open_upstream=self.client.opener(
-                dist.upstream_url, file_origins=self._origins_of(page)
-            ),
-            filename=filename,
+        key, url, origins = blob_key(dist), dist.upstream_url, self._origins_of(page)
+
+        async def fetch() -> LocalFile | StreamedFile:
+            return await self.blobs.fetch(
+                key,
+                sha256=dist.sha256,
+                size=dist.size,
+                open_upstream=self.client.opener(url, file_origins=origins),
+                filename=dist.filename,
+            )
+
+        async def read_range(start: int, length: int) -> RangeAnswer | None:
+            return await self.client.read_range(url, start, length, file_origins=origins)
+
+        sha256 = dist.sha256.lower() if dist.sha256 else None  # as the ETag of a cached file
+        return UpstreamMiss(
+            key, host=_host_of(url), size=dist.size, sha256=sha256, fetch=fetch,
+            read_range=read_range, ranges=self._ranges, mismatched=self.blobs.mismatched,
         )
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
@@ -359,3 +377,9 @@ class UpstreamRepository:
             fetched_at=time.time(),
             revision=revision_of(answer.body),
         )
+
+
+def _host_of(url: str) -> str:
+    """scheme://host:port of a file URL (never its credentials), for the range memory."""
+    origin = origin_of(url)
+    return url if origin is None else "{}://{}:{}".format(*origin)

@@ -7,10 +7,11 @@ Layout under `directory` (nothing outside it is ever written or removed):
     partial/<h>.*.new  a writer's fresh file, not yet published as <h>.part
     removals           a counter every process maps, bumped before a blob file is removed
 
-Single flight. Within a process, every request for a key shares one `_Flight`, woken by an
-asyncio.Event. Across processes the file `<h>.part` decides: a writer creates and locks a fresh file
-under a unique name and publishes it with link(2), which fails if `<h>.part` exists, so a `.part`
-that anyone can see is locked from its first moment. Whoever finds a locked `.part` follows it
+Single flight. Within a process, every request for a key shares one `Flight` (stores/flight.py,
+with the `Tail` its readers follow), woken by an asyncio.Event. Across processes the file
+`<h>.part` decides: a writer creates and locks a fresh file under a unique name and publishes it
+with link(2), which fails if `<h>.part` exists, so a `.part` that anyone can see is locked from
+its first moment. Whoever finds a locked `.part` follows it
 (polls its size and its lock, a few ms apart); an unlocked `.part` was left by a crashed writer
 and is removed. A writer that verified its bytes sets the file mode to 0o644 before it unlocks
 (0o640: nothing to download after all), so a follower knows from fstat() whether what it read
@@ -46,17 +47,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
 
 from pyproxy import metrics
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores import proof
 from pyproxy.stores.blobindex import FLUSH_INTERVAL, KnownPaths, Uses
 from pyproxy.stores.changes import ChangeCounter
-from pyproxy.stores.space import is_disk_full
+from pyproxy.stores.flight import CHUNK_SIZE, Flight, HashMismatch, State, Tail, in_thread
 
 __all__ = [
     "CHUNK_SIZE",
@@ -70,20 +72,14 @@ log = logging.getLogger("pyproxy.blobcache")
 
 OpenUpstream = Callable[[], AbstractAsyncContextManager[AsyncIterator[bytes]]]
 
-CHUNK_SIZE = 256 * 1024  # what a follower reads from disk at a time
 _PART_MODE = 0o600  # a file being written
 _DONE_MODE = 0o644  # a complete, verified file (the signal to followers in other processes)
 _CACHED_MODE = 0o640  # no download after all: the key was committed meanwhile, look it up
 _POLL_MIN = 0.002  # seconds between looks at another process's download
 _POLL_MAX = 0.05
 _ATTEMPTS = 3  # a fetch retries when another process's download failed before serving it
+_MISMATCHES = 1024  # keys remembered whose download failed its hash check
 
-_T = TypeVar("_T")
-
-
-class HashMismatch(Unavailable):
-    """Upstream sent a body whose size or sha256 is not the one its index announced (or, with no
-    sha256 announced, a body that is not a well-formed file of its kind)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,126 +131,6 @@ class _BlobDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no typ
         super().remove(file_path)
 
 
-State = Literal["running", "ok", "failed", "cached"]
-
-
-class _Flight:
-    """One download of one key, as this process sees it: its own, or another process's."""
-
-    def __init__(self, key: str, part: Path, fd: int, *, remote: bool) -> None:
-        self.key = key
-        self.part = part
-        # the holder's locked file, or a follower's handle on another process's; readers pread()
-        # it, so after a success it stays open until the last of them lets go of the flight
-        self.fd = fd
-        self.remote = remote
-        self.written = 0  # bytes on disk that a reader may read
-        self.reading = 0  # pread()s in progress in threads (the fd must outlive them)
-        self.state: State = "running"
-        # the failure's class and words only: the exception's traceback holds the frames that
-        # hold this flight, a cycle that would keep the fd (and an unlinked file) until a gc
-        self.failure: tuple[type[Unavailable], str] | None = None
-        self._changed = asyncio.Event()
-
-    def notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
-
-    async def changed(self) -> None:
-        await self._changed.wait()
-
-    async def settled(self) -> None:
-        """Until there is a first byte to read, or the flight has ended."""
-        while self.state == "running" and self.written == 0:
-            await self.changed()
-
-    def finish(self, state: State, error: BaseException | None = None) -> None:
-        self.state = state
-        if error is not None:
-            self.failure = _failure_of(self.key, error)
-        self.notify()
-
-    def let_go(self) -> None:
-        """Close the fd of a flight nobody will read again (failed, or cached meanwhile)."""
-        if self.state in ("failed", "cached") and self.reading == 0:
-            self.close()
-
-    def close(self) -> None:
-        if self.fd >= 0:
-            fd, self.fd = self.fd, -1
-            os.close(fd)
-
-    def __del__(self) -> None:
-        self.close()
-
-    def consumer_error(self) -> Unavailable:
-        kind, message = self.failure or (Unavailable, f"upstream download of {self.key!r} failed")
-        return kind(message)
-
-
-def _failure_of(key: str, error: BaseException) -> tuple[type[Unavailable], str]:
-    if isinstance(error, HashMismatch):
-        return HashMismatch, str(error)
-    if isinstance(error, Unavailable):
-        return Unavailable, str(error)
-    if is_disk_full(error):
-        return Unavailable, "the index's disk is full: it cannot fetch files it has not cached"
-    return Unavailable, f"upstream download of {key!r} failed: {error!r}"
-
-
-class _Tail:
-    """Follows a flight's file from the start, as far as it has been written."""
-
-    def __init__(self, flight: _Flight) -> None:
-        self._flight: _Flight | None = flight
-        self._offset = 0
-
-    def __aiter__(self) -> _Tail:
-        return self
-
-    async def __anext__(self) -> bytes:
-        while (flight := self._flight) is not None:
-            if flight.state in ("failed", "cached"):  # its fd is closed or about to be
-                self._flight = None
-                raise flight.consumer_error()
-            # the last byte waits for the hash check, so a client never receives a complete
-            # body that turns out to be wrong (it sees an aborted download instead)
-            readable = flight.written if flight.state == "ok" else flight.written - 1
-            available = readable - self._offset
-            if available > 0:
-                n = min(CHUNK_SIZE, available)
-                flight.reading += 1
-                try:
-                    data = await _in_thread(os.pread, flight.fd, n, self._offset)
-                finally:
-                    flight.reading -= 1
-                    flight.let_go()  # the flight may have failed during the read
-                if not data:
-                    self._flight = None
-                    raise Unavailable(f"the file for {flight.key!r} is shorter than written")
-                self._offset += len(data)
-                return data
-            if flight.state == "ok":
-                break
-            await flight.changed()
-        self._flight = None
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        self._flight = None
-
-
-async def _in_thread(func: Callable[..., _T], *args: Any) -> _T:
-    """Run blocking work in a thread; if cancelled, still wait for it (it may use our fds)."""
-    future = asyncio.get_running_loop().run_in_executor(None, func, *args)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await future
-        raise
-
-
 def _same_file(fd: int, path: Path) -> bool:
     try:
         here = os.stat(path)
@@ -272,7 +148,7 @@ def _try_lock(fd: int, how: int) -> bool:
     return True
 
 
-def _prove(flight: _Flight, filename: str | None) -> None:
+def _prove(flight: Flight, filename: str | None) -> None:
     """In a thread: a body with no sha256 to match must be a well-formed file of its kind."""
     if filename is None:
         raise HashMismatch(f"{flight.key!r}: no sha256 and no filename to check the body against")
@@ -323,7 +199,8 @@ class BlobCache:
         self._uses = Uses(self._db, flush_interval)
         with contextlib.suppress(RuntimeError):  # made inside a server's loop: its timer writes
             self._uses.attach(asyncio.get_running_loop())
-        self._flights: dict[str, _Flight] = {}
+        self._flights: dict[str, Flight] = {}
+        self._mismatched: BoundedLRU[str, bool] = BoundedLRU(_MISMATCHES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._order_by_use()
         self._sweep()
@@ -361,17 +238,10 @@ class BlobCache:
         it is never good.
         """
         sha256 = sha256.lower() if sha256 else None
-        self._uses.attach(asyncio.get_running_loop())
         for attempt in range(_ATTEMPTS):
-            # a blob this process has seen since the last removal: no thread, no system call
-            hit = self._known.get(key) or await asyncio.to_thread(self._look_up, key)
+            hit = await self.hit(key, sha256=sha256, size=size)
             if hit is not None:
-                if (sha256 is None or hit.sha256 == sha256) and (size is None or hit.size == size):
-                    self._uses.note(key)
-                    return hit
-                log.warning("cached %r is not the file now announced; fetching it again", key)
-                self._known.forget(key)
-                await asyncio.to_thread(self._cache.delete, key, True)
+                return hit
             joined = self._flights.get(key)
             flight = joined or self._start(key, sha256, size, open_upstream, filename)
             await flight.settled()
@@ -384,8 +254,31 @@ class BlobCache:
             if size is None and flight.state == "ok":
                 size = flight.written
             outcome = "coalesced" if joined is not None or flight.remote else "miss"
-            return StreamedFile(chunks=_Tail(flight), size=size, sha256=sha256, cache=outcome)
+            return StreamedFile(
+                chunks=Tail(flight), size=size, sha256=sha256, cache=outcome, download=flight
+            )
         raise Unavailable(f"could not obtain {key!r}")
+
+    async def hit(self, key: str, *, sha256: str | None, size: int | None) -> LocalFile | None:
+        """The cached blob if it is the file announced (one that is not is deleted), a use for
+        the LRU order; starts nothing."""
+        sha256 = sha256.lower() if sha256 else None
+        self._uses.attach(asyncio.get_running_loop())
+        # a blob this process has seen since the last removal: no thread, no system call
+        hit = self._known.get(key) or await asyncio.to_thread(self._look_up, key)
+        if hit is None:
+            return None
+        if (sha256 is None or hit.sha256 == sha256) and (size is None or hit.size == size):
+            self._uses.note(key)
+            return hit
+        log.warning("cached %r is not the file now announced; fetching it again", key)
+        self._known.forget(key)
+        await asyncio.to_thread(self._cache.delete, key, True)
+        return None
+
+    def mismatched(self, key: str) -> bool:
+        """Whether a download of `key` by this process failed its hash check (lately)."""
+        return self._mismatched.get(key) is not None
 
     def close(self) -> None:
         """Stop downloads in progress (they clean up when the loop next runs them), write the
@@ -502,14 +395,14 @@ class BlobCache:
         size: int | None,
         open_upstream: OpenUpstream,
         filename: str | None,
-    ) -> _Flight:
+    ) -> Flight:
         part = self._part_path(key)
         try:
             role, fd = self._claim(part)
         except OSError as exc:
             log.error("cannot create a download file for %r: %s", key, exc)
             raise Unavailable(f"cache directory unusable: {exc}") from exc
-        flight = _Flight(key, part, fd, remote=role == "follow")
+        flight = Flight(key, part, fd, remote=role == "follow")
         self._flights[key] = flight
         if flight.remote:
             job = self._follow_remote(flight)
@@ -565,7 +458,7 @@ class BlobCache:
         fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this file yet: immediate
         return fd, new
 
-    def _release(self, flight: _Flight) -> None:
+    def _release(self, flight: Flight) -> None:
         """The writer's end: remove `.part` if still ours, then unlock (readers keep the fd)."""
         with contextlib.suppress(OSError):
             if _same_file(flight.fd, flight.part):
@@ -573,14 +466,14 @@ class BlobCache:
         with contextlib.suppress(OSError):
             fcntl.flock(flight.fd, fcntl.LOCK_UN)
 
-    def _end(self, flight: _Flight, state: State, error: BaseException | None = None) -> None:
+    def _end(self, flight: Flight, state: State, error: BaseException | None = None) -> None:
         if self._flights.get(flight.key) is flight:
             del self._flights[flight.key]
         flight.finish(state, error)
 
     async def _download(
         self,
-        flight: _Flight,
+        flight: Flight,
         sha256: str | None,
         size: int | None,
         open_upstream: OpenUpstream,
@@ -589,7 +482,7 @@ class BlobCache:
         key = flight.key
         try:
             # another process may have committed the key between our lookup and our claim
-            if await _in_thread(self._look_up, key) is not None:
+            if await in_thread(self._look_up, key) is not None:
                 os.fchmod(flight.fd, _CACHED_MODE)
                 self._end(flight, "cached")
                 return
@@ -600,7 +493,7 @@ class BlobCache:
                         continue
                     if size is not None and flight.written + len(chunk) > size:
                         raise HashMismatch(f"{key!r}: upstream sent more than {size} bytes")
-                    await _in_thread(_write_all, flight.fd, chunk, flight.written, digest)
+                    await in_thread(_write_all, flight.fd, chunk, flight.written, digest)
                     flight.written += len(chunk)
                     flight.notify()
             if size is not None and flight.written != size:
@@ -611,8 +504,8 @@ class BlobCache:
             if sha256 is not None and actual != sha256:
                 raise HashMismatch(f"{key!r}: upstream body has sha256 {actual}, expected {sha256}")
             if sha256 is None:
-                await _in_thread(_prove, flight, filename)
-            await _in_thread(self._commit, flight, actual)
+                await in_thread(_prove, flight, filename)
+            await in_thread(self._commit, flight, actual)
             self._end(flight, "ok")
         except asyncio.CancelledError:
             log.info("download of %r cancelled after %d bytes", key, flight.written)
@@ -622,12 +515,14 @@ class BlobCache:
             log.warning(
                 "download of %r failed after %d bytes, nothing cached: %s", key, flight.written, exc
             )
+            if isinstance(exc, HashMismatch):
+                self._mismatched.put(key, True)
             self._end(flight, "failed", exc)
         finally:
             self._release(flight)
             flight.let_go()
 
-    def _commit(self, flight: _Flight, sha256: str) -> None:
+    def _commit(self, flight: Flight, sha256: str) -> None:
         """In a thread. Afterwards the flight's bytes are final, whatever became of the index."""
         os.fsync(flight.fd)
         os.fchmod(flight.fd, _DONE_MODE)
@@ -652,7 +547,7 @@ class BlobCache:
         except Exception:
             log.exception("could not add %r to the cache index", flight.key)
 
-    async def _follow_remote(self, flight: _Flight) -> None:
+    async def _follow_remote(self, flight: Flight) -> None:
         """Watch another process's download: its size as it grows, its lock until it ends."""
         delay = _POLL_MIN
         try:

@@ -83,6 +83,17 @@ class ClusterBlobCache:
         self._uses.note(key)
         return source
 
+    async def hit(self, key: str, *, sha256: str | None, size: int | None) -> LocalFile | None:
+        """The node's local copy if it is the file announced (a use), starting nothing."""
+        hit = await self.local.hit(key, sha256=sha256, size=size)
+        if hit is not None:
+            self._uses.note(key)
+        return hit
+
+    def mismatched(self, key: str) -> bool:
+        """Whether this node's download of `key` failed its hash check (lately)."""
+        return self.local.mismatched(key)
+
     def lookup(self, key: str) -> LocalFile | None:
         """The node's local copy, or None (blocking; a use)."""
         hit = self.local.lookup(key)

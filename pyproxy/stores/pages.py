@@ -1,6 +1,7 @@
 """The upstream page cache: each answer as it was fetched, on disk; parsed pages in memory.
 
-Keys are normalised project names, and INDEX_KEY for the project list. The disk (a
+Keys are normalised project names. The project list (INDEX_KEY: about a million names on a
+real index) is not kept here but beside it, in `list/` (stores/project_list.py). The disk (a
 diskcache.Cache that every worker process shares) keeps the raw answer with its validators and
 fetch time, so a restart or another worker needs no refetch. The memory (per process, least
 recently used out first) keeps parsed pages within a bound in bytes, each page costed by an
@@ -12,7 +13,7 @@ business (repository/upstream.py); this module only stores. `turn(key)` is the l
 
 `PageCache` is what both backends share (the memory, the enumeration, the checks of an imported
 record); `PageStore` keeps the records on disk, a cluster node's ClusterPageStore
-(stores/pg/pages.py) in PostgreSQL.
+(stores/pg/pages.py) in PostgreSQL. Either keeps its project list on the machine's disk.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_PICKLE
 
-from pyproxy.formats.parse import UpstreamFormatError, parse_project_list, parse_project_page
+from pyproxy.formats.parse import UpstreamFormatError, parse_project_page
 from pyproxy.lru import BoundedLRU
-from pyproxy.model import NormalizedName, ProjectList, ProjectPage
+from pyproxy.model import NormalizedName, ProjectPage
 from pyproxy.stores.keylock import KeyLocks, Turn
+from pyproxy.stores.project_list import ProjectListStore
 from pyproxy.stores.space import is_disk_full
 
 __all__ = [
@@ -46,14 +48,13 @@ __all__ = [
     "imported_record", "revision_of",
 ]
 
-INDEX_KEY = "/"  # the project list's key; no project is named "/"
+INDEX_KEY = "/"  # the project list's lock key (and its key in older caches); no project is "/"
 MEMORY_BYTES = 256 * 1024**2  # the default bound of the parsed pages one process keeps
 # The estimate of a parsed page's memory, fitted (with a margin) to tracemalloc on JSON and HTML
 # pages from terse to verbose: ~540-660 bytes per file whatever its entry says, plus 1.2-1.6
-# bytes per body byte (its strings); ~75 bytes per project name of the root.
+# bytes per body byte (its strings).
 _PER_BODY_BYTE = 2
 _PER_FILE = 600
-_PER_NAME = 64
 _PARSED_OVERHEAD = 2048  # objects every parsed page has, whatever its size
 log = logging.getLogger("pyproxy.pages")
 _SIZE_LIMIT = 2**30
@@ -83,31 +84,20 @@ class Parsed:
 
     fetched_at: float
     revision: str
-    result: ProjectPage | ProjectList | None  # None: upstream has no such project
+    result: ProjectPage | None  # None: upstream has no such project
     cost: int = _PARSED_OVERHEAD  # estimated bytes of memory that `result` takes
 
 
-def parsed_cost(record: PageRecord, result: ProjectPage | ProjectList | None) -> int:
+def parsed_cost(record: PageRecord, result: ProjectPage | None) -> int:
     """The memory the parsed `result` of `record` is reckoned to take."""
-    listed = 0
-    if isinstance(result, ProjectPage):
-        listed = _PER_FILE * len(result.files)
-    elif isinstance(result, ProjectList):
-        listed = _PER_NAME * len(result.names)
+    listed = _PER_FILE * len(result.files) if result is not None else 0
     return _PARSED_OVERHEAD + _PER_BODY_BYTE * len(record.body) + listed
 
 
-def parse(
-    key: str, record: PageRecord, *, require_marker: bool = False
-) -> ProjectPage | ProjectList:
+def parse(key: str, record: PageRecord, *, require_marker: bool = False) -> ProjectPage:
     """The page a 200 record holds; UpstreamFormatError if its body is malformed or is no
     simple page (`require_marker`: see formats.parse)."""
     revision = f"u{record.revision}"
-    if key == INDEX_KEY:
-        projects = parse_project_list(
-            record.body, record.content_type, record.url, require_marker=require_marker
-        )
-        return ProjectList(projects.names, revision=revision)
     page = parse_project_page(
         record.body, record.content_type, record.url, NormalizedName(key),
         require_marker=require_marker,
@@ -136,12 +126,15 @@ class _RecordDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no t
             return _Unpickler(reader).load()
 
 
-def imported_record(key: str, fields: dict[str, object], body: bytes) -> PageRecord:
-    """The record an export wrote for `key`; ValueError if it is unusable."""
+def imported_record(key: str, fields: dict[str, object], body: bytes) -> PageRecord | None:
+    """The record an export wrote for `key` (None: an older export's project list, which is not
+    imported: a new one is fetched when online); ValueError if it is unusable."""
     try:
         record = PageRecord(body=body, **fields)  # type: ignore[arg-type]  # checked below
     except TypeError as exc:
         raise ValueError(f"not a page record: {exc}") from None
+    if key == INDEX_KEY:
+        return None
     if record.status not in (200, 404) or not isinstance(record.fetched_at, int | float):
         raise ValueError("not a page record")
     if record.revision != (revision_of(body) if record.status == 200 else ""):
@@ -155,15 +148,18 @@ def imported_record(key: str, fields: dict[str, object], body: bytes) -> PageRec
 
 
 class PageCache(ABC):
-    """Upstream pages by key: parsed pages in this process's memory, raw records in a backend."""
+    """Upstream pages by key: parsed pages in this process's memory, raw records in a backend,
+    and the project list on the machine's disk (`project_list`, under `directory`)."""
 
-    def __init__(self, *, memory_bytes: int = MEMORY_BYTES) -> None:
+    def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
         # every page costs at least _PARSED_OVERHEAD, so the bytes bound the count too
         self._memory: BoundedLRU[str, Parsed] = BoundedLRU(
             memory_bytes // _PARSED_OVERHEAD + 1,
             weigh=lambda parsed: parsed.cost,
             max_weight=memory_bytes,
         )
+        self._locks = KeyLocks(Path(directory) / "locks")
+        self.project_list = ProjectListStore(Path(directory) / "list")
 
     @abstractmethod
     def close(self) -> None: ...
@@ -201,10 +197,11 @@ class PageCache(ABC):
         the backend each time it is asked for)."""
         self._memory.put(key, parsed)
 
-    @abstractmethod
     def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
         """This process's turn to refresh `key`, waiting (up to `patience` s) while another
-        process has it; `Turn.failure` is what the holder waited for failed with."""
+        process has it: see stores/keylock.py. `Turn.failure` is what the holder waited for
+        failed with."""
+        return self._locks.turn(key, patience=patience)
 
     # ---- the records (blocking: call from a thread) ----
 
@@ -231,15 +228,15 @@ class PageCache(ABC):
             if key == INDEX_KEY or record.status != 200:
                 continue
             try:
-                page = parse(key, record)
+                yield parse(key, record)
             except UpstreamFormatError:
                 continue
-            assert isinstance(page, ProjectPage)
-            yield page
 
     def export_records(self) -> Iterator[tuple[str, dict[str, object], bytes]]:
         """Every record as (key, its fields without the body, body), for `pyproxy export`."""
         for key, record in self._records():
+            if key == INDEX_KEY:  # an older pyproxy's list: a new one is fetched when online
+                continue
             fields = dataclasses.asdict(record)
             body = fields.pop("body")
             yield key, fields, body
@@ -247,6 +244,8 @@ class PageCache(ABC):
     def import_record(self, key: str, fields: dict[str, object], body: bytes) -> bool:
         """Store an exported record unless a newer copy is held; ValueError if it is unusable."""
         record = imported_record(key, fields, body)
+        if record is None:
+            return False
         held = self.load(key)
         if held is not None and held.fetched_at >= record.fetched_at:
             return False
@@ -258,16 +257,11 @@ class PageStore(PageCache):
     """Raw records on disk (shared by the worker processes of one machine)."""
 
     def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
-        super().__init__(memory_bytes=memory_bytes)
+        super().__init__(directory, memory_bytes=memory_bytes)
         self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
-        self._locks = KeyLocks(Path(directory) / "locks")
 
     def close(self) -> None:
         self._disk.close()
-
-    def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
-        """See stores/keylock.py: a flock'd file per key."""
-        return self._locks.turn(key, patience=patience)
 
     def load(self, key: str) -> PageRecord | None:
         record = self._disk.get(key)

@@ -6,8 +6,10 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
+from pyproxy.datadir import DataDir
+from pyproxy.stores.rendered_lists import RenderedLists
 from pyproxy.web import (
-    files,
+    downloads,
     inflight,
     integrity,
     json_api,
@@ -42,7 +44,7 @@ def build_app(services: Services) -> web.Application:
     # has no such path: /simple/pypi/ stays the page of a project named pypi)
     router.add_get("/simple/pypi/{project}/json", json_api.project_beside_simple)
     router.add_get("/simple/{tail:.*}", simple.simple)
-    router.add_get("/files/{project}/{filename}", files.download)
+    router.add_get("/files/{project}/{filename}", downloads.download)
     router.add_get(integrity.ROUTE, integrity.provenance)
     router.add_get(inflight.ROUTE, inflight.follow)  # cluster nodes only; they prove it
     router.add_get("/health", ops.health)
@@ -50,6 +52,9 @@ def build_app(services: Services) -> web.Application:
     router.add_get("/metrics", ops.metrics_page)
     app[ops.READINESS] = ops.Readiness()
     app[simple.RENDERED] = simple.RenderedPages()
+    app[simple.LISTS] = simple.ListFiles(
+        RenderedLists(DataDir(services.settings.data_dir).rendered_lists)
+    )
     app[json_api.RENDERED] = json_api.RenderedDocuments()
     app[pages.RENDERED] = RenderedHTML()
     # the public index also answers these with a trailing slash

@@ -20,14 +20,11 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
-from pyproxy.model import LocalFile, StreamedFile, normalize
-from pyproxy.web import warmup
+from pyproxy.model import LocalFile, StreamedFile
 from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort
 from pyproxy.web.conditional import none_match
-from pyproxy.web.context import SERVICES
 
 log = logging.getLogger("pyproxy.web")
-METADATA_SUFFIX = ".metadata"
 IMMUTABLE = "max-age=365000000, immutable"
 # tells `pyproxy prefetch` (and operators) whether a file was already on disk
 CACHE_STATUS = "X-Pyproxy-Cache"
@@ -78,7 +75,7 @@ def parse_range(header: str, size: int) -> ByteRange | None:
     return ByteRange(start, min(end, size - 1))
 
 
-def _if_range_holds(if_range: str, etag: str, last_modified: float) -> bool:
+def if_range_holds(if_range: str, etag: str, last_modified: float) -> bool:
     if if_range.startswith('"'):
         return if_range == etag  # strong comparison; a weak tag never matches
     if if_range.startswith("W/"):
@@ -131,7 +128,7 @@ class _FileBody(web.StreamResponse):
             request[CUT_SHORT] = CutShort(head + sent, "aborted")
             raise ConnectionResetError("the file shrank") from None
         finally:
-            _served(request, sent)
+            served(request, sent)
             self._fobj.close()
 
     async def _send(self, request: web.BaseRequest, writer: AbstractStreamWriter) -> int:
@@ -178,7 +175,14 @@ class _FileBody(web.StreamResponse):
 _SERVED_FROM = {"hit": "cache", "miss": "upstream", "coalesced": "upstream"}
 
 
-def _served(request: web.BaseRequest, count: int) -> None:
+def outcome(request: web.BaseRequest, cache: str) -> None:
+    """How the file was had ("hit", "miss", ...), for the access log and the metrics."""
+    request[CACHE_OUTCOME] = cache
+    if cache in metrics.CACHE_RESULTS:
+        metrics.CACHE_REQUESTS.labels(cache).inc()
+
+
+def served(request: web.BaseRequest, count: int) -> None:
     """Body bytes of an upstream file sent, by where they came from (private files: not counted)."""
     source = _SERVED_FROM.get(request.get(CACHE_OUTCOME, "-"))
     if source is not None and count:
@@ -194,7 +198,7 @@ def client_went_away(request: web.BaseRequest, head: int, sent: int, size: int |
     request[CUT_SHORT] = CutShort(head + sent, "client")
 
 
-def _base_headers(etag: str | None, last_modified: float | None) -> dict[str, str]:
+def base_headers(etag: str | None, last_modified: float | None) -> dict[str, str]:
     headers: dict[str, str] = {
         hdrs.CACHE_CONTROL: IMMUTABLE, hdrs.CONTENT_TYPE: "application/octet-stream"
     }
@@ -227,7 +231,7 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
     fobj, stat, body = await asyncio.to_thread(_open, file.path)
     try:
         size = stat.st_size
-        headers = _base_headers(etag, stat.st_mtime)
+        headers = base_headers(etag, stat.st_mtime)
         headers[hdrs.ACCEPT_RANGES] = "bytes"
         headers[CACHE_STATUS] = "hit"
         if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
@@ -240,7 +244,7 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
         range_header = request.headers.get(hdrs.RANGE)
         if_range = request.headers.get(hdrs.IF_RANGE)
         if range_header and (
-            if_range is None or _if_range_holds(if_range.strip(), etag, stat.st_mtime)
+            if_range is None or if_range_holds(if_range.strip(), etag, stat.st_mtime)
         ):
             try:
                 requested = parse_range(range_header, size)
@@ -259,15 +263,34 @@ async def send_local(request: web.Request, file: LocalFile) -> web.StreamRespons
         raise
 
 
-async def send_streamed(
-    request: web.Request, file: StreamedFile, on_error: Callable[[BaseException], None]
+async def send_rendered(
+    request: web.Request, path: Path, headers: dict[str, str]
 ) -> web.StreamResponse:
-    """A body still arriving from upstream. Errors mid-body abort the connection, so a
-    client never takes a truncated or mismatching file for a complete one."""
-    # no Accept-Ranges: ranges only once the file is complete on disk
-    headers = _base_headers(f'"{file.sha256}"' if file.sha256 else None, None)
+    """A rendered page on disk, whole, with sendfile and the headers given (the caller has
+    answered If-None-Match); FileNotFoundError when it is gone."""
+    fobj, stat, body = await asyncio.to_thread(_open, path)
+    response = _FileBody(fobj, 0, stat.st_size, body, status=200, headers=headers)
+    response.content_length = stat.st_size
+    return response
+
+
+async def send_streamed(
+    request: web.Request,
+    file: StreamedFile,
+    on_error: Callable[[BaseException], None],
+    *,
+    status: int = 200,
+    extra_headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """A body still arriving from upstream (the file, or with status 206 a part of it). Errors
+    mid-body abort the connection, so a client never takes a truncated or mismatching file
+    for a complete one."""
+    headers = base_headers(f'"{file.sha256}"' if file.sha256 else None, None)
     headers[CACHE_STATUS] = "miss"
-    response = web.StreamResponse(status=200, headers=headers)
+    if file.size is not None and file.download is not None:  # see web/cold.py
+        headers[hdrs.ACCEPT_RANGES] = "bytes"
+    headers.update(extra_headers or {})
+    response = web.StreamResponse(status=status, headers=headers)
     if file.size is not None:
         response.content_length = file.size
     try:
@@ -301,39 +324,5 @@ async def send_streamed(
                 return response
             sent += len(chunk)
     finally:
-        _served(request, sent)
-    return response
-
-
-async def download(request: web.Request) -> web.StreamResponse:
-    """/files/<project>/<filename> and <filename>.metadata (PEP 658)."""
-    services = request.app[SERVICES]
-    project = normalize(request.match_info["project"])
-    filename = request.match_info["filename"]
-    for attempt in (1, 2):
-        if filename.endswith(METADATA_SUFFIX):
-            source = await services.repository.open_metadata(
-                project, filename[: -len(METADATA_SUFFIX)]
-            )
-        else:
-            source = await services.repository.open_file(project, filename)
-        request[CACHE_OUTCOME] = source.cache
-        if source.cache in metrics.CACHE_RESULTS:
-            metrics.CACHE_REQUESTS.labels(source.cache).inc()
-        if not isinstance(source, LocalFile):
-            break
-        try:
-            response = await send_local(request, source)
-        except FileNotFoundError:
-            if attempt == 2:
-                raise
-            # evicted from the cache between lookup and open: look it up (or fetch it) again
-            continue
-        warmup.file_served(request, project, filename, source)
-        return response
-    assert isinstance(source, StreamedFile)
-    response = await send_streamed(
-        request, source, lambda exc: log.warning("aborted %s: %s", request.path, exc)
-    )
-    warmup.file_served(request, project, filename, source)
+        served(request, sent)
     return response

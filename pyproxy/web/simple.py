@@ -1,26 +1,38 @@
-"""The Simple Repository API: /simple/ and /simple/<project>/, negotiated, pre-rendered."""
+"""The Simple Repository API: /simple/ and /simple/<project>/, negotiated, pre-rendered.
+
+Project pages are rendered into memory (RenderedPages). The project list (a million names
+from a real upstream) is rendered to files instead and sent from disk (ListFiles); its ETag is
+derived from the list's revision, so a revalidation is answered without the file."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import hashlib
+import logging
 import re
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
 from pyproxy.formats.negotiate import Format, negotiate
-from pyproxy.formats.render import render_index, render_project
-from pyproxy.lru import BoundedLRU
-from pyproxy.model import DistFile, NormalizedName, NotFound, ProjectList, normalize, valid_name
+from pyproxy.formats.render import render_project, write_index
+from pyproxy.lru import BoundedLRU, SingleFlight
+from pyproxy.model import DistFile, NormalizedName, NotFound, normalize, valid_name
+from pyproxy.project_lists import filtered
+from pyproxy.stores.rendered_lists import RenderedLists
 from pyproxy.web import readauth, warmup
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, origin
+from pyproxy.web.files import send_rendered
 from pyproxy.web.integrity import provenance_url
 
+log = logging.getLogger("pyproxy.web")
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
 GZIP_MIN_BYTES = 1024
 _GZIP_TOKEN = re.compile(
@@ -85,6 +97,47 @@ class RenderedPages:
 
 
 RENDERED = web.AppKey("rendered_pages", RenderedPages)
+LIST_RENDERING = 2  # changes with write_index's output, and so do the rendered files' names
+_RENDER_PATIENCE_S = 300.0  # waiting for another worker rendering a list of a million names
+
+
+class ListFiles:
+    """The project lists rendered to files (stores/rendered_lists.py), each rendered once
+    however many requests (in this process: single flight; across workers: its lock) ask."""
+
+    def __init__(self, store: RenderedLists) -> None:
+        self.store = store
+        self._ready: BoundedLRU[str, bool] = BoundedLRU(64)
+        self._rendering: SingleFlight[str, None] = SingleFlight()
+
+    async def send(
+        self, request: web.Request, name: str, write: Callable[[BinaryIO], None],
+        compressed: bool, headers: dict[str, str],
+    ) -> web.StreamResponse:
+        for attempt in (1, 2):
+            if self._ready.get(name) is None:
+                await self._rendering.run(name, lambda: self._render(name, write))
+            path = self.store.paths(name)[1 if compressed else 0]
+            try:
+                return await send_rendered(request, path, headers)
+            except FileNotFoundError:  # pruned since: render it again
+                self._ready.pop(name)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _render(self, name: str, write: Callable[[BinaryIO], None]) -> None:
+        # off the loop: a million names take seconds to read, render and compress
+        if not await asyncio.to_thread(self.store.ready, name):
+            async with self.store.turn(name, patience=_RENDER_PATIENCE_S):
+                if not await asyncio.to_thread(self.store.ready, name):
+                    started = time.monotonic()
+                    await asyncio.to_thread(self.store.build, name, write)
+                    log.info("rendered the project list in %.1f s", time.monotonic() - started)
+        self._ready.put(name, True)
+
+
+LISTS = web.AppKey("rendered_lists", ListFiles)
 
 
 def file_url(base: str, project: NormalizedName) -> Callable[[DistFile], str]:
@@ -107,18 +160,22 @@ def _not_acceptable() -> web.HTTPException:
     )
 
 
-def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
-    compressed = (
-        page.gzipped is not None and accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING))
-    )
-    etag = page.gzip_etag if compressed else page.etag
-    headers = {
+def _page_headers(request: web.Request, etag: str) -> dict[str, str]:
+    return {
         hdrs.VARY: "Accept, Accept-Encoding",
         hdrs.ETAG: etag,
         hdrs.CACHE_CONTROL: (
             f"max-age={request.app[SERVICES].settings.page_max_age}, must-revalidate"
         ),
     }
+
+
+def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
+    compressed = (
+        page.gzipped is not None and accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING))
+    )
+    etag = page.gzip_etag if compressed else page.etag
+    headers = _page_headers(request, etag)
     if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
         return web.Response(status=304, headers=headers)
     headers[hdrs.CONTENT_TYPE] = fmt.content_type
@@ -158,23 +215,34 @@ async def _index(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     fmt = _chosen_format(request)
     projects = await services.repository.list_projects()
-    base = origin(request)
     hidden = readauth.hidden_projects(request)
     # callers who may read the same projects share one rendering ("" is no project's name)
     variant = ""
     if hidden:
         digest = hashlib.blake2b("\n".join(sorted(hidden)).encode(), digest_size=16)
         variant = f"without:{digest.hexdigest()}"
-
-    def render() -> bytes:
-        listed = projects
-        if hidden:
-            names = tuple(n for n in projects.names if normalize(n) not in hidden)
-            listed = ProjectList(names, revision=projects.revision)
-        return render_index(listed, fmt, lambda n: f"{base}/simple/{normalize(n)}/")
-
-    page = await request.app[RENDERED].get((base, fmt, variant), projects.revision, render)
-    return _page(request, fmt, page)
+        projects = filtered(projects, lambda name: name not in hidden, projects.revision)
+    # relative links: the same file serves every origin; text/html and v1+html share it too
+    kind = "json" if fmt.is_json else "html"
+    revision = projects.revision or f"once:{uuid.uuid4().hex}"  # no revision: never reused
+    name = hashlib.blake2b(
+        f"{LIST_RENDERING}\n{revision}\n{variant}\n{kind}".encode(), digest_size=16
+    ).hexdigest()
+    etag = hashlib.blake2b(name.encode(), digest_size=16, person=fmt.name.encode()[:16])
+    compressed = accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING))
+    headers = _page_headers(request, f'"{etag.hexdigest()}{"-gzip" if compressed else ""}"')
+    if none_match(request.headers.get(hdrs.IF_NONE_MATCH), headers[hdrs.ETAG]):
+        return web.Response(status=304, headers=headers)
+    headers[hdrs.CONTENT_TYPE] = fmt.content_type
+    if compressed:
+        headers[hdrs.CONTENT_ENCODING] = "gzip"
+    lists = request.app[LISTS]
+    response = await lists.send(
+        request, name, lambda out: write_index(projects.entries(), fmt, out), compressed, headers
+    )
+    if not projects.revision:
+        await asyncio.to_thread(lists.store.remove, name)  # sent from its open file
+    return response
 
 
 async def _project(request: web.Request, name: NormalizedName) -> web.StreamResponse:

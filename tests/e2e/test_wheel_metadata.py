@@ -19,7 +19,7 @@ INSTALL = {"pip": pip_install, "uv": uv_pip_install}
 
 def full_downloads(fake: FakeUpstream) -> Counter:
     """Wheel paths upstream was asked for without a Range header."""
-    ranged = Counter(path for path, _wanted in fake.ranges)
+    ranged = Counter(path for path, _wanted in fake.ranged)
     asked = Counter(path for method, path in fake.requests if method == "GET" and path.endswith(".whl"))
     return asked - ranged
 
@@ -45,7 +45,7 @@ def test_install_from_an_upstream_without_metadata(fake_factory, pyproxy_factory
               ((tree.app, "1.0"), (tree.lib, "1.1"), (tree.base, "1.0"))}
     if ranges:  # nothing downloaded that was not installed: the candidates were read in ranges
         assert {path.rsplit("/", 1)[1] for path in downloads} == wanted, downloads
-        assert all(len(fake.ranges_of(path)) <= 2 for path, _ in fake.ranges)
+        assert all(len(fake.ranges_of(path)) <= 2 for path, _ in fake.ranged)
 
     # warm: the same from the cache, upstream not asked for a file
     fake.reset_counters()

@@ -15,9 +15,9 @@ from pyproxy.formats.parse import (
     JSON_TYPE,
     NotASimplePage,
     UpstreamFormatError,
-    parse_project_list,
     parse_project_page,
 )
+from pyproxy.formats.project_list import parse_project_list
 from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage, ProjectStatus
 from tests.fake_upstream import FakeUpstream, Formats
 
@@ -99,7 +99,7 @@ def test_other_content_types_are_refused(content_type: str | None) -> None:
     with pytest.raises(UpstreamFormatError, match="Content-Type"):
         parse_project_page(json_page(json_file()), content_type, PAGE, FOO)
     with pytest.raises(UpstreamFormatError, match="Content-Type"):
-        parse_project_list(b'{"projects": []}', content_type, PAGE)
+        parse_project_list(b'{"projects": []}', content_type)
 
 
 # -- HTML project pages ---------------------------------------------------------------------------
@@ -355,7 +355,7 @@ def test_html_that_is_no_simple_page_is_refused(body: str) -> None:
     with pytest.raises(NotASimplePage, match="no pypi:repository-version marker"):
         parse_html(body)
     with pytest.raises(NotASimplePage, match="links no project page"):
-        parse_project_list(html_page(body), HTML, PAGE)
+        parse_project_list(html_page(body), HTML)
 
 
 def test_html_without_the_marker_but_with_distribution_links_is_a_page() -> None:
@@ -364,7 +364,7 @@ def test_html_without_the_marker_but_with_distribution_links_is_a_page() -> None
     assert [dist.filename for dist in page.files] == ["login", "foo-1.0.tar.gz"]
     for anchors in ('<a href="/foo/">foo</a>', "<a href='Foo_Bar'>Foo.Bar</a>",
                     '<a href="/root/pypi/+simple/foo/#x">Foo</a><a href="/login">Sign in</a>'):
-        assert parse_project_list(html_page(anchors), HTML, PAGE).names
+        assert parse_project_list(html_page(anchors), HTML).names
 
 
 def test_require_marker_refuses_html_without_it() -> None:
@@ -373,7 +373,7 @@ def test_require_marker_refuses_html_without_it() -> None:
     with pytest.raises(NotASimplePage, match="answers JSON"):
         parse_project_page(body, HTML, PAGE, FOO, require_marker=True)
     with pytest.raises(NotASimplePage, match="answers JSON"):
-        parse_project_list(body, HTML, PAGE, require_marker=True)
+        parse_project_list(body, HTML, require_marker=True)
     marked = html_page('<a href="/f/foo-1.0.tar.gz">foo</a>', MARKER)
     assert parse_project_page(marked, HTML, PAGE, FOO, require_marker=True).files
     assert parse_project_page(json_page(), JSON_TYPE, PAGE, FOO, require_marker=True).files == ()
@@ -603,60 +603,6 @@ def test_malformed_json_files(overrides: dict[str, Any], problem: str) -> None:
         parse_json(json_file(**overrides))
 
 
-# -- project lists --------------------------------------------------------------------------------
-
-
-def test_html_project_list() -> None:
-    body = html_page(
-        '<a href="/simple/foo/">foo</a>\n<a href="/simple/bar-baz/"> Bar_Baz </a>'
-        '<a href="/simple/empty/">  </a><a href="/simple/amp/">a&amp;b</a><a><b>Nested</b>Name</a>',
-        '<meta name="pypi:repository-version" content="1.4">',
-    )
-    assert parse_project_list(body, HTML, PAGE).names == ("foo", "Bar_Baz", "a&b", "NestedName")
-
-
-def test_json_project_list() -> None:
-    projects = [{"name": "Foo"}, {"name": "bar", "_x": 1}, {"name": " "}]
-    body = orjson.dumps({"meta": {"api-version": "1.4", "_last-serial": 5}, "projects": projects})
-    assert parse_project_list(body, JSON_TYPE, PAGE).names == ("Foo", "bar")
-
-
-@pytest.mark.parametrize(
-    ("body", "problem"),
-    [
-        (b"[]", "not an object"),
-        (b'{"projects": {}}', "'projects' is a object"),
-        (b'{"meta": {"api-version": "2.0"}, "projects": []}', "api-version"),
-        (b'{"projects": ["foo"]}', r"projects\[0\] is a string"),
-        (b'{"projects": [{"name": "a"}, {"title": "foo"}]}', r"projects\[1\].name is a null"),
-        (b'{"projects": [{"name": 7}]}', r"projects\[0\].name is a number"),
-    ],
-)
-def test_malformed_json_project_lists(body: bytes, problem: str) -> None:
-    with pytest.raises(UpstreamFormatError, match=problem):
-        parse_project_list(body, JSON_TYPE, PAGE)
-
-
-def test_html_project_list_refuses_another_major_version() -> None:
-    head = '<meta name="pypi:repository-version" content="2.0">'
-    body = html_page("<a href=/simple/foo/>foo</a>", head)
-    with pytest.raises(UpstreamFormatError):
-        parse_project_list(body, HTML, PAGE)
-
-
-@pytest.mark.parametrize("kind", ["html", "json"])
-def test_large_project_lists(kind: str) -> None:
-    # 100,000 names keep the suite fast; 500,000 were measured separately (about 1 s / 0.2 s)
-    names = [f"Project_{index}" for index in range(100_000)]
-    if kind == "json":
-        body = orjson.dumps({"projects": [{"name": name} for name in names]})
-        content_type = JSON_TYPE
-    else:
-        body = html_page("".join(f'<a href="/simple/{n.lower()}/">{n}</a>\n' for n in names))
-        content_type = HTML
-    assert parse_project_list(body, content_type, PAGE).names == tuple(names)
-
-
 # -- round trip through the fake upstream ---------------------------------------------------------
 
 WHEEL = "foo_bar-1.0-py3-none-any.whl"
@@ -691,7 +637,7 @@ async def test_round_trip_through_the_fake_upstream(formats: Formats, relative: 
                 )
             async with session.get(upstream.index_url) as response:
                 projects = parse_project_list(
-                    await response.read(), response.headers.get("Content-Type"), str(response.url)
+                    await response.read(), response.headers.get("Content-Type")
                 )
             wheel, sdist = page.files
             async with session.get(wheel.upstream_url or "") as response:

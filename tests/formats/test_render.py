@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from html.parser import HTMLParser
@@ -17,10 +18,10 @@ from pyproxy.formats.negotiate import Format
 from pyproxy.formats.render import (
     API_VERSION,
     format_upload_time,
-    render_index,
     render_project,
     render_project_html,
     render_project_json,
+    write_index,
 )
 from pyproxy.model import DistFile, ProjectList, ProjectPage, ProjectStatus, normalize
 
@@ -173,24 +174,40 @@ def test_render_project_dispatches_on_format(fmt: Format) -> None:
 
 
 @pytest.mark.parametrize("fmt", ALL_FORMATS)
-def test_render_index(fmt: Format) -> None:
+def test_write_index_streams_relative_links(fmt: Format) -> None:
+    """Ordered as given (by normalised name), each linked relative to the list's own URL, as
+    upstream indexes link them: the same bytes serve every origin."""
     projects = ProjectList(("Foo_Bar", "baz", "a<b"))
-    body = render_index(projects, fmt, lambda n: f"{BASE}/simple/{normalize(n)}/")
+    out = io.BytesIO()
+    write_index(projects.entries(), fmt, out)
+    body = out.getvalue()
     if fmt is Format.JSON:
         document = orjson.loads(body)
         assert document == {
             "meta": {"api-version": "1.4"},
-            "projects": [{"name": "Foo_Bar"}, {"name": "baz"}, {"name": "a<b"}],
+            "projects": [{"name": "a<b"}, {"name": "baz"}, {"name": "Foo_Bar"}],
         }
     else:
         parsed = parse_html(body)
         assert parsed.metas["pypi:repository-version"] == "1.4"
         assert [(a["href"], text) for a, text in parsed.anchors] == [
-            (f"{BASE}/simple/foo-bar/", "Foo_Bar"),
-            (f"{BASE}/simple/baz/", "baz"),
-            (f"{BASE}/simple/a<b/", "a<b"),
+            ("a%3Cb/", "a<b"), ("baz/", "baz"), ("foo-bar/", "Foo_Bar"),
         ]
         assert b"a<b" not in body  # escaped
+        # pip resolves them against the list's URL
+        links = [str(link.url) for link in parse_links(
+            IndexContent(body, "text/html", None, f"{BASE}/simple/", cache_link_parsing=False))]
+        assert links == [f"{BASE}/simple/a%3Cb/", f"{BASE}/simple/baz/", f"{BASE}/simple/foo-bar/"]
+
+
+@pytest.mark.parametrize("fmt", [Format.JSON, Format.HTML])
+def test_write_index_of_nothing_is_a_valid_list(fmt: Format) -> None:
+    out = io.BytesIO()
+    write_index(iter(()), fmt, out)
+    if fmt is Format.JSON:
+        assert orjson.loads(out.getvalue())["projects"] == []
+    else:
+        assert parse_html(out.getvalue()).anchors == []
 
 
 # ---- requires-python ----

@@ -19,6 +19,7 @@ from pyproxy.web.context import SERVICES
 from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
+from tests.servers.s3 import S3Server
 
 JSON = "application/vnd.pypi.simple.v1+json"
 AUTH = {"Authorization": encode_basic_auth(USER, PASSWORD)}  # the owner of the restricted project
@@ -264,7 +265,8 @@ async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
 
 
 async def test_cached_pages_move_from_a_data_dir_into_a_cluster_and_back(
-    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_dsn: str
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_dsn: str,
+    s3: S3Server, bucket: str,
 ) -> None:
     """export --include-cache / import between a single box and a cluster's PostgreSQL, both
     ways: the pages a box fetched are the cluster's shared copies, and back again."""
@@ -278,8 +280,8 @@ async def test_cached_pages_move_from_a_data_dir_into_a_cluster_and_back(
         assert (await client.get("/simple/lib/")).status == 200
         upstream_url = fake.index_url
     config = tmp_path / "cluster.toml"
-    config.write_text(f'[storage]\ndatabase = "{pg_dsn}"\nobjects = "s3://bucket"\n'
-                      'node_url = "http://127.0.0.1:8080"\n')
+    config.write_text(f'[storage]\ndatabase = "{pg_dsn}"\nobjects = "s3://{bucket}"\n'
+                      f's3_endpoint = "{s3.endpoint}"\nnode_url = "http://127.0.0.1:8080"\n')
     node = ["--data-dir", str(tmp_path / "node"), "--config", str(config)]
     assert (await run(capsys, "export", str(tmp_path / "box"), "--include-cache",
                       "--data-dir", str(source)))[0] == 0
@@ -288,7 +290,7 @@ async def test_cached_pages_move_from_a_data_dir_into_a_cluster_and_back(
     assert "cached pages: 1 imported" in out
     database = Database(pg_dsn)
     try:
-        shared = ClusterPageStore(database, None, "").load("lib")
+        shared = ClusterPageStore(database, None, "", tmp_path / "look").load("lib")
     finally:
         database.close()
     assert shared is not None and b"lib-1.0-py3-none-any.whl" in shared.body

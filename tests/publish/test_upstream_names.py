@@ -1,15 +1,16 @@
-"""pyproxy.publish.upstream_names.ListedUpstream: upstream's project list as a set, built once
-per list revision; the upstream repository's own list is tested in tests/repository/."""
+"""pyproxy.publish.upstream_names.ListedUpstream: is a name on upstream's list? One lookup per
+question, in the list's own index (a set for a list in memory, a query for one on disk), never
+the list loaded; the upstream repository's own list is tested in tests/repository/."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterator
 
 import pytest
 
-from pyproxy.model import NormalizedName, ProjectList, Unavailable, normalize
-from pyproxy.publish import upstream_names
+from pyproxy.model import Listed, NormalizedName, ProjectList, Unavailable, normalize
 from pyproxy.publish.upstream_names import ListedUpstream
 
 
@@ -28,51 +29,44 @@ class Lists:
         return self.listing
 
 
-@pytest.fixture
-def builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many names each set build normalised."""
-    counted: list[int] = []
-    real = upstream_names._normalised
+class OnDisk:
+    """A NameSource that records which thread asks it, and refuses to be read whole."""
 
-    def normalised(names: Iterable[str]) -> frozenset[NormalizedName]:
-        names = list(names)
-        counted.append(len(names))
-        return real(names)
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+        self.asked_on: list[int] = []
 
-    monkeypatch.setattr(upstream_names, "_normalised", normalised)
-    return counted
+    def entries(self) -> Iterator[Listed]:
+        raise AssertionError("a name check must not read the whole list")
+
+    def has(self, name: NormalizedName) -> bool:
+        self.asked_on.append(threading.get_ident())
+        return name in self.names
 
 
-async def test_names_are_compared_normalised(builds: list[int]) -> None:
+async def test_names_are_compared_normalised() -> None:
     listed = ListedUpstream(Lists(ProjectList(("Foo_Bar", "requests"), revision="r1")))
     assert await listed.lists(normalize("foo.bar"))
     assert await listed.lists(normalize("Requests"))
     assert not await listed.lists(normalize("foo"))
-    assert builds == [2]  # one set for every question about revision r1
 
 
-async def test_a_new_revision_is_built_once_however_many_ask(builds: list[int]) -> None:
+async def test_a_new_list_is_asked_at_once() -> None:
     source = Lists(ProjectList(("a",), revision="r1"))
     listed = ListedUpstream(source)
     assert not await listed.lists(normalize("b"))
     source.listing = ProjectList(("a", "b"), revision="r2")
     answers = await asyncio.gather(*(listed.lists(normalize("b")) for _ in range(20)))
     assert all(answers)
-    assert builds == [1, 2]
     assert source.calls == 21  # the list itself is the repository's to cache
 
 
-async def test_a_list_without_revision_is_rebuilt_only_when_it_is_another_list(
-    builds: list[int],
-) -> None:
-    first = ProjectList(("a",))
-    source = Lists(first)
-    listed = ListedUpstream(source)
-    await listed.lists(normalize("a"))
-    await listed.lists(normalize("a"))
-    source.listing = ProjectList(("b",))
-    assert await listed.lists(normalize("b"))
-    assert builds == [1, 1]
+async def test_a_list_on_disk_is_asked_one_name_off_the_loop() -> None:
+    disk = OnDisk({"requests", "foo-bar"})
+    listed = ListedUpstream(Lists(ProjectList(revision="u1", source=disk)))
+    assert await listed.lists(normalize("Foo.Bar"))
+    assert not await listed.lists(normalize("mine"))
+    assert disk.asked_on and threading.get_ident() not in disk.asked_on
 
 
 async def test_an_unavailable_list_is_not_a_no() -> None:

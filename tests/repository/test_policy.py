@@ -241,7 +241,9 @@ async def test_allow_only_serves_only_the_listed_projects(
     bar = page("bar", dist("bar-1.0.tar.gz", NOW - 30 * DAY))
     upstream = Pages(FOO, bar)
     repository = wrap(upstream, build_policy(allow_only=["Foo>=2"]), clock)
-    assert (await repository.list_projects()).names == ("foo",)
+    listed = await repository.list_projects()
+    assert list(listed.entries()) == [("foo", "foo")]
+    assert listed.has(normalize("foo")) and not listed.has(normalize("bar"))
     with caplog.at_level("INFO", logger="pyproxy.policy"), pytest.raises(NotFound):
         await repository.project_page(normalize("bar"))
     assert "bar is not served from upstream: [policy] allow_only does not list it" in caplog.text

@@ -121,7 +121,7 @@ async def test_parsed_fields_equal_the_fixture(
         assert page.status.status == "active"
 
         projects = await upstream.list_projects()
-        assert [name.lower() for name in projects.names] == ["foo_bar"]
+        assert [shown.lower() for _, shown in projects.entries()] == ["foo_bar"]
 
 
 async def test_project_status_is_parsed(make_upstream: MakeUpstream) -> None:
@@ -285,7 +285,7 @@ async def test_outage_with_cached_copy_serves_stale(
         stale = await upstream.project_page(_n("foo-bar"))
         stale_list = await upstream.list_projects()
     assert stale.files == page.files
-    assert stale_list.names == projects.names
+    assert list(stale_list.entries()) == list(projects.entries())
     assert "stale" in caplog.text
 
 
@@ -608,10 +608,10 @@ async def test_a_project_list_that_suddenly_names_nothing_is_garbage(
     scripted, origin = await scripted_server()
     scripted.set("/simple/", {"meta": {"api-version": "1.1"}, "projects": [{"name": "proj"}]})
     upstream = make_upstream(f"{origin}/simple/", index_ttl=0.0)
-    assert (await upstream.list_projects()).names == ("proj",)
+    assert list((await upstream.list_projects()).entries()) == [("proj", "proj")]
     scripted.set("/simple/", {"meta": {"api-version": "1.1"}, "projects": []})
     before = _refused("emptied")
-    assert (await upstream.list_projects()).names == ("proj",)
+    assert list((await upstream.list_projects()).entries()) == [("proj", "proj")]
     assert _refused("emptied") == before + 1
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pyproxy.formats import wheel_zip
-from pyproxy.model import FileSource, LocalFile, NormalizedName, Unavailable
+from pyproxy.model import LocalFile, NormalizedName, OpenedFile, RemoteFile, Unavailable
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.blobcache import BlobCache
@@ -71,7 +71,8 @@ def _big_wheel(directory: Path, size: int = 5 * 1024 * 1024, *, metadata_last: b
     return path.read_bytes()
 
 
-async def _read(source: FileSource) -> bytes:
+async def _read(opened: OpenedFile) -> bytes:
+    source = await opened.whole() if isinstance(opened, RemoteFile) else opened  # a miss
     if isinstance(source, LocalFile):
         return source.path.read_bytes()
     return b"".join([chunk async for chunk in source.chunks])

@@ -24,7 +24,7 @@ import diskcache
 import orjson
 import pytest
 
-from pyproxy.model import ProjectList, ProjectPage
+from pyproxy.model import ProjectPage
 from pyproxy.stores import pages as page_store
 from pyproxy.stores.pages import (
     INDEX_KEY,
@@ -88,7 +88,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
         else:
             if not databases:
                 databases.append(Database(request.getfixturevalue("pg_dsn")))
-            store = ClusterPageStore(databases[0], None, name, **options)
+            store = ClusterPageStore(databases[0], None, name, tmp_path / name, **options)
         opened.append(store)
         return store
 
@@ -184,7 +184,7 @@ async def test_remember_parses_once_per_revision(
     parses: list[str] = []
     original = page_store.parse
 
-    def counting(key: str, held: PageRecord, **options: Any) -> ProjectPage | ProjectList:
+    def counting(key: str, held: PageRecord, **options: Any) -> ProjectPage:
         parses.append(key)
         return original(key, held, **options)
 
@@ -198,8 +198,6 @@ async def test_remember_parses_once_per_revision(
     assert store.known("proj") == revalidated
     changed = await store.remember("proj", record(page_body("proj", "proj-2.0.tar.gz")))
     assert parses == ["proj", "proj"] and changed.result != known.result
-    index = await store.remember(INDEX_KEY, record(INDEX, url=f"{ORIGIN}/simple/"))
-    assert isinstance(index.result, ProjectList) and index.result.names == ("proj", "b")
 
 
 async def test_a_404_record_is_remembered_as_no_project(store: PageCache) -> None:
@@ -257,10 +255,6 @@ def _measured_record(kind: str) -> PageRecord:
                     "files": [_verbose_entry(f) for f in files],
                     "versions": [f"{n}.0" for n in range(2000)]}
         return record(orjson.dumps(document))
-    if kind == "project list":
-        names = [{"name": f"project-name-{n}"} for n in range(20000)]
-        held = record(orjson.dumps({"meta": {"api-version": "1.1"}, "projects": names}))
-        return dataclasses.replace(held, url=f"{ORIGIN}/simple/")
     anchors = "".join(
         f'<a href="{ORIGIN}/f/{f}#sha256={"ab" * 32}" data-requires-python="&gt;=3.8">{f}</a>'
         for f in files
@@ -270,14 +264,14 @@ def _measured_record(kind: str) -> PageRecord:
     return dataclasses.replace(record(body), content_type="text/html")
 
 
-@pytest.mark.parametrize("kind", ["terse json", "verbose json", "html", "project list"])
+@pytest.mark.parametrize("kind", ["terse json", "verbose json", "html"])
 async def test_the_estimate_is_not_below_what_a_parsed_page_takes(
     kind: str, tmp_path: Path
 ) -> None:
     """The bound is only as good as the estimate: measured, a parsed page takes no more, and
     not much less (a 100,000-file page is not costed like ten of them)."""
     held = _measured_record(kind)
-    key = INDEX_KEY if kind == "project list" else "proj"
+    key = "proj"
     gc.collect()
     tracemalloc.start()
     try:
@@ -285,7 +279,7 @@ async def test_the_estimate_is_not_below_what_a_parsed_page_takes(
         taken, _peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert len(result.files if isinstance(result, ProjectPage) else result.names) > 1000
+    assert len(result.files) > 1000
     store = PageStore(tmp_path / "pages")
     try:
         cost = (await store.parsed(key, held)).cost
@@ -310,7 +304,7 @@ def test_exported_records_import_into_another_store(
         target: PageCache = PageStore(tmp_path / "target")
     else:
         database = Database(request.getfixturevalue("pg_dsn"))
-        target = ClusterPageStore(database, None, "target")
+        target = ClusterPageStore(database, None, "target", tmp_path / "target")
     try:
         exported = sorted(store.export_records())
         assert [key for key, _fields, _body in exported] == ["missing", "proj"]

@@ -281,7 +281,8 @@ async def test_abandoned_downloads_record_the_bytes_sent(
         **http(FILES_ROUTE, "GET", 200, 2),
         **http(FILES_ROUTE, "HEAD", 200, len(heads)),
         **durations(GET__files=2, HEAD__files=len(heads)),
-        s("pyproxy_cache_requests_total", result="miss"): 1,
+        # a HEAD before the file is cached is a miss too (answered from the page, see web/cold.py)
+        s("pyproxy_cache_requests_total", result="miss"): 1 + heads.count("miss"),
         s("pyproxy_cache_requests_total", result="hit"): heads.count("hit") + 1,
         s("pyproxy_served_bytes_total", source="upstream"): sent[0],
         s("pyproxy_served_bytes_total", source="cache"): sent[1],

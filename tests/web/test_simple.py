@@ -6,14 +6,20 @@ the data comes from the session-wide `seed` (see tests/conftest.py), copied per 
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import gzip
 import hashlib
 import json
+import os
 import re
+import threading
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urljoin, urlsplit
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -22,11 +28,14 @@ from pip._internal.index.collector import IndexContent, parse_links
 from pip._internal.models.link import Link
 
 from pyproxy.config import Settings
+from pyproxy.datadir import DataDir
 from pyproxy.formats.negotiate import Format
 from pyproxy.formats.render import render_project
 from pyproxy.model import DistFile, ProjectPage, ProjectStatus, version_of
+from pyproxy.stores.project_list import ProjectListStore
+from pyproxy.stores.rendered_lists import RenderedLists
 from pyproxy.web.context import Services
-from tests.conftest import Seed, seeded_settings, upload
+from tests.conftest import Seed, StartFake, seeded_settings, upload
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream
 
@@ -435,13 +444,13 @@ async def test_c22_root_lists_one_anchor_per_project(client: TestClient) -> None
     for attrs, text in page.anchors:
         href = attrs["href"]
         assert href is not None
-        segments = urlsplit(href).path.split("/")
-        assert segments[-3:-1] == ["simple", canonicalize_name(text)], (href, text)
+        # relative to the list's own URL, as upstream indexes link them
+        assert href == f"{canonicalize_name(text)}/", (href, text)
         names[canonicalize_name(text)] = href
     assert sorted(names) == ["foo-bar", "holygrail"]
     assert len(page.anchors) == 2
     for href in names.values():
-        followed = await get(client, same_origin_or_path(client, href))
+        followed = await get(client, urljoin(ROOT, href))
         assert followed.status == 200  # the href is the canonical URL, no redirect
 
 
@@ -818,3 +827,169 @@ async def test_no_gzip_unless_accepted(client: TestClient, accept_encoding: str)
     response = await client.get("/simple/foo-bar/", auto_decompress=False,
                                 headers={"Accept": JSON, "Accept-Encoding": accept_encoding})
     assert response.status == 200 and "Content-Encoding" not in response.headers
+
+
+# ---------------------------------------------------------------- the project list from upstream
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakRSS:
+    """The process's peak resident memory while in the block, sampled every 2 ms."""
+
+    def __enter__(self) -> PeakRSS:
+        gc.collect()
+        self.baseline = self.peak = _rss()
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample)
+        self._sampler.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.002):
+            self.peak = max(self.peak, _rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._sampler.join()
+        self.peak = max(self.peak, _rss())
+
+
+async def test_a_large_upstream_list_is_built_off_the_loop_in_bounded_memory(
+    make_client: MakeClient, fake_upstream: StartFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """200,000 names: while the list is read into its database and while it is rendered, the
+    event loop goes on answering (each step waits in its thread until /health has been
+    answered three times meanwhile, which a step on the loop could never see), and the
+    worker's memory grows by a bounded amount, however long the list (the 1M case: see
+    benchmarks). Deterministic: nothing is timed."""
+    fake = await fake_upstream(formats="json")
+    fake.synthetic_names = 200_000
+    client, _ = await make_client(upstream_url=fake.index_url)
+    loop_thread = threading.get_ident()
+    answered_meanwhile: dict[str, threading.Event] = {}
+
+    def waiting_for_the_loop(step: str, real: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            assert threading.get_ident() != loop_thread, f"{step} ran on the event loop"
+            answered_meanwhile[step] = threading.Event()
+            assert answered_meanwhile[step].wait(30), f"the loop answered nothing during {step}"
+            return real(*args, **kwargs)
+        return run
+
+    monkeypatch.setattr(ProjectListStore, "build",
+                        waiting_for_the_loop("the database build", ProjectListStore.build))
+    monkeypatch.setattr(RenderedLists, "build",
+                        waiting_for_the_loop("the rendering", RenderedLists.build))
+
+    async def health_while_building() -> None:
+        seen: set[str] = set()
+        while len(seen) < 2:
+            for step, event in list(answered_meanwhile.items()):
+                if step not in seen:
+                    for _ in range(3):
+                        assert (await client.get("/health")).status == 200
+                    seen.add(step)
+                    event.set()
+            await asyncio.sleep(0.01)
+
+    with PeakRSS() as memory:
+        listing, _ = await asyncio.gather(
+            client.get("/simple/", headers={"Accept": JSON, "Accept-Encoding": "gzip"},
+                       auto_decompress=False),
+            health_while_building(),
+        )
+        assert listing.status == 200 and listing.headers["Content-Encoding"] == "gzip"
+        received = 0
+        async for chunk in listing.content.iter_chunked(256 * 1024):
+            received += len(chunk)
+    assert set(answered_meanwhile) == {"the database build", "the rendering"}
+    growth = memory.peak - memory.baseline
+    assert growth < 40 * 1024**2, f"peak RSS grew by {growth / 1024**2:.1f} MiB"
+    assert received > 100_000
+    # and every name is there, by normalised name
+    document = await (await client.get("/simple/", headers={"Accept": JSON})).json(content_type=None)
+    names = [project["name"] for project in document["projects"]]
+    assert len(names) == 200_000 and names[:2] == ["Project_0", "Project_1"]
+
+
+async def test_the_list_merges_private_names_once_with_relative_links_in_both_formats(
+    make_client: MakeClient, fake_upstream: StartFake, tmp_path: Path
+) -> None:
+    fake = await fake_upstream(formats="json")
+    for name in ("Flask", "My_Pkg", "zope.interface"):
+        fake.add_file(name, f"{canonicalize_name(name)}-1.0.tar.gz", b"x")
+    client, services = await make_client(upstream_url=fake.index_url)
+    services.private.reserve(canonicalize_name("my.pkg"), "My.Pkg")  # private now: it wins
+    assert (await upload(client, make_wheel(tmp_path, "Internal", "1.0"))).status == 200
+    document = await (await client.get("/simple/", headers={"Accept": JSON})).json(content_type=None)
+    assert document["projects"] == [
+        {"name": "Flask"}, {"name": "Internal"}, {"name": "My.Pkg"}, {"name": "zope.interface"},
+    ]
+    body = await (await client.get("/simple/", headers={"Accept": "text/html"})).text()
+    links = [(link.url, link.filename) for link in parse_links(
+        IndexContent(body.encode(), "text/html", None, f"http://127.0.0.1:8080{ROOT}",
+                     cache_link_parsing=False))]
+    assert [url for url, _ in links] == [
+        f"http://127.0.0.1:8080/simple/{n}/" for n in ("flask", "internal", "my-pkg", "zope-interface")
+    ]
+    assert 'href="my-pkg/">My.Pkg<' in body and "127.0.0.1" not in body  # relative, any origin
+    assert sum(1 for _ in re.finditer("my-pkg", body)) == 1
+
+
+async def test_the_list_answers_304_and_gzip_and_changes_with_either_side(
+    make_client: MakeClient, fake_upstream: StartFake, tmp_path: Path
+) -> None:
+    fake = await fake_upstream(formats="json")
+    fake.synthetic_names = 3_000
+    client, services = await make_client(upstream_url=fake.index_url, upstream_index_ttl=0.0)
+    etags = {}
+    for accept in (JSON, "text/html", HTML_V1):
+        for encoding in ("gzip", "identity"):
+            response = await client.get(ROOT, auto_decompress=False,
+                                        headers={"Accept": accept, "Accept-Encoding": encoding})
+            assert response.status == 200 and response.headers["Content-Type"].startswith(accept)
+            assert response.headers["Vary"] == "Accept, Accept-Encoding"
+            body = await response.read()
+            if encoding == "gzip":
+                assert response.headers["Content-Encoding"] == "gzip"
+                body = gzip.decompress(body)
+            assert b"Project_2999" in body
+            etags[accept, encoding] = response.headers["ETag"]
+            again = await client.get(ROOT, headers={
+                "Accept": accept, "Accept-Encoding": encoding, "If-None-Match": etags[accept, encoding]})
+            assert again.status == 304 and again.headers["ETag"] == etags[accept, encoding]
+    assert len(set(etags.values())) == 6
+    # rendered once per format: the same file whatever the origin or the HTML media type
+    rendered = DataDir(services.settings.data_dir).rendered_lists
+    assert len(list(rendered.glob("*.body"))) == 2
+    # a private upload changes the list and its ETag; so does a new upstream name
+    assert (await upload(client, make_wheel(tmp_path, "Internal", "1.0"))).status == 200
+    after_upload = await client.get(ROOT, headers={"Accept": JSON, "If-None-Match": etags[JSON, "identity"]})
+    assert after_upload.status == 200 and after_upload.headers["ETag"] != etags[JSON, "identity"]
+    fake.synthetic_names = 3_001
+    after_upstream = await client.get(ROOT, headers={"Accept": JSON})
+    assert after_upstream.headers["ETag"] not in (after_upload.headers["ETag"], etags[JSON, "identity"])
+    assert {"name": "Project_3000"} in (await after_upstream.json(content_type=None))["projects"]
+
+
+async def test_offline_the_list_is_the_private_and_the_cached_names(
+    make_client: MakeClient, fake_upstream: StartFake, tmp_path: Path
+) -> None:
+    fake = await fake_upstream(formats="json")
+    fake.add_file("Cached", "cached-1.0.tar.gz", b"x")
+    fake.add_file("Never_Fetched", "never_fetched-1.0.tar.gz", b"x")
+    data_dir = tmp_path / "data-offline"
+    online, _ = await make_client(upstream_url=fake.index_url, data_dir=data_dir)
+    assert (await online.get("/simple/cached/")).status == 200
+    assert (await online.get(ROOT, headers={"Accept": JSON})).status == 200  # the list on disk
+    assert (await upload(online, make_wheel(tmp_path, "Internal", "1.0"))).status == 200
+    await make_client.close(online)
+    await fake.stop()
+    offline, _ = await make_client(upstream_url=fake.index_url, data_dir=data_dir, offline=True)
+    document = await (await offline.get(ROOT, headers={"Accept": JSON})).json(content_type=None)
+    # what offline pyproxy can serve: never a name whose page it never fetched
+    assert document["projects"] == [{"name": "cached"}, {"name": "Internal"}]

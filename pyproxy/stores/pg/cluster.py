@@ -5,6 +5,7 @@ upstream page caches and first-seen times: `Shared.acquire`) and closed when all
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.first_seen import PgFirstSeenStore
@@ -80,11 +81,15 @@ def open_cluster_stores(
     return ClusterPrivateStore(shared, files), ClusterUserStore(shared)
 
 
-def cluster_pages(shared: Shared, upstream: str, *, memory_bytes: int) -> ClusterPageStore:
-    """The page cache of one upstream ('' or a [[upstreams]] name) on the process's pool."""
+def cluster_pages(
+    shared: Shared, upstream: str, directory: Path, *, memory_bytes: int
+) -> ClusterPageStore:
+    """The page cache of one upstream ('' or a [[upstreams]] name) on the process's pool, its
+    project list in `directory`."""
     shared.acquire()
     return ClusterPageStore(
-        shared.db, shared.listener, upstream, memory_bytes=memory_bytes, release=shared.release
+        shared.db, shared.listener, upstream, directory, memory_bytes=memory_bytes,
+        release=shared.release,
     )
 
 

@@ -4,7 +4,8 @@ The same interface as stores/pages.py's PageStore. One row per (upstream, key) h
 answer with its validators, fetch time, revision and body (bytea: see below); every node reads
 it, so a page fetched by one node costs the others no upstream request, and offline mode and
 "a stale copy when upstream fails" work from what any node fetched. `turn(key)` is one node at
-a time across the cluster (stores/pg/turns.py).
+a time across the cluster (stores/pg/turns.py). The project list (about a million names) stays
+each node's own, on its disk (`directory`: stores/project_list.py), refreshed by each node.
 
 A save that changes a page's revision sends `page:<store id>:<upstream>:<key>` inside its
 transaction; the other processes drop their parsed copy and read the new record when next asked
@@ -29,10 +30,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 from pyproxy.stores.keylock import Turn
-from pyproxy.stores.pages import MEMORY_BYTES, PageCache, PageRecord, Parsed
+from pyproxy.stores.pages import INDEX_KEY, MEMORY_BYTES, PageCache, PageRecord, Parsed
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.database import READ_TIMEOUT_S, Connection, Database
 from pyproxy.stores.pg.migrations import Migration, register
@@ -91,10 +93,10 @@ class ClusterPageStore(PageCache):
     """Upstream pages of one upstream (`upstream`: '' or a [[upstreams]] name) on PostgreSQL."""
 
     def __init__(
-        self, db: Database, listener: Listener | None, upstream: str = "", *,
+        self, db: Database, listener: Listener | None, upstream: str, directory: Path, *,
         memory_bytes: int = MEMORY_BYTES, release: Callable[[], None] | None = None,
     ) -> None:
-        super().__init__(memory_bytes=memory_bytes)
+        super().__init__(directory, memory_bytes=memory_bytes)
         self._db = db
         self._upstream = upstream
         self._id = uuid.uuid4().hex[:12]  # its own notifications are not news to it
@@ -130,7 +132,10 @@ class ClusterPageStore(PageCache):
         return self._memory.get(key)
 
     def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
-        """One node (one process) at a time across the cluster: see stores/pg/turns.py."""
+        """One node (one process) at a time across the cluster: see stores/pg/turns.py; the
+        project list is each node's own (`directory`), so its turn is the machine's."""
+        if key == INDEX_KEY:
+            return super().turn(key, patience=patience)
         return self._turns.turn(key, patience=patience)
 
     # ---- the records (blocking: call from a thread) ----

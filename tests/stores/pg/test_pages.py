@@ -45,13 +45,13 @@ MakeNode = Callable[..., Node]
 
 
 @pytest.fixture
-def make_node(pg_dsn: str) -> Iterator[MakeNode]:
+def make_node(pg_dsn: str, tmp_path: Path) -> Iterator[MakeNode]:
     made: list[tuple[ClusterPageStore, Listener, Database]] = []
 
     def make(upstream: str = "") -> Node:
         database = Database(pg_dsn)
         listener = Listener(pg_dsn).start()
-        pages = ClusterPageStore(database, listener, upstream)
+        pages = ClusterPageStore(database, listener, upstream, tmp_path / f"node{len(made)}")
         made.append((pages, listener, database))
         return Node(pages, listener)
 

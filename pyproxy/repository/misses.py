@@ -1,0 +1,143 @@
+"""Upstream files not on disk yet, for HEAD and Range requests that should not wait for them.
+
+A HEAD needs the size and the hash: the page gives them (JSON), or upstream tells the size in
+the Content-Range of a one-byte suffix range (HTML pages give none), remembered per file. A Range
+starts (or joins) the one full download and is answered from its file as soon as the bytes are
+written; a range far ahead of the download (the tail of a zip, which uv reads first) is asked of
+upstream in a ranged request of its own, held in memory and never cached.
+
+Bytes served before the full download is verified: only for a file whose page lists its sha256,
+of a known size (a ranged answer must be of a file of that size), and not after a download of it
+failed its hash check in this process. Those are bytes of the very file the sha256 names, as far
+as upstream can tell (a client reading upstream directly gets the same); a client that puts a
+whole file together checks it against the same sha256; and the last byte from the download's
+file waits for the hash check, so a whole body never arrives unverified from it. Otherwise a
+range waits for the verified file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from pyproxy.lru import BoundedLRU
+from pyproxy.model import LocalFile, RemoteFile, StreamedFile, Unavailable
+from pyproxy.repository.http import RangeAnswer
+
+log = logging.getLogger("pyproxy.upstream")
+
+NEAR = 1024 * 1024  # a range ending this close to what the download has written waits for it
+MAX_RANGE = 1024 * 1024  # the most asked of upstream in one ranged read (it is held in memory)
+_SIZES = 4096  # files whose size upstream told
+_HOSTS = 64  # hosts remembered that answer ranges with the whole file
+_ASK_AGAIN_S = 3600.0  # after which such a host is asked for ranges again
+
+Fetch = Callable[[], Awaitable[LocalFile | StreamedFile]]
+ReadRange = Callable[[int, int], Awaitable[RangeAnswer | None]]
+
+
+class RangeMemory:
+    """What upstream told of files' sizes (asked once per file), and which of its hosts answer
+    ranges with the whole file (asked again after a while), in this process."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._sizes: BoundedLRU[str, int] = BoundedLRU(_SIZES)
+        self._refusing: BoundedLRU[str, float] = BoundedLRU(_HOSTS)  # host -> when it refused
+        self._clock = clock
+
+    def size(self, key: str) -> int | None:
+        return self._sizes.get(key)
+
+    def refuses(self, host: str) -> bool:
+        since = self._refusing.get(host)
+        return since is not None and self._clock() - since < _ASK_AGAIN_S
+
+    def learn(self, key: str, host: str, answer: RangeAnswer | None) -> None:
+        if answer is None:
+            log.info("upstream %s answers ranges with the whole file", host)
+            self._refusing.put(host, self._clock())
+        else:
+            self._sizes.put(key, answer.total)
+
+    async def ask_size(self, key: str, host: str, read_range: ReadRange) -> int | None:
+        known = self.size(key)
+        if known is not None or self.refuses(host):
+            return known
+        try:
+            answer = await read_range(-1, 1)
+        except Unavailable as exc:  # not remembered: it may answer next time
+            log.info("upstream did not tell the size of %r: %s", key, exc)
+            return None
+        self.learn(key, host, answer)
+        return None if answer is None else answer.total
+
+
+class UpstreamMiss(RemoteFile):
+    """One upstream file not in the blob cache, as a request found it."""
+
+    def __init__(
+        self,
+        key: str,
+        *,
+        host: str,
+        size: int | None,
+        sha256: str | None,
+        fetch: Fetch,
+        read_range: ReadRange,
+        ranges: RangeMemory,
+        mismatched: Callable[[str], bool],
+    ) -> None:
+        super().__init__(size=size, sha256=sha256)
+        self.key = key
+        self._host = host
+        self._fetch = fetch
+        self._read_range = read_range
+        self._ranges = ranges
+        self._mismatched = mismatched
+
+    async def whole(self) -> LocalFile | StreamedFile:
+        return await self._fetch()
+
+    async def total(self) -> int | None:
+        if self.size is not None:
+            return self.size
+        return await self._ranges.ask_size(self.key, self._host, self._read_range)
+
+    async def span(self, whole: StreamedFile, start: int, stop: int) -> AsyncIterator[bytes]:
+        download = whole.download
+        if download is None:  # not a download that can be read in parts: wait for all of it
+            raise Unavailable(f"{self.key!r} cannot be read in parts")
+        total = self.size if self.size is not None else self._ranges.size(self.key)
+        early = self.sha256 is not None and total is not None and not self._mismatched(self.key)
+        if early and stop - download.written > NEAR and stop - start <= MAX_RANGE:
+            body = await self._upstream_span(start, stop, total)
+            if body is not None:
+                return _once(body)
+        return download.span(start, stop, verified=not early)
+
+    async def _upstream_span(self, start: int, stop: int, total: int | None) -> bytes | None:
+        """The span asked of upstream, or None (then it comes from the download)."""
+        if self._ranges.refuses(self._host):
+            return None
+        try:
+            answer = await self._read_range(start, stop - start)
+        except Unavailable as exc:
+            log.info("a range of %r from upstream failed, waiting for the download: %s",
+                     self.key, exc)
+            return None
+        if answer is None:
+            self._ranges.learn(self.key, self._host, None)
+            return None
+        if answer.start != start or answer.total != total or len(answer.body) != stop - start:
+            log.warning(
+                "upstream answered bytes %d-%d of %d for %r, asked %d-%d of %s: waiting for the"
+                " download", answer.start, answer.start + len(answer.body) - 1, answer.total,
+                self.key, start, stop - 1, total,
+            )
+            return None
+        return answer.body
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body

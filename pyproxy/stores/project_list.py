@@ -1,0 +1,238 @@
+"""An upstream index's project list on disk: the answer's validators, and its names in SQLite.
+
+A real index lists about a million projects, so the list never passes through memory: the
+upstream answer is streamed into a temp file (`download`), then `build` (in a thread) reads it
+chunk by chunk through formats/project_list.py into a new SQLite database of (normalised
+name, display name), ordered by normalised name, each name once (its first spelling); a large
+list in a process of its own, so the worker's event loop never waits for the parse. Only a
+complete, well-formed list is renamed into place and recorded in `current.json`; garbage, or a
+list that suddenly names nothing, raises UpstreamFormatError and leaves the good copy as it
+was. Readers open a database read-only and never see one change: each revision has its own
+file, and the last few stay for workers still reading an older one.
+
+Layout under `directory`: `current.json` (the record), `<revision>.sqlite3` (the names),
+`tmp/` (downloads and builds in progress; a crash leaves them, the next build removes them).
+The caller holds the page store's lock for the list while it downloads and builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import multiprocessing
+import os
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from pyproxy.formats.parse import UpstreamFormatError
+from pyproxy.formats.project_list import read_project_list
+from pyproxy.model import Listed, NormalizedName, normalize
+
+__all__ = ["KEEP", "SUBPROCESS_BYTES", "DiskNames", "ListEmptied", "ListRecord", "ProjectListStore"]
+
+log = logging.getLogger("pyproxy.pages")
+
+_CURRENT = "current.json"
+KEEP = 3  # databases kept: the current one and those other workers may still read
+_STALE_TEMP_S = 3600.0  # a temp file this old belongs to no build in progress
+_READ = 1024 * 1024
+_BATCH = 10_000
+SUBPROCESS_BYTES = 4 * 1024 * 1024  # a list this large is read in a process of its own
+
+
+class ListEmptied(UpstreamFormatError):
+    """A list that names no project where the copy named some."""
+
+
+@dataclass(frozen=True, slots=True)
+class ListRecord:
+    """The list as last fetched: its validators and where its names are."""
+
+    revision: str  # hash of the body, as for pages: a 304 keeps it
+    url: str
+    content_type: str | None
+    etag: str | None
+    last_modified: str | None
+    fetched_at: float  # wall clock, shared between worker processes
+    count: int  # names in the database
+    database: str  # its file name, in the store's directory
+
+
+class DiskNames:
+    """model.NameSource over one list's database (never written once in place)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            f"file:{self.path}?mode=ro&immutable=1", uri=True, check_same_thread=False
+        )
+
+    def entries(self) -> Iterator[Listed]:
+        connection = self._connect()
+        try:
+            cursor = connection.execute("SELECT name, display FROM names ORDER BY name")
+            while rows := cursor.fetchmany(_BATCH):
+                yield from rows
+        finally:
+            connection.close()
+
+    def has(self, name: NormalizedName) -> bool:
+        connection = self._connect()
+        try:
+            row = connection.execute("SELECT 1 FROM names WHERE name = ?", (name,)).fetchone()
+        finally:
+            connection.close()
+        return row is not None
+
+
+class ProjectListStore:
+    """One upstream index's project list (blocking: call from a thread, except `download`)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._temp = directory / "tmp"
+
+    def load(self) -> ListRecord | None:
+        try:
+            fields = json.loads((self.directory / _CURRENT).read_bytes())
+            record = ListRecord(**fields)
+        except (OSError, ValueError, TypeError) as exc:
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("the project list's record is unreadable; fetched anew: %s", exc)
+            return None
+        if not (self.directory / record.database).is_file():
+            return None
+        return record
+
+    def names(self, record: ListRecord) -> DiskNames:
+        return DiskNames(self.directory / record.database)
+
+    def download(self) -> tuple[Path, BinaryIO]:
+        """A new temp file to stream an answer into (the caller closes it)."""
+        self._temp.mkdir(parents=True, exist_ok=True)
+        path = self._temp / f"{uuid.uuid4().hex}.body"
+        return path, open(path, "wb")
+
+    def build(
+        self, body: Path, record: ListRecord, *, previous: ListRecord | None,
+        require_marker: bool = False,
+    ) -> ListRecord:
+        """The names of the answer in `body` (removed afterwards) as the current list, recorded
+        as `record` (its count and database filled in); UpstreamFormatError if it is garbage,
+        ListEmptied if it names nothing where `previous` named something."""
+        self._remove_stale_temps(keep=body)
+        database = self._temp / f"{uuid.uuid4().hex}.sqlite3"
+        try:
+            count = _build_names(body, record.content_type, database, require_marker)
+            if count == 0 and previous is not None and previous.count > 0:
+                raise ListEmptied("it lists nothing, where the cached copy lists something")
+            name = f"{record.revision}.{uuid.uuid4().hex[:8]}.sqlite3"
+            os.replace(database, self.directory / name)
+        finally:
+            body.unlink(missing_ok=True)
+            database.unlink(missing_ok=True)
+        built = dataclasses.replace(record, count=count, database=name)
+        self._save(built)
+        self._remove_old_databases(keep=name)
+        return built
+
+    def refreshed(self, record: ListRecord, fetched_at: float) -> ListRecord:
+        """The same list, fetched again (a 304)."""
+        renewed = dataclasses.replace(record, fetched_at=fetched_at)
+        self._save(renewed)
+        return renewed
+
+    def _save(self, record: ListRecord) -> None:
+        temp = self._temp / f"{uuid.uuid4().hex}.json"
+        self._temp.mkdir(parents=True, exist_ok=True)
+        temp.write_text(json.dumps(dataclasses.asdict(record)))
+        os.replace(temp, self.directory / _CURRENT)
+
+    def _remove_old_databases(self, keep: str) -> None:
+        found = sorted(self.directory.glob("*.sqlite3"), key=_mtime, reverse=True)
+        for old in found[KEEP:]:
+            if old.name != keep:
+                old.unlink(missing_ok=True)
+
+    def _remove_stale_temps(self, keep: Path) -> None:
+        now = time.time()
+        for temp in self._temp.glob("*"):
+            if temp != keep and now - _mtime(temp) > _STALE_TEMP_S:
+                temp.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def _chunks(path: Path) -> Iterator[bytes]:
+    with open(path, "rb") as reader:
+        while chunk := reader.read(_READ):
+            yield chunk
+
+
+def _build_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:
+    """`_write_names`, for a large body in a process of its own: the parse holds the GIL for
+    seconds, which would delay every request of the worker's event loop (a thread shares its
+    interpreter), and its memory is given back whole when the process ends."""
+    if body.stat().st_size < SUBPROCESS_BYTES:
+        return _write_names(body, content_type, database, require_marker)
+    # spawn, not fork: the worker has threads and an event loop a fork would copy mid-step
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as builder:
+        return builder.submit(_write_names, body, content_type, database, require_marker).result()
+
+
+def _write_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:
+    """Names from the body into a new database; how many there are. While the names arrive in
+    order (as a large index sends them) each goes straight into the table; once one is out of
+    order the rest are sorted by SQLite first, which keeps the first spelling of each too."""
+    names = read_project_list(_chunks(body), content_type, require_marker=require_marker)
+    connection = sqlite3.connect(database)
+    try:
+        connection.execute("PRAGMA journal_mode=OFF")  # a failed build is thrown away whole
+        connection.execute("PRAGMA synchronous=OFF")
+        connection.execute("PRAGMA temp_store=FILE")
+        connection.execute(
+            "CREATE TABLE names (name TEXT PRIMARY KEY, display TEXT NOT NULL) WITHOUT ROWID"
+        )
+        connection.execute("CREATE TEMP TABLE unordered (name TEXT, display TEXT)")
+        table, last = "names", ""
+        batch: list[tuple[str, str]] = []
+        for display in names:
+            name = normalize(display)
+            if table == "names" and name < last:
+                _insert(connection, table, batch)
+                batch, table = [], "unordered"
+            last = name
+            batch.append((name, display))
+            if len(batch) >= _BATCH:
+                _insert(connection, table, batch)
+                batch = []
+        _insert(connection, table, batch)
+        connection.execute(
+            "INSERT OR IGNORE INTO names SELECT name, display FROM unordered ORDER BY name, rowid"
+        )
+        connection.execute("DROP TABLE unordered")
+        connection.commit()
+        (count,) = connection.execute("SELECT count(*) FROM names").fetchone()
+    finally:
+        connection.close()
+    return int(count)
+
+
+def _insert(connection: sqlite3.Connection, table: str, rows: list[tuple[str, str]]) -> None:
+    verb = "INSERT OR IGNORE INTO names" if table == "names" else "INSERT INTO unordered"
+    connection.executemany(f"{verb} VALUES (?, ?)", rows)
