@@ -24,6 +24,8 @@ from pyproxy.stores.pg.cluster import open_cluster_stores
 from pyproxy.stores.private import PrivateStore
 from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.stores.private_schema import NewFile
+from tests.servers.s3 import S3Server
+from tests.servers.s3 import credentials as s3_credentials
 
 PASSWORD = "correct horse battery"
 
@@ -41,17 +43,22 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The cluster's DSN, or "" for the data directory's stores."""
+    """The cluster's DSN (its bucket's name and endpoint in `cluster.toml` beside it), or ""
+    for the data directory's stores."""
     if request.param == "sqlite":
         return ""
     dsn: str = request.getfixturevalue("pg_dsn")
+    bucket: str = request.getfixturevalue("bucket")  # its credentials in the environment
+    s3: S3Server = request.getfixturevalue("s3")
+    storage_config(tmp_path, dsn, f"s3://{bucket}/cli", s3.endpoint)
     return dsn
 
 
-def storage_config(tmp_path: Path, dsn: str) -> Path:
+def storage_config(tmp_path: Path, dsn: str, objects: str = "s3://bucket",
+                   endpoint: str = "http://127.0.0.1:9") -> Path:
     config = tmp_path / "cluster.toml"
-    config.write_text(f'[storage]\ndatabase = "{dsn}"\nobjects = "s3://bucket"\n'
-                      'node_url = "http://127.0.0.1:8080"\n')
+    config.write_text(f'[storage]\ndatabase = "{dsn}"\nobjects = "{objects}"\n'
+                      f's3_endpoint = "{endpoint}"\nnode_url = "http://127.0.0.1:8080"\n')
     return config
 
 
@@ -60,7 +67,7 @@ def pyproxy(data_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pyt
             storage: str, tmp_path: Path):
     """run(*args, stdin=None) -> (exit status, stdout, stderr), with --data-dir (and on a
     cluster --config) added."""
-    config = ["--config", str(storage_config(tmp_path, storage))] if storage else []
+    config = ["--config", str(tmp_path / "cluster.toml")] if storage else []
 
     def run(*args: str, stdin: str | None = None, data: bool = True) -> tuple[int, str, str]:
         monkeypatch.setattr("sys.stdin", io.StringIO(stdin or ""))
@@ -512,9 +519,13 @@ def test_restrict_and_grant_read(pyproxy, private: PrivateStoreAPI) -> None:  # 
                                      ("grant", "foo", "bob"), ("yank", "foo", "1.0"),
                                      ("remove", "foo"), ("restrict", "foo"), ("reserve", "foo")])
 def test_an_unreachable_database_is_one_line_and_exit_1(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: tuple[str, ...],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from tests.servers.postgres import free_port
+
+    for name, value in s3_credentials().items():  # the bucket is not asked: the database fails first
+        monkeypatch.setenv(name, value)
 
     config = storage_config(tmp_path, f"postgresql://pyproxy:s3cr3t-pw@127.0.0.1:{free_port()}/db")
     code = cli.main([*command, "--config", str(config), "--data-dir", str(tmp_path / "data")])
@@ -525,18 +536,24 @@ def test_an_unreachable_database_is_one_line_and_exit_1(
     assert "s3cr3t-pw" not in captured.err + captured.out
 
 
-def test_serve_with_an_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    """In a process of its own: serve sets up logging and metrics for the whole process."""
+def test_serve_with_an_unreachable_database_is_one_line_and_exit_1(
+    tmp_path: Path, s3: S3Server, bucket: str
+) -> None:
+    """In a process of its own: serve sets up logging and metrics for the whole process. (The
+    bucket answers: serve asks it first.)"""
+    import os
     import subprocess
     import sys
 
     from tests.servers.postgres import free_port
 
-    config = storage_config(tmp_path, f"postgresql://pyproxy:s3cr3t-pw@127.0.0.1:{free_port()}/db")
+    config = storage_config(tmp_path, f"postgresql://pyproxy:s3cr3t-pw@127.0.0.1:{free_port()}/db",
+                            f"s3://{bucket}/cli", s3.endpoint)
     done = subprocess.run(
         [sys.executable, "-m", "pyproxy", "serve", "--port", "0", "--config", str(config),
          "--data-dir", str(tmp_path / "data")],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        env={**os.environ, **s3_credentials()},
     )
     assert done.returncode == 1, done
     line = one_line_error(done.stderr)
