@@ -4,7 +4,9 @@ by the fake upstream.
 Layout under the root: `files/<project>/<filename>` (real wheels and sdists) and
 `simple/[<project>/]index.{html,json}` plus their `.gz` (for nginx's gzip_static). Pages link
 files relatively (`../../files/...`), so the same tree works behind any origin. A file with a
-`<filename>.metadata` beside it is listed with its core metadata (PEP 658/714).
+`<filename>.metadata` beside it is listed with its core metadata (PEP 658/714): every wheel of
+the projects pip and uv install has one, as on the public index (the fake upstream's
+`--html-only` hides them).
 
 The tree is built once per size set and reused while `corpus.json` says the same sizes.
 """
@@ -29,7 +31,7 @@ if str(REPO) not in sys.path:
 
 from tests.dists import make_sdist, make_wheel, underscored
 
-FORMAT_VERSION = 2  # bump when the layout or the projects change
+FORMAT_VERSION = 3  # bump when the layout or the projects change
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 
 SMALL = "bench-small"
@@ -119,7 +121,8 @@ def _write(root: Path, sizes: Sizes) -> Corpus:
     for lib in sizes.lib_projects:
         for i in range(5):
             _pair(project_dir(lib), lib, f"2.{i}")
-    make_wheel(project_dir(APP), APP, "1.0", requires_dist=[*sizes.lib_projects, SMALL])
+    _with_metadata(make_wheel(project_dir(APP), APP, "1.0",
+                              requires_dist=[*sizes.lib_projects, SMALL]))
     make_sdist(project_dir(APP), APP, "1.0", requires_dist=[*sizes.lib_projects, SMALL])
     big = payload_wheel(project_dir(BIG), BIG, "1.0", sizes.big_bytes)
     for name in [*sizes.cold_projects, STAMPEDE]:
@@ -137,8 +140,17 @@ def _write(root: Path, sizes: Sizes) -> Corpus:
 
 
 def _pair(directory: Path, name: str, version: str) -> None:
-    make_wheel(directory, name, version)
+    _with_metadata(make_wheel(directory, name, version))
     make_sdist(directory, name, version)
+
+
+def _with_metadata(wheel: Path) -> Path:
+    """The wheel's METADATA beside it as `<wheel>.metadata`, byte for byte."""
+    name, version = wheel.name.split("-")[:2]
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = archive.read(f"{name}-{version}.dist-info/METADATA")
+    (wheel.parent / (wheel.name + METADATA_SUFFIX)).write_bytes(metadata)
+    return wheel
 
 
 def _metadata_wheel(directory: Path, name: str, version: str) -> Path:
@@ -151,11 +163,7 @@ def _metadata_wheel(directory: Path, name: str, version: str) -> Path:
     description = "\n".join(f"Line {i} of a long description." for i in range(20))
     extra = "\n".join([*classifiers, *requirements, "Description-Content-Type: text/plain", "",
                        description])
-    wheel = make_wheel(directory, name, version, extra_metadata=extra)
-    with zipfile.ZipFile(wheel) as archive:
-        metadata = archive.read(f"{underscored(name)}-{version}.dist-info/METADATA")
-    (directory / (wheel.name + METADATA_SUFFIX)).write_bytes(metadata)
-    return wheel
+    return _with_metadata(make_wheel(directory, name, version, extra_metadata=extra))
 
 
 def payload_wheel(directory: Path, name: str, version: str, size: int) -> Path:

@@ -368,6 +368,10 @@ class RssSampler:
             window.peak_kib = max(window.peak_kib, total)
         return total
 
+    def now(self) -> int:
+        """The servers' RSS (KiB) right now, counted as a sample."""
+        return self.sample(list(self.pids_of()))
+
     @contextmanager
     def window(self):
         """RSS right before the block, and its peak during the block."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-ORDER = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "direct"]
+ORDER = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "cluster", "direct"]
 PYPROXIES = {"pyproxy": "1w", "pyproxy-2w": "2w"}
 PEERS = ["nginx", "devpi", "proxpi"]
 PAGE_CASES = ["small_html", "small_json", "huge_html", "huge_json"]

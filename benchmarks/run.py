@@ -30,12 +30,13 @@ if sys.path and Path(sys.path[0]).resolve() == HERE:
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import corpus, measure, pyspy, report, servers
+from benchmarks import biglist, corpus, goals, measure, pyspy, realworld, report, servers
+from benchmarks.cluster import Cluster
 from benchmarks.corpus import BIG, HUGE, META, METADATA_SUFFIX, SMALL, STAMPEDE, Corpus
 from benchmarks.measure import HTML_ACCEPT, JSON_ACCEPT, PIP_ACCEPT, RssSampler, fetch
 from benchmarks.servers import Server, Unavailable, Upstream
 
-ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi"]
+ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "cluster"]
 STAMPEDE_CLIENTS = 50
 SMALL_FILE_CLIENTS = 32  # about as many requests as uv keeps in flight
 
@@ -46,13 +47,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tiny inputs and 1 s loads: a smoke run, not a measurement")
     parser.add_argument("--only", default=",".join(ALL),
                         help=f"comma-separated servers (default: {','.join(ALL)}); the direct "
-                             "upstream reference always runs")
+                             "upstream reference always runs, and pyproxy brings issue #13's "
+                             "cases")
     parser.add_argument("--latency-ms", type=float, default=50.0,
                         help="delay of every upstream answer (default 50)")
     parser.add_argument("--seconds", type=float, help="length of each load run (default 3; 1 "
                                                       "with --quick)")
     parser.add_argument("--repeats", type=int, help="load runs per case, the best one counts "
                                                     "(default 2; 1 with --quick)")
+    parser.add_argument("--cold-repeats", type=int,
+                        help="issue #13: cold installs per client and upstream, each on a fresh "
+                             "pyproxy, the median counts (default 2; 1 with --quick)")
     parser.add_argument("--connections", type=int, default=10,
                         help="concurrent keep-alive connections of a page load (default 10)")
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto",
@@ -73,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.seconds = 1.0 if args.quick else 3.0
     if args.repeats is None:
         args.repeats = 1 if args.quick else 2
+    if args.cold_repeats is None:
+        args.cold_repeats = 1 if args.quick else 2
     return args
 
 
@@ -104,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupt)
     started = time.monotonic()
     results: dict = {"meta": {}, "servers": {}}
-    upstream: Upstream | None = None
+    upstreams: list[Upstream] = []
     try:
         sizes = corpus.QUICK if args.quick else corpus.FULL
         say(f"corpus ({'quick' if args.quick else 'full'}) under {work}")
@@ -116,24 +123,31 @@ def main(argv: list[str] | None = None) -> int:
                 server.prepare(not args.no_install)
             except Unavailable as exc:
                 server.unavailable = str(exc)
-        upstream = Upstream(work, data.root, args.latency_ms).start()
+        upstream = Upstream(work, data.root, args.latency_ms)
+        upstreams.append(upstream)
+        upstream.start()
         results["meta"] = _meta(args, data, tool)
         direct = servers.Direct(work, upstream)
         for server in [direct, *candidates]:
             results["servers"][server.name] = bench_server(server, args, data, upstream, tool)
+        if "pyproxy" in args.only:
+            results["issue13"] = bench_issue13(args, work, data, upstream, upstreams, tool)
     except KeyboardInterrupt:
         say("interrupted: stopping everything")
         return 130
     finally:
-        if upstream is not None:
-            with _shielded():
-                upstream.stop()
+        with _shielded():
+            for origin in upstreams:
+                origin.stop()
     results["meta"]["seconds"] = round(time.monotonic() - started, 1)
     results["targets"] = report.targets(results)
+    results["goals"] = goals.goals(results)
     out = (args.json or work / "results.json").resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(report.table(results))
+    for line in goals.lines(results["goals"], results):
+        print(line)
     print(f"\nnumbers: {out}")
     return 0
 
@@ -158,6 +172,7 @@ def _servers(args: argparse.Namespace, work: Path, data: Corpus) -> list[Server]
         "nginx": lambda: servers.Nginx(work, data.root),
         "devpi": lambda: servers.Devpi(work),
         "proxpi": lambda: servers.Proxpi(work),
+        "cluster": lambda: Cluster(work),
     }
     chosen = []
     for name in ALL:  # a fixed order, whatever --only says
@@ -186,6 +201,83 @@ def _meta(args: argparse.Namespace, data: Corpus, tool: str) -> dict:
             "pip_projects": 2 + data.sizes.libs + 1,
         },
     }
+
+
+# ---- issue #13's cases ----------------------------------------------------------------------------
+
+def bench_issue13(args: argparse.Namespace, work: Path, data: Corpus, upstream: Upstream,
+                  upstreams: list[Upstream], tool: str) -> dict:
+    """Cold and warm installs in front of the normal and the HTML-only upstream, and the warm
+    pages, on pyproxy with its default workers; the full project list on 1 worker (the prober
+    must share the worker that builds the list)."""
+    result: dict = {"workers": servers.default_workers(), "cold_repeats": args.cold_repeats}
+    # --quick (the suite's smoke run): uv only, pip's runs take seconds each
+    reps = {"clients": ("uv",) if args.quick else ("uv", "pip"), "cold_reps": args.cold_repeats,
+            "uv_reps": 1 if args.quick else 5, "pip_reps": 3}
+
+    def installs(flavor: str, flags: list[str]) -> dict:
+        origin = upstream
+        if flags:
+            origin = Upstream(work, data.root, args.latency_ms, name=f"upstream-{flavor}",
+                              flags=flags)
+            upstreams.append(origin)
+            origin.start()
+        say(f"issue 13: cold and warm {' and '.join(reps['clients'])} installs, {flavor} "
+            "upstream")
+        on_warm = (lambda server: pages(server, args, tool)) if flavor == "normal" else None
+        return realworld.installs(
+            lambda label: servers.Pyproxy(work, None, name=f"pyproxy-auto-{flavor}-{label}"),
+            origin, work=work, on_warm=on_warm, **reps)
+
+    for flavor, flags in (("normal", []), ("html_only", ["--html-only"])):
+        result[flavor] = _case(lambda f=flavor, g=flags: installs(f, g))
+    if "warm_server" in result["normal"]:
+        result["pages"] = result["normal"].pop("warm_server")
+
+    def full_list() -> dict:
+        count = biglist.QUICK_NAMES if args.quick else biglist.FULL_NAMES
+        say(f"issue 13: cold /simple/ of {count:,} names (generated once)")
+        listing = biglist.build(work, count, sorted(data.files))
+        lister = Upstream(work, data.root, args.latency_ms, name="upstream-list",
+                          flags=["--project-list", str(listing)])
+        upstreams.append(lister)
+        lister.start()
+        return {"names": count, **project_list(work, lister)}
+
+    result["project_list"] = _case(full_list)
+    return result
+
+
+def _case(run) -> dict:
+    """run(), or what went wrong with it."""
+    try:
+        return run()
+    except Unavailable as exc:
+        return {"error": str(exc)}
+    except Exception as exc:
+        traceback.print_exc()
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def project_list(work: Path, lister: Upstream) -> dict:
+    server = servers.Pyproxy(work, 1, name="pyproxy-list")
+    try:
+        server.start(lister.index_url)
+        probe_url = server.page_url(SMALL)
+        for _ in range(2):  # the probed page is warm
+            got = fetch(probe_url, HTML_ACCEPT)
+            if got.status != 200:
+                raise RuntimeError(f"GET {probe_url}: {got.status or got.error}")
+        result: dict = {}
+        with RssSampler(server.pids) as rss:
+            for fmt, accept in (("html", HTML_ACCEPT), ("json", JSON_ACCEPT)):
+                result[fmt] = biglist.cold_list(server.index_url, accept, rss, probe_url,
+                                                HTML_ACCEPT)
+        result["rss_peak_mb"] = rss.summary()["peak_per_process_mb"]
+        return result
+    finally:
+        with _shielded():
+            server.stop()
 
 
 # ---- one server ---------------------------------------------------------------------------------
@@ -289,17 +381,22 @@ def stampede(server: Server, data: Corpus, upstream: Upstream) -> dict:
     _, url = _page_and_file_url(server, STAMPEDE, filename)
     path = f"/files/{STAMPEDE}/{filename}"
     before = upstream.counts()
+    mark = server.log_mark()
     start = time.perf_counter()
     outcome = measure.stampede(url, STAMPEDE_CLIENTS)
     elapsed = time.perf_counter() - start
     after = upstream.counts()
-    return {
+    result = {
         "clients": STAMPEDE_CLIENTS,
         "statuses": outcome,
         "upstream_file_requests": after.get(path, 0) - before.get(path, 0),
         "upstream_requests": sum(after.values()) - sum(before.values()),
         "seconds": round(elapsed, 3),
     }
+    if isinstance(server, Cluster):  # how the balancer spread them over the nodes
+        result["per_node"] = server.spread(mark, urllib.parse.unquote(
+            urllib.parse.urlsplit(url).path))
+    return result
 
 
 def pip_installs(server: Server, args: argparse.Namespace, data: Corpus) -> dict:

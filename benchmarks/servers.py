@@ -263,10 +263,14 @@ class Server:
 
 
 class Pyproxy(Server):
-    def __init__(self, work: Path, workers: int = 1) -> None:
+    """`pyproxy serve` on a fresh data dir; workers None: its default ("auto", one per core)."""
+
+    def __init__(self, work: Path, workers: int | None = 1, *, name: str | None = None,
+                 env: dict[str, str] | None = None, port: int = 0) -> None:
         super().__init__(work)
-        self.workers = workers
-        self.name = "pyproxy" if workers == 1 else f"pyproxy-{workers}w"
+        self.workers, self.env, self.port = workers, env or {}, port
+        default = "pyproxy" if workers == 1 else f"pyproxy-{workers}w" if workers else "pyproxy-auto"
+        self.name = name or default
 
     def prepare(self, allow_install: bool) -> None:
         if not (REPO / ".venv" / "bin" / "pyproxy").exists() and shutil.which("pyproxy") is None:
@@ -275,30 +279,46 @@ class Pyproxy(Server):
     def version(self) -> str:
         from importlib.metadata import version
 
-        return f"pyproxy {version('pyproxy')}, {self.workers} worker(s)"
+        workers = self.workers or f"default: {default_workers()}"
+        return f"pyproxy {version('pyproxy')}, {workers} worker(s)"
 
     def log_mark(self) -> int:
         return self.procs[0].log.stat().st_size if self.procs else 0
+
+    def log_since(self, since: int) -> str:
+        if not self.procs:
+            return ""
+        with self.procs[0].log.open("rb") as log:
+            log.seek(since)
+            return log.read().decode(errors="replace")
 
     def request_ms(self, since: int, path: str) -> list[float] | None:
         """From the access log (on by default): every worker writes to the one log file."""
         if not self.procs:
             return None
-        with self.procs[0].log.open("rb") as log:
-            log.seek(since)
-            text = log.read().decode(errors="replace")
         wanted = f" path={path} "
-        return [float(m.group(1)) for line in text.splitlines() if wanted in line
-                and (m := _DURATION.search(line))]
+        return [float(m.group(1)) for line in self.log_since(since).splitlines()
+                if wanted in line and (m := _DURATION.search(line))]
+
+    def requests(self, since: int) -> list[tuple[str, str, int, str]]:
+        """(method, path, status, User-Agent) of every request in the access log after `since`."""
+        found = []
+        for line in self.log_since(since).splitlines():
+            if (m := _REQUEST.search(line)) is None:
+                continue
+            agent = _AGENT.search(line)
+            found.append((m.group(1), _unquote(m.group(2)), int(m.group(3)),
+                          _unquote(agent.group(1)) if agent else ""))
+        return found
 
     def start(self, upstream_url: str) -> None:
         exe = REPO / ".venv" / "bin" / "pyproxy"
         command = [str(exe)] if exe.exists() else [shutil.which("pyproxy") or "pyproxy"]
         data = self._fresh_dir("data")
-        proc = Proc(self.name, [*command, "serve", "--host", "127.0.0.1", "--port", "0",
-                                "--data-dir", data, "--upstream", upstream_url,
-                                "--workers", str(self.workers)],
-                    self.log_dir, env=clean_env(), cwd=data)  # cwd: no ./pyproxy.toml is read
+        workers = [] if self.workers is None else ["--workers", str(self.workers)]
+        proc = Proc(self.name, [*command, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                                "--data-dir", data, "--upstream", upstream_url, *workers],
+                    self.log_dir, env=clean_env(self.env), cwd=data)  # cwd: no ./pyproxy.toml
         self.procs.append(proc.start())
         match = proc.wait_for_output(r"pyproxy: listening on (http://127\.0\.0\.1:\d+)")
         origin = match.group(1)
@@ -306,6 +326,19 @@ class Pyproxy(Server):
         self.index_url = origin + "/simple/"
 
 
+def default_workers() -> int:
+    """What `workers = "auto"` gives: one per core this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+_LOGFMT_VALUE = r'("(?:[^"\\]|\\.)*"|\S+)'
+_REQUEST = re.compile(rf" method=(\S+) path={_LOGFMT_VALUE} status=(\d+) ")
+_AGENT = re.compile(rf" agent={_LOGFMT_VALUE}$")
+
+
+def _unquote(value: str) -> str:
+    """A logfmt value: quoted ones are JSON strings."""
+    return json.loads(value) if value.startswith('"') else value
 _DURATION = re.compile(r" duration_ms=([\d.]+) ")
 
 
@@ -487,11 +520,13 @@ class Direct(Server):
 
 
 class Upstream:
-    """The fake upstream (benchmarks/upstream.py) in a subprocess."""
+    """The fake upstream (benchmarks/upstream.py) in a subprocess; `flags` are its switches
+    (`--html-only`, `--project-list DIR`)."""
 
-    def __init__(self, work: Path, tree: Path, latency_ms: float) -> None:
-        self.proc = Proc("upstream", [sys.executable, HERE / "upstream.py", "--root", tree,
-                                      "--latency-ms", str(latency_ms)],
+    def __init__(self, work: Path, tree: Path, latency_ms: float, *, name: str = "upstream",
+                 flags: list[str] | None = None) -> None:
+        self.proc = Proc(name, [sys.executable, HERE / "upstream.py", "--root", tree,
+                                "--latency-ms", str(latency_ms), *(flags or [])],
                          work / "logs", env=clean_env())
         self.origin = ""
         self.latency_ms = latency_ms
@@ -506,7 +541,15 @@ class Upstream:
         return self.origin + "/simple/"
 
     def counts(self) -> dict[str, int]:
-        with urllib.request.urlopen(self.origin + "/_bench/counts", timeout=30) as response:
+        """{path: requests} so far."""
+        return self._get("counts")
+
+    def kinds(self) -> dict[str, int]:
+        """{GET | HEAD | range | metadata: requests} so far."""
+        return self._get("kinds")
+
+    def _get(self, what: str) -> dict[str, int]:
+        with urllib.request.urlopen(f"{self.origin}/_bench/{what}", timeout=30) as response:
             return json.loads(response.read())
 
     def stop(self) -> None:

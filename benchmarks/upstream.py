@@ -2,9 +2,16 @@
 
 Every request waits `--latency-ms` before it is answered (a distant index) and is counted per
 path. Project pages are PEP 691 JSON or PEP 503 HTML by the Accept header; files are sent with
-sendfile. `GET /_bench/counts` returns {path: count} (itself not counted or delayed).
+sendfile. `GET /_bench/counts` returns {path: count}, `GET /_bench/kinds` {kind: count} (kind:
+GET, HEAD, range or metadata); neither is counted or delayed.
 
-    python benchmarks/upstream.py --root TREE --port 0 --latency-ms 50
+`--html-only` makes it the real-world-shaped index many private and GPU indexes are: HTML pages
+whatever the Accept header, no core metadata (no `data-core-metadata`, `.metadata` is 404) and
+no ranges (a `Range` request gets the whole file, no `Accept-Ranges`). `--project-list DIR`
+serves `/simple/` from DIR/index.html and DIR/index.json (and their `.gz`, with sendfile)
+instead of the corpus' own list: the benchmark's million names.
+
+    python benchmarks/upstream.py --root TREE --port 0 --latency-ms 50 [--html-only]
     # prints "upstream: listening on http://127.0.0.1:PORT" on stderr once it accepts requests
 
 Self-contained (aiohttp only): it shares no code with pyproxy or the rest of the benchmark.
@@ -15,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import re
 import sys
 from pathlib import Path
 
@@ -23,6 +31,9 @@ from aiohttp import web
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPES = ("application/vnd.pypi.simple.v1+html", "text/html")
 COUNTS = web.AppKey("counts", collections.Counter)
+KINDS = web.AppKey("kinds", collections.Counter)
+METADATA_SUFFIX = ".metadata"
+_METADATA_ATTRS = re.compile(rb' data-(?:core|dist-info)-metadata="[^"]*"')
 
 
 def wants_json(accept: str) -> bool:
@@ -44,13 +55,36 @@ def wants_json(accept: str) -> bool:
     return json_q > 0 and json_q >= html_q
 
 
-def build_app(root: Path, latency: float) -> web.Application:
+def request_kind(request: web.Request) -> str:
+    if request.path.endswith(METADATA_SUFFIX):
+        return "metadata"
+    if request.method == "GET" and "Range" in request.headers:
+        return "range"
+    return request.method
+
+
+async def whole_file(request: web.Request, path: Path, headers: dict) -> web.StreamResponse:
+    """The whole file whatever the request's Range says, and no Accept-Ranges."""
+    response = web.StreamResponse(headers=headers)
+    response.content_length = path.stat().st_size
+    await response.prepare(request)
+    if request.method != "HEAD":
+        with path.open("rb") as body:
+            while chunk := body.read(256 * 1024):
+                await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+def build_app(root: Path, latency: float, *, html_only: bool = False,
+              project_list: Path | None = None) -> web.Application:
     pages: dict[tuple[str, bool], bytes] = {}  # (page dir, json) -> body, read once
 
     @web.middleware
     async def count_and_delay(request: web.Request, handler):
         if not request.path.startswith("/_bench/"):
             request.app[COUNTS][request.path] += 1
+            request.app[KINDS][request_kind(request)] += 1
             if latency:
                 await asyncio.sleep(latency)
         return await handler(request)
@@ -59,14 +93,18 @@ def build_app(root: Path, latency: float) -> web.Application:
         project = request.match_info.get("project", "")
         if project and (root / "simple" / project).resolve().parent != (root / "simple").resolve():
             raise web.HTTPNotFound()
-        as_json = wants_json(request.headers.get("Accept", ""))
+        as_json = not html_only and wants_json(request.headers.get("Accept", ""))
+        content_type = JSON_TYPE if as_json else "text/html; charset=utf-8"
+        if not project and project_list is not None:  # big: from disk, gzip'd twin if accepted
+            path = project_list / ("index.json" if as_json else "index.html")
+            return web.FileResponse(path, headers={"Content-Type": content_type, "Vary": "Accept"})
         key = (project, as_json)
         if key not in pages:
             path = root / "simple" / project / ("index.json" if as_json else "index.html")
             if not path.is_file():
                 raise web.HTTPNotFound(text=f"no project {project}\n")
-            pages[key] = path.read_bytes()
-        content_type = JSON_TYPE if as_json else "text/html; charset=utf-8"
+            body = path.read_bytes()
+            pages[key] = _METADATA_ATTRS.sub(b"", body) if html_only else body
         return web.Response(body=pages[key], headers={"Content-Type": content_type,
                                                       "Vary": "Accept"})
 
@@ -78,23 +116,33 @@ def build_app(root: Path, latency: float) -> web.Application:
         path = root / "files" / project / filename
         if "/" in project or "/" in filename or ".." in (project, filename) or not path.is_file():
             raise web.HTTPNotFound()
-        return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
+        if html_only and filename.endswith(METADATA_SUFFIX):
+            raise web.HTTPNotFound()
+        headers = {"Content-Type": "application/octet-stream"}
+        if html_only:
+            return await whole_file(request, path, headers)
+        return web.FileResponse(path, headers=headers)
 
     async def counts(request: web.Request) -> web.Response:
         return web.json_response(dict(request.app[COUNTS]))
 
+    async def kinds(request: web.Request) -> web.Response:
+        return web.json_response(dict(request.app[KINDS]))
+
     app = web.Application(middlewares=[count_and_delay])
     app[COUNTS] = collections.Counter()
+    app[KINDS] = collections.Counter()
     app.router.add_get("/simple/", page)
     app.router.add_get("/simple/{project}/", page)
     app.router.add_get("/simple/{project}", add_slash)
     app.router.add_get("/files/{project}/{filename}", file)
     app.router.add_get("/_bench/counts", counts)
+    app.router.add_get("/_bench/kinds", kinds)
     return app
 
 
-async def _serve(root: Path, port: int, latency: float) -> None:
-    runner = web.AppRunner(build_app(root, latency), access_log=None)
+async def _serve(app: web.Application, port: int) -> None:
+    runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, backlog=1024)
     await site.start()
@@ -111,12 +159,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, required=True, help="corpus tree (simple/, files/)")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--html-only", action="store_true",
+                        help="HTML pages only, no core metadata, no ranges")
+    parser.add_argument("--project-list", type=Path,
+                        help="serve /simple/ from DIR/index.{html,json} (and .gz)")
     args = parser.parse_args(argv)
     try:
         import uvloop
     except ImportError:
         uvloop = None
-    coroutine = _serve(args.root.resolve(), args.port, args.latency_ms / 1000)
+    app = build_app(args.root.resolve(), args.latency_ms / 1000, html_only=args.html_only,
+                    project_list=args.project_list.resolve() if args.project_list else None)
+    coroutine = _serve(app, args.port)
     try:
         if uvloop is not None:
             uvloop.run(coroutine)

@@ -1,5 +1,6 @@
 """The benchmark (benchmarks/run.py) starts, measures pyproxy on a tiny input, reports a peer it
-cannot run as unavailable, prints its table, writes its JSON and leaves no process behind.
+cannot run as unavailable, prints its table, writes its JSON and leaves no process behind; its
+fake upstream's real-world shape (--html-only) really offers no metadata and no ranges.
 
 It asserts nothing about speed: the figures of a --quick run mean nothing; but every target it
 reports must carry its figure and a verdict that agrees with it.
@@ -11,10 +12,16 @@ import json
 import re
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchmarks.measure import parse_wrk
+from benchmarks.realworld import uv_requests
+from benchmarks.servers import Upstream
 from tests.processes import processes_mentioning
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,6 +51,94 @@ def test_parse_wrk() -> None:
     assert (load.p50_ms, load.p99_ms) == (1.10, 2.78)
     assert load.bytes_per_s == 24.10 * 1024**2
     assert load.errors == 6
+
+
+WHEEL = "p-1.0-py3-none-any.whl"
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+
+
+def _tree(root: Path) -> Path:
+    """One project with one wheel listed with its core metadata, and a list of its own."""
+    (root / "files" / "p").mkdir(parents=True)
+    (root / "files" / "p" / WHEEL).write_bytes(bytes(range(256)) * 4)
+    (root / "files" / "p" / (WHEEL + ".metadata")).write_bytes(b"Metadata-Version: 2.1\n")
+    (root / "simple" / "p").mkdir(parents=True)
+    (root / "simple" / "p" / "index.html").write_text(
+        f'<a href="../../files/p/{WHEEL}#sha256=00" data-core-metadata="sha256=11" '
+        f'data-dist-info-metadata="sha256=11">{WHEEL}</a>\n')
+    (root / "simple" / "p" / "index.json").write_text('{"files": []}')
+    (root / "simple" / "index.html").write_text("corpus list")
+    (root / "list").mkdir()
+    (root / "list" / "index.html").write_text("the big list")
+    (root / "list" / "index.json").write_text('{"projects": []}')
+    return root
+
+
+def _get(url: str, headers: dict[str, str] | None = None,
+         method: str = "GET") -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    return _tree(tmp_path / "tree")
+
+
+def test_upstream_offers_metadata_json_and_ranges(tree: Path) -> None:
+    upstream = Upstream(tree.parent, tree, 0).start()
+    try:
+        origin = upstream.origin
+        status, headers, _ = _get(f"{origin}/simple/p/", {"Accept": JSON_TYPE})
+        assert (status, headers["Content-Type"]) == (200, JSON_TYPE)
+        assert _get(f"{origin}/simple/p/")[2].count(b"metadata=") == 2
+        assert _get(f"{origin}/files/p/{WHEEL}.metadata")[0] == 200
+        status, headers, body = _get(f"{origin}/files/p/{WHEEL}", {"Range": "bytes=0-9"})
+        assert (status, headers.get("Accept-Ranges"), body) == (206, "bytes", bytes(range(10)))
+        assert upstream.kinds() == {"GET": 2, "metadata": 1, "range": 1}
+    finally:
+        upstream.stop()
+
+
+def test_html_only_upstream_offers_no_metadata_json_or_ranges(tree: Path) -> None:
+    upstream = Upstream(tree.parent, tree, 0, flags=["--html-only", "--project-list",
+                                                      str(tree / "list")]).start()
+    try:
+        origin = upstream.origin
+        status, headers, body = _get(f"{origin}/simple/p/", {"Accept": JSON_TYPE})
+        assert (status, headers["Content-Type"]) == (200, "text/html; charset=utf-8")
+        assert body == f'<a href="../../files/p/{WHEEL}#sha256=00">{WHEEL}</a>\n'.encode()
+        assert _get(f"{origin}/files/p/{WHEEL}.metadata")[0] == 404
+        status, headers, body = _get(f"{origin}/files/p/{WHEEL}", {"Range": "bytes=0-9"})
+        assert (status, "Accept-Ranges" in headers, len(body)) == (200, False, 1024)
+        status, headers, body = _get(f"{origin}/files/p/{WHEEL}", method="HEAD")
+        assert (status, headers["Content-Length"], body) == (200, "1024", b"")
+        assert _get(f"{origin}/simple/", {"Accept": JSON_TYPE})[2] == b"the big list"
+        assert upstream.kinds() == {"GET": 2, "metadata": 1, "range": 1, "HEAD": 1}
+        assert upstream.counts()[f"/files/p/{WHEEL}"] == 2
+    finally:
+        upstream.stop()
+
+
+def test_uv_requests_per_wheel() -> None:
+    uv = "uv/0.9 {}"
+    logged = [
+        ("GET", "/", 200, "Python-urllib/3.11"),  # the benchmark's own: not uv's
+        ("GET", "/simple/a/", 200, uv), ("GET", "/simple/b/", 200, uv),
+        ("GET", "/files/a/a-1-py3-none-any.whl.metadata", 200, uv),
+        ("GET", "/files/a/a-1-py3-none-any.whl", 200, uv),
+        ("HEAD", "/files/b/b-1-py3-none-any.whl", 200, uv),
+        ("GET", "/files/b/b-1-py3-none-any.whl", 206, uv),
+        ("GET", "/files/b/b-1-py3-none-any.whl", 206, uv),
+        ("GET", "/files/b/b-1-py3-none-any.whl", 200, uv),
+    ]
+    assert uv_requests(logged, "/simple/") == {
+        "wheels": 2, "pages": 2, "metadata": 1, "whole": 2, "head": 1, "range": 2,
+        "per_wheel": 3.0}
 
 
 # the targets pyproxy alone can be judged on (the others compare it with nginx, devpi or proxpi,
@@ -96,7 +191,7 @@ def test_quick_run(tmp_path: Path) -> None:
         [sys.executable, str(REPO / "benchmarks" / "run.py"), "--quick", "--only", "pyproxy,devpi",
          "--no-install", "--loadgen", "python", "--seconds", "0.5", "--latency-ms", "5",
          "--work-dir", str(work), "--json", str(out)],
-        capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=300, cwd=REPO, stdin=subprocess.DEVNULL,
         check=False,
     )
     assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"[-4000:]
@@ -106,7 +201,7 @@ def test_quick_run(tmp_path: Path) -> None:
     assert "devpi: unavailable: no virtual environment" in proc.stdout
 
     data = json.loads(out.read_text())
-    assert set(data) == {"meta", "servers", "targets"}
+    assert set(data) == {"meta", "servers", "targets", "issue13", "goals"}
     assert data["meta"]["quick"] is True and data["meta"]["loadgen"] == "python"
     assert data["servers"]["devpi"]["status"] == "unavailable"
     assert data["servers"]["direct"]["status"] == "ok"
@@ -126,5 +221,36 @@ def test_quick_run(tmp_path: Path) -> None:
     assert small["server_requests"] > 0 and small["server_p99_ms"] >= small["server_p50_ms"]
     assert pyproxy["rss"]["peak_total_mb"] > 0
     _check_targets(data["targets"])
+    _check_issue13(data, proc.stdout)
 
     assert processes_mentioning(str(tmp_path)) == []
+
+
+def _check_issue13(data: dict[str, Any], out: str) -> None:
+    """The quick run's issue #13 cases: uv cold and warm on both upstreams (no pip), what uv
+    asked for, the pages with the default workers, the cold list; and their goals."""
+    case = data["issue13"]
+    for flavor in ("normal", "html_only"):
+        uv = case[flavor]["uv"]
+        assert uv["cold_s"] > 0 and uv["warm_s"] > 0, uv
+        assert uv["cold_requests"]["wheels"] == 5 and uv["cold_requests"]["per_wheel"] >= 1, uv
+        assert "pip" not in case[flavor]
+    # uv read the metadata the normal upstream offers for every wheel
+    assert case["normal"]["uv"]["cold_requests"]["metadata"] == 5
+    for page in ("small_html", "small_json", "huge_html", "huge_json"):
+        assert case["pages"][page]["status"] == 200 and case["pages"][page]["rps"] > 0
+    listing = case["project_list"]
+    assert listing["names"] == 20_000
+    for fmt, kind in (("html", "text/html"), ("json", "json")):
+        assert listing[fmt]["status"] == 200 and kind in listing[fmt]["content_type"]
+        assert listing[fmt]["probes"] > 0 and listing[fmt]["probe_failures"] == 0
+    goals = {row["target"]: row for row in data["goals"]}
+    assert "issue #13 goals" in out and all(row["issue"] == 13 for row in goals.values())
+    judged = [row for row in goals.values() if row["met"] is not None]
+    # pip is not run by --quick, nor nginx here: the rest is judged
+    assert len(judged) == len(goals) - 2 - 1 - 4, goals
+    for row in judged:
+        verdict = re.search(r"(\d+(?:\.\d+)?) ([≤≥<>]) (\d+(?:\.\d+)?)", row["detail"])
+        assert verdict, row
+        value, sign, limit = float(verdict[1]), verdict[2], float(verdict[3])
+        assert row["met"] is (value >= limit if sign in "≥<" else value <= limit), row

@@ -1,0 +1,160 @@
+"""The `cluster` system (issue #11): 2 pyproxy nodes sharing one PostgreSQL and one S3 bucket,
+behind nginx round-robin, measured like any other pull-through cache.
+
+PostgreSQL is Debian's, run as the postgres user (initdb -A trust, 127.0.0.1, a free port, fsync
+off), and S3 is moto's server mode: both through the test suite's helpers (tests/servers/), each
+stopped by its PID. Each node is `pyproxy serve --workers 1` with the [storage] settings in its
+environment, so the cluster has as many workers as the `pyproxy-2w` system it is compared with.
+A pyproxy that does not create its schema in the database has no [storage] support yet: the
+system is then unavailable with that one line.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+from pathlib import Path
+
+from benchmarks.servers import Nginx, Proc, Pyproxy, Server, Unavailable, clean_env, free_port, wait_http
+
+NODES = 2
+NO_STORAGE = "pyproxy has no [storage] support yet"
+
+
+class Cluster(Server):
+    name = "cluster"
+
+    def __init__(self, work: Path) -> None:
+        super().__init__(work)
+        self.nodes: list[Pyproxy] = []
+        self.postgres = None
+        self.s3 = None
+
+    def prepare(self, allow_install: bool) -> None:
+        from tests.servers import postgres, s3
+
+        for reason in (postgres.available(), s3.available()):
+            if reason:
+                raise Unavailable(reason)
+        Nginx(self.work, self.work).prepare(allow_install)
+
+    def version(self) -> str:
+        return f"{NODES} pyproxy nodes (1 worker each) behind nginx, PostgreSQL, moto S3"
+
+    def start(self, upstream_url: str) -> None:
+        from tests.servers.postgres import PostgresServer
+        from tests.servers.s3 import S3Server, credentials
+
+        try:
+            self.postgres = PostgresServer().start()
+            dsn = self.postgres.new_database()
+            self.s3 = S3Server().start()
+            bucket = self.s3.new_bucket()
+        except Exception as exc:  # any failure to set up is one line
+            raise Unavailable(f"PostgreSQL or S3 did not start: {exc}") from None
+        for index in range(1, NODES + 1):
+            port = free_port()
+            node = Pyproxy(self.work, 1, name=f"cluster-node{index}", port=port, env={
+                "PYPROXY_STORAGE_DATABASE": dsn,
+                "PYPROXY_STORAGE_OBJECTS": f"s3://{bucket}",
+                "PYPROXY_STORAGE_S3_ENDPOINT": self.s3.endpoint,
+                "PYPROXY_STORAGE_NODE_URL": f"http://127.0.0.1:{port}",
+                **credentials(),
+            })
+            self.nodes.append(node)
+            node.start(upstream_url)
+        if not _has_schema(dsn):
+            raise Unavailable(NO_STORAGE)
+        self._start_balancer()
+
+    def _start_balancer(self) -> None:
+        prefix = self._fresh_dir("nginx")
+        port = free_port()
+        conf = prefix / "nginx.conf"
+        nodes = "".join(f"        server {_host(n.index_url)};\n" for n in self.nodes)
+        conf.write_text(BALANCER_CONF.format(prefix=prefix, port=port, nodes=nodes))
+        proc = Proc("cluster-nginx", [shutil.which("nginx") or "nginx", "-p", prefix, "-c", conf,
+                                      "-e", prefix / "error.log"], self.log_dir, env=clean_env())
+        self.procs.append(proc.start())
+        self.index_url = f"http://127.0.0.1:{port}/simple/"
+        wait_http(self.index_url, proc)
+
+    def pids(self) -> list[int]:
+        """The nodes' (what the RSS rows count); not nginx's, PostgreSQL's or moto's."""
+        return [pid for node in self.nodes for pid in node.pids()]
+
+    def main_pid(self) -> int | None:
+        return self.nodes[0].main_pid() if self.nodes else None
+
+    def log_mark(self) -> list[int]:  # one mark per node
+        return [node.log_mark() for node in self.nodes]
+
+    def request_ms(self, since, path: str) -> list[float] | None:
+        times = [node.request_ms(mark, path) or [] for node, mark in zip(self.nodes, since, strict=True)]
+        return [t for node_times in times for t in node_times] or None
+
+    def spread(self, since: list[int], path: str) -> list[int]:
+        """Requests for `path` per node since the mark."""
+        return [sum(1 for _, p, _, _ in node.requests(mark) if p == path)
+                for node, mark in zip(self.nodes, since, strict=True)]
+
+    def stop(self) -> None:
+        for proc in self.procs:  # nginx: graceful, the master stops its workers
+            proc.stop(sig=signal.SIGQUIT)
+        for node in self.nodes:
+            node.stop()
+        for helper in (self.s3, self.postgres):
+            if helper is not None:
+                helper.close()
+
+    def logs(self) -> list[Path]:
+        return [*(log for node in self.nodes for log in node.logs()),
+                *(proc.log for proc in self.procs)]
+
+
+def _has_schema(dsn: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        row = conn.execute("SELECT to_regclass('schema_versions') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def _host(index_url: str) -> str:
+    return index_url.split("//", 1)[1].split("/", 1)[0]
+
+
+# Round-robin over the nodes, unbuffered (a cold file streams to the client as the node gets it;
+# nothing is spooled to nginx's disk), keep-alive to the nodes, the client's Host passed on so
+# pages link through the balancer.
+BALANCER_CONF = """\
+daemon off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream nodes {{
+{nodes}        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://nodes;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"""
