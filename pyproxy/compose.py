@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.datadir import DataDir
@@ -50,14 +50,17 @@ from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.bucket_files import BucketFiles
 from pyproxy.stores.clusterblobs import ClusterBlobCache, open_cluster_blobs
 from pyproxy.stores.filecache import FileCache
-from pyproxy.stores.first_seen import FirstSeenStore
+from pyproxy.stores.first_seen import FirstSeen, FirstSeenStore
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.local_copies import LocalCopies
 from pyproxy.stores.objects import Bucket
-from pyproxy.stores.pages import PageStore
+from pyproxy.stores.pages import PageCache, PageStore
 from pyproxy.stores.private import PrivateStore
 from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
+
+if TYPE_CHECKING:
+    from pyproxy.stores.pg.cluster import Shared
 
 log = logging.getLogger("pyproxy.compose")
 
@@ -220,7 +223,7 @@ class Services:
 
 
 def _upstream(
-    url: str, pages: Path, blobs: FileCache, settings: Settings, *, timeout: float,
+    url: str, pages: PageCache, blobs: FileCache, settings: Settings, *, timeout: float,
     ca_bundle: str, page_ttl: float, index_ttl: float, files_from: tuple[str, ...],
 ) -> UpstreamRepository:
     """One upstream index: its own settings, and the download rules and page memory of all."""
@@ -234,11 +237,39 @@ def _upstream(
             min_rate=settings.upstream_min_rate,
             rate_window=settings.upstream_rate_window,
         ),
-        PageStore(pages, memory_bytes=settings.upstream_page_memory),
+        pages,
         blobs,
         page_ttl=page_ttl,
         index_ttl=index_ttl,
     )
+
+
+def _cluster(private: PrivateStoreAPI) -> Shared:
+    from pyproxy.stores.pg.cluster import ClusterPrivateStore  # psycopg only for a cluster
+
+    assert isinstance(private, ClusterPrivateStore)
+    return private.shared
+
+
+def page_cache(settings: Settings, private: PrivateStoreAPI, upstream: str) -> PageCache:
+    """The page cache of [upstream] ('') or of a [[upstreams]] name: in data_dir, or with
+    [storage] database set in PostgreSQL, on the private store's pool and listener."""
+    memory = settings.upstream_page_memory
+    layout = DataDir(settings.data_dir)
+    directory = layout.upstream_pages(upstream) if upstream else layout.pages
+    if settings.storage_database:  # the project list stays in data_dir, the node's own
+        from pyproxy.stores.pg.cluster import cluster_pages
+
+        return cluster_pages(_cluster(private), upstream, directory, memory_bytes=memory)
+    return PageStore(directory, memory_bytes=memory)
+
+
+def first_seen_store(settings: Settings, private: PrivateStoreAPI) -> FirstSeen:
+    if settings.storage_database:
+        from pyproxy.stores.pg.cluster import cluster_first_seen
+
+        return cluster_first_seen(_cluster(private))
+    return FirstSeenStore(DataDir(settings.data_dir).first_seen)
 
 
 def file_cache(settings: Settings, layout: DataDir) -> FileCache:
@@ -275,7 +306,7 @@ def build_services(settings: Settings) -> Services:
     if url is not None or settings.upstreams:
         layout = DataDir(settings.data_dir)
         blobs = file_cache(settings, layout)
-        first_seen = FirstSeenStore(layout.first_seen)
+        first_seen = first_seen_store(settings, private)
         closers.append(_closer(first_seen.close))
         watched: list[tuple[str, UpstreamClient]] = []
         default: Repository | None = None
@@ -283,7 +314,8 @@ def build_services(settings: Settings) -> Services:
         unfiltered: Repository | None = None
         if url is not None:
             upstream = _upstream(
-                url, layout.pages, blobs, settings, timeout=settings.upstream_timeout,
+                url, page_cache(settings, private, ""), blobs, settings,
+                timeout=settings.upstream_timeout,
                 ca_bundle=settings.upstream_ca_bundle, page_ttl=settings.upstream_page_ttl,
                 index_ttl=settings.upstream_index_ttl, files_from=settings.upstream_files_from,
             )
@@ -299,7 +331,7 @@ def build_services(settings: Settings) -> Services:
         routes, unfiltered_routes = [], []
         for route in settings.upstreams:
             routed = _upstream(
-                route.url, layout.upstream_pages(route.name), blobs, settings,
+                route.url, page_cache(settings, private, route.name), blobs, settings,
                 timeout=route.timeout, ca_bundle=route.ca_bundle, page_ttl=route.page_ttl,
                 index_ttl=route.index_ttl, files_from=route.files_from,
             )

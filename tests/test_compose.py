@@ -313,4 +313,36 @@ async def test_a_database_setting_opens_the_postgresql_stores_migrated(tmp_path:
     assert not listener.connected  # closed with the services
     with psycopg.connect(pg_dsn) as conn:
         versions = {row[0] for row in conn.execute("SELECT version FROM schema_versions")}
-    assert {10, 11} <= versions
+    assert {10, 11, 30, 31} <= versions
+
+
+async def test_a_database_setting_puts_the_page_caches_and_first_seen_times_in_it(
+    tmp_path: Path, pg_dsn: str, s3: S3Server, bucket: str
+) -> None:
+    from pyproxy.stores.pg.first_seen import PgFirstSeenStore
+    from pyproxy.stores.pg.pages import ClusterPageStore
+
+    services = build_services(settings(
+        tmp_path, storage_database=pg_dsn, storage_objects=f"s3://{bucket}",
+        storage_s3_endpoint=s3.endpoint, storage_node_url="http://127.0.0.1:9",
+        upstreams=(gpu_route(),), upstream_page_memory=2**20,
+    ))
+    try:
+        routed = services.repository.upstream  # type: ignore[attr-defined]
+        assert isinstance(routed, Routed) and isinstance(routed.default, PolicyRepository)
+        default = routed.default.upstream
+        assert isinstance(default, UpstreamRepository)
+        assert isinstance(default.pages, ClusterPageStore) and default.pages._upstream == ""
+        route = routed.route_list[0].repository
+        assert isinstance(route, PolicyRepository) and isinstance(route.upstream, FilesFrom)
+        gpu = route.upstream.upstream
+        assert isinstance(gpu, UpstreamRepository)
+        assert isinstance(gpu.pages, ClusterPageStore) and gpu.pages._upstream == "gpu"
+        assert isinstance(routed.default.first_seen, PgFirstSeenStore)
+        assert route.first_seen is routed.default.first_seen
+        # in data_dir: only the project list's directory (each node keeps its own)
+        assert not any(path.is_file() for path in (tmp_path / "data" / "cache" / "pages").rglob("*"))
+        listener = services.private._listener  # type: ignore[attr-defined]
+    finally:
+        await services.close()
+    assert not listener.connected  # the pool and the listener closed with the last store

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pyproxy.compose import open_stores
+from pyproxy.compose import open_stores, page_cache
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops, transfer, transfer_users
@@ -50,15 +51,18 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         raise TransferError(f"no private store in {settings.data_dir}")
     private, opened_users = open_stores(settings)
     users = opened_users if args.include_users else None
-    blobs = None
+    blobs = pages = None
     try:
         if args.include_cache and layout.files.is_dir():
             blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
+        if args.include_cache and (settings.storage_database or layout.pages.is_dir()):
+            pages = page_cache(settings, private, "")
         result = transfer.export(
-            private, Path(args.directory), blobs=blobs,
-            pages_dir=layout.pages if args.include_cache else None, users=users,
+            private, Path(args.directory), blobs=blobs, pages=pages, users=users,
         )
     finally:
+        if pages is not None:
+            pages.close()
         private.close()
         opened_users.close()
         if blobs is not None:
@@ -71,24 +75,21 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     manifest = read_manifest(source)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     result = TransferReport()
-    layout = DataDir(settings.data_dir)
     with_users = (source / transfer_users.USERS).exists()
-    private, users = open_stores(settings)
-    if with_users:  # before the files: roles name users, and tokens work at once
-        try:
-            transfer_users.import_users(users, source, result.users)
-        except BaseException:
-            private.close()
-            users.close()
-            raise
-    users.close()
-    try:
-        transfer.import_private(private, source, result)
-    finally:
-        private.close()
     cache = bool(manifest.get("cache_files") or manifest.get("pages"))
+    private, users = open_stores(settings)
+    with contextlib.ExitStack() as closing:
+        closing.callback(private.close)  # last: a cluster's page cache shares its connections
+        pages = page_cache(settings, private, "") if cache else None
+        if pages is not None:
+            closing.callback(pages.close)
+        with contextlib.closing(users):
+            if with_users:  # before the files: roles name users, and tokens work at once
+                transfer_users.import_users(users, source, result.users)
+        transfer.import_private(private, source, result)
+        if pages is not None:
+            transfer.import_pages(pages, source, result.pages)
     if cache:
-        transfer.import_pages(layout.pages, source, result.pages)
         blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
 
         async def load() -> None:

@@ -51,7 +51,7 @@ from pyproxy.publish.rejections import UploadRejected
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
-from pyproxy.stores.pages import PageStore
+from pyproxy.stores.pages import PageCache
 
 # ----------------------------------------------------------------------------------- export
 
@@ -61,11 +61,11 @@ def export(
     target: Path,
     *,
     blobs: BlobCache | None = None,
-    pages_dir: Path | None = None,
+    pages: PageCache | None = None,
     users: UserStoreAPI | None = None,
     log: Callable[[str], None] = lambda _line: None,
 ) -> TransferReport:
-    """Write the private packages (and, given `blobs`/`pages_dir`, the cache; given `users`,
+    """Write the private packages (and, given `blobs`/`pages`, the cache; given `users`,
     the users and tokens) into `target`."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise TransferError(f"{target} exists and is not an empty directory")
@@ -90,8 +90,8 @@ def export(
     write_jsonl(target / "private" / "files.jsonl", records)
     if blobs is not None:
         _export_blobs(blobs, target / "cache", report.cache_files, log)
-    if pages_dir is not None and pages_dir.exists():
-        _export_pages(pages_dir, target / "cache", report.pages)
+    if pages is not None:
+        _export_pages(pages, target / "cache", report.pages)
     if users is not None:
         export_users(users, target, report.users)
     manifest = {
@@ -153,19 +153,15 @@ def _export_blobs(
     write_jsonl(target / "files.jsonl", records)
 
 
-def _export_pages(pages_dir: Path, target: Path, report: Report) -> None:
+def _export_pages(pages: PageCache, target: Path, report: Report) -> None:
     (target / "pages").mkdir(parents=True, exist_ok=True)
-    disk = PageStore(pages_dir)
     records = []
-    try:
-        for key, fields, body in disk.export_records():
-            name = key_name(key)
-            (target / "pages" / name).write_bytes(body)
-            records.append({"key": key, "file": name, "fields": fields})
-            report.copied += 1
-            report.bytes += len(body)
-    finally:
-        disk.close()
+    for key, fields, body in pages.export_records():
+        name = key_name(key)
+        (target / "pages" / name).write_bytes(body)
+        records.append({"key": key, "file": name, "fields": fields})
+        report.copied += 1
+        report.bytes += len(body)
     write_jsonl(target / "pages.jsonl", records)
 
 
@@ -262,27 +258,24 @@ async def _import_file(publisher: Publisher, files: Path, record: dict[str, Any]
     return published is Published.STORED
 
 
-def import_pages(pages_dir: Path, source: Path, report: Report) -> None:
-    disk = PageStore(pages_dir)
-    try:
-        for record in read_jsonl(source / "cache" / "pages.jsonl"):
-            key = str(record.get("key"))
-            try:
-                body = _body(source / "cache" / "pages", record.get("file")).read_bytes()
-                fields = record.get("fields")
-                if not isinstance(fields, dict):
-                    raise ValueError("no page fields")
-                stored = disk.import_record(key, fields, body)
-            except (ValueError, OSError) as exc:
-                report.fail(f"page {key}", str(exc))
-                continue
-            if stored:
-                report.copied += 1
-                report.bytes += len(body)
-            else:
-                report.skipped += 1
-    finally:
-        disk.close()
+def import_pages(pages: PageCache, source: Path, report: Report) -> None:
+    """Into a data dir's page cache or a cluster's (blocking: database round trips)."""
+    for record in read_jsonl(source / "cache" / "pages.jsonl"):
+        key = str(record.get("key"))
+        try:
+            body = _body(source / "cache" / "pages", record.get("file")).read_bytes()
+            fields = record.get("fields")
+            if not isinstance(fields, dict):
+                raise ValueError("no page fields")
+            stored = pages.import_record(key, fields, body)
+        except (ValueError, OSError) as exc:
+            report.fail(f"page {key}", str(exc))
+            continue
+        if stored:
+            report.copied += 1
+            report.bytes += len(body)
+        else:
+            report.skipped += 1
 
 
 def _local_body(

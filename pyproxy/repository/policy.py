@@ -48,7 +48,7 @@ from pyproxy.model import (
 )
 from pyproxy.policy import Decision, Policy, build_policy
 from pyproxy.project_lists import filtered
-from pyproxy.stores.first_seen import FirstSeenStore
+from pyproxy.stores.first_seen import FirstSeen
 
 __all__ = ["Filtered", "PolicyRepository", "decisions", "filter_page", "policy_from_settings"]
 
@@ -150,7 +150,7 @@ class PolicyRepository:
         self,
         upstream: Repository,
         policy: Policy,
-        first_seen: FirstSeenStore | None = None,
+        first_seen: FirstSeen | None = None,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:

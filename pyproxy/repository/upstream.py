@@ -55,13 +55,14 @@ from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
 from pyproxy.stores.filecache import FileCache
 from pyproxy.stores.pages import (
+    PageCache,
     PageRecord,
-    PageStore,
     Parsed,
     Turn,
     UpstreamFormatError,
     revision_of,
 )
+from pyproxy.stores.pg.connect import DatabaseUnavailable
 
 log = logging.getLogger("pyproxy.upstream")
 
@@ -129,7 +130,7 @@ class UpstreamRepository:
     def __init__(
         self,
         client: UpstreamClient,
-        pages: PageStore,
+        pages: PageCache,
         blobs: FileCache,
         *,
         page_ttl: float,
@@ -272,18 +273,36 @@ class UpstreamRepository:
         known = self.pages.known(key)
         if known is not None and time.time() - known.fetched_at < ttl:
             return known.result  # the warm path: no disk, no parse
-        # another worker process may have refreshed it on disk meanwhile
-        record = await asyncio.to_thread(self.pages.load, key)
+        # another worker process (or node) may have refreshed it meanwhile
+        record = await self._shared_record(key)
         if record is not None and time.time() - record.fetched_at < ttl:
             return (await self.pages.remember(key, record)).result
         # one upstream request per page however many clients ask
-        return await self._refreshing.run(key, lambda: self._refresh(key, url, record, ttl))
+        try:
+            return await self._refreshing.run(key, lambda: self._refresh(key, url, record, ttl))
+        except Unavailable:
+            if known is None or record is not None:
+                raise
+            # a cluster's database is down too: the copy in memory is the only one left
+            log.warning("serving the stale copy in memory of %s: upstream and the database"
+                        " are unavailable", url)
+            metrics.STALE_PAGES.inc()
+            return known.result
+
+    async def _shared_record(self, key: str) -> PageRecord | None:
+        """The record the page store holds; None also when a cluster's database cannot be
+        reached (upstream is asked instead, and the answer served from memory)."""
+        try:
+            return await asyncio.to_thread(self.pages.load, key)
+        except DatabaseUnavailable as exc:
+            log.debug("no shared copy of %s: %s", key, exc)
+            return None
 
     async def _refresh(self, key: str, url: str, stale: PageRecord | None, ttl: float) -> Result:
         patience = self.client.deadline + _LOCK_MARGIN_S
         async with self.pages.turn(key, patience=patience) as turn:
             # another worker may have refreshed it (or be back from failing to) while we waited
-            latest = await asyncio.to_thread(self.pages.load, key)
+            latest = await self._shared_record(key)
             if latest is not None and (stale is None or latest.fetched_at > stale.fetched_at):
                 stale = latest
                 if time.time() - latest.fetched_at < ttl:

@@ -23,7 +23,7 @@ from pyproxy.formats.parse import JSON_TYPE, NotASimplePage
 from pyproxy.lru import SingleFlight
 from pyproxy.model import ProjectList, Unavailable
 from pyproxy.repository.http import UpstreamClient, UpstreamError, redact
-from pyproxy.stores.pages import INDEX_KEY, PageStore, UpstreamFormatError
+from pyproxy.stores.pages import INDEX_KEY, PageCache, UpstreamFormatError
 from pyproxy.stores.project_list import ListEmptied, ListRecord
 
 __all__ = ["UpstreamList"]
@@ -51,7 +51,7 @@ def _spoke_json(record: ListRecord | None) -> bool:
 class UpstreamList:
     """The project list of one upstream index."""
 
-    def __init__(self, client: UpstreamClient, pages: PageStore, *, ttl: float) -> None:
+    def __init__(self, client: UpstreamClient, pages: PageCache, *, ttl: float) -> None:
         self.client = client
         self.store = pages.project_list
         self._pages = pages

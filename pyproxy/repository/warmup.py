@@ -41,7 +41,7 @@ from pyproxy.formats.dependencies import (
 from pyproxy.formats.linehaul import ClientEnvironment, client_environment
 from pyproxy.model import LocalFile, NormalizedName, Repository, StreamedFile
 from pyproxy.policy import Policy
-from pyproxy.stores.pages import PageStore
+from pyproxy.stores.pages import PageCache
 
 __all__ = ["Side", "WarmUp"]
 
@@ -56,7 +56,7 @@ LocalOf = Callable[[], Awaitable[LocalFile | None]]
 class Side:
     """The upstream that serves a name, as far as the warm-up asks about it."""
 
-    pages: PageStore
+    pages: PageCache
     page_ttl: float
     policy: Policy
     offline: bool

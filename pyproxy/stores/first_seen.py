@@ -8,7 +8,8 @@ One SQLite file that every worker process shares: a page's new files are written
 transaction, `INSERT OR IGNORE`, and read back, so the process whose sighting was written first
 decides a file's time and every process uses that same time (a time is never moved later, so
 a file that was available never goes back to being held back). Reads come from an in-memory map
-per project, filled from the database the first time a project is looked at.
+per project, filled from the database the first time a project is looked at. A cluster node's
+store is stores/pg/first_seen.py (the same rule on PostgreSQL); `FirstSeen` is what both offer.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import sqlite3
 import threading
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Protocol
 
 from pyproxy.lru import BoundedLRU
 from pyproxy.stores.space import is_disk_full
 from pyproxy.stores.sqlite import connect, write_transaction
 
-__all__ = ["FirstSeenStore"]
+__all__ = ["FirstSeen", "FirstSeenStore"]
 
 log = logging.getLogger("pyproxy.policy")
 
@@ -37,6 +39,14 @@ CREATE TABLE IF NOT EXISTS first_seen (
 ) WITHOUT ROWID
 """
 _MEMORY_PROJECTS = 4096
+
+
+class FirstSeen(Protocol):
+    async def times(
+        self, project: str, filenames: Collection[str], now: float
+    ) -> Mapping[str, float]: ...
+
+    def close(self) -> None: ...
 
 
 class FirstSeenStore:

@@ -10,6 +10,10 @@ one already parsed (a 304 keeps the revision) is not parsed again. A page evicte
 is parsed again from disk when next asked for. Judging freshness is the caller's
 business (repository/upstream.py); this module only stores. `turn(key)` is the lock (in
 `locks/`, see stores/keylock.py) that lets one worker process at a time refresh a page.
+
+`PageCache` is what both backends share (the memory, the enumeration, the checks of an imported
+record); `PageStore` keeps the records on disk, a cluster node's ClusterPageStore
+(stores/pg/pages.py) in PostgreSQL. Either keeps its project list on the machine's disk.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import os
 import pickle
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -39,7 +44,8 @@ from pyproxy.stores.project_list import ProjectListStore
 from pyproxy.stores.space import is_disk_full
 
 __all__ = [
-    "INDEX_KEY", "PageRecord", "PageStore", "Parsed", "Turn", "UpstreamFormatError", "revision_of",
+    "INDEX_KEY", "PageCache", "PageRecord", "PageStore", "Parsed", "Turn", "UpstreamFormatError",
+    "imported_record", "revision_of",
 ]
 
 INDEX_KEY = "/"  # the project list's lock key (and its key in older caches); no project is "/"
@@ -120,11 +126,32 @@ class _RecordDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no t
             return _Unpickler(reader).load()
 
 
-class PageStore:
-    """Upstream pages by key: raw records on disk, parsed pages in memory."""
+def imported_record(key: str, fields: dict[str, object], body: bytes) -> PageRecord | None:
+    """The record an export wrote for `key` (None: an older export's project list, which is not
+    imported: a new one is fetched when online); ValueError if it is unusable."""
+    try:
+        record = PageRecord(body=body, **fields)  # type: ignore[arg-type]  # checked below
+    except TypeError as exc:
+        raise ValueError(f"not a page record: {exc}") from None
+    if key == INDEX_KEY:
+        return None
+    if record.status not in (200, 404) or not isinstance(record.fetched_at, int | float):
+        raise ValueError("not a page record")
+    if record.revision != (revision_of(body) if record.status == 200 else ""):
+        raise ValueError("its body does not match its recorded revision")
+    if record.status == 200:
+        try:
+            parse(key, record)
+        except UpstreamFormatError as exc:
+            raise ValueError(f"sent a malformed page: {exc}") from None
+    return record
+
+
+class PageCache(ABC):
+    """Upstream pages by key: parsed pages in this process's memory, raw records in a backend,
+    and the project list on the machine's disk (`project_list`, under `directory`)."""
 
     def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
-        self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
         # every page costs at least _PARSED_OVERHEAD, so the bytes bound the count too
         self._memory: BoundedLRU[str, Parsed] = BoundedLRU(
             memory_bytes // _PARSED_OVERHEAD + 1,
@@ -134,8 +161,8 @@ class PageStore:
         self._locks = KeyLocks(Path(directory) / "locks")
         self.project_list = ProjectListStore(Path(directory) / "list")
 
-    def close(self) -> None:
-        self._disk.close()
+    @abstractmethod
+    def close(self) -> None: ...
 
     # ---- memory (on the event loop) ----
 
@@ -157,7 +184,7 @@ class PageStore:
     async def parsed(self, key: str, record: PageRecord, *, require_marker: bool = False) -> Parsed:
         """The record parsed (off the loop, unless the same body is already parsed), not kept;
         UpstreamFormatError if it does not parse."""
-        known = self._memory.get(key)
+        known = self.known(key)
         if known is not None and known.revision == record.revision:
             return dataclasses.replace(known, fetched_at=record.fetched_at)
         result = None
@@ -167,38 +194,27 @@ class PageStore:
 
     def keep(self, key: str, parsed: Parsed) -> None:
         """Into memory; a page larger than the whole bound is not kept (it is parsed again from
-        disk each time it is asked for)."""
+        the backend each time it is asked for)."""
         self._memory.put(key, parsed)
 
     def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
         """This process's turn to refresh `key`, waiting (up to `patience` s) while another
-        process has it: see stores/keylock.py."""
+        process has it: see stores/keylock.py. `Turn.failure` is what the holder waited for
+        failed with."""
         return self._locks.turn(key, patience=patience)
 
-    # ---- disk (blocking: call from a thread) ----
+    # ---- the records (blocking: call from a thread) ----
 
-    def load(self, key: str) -> PageRecord | None:
-        record = self._disk.get(key)
-        return record if isinstance(record, PageRecord) else None
+    @abstractmethod
+    def load(self, key: str) -> PageRecord | None: ...
 
+    @abstractmethod
     def save(self, key: str, record: PageRecord) -> None:
-        """Keep the record on disk; on a full disk only in memory (logged), where the caller
+        """Keep the record; where it cannot be kept, only in memory (logged), where the caller
         has already put it."""
-        try:
-            self._disk.set(key, record)
-        except (OSError, sqlite3.Error) as exc:
-            if not is_disk_full(exc):
-                raise
-            log.warning(
-                "cannot keep the page of %r on disk (the disk is full): it is served from memory",
-                key,
-            )
 
-    def _records(self) -> Iterator[tuple[str, PageRecord]]:
-        for key in self._disk.iterkeys():
-            record = self.load(key)
-            if record is not None:
-                yield key, record
+    @abstractmethod
+    def _records(self) -> Iterator[tuple[str, PageRecord]]: ...
 
     def project_names(self) -> list[str]:
         """Projects whose upstream page is cached (a cached 404 is a project upstream lacks)."""
@@ -227,23 +243,43 @@ class PageStore:
 
     def import_record(self, key: str, fields: dict[str, object], body: bytes) -> bool:
         """Store an exported record unless a newer copy is held; ValueError if it is unusable."""
-        try:
-            record = PageRecord(body=body, **fields)  # type: ignore[arg-type]  # checked below
-        except TypeError as exc:
-            raise ValueError(f"not a page record: {exc}") from None
-        if key == INDEX_KEY:  # an older export's list: a new one is fetched when online
+        record = imported_record(key, fields, body)
+        if record is None:
             return False
-        if record.status not in (200, 404) or not isinstance(record.fetched_at, int | float):
-            raise ValueError("not a page record")
-        if record.revision != (revision_of(body) if record.status == 200 else ""):
-            raise ValueError("its body does not match its recorded revision")
-        if record.status == 200:
-            try:
-                parse(key, record)
-            except UpstreamFormatError as exc:
-                raise ValueError(f"sent a malformed page: {exc}") from None
         held = self.load(key)
         if held is not None and held.fetched_at >= record.fetched_at:
             return False
         self.save(key, record)
         return True
+
+
+class PageStore(PageCache):
+    """Raw records on disk (shared by the worker processes of one machine)."""
+
+    def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
+        super().__init__(directory, memory_bytes=memory_bytes)
+        self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
+
+    def close(self) -> None:
+        self._disk.close()
+
+    def load(self, key: str) -> PageRecord | None:
+        record = self._disk.get(key)
+        return record if isinstance(record, PageRecord) else None
+
+    def save(self, key: str, record: PageRecord) -> None:
+        try:
+            self._disk.set(key, record)
+        except (OSError, sqlite3.Error) as exc:
+            if not is_disk_full(exc):
+                raise
+            log.warning(
+                "cannot keep the page of %r on disk (the disk is full): it is served from memory",
+                key,
+            )
+
+    def _records(self) -> Iterator[tuple[str, PageRecord]]:
+        for key in self._disk.iterkeys():
+            record = self.load(key)
+            if record is not None:
+                yield key, record

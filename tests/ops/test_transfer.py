@@ -19,6 +19,7 @@ from pyproxy.web.context import SERVICES
 from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
+from tests.servers.s3 import S3Server
 
 JSON = "application/vnd.pypi.simple.v1+json"
 AUTH = {"Authorization": encode_basic_auth(USER, PASSWORD)}  # the owner of the restricted project
@@ -261,3 +262,44 @@ async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
         await blobs.aclose()
     _, blob_dir = cacheops.cache_dirs(target)
     assert not [p for p in blob_dir.rglob("*") if p.is_file() and p.suffix == ".part"]
+
+
+async def test_cached_pages_move_from_a_data_dir_into_a_cluster_and_back(
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_dsn: str,
+    s3: S3Server, bucket: str,
+) -> None:
+    """export --include-cache / import between a single box and a cluster's PostgreSQL, both
+    ways: the pages a box fetched are the cluster's shared copies, and back again."""
+    from pyproxy.stores.pg.database import Database
+    from pyproxy.stores.pg.pages import ClusterPageStore
+
+    async with FakeUpstream(formats="json") as fake:
+        fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one")
+        source = tmp_path / "source"
+        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
+        assert (await client.get("/simple/lib/")).status == 200
+        upstream_url = fake.index_url
+    config = tmp_path / "cluster.toml"
+    config.write_text(f'[storage]\ndatabase = "{pg_dsn}"\nobjects = "s3://{bucket}"\n'
+                      f's3_endpoint = "{s3.endpoint}"\nnode_url = "http://127.0.0.1:8080"\n')
+    node = ["--data-dir", str(tmp_path / "node"), "--config", str(config)]
+    assert (await run(capsys, "export", str(tmp_path / "box"), "--include-cache",
+                      "--data-dir", str(source)))[0] == 0
+    code, out, err = await run(capsys, "import", str(tmp_path / "box"), *node)
+    assert code == 0, err
+    assert "cached pages: 1 imported" in out
+    database = Database(pg_dsn)
+    try:
+        shared = ClusterPageStore(database, None, "", tmp_path / "look").load("lib")
+    finally:
+        database.close()
+    assert shared is not None and b"lib-1.0-py3-none-any.whl" in shared.body
+    assert not (tmp_path / "node" / "cache" / "pages").exists()  # in the database only
+
+    code, out, err = await run(capsys, "export", str(tmp_path / "cluster"), "--include-cache", *node)
+    assert code == 0 and "cached pages: 1 exported" in out, err
+    target = tmp_path / "target"
+    assert (await run(capsys, "import", str(tmp_path / "cluster"), "--data-dir", str(target)))[0] == 0
+    offline, _ = await make_client(data_dir=target, upstream_url=upstream_url, offline=True)
+    response = await offline.get("/simple/lib/", headers={"Accept": JSON})
+    assert response.status == 200  # the page came back from the cluster (its file did not)

@@ -1,4 +1,8 @@
-"""pyproxy.stores.first_seen: when upstream files without an upload time were first seen."""
+"""pyproxy.stores.first_seen: when upstream files without an upload time were first seen.
+
+The tests taking `store` run on both backends: SQLite in a directory and a cluster node's
+PostgreSQL (stores/pg/first_seen.py; what only a cluster does is tests/stores/pg/test_first_seen.py).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,24 @@ from typing import Any
 
 import pytest
 
-from pyproxy.stores.first_seen import FirstSeenStore
+from pyproxy.stores.first_seen import FirstSeen, FirstSeenStore
+from pyproxy.stores.pg.database import Database
+from pyproxy.stores.pg.first_seen import PgFirstSeenStore
 from tests.small_disk import fill, mounted
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[FirstSeenStore]:
-    opened = FirstSeenStore(tmp_path / "sub" / "first-seen.sqlite3")  # makes its directory
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FirstSeen]:
+    if request.param == "sqlite":
+        opened: FirstSeen = FirstSeenStore(tmp_path / "sub" / "first-seen.sqlite3")  # its dir
+    else:
+        database = Database(request.getfixturevalue("pg_dsn"))
+        opened = PgFirstSeenStore(database, release=database.close)
     yield opened
     opened.close()
 
 
-async def test_unseen_files_are_recorded_at_now_and_keep_that_time(store: FirstSeenStore) -> None:
+async def test_unseen_files_are_recorded_at_now_and_keep_that_time(store: FirstSeen) -> None:
     first = await store.times("foo", ["foo-1.0.tar.gz", "foo-1.1.tar.gz"], 100.0)
     assert dict(first) == {"foo-1.0.tar.gz": 100.0, "foo-1.1.tar.gz": 100.0}
     later = await store.times("foo", ["foo-1.0.tar.gz", "foo-2.0.tar.gz"], 500.0)
@@ -31,7 +41,7 @@ async def test_unseen_files_are_recorded_at_now_and_keep_that_time(store: FirstS
     assert dict(await store.times("bar", ["bar-1.0.tar.gz"], 7.0)) == {"bar-1.0.tar.gz": 7.0}
 
 
-async def test_known_files_are_read_from_memory(store: FirstSeenStore, tmp_path: Path) -> None:
+async def test_known_files_are_read_from_memory(store: FirstSeen, tmp_path: Path) -> None:
     await store.times("foo", ["foo-1.0.tar.gz"], 100.0)
     store.record = None  # type: ignore[assignment, method-assign]  # no database from now on
     assert (await store.times("foo", ["foo-1.0.tar.gz"], 900.0))["foo-1.0.tar.gz"] == 100.0
@@ -50,7 +60,7 @@ async def test_the_times_survive_a_restart(tmp_path: Path) -> None:
         again.close()
 
 
-async def test_a_page_with_thousands_of_new_files_is_one_batch(store: FirstSeenStore) -> None:
+async def test_a_page_with_thousands_of_new_files_is_one_batch(store: FirstSeen) -> None:
     names = [f"big-{n}.0.tar.gz" for n in range(5000)]
     times = await store.times("big", names, 42.0)
     assert len(times) == 5000 and set(times.values()) == {42.0}

@@ -1,6 +1,10 @@
 """The upstream page cache (pyproxy/stores/pages.py): records on disk, parsed pages in memory,
 enumeration for `cache stats`/`describe`, and the export/import records. Pure store calls on a
 temporary directory; fetching and freshness are tests/repository/test_upstream.py.
+
+The tests taking `open_store` run on both backends: the disk (PageStore) and a cluster node's
+PostgreSQL (ClusterPageStore, each "directory" an upstream name of its own in one database);
+what only a cluster does is tests/stores/pg/test_pages.py.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import sys
 import time
 import tracemalloc
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +28,14 @@ from pyproxy.model import ProjectPage
 from pyproxy.stores import pages as page_store
 from pyproxy.stores.pages import (
     INDEX_KEY,
+    PageCache,
     PageRecord,
     PageStore,
     UpstreamFormatError,
     revision_of,
 )
+from pyproxy.stores.pg.database import Database
+from pyproxy.stores.pg.pages import ClusterPageStore
 from tests.small_disk import fill, mounted
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -65,26 +72,49 @@ INDEX = orjson.dumps(
 )
 
 
+OpenStore = Callable[..., PageCache]
+
+
+@pytest.fixture(params=["disk", "postgresql"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    """`open_store(name="pages", **options)`: a page store of the backend; the same name again
+    is the same records (a restart)."""
+    opened: list[PageCache] = []
+    databases: list[Database] = []
+
+    def open_one(name: str = "pages", **options: Any) -> PageCache:
+        if request.param == "disk":
+            store: PageCache = PageStore(tmp_path / name, **options)
+        else:
+            if not databases:
+                databases.append(Database(request.getfixturevalue("pg_dsn")))
+            store = ClusterPageStore(databases[0], None, name, tmp_path / name, **options)
+        opened.append(store)
+        return store
+
+    yield open_one
+    for store in opened:
+        store.close()
+    for database in databases:
+        database.close()
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[PageStore]:
-    opened = PageStore(tmp_path / "pages")
-    yield opened
-    opened.close()
+def store(open_store: OpenStore) -> PageCache:
+    return open_store()
 
 
-def test_records_survive_a_reopen(store: PageStore, tmp_path: Path) -> None:
+def test_records_survive_a_reopen(store: PageCache, open_store: OpenStore) -> None:
     saved = record(page_body("proj", "proj-1.0.tar.gz"))
     store.save("proj", saved)
     store.close()
-    reopened = PageStore(tmp_path / "pages")
-    try:
-        assert reopened.load("proj") == saved
-        assert reopened.load("other") is None
-    finally:
-        reopened.close()
+    reopened = open_store()
+    assert reopened.load("proj") == saved
+    assert reopened.load("other") is None
+    assert open_store("elsewhere").load("proj") is None  # another directory (or upstream)
 
 
-def test_a_large_record_round_trips(store: PageStore) -> None:
+def test_a_large_record_round_trips(store: PageCache) -> None:
     """diskcache keeps big values in files of their own: that path is read back too."""
     body = page_body("proj", *(f"proj-{n}.0.tar.gz" for n in range(3000)))
     assert len(body) > 100_000
@@ -135,7 +165,7 @@ def test_records_written_where_the_class_lived_before_are_read(
         store.close()
 
 
-def test_project_names_and_pages_leave_out_the_index_404s_and_garbage(store: PageStore) -> None:
+def test_project_names_and_pages_leave_out_the_index_404s_and_garbage(store: PageCache) -> None:
     store.save(INDEX_KEY, record(INDEX, url=f"{ORIGIN}/simple/"))
     store.save("proj", record(page_body("proj", "proj-1.0.tar.gz")))
     store.save("b", record(page_body("b", "b-1.0.tar.gz")))
@@ -149,7 +179,7 @@ def test_project_names_and_pages_leave_out_the_index_404s_and_garbage(store: Pag
 
 
 async def test_remember_parses_once_per_revision(
-    store: PageStore, monkeypatch: pytest.MonkeyPatch
+    store: PageCache, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     parses: list[str] = []
     original = page_store.parse
@@ -170,14 +200,14 @@ async def test_remember_parses_once_per_revision(
     assert parses == ["proj", "proj"] and changed.result != known.result
 
 
-async def test_a_404_record_is_remembered_as_no_project(store: PageStore) -> None:
+async def test_a_404_record_is_remembered_as_no_project(store: PageCache) -> None:
     known = await store.remember("missing", record(b"", status=404))
     assert known.result is None and store.known("missing") == known
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b'{"meta": {"api-version": "2.0"}}'])
 async def test_a_malformed_record_is_a_format_error_and_not_remembered(
-    store: PageStore, body: bytes
+    store: PageCache, body: bytes
 ) -> None:
     with pytest.raises(UpstreamFormatError):
         await store.remember("proj", record(body))
@@ -188,28 +218,25 @@ def _files(name: str, count: int) -> list[str]:
     return [f"{name}-{n}.0.tar.gz" for n in range(count)]
 
 
-async def test_memory_is_bounded_by_bytes_not_pages(tmp_path: Path) -> None:
+async def test_memory_is_bounded_by_bytes_not_pages(open_store: OpenStore) -> None:
     pages = {name: record(page_body(name, *_files(name, 200))) for name in "abcdefghij"}
-    cost = (await PageStore(tmp_path / "measure").parsed("a", pages["a"])).cost
+    cost = (await open_store("measure").parsed("a", pages["a"])).cost
     bound = 3 * cost + cost // 2  # room for three such pages
-    store = PageStore(tmp_path / "pages", memory_bytes=bound)
-    try:
-        for name, held in pages.items():
-            await store.remember(name, held)
-            assert store.memory_bytes <= bound
-        kept = [name for name in pages if store.known(name) is not None]
-        assert kept == ["h", "i", "j"] and store.memory_bytes == 3 * cost
-        assert store.load("a") is None  # remembering is not saving
+    store = open_store(memory_bytes=bound)
+    for name, held in pages.items():
+        await store.remember(name, held)
+        assert store.memory_bytes <= bound
+    kept = [name for name in pages if store.known(name) is not None]
+    assert kept == ["h", "i", "j"] and store.memory_bytes == 3 * cost
+    assert store.load("a") is None  # remembering is not saving
 
-        # a page larger than the whole bound is parsed and returned, and not kept
-        big = record(page_body("big", *_files("big", 1000)))
-        parsed = await store.remember("big", big)
-        assert parsed.cost > bound
-        assert isinstance(parsed.result, ProjectPage) and len(parsed.result.files) == 1000
-        assert store.known("big") is None
-        assert [name for name in pages if store.known(name) is not None] == ["h", "i", "j"]
-    finally:
-        store.close()
+    # a page larger than the whole bound is parsed and returned, and not kept
+    big = record(page_body("big", *_files("big", 1000)))
+    parsed = await store.remember("big", big)
+    assert parsed.cost > bound
+    assert isinstance(parsed.result, ProjectPage) and len(parsed.result.files) == 1000
+    assert store.known("big") is None
+    assert [name for name in pages if store.known(name) is not None] == ["h", "i", "j"]
 
 
 def _verbose_entry(filename: str) -> dict[str, Any]:
@@ -264,10 +291,20 @@ async def test_the_estimate_is_not_below_what_a_parsed_page_takes(
 # ---------------------------------------------------------------------------- export / import
 
 
-def test_exported_records_import_into_another_store(store: PageStore, tmp_path: Path) -> None:
+@pytest.mark.parametrize("target_kind", ["disk", "postgresql"])
+def test_exported_records_import_into_another_store(
+    store: PageCache, open_store: OpenStore, target_kind: str, tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Between a data dir and a cluster, either way (and within either)."""
     store.save("proj", record(page_body("proj", "proj-1.0.tar.gz")))
     store.save("missing", record(b"", status=404))
-    target = PageStore(tmp_path / "target")
+    database = None
+    if target_kind == "disk":
+        target: PageCache = PageStore(tmp_path / "target")
+    else:
+        database = Database(request.getfixturevalue("pg_dsn"))
+        target = ClusterPageStore(database, None, "target", tmp_path / "target")
     try:
         exported = sorted(store.export_records())
         assert [key for key, _fields, _body in exported] == ["missing", "proj"]
@@ -280,9 +317,11 @@ def test_exported_records_import_into_another_store(store: PageStore, tmp_path: 
         assert not any(target.import_record(k, f, b) for k, f, b in exported)
     finally:
         target.close()
+        if database is not None:
+            database.close()
 
 
-def test_an_import_never_replaces_a_newer_copy(store: PageStore) -> None:
+def test_an_import_never_replaces_a_newer_copy(store: PageCache) -> None:
     newer = record(page_body("proj", "proj-2.0.tar.gz"), fetched_at=200.0)
     store.save("proj", newer)
     older = record(page_body("proj", "proj-1.0.tar.gz"), fetched_at=100.0)
@@ -312,7 +351,7 @@ def _fields(**changes: Any) -> tuple[dict[str, Any], bytes]:
     ids=["unknown-field", "missing-fields", "bad-status", "bad-time", "wrong-revision", "garbage"],
 )
 def test_an_unusable_record_is_refused(
-    store: PageStore, fields: dict[str, object], body: bytes, message: str
+    store: PageCache, fields: dict[str, object], body: bytes, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
         store.import_record("proj", fields, body)
