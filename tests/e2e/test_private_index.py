@@ -362,7 +362,9 @@ def test_two_servers_one_data_dir_concurrent_uploads(pyproxy_factory, tmp_path):
 
 
 # database side files, and each server's own Prometheus value files (fresh at every start)
-_DB_NOISE = re.compile(r"(-wal|-shm|-journal|\.log|\.lock|\.pid)$|^metrics/")
+# not the store: database side files, metrics, and the project list rendered when the harness
+# asks for /simple/ (a disposable cache)
+_DB_NOISE = re.compile(r"(-wal|-shm|-journal|\.log|\.lock|\.pid)$|^metrics/|^cache/lists/")
 _TEMP = re.compile(r"(^|/)(tmp|temp|incoming)/|\.(part|tmp|partial)$")
 
 
