@@ -58,6 +58,8 @@ def client_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         # twine/keyring must never prompt or poke a desktop keyring
         PYTHON_KEYRING_BACKEND="keyring.backends.null.Keyring",
         PYTHONDONTWRITEBYTECODE="1",
+        # clients wrap their messages to the terminal's width: never mid-phrase in a test
+        COLUMNS="10000",
     )
     if extra:
         env.update(extra)
