@@ -277,10 +277,12 @@ async def test_two_nodes_sharing_one_key_at_once_make_one_object(
     ).hexdigest() == dist.sha256
 
 
-async def test_a_follower_on_another_node_starts_close_behind_the_leader(
+async def test_a_follower_on_another_node_streams_the_download_in_progress(
     node: MakeNode, fake: FakeUpstream
 ) -> None:
-    names = [f"big-3.{i}-py3-none-any.whl" for i in range(7)]
+    """The other node's client gets its first bytes while the leader is still downloading, not
+    once the file is in the bucket (the gap is measured by the benchmark, not asserted here)."""
+    names = [f"big-3.{i}-py3-none-any.whl" for i in range(3)]
     for name in names:
         add_wheel(fake, 1 * MiB, name=name)
     a, b = await node(), await node()
@@ -288,24 +290,23 @@ async def test_a_follower_on_another_node_starts_close_behind_the_leader(
         async with each.client.get("/simple/big/") as page:
             assert page.status == 200
     fake.latency = 0.05  # upstream's time to first byte
+    fake.chunk_delay = 0.05  # and a body that takes a while: the download is in progress
 
-    async def first_byte(each: Node, path: str) -> float:
-        started = time.monotonic()
+    async def timed(each: Node, path: str) -> tuple[float, float]:
+        """(first byte, last byte), as times of the loop's clock."""
         async with each.client.get(path) as response:
             assert response.status == 200
             await response.content.readany()
-            elapsed = time.monotonic() - started
+            first = time.monotonic()
             await response.read()
-        return elapsed
+        return first, time.monotonic()
 
-    gaps, leaders = [], []
+    gaps = []
     for name in names:
-        times = await asyncio.gather(first_byte(a, "/files/big/" + name),
-                                     first_byte(b, "/files/big/" + name))
-        leaders.append(min(times))
-        gaps.append(max(times) - min(times))
+        (a_first, a_last), (b_first, b_last) = await asyncio.gather(
+            timed(a, "/files/big/" + name), timed(b, "/files/big/" + name))
         assert fake.count(fake.file_path("big", name)) == 1
-    gaps.sort()
-    print(f"leader TTFB median {sorted(leaders)[3] * 1000:.1f} ms; follower behind by "
-          f"median {gaps[3] * 1000:.1f} ms, max {gaps[-1] * 1000:.1f} ms")
-    assert gaps[3] < 0.02
+        leader_done = min(a_last, b_last)
+        assert max(a_first, b_first) < leader_done, "the follower waited for the whole file"
+        gaps.append(abs(a_first - b_first))
+    print(f"follower behind by {sorted(gaps)[1] * 1000:.1f} ms (median)")
