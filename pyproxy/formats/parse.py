@@ -68,6 +68,11 @@ class UpstreamFormatError(Exception):
     """A malformed upstream answer; the message is one line and says what was wrong."""
 
 
+class Emptied(UpstreamFormatError):
+    """An answer that lists nothing where the copy listed something (a page's files, the
+    list's projects) and upstream does not say why."""
+
+
 class NotASimplePage(UpstreamFormatError):
     """An HTML answer that parses, but has nothing of a simple page about it."""
 

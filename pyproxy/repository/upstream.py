@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from pyproxy import metrics
-from pyproxy.formats.parse import JSON_TYPE, NotASimplePage
+from pyproxy.formats.parse import JSON_TYPE, Emptied
 from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
@@ -50,7 +50,7 @@ from pyproxy.model import (
 from pyproxy.repository.downloads import Origin, origin_of
 from pyproxy.repository.http import RangeAnswer, UpstreamClient, UpstreamError
 from pyproxy.repository.misses import RangeMemory, UpstreamMiss
-from pyproxy.repository.upstream_list import UpstreamList
+from pyproxy.repository.upstream_list import UpstreamList, upstream_failure
 from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
 from pyproxy.stores.filecache import FileCache
@@ -73,7 +73,7 @@ _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redi
 Result = ProjectPage | None
 
 
-class PageEmptied(UpstreamFormatError):
+class PageEmptied(Emptied):
     """A page that lists nothing where the cached copy listed something."""
 
 
@@ -91,12 +91,6 @@ def _spoke_json(record: PageRecord | None) -> bool:
     if record is None or record.status != 200 or not record.content_type:
         return False
     return record.content_type.split(";")[0].strip().lower() == JSON_TYPE
-
-
-def _refusal(exc: UpstreamFormatError) -> str:
-    if isinstance(exc, PageEmptied):
-        return "emptied"
-    return "not_a_page" if isinstance(exc, NotASimplePage) else "malformed"
 
 
 def offered_file(page: ProjectPage, filename: str) -> DistFile:
@@ -321,12 +315,7 @@ class UpstreamRepository:
             if stale is not None and stale.revision != record.revision:
                 await self._check_not_emptied(key, stale, fresh)
         except (UpstreamError, UpstreamFormatError) as exc:
-            if isinstance(exc, UpstreamFormatError):
-                metrics.REFUSED_PAGES.labels(_refusal(exc)).inc()
-                self.client.answer_unusable()
-                problem = f"answered 200 with something that is not the page: {exc}"
-            else:
-                problem = str(exc)
+            problem = upstream_failure(exc, self.client)
             if turn.failure is None:
                 turn.fail(problem)
             if stale is None:

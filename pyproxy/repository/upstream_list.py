@@ -19,12 +19,12 @@ import logging
 import time
 
 from pyproxy import metrics
-from pyproxy.formats.parse import JSON_TYPE, NotASimplePage
+from pyproxy.formats.parse import JSON_TYPE, Emptied, NotASimplePage
 from pyproxy.lru import SingleFlight
 from pyproxy.model import ProjectList, Unavailable
 from pyproxy.repository.http import UpstreamClient, UpstreamError, redact
 from pyproxy.stores.pages import INDEX_KEY, PageCache, UpstreamFormatError
-from pyproxy.stores.project_list import ListEmptied, ListRecord
+from pyproxy.stores.project_list import ListRecord
 
 __all__ = ["UpstreamList"]
 
@@ -36,10 +36,16 @@ _LOCK_MARGIN_S = 10.0
 _BUILD_ALLOWANCE_S = 120.0
 
 
-def _refusal(exc: UpstreamFormatError) -> str:
-    if isinstance(exc, ListEmptied):
-        return "emptied"
-    return "not_a_page" if isinstance(exc, NotASimplePage) else "malformed"
+def upstream_failure(exc: UpstreamError | UpstreamFormatError, client: UpstreamClient) -> str:
+    """What went wrong with a page or list fetch, as the logs and a 503 say it; an answer that
+    came but is not the page is counted as refused and noted for /ready."""
+    if not isinstance(exc, UpstreamFormatError):
+        return str(exc)
+    kind = "emptied" if isinstance(exc, Emptied) else (
+        "not_a_page" if isinstance(exc, NotASimplePage) else "malformed")
+    metrics.REFUSED_PAGES.labels(kind).inc()
+    client.answer_unusable()
+    return f"answered 200 with something that is not the page: {exc}"
 
 
 def _spoke_json(record: ListRecord | None) -> bool:
@@ -96,12 +102,7 @@ class UpstreamList:
                     raise UpstreamError(f"{turn.failure} (the last try, by another worker)")
                 record = await self._fetch(stale)
             except (UpstreamError, UpstreamFormatError) as exc:
-                if isinstance(exc, UpstreamFormatError):
-                    metrics.REFUSED_PAGES.labels(_refusal(exc)).inc()
-                    self.client.answer_unusable()
-                    problem = f"answered 200 with something that is not the page: {exc}"
-                else:
-                    problem = str(exc)
+                problem = upstream_failure(exc, self.client)
                 if turn.failure is None:
                     turn.fail(problem)
                 return self._stale(stale, problem)

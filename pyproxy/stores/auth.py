@@ -12,11 +12,12 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 from pyproxy.stores import sqlite
 from pyproxy.stores.changes import ChangeCounter
@@ -261,13 +262,7 @@ class UserStore:
             tokens = self._db.execute(
                 "SELECT user, token_hash, prefix, created FROM tokens ORDER BY created"
             ).fetchall()
-        held: dict[str, list[TokenRecord]] = {}
-        for user, token_hash, prefix, created in tokens:
-            held.setdefault(user, []).append(TokenRecord(token_hash, prefix, created))
-        return [
-            UserRecord(name, password_hash, bool(admin), created, tuple(held.get(name, ())))
-            for name, password_hash, admin, created in users
-        ]
+        return user_records(users, tokens)
 
     def import_user(self, record: UserRecord) -> tuple[bool, int]:
         """Add an exported user and its tokens unless there: (user added, tokens added). A user
@@ -291,13 +286,39 @@ class UserStore:
 
     def authenticate(self, username: str, password: str) -> Identity | None:
         """The identity these credentials prove, or None. Blocking (scrypt): run off the loop."""
-        if username == TOKEN_USERNAME:
-            return self.token_identity(password)
-        record = self.password_record(username)
-        if not check_password(password, None if record is None else record[0]):
-            return None
-        assert record is not None
-        return Identity(username, record[1], via_token=False)
+        return authenticate(self, username, password)
+
+
+class _Credentials(Protocol):
+    def token_identity(self, token: str) -> Identity | None: ...
+
+    def password_record(self, username: str) -> tuple[str, bool] | None: ...
+
+
+def authenticate(users: _Credentials, username: str, password: str) -> Identity | None:
+    """The identity these credentials prove to a user store (of either backend), or None.
+    Blocking (scrypt): run off the loop."""
+    if username == TOKEN_USERNAME:
+        return users.token_identity(password)
+    record = users.password_record(username)
+    if not check_password(password, None if record is None else record[0]):
+        return None
+    assert record is not None
+    return Identity(username, record[1], via_token=False)
+
+
+def user_records(
+    users: Iterable[Sequence[Any]], tokens: Iterable[Sequence[Any]]
+) -> list[UserRecord]:
+    """Export records from rows of (name, password_hash, admin, created) and of (user,
+    token_hash, prefix, created), as both backends select them."""
+    held: dict[str, list[TokenRecord]] = {}
+    for user, token_hash, prefix, created in tokens:
+        held.setdefault(user, []).append(TokenRecord(token_hash, prefix, created))
+    return [
+        UserRecord(name, password_hash, bool(admin), created, tuple(held.get(name, ())))
+        for name, password_hash, admin, created in users
+    ]
 
 
 def check_password(password: str, stored: str | None) -> bool:

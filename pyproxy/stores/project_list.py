@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from pyproxy.formats.parse import UpstreamFormatError
+from pyproxy.formats.parse import Emptied
 from pyproxy.formats.project_list import read_project_list
 from pyproxy.model import Listed, NormalizedName, normalize
 
@@ -47,7 +47,7 @@ _BATCH = 10_000
 SUBPROCESS_BYTES = 4 * 1024 * 1024  # a list this large is read in a process of its own
 
 
-class ListEmptied(UpstreamFormatError):
+class ListEmptied(Emptied):
     """A list that names no project where the copy named some."""
 
 

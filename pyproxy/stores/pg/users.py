@@ -22,11 +22,11 @@ from pyproxy.stores.auth import (
     TOKEN_USERNAME,
     AuthError,
     Identity,
-    TokenRecord,
     UserRecord,
     _token_hash,
-    check_password,
+    authenticate,
     hash_password,
+    user_records,
 )
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.database import READ_TIMEOUT_S, Connection, Database
@@ -211,13 +211,7 @@ class PgUserStore:
             tokens = conn.execute(
                 "SELECT username, token_hash, prefix, created FROM tokens ORDER BY created"
             ).fetchall()
-        held: dict[str, list[TokenRecord]] = {}
-        for user, token_hash, prefix, created in tokens:
-            held.setdefault(user, []).append(TokenRecord(token_hash, prefix, created))
-        return [
-            UserRecord(name, password_hash, bool(admin), created, tuple(held.get(name, ())))
-            for name, password_hash, admin, created in users
-        ]
+        return user_records(users, tokens)
 
     def import_user(self, record: UserRecord) -> tuple[bool, int]:
         """As UserStore.import_user: (user added, tokens added); a user there keeps its
@@ -239,10 +233,4 @@ class PgUserStore:
         return added, tokens
 
     def authenticate(self, username: str, password: str) -> Identity | None:
-        if username == TOKEN_USERNAME:
-            return self.token_identity(password)
-        record = self.password_record(username)
-        if not check_password(password, None if record is None else record[0]):
-            return None
-        assert record is not None
-        return Identity(username, record[1], via_token=False)
+        return authenticate(self, username, password)
