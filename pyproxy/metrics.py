@@ -25,7 +25,7 @@ REFUSED_PAGE_REASONS = ("malformed", "not_a_page", "emptied")
 CUT_SHORT_CAUSES = ("client", "aborted")
 UPLOAD_REJECTIONS = (
     "unauthenticated", "forbidden", "too_large", "malformed", "invalid_metadata", "invalid_file",
-    "duplicate", "upstream_unavailable", "no_space", "other",
+    "duplicate", "upstream_unavailable", "no_space", "throttled", "other",
 )
 # the [policy] rules that hold upstream files back (pyproxy.policy.Reason's values)
 POLICY_REASONS = ("allow_only", "deny", "not_after", "min_age", "missing_upload_time")

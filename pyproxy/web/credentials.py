@@ -40,6 +40,7 @@ Revision = tuple[int, int]
 _T = TypeVar("_T")
 _WINDOW_S = 60.0
 BUSY_RETRY_AFTER_S = 1
+STOPPING = "Service Unavailable: the server is stopping; retry on another node or shortly."
 PASSWORD_NICENESS = 10  # a thread at +10 gets about a tenth of a core a normal one also wants
 
 
@@ -86,11 +87,22 @@ class PasswordPool:
                     BUSY_RETRY_AFTER_S,
                 )
             self._admitted += 1
-        future = self._executor.submit(check_password, password, stored)
+        try:
+            future = self._executor.submit(check_password, password, stored)
+        except RuntimeError:  # closed: the server is stopping
+            self._release(None)
+            raise Refused(503, STOPPING, BUSY_RETRY_AFTER_S) from None
         future.add_done_callback(self._release)  # also when cancelled before it ran
-        return await asyncio.wrap_future(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and task is not None and not task.cancelling():
+                # dropped from the queue by close(), not given up by the client
+                raise Refused(503, STOPPING, BUSY_RETRY_AFTER_S) from None
+            raise
 
-    def _release(self, _: Future[bool]) -> None:
+    def _release(self, _: Future[bool] | None) -> None:
         with self._lock:
             self._admitted -= 1
 

@@ -47,7 +47,11 @@ async def _authenticate(request: web.Request) -> Identity:
             status=401,
             kind="unauthenticated",
         )
-    identity = await readauth.identify(request)  # the same (cached) check as for reads
+    try:
+        identity = await readauth.identify(request)  # the same (cached) check as for reads
+    except (web.HTTPTooManyRequests, web.HTTPServiceUnavailable):  # no check could be made
+        metrics.UPLOADS_REJECTED.labels("throttled").inc()
+        raise
     if identity is None:
         raise UploadRejected(
             "Invalid or non-existent authentication information.", status=403,

@@ -1,11 +1,15 @@
 """pyproxy/web/credentials.py on its own: the per-address failure limit, on a clock the test
-moves. The pool and the remembered answers are tested through HTTP in test_readauth.py."""
+moves; the pool's refusals once it is closed. The pool and the remembered answers are tested
+through HTTP in test_readauth.py."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
-from pyproxy.web.credentials import FailureLimit, Refused
+from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused
 
 
 class Clock:
@@ -77,3 +81,30 @@ def test_the_limit_is_exact(per_minute: int) -> None:
     assert refusal(limit, "192.0.2.1") is None
     limit.failed("192.0.2.1")
     assert refusal(limit, "192.0.2.1") is not None
+
+
+async def test_a_check_after_the_pool_closed_is_refused_with_503() -> None:
+    pool = PasswordPool(1, 4)
+    pool.close()
+    with pytest.raises(Refused) as refused:
+        await pool.check("secret", None)
+    assert refused.value.status == 503 and "stopping" in refused.value.message
+
+
+async def test_a_check_still_queued_when_the_pool_closes_is_refused_with_503() -> None:
+    pool = PasswordPool(1, 4)
+    started, release = threading.Event(), threading.Event()
+
+    def occupy() -> None:
+        started.set()
+        release.wait(10)
+
+    pool._executor.submit(occupy)  # the one thread is busy: the next check waits in the queue
+    assert started.wait(10)
+    queued = asyncio.create_task(pool.check("secret", None))
+    await asyncio.sleep(0)
+    pool.close()
+    release.set()
+    with pytest.raises(Refused) as refused:
+        await queued
+    assert refused.value.status == 503

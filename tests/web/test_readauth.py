@@ -30,6 +30,7 @@ from pyproxy.web import credentials
 from pyproxy.web.context import Services
 from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_wheel
+from tests.web.test_upload import rejections
 
 WHEEL = "foo_bar-1.0-py3-none-any.whl"
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
@@ -340,9 +341,11 @@ async def test_wrong_passwords_from_one_address_are_limited_with_429(
     assert len(hashes.threads) == 3  # the refused guess was not hashed
     # a right password is not checked either (that would tell a guess apart) ...
     assert (await status_of(client, "/simple/", basic("carol", OTHER_PASSWORD)))[0] == 429
+    throttled_before = (await rejections(client)).get("throttled", 0)
     response = await upload(client, make_wheel(tmp_path / "dist", "New-Thing", "1.0"), "carol",
                             OTHER_PASSWORD)
     assert response.status == 429 and "Retry-After" in response.headers
+    assert (await rejections(client))["throttled"] == throttled_before + 1
     # ... but tokens and credentials already proven still work
     assert (await status_of(client, "/simple/", token))[0] == 200
     assert (await status_of(client, "/simple/", remembered))[0] == 200
