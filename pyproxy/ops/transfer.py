@@ -5,9 +5,9 @@ Layout of an export (the manifest is written last, so a directory without it is 
     pyproxy-export.json          format version, when, and the counts below
     private/projects.jsonl       every private name (also those reserved without files), whether
                                  it is restricted, and the user names holding roles on it
-    private/files.jsonl          one record per file: the form fields, hashes, upload time, yank
+    private/files.jsonl          one record per file: the form fields, hashes, upload time, yank,
+                                 the PEP 740 attestations uploaded with it
     private/files/<filename>     the bodies
-    private/users.jsonl          with --include-users: users and tokens, hashed (transfer_users)
     private/users.jsonl          with --include-users: users and tokens, hashed (transfer_users)
     cache/files.jsonl            with --include-cache: cache key, sha256, size, body name
     cache/files/<hash of key>
@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from pyproxy.model import StreamedFile, Unavailable, normalize
+from pyproxy.model import NotFound, StreamedFile, Unavailable, normalize
 from pyproxy.ops.transfer_format import (
     CHUNK,
     FORMAT,
@@ -130,9 +130,23 @@ def exported_files(private: PrivateStoreAPI) -> list[dict[str, Any]]:
             "blake2_256": record.blake2_256, "md5": record.md5,
             "upload_time": record.upload_time, "uploader": record.uploader,
             "yanked_reason": record.yanked_reason, "fields": record.fields,
+            "attestations": _attestations(private, record.display_name, record.filename),
         }
         for record in private.file_records()
     ]
+
+
+def _attestations(private: PrivateStoreAPI, shown: str, filename: str) -> list[Any] | None:
+    """The PEP 740 attestations uploaded with a file (None: none were): the import sends them
+    as an upload's `attestations` field, so they are checked again and the same provenance
+    object is built from them."""
+    try:
+        body = private.open_provenance(normalize(shown), filename).path.read_bytes()
+    except (NotFound, FileNotFoundError):  # none, or removed meanwhile
+        return None
+    provenance = orjson.loads(body)  # a store's own object, at most MAX_PROVENANCE_BYTES
+    return [attestation for bundle in provenance["attestation_bundles"]
+            for attestation in bundle["attestations"]]
 
 
 def _export_blobs(
@@ -240,6 +254,9 @@ async def _import_file(publisher: Publisher, files: Path, record: dict[str, Any]
         "blake2_256_digest": [str(record["blake2_256"])],
         "md5_digest": [str(record["md5"])],
     })
+    attestations = record.get("attestations")
+    if attestations is not None:  # checked by the publisher as an upload's would be
+        fields["attestations"] = [orjson.dumps(attestations).decode()]
     yanked, uploader = record.get("yanked_reason"), record.get("uploader")
     shown = record.get("name")
     kept = Kept(

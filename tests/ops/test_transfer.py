@@ -4,6 +4,8 @@ directories through a portable directory, each file checked on the way in."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from pyproxy.cli import main as cli
 from pyproxy.ops import transfer
 from pyproxy.stores.private import PrivateStore
 from pyproxy.web.context import SERVICES
+from tests.attestations import attest
 from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
@@ -138,6 +141,41 @@ async def test_import_checks_every_file_as_an_upload_would(
     assert "failed: ../../escape.whl:" in err
     assert not (tmp_path / "escape.whl").exists()
     assert list((target / "private" / "tmp").iterdir()) == [], "no partial file left behind"
+
+
+async def test_attestations_travel_and_are_checked_again_on_import(
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "source"
+    source_client, _ = await make_client(data_dir=source)
+    dists = tmp_path / "dists"
+    attested, forged = make_wheel(dists, "attested", "1.0"), make_wheel(dists, "attested", "2.0")
+    for wheel in (attested, forged):
+        sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        attestations = json.dumps([json.loads(attest(wheel.name, sha256).model_dump_json())])
+        assert (await upload(source_client, wheel, attestations=attestations)).status == 200
+    plain = make_wheel(dists, "attested", "3.0")
+    assert (await upload(source_client, plain)).status == 200
+    export = tmp_path / "export"
+    assert cli.main(["export", str(export), "--data-dir", str(source)]) == 0
+    # the 2.0 record now carries the 1.0 file's attestation: it names another file
+    records = [orjson.loads(line) for line in (export / "private" / "files.jsonl").read_bytes().splitlines()]
+    by_name = {record["filename"]: record for record in records}
+    assert by_name[plain.name]["attestations"] is None
+    by_name[forged.name]["attestations"] = by_name[attested.name]["attestations"]
+    (export / "private" / "files.jsonl").write_bytes(b"\n".join(orjson.dumps(r) for r in records))
+    capsys.readouterr()
+
+    target = tmp_path / "target"
+    code, out, err = await run(capsys, "import", str(export), "--data-dir", str(target))
+    assert code == 1 and "private files: 2 imported" in out and "1 failed" in out
+    assert f"failed: {forged.name}: Invalid attestations supplied during upload" in err
+    target_client, _ = await make_client(data_dir=target)
+    path = f"/integrity/attested/1.0/{attested.name}/provenance"
+    before, after = await source_client.get(path), await target_client.get(path)
+    assert before.status == after.status == 200
+    assert await after.read() == await before.read()  # the same provenance object, rebuilt
+    assert (await target_client.get(f"/integrity/attested/3.0/{plain.name}/provenance")).status == 404
 
 
 async def test_export_refuses_a_non_empty_directory_and_import_an_incomplete_one(
