@@ -14,7 +14,7 @@ import orjson
 
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
-from pyproxy.ops import cacheops
+from pyproxy.ops import cacheops, cacheverify
 from pyproxy.stores.space import Spare, with_room
 from pyproxy.units import human_size, parse_size
 
@@ -160,7 +160,7 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     try:
         total = len(cache.entries())
         with _progress(total) as advance:
-            result = cacheops.verify(cache, advance)
+            result = cacheverify.verify(cache, advance)
         names = cache.describe({d.entry.key for d in result.damaged})
     finally:
         cache.close()

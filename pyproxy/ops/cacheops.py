@@ -1,4 +1,4 @@
-"""Operations on the upstream cache beside a running server: stats, prune, verify.
+"""Operations on the upstream cache beside a running server: stats, prune (verify: cacheverify).
 
 They work on a `Cache`: the data directory's (`LocalCache`, here) or a cluster's shared one
 (ops.clustercache). On a data directory everything goes through diskcache's own transactions
@@ -10,10 +10,9 @@ Pruning also works on a full disk, where the index has no room to record a delet
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -22,20 +21,16 @@ from pyproxy.datadir import DataDir
 from pyproxy.metrics import counter_values
 from pyproxy.model import ProjectPage
 from pyproxy.multiproc import live_directories
-from pyproxy.stores import proof
 from pyproxy.stores.blobcache import BlobCache, BlobEntry
 from pyproxy.stores.blobkeys import (
     blob_key,
     is_metadata_key,
-    is_provenance_key,
     metadata_key,
-    names_its_body,
     provenance_key,
 )
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.space import Spare, is_disk_full, with_room
 
-_CHUNK = 1024 * 1024
 _DAY = 86400.0
 
 
@@ -255,86 +250,3 @@ def _delete(blobs: Prunable, entry: BlobEntry, spare: Spare | None) -> bool:
     if spare is None:
         return blobs.delete(entry.key)
     return with_room(spare, lambda: blobs.delete(entry.key), "prune the cache")
-
-
-@dataclass(frozen=True)
-class Damaged:
-    entry: BlobEntry
-    reason: str
-
-
-@dataclass
-class VerifyResult:
-    checked: int = 0
-    bytes: int = 0
-    damaged: list[Damaged] = field(default_factory=list)
-
-
-def _sha256_of(body: BinaryIO) -> tuple[str, int]:
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := body.read(_CHUNK):
-        digest.update(chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def _hash_in_key(entry: BlobEntry) -> bool:
-    """Whether upstream listed the body's sha256 (the key then names it). Other entries (keyed
-    by their URL, or a `.metadata` by its file's sha256) were cached on proof of their kind."""
-    return names_its_body(entry.key, entry.sha256)
-
-
-def _kind_problem(entry: BlobEntry, body: BinaryIO, label: str | None) -> str | None:
-    """Why a body cached without a listed sha256 is not a well-formed file of its kind."""
-    filename = label.rpartition("/")[2] if label else None
-    try:
-        if filename is not None:
-            proof.check_file(filename, body, entry.size)
-        elif is_metadata(entry):
-            proof.check_kind("metadata", body, entry.size)
-        elif is_provenance_key(entry.key):
-            proof.check_kind("provenance", body, entry.size)
-        else:  # its page is no longer cached: any archive will do
-            proof.check_any_archive(body, entry.size)
-    except proof.Unproven as exc:
-        return f"upstream lists no sha256, and it is not a well-formed file of its kind: {exc}"
-    return None
-
-
-def _problem(cache: Cache, entry: BlobEntry, label: str | None, unproven: bool
-             ) -> tuple[str | None, int]:
-    """(why the body is damaged or None, its size); FileNotFoundError if it is gone."""
-    with cache.open_body(entry) as body:
-        actual, size = _sha256_of(body)
-        if size != entry.size:
-            return f"{size} bytes {cache.where}, {entry.size} when cached", size
-        if actual != entry.sha256:
-            return f"sha256 {actual}, {entry.sha256} when cached", size
-        return (_kind_problem(entry, body, label) if unproven else None), size
-
-
-def verify(cache: Cache, progress: Callable[[BlobEntry], None] | None = None) -> VerifyResult:
-    """Re-hash every cached file, and re-check the kind of those cached without a listed sha256
-    (named from the cached pages); remove (and report) the bad ones."""
-    result = VerifyResult()
-    entries = cache.entries()
-    unproven = {entry.key for entry in entries if not _hash_in_key(entry)}
-    names = cache.describe(unproven)
-    for entry in entries:
-        try:
-            reason, size = _problem(cache, entry, names.get(entry.key), entry.key in unproven)
-        except FileNotFoundError:
-            if not cache.lost(entry):
-                if progress:
-                    progress(entry)
-                continue  # evicted or replaced by the server meanwhile
-            reason, size = "listed in the cache, but its body is gone", 0
-        if reason is not None:
-            cache.delete(entry.key)
-            result.damaged.append(Damaged(entry, reason))
-        result.checked += 1
-        result.bytes += size
-        if progress:
-            progress(entry)
-    return result
