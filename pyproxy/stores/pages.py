@@ -19,6 +19,7 @@ record); `PageStore` keeps the records on disk, a cluster node's ClusterPageStor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -116,6 +117,17 @@ class _Unpickler(pickle.Unpickler):
 
 
 class _RecordDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no types
+    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> Any:
+        # diskcache leaves a file it could not finish (a full disk) where no row points to it
+        existed = os.path.exists(full_path)
+        try:
+            return super()._write(full_path, iterator, mode, encoding)
+        except BaseException:
+            if not existed:
+                with contextlib.suppress(OSError):
+                    os.unlink(full_path)
+            raise
+
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if mode != MODE_PICKLE:
             return super().fetch(mode, filename, value, read)

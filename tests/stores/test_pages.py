@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import pickle
 import sys
 import time
@@ -356,6 +357,22 @@ def test_an_unusable_record_is_refused(
     with pytest.raises(ValueError, match=message):
         store.import_record("proj", fields, body)
     assert store.load("proj") is None
+
+
+def test_a_page_the_disk_fills_up_under_leaves_no_partial_file(tmp_path: Path) -> None:
+    with mounted(tmp_path / "disk", "4m") as disk:
+        store = PageStore(disk / "pages")
+        try:
+            big = record(page_body("big", *(f"big-{n}.0.tar.gz" for n in range(2000))))
+            assert len(pickle.dumps(big)) > 128 * 1024
+            filler = fill(disk)
+            os.truncate(filler, filler.stat().st_size - 64 * 1024)  # room for part of it
+            store.save("big", big)
+            assert store.load("big") is None
+            left = [p for p in (disk / "pages").rglob("*.val")]
+            assert left == [], f"partial page files left behind: {left}"
+        finally:
+            store.close()
 
 
 def test_save_on_a_full_disk_keeps_the_page_in_memory_only(

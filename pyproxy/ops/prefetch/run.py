@@ -24,6 +24,7 @@ from pyproxy.ops.prefetch.locks import LockContents, Pinned, PrefetchError, read
 from pyproxy.ops.prefetch.progress import Outcome, Progress
 from pyproxy.ops.prefetch.resolve import ResolutionFailed, resolve_for
 from pyproxy.ops.prefetch.targets import Target, for_targets
+from pyproxy.repository.http import redact
 from pyproxy.units import human_size
 
 CACHE_STATUS = "X-Pyproxy-Cache"  # set by pyproxy.web.files: "hit" or "miss"
@@ -191,10 +192,10 @@ class _Run:
                                    timeout=aiohttp.ClientTimeout(total=15)) as response:
                 await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise PrefetchError(f"cannot reach pyproxy at {_display(self.request.base)}: "
+            raise PrefetchError(f"cannot reach pyproxy at {redact(self.request.base)}: "
                                 f"{_why(exc)}") from None
         if response.status >= 500:
-            raise PrefetchError(f"pyproxy at {_display(self.request.base)} answers "
+            raise PrefetchError(f"pyproxy at {redact(self.request.base)} answers "
                                 f"HTTP {response.status}")
 
 
@@ -222,15 +223,6 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     return str(exc) or type(exc).__name__
-
-
-def _display(url: str) -> str:
-    """The URL without any password in it."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def normalize_base(url: str) -> str:
