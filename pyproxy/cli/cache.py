@@ -1,4 +1,5 @@
-"""`pyproxy cache stats|prune|verify`: the command-line side of pyproxy.cacheops."""
+"""`pyproxy cache stats|prune|verify`: the command-line side of pyproxy.cacheops, on the data
+directory's cache, or with [storage] set on the cluster's shared one (ops.clustercache)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ import orjson
 
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
-from pyproxy.ops import cacheops
-from pyproxy.stores.blobcache import BlobCache
+from pyproxy.ops import cacheops, cacheverify
 from pyproxy.stores.space import Spare, with_room
 from pyproxy.units import human_size, parse_size
 
@@ -43,18 +43,27 @@ def _days_argument(text: str) -> float:
     return days
 
 
-def _open(settings: Settings) -> BlobCache:
+def _open(settings: Settings) -> cacheops.Cache:
+    """The cluster's shared cache when [storage] is set, else the data directory's."""
+    if settings.storage_database:
+        from pyproxy.ops import clustercache  # psycopg only for a cluster
+
+        return clustercache.open_shared(settings)
     if not settings.data_dir.is_dir():
         raise FileNotFoundError(errno.ENOENT, "no data directory", str(settings.data_dir))
-    return cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
+    blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
+    return cacheops.LocalCache(blobs, settings.data_dir)
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    blobs = _open(settings)
+    cache = _open(settings)
     try:
-        found = cacheops.stats(settings.data_dir, blobs)
+        found = cacheops.stats(cache)
+        names: dict[str, str] = {}
+        if not args.json and found.oldest is not None and found.least_recent is not None:
+            names = cache.describe({found.oldest.key, found.least_recent.key})
     finally:
-        blobs.close()
+        cache.close()
     hits = cacheops.hit_counts(settings.data_dir)
     if args.json:
         document: dict[str, Any] = {
@@ -68,27 +77,38 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
             "hits": hits[0] if hits else None,
             "misses": hits[1] if hits else None,
         }
+        if settings.storage_database:
+            document["page_bytes"] = found.page_bytes
         sys.stdout.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
         return 0
     share = 100 * found.bytes / found.max_size if found.max_size else 0
-    print(f"projects    {found.projects} upstream project pages")
+    pages = f" ({human_size(found.page_bytes)} in PostgreSQL)" if found.page_bytes else ""
+    print(f"projects    {found.projects} upstream project pages{pages}")
     print(f"files       {found.files} files, {found.metadata_files} .metadata")
     print(f"size        {human_size(found.bytes)} of {human_size(found.max_size)} ({share:.0f}%)")
     if found.oldest is not None and found.least_recent is not None:
-        names = cacheops.describe(settings.data_dir, {found.oldest.key, found.least_recent.key})
         oldest = names.get(found.oldest.key, found.oldest.key)
         print(f"oldest      {_when(found.oldest.stored)}  {oldest}")
         print(f"least used  {_when(found.least_recent.accessed)}"
               f"  {names.get(found.least_recent.key, found.least_recent.key)}")
     else:
         print("oldest      - (the cache is empty)")
-    if hits is None:
-        print("hit ratio   unknown: no server has run on this data directory since it started")
-    else:
-        total = hits[0] + hits[1]
-        ratio = f"{100 * hits[0] / total:.1f}%" if total else "-"
-        print(f"hit ratio   {ratio} since the server started ({hits[0]} hits, {hits[1]} misses)")
+    print(_hit_ratio(hits, cluster=bool(settings.storage_database)))
     return 0
+
+
+def _hit_ratio(hits: tuple[int, int] | None, *, cluster: bool) -> str:
+    """Hits are counted by the servers running on the data directory: on a cluster, the
+    node's own (each node's are on its /metrics)."""
+    where = "this node's server" if cluster else "the server"
+    if hits is None:
+        if cluster:
+            return ("hit ratio   unknown: no node runs on this data directory"
+                    " (see each node's /metrics)")
+        return "hit ratio   unknown: no server has run on this data directory since it started"
+    total = hits[0] + hits[1]
+    ratio = f"{100 * hits[0] / total:.1f}%" if total else "-"
+    return f"hit ratio   {ratio} since {where} started ({hits[0]} hits, {hits[1]} misses)"
 
 
 def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
@@ -96,31 +116,54 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
         print("pyproxy: say what to prune: --max-size SIZE and/or --older-than DAYS",
               file=sys.stderr)
         return 2
+    if settings.storage_database:
+        return _prune_cluster(args, settings)
     spare = Spare(DataDir(settings.data_dir).spare)
-    blobs = with_room(spare, lambda: _open(settings), "open the cache")  # its index writes
+    cache = with_room(spare, lambda: _open(settings), "open the cache")  # its index writes
     try:
-        before = blobs.volume()
+        before = cache.volume()
         result = cacheops.prune(
-            blobs, max_size=args.max_size, older_than_days=args.older_than, spare=spare
+            cache, max_size=args.max_size, older_than_days=args.older_than, spare=spare
         )
-        after = blobs.volume()
+        after = cache.volume()
     finally:
-        blobs.close()
+        cache.close()
     spare.keep()
-    print(f"removed {len(result.removed)} files ({human_size(result.bytes)});"
-          f" the cache holds {human_size(after)} (was {human_size(before)})")
+    _pruned(result, before, after, "the cache")
     return 0
 
 
-def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    blobs = _open(settings)
+def _prune_cluster(args: argparse.Namespace, settings: Settings) -> int:
+    from pyproxy.ops import clustercache  # psycopg only for a cluster
+
+    cache = clustercache.open_shared(settings)
     try:
-        total = len(blobs.entries())
-        with _progress(total) as advance:
-            result = cacheops.verify(blobs, advance, data_dir=settings.data_dir)
+        before = cache.volume()
+        result = cache.prune(max_size=args.max_size, older_than_days=args.older_than)
+        after = cache.volume()
+    except clustercache.EvictionBusy as exc:
+        print(f"pyproxy: {exc}", file=sys.stderr)
+        return 1
     finally:
-        blobs.close()
-    names = cacheops.describe(settings.data_dir, {d.entry.key for d in result.damaged})
+        cache.close()
+    _pruned(result, before, after, "the shared cache")
+    return 0
+
+
+def _pruned(result: cacheops.PruneResult, before: int, after: int, what: str) -> None:
+    print(f"removed {len(result.removed)} files ({human_size(result.bytes)});"
+          f" {what} holds {human_size(after)} (was {human_size(before)})")
+
+
+def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
+    cache = _open(settings)
+    try:
+        total = len(cache.entries())
+        with _progress(total) as advance:
+            result = cacheverify.verify(cache, advance)
+        names = cache.describe({d.entry.key for d in result.damaged})
+    finally:
+        cache.close()
     for damaged in result.damaged:
         label = names.get(damaged.entry.key, damaged.entry.key)
         print(f"removed {label}: {damaged.reason}")

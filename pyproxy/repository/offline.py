@@ -3,7 +3,9 @@
 A page is served as last fetched, whatever its age, and lists only the files (and `.metadata`,
 and PEP 740 provenance) whose bodies are cached, so an installer never picks a version it
 cannot download. The project list names the projects whose page is cached (not the cached
-index, which would name projects that cannot be served).
+index, which would name projects that cannot be served). On a cluster node "cached" is what the
+cluster holds: pages any node fetched (in PostgreSQL) and files in the bucket, which a node
+copies into its local copies when first asked (stores.clusterblobs, `present` and `cached`).
 """
 
 from __future__ import annotations
@@ -113,7 +115,8 @@ class OnlyCached:
         return await self._cached_only(provenance_key(dist), filename + ".provenance")
 
     async def _cached_only(self, key: str, filename: str) -> FileSource:
-        hit = await asyncio.to_thread(self.upstream.blobs.lookup, key)
+        # on a cluster node, also a file only the bucket holds (copied into the node's copies)
+        hit = await self.upstream.blobs.cached(key, filename=filename)
         if hit is None:  # removed since the page was checked
             raise NotFound(f"{filename!r} is not cached, and pyproxy is offline")
         return hit

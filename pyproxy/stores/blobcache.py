@@ -215,6 +215,10 @@ class BlobCache:
             self._uses.note(key)
         return hit
 
+    async def cached(self, key: str, *, filename: str | None = None) -> FileSource | None:
+        """The committed blob or None, never downloading (offline mode). A use."""
+        return await asyncio.to_thread(self.lookup, key)
+
     def flush_uses(self) -> int:
         """Blocking: write this process's uses not yet written (one transaction, none if there
         are none); how many. The server does it on its own every `flush_interval` seconds."""

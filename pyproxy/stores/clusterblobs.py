@@ -16,7 +16,8 @@ Layers, warmest first:
 A local miss is one cluster download (stores.clusterflight), through the local BlobCache so
 that the node's workers share it and it ends in a verified local copy; `serve_inflight` is the
 leader's side of it, for web/inflight.py. Eviction and listings are stores.clustershare's.
-Offline mode on a node serves its local copies (`present`, `lookup`).
+Offline mode on a node serves what the cluster holds (`present`, `cached`): its local copies,
+and the bucket's copied into them, never upstream.
 """
 
 from __future__ import annotations
@@ -102,8 +103,36 @@ class ClusterBlobCache:
         return hit
 
     def present(self, keys: list[str]) -> set[str]:
-        """Which of `keys` this node can send without a download (its local copies)."""
-        return self.local.present(keys)
+        """Which of `keys` the cluster holds: this node's copies, then the shared index in one
+        query (only this node's when the database cannot be reached). For offline mode, which
+        asks again every few seconds, not on each request."""
+        found = self.local.present(keys)
+        rest = [key for key in keys if key not in found]
+        if rest:
+            try:
+                found |= self.shared.index.present(rest)
+            except DatabaseUnavailable as exc:
+                log.debug("cached files unknown beyond this node's: %s", exc)
+        return found
+
+    async def cached(self, key: str, *, filename: str | None = None) -> FileSource | None:
+        """For offline mode, never upstream: this node's copy, else the cluster's, copied from
+        the bucket into the local copies as a miss would be (streamed as it comes, verified
+        against the index). None if the cluster does not hold it; Unavailable when the
+        database or the bucket cannot be reached. A use."""
+        hit = await asyncio.to_thread(self.lookup, key)
+        if hit is not None:
+            return hit
+        blob = await db(self._index.get, key)
+        if blob is None:
+            return None
+        self._uses.start()
+        source = await self.local.fetch(
+            key, sha256=blob.sha256, size=blob.size, open_upstream=self._flight.from_bucket(key),
+            filename=filename,
+        )
+        self._uses.note(key)
+        return source
 
     def digests(self, keys: list[str]) -> dict[str, str]:
         """The sha256 of each of `keys` the cluster holds: this node's copies, then the shared

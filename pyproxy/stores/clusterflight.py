@@ -85,6 +85,31 @@ class ClusterFlight:
 
         return cluster_body
 
+    def from_bucket(self, key: str) -> OpenUpstream:
+        """The shared copy of a key the index lists, as an "upstream" for the local cache: for
+        offline mode, which must never reach upstream (nor lead a download)."""
+
+        @contextlib.asynccontextmanager
+        async def bucket_body() -> AsyncIterator[AsyncIterator[bytes]]:
+            body = self._bucket_chunks(key)
+            try:
+                yield body
+            finally:
+                await body.aclose()
+
+        return bucket_body
+
+    async def _bucket_chunks(self, key: str) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in self.shared.bucket.stream(object_key(key)):
+                yield chunk
+        except ObjectMissing:
+            log.warning("the index lists %r, the bucket has no object: forgetting it", key)
+            await db(self._index.forget, key)
+            raise Unavailable(f"{key!r} is gone from the bucket") from None
+        except BucketUnavailable as exc:
+            raise Unavailable(str(exc)) from None
+
     async def body(
         self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream,
         filename: str | None,

@@ -157,6 +157,19 @@ class Bucket:
         except BaseError as exc:
             raise self._unavailable(exc, f"read {key}") from None
 
+    def chunks(self, key: str, *, start: int = 0) -> Iterator[bytes]:
+        """Blocking: the object's bytes from `start`, as they arrive (one GET, constant memory).
+        ObjectMissing if there is none."""
+        options = {"range": {"offset": start}} if start else None
+        try:
+            result = obstore.get(self._store, key, options=options)  # type: ignore[arg-type]
+            for chunk in result.stream(min_chunk_size=_CHUNK):
+                yield bytes(chunk)
+        except (NotFoundError, FileNotFoundError):
+            raise ObjectMissing(key) from None
+        except BaseError as exc:
+            raise self._unavailable(exc, f"read {key}") from None
+
     async def stream(self, key: str, *, start: int = 0) -> AsyncIterator[bytes]:
         """The object's bytes from `start`, as they arrive. ObjectMissing if there is none."""
         options = {"range": {"offset": start}} if start else None

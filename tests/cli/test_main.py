@@ -16,11 +16,13 @@ import pytest
 
 from pyproxy.access import ReadRestrictions, may_upload
 from pyproxy.cli import main as cli
+from pyproxy.compose import open_stores
+from pyproxy.config import load_settings
 from pyproxy.model import normalize
 from pyproxy.stores import auth
 from pyproxy.stores.auth import TOKEN_USERNAME, UserStore
+from pyproxy.stores.bucket_files import BucketFiles
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
-from pyproxy.stores.pg.cluster import open_cluster_stores
 from pyproxy.stores.private import PrivateStore
 from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.stores.private_schema import NewFile
@@ -89,11 +91,13 @@ def one_line_error(err: str) -> str:
 
 
 @pytest.fixture
-def stores(data_dir: Path, storage: str) -> Iterator[tuple[PrivateStoreAPI, UserStoreAPI]]:
-    """The stores the commands work on, opened as a test's own view (nothing held in memory)."""
+def stores(data_dir: Path, storage: str, tmp_path: Path
+           ) -> Iterator[tuple[PrivateStoreAPI, UserStoreAPI]]:
+    """The stores the commands work on, opened as a test's own view (nothing held in memory);
+    on a cluster with the bodies in its bucket, as the commands have them."""
     if storage:
-        opened: tuple[PrivateStoreAPI, UserStoreAPI] = open_cluster_stores(
-            storage, PrivateFiles(data_dir / "private"), listen=False)
+        settings = load_settings(str(tmp_path / "cluster.toml"), {"data_dir": str(data_dir)})
+        opened: tuple[PrivateStoreAPI, UserStoreAPI] = open_stores(settings)
     else:
         opened = PrivateStore(data_dir / "private"), UserStore(data_dir)
     yield opened
@@ -317,13 +321,27 @@ def test_yank_and_undo(pyproxy, private: PrivateStoreAPI) -> None:  # type: igno
     assert not any(f.yanked for f in private.project_page(normalize("foo")).files)
 
 
+def body_stored(private: PrivateStoreAPI, filename: str) -> bool:
+    """Whether the body of `add_private(private, filename)` is kept: in the data dir, or in
+    the cluster's bucket."""
+    sha256 = hashlib.sha256(filename.encode()).hexdigest()
+    files = private.files
+    if isinstance(files, BucketFiles):
+        return files.bucket.size(files.key(sha256)) is not None
+    assert isinstance(files, PrivateFiles)
+    return files.path(sha256).exists()
+
+
 def test_remove_version_then_project(pyproxy, private: PrivateStoreAPI) -> None:  # type: ignore[no-untyped-def]
     add_private(private, "foo-1.0-py3-none-any.whl")
     add_private(private, "foo-2.0-py3-none-any.whl")
+    assert body_stored(private, "foo-1.0-py3-none-any.whl")
     code, out, err = pyproxy("remove", "foo", "1.0")
     assert (code, err) == (0, "")
     assert "removed 1 file(s) of foo 1.0" in out
     assert [f.filename for f in private.project_page(normalize("foo")).files] == ["foo-2.0-py3-none-any.whl"]
+    assert not body_stored(private, "foo-1.0-py3-none-any.whl")  # the bucket's too
+    assert body_stored(private, "foo-2.0-py3-none-any.whl")
 
     code, out, _ = pyproxy("remove", "foo")
     assert code == 0 and "stays reserved" in out

@@ -1,6 +1,7 @@
 """End to end: upstream files on a cluster of two `pyproxy serve` nodes sharing one PostgreSQL
 and one moto bucket: real pip through one node, then the other; a leader killed with SIGKILL in
-the middle of a download, taken over by the node that was following it."""
+the middle of a download, taken over by the node that was following it; an offline node with an
+empty data dir installing what the other node cached, with upstream gone."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from pathlib import Path
 import psycopg
 
 from tests.dists import make_wheel, underscored
-from tests.e2e.clients import installed, pip_install
+from tests.e2e.clients import installed, listed_filenames, pip_install, uv_pip_install
 from tests.e2e.conftest import PyproxyServer, ServerFactory
-from tests.e2e.test_pull_through import wheel_metadata
+from tests.e2e.test_pull_through import expected_tree, publish_tree, wheel_metadata
 from tests.fake_upstream import FakeUpstream
 from tests.servers.postgres import free_port
 from tests.servers.s3 import S3Server
@@ -27,7 +28,7 @@ MiB = 1024 * 1024
 
 
 def start_node(factory: ServerFactory, fake: FakeUpstream, tmp_path: Path, *, pg_dsn: str,
-               s3: S3Server, bucket: str) -> PyproxyServer:
+               s3: S3Server, bucket: str, extra_args: tuple[str, ...] = ()) -> PyproxyServer:
     port = free_port()
     config = tmp_path / f"node-{port}.toml"
     config.write_text(
@@ -35,7 +36,7 @@ def start_node(factory: ServerFactory, fake: FakeUpstream, tmp_path: Path, *, pg
         f's3_endpoint = "{s3.endpoint}"\nnode_url = "http://127.0.0.1:{port}"\n'
     )
     return factory.start(user=None, extra_args=[
-        "--upstream", fake.index_url, "--config", str(config), "--port", str(port),
+        "--upstream", fake.index_url, "--config", str(config), "--port", str(port), *extra_args,
     ])
 
 
@@ -59,6 +60,38 @@ def test_pip_through_node_a_then_node_b_serves_the_wheel_without_upstream(
     pip_install(b.simple_url, project, target=tmp_path / "via-b")
     assert installed(tmp_path / "via-b") == {underscored(project): "1.0"}
     assert fake.count(wheel_path) == 1  # b took it from the bucket
+
+
+def test_an_offline_node_with_an_empty_data_dir_installs_what_another_node_cached(
+    fake_factory, pyproxy_factory, tmp_path, pg_dsn, s3, bucket
+) -> None:
+    """A warms the cluster with pip; upstream and A go away; B, started --offline on an empty
+    data dir, lists and serves what the cluster holds (pages from PostgreSQL, files copied from
+    the bucket) and nothing it does not."""
+    fake = fake_factory("json")
+    tree = publish_tree(fake, tmp_path / "dists")
+    a = start_node(pyproxy_factory, fake, tmp_path, pg_dsn=pg_dsn, s3=s3, bucket=bucket)
+    pip_install(a.simple_url, tree.app, target=tmp_path / "via-a")
+    assert installed(tmp_path / "via-a") == expected_tree(tree)
+    wanted = tuple(f"{underscored(project)}-{version}-" for project, version in
+                   ((tree.app, "1.0"), (tree.lib, "1.1"), (tree.base, "1.0")))
+    fetched = [wheel for name, wheel in tree.wheels.items() if name.startswith(wanted)]
+    deadline = time.monotonic() + 10  # a shares each once verified
+    while time.monotonic() < deadline and not all(_listed(pg_dsn, "", w) for w in fetched):
+        time.sleep(0.05)
+    a.stop()
+    fake.stop_blocking()
+
+    b = start_node(pyproxy_factory, fake, tmp_path, pg_dsn=pg_dsn, s3=s3, bucket=bucket,
+                   extra_args=("--offline",))
+    proc = pip_install(b.simple_url, tree.app, target=tmp_path / "via-b",
+                       extra_args=["--retries", "0"])
+    assert installed(tmp_path / "via-b") == expected_tree(tree), proc.stdout + proc.stderr
+    proc = uv_pip_install(b.simple_url, tree.app, target=tmp_path / "via-b-uv")
+    assert installed(tmp_path / "via-b-uv") == expected_tree(tree), proc.stdout + proc.stderr
+    # base 2.0 was listed upstream, never fetched: not offered
+    assert listed_filenames(b.simple_url, tree.base) == [
+        name for name in tree.wheels if name.startswith(wanted[2])]
 
 
 def _listed(dsn: str, _name: str, wheel: Path) -> bool:

@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient
 
 from pyproxy.cli import main as cli
 from pyproxy.model import StreamedFile
-from pyproxy.ops import cacheops
+from pyproxy.ops import cacheops, cacheverify
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.web.context import Services
 from tests.conftest import MakeClient
@@ -49,6 +49,12 @@ async def proxy(
     # no warm-up: its look at each file it served is a use too, and these tests count uses
     return await make_client(data_dir=tmp_path / "data", upstream_url=fake.index_url,
                              upstream_warm_up=False)
+
+
+def _local(services: Services) -> cacheops.LocalCache:
+    """The server's cache, as the operations see a data directory's (no pages to name files)."""
+    assert isinstance(services.health.blobs, BlobCache)
+    return cacheops.LocalCache(services.health.blobs)
 
 
 def run(data_dir: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -189,9 +195,9 @@ async def test_verify_removes_an_error_page_cached_for_a_file_without_a_hash(
     assert await _download(client, "d") == wheel.read_bytes()
     assert fake.count(fake.file_path("d", wheel.name)) == 1
     (key,) = {e.key for e in services.health.blobs.entries()} & unhashed
-    assert cacheops.verify(services.health.blobs).damaged == []
+    assert cacheverify.verify(_local(services)).damaged == []
     await _plant(services.health.blobs, key, ERROR_PAGE)
-    (damaged,) = cacheops.verify(services.health.blobs).damaged
+    (damaged,) = cacheverify.verify(_local(services)).damaged
     assert damaged.entry.key == key and "not an archive of any kind" in damaged.reason
 
 
@@ -215,7 +221,7 @@ async def test_verify_keeps_a_cached_provenance_object_and_removes_a_bad_one(
     response = await client.get("/integrity/e/1.0/e-1.0-py3-none-any.whl/provenance")
     assert response.status == 200 and await response.read() == provenance  # fetched again
     await _plant(services.health.blobs, entry.key, ERROR_PAGE)
-    (damaged,) = cacheops.verify(services.health.blobs).damaged  # with no page to name it
+    (damaged,) = cacheverify.verify(_local(services)).damaged  # with no page to name it
     assert "not a provenance object" in damaged.reason
 
 

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from pyproxy.model import LocalFile
+from pyproxy.model import LocalFile, Unavailable
 from pyproxy.stores.clusterblobs import ClusterBlobCache, object_key
 from pyproxy.stores.objects import Bucket
 from pyproxy.stores.peers import PEER_HEADER, ROUTE_PREFIX, peer_token
@@ -310,3 +310,65 @@ async def test_a_follower_on_another_node_streams_the_download_in_progress(
         assert max(a_first, b_first) < leader_done, "the follower waited for the whole file"
         gaps.append(abs(a_first - b_first))
     print(f"follower behind by {sorted(gaps)[1] * 1000:.1f} ms (median)")
+
+
+async def shared(each: Node) -> None:
+    """Until the node's downloads are in the bucket and the index (its publishers are done)."""
+    await asyncio.gather(*list(each.blobs._flight.tasks))
+
+
+async def test_an_offline_node_serves_what_the_cluster_holds_never_upstream(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str
+) -> None:
+    """b, offline with nothing of its own, lists and serves the file a fetched (from the
+    bucket, into its local copies), and not the one nobody fetched."""
+    held = add_wheel(fake, 256 * KiB)
+    add_wheel(fake, 64 * KiB, name="big-2.0-py3-none-any.whl")
+    a = await node()
+    assert (await a.get())[0] == 200
+    await shared(a)
+    fake.reset_counters()
+    b = await node(offline=True)
+    async with b.client.get("/simple/big/",
+                            headers={"Accept": "application/vnd.pypi.simple.v1+json"}) as page:
+        assert page.status == 200
+        assert [f["filename"] for f in (await page.json(content_type=None))["files"]] == [WHEEL]
+    status, body, outcome = await b.get()
+    assert (status, outcome) == (200, "miss") and body == body_of(fake)
+    status, _, outcome = await b.get()
+    assert (status, outcome) == (200, "hit")  # now a local copy
+    hit = await asyncio.to_thread(b.blobs.lookup, held.sha256)
+    assert isinstance(hit, LocalFile) and hit.size == held.size
+    assert (await b.get("/files/big/big-2.0-py3-none-any.whl"))[0] == 404
+    assert fake.requests == []  # upstream never asked, for the page nor the files
+    # a file the index lists but the bucket lost: 503 (not a wrong 404), and forgotten
+    lost = add_wheel(fake, 64 * KiB, name="big-3.0-py3-none-any.whl")
+    with psycopg.connect(pg_dsn) as conn:
+        conn.execute("INSERT INTO cache_blobs (key, sha256, size, last_used) VALUES (%s, %s, %s, 1)",
+                     (lost.sha256, lost.sha256, lost.size))
+    assert b.blobs.present([lost.sha256]) == {lost.sha256}
+    with pytest.raises(Unavailable, match="gone from the bucket"):
+        await b.blobs.cached(lost.sha256)
+    assert rows(pg_dsn, f"SELECT 1 FROM cache_blobs WHERE key = '{lost.sha256}'") == []
+
+
+async def test_offline_with_the_database_down_serves_the_node_s_own_copies(
+    node: MakeNode, fake: FakeUpstream, postgres: PostgresServer
+) -> None:
+    held = add_wheel(fake, 64 * KiB)
+    other = add_wheel(fake, 64 * KiB, name="big-2.0-py3-none-any.whl")
+    a = await node()
+    assert (await a.get())[0] == 200
+    assert (await a.get("/files/big/big-2.0-py3-none-any.whl"))[0] == 200
+    await shared(a)
+    b = await node(offline=True)
+    assert (await b.get())[0] == 200  # b's own copy of one of them
+    postgres.stop()
+    try:
+        keys = [held.sha256, other.sha256]
+        assert await asyncio.to_thread(b.blobs.present, keys) == {held.sha256}
+        assert (await b.get())[2] == "hit"
+        with pytest.raises(Unavailable):  # held by the cluster, maybe: not a 404
+            await b.blobs.cached(other.sha256)
+    finally:
+        postgres.start()

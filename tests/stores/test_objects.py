@@ -37,6 +37,8 @@ async def test_a_key_is_created_once_and_read_back(store: Bucket, tmp_path: Path
     assert b"".join([chunk async for chunk in store.stream("blobs/k")]) == winner
     assert b"".join([chunk async for chunk in store.stream("blobs/k", start=5)]) == winner[5:]
     assert await store.read_range("blobs/k", 2, 3) == winner[2:5]
+    assert b"".join(store.chunks("blobs/k")) == winner  # blocking, as it comes
+    assert b"".join(store.chunks("blobs/k", start=5)) == winner[5:]
     target = tmp_path / "copy"
     assert store.download("blobs/k", target) == len(winner)
     assert target.read_bytes() == winner
@@ -48,6 +50,8 @@ async def test_missing_keys(store: Bucket, tmp_path: Path) -> None:
     assert store.size("blobs/none") is None
     with pytest.raises(ObjectMissing):
         store.download("blobs/none", tmp_path / "x")
+    with pytest.raises(ObjectMissing):
+        next(store.chunks("blobs/none"))
     with pytest.raises(ObjectMissing):
         [chunk async for chunk in store.stream("blobs/none")]
     store.delete("blobs/none")  # deleting nothing is fine

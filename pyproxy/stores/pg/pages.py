@@ -33,15 +33,17 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from typing import Any
 
+from pyproxy.formats.parse import UpstreamFormatError
+from pyproxy.model import ProjectPage
 from pyproxy.stores.keylock import Turn
-from pyproxy.stores.pages import INDEX_KEY, MEMORY_BYTES, PageCache, PageRecord, Parsed
+from pyproxy.stores.pages import INDEX_KEY, MEMORY_BYTES, PageCache, PageRecord, Parsed, parse
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.database import READ_TIMEOUT_S, Connection, Database
 from pyproxy.stores.pg.migrations import Migration, register
 from pyproxy.stores.pg.notify import Changes, Listener, notify
 from pyproxy.stores.pg.turns import Turns
 
-__all__ = ["ClusterPageStore"]
+__all__ = ["ClusterPageStore", "all_pages", "page_totals"]
 
 log = logging.getLogger("pyproxy.pages")
 
@@ -220,3 +222,30 @@ class ClusterPageStore(PageCache):
             )
             for row in cursor:
                 yield str(row[0]), _record(row[1:])
+
+
+# ---- the whole page cache, for `pyproxy cache` (blocking) ----
+
+def page_totals(db: Database) -> tuple[int, int]:
+    """(project pages of every upstream, bytes their rows take in the database)."""
+    with db.transaction() as conn:
+        row = conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 200 AND key <> '/'),"
+            " coalesce(sum(pg_column_size(body)), 0) FROM upstream_pages"
+        ).fetchone()
+    return (0, 0) if row is None else (int(row[0]), int(row[1]))
+
+
+def all_pages(db: Database) -> Iterator[ProjectPage]:
+    """Every cached project page of every upstream, parsed (skipping any that do not parse)."""
+    with db.transaction() as conn, conn.cursor(name="all_pages") as cursor:
+        cursor.itersize = 64
+        cursor.execute(
+            f"SELECT key, {_COLUMNS} FROM upstream_pages WHERE status = 200 AND key <> '/'",
+            binary=True,
+        )
+        for row in cursor:
+            try:
+                yield parse(str(row[0]), _record(row[1:]))
+            except UpstreamFormatError:
+                continue
