@@ -241,6 +241,8 @@ async def test_the_shared_cache_is_bounded_one_evictor_at_a_time_private_untouch
     with psycopg.connect(pg_dsn, autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(hashtextextended('cache:evict', 0))")
         assert await asyncio.to_thread(a.blobs.shrink_to, 0) == []
+        # let go before closing: a closed connection's lock goes only once its backend exits
+        other.execute("SELECT pg_advisory_unlock(hashtextextended('cache:evict', 0))")
     removed = await asyncio.to_thread(a.blobs.shrink_to, 150 * KiB)
     assert len(removed) == 2 and a.blobs.volume() <= 150 * KiB
     assert store.size("private/blobs/x") == 300 * KiB
