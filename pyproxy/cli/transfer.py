@@ -51,10 +51,11 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         raise TransferError(f"no private store in {settings.data_dir}")
     private, opened_users = open_stores(settings)
     users = opened_users if args.include_users else None
-    blobs = pages = None
+    blobs: cacheops.Cache | None = None
+    pages = None
     try:
-        if args.include_cache and layout.files.is_dir():
-            blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
+        if args.include_cache:
+            blobs = _shared_or_local(settings)
         if args.include_cache and (settings.storage_database or layout.pages.is_dir()):
             pages = page_cache(settings, private, "")
         result = transfer.export(
@@ -68,6 +69,18 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         if blobs is not None:
             blobs.close()
     return _summary(result, "exported", cache=args.include_cache, users=args.include_users)
+
+
+def _shared_or_local(settings: Settings) -> cacheops.Cache | None:
+    """The cached files to export: a cluster's shared cache, the data directory's, or None."""
+    if settings.storage_database:
+        from pyproxy.ops import clustercache  # psycopg only for a cluster
+
+        return clustercache.open_shared(settings)
+    if not DataDir(settings.data_dir).files.is_dir():
+        return None
+    blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
+    return cacheops.LocalCache(blobs, settings.data_dir)
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
@@ -89,7 +102,15 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         transfer.import_private(private, source, result)
         if pages is not None:
             transfer.import_pages(pages, source, result.pages)
-    if cache:
+    if cache and settings.storage_database:
+        from pyproxy.ops import clustercache  # psycopg only for a cluster
+
+        shared = clustercache.open_shared(settings)
+        try:
+            asyncio.run(transfer.import_shared(shared, source, result.cache_files))
+        finally:
+            shared.close()
+    elif cache:
         blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
 
         async def load() -> None:

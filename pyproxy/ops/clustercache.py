@@ -13,20 +13,23 @@ recently used order a prune follows is the one written so far.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from pyproxy.config import Settings
+from pyproxy.model import Unavailable
 from pyproxy.ops import cacheops
-from pyproxy.stores.blobcache import BlobEntry
+from pyproxy.stores.blobcache import BlobEntry, OpenUpstream
 from pyproxy.stores.blobindex import FLUSH_INTERVAL
 from pyproxy.stores.clustershare import EVICTOR, SharedFiles, object_key
 from pyproxy.stores.clusteruses import PendingUses
 from pyproxy.stores.object_file import open_object
-from pyproxy.stores.objects import Bucket
+from pyproxy.stores.objects import Bucket, BucketUnavailable
 from pyproxy.stores.pg.blobindex import PgBlobIndex
+from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.locks import AdvisoryLocks
 from pyproxy.stores.pg.pages import all_pages, page_totals
@@ -80,6 +83,25 @@ class SharedCache:
 
     def lost(self, entry: BlobEntry) -> bool:
         return self._index.get(entry.key) is not None  # else evicted meanwhile
+
+    # -- import (ops.transfer.SharedImport) ------------------------------------------------------
+
+    async def add(self, key: str, open_body: OpenUpstream, *, sha256: str, size: int) -> bool:
+        """Put a file into the shared cache as a node shares its download (checked, a
+        conditional create, then the row); False if the cluster holds it already."""
+        try:
+            if await asyncio.to_thread(self._index.get, key) is not None:
+                return False
+            async with open_body() as chunks:
+                digest, length = await self._shared.upload(key, chunks, sha256=sha256, size=size)
+            await asyncio.to_thread(self._index.add, key, digest, length)
+        except (BucketUnavailable, DatabaseUnavailable) as exc:
+            raise Unavailable(str(exc)) from None
+        return True
+
+    def bound(self) -> None:
+        """Evict down to max_size, as the one node evicting now (a node busy evicting does it)."""
+        self._shared.evict(self.max_size)
 
     # -- prune -----------------------------------------------------------------------------------
 

@@ -25,11 +25,11 @@ import asyncio
 import contextlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import orjson
 
@@ -42,6 +42,7 @@ from pyproxy.ops.transfer_format import (
     TransferError,
     TransferReport,
     copy_durably,
+    copy_stream_durably,
     key_name,
     read_jsonl,
     write_jsonl,
@@ -49,9 +50,30 @@ from pyproxy.ops.transfer_format import (
 from pyproxy.ops.transfer_users import export_users
 from pyproxy.publish.rejections import UploadRejected
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
-from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.blobcache import BlobCache, BlobEntry, OpenUpstream
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.pages import PageCache
+
+
+class ExportableCache(Protocol):
+    """What an export reads of a cache: ops.cacheops' LocalCache or ops.clustercache's."""
+
+    def entries(self) -> list[BlobEntry]: ...
+
+    def open_body(self, entry: BlobEntry) -> BinaryIO: ...
+
+
+class SharedImport(Protocol):
+    """What an import writes into a cluster's shared cache (ops.clustercache.SharedCache)."""
+
+    max_size: int
+
+    async def add(self, key: str, open_body: OpenUpstream, *, sha256: str, size: int) -> bool:
+        """False if the cluster holds `key` already."""
+        ...
+
+    def bound(self) -> None: ...
+
 
 # ----------------------------------------------------------------------------------- export
 
@@ -60,7 +82,7 @@ def export(
     private: PrivateStoreAPI,
     target: Path,
     *,
-    blobs: BlobCache | None = None,
+    blobs: ExportableCache | None = None,
     pages: PageCache | None = None,
     users: UserStoreAPI | None = None,
     log: Callable[[str], None] = lambda _line: None,
@@ -150,15 +172,17 @@ def _attestations(private: PrivateStoreAPI, shown: str, filename: str) -> list[A
 
 
 def _export_blobs(
-    blobs: BlobCache, target: Path, report: Report, log: Callable[[str], None]
+    blobs: ExportableCache, target: Path, report: Report, log: Callable[[str], None]
 ) -> None:
     (target / "files").mkdir(parents=True, exist_ok=True)
     records = []
     for entry in blobs.entries():
         name = key_name(entry.key)
         try:
-            size = copy_durably(entry.path, target / "files" / name)
+            with blobs.open_body(entry) as body:
+                size = copy_stream_durably(body, target / "files" / name)
         except FileNotFoundError:  # evicted meanwhile
+            (target / "files" / name).unlink(missing_ok=True)
             continue
         records.append({"key": entry.key, "sha256": entry.sha256, "size": size, "file": name})
         report.copied += 1
@@ -331,10 +355,8 @@ def _record_problem(key: str, sha256: str, body_name: object) -> str | None:
     return None
 
 
-async def import_blobs(blobs: BlobCache, source: Path, report: Report,
-                       log: Callable[[str], None] = lambda _line: None) -> None:
-    """Each file goes through the cache's own verified download path, read from the export,
-    once its record's key, body name and sha256 agree (nothing is written for one that does not)."""
+def _cache_records(source: Path, report: Report) -> Iterator[tuple[str, Path, str, int]]:
+    """(key, body, sha256, size) of each cached-file record that agrees with itself."""
     for record in read_jsonl(source / "cache" / "files.jsonl"):
         key = str(record.get("key"))
         try:
@@ -346,6 +368,14 @@ async def import_blobs(blobs: BlobCache, source: Path, report: Report,
         if (problem := _record_problem(key, sha256, record.get("file"))) is not None:
             report.fail(f"cached {key}", problem)
             continue
+        yield key, path, sha256, size
+
+
+async def import_blobs(blobs: BlobCache, source: Path, report: Report,
+                       log: Callable[[str], None] = lambda _line: None) -> None:
+    """Each file goes through the cache's own verified download path, read from the export,
+    once its record's key, body name and sha256 agree (nothing is written for one that does not)."""
+    for key, path, sha256, size in _cache_records(source, report):
         if await asyncio.to_thread(blobs.lookup, key) is not None:
             report.skipped += 1
             continue
@@ -363,3 +393,25 @@ async def import_blobs(blobs: BlobCache, source: Path, report: Report,
         report.copied += 1
         report.bytes += size
         log(f"cached {key}")
+
+
+async def import_shared(shared: SharedImport, source: Path, report: Report,
+                        log: Callable[[str], None] = lambda _line: None) -> None:
+    """Into a cluster's shared cache: each object written as the nodes write theirs (size and
+    sha256 checked before it is complete, a conditional create, then its index row), then the
+    shared cache bounded to max_size as a node bounds it."""
+    for key, path, sha256, size in _cache_records(source, report):
+        if size > shared.max_size:
+            report.fail(f"cached {key}", f"{size} bytes do not fit the cache's max_size")
+            continue
+        try:
+            if not await shared.add(key, _local_body(path), sha256=sha256, size=size):
+                report.skipped += 1
+                continue
+        except (Unavailable, OSError) as exc:
+            report.fail(f"cached {key}", str(exc))
+            continue
+        report.copied += 1
+        report.bytes += size
+        log(f"cached {key}")
+    await asyncio.to_thread(shared.bound)

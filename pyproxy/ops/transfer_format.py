@@ -9,7 +9,7 @@ import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -74,7 +74,12 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def copy_durably(source: Path, target: Path) -> int:
-    with open(source, "rb") as reader, open(target, "wb") as writer:
+    with open(source, "rb") as reader:
+        return copy_stream_durably(reader, target)
+
+
+def copy_stream_durably(reader: BinaryIO, target: Path) -> int:
+    with open(target, "wb") as writer:
         shutil.copyfileobj(reader, writer, CHUNK)
         writer.flush()
         os.fsync(writer.fileno())

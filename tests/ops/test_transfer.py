@@ -302,20 +302,30 @@ async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
     assert not [p for p in blob_dir.rglob("*") if p.is_file() and p.suffix == ".part"]
 
 
-async def test_cached_pages_move_from_a_data_dir_into_a_cluster_and_back(
+async def test_cached_pages_and_files_move_from_a_data_dir_into_a_cluster_and_back(
     make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_dsn: str,
     s3: S3Server, bucket: str,
 ) -> None:
-    """export --include-cache / import between a single box and a cluster's PostgreSQL, both
-    ways: the pages a box fetched are the cluster's shared copies, and back again."""
+    """export --include-cache / import between a single box and a cluster, both ways: the pages
+    and files a box fetched are the cluster's shared copies (PostgreSQL rows, bucket objects),
+    and back again into an offline box."""
+    import hashlib
+
+    import psycopg
+
+    from pyproxy.stores.objects import Bucket
     from pyproxy.stores.pg.database import Database
     from pyproxy.stores.pg.pages import ClusterPageStore
 
+    wheel = b"lib one, a wheel's bytes"
+    sha256 = hashlib.sha256(wheel).hexdigest()
     async with FakeUpstream(formats="json") as fake:
-        fake.add_file("lib", "lib-1.0-py3-none-any.whl", b"lib one")
+        fake.add_file("lib", "lib-1.0-py3-none-any.whl", wheel)
         source = tmp_path / "source"
         client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
         assert (await client.get("/simple/lib/")).status == 200
+        fetched = await client.get("/files/lib/lib-1.0-py3-none-any.whl")
+        assert fetched.status == 200 and await fetched.read() == wheel
         upstream_url = fake.index_url
     config = tmp_path / "cluster.toml"
     config.write_text(f'[storage]\ndatabase = "{pg_dsn}"\nobjects = "s3://{bucket}"\n'
@@ -325,7 +335,7 @@ async def test_cached_pages_move_from_a_data_dir_into_a_cluster_and_back(
                       "--data-dir", str(source)))[0] == 0
     code, out, err = await run(capsys, "import", str(tmp_path / "box"), *node)
     assert code == 0, err
-    assert "cached pages: 1 imported" in out
+    assert "cached pages: 1 imported" in out and "cached files: 1 imported" in out
     database = Database(pg_dsn)
     try:
         shared = ClusterPageStore(database, None, "", tmp_path / "look").load("lib")
@@ -333,11 +343,56 @@ async def test_cached_pages_move_from_a_data_dir_into_a_cluster_and_back(
         database.close()
     assert shared is not None and b"lib-1.0-py3-none-any.whl" in shared.body
     assert not (tmp_path / "node" / "cache" / "pages").exists()  # in the database only
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT sha256, size FROM cache_blobs WHERE key = %s",
+                            (sha256,)).fetchall() == [(sha256, len(wheel))]
+    objects = Bucket(f"s3://{bucket}", endpoint=s3.endpoint)
+    assert objects.size(f"cache/{sha256}") == len(wheel)
+    code, out, _ = await run(capsys, "import", str(tmp_path / "box"), *node)
+    assert code == 0 and "cached files: 0 imported (0 bytes), 1 already there" in out
 
     code, out, err = await run(capsys, "export", str(tmp_path / "cluster"), "--include-cache", *node)
-    assert code == 0 and "cached pages: 1 exported" in out, err
+    assert code == 0 and "cached pages: 1 exported" in out and "cached files: 1 exported" in out, err
     target = tmp_path / "target"
     assert (await run(capsys, "import", str(tmp_path / "cluster"), "--data-dir", str(target)))[0] == 0
     offline, _ = await make_client(data_dir=target, upstream_url=upstream_url, offline=True)
     response = await offline.get("/simple/lib/", headers={"Accept": JSON})
-    assert response.status == 200  # the page came back from the cluster (its file did not)
+    assert response.status == 200  # the page and its file came back from the cluster
+    assert [f["filename"] for f in orjson.loads(await response.read())["files"]] == [
+        "lib-1.0-py3-none-any.whl"]
+    body = await offline.get("/files/lib/lib-1.0-py3-none-any.whl")
+    assert body.status == 200 and await body.read() == wheel
+
+
+async def test_a_damaged_cached_file_is_refused_on_import_into_a_cluster(
+    make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_dsn: str,
+    s3: S3Server, bucket: str,
+) -> None:
+    import hashlib
+
+    import psycopg
+
+    from pyproxy.stores.objects import Bucket
+
+    wheel = b"lib two, a wheel's bytes"
+    sha256 = hashlib.sha256(wheel).hexdigest()
+    async with FakeUpstream(formats="json") as fake:
+        fake.add_file("lib", "lib-2.0-py3-none-any.whl", wheel)
+        source = tmp_path / "source"
+        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
+        assert (await client.get("/files/lib/lib-2.0-py3-none-any.whl")).status == 200
+    export = tmp_path / "box"
+    assert cli.main(["export", str(export), "--include-cache", "--data-dir", str(source)]) == 0
+    (body,) = (export / "cache" / "files").iterdir()
+    body.write_bytes(b"X" + body.read_bytes()[1:])  # same length, other bytes
+    config = tmp_path / "cluster.toml"
+    config.write_text(f'[storage]\ndatabase = "{pg_dsn}"\nobjects = "s3://{bucket}"\n'
+                      f's3_endpoint = "{s3.endpoint}"\nnode_url = "http://127.0.0.1:8080"\n')
+    capsys.readouterr()
+    code, out, err = await run(capsys, "import", str(export), "--data-dir", str(tmp_path / "node"),
+                               "--config", str(config))
+    assert code == 1 and "cached files: 0 imported (0 bytes), 1 failed" in out
+    assert f"failed: cached {sha256}:" in err
+    with psycopg.connect(pg_dsn) as conn:
+        assert conn.execute("SELECT 1 FROM cache_blobs WHERE key = %s", (sha256,)).fetchall() == []
+    assert [key for key, _ in Bucket(f"s3://{bucket}", endpoint=s3.endpoint).keys("cache/")] == []
