@@ -13,7 +13,7 @@ from typing import Any
 from pyproxy.compose import open_stores, page_cache
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
-from pyproxy.ops import cacheops, transfer, transfer_users
+from pyproxy.ops import cacheops, transfer, transfer_cache, transfer_users
 from pyproxy.ops.transfer_format import Report, TransferError, TransferReport, read_manifest
 from pyproxy.units import human_size
 
@@ -101,13 +101,13 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
                 transfer_users.import_users(users, source, result.users)
         transfer.import_private(private, source, result)
         if pages is not None:
-            transfer.import_pages(pages, source, result.pages)
+            transfer_cache.import_pages(pages, source, result.pages)
     if cache and settings.storage_database:
         from pyproxy.ops import clustercache  # psycopg only for a cluster
 
         shared = clustercache.open_shared(settings)
         try:
-            asyncio.run(transfer.import_shared(shared, source, result.cache_files))
+            asyncio.run(transfer_cache.import_shared(shared, source, result.cache_files))
         finally:
             shared.close()
     elif cache:
@@ -115,7 +115,7 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 
         async def load() -> None:
             try:
-                await transfer.import_blobs(blobs, source, result.cache_files)
+                await transfer_cache.import_blobs(blobs, source, result.cache_files)
             finally:
                 await blobs.aclose()
 

@@ -98,3 +98,10 @@ def read_manifest(source: Path) -> dict[str, Any]:
         raise TransferError(f"{path}: unknown export format {manifest.get('format')!r}"
                             if isinstance(manifest, dict) else f"{path}: not a manifest")
     return manifest
+
+
+def body_path(directory: Path, name: object) -> Path:
+    """The body file a record names, refusing names that would leave `directory`."""
+    if not isinstance(name, str) or not name or name != Path(name).name or name.startswith("."):
+        raise ValueError(f"bad file name {name!r}")
+    return directory / name
