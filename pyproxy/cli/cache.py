@@ -43,7 +43,7 @@ def _days_argument(text: str) -> float:
     return days
 
 
-def _open(settings: Settings) -> cacheops.Cache:
+def open_cache(settings: Settings) -> cacheops.Cache:
     """The cluster's shared cache when [storage] is set, else the data directory's."""
     if settings.storage_database:
         from pyproxy.ops import clustercache  # psycopg only for a cluster
@@ -56,7 +56,7 @@ def _open(settings: Settings) -> cacheops.Cache:
 
 
 def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
-    cache = _open(settings)
+    cache = open_cache(settings)
     try:
         found = cacheops.stats(cache)
         names: dict[str, str] = {}
@@ -119,7 +119,7 @@ def cmd_prune(args: argparse.Namespace, settings: Settings) -> int:
     if settings.storage_database:
         return _prune_cluster(args, settings)
     spare = Spare(DataDir(settings.data_dir).spare)
-    cache = with_room(spare, lambda: _open(settings), "open the cache")  # its index writes
+    cache = with_room(spare, lambda: open_cache(settings), "open the cache")  # its index writes
     try:
         before = cache.volume()
         result = cacheops.prune(
@@ -156,7 +156,7 @@ def _pruned(result: cacheops.PruneResult, before: int, after: int, what: str) ->
 
 
 def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
-    cache = _open(settings)
+    cache = open_cache(settings)
     try:
         total = len(cache.entries())
         with _progress(total) as advance:

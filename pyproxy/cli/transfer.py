@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pyproxy.cli.cache import open_cache
 from pyproxy.compose import open_stores, page_cache
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
@@ -54,8 +55,8 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     blobs: cacheops.Cache | None = None
     pages = None
     try:
-        if args.include_cache:
-            blobs = _shared_or_local(settings)
+        if args.include_cache and (settings.storage_database or layout.files.is_dir()):
+            blobs = open_cache(settings)
         if args.include_cache and (settings.storage_database or layout.pages.is_dir()):
             pages = page_cache(settings, private, "")
         result = transfer.export(
@@ -69,18 +70,6 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         if blobs is not None:
             blobs.close()
     return _summary(result, "exported", cache=args.include_cache, users=args.include_users)
-
-
-def _shared_or_local(settings: Settings) -> cacheops.Cache | None:
-    """The cached files to export: a cluster's shared cache, the data directory's, or None."""
-    if settings.storage_database:
-        from pyproxy.ops import clustercache  # psycopg only for a cluster
-
-        return clustercache.open_shared(settings)
-    if not DataDir(settings.data_dir).files.is_dir():
-        return None
-    blobs = cacheops.open_blobs(settings.data_dir, settings.cache_max_size)
-    return cacheops.LocalCache(blobs, settings.data_dir)
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:

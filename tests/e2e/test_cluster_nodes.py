@@ -67,6 +67,14 @@ def command(config: Path, data_dir: Path, *args: str, stdin: str | None = None) 
     return status, out.getvalue()
 
 
+def add_users(config: Path, data_dir: Path, *users: tuple[str, str, bool]) -> None:
+    """`pyproxy user add` for each (name, password, admin) with a node's configuration."""
+    for user, password, admin in users:
+        added = command(config, data_dir, "user", "add", user, *(["--admin"] if admin else []),
+                        "--password-stdin", stdin=password + "\n")
+        assert added[0] == 0, added
+
+
 @dataclass
 class Cluster:
     a: PyproxyServer
@@ -107,10 +115,7 @@ def cluster(
         ports = free_port(), free_port()
         configs = [_node_config(base, name, dsn, s3, bucket, port)
                    for name, port in zip("ab", ports, strict=True)]
-        for user, password, admin in ((ADMIN, ADMIN_PW, ["--admin"]), (BOB, BOB_PW, [])):
-            added = command(configs[0], data_dirs[0], "user", "add", user, *admin,
-                            "--password-stdin", stdin=password + "\n")
-            assert added[0] == 0
+        add_users(configs[0], data_dirs[0], (ADMIN, ADMIN_PW, True), (BOB, BOB_PW, False))
         a, b = (
             module_pyproxy_factory.start(
                 data_dir, user=None, create_user=False,

@@ -10,9 +10,8 @@ password, the S3 secret) never written to a log, an answer or /metrics.
 from __future__ import annotations
 
 import json
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +30,7 @@ from tests.e2e.clients import (
     twine_upload,
 )
 from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
-from tests.e2e.test_cluster_nodes import command
+from tests.e2e.test_cluster_nodes import add_users, command, within
 from tests.e2e.test_pull_through import wheel_metadata
 from tests.fake_upstream import FakeUpstream
 from tests.servers.postgres import PostgresServer, free_port
@@ -110,10 +109,7 @@ def cluster(
         for key, value in s3_credentials().items():
             env.setenv(key, value)
         env.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
-        for user, password, admin in ((ADMIN, ADMIN_PW, ["--admin"]), (ALICE, ALICE_PW, [])):
-            added = command(configs[0], data_dirs[0], "user", "add", user, *admin,
-                            "--password-stdin", stdin=password + "\n")
-            assert added[0] == 0
+        add_users(configs[0], data_dirs[0], (ADMIN, ADMIN_PW, True), (ALICE, ALICE_PW, False))
         a, b = (
             module_pyproxy_factory.start(
                 data_dir, user=None, create_user=False,
@@ -135,13 +131,6 @@ def page(node: PyproxyServer, project: str) -> list[str]:
         **auth(), "Accept": "application/vnd.pypi.simple.v1+json"})
     assert answer.status == 200, str(answer)
     return [f["filename"] for f in json.loads(answer.body)["files"]]
-
-
-def within(seconds: float, check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not in effect within {seconds} s"
-        time.sleep(0.01)
 
 
 def index_with(node: PyproxyServer, user: str = ALICE, password: str = ALICE_PW) -> str:

@@ -248,8 +248,6 @@ async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
 ) -> None:
     """A tampered export cannot poison the target's cache: a record's key, body name and sha256
     must agree with each other and with the body, or nothing of it is written."""
-    import hashlib
-
     from pyproxy.ops import cacheops
     from pyproxy.ops.transfer_format import key_name as _key_name
 
@@ -302,6 +300,27 @@ async def test_cached_records_whose_key_name_or_sha256_disagree_are_refused(
     assert not [p for p in blob_dir.rglob("*") if p.is_file() and p.suffix == ".part"]
 
 
+async def _box_that_fetched(make_client: MakeClient, tmp_path: Path, filename: str, wheel: bytes
+                            ) -> tuple[Path, str]:
+    """A data dir that fetched the page of `lib` and its one file: (data dir, upstream URL)."""
+    async with FakeUpstream(formats="json") as fake:
+        fake.add_file("lib", filename, wheel)
+        source = tmp_path / "source"
+        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
+        assert (await client.get("/simple/lib/")).status == 200
+        fetched = await client.get(f"/files/lib/{filename}")
+        assert fetched.status == 200 and await fetched.read() == wheel
+        return source, fake.index_url
+
+
+def _node_args(tmp_path: Path, pg_dsn: str, s3: S3Server, bucket: str) -> list[str]:
+    """A cluster node's command-line: its data dir and its [storage] configuration."""
+    config = tmp_path / "cluster.toml"
+    config.write_text(f'[storage]\ndatabase = "{pg_dsn}"\nobjects = "s3://{bucket}"\n'
+                      f's3_endpoint = "{s3.endpoint}"\nnode_url = "http://127.0.0.1:8080"\n')
+    return ["--data-dir", str(tmp_path / "node"), "--config", str(config)]
+
+
 async def test_cached_pages_and_files_move_from_a_data_dir_into_a_cluster_and_back(
     make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_dsn: str,
     s3: S3Server, bucket: str,
@@ -309,8 +328,6 @@ async def test_cached_pages_and_files_move_from_a_data_dir_into_a_cluster_and_ba
     """export --include-cache / import between a single box and a cluster, both ways: the pages
     and files a box fetched are the cluster's shared copies (PostgreSQL rows, bucket objects),
     and back again into an offline box."""
-    import hashlib
-
     import psycopg
 
     from pyproxy.stores.objects import Bucket
@@ -319,18 +336,9 @@ async def test_cached_pages_and_files_move_from_a_data_dir_into_a_cluster_and_ba
 
     wheel = b"lib one, a wheel's bytes"
     sha256 = hashlib.sha256(wheel).hexdigest()
-    async with FakeUpstream(formats="json") as fake:
-        fake.add_file("lib", "lib-1.0-py3-none-any.whl", wheel)
-        source = tmp_path / "source"
-        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
-        assert (await client.get("/simple/lib/")).status == 200
-        fetched = await client.get("/files/lib/lib-1.0-py3-none-any.whl")
-        assert fetched.status == 200 and await fetched.read() == wheel
-        upstream_url = fake.index_url
-    config = tmp_path / "cluster.toml"
-    config.write_text(f'[storage]\ndatabase = "{pg_dsn}"\nobjects = "s3://{bucket}"\n'
-                      f's3_endpoint = "{s3.endpoint}"\nnode_url = "http://127.0.0.1:8080"\n')
-    node = ["--data-dir", str(tmp_path / "node"), "--config", str(config)]
+    source, upstream_url = await _box_that_fetched(make_client, tmp_path, "lib-1.0-py3-none-any.whl",
+                                                   wheel)
+    node = _node_args(tmp_path, pg_dsn, s3, bucket)
     assert (await run(capsys, "export", str(tmp_path / "box"), "--include-cache",
                       "--data-dir", str(source)))[0] == 0
     code, out, err = await run(capsys, "import", str(tmp_path / "box"), *node)
@@ -368,29 +376,19 @@ async def test_a_damaged_cached_file_is_refused_on_import_into_a_cluster(
     make_client: MakeClient, tmp_path: Path, capsys: pytest.CaptureFixture[str], pg_dsn: str,
     s3: S3Server, bucket: str,
 ) -> None:
-    import hashlib
-
     import psycopg
 
     from pyproxy.stores.objects import Bucket
 
     wheel = b"lib two, a wheel's bytes"
     sha256 = hashlib.sha256(wheel).hexdigest()
-    async with FakeUpstream(formats="json") as fake:
-        fake.add_file("lib", "lib-2.0-py3-none-any.whl", wheel)
-        source = tmp_path / "source"
-        client, _ = await make_client(data_dir=source, upstream_url=fake.index_url)
-        assert (await client.get("/files/lib/lib-2.0-py3-none-any.whl")).status == 200
+    source, _ = await _box_that_fetched(make_client, tmp_path, "lib-2.0-py3-none-any.whl", wheel)
     export = tmp_path / "box"
     assert cli.main(["export", str(export), "--include-cache", "--data-dir", str(source)]) == 0
     (body,) = (export / "cache" / "files").iterdir()
     body.write_bytes(b"X" + body.read_bytes()[1:])  # same length, other bytes
-    config = tmp_path / "cluster.toml"
-    config.write_text(f'[storage]\ndatabase = "{pg_dsn}"\nobjects = "s3://{bucket}"\n'
-                      f's3_endpoint = "{s3.endpoint}"\nnode_url = "http://127.0.0.1:8080"\n')
     capsys.readouterr()
-    code, out, err = await run(capsys, "import", str(export), "--data-dir", str(tmp_path / "node"),
-                               "--config", str(config))
+    code, out, err = await run(capsys, "import", str(export), *_node_args(tmp_path, pg_dsn, s3, bucket))
     assert code == 1 and "cached files: 0 imported (0 bytes), 1 failed" in out
     assert f"failed: cached {sha256}:" in err
     with psycopg.connect(pg_dsn) as conn:
