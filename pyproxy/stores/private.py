@@ -32,10 +32,10 @@ from pyproxy.model import (
     ProjectList,
     ProjectPage,
     ProjectStatus,
-    version_of,
 )
 from pyproxy.stores import sqlite
 from pyproxy.stores.changes import ChangeCounter
+from pyproxy.stores.private_checks import check_duplicate, project_roles
 from pyproxy.stores.private_files import FileBodies, PrivateFiles, fsync_file
 from pyproxy.stores.private_schema import (
     DB_RECHECK_S,
@@ -234,16 +234,7 @@ class PrivateStore:
 
     def project_roles(self, project: NormalizedName) -> RoleRows | None:
         """The project's (user, role) rows; None if there is no such private project."""
-        return self._project_roles(self._reader, project)
-
-    @staticmethod
-    def _project_roles(db: sqlite3.Connection, project: NormalizedName) -> RoleRows | None:
-        if db.execute("SELECT 1 FROM projects WHERE name = ?", (project,)).fetchone() is None:
-            return None
-        rows = db.execute(
-            "SELECT user, role FROM roles WHERE project = ? ORDER BY role DESC, user", (project,)
-        ).fetchall()
-        return [(row[0], row[1]) for row in rows]
+        return project_roles(self._reader, project)
 
     def grant(self, project: NormalizedName, user: str, role: str = "maintainer") -> None:
         if role not in ROLES:
@@ -291,31 +282,7 @@ class PrivateStore:
     def find_duplicate(self, new: NewFile) -> bool:
         """True if exactly this file is already stored (an idempotent re-upload); raises
         StoreRejected if its filename, its bytes or its release's sdist are taken otherwise."""
-        return self._check_duplicate(self._reader, new)
-
-    @staticmethod
-    def _check_duplicate(db: sqlite3.Connection, new: NewFile) -> bool:
-        row = db.execute(
-            "SELECT filename, sha256, blake2_256 FROM files WHERE filename = ? OR blake2_256 = ?",
-            (new.filename, new.blake2_256),
-        ).fetchone()
-        if row is not None:
-            if row["filename"] == new.filename and row["sha256"] == new.sha256:
-                return True
-            raise StoreRejected(
-                "file_exists", filename=row["filename"], blake2_256=row["blake2_256"]
-            )
-        if db.execute("SELECT 1 FROM tombstones WHERE filename = ?", (new.filename,)).fetchone():
-            raise StoreRejected("filename_removed")
-        if new.filetype == "sdist" and (removed := _removed_sdist(db, new)) is not None:
-            # legacy sdist names ("my-pkg-1.0.tar.gz") give one release several spellings
-            raise StoreRejected("sdist_removed", filename=removed)
-        if new.filetype == "sdist" and db.execute(
-            "SELECT 1 FROM files WHERE project = ? AND version = ? AND filetype = 'sdist'",
-            (new.project, canonical_version(new.version)),
-        ).fetchone():
-            raise StoreRejected("sdist_exists")
-        return False
+        return check_duplicate(self._reader, new)
 
     def add_file(
         self, new: NewFile, body: Path, *, allowed: Callable[[RoleRows | None], bool] | None = None
@@ -349,9 +316,9 @@ class PrivateStore:
             provenance_sha256 = write_side_body(provenance_tmp, new.provenance)
             with self._write() as db:
                 # checked again under the write lock: another process may have won the race
-                if self._check_duplicate(db, new):
+                if check_duplicate(db, new):
                     return False
-                if allowed is not None and not allowed(self._project_roles(db, new.project)):
+                if allowed is not None and not allowed(project_roles(db, new.project)):
                     raise StoreRejected("forbidden")
                 self._claim_project(db, new)
                 # bodies enter the store only under the write lock, so garbage collection
@@ -498,14 +465,3 @@ def write_side_body(path: Path, body: bytes | None) -> str | None:
     path.write_bytes(body)
     fsync_file(path)
     return hashlib.sha256(body).hexdigest()
-
-
-def _removed_sdist(db: sqlite3.Connection, new: NewFile) -> str | None:
-    """The deleted sdist of `new`'s release, under whatever spelling it was uploaded."""
-    release = canonical_version(new.version)
-    rows = db.execute(
-        "SELECT filename FROM tombstones WHERE project = ? AND filename LIKE '%.tar.gz'",
-        (new.project,),
-    )
-    return next((name for (name,) in rows if version_of(name) == release), None)
-
