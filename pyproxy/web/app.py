@@ -23,6 +23,8 @@ from pyproxy.web import (
 )
 from pyproxy.web.context import SERVICES, Services
 from pyproxy.web.html_cache import RenderedHTML
+from pyproxy.web.local_files import SMALL_FILES
+from pyproxy.web.small_files import SmallFiles
 
 
 def build_app(services: Services) -> web.Application:
@@ -57,6 +59,7 @@ def build_app(services: Services) -> web.Application:
     )
     app[json_api.RENDERED] = json_api.RenderedDocuments()
     app[pages.RENDERED] = RenderedHTML()
+    app[SMALL_FILES] = SmallFiles()
     # the public index also answers these with a trailing slash
     for suffix in ("json", "json/"):
         router.add_get(f"/pypi/{{project}}/{suffix}", json_api.project)

@@ -89,10 +89,11 @@ class _Shrank(Exception):
 
 class FileBody(web.StreamResponse):
     """Sends a byte span of an open file with the kernel's sendfile where possible (a file
-    small enough to have been read with its open is written from memory)."""
+    small enough to have been read with its open is written from memory; one held in memory
+    has no open file: `fobj` None)."""
 
     def __init__(
-        self, fobj: BinaryIO, offset: int, count: int, body: bytes | None, *, status: int,
+        self, fobj: BinaryIO | None, offset: int, count: int, body: bytes | None, *, status: int,
         headers: dict[str, str],
     ) -> None:
         super().__init__(status=status, headers=headers)
@@ -128,7 +129,8 @@ class FileBody(web.StreamResponse):
             raise ConnectionResetError("the file shrank") from None
         finally:
             served(request, sent)
-            self._fobj.close()
+            if self._fobj is not None:
+                self._fobj.close()
 
     async def _send(self, request: web.BaseRequest, writer: AbstractStreamWriter) -> int:
         transport = request.transport
@@ -139,6 +141,7 @@ class FileBody(web.StreamResponse):
             await writer.write(self._preloaded[self._offset : self._offset + self._count])
             self._copied = self._count
             return self._count
+        assert self._fobj is not None  # only a body held in memory has no open file
         try:
             sent: int = await asyncio.get_running_loop().sendfile(
                 transport, self._fobj, self._offset, self._count
@@ -153,13 +156,14 @@ class FileBody(web.StreamResponse):
     def _sent_before_failure(self) -> int:
         """asyncio's sendfile leaves the file's position after the bytes it sent; writes
         through the writer (from memory, or _copy's) keep their own count."""
-        if self._copied is not None:
-            return self._copied
+        if self._copied is not None or self._fobj is None:
+            return self._copied or 0
         return min(max(self._fobj.tell() - self._offset, 0), self._count)
 
     async def _copy(self, writer: AbstractStreamWriter) -> None:
         position, remaining = self._offset, self._count
         self._copied = 0
+        assert self._fobj is not None
         fd = self._fobj.fileno()
         while remaining > 0:
             chunk = await asyncio.to_thread(os.pread, fd, min(_CHUNK, remaining), position)
