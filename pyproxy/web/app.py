@@ -27,6 +27,14 @@ from pyproxy.web.local_files import SMALL_FILES
 from pyproxy.web.small_files import SmallFiles
 
 
+async def _before_sending(request: web.Request, response: web.StreamResponse) -> None:
+    """The one response hook (each hook is a coroutine call per response): CORS on every
+    answer, `private` on personal ones, `Connection: close` once stopping."""
+    middleware.add_cors_headers(response)
+    readauth.keep_out_of_shared_caches(request, response)
+    lifecycle.close_when_stopping(request, response)
+
+
 def build_app(services: Services) -> web.Application:
     # uploads are streamed part by part, so the body-size limit never applies to them
     app = web.Application(middlewares=[middleware.errors])
@@ -34,7 +42,7 @@ def build_app(services: Services) -> web.Application:
     readauth.setup(app)  # who may read what: before any handler, inside the error middleware
     lifecycle.install(app)  # the outermost middleware: counts requests for a graceful stop
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("pyproxy", "templates"), autoescape=True)
-    app.on_response_prepare.append(middleware.add_cors_headers)
+    app.on_response_prepare.append(_before_sending)
     router = app.router
     router.add_get("/", pages.landing)
     router.add_get("/search", pages.search)

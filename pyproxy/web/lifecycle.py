@@ -86,7 +86,8 @@ async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
         in_flight.end()
 
 
-async def _close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
+def close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
+    """Before any response goes out (app.py's one response hook)."""
     if request.app[IN_FLIGHT].stopping:
         response.force_close()  # the connection ends after this response
         # aiohttp has already chosen the Connection header when this hook runs
@@ -94,9 +95,8 @@ async def _close_when_stopping(request: web.Request, response: web.StreamRespons
 
 
 def install(app: web.Application) -> InFlight:
-    """Count the app's requests (outermost middleware) and answer `Connection: close` once
-    stopping."""
+    """Count the app's requests (outermost middleware); app.py calls close_when_stopping on
+    every response, which answers `Connection: close` once stopping."""
     in_flight = app[IN_FLIGHT] = InFlight()
     app.middlewares.insert(0, _track)
-    app.on_response_prepare.append(_close_when_stopping)
     return in_flight

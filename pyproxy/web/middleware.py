@@ -72,7 +72,12 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return text_error(500, "Internal Server Error: the error was logged on the server")
 
 
-async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: browsers (micropip) need CORS on 200s, redirects and errors alike."""
-    for name, value in CORS_HEADERS.items():
-        response.headers.setdefault(name, value)
+def add_cors_headers(response: web.StreamResponse) -> None:
+    """Before any response goes out (app.py's one response hook): browsers (micropip) need CORS
+    on 200s, redirects and errors alike; a handler may have set one of them itself."""
+    headers = response.headers
+    for name, value in _CORS_ITEMS:
+        headers.setdefault(name, value)
+
+
+_CORS_ITEMS = tuple(CORS_HEADERS.items())
