@@ -92,6 +92,10 @@ class FileBody(web.StreamResponse):
     small enough to have been read with its open is written from memory; one held in memory
     has no open file: `fobj` None)."""
 
+    # headers go out with the first body bytes: one write for a small file (sendfile and the
+    # chunked copy send them first, see prepare)
+    _send_headers_immediately = False
+
     def __init__(
         self, fobj: BinaryIO | None, offset: int, count: int, body: bytes | None, *, status: int,
         headers: dict[str, str],
@@ -111,6 +115,10 @@ class FileBody(web.StreamResponse):
             writer = await super().prepare(request)
             if request.method == hdrs.METH_HEAD or self._count == 0 or writer is None:
                 return writer
+            if self._preloaded is not None:  # headers and body in one write
+                sent = await self._send(request, writer)
+                return writer
+            writer.send_headers()  # sendfile bypasses the writer
             head = writer.output_size
             sent = await self._send(request, writer)
             writer.output_size = head + sent  # bypassed the writer; the access log reads it
