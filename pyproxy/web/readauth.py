@@ -160,9 +160,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in _READ_METHODS or _route(request) in OPEN_ROUTES:
         return await handler(request)
     access = request.app[READ_ACCESS]
-    restrictions = ReadRestrictions(access.private.restricted_readers())
-    if not access.authenticated and not restrictions:
+    readers = access.private.restricted_readers()
+    if not access.authenticated and not readers:
         return await handler(request)  # the common case: nothing to check
+    restrictions = ReadRestrictions(readers)
     project = _project(request)
     restricted = project is not None and project in restrictions.readers
     identity: Identity | None = None
