@@ -40,7 +40,7 @@ def build_app(services: Services) -> web.Application:
     app = web.Application(middlewares=[middleware.errors])
     app[SERVICES] = services
     readauth.setup(app)  # who may read what: before any handler, inside the error middleware
-    lifecycle.install(app)  # the outermost middleware: counts requests for a graceful stop
+    lifecycle.install(app)  # the count of requests in flight (errors keeps it), for a graceful stop
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("pyproxy", "templates"), autoescape=True)
     app.on_response_prepare.append(_before_sending)
     router = app.router

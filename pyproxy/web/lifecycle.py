@@ -15,7 +15,6 @@ import asyncio
 import mmap
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
 
 
 class InFlight:
@@ -76,16 +75,6 @@ class WorkerCapacity:
 CAPACITY = web.AppKey("worker_capacity", WorkerCapacity)  # only with more than one worker
 
 
-@web.middleware
-async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
-    in_flight = request.app[IN_FLIGHT]
-    in_flight.begin()
-    try:
-        return await handler(request)
-    finally:
-        in_flight.end()
-
-
 def close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
     """Before any response goes out (app.py's one response hook)."""
     if request.app[IN_FLIGHT].stopping:
@@ -95,8 +84,8 @@ def close_when_stopping(request: web.Request, response: web.StreamResponse) -> N
 
 
 def install(app: web.Application) -> InFlight:
-    """Count the app's requests (outermost middleware); app.py calls close_when_stopping on
-    every response, which answers `Connection: close` once stopping."""
+    """The app's count of requests in flight (kept by middleware.errors, the outermost
+    middleware); app.py calls close_when_stopping on every response, which answers
+    `Connection: close` once stopping."""
     in_flight = app[IN_FLIGHT] = InFlight()
-    app.middlewares.insert(0, _track)
     return in_flight
