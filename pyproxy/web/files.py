@@ -22,6 +22,7 @@ from aiohttp.abc import AbstractStreamWriter
 from pyproxy import metrics
 from pyproxy.model import StreamedFile
 from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort
+from pyproxy.web.sendfile import sendfile
 
 log = logging.getLogger("pyproxy.web")
 IMMUTABLE = "max-age=365000000, immutable"
@@ -151,10 +152,8 @@ class FileBody(web.StreamResponse):
             return self._count
         assert self._fobj is not None  # only a body held in memory has no open file
         try:
-            sent: int = await asyncio.get_running_loop().sendfile(
-                transport, self._fobj, self._offset, self._count
-            )
-        except NotImplementedError:  # e.g. uvloop or TLS: copy in chunks off the loop
+            sent = await sendfile(transport, self._fobj, self._offset, self._count)
+        except NotImplementedError:  # TLS under uvloop: copy in chunks off the loop
             await self._copy(writer)
             sent = self._count
         if sent < self._count:
