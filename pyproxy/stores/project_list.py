@@ -27,15 +27,20 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from pyproxy.formats.parse import Emptied
 from pyproxy.formats.project_list import read_project_list
 from pyproxy.model import Listed, NormalizedName, normalize
+from pyproxy.stores.keylock import Turn
 
-__all__ = ["KEEP", "SUBPROCESS_BYTES", "DiskNames", "ListEmptied", "ListRecord", "ProjectListStore"]
+__all__ = [
+    "KEEP", "SUBPROCESS_BYTES", "DiskNames", "ListEmptied", "ListRecord", "ProjectListStore",
+    "SharedList", "SharedListRecord", "SharedListUnavailable",
+]
 
 log = logging.getLogger("pyproxy.pages")
 
@@ -63,6 +68,36 @@ class ListRecord:
     fetched_at: float  # wall clock, shared between worker processes
     count: int  # names in the database
     database: str  # its file name, in the store's directory
+
+
+@dataclass(frozen=True, slots=True)
+class SharedListRecord:
+    """A cluster's list as last fetched by any node (stores/pg/lists.py): the raw body is the
+    bucket's `object`, whose blake2b is `revision`, as a node's own ListRecord names it."""
+
+    revision: str
+    url: str
+    content_type: str | None
+    etag: str | None
+    last_modified: str | None
+    fetched_at: float
+    object: str = ""
+    size: int = 0
+
+
+class SharedListUnavailable(Exception):
+    """The cluster's list cannot be read or written (database or bucket); one line."""
+
+
+class SharedList(Protocol):
+    """The list one node fetches for the cluster: `turn` is one node at a time across the
+    cluster; `load` and `refreshed` block (call them from a thread)."""
+
+    def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]: ...
+    def load(self) -> SharedListRecord | None: ...
+    def refreshed(self, record: SharedListRecord) -> SharedListRecord: ...
+    async def publish(self, record: SharedListRecord, body: Path) -> SharedListRecord: ...
+    async def download(self, record: SharedListRecord, target: Path) -> None: ...
 
 
 class DiskNames:
@@ -126,7 +161,7 @@ class ProjectListStore:
         self, body: Path, record: ListRecord, *, previous: ListRecord | None,
         require_marker: bool = False,
     ) -> ListRecord:
-        """The names of the answer in `body` (removed afterwards) as the current list, recorded
+        """The names of the answer in `body` (the caller's to remove) as the current list, recorded
         as `record` (its count and database filled in); UpstreamFormatError if it is garbage,
         ListEmptied if it names nothing where `previous` named something."""
         self._remove_stale_temps(keep=body)
@@ -138,7 +173,6 @@ class ProjectListStore:
             name = f"{record.revision}.{uuid.uuid4().hex[:8]}.sqlite3"
             os.replace(database, self.directory / name)
         finally:
-            body.unlink(missing_ok=True)
             database.unlink(missing_ok=True)
         built = dataclasses.replace(record, count=count, database=name)
         self._save(built)
