@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import multiprocessing
 import os
+import pickle
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ _STALE_TEMP_S = 3600.0  # a temp file this old belongs to no build in progress
 _READ = 1024 * 1024
 _BATCH = 10_000
 SUBPROCESS_BYTES = 4 * 1024 * 1024  # a list this large is read in a process of its own
+_BUILD_TIMEOUT_S = 600.0
 
 
 class ListEmptied(Emptied):
@@ -220,13 +222,24 @@ def _chunks(path: Path) -> Iterator[bytes]:
 def _build_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:
     """`_write_names`, for a large body in a process of its own: the parse holds the GIL for
     seconds, which would delay every request of the worker's event loop (a thread shares its
-    interpreter), and its memory is given back whole when the process ends."""
+    interpreter), and its memory is given back whole when the process ends. A plain child
+    (`python -m` this module), not multiprocessing's spawn, which would import the worker's
+    whole program again (tens of MB more) and leave a resource tracker process behind."""
     if body.stat().st_size < SUBPROCESS_BYTES:
         return _write_names(body, content_type, database, require_marker)
-    # spawn, not fork: the worker has threads and an event loop a fork would copy mid-step
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as builder:
-        return builder.submit(_write_names, body, content_type, database, require_marker).result()
+    args = [str(body), content_type or "", str(database), "1" if require_marker else ""]
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, *args], capture_output=True, timeout=_BUILD_TIMEOUT_S,
+        check=False,
+    )
+    try:
+        outcome = pickle.loads(done.stdout)  # our own child's answer
+    except (pickle.UnpicklingError, EOFError, ValueError):
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise OSError(f"the list's build exited with {done.returncode}: {last}") from None
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return int(outcome)
 
 
 def _write_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:
@@ -270,3 +283,13 @@ def _write_names(body: Path, content_type: str | None, database: Path, require_m
 def _insert(connection: sqlite3.Connection, table: str, rows: list[tuple[str, str]]) -> None:
     verb = "INSERT OR IGNORE INTO names" if table == "names" else "INSERT INTO unordered"
     connection.executemany(f"{verb} VALUES (?, ?)", rows)
+
+
+if __name__ == "__main__":  # the child of _build_names: its outcome, pickled, on stdout
+    _body, _type, _database, _marker = sys.argv[1:5]
+    _outcome: object
+    try:
+        _outcome = _write_names(Path(_body), _type or None, Path(_database), bool(_marker))
+    except Exception as exc:  # the parent raises it
+        _outcome = exc
+    sys.stdout.buffer.write(pickle.dumps(_outcome))
