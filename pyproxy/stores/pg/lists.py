@@ -43,7 +43,7 @@ _PREFIX = "lists/"
 _READ = 1024 * 1024
 _COLUMNS = "revision, url, content_type, etag, last_modified, fetched_at, object, size"
 
-register(Migration(32, "shared upstream project lists", """
+register(Migration(33, "shared upstream project lists", """
     CREATE TABLE upstream_lists (
         upstream text PRIMARY KEY,   -- '' for [upstream], else the [[upstreams]] name
         revision text NOT NULL,      -- blake2b of the body, as a node's own copy names it
