@@ -105,10 +105,13 @@ class ClusterList:
         recorded = dataclasses.replace(record, object=key, size=body.stat().st_size)
         held = await asyncio.to_thread(self.load)
         saved = await asyncio.to_thread(self._save, recorded)
-        if held is not None and held.object not in ("", saved.object):
-            # the body it replaced: a node still reading it fails over to fetching its own
+        # the body it replaced (a node still reading it fails over to fetching its own), or
+        # this one, where another node recorded a later fetch meanwhile
+        replaced = held.object if held is not None else ""
+        gone = key if saved.object != key else replaced
+        if gone and gone != saved.object:
             with contextlib.suppress(BucketUnavailable):
-                await self._bucket.delete_async(held.object)
+                await self._bucket.delete_async(gone)
         return saved
 
     def refreshed(self, record: SharedListRecord) -> SharedListRecord:

@@ -85,6 +85,14 @@ async def test_a_published_list_is_every_nodes_to_read_and_a_later_fetch_stands(
     with pytest.raises(SharedListUnavailable, match="cannot read"):
         await a.download(recorded, tmp_path / "gone")
 
+    # a node that fetched before the recorded one leaves neither its record nor its body
+    older, revision3 = body_file(tmp_path, b'{"projects": [{"name": "c"}]}')
+    late = dataclasses.replace(RECORD, revision=revision3, fetched_at=250.0)
+    assert await a.publish(late, older) == second
+    with pytest.raises(SharedListUnavailable, match="cannot read"):
+        await a.download(dataclasses.replace(late, object=f"lists/{revision3}"), tmp_path / "o")
+    await a.download(second, tmp_path / "kept")
+
 
 async def test_a_body_that_is_not_the_recorded_one_is_refused(
     make_pages: Callable[[], ClusterPageStore], tmp_path: Path,
