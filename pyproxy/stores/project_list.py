@@ -1,14 +1,14 @@
 """An upstream index's project list on disk: the answer's validators, and its names in SQLite.
 
 A real index lists about a million projects, so the list never passes through memory: the
-upstream answer is streamed into a temp file (`download`), then `build` (in a thread) reads it
-chunk by chunk through formats/project_list.py into a new SQLite database of (normalised
-name, display name), ordered by normalised name, each name once (its first spelling); a large
-list in a process of its own, so the worker's event loop never waits for the parse. Only a
-complete, well-formed list is renamed into place and recorded in `current.json`; garbage, or a
-list that suddenly names nothing, raises UpstreamFormatError and leaves the good copy as it
-was. Readers open a database read-only and never see one change: each revision has its own
-file, and the last few stay for workers still reading an older one.
+upstream answer is streamed as it came (gzip'd or not) into a temp file (`download`), then
+`build` (in a thread; a large list in a small process of its own, so the worker's event loop
+never waits for the decompression and the parse) reads it chunk by chunk through
+formats/project_list.py into a new SQLite database of (normalised name, display name) by
+normalised name, each name once (its first spelling). Only a complete, well-formed list
+replaces the copy (`current.json`); garbage, or a list that suddenly names nothing, raises
+UpstreamFormatError. Readers open a database read-only: each revision has a file of its own,
+and the last few stay for workers still reading an older one.
 
 Layout under `directory`: `current.json` (the record), `<revision>.sqlite3` (the names),
 `tmp/` (downloads and builds in progress; a crash leaves them, the next build removes them).
@@ -18,6 +18,7 @@ The caller holds the page store's lock for the list while it downloads and build
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import logging
 import os
@@ -27,13 +28,14 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from pyproxy.formats.parse import Emptied
+from pyproxy.formats.parse import Emptied, UpstreamFormatError
 from pyproxy.formats.project_list import read_project_list
 from pyproxy.model import Listed, NormalizedName, normalize
 from pyproxy.stores.keylock import Turn
@@ -88,7 +90,7 @@ class SharedListRecord:
 
 
 class SharedListUnavailable(Exception):
-    """The cluster's list cannot be read or written (database or bucket); one line."""
+    """The cluster's list cannot be had (database or bucket); one line."""
 
 
 class SharedList(Protocol):
@@ -214,24 +216,27 @@ def _mtime(path: Path) -> float:
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as reader:
-        while chunk := reader.read(_READ):
-            yield chunk
+    # decompressed here, off the event loop, if upstream sent it gzip'd (no list starts so)
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        reader: BinaryIO = gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore[assignment]
+        try:
+            while chunk := reader.read(_READ):
+                yield chunk
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UpstreamFormatError(f"its gzip'd body is broken: {exc}") from None
 
 
 def _build_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:
-    """`_write_names`, for a large body in a process of its own: the parse holds the GIL for
-    seconds, which would delay every request of the worker's event loop (a thread shares its
-    interpreter), and its memory is given back whole when the process ends. A plain child
-    (`python -m` this module), not multiprocessing's spawn, which would import the worker's
-    whole program again (tens of MB more) and leave a resource tracker process behind."""
+    """`_write_names`, for a large body in a child (the parse would hold the worker's GIL for
+    seconds; its memory goes with the child): `python -m` this module, as multiprocessing's
+    spawn would import the worker's whole program again and leave a resource tracker behind."""
     if body.stat().st_size < SUBPROCESS_BYTES:
         return _write_names(body, content_type, database, require_marker)
-    args = [str(body), content_type or "", str(database), "1" if require_marker else ""]
-    done = subprocess.run(
-        [sys.executable, "-m", __name__, *args], capture_output=True, timeout=_BUILD_TIMEOUT_S,
-        check=False,
-    )
+    args = [sys.executable, "-m", __name__, str(body), content_type or "", str(database)]
+    done = subprocess.run([*args, "1" if require_marker else ""], capture_output=True,
+                          timeout=_BUILD_TIMEOUT_S, check=False)
     try:
         outcome = pickle.loads(done.stdout)  # our own child's answer
     except (pickle.UnpicklingError, EOFError, ValueError):

@@ -4,6 +4,7 @@ table; garbage or an emptied list never replaces the good copy."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 import sqlite3
 from pathlib import Path
@@ -111,6 +112,18 @@ def test_an_unreadable_record_or_a_missing_database_is_no_copy(store: ProjectLis
     assert store.load() is None
     (store.directory / "current.json").write_text("{not json")
     assert store.load() is None
+
+
+def test_a_gzipd_body_is_read_decompressed_and_a_broken_one_refused(
+    store: ProjectListStore,
+) -> None:
+    document = orjson.dumps({"meta": {"api-version": "1.4"},
+                             "projects": [{"name": n} for n in ("b", "A")]})
+    good = build(store, gzip.compress(document))
+    assert list(store.names(good).entries()) == [("a", "A"), ("b", "b")]
+    with pytest.raises(UpstreamFormatError, match="gzip"):
+        build(store, gzip.compress(document)[:-12], revision="r2", previous=good)
+    assert store.load() == good
 
 
 def test_the_database_is_opened_read_only(store: ProjectListStore) -> None:
