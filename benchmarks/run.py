@@ -66,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="never apt-get or pip install; what is missing is unavailable")
     parser.add_argument("--profile", action="store_true",
                         help="also py-spy the warm page path of pyproxy (1 worker)")
+    parser.add_argument("--case", choices=["project-list"],
+                        help="run only this issue #13 case (with pyproxy) and print its JSON")
     parser.add_argument("--work-dir", type=Path, default=HERE / ".work")
     parser.add_argument("--json", type=Path, help="where to write the numbers "
                                                   "(default: WORK/results.json)")
@@ -113,9 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"meta": {}, "servers": {}}
     upstreams: list[Upstream] = []
     try:
-        sizes = corpus.QUICK if args.quick else corpus.FULL
-        say(f"corpus ({'quick' if args.quick else 'full'}) under {work}")
-        data = corpus.build(work / ("corpus-quick" if args.quick else "corpus"), sizes)
+        small = args.quick or args.case is not None  # a case needs only the small projects
+        sizes = corpus.QUICK if small else corpus.FULL
+        say(f"corpus ({'quick' if small else 'full'}) under {work}")
+        data = corpus.build(work / ("corpus-quick" if small else "corpus"), sizes)
+        if args.case == "project-list":
+            print(json.dumps(_case(lambda: full_list(args, work, data, upstreams)), indent=2))
+            return 0
         tool = _load_tool(args)
         candidates = _servers(args, work, data)
         for server in candidates:  # install everything before measuring anything
@@ -234,18 +240,20 @@ def bench_issue13(args: argparse.Namespace, work: Path, data: Corpus, upstream: 
     if "warm_server" in result["normal"]:
         result["pages"] = result["normal"].pop("warm_server")
 
-    def full_list() -> dict:
-        count = biglist.QUICK_NAMES if args.quick else biglist.FULL_NAMES
-        say(f"issue 13: cold /simple/ of {count:,} names (generated once)")
-        listing = biglist.build(work, count, sorted(data.files))
-        lister = Upstream(work, data.root, args.latency_ms, name="upstream-list",
-                          flags=["--project-list", str(listing)])
-        upstreams.append(lister)
-        lister.start()
-        return {"names": count, **project_list(work, lister)}
-
-    result["project_list"] = _case(full_list)
+    result["project_list"] = _case(lambda: full_list(args, work, data, upstreams))
     return result
+
+
+def full_list(args: argparse.Namespace, work: Path, data: Corpus,
+              upstreams: list[Upstream]) -> dict:
+    count = biglist.QUICK_NAMES if args.quick else biglist.FULL_NAMES
+    say(f"issue 13: cold /simple/ of {count:,} names (generated once)")
+    listing = biglist.build(work, count, sorted(data.files))
+    lister = Upstream(work, data.root, args.latency_ms, name="upstream-list",
+                      flags=["--project-list", str(listing)])
+    upstreams.append(lister)
+    lister.start()
+    return {"names": count, **project_list(work, lister)}
 
 
 def _case(run) -> dict:

@@ -257,10 +257,13 @@ def page_cache(settings: Settings, private: PrivateStoreAPI, upstream: str) -> P
     memory = settings.upstream_page_memory
     layout = DataDir(settings.data_dir)
     directory = layout.upstream_pages(upstream) if upstream else layout.pages
-    if settings.storage_database:  # the project list stays in data_dir, the node's own
+    if settings.storage_database:  # the project list is built in data_dir from the bucket's
         from pyproxy.stores.pg.cluster import cluster_pages
 
-        return cluster_pages(_cluster(private), upstream, directory, memory_bytes=memory)
+        bucket = Bucket(settings.storage_objects, endpoint=settings.storage_s3_endpoint)
+        return cluster_pages(
+            _cluster(private), upstream, directory, memory_bytes=memory, bucket=bucket
+        )
     return PageStore(directory, memory_bytes=memory)
 
 

@@ -119,6 +119,7 @@ class FakeUpstream:
         # the root also lists this many generated names ("Project_0", ...), streamed as they
         # are generated, so a list of a million costs the fake no memory
         self.synthetic_names = 0
+        self.gzip_root = False  # True: the generated root is sent gzip'd to who accepts it
         # the host absolute file URLs name: "localhost" is another host for the same server
         self.files_host = "127.0.0.1"
         self.offer_metadata = True  # False: pages offer no .metadata, and none is served
@@ -415,6 +416,8 @@ class FakeUpstream:
             return web.Response(status=304, headers={"ETag": etag})
         content_type = JSON_TYPE if as_json else self.html_content_type
         response = web.StreamResponse(headers={"ETag": etag, "Content-Type": content_type})
+        if self.gzip_root and "gzip" in request.headers.get("Accept-Encoding", ""):
+            response.enable_compression(web.ContentCoding.gzip)
         await response.prepare(request)
         if as_json:
             await response.write(b'{"meta": {"api-version": "1.4"}, "projects": [')

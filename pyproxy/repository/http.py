@@ -169,8 +169,11 @@ class UpstreamClient:
         """GET a page, conditionally when validators are given; UpstreamError for any answer
         other than 200, 304, 404 or 410, and for timeouts and connection errors. With `sink`,
         a 200's body goes there chunk by chunk (the answer's `body` stays empty): the project
-        list is too large to hold."""
+        list is too large to hold. It goes as it came, gzip'd or not (only gzip is asked for):
+        its reader decompresses it off the event loop (stores/project_list.py)."""
         headers = {"Accept": ACCEPT, **self._credentials_for(url)}
+        if sink is not None:
+            headers["Accept-Encoding"] = "gzip"
         if etag:
             headers["If-None-Match"] = etag
         if last_modified:
@@ -178,7 +181,9 @@ class UpstreamClient:
         deadline = asyncio.timeout(self._deadline)
         with self._asking("page"):
             try:
-                async with deadline, self.session.get(url, headers=headers) as response:
+                async with deadline, self.session.get(
+                    url, headers=headers, auto_decompress=sink is None
+                ) as response:
                     if response.status == 304 and (etag or last_modified):
                         return PageAnswer(304, url)
                     if response.status in (404, 410):
@@ -189,6 +194,9 @@ class UpstreamClient:
                         body = await response.read()
                     else:
                         body = b""
+                        coding = response.headers.get("Content-Encoding", "identity").lower()
+                        if coding not in ("gzip", "identity"):
+                            raise UpstreamError(f"sent the list as {coding!r}, not as gzip")
                         async for chunk in response.content.iter_chunked(_CHUNK):
                             sink(chunk)
                     return PageAnswer(

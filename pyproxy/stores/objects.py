@@ -110,12 +110,17 @@ class Bucket:
             raise self._unavailable(exc, f"write {key}") from None
         return True
 
-    async def put_stream_async(self, key: str, chunks: AsyncIterator[bytes]) -> bool:
-        """Create `key` from bytes as they come (multipart when large): True if this call wrote
-        it, False if it already existed. If `chunks` raises, nothing is written (no object, no
-        upload left open) and its exception propagates."""
+    async def put_stream_async(
+        self, key: str, chunks: AsyncIterator[bytes], *, parts_at_once: int = 12
+    ) -> bool:
+        """Create `key` from bytes as they come (multipart when large, in parts of 5 MB, up to
+        `parts_at_once` of them in memory): True if this call wrote it, False if it already
+        existed. If `chunks` raises, nothing is written (no object, no upload left open) and
+        its exception propagates."""
         try:
-            await obstore.put_async(self._store, key, chunks, mode="create")
+            await obstore.put_async(
+                self._store, key, chunks, mode="create", max_concurrency=parts_at_once
+            )
         except (AlreadyExistsError, PreconditionError):
             return False
         except BaseError as exc:
@@ -125,6 +130,14 @@ class Bucket:
     def delete(self, key: str) -> None:
         try:
             obstore.delete(self._store, key)
+        except (NotFoundError, FileNotFoundError):
+            pass
+        except BaseError as exc:
+            raise self._unavailable(exc, f"delete {key}") from None
+
+    async def delete_async(self, key: str) -> None:
+        try:
+            await obstore.delete_async(self._store, key)
         except (NotFoundError, FileNotFoundError):
             pass
         except BaseError as exc:

@@ -13,7 +13,8 @@ business (repository/upstream.py); this module only stores. `turn(key)` is the l
 
 `PageCache` is what both backends share (the memory, the enumeration, the checks of an imported
 record); `PageStore` keeps the records on disk, a cluster node's ClusterPageStore
-(stores/pg/pages.py) in PostgreSQL. Either keeps its project list on the machine's disk.
+(stores/pg/pages.py) in PostgreSQL. Either builds its project list on the machine's disk; a
+cluster node's comes from the one the cluster shares (`shared_list`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pyproxy.formats.parse import UpstreamFormatError, parse_project_page
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import NormalizedName, ProjectPage
 from pyproxy.stores.keylock import KeyLocks, Turn
-from pyproxy.stores.project_list import ProjectListStore
+from pyproxy.stores.project_list import ProjectListStore, SharedList
 from pyproxy.stores.space import is_disk_full
 
 __all__ = [
@@ -172,6 +173,8 @@ class PageCache(ABC):
         )
         self._locks = KeyLocks(Path(directory) / "locks")
         self.project_list = ProjectListStore(Path(directory) / "list")
+        # a cluster node's: the list one node fetches for all (stores/pg/lists.py)
+        self.shared_list: SharedList | None = None
 
     @abstractmethod
     def close(self) -> None: ...

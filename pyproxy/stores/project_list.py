@@ -1,14 +1,14 @@
 """An upstream index's project list on disk: the answer's validators, and its names in SQLite.
 
 A real index lists about a million projects, so the list never passes through memory: the
-upstream answer is streamed into a temp file (`download`), then `build` (in a thread) reads it
-chunk by chunk through formats/project_list.py into a new SQLite database of (normalised
-name, display name), ordered by normalised name, each name once (its first spelling); a large
-list in a process of its own, so the worker's event loop never waits for the parse. Only a
-complete, well-formed list is renamed into place and recorded in `current.json`; garbage, or a
-list that suddenly names nothing, raises UpstreamFormatError and leaves the good copy as it
-was. Readers open a database read-only and never see one change: each revision has its own
-file, and the last few stay for workers still reading an older one.
+upstream answer is streamed as it came (gzip'd or not) into a temp file (`download`), then
+`build` (in a thread; a large list in a small process of its own, so the worker's event loop
+never waits for the decompression and the parse) reads it chunk by chunk through
+formats/project_list.py into a new SQLite database of (normalised name, display name) by
+normalised name, each name once (its first spelling). Only a complete, well-formed list
+replaces the copy (`current.json`); garbage, or a list that suddenly names nothing, raises
+UpstreamFormatError. Readers open a database read-only: each revision has a file of its own,
+and the last few stay for workers still reading an older one.
 
 Layout under `directory`: `current.json` (the record), `<revision>.sqlite3` (the names),
 `tmp/` (downloads and builds in progress; a crash leaves them, the next build removes them).
@@ -18,24 +18,32 @@ The caller holds the page store's lock for the list while it downloads and build
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import json
 import logging
-import multiprocessing
 import os
+import pickle
 import sqlite3
+import subprocess
+import sys
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
-from pyproxy.formats.parse import Emptied
+from pyproxy.formats.parse import Emptied, UpstreamFormatError
 from pyproxy.formats.project_list import read_project_list
 from pyproxy.model import Listed, NormalizedName, normalize
+from pyproxy.stores.keylock import Turn
 
-__all__ = ["KEEP", "SUBPROCESS_BYTES", "DiskNames", "ListEmptied", "ListRecord", "ProjectListStore"]
+__all__ = [
+    "KEEP", "SUBPROCESS_BYTES", "DiskNames", "ListEmptied", "ListRecord", "ProjectListStore",
+    "SharedList", "SharedListRecord", "SharedListUnavailable",
+]
 
 log = logging.getLogger("pyproxy.pages")
 
@@ -45,6 +53,7 @@ _STALE_TEMP_S = 3600.0  # a temp file this old belongs to no build in progress
 _READ = 1024 * 1024
 _BATCH = 10_000
 SUBPROCESS_BYTES = 4 * 1024 * 1024  # a list this large is read in a process of its own
+_BUILD_TIMEOUT_S = 600.0
 
 
 class ListEmptied(Emptied):
@@ -63,6 +72,36 @@ class ListRecord:
     fetched_at: float  # wall clock, shared between worker processes
     count: int  # names in the database
     database: str  # its file name, in the store's directory
+
+
+@dataclass(frozen=True, slots=True)
+class SharedListRecord:
+    """A cluster's list as last fetched by any node (stores/pg/lists.py): the raw body is the
+    bucket's `object`, whose blake2b is `revision`, as a node's own ListRecord names it."""
+
+    revision: str
+    url: str
+    content_type: str | None
+    etag: str | None
+    last_modified: str | None
+    fetched_at: float
+    object: str = ""
+    size: int = 0
+
+
+class SharedListUnavailable(Exception):
+    """The cluster's list cannot be had (database or bucket); one line."""
+
+
+class SharedList(Protocol):
+    """The list one node fetches for the cluster: `turn` is one node at a time across the
+    cluster; `load` and `refreshed` block (call them from a thread)."""
+
+    def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]: ...
+    def load(self) -> SharedListRecord | None: ...
+    def refreshed(self, record: SharedListRecord) -> SharedListRecord: ...
+    async def publish(self, record: SharedListRecord, body: Path) -> SharedListRecord: ...
+    async def download(self, record: SharedListRecord, target: Path) -> None: ...
 
 
 class DiskNames:
@@ -126,7 +165,7 @@ class ProjectListStore:
         self, body: Path, record: ListRecord, *, previous: ListRecord | None,
         require_marker: bool = False,
     ) -> ListRecord:
-        """The names of the answer in `body` (removed afterwards) as the current list, recorded
+        """The names of the answer in `body` (the caller's to remove) as the current list, recorded
         as `record` (its count and database filled in); UpstreamFormatError if it is garbage,
         ListEmptied if it names nothing where `previous` named something."""
         self._remove_stale_temps(keep=body)
@@ -138,7 +177,6 @@ class ProjectListStore:
             name = f"{record.revision}.{uuid.uuid4().hex[:8]}.sqlite3"
             os.replace(database, self.directory / name)
         finally:
-            body.unlink(missing_ok=True)
             database.unlink(missing_ok=True)
         built = dataclasses.replace(record, count=count, database=name)
         self._save(built)
@@ -178,21 +216,35 @@ def _mtime(path: Path) -> float:
 
 
 def _chunks(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as reader:
-        while chunk := reader.read(_READ):
-            yield chunk
+    # decompressed here, off the event loop, if upstream sent it gzip'd (no list starts so)
+    with open(path, "rb") as raw:
+        gzipped = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        reader: BinaryIO = gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore[assignment]
+        try:
+            while chunk := reader.read(_READ):
+                yield chunk
+        except (OSError, EOFError, zlib.error) as exc:
+            raise UpstreamFormatError(f"its gzip'd body is broken: {exc}") from None
 
 
 def _build_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:
-    """`_write_names`, for a large body in a process of its own: the parse holds the GIL for
-    seconds, which would delay every request of the worker's event loop (a thread shares its
-    interpreter), and its memory is given back whole when the process ends."""
+    """`_write_names`, for a large body in a child (the parse would hold the worker's GIL for
+    seconds; its memory goes with the child): `python -m` this module, as multiprocessing's
+    spawn would import the worker's whole program again and leave a resource tracker behind."""
     if body.stat().st_size < SUBPROCESS_BYTES:
         return _write_names(body, content_type, database, require_marker)
-    # spawn, not fork: the worker has threads and an event loop a fork would copy mid-step
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context) as builder:
-        return builder.submit(_write_names, body, content_type, database, require_marker).result()
+    args = [sys.executable, "-m", __name__, str(body), content_type or "", str(database)]
+    done = subprocess.run([*args, "1" if require_marker else ""], capture_output=True,
+                          timeout=_BUILD_TIMEOUT_S, check=False)
+    try:
+        outcome = pickle.loads(done.stdout)  # our own child's answer
+    except (pickle.UnpicklingError, EOFError, ValueError):
+        last = (done.stderr.decode(errors="replace").strip().splitlines() or ["no output"])[-1]
+        raise OSError(f"the list's build exited with {done.returncode}: {last}") from None
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return int(outcome)
 
 
 def _write_names(body: Path, content_type: str | None, database: Path, require_marker: bool) -> int:
@@ -236,3 +288,13 @@ def _write_names(body: Path, content_type: str | None, database: Path, require_m
 def _insert(connection: sqlite3.Connection, table: str, rows: list[tuple[str, str]]) -> None:
     verb = "INSERT OR IGNORE INTO names" if table == "names" else "INSERT INTO unordered"
     connection.executemany(f"{verb} VALUES (?, ?)", rows)
+
+
+if __name__ == "__main__":  # the child of _build_names: its outcome, pickled, on stdout
+    _body, _type, _database, _marker = sys.argv[1:5]
+    _outcome: object
+    try:
+        _outcome = _write_names(Path(_body), _type or None, Path(_database), bool(_marker))
+    except Exception as exc:  # the parent raises it
+        _outcome = exc
+    sys.stdout.buffer.write(pickle.dumps(_outcome))

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
+import pickle
 import resource
 import signal
 import socket
@@ -69,6 +71,11 @@ async def _serve(settings: Settings, sock: socket.socket, worker: _Worker) -> No
     spare = Spare(DataDir(settings.data_dir).spare)
     services = with_room(spare, lambda: build_services(settings), "start a worker")
     app = build_app(services)
+    # what the worker holds from now on is not garbage: out of the collector's full passes,
+    # which otherwise walk all of it (40-60 ms with the GIL held, stalling every request)
+    # whenever a thread allocating many objects (the project list's renderer) sets one off
+    gc.collect()
+    gc.freeze()
     if worker.capacity is not None:
         app[CAPACITY] = worker.capacity
     runner = web.AppRunner(
@@ -166,6 +173,35 @@ def _open_files_for(connections: int) -> None:
         )
 
 
+def _open_before_fork(settings: Settings) -> int:
+    if settings.workers == 1 or not settings.storage_objects:
+        return _open_once(settings)
+    # in a child: obstore's runtime, once started here, would hang every worker forked after it
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.close(reader)
+        outcome: object
+        try:
+            outcome = _open_once(settings)
+        except BaseException as exc:
+            outcome = exc
+        with os.fdopen(writer, "wb") as out:
+            try:
+                pickle.dump(outcome, out)
+            except (pickle.PicklingError, TypeError, AttributeError):
+                pickle.dump(RuntimeError(str(outcome)), out)
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        report = pipe.read()
+    os.waitpid(pid, 0)
+    outcome = pickle.loads(report) if report else RuntimeError("opening the stores failed")
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return int(outcome)
+
+
 def _open_once(settings: Settings) -> int:
     """Open the stores once, so a bad data directory fails here with one message, and sweep
     what interrupted uploads left (how many). The workers open the rest (with room, too). A
@@ -184,7 +220,7 @@ def serve(settings: Settings) -> int:
     # on a full disk SQLite cannot even open a database nobody holds open: the spare file's
     # room lets the server start and serve what it has
     spare = Spare(DataDir(settings.data_dir).spare)
-    removed = with_room(spare, lambda: _open_once(settings), "start")
+    removed = with_room(spare, lambda: _open_before_fork(settings), "start")
     if removed:
         log.info("removed %d leftovers of interrupted uploads", removed)
     spare.keep()  # room for deletes once the disk is full

@@ -63,6 +63,21 @@ async def test_a_large_list_is_on_disk_in_order_and_looked_up_by_name(
     assert listing.has(normalize("project.19999")) and not listing.has(normalize("project-20000"))
 
 
+async def test_a_gzipd_answer_is_kept_as_it_came_and_read_decompressed(
+    fake: FakeUpstream, make_upstream: MakeUpstream, tmp_path: Path
+) -> None:
+    fake.synthetic_names = 3_000
+    fake.gzip_root = True
+    listing = await make_upstream(fake.index_url, cache_dir=tmp_path / "c").list_projects()
+    assert names(listing)[:2] == ["Project_0", "Project_1"]
+    assert len(names(listing)) == 3_000
+    # what was saved and hashed is the compressed answer: the same list fetched again by
+    # another worker has the same revision
+    fake.reset_counters()
+    again = await make_upstream(fake.index_url, cache_dir=tmp_path / "d").list_projects()
+    assert again.revision == listing.revision and root_gets(fake) == 1
+
+
 async def test_one_request_upstream_however_many_ask_in_however_many_workers(
     fake: FakeUpstream, make_upstream: MakeUpstream, tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ table; garbage or an emptied list never replaces the good copy."""
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import os
 import sqlite3
 from pathlib import Path
@@ -40,7 +41,12 @@ def body_of(store: ProjectListStore, names: list[str] | bytes) -> Path:
 def build(store: ProjectListStore, names: list[str] | bytes, revision: str = "r1",
           previous: ListRecord | None = None) -> ListRecord:
     record = dataclasses.replace(RECORD, revision=revision)
-    return store.build(body_of(store, names), record, previous=previous)
+    body = body_of(store, names)
+    try:
+        return store.build(body, record, previous=previous)
+    finally:
+        assert body.is_file()  # the caller's: a cluster node shares it after the build
+        body.unlink()
 
 
 def test_names_are_ordered_by_normalised_name_each_once_in_its_first_spelling(
@@ -56,7 +62,7 @@ def test_names_are_ordered_by_normalised_name_each_once_in_its_first_spelling(
     ]
     assert store.names(built).has(normalize("B.B")) and not store.names(built).has(normalize("q"))
     assert store.load() == built
-    assert not list((store.directory / "tmp").iterdir())  # the body and the build are gone
+    assert not list((store.directory / "tmp").iterdir())  # the build's temp files are gone
 
 
 @pytest.mark.parametrize(
@@ -106,6 +112,18 @@ def test_an_unreadable_record_or_a_missing_database_is_no_copy(store: ProjectLis
     assert store.load() is None
     (store.directory / "current.json").write_text("{not json")
     assert store.load() is None
+
+
+def test_a_gzipd_body_is_read_decompressed_and_a_broken_one_refused(
+    store: ProjectListStore,
+) -> None:
+    document = orjson.dumps({"meta": {"api-version": "1.4"},
+                             "projects": [{"name": n} for n in ("b", "A")]})
+    good = build(store, gzip.compress(document))
+    assert list(store.names(good).entries()) == [("a", "A"), ("b", "b")]
+    with pytest.raises(UpstreamFormatError, match="gzip"):
+        build(store, gzip.compress(document)[:-12], revision="r2", previous=good)
+    assert store.load() == good
 
 
 def test_the_database_is_opened_read_only(store: ProjectListStore) -> None:

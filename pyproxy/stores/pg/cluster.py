@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from pyproxy.stores.objects import Bucket
 from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.first_seen import PgFirstSeenStore
 from pyproxy.stores.pg.notify import Listener
@@ -82,14 +83,15 @@ def open_cluster_stores(
 
 
 def cluster_pages(
-    shared: Shared, upstream: str, directory: Path, *, memory_bytes: int
+    shared: Shared, upstream: str, directory: Path, *, memory_bytes: int,
+    bucket: Bucket | None = None,
 ) -> ClusterPageStore:
     """The page cache of one upstream ('' or a [[upstreams]] name) on the process's pool, its
-    project list in `directory`."""
+    project list shared through `bucket` and built in `directory`."""
     shared.acquire()
     return ClusterPageStore(
         shared.db, shared.listener, upstream, directory, memory_bytes=memory_bytes,
-        release=shared.release,
+        release=shared.release, bucket=bucket,
     )
 
 

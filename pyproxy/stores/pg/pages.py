@@ -4,8 +4,10 @@ The same interface as stores/pages.py's PageStore. One row per (upstream, key) h
 answer with its validators, fetch time, revision and body (bytea: see below); every node reads
 it, so a page fetched by one node costs the others no upstream request, and offline mode and
 "a stale copy when upstream fails" work from what any node fetched. `turn(key)` is one node at
-a time across the cluster (stores/pg/turns.py). The project list (about a million names) stays
-each node's own, on its disk (`directory`: stores/project_list.py), refreshed by each node.
+a time across the cluster (stores/pg/turns.py). The project list (about a million names) is
+fetched by one node for the cluster, its body kept in the bucket (`shared_list`:
+stores/pg/lists.py), and built by each node on its own disk (`directory`:
+stores/project_list.py).
 
 A save that changes a page's revision sends `page:<store id>:<upstream>:<key>` inside its
 transaction; the other processes drop their parsed copy and read the new record when next asked
@@ -36,9 +38,11 @@ from typing import Any
 from pyproxy.formats.parse import UpstreamFormatError
 from pyproxy.model import ProjectPage
 from pyproxy.stores.keylock import Turn
+from pyproxy.stores.objects import Bucket
 from pyproxy.stores.pages import INDEX_KEY, MEMORY_BYTES, PageCache, PageRecord, Parsed, parse
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.database import READ_TIMEOUT_S, Connection, Database
+from pyproxy.stores.pg.lists import ClusterList
 from pyproxy.stores.pg.migrations import Migration, register
 from pyproxy.stores.pg.notify import Changes, Listener, notify
 from pyproxy.stores.pg.turns import Turns
@@ -97,12 +101,15 @@ class ClusterPageStore(PageCache):
     def __init__(
         self, db: Database, listener: Listener | None, upstream: str, directory: Path, *,
         memory_bytes: int = MEMORY_BYTES, release: Callable[[], None] | None = None,
+        bucket: Bucket | None = None,
     ) -> None:
         super().__init__(directory, memory_bytes=memory_bytes)
         self._db = db
         self._upstream = upstream
         self._id = uuid.uuid4().hex[:12]  # its own notifications are not news to it
         self._turns = Turns(db.dsn, f"{TOPIC}:{upstream}")
+        if bucket is not None:
+            self.shared_list = ClusterList(db, bucket, upstream, self._turns)
         self._changes = Changes()
         self._changes.take()  # it starts as "everything changed": nothing is held yet
         self._seen = self._changes.value
@@ -135,7 +142,8 @@ class ClusterPageStore(PageCache):
 
     def turn(self, key: str, *, patience: float) -> AbstractAsyncContextManager[Turn]:
         """One node (one process) at a time across the cluster: see stores/pg/turns.py; the
-        project list is each node's own (`directory`), so its turn is the machine's."""
+        project list's turn is the machine's, for building the node's own copy (`directory`;
+        the cluster's turn to fetch it is `shared_list.turn`)."""
         if key == INDEX_KEY:
             return super().turn(key, patience=patience)
         return self._turns.turn(key, patience=patience)
