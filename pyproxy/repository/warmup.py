@@ -26,7 +26,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +39,7 @@ from pyproxy.formats.dependencies import (
 )
 from pyproxy.formats.linehaul import ClientEnvironment, client_environment
 from pyproxy.model import LocalFile, NormalizedName, Repository, StreamedFile
-from pyproxy.policy import Policy
-from pyproxy.stores.pages import PageCache
+from pyproxy.repository.warmup_side import Budget, Side
 
 __all__ = ["Side", "WarmUp"]
 
@@ -50,38 +48,6 @@ log = logging.getLogger("pyproxy.warmup")
 _MAX_TASKS = 256  # warm-ups waiting or running in a worker
 _REMEMBERED = 4096  # warmed pages and files not yet asked for, and files that triggered
 LocalOf = Callable[[], Awaitable[LocalFile | None]]
-
-
-@dataclass(frozen=True)
-class Side:
-    """The upstream that serves a name, as far as the warm-up asks about it."""
-
-    pages: PageCache
-    page_ttl: float
-    policy: Policy
-    offline: bool
-
-    def fresh(self, name: NormalizedName) -> bool:
-        known = self.pages.known(name)
-        return known is not None and time.time() - known.fetched_at < self.page_ttl
-
-    def refuses(self, name: NormalizedName) -> bool:
-        """[policy] never serves the project: not in allow_only, or denied as a whole."""
-        return not self.policy.project(name).served or any(
-            rule.names(name) and not rule.specifier for rule in self.policy.deny
-        )
-
-
-class _Budget:
-    def __init__(self, left: int) -> None:
-        self.left = left
-
-    def take(self) -> bool:
-        if self.left <= 0:
-            metrics.WARMUP_SKIPPED.labels("budget").inc()
-            return False
-        self.left -= 1
-        return True
 
 
 def _read(path: Path, wheel: bool, environment: ClientEnvironment | None) -> list[Dependency]:
@@ -210,7 +176,7 @@ class WarmUp:
         except Exception as exc:
             log.debug("warm-up: the metadata served could not be read: %s", exc)
             return
-        budget = _Budget(self.budget)
+        budget = Budget(self.budget)
         for dependency in wanted:
             side = await self._may_warm(dependency.name)
             if side is None:
@@ -239,7 +205,7 @@ class WarmUp:
 
     async def _dependency(
         self, dependency: Dependency, side: Side, environment: ClientEnvironment | None,
-        budget: _Budget,
+        budget: Budget,
     ) -> None:
         name = dependency.name
         try:
