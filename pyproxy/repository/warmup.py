@@ -32,22 +32,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from packaging.specifiers import SpecifierSet
 
 from pyproxy import metrics
 from pyproxy.formats.dependencies import (
-    MAX_METADATA,
     Dependency,
     best_candidate,
     dependencies,
-    wheel_metadata,
 )
 from pyproxy.formats.linehaul import ClientEnvironment, client_environment
 from pyproxy.model import (
-    FileSource,
     LocalFile,
     NormalizedName,
     ProjectPage,
@@ -55,6 +51,7 @@ from pyproxy.model import (
     StreamedFile,
 )
 from pyproxy.repository.warmup_ledger import Ledger
+from pyproxy.repository.warmup_read import collect_metadata, read_metadata
 from pyproxy.repository.warmup_side import Budget, Side
 
 __all__ = ["Side", "WarmUp"]
@@ -64,29 +61,6 @@ log = logging.getLogger("pyproxy.warmup")
 _MAX_TASKS = 256  # warm-ups waiting or running in a worker
 _INLINE_FILES = 200  # a page with more files is searched for the client's pick in a thread
 LocalOf = Callable[[], Awaitable[LocalFile | None]]
-
-
-def _read(path: Path, wheel: bool) -> bytes | None:
-    """In a thread: the served file's metadata (a wheel's own METADATA); None if too big."""
-    if wheel:
-        data = wheel_metadata(str(path))
-    else:
-        with open(path, "rb") as body:
-            data = body.read(MAX_METADATA + 1)
-    return None if data is None or len(data) > MAX_METADATA else data
-
-
-async def _collect(source: FileSource) -> bytes | None:
-    """A `.metadata` as the warm-up fetched it (streamed to its verified end) or found it."""
-    if isinstance(source, LocalFile):
-        return await asyncio.to_thread(_read, source.path, False)
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in source.chunks:
-        size += len(chunk)
-        if size <= MAX_METADATA:
-            parts.append(chunk)
-    return b"".join(parts) if size <= MAX_METADATA else None
 
 
 class WarmUp:
@@ -180,7 +154,7 @@ class WarmUp:
             local = await local_of()
             if local is None:
                 return
-            data = await asyncio.to_thread(_read, local.path, wheel)
+            data = await asyncio.to_thread(read_metadata, local.path, wheel)
         except Exception as exc:
             log.debug("warm-up: the metadata served could not be read: %s", exc)
             return
@@ -278,7 +252,7 @@ class WarmUp:
                 source = await self.repository.open_metadata(name, dist.filename)
                 if isinstance(source, StreamedFile):
                     metrics.WARMUP_STARTED.labels("metadata").inc()
-                data = await _collect(source)
+                data = await collect_metadata(source)
             if isinstance(source, StreamedFile) and key not in self._ledger.joined:
                 self._ledger.remember(key, "metadata", side.page_ttl)
         except Exception as exc:

@@ -241,3 +241,17 @@ async def test_without_ranges_a_page_served_brings_the_picked_wheel_whole(
         assert response.status == 200 and response.headers["X-Pyproxy-Cache"] == "hit", path
         await response.read()
     assert fake.total == before
+
+
+async def test_one_budget_bounds_the_whole_tree_of_a_page(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    chain(fake, tmp_path)
+    client, services = await make_client(upstream_url=fake.index_url, upstream_warm_up_budget=2,
+                                         upstream_warm_up_concurrency=1)
+    assert await page(client, services, "app") == 200
+    warmed = fake.total - 1  # all but the client's page
+    assert warmed == 2
+    assert fake.count(metadata_path(fake, "app", APP)) == 1  # the first step, then one page
+    assert fake.count(fake.page_path("lib")) + fake.count(fake.page_path("base")) == 1
+    assert fake.count(metadata_path(fake, "lib", "lib-2.0-py3-none-any.whl")) == 0
