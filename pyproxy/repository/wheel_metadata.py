@@ -55,6 +55,7 @@ log = logging.getLogger("pyproxy.upstream.metadata")
 
 _RECHECK_S = 30.0  # how long a page's marks hold before the blob cache is asked again
 _PAGES = 2048
+_INLINE_WHEELS = 200
 _FACTS = 8192  # wheels whose verdict (made: sha256, or why not) this process remembers
 
 OpenWheel = Callable[[NormalizedName, str], Awaitable[FileSource]]
@@ -125,7 +126,9 @@ class WheelMetadata:
         for dist in wheels:
             if (sha256 := self._made.get(blob_key(dist))) is not None:
                 made.setdefault(dist.filename, sha256)
-        marked = offer_made(page, made)
+        # thousands of wheels take tens of ms: not on the event loop
+        marked = (offer_made(page, made) if len(wheels) <= _INLINE_WHEELS
+                  else await asyncio.to_thread(offer_made, page, made))
         self._pages.put(page.name, (page.revision, now, marked))
         return marked
 
