@@ -142,7 +142,7 @@ class WarmUp:
     # ---- the work ----
 
     async def _from_page(self, name: NormalizedName, environment: ClientEnvironment) -> None:
-        side = await self._allowed(name)
+        side = await self._allowed(name, count=False)  # a page, not a dependency, skipped
         if side is None:
             return
         try:
@@ -187,18 +187,16 @@ class WarmUp:
                 self._ledger.warming.discard(dependency.name)
                 break
 
-    async def _allowed(self, name: NormalizedName) -> Side | None:
+    async def _allowed(self, name: NormalizedName, *, count: bool = True) -> Side | None:
         """The upstream to warm `name` from, or None when it must not be."""
         side = self.side_for(name)
         if side is None or side.offline:
             return None
-        if not await self.goes_upstream(name):
-            metrics.WARMUP_SKIPPED.labels("private").inc()
-            return None
-        if side.refuses(name):
-            metrics.WARMUP_SKIPPED.labels("policy").inc()
-            return None
-        return side
+        reason = "private" if not await self.goes_upstream(name) else (
+            "policy" if side.refuses(name) else None)
+        if reason is not None and count:
+            metrics.WARMUP_SKIPPED.labels(reason).inc()
+        return None if reason is not None else side
 
     async def _may_warm(self, name: NormalizedName) -> tuple[Side, bool] | None:
         """The upstream to warm `name` from and whether its page must be fetched (it is not

@@ -211,8 +211,10 @@ async def test_a_page_warms_nothing_for_an_unknown_client_or_a_private_name(
     assert (await upload(client, make_wheel(tmp_path / "private", "mine", "1.0", requires_dist=["base"]),
                          "root", "rootpass1")).status == 200
     fake.reset_counters()
+    skipped = value(metrics.WARMUP_SKIPPED, "private")
     assert await page(client, services, "mine") == 200
     assert fake.total == 0  # a private page: nothing of it, or below it, is asked upstream
+    assert value(metrics.WARMUP_SKIPPED, "private") == skipped  # no dependency was skipped
 
 
 async def test_a_page_warms_within_the_policy(make_client: MakeClient, fake: FakeUpstream, tmp_path: Path) -> None:
