@@ -29,7 +29,7 @@ UPLOAD_REJECTIONS = (
 )
 # the [policy] rules that hold upstream files back (pyproxy.policy.Reason's values)
 POLICY_REASONS = ("allow_only", "deny", "not_after", "min_age", "missing_upload_time")
-WARMUP_KINDS = ("page", "metadata", "file")
+WARMUP_KINDS = ("page", "metadata")
 WARMUP_SKIPS = ("budget", "busy", "private", "policy")
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -178,19 +178,18 @@ POLICY_REFUSED = _Metric(
 
 WARMUP_STARTED = _Metric(
     "pyproxy_warmup_started",
-    "Upstream fetches started ahead of the client for a served page, or the dependencies of a"
-    " served .metadata or wheel: project pages, and the .metadata (and, if small, the wheel)"
-    " of the file the client will likely pick.",
+    "Upstream fetches started ahead of the client for the dependencies of a served .metadata or"
+    " wheel: project pages, and the .metadata of the file the client will likely pick.",
     ("kind",), known=WARMUP_KINDS,
 )
 WARMUP_USED = _Metric(
     "pyproxy_warmup_used",
-    "Warmed pages, .metadata and wheels that a client then asked the same worker for within the"
-    " page TTL.", ("kind",), known=WARMUP_KINDS,
+    "Warmed pages and .metadata that a client then asked the same worker for within the page"
+    " TTL.", ("kind",), known=WARMUP_KINDS,
 )
 WARMUP_WASTED = _Metric(
     "pyproxy_warmup_wasted",
-    "Warmed pages, .metadata and wheels no client asked the same worker for within the page TTL"
+    "Warmed pages and .metadata no client asked the same worker for within the page TTL"
     " (with several workers, some were asked of another worker).",
     ("kind",), known=WARMUP_KINDS,
 )

@@ -3,11 +3,10 @@ that it is cached by the time they do. Two triggers: a client got an upstream pr
 (`page_served`): warm the `.metadata` of the file it will likely pick (the newest its
 environment can install); a client got an upstream `.metadata` or wheel (`served`): warm its
 release's dependencies. Each `.metadata` the warm-up fetches warms that release's dependencies
-in turn: their pages, the `.metadata` (and a wheel of at most _MAX_WHEEL bytes) of the file
-the client will pick from each under the requirement, and so on, within the trigger's budget.
-So a cold install's chain of
-round trips (page, metadata, the next level's pages...) runs ahead of the client from its
-first request, and downloads wait for no client's request (pip makes them one at a time).
+in turn: their pages, and the `.metadata` of the file the client will pick from each under the
+requirement, and so on down the tree, within the trigger's budget. So a cold install's chain of
+round trips (page, then metadata, then the next level's pages...) runs ahead of the client from
+its first request, and no level waits for the client's request of the level before.
 
 Everything goes through the repository the web layer serves (PrivateWins over [policy] over the
 routed upstreams), so the overlay, the routes and the policy apply as to a client's request, and
@@ -38,14 +37,16 @@ from typing import Any
 from packaging.specifiers import SpecifierSet
 
 from pyproxy import metrics
-from pyproxy.formats.dependencies import Dependency, best_candidate, dependencies
+from pyproxy.formats.dependencies import (
+    Dependency,
+    best_candidate,
+    dependencies,
+)
 from pyproxy.formats.linehaul import ClientEnvironment, client_environment
 from pyproxy.model import (
-    DistFile,
     LocalFile,
     NormalizedName,
     ProjectPage,
-    RemoteFile,
     Repository,
     StreamedFile,
 )
@@ -58,7 +59,6 @@ __all__ = ["Side", "WarmUp"]
 log = logging.getLogger("pyproxy.warmup")
 
 _MAX_TASKS = 256  # warm-ups waiting or running in a worker
-_MAX_WHEEL = 16 * 1024 * 1024  # a picked wheel up to this size is downloaded ahead too
 _INLINE_FILES = 200  # a page with more files is searched for the client's pick in a thread
 LocalOf = Callable[[], Awaitable[LocalFile | None]]
 
@@ -112,9 +112,6 @@ class WarmUp:
 
     def metadata_requested(self, project: NormalizedName, filename: str) -> None:
         self._ledger.claim((project, filename), "metadata")
-
-    def file_requested(self, project: NormalizedName, filename: str) -> None:
-        self._ledger.claim((project, filename, "file"), "file")
 
     async def idle(self) -> None:
         """Until no warm-up runs (for tests and benchmarks)."""
@@ -264,36 +261,4 @@ class WarmUp:
             self._ledger.warming.discard(key)
             self._ledger.joined.discard(key)
         if data is not None and self._ledger.first(key):
-            await self._expand(data, environment, budget)  # the next level's pages first
-        if dist.filename.endswith(".whl"):
-            self._spawn(self._wheel(name, dist, side, budget))
-
-    async def _wheel(
-        self, name: NormalizedName, dist: DistFile, side: Side, budget: Budget
-    ) -> None:
-        """Download the picked wheel too: installers fetch it right after resolving (pip one
-        at a time). Only one the page says is at most _MAX_WHEEL bytes: a client that only
-        resolves (a lock) would otherwise cost large downloads for nothing."""
-        key = (name, dist.filename, "file")
-        if dist.size is None or dist.size > _MAX_WHEEL or key in self._ledger.warming:
-            return
-        if key in self._ledger.warmed or not budget.take():
-            return
-        self._ledger.warming.add(key)
-        try:
-            async with self._slots:
-                opened = await self.repository.open_file(name, dist.filename)
-                if isinstance(opened, RemoteFile):  # else cached already (made from it)
-                    metrics.WARMUP_STARTED.labels("file").inc()
-                    source = await opened.whole()
-                    if isinstance(source, StreamedFile):
-                        async for _chunk in source.chunks:  # to its verified end, cached
-                            pass
-            if isinstance(opened, RemoteFile) and key not in self._ledger.joined:
-                self._ledger.remember(key, "file", side.page_ttl)
-        except Exception as exc:
-            metrics.WARMUP_FAILED.labels("file").inc()
-            log.debug("warm-up of %s failed: %s", dist.filename, exc)
-        finally:
-            self._ledger.warming.discard(key)
-            self._ledger.joined.discard(key)
+            await self._expand(data, environment, budget)

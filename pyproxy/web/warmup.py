@@ -34,8 +34,6 @@ def file_served(
     served = filename[: -len(METADATA_SUFFIX)] if metadata else filename
     if metadata:
         warmup.metadata_requested(project, served)
-    else:
-        warmup.file_requested(project, served)
     if request.method != hdrs.METH_GET or not (metadata or filename.endswith(".whl")):
         return
     if not isinstance(source, LocalFile) and CUT_SHORT in request:
