@@ -172,6 +172,8 @@ class WarmUp:
             log.debug("warm-up: the metadata could not be read: %s", exc)
             return
         for dependency in wanted:
+            # its requirement picks its file: its page served later picks none without one
+            self._ledger.first((dependency.name, ""))
             verdict = await self._may_warm(dependency.name)
             if verdict is None:
                 continue

@@ -259,3 +259,17 @@ async def test_one_budget_bounds_the_whole_tree_of_a_page(
     assert fake.count(metadata_path(fake, "app", APP)) == 1  # the first step, then one page
     assert fake.count(fake.page_path("lib")) + fake.count(fake.page_path("base")) == 1
     assert fake.count(metadata_path(fake, "lib", "lib-2.0-py3-none-any.whl")) == 0
+
+
+async def test_a_dependencys_page_picks_nothing_past_its_requirement(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    publish(fake, tmp_path, "app", "1.0", ["lib<2"])
+    publish(fake, tmp_path, "lib", "1.0", [])
+    publish(fake, tmp_path, "lib", "2.0", [])
+    client, services = await make_client(upstream_url=fake.index_url)
+    assert await page(client, services, "app") == 200
+    assert await page(client, services, "lib") == 200  # the client follows the requirement
+    assert fake.count(metadata_path(fake, "lib", "lib-1.0-py3-none-any.whl")) == 1
+    # lib's page served has no requirement to go by: the one the warm-up had stands
+    assert fake.count(metadata_path(fake, "lib", "lib-2.0-py3-none-any.whl")) == 0
