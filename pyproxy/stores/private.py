@@ -18,8 +18,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 from pyproxy.access import ROLES
 from pyproxy.model import NormalizedName, NotFound
 from pyproxy.stores import sqlite
@@ -27,11 +25,13 @@ from pyproxy.stores.private_checks import check_duplicate, project_roles
 from pyproxy.stores.private_files import fsync_file
 from pyproxy.stores.private_reads import PrivateReads
 from pyproxy.stores.private_schema import (
+    FILE_COLUMNS,
     SCHEMA,
     NewFile,
     RoleRows,
     StoreRejected,
     canonical_version,
+    file_row,
 )
 
 
@@ -127,18 +127,8 @@ class PrivateStore(PrivateReads):
                 if provenance_sha256 is not None:
                     self.files.move_into_place(provenance_tmp, provenance_sha256)
                 db.execute(
-                    "INSERT INTO files (filename, project, version, filetype, size, sha256,"
-                    " blake2_256, md5, metadata_sha256, provenance_sha256, requires_python,"
-                    " summary, upload_time, uploader, yanked, yanked_reason, fields)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        new.filename, new.project, canonical_version(new.version), new.filetype,
-                        new.size, new.sha256, new.blake2_256, new.md5, metadata_sha256,
-                        provenance_sha256, new.requires_python, new.summary,
-                        new.upload_time or datetime.now(UTC).isoformat(),
-                        new.uploader, new.yanked_reason is not None, new.yanked_reason or "",
-                        orjson.dumps(dict(new.fields)),
-                    ),
+                    f"INSERT INTO files ({FILE_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                    file_row(new, metadata_sha256, provenance_sha256),
                 )
                 self._bump(db, new.project)
         return True
