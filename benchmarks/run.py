@@ -37,6 +37,7 @@ from benchmarks.measure import HTML_ACCEPT, JSON_ACCEPT, PIP_ACCEPT, RssSampler,
 from benchmarks.servers import Server, Unavailable, Upstream
 
 ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "cluster"]
+INSTALLS = "installs"  # issue #13's install cases alone: no server rows, no project list
 STAMPEDE_CLIENTS = 50
 SMALL_FILE_CLIENTS = 32  # about as many requests as uv keeps in flight
 
@@ -48,7 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(ALL),
                         help=f"comma-separated servers (default: {','.join(ALL)}); the direct "
                              "upstream reference always runs, and pyproxy brings issue #13's "
-                             "cases")
+                             f"cases; '{INSTALLS}': only issue #13's cold and warm installs")
+    parser.add_argument("--clients", default="uv,pip",
+                        help="issue #13's installs: uv, pip or both (default; uv only with "
+                             "--quick)")
     parser.add_argument("--latency-ms", type=float, default=50.0,
                         help="delay of every upstream answer (default 50)")
     parser.add_argument("--seconds", type=float, help="length of each load run (default 3; 1 "
@@ -73,9 +77,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                   "(default: WORK/results.json)")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-    unknown = sorted(set(args.only) - set(ALL))
+    unknown = sorted(set(args.only) - {*ALL, INSTALLS})
     if unknown:
-        parser.error(f"unknown server(s) {', '.join(unknown)}; choose from {', '.join(ALL)}")
+        parser.error(f"unknown server(s) {', '.join(unknown)}; choose from "
+                     f"{', '.join([*ALL, INSTALLS])}")
+    args.clients = tuple(c.strip() for c in args.clients.split(",") if c.strip())
+    if not args.clients or set(args.clients) - {"uv", "pip"}:
+        parser.error("--clients takes uv, pip or uv,pip")
     if args.seconds is None:
         args.seconds = 1.0 if args.quick else 3.0
     if args.repeats is None:
@@ -133,11 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         upstreams.append(upstream)
         upstream.start()
         results["meta"] = _meta(args, data, tool)
+        only_installs = args.only == [INSTALLS]
         direct = servers.Direct(work, upstream)
-        for server in [direct, *candidates]:
+        for server in [] if only_installs else [direct, *candidates]:
             results["servers"][server.name] = bench_server(server, args, data, upstream, tool)
-        if "pyproxy" in args.only:
-            results["issue13"] = bench_issue13(args, work, data, upstream, upstreams, tool)
+        if "pyproxy" in args.only or INSTALLS in args.only:
+            results["issue13"] = bench_issue13(args, work, data, upstream, upstreams, tool,
+                                               installs_only=only_installs)
     except KeyboardInterrupt:
         say("interrupted: stopping everything")
         return 130
@@ -212,14 +222,16 @@ def _meta(args: argparse.Namespace, data: Corpus, tool: str) -> dict:
 # ---- issue #13's cases ----------------------------------------------------------------------------
 
 def bench_issue13(args: argparse.Namespace, work: Path, data: Corpus, upstream: Upstream,
-                  upstreams: list[Upstream], tool: str) -> dict:
+                  upstreams: list[Upstream], tool: str, *, installs_only: bool = False) -> dict:
     """Cold and warm installs in front of the normal and the HTML-only upstream, and the warm
     pages, on pyproxy with its default workers; the full project list on 1 worker (the prober
-    must share the worker that builds the list)."""
-    result: dict = {"workers": servers.default_workers(), "cold_repeats": args.cold_repeats}
+    must share the worker that builds the list). `installs_only`: the installs alone."""
+    result: dict = {"workers": servers.default_workers(), "cold_repeats": args.cold_repeats,
+                    "latency_ms": args.latency_ms}
     # --quick (the suite's smoke run): uv only, pip's runs take seconds each
-    reps = {"clients": ("uv",) if args.quick else ("uv", "pip"), "cold_reps": args.cold_repeats,
-            "uv_reps": 1 if args.quick else 5, "pip_reps": 3}
+    reps = {"clients": ("uv",) if args.quick else args.clients, "cold_reps": args.cold_repeats,
+            "uv_reps": 1 if args.quick else 5, "pip_reps": 3,
+            "latency_s": args.latency_ms / 1e3}
 
     def installs(flavor: str, flags: list[str]) -> dict:
         origin = upstream
@@ -230,15 +242,18 @@ def bench_issue13(args: argparse.Namespace, work: Path, data: Corpus, upstream: 
             origin.start()
         say(f"issue 13: cold and warm {' and '.join(reps['clients'])} installs, {flavor} "
             "upstream")
-        on_warm = (lambda server: pages(server, args, tool)) if flavor == "normal" else None
+        on_warm = (lambda server: pages(server, args, tool)) if (
+            flavor == "normal" and not installs_only) else None
         return realworld.installs(
             lambda label: servers.Pyproxy(work, None, name=f"pyproxy-auto-{flavor}-{label}"),
-            origin, work=work, on_warm=on_warm, **reps)
+            origin, work=work, on_warm=on_warm, flavor=flavor, **reps)
 
     for flavor, flags in (("normal", []), ("html_only", ["--html-only"])):
         result[flavor] = _case(lambda f=flavor, g=flags: installs(f, g))
     if "warm_server" in result["normal"]:
         result["pages"] = result["normal"].pop("warm_server")
+    if installs_only:
+        return {**result, "installs_only": True}
 
     result["project_list"] = _case(lambda: full_list(args, work, data, upstreams))
     return result

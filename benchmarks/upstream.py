@@ -3,7 +3,8 @@
 Every request waits `--latency-ms` before it is answered (a distant index) and is counted per
 path. Project pages are PEP 691 JSON or PEP 503 HTML by the Accept header; files are sent with
 sendfile. `GET /_bench/counts` returns {path: count}, `GET /_bench/kinds` {kind: count} (kind:
-GET, HEAD, range or metadata); neither is counted or delayed.
+GET, HEAD, range or metadata); neither is counted or delayed. `--trace FILE` appends a line per
+request: when it arrived and when it was answered (epoch seconds), its kind, path and Range.
 
 `--html-only` makes it the real-world-shaped index many private and GPU indexes are: HTML pages
 whatever the Accept header, no core metadata (no `data-core-metadata`, `.metadata` is 404) and
@@ -24,7 +25,9 @@ import asyncio
 import collections
 import re
 import sys
+import time
 from pathlib import Path
+from typing import TextIO
 
 from aiohttp import web
 
@@ -77,17 +80,23 @@ async def whole_file(request: web.Request, path: Path, headers: dict) -> web.Str
 
 
 def build_app(root: Path, latency: float, *, html_only: bool = False,
-              project_list: Path | None = None) -> web.Application:
+              project_list: Path | None = None, trace: TextIO | None = None) -> web.Application:
     pages: dict[tuple[str, bool], bytes] = {}  # (page dir, json) -> body, read once
 
     @web.middleware
     async def count_and_delay(request: web.Request, handler):
-        if not request.path.startswith("/_bench/"):
-            request.app[COUNTS][request.path] += 1
-            request.app[KINDS][request_kind(request)] += 1
-            if latency:
-                await asyncio.sleep(latency)
-        return await handler(request)
+        if request.path.startswith("/_bench/"):
+            return await handler(request)
+        request.app[COUNTS][request.path] += 1
+        request.app[KINDS][request_kind(request)] += 1
+        arrived = time.time()
+        if latency:
+            await asyncio.sleep(latency)
+        response = await handler(request)
+        if trace is not None:  # arrival, answer (headers sent or body written), what
+            print(f"{arrived:.4f} {time.time():.4f} {request_kind(request)} {request.path}"
+                  f" {request.headers.get('Range', '-')}", file=trace, flush=True)
+        return response
 
     async def page(request: web.Request) -> web.StreamResponse:
         project = request.match_info.get("project", "")
@@ -163,13 +172,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="HTML pages only, no core metadata, no ranges")
     parser.add_argument("--project-list", type=Path,
                         help="serve /simple/ from DIR/index.{html,json} (and .gz)")
+    parser.add_argument("--trace", type=Path,
+                        help="append one line per request to this file: arrival and answer "
+                             "time (epoch seconds), kind, path, Range")
     args = parser.parse_args(argv)
     try:
         import uvloop
     except ImportError:
         uvloop = None
+    trace = args.trace.open("a") if args.trace else None
     app = build_app(args.root.resolve(), args.latency_ms / 1000, html_only=args.html_only,
-                    project_list=args.project_list.resolve() if args.project_list else None)
+                    project_list=args.project_list.resolve() if args.project_list else None,
+                    trace=trace)
     coroutine = _serve(app, args.port)
     try:
         if uvloop is not None:

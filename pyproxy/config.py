@@ -75,10 +75,10 @@ class Settings:
     # index's origin and those its pages link files on
     upstream_files_from: tuple[str, ...] = ()
     # warm-up ahead of the client (repository/warmup.py): on, upstream requests at once per
-    # worker, per served file at most, and whether the likely .metadata is fetched too
+    # worker, per trigger at most, and whether the likely .metadata is fetched too
     upstream_warm_up: bool = True
-    upstream_warm_up_concurrency: int = 4
-    upstream_warm_up_budget: int = 16
+    upstream_warm_up_concurrency: int = 16
+    upstream_warm_up_budget: int = 32
     upstream_warm_up_metadata: bool = True
     offline: bool = False
     # [[upstreams]]: further indexes, each serving the names its `projects` claim

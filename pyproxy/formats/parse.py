@@ -21,11 +21,12 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import unquote, urldefrag, urljoin, urlsplit
+from urllib.parse import urljoin
 
 import orjson
 from lxml import etree
 
+from pyproxy.formats.links import Links, filename_from_url
 from pyproxy.model import (
     DistFile,
     NormalizedName,
@@ -144,23 +145,9 @@ def check_api_version(version: object, where: str) -> None:
 # -- shared per-file helpers ----------------------------------------------------------------------
 
 
-def _resolve_file_url(base_url: str, href: str) -> tuple[str, str] | None:
-    """(absolute URL without fragment, fragment), or None when it is not an http(s) URL."""
-    try:
-        absolute = urljoin(base_url, href.strip())
-        url, fragment = urldefrag(absolute)
-        scheme = urlsplit(url).scheme
-    except ValueError:  # e.g. an invalid IPv6 literal in the host
-        return None
-    # pyproxy will fetch this URL: never file:, data:, javascript: or other schemes
-    if scheme not in ("http", "https"):
-        return None
-    return url, fragment
-
-
 def _filename_from_url(url: str) -> str:
     """The last path segment, percent-decoded, as pip and uv take it; "" when unusable."""
-    filename = unquote(urlsplit(url).path.rpartition("/")[2])
+    filename = filename_from_url(url)
     return filename if _is_safe_filename(filename) else ""
 
 
@@ -171,7 +158,7 @@ def _is_safe_filename(filename: str) -> bool:
         and filename not in (".", "..")
         and "/" not in filename
         and "\\" not in filename
-        and all(ch.isprintable() for ch in filename)
+        and filename.isprintable()
     )
 
 
@@ -193,12 +180,12 @@ def _hashes_from_fragment(fragment: str, filename: str) -> dict[str, str]:
     return hashes
 
 
-def _provenance_url(base_url: str, value: str | None) -> str | None:
+def _provenance_url(links: Links, value: str | None) -> str | None:
     """PEP 740's `provenance` / `data-provenance`: the provenance object's absolute URL; an
     empty or non-http(s) value is dropped (it is optional and only fetched on request)."""
     if not value or not value.strip():
         return None
-    resolved = _resolve_file_url(base_url, value)
+    resolved = links.resolve(value)
     return None if resolved is None else resolved[0]
 
 
@@ -293,10 +280,11 @@ def _project_page_from_html(
     html: _HtmlCollector, page_url: str, name: NormalizedName
 ) -> ProjectPage:
     base_url = urljoin(page_url, html.base_href.strip()) if html.base_href else page_url
+    links = Links(base_url)
     files: dict[str, DistFile] = {}
     for attrib, _text in html.anchors:
         href = attrib.get("href")
-        if not href or not (resolved := _resolve_file_url(base_url, href)):
+        if not href or not (resolved := links.resolve(href)):
             continue
         url, fragment = resolved
         filename = _filename_from_url(url)
@@ -306,7 +294,7 @@ def _project_page_from_html(
         core_metadata = attrib.get("data-core-metadata")  # PEP 714: the new name first
         if core_metadata is None:
             core_metadata = attrib.get("data-dist-info-metadata")
-        provenance = _provenance_url(base_url, attrib.get("data-provenance"))
+        provenance = _provenance_url(links, attrib.get("data-provenance"))
         files[filename] = DistFile(
             filename=filename,
             hashes=_hashes_from_fragment(fragment, filename),
@@ -350,6 +338,17 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "number")
 
 
+def _member(
+    raw: dict[str, Any], key: str, kinds: tuple[type, ...], owner: str, default: object = None
+) -> Any:
+    """`raw[key]` (or `default`) as expect_json checks it, the message only made on a failure
+    (a page has thousands of files)."""
+    value = raw.get(key, default)
+    if isinstance(value, kinds) and (type(value) is not bool or bool in kinds):
+        return value
+    return expect_json(value, kinds, f"{owner}: {key!r}")
+
+
 def expect_json(value: object, kinds: tuple[type, ...], where: str) -> Any:
     """`value` if it has one of these JSON types, else UpstreamFormatError naming `where`."""
     # bool is an int subclass: a JSON true must not pass as a size
@@ -364,9 +363,10 @@ def _project_page_from_json(
     # the JSON "name" is not compared with `name`: the caller asked for that page by that name
     raw_files = expect_json(document.get("files"), (list,), "'files'")
     files: dict[str, DistFile] = {}
+    links = Links(page_url)
     for index, raw_file in enumerate(raw_files):
         raw = expect_json(raw_file, (dict,), f"files[{index}]")
-        dist = _dist_file_from_json(raw, page_url, index)
+        dist = _dist_file_from_json(raw, links, index)
         files.setdefault(dist.filename, dist)  # the first of a duplicated filename wins
     versions = expect_json(document.get("versions", []), (list,), "'versions'")
     for index, version in enumerate(versions):
@@ -379,38 +379,34 @@ def _project_page_from_json(
     )
 
 
-def _dist_file_from_json(raw: dict[str, Any], page_url: str, index: int) -> DistFile:
+def _dist_file_from_json(raw: dict[str, Any], links: Links, index: int) -> DistFile:
     filename = expect_json(raw.get("filename"), (str,), f"files[{index}].filename")
     if not _is_safe_filename(filename):
         raise UpstreamFormatError(f"files[{index}].filename is not a plain file name: {filename!r}")
-    href = expect_json(raw.get("url"), (str,), f"{filename}: 'url'")
-    if not (resolved := _resolve_file_url(page_url, href)):
+    href = _member(raw, "url", (str,), filename)
+    if not (resolved := links.resolve(href)):
         raise UpstreamFormatError(f"{filename}: 'url' is not an http(s) URL: {href!r}")
 
     # the spec says "hashes" MUST be present; a missing one is read as "no hashes" all the same
-    raw_hashes = expect_json(raw.get("hashes", {}), (dict,), f"{filename}: 'hashes'")
+    raw_hashes = _member(raw, "hashes", (dict,), filename, {})
     hashes = _hash_map(raw_hashes, filename)
-    size = expect_json(raw.get("size"), (int, _NULL), f"{filename}: 'size'")
+    size = _member(raw, "size", (int, _NULL), filename)
     if size is not None and size < 0:
         raise UpstreamFormatError(f"{filename}: 'size' is negative: {size}")
-    requires_python = expect_json(
-        raw.get("requires-python"), (str, _NULL), f"{filename}: 'requires-python'"
-    )
+    requires_python = _member(raw, "requires-python", (str, _NULL), filename)
     # spec: a bool, or a reason string that is yanked when truthy; so "" means not yanked
-    yanked = expect_json(raw.get("yanked", False), (bool, str, _NULL), f"{filename}: 'yanked'")
+    yanked = _member(raw, "yanked", (bool, str, _NULL), filename, False)
     core_metadata = raw.get("core-metadata")  # PEP 714: prefer the new name
     if core_metadata is None:
         core_metadata = raw.get("dist-info-metadata", raw.get("data-dist-info-metadata"))
-    provenance = _provenance_url(
-        page_url, expect_json(raw.get("provenance"), (str, _NULL), f"{filename}: 'provenance'")
-    )
+    provenance = _provenance_url(links, _member(raw, "provenance", (str, _NULL), filename))
     return DistFile(
         filename=filename,
         hashes=hashes,
         size=size,
         provenance=provenance is not None,
         provenance_url=provenance,
-        upload_time=_upload_time(raw.get("upload-time"), filename),
+        upload_time=_upload_time(_member(raw, "upload-time", (str, _NULL), filename)),
         requires_python=(requires_python or "").strip() or None,
         yanked=bool(yanked),
         yanked_reason=yanked if isinstance(yanked, str) else "",
@@ -420,8 +416,7 @@ def _dist_file_from_json(raw: dict[str, Any], page_url: str, index: int) -> Dist
     )
 
 
-def _upload_time(value: object, filename: str) -> datetime | None:
-    text = expect_json(value, (str, _NULL), f"{filename}: 'upload-time'")
+def _upload_time(text: str | None) -> datetime | None:
     if not text:
         return None
     try:
@@ -433,6 +428,8 @@ def _upload_time(value: object, filename: str) -> datetime | None:
 
 
 def _core_metadata_from_json(value: object, filename: str) -> Mapping[str, str] | bool:
+    if value is None or value is True or value is False:
+        return bool(value)
     value = expect_json(value, (bool, dict, _NULL), f"{filename}: 'core-metadata'")
     if not isinstance(value, dict):
         return bool(value)
@@ -442,10 +439,13 @@ def _core_metadata_from_json(value: object, filename: str) -> Mapping[str, str] 
 
 
 def _hash_map(raw: dict[str, Any], owner: str) -> dict[str, str]:
-    return dict(
-        _digest(algorithm, expect_json(digest, (str,), f"{owner}: hash {algorithm!r}"), owner)
-        for algorithm, digest in raw.items()
-    )
+    hashes: dict[str, str] = {}
+    for algorithm, digest in raw.items():
+        if not isinstance(digest, str):
+            expect_json(digest, (str,), f"{owner}: hash {algorithm!r}")
+        key, value = _digest(algorithm, digest, owner)
+        hashes[key] = value  # the last of a repeated (differently cased) name, as dict() did
+    return hashes
 
 
 def _status_from_json(value: object) -> ProjectStatus:

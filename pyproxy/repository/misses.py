@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import LocalFile, RemoteFile, StreamedFile, Unavailable
+from pyproxy.repository.downloads import origin_of
 from pyproxy.repository.http import RangeAnswer
 
 log = logging.getLogger("pyproxy.upstream")
@@ -35,6 +36,12 @@ _ASK_AGAIN_S = 3600.0  # after which such a host is asked for ranges again
 
 Fetch = Callable[[], Awaitable[LocalFile | StreamedFile]]
 ReadRange = Callable[[int, int], Awaitable[RangeAnswer | None]]
+
+
+def host_of(url: str) -> str:
+    """scheme://host:port of a file URL (never its credentials), for the range memory."""
+    origin = origin_of(url)
+    return url if origin is None else "{}://{}:{}".format(*origin)
 
 
 class RangeMemory:

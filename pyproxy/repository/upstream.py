@@ -49,7 +49,7 @@ from pyproxy.model import (
 )
 from pyproxy.repository.downloads import Origin, origin_of
 from pyproxy.repository.http import RangeAnswer, UpstreamClient, UpstreamError
-from pyproxy.repository.misses import RangeMemory, UpstreamMiss
+from pyproxy.repository.misses import RangeMemory, UpstreamMiss, host_of
 from pyproxy.repository.upstream_list import UpstreamList, upstream_failure
 from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
@@ -138,9 +138,9 @@ class UpstreamRepository:
         self._refreshing: SingleFlight[str, Result] = SingleFlight()
         self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
         self._list = UpstreamList(client, pages, ttl=index_ttl)
-        # `.metadata` for the wheels upstream offers none for
-        self.wheel_metadata = WheelMetadata(client, blobs, self._whole_file)
         self._ranges = RangeMemory()  # sizes upstream told, hosts that refuse ranges
+        # `.metadata` for the wheels upstream offers none for
+        self.wheel_metadata = WheelMetadata(client, blobs, self._whole_file, self._ranges)
 
     async def close(self) -> None:
         await self.client.close()
@@ -191,7 +191,7 @@ class UpstreamRepository:
 
         sha256 = dist.sha256.lower() if dist.sha256 else None  # as the ETag of a cached file
         return UpstreamMiss(
-            key, host=_host_of(url), size=dist.size, sha256=sha256, fetch=fetch,
+            key, host=host_of(url), size=dist.size, sha256=sha256, fetch=fetch,
             read_range=read_range, ranges=self._ranges, mismatched=self.blobs.mismatched,
         )
 
@@ -366,9 +366,3 @@ class UpstreamRepository:
             fetched_at=time.time(),
             revision=revision_of(answer.body),
         )
-
-
-def _host_of(url: str) -> str:
-    """scheme://host:port of a file URL (never its credentials), for the range memory."""
-    origin = origin_of(url)
-    return url if origin is None else "{}://{}:{}".format(*origin)

@@ -1,21 +1,28 @@
-"""Warm-up ahead of the client: when an upstream `.metadata` (or wheel) is served, fetch the
-pages of the release's dependencies in the background, and optionally the `.metadata` of the
-file the client will pick from each, so that they are cached by the time it asks.
+"""Warm-up ahead of the client: fetch in the background what pip or uv will ask for next, so
+that it is cached by the time they do. Two triggers: a client got an upstream project's page
+(`page_served`): warm the `.metadata` of the file it will likely pick (the newest its
+environment can install); a client got an upstream `.metadata` or wheel (`served`): warm its
+release's dependencies. Each `.metadata` the warm-up fetches warms that release's dependencies
+in turn: their pages, and the `.metadata` of the file the client will pick from each under the
+requirement, and so on down the tree, within the trigger's budget. So a cold install's chain of
+round trips (page, then metadata, then the next level's pages...) runs ahead of the client from
+its first request, and no level waits for the client's request of the level before.
 
 Everything goes through the repository the web layer serves (PrivateWins over [policy] over the
-routed upstreams), so the overlay, the routes and the policy apply as to a client's request. On
-top of that a name is skipped before anything is asked when it is private (or under a private
-prefix), when the upstream serving it is offline, when [policy] allow_only leaves it out or a
-deny entry names the whole project, and when its page is fresh in this worker's memory or
-already being warmed. Per worker: at most `concurrency` upstream requests at once, at most
-`budget` per served file, at most _MAX_TASKS waiting; past that, warm-ups are skipped. It never
-delays the request that triggered it (tasks kept in a set, cancelled on close); a failure is
-logged at debug and counted.
+routed upstreams), so the overlay, the routes and the policy apply as to a client's request, and
+a request the client makes meanwhile joins the warm-up's (one upstream request). On top of that
+a name is skipped before anything is asked when it is private (or under a private prefix), when
+the upstream serving it is offline, when [policy] allow_only leaves it out or a deny entry names
+the whole project; a page fresh in this worker's memory is not fetched again, and what is being
+warmed is not warmed twice. Per worker: at most `concurrency` upstream requests at once, at most
+`budget` per trigger (its whole tree), a release expanded at most once per page TTL, at most
+_MAX_TASKS waiting; past that, warm-ups are skipped. It never delays the request that triggered
+it (tasks kept in a set, cancelled on close); a failure is logged at debug and counted.
 
-`used` and `wasted` are counted per worker: a warmed page a client asks this worker for within
-the page's TTL (or while it is being fetched: the client's request joins the earlier one) is
-used; one not asked for by then (or pushed out of the record) is wasted. With
-several workers a client's next request may reach another worker, which finds the page on disk
+`used` and `wasted` are counted per worker: a warmed page or `.metadata` a client asks this
+worker for within the page's TTL (or while it is being fetched: the client's request joins the
+earlier one) is used; one not asked for by then (or pushed out of the record) is wasted. With
+several workers a client's next request may reach another worker, which finds the file on disk
 (no upstream request either) but counts nothing, so `wasted` overcounts there.
 """
 
@@ -24,76 +31,36 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
+
+from packaging.specifiers import SpecifierSet
 
 from pyproxy import metrics
 from pyproxy.formats.dependencies import (
-    MAX_METADATA,
     Dependency,
     best_candidate,
     dependencies,
-    wheel_metadata,
 )
 from pyproxy.formats.linehaul import ClientEnvironment, client_environment
-from pyproxy.model import LocalFile, NormalizedName, Repository, StreamedFile
-from pyproxy.policy import Policy
-from pyproxy.stores.pages import PageCache
+from pyproxy.model import (
+    LocalFile,
+    NormalizedName,
+    ProjectPage,
+    Repository,
+    StreamedFile,
+)
+from pyproxy.repository.warmup_ledger import Ledger
+from pyproxy.repository.warmup_read import collect_metadata, read_metadata
+from pyproxy.repository.warmup_side import Budget, Side
 
 __all__ = ["Side", "WarmUp"]
 
 log = logging.getLogger("pyproxy.warmup")
 
 _MAX_TASKS = 256  # warm-ups waiting or running in a worker
-_REMEMBERED = 4096  # warmed pages and files not yet asked for, and files that triggered
+_INLINE_FILES = 200  # a page with more files is searched for the client's pick in a thread
 LocalOf = Callable[[], Awaitable[LocalFile | None]]
-
-
-@dataclass(frozen=True)
-class Side:
-    """The upstream that serves a name, as far as the warm-up asks about it."""
-
-    pages: PageCache
-    page_ttl: float
-    policy: Policy
-    offline: bool
-
-    def fresh(self, name: NormalizedName) -> bool:
-        known = self.pages.known(name)
-        return known is not None and time.time() - known.fetched_at < self.page_ttl
-
-    def refuses(self, name: NormalizedName) -> bool:
-        """[policy] never serves the project: not in allow_only, or denied as a whole."""
-        return not self.policy.project(name).served or any(
-            rule.names(name) and not rule.specifier for rule in self.policy.deny
-        )
-
-
-class _Budget:
-    def __init__(self, left: int) -> None:
-        self.left = left
-
-    def take(self) -> bool:
-        if self.left <= 0:
-            metrics.WARMUP_SKIPPED.labels("budget").inc()
-            return False
-        self.left -= 1
-        return True
-
-
-def _read(path: Path, wheel: bool, environment: ClientEnvironment | None) -> list[Dependency]:
-    """In a thread: the dependencies the served file's metadata names for the client."""
-    if wheel:
-        data = wheel_metadata(str(path))
-    else:
-        with open(path, "rb") as body:
-            data = body.read(MAX_METADATA + 1)
-    if data is None or len(data) > MAX_METADATA:
-        return []
-    return dependencies(data, environment)
 
 
 class WarmUp:
@@ -114,13 +81,7 @@ class WarmUp:
         self.metadata = metadata
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        # being warmed: page names and (project, filename) of .metadata
-        self._warming: set[object] = set()
-        self._joined: set[object] = set()  # asked for by a client while being warmed
-        # warmed and not yet asked for: name or (project, filename) -> (kind, until when)
-        self._warmed: OrderedDict[object, tuple[str, float]] = OrderedDict()
-        # served files that triggered a warm-up: (project, filename) -> until when not again
-        self._triggered: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._ledger = Ledger(side_for)
 
     # ---- what the web layer tells it ----
 
@@ -130,23 +91,27 @@ class WarmUp:
     ) -> None:
         """An upstream `.metadata` of `filename` (or, `wheel`, the wheel itself) was served:
         warm its dependencies, at most once per page TTL for the same file."""
-        now = time.time()
-        self._sweep(now)
-        key = (project, filename)
-        if self._triggered.get(key, 0.0) > now:
+        self._ledger.sweep(time.time())
+        if self._ledger.first((project, filename)):
+            self._spawn(self._release(local_of, wheel, user_agent))
+
+    def page_served(self, name: NormalizedName, user_agent: str | None) -> None:
+        """A client got `name`'s page: warm the `.metadata` of the file its environment (from
+        its User-Agent) will likely pick, and from it the release's dependencies; at most once
+        per page TTL for the same name."""
+        self.page_requested(name)
+        environment = client_environment(user_agent)
+        if not self.metadata or environment is None:
             return
-        side = self.side_for(project)
-        self._triggered[key] = now + (side.page_ttl if side is not None else 600.0)
-        self._triggered.move_to_end(key)
-        while len(self._triggered) > _REMEMBERED:
-            self._triggered.popitem(last=False)
-        self._spawn(self._release(local_of, wheel, user_agent))
+        self._ledger.sweep(time.time())
+        if self._ledger.first((name, "")):
+            self._spawn(self._from_page(name, environment))
 
     def page_requested(self, name: NormalizedName) -> None:
-        self._claim(name, "page")
+        self._ledger.claim(name, "page")
 
     def metadata_requested(self, project: NormalizedName, filename: str) -> None:
-        self._claim((project, filename), "metadata")
+        self._ledger.claim((project, filename), "metadata")
 
     async def idle(self) -> None:
         """Until no warm-up runs (for tests and benchmarks)."""
@@ -161,33 +126,6 @@ class WarmUp:
 
     # ---- bookkeeping ----
 
-    def _claim(self, key: object, kind: str) -> None:
-        if key in self._warming:  # it joins the warm-up's request, which started earlier
-            if key not in self._joined:
-                self._joined.add(key)
-                metrics.WARMUP_USED.labels(kind).inc()
-            return
-        entry = self._warmed.pop(key, None)
-        if entry is not None:
-            kind, until = entry
-            (metrics.WARMUP_USED if time.time() < until else metrics.WARMUP_WASTED).labels(
-                kind
-            ).inc()
-
-    def _remember(self, key: object, kind: str, ttl: float) -> None:
-        self._warmed[key] = (kind, time.time() + ttl)
-        self._warmed.move_to_end(key)
-        while len(self._warmed) > _REMEMBERED:
-            metrics.WARMUP_WASTED.labels(self._warmed.popitem(last=False)[1][0]).inc()
-
-    def _sweep(self, now: float) -> None:
-        while self._warmed:
-            key, (kind, until) = next(iter(self._warmed.items()))
-            if until > now:
-                break
-            del self._warmed[key]
-            metrics.WARMUP_WASTED.labels(kind).inc()
-
     def _spawn(self, work: Coroutine[Any, Any, None]) -> bool:
         if len(self._tasks) >= _MAX_TASKS:
             work.close()
@@ -200,80 +138,129 @@ class WarmUp:
 
     # ---- the work ----
 
+    async def _from_page(self, name: NormalizedName, environment: ClientEnvironment) -> None:
+        side = await self._allowed(name, count=False)  # a page, not a dependency, skipped
+        if side is None:
+            return
+        try:
+            page = await self.repository.project_page(name)  # the one the client just got
+        except Exception as exc:
+            log.debug("warm-up: the page of %s could not be had: %s", name, exc)
+            return
+        await self._candidate(name, page, SpecifierSet(), side, environment, Budget(self.budget))
+
     async def _release(self, local_of: LocalOf, wheel: bool, user_agent: str | None) -> None:
-        environment = client_environment(user_agent)
         try:
             local = await local_of()
             if local is None:
                 return
-            wanted = await asyncio.to_thread(_read, local.path, wheel, environment)
+            data = await asyncio.to_thread(read_metadata, local.path, wheel)
         except Exception as exc:
             log.debug("warm-up: the metadata served could not be read: %s", exc)
             return
-        budget = _Budget(self.budget)
+        if data is not None:
+            await self._expand(data, client_environment(user_agent), Budget(self.budget))
+
+    async def _expand(
+        self, metadata: bytes, environment: ClientEnvironment | None, budget: Budget
+    ) -> None:
+        """Warm the dependencies `metadata` names for the client: each one's page (unless
+        fresh), then the file it would pick from it (see _candidate)."""
+        try:
+            wanted = await asyncio.to_thread(dependencies, metadata, environment)
+        except Exception as exc:
+            log.debug("warm-up: the metadata could not be read: %s", exc)
+            return
         for dependency in wanted:
-            side = await self._may_warm(dependency.name)
-            if side is None:
+            # its requirement picks its file: its page served later picks none without one
+            self._ledger.first((dependency.name, ""))
+            verdict = await self._may_warm(dependency.name)
+            if verdict is None:
                 continue
-            if not budget.take():
+            side, fetch = verdict
+            if fetch and not budget.take():
                 break
-            self._warming.add(dependency.name)
-            if not self._spawn(self._dependency(dependency, side, environment, budget)):
-                self._warming.discard(dependency.name)
+            if fetch:
+                self._ledger.warming.add(dependency.name)
+            if not self._spawn(self._dependency(dependency, side, environment, budget, fetch)):
+                self._ledger.warming.discard(dependency.name)
                 break
 
-    async def _may_warm(self, name: NormalizedName) -> Side | None:
-        """The upstream to warm `name`'s page from, or None when it must not be, or need not."""
-        if name in self._warming or name in self._warmed:
-            return None
+    async def _allowed(self, name: NormalizedName, *, count: bool = True) -> Side | None:
+        """The upstream to warm `name` from, or None when it must not be."""
         side = self.side_for(name)
         if side is None or side.offline:
             return None
-        if not await self.goes_upstream(name):
-            metrics.WARMUP_SKIPPED.labels("private").inc()
+        reason = "private" if not await self.goes_upstream(name) else (
+            "policy" if side.refuses(name) else None)
+        if reason is not None and count:
+            metrics.WARMUP_SKIPPED.labels(reason).inc()
+        return None if reason is not None else side
+
+    async def _may_warm(self, name: NormalizedName) -> tuple[Side, bool] | None:
+        """The upstream to warm `name` from and whether its page must be fetched (it is not
+        fresh), or None when it must not be warmed, or another warm-up has it."""
+        if name in self._ledger.warming or name in self._ledger.warmed:
             return None
-        if side.refuses(name):
-            metrics.WARMUP_SKIPPED.labels("policy").inc()
-            return None
-        return None if side.fresh(name) else side
+        side = await self._allowed(name)
+        return None if side is None else (side, not side.fresh(name))
 
     async def _dependency(
         self, dependency: Dependency, side: Side, environment: ClientEnvironment | None,
-        budget: _Budget,
+        budget: Budget, fetch: bool,
     ) -> None:
         name = dependency.name
         try:
-            async with self._slots:
-                metrics.WARMUP_STARTED.labels("page").inc()
-                page = await self.repository.project_page(name)
-            if name not in self._joined:
-                self._remember(name, "page", side.page_ttl)
+            if fetch:
+                async with self._slots:
+                    metrics.WARMUP_STARTED.labels("page").inc()
+                    page = await self.repository.project_page(name)
+                if name not in self._ledger.joined:
+                    self._ledger.remember(name, "page", side.page_ttl)
+            else:
+                page = await self.repository.project_page(name)  # fresh in memory
         except Exception as exc:
-            metrics.WARMUP_FAILED.labels("page").inc()
+            if fetch:
+                metrics.WARMUP_FAILED.labels("page").inc()
             log.debug("warm-up of the page of %s failed: %s", name, exc)
             return
         finally:
-            self._warming.discard(name)
-            self._joined.discard(name)
-        if not self.metadata or environment is None:
-            return
-        dist = best_candidate(page, dependency.specifier, environment)
-        if dist is None or (name, dist.filename) in self._warmed or not budget.take():
+            if fetch:
+                self._ledger.warming.discard(name)
+                self._ledger.joined.discard(name)
+        if self.metadata and environment is not None:
+            await self._candidate(name, page, dependency.specifier, side, environment, budget)
+
+    async def _candidate(
+        self, name: NormalizedName, page: ProjectPage, specifier: SpecifierSet, side: Side,
+        environment: ClientEnvironment, budget: Budget,
+    ) -> None:
+        """Warm the `.metadata` of the file the client would pick from `page` under
+        `specifier`, then (once per TTL) the dependencies it names."""
+        if len(page.files) > _INLINE_FILES:  # thousands of files: not on the event loop
+            dist = await asyncio.to_thread(best_candidate, page, specifier, environment)
+        else:
+            dist = best_candidate(page, specifier, environment)
+        if dist is None:
             return
         key = (name, dist.filename)
-        self._warming.add(key)
+        if key in self._ledger.warming or key in self._ledger.warmed or not budget.take():
+            return
+        self._ledger.warming.add(key)
         try:
             async with self._slots:
                 source = await self.repository.open_metadata(name, dist.filename)
                 if isinstance(source, StreamedFile):
                     metrics.WARMUP_STARTED.labels("metadata").inc()
-                    async for _chunk in source.chunks:  # to its verified end
-                        pass
-                    if key not in self._joined:
-                        self._remember(key, "metadata", side.page_ttl)
+                data = await collect_metadata(source)
+            if isinstance(source, StreamedFile) and key not in self._ledger.joined:
+                self._ledger.remember(key, "metadata", side.page_ttl)
         except Exception as exc:
             metrics.WARMUP_FAILED.labels("metadata").inc()
             log.debug("warm-up of %s.metadata failed: %s", dist.filename, exc)
+            return
         finally:
-            self._warming.discard(key)
-            self._joined.discard(key)
+            self._ledger.warming.discard(key)
+            self._ledger.joined.discard(key)
+        if data is not None and self._ledger.first(key):
+            await self._expand(data, environment, budget)

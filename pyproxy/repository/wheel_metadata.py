@@ -9,9 +9,10 @@ damaged zip, ...: what pip and uv cannot install either) gets an empty body (see
 
 Made (`open`), inside the blob cache's single flight for the `.metadata`'s key: from the cached
 wheel when there is one; else from ranges of the upstream wheel (its tail, then the member if
-the tail did not hold it: two small requests mostly); when upstream does not do ranges, or a
-range fails, from the whole wheel, fetched through the blob cache like any download of it (so
-one upstream download per file still holds) and read once cached. A wheel is judged unusable
+the tail did not hold it: two small requests mostly); when upstream does not do ranges (at once
+for a host known to answer them with the whole file), or a range fails, from the whole wheel,
+fetched through the blob cache like any download of it (so one upstream download per file still
+holds) and read once cached. A wheel is judged unusable
 only on bytes the blob cache verified: what ranges find wrong is read again whole.
 """
 
@@ -42,6 +43,7 @@ from pyproxy.model import (
 )
 from pyproxy.repository.downloads import Origin
 from pyproxy.repository.http import UpstreamClient
+from pyproxy.repository.misses import RangeMemory, host_of
 from pyproxy.stores import proof
 from pyproxy.stores.blobcache import OpenUpstream
 from pyproxy.stores.blobkeys import blob_key, metadata_key
@@ -53,6 +55,7 @@ log = logging.getLogger("pyproxy.upstream.metadata")
 
 _RECHECK_S = 30.0  # how long a page's marks hold before the blob cache is asked again
 _PAGES = 2048
+_INLINE_WHEELS = 200
 _FACTS = 8192  # wheels whose verdict (made: sha256, or why not) this process remembers
 
 OpenWheel = Callable[[NormalizedName, str], Awaitable[FileSource]]
@@ -90,8 +93,14 @@ class WheelMetadata:
     """Offers and makes the `.metadata` of one upstream's wheels; `open_wheel` is how the
     upstream repository opens a wheel (the blob cache's one download)."""
 
-    def __init__(self, client: UpstreamClient, blobs: FileCache, open_wheel: OpenWheel) -> None:
+    def __init__(
+        self, client: UpstreamClient, blobs: FileCache, open_wheel: OpenWheel,
+        ranges: RangeMemory | None = None,
+    ) -> None:
         self._client = client
+        # which hosts answer ranges with the whole file: asking them costs a round trip for
+        # nothing (what a cold install on an HTML-only index waits for, once per wheel)
+        self._ranges = RangeMemory() if ranges is None else ranges
         self._blobs = blobs
         self._open_wheel = open_wheel
         # name -> (upstream revision, when the cache was asked, the marked page)
@@ -117,7 +126,9 @@ class WheelMetadata:
         for dist in wheels:
             if (sha256 := self._made.get(blob_key(dist))) is not None:
                 made.setdefault(dist.filename, sha256)
-        marked = offer_made(page, made)
+        # thousands of wheels take tens of ms: not on the event loop
+        marked = (offer_made(page, made) if len(wheels) <= _INLINE_WHEELS
+                  else await asyncio.to_thread(offer_made, page, made))
         self._pages.put(page.name, (page.revision, now, marked))
         return marked
 
@@ -184,9 +195,13 @@ class WheelMetadata:
         """None when upstream does not do ranges, or one of them failed."""
         url = dist.upstream_url
         assert url is not None
+        host = host_of(url)
+        if self._ranges.refuses(host):
+            return None
         length = wheel_zip.TAIL_BYTES
         try:
             tail = await self._client.read_range(url, -length, length, file_origins=origins)
+            self._ranges.learn(blob_key(dist), host, tail)
             if tail is None:
                 return None
             if tail.start + len(tail.body) != tail.total or (

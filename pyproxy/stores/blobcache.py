@@ -76,7 +76,7 @@ _PART_MODE = 0o600  # a file being written
 _DONE_MODE = 0o644  # a complete, verified file (the signal to followers in other processes)
 _CACHED_MODE = 0o640  # no download after all: the key was committed meanwhile, look it up
 _POLL_MIN = 0.002  # seconds between looks at another process's download
-_POLL_MAX = 0.05
+_POLL_MAX = 0.01  # a cold install waits on this chain of looks: at most 10 ms late
 _ATTEMPTS = 3  # a fetch retries when another process's download failed before serving it
 _MISMATCHES = 1024  # keys remembered whose download failed its hash check
 

@@ -11,7 +11,7 @@ would let a third lock a new file of the same name beside it). A holder whose at
 writes "<unix time>\t<problem>" into the file before it unlocks, so processes that were waiting
 meanwhile take that failure instead of each trying again and waiting out the same outage.
 
-Waiting is polling with LOCK_NB (a few ms, backing off to 50 ms), never a blocking flock in a
+Waiting is polling with LOCK_NB (a few ms, backing off to 10 ms), never a blocking flock in a
 thread, so waiters take no thread from the pool that serves files. When the lock cannot be had
 at all (the directory is unwritable, the disk is full) or not within the patience given, the
 caller goes on without it: at worst a second request goes upstream.
@@ -35,7 +35,7 @@ __all__ = ["KeyLocks", "Turn"]
 log = logging.getLogger("pyproxy.keylock")
 
 _POLL_MIN = 0.005  # seconds between looks at a held lock
-_POLL_MAX = 0.05
+_POLL_MAX = 0.01  # a cold install waits on this chain of looks: at most 10 ms late
 _NOTE_BYTES = 1024  # a failure note is one line, cut to this
 
 

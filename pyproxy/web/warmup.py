@@ -1,6 +1,6 @@
 """Where the web layer tells the warm-up (repository/warmup.py) what clients ask for: a served
-upstream `.metadata` or wheel starts one, and a page or `.metadata` asked for may be one that
-was warmed (the `used` metric). Nothing here waits for the warm-up."""
+upstream page, `.metadata` or wheel starts one, and a page or `.metadata` asked for may be one
+that was warmed (the `used` metric). Nothing here waits for the warm-up."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ METADATA_SUFFIX = ".metadata"
 
 
 def page_requested(request: web.Request, name: NormalizedName) -> None:
+    """A project page was had for the client: warm the `.metadata` it will likely ask next."""
     warmup = request.app[SERVICES].warmup
     if warmup is not None:
-        warmup.page_requested(name)
+        warmup.page_served(name, request.headers.get(hdrs.USER_AGENT))
 
 
 def file_served(

@@ -134,7 +134,7 @@ async def test_used_and_wasted(tmp_path: Path) -> None:
     warm.page_requested(normalize("a"))  # counted once
     warm.page_requested(normalize("never-warmed"))
     assert value(metrics.WARMUP_USED, "page") - used == 1
-    warm._warmed[normalize("b")] = ("page", 0.0)  # its TTL is over
+    warm._ledger.warmed[normalize("b")] = ("page", 0.0)  # its TTL is over
     warm.page_requested(normalize("b"))
     assert value(metrics.WARMUP_WASTED, "page") - wasted == 1
 

@@ -158,6 +158,20 @@ async def test_without_ranges_the_one_whole_download(
     assert fake.total == 0
 
 
+async def test_a_host_that_answers_ranges_whole_is_not_asked_for_ranges_again(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    other = "demo_pkg-1.1-py3-none-any.whl"
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 300_000))
+    fake.add_file(PROJECT, other, _big_wheel(tmp_path, 200_000))
+    repo = make_repo(fake.index_url)
+    assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META
+    assert fake.ranges_of(fake.file_path(PROJECT, WHEEL)) == [TAIL]  # learnt: no ranges there
+    assert (await _read(await repo.open_metadata(PROJECT, other))) == META
+    assert fake.ranges_of(fake.file_path(PROJECT, other)) == []
+    assert _file_requests(fake, other) == 1  # the one whole download, no round trip before it
+
+
 async def test_concurrent_requests_make_it_once(fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path) -> None:
     fake.serve_ranges = True
     fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 1_000_000))

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient
 
+from pyproxy import metrics
 from pyproxy.web.context import Services
 from tests.conftest import MakeClient, upload
 from tests.dists import core_metadata, make_wheel
 from tests.fake_upstream import FakeUpstream
+from tests.repository.test_warmup import value
 
 PIP = "pip/24.0 " + json.dumps({
     "python": "3.11.7", "implementation": {"name": "CPython", "version": "3.11.7"},
@@ -152,3 +155,121 @@ async def test_a_dead_upstream_does_not_hurt_the_request(
     assert warm._tasks  # still trying, in the background
     await asyncio.wait_for(warm.idle(), 10)  # the warm-ups fail on their own (timeout)
     assert fake.count(fake.page_path("base")) == 1
+
+
+def metadata_path(fake: FakeUpstream, project: str, filename: str) -> str:
+    return fake.file_path(project, filename) + ".metadata"
+
+
+async def page(client: TestClient, services: Services, project: str, agent: str = PIP) -> int:
+    response = await client.get(f"/simple/{project}/", headers={"User-Agent": agent})
+    await response.read()
+    assert services.warmup is not None
+    await services.warmup.idle()
+    return response.status
+
+
+async def test_a_page_served_warms_the_tree_below_it(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    chain(fake, tmp_path)
+    client, services = await make_client(upstream_url=fake.index_url)
+    assert await page(client, services, "app") == 200
+    # the file pip will pick, then what it needs, then what that needs: one request each
+    assert fake.count(metadata_path(fake, "app", APP)) == 1
+    assert fake.count(fake.page_path("lib")) == 1 and fake.count(fake.page_path("base")) == 1
+    assert fake.count(metadata_path(fake, "lib", "lib-2.0-py3-none-any.whl")) == 1
+    assert fake.count(metadata_path(fake, "base", "base-1.0-py3-none-any.whl")) == 1
+    # ...and nothing the client will not ask for: an older lib, an extra's project, any file
+    assert fake.count(metadata_path(fake, "lib", "lib-1.0-py3-none-any.whl")) == 0
+    assert fake.count(fake.page_path("docs")) == 0
+    assert fake.count(fake.file_path("app", APP)) == 0
+    before = fake.total
+    response = await client.get(f"/files/app/{APP}.metadata", headers={"User-Agent": PIP})
+    assert response.status == 200 and response.headers["X-Pyproxy-Cache"] == "hit"
+    await response.read()
+    assert await page(client, services, "lib") == 200
+    await services.warmup.idle()  # type: ignore[union-attr]
+    assert fake.total == before  # the client's next requests cost upstream nothing
+
+
+async def test_a_page_warms_nothing_for_an_unknown_client_or_a_private_name(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    chain(fake, tmp_path)
+    client, services = await make_client(upstream_url=fake.index_url)
+    assert await page(client, services, "app", agent="Mozilla/5.0") == 200
+    assert fake.total == 1  # the page itself: no environment, so no file to pick
+    admin = services.users
+    admin.add_user("root", "rootpass1", admin=True)
+    assert (await upload(client, make_wheel(tmp_path / "private", "mine", "1.0", requires_dist=["base"]),
+                         "root", "rootpass1")).status == 200
+    fake.reset_counters()
+    skipped = value(metrics.WARMUP_SKIPPED, "private")
+    assert await page(client, services, "mine") == 200
+    assert fake.total == 0  # a private page: nothing of it, or below it, is asked upstream
+    assert value(metrics.WARMUP_SKIPPED, "private") == skipped  # no dependency was skipped
+
+
+async def test_a_page_warms_within_the_policy(make_client: MakeClient, fake: FakeUpstream, tmp_path: Path) -> None:
+    for name, version, age, requires in (("app", "1.0", 30, ["lib", "evil"]), ("lib", "1.0", 30, []),
+                                         ("lib", "2.0", 1, []), ("evil", "1.0", 30, [])):
+        wheel = make_wheel(tmp_path / "dists", name, version, requires_dist=requires)
+        fake.add_file(name, wheel.name, wheel.read_bytes(), upload_time=datetime.now(UTC) - timedelta(days=age),
+                      metadata=core_metadata(name, version, requires_dist=requires))  # lib 2.0: too new
+    client, services = await make_client(upstream_url=fake.index_url, policy_min_age="7d",
+                                         policy_deny=("evil",))
+    assert await page(client, services, "app") == 200
+    assert fake.count(metadata_path(fake, "lib", "lib-1.0-py3-none-any.whl")) == 1
+    assert fake.count(metadata_path(fake, "lib", "lib-2.0-py3-none-any.whl")) == 0  # held back
+    assert fake.count(fake.page_path("evil")) == 0
+
+
+async def test_without_ranges_a_page_served_brings_the_picked_wheel_whole(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    chain(fake, tmp_path)
+    fake.offer_metadata = False  # an HTML-only index: the metadata is in the wheel alone
+    client, services = await make_client(upstream_url=fake.index_url)
+    assert await page(client, services, "app") == 200
+    assert fake.count(metadata_path(fake, "app", APP)) == 0  # never asked: not offered
+    # the first wheel's range is answered whole (counted as its one download's twin); from then
+    # on that host is asked for no range: one whole download per picked wheel
+    assert fake.count(fake.file_path("app", APP), "GET") == 2
+    assert fake.count(fake.file_path("lib", "lib-2.0-py3-none-any.whl"), "GET") == 1
+    assert fake.ranges_of(fake.file_path("lib", "lib-2.0-py3-none-any.whl")) == []
+    assert fake.count(fake.file_path("lib", "lib-1.0-py3-none-any.whl")) == 0
+    before = fake.total
+    for path in (f"/files/app/{APP}.metadata", f"/files/app/{APP}"):
+        response = await client.get(path, headers={"User-Agent": PIP})
+        assert response.status == 200 and response.headers["X-Pyproxy-Cache"] == "hit", path
+        await response.read()
+    assert fake.total == before
+
+
+async def test_one_budget_bounds_the_whole_tree_of_a_page(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    chain(fake, tmp_path)
+    client, services = await make_client(upstream_url=fake.index_url, upstream_warm_up_budget=2,
+                                         upstream_warm_up_concurrency=1)
+    assert await page(client, services, "app") == 200
+    warmed = fake.total - 1  # all but the client's page
+    assert warmed == 2
+    assert fake.count(metadata_path(fake, "app", APP)) == 1  # the first step, then one page
+    assert fake.count(fake.page_path("lib")) + fake.count(fake.page_path("base")) == 1
+    assert fake.count(metadata_path(fake, "lib", "lib-2.0-py3-none-any.whl")) == 0
+
+
+async def test_a_dependencys_page_picks_nothing_past_its_requirement(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    publish(fake, tmp_path, "app", "1.0", ["lib<2"])
+    publish(fake, tmp_path, "lib", "1.0", [])
+    publish(fake, tmp_path, "lib", "2.0", [])
+    client, services = await make_client(upstream_url=fake.index_url)
+    assert await page(client, services, "app") == 200
+    assert await page(client, services, "lib") == 200  # the client follows the requirement
+    assert fake.count(metadata_path(fake, "lib", "lib-1.0-py3-none-any.whl")) == 1
+    # lib's page served has no requirement to go by: the one the warm-up had stands
+    assert fake.count(metadata_path(fake, "lib", "lib-2.0-py3-none-any.whl")) == 0
