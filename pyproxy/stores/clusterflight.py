@@ -31,7 +31,7 @@ from pyproxy.stores.chunks import read_file, skip
 from pyproxy.stores.clustershare import SharedFiles, object_key
 from pyproxy.stores.objects import BucketUnavailable, ObjectMissing
 from pyproxy.stores.peers import PeerFailed, Peers
-from pyproxy.stores.pg.claims import claim_download
+from pyproxy.stores.pg.claims import Claim, claim_download
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.locks import AdvisoryLocks, HeldLock
 
@@ -121,7 +121,7 @@ class ClusterFlight:
             if sent and sha256 is None:
                 raise Unavailable(f"the download of {key!r} broke off, and with no sha256 listed"
                                   " it cannot be continued from another source")
-            claim = await db(claim_download, self._locks, key, sha256, self.node_url)
+            claim = await self._claim(key, sha256)
             if claim.committed is not None:
                 try:
                     async for chunk in skip(self.shared.bucket.stream(object_key(key)), sent):
@@ -164,6 +164,25 @@ class ClusterFlight:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
+
+    async def _claim(self, key: str, sha256: str | None) -> Claim:
+        """claim_download in a thread; a request cancelled meanwhile lets go of a lock the
+        thread took for it (else it would be held until the process exits)."""
+        claiming = asyncio.ensure_future(
+            db(claim_download, self._locks, key, sha256, self.node_url)
+        )
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            claiming.add_done_callback(self._let_go)
+            raise
+
+    def _let_go(self, claiming: asyncio.Future[Claim]) -> None:
+        if claiming.cancelled() or claiming.exception() is not None:
+            return
+        lock = claiming.result().lock
+        if lock is not None:
+            asyncio.get_running_loop().run_in_executor(None, self._locks.release, lock)
 
     def _lead(
         self, key: str, lock: HeldLock, sha256: str | None, size: int | None,
