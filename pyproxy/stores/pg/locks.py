@@ -47,6 +47,7 @@ class AdvisoryLocks:
         self._idle: list[Conn] = []
         self._guard = threading.Lock()
         self._closed = False
+        self._refilling = False
 
     def warm(self) -> None:
         """Open one connection now, so that the first lock costs no connect."""
@@ -112,8 +113,27 @@ class AdvisoryLocks:
             while self._idle:
                 conn = self._idle.pop()
                 if not conn.closed:
+                    self._refill_if_empty()
                     return conn
         return self._connect()
+
+    def _refill_if_empty(self) -> None:
+        """(Under the guard.) The last idle connection left, maybe with a lock held for a whole
+        download: open the next one in the background, so that the next lock (the next cold
+        file's claim) costs a round trip, not a connect."""
+        if self._idle or self._refilling or self._closed:
+            return
+        self._refilling = True
+        threading.Thread(target=self._refill, name="lock connection", daemon=True).start()
+
+    def _refill(self) -> None:
+        try:
+            self._put_back(self._connect())
+        except DatabaseUnavailable as exc:
+            log.debug("no spare lock connection: %s", exc)
+        finally:
+            with self._guard:
+                self._refilling = False
 
     def _put_back(self, conn: Conn) -> None:
         with self._guard:
