@@ -62,7 +62,7 @@ async def test_a_large_stream_is_created_once_through_a_staging_key(store: Bucke
     assert b"".join([chunk async for chunk in store.stream("cache/k")]) == body
     # writers at once, with the same bytes as a content-addressed key's: one object (moto does
     # not arbitrate two multipart completions at once as S3 does, so the bytes are the same)
-    shared = os.urandom(7 * 1024 * 1024)
+    shared = os.urandom(11 * 1024 * 1024)
     await asyncio.gather(*(store.put_stream_async("cache/s", _stream(shared)) for _ in range(3)))
     assert b"".join([chunk async for chunk in store.stream("cache/s")]) == shared
     assert await store.put_stream_async("cache/small", _stream(b"tiny")) is True  # one PUT
@@ -72,7 +72,7 @@ async def test_a_large_stream_is_created_once_through_a_staging_key(store: Bucke
 
 async def test_a_stream_that_fails_writes_nothing(store: Bucket) -> None:
     body = os.urandom(12 * 1024 * 1024)
-    for fail_after in (2 * 1024 * 1024, 9 * 1024 * 1024):  # before and after the first part
+    for fail_after in (2 * 1024 * 1024, 11 * 1024 * 1024):  # before and during the multipart upload
         with pytest.raises(ValueError, match="turned out wrong"):
             await store.put_stream_async("cache/bad", _stream(body, fail_after=fail_after))
     assert store.size("cache/bad") is None
