@@ -41,7 +41,7 @@ _lock = threading.Lock()  # the first use may come from a worker thread (evictio
 class _Metric:
     """A counter or histogram whose prometheus-client object is made on first use."""
 
-    __slots__ = ("_real", "histogram", "known", "labelnames", "name", "text")
+    __slots__ = ("_children", "_real", "histogram", "known", "labelnames", "name", "text")
 
     def __init__(
         self, name: str, text: str, labelnames: tuple[str, ...] = (), *,
@@ -51,6 +51,8 @@ class _Metric:
         self.histogram = histogram
         self.known = tuple(known)  # values of the only label, shown (at 0) from the start
         self._real: Any = None
+        # the labelled series by label values (closed sets): finding one costs more than using it
+        self._children: dict[tuple[str, ...], Any] = {}
         _declared.append(self)
 
     def real(self) -> Any:
@@ -59,7 +61,10 @@ class _Metric:
         return self._real
 
     def labels(self, *values: str) -> Any:
-        return self.real().labels(*values)
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.real().labels(*values)
+        return child
 
     def inc(self, amount: float = 1) -> None:
         self.real().inc(amount)

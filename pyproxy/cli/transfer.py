@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from pyproxy.cli.cache import open_cache
-from pyproxy.compose import open_stores, page_cache
+from pyproxy.compose import first_seen_store, open_stores, page_cache
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
-from pyproxy.ops import cacheops, transfer, transfer_cache, transfer_users
+from pyproxy.ops import cacheops, transfer, transfer_cache, transfer_first_seen, transfer_users
 from pyproxy.ops.transfer_format import Report, TransferError, TransferReport, read_manifest
 from pyproxy.units import human_size
 
@@ -39,8 +39,12 @@ def _summary(result: TransferReport, verb: str, *, cache: bool, users: bool = Fa
     if cache:
         print(_line("cached files", result.cache_files, verb))
         print(_line("cached pages", result.pages, verb))
+    seen = result.first_seen
+    if seen.copied or seen.skipped or seen.failures:
+        skipped = f", {seen.skipped} already there" if seen.skipped else ""
+        print(f"first-seen times: {seen.copied} {verb}{skipped}")
     failures = (result.private.failures + result.cache_files.failures + result.pages.failures
-                + result.users.failures)
+                + result.users.failures + result.first_seen.failures)
     for what, why in failures:
         print(f"failed: {what}: {why}", file=sys.stderr)
     return 1 if failures else 0
@@ -54,15 +58,21 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     users = opened_users if args.include_users else None
     blobs: cacheops.Cache | None = None
     pages = None
+    first_seen = None
     try:
+        if settings.storage_database or layout.first_seen.exists():
+            first_seen = first_seen_store(settings, private)
         if args.include_cache and (settings.storage_database or layout.files.is_dir()):
             blobs = open_cache(settings)
         if args.include_cache and (settings.storage_database or layout.pages.is_dir()):
             pages = page_cache(settings, private, "")
         result = transfer.export(
             private, Path(args.directory), blobs=blobs, pages=pages, users=users,
+            first_seen=first_seen,
         )
     finally:
+        if first_seen is not None:
+            first_seen.close()
         if pages is not None:
             pages.close()
         private.close()
@@ -91,6 +101,10 @@ def cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         transfer.import_private(private, source, result)
         if pages is not None:
             transfer_cache.import_pages(pages, source, result.pages)
+        if (source / transfer_first_seen.FIRST_SEEN).exists():
+            first_seen = first_seen_store(settings, private)
+            closing.callback(first_seen.close)
+            transfer_first_seen.import_first_seen(first_seen, source, result.first_seen)
     if cache and settings.storage_database:
         from pyproxy.ops import clustercache  # psycopg only for a cluster
 

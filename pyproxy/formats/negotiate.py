@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+from functools import lru_cache
 
 
 class Format(enum.Enum):
@@ -73,6 +74,8 @@ def _quality(fmt: Format, ranges: list[tuple[str, float]]) -> float:
     return quality
 
 
+# clients send a handful of distinct Accept headers: parse each once (bounded, they are theirs)
+@lru_cache(maxsize=256)
 def negotiate(accept: str | None, format_param: str | None = None) -> Format | None:
     """The format to send, or None when nothing acceptable exists (the caller answers 406).
 

@@ -9,6 +9,8 @@ Layout of an export (the manifest is written last, so a directory without it is 
                                  the PEP 740 attestations uploaded with it
     private/files/<filename>     the bodies
     private/users.jsonl          with --include-users: users and tokens, hashed (transfer_users)
+    policy/first_seen.jsonl      when each upstream file without an upload time was first seen
+                                 (transfer_first_seen)
     cache/files.jsonl            with --include-cache: cache key, sha256, size, body name
     cache/files/<hash of key>
     cache/pages.jsonl            the cached upstream pages as fetched (headers, fetch time)
@@ -31,6 +33,7 @@ import orjson
 
 from pyproxy.model import NotFound, normalize
 from pyproxy.ops.transfer_cache import ExportableCache, export_blobs, export_pages
+from pyproxy.ops.transfer_first_seen import export_first_seen
 from pyproxy.ops.transfer_format import (
     CHUNK,
     FORMAT,
@@ -45,6 +48,7 @@ from pyproxy.ops.transfer_format import (
 from pyproxy.ops.transfer_users import export_users
 from pyproxy.publish.rejections import UploadRejected
 from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uploader
+from pyproxy.stores.first_seen import FirstSeen
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.pages import PageCache
 
@@ -58,10 +62,11 @@ def export(
     blobs: ExportableCache | None = None,
     pages: PageCache | None = None,
     users: UserStoreAPI | None = None,
+    first_seen: FirstSeen | None = None,
     log: Callable[[str], None] = lambda _line: None,
 ) -> TransferReport:
     """Write the private packages (and, given `blobs`/`pages`, the cache; given `users`,
-    the users and tokens) into `target`."""
+    the users and tokens; given `first_seen`, the first-seen times) into `target`."""
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise TransferError(f"{target} exists and is not an empty directory")
     report = TransferReport()
@@ -89,6 +94,8 @@ def export(
         export_pages(pages, target / "cache", report.pages)
     if users is not None:
         export_users(users, target, report.users)
+    if first_seen is not None:
+        export_first_seen(first_seen, target, report.first_seen)
     manifest = {
         "format": FORMAT,
         "created": datetime.now(UTC).isoformat(),
@@ -97,6 +104,7 @@ def export(
         "cache_files": report.cache_files.copied,
         "pages": report.pages.copied,
         "users": report.users.copied,
+        "first_seen": report.first_seen.copied,
     }
     partial = target / (MANIFEST + ".part")
     partial.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))

@@ -38,6 +38,7 @@ class TransferReport:
     private: Report = field(default_factory=Report)
     cache_files: Report = field(default_factory=Report)
     pages: Report = field(default_factory=Report)
+    first_seen: Report = field(default_factory=Report)
     users: Report = field(default_factory=Report)
     reserved: int = 0
 

@@ -18,7 +18,7 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -26,7 +26,7 @@ from pyproxy.lru import BoundedLRU
 from pyproxy.stores.space import is_disk_full
 from pyproxy.stores.sqlite import connect, write_transaction
 
-__all__ = ["FirstSeen", "FirstSeenStore"]
+__all__ = ["FirstSeen", "FirstSeenStore", "in_batches"]
 
 log = logging.getLogger("pyproxy.policy")
 
@@ -47,6 +47,18 @@ class FirstSeen(Protocol):
     ) -> Mapping[str, float]: ...
 
     def close(self) -> None: ...
+
+    def export_times(self) -> Iterator[tuple[str, str, float]]:
+        """Blocking: every (project, filename, seen), for `pyproxy export`."""
+        ...
+
+    def import_times(self, rows: Iterable[tuple[str, str, float]]) -> int:
+        """Blocking: record those not recorded yet (a recorded time is kept: it may already
+        be in use); how many were new."""
+        ...
+
+
+_BATCH = 1000  # rows per transaction or query of an export/import
 
 
 class FirstSeenStore:
@@ -113,3 +125,43 @@ class FirstSeenStore:
                 "SELECT filename, seen FROM first_seen WHERE project = ?", (project,)
             ).fetchall()
         return {row["filename"]: row["seen"] for row in rows}
+
+    def export_times(self) -> Iterator[tuple[str, str, float]]:
+        after = ("", "")
+        while True:  # in batches, so the lock is not held while the caller writes
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT project, filename, seen FROM first_seen"
+                    " WHERE (project, filename) > (?, ?) ORDER BY project, filename LIMIT ?",
+                    (*after, _BATCH),
+                ).fetchall()
+            for row in rows:
+                yield row["project"], row["filename"], float(row["seen"])
+            if len(rows) < _BATCH:
+                return
+            after = (rows[-1]["project"], rows[-1]["filename"])
+
+    def import_times(self, rows: Iterable[tuple[str, str, float]]) -> int:
+        added = 0
+        with self._lock:
+            for batch in in_batches(rows):
+                before = self._db.total_changes
+                with write_transaction(self._db) as db:
+                    db.executemany(
+                        "INSERT OR IGNORE INTO first_seen (project, filename, seen)"
+                        " VALUES (?, ?, ?)", batch,
+                    )
+                added += self._db.total_changes - before
+        self._memory.clear()
+        return added
+
+
+def in_batches(rows: Iterable[tuple[str, str, float]]) -> Iterator[list[tuple[str, str, float]]]:
+    batch: list[tuple[str, str, float]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == _BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -6,8 +6,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
+import orjson
 from packaging.version import InvalidVersion, Version
 
 from pyproxy.model import NormalizedName, NotFound
@@ -123,6 +125,28 @@ class FileRecord:
     uploader: str | None
     yanked_reason: str | None  # None: not yanked
     fields: dict[str, list[str]]
+
+
+# a new file's row, in both stores' files tables (SQLite's `files`, PostgreSQL's `private_files`)
+FILE_COLUMNS = (
+    "filename, project, version, filetype, size, sha256, blake2_256, md5, metadata_sha256,"
+    " provenance_sha256, requires_python, summary, upload_time, uploader, yanked,"
+    " yanked_reason, fields"
+)
+
+
+def file_row(
+    new: NewFile, metadata_sha256: str | None, provenance_sha256: str | None
+) -> tuple[object, ...]:
+    """The values of FILE_COLUMNS for `new`, whose side bodies have those sha256s."""
+    return (
+        new.filename, new.project, canonical_version(new.version), new.filetype,
+        new.size, new.sha256, new.blake2_256, new.md5, metadata_sha256,
+        provenance_sha256, new.requires_python, new.summary,
+        new.upload_time or datetime.now(UTC).isoformat(),
+        new.uploader, new.yanked_reason is not None, new.yanked_reason or "",
+        orjson.dumps(dict(new.fields)).decode(),
+    )
 
 
 def canonical_version(version: str) -> str:

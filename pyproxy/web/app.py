@@ -23,6 +23,16 @@ from pyproxy.web import (
 )
 from pyproxy.web.context import SERVICES, Services
 from pyproxy.web.html_cache import RenderedHTML
+from pyproxy.web.local_files import SMALL_FILES
+from pyproxy.web.small_files import SmallFiles
+
+
+async def _before_sending(request: web.Request, response: web.StreamResponse) -> None:
+    """The one response hook (each hook is a coroutine call per response): CORS on every
+    answer, `private` on personal ones, `Connection: close` once stopping."""
+    middleware.add_cors_headers(response)
+    readauth.keep_out_of_shared_caches(request, response)
+    lifecycle.close_when_stopping(request, response)
 
 
 def build_app(services: Services) -> web.Application:
@@ -30,9 +40,9 @@ def build_app(services: Services) -> web.Application:
     app = web.Application(middlewares=[middleware.errors])
     app[SERVICES] = services
     readauth.setup(app)  # who may read what: before any handler, inside the error middleware
-    lifecycle.install(app)  # the outermost middleware: counts requests for a graceful stop
+    lifecycle.install(app)  # the count of requests in flight (errors keeps it), for a graceful stop
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("pyproxy", "templates"), autoescape=True)
-    app.on_response_prepare.append(middleware.add_cors_headers)
+    app.on_response_prepare.append(_before_sending)
     router = app.router
     router.add_get("/", pages.landing)
     router.add_get("/search", pages.search)
@@ -57,6 +67,7 @@ def build_app(services: Services) -> web.Application:
     )
     app[json_api.RENDERED] = json_api.RenderedDocuments()
     app[pages.RENDERED] = RenderedHTML()
+    app[SMALL_FILES] = SmallFiles()
     # the public index also answers these with a trailing slash
     for suffix in ("json", "json/"):
         router.add_get(f"/pypi/{{project}}/{suffix}", json_api.project)

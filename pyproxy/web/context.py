@@ -24,18 +24,23 @@ def origin(request: web.Request) -> str:
     if settings.base_url:
         return settings.base_url.rstrip("/")
     scheme, host = request.scheme, request.host
-    if trusted_peer(settings.trust_forwarded, request.remote):
+    trust = settings.trust_forwarded
+    if trust is not False and trusted_peer(trust, request.remote):
         scheme = _first(request, "X-Forwarded-Proto", scheme).lower()
         host = _first(request, "X-Forwarded-Host", host)
         if scheme not in ("http", "https"):
             raise web.HTTPBadRequest(
                 text=f"X-Forwarded-Proto: {scheme[:64]!r} is not http or https\n"
             )
-        if not is_authority(host):
+        if not _is_authority(host):
             raise web.HTTPBadRequest(text=f"X-Forwarded-Host: {host[:64]!r} is not a host[:port]\n")
-    elif not is_authority(host):
+    elif not _is_authority(host):
         raise web.HTTPBadRequest(text=f"Host: {host[:64]!r} is not a host[:port]\n")
     return f"{scheme}://{host}"
+
+
+# a server sees a handful of Host values: check each once (bounded: they are the clients')
+_is_authority = lru_cache(maxsize=256)(is_authority)
 
 
 def _first(request: web.Request, header: str, default: str) -> str:

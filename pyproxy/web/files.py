@@ -20,9 +20,8 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
-from pyproxy.model import LocalFile, StreamedFile
+from pyproxy.model import StreamedFile
 from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort
-from pyproxy.web.conditional import none_match
 
 log = logging.getLogger("pyproxy.web")
 IMMUTABLE = "max-age=365000000, immutable"
@@ -88,12 +87,17 @@ class _Shrank(Exception):
     """The file on disk ended before the span being sent did."""
 
 
-class _FileBody(web.StreamResponse):
+class FileBody(web.StreamResponse):
     """Sends a byte span of an open file with the kernel's sendfile where possible (a file
-    small enough to have been read with its open is written from memory)."""
+    small enough to have been read with its open is written from memory; one held in memory
+    has no open file: `fobj` None)."""
+
+    # headers go out with the first body bytes: one write for a small file (sendfile and the
+    # chunked copy send them first, see prepare)
+    _send_headers_immediately = False
 
     def __init__(
-        self, fobj: BinaryIO, offset: int, count: int, body: bytes | None, *, status: int,
+        self, fobj: BinaryIO | None, offset: int, count: int, body: bytes | None, *, status: int,
         headers: dict[str, str],
     ) -> None:
         super().__init__(status=status, headers=headers)
@@ -111,6 +115,10 @@ class _FileBody(web.StreamResponse):
             writer = await super().prepare(request)
             if request.method == hdrs.METH_HEAD or self._count == 0 or writer is None:
                 return writer
+            if self._preloaded is not None:  # headers and body in one write
+                sent = await self._send(request, writer)
+                return writer
+            writer.send_headers()  # sendfile bypasses the writer
             head = writer.output_size
             sent = await self._send(request, writer)
             writer.output_size = head + sent  # bypassed the writer; the access log reads it
@@ -129,7 +137,8 @@ class _FileBody(web.StreamResponse):
             raise ConnectionResetError("the file shrank") from None
         finally:
             served(request, sent)
-            self._fobj.close()
+            if self._fobj is not None:
+                self._fobj.close()
 
     async def _send(self, request: web.BaseRequest, writer: AbstractStreamWriter) -> int:
         transport = request.transport
@@ -140,6 +149,7 @@ class _FileBody(web.StreamResponse):
             await writer.write(self._preloaded[self._offset : self._offset + self._count])
             self._copied = self._count
             return self._count
+        assert self._fobj is not None  # only a body held in memory has no open file
         try:
             sent: int = await asyncio.get_running_loop().sendfile(
                 transport, self._fobj, self._offset, self._count
@@ -154,13 +164,14 @@ class _FileBody(web.StreamResponse):
     def _sent_before_failure(self) -> int:
         """asyncio's sendfile leaves the file's position after the bytes it sent; writes
         through the writer (from memory, or _copy's) keep their own count."""
-        if self._copied is not None:
-            return self._copied
+        if self._copied is not None or self._fobj is None:
+            return self._copied or 0
         return min(max(self._fobj.tell() - self._offset, 0), self._count)
 
     async def _copy(self, writer: AbstractStreamWriter) -> None:
         position, remaining = self._offset, self._count
         self._copied = 0
+        assert self._fobj is not None
         fd = self._fobj.fileno()
         while remaining > 0:
             chunk = await asyncio.to_thread(os.pread, fd, min(_CHUNK, remaining), position)
@@ -209,7 +220,7 @@ def base_headers(etag: str | None, last_modified: float | None) -> dict[str, str
     return headers
 
 
-def _open(path: Path) -> tuple[BinaryIO, os.stat_result, bytes | None]:
+def open_for_sending(path: Path) -> tuple[BinaryIO, os.stat_result, bytes | None]:
     """In a thread: the open file, its stat, and its bytes if it fits in one chunk (a small
     file, e.g. a .metadata, then costs this one thread hop and no more)."""
     fobj = open(path, "rb")  # noqa: SIM115 - handed to the response, which closes it
@@ -224,52 +235,13 @@ def _open(path: Path) -> tuple[BinaryIO, os.stat_result, bytes | None]:
     return fobj, stat, body
 
 
-async def send_local(request: web.Request, file: LocalFile) -> web.StreamResponse:
-    """A complete file on disk, with HEAD, If-None-Match, Range and If-Range."""
-    etag = f'"{file.sha256}"'
-    # open first: the path may be evicted from a cache meanwhile, an open file survives it
-    fobj, stat, body = await asyncio.to_thread(_open, file.path)
-    try:
-        size = stat.st_size
-        headers = base_headers(etag, stat.st_mtime)
-        headers[hdrs.ACCEPT_RANGES] = "bytes"
-        headers[CACHE_STATUS] = "hit"
-        if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
-            fobj.close()
-            return web.Response(
-                status=304, headers={k: v for k, v in headers.items() if k != hdrs.CONTENT_TYPE}
-            )
-        span = ByteRange(0, size - 1) if size else ByteRange(0, -1)
-        status = 200
-        range_header = request.headers.get(hdrs.RANGE)
-        if_range = request.headers.get(hdrs.IF_RANGE)
-        if range_header and (
-            if_range is None or if_range_holds(if_range.strip(), etag, stat.st_mtime)
-        ):
-            try:
-                requested = parse_range(range_header, size)
-            except Unsatisfiable:
-                fobj.close()
-                headers[hdrs.CONTENT_RANGE] = f"bytes */{size}"
-                return web.Response(status=416, headers=headers)
-            if requested is not None:
-                span, status = requested, 206
-                headers[hdrs.CONTENT_RANGE] = f"bytes {span.start}-{span.end}/{size}"
-        response = _FileBody(fobj, span.start, span.length, body, status=status, headers=headers)
-        response.content_length = span.length
-        return response
-    except BaseException:
-        fobj.close()
-        raise
-
-
 async def send_rendered(
     request: web.Request, path: Path, headers: dict[str, str]
 ) -> web.StreamResponse:
     """A rendered page on disk, whole, with sendfile and the headers given (the caller has
     answered If-None-Match); FileNotFoundError when it is gone."""
-    fobj, stat, body = await asyncio.to_thread(_open, path)
-    response = _FileBody(fobj, 0, stat.st_size, body, status=200, headers=headers)
+    fobj, stat, body = await asyncio.to_thread(open_for_sending, path)
+    response = FileBody(fobj, 0, stat.st_size, body, status=200, headers=headers)
     response.content_length = stat.st_size
     return response
 

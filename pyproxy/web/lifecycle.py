@@ -15,7 +15,6 @@ import asyncio
 import mmap
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler
 
 
 class InFlight:
@@ -76,17 +75,8 @@ class WorkerCapacity:
 CAPACITY = web.AppKey("worker_capacity", WorkerCapacity)  # only with more than one worker
 
 
-@web.middleware
-async def _track(request: web.Request, handler: Handler) -> web.StreamResponse:
-    in_flight = request.app[IN_FLIGHT]
-    in_flight.begin()
-    try:
-        return await handler(request)
-    finally:
-        in_flight.end()
-
-
-async def _close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
+def close_when_stopping(request: web.Request, response: web.StreamResponse) -> None:
+    """Before any response goes out (app.py's one response hook)."""
     if request.app[IN_FLIGHT].stopping:
         response.force_close()  # the connection ends after this response
         # aiohttp has already chosen the Connection header when this hook runs
@@ -94,9 +84,8 @@ async def _close_when_stopping(request: web.Request, response: web.StreamRespons
 
 
 def install(app: web.Application) -> InFlight:
-    """Count the app's requests (outermost middleware) and answer `Connection: close` once
-    stopping."""
+    """The app's count of requests in flight (kept by middleware.errors, the outermost
+    middleware); app.py calls close_when_stopping on every response, which answers
+    `Connection: close` once stopping."""
     in_flight = app[IN_FLIGHT] = InFlight()
-    app.middlewares.insert(0, _track)
-    app.on_response_prepare.append(_close_when_stopping)
     return in_flight

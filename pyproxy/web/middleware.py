@@ -1,4 +1,5 @@
-"""Cross-cutting HTTP behaviour: error mapping, CORS on every response, preflights."""
+"""Cross-cutting HTTP behaviour: error mapping, CORS on every response, preflights, and the
+count of handlers in flight."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from aiohttp.typedefs import Handler, LooseHeaders
 from pyproxy.model import Forbidden, NotFound, Unavailable
 from pyproxy.publish.rejections import reason_phrase
 from pyproxy.stores.pg.connect import DatabaseUnavailable
+from pyproxy.web.lifecycle import IN_FLIGHT
 
 log = logging.getLogger("pyproxy.web")
 
@@ -41,12 +43,16 @@ CLIENT_CLOSED = 499
 
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Preflights get 204; repository errors and an unreachable database become 403/404/503; a
-    client that went away (e.g. mid-upload) gets a 499 that is never sent but recorded;
-    anything unexpected a 500 (its traceback logged)."""
-    if request.method == hdrs.METH_OPTIONS:
-        return web.Response(status=204)  # CORS preflight, for any path
+    """The outermost middleware (one coroutine per request, not two): counts the handlers
+    running, for a graceful stop (lifecycle.InFlight). Preflights get 204; repository errors
+    and an unreachable database become 403/404/503; a client that went away (e.g. mid-upload)
+    gets a 499 that is never sent but recorded; anything unexpected a 500 (its traceback
+    logged)."""
+    in_flight = request.app[IN_FLIGHT]
+    in_flight.begin()
     try:
+        if request.method == hdrs.METH_OPTIONS:
+            return web.Response(status=204)  # CORS preflight, for any path
         return await handler(request)
     except web.HTTPException:
         raise
@@ -70,9 +76,16 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error for %s %s", request.method, request.path)
         return text_error(500, "Internal Server Error: the error was logged on the server")
+    finally:
+        in_flight.end()
 
 
-async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: browsers (micropip) need CORS on 200s, redirects and errors alike."""
-    for name, value in CORS_HEADERS.items():
-        response.headers.setdefault(name, value)
+def add_cors_headers(response: web.StreamResponse) -> None:
+    """Before any response goes out (app.py's one response hook): browsers (micropip) need CORS
+    on 200s, redirects and errors alike; a handler may have set one of them itself."""
+    headers = response.headers
+    for name, value in _CORS_ITEMS:
+        headers.setdefault(name, value)
+
+
+_CORS_ITEMS = tuple(CORS_HEADERS.items())

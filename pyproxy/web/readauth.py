@@ -67,11 +67,11 @@ READ_ACCESS = web.AppKey("read_access", ReadAccess)
 
 def setup(app: web.Application) -> None:
     """Install the guard (inside the error middleware, so preflights and errors stay as they
-    are) on an application whose services are set."""
+    are) on an application whose services are set; app.py calls keep_out_of_shared_caches on
+    every response."""
     services = app[SERVICES]
     app[READ_ACCESS] = ReadAccess(services.catalog, services.users, services.settings)
     app.middlewares.append(guard)
-    app.on_response_prepare.append(_keep_out_of_shared_caches)
     app.on_cleanup.append(_close)
 
 
@@ -160,9 +160,10 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     if request.method not in _READ_METHODS or _route(request) in OPEN_ROUTES:
         return await handler(request)
     access = request.app[READ_ACCESS]
-    restrictions = ReadRestrictions(access.private.restricted_readers())
-    if not access.authenticated and not restrictions:
+    readers = access.private.restricted_readers()
+    if not access.authenticated and not readers:
         return await handler(request)  # the common case: nothing to check
+    restrictions = ReadRestrictions(readers)
     project = _project(request)
     restricted = project is not None and project in restrictions.readers
     identity: Identity | None = None
@@ -199,8 +200,9 @@ def visible(request: web.Request, names: Iterable[str]) -> list[str]:
     return [name for name in names if not hidden or normalize(name) not in hidden]
 
 
-async def _keep_out_of_shared_caches(request: web.Request, response: web.StreamResponse) -> None:
-    """An answer that depended on who asked must not be reused for someone else by a proxy."""
+def keep_out_of_shared_caches(request: web.Request, response: web.StreamResponse) -> None:
+    """Before any response goes out (app.py's one response hook): an answer that depended on
+    who asked must not be reused for someone else by a proxy."""
     if request.get(_PERSONAL):
         cache_control = response.headers.get(hdrs.CACHE_CONTROL)
         if cache_control and "private" not in cache_control:

@@ -93,6 +93,14 @@ def rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
         return conn.execute(query.encode()).fetchall()
 
 
+async def _shared(dsn: str, key: str) -> None:
+    """Wait (up to 10 s) until the index lists `key`."""
+    deadline = time.monotonic() + 10
+    while not rows(dsn, f"SELECT 1 FROM cache_blobs WHERE key = '{key}'"):
+        assert time.monotonic() < deadline, f"{key} was never shared"
+        await asyncio.sleep(0.02)
+
+
 async def test_fifty_cold_requests_over_two_nodes_make_one_upstream_get(
     node: MakeNode, fake: FakeUpstream, pg_dsn: str, s3: S3Server, bucket: str
 ) -> None:
@@ -108,9 +116,9 @@ async def test_fifty_cold_requests_over_two_nodes_make_one_upstream_get(
     expected = body_of(fake)
     assert all(status == 200 and body == expected for status, body, _ in results)
     assert fake.count(fake.file_path("big", WHEEL)) == 1
-    for each in (a, b):  # the leader's publisher may still be writing the row
-        await shared(each)
-    # shared once: one object, one row, no download left in flight
+    # shared once: one object, one row, no download left in flight (the row lands once the
+    # object is committed, which may be just after the last client had its bytes)
+    await _shared(pg_dsn, dist.sha256)
     assert Bucket(f"s3://{bucket}", endpoint=s3.endpoint).size(object_key(dist.sha256)) == dist.size
     assert rows(pg_dsn, "SELECT key, size FROM cache_blobs") == [(dist.sha256, dist.size)]
     assert rows(pg_dsn, "SELECT * FROM cache_inflight") == []
@@ -209,7 +217,7 @@ async def test_uses_reach_the_index_in_batches(
     dist = add_wheel(fake, 64 * KiB)
     a = await node()
     assert (await a.get())[0] == 200
-    await asyncio.sleep(0.3)
+    await _shared(pg_dsn, dist.sha256)
     with psycopg.connect(pg_dsn) as conn:
         conn.execute("UPDATE cache_blobs SET last_used = 1")
     for _ in range(5):
@@ -232,8 +240,11 @@ async def test_the_shared_cache_is_bounded_one_evictor_at_a_time_private_untouch
     a = await node(cache_max_size=350 * KiB)
     for name in names:
         assert (await a.get("/files/big/" + name))[0] == 200
-        await asyncio.sleep(0.2)  # shared (and evicted) one after the other
-    kept = rows(pg_dsn, "SELECT key FROM cache_blobs ORDER BY last_used")
+        await _shared(pg_dsn, fake.file("big", name).sha256)  # shared one after the other
+    deadline = time.monotonic() + 10  # and the last one's eviction done
+    while len(kept := rows(pg_dsn, "SELECT key FROM cache_blobs ORDER BY last_used")) > 3:
+        assert time.monotonic() < deadline, kept
+        await asyncio.sleep(0.02)
     assert a.blobs.volume() <= 350 * KiB and len(kept) == 3
     newest = {fake.file("big", name).sha256 for name in names[2:]}
     assert {key for (key,) in kept} == newest

@@ -63,9 +63,12 @@ async def test_stopping_closes_keep_alive_connections(client: TestClient) -> Non
     assert response.headers["Connection"].lower() == "close"
 
 
-def test_the_middleware_is_outermost(client: TestClient) -> None:
+def test_the_counting_middleware_is_outermost(client: TestClient) -> None:
+    """middleware.errors keeps the count: preflights and errors are counted too."""
+    from pyproxy.web import middleware
+
     app: web.Application = client.app
-    assert app.middlewares[0].__name__ == "_track"
+    assert app.middlewares[0] is middleware.errors
 
 
 def test_worker_capacity_is_shared_with_forked_workers() -> None:

@@ -23,7 +23,7 @@ from aiohttp import encode_basic_auth
 from aiohttp.test_utils import TestClient
 
 from pyproxy.model import normalize
-from pyproxy.stores import auth, private
+from pyproxy.stores import auth, private_reads
 from pyproxy.stores.auth import TOKEN_USERNAME, UserStore
 from pyproxy.stores.private import PrivateStore
 from pyproxy.web import credentials
@@ -503,7 +503,7 @@ async def test_anonymous_mode_asks_nothing_and_queries_nothing(
 ) -> None:
     """With nothing restricted, reads need no credentials, wrong ones are not even looked at,
     and the guard adds no database query."""
-    monkeypatch.setattr(private, "DB_RECHECK_S", 60.0)  # the backstop query, once a second
+    monkeypatch.setattr(private_reads, "DB_RECHECK_S", 60.0)  # the backstop query, once a second
     client, services = await make_app()
     for path, expected in READ_ROUTES.items():
         for headers in (None, basic(USER, "wrong-password")):

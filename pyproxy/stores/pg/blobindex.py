@@ -52,6 +52,10 @@ register(Migration(20, "cluster blob cache", """
     INSERT INTO cluster_secret (id, secret)
     VALUES (1, replace(gen_random_uuid()::text || gen_random_uuid()::text, '-', ''));
 """))
+# whole seconds made every file used within one second equal for eviction (ties went by key)
+register(Migration(32, "cache_blobs.last_used in fractional seconds", """
+    ALTER TABLE cache_blobs ALTER COLUMN last_used TYPE double precision
+"""))
 
 _T = TypeVar("_T")
 _WAIT_S = 2.0  # for a pooled connection: a server that is down answers 503 after this
@@ -70,8 +74,8 @@ class IndexedBlob:
 def _blob(row: tuple[object, ...]) -> IndexedBlob:
     key, sha256, size, last_used, created = row
     assert isinstance(key, str) and isinstance(sha256, str) and isinstance(size, int)
-    assert isinstance(last_used, int)
-    return IndexedBlob(key, sha256, size, float(last_used), float(str(created)))
+    assert isinstance(last_used, float)
+    return IndexedBlob(key, sha256, size, last_used, float(str(created)))
 
 
 _COLUMNS = "key, sha256, size, last_used, extract(epoch FROM created)"
@@ -110,7 +114,7 @@ class PgBlobIndex:
         def insert(conn: Conn) -> bool:
             cursor = conn.execute(
                 "INSERT INTO cache_blobs (key, sha256, size, last_used) VALUES (%s, %s, %s, %s)"
-                " ON CONFLICT (key) DO NOTHING", (key, sha256, size, int(time.time())))
+                " ON CONFLICT (key) DO NOTHING", (key, sha256, size, time.time()))
             if leader is not None:
                 conn.execute("DELETE FROM cache_inflight WHERE key = %s AND node_url = %s",
                              (key, leader))
@@ -130,10 +134,10 @@ class PgBlobIndex:
         """Write uses (key -> unix time) in one statement; a row never goes back in time."""
         if not uses:
             return
-        keys, times = list(uses), [int(uses[key]) for key in uses]
+        keys, times = list(uses), [uses[key] for key in uses]
         self._one("record uses of cached files", lambda c: c.execute(
             "UPDATE cache_blobs AS b SET last_used = u.t"
-            " FROM unnest(%s::text[], %s::bigint[]) AS u(k, t)"
+            " FROM unnest(%s::text[], %s::float8[]) AS u(k, t)"
             " WHERE b.key = u.k AND b.last_used < u.t", (keys, times)))
 
     def volume(self) -> int:

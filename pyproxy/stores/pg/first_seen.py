@@ -12,9 +12,10 @@ is DatabaseUnavailable (a 503): a time made up now could later be recorded diffe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 
 from pyproxy.lru import BoundedLRU
+from pyproxy.stores.first_seen import in_batches
 from pyproxy.stores.pg.database import READ_TIMEOUT_S, Database
 from pyproxy.stores.pg.migrations import Migration, register
 
@@ -76,3 +77,23 @@ class PgFirstSeenStore:
                 "SELECT filename, seen FROM first_seen WHERE project = %s", (project,)
             ).fetchall()
         return {str(row[0]): float(row[1]) for row in rows}
+
+    def export_times(self) -> Iterator[tuple[str, str, float]]:
+        with self._db.transaction(timeout=READ_TIMEOUT_S) as conn, \
+                conn.cursor(name="first_seen") as cursor:
+            cursor.itersize = 1000
+            cursor.execute("SELECT project, filename, seen FROM first_seen")
+            for project, filename, seen in cursor:
+                yield str(project), str(filename), float(seen)
+
+    def import_times(self, rows: Iterable[tuple[str, str, float]]) -> int:
+        added = 0
+        for batch in in_batches(rows):
+            with self._db.transaction() as conn:
+                for row in batch:  # one statement each: rowcount tells which were new
+                    added += conn.execute(
+                        "INSERT INTO first_seen (project, filename, seen) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (project, filename) DO NOTHING", row,
+                    ).rowcount
+        self._memory.clear()
+        return added

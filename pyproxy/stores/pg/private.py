@@ -35,12 +35,14 @@ from pyproxy.stores.pg.private_schema import (
 from pyproxy.stores.private import write_side_body
 from pyproxy.stores.private_files import fsync_file
 from pyproxy.stores.private_schema import (
+    FILE_COLUMNS,
     FileRecord,
     NewFile,
     ProjectRecord,
     RoleRows,
     StoreRejected,
     canonical_version,
+    file_row,
 )
 
 _ATTEMPTS = 3  # a unique violation is looked at again: identical (False), refused, or retried
@@ -159,19 +161,9 @@ class PgPrivateStore(PrivateReads):
                 if provenance_sha256 is not None:
                     self.files.move_into_place(provenance_tmp, provenance_sha256)
                 conn.execute(
-                    "INSERT INTO private_files (filename, project, version, filetype, size,"
-                    " sha256, blake2_256, md5, metadata_sha256, provenance_sha256,"
-                    " requires_python, summary, upload_time, uploader, yanked, yanked_reason,"
-                    " fields) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
-                    " %s, %s, %s)",
-                    (
-                        new.filename, new.project, canonical_version(new.version), new.filetype,
-                        new.size, new.sha256, new.blake2_256, new.md5, metadata_sha256,
-                        provenance_sha256, new.requires_python, new.summary,
-                        new.upload_time or datetime.now(UTC).isoformat(),
-                        new.uploader, new.yanked_reason is not None, new.yanked_reason or "",
-                        orjson.dumps(dict(new.fields)).decode(),
-                    ),
+                    f"INSERT INTO private_files ({FILE_COLUMNS})"
+                    f" VALUES ({', '.join(['%s'] * 17)})",
+                    file_row(new, metadata_sha256, provenance_sha256),
                 )
                 _bump(conn, new.project)
         return True
