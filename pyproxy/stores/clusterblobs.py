@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import timedelta
 from pathlib import Path
 
 from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound
@@ -35,7 +34,7 @@ from pyproxy.stores.chunks import read_file
 from pyproxy.stores.clusterflight import ClusterFlight, db, refuse
 from pyproxy.stores.clustershare import SharedFiles, object_key
 from pyproxy.stores.clusteruses import PendingUses
-from pyproxy.stores.objects import Bucket, BucketUnavailable
+from pyproxy.stores.objects import Bucket
 from pyproxy.stores.peers import Peers, token_holds
 from pyproxy.stores.pg.blobindex import PgBlobIndex
 from pyproxy.stores.pg.connect import DatabaseUnavailable, open_pool
@@ -45,8 +44,6 @@ from pyproxy.stores.pg.migrations import migrate
 log = logging.getLogger("pyproxy.cluster")
 
 __all__ = ["ClusterBlobCache", "object_key", "open_cluster_blobs"]
-
-_STAGING_KEPT = timedelta(hours=1)  # a staging object older than this was left by a dead node
 
 
 
@@ -246,14 +243,8 @@ def open_cluster_blobs(
     except BaseException:
         pool.close()
         raise
-    bucket = Bucket(objects, endpoint=s3_endpoint)
-    try:
-        if swept := bucket.sweep_staging(_STAGING_KEPT):
-            log.info("removed %d staging objects a node left behind", swept)
-    except BucketUnavailable as exc:  # not this node's to clean up now: another start will
-        log.warning("could not sweep the bucket's staging objects: %s", exc)
     return ClusterBlobCache(
         BlobCache(directory, local_max_size, flush_interval=flush_interval), index, locks,
-        bucket, node_url=node_url, max_size=max_size, secret=secret,
-        flush_interval=flush_interval, on_close=(pool,),
+        Bucket(objects, endpoint=s3_endpoint), node_url=node_url, max_size=max_size,
+        secret=secret, flush_interval=flush_interval, on_close=(pool,),
     )

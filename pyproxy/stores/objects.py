@@ -13,6 +13,7 @@ pyproxy's files; no message here shows them.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import uuid
 from collections import deque
@@ -24,10 +25,13 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PreconditionError
 from obstore.store import S3Store
 
+log = logging.getLogger("pyproxy.objects")
+
 _CHUNK = 1024 * 1024
 _PART = 5 * 1024 * 1024  # S3's smallest multipart part
 _ONE_PUT = 2 * _PART  # the largest body sent as one conditional PUT (held whole in memory)
 STAGING = "staging/"  # large bodies on their way to their key (see put_stream_async)
+STAGING_KEPT = timedelta(hours=1)  # a staging object older than this was left by a dead node
 _SECRET = re.compile(r"(?i)(signature|credential|x-amz-[a-z-]+|authorization)=[^&\s]+")
 
 
@@ -240,9 +244,11 @@ class Bucket:
         except BaseError as exc:
             raise self._unavailable(exc, f"read {key}") from None
 
-    def sweep_staging(self, older_than: timedelta) -> int:
+    def sweep_staging(self, older_than: timedelta = STAGING_KEPT) -> int:
         """Delete staging objects left by a node that died between completing one and copying
-        it to its key (put_stream_async); how many. Younger ones may be on their way."""
+        it to its key (put_stream_async); how many (logged). Younger ones may be on their way.
+        A bucket that does not answer is logged: another node's start sweeps them. Blocking,
+        and only before the server forks its workers (obstore's blocking calls hang there)."""
         cutoff = datetime.now(UTC) - older_than
         swept = 0
         try:
@@ -252,7 +258,9 @@ class Bucket:
                         obstore.delete(self._store, meta["path"])
                         swept += 1
         except BaseError as exc:
-            raise self._unavailable(exc, f"sweep {STAGING}") from None
+            log.warning("could not sweep %s of bucket %s: %s", STAGING, self.url, describe(exc))
+        if swept:
+            log.info("removed %d staging objects a node left behind in %s", swept, self.url)
         return swept
 
     def keys(self, prefix: str) -> Iterator[tuple[str, int]]:
