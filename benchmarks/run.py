@@ -31,12 +31,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import biglist, corpus, goals, measure, pyspy, realworld, report, servers
-from benchmarks.cluster import Cluster
+from benchmarks.cluster import BalancedNode, Cluster
 from benchmarks.corpus import BIG, HUGE, META, METADATA_SUFFIX, SMALL, STAMPEDE, Corpus
 from benchmarks.measure import HTML_ACCEPT, JSON_ACCEPT, PIP_ACCEPT, RssSampler, fetch
 from benchmarks.servers import Server, Unavailable, Upstream
 
-ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "cluster"]
+ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "cluster", "pyproxy-2w-lb"]
 INSTALLS = "installs"  # issue #13's install cases alone: no server rows, no project list
 STAMPEDE_CLIENTS = 50
 SMALL_FILE_CLIENTS = 32  # about as many requests as uv keeps in flight
@@ -48,8 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="tiny inputs and 1 s loads: a smoke run, not a measurement")
     parser.add_argument("--only", default=",".join(ALL),
                         help=f"comma-separated servers (default: {','.join(ALL)}); the direct "
-                             "upstream reference always runs, and pyproxy brings issue #13's "
-                             f"cases; '{INSTALLS}': only issue #13's cold and warm installs")
+                             "upstream reference always runs, pyproxy brings issue #13's "
+                             f"cases, cluster brings pyproxy-2w-lb; '{INSTALLS}': only issue "
+                             "#13's cold and warm installs")
     parser.add_argument("--clients", default="uv,pip",
                         help="issue #13's installs: uv, pip or both (default; uv only with "
                              "--quick)")
@@ -77,6 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                                   "(default: WORK/results.json)")
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+    if "cluster" in args.only and "pyproxy-2w-lb" not in args.only:
+        args.only.append("pyproxy-2w-lb")  # what the cluster's balancer costs, beside it
     unknown = sorted(set(args.only) - {*ALL, INSTALLS})
     if unknown:
         parser.error(f"unknown server(s) {', '.join(unknown)}; choose from "
@@ -189,6 +192,7 @@ def _servers(args: argparse.Namespace, work: Path, data: Corpus) -> list[Server]
         "devpi": lambda: servers.Devpi(work),
         "proxpi": lambda: servers.Proxpi(work),
         "cluster": lambda: Cluster(work),
+        "pyproxy-2w-lb": lambda: BalancedNode(work),
     }
     chosen = []
     for name in ALL:  # a fixed order, whatever --only says

@@ -103,6 +103,7 @@ def private_bodies(settings: Settings, *, check: bool = False) -> BucketFiles | 
     bucket = Bucket(settings.storage_objects, endpoint=settings.storage_s3_endpoint)
     if check:
         bucket.check()
+        bucket.sweep_staging()  # what a dead node left; not in a forked worker, where it hangs
     copies = LocalCopies(layout.copies, local_bounds(settings)[0])
     return BucketFiles(bucket, layout.private / "tmp", copies)
 

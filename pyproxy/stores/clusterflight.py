@@ -31,7 +31,7 @@ from pyproxy.stores.chunks import read_file, skip
 from pyproxy.stores.clustershare import SharedFiles, object_key
 from pyproxy.stores.objects import BucketUnavailable, ObjectMissing
 from pyproxy.stores.peers import PeerFailed, Peers
-from pyproxy.stores.pg.blobindex import IndexedBlob
+from pyproxy.stores.pg.claims import Claim, claim_download
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.locks import AdvisoryLocks, HeldLock
 
@@ -121,8 +121,8 @@ class ClusterFlight:
             if sent and sha256 is None:
                 raise Unavailable(f"the download of {key!r} broke off, and with no sha256 listed"
                                   " it cannot be continued from another source")
-            blob = await self._committed(key, sha256)
-            if blob is not None:
+            claim = await self._claim(key, sha256)
+            if claim.committed is not None:
                 try:
                     async for chunk in skip(self.shared.bucket.stream(object_key(key)), sent):
                         sent += len(chunk)
@@ -134,16 +134,14 @@ class ClusterFlight:
                     continue
                 except BucketUnavailable as exc:
                     raise Unavailable(str(exc)) from None
-            lock = await db(self._locks.try_lock, "blob:" + key)
-            if lock is not None:
-                if await self._lead(key, lock, sha256, size, filename):
-                    async with open_upstream() as body:
-                        async for chunk in skip(body, sent):
-                            sent += len(chunk)
-                            yield chunk
-                    return
-                continue  # committed meanwhile: from the bucket
-            leader = await db(self._index.leader, key)
+            if claim.lock is not None:
+                self._lead(key, claim.lock, sha256, size, filename)
+                async with open_upstream() as body:
+                    async for chunk in skip(body, sent):
+                        sent += len(chunk)
+                        yield chunk
+                return
+            leader = claim.leader
             if leader is not None and leader != self.node_url:
                 before = sent
                 try:
@@ -167,33 +165,35 @@ class ClusterFlight:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
 
-    async def _committed(self, key: str, sha256: str | None) -> IndexedBlob | None:
-        blob = await db(self._index.get, key)
-        if blob is not None and sha256 is not None and blob.sha256 != sha256:
-            log.warning("the index has %r with another sha256 (%s): not using it", key,
-                        blob.sha256)
-            return None
-        return blob
+    async def _claim(self, key: str, sha256: str | None) -> Claim:
+        """claim_download in a thread; a request cancelled meanwhile lets go of a lock the
+        thread took for it (else it would be held until the process exits)."""
+        claiming = asyncio.ensure_future(
+            db(claim_download, self._locks, key, sha256, self.node_url)
+        )
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            claiming.add_done_callback(self._let_go)
+            raise
 
-    async def _lead(
+    def _let_go(self, claiming: asyncio.Future[Claim]) -> None:
+        if claiming.cancelled() or claiming.exception() is not None:
+            return
+        lock = claiming.result().lock
+        if lock is not None:
+            asyncio.get_running_loop().run_in_executor(None, self._locks.release, lock)
+
+    def _lead(
         self, key: str, lock: HeldLock, sha256: str | None, size: int | None,
         filename: str | None,
-    ) -> bool:
-        """With `key`'s lock: False (lock released) if it was committed meanwhile; else name
-        this node the leader and start the publisher, which releases the lock when done."""
-        try:
-            if await self._committed(key, sha256) is not None:
-                await asyncio.to_thread(self._locks.release, lock)
-                return False
-            await db(self._index.lead, key, self.node_url)
-        except BaseException:
-            await asyncio.to_thread(self._locks.release, lock)
-            raise
+    ) -> None:
+        """This node leads (named in cache_inflight, holding `key`'s lock): start the
+        publisher, which lets go of the lock when done."""
         task = asyncio.create_task(self._publish(key, lock, sha256, size, filename),
                                    name=f"publish {key}")
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        return True
 
     async def _publish(
         self, key: str, lock: HeldLock, sha256: str | None, size: int | None,

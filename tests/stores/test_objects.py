@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from pyproxy.stores.objects import Bucket, BucketUnavailable, ObjectMissing, parse_bucket_url
+from pyproxy.stores.objects import STAGING, Bucket, BucketUnavailable, ObjectMissing, parse_bucket_url
 from tests.servers.s3 import S3Server
 
 
@@ -46,6 +48,37 @@ async def test_a_key_is_created_once_and_read_back(store: Bucket, tmp_path: Path
     assert dict(store.keys("blobs/")) == {"blobs/k": len(winner)}
 
 
+async def _stream(body: bytes, *, fail_after: int | None = None) -> AsyncIterator[bytes]:
+    for start in range(0, len(body), 1024 * 1024):
+        if fail_after is not None and start >= fail_after:
+            raise ValueError("the body turned out wrong")
+        yield body[start:start + 1024 * 1024]
+
+
+async def test_a_large_stream_is_created_once_through_a_staging_key(store: Bucket) -> None:
+    body, other = os.urandom(12 * 1024 * 1024 + 5), os.urandom(12 * 1024 * 1024)
+    assert await store.put_stream_async("cache/k", _stream(body)) is True
+    assert await store.put_stream_async("cache/k", _stream(other)) is False  # never replaced
+    assert b"".join([chunk async for chunk in store.stream("cache/k")]) == body
+    # writers at once, with the same bytes as a content-addressed key's: one object (moto does
+    # not arbitrate two multipart completions at once as S3 does, so the bytes are the same)
+    shared = os.urandom(11 * 1024 * 1024)
+    await asyncio.gather(*(store.put_stream_async("cache/s", _stream(shared)) for _ in range(3)))
+    assert b"".join([chunk async for chunk in store.stream("cache/s")]) == shared
+    assert await store.put_stream_async("cache/small", _stream(b"tiny")) is True  # one PUT
+    assert await store.put_stream_async("cache/small", _stream(b"other")) is False
+    assert {key.rsplit("/", 1)[-1] for key, _ in store.keys("")} == {"k", "s", "small"}  # no staging key left
+
+
+async def test_a_stream_that_fails_writes_nothing(store: Bucket) -> None:
+    body = os.urandom(12 * 1024 * 1024)
+    for fail_after in (2 * 1024 * 1024, 11 * 1024 * 1024):  # before and during the multipart upload
+        with pytest.raises(ValueError, match="turned out wrong"):
+            await store.put_stream_async("cache/bad", _stream(body, fail_after=fail_after))
+    assert store.size("cache/bad") is None
+    assert list(store.keys("")) == []  # nor a staging object
+
+
 async def test_missing_keys(store: Bucket, tmp_path: Path) -> None:
     assert store.size("blobs/none") is None
     with pytest.raises(ObjectMissing):
@@ -79,3 +112,11 @@ def test_no_region_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(BucketUnavailable, match="no AWS region is set: set AWS_REGION"):
         Bucket("s3://some-bucket")
+
+
+async def test_staging_objects_a_dead_node_left_are_swept_once_old(store: Bucket) -> None:
+    assert await store.put_stream_async(STAGING + "left-behind", _stream(b"x" * 10)) is True
+    assert await store.put_stream_async("cache/kept", _stream(b"y" * 10)) is True
+    assert store.sweep_staging(timedelta(hours=1)) == 0  # young: may be on its way
+    assert store.sweep_staging(timedelta(0)) == 1
+    assert {key.rsplit("/", 1)[-1] for key, _ in store.keys("")} == {"kept"}

@@ -99,7 +99,7 @@ class ClusterList:
         key = f"{_PREFIX}{record.revision}"
         try:
             # False: the same bytes are there already; a few parts at a time in memory
-            await self._bucket.put_stream_async(key, _read(body), parts_at_once=2)
+            await self._bucket.put_stream_async(key, _read(body))
         except BucketUnavailable as exc:
             raise SharedListUnavailable(str(exc)) from None
         recorded = dataclasses.replace(record, object=key, size=body.stat().st_size)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Mapping, Sequence
+from typing import LiteralString
 
 import psycopg
 
@@ -26,6 +28,7 @@ log = logging.getLogger("pyproxy.locks")
 
 _IDLE = 4  # released connections kept for the next lock
 Conn = psycopg.Connection[tuple[object, ...]]
+Params = Sequence[object] | Mapping[str, object]
 
 
 class HeldLock:
@@ -44,6 +47,7 @@ class AdvisoryLocks:
         self._idle: list[Conn] = []
         self._guard = threading.Lock()
         self._closed = False
+        self._refilling = False
 
     def warm(self) -> None:
         """Open one connection now, so that the first lock costs no connect."""
@@ -52,12 +56,23 @@ class AdvisoryLocks:
 
     def try_lock(self, name: str) -> HeldLock | None:
         """Hold `name`'s lock, or None if another session holds it."""
+        return self.try_lock_with(
+            name, "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)
+        )[0]
+
+    def try_lock_with(
+        self, name: str, query: LiteralString, params: Params
+    ) -> tuple[HeldLock | None, tuple[object, ...]]:
+        """Run `query`, one row whose first column says whether it took `name`'s lock
+        (`pg_try_advisory_lock`, or NULL where it did not try), in one round trip: the lock
+        if taken, and the row's other columns."""
         for attempt in (1, 2):
-            conn = self._take()
             try:
-                row = conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)
-                ).fetchone()
+                conn = self._take()
+            except DatabaseUnavailable as exc:
+                raise DatabaseUnavailable(f"the cluster database cannot lock: {exc}") from None
+            try:
+                row = conn.execute(query, params).fetchone()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 conn.close()
                 if attempt == 1:  # an idle connection broken by a server restart: once more
@@ -65,10 +80,11 @@ class AdvisoryLocks:
                 raise DatabaseUnavailable(
                     f"the cluster database cannot lock: {describe(exc)}"
                 ) from None
-            if row is not None and row[0] is True:
-                return HeldLock(name, conn)
+            assert row is not None, "a lock query returns one row"
+            if row[0] is True:
+                return HeldLock(name, conn), row[1:]
             self._put_back(conn)
-            return None
+            return None, row[1:]
         raise AssertionError("unreachable")
 
     def release(self, lock: HeldLock) -> None:
@@ -97,8 +113,27 @@ class AdvisoryLocks:
             while self._idle:
                 conn = self._idle.pop()
                 if not conn.closed:
+                    self._refill_if_empty()
                     return conn
         return self._connect()
+
+    def _refill_if_empty(self) -> None:
+        """(Under the guard.) The last idle connection left, maybe with a lock held for a whole
+        download: open the next one in the background, so that the next lock (the next cold
+        file's claim) costs a round trip, not a connect."""
+        if self._idle or self._refilling or self._closed:
+            return
+        self._refilling = True
+        threading.Thread(target=self._refill, name="lock connection", daemon=True).start()
+
+    def _refill(self) -> None:
+        try:
+            self._put_back(self._connect())
+        except DatabaseUnavailable as exc:
+            log.debug("no spare lock connection: %s", exc)
+        finally:
+            with self._guard:
+                self._refilling = False
 
     def _put_back(self, conn: Conn) -> None:
         with self._guard:
