@@ -101,6 +101,8 @@ async def test_a_new_revision_drops_the_other_nodes_copy_and_a_304_does_not(
     first = record(page_body("proj", "proj-1.0.tar.gz"), fetched_at=100.0)
     a.pages.save("proj", first)
     await a.pages.remember("proj", first)
+    b.settle()  # A's announcement of its first save, heard before B keeps its copy
+    routed.settle()
     shared = b.pages.load("proj")
     assert shared == first  # the other node reads what A fetched
     await b.pages.remember("proj", shared)
