@@ -3,7 +3,6 @@ directories through a portable directory, each file checked on the way in."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from pathlib import Path
@@ -22,6 +21,7 @@ from tests.attestations import attest
 from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
+from tests.ops.cli import run
 from tests.servers.s3 import S3Server
 
 JSON = "application/vnd.pypi.simple.v1+json"
@@ -33,12 +33,6 @@ def _isolated(isolated_cwd: Path) -> None:
     """No ./pyproxy.toml and no PYPROXY_* variables reach the commands."""
 
 
-async def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    # in a thread: import runs its own event loop, as it does from a shell
-    code = await asyncio.to_thread(cli.main, list(args))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 async def _page(client: TestClient, project: str) -> dict[str, Any]:

@@ -3,17 +3,16 @@ again for files its builds already use (ops/transfer_first_seen.py)."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import orjson
 import pytest
 
-from pyproxy.cli import main as cli
 from pyproxy.ops.transfer_first_seen import FIRST_SEEN
 from pyproxy.stores.first_seen import FirstSeenStore
 from tests.conftest import MakeClient
 from tests.fake_upstream import FakeUpstream
+from tests.ops.cli import run
 from tests.servers.s3 import S3Server
 
 WHEELS = ("lib-1.0-py3-none-any.whl", "lib-2.0-py3-none-any.whl")
@@ -24,11 +23,6 @@ def _isolated(isolated_cwd: Path) -> None:
     """No ./pyproxy.toml and no PYPROXY_* variables reach the commands."""
 
 
-async def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = await asyncio.to_thread(cli.main, list(args))
-    out, err = capsys.readouterr()
-    assert "Traceback" not in err
-    return code, out, err
 
 
 async def _box_that_saw(make_client: MakeClient, tmp_path: Path) -> dict[str, float]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from pyproxy.stores.keylock import Turn
 from pyproxy.stores.objects import Bucket, BucketUnavailable, ObjectMissing
 from pyproxy.stores.pg.connect import DatabaseUnavailable
-from pyproxy.stores.pg.database import READ_TIMEOUT_S, Database
+from pyproxy.stores.pg.database import READ_TIMEOUT_S, Connection, Database
 from pyproxy.stores.pg.migrations import Migration, register
 from pyproxy.stores.pg.turns import Turns
 from pyproxy.stores.project_list import SharedListRecord, SharedListUnavailable
@@ -42,6 +42,7 @@ log = logging.getLogger("pyproxy.pages")
 _PREFIX = "lists/"
 _READ = 1024 * 1024
 _COLUMNS = "revision, url, content_type, etag, last_modified, fetched_at, object, size"
+_OBJECT = 6  # its place in _COLUMNS
 
 register(Migration(33, "shared upstream project lists", """
     CREATE TABLE upstream_lists (
@@ -85,29 +86,31 @@ class ClusterList:
     def load(self) -> SharedListRecord | None:
         try:
             with self._db.transaction(timeout=READ_TIMEOUT_S) as conn:
-                row = conn.execute(
-                    f"SELECT {_COLUMNS} FROM upstream_lists WHERE upstream = %s",
-                    (self._upstream,),
-                ).fetchone()
+                row = self._select(conn)
         except DatabaseUnavailable as exc:
             raise SharedListUnavailable(str(exc)) from None
         return None if row is None else _record(row)
+
+    def _select(self, conn: Connection, *, lock: bool = False) -> tuple[object, ...] | None:
+        return conn.execute(
+            f"SELECT {_COLUMNS} FROM upstream_lists WHERE upstream = %s"
+            + (" FOR UPDATE" if lock else ""),
+            (self._upstream,),
+        ).fetchone()
 
     async def publish(self, record: SharedListRecord, body: Path) -> SharedListRecord:
         """The answer in `body` (whose blake2b is `record.revision`) into the bucket, then its
         record, unless a later fetch is recorded already; what is recorded now."""
         key = f"{_PREFIX}{record.revision}"
         try:
-            # False: the same bytes are there already; a few parts at a time in memory
+            # False: the same bytes are there already (streamed: see Bucket.put_stream_async)
             await self._bucket.put_stream_async(key, _read(body))
         except BucketUnavailable as exc:
             raise SharedListUnavailable(str(exc)) from None
         recorded = dataclasses.replace(record, object=key, size=body.stat().st_size)
-        held = await asyncio.to_thread(self.load)
-        saved = await asyncio.to_thread(self._save, recorded)
+        saved, replaced = await asyncio.to_thread(self._save_replacing, recorded)
         # the body it replaced (a node still reading it fails over to fetching its own), or
         # this one, where another node recorded a later fetch meanwhile
-        replaced = held.object if held is not None else ""
         gone = key if saved.object != key else replaced
         if gone and gone != saved.object:
             with contextlib.suppress(BucketUnavailable):
@@ -116,7 +119,7 @@ class ClusterList:
 
     def refreshed(self, record: SharedListRecord) -> SharedListRecord:
         """The recorded list fetched again (a 304, or the same body): validators and time."""
-        return self._save(record)
+        return self._save_replacing(record)[0]
 
     async def download(self, record: SharedListRecord, target: Path) -> None:
         """The recorded body into `target`, streamed; SharedListUnavailable if the bucket lacks
@@ -133,9 +136,13 @@ class ClusterList:
         if digest.hexdigest() != record.revision:
             raise SharedListUnavailable(f"the bucket's {record.object} is not the recorded list")
 
-    def _save(self, record: SharedListRecord) -> SharedListRecord:
+    def _save_replacing(self, record: SharedListRecord) -> tuple[SharedListRecord, str]:
+        """Record `record` unless a later fetch is recorded: what is recorded now, and the
+        object key of the record it replaced ("" if none), read in the same transaction."""
         try:
             with self._db.transaction() as conn:
+                held = self._select(conn, lock=True)
+                replaced = str(held[_OBJECT]) if held is not None else ""
                 row = conn.execute(
                     f"INSERT INTO upstream_lists (upstream, {_COLUMNS})"
                     " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -149,14 +156,11 @@ class ClusterList:
                     (self._upstream, *_values(record)),
                 ).fetchone()
                 if row is None:  # another node recorded a later fetch: that one stands
-                    row = conn.execute(
-                        f"SELECT {_COLUMNS} FROM upstream_lists WHERE upstream = %s",
-                        (self._upstream,),
-                    ).fetchone()
+                    row, replaced = held, ""
         except DatabaseUnavailable as exc:
             raise SharedListUnavailable(str(exc)) from None
         assert row is not None
-        return _record(row)
+        return _record(row), replaced
 
 
 async def _read(path: Path) -> AsyncIterator[bytes]:
