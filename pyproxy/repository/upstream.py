@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from pyproxy import metrics
-from pyproxy.formats.parse import JSON_TYPE, Emptied
+from pyproxy.formats.answers import JSON_TYPE, Emptied
 from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
