@@ -51,13 +51,14 @@ class AdvisoryLocks:
 
     def warm(self, name: str, query: LiteralString, params: Params, *, connections: int) -> None:
         """Open `connections` idle connections now and run `query` (a try_lock_with query) on
-        each, letting go of `name`'s lock if it took it: the first locks then cost neither a
-        connect (with one to spare, the first lock taken starts no refill) nor a server
-        session's first look at the tables the query reads."""
+        each, in a transaction rolled back (nothing it writes stays), letting go of `name`'s
+        lock if it took it: the first locks then cost neither a connect (with one to spare,
+        the first lock taken starts no refill) nor a server session's first run of the query."""
         for _ in range(connections):
             conn = self._connect()
             try:
-                row = conn.execute(query, params).fetchone()
+                with conn.transaction(force_rollback=True):
+                    row = conn.execute(query, params).fetchone()
                 if row is not None and row[0] is True:
                     conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
             except psycopg.Error as exc:
