@@ -195,7 +195,10 @@ def _host(index_url: str) -> str:
 # pages link through the balancer. Unbuffered, nginx relays through one proxy_buffer_size
 # buffer: at the default 4-8 KB a 1.4 MB page takes ~350 reads and writes and the 63 MB wheel
 # ~16,000, which made nginx's copying cost more CPU than the nodes' serving (measured: 1.6 ms of
-# nginx per 5,000-file page, 85 ms per big file; 0.45 and 23 ms with 256 KB).
+# nginx per 5,000-file page, 85 ms per big file; 0.45 and 23 ms with 256 KB). `zone` makes the
+# round-robin one for both nginx workers: with a turn of its own in each, the two connections of
+# the big-file load often went to the same node at once (its one worker serving both) while the
+# other idled: interleaved runs, cluster ÷ pyproxy-2w-lb ~0.81 without, ~0.94 with.
 BALANCER_CONF = """\
 daemon off;
 worker_processes auto;
@@ -210,6 +213,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     upstream nodes {{
+        zone nodes 64k;
 {nodes}        keepalive 64;
     }}
     server {{
