@@ -20,7 +20,7 @@ from typing import Any
 # label values are closed sets (route templates, never raw paths), so series stay bounded
 CACHE_RESULTS = ("hit", "miss", "coalesced")
 SERVED_SOURCES = ("cache", "upstream")
-UPSTREAM_KINDS = ("page", "file", "range", "probe")
+UPSTREAM_KINDS = ("page", "file", "range", "head", "probe")
 REFUSED_PAGE_REASONS = ("malformed", "not_a_page", "emptied")
 CUT_SHORT_CAUSES = ("client", "aborted")
 UPLOAD_REJECTIONS = (
@@ -29,8 +29,8 @@ UPLOAD_REJECTIONS = (
 )
 # the [policy] rules that hold upstream files back (pyproxy.policy.Reason's values)
 POLICY_REASONS = ("allow_only", "deny", "not_after", "min_age", "missing_upload_time")
-WARMUP_KINDS = ("page", "metadata")
-WARMUP_SKIPS = ("budget", "busy", "private", "policy")
+WARMUP_KINDS = ("page", "metadata", "file")
+WARMUP_SKIPS = ("budget", "busy", "private", "policy", "size")
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 _declared: list[_Metric] = []
