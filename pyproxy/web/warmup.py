@@ -12,6 +12,7 @@ from pyproxy.model import FileSource, LocalFile, NormalizedName
 from pyproxy.repository.warmup_files import is_pip
 from pyproxy.web.access_log import CUT_SHORT
 from pyproxy.web.context import SERVICES
+from pyproxy.web.readauth import READ_ACCESS, client_address
 
 METADATA_SUFFIX = ".metadata"
 
@@ -24,10 +25,14 @@ def page_requested(request: web.Request, name: NormalizedName) -> None:
 
 
 def _pip_client(request: web.Request) -> str | None:
-    """Who the client is, for the downloads ahead of pip: its address and agent; None if not
-    pip."""
+    """Who the client is, for the downloads ahead of pip: its address (behind a trusted proxy,
+    the one it forwards) and agent; None if not pip."""
     agent = request.headers.get(hdrs.USER_AGENT)
-    return f"{request.remote} {agent}" if is_pip(agent) else None
+    if not is_pip(agent):
+        return None
+    access = request.app.get(READ_ACCESS)
+    address = request.remote if access is None else client_address(request, access)
+    return f"{address} {agent}"
 
 
 def file_requested(request: web.Request, project: NormalizedName, filename: str) -> None:
