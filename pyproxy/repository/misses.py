@@ -121,6 +121,9 @@ class UpstreamMiss(RemoteFile):
             return self.size
         return await self._ranges.ask_size(self.key, self._host, self._read_range)
 
+    def known_size(self) -> int | None:
+        return self.size if self.size is not None else self._ranges.size(self.key)
+
     async def span(self, whole: StreamedFile, start: int, stop: int) -> AsyncIterator[bytes]:
         download = whole.download
         if download is None:  # not a download that can be read in parts: wait for all of it

@@ -78,12 +78,13 @@ async def download_whole(
     repository: Repository, project: NormalizedName, filename: str, max_size: int
 ) -> bool:
     """Have `filename` downloaded into the cache, unless it is cached, someone else's download
-    of it is under way, or it is bigger than `max_size` (or upstream tells no size): whether
-    this one downloaded it. Raises what the download raises."""
+    of it is under way, or it is bigger than `max_size` or of a size not known without asking
+    upstream (the page's, or learnt from ranges: a probe would be one more request of the file):
+    whether this one downloaded it. Raises what the download raises."""
     opened = await repository.open_file(project, filename)
     if not isinstance(opened, RemoteFile):
         return False  # cached, or (a cluster node) already arriving
-    size = opened.size if opened.size is not None else await opened.total()
+    size = opened.known_size()
     if size is None or size > max_size:
         metrics.WARMUP_SKIPPED.labels("size").inc()
         return False

@@ -125,3 +125,16 @@ async def test_a_wheel_over_the_limit_is_not_downloaded_whole_for_its_metadata(
     # the client asking itself gets it, made from the whole wheel
     assert await get(client, services, f"/files/app/{APP}.metadata") == "miss"
     assert fake.count(fake.file_path("app", APP), "GET") >= 1
+
+
+async def test_a_file_of_unknown_size_is_not_downloaded_ahead(
+    make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
+) -> None:
+    chain(fake, tmp_path)
+    fake.formats = "html"  # no sizes; asking upstream would be one more request of the file
+    client, services = await make_client(upstream_url=fake.index_url)
+    skipped = value(metrics.WARMUP_SKIPPED, "size")
+    await resolve(client, services, [("app", APP), ("base", BASE)])
+    await get(client, services, f"/files/app/{APP}")
+    assert fake.count(fake.file_path("base", BASE)) == 0
+    assert value(metrics.WARMUP_SKIPPED, "size") == skipped + 1
