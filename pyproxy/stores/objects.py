@@ -25,6 +25,8 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PreconditionError
 from obstore.store import S3Store
 
+from pyproxy.stores.outages import BucketUnavailable as BucketUnavailable
+
 log = logging.getLogger("pyproxy.objects")
 
 _CHUNK = 1024 * 1024
@@ -33,10 +35,6 @@ _ONE_PUT = 2 * _PART  # the largest body sent as one conditional PUT (held whole
 STAGING = "staging/"  # large bodies on their way to their key (see put_stream_async)
 STAGING_KEPT = timedelta(hours=1)  # a staging object older than this was left by a dead node
 _SECRET = re.compile(r"(?i)(signature|credential|x-amz-[a-z-]+|authorization)=[^&\s]+")
-
-
-class BucketUnavailable(Exception):
-    """The bucket cannot be reached or refused us; the message is one line, without secrets."""
 
 
 class ObjectMissing(KeyError):
