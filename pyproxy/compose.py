@@ -376,6 +376,8 @@ def build_services(settings: Settings) -> Services:
                 overlay.goes_upstream, concurrency=settings.upstream_warm_up_concurrency,
                 budget=settings.upstream_warm_up_budget,
                 metadata=settings.upstream_warm_up_metadata,
+                downloads=settings.upstream_warm_up_downloads,
+                max_file_size=settings.upstream_warm_up_max_file_size,
             )
             closers.insert(0, warmup.close)  # its tasks first, then what they use
     return Services(
