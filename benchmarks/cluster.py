@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import shutil
 import signal
+import time
 from pathlib import Path
 
+from benchmarks.measure import fetch
 from benchmarks.servers import Nginx, Proc, Pyproxy, Server, Unavailable, clean_env, free_port, wait_http
 
 NODES = 2
@@ -29,6 +31,7 @@ class Cluster(Server):
         self.nodes: list[Pyproxy] = []
         self.postgres = None
         self.s3 = None
+        self.dsn = ""
 
     def prepare(self, allow_install: bool) -> None:
         from tests.servers import postgres, s3
@@ -65,11 +68,26 @@ class Cluster(Server):
             node.start(upstream_url)
         if not _has_schema(dsn):
             raise Unavailable(NO_STORAGE)
+        self.dsn = dsn
         self._start_balancer()
 
     def _start_balancer(self) -> None:
         proc, self.index_url = start_balancer(self, [n.index_url for n in self.nodes])
         self.procs.append(proc)
+
+    def settle(self, url: str) -> dict:
+        """Every node serves `url` once, straight (its local copy: a node that has none reads
+        the bucket or follows the leader), then no download is left in flight (the leader's
+        copy into the bucket, which moto takes in at ~1 s of CPU per 63 MB, done): a warm load
+        then measures the warm path, not the cold one's tail sharing the 2 cores."""
+        started = time.monotonic()
+        path = url.split("//", 1)[1].partition("/")[2]
+        firsts = [fetch(f"http://{_host(node.index_url)}/{path}") for node in self.nodes]
+        in_flight = _wait_no_download(self.dsn, patience=60.0)
+        return {"node_first_get_ms": [round(got.total * 1000, 1) for got in firsts],
+                "node_first_get_status": [got.status for got in firsts],
+                "downloads_in_flight_after": in_flight,
+                "settle_s": round(time.monotonic() - started, 3)}
 
     def pids(self) -> list[int]:
         """The nodes' (what the RSS rows count); not nginx's, PostgreSQL's or moto's."""
@@ -145,6 +163,21 @@ def start_balancer(server: Server, index_urls: list[str]) -> tuple[Proc, str]:
     return proc, index_url
 
 
+def _wait_no_download(dsn: str, patience: float) -> int:
+    """Wait until the cluster names no download in flight (a leader's row goes once its copy
+    is in the bucket); how many are left after `patience` seconds."""
+    import psycopg
+
+    deadline = time.monotonic() + patience
+    with psycopg.connect(dsn, connect_timeout=10, autocommit=True) as conn:
+        while True:
+            row = conn.execute("SELECT count(*) FROM cache_inflight").fetchone()
+            left = int(row[0]) if row else 0
+            if not left or time.monotonic() > deadline:
+                return left
+            time.sleep(0.05)
+
+
 def _has_schema(dsn: str) -> bool:
     import psycopg
 
@@ -162,7 +195,10 @@ def _host(index_url: str) -> str:
 # pages link through the balancer. Unbuffered, nginx relays through one proxy_buffer_size
 # buffer: at the default 4-8 KB a 1.4 MB page takes ~350 reads and writes and the 63 MB wheel
 # ~16,000, which made nginx's copying cost more CPU than the nodes' serving (measured: 1.6 ms of
-# nginx per 5,000-file page, 85 ms per big file; 0.45 and 23 ms with 256 KB).
+# nginx per 5,000-file page, 85 ms per big file; 0.45 and 23 ms with 256 KB). `zone` makes the
+# round-robin one for both nginx workers: with a turn of its own in each, the two connections of
+# the big-file load often went to the same node at once (its one worker serving both) while the
+# other idled: interleaved runs, cluster ÷ pyproxy-2w-lb ~0.81 without, ~0.94 with.
 BALANCER_CONF = """\
 daemon off;
 worker_processes auto;
@@ -177,6 +213,7 @@ http {{
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
     upstream nodes {{
+        zone nodes 64k;
 {nodes}        keepalive 64;
     }}
     server {{

@@ -480,6 +480,7 @@ def small_file(server: Server, args: argparse.Namespace, data: Corpus, tool: str
         warm_retries = _until_served(url, size)
     except RuntimeError as exc:
         return {"bytes": size, "note": str(exc)}
+    settled = server.settle(url)
     path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
     runs = []
     for _ in range(args.repeats):
@@ -496,7 +497,8 @@ def small_file(server: Server, args: argparse.Namespace, data: Corpus, tool: str
     best = max(runs, key=lambda run: run["rps"])
     return {**best, "bytes": size, "clients": SMALL_FILE_CLIENTS, "warm_retries": warm_retries,
             "runs_rps": [round(run["rps"], 1) for run in runs],
-            "runs_server_p99_ms": [run.get("server_p99_ms") for run in runs]}
+            "runs_server_p99_ms": [run.get("server_p99_ms") for run in runs],
+            **({"settle": settled} if settled else {})}
 
 
 def big_file(server: Server, args: argparse.Namespace, data: Corpus, rss: RssSampler,
@@ -507,6 +509,7 @@ def big_file(server: Server, args: argparse.Namespace, data: Corpus, rss: RssSam
         first = fetch(url)  # through the proxy from upstream (nginx: from disk)
     _expect_file(first, size)
     warm_retries = _until_served(url, size)  # some peers need a moment to commit the file
+    settled = server.settle(url)
     with rss.window() as warm_window:
         load = _best_load(args, url, None, connections=2, tool=tool)
     return {
@@ -516,6 +519,7 @@ def big_file(server: Server, args: argparse.Namespace, data: Corpus, rss: RssSam
         "first_total_s": round(first.total, 3),
         "warm_mb_per_s": round(load["bytes_per_s"] / 1e6, 1),
         "warm_load": load,
+        **({"settle": settled} if settled else {}),
         "rss": {
             "stream_first_growth_mb": round(cold_window.growth_mib, 1),
             "stream_warm_growth_mb": round(warm_window.growth_mib, 1),

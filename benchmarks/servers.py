@@ -238,6 +238,11 @@ class Server:
         when the server does not log them."""
         return None
 
+    def settle(self, url: str) -> dict:
+        """Before a warm load on `url`, which it has served: finish what serving it cold left
+        to do (a cluster's copy into its bucket, each node's local copy); what that took."""
+        return {}
+
     def pids(self) -> list[int]:
         return [pid for proc in self.procs for pid in proc.pids()]
 

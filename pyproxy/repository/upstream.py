@@ -155,14 +155,19 @@ class UpstreamRepository:
         return await self._list.get()
 
     async def project_page(self, name: NormalizedName) -> ProjectPage:
+        return await self.wheel_metadata.mark(await self._project_page(name))
+
+    async def _project_page(self, name: NormalizedName) -> ProjectPage:
+        """The page as upstream has it, without the `.metadata` offers `mark` adds (which a
+        file's download does not need, and which may ask the cluster's index)."""
         page = await self._page(name, f"{self.client.index_url}{name}/", self._page_ttl)
         if page is None:
             raise NotFound(f"upstream index has no project {name!r}")
         assert isinstance(page, ProjectPage)
-        return await self.wheel_metadata.mark(page)
+        return page
 
     async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
-        page = await self.project_page(project)
+        page = await self._project_page(project)
         dist = offered_file(page, filename)
         hit = await self.blobs.hit(blob_key(dist), sha256=dist.sha256, size=dist.size)
         return hit if hit is not None else self._miss(page, dist)

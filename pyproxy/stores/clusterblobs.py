@@ -37,6 +37,7 @@ from pyproxy.stores.clusteruses import PendingUses
 from pyproxy.stores.objects import Bucket
 from pyproxy.stores.peers import Peers, token_holds
 from pyproxy.stores.pg.blobindex import PgBlobIndex
+from pyproxy.stores.pg.claims import warm_claims
 from pyproxy.stores.pg.connect import DatabaseUnavailable, open_pool
 from pyproxy.stores.pg.locks import AdvisoryLocks
 from pyproxy.stores.pg.migrations import migrate
@@ -239,7 +240,7 @@ def open_cluster_blobs(
         index = PgBlobIndex(pool)
         secret = index.secret()
         locks = AdvisoryLocks(database)
-        locks.warm()
+        warm_claims(locks)  # also opens the connection the first claim takes
     except BaseException:
         pool.close()
         raise

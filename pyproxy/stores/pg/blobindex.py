@@ -56,6 +56,39 @@ register(Migration(20, "cluster blob cache", """
 register(Migration(32, "cache_blobs.last_used in fractional seconds", """
     ALTER TABLE cache_blobs ALTER COLUMN last_used TYPE double precision
 """))
+# a download's claim in one round trip (stores.pg.claims): each statement of a volatile
+# function reads a fresh snapshot, so the look after the lock sees a commit made before it
+register(Migration(34, "cache_claim: a download's claim in one statement", """
+    CREATE FUNCTION cache_claim(
+        k text, want text, lock_name text, node text,
+        OUT got boolean, OUT o_sha256 text, OUT o_size bigint, OUT o_leader text,
+        OUT o_other text
+    ) LANGUAGE plpgsql VOLATILE AS $$
+    BEGIN
+        got := false;
+        SELECT b.sha256, b.size INTO o_sha256, o_size FROM cache_blobs AS b WHERE b.key = k;
+        IF FOUND AND (want IS NULL OR o_sha256 = want) THEN
+            RETURN;  -- committed
+        END IF;
+        o_other := o_sha256;  -- an index row with another sha256: not used
+        o_sha256 := NULL;
+        o_size := NULL;
+        IF NOT pg_try_advisory_lock(hashtextextended(lock_name, 0)) THEN
+            SELECT i.node_url INTO o_leader FROM cache_inflight AS i WHERE i.key = k;
+            RETURN;  -- another node leads (or is about to be named)
+        END IF;
+        -- committed between the first look and the lock (the last leader, letting go)
+        SELECT b.sha256, b.size INTO o_sha256, o_size FROM cache_blobs AS b
+        WHERE b.key = k AND (want IS NULL OR b.sha256 = want);
+        IF FOUND THEN
+            PERFORM pg_advisory_unlock(hashtextextended(lock_name, 0));
+            RETURN;
+        END IF;
+        INSERT INTO cache_inflight AS i (key, node_url) VALUES (k, node)
+        ON CONFLICT (key) DO UPDATE SET node_url = excluded.node_url, started = now();
+        got := true;
+    END $$
+"""))
 
 _T = TypeVar("_T")
 _WAIT_S = 2.0  # for a pooled connection: a server that is down answers 503 after this

@@ -1,16 +1,17 @@
-"""Claiming a cluster download (stores.clusterflight) in one thread hop and at most two round
-trips on a lock connection, since it stands between a cold request and upstream.
+"""Claiming a cluster download (stores.clusterflight) in one thread hop and one round trip on a
+lock connection, since it stands between a cold request and upstream.
 
-The first statement reads the index and the in-flight row and, only where the key is not
-committed (with the sha256 asked for), tries the key's advisory lock. A commit between that
-statement's snapshot and its lock (the last leader recorded the object, then let go) is caught
-by the second one, run only by the new holder: a fresh snapshot of the index that names this
-node the leader unless the key is committed after all (then the lock is let go at once).
+The one statement is `cache_claim` (stores.pg.blobindex's migration 34): it reads the index
+and, only where the key is not committed (with the sha256 asked for), tries the key's advisory
+lock; a holder looks at the index again (a function's statements each read a fresh snapshot),
+so a commit made between the first look and the lock (the last leader recorded the object,
+then let go) is read from the bucket and the lock let go at once, and otherwise names this node
+the leader in `cache_inflight`. One that does not get the lock reads who leads.
 
-The connection is the lock's (autocommit, held by AdvisoryLocks), so neither statement waits
-for the pool, checks a connection or pays a BEGIN and COMMIT; before, the same claim took the
-pool four times, some 13 round trips in four thread hops. Blocking: call from a thread.
-Errors reaching the server are DatabaseUnavailable.
+The connection is the lock's (autocommit, held by AdvisoryLocks), so the statement waits for
+no pool, checks no connection and pays no BEGIN and COMMIT; before, the same claim took the
+pool four times, some 13 round trips in four thread hops, then two statements. Blocking: call
+from a thread. Errors reaching the server are DatabaseUnavailable.
 """
 
 from __future__ import annotations
@@ -18,34 +19,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-import psycopg
-
-from pyproxy.stores.pg.connect import DatabaseUnavailable, describe
 from pyproxy.stores.pg.locks import AdvisoryLocks, HeldLock
 
-__all__ = ["Claim", "claim_download"]
+__all__ = ["Claim", "claim_download", "warm_claims"]
 
 log = logging.getLogger("pyproxy.clusterblobs")
 
-_LOOK = """
-    SELECT CASE WHEN b.key IS NULL OR (%(sha256)s::text IS NOT NULL AND b.sha256 <> %(sha256)s)
-                THEN pg_try_advisory_lock(hashtextextended(%(lock)s, 0)) END,
-           b.sha256, b.size, i.node_url
-    FROM (VALUES (1)) AS one (x)
-    LEFT JOIN cache_blobs AS b ON b.key = %(key)s
-    LEFT JOIN cache_inflight AS i ON i.key = %(key)s
-"""
-_LEAD = """
-    WITH held AS (
-        SELECT sha256, size FROM cache_blobs
-        WHERE key = %(key)s AND (%(sha256)s::text IS NULL OR sha256 = %(sha256)s)
-    ), lead AS (
-        INSERT INTO cache_inflight (key, node_url) SELECT %(key)s, %(node)s
-        WHERE NOT EXISTS (SELECT FROM held)
-        ON CONFLICT (key) DO UPDATE SET node_url = excluded.node_url, started = now()
-    )
-    SELECT sha256, size FROM held
-"""
+_CLAIM = "SELECT * FROM cache_claim(%(key)s, %(sha256)s, %(lock)s, %(node)s)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,24 +42,23 @@ class Claim:
 def claim_download(locks: AdvisoryLocks, key: str, sha256: str | None, node_url: str) -> Claim:
     name = "blob:" + key
     params = {"key": key, "sha256": sha256, "lock": name, "node": node_url}
-    lock, (held, size, leader) = locks.try_lock_with(name, _LOOK, params)
-    if held is not None and sha256 is not None and held != sha256:
-        log.warning("the index has %r with another sha256 (%s): not using it", key, held)
-    elif lock is None and held is not None:
-        return Claim(committed=_committed(held, size))
-    if lock is None:
-        return Claim(leader=None if leader is None else str(leader))
-    try:
-        row = lock.conn.execute(_LEAD, params).fetchone()
-    except psycopg.Error as exc:
-        lock.conn.close()  # the server lets go of the lock with the session
-        raise DatabaseUnavailable(
-            f"the cluster database cannot record a download: {describe(exc)}"
-        ) from None
-    if row is None:
+    lock, (held, size, leader, other) = locks.try_lock_with(name, _CLAIM, params)
+    if other is not None:
+        log.warning("the index has %r with another sha256 (%s): not using it", key, other)
+    if lock is not None:
         return Claim(lock=lock)
-    locks.release(lock)  # committed meanwhile: from the bucket
-    return Claim(committed=_committed(*row))
+    if held is not None:
+        return Claim(committed=_committed(held, size))
+    return Claim(leader=None if leader is None else str(leader))
+
+
+def warm_claims(locks: AdvisoryLocks) -> None:
+    """At start-up: two idle lock connections, each having run a claim once (of the key "",
+    no file's; rolled back, so it writes nothing). A node's first cold file paid 8-12 ms for
+    its claim, later ones about 1: a connect to refill the idle connections beside it, and the
+    server session's first claim (the function compiled, its statements planned)."""
+    locks.warm("blob:", _CLAIM, {"key": "", "sha256": None, "lock": "blob:", "node": ""},
+               connections=2)
 
 
 def _committed(sha256: object, size: object) -> tuple[str, int]:

@@ -49,10 +49,24 @@ class AdvisoryLocks:
         self._closed = False
         self._refilling = False
 
-    def warm(self) -> None:
-        """Open one connection now, so that the first lock costs no connect."""
-        conn = self._connect()
-        self._put_back(conn)
+    def warm(self, name: str, query: LiteralString, params: Params, *, connections: int) -> None:
+        """Open `connections` idle connections now and run `query` (a try_lock_with query) on
+        each, in a transaction rolled back (nothing it writes stays), letting go of `name`'s
+        lock if it took it: the first locks then cost neither a connect (with one to spare,
+        the first lock taken starts no refill) nor a server session's first run of the query."""
+        for _ in range(connections):
+            conn = self._connect()
+            try:
+                with conn.transaction(force_rollback=True):
+                    row = conn.execute(query, params).fetchone()
+                if row is not None and row[0] is True:
+                    conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (name,))
+            except psycopg.Error as exc:
+                conn.close()
+                raise DatabaseUnavailable(
+                    f"the cluster database cannot lock: {describe(exc)}"
+                ) from None
+            self._put_back(conn)
 
     def try_lock(self, name: str) -> HeldLock | None:
         """Hold `name`'s lock, or None if another session holds it."""

@@ -9,7 +9,7 @@ import logging
 import psycopg
 import pytest
 
-from pyproxy.stores.pg.claims import claim_download
+from pyproxy.stores.pg.claims import claim_download, warm_claims
 from pyproxy.stores.pg.locks import AdvisoryLocks
 from pyproxy.stores.pg.migrations import migrate
 
@@ -82,3 +82,19 @@ def test_an_index_row_with_another_sha256_is_not_used(dsn: str, caplog: pytest.L
         locks.release(claim.lock)
     finally:
         locks.close()
+
+
+def test_warming_leaves_two_idle_connections_no_lock_and_no_row(dsn: str) -> None:
+    locks, other = AdvisoryLocks(dsn), AdvisoryLocks(dsn)
+    try:
+        warm_claims(locks)
+        warm_claims(other)  # two nodes starting at once: each warms, neither keeps a lock
+        assert len(locks._idle) == 2
+        assert other.try_lock("blob:") is not None  # the warm-up's key, let go of
+        assert _inflight(dsn) == []
+        led = claim_download(locks, SHA, SHA, NODE_A)  # a warmed connection claims as before
+        assert led.lock is not None and _inflight(dsn) == [(SHA, NODE_A)]
+        locks.release(led.lock)
+    finally:
+        locks.close()
+        other.close()
