@@ -39,6 +39,7 @@ from aiohttp.http_exceptions import (
 )
 
 from pyproxy import logs, metrics
+from pyproxy.web.request_metrics import request_done
 
 LOGGER = logging.getLogger("pyproxy.access")
 WEB_LOGGER = logging.getLogger("pyproxy.web")
@@ -117,7 +118,7 @@ class AccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         method = request.method
         status = response.status
-        metrics.request_done(route_of(request), method, status, time)
+        request_done(route_of(request), method, status, time)
         cut = request.get(CUT_SHORT)
         if cut is None and response.body_length == 0:  # aiohttp could not finish sending it
             cut = CutShort(0, "client")
