@@ -2,7 +2,8 @@
 
 Project pages are rendered into memory (RenderedPages). The project list (a million names
 from a real upstream) is rendered to files instead and sent from disk (ListFiles); its ETag is
-derived from the list's revision, so a revalidation is answered without the file."""
+derived from the list's revision, so a revalidation is answered without the file (the files:
+list_files.py)."""
 
 from __future__ import annotations
 
@@ -11,26 +12,23 @@ import gzip
 import hashlib
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
 
 from pyproxy.formats.negotiate import Format, negotiate
 from pyproxy.formats.render import render_project, write_index
-from pyproxy.lru import BoundedLRU, SingleFlight
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import DistFile, NormalizedName, NotFound, normalize, valid_name
 from pyproxy.project_lists import filtered
-from pyproxy.stores.rendered_lists import RenderedLists
 from pyproxy.web import readauth, warmup
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, origin
-from pyproxy.web.files import send_rendered
 from pyproxy.web.integrity import provenance_url
+from pyproxy.web.list_files import LIST_RENDERING, LISTS
 
 log = logging.getLogger("pyproxy.web")
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
@@ -97,47 +95,6 @@ class RenderedPages:
 
 
 RENDERED = web.AppKey("rendered_pages", RenderedPages)
-LIST_RENDERING = 2  # changes with write_index's output, and so do the rendered files' names
-_RENDER_PATIENCE_S = 300.0  # waiting for another worker rendering a list of a million names
-
-
-class ListFiles:
-    """The project lists rendered to files (stores/rendered_lists.py), each rendered once
-    however many requests (in this process: single flight; across workers: its lock) ask."""
-
-    def __init__(self, store: RenderedLists) -> None:
-        self.store = store
-        self._ready: BoundedLRU[str, bool] = BoundedLRU(64)
-        self._rendering: SingleFlight[str, None] = SingleFlight()
-
-    async def send(
-        self, request: web.Request, name: str, write: Callable[[BinaryIO], None],
-        compressed: bool, headers: dict[str, str],
-    ) -> web.StreamResponse:
-        for attempt in (1, 2):
-            if self._ready.get(name) is None:
-                await self._rendering.run(name, lambda: self._render(name, write))
-            path = self.store.paths(name)[1 if compressed else 0]
-            try:
-                return await send_rendered(request, path, headers)
-            except FileNotFoundError:  # pruned since: render it again
-                self._ready.pop(name)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _render(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        # off the loop: a million names take seconds to read, render and compress
-        if not await asyncio.to_thread(self.store.ready, name):
-            async with self.store.turn(name, patience=_RENDER_PATIENCE_S):
-                if not await asyncio.to_thread(self.store.ready, name):
-                    started = time.monotonic()
-                    await asyncio.to_thread(self.store.build, name, write)
-                    log.info("rendered the project list in %.1f s", time.monotonic() - started)
-        self._ready.put(name, True)
-
-
-LISTS = web.AppKey("rendered_lists", ListFiles)
 
 
 def file_url(base: str, project: NormalizedName) -> Callable[[DistFile], str]:
