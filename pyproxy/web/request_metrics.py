@@ -19,6 +19,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 # the labelled series by (route, method, status): finding one costs more than using it
 _request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 _pending: list[tuple[str, str, int, float]] = []
+_counts: dict[Any, float] = {}  # counter series -> what to add
 
 
 def request_done(route: str, method: str, status: int, seconds: float) -> None:
@@ -27,7 +28,19 @@ def request_done(route: str, method: str, status: int, seconds: float) -> None:
     _SOON.due()
 
 
+def count(series: Any, amount: float = 1) -> None:
+    """`series.inc(amount)` (a counter's labelled series), recorded with the requests of this
+    iteration: for the counts every request of a kind makes (cache hits, bytes served)."""
+    _counts[series] = _counts.get(series, 0) + amount
+    _SOON.due()
+
+
 def _record() -> None:
+    if _counts:
+        counted = list(_counts.items())
+        _counts.clear()
+        for series, amount in counted:
+            series.inc(amount)
     if not _pending:
         return
     done = _pending[:]

@@ -57,3 +57,14 @@ async def test_requests_of_one_iteration_are_recorded_right_after_it() -> None:
     await asyncio.sleep(0)
     other = metrics.HTTP_REQUESTS.real().labels(route, "other", "200")._value.get()
     assert other == 1
+
+
+async def test_counts_are_added_after_the_iteration() -> None:
+    series = metrics.SERVED_BYTES.labels("cache")
+    before = series._value.get()
+    request_metrics.count(series, 100)
+    request_metrics.count(series, 23)
+    assert series._value.get() == before
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert series._value.get() == before + 123
