@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
 from pyproxy.model import StreamedFile
-from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort
+from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort, request_value
 from pyproxy.web.request_metrics import count
 from pyproxy.web.sendfile import sendfile
 
@@ -195,7 +195,7 @@ def outcome(request: web.BaseRequest, cache: str) -> None:
 
 def served(request: web.BaseRequest, sent: int) -> None:
     """Body bytes of an upstream file sent, by where they came from (private files: not counted)."""
-    source = _SERVED_FROM.get(request.get(CACHE_OUTCOME, "-"))
+    source = _SERVED_FROM.get(request_value(request, CACHE_OUTCOME, "-"))
     if source is not None and sent:
         count(metrics.SERVED_BYTES.labels(source), sent)
 
