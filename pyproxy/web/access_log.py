@@ -112,12 +112,26 @@ class _Line:
 
     def __str__(self) -> str:
         f = self.fields
-        # method, status, bytes, duration and cache are tokens that never need quotes
-        return (
-            f"method={f['method']} path={_logfmt(f['path'])} status={f['status']}"
-            f" bytes={f['bytes']} duration_ms={f['duration_ms']} cache={f['cache']}"
-            f" remote={_logfmt(f['remote'])} user={_logfmt(f['user'])} agent={_logfmt(f['agent'])}"
-        )
+        # the same client asking for the same thing writes the same line but for the duration:
+        # its two halves are quoted once (bounded: the values are the clients')
+        key = (f["method"], f["path"], f["status"], f["bytes"], f["cache"], f["remote"],
+               f["user"], f["agent"])
+        halves = _HALVES.get(key)
+        if halves is None:
+            if len(_HALVES) >= _MAX_HALVES:
+                _HALVES.clear()
+            # method, status, bytes and cache are tokens that never need quotes
+            halves = _HALVES[key] = (
+                f"method={f['method']} path={_logfmt(f['path'])} status={f['status']}"
+                f" bytes={f['bytes']} duration_ms=",
+                f" cache={f['cache']} remote={_logfmt(f['remote'])} user={_logfmt(f['user'])}"
+                f" agent={_logfmt(f['agent'])}",
+            )
+        return f"{halves[0]}{f['duration_ms']}{halves[1]}"
+
+
+_HALVES: dict[tuple[Any, ...], tuple[str, str]] = {}
+_MAX_HALVES = 4096
 
 
 def _logfmt(value: str | None) -> str:
