@@ -47,19 +47,20 @@ from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.repository.warmup import Side, WarmUp
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
-from pyproxy.stores.bucket_files import BucketFiles
-from pyproxy.stores.clusterblobs import ClusterBlobCache, open_cluster_blobs
 from pyproxy.stores.filecache import FileCache
 from pyproxy.stores.first_seen import FirstSeen, FirstSeenStore
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.local_copies import LocalCopies
-from pyproxy.stores.objects import Bucket
 from pyproxy.stores.pages import PageCache, PageStore
 from pyproxy.stores.private import PrivateStore
 from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.upstream_settings import PolicyValue, UpstreamSettings
 
+# A cluster's modules are imported only where [storage] asks for them: the embedded default
+# never loads their drivers (psycopg alone is 22 MB of each process's memory).
 if TYPE_CHECKING:
+    from pyproxy.stores.bucket_files import BucketFiles
+    from pyproxy.stores.clusterblobs import ClusterBlobCache
     from pyproxy.stores.pg.cluster import Shared
 
 log = logging.getLogger("pyproxy.compose")
@@ -99,6 +100,9 @@ def private_bodies(settings: Settings, *, check: bool = False) -> BucketFiles | 
     bucket now (BucketUnavailable, one line, when it does not answer), for start-up."""
     if not settings.storage_objects:
         return None
+    from pyproxy.stores.bucket_files import BucketFiles
+    from pyproxy.stores.objects import Bucket
+
     layout = DataDir(settings.data_dir)
     bucket = Bucket(settings.storage_objects, endpoint=settings.storage_s3_endpoint)
     if check:
@@ -259,6 +263,7 @@ def page_cache(settings: Settings, private: PrivateStoreAPI, upstream: str) -> P
     layout = DataDir(settings.data_dir)
     directory = layout.upstream_pages(upstream) if upstream else layout.pages
     if settings.storage_database:  # the project list is built in data_dir from the bucket's
+        from pyproxy.stores.objects import Bucket
         from pyproxy.stores.pg.cluster import cluster_pages
 
         bucket = Bucket(settings.storage_objects, endpoint=settings.storage_s3_endpoint)
@@ -281,6 +286,8 @@ def file_cache(settings: Settings, layout: DataDir) -> FileCache:
     its local copies in data_dir bounded by [cache] local_max_size."""
     if not settings.storage_database:
         return BlobCache(layout.files, settings.cache_max_size)
+    from pyproxy.stores.clusterblobs import open_cluster_blobs
+
     return open_cluster_blobs(
         database=settings.storage_database, objects=settings.storage_objects,
         s3_endpoint=settings.storage_s3_endpoint, node_url=settings.storage_node_url,
@@ -369,6 +376,8 @@ def build_services(settings: Settings) -> Services:
                 overlay.goes_upstream, concurrency=settings.upstream_warm_up_concurrency,
                 budget=settings.upstream_warm_up_budget,
                 metadata=settings.upstream_warm_up_metadata,
+                downloads=settings.upstream_warm_up_downloads,
+                max_file_size=settings.upstream_warm_up_max_file_size,
             )
             closers.insert(0, warmup.close)  # its tasks first, then what they use
     return Services(
@@ -384,7 +393,7 @@ def build_services(settings: Settings) -> Services:
         upstream_description=describe_default(settings),
         upstreams=names,
         closers=tuple(closers),
-        cluster_blobs=blobs if isinstance(blobs, ClusterBlobCache) else None,
+        cluster_blobs=_cluster_blobs(blobs, settings),
         warmup=warmup,
         policy_for=lambda name: policed.get(_route_name(names, name)),
     )
@@ -401,3 +410,12 @@ def _closer(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         close()
 
     return closing
+
+
+def _cluster_blobs(blobs: FileCache | None, settings: Settings) -> ClusterBlobCache | None:
+    if blobs is None or not settings.storage_database:  # no upstream, or one box
+        return None
+    from pyproxy.stores.clusterblobs import ClusterBlobCache
+
+    assert isinstance(blobs, ClusterBlobCache)  # file_cache's, for a cluster
+    return blobs

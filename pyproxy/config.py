@@ -80,6 +80,9 @@ class Settings:
     upstream_warm_up_concurrency: int = 16
     upstream_warm_up_budget: int = 32
     upstream_warm_up_metadata: bool = True
+    # the files pip resolved, downloaded ahead of it; the biggest file a warm-up downloads whole
+    upstream_warm_up_downloads: bool = True
+    upstream_warm_up_max_file_size: int = 64 * 1024**2
     offline: bool = False
     # [[upstreams]]: further indexes, each serving the names its `projects` claim
     upstreams: tuple[UpstreamSettings, ...] = ()
@@ -148,6 +151,8 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
     ("upstream", "warm_up_concurrency"): "upstream_warm_up_concurrency",
     ("upstream", "warm_up_budget"): "upstream_warm_up_budget",
     ("upstream", "warm_up_metadata"): "upstream_warm_up_metadata",
+    ("upstream", "warm_up_downloads"): "upstream_warm_up_downloads",
+    ("upstream", "warm_up_max_file_size"): "upstream_warm_up_max_file_size",
     ("upstream", "offline"): "offline",
     ("cache", "max_size"): "cache_max_size",
     ("cache", "local_max_size"): "cache_local_max_size",
@@ -174,7 +179,7 @@ _TOML_KEYS: dict[tuple[str, str], str] = {
 _FIELD_SETTING = {f: f"{s}.{k}" for (s, k), f in _TOML_KEYS.items()}
 _SIZE_FIELDS = {
     "cache_max_size", "cache_local_max_size", "max_upload_size", "upstream_page_memory",
-    "min_free_space",
+    "min_free_space", "upstream_warm_up_max_file_size",
 }
 _RATE_FIELDS = {"upstream_min_rate"}  # bytes per second: a size, "/s" optional
 # settings with a closed set of values, taken in any case

@@ -23,7 +23,7 @@ def version_of(filename: str) -> str | None:
         if filename.endswith(".whl"):
             return _wheel_version(filename)
         if filename.endswith((".tar.gz", ".zip")):
-            return str(parse_sdist_filename(filename)[1])
+            return _sdist_version(filename)
     except (InvalidWheelFilename, InvalidSdistFilename):
         pass
     # legacy names (eggs, old sdists with odd suffixes): "name-version[-pyX.Y].ext"
@@ -52,6 +52,17 @@ def _wheel_version(filename: str) -> str:
     canonical = _canonical_version(version)
     if canonical is None or not _valid_name_and_tags(name, "-".join(tags)):
         raise InvalidWheelFilename(f"Invalid wheel filename: {filename!r}")
+    return canonical
+
+
+def _sdist_version(filename: str) -> str:
+    """parse_sdist_filename's version (its name part is canonicalized, never refused), the
+    version parsed once per page: its sdists share their versions with its wheels."""
+    stem = filename[: -len(".tar.gz")] if filename.endswith(".tar.gz") else filename[: -len(".zip")]
+    _name, dash, version = stem.rpartition("-")
+    canonical = _canonical_version(version) if dash else None
+    if canonical is None:
+        return str(parse_sdist_filename(filename)[1])  # raises its own error
     return canonical
 
 

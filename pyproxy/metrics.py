@@ -20,7 +20,7 @@ from typing import Any
 # label values are closed sets (route templates, never raw paths), so series stay bounded
 CACHE_RESULTS = ("hit", "miss", "coalesced")
 SERVED_SOURCES = ("cache", "upstream")
-UPSTREAM_KINDS = ("page", "file", "range", "probe")
+UPSTREAM_KINDS = ("page", "file", "range", "head", "probe")
 REFUSED_PAGE_REASONS = ("malformed", "not_a_page", "emptied")
 CUT_SHORT_CAUSES = ("client", "aborted")
 UPLOAD_REJECTIONS = (
@@ -29,8 +29,8 @@ UPLOAD_REJECTIONS = (
 )
 # the [policy] rules that hold upstream files back (pyproxy.policy.Reason's values)
 POLICY_REASONS = ("allow_only", "deny", "not_after", "min_age", "missing_upload_time")
-WARMUP_KINDS = ("page", "metadata")
-WARMUP_SKIPS = ("budget", "busy", "private", "policy")
+WARMUP_KINDS = ("page", "metadata", "file")
+WARMUP_SKIPS = ("budget", "busy", "private", "policy", "size")
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 _declared: list[_Metric] = []
@@ -184,17 +184,18 @@ POLICY_REFUSED = _Metric(
 WARMUP_STARTED = _Metric(
     "pyproxy_warmup_started",
     "Upstream fetches started ahead of the client for the dependencies of a served .metadata or"
-    " wheel: project pages, and the .metadata of the file the client will likely pick.",
+    " wheel: project pages, and the .metadata of the file the client will likely pick; and"
+    " files pip resolved, downloaded ahead of it (kind file).",
     ("kind",), known=WARMUP_KINDS,
 )
 WARMUP_USED = _Metric(
     "pyproxy_warmup_used",
-    "Warmed pages and .metadata that a client then asked the same worker for within the page"
-    " TTL.", ("kind",), known=WARMUP_KINDS,
+    "Warmed pages, .metadata and files that a client then asked the same worker for within the"
+    " page TTL.", ("kind",), known=WARMUP_KINDS,
 )
 WARMUP_WASTED = _Metric(
     "pyproxy_warmup_wasted",
-    "Warmed pages and .metadata no client asked the same worker for within the page TTL"
+    "Warmed pages, .metadata and files no client asked the same worker for within the page TTL"
     " (with several workers, some were asked of another worker).",
     ("kind",), known=WARMUP_KINDS,
 )
@@ -205,7 +206,8 @@ WARMUP_FAILED = _Metric(
 WARMUP_SKIPPED = _Metric(
     "pyproxy_warmup_skipped",
     "Dependencies not warmed: past the per-file budget, too many warm-ups waiting (busy), a"
-    " private name, or one [policy] never serves.", ("reason",), known=WARMUP_SKIPS,
+    " private name, one [policy] never serves, or a file over warm_up_max_file_size (size).",
+    ("reason",), known=WARMUP_SKIPS,
 )
 
 

@@ -273,6 +273,10 @@ class RemoteFile(ABC):
         """Its size: from the page, else as upstream tells it; None if it cannot be known
         without the download."""
 
+    def known_size(self) -> int | None:
+        """Its size if known without asking upstream."""
+        return self.size
+
     @abstractmethod
     async def span(self, whole: StreamedFile, start: int, stop: int) -> AsyncIterator[bytes]:
         """Bytes [start, stop) of a file of `total()` bytes whose download is `whole` (from

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -346,3 +348,29 @@ async def test_a_database_setting_puts_the_page_caches_and_first_seen_times_in_i
     finally:
         await services.close()
     assert not listener.connected  # the pool and the listener closed with the last store
+
+
+_EMBEDDED = """
+import asyncio, sys
+from pathlib import Path
+from pyproxy.cli import main
+from pyproxy.compose import build_services
+from pyproxy.config import Settings
+from pyproxy.web.app import build_app
+
+async def serve_once() -> None:
+    services = build_services(Settings(data_dir=Path(sys.argv[1]), upstream_url=sys.argv[2]))
+    build_app(services)
+    await services.close()
+
+asyncio.run(serve_once())
+print(sorted({m.split(".")[0] for m in sys.modules} & {"psycopg", "psycopg_pool", "obstore"}))
+"""
+
+
+def test_the_embedded_default_loads_no_cluster_driver(tmp_path: Path) -> None:
+    # psycopg alone is 22 MB of every worker's memory, for stores the embedded default never opens
+    done = subprocess.run([sys.executable, "-c", _EMBEDDED, str(tmp_path / "data"), UPSTREAM],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -109,6 +109,8 @@ SAMPLES: dict[tuple[str, str], tuple[str, str, Any]] = {
     ("upstream", "warm_up_concurrency"): ("2", "2", 2),
     ("upstream", "warm_up_budget"): ("0", "0", 0),
     ("upstream", "warm_up_metadata"): ("false", "off", False),
+    ("upstream", "warm_up_downloads"): ("false", "off", False),
+    ("upstream", "warm_up_max_file_size"): ('"8MiB"', "8MiB", 8 * 1024**2),
     ("server", "min_free_space"): ('"1GiB"', "1GiB", GiB),
     ("cache", "max_size"): ('"2GiB"', "2GiB", 2 * GiB),
     ("cache", "local_max_size"): ('"512MiB"', "512MiB", 512 * 1024**2),

@@ -72,6 +72,7 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
             "metadata_files": found.metadata_files,
             "bytes": found.bytes,
             "max_size": found.max_size,
+            "list_bytes": found.list_bytes,
             "oldest_stored": found.oldest.stored if found.oldest else None,
             "least_recently_used": found.least_recent.accessed if found.least_recent else None,
             "hits": hits[0] if hits else None,
@@ -86,6 +87,9 @@ def cmd_stats(args: argparse.Namespace, settings: Settings) -> int:
     print(f"projects    {found.projects} upstream project pages{pages}")
     print(f"files       {found.files} files, {found.metadata_files} .metadata")
     print(f"size        {human_size(found.bytes)} of {human_size(found.max_size)} ({share:.0f}%)")
+    if found.list_bytes:
+        print(f"lists       {human_size(found.list_bytes)} of project lists (/simple/,"
+              " not bounded by max_size)")
     if found.oldest is not None and found.least_recent is not None:
         oldest = names.get(found.oldest.key, found.oldest.key)
         print(f"oldest      {_when(found.oldest.stored)}  {oldest}")

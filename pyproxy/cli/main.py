@@ -21,9 +21,7 @@ from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
 from pyproxy.stores.auth import AuthError
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
-from pyproxy.stores.objects import BucketUnavailable
-from pyproxy.stores.pg.connect import DatabaseUnavailable
-from pyproxy.stores.pg.migrations import SchemaTooNew
+from pyproxy.stores.outages import BucketUnavailable, DatabaseUnavailable, SchemaTooNew
 from pyproxy.stores.space import Spare, is_disk_full, with_room
 
 

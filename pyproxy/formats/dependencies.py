@@ -15,18 +15,13 @@ import re
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from packaging.markers import Marker
 from packaging.metadata import parse_email
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.tags import Tag
-from packaging.utils import (
-    InvalidSdistFilename,
-    InvalidWheelFilename,
-    parse_sdist_filename,
-    parse_wheel_filename,
-)
+from packaging.tags import Tag, parse_tag
 from packaging.version import InvalidVersion, Version
 
 from pyproxy.formats.linehaul import ClientEnvironment
@@ -100,13 +95,25 @@ def dependencies(metadata: bytes, environment: ClientEnvironment | None) -> list
     return [Dependency(name, specifier) for name, specifier in found.items()]
 
 
-def _python_ok(dist: DistFile, python: Version) -> bool:
-    if not dist.requires_python:
-        return True
+@lru_cache(maxsize=1024)
+def _python_ok(requires_python: str, python: Version) -> bool:
     try:
-        return SpecifierSet(dist.requires_python).contains(python, prereleases=True)
+        return SpecifierSet(requires_python).contains(python, prereleases=True)
     except InvalidSpecifier:
         return True  # pip ignores a requires-python it cannot read
+
+
+@lru_cache(maxsize=8192)
+def _version(text: str) -> Version | None:
+    try:
+        return Version(text)
+    except InvalidVersion:
+        return None
+
+
+@lru_cache(maxsize=1024)
+def _tags(text: str) -> frozenset[Tag]:
+    return parse_tag(text)
 
 
 _UNSURE = -1  # a platform wheel for a client whose platform tags are not known
@@ -114,21 +121,17 @@ _UNSURE = -1  # a platform wheel for a client whose platform tags are not known
 
 def _rank(filename: str, supported: dict[Tag, int], knows_platform: bool) -> int | None:
     """How much the client prefers the file (lower is better; sdists after every wheel),
-    _UNSURE, or None if it cannot install it or the file is neither wheel nor sdist."""
+    _UNSURE, or None if it cannot install it or the file is neither wheel nor sdist. For a
+    file whose version could be read from its name (which for a wheel or an sdist means that
+    parse_wheel_filename or parse_sdist_filename accepts it): a page has thousands."""
     if filename.endswith(".whl"):
-        try:
-            file_tags = parse_wheel_filename(filename)[3]
-        except InvalidWheelFilename:
-            return None
-        ranks = [supported[tag] for tag in file_tags if tag in supported]
+        # the last three parts are the tags, with or without a build tag before them
+        ranks = [supported[tag] for tag in _tags("-".join(filename[:-4].split("-")[-3:]))
+                 if tag in supported]
         if ranks:
             return min(ranks)
         return None if knows_platform else _UNSURE
-    try:
-        parse_sdist_filename(filename)
-    except InvalidSdistFilename:
-        return None
-    return len(supported)
+    return len(supported) if filename.endswith((".tar.gz", ".zip")) else None
 
 
 def best_candidate(
@@ -146,14 +149,13 @@ def best_candidate(
     supported = {tag: index for index, tag in enumerate(environment.supported_tags())}
     by_version: dict[Version, list[tuple[int, DistFile]]] = {}
     for dist in page.files:
-        if dist.yanked or dist.version is None or not _python_ok(dist, python):
+        text = dist.version
+        if dist.yanked or text is None or (version := _version(text)) is None or (
+            dist.requires_python and not _python_ok(dist.requires_python, python)
+        ):
             continue
         rank = _rank(dist.filename, supported, environment.knows_platform)
         if rank is None:
-            continue
-        try:
-            version = Version(dist.version)
-        except InvalidVersion:
             continue
         by_version.setdefault(version, []).append((rank, dist))
     admitted: Iterable[Version] = specifier.filter(by_version)

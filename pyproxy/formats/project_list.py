@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from lxml import etree
 
-from pyproxy.formats.parse import (
+from pyproxy.formats.answers import (
     JSON_TYPE,
     NotASimplePage,
     UpstreamFormatError,

@@ -117,6 +117,11 @@ class Cache(Prunable, Protocol):
         """(upstream project pages cached, bytes they take if known)."""
         ...
 
+    def lists(self) -> int | None:
+        """Bytes the upstream project lists (/simple/) take, None if unknown: outside
+        max_size, never pruned (one copy per upstream, replaced as upstream changes)."""
+        ...
+
     def describe(self, keys: set[str]) -> dict[str, str]:
         """"project/filename" for those of `keys` the cached pages name."""
         ...
@@ -164,6 +169,15 @@ class LocalCache:
         finally:
             pages.close()
 
+    def lists(self) -> int:
+        if self._data_dir is None:
+            return 0
+        layout = DataDir(self._data_dir)
+        # the names' databases beside each page cache, and the rendered lists
+        places = [layout.pages / "list", layout.rendered_lists,
+                  *(layout.cache / "upstreams").glob("*/pages/list")]
+        return sum(_bytes_under(place) for place in places)
+
     def describe(self, keys: set[str]) -> dict[str, str]:
         return {} if self._data_dir is None else describe(self._data_dir, keys)
 
@@ -177,6 +191,17 @@ class LocalCache:
         self.blobs.close()
 
 
+def _bytes_under(directory: Path) -> int:
+    total = 0
+    for path in directory.rglob("*"):
+        try:
+            if path.is_file():
+                total += path.stat().st_size
+        except OSError:  # replaced by the server meanwhile
+            continue
+    return total
+
+
 @dataclass(frozen=True)
 class CacheStats:
     projects: int  # upstream project pages cached
@@ -187,6 +212,7 @@ class CacheStats:
     oldest: BlobEntry | None  # stored longest ago
     least_recent: BlobEntry | None  # the next to be evicted
     page_bytes: int | None = None  # what the cached pages take, where known
+    list_bytes: int | None = None  # what the project lists take (outside max_size)
 
 
 def stats(cache: Cache) -> CacheStats:
@@ -202,6 +228,7 @@ def stats(cache: Cache) -> CacheStats:
         oldest=min(entries, key=lambda e: e.stored, default=None),
         least_recent=entries[0] if entries else None,
         page_bytes=page_bytes,
+        list_bytes=cache.lists(),
     )
 
 

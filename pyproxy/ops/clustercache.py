@@ -31,6 +31,7 @@ from pyproxy.stores.objects import Bucket, BucketUnavailable
 from pyproxy.stores.pg.blobindex import PgBlobIndex
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.database import Database
+from pyproxy.stores.pg.lists import LIST_PREFIX
 from pyproxy.stores.pg.locks import AdvisoryLocks
 from pyproxy.stores.pg.pages import all_pages, page_totals
 
@@ -74,6 +75,14 @@ class SharedCache:
 
     def pages(self) -> tuple[int, int | None]:
         return page_totals(self._db)
+
+    def lists(self) -> int | None:
+        """The raw lists in the bucket (each node renders its own copy locally); None while
+        the bucket does not answer (the rest of the stats are PostgreSQL's)."""
+        try:
+            return sum(size for _key, size in self._bucket.keys(LIST_PREFIX))
+        except BucketUnavailable:
+            return None
 
     def describe(self, keys: set[str]) -> dict[str, str]:
         return cacheops.names_in(all_pages(self._db), keys) if keys else {}

@@ -296,6 +296,17 @@ class UpstreamClient:
                 raise Unavailable(f"cannot read from upstream: {_describe(exc)}") from None
         return RangeAnswer(body, first, total)
 
+    async def file_size(
+        self, url: str, *, file_origins: Callable[[], Collection[Origin]] = frozenset
+    ) -> int | None:
+        """A file's Content-Length as upstream answers a HEAD of it (None if it gives none);
+        raises Unavailable."""
+        with self._asking("head"):
+            async with asyncio.timeout(self._deadline):
+                response = await self._get_file(url, file_origins, method="HEAD")
+                response.release()
+                return response.content_length
+
     def _too_slow(self) -> None:
         metrics.UPSTREAM_ERRORS.labels("file").inc()
         self.last_failure = time.monotonic()
@@ -306,6 +317,7 @@ class UpstreamClient:
         file_origins: Callable[[], Collection[Origin]],
         *,
         range_: str | None = None,
+        method: str = "GET",
     ) -> aiohttp.ClientResponse:
         """The 200 response for a file (or 206 for `range_`), redirects followed by our rules;
         Unavailable if none."""
@@ -313,7 +325,8 @@ class UpstreamClient:
         extra = {"Range": range_} if range_ else {}
         for hop in range(MAX_FILE_REDIRECTS + 1):
             try:
-                response = await self.session.get(
+                response = await self.session.request(
+                    method,
                     url,
                     headers={
                         "Accept-Encoding": "identity", **extra, **self._credentials_for(url)

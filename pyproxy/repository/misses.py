@@ -51,6 +51,7 @@ class RangeMemory:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._sizes: BoundedLRU[str, int] = BoundedLRU(_SIZES)
         self._refusing: BoundedLRU[str, float] = BoundedLRU(_HOSTS)  # host -> when it refused
+        self._serving: BoundedLRU[str, bool] = BoundedLRU(_HOSTS)  # hosts that sent a range
         self._clock = clock
 
     def size(self, key: str) -> int | None:
@@ -60,12 +61,21 @@ class RangeMemory:
         since = self._refusing.get(host)
         return since is not None and self._clock() - since < _ASK_AGAIN_S
 
+    def know_size(self, key: str, size: int) -> None:
+        self._sizes.put(key, size)
+
+    def serves(self, host: str) -> bool:
+        """Whether the host answered a range with its bytes lately (and has not refused since)."""
+        return self._serving.get(host) is not None and not self.refuses(host)
+
     def learn(self, key: str, host: str, answer: RangeAnswer | None) -> None:
         if answer is None:
             log.info("upstream %s answers ranges with the whole file", host)
             self._refusing.put(host, self._clock())
+            self._serving.pop(host)
         else:
             self._sizes.put(key, answer.total)
+            self._serving.put(host, True)
 
     async def ask_size(self, key: str, host: str, read_range: ReadRange) -> int | None:
         known = self.size(key)
@@ -110,6 +120,9 @@ class UpstreamMiss(RemoteFile):
         if self.size is not None:
             return self.size
         return await self._ranges.ask_size(self.key, self._host, self._read_range)
+
+    def known_size(self) -> int | None:
+        return self.size if self.size is not None else self._ranges.size(self.key)
 
     async def span(self, whole: StreamedFile, start: int, stop: int) -> AsyncIterator[bytes]:
         download = whole.download

@@ -22,6 +22,7 @@ not a rule needs it, so a cooldown switched on later has their history.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -160,6 +161,7 @@ class PolicyRepository:
         self._clock = clock
         self._pages: BoundedLRU[NormalizedName, Filtered] = BoundedLRU(_PAGES)
         self._list: tuple[str, ProjectList] | None = None
+        self._recording: set[asyncio.Task[None]] = set()
 
     # ---- the Repository ----
 
@@ -242,13 +244,35 @@ class PolicyRepository:
         if fresh and page.revision:
             assert known is not None
             return known
-        filtered = filter_page(self.policy, page, await self._first_seen(page, now), now)
+        times = await self._first_seen(page, now, wait=False)
+        filtered = filter_page(self.policy, page, times, now)
         self._pages.put(name, filtered)
         return filtered
 
-    async def _first_seen(self, page: ProjectPage, now: float) -> Mapping[str, float]:
+    async def _first_seen(
+        self, page: ProjectPage, now: float, *, wait: bool = True
+    ) -> Mapping[str, float]:
         undated = [dist.filename for dist in page.files if dist.upload_time is None]
         if not undated or self.first_seen is None:
             return {}
+        if not wait and not self.policy.active:
+            # no rule reads them now: recorded (for a cooldown switched on later) while the
+            # page is served, not before (thousands of rows on a cold HTML page)
+            task = asyncio.get_running_loop().create_task(self._record(page.name, undated, now))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
+            return {}
         return await self.first_seen.times(page.name, undated, now)
+
+    async def _record(self, name: NormalizedName, undated: list[str], now: float) -> None:
+        assert self.first_seen is not None
+        try:
+            await self.first_seen.times(name, undated, now)
+        except Exception as exc:
+            log.warning("the first-seen times of %s were not recorded: %s", name, exc)
+
+    async def settled(self) -> None:
+        """Until the first-seen times being recorded are (for tests)."""
+        while self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
 

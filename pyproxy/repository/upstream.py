@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from pyproxy import metrics
-from pyproxy.formats.parse import JSON_TYPE, Emptied
+from pyproxy.formats.answers import JSON_TYPE, Emptied
 from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
@@ -54,6 +54,7 @@ from pyproxy.repository.upstream_list import UpstreamList, upstream_failure
 from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
 from pyproxy.stores.filecache import FileCache
+from pyproxy.stores.outages import DatabaseUnavailable
 from pyproxy.stores.pages import (
     PageCache,
     PageRecord,
@@ -62,7 +63,6 @@ from pyproxy.stores.pages import (
     UpstreamFormatError,
     revision_of,
 )
-from pyproxy.stores.pg.connect import DatabaseUnavailable
 
 log = logging.getLogger("pyproxy.upstream")
 

@@ -28,7 +28,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 from pyproxy import metrics
-from pyproxy.formats.parse import JSON_TYPE, Emptied, NotASimplePage
+from pyproxy.formats.answers import JSON_TYPE, Emptied, NotASimplePage
 from pyproxy.lru import SingleFlight
 from pyproxy.model import ProjectList, Unavailable
 from pyproxy.repository.http import UpstreamClient, UpstreamError, redact

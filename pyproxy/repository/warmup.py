@@ -6,18 +6,21 @@ release's dependencies. Each `.metadata` the warm-up fetches warms that release'
 in turn: their pages, and the `.metadata` of the file the client will pick from each under the
 requirement, and so on down the tree, within the trigger's budget. So a cold install's chain of
 round trips (page, then metadata, then the next level's pages...) runs ahead of the client from
-its first request, and no level waits for the client's request of the level before.
+its first request, and no level waits for the client's request of the level before. A third:
+pip asks for the first file it resolved: the others are downloaded ahead (warmup_files.py).
 
 Everything goes through the repository the web layer serves (PrivateWins over [policy] over the
 routed upstreams), so the overlay, the routes and the policy apply as to a client's request, and
 a request the client makes meanwhile joins the warm-up's (one upstream request). On top of that
 a name is skipped before anything is asked when it is private (or under a private prefix), when
 the upstream serving it is offline, when [policy] allow_only leaves it out or a deny entry names
-the whole project; a page fresh in this worker's memory is not fetched again, and what is being
-warmed is not warmed twice. Per worker: at most `concurrency` upstream requests at once, at most
-`budget` per trigger (its whole tree), a release expanded at most once per page TTL, at most
-_MAX_TASKS waiting; past that, warm-ups are skipped. It never delays the request that triggered
-it (tasks kept in a set, cancelled on close); a failure is logged at debug and counted.
+the whole project; no file over `max_file_size` is downloaded whole (ahead of pip, or for the
+METADATA of a wheel whose host does no ranges); a page fresh in this worker's memory is not
+fetched again, and what is being warmed is not warmed twice. Per worker: at most `concurrency`
+upstream requests at once, at most `budget` per trigger (its whole tree), a release expanded at
+most once per page TTL, at most _MAX_TASKS waiting; past that, warm-ups are skipped. It never
+delays the request that triggered it (tasks kept in a set, cancelled on close); a failure is
+logged at debug and counted.
 
 `used` and `wasted` are counted per worker: a warmed page or `.metadata` a client asks this
 worker for within the page's TTL (or while it is being fetched: the client's request joins the
@@ -50,9 +53,11 @@ from pyproxy.model import (
     Repository,
     StreamedFile,
 )
+from pyproxy.repository.warmup_files import AheadOfPip
 from pyproxy.repository.warmup_ledger import Ledger
 from pyproxy.repository.warmup_read import collect_metadata, read_metadata
 from pyproxy.repository.warmup_side import Budget, Side
+from pyproxy.repository.wheel_metadata import WHOLE_WHEEL_LIMIT, TooBigToWarm
 
 __all__ = ["Side", "WarmUp"]
 
@@ -73,15 +78,22 @@ class WarmUp:
         concurrency: int,
         budget: int,
         metadata: bool,
+        downloads: bool = True,
+        max_file_size: int = 64 * 1024**2,
     ) -> None:
         self.repository = repository
         self.side_for = side_for
         self.goes_upstream = goes_upstream
         self.budget = budget
         self.metadata = metadata
+        self.downloads = downloads
+        self.max_file_size = max_file_size
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._ledger = Ledger(side_for)
+        self._pip = AheadOfPip(
+            repository, self._ledger, self._slots, self._allowed, budget, max_file_size
+        )
 
     # ---- what the web layer tells it ----
 
@@ -110,8 +122,21 @@ class WarmUp:
     def page_requested(self, name: NormalizedName) -> None:
         self._ledger.claim(name, "page")
 
-    def metadata_requested(self, project: NormalizedName, filename: str) -> None:
+    def metadata_requested(
+        self, project: NormalizedName, filename: str, client: str | None = None
+    ) -> None:  # client: who got it, if pip
         self._ledger.claim((project, filename), "metadata")
+        if client is not None and self.downloads:
+            self._pip.got_metadata(client, project, filename)
+
+    def file_requested(self, project: NormalizedName, filename: str, client: str | None) -> None:
+        """A client asks for a file; if pip (`client`) asks for one it resolved, download the
+        others it resolved ahead of it."""
+        self._ledger.claim(("file", project, filename), "file")
+        if client is not None and self.downloads and (
+            work := self._pip.download_starts(client, project, filename)
+        ):
+            self._spawn(work)
 
     async def idle(self) -> None:
         """Until no warm-up runs (for tests and benchmarks)."""
@@ -247,6 +272,7 @@ class WarmUp:
         if key in self._ledger.warming or key in self._ledger.warmed or not budget.take():
             return
         self._ledger.warming.add(key)
+        limit = WHOLE_WHEEL_LIMIT.set(self.max_file_size)
         try:
             async with self._slots:
                 source = await self.repository.open_metadata(name, dist.filename)
@@ -255,11 +281,15 @@ class WarmUp:
                 data = await collect_metadata(source)
             if isinstance(source, StreamedFile) and key not in self._ledger.joined:
                 self._ledger.remember(key, "metadata", side.page_ttl)
+        except TooBigToWarm:
+            metrics.WARMUP_SKIPPED.labels("size").inc()
+            return
         except Exception as exc:
             metrics.WARMUP_FAILED.labels("metadata").inc()
             log.debug("warm-up of %s.metadata failed: %s", dist.filename, exc)
             return
         finally:
+            WHOLE_WHEEL_LIMIT.reset(limit)
             self._ledger.warming.discard(key)
             self._ledger.joined.discard(key)
         if data is not None and self._ledger.first(key):

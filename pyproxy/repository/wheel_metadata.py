@@ -14,11 +14,15 @@ for a host known to answer them with the whole file), or a range fails, from the
 fetched through the blob cache like any download of it (so one upstream download per file still
 holds) and read once cached. A wheel is judged unusable
 only on bytes the blob cache verified: what ranges find wrong is read again whole.
+
+The warm-up asks with `WHOLE_WHEEL_LIMIT` set: a wheel over it whose host does not do ranges is
+not read for it (`TooBigToWarm`, before any download starts that a client could join).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import hashlib
 import io
@@ -49,7 +53,7 @@ from pyproxy.stores.blobcache import OpenUpstream
 from pyproxy.stores.blobkeys import blob_key, metadata_key
 from pyproxy.stores.filecache import FileCache
 
-__all__ = ["WheelMetadata", "offer_made", "wants_made"]
+__all__ = ["WHOLE_WHEEL_LIMIT", "TooBigToWarm", "WheelMetadata", "offer_made", "wants_made"]
 
 log = logging.getLogger("pyproxy.upstream.metadata")
 
@@ -57,6 +61,9 @@ _RECHECK_S = 30.0  # how long a page's marks hold before the blob cache is asked
 _PAGES = 2048
 _INLINE_WHEELS = 200
 _FACTS = 8192  # wheels whose verdict (made: sha256, or why not) this process remembers
+
+# set by the warm-up: the biggest wheel it may have downloaded whole for its METADATA
+WHOLE_WHEEL_LIMIT = contextvars.ContextVar[int | None]("whole_wheel_limit", default=None)
 
 OpenWheel = Callable[[NormalizedName, str], Awaitable[FileSource]]
 Origins = Callable[[], Collection[Origin]]
@@ -87,6 +94,10 @@ def offer_made(page: ProjectPage, made: Mapping[str, str]) -> ProjectPage:
     digest = hashlib.blake2b("\n".join(marks).encode(), digest_size=8).hexdigest()
     revision = f"{page.revision}~w{digest}" if page.revision else ""
     return dataclasses.replace(page, files=tuple(files), revision=revision)
+
+
+class TooBigToWarm(Unavailable):
+    """The warm-up would have to download a wheel bigger than WHOLE_WHEEL_LIMIT whole."""
 
 
 class WheelMetadata:
@@ -139,6 +150,9 @@ class WheelMetadata:
         if self._bad.get(blob_key(dist)) is not None:
             return _unusable()
         listed = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
+        limit = WHOLE_WHEEL_LIMIT.get()
+        if limit is not None:  # the warm-up asks
+            await self._within(limit, dist, origins, listed)
         try:
             return await self._blobs.fetch(
                 metadata_key(dist),
@@ -151,6 +165,22 @@ class WheelMetadata:
             if self._bad.get(blob_key(dist)) is None:
                 raise
             return _unusable()
+
+    async def _within(self, limit: int, dist: DistFile, origins: Origins, md: str | None) -> None:
+        """TooBigToWarm unless the `.metadata` or wheel is cached, its host does ranges, or the
+        wheel is at most `limit` bytes (upstream asked when the page does not say)."""
+        if self._ranges.serves(host_of(url := dist.upstream_url or "")):
+            return
+        size = dist.size if dist.size is not None else self._ranges.size(blob_key(dist))
+        if size is not None and size <= limit:
+            return
+        for key, sha256 in ((metadata_key(dist), md), (blob_key(dist), dist.sha256)):
+            if await self._blobs.hit(key, sha256=sha256, size=None) is not None:
+                return
+        if size is None and (size := await self._client.file_size(url, file_origins=origins)):
+            self._ranges.know_size(blob_key(dist), size)
+        if size is None or size > limit:
+            raise TooBigToWarm(f"{dist.filename} would be read whole: over {limit} bytes")
 
     def _maker(self, project: NormalizedName, dist: DistFile, origins: Origins) -> OpenUpstream:
         @asynccontextmanager

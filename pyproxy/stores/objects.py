@@ -4,10 +4,10 @@ content-addressed keys, over obstore's S3 client.
 An object is written only as a conditional create (`If-None-Match: *`), so two nodes can never
 write two versions of one key: the loser learns the key exists and uses the winner's object,
 which has the same bytes because the key names them. A write is whole or absent (S3 makes a
-multipart upload visible only when it completes); a large streamed body goes through a staging
-key first, so that memory holds one part of it (put_stream_async). Credentials and region come
-from the standard environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION), never from
-pyproxy's files; no message here shows them.
+multipart upload visible only when it completes); a large body, streamed or from a file, goes
+through a staging key first, so that memory holds one part of it (put_stream_async, put_file).
+Credentials and region come from the standard environment (AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_REGION), never from pyproxy's files; no message here shows them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ import obstore
 from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, PreconditionError
 from obstore.store import S3Store
 
+from pyproxy.stores.outages import BucketUnavailable as BucketUnavailable
+
 log = logging.getLogger("pyproxy.objects")
 
 _CHUNK = 1024 * 1024
@@ -33,10 +35,6 @@ _ONE_PUT = 2 * _PART  # the largest body sent as one conditional PUT (held whole
 STAGING = "staging/"  # large bodies on their way to their key (see put_stream_async)
 STAGING_KEPT = timedelta(hours=1)  # a staging object older than this was left by a dead node
 _SECRET = re.compile(r"(?i)(signature|credential|x-amz-[a-z-]+|authorization)=[^&\s]+")
-
-
-class BucketUnavailable(Exception):
-    """The bucket cannot be reached or refused us; the message is one line, without secrets."""
 
 
 class ObjectMissing(KeyError):
@@ -104,22 +102,31 @@ class Bucket:
 
     def put_file(self, key: str, path: Path) -> bool:
         """Create `key` from a complete local file: True if this call wrote it, False if it
-        already existed (the same bytes: the key names them)."""
-        try:
-            obstore.put(self._store, key, path, mode="create")
-        except (AlreadyExistsError, PreconditionError):
-            return False
-        except BaseError as exc:
-            raise self._unavailable(exc, f"write {key}") from None
-        return True
+        already existed (the same bytes: the key names them). Blocking.
 
-    async def put_file_async(self, key: str, path: Path) -> bool:
+        A conditional create is one PUT that obstore holds whole in memory (an 80 MB upload
+        cost 50 MB of RSS), so a file bigger than _ONE_PUT goes as a multipart upload read
+        from the file one part at a time, to a staging key copied to `key` only if `key` does
+        not exist (as put_stream_async does)."""
+        if path.stat().st_size <= _ONE_PUT:
+            try:
+                obstore.put(self._store, key, path, mode="create")
+            except (AlreadyExistsError, PreconditionError):
+                return False
+            except BaseError as exc:
+                raise self._unavailable(exc, f"write {key}") from None
+            return True
+        staging = f"{STAGING}{uuid.uuid4().hex}"
         try:
-            await obstore.put_async(self._store, key, path, mode="create")
+            obstore.put(self._store, staging, path, chunk_size=_PART, max_concurrency=1)
+            obstore.copy(self._store, staging, key, overwrite=False)
         except (AlreadyExistsError, PreconditionError):
             return False
         except BaseError as exc:
             raise self._unavailable(exc, f"write {key}") from None
+        finally:
+            with contextlib.suppress(BaseError, FileNotFoundError):
+                obstore.delete(self._store, staging)
         return True
 
     async def put_stream_async(self, key: str, chunks: AsyncIterator[bytes]) -> bool:

@@ -38,7 +38,8 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_PICKLE
 
-from pyproxy.formats.parse import UpstreamFormatError, parse_project_page
+from pyproxy.formats.answers import UpstreamFormatError
+from pyproxy.formats.parse import parse_project_page
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import NormalizedName, ProjectPage
 from pyproxy.stores.keylock import KeyLocks, Turn

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from pyproxy.formats.parse import Emptied, UpstreamFormatError
+from pyproxy.formats.answers import Emptied, UpstreamFormatError
 from pyproxy.formats.project_list import read_project_list
 from pyproxy.model import Listed, NormalizedName, normalize
 from pyproxy.stores.keylock import Turn

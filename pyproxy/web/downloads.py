@@ -29,6 +29,8 @@ async def download(request: web.Request) -> web.StreamResponse:
                 project, filename[: -len(METADATA_SUFFIX)]
             )
         else:
+            if attempt == 1:
+                warmup.file_requested(request, project, filename)
             source = await services.repository.open_file(project, filename)
         if isinstance(source, RemoteFile):  # not on disk: HEAD and Range need no download
             response, whole = await send_remote(request, source)

@@ -12,7 +12,7 @@ from aiohttp.typedefs import Handler, LooseHeaders
 
 from pyproxy.model import Forbidden, NotFound, Unavailable
 from pyproxy.publish.rejections import reason_phrase
-from pyproxy.stores.pg.connect import DatabaseUnavailable
+from pyproxy.stores.outages import DatabaseUnavailable
 from pyproxy.web.lifecycle import IN_FLIGHT
 
 log = logging.getLogger("pyproxy.web")

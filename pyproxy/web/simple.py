@@ -251,7 +251,6 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
     services = request.app[SERVICES]
     fmt = _chosen_format(request)
     project = await services.repository.project_page(name)
-    warmup.page_requested(request, name)
     base = origin(request)
     pages = request.app[RENDERED]
     key = (base, fmt, name)
@@ -259,4 +258,7 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
         key, project.revision,
         lambda: render_project(project, fmt, file_url(base, name), provenance_url(base, name)),
     )
+    # once rendered: a cold page of thousands of files is rendered in a thread, and the
+    # warm-up's pick from it (in a thread too) would share the GIL with it
+    warmup.page_requested(request, name)
     return _page(request, fmt, page)

@@ -135,6 +135,13 @@ def test_unknown_platform_picks_nothing_it_cannot_be_sure_of() -> None:
         "lib-2.0-py3-none-any.whl")
 
 
+def test_build_tags_odd_sdists_and_broken_names() -> None:
+    assert pick(page(dist("lib-1.0-1-py3-none-any.whl"))) == "lib-1.0-1-py3-none-any.whl"
+    assert pick(page(dist("lib-1.0.zip"), dist("lib-2.0.tar.bz2"))) == "lib-1.0.zip"
+    broken = (dist("lib-2.0-x-y.whl"), dist("lib-3.0-bad.tar.gz"), dist("lib-1.0-py3-none-any.whl"))
+    assert pick(page(*broken)) == "lib-1.0-py3-none-any.whl"
+
+
 def test_a_candidate_without_metadata_is_none() -> None:
     assert pick(page(dist("lib-1.0-py3-none-any.whl", metadata=False))) is None
     assert pick(page(dist("lib-1.0-py3.11.egg"), dist("notawheel.whl"))) is None

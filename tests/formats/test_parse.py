@@ -11,12 +11,8 @@ import aiohttp
 import orjson
 import pytest
 
-from pyproxy.formats.parse import (
-    JSON_TYPE,
-    NotASimplePage,
-    UpstreamFormatError,
-    parse_project_page,
-)
+from pyproxy.formats.answers import JSON_TYPE, NotASimplePage, UpstreamFormatError
+from pyproxy.formats.parse import parse_project_page
 from pyproxy.formats.project_list import parse_project_list
 from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage, ProjectStatus
 from tests.fake_upstream import FakeUpstream, Formats

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from pyproxy.formats.parse import JSON_TYPE, NotASimplePage, UpstreamFormatError
+from pyproxy.formats.answers import JSON_TYPE, NotASimplePage, UpstreamFormatError
 from pyproxy.formats.project_list import MAX_ELEMENT_BYTES, parse_project_list, read_project_list
 
 HTML = "text/html"

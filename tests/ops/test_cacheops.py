@@ -80,11 +80,16 @@ async def test_stats_counts_projects_files_bytes_and_oldest(
     proxy: tuple[TestClient, Services], capsys: pytest.CaptureFixture[str]
 ) -> None:
     client, services = proxy
+    code, out, _ = run(services.settings.data_dir, capsys, "cache", "stats", "--json")
+    assert orjson.loads(out)["list_bytes"] == 0
     await _warm_all(client)
     await _download(client, "a", ".metadata")
+    async with client.get("/simple/") as response:  # the project list, kept and rendered
+        assert response.status == 200
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "stats", "--json")
     assert code == 0
     figures = orjson.loads(out)
+    assert figures["list_bytes"] > 0
     assert figures["projects"] == 3
     assert figures["files"] == 3 and figures["metadata_files"] == 1
     assert sum(SIZES.values()) < figures["bytes"] < sum(SIZES.values()) + 1_000_000
@@ -93,6 +98,7 @@ async def test_stats_counts_projects_files_bytes_and_oldest(
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "stats")
     assert code == 0
     assert "3 upstream project pages" in out and "3 files, 1 .metadata" in out
+    assert "of project lists (/simple/, not bounded by max_size)" in out
     # keys are hashes; the report names the file
     assert "a/a-1.0-py3-none-any.whl" in out
 

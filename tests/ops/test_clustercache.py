@@ -119,14 +119,19 @@ def _sha(fake: FakeUpstream, name: str) -> str:
 
 
 async def test_stats_counts_the_cluster_s_files_bytes_and_pages(
-    node: Node, fake: FakeUpstream, config: Path, tmp_path: Path,
+    node: Node, fake: FakeUpstream, config: Path, tmp_path: Path, store: Bucket,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await _warm_all(node)
     await node.download("a-1.0-py3-none-any.whl", ".metadata", project="a")
+    async with node.client.get("/simple/") as response:  # the list: its body into the bucket
+        assert response.status == 200
+    listed = sum(size for key, size in store.keys("lists/"))
+    assert listed > 0
     code, out, _ = run(config, tmp_path, capsys, "cache", "stats", "--json")
     assert code == 0
     figures = orjson.loads(out)
+    assert figures["list_bytes"] == listed
     assert figures["projects"] == 3
     assert figures["files"] == 3 and figures["metadata_files"] == 1
     assert figures["bytes"] == sum(SIZES.values()) + len(b"Name: a\nMetadata-Version: 2.1\n")
@@ -137,6 +142,7 @@ async def test_stats_counts_the_cluster_s_files_bytes_and_pages(
     assert code == 0
     assert "3 upstream project pages (" in out and "in PostgreSQL)" in out
     assert "3 files, 1 .metadata" in out
+    assert "of project lists" in out
     assert "a/a-1.0-py3-none-any.whl" in out  # named from the pages in PostgreSQL
     assert "no node runs on this data directory" in out
     assert not (tmp_path / "ops" / "files").exists()  # nothing local was opened

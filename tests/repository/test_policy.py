@@ -298,6 +298,7 @@ async def test_sightings_are_kept_with_no_rule_in_force(
     repository = wrap(Pages(UNDATED, FOO), build_policy(), clock, first_seen)
     await repository.project_page(normalize("torch"))
     await repository.project_page(normalize("foo"))  # every file has an upload time
+    await repository.settled()  # recorded while the page was served
     assert first_seen.record("torch", [], 0.0) == {
         "torch-1.0-py3-none-any.whl": NOW, "torch-2.0-py3-none-any.whl": NOW
     }

@@ -32,7 +32,9 @@ async def test_a_key_is_created_once_and_read_back(store: Bucket, tmp_path: Path
     first, second = tmp_path / "first", tmp_path / "second"
     first.write_bytes(body)
     second.write_bytes(b"other bytes")
-    results = await asyncio.gather(*(store.put_file_async("blobs/k", p) for p in [first] + [second] * 4))
+    results = await asyncio.gather(
+        *(asyncio.to_thread(store.put_file, "blobs/k", p) for p in [first] + [second] * 4)
+    )
     assert results.count(True) == 1  # one writer; the rest learn it exists
     winner = body if results[0] else b"other bytes"
     assert store.size("blobs/k") == len(winner)
@@ -46,6 +48,18 @@ async def test_a_key_is_created_once_and_read_back(store: Bucket, tmp_path: Path
     assert target.read_bytes() == winner
     assert store.put_file("blobs/k", first) is False
     assert dict(store.keys("blobs/")) == {"blobs/k": len(winner)}
+
+
+def test_a_large_file_is_created_once_through_a_staging_key(store: Bucket, tmp_path: Path) -> None:
+    # bigger than one conditional PUT, which obstore would hold whole in memory
+    body = os.urandom(12 * 1024 * 1024 + 3)
+    first, other = tmp_path / "first", tmp_path / "other"
+    first.write_bytes(body)
+    other.write_bytes(os.urandom(len(body)))
+    assert store.put_file("private/k", first) is True
+    assert store.put_file("private/k", other) is False  # never replaced
+    assert b"".join(store.chunks("private/k")) == body
+    assert dict(store.keys("")) == {"private/k": len(body)}  # no staging key left
 
 
 async def _stream(body: bytes, *, fail_after: int | None = None) -> AsyncIterator[bytes]:

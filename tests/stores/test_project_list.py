@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pyproxy.formats.parse import JSON_TYPE, UpstreamFormatError
+from pyproxy.formats.answers import JSON_TYPE, UpstreamFormatError
 from pyproxy.model import normalize
 from pyproxy.stores.project_list import KEEP, SUBPROCESS_BYTES, ListEmptied, ListRecord, ProjectListStore
 

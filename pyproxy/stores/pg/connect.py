@@ -12,15 +12,13 @@ import re
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from pyproxy.stores.outages import DatabaseUnavailable as DatabaseUnavailable
+
 CONNECT_TIMEOUT_S = 5
 # TCP keepalives: a node that vanishes without closing its connection frees its locks in seconds
 _KEEPALIVE = {
     "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3,
 }
-
-
-class DatabaseUnavailable(Exception):
-    """The database cannot be reached or refused us; the message is one line, without secrets."""
 
 
 def redact_dsn(dsn: str) -> str:

@@ -35,11 +35,11 @@ from pyproxy.stores.pg.migrations import Migration, register
 from pyproxy.stores.pg.turns import Turns
 from pyproxy.stores.project_list import SharedListRecord, SharedListUnavailable
 
-__all__ = ["ClusterList"]
+__all__ = ["LIST_PREFIX", "ClusterList"]
 
 log = logging.getLogger("pyproxy.pages")
 
-_PREFIX = "lists/"
+LIST_PREFIX = "lists/"
 _READ = 1024 * 1024
 _COLUMNS = "revision, url, content_type, etag, last_modified, fetched_at, object, size"
 _OBJECT = 6  # its place in _COLUMNS
@@ -101,7 +101,7 @@ class ClusterList:
     async def publish(self, record: SharedListRecord, body: Path) -> SharedListRecord:
         """The answer in `body` (whose blake2b is `record.revision`) into the bucket, then its
         record, unless a later fetch is recorded already; what is recorded now."""
-        key = f"{_PREFIX}{record.revision}"
+        key = f"{LIST_PREFIX}{record.revision}"
         try:
             # False: the same bytes are there already (streamed: see Bucket.put_stream_async)
             await self._bucket.put_stream_async(key, _read(body))

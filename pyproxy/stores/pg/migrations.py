@@ -3,14 +3,22 @@
 Each migration is (version, name, SQL), applied in order, each in its own transaction, under a
 transaction-level advisory lock: a second node starting at the same moment waits, then finds the
 versions applied and does nothing. A version once released is never edited; a change is a new
-version. Stores register theirs in `MIGRATIONS` (one list, so the order is the code's).
+version. Stores register theirs in `MIGRATIONS` as their modules are imported; `migrate` imports
+every such module (SCHEMA_MODULES) first and applies by version, so a node migrates to the whole
+schema in one order whichever stores it has opened (a private-only node opens no cache).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 
 import psycopg
+
+from pyproxy.stores.outages import SchemaTooNew as SchemaTooNew
+
+# the modules that register migrations (tests/stores/pg/test_migrations.py checks the list)
+SCHEMA_MODULES = ("blobindex", "first_seen", "lists", "pages", "private_schema", "users")
 
 # pg_advisory_xact_lock key for schema changes: any fixed 64-bit number unique to this purpose
 _LOCK_KEY = 0x7079_7072_6F78_7901  # "pyproxy" + 1
@@ -34,10 +42,6 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-class SchemaTooNew(Exception):
-    """The database was migrated by a newer pyproxy than this one."""
-
-
 def register(migration: Migration) -> None:
     """Add a store's migration; versions are unique and kept in order."""
     if any(m.version == migration.version for m in MIGRATIONS):
@@ -53,11 +57,19 @@ def applied(conn: psycopg.Connection[tuple[object, ...]]) -> set[int]:
     return {int(row[0]) for row in conn.execute("SELECT version FROM schema_versions")}  # type: ignore[call-overload]
 
 
+def registered() -> list[Migration]:
+    """Every migration of every store, by version."""
+    for module in SCHEMA_MODULES:
+        importlib.import_module(f"{__package__}.{module}")
+    return sorted(MIGRATIONS, key=lambda migration: migration.version)
+
+
 def migrate(conn: psycopg.Connection[tuple[object, ...]]) -> list[int]:
     """Apply what is missing; the versions applied now (none when another node did them)."""
     done: list[int] = []
-    known = {m.version for m in MIGRATIONS}
-    for migration in MIGRATIONS:
+    every = registered()
+    known = {m.version for m in every}
+    for migration in every:
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             have = applied(conn)

@@ -35,7 +35,7 @@ from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from pyproxy.formats.parse import UpstreamFormatError
+from pyproxy.formats.answers import UpstreamFormatError
 from pyproxy.model import ProjectPage
 from pyproxy.stores.keylock import Turn
 from pyproxy.stores.objects import Bucket

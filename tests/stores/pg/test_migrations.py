@@ -3,7 +3,11 @@ starting together; a database newer than the code is refused with one line."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,11 +23,27 @@ def test_migrations_apply_once_however_many_nodes_start_together(pg_dsn: str) ->
 
     with ThreadPoolExecutor(6) as pool:
         results = list(pool.map(lambda _: start(), range(6)))
-    everything = sorted(m.version for m in migrations.MIGRATIONS)
+    everything = [m.version for m in migrations.registered()]
     assert sorted(v for result in results for v in result) == everything  # each exactly once
     with connect(pg_dsn) as conn:
         assert migrations.migrate(conn) == []
         assert migrations.applied(conn) == set(everything)
+
+
+def test_every_store_s_migrations_are_known_before_any_is_applied(pg_dsn: str) -> None:
+    pg = Path(migrations.__file__).parent
+    registering = {path.stem for path in pg.glob("*.py")
+                   if re.search(r"^register\(Migration\(", path.read_text(), re.MULTILINE)}
+    assert registering == set(migrations.SCHEMA_MODULES)
+    # a process that has imported no store (a private-only node opens no cache) migrates all
+    versions = [m.version for m in migrations.registered()]
+    assert versions == sorted(set(versions))
+    script = ("import sys; from pyproxy.stores.pg import connect, migrations; "
+              "print(migrations.migrate(connect.connect(sys.argv[1])))")
+    done = subprocess.run([sys.executable, "-c", script, pg_dsn],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(versions)
 
 
 def test_a_newer_schema_is_refused(pg_dsn: str) -> None:
