@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from typing import TextIO
 
 import orjson
+
+from pyproxy.soon import Soon
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -38,7 +41,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler:
     """Send every log record at `level` or above to stderr (or `stream`) in `log_format`."""
-    handler = logging.StreamHandler(sys.stderr if stream is None else stream)
+    handler = _Handler(sys.stderr if stream is None else stream)
     handler.setFormatter(
         JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
     )
@@ -48,14 +51,29 @@ def configure(level: str, log_format: str, stream: TextIO | None = None) -> logg
     root.addHandler(handler)
     root.setLevel(level.upper())
     global ACCESS_SINK
+    if ACCESS_SINK is not None:
+        ACCESS_SINK.flush()
     ACCESS_SINK = AccessSink(handler, log_format)
     return handler
+
+
+class _Handler(logging.StreamHandler[TextIO]):
+    """A StreamHandler that first writes the access lines waiting for the end of the loop
+    iteration, so that the stream keeps the order in which things happened (on the loop's
+    thread; another thread's record can only be ordered roughly anyway)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sink = ACCESS_SINK
+        if sink is not None and sink.handler is self:
+            sink.flush_before_other_records()
+        super().emit(record)
 
 
 class AccessSink:
     """The access log's fast path: one line per request written straight to the handler's stream,
     looking exactly as the handler would write it, but without a LogRecord, a Formatter and the
-    handler's lock (the access log is written from the event loop's thread only)."""
+    handler's lock (the access log is written from the event loop's thread only); the lines of
+    one loop iteration in one write (pyproxy.soon)."""
 
     def __init__(self, handler: logging.StreamHandler[TextIO], log_format: str) -> None:
         self.handler = handler
@@ -63,6 +81,11 @@ class AccessSink:
         self._json = log_format == "json"
         self._second = -1
         self._stamp = ""
+        # lines of this loop iteration, written together right after it (one write, not one
+        # per request)
+        self._lines: list[str] = []
+        self._soon = Soon(self.flush)
+        self._thread = 0  # that writes lines: the event loop's
 
     def active(self) -> bool:
         """Still the root logger's handler (tests and embedders may reconfigure logging)."""
@@ -87,7 +110,21 @@ class AccessSink:
             line = orjson.dumps(document, default=str).decode()
         else:
             line = f"{self._asctime(now)} INFO {logger}: {text}"
-        self._stream.write(line + "\n")
+        self._lines.append(line)
+        self._thread = threading.get_ident()
+        self._soon.due()
+
+    def flush_before_other_records(self) -> None:
+        if self._lines and threading.get_ident() == self._thread:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        lines = self._lines
+        self._lines = []
+        lines.append("")
+        self._stream.write("\n".join(lines))
         self._stream.flush()
 
 

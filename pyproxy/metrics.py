@@ -226,26 +226,6 @@ def worker_exited(pid: int) -> None:
         prometheus_multiprocess.mark_process_dead(pid)
 
 
-_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# the labelled series by (route, method, status): finding one costs more than using it
-_request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-
-
-def request_done(route: str, method: str, status: int, seconds: float) -> None:
-    """One answered request; `route` must be a route template (or another closed set)."""
-    method = method if method in _METHODS else "other"  # clients may send any method name
-    key = (route, method, status)
-    series = _request_series.get(key)
-    if series is None:
-        series = (
-            HTTP_REQUESTS.labels(route, method, str(status)),
-            HTTP_DURATION.labels(route, method),
-        )
-        _request_series[key] = series
-    series[0].inc()
-    series[1].observe(seconds)
-
-
 @contextmanager
 def upstream_request(kind: str) -> Iterator[None]:
     """Counts and times one upstream request; an exception out of the block counts as an error

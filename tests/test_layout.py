@@ -34,7 +34,7 @@ BANDS: dict[str, tuple[str, ...]] = {
     "leaves": (
         "pyproxy", "pyproxy.model", "pyproxy.config", "pyproxy.metrics", "pyproxy.logs",
         "pyproxy.multiproc", "pyproxy.units", "pyproxy.datadir", "pyproxy.access", "pyproxy.lru",
-        "pyproxy.policy", "pyproxy.project_lists", "pyproxy.filenames",
+        "pyproxy.policy", "pyproxy.project_lists", "pyproxy.filenames", "pyproxy.soon",
         "pyproxy.formats",
     ),
 }

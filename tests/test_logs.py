@@ -81,3 +81,48 @@ def test_access_fast_path_writes_what_the_handler_would(
     else:
         assert slow[:19] == fast[:19] and slow[23:] == fast[23:]  # same but for the milliseconds
         assert len(slow) == len(fast)
+
+
+class _Writes(io.StringIO):
+    """A stream that counts its writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+async def test_access_lines_of_one_iteration_go_out_in_one_write_and_in_order(
+    root: logging.Logger,
+) -> None:
+    import asyncio
+
+    from pyproxy.web.access_log import _Line
+
+    stream = _Writes()
+    logs.configure("info", "text", stream)
+    sink = logs.ACCESS_SINK
+    assert sink is not None
+
+    def access(path: str) -> None:
+        fields = {"method": "GET", "path": path, "status": 200, "bytes": 10, "duration_ms": 1.5,
+                  "cache": "-", "remote": "127.0.0.1", "user": None, "agent": "pip"}
+        sink.write("pyproxy.access", fields, _Line(fields))
+
+    for index in range(3):
+        access(f"/simple/p{index}/")
+    assert stream.getvalue() == ""  # written after the iteration
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.writes == 1 and len(stream.getvalue().splitlines()) == 3
+    access("/simple/before/")
+    logging.getLogger("pyproxy.test").warning("after")  # another record: the pending line first
+    access("/simple/later/")
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    lines = stream.getvalue().splitlines()
+    assert "/simple/before/" in lines[3] and "after" in lines[4] and "/simple/later/" in lines[5]
+    assert all(line.endswith("agent=pip") for line in lines if "access" in line)

@@ -208,6 +208,9 @@ class UpstreamRepository:
         assert dist.upstream_url is not None
         metadata = dist.core_metadata  # offered: True (hash unknown) or its hashes
         sha256 = None if isinstance(metadata, bool) else metadata.get("sha256")
+        # the warm path: cached, so no opener for upstream to build (fetch looks it up too)
+        if (hit := await self.blobs.hit(metadata_key(dist), sha256=sha256, size=None)) is not None:
+            return hit
         return await self.blobs.fetch(
             metadata_key(dist),
             sha256=sha256,

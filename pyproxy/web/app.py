@@ -14,6 +14,7 @@ from pyproxy.web import (
     integrity,
     json_api,
     lifecycle,
+    list_files,
     middleware,
     ops,
     pages,
@@ -62,7 +63,7 @@ def build_app(services: Services) -> web.Application:
     router.add_get("/metrics", ops.metrics_page)
     app[ops.READINESS] = ops.Readiness()
     app[simple.RENDERED] = simple.RenderedPages()
-    app[simple.LISTS] = simple.ListFiles(
+    app[list_files.LISTS] = list_files.ListFiles(
         RenderedLists(DataDir(services.settings.data_dir).rendered_lists)
     )
     app[json_api.RENDERED] = json_api.RenderedDocuments()

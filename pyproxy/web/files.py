@@ -21,7 +21,8 @@ from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
 from pyproxy.model import StreamedFile
-from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort
+from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort, request_value
+from pyproxy.web.request_metrics import count
 from pyproxy.web.sendfile import sendfile
 
 log = logging.getLogger("pyproxy.web")
@@ -189,14 +190,14 @@ def outcome(request: web.BaseRequest, cache: str) -> None:
     """How the file was had ("hit", "miss", ...), for the access log and the metrics."""
     request[CACHE_OUTCOME] = cache
     if cache in metrics.CACHE_RESULTS:
-        metrics.CACHE_REQUESTS.labels(cache).inc()
+        count(metrics.CACHE_REQUESTS.labels(cache))
 
 
-def served(request: web.BaseRequest, count: int) -> None:
+def served(request: web.BaseRequest, sent: int) -> None:
     """Body bytes of an upstream file sent, by where they came from (private files: not counted)."""
-    source = _SERVED_FROM.get(request.get(CACHE_OUTCOME, "-"))
-    if source is not None and count:
-        metrics.SERVED_BYTES.labels(source).inc(count)
+    source = _SERVED_FROM.get(request_value(request, CACHE_OUTCOME, "-"))
+    if source is not None and sent:
+        count(metrics.SERVED_BYTES.labels(source), sent)
 
 
 def client_went_away(request: web.BaseRequest, head: int, sent: int, size: int | None) -> None:

@@ -4,6 +4,8 @@ count of handlers in flight."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, LooseHeaders
@@ -41,19 +43,34 @@ def text_error(status: int, message: str, headers: LooseHeaders | None = None) -
 CLIENT_CLOSED = 499
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    """The read guard (readauth.py), run by `errors` inside itself rather than as a middleware
+    of its own: a request with nothing to check (`unguarded`, most of them) costs no coroutine."""
+
+    unguarded: Callable[[web.Request], bool]
+    check: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+
+
+READ_GUARD = web.AppKey("read_guard", Guard)
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """The outermost middleware (one coroutine per request, not two): counts the handlers
-    running, for a graceful stop (lifecycle.InFlight). Preflights get 204; repository errors
-    and an unreachable database become 403/404/503; a client that went away (e.g. mid-upload)
-    gets a 499 that is never sent but recorded; anything unexpected a 500 (its traceback
-    logged)."""
+    """The only middleware (one coroutine per request for all of this): counts the handlers
+    running, for a graceful stop (lifecycle.InFlight), and runs the read guard (READ_GUARD)
+    before the handler. Preflights get 204; repository errors and an unreachable database
+    become 403/404/503; a client that went away (e.g. mid-upload) gets a 499 that is never
+    sent but recorded; anything unexpected a 500 (its traceback logged)."""
     in_flight = request.app[IN_FLIGHT]
     in_flight.begin()
     try:
         if request.method == hdrs.METH_OPTIONS:
             return web.Response(status=204)  # CORS preflight, for any path
-        return await handler(request)
+        guard = request.app[READ_GUARD]
+        if guard.unguarded(request):
+            return await handler(request)
+        return await guard.check(request, handler)
     except web.HTTPException:
         raise
     except Forbidden as exc:  # e.g. a file [policy] holds back: the message says until when

@@ -30,10 +30,10 @@ from pyproxy.config import Settings
 from pyproxy.model import NormalizedName, PrivateCatalog, normalize
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity
 from pyproxy.stores.interfaces import UserStoreAPI
-from pyproxy.web.access_log import USER
+from pyproxy.web.access_log import USER, request_value
 from pyproxy.web.context import SERVICES, trusted_peer
 from pyproxy.web.credentials import FailureLimit, PasswordPool, Refused, Verifications
-from pyproxy.web.middleware import text_error
+from pyproxy.web.middleware import READ_GUARD, Guard, text_error
 
 AUTH_CHALLENGE = {hdrs.WWW_AUTHENTICATE: 'Basic realm="pyproxy"'}
 # route templates that stay open: they carry no project data, and probes send no credentials;
@@ -66,12 +66,12 @@ READ_ACCESS = web.AppKey("read_access", ReadAccess)
 
 
 def setup(app: web.Application) -> None:
-    """Install the guard (inside the error middleware, so preflights and errors stay as they
-    are) on an application whose services are set; app.py calls keep_out_of_shared_caches on
-    every response."""
+    """Install the guard (run by the error middleware inside itself, so preflights and errors
+    stay as they are) on an application whose services are set; app.py calls
+    keep_out_of_shared_caches on every response."""
     services = app[SERVICES]
     app[READ_ACCESS] = ReadAccess(services.catalog, services.users, services.settings)
-    app.middlewares.append(guard)
+    app[READ_GUARD] = Guard(unguarded, guard)
     app.on_cleanup.append(_close)
 
 
@@ -155,15 +155,21 @@ def _forbidden(project: NormalizedName, user: str) -> web.Response:
     )
 
 
-@web.middleware
-async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+def unguarded(request: web.Request) -> bool:
+    """Whether the request has nothing to check: not a read, an open route, or (the common
+    case) anonymous reads with nothing restricted."""
     if request.method not in _READ_METHODS or _route(request) in OPEN_ROUTES:
+        return True
+    access = request.app[READ_ACCESS]
+    return not access.authenticated and not access.private.restricted_readers()
+
+
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Run by middleware.errors for what `unguarded` leaves (and so safe to call for any)."""
+    if unguarded(request):
         return await handler(request)
     access = request.app[READ_ACCESS]
-    readers = access.private.restricted_readers()
-    if not access.authenticated and not readers:
-        return await handler(request)  # the common case: nothing to check
-    restrictions = ReadRestrictions(readers)
+    restrictions = ReadRestrictions(access.private.restricted_readers())
     project = _project(request)
     restricted = project is not None and project in restrictions.readers
     identity: Identity | None = None
@@ -203,7 +209,7 @@ def visible(request: web.Request, names: Iterable[str]) -> list[str]:
 def keep_out_of_shared_caches(request: web.Request, response: web.StreamResponse) -> None:
     """Before any response goes out (app.py's one response hook): an answer that depended on
     who asked must not be reused for someone else by a proxy."""
-    if request.get(_PERSONAL):
+    if request_value(request, _PERSONAL, False):
         cache_control = response.headers.get(hdrs.CACHE_CONTROL)
         if cache_control and "private" not in cache_control:
             response.headers[hdrs.CACHE_CONTROL] = "private, " + cache_control

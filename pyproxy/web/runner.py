@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from pyproxy import metrics
+from pyproxy import metrics, soon
 from pyproxy.compose import build_services, describe_upstream, open_stores, private_bodies
 from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
@@ -98,6 +98,7 @@ async def _serve(settings: Settings, sock: socket.socket, worker: _Worker) -> No
         server = runner.server
         transports = [c.transport for c in server.connections if c.transport] if server else []
         await runner.cleanup()
+        soon.flush_all()  # the last requests' access lines and metrics: the loop stops soon
         if deadline is not None:
             await _flushed(transports, deadline)
         await services.close()

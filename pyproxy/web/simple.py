@@ -2,7 +2,8 @@
 
 Project pages are rendered into memory (RenderedPages). The project list (a million names
 from a real upstream) is rendered to files instead and sent from disk (ListFiles); its ETag is
-derived from the list's revision, so a revalidation is answered without the file."""
+derived from the list's revision, so a revalidation is answered without the file (the files:
+list_files.py)."""
 
 from __future__ import annotations
 
@@ -11,26 +12,25 @@ import gzip
 import hashlib
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from functools import lru_cache
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from pyproxy.formats.negotiate import Format, negotiate
 from pyproxy.formats.render import render_project, write_index
-from pyproxy.lru import BoundedLRU, SingleFlight
+from pyproxy.lru import BoundedLRU
 from pyproxy.model import DistFile, NormalizedName, NotFound, normalize, valid_name
 from pyproxy.project_lists import filtered
-from pyproxy.stores.rendered_lists import RenderedLists
 from pyproxy.web import readauth, warmup
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES, origin
-from pyproxy.web.files import send_rendered
 from pyproxy.web.integrity import provenance_url
+from pyproxy.web.list_files import LIST_RENDERING, LISTS
 
 log = logging.getLogger("pyproxy.web")
 # bodies smaller than this are sent as they are: gzip would save less than its header costs
@@ -48,6 +48,8 @@ class Rendered:
     gzip_etag: str = ""
 
 
+# clients send a handful of distinct Accept-Encoding headers: parse each once (bounded)
+@lru_cache(maxsize=256)
 def accepts_gzip(accept_encoding: str | None) -> bool:
     if not accept_encoding:
         return False
@@ -77,12 +79,20 @@ class RenderedPages:
             capacity
         )
 
-    async def get(
-        self, key: tuple[str, Format, str], revision: str, render: Callable[[], bytes]
-    ) -> Rendered:
+    def kept(self, key: tuple[str, Format, str], revision: str) -> Rendered | None:
+        """The warm path, with no coroutine: the page rendered at `revision`, if kept."""
         entry = self._entries.get(key)
         if entry is not None and entry[0] == revision and revision:
             return entry[1]
+        return None
+
+    async def get(
+        self, key: tuple[str, Format, str], revision: str, render: Callable[[], bytes]
+    ) -> Rendered:
+        kept = self.kept(key, revision)
+        if kept is not None:
+            return kept
+
         def build() -> Rendered:
             body = render()
             # text/html and v1+html share a body but are different representations
@@ -97,47 +107,6 @@ class RenderedPages:
 
 
 RENDERED = web.AppKey("rendered_pages", RenderedPages)
-LIST_RENDERING = 2  # changes with write_index's output, and so do the rendered files' names
-_RENDER_PATIENCE_S = 300.0  # waiting for another worker rendering a list of a million names
-
-
-class ListFiles:
-    """The project lists rendered to files (stores/rendered_lists.py), each rendered once
-    however many requests (in this process: single flight; across workers: its lock) ask."""
-
-    def __init__(self, store: RenderedLists) -> None:
-        self.store = store
-        self._ready: BoundedLRU[str, bool] = BoundedLRU(64)
-        self._rendering: SingleFlight[str, None] = SingleFlight()
-
-    async def send(
-        self, request: web.Request, name: str, write: Callable[[BinaryIO], None],
-        compressed: bool, headers: dict[str, str],
-    ) -> web.StreamResponse:
-        for attempt in (1, 2):
-            if self._ready.get(name) is None:
-                await self._rendering.run(name, lambda: self._render(name, write))
-            path = self.store.paths(name)[1 if compressed else 0]
-            try:
-                return await send_rendered(request, path, headers)
-            except FileNotFoundError:  # pruned since: render it again
-                self._ready.pop(name)
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _render(self, name: str, write: Callable[[BinaryIO], None]) -> None:
-        # off the loop: a million names take seconds to read, render and compress
-        if not await asyncio.to_thread(self.store.ready, name):
-            async with self.store.turn(name, patience=_RENDER_PATIENCE_S):
-                if not await asyncio.to_thread(self.store.ready, name):
-                    started = time.monotonic()
-                    await asyncio.to_thread(self.store.build, name, write)
-                    log.info("rendered the project list in %.1f s", time.monotonic() - started)
-        self._ready.put(name, True)
-
-
-LISTS = web.AppKey("rendered_lists", ListFiles)
 
 
 def file_url(base: str, project: NormalizedName) -> Callable[[DistFile], str]:
@@ -146,7 +115,9 @@ def file_url(base: str, project: NormalizedName) -> Callable[[DistFile], str]:
 
 
 def _chosen_format(request: web.Request) -> Format:
-    fmt = negotiate(request.headers.get(hdrs.ACCEPT), request.query.get("format"))
+    # no query string (what installers send): no query to parse
+    asked = request.query.get("format") if request.rel_url.raw_query_string else None
+    fmt = negotiate(request.headers.get(hdrs.ACCEPT), asked)
     if fmt is None:
         raise _not_acceptable()
     return fmt
@@ -170,19 +141,35 @@ def _page_headers(request: web.Request, etag: str) -> dict[str, str]:
     }
 
 
+# a page's headers change only with its revision: built once per (page, answer), bounded
+@lru_cache(maxsize=4096)
+def _kept_headers(
+    etag: str, max_age: int, content_type: str | None, compressed: bool
+) -> CIMultiDictProxy[str]:
+    headers = CIMultiDict({
+        hdrs.VARY: "Accept, Accept-Encoding",
+        hdrs.ETAG: etag,
+        hdrs.CACHE_CONTROL: f"max-age={max_age}, must-revalidate",
+    })
+    if content_type is not None:  # None: the 304's, which has no body
+        headers[hdrs.CONTENT_TYPE] = content_type
+        if compressed:
+            headers[hdrs.CONTENT_ENCODING] = "gzip"
+    return CIMultiDictProxy(headers)
+
+
 def _page(request: web.Request, fmt: Format, page: Rendered) -> web.Response:
+    request_headers = request.headers
     compressed = (
-        page.gzipped is not None and accepts_gzip(request.headers.get(hdrs.ACCEPT_ENCODING))
+        page.gzipped is not None and accepts_gzip(request_headers.get(hdrs.ACCEPT_ENCODING))
     )
     etag = page.gzip_etag if compressed else page.etag
-    headers = _page_headers(request, etag)
-    if none_match(request.headers.get(hdrs.IF_NONE_MATCH), etag):
-        return web.Response(status=304, headers=headers)
-    headers[hdrs.CONTENT_TYPE] = fmt.content_type
-    if compressed:
-        headers[hdrs.CONTENT_ENCODING] = "gzip"
-        return web.Response(body=page.gzipped, headers=headers)
-    return web.Response(body=page.body, headers=headers)
+    max_age = request.app[SERVICES].settings.page_max_age
+    # web.Response copies the headers it is given: what the response hook adds goes to its copy
+    if none_match(request_headers.get(hdrs.IF_NONE_MATCH), etag):
+        return web.Response(status=304, headers=_kept_headers(etag, max_age, None, compressed))
+    headers = _kept_headers(etag, max_age, fmt.content_type, compressed)
+    return web.Response(body=page.gzipped if compressed else page.body, headers=headers)
 
 
 def _redirect(request: web.Request, path: str) -> web.HTTPException:
@@ -195,20 +182,35 @@ async def simple_root_without_slash(request: web.Request) -> web.StreamResponse:
     raise _redirect(request, "/simple/")
 
 
-async def simple(request: web.Request) -> web.StreamResponse:
-    """/simple/<anything>: the index, a project page, or a redirect to the canonical URL."""
-    tail = request.match_info["tail"]
+_INDEX, _PROJECT, _REDIRECT, _NOT_A_NAME = range(4)
+
+
+# the same few tails come again and again: read each once (bounded: they are the clients')
+@lru_cache(maxsize=4096)
+def _read_tail(tail: str) -> tuple[int, str]:
+    """What /simple/<tail> is: (_INDEX, ""), (_PROJECT, name), (_REDIRECT, path) or
+    (_NOT_A_NAME, why)."""
     parts = [part for part in tail.split("/") if part]
     if not parts:
-        if tail:  # "/simple//"
-            raise _redirect(request, "/simple/")
-        return await _index(request)
+        return (_REDIRECT, "/simple/") if tail else (_INDEX, "")  # "/simple//" redirects
     if len(parts) > 1 or not valid_name(parts[0]):
-        raise NotFound(f"{tail.strip('/')!r} is not a project name")
+        return _NOT_A_NAME, f"{tail.strip('/')!r} is not a project name"
     name = normalize(parts[0])
     if tail != f"{name}/":
-        raise _redirect(request, f"/simple/{name}/")
-    return await _project(request, name)
+        return _REDIRECT, f"/simple/{name}/"
+    return _PROJECT, name
+
+
+async def simple(request: web.Request) -> web.StreamResponse:
+    """/simple/<anything>: the index, a project page, or a redirect to the canonical URL."""
+    kind, value = _read_tail(request.match_info["tail"])
+    if kind == _PROJECT:
+        return await _project(request, NormalizedName(value))
+    if kind == _INDEX:
+        return await _index(request)
+    if kind == _REDIRECT:
+        raise _redirect(request, value)
+    raise NotFound(value)
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -250,8 +252,10 @@ async def _project(request: web.Request, name: NormalizedName) -> web.StreamResp
     fmt = _chosen_format(request)
     project = await services.repository.project_page(name)
     base = origin(request)
-    page = await request.app[RENDERED].get(
-        (base, fmt, name), project.revision,
+    pages = request.app[RENDERED]
+    key = (base, fmt, name)
+    page = pages.kept(key, project.revision) or await pages.get(
+        key, project.revision,
         lambda: render_project(project, fmt, file_url(base, name), provenance_url(base, name)),
     )
     # once rendered: a cold page of thousands of files is rendered in a thread, and the

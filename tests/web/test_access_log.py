@@ -320,3 +320,17 @@ async def test_a_client_gone_mid_upload_is_recorded_without_a_traceback(
                          " response was sent")
     ]
     assert len(warnings_in(text)) == 1
+
+
+def test_a_line_quoted_once_per_client_and_thing_asked_keeps_its_own_values() -> None:
+    from pyproxy.web.access_log import _Line
+    from tests.access_log import parse_access_line
+
+    base = {"method": "GET", "path": "/simple/a b/", "status": 200, "bytes": 10,
+            "duration_ms": 1.5, "cache": "-", "remote": "127.0.0.1", "user": None,
+            "agent": 'pip/25 {"x": "y"}'}
+    variants = [base, {**base, "duration_ms": 7.25}, {**base, "agent": "uv/0.9"},
+                {**base, "user": "alice", "duration_ms": 0.1}, {**base, "status": 304}, base]
+    for fields in variants * 2:
+        line = f"2026-01-01 00:00:00,000 INFO pyproxy.access: {_Line(fields)}"
+        assert parse_access_line(line) == fields

@@ -466,6 +466,26 @@ async def test_restriction_can_be_undone_and_readers_revoked(make_app: MakeApp) 
     assert '"foo-bar/"' in (await status_of(client, "/simple/"))[1]
 
 
+async def test_a_personal_page_leaves_the_kept_headers_as_they_were(make_app: MakeApp) -> None:
+    """A page's headers are built once per revision (simple.py): marking one answer `private`
+    must not mark the next one, once the project is no longer restricted."""
+    client, services = await _restricted(make_app)
+    bob = basic("bob", OTHER_PASSWORD)
+    for accept in (None, SIMPLE_JSON):
+        headers = {**bob, **({"Accept": accept} if accept else {})}
+        for _ in range(2):
+            status, _, response_headers = await status_of(client, "/simple/foo-bar/", headers)
+            assert status == 200
+            assert response_headers["Cache-Control"].startswith("private, max-age="), accept
+    assert services.private.restrict(normalize("foo-bar"), undo=True)
+    for accept in (None, SIMPLE_JSON):
+        status, _, response_headers = await status_of(
+            client, "/simple/foo-bar/", {"Accept": accept} if accept else None
+        )
+        assert status == 200
+        assert response_headers["Cache-Control"].startswith("max-age="), accept
+
+
 async def test_another_process_restricting_or_revoking_a_reader_takes_effect_at_once(
     make_app: MakeApp,
 ) -> None:

@@ -822,6 +822,31 @@ async def test_gzip_page_is_precompressed_and_has_its_own_etag(client: TestClien
     assert other.status == 200
 
 
+async def test_headers_built_once_per_page_answer_alike_every_time(client: TestClient) -> None:
+    """A page's headers are built once per revision and answer (200, gzip, 304): asked in turn,
+    again and again, each answer keeps its own, and a 304 has no Content-Type or -Encoding."""
+    seen: dict[tuple[str, str, bool], dict[str, str]] = {}
+    etags: dict[tuple[str, str], str] = {}
+    for _ in range(3):
+        for accept in (JSON, "text/html"):
+            for encoding in ("gzip", "identity"):
+                for revalidate in (False, True):
+                    headers = {"Accept": accept, "Accept-Encoding": encoding}
+                    if revalidate:
+                        headers["If-None-Match"] = etags[accept, encoding]
+                    response = await client.get("/simple/foo-bar/", headers=headers,
+                                                auto_decompress=False)
+                    assert response.status == (304 if revalidate else 200)
+                    etags.setdefault((accept, encoding), response.headers["ETag"])
+                    kept = {k: v for k, v in response.headers.items() if k not in ("Date",)}
+                    assert seen.setdefault((accept, encoding, revalidate), kept) == kept
+                    if revalidate:
+                        assert "Content-Type" not in kept and "Content-Encoding" not in kept
+                    else:
+                        assert ("Content-Encoding" in kept) == (encoding == "gzip")
+    assert len(set(etags.values())) == 4
+
+
 @pytest.mark.parametrize("accept_encoding", ["gzip;q=0", "br", "identity", "gzipx", ""])
 async def test_no_gzip_unless_accepted(client: TestClient, accept_encoding: str) -> None:
     response = await client.get("/simple/foo-bar/", auto_decompress=False,
