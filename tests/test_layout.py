@@ -48,6 +48,8 @@ NOT_MIRRORS: dict[str, str] = {
     "tests/test_fake_upstream.py": "tests the test helper tests/fake_upstream.py",
     "tests/test_benchmark_smoke.py": "runs the benchmark (benchmarks/), not a pyproxy module",
     "tests/servers/test_servers.py": "tests the test servers tests/servers/ (PostgreSQL, S3)",
+    "tests/web/test_warmup_downloads.py": "web/warmup.py's downloads ahead of pip through the"
+                                          " stack: tests/web/test_warmup.py's second half",
 }
 NOT_MIRRORED_DIRS = ("tests/e2e",)  # real clients against `pyproxy serve`, by feature
 
