@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from pyproxy.compose import (
-    Health,
     build_services,
     describe_upstream,
     private_bodies,
@@ -24,7 +23,6 @@ from pyproxy.compose import (
 )
 from pyproxy.config import Settings
 from pyproxy.model import NormalizedName
-from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
 from pyproxy.repository.policy import PolicyRepository
@@ -34,7 +32,6 @@ from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.bucket_files import BucketFiles
 from pyproxy.stores.objects import BucketUnavailable
 from pyproxy.upstream_settings import UpstreamSettings
-from tests.fake_upstream import FakeUpstream
 from tests.servers.s3 import S3Server
 
 UPSTREAM = "http://127.0.0.1:9/simple/"  # the discard port: nothing answers there
@@ -135,14 +132,6 @@ def test_describe_upstream(tmp_path: Path, overrides: dict[str, object], describ
     assert describe_upstream(settings(tmp_path, **overrides)) == described
 
 
-async def test_health_without_upstream_has_nothing_to_report() -> None:
-    health = Health()
-    assert not health.watches_upstream
-    assert not health.upstream_answered_within(60.0)
-    assert await health.probe_upstream() is None
-    assert list(health.cache_gauges()) == []
-
-
 # ---- [[upstreams]]
 
 
@@ -221,24 +210,6 @@ async def test_routes_without_a_default_upstream(tmp_path: Path) -> None:
         )
     finally:
         await services.close()
-
-
-async def test_health_probes_every_upstream_and_names_the_one_that_fails(
-    fake: FakeUpstream,
-) -> None:
-    answering = UpstreamClient(fake.index_url, timeout=5)
-    down = UpstreamClient(UPSTREAM, timeout=5)
-    health = Health([("", answering), ("gpu", down)])
-    try:
-        problem = await health.probe_upstream()
-        assert problem is not None and problem.startswith("upstream gpu did not answer: "), problem
-        assert fake.count("/simple/", "HEAD") == 1
-        assert answering.last_success is not None
-        assert not health.upstream_answered_within(60.0)  # one answered, the other did not
-        assert await Health([("", answering)]).probe_upstream() is None
-    finally:
-        await answering.close()
-        await down.close()
 
 
 async def test_a_route_overrides_the_global_policy_for_its_own_names_only(tmp_path: Path) -> None:

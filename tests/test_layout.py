@@ -29,7 +29,9 @@ TESTS = ROOT / "tests"
 # under it. A module in no band fails the test: give each new module its floor here.
 BANDS: dict[str, tuple[str, ...]] = {
     "front ends": ("pyproxy.web", "pyproxy.cli", "pyproxy.__main__"),
-    "services": ("pyproxy.publish", "pyproxy.repository", "pyproxy.ops", "pyproxy.compose"),
+    "services": (
+        "pyproxy.publish", "pyproxy.repository", "pyproxy.ops", "pyproxy.compose", "pyproxy.health",
+    ),
     "stores": ("pyproxy.stores",),
     "leaves": (
         "pyproxy", "pyproxy.model", "pyproxy.config", "pyproxy.metrics", "pyproxy.logs",

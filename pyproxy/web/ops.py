@@ -20,7 +20,7 @@ from pathlib import Path
 from aiohttp import hdrs, web
 
 from pyproxy import metrics
-from pyproxy.compose import Health
+from pyproxy.health import Health
 from pyproxy.lru import SingleFlight
 from pyproxy.stores.space import free_bytes
 from pyproxy.units import human_size
