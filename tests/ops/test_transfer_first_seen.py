@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from pyproxy.model import NormalizedName
 from pyproxy.ops.transfer_first_seen import FIRST_SEEN
 from pyproxy.stores.first_seen import FirstSeenStore
 from tests.conftest import MakeClient
@@ -31,8 +32,12 @@ async def _box_that_saw(make_client: MakeClient, tmp_path: Path) -> dict[str, fl
     async with FakeUpstream(formats="html") as fake:
         for filename in WHEELS:
             fake.add_file("lib", filename, filename.encode())
-        client, _ = await make_client(data_dir=tmp_path / "source", upstream_url=fake.index_url)
+        client, services = await make_client(data_dir=tmp_path / "source",
+                                             upstream_url=fake.index_url)
         assert (await client.get("/simple/lib/")).status == 200
+        policed = services.policy_for(NormalizedName("lib"))
+        assert policed is not None
+        await policed.settled()  # the times are recorded while the page is served
     store = FirstSeenStore(tmp_path / "source" / "first-seen.sqlite3")
     try:
         times = store.record("lib", [], 0.0)
