@@ -23,9 +23,9 @@ from pyproxy.web.files import (
     client_went_away,
     outcome,
     parse_range,
-    send_streamed,
 )
 from pyproxy.web.local_files import send_local
+from pyproxy.web.streamed import send_streamed
 
 log = logging.getLogger("pyproxy.web")
 

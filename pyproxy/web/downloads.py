@@ -10,8 +10,9 @@ from pyproxy.model import LocalFile, OpenedFile, RemoteFile, StreamedFile, norma
 from pyproxy.web import warmup
 from pyproxy.web.cold import send_remote
 from pyproxy.web.context import SERVICES
-from pyproxy.web.files import outcome, send_streamed
+from pyproxy.web.files import outcome
 from pyproxy.web.local_files import send_local
+from pyproxy.web.streamed import send_streamed
 
 log = logging.getLogger("pyproxy.web")
 METADATA_SUFFIX = ".metadata"

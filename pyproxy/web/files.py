@@ -11,7 +11,6 @@ import asyncio
 import email.utils
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,7 +19,6 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 
 from pyproxy import metrics
-from pyproxy.model import StreamedFile
 from pyproxy.web.access_log import CACHE_OUTCOME, CUT_SHORT, CutShort, request_value
 from pyproxy.web.request_metrics import count
 from pyproxy.web.sendfile import sendfile
@@ -243,58 +241,4 @@ async def send_rendered(
     fobj, stat, body = await asyncio.to_thread(open_for_sending, path)
     response = FileBody(fobj, 0, stat.st_size, body, status=200, headers=headers)
     response.content_length = stat.st_size
-    return response
-
-
-async def send_streamed(
-    request: web.Request,
-    file: StreamedFile,
-    on_error: Callable[[BaseException], None],
-    *,
-    status: int = 200,
-    extra_headers: dict[str, str] | None = None,
-) -> web.StreamResponse:
-    """A body still arriving from upstream (the file, or with status 206 a part of it). Errors
-    mid-body abort the connection, so a client never takes a truncated or mismatching file
-    for a complete one."""
-    headers = base_headers(f'"{file.sha256}"' if file.sha256 else None, None)
-    headers[CACHE_STATUS] = "miss"
-    if file.size is not None and file.download is not None:  # see web/cold.py
-        headers[hdrs.ACCEPT_RANGES] = "bytes"
-    headers.update(extra_headers or {})
-    response = web.StreamResponse(status=status, headers=headers)
-    if file.size is not None:
-        response.content_length = file.size
-    try:
-        writer = await response.prepare(request)
-    except ConnectionError:  # gone while upstream was being asked
-        client_went_away(request, 0, 0, file.size)
-        return response
-    if request.method == hdrs.METH_HEAD or writer is None:
-        return response
-    head = writer.output_size
-    sent = 0
-    chunks = aiter(file.chunks)
-    try:
-        while True:
-            try:
-                chunk = await anext(chunks)
-            except StopAsyncIteration:
-                break
-            except Exception as exc:  # upstream's body failed: the client must not take the
-                on_error(exc)  # part it has for a whole file, so the connection is aborted
-                if request.transport is not None:
-                    request.transport.abort()
-                response.force_close()
-                request[CUT_SHORT] = CutShort(head + sent, "aborted")
-                return response  # aiohttp records it and closes; raising would log a traceback
-            try:
-                await response.write(chunk)
-            except ConnectionError:
-                client_went_away(request, head, sent, file.size)
-                response.force_close()
-                return response
-            sent += len(chunk)
-    finally:
-        served(request, sent)
     return response

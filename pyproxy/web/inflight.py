@@ -14,8 +14,8 @@ from pyproxy.model import LocalFile, NotFound, StreamedFile
 from pyproxy.stores.chunks import read_file, skip
 from pyproxy.stores.peers import PEER_HEADER, ROUTE_PREFIX
 from pyproxy.web.context import SERVICES
-from pyproxy.web.files import send_streamed
 from pyproxy.web.middleware import text_error
+from pyproxy.web.streamed import send_streamed
 
 log = logging.getLogger("pyproxy.web")
 
