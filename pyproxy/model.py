@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 import re
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -18,6 +18,7 @@ from pyproxy.filenames import version_of
 __all__ = [
     "DistFile",
     "Download",
+    "FileBacked",
     "FileSource",
     "Forbidden",
     "HeldBack",
@@ -226,6 +227,21 @@ class LocalFile:
     sha256: str
     # how it was had, for the access log and metrics: "private", "hit" (in the upstream cache)
     cache: str = field(default="-", compare=False)
+
+
+@runtime_checkable
+class FileBacked(Protocol):
+    """A body being written to a file on this machine, which can go from the file straight to
+    the socket (the kernel's sendfile) rather than through memory."""
+
+    @property
+    def position(self) -> int:
+        """The offset in the file of the next byte to send."""
+        ...
+
+    async def send_to(self, send: Callable[[int, int, int], Awaitable[int]]) -> None:
+        """The rest of the body, with `send(fd, offset, count)` -> bytes sent, as written."""
+        ...
 
 
 class Download(Protocol):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -111,7 +111,29 @@ class Tail:
     def __aiter__(self) -> Tail:
         return self
 
+    @property
+    def position(self) -> int:
+        """Where the next byte comes from: the bytes sent so far, past `start`."""
+        return self._offset
+
     async def __anext__(self) -> bytes:
+        n = await self._ready()
+        if n == 0:
+            raise StopAsyncIteration
+        data = await self._with_fd(
+            lambda fd: in_thread(os.pread, fd, min(CHUNK_SIZE, n), self._offset)
+        )
+        self._advance(len(data))
+        return data
+
+    async def send_to(self, send: Callable[[int, int, int], Awaitable[int]]) -> None:
+        """The rest, zero-copy: `send(fd, offset, count)` sends bytes of the file from its
+        descriptor (the kernel's sendfile) and says how many, as they become readable."""
+        while n := await self._ready():
+            self._advance(await self._with_fd(lambda fd: send(fd, self._offset, n)))
+
+    async def _ready(self) -> int:
+        """Until there are bytes to read past the offset: how many (0: the end)."""
         while (flight := self._flight) is not None:
             if flight.state in ("failed", "cached"):  # its fd is closed or about to be
                 self._flight = None
@@ -131,23 +153,30 @@ class Tail:
                 readable = min(readable, self._stop)
             available = readable - self._offset
             if available > 0:
-                n = min(CHUNK_SIZE, available)
-                flight.reading += 1
-                try:
-                    data = await in_thread(os.pread, flight.fd, n, self._offset)
-                finally:
-                    flight.reading -= 1
-                    flight.let_go()  # the flight may have failed during the read
-                if not data:
-                    self._flight = None
-                    raise Unavailable(f"the file for {flight.key!r} is shorter than written")
-                self._offset += len(data)
-                return data
+                return available
             if flight.state == "ok":
                 break
             await flight.changed()
         self._flight = None
-        raise StopAsyncIteration
+        return 0
+
+    async def _with_fd(self, use: Callable[[int], Awaitable[_T]]) -> _T:
+        """`use(fd)` with the flight's fd kept open meanwhile (it may end during the use)."""
+        flight = self._flight
+        assert flight is not None  # _ready said there are bytes to read
+        flight.reading += 1
+        try:
+            return await use(flight.fd)
+        finally:
+            flight.reading -= 1
+            flight.let_go()
+
+    def _advance(self, n: int) -> None:
+        if not n:
+            assert self._flight is not None
+            key, self._flight = self._flight.key, None
+            raise Unavailable(f"the file for {key!r} is shorter than written")
+        self._offset += n
 
     async def aclose(self) -> None:
         self._flight = None

