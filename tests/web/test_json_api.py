@@ -352,7 +352,7 @@ async def test_upstream_metadata_failure_degrades_then_recovers(
     fake: FakeUpstream, make_client: MakeClient
 ) -> None:
     files = add_upstream_project(fake)
-    client, _ = await make_client(upstream_url=fake.index_url, upstream_timeout=0.5)
+    client, _ = await make_client(upstream_url=fake.index_url, upstream_timeout=2.0)
     metadata_path = fake.file_path("up.proj", files["wheel"].filename) + ".metadata"
     fake.fail_paths[metadata_path] = 500
     doc = await get_json(client, "/pypi/up-proj/json")

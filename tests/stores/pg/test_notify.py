@@ -71,7 +71,7 @@ def test_delivered_on_commit_only(pg_dsn: str, listener: Listener, heard: Heard)
         assert heard.payloads == []  # not committed yet
         conn.commit()
     elapsed = heard.wait_for("foo")
-    assert elapsed < 0.5
+    assert elapsed < 1.0  # the cluster's promise: in effect on every node within 1 s
     assert listener.sync()
     assert heard.payloads == ["foo"]
 

@@ -134,7 +134,8 @@ def test_database_down_reads_from_memory_writes_fail_then_recover(
             assert store.has_project(FOO)
             assert [f.filename for f in store.project_page(FOO).files] == ["foo-1.0-py3-none-any.whl"]
             assert store.list_projects().names == ("foo",)
-            assert time.monotonic() - started < 0.1  # from memory, not waiting for a server
+            # from memory: no wait for a server, nor a retry (a loaded machine may be slow)
+            assert time.monotonic() - started < 1.0
             with pytest.raises(DatabaseUnavailable) as failure:
                 upload(store, "foo-2.0-py3-none-any.whl")
             message = str(failure.value)
