@@ -33,7 +33,9 @@ log = logging.getLogger("pyproxy.pg.notify")
 CHANNEL = "pyproxy"
 MAX_PAYLOAD = 7999  # PostgreSQL refuses 8000 bytes and more
 BACKOFF_FIRST_S = 0.05
-BACKOFF_MAX_S = 5.0
+# what a node holds in memory may be stale until the listener is back, so once the database is
+# back the listener must be too, soon: a refused connection costs the server next to nothing
+BACKOFF_MAX_S = 0.5
 _WAKE_S = 0.1  # how often the thread looks at its stop flag (ten cheap wake-ups a second)
 
 
