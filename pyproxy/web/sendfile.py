@@ -70,20 +70,17 @@ async def send_fd(transport: asyncio.Transport, fd: int, offset: int, count: int
     sent = 0
     try:
         while sent < count:
+            _check_open(transport)
             try:
-                _check_open(transport)
                 done = os.sendfile(out, fd, offset + sent, min(_BLOCK, count - sent))
             except BlockingIOError:
-                try:
-                    await _writable(loop, out, transport)
-                except ConnectionResetError as exc:
-                    raise ClientGone(str(exc), sent) from None
+                await _writable(loop, out, transport)
                 continue
-            except OSError as exc:  # EPIPE, ECONNRESET: the client went away
-                raise ClientGone(str(exc), sent) from None
             if done == 0:  # the file ended
                 break
             sent += done
+    except OSError as exc:  # EPIPE, ECONNRESET, closed while waiting: the client went away
+        raise ClientGone(str(exc), sent) from None
     finally:
         os.close(out)
     return sent

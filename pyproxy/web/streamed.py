@@ -8,6 +8,7 @@ peak RSS grew by 46 MB for 50 clients of an 8 MB file) and cost no thread hop pe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from aiohttp import hdrs, web
@@ -53,7 +54,7 @@ async def send_streamed(
         and transport is not None
         and can_send_fd(transport)
     ):
-        await _send_from_file(request, writer, response, file, file.chunks, on_error)
+        await _send_from_file(request, transport, writer, response, file, file.chunks, on_error)
         return response
     sent = 0
     chunks = aiter(file.chunks)
@@ -63,18 +64,13 @@ async def send_streamed(
                 chunk = await anext(chunks)
             except StopAsyncIteration:
                 break
-            except Exception as exc:  # upstream's body failed: the client must not take the
-                on_error(exc)  # part it has for a whole file, so the connection is aborted
-                if request.transport is not None:
-                    request.transport.abort()
-                response.force_close()
-                request[CUT_SHORT] = CutShort(head + sent, "aborted")
+            except Exception as exc:
+                _abort(request, response, exc, on_error, head + sent)
                 return response  # aiohttp records it and closes; raising would log a traceback
             try:
                 await response.write(chunk)
             except ConnectionError:
-                client_went_away(request, head, sent, file.size)
-                response.force_close()
+                _client_left(request, response, head, sent, file.size)
                 return response
             sent += len(chunk)
     finally:
@@ -84,27 +80,45 @@ async def send_streamed(
 
 async def _send_from_file(
     request: web.Request,
+    transport: asyncio.Transport,
     writer: AbstractStreamWriter,
     response: web.StreamResponse,
     file: StreamedFile,
     body: FileBacked,
     on_error: Callable[[BaseException], None],
 ) -> None:
-    transport = request.transport
-    assert transport is not None  # the caller looked
     head, begin, partial = writer.output_size, body.position, 0
     try:
         await body.send_to(lambda fd, offset, count: send_fd(transport, fd, offset, count))
     except ConnectionResetError as exc:
         partial = exc.sent if isinstance(exc, ClientGone) else 0
-        client_went_away(request, head, body.position - begin + partial, file.size)
-        response.force_close()
-    except Exception as exc:  # as send_streamed: the client must not take a part for the whole
-        on_error(exc)
-        transport.abort()
-        response.force_close()
-        request[CUT_SHORT] = CutShort(head + body.position - begin, "aborted")
+        _client_left(request, response, head, body.position - begin + partial, file.size)
+    except Exception as exc:
+        _abort(request, response, exc, on_error, head + body.position - begin)
     finally:
         sent = body.position - begin + partial
         writer.output_size = head + sent  # bypassed the writer; the access log reads it
         served(request, sent)
+
+
+def _abort(
+    request: web.Request,
+    response: web.StreamResponse,
+    exc: Exception,
+    on_error: Callable[[BaseException], None],
+    written: int,
+) -> None:
+    """Upstream's body failed: the client must not take the part it has for a whole file, so
+    the connection is aborted."""
+    on_error(exc)
+    if request.transport is not None:
+        request.transport.abort()
+    response.force_close()
+    request[CUT_SHORT] = CutShort(written, "aborted")
+
+
+def _client_left(
+    request: web.Request, response: web.StreamResponse, head: int, sent: int, size: int | None
+) -> None:
+    client_went_away(request, head, sent, size)
+    response.force_close()

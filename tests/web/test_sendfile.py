@@ -22,10 +22,29 @@ LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 Scenario = Callable[[str, list[BaseException | int]], Awaitable[None]]
 
 
-def _serve(path: Path, scenario: Scenario, loop_factory: Callable[[], asyncio.AbstractEventLoop]
-           ) -> list[BaseException | int]:
-    """Run `scenario(url, outcomes)` against a server whose handler sendfiles the span asked
-    for (`?offset=&count=`); each handler's return value or exception lands in `outcomes`."""
+Sender = Callable[[asyncio.Transport, Path, int, int], Awaitable[int]]
+
+
+async def _with_sendfile(transport: asyncio.Transport, path: Path, offset: int, count: int) -> int:
+    with open(path, "rb") as fobj:
+        sent = await sendfile(transport, fobj, offset, count)
+        assert fobj.tell() == offset + sent  # left after the bytes sent
+    return sent
+
+
+async def _with_send_fd(transport: asyncio.Transport, path: Path, offset: int, count: int) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return await send_fd(transport, fd, offset, count)
+    finally:
+        os.close(fd)
+
+
+def _serve(path: Path, scenario: Scenario, loop_factory: Callable[[], asyncio.AbstractEventLoop],
+           send: Sender = _with_sendfile) -> list[BaseException | int]:
+    """Run `scenario(url, outcomes)` against a server whose handler sends the span asked for
+    (`?offset=&count=`) with `send`; each handler's return value or exception lands in
+    `outcomes`."""
     outcomes: list[BaseException | int] = []
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -33,13 +52,11 @@ def _serve(path: Path, scenario: Scenario, loop_factory: Callable[[], asyncio.Ab
         response = web.StreamResponse(headers={"Content-Length": str(count)})
         await response.prepare(request)
         assert request.transport is not None
-        with open(path, "rb") as fobj:
-            try:
-                sent = await sendfile(request.transport, fobj, offset, count)
-            except BaseException as exc:
-                outcomes.append(exc)
-                raise
-            assert fobj.tell() == offset + sent  # left after the bytes sent
+        try:
+            sent = await send(request.transport, path, offset, count)
+        except BaseException as exc:
+            outcomes.append(exc)
+            raise
         outcomes.append(sent)
         if sent < count:  # as web/files.py does: never a short body that looks whole
             request.transport.abort()
@@ -132,46 +149,20 @@ def test_send_fd_sends_from_a_descriptor_and_counts_what_went_before_a_client_le
     """send_fd (a download's file, followed as it is written) on either loop: the span asked
     for; a client gone mid-file raises ClientGone with what was sent."""
     body = big.read_bytes()
-    outcomes: list[BaseException | int] = []
 
-    async def handler(request: web.Request) -> web.StreamResponse:
-        offset, count = int(request.query["offset"]), int(request.query["count"])
-        response = web.StreamResponse(headers={"Content-Length": str(count)})
-        await response.prepare(request)
-        assert request.transport is not None
-        fd = os.open(big, os.O_RDONLY)
-        try:
-            outcomes.append(await send_fd(request.transport, fd, offset, count))
-        except ClientGone as exc:
-            outcomes.append(exc)
-        finally:
-            os.close(fd)
-        return response
+    async def scenario(url: str, outcomes: list[BaseException | int]) -> None:
+        async with ClientSession() as session:
+            async with session.get(url, params={"offset": 3, "count": 5 * MiB}) as got:
+                assert await got.read() == body[3 : 3 + 5 * MiB]
+            got = await session.get(url, params={"offset": 0, "count": len(body)})
+            await got.content.readexactly(MiB)
+            got.close()
+            for _ in range(100):
+                if len(outcomes) == 2:
+                    break
+                await asyncio.sleep(0.05)
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        url = f"http://127.0.0.1:{port}/"
-        try:
-            async with ClientSession() as session:
-                async with session.get(url, params={"offset": 3, "count": 5 * MiB}) as got:
-                    assert await got.read() == body[3 : 3 + 5 * MiB]
-                got = await session.get(url, params={"offset": 0, "count": len(body)})
-                await got.content.readexactly(MiB)
-                got.close()
-                for _ in range(100):
-                    if len(outcomes) == 2:
-                        break
-                    await asyncio.sleep(0.05)
-        finally:
-            await runner.cleanup()
-
-    with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
-        runner.run(main())
+    outcomes = _serve(big, scenario, LOOPS[loop], _with_send_fd)
     assert outcomes[0] == 5 * MiB
     gone = outcomes[1]
     assert isinstance(gone, ClientGone) and MiB <= gone.sent < len(body)

@@ -44,14 +44,22 @@ async def _digest(client: TestClient, headers: dict[str, str] | None = None) -> 
         return response.status, digest.hexdigest()
 
 
+async def _cold(
+    fake: FakeUpstream, make_client: MakeClient, size: int, *, chunk_delay: float = 0.002
+) -> tuple[TestClient, bytes]:
+    """A pyproxy that has read the page of one upstream file of `size` bytes, which upstream
+    sends slowly (still arriving while clients read it); the client and the file's bytes."""
+    dist = fake.add_generated_file("follow", WHEEL, size)
+    fake.chunk_delay = chunk_delay
+    client, _ = await make_client(upstream_url=fake.index_url)
+    assert (await client.get("/simple/follow/")).status == 200
+    return client, b"".join(dist.chunks())
+
+
 async def test_every_follower_of_a_download_gets_the_whole_file_from_its_file(
     fake: FakeUpstream, make_client: MakeClient, sends: list[int]
 ) -> None:
-    dist = fake.add_generated_file("follow", WHEEL, 3 * MiB)
-    body = b"".join(dist.chunks())
-    fake.chunk_delay = 0.002  # still arriving while the clients read
-    client, _ = await make_client(upstream_url=fake.index_url)
-    assert (await client.get("/simple/follow/")).status == 200
+    client, body = await _cold(fake, make_client, 3 * MiB)
     got = await asyncio.gather(*(_digest(client) for _ in range(20)))
     assert got == [(200, hashlib.sha256(body).hexdigest())] * 20
     assert fake.count(fake.file_path("follow", WHEEL), "GET") == 1
@@ -62,11 +70,7 @@ async def test_every_follower_of_a_download_gets_the_whole_file_from_its_file(
 async def test_a_range_of_a_download_in_progress_is_sent_from_its_file(
     fake: FakeUpstream, make_client: MakeClient, sends: list[int]
 ) -> None:
-    dist = fake.add_generated_file("follow", WHEEL, 2 * MiB)
-    body = b"".join(dist.chunks())
-    fake.chunk_delay = 0.002
-    client, _ = await make_client(upstream_url=fake.index_url)
-    assert (await client.get("/simple/follow/")).status == 200
+    client, body = await _cold(fake, make_client, 2 * MiB)
     whole = asyncio.ensure_future(_digest(client))
     while fake.count(fake.file_path("follow", WHEEL), "GET") == 0:  # the download has begun
         await asyncio.sleep(0.01)
@@ -85,12 +89,8 @@ async def test_a_failed_download_never_reaches_a_follower_whole(
 ) -> None:
     """The last byte waits for the hash check; a failure aborts every follower's connection,
     so no client takes a part, or wrong bytes, for the file."""
-    dist = fake.add_generated_file("follow", WHEEL, 2 * MiB)
-    body = b"".join(dist.chunks())
     setattr(fake, fault, True)
-    fake.chunk_delay = 0.001
-    client, _ = await make_client(upstream_url=fake.index_url)
-    assert (await client.get("/simple/follow/")).status == 200
+    client, body = await _cold(fake, make_client, 2 * MiB, chunk_delay=0.001)
 
     async def follow() -> int:
         async with client.get(PATH) as response:
@@ -111,11 +111,7 @@ async def test_a_failed_download_never_reaches_a_follower_whole(
 async def test_a_follower_that_goes_away_leaves_the_others_and_the_cache_whole(
     fake: FakeUpstream, make_client: MakeClient, sends: list[int]
 ) -> None:
-    dist = fake.add_generated_file("follow", WHEEL, 4 * MiB)
-    body = b"".join(dist.chunks())
-    fake.chunk_delay = 0.002
-    client, _ = await make_client(upstream_url=fake.index_url)
-    assert (await client.get("/simple/follow/")).status == 200
+    client, body = await _cold(fake, make_client, 4 * MiB)
 
     async def abandon() -> None:
         response = await client.get(PATH)
