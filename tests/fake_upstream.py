@@ -131,6 +131,7 @@ class FakeUpstream:
         self.not_modified: list[tuple[str, str]] = []  # the requests answered 304
         # (path, Range header) of every file request with a Range (206 only with `serve_ranges`)
         self.ranged: list[tuple[str, str]] = []
+        self.accepts: dict[str, str | None] = {}  # path: the Accept of its last request
 
         self._projects: dict[str, _Project] = {}
         self._lock = threading.Lock()  # the state may be changed from a test's thread
@@ -377,6 +378,7 @@ class FakeUpstream:
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
+        self.accepts[request.path] = request.headers.get("Accept")
         if self.latency:
             await asyncio.sleep(self.latency)
         status = self.fail_paths.get(request.path, self.fail_status)

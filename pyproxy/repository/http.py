@@ -218,11 +218,13 @@ class UpstreamClient:
                 raise UpstreamError(_describe(exc)) from None
 
     def opener(
-        self, url: str, *, file_origins: Callable[[], Collection[Origin]] = frozenset
+        self, url: str, *, file_origins: Callable[[], Collection[Origin]] = frozenset,
+        accept: str | None = None,
     ) -> OpenUpstream:
         """For the blob cache: opens the body of a URL read from an upstream page.
         `file_origins()`, asked only when upstream redirects, names the origins the page links
-        files on: redirects may lead there, to the index's origin and to `files_from`."""
+        files on: redirects may lead there, to the index's origin and to `files_from`.
+        `accept`: the Accept to ask with (an API answer, not a file)."""
 
         @asynccontextmanager
         async def open_body() -> AsyncIterator[AsyncIterator[bytes]]:
@@ -230,7 +232,7 @@ class UpstreamClient:
             with self._asking("file"):
                 try:
                     async with deadline:
-                        response = await self._get_file(url, file_origins)
+                        response = await self._get_file(url, file_origins, accept=accept)
                 except TimeoutError:
                     if not deadline.expired():
                         raise
@@ -318,11 +320,14 @@ class UpstreamClient:
         *,
         range_: str | None = None,
         method: str = "GET",
+        accept: str | None = None,
     ) -> aiohttp.ClientResponse:
         """The 200 response for a file (or 206 for `range_`), redirects followed by our rules;
         Unavailable if none."""
         allowed: Targets | None = None
         extra = {"Range": range_} if range_ else {}
+        if accept:
+            extra["Accept"] = accept
         for hop in range(MAX_FILE_REDIRECTS + 1):
             try:
                 response = await self.session.request(

@@ -63,6 +63,7 @@ from pyproxy.stores.pages import (
     UpstreamFormatError,
     revision_of,
 )
+from pyproxy.stores.proof import INTEGRITY_TYPE
 
 log = logging.getLogger("pyproxy.upstream")
 
@@ -231,7 +232,7 @@ class UpstreamRepository:
             sha256=None,
             size=None,
             open_upstream=self.client.opener(
-                dist.provenance_url, file_origins=self._origins_of(page)
+                dist.provenance_url, file_origins=self._origins_of(page), accept=INTEGRITY_TYPE
             ),
             filename=filename + ".provenance",
         )

@@ -24,8 +24,11 @@ from typing import BinaryIO, Final
 
 from packaging.metadata import parse_email
 
-__all__ = ["Unproven", "check_any_archive", "check_file", "check_kind", "kind_of"]
+__all__ = [
+    "INTEGRITY_TYPE", "Unproven", "check_any_archive", "check_file", "check_kind", "kind_of",
+]
 
+INTEGRITY_TYPE: Final = "application/vnd.pypi.integrity.v1+json"  # a provenance object's
 MAX_METADATA_BYTES: Final = 10 * 1024 * 1024  # as an upload's core metadata
 _TAR_BLOCK: Final = 512
 _CHUNK: Final = 64 * 1024

@@ -15,11 +15,10 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from pyproxy.model import DistFile, FileSource, LocalFile, NormalizedName, NotFound, normalize
-from pyproxy.stores.proof import MAX_PROVENANCE_BYTES
+from pyproxy.stores.proof import INTEGRITY_TYPE, MAX_PROVENANCE_BYTES
 from pyproxy.web.conditional import none_match
 from pyproxy.web.context import SERVICES
 
-INTEGRITY_TYPE = "application/vnd.pypi.integrity.v1+json"
 ROUTE = "/integrity/{project}/{version}/{filename}/provenance"
 
 

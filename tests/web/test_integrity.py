@@ -79,6 +79,7 @@ async def test_upstream_provenance_is_served_from_pyproxy(
         assert response.content_type == INTEGRITY
         assert await response.read() == PROVENANCE
     assert upstream.count(upstream_path) == 1  # fetched once, then from the cache
+    assert upstream.accepts[upstream_path] == INTEGRITY  # as the Integrity API asks
     (bundle,) = orjson.loads(PROVENANCE)["attestation_bundles"]
     Attestation.model_validate(bundle["attestations"][0])
 
