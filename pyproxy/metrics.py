@@ -206,7 +206,8 @@ WARMUP_FAILED = _Metric(
 WARMUP_SKIPPED = _Metric(
     "pyproxy_warmup_skipped",
     "Dependencies not warmed: past the per-file budget, too many warm-ups waiting (busy), a"
-    " private name, one [policy] never serves, or a file over warm_up_max_file_size (size).",
+    " private name, one [policy] never serves or holds back now, or a file over"
+    " warm_up_max_file_size (size).",
     ("reason",), known=WARMUP_SKIPS,
 )
 

@@ -47,6 +47,7 @@ from pyproxy.formats.dependencies import (
 )
 from pyproxy.formats.linehaul import ClientEnvironment, client_environment
 from pyproxy.model import (
+    Forbidden,
     LocalFile,
     NormalizedName,
     ProjectPage,
@@ -283,6 +284,9 @@ class WarmUp:
                 self._ledger.remember(key, "metadata", side.page_ttl)
         except TooBigToWarm:
             metrics.WARMUP_SKIPPED.labels("size").inc()
+            return
+        except Forbidden:
+            metrics.WARMUP_SKIPPED.labels("policy").inc()
             return
         except Exception as exc:
             metrics.WARMUP_FAILED.labels("metadata").inc()

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from pyproxy import metrics
-from pyproxy.model import NormalizedName, RemoteFile, Repository, StreamedFile
+from pyproxy.model import Forbidden, NormalizedName, RemoteFile, Repository, StreamedFile
 from pyproxy.repository.warmup_ledger import Ledger
 from pyproxy.repository.warmup_side import Budget, Side
 
@@ -137,6 +137,8 @@ class AheadOfPip:
                 done = await download_whole(self.repository, key[1], key[2], self.max_size)
             if done and key not in self.ledger.joined:
                 self.ledger.remember(key, "file", side.page_ttl)
+        except Forbidden:  # the policy holds it back now: nothing went wrong
+            metrics.WARMUP_SKIPPED.labels("policy").inc()
         except Exception as exc:
             metrics.WARMUP_FAILED.labels("file").inc()
             log.debug("warm-up download of %s failed: %s", key[2], exc)

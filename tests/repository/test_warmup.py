@@ -13,7 +13,17 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyproxy import metrics
-from pyproxy.model import DistFile, LocalFile, NormalizedName, NotFound, Origin, ProjectList, ProjectPage, normalize
+from pyproxy.model import (
+    DistFile,
+    HeldBack,
+    LocalFile,
+    NormalizedName,
+    NotFound,
+    Origin,
+    ProjectList,
+    ProjectPage,
+    normalize,
+)
 from pyproxy.policy import build_policy
 from pyproxy.repository.warmup import Side, WarmUp
 from pyproxy.stores.pages import PageStore
@@ -166,3 +176,19 @@ async def test_markers_without_an_agent_and_close_cancels(tmp_path: Path) -> Non
     assert repository.asked == ["plain"]
     await asyncio.wait_for(warm.close(), 2)  # cancelled, not waited for
     assert not warm._tasks
+
+
+async def test_a_download_ahead_the_policy_refuses_is_skipped_not_failed(tmp_path: Path) -> None:
+    class Holding(Pages):
+        async def open_file(self, project: NormalizedName, filename: str) -> LocalFile:
+            raise HeldBack(f"{filename} is held back")  # the page changed since pip read it
+
+    warm = warm_up(tmp_path, Holding())
+    skipped, failed = value(metrics.WARMUP_SKIPPED, "policy"), value(metrics.WARMUP_FAILED, "file")
+    a, b = normalize("a"), normalize("b")
+    warm.metadata_requested(a, "a-1.0-py3-none-any.whl", "pip1")
+    warm.metadata_requested(b, "b-1.0-py3-none-any.whl", "pip1")
+    warm.file_requested(a, "a-1.0-py3-none-any.whl", "pip1")  # pip's first: b is fetched ahead
+    await warm.idle()
+    assert value(metrics.WARMUP_SKIPPED, "policy") - skipped == 1
+    assert value(metrics.WARMUP_FAILED, "file") - failed == 0
