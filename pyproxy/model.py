@@ -85,14 +85,16 @@ class DistFile:
     # `provenance_url` is where pyproxy fetches it
     provenance: bool = False
     provenance_url: str | None = None
+    # read from the filename once: a page's files are asked for it again and again (the page,
+    # the policy, the first-seen record, the warm-up's pick)
+    version: str | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "version", version_of(self.filename))
 
     @property
     def sha256(self) -> str | None:
         return self.hashes.get("sha256")
-
-    @property
-    def version(self) -> str | None:
-        return version_of(self.filename)
 
 
 @dataclass(frozen=True, slots=True)
