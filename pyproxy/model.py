@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -65,6 +65,9 @@ class Origin(enum.Enum):
     UPSTREAM = "upstream"
 
 
+_NOT_READ: Final = "\0"  # no version reads so (a NUL is in no filename)
+
+
 @dataclass(frozen=True, slots=True)
 class DistFile:
     filename: str
@@ -85,16 +88,21 @@ class DistFile:
     # `provenance_url` is where pyproxy fetches it
     provenance: bool = False
     provenance_url: str | None = None
-    # read from the filename once: a page's files are asked for it again and again (the page,
-    # the policy, the first-seen record, the warm-up's pick)
-    version: str | None = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "version", version_of(self.filename))
+    # read from the filename on first use, then kept: a page's files are asked for it again and
+    # again (the page, the policy, the first-seen record, the warm-up's pick)
+    _version: str | None = field(init=False, default=_NOT_READ, repr=False, compare=False)
 
     @property
     def sha256(self) -> str | None:
         return self.hashes.get("sha256")
+
+    @property
+    def version(self) -> str | None:
+        version = self._version
+        if version == _NOT_READ:
+            version = version_of(self.filename)
+            object.__setattr__(self, "_version", version)
+        return version
 
 
 @dataclass(frozen=True, slots=True)

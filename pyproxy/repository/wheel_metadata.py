@@ -27,6 +27,7 @@ import dataclasses
 import hashlib
 import io
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -50,7 +51,7 @@ from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.misses import RangeMemory, host_of
 from pyproxy.stores import proof
 from pyproxy.stores.blobcache import OpenUpstream
-from pyproxy.stores.blobkeys import blob_key, metadata_key
+from pyproxy.stores.blobkeys import blob_key, made_metadata_key, metadata_key
 from pyproxy.stores.filecache import FileCache
 
 __all__ = ["WHOLE_WHEEL_LIMIT", "TooBigToWarm", "WheelMetadata", "offer_made", "wants_made"]
@@ -66,6 +67,8 @@ _FACTS = 8192  # wheels whose verdict (made: sha256, or why not) this process re
 WHOLE_WHEEL_LIMIT = contextvars.ContextVar[int | None]("whole_wheel_limit", default=None)
 
 OpenWheel = Callable[[NormalizedName, str], Awaitable[FileSource]]
+# a marked page and the hashes (by filename) it was marked with
+Marked = tuple[ProjectPage, Mapping[str, str]]
 Origins = Callable[[], Collection[Origin]]
 
 
@@ -78,18 +81,29 @@ def wants_made(dist: DistFile) -> bool:
     )
 
 
-def offer_made(page: ProjectPage, made: Mapping[str, str]) -> ProjectPage:
+def offer_made(
+    page: ProjectPage, made: Mapping[str, str], before: Marked | None = None
+) -> ProjectPage:
     """The page with `.metadata` offered for each wheel that wants one, with its sha256 if in
-    `made` (by filename); its revision says which hashes are known."""
+    `made` (by filename); its revision says which hashes are known. `before`: an earlier
+    marking of this same page, whose files are kept where their hash is the same (a page of
+    thousands of wheels gains one hash at a time)."""
     files: list[DistFile] = []
     marks: list[str] = []
     for dist in page.files:
         if wants_made(dist):
-            offer: Mapping[str, str] | bool = True
-            if sha256 := made.get(dist.filename):
-                offer = {"sha256": sha256}
+            sha256 = made.get(dist.filename)
+            if sha256:
                 marks.append(f"{dist.filename}={sha256}")
-            dist = dataclasses.replace(dist, core_metadata=offer, metadata_from_wheel=True)
+            if (
+                before is not None
+                and before[1].get(dist.filename) == sha256
+                and (kept := before[0].file(dist.filename)) is not None
+            ):
+                dist = kept
+            else:
+                offer: Mapping[str, str] | bool = {"sha256": sha256} if sha256 else True
+                dist = dataclasses.replace(dist, core_metadata=offer, metadata_from_wheel=True)
         files.append(dist)
     digest = hashlib.blake2b("\n".join(marks).encode(), digest_size=8).hexdigest()
     revision = f"{page.revision}~w{digest}" if page.revision else ""
@@ -114,10 +128,10 @@ class WheelMetadata:
         self._ranges = RangeMemory() if ranges is None else ranges
         self._blobs = blobs
         self._open_wheel = open_wheel
-        # name -> (upstream revision, when the cache was asked, the marked page)
-        self._pages: BoundedLRU[NormalizedName, tuple[str, float, ProjectPage]] = BoundedLRU(
-            _PAGES
-        )
+        # name -> (upstream revision, when the cache was asked, the marked page, its hashes)
+        self._pages: BoundedLRU[
+            NormalizedName, tuple[str, float, ProjectPage, Mapping[str, str]]
+        ] = BoundedLRU(_PAGES)
         self._made: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> .metadata sha256
         self._bad: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> why not
 
@@ -129,18 +143,25 @@ class WheelMetadata:
             return held[2]
         wheels = [dist for dist in page.files if wants_made(dist)]
         if not wheels:
-            self._pages.put(page.name, (page.revision, now, page))
+            self._pages.put(page.name, (page.revision, now, page, {}))
             return page
-        keys = {metadata_key(_made_from(dist)): dist.filename for dist in wheels}
+        keys = {made_metadata_key(dist): dist.filename for dist in wheels}
         cached = await asyncio.to_thread(self._blobs.digests, list(keys))
         made = {keys[key]: sha256 for key, sha256 in cached.items()}
         for dist in wheels:
             if (sha256 := self._made.get(blob_key(dist))) is not None:
                 made.setdefault(dist.filename, sha256)
+        before: Marked | None = None
+        if held is not None and held[0] == page.revision:  # the same page, rechecked
+            if held[3] == made:
+                self._pages.put(page.name, (page.revision, now, held[2], made))
+                return held[2]
+            before = (held[2], held[3])
         # thousands of wheels take tens of ms: not on the event loop
-        marked = (offer_made(page, made) if len(wheels) <= _INLINE_WHEELS
+        marked = (offer_made(page, made, before)
+                  if len(wheels) <= _INLINE_WHEELS or before is not None
                   else await asyncio.to_thread(offer_made, page, made))
-        self._pages.put(page.name, (page.revision, now, marked))
+        self._pages.put(page.name, (page.revision, now, marked, made))
         return marked
 
     async def open(self, project: NormalizedName, dist: DistFile, origins: Origins) -> FileSource:
@@ -207,7 +228,8 @@ class WheelMetadata:
             self._bad.put(wheel, str(exc))
             raise Unavailable(f"no metadata can be made from {dist.filename}: {exc}") from None
         self._made.put(wheel, hashlib.sha256(data).hexdigest())
-        self._pages.pop(project)  # offer it with its hash
+        if (held := self._pages.get(project)) is not None:  # offer it with its hash
+            self._pages.put(project, (held[0], -math.inf, held[2], held[3]))
         return data
 
     async def _from_cached(self, wheel: str, project: NormalizedName) -> bytes | None:
@@ -282,10 +304,6 @@ def _unusable() -> FileSource:
         chunks=_once(_UNUSABLE), size=len(_UNUSABLE),
         sha256=hashlib.sha256(_UNUSABLE).hexdigest(), cache="miss",
     )
-
-
-def _made_from(dist: DistFile) -> DistFile:
-    return dataclasses.replace(dist, metadata_from_wheel=True)
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

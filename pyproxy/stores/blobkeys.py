@@ -8,8 +8,8 @@ import hashlib
 from pyproxy.model import DistFile
 
 __all__ = [
-    "blob_key", "is_metadata_key", "is_provenance_key", "metadata_key", "names_its_body",
-    "provenance_key",
+    "blob_key", "is_metadata_key", "is_provenance_key", "made_metadata_key", "metadata_key",
+    "names_its_body", "provenance_key",
 ]
 
 _METADATA_PREFIX = "meta:"
@@ -27,10 +27,15 @@ def blob_key(dist: DistFile) -> str:
 def metadata_key(dist: DistFile) -> str:
     """Cache key of an upstream file's `.metadata`: one pyproxy makes from the wheel keeps its
     wheel's key, also once its own sha256 is known."""
-    sha256 = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
     if dist.metadata_from_wheel:
-        sha256 = None
+        return made_metadata_key(dist)
+    sha256 = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
     return _METADATA_PREFIX + (sha256 or blob_key(dist))
+
+
+def made_metadata_key(dist: DistFile) -> str:
+    """Cache key of the `.metadata` pyproxy makes from a wheel, whatever the page offers."""
+    return _METADATA_PREFIX + blob_key(dist)
 
 
 def is_metadata_key(key: str) -> bool:

@@ -13,9 +13,20 @@ from pathlib import Path
 import pytest
 
 from pyproxy.formats import wheel_zip
-from pyproxy.model import LocalFile, NormalizedName, OpenedFile, RemoteFile, Unavailable
+from pyproxy.model import (
+    DistFile,
+    LocalFile,
+    NormalizedName,
+    OpenedFile,
+    Origin,
+    ProjectPage,
+    RemoteFile,
+    Unavailable,
+)
+from pyproxy.repository import wheel_metadata
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.upstream import UpstreamRepository
+from pyproxy.repository.wheel_metadata import offer_made
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
 from tests.dists import core_metadata, make_wheel
@@ -232,3 +243,31 @@ async def test_an_unreachable_wheel_is_unavailable_and_still_offered(
     assert dist is not None and dist.core_metadata is True
     del fake.fail_paths[fake.file_path(PROJECT, WHEEL)]
     assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META
+
+
+def test_a_new_hash_remarks_only_its_wheel() -> None:
+    wheels = [f"demo_pkg-1.{i}-py3-none-any.whl" for i in range(3)]
+    page = ProjectPage.build(PROJECT, tuple(
+        DistFile(name, {}, origin=Origin.UPSTREAM, upstream_url=f"http://u/{name}") for name in wheels
+    ), revision="u1")
+    first = offer_made(page, {})
+    made = {wheels[1]: "ab" * 32}
+    second = offer_made(page, made, before=(first, {}))
+    assert second == offer_made(page, made)  # the same page, built from the earlier one
+    assert second.revision != first.revision
+    kept, remarked, also_kept = (second.file(name) for name in wheels)
+    assert kept is first.file(wheels[0]) and also_kept is first.file(wheels[2])
+    assert remarked is not None and remarked.core_metadata == {"sha256": "ab" * 32}
+
+
+async def test_a_recheck_that_finds_nothing_new_keeps_the_marked_page(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake.add_file(PROJECT, WHEEL, make_wheel(tmp_path, "demo-pkg", "1.0", metadata=META).read_bytes())
+    repo = make_repo(fake.index_url)
+    first = await repo.project_page(PROJECT)
+    monkeypatch.setattr(wheel_metadata, "_RECHECK_S", 0.0)  # every request asks the cache again
+    assert await repo.project_page(PROJECT) is first  # nothing made since: not marked again
+    await _read(await repo.open_metadata(PROJECT, WHEEL))
+    marked = (await repo.project_page(PROJECT)).file(WHEEL)
+    assert marked is not None and marked.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
