@@ -8,16 +8,12 @@ Layout under `directory` (nothing outside it is ever written or removed):
     removals           a counter every process maps, bumped before a blob file is removed
 
 Single flight. Within a process, every request for a key shares one `Flight` (stores/flight.py,
-with the `Tail` its readers follow), woken by an asyncio.Event. Across processes the file
-`<h>.part` decides: a writer creates and locks a fresh file under a unique name and publishes it
-with link(2), which fails if `<h>.part` exists, so a `.part` that anyone can see is locked from
-its first moment. Whoever finds a locked `.part` follows it
-(polls its size and its lock, a few ms apart); an unlocked `.part` was left by a crashed writer
-and is removed. A writer that verified its bytes sets the file mode to 0o644 before it unlocks
-(0o640: nothing to download after all), so a follower knows from fstat() whether what it read
-is complete and good; links the file into
-diskcache's layout (the diskcache commit) before it removes `<h>.part`; and removes `<h>.part`
-before it unlocks. So a newcomer either finds the `.part`, or finds the key committed.
+with the `Tail` its readers follow), woken by an asyncio.Event. Across processes the key's
+`<h>.part` decides (stores/part_files.py): its writer holds it locked; whoever finds it locked
+follows it (polls its size and its lock, a few ms apart) and reads the writer's verdict from its
+mode once unlocked. A writer links the verified file into diskcache's layout (the diskcache
+commit) before it removes `<h>.part`, and removes `<h>.part` before it unlocks. So a newcomer
+either finds the `.part`, or finds the key committed.
 
 A hit never writes. The index is opened without an eviction policy (diskcache's LRU policy
 updates the row in a write transaction on every get), so a lookup is one read; a process keeps
@@ -34,20 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import fcntl
 import hashlib
 import io
 import logging
 import os
-import secrets
 import sqlite3
-import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import diskcache
 from diskcache.core import MODE_BINARY, UNKNOWN
@@ -59,6 +52,14 @@ from pyproxy.stores import proof
 from pyproxy.stores.blobindex import FLUSH_INTERVAL, KnownPaths, Uses
 from pyproxy.stores.changes import ChangeCounter
 from pyproxy.stores.flight import CHUNK_SIZE, Flight, HashMismatch, State, Tail, in_thread
+from pyproxy.stores.part_files import (
+    PartFiles,
+    mark_cached,
+    mark_done,
+    same_file,
+    try_lock,
+    verdict,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -72,9 +73,6 @@ log = logging.getLogger("pyproxy.blobcache")
 
 OpenUpstream = Callable[[], AbstractAsyncContextManager[AsyncIterator[bytes]]]
 
-_PART_MODE = 0o600  # a file being written
-_DONE_MODE = 0o644  # a complete, verified file (the signal to followers in other processes)
-_CACHED_MODE = 0o640  # no download after all: the key was committed meanwhile, look it up
 _POLL_MIN = 0.002  # seconds between looks at another process's download
 _POLL_MAX = 0.01  # a cold install waits on this chain of looks: at most 10 ms late
 _ATTEMPTS = 3  # a fetch retries when another process's download failed before serving it
@@ -131,23 +129,6 @@ class _BlobDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no typ
         super().remove(file_path)
 
 
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        here = os.stat(path)
-    except FileNotFoundError:
-        return False
-    mine = os.fstat(fd)
-    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
-
-
-def _try_lock(fd: int, how: int) -> bool:
-    try:
-        fcntl.flock(fd, how | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
 def _prove(flight: Flight, filename: str | None) -> None:
     """In a thread: a body with no sha256 to match must be a well-formed file of its kind."""
     if filename is None:
@@ -179,8 +160,7 @@ class BlobCache:
         self.directory = Path(directory)
         self.max_size = max_size
         self._blobs = self.directory / "blobs"
-        self._partial = self.directory / "partial"
-        self._partial.mkdir(parents=True, exist_ok=True)
+        self._parts = PartFiles(self.directory / "partial")
         self._removals = ChangeCounter(self.directory / "removals")
         self._closed = False
         self._cache = diskcache.Cache(
@@ -203,7 +183,7 @@ class BlobCache:
         self._mismatched: BoundedLRU[str, bool] = BoundedLRU(_MISMATCHES)
         self._tasks: set[asyncio.Task[None]] = set()
         self._order_by_use()
-        self._sweep()
+        self._parts.sweep()
 
     # -- the interface --------------------------------------------------------------------------
 
@@ -389,9 +369,6 @@ class BlobCache:
 
     # -- single flight ---------------------------------------------------------------------------
 
-    def _part_path(self, key: str) -> Path:
-        return self._partial / (hashlib.sha256(key.encode()).hexdigest() + ".part")
-
     def _start(
         self,
         key: str,
@@ -400,9 +377,9 @@ class BlobCache:
         open_upstream: OpenUpstream,
         filename: str | None,
     ) -> Flight:
-        part = self._part_path(key)
+        part = self._parts.path(key)
         try:
-            role, fd = self._claim(part)
+            role, fd = self._parts.claim(part)
         except OSError as exc:
             log.error("cannot create a download file for %r: %s", key, exc)
             raise Unavailable(f"cache directory unusable: {exc}") from exc
@@ -416,59 +393,6 @@ class BlobCache:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return flight
-
-    def _claim(self, part: Path) -> tuple[Literal["hold", "follow"], int]:
-        """Become the writer of `part` (a fresh, locked, empty file) or a follower of its writer."""
-        fresh: tuple[int, Path] | None = None
-        try:
-            for _ in range(1000):
-                try:
-                    fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
-                except FileNotFoundError:
-                    pass
-                else:
-                    if not _try_lock(fd, fcntl.LOCK_SH):
-                        return "follow", fd  # a live download
-                    # unlocked: its writer finished and removed it just now, or crashed
-                    if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, part):
-                        log.info("removing %s, left by an interrupted download", part.name)
-                        os.unlink(part)
-                    os.close(fd)
-                    continue
-                if fresh is None:
-                    fresh = self._new_locked_file(part)
-                try:
-                    os.link(fresh[1], part)
-                except FileExistsError:
-                    continue
-                except FileNotFoundError:  # our .new was swept by a starting process
-                    os.close(fresh[0])
-                    fresh = None
-                    continue
-                fd, new = fresh
-                fresh = None
-                os.unlink(new)
-                return "hold", fd
-            raise OSError(errno.EAGAIN, f"could not claim {part}")
-        finally:
-            if fresh is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(fresh[1])
-                os.close(fresh[0])
-
-    def _new_locked_file(self, part: Path) -> tuple[int, Path]:
-        new = part.with_name(f"{part.stem}.{os.getpid()}.{secrets.token_hex(4)}.new")
-        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _PART_MODE)
-        fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this file yet: immediate
-        return fd, new
-
-    def _release(self, flight: Flight) -> None:
-        """The writer's end: remove `.part` if still ours, then unlock (readers keep the fd)."""
-        with contextlib.suppress(OSError):
-            if _same_file(flight.fd, flight.part):
-                os.unlink(flight.part)
-        with contextlib.suppress(OSError):
-            fcntl.flock(flight.fd, fcntl.LOCK_UN)
 
     def _end(self, flight: Flight, state: State, error: BaseException | None = None) -> None:
         if self._flights.get(flight.key) is flight:
@@ -487,7 +411,7 @@ class BlobCache:
         try:
             # another process may have committed the key between our lookup and our claim
             if await in_thread(self._look_up, key) is not None:
-                os.fchmod(flight.fd, _CACHED_MODE)
+                mark_cached(flight.fd)
                 self._end(flight, "cached")
                 return
             digest = hashlib.sha256()
@@ -523,13 +447,13 @@ class BlobCache:
                 self._mismatched.put(key, True)
             self._end(flight, "failed", exc)
         finally:
-            self._release(flight)
+            self._parts.release(flight.fd, flight.part)
             flight.let_go()
 
     def _commit(self, flight: Flight, sha256: str) -> None:
         """In a thread. Afterwards the flight's bytes are final, whatever became of the index."""
         os.fsync(flight.fd)
-        os.fchmod(flight.fd, _DONE_MODE)
+        mark_done(flight.fd)
         size = flight.written
         try:
             overhead = self._cache.volume() - self._cache.reset("size")
@@ -541,7 +465,7 @@ class BlobCache:
                     self.max_size,
                 )
                 return
-            if not _same_file(flight.fd, flight.part):
+            if not same_file(flight.fd, flight.part):
                 log.error("%s was removed during the download of %r", flight.part, flight.key)
                 return
             self._cache.set(flight.key, _Blob(flight.part, size), tag=sha256, retry=True)
@@ -561,18 +485,14 @@ class BlobCache:
                     flight.written = grown
                     flight.notify()
                     delay = _POLL_MIN
-                if _try_lock(flight.fd, fcntl.LOCK_SH):
+                if try_lock(flight.fd, fcntl.LOCK_SH):
                     break
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX)
-            done = os.fstat(flight.fd)
+            outcome, flight.written = verdict(flight.fd)
             fcntl.flock(flight.fd, fcntl.LOCK_UN)
-            flight.written = done.st_size
-            mode = stat.S_IMODE(done.st_mode)
-            if mode == _DONE_MODE:
-                self._end(flight, "ok")
-            elif mode == _CACHED_MODE:
-                self._end(flight, "cached")
+            if outcome != "failed":
+                self._end(flight, outcome)
             else:
                 log.warning("the download of %r in another process failed", flight.key)
                 self._end(flight, "failed", Unavailable("the download in another worker failed"))
@@ -586,20 +506,6 @@ class BlobCache:
             flight.let_go()
 
     # -- housekeeping ----------------------------------------------------------------------------
-
-    def _sweep(self) -> None:
-        """Remove what crashed writers left in partial/ (files nobody holds locked)."""
-        for path in self._partial.iterdir():
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                if _try_lock(fd, fcntl.LOCK_EX) and _same_file(fd, path):
-                    log.info("removing %s, left by an interrupted download", path.name)
-                    os.unlink(path)
-            finally:
-                os.close(fd)
 
     def _evict(self, protect: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
         """Delete least recently used blobs until the volume is within `limit` (max_size)."""

@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient
 from pyproxy.model import DistFile, FileSource, LocalFile, Origin, StreamedFile, Unavailable
 from pyproxy.stores.blobcache import BlobCache, HashMismatch
 from pyproxy.stores.blobkeys import blob_key, is_metadata_key, metadata_key, names_its_body
+from pyproxy.stores.part_files import PartFiles
 from pyproxy.web.context import Services
 from tests.blob_server import Blob, BlobServer, opener
 from tests.conftest import MakeClient, StartFake
@@ -369,7 +370,7 @@ async def test_stale_part_does_not_block_or_poison(upstream: Upstream, tmp_path:
     blob = upstream.add("s", Blob(block(300 * KiB)))
     cache = BlobCache(tmp_path / "cache", max_size=64 * MiB)
     try:
-        part = cache._part_path("s")
+        part = PartFiles(tmp_path / "cache" / "partial").path("s")
         part.write_bytes(b"garbage from a crashed writer" * 1000)  # nobody holds its lock
         assert await asyncio.wait_for(body_of(await upstream.fetch(cache, "s")), 5) == blob.block
         assert cache.lookup("s") is not None and cache.lookup("s").path.read_bytes() == blob.block

@@ -1,0 +1,151 @@
+"""The blob cache's single flight across processes: the part file of each download in progress.
+
+`partial/<h>.part` (h: the sha256 of the cache key) decides who downloads a key. A writer creates
+and locks a fresh file under a unique name (`<h>.<pid>.<random>.new`) and publishes it with
+link(2), which fails if `<h>.part` exists, so a `.part` that anyone can see is locked from its
+first moment. Whoever finds a locked `.part` follows it; an unlocked one was left by a crashed
+writer and is removed. The writer's verdict is the file's mode, set before it unlocks: done
+(complete and verified), cached (nothing to download after all: the key was committed meanwhile)
+or, left as created, failed. So a follower knows from fstat() what became of what it read.
+
+Pure file-system protocol: no knowledge of the index, of flights or of the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["PartFiles", "Verdict", "mark_cached", "mark_done", "same_file", "try_lock", "verdict"]
+
+log = logging.getLogger("pyproxy.blobcache")
+
+_PART_MODE = 0o600  # a file being written
+_DONE_MODE = 0o644  # a complete, verified file (the signal to followers in other processes)
+_CACHED_MODE = 0o640  # no download after all: the key was committed meanwhile, look it up
+_CLAIM_ATTEMPTS = 1000
+
+Verdict = Literal["ok", "cached", "failed"]
+
+
+def same_file(fd: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `fd`."""
+    try:
+        here = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def try_lock(fd: int, how: int) -> bool:
+    try:
+        fcntl.flock(fd, how | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def mark_done(fd: int) -> None:
+    os.fchmod(fd, _DONE_MODE)
+
+
+def mark_cached(fd: int) -> None:
+    os.fchmod(fd, _CACHED_MODE)
+
+
+def verdict(fd: int) -> tuple[Verdict, int]:
+    """What the writer of the unlocked part file `fd` made of it, and the file's size."""
+    done = os.fstat(fd)
+    mode = stat.S_IMODE(done.st_mode)
+    outcome: Verdict = (
+        "ok" if mode == _DONE_MODE else "cached" if mode == _CACHED_MODE else "failed"
+    )
+    return outcome, done.st_size
+
+
+class PartFiles:
+    """The part files under `partial` (created if missing)."""
+
+    def __init__(self, partial: Path) -> None:
+        self.directory = partial
+        partial.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.directory / (hashlib.sha256(key.encode()).hexdigest() + ".part")
+
+    def claim(self, part: Path) -> tuple[Literal["hold", "follow"], int]:
+        """Become the writer of `part` (a fresh, locked, empty file) or a follower of its writer."""
+        fresh: tuple[int, Path] | None = None
+        try:
+            for _ in range(_CLAIM_ATTEMPTS):
+                try:
+                    fd = os.open(part, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    pass
+                else:
+                    if not try_lock(fd, fcntl.LOCK_SH):
+                        return "follow", fd  # a live download
+                    # unlocked: its writer finished and removed it just now, or crashed
+                    if try_lock(fd, fcntl.LOCK_EX) and same_file(fd, part):
+                        log.info("removing %s, left by an interrupted download", part.name)
+                        os.unlink(part)
+                    os.close(fd)
+                    continue
+                if fresh is None:
+                    fresh = self._new_locked_file(part)
+                try:
+                    os.link(fresh[1], part)
+                except FileExistsError:
+                    continue
+                except FileNotFoundError:  # our .new was swept by a starting process
+                    os.close(fresh[0])
+                    fresh = None
+                    continue
+                fd, new = fresh
+                fresh = None
+                os.unlink(new)
+                return "hold", fd
+            raise OSError(errno.EAGAIN, f"could not claim {part}")
+        finally:
+            if fresh is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(fresh[1])
+                os.close(fresh[0])
+
+    @staticmethod
+    def release(fd: int, part: Path) -> None:
+        """The writer's end: remove `part` if still its own, then unlock (readers keep the fd)."""
+        with contextlib.suppress(OSError):
+            if same_file(fd, part):
+                os.unlink(part)
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def sweep(self) -> None:
+        """Remove what crashed writers left (files nobody holds locked)."""
+        for path in self.directory.iterdir():
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if try_lock(fd, fcntl.LOCK_EX) and same_file(fd, path):
+                    log.info("removing %s, left by an interrupted download", path.name)
+                    os.unlink(path)
+            finally:
+                os.close(fd)
+
+    def _new_locked_file(self, part: Path) -> tuple[int, Path]:
+        new = part.with_name(f"{part.stem}.{os.getpid()}.{secrets.token_hex(4)}.new")
+        fd = os.open(new, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, _PART_MODE)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # nobody else knows this file yet: immediate
+        return fd, new

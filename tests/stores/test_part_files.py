@@ -1,0 +1,75 @@
+"""pyproxy.stores.part_files: who writes a key's download, across processes, and what a
+follower learns from the file once its writer lets go. The blob cache's own tests drive the
+protocol end to end (killed writers, concurrent processes); these pin each step."""
+
+from __future__ import annotations
+
+import fcntl
+import multiprocessing
+import os
+from pathlib import Path
+
+from pyproxy.stores.part_files import PartFiles, mark_cached, mark_done, same_file, try_lock, verdict
+
+
+def _claim_in_another_process(partial: Path, key: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    parts = PartFiles(partial)
+    role, fd = parts.claim(parts.path(key))
+    out.put(role)
+    os.close(fd)
+
+
+def test_the_first_claim_holds_and_another_process_follows(tmp_path: Path) -> None:
+    parts = PartFiles(tmp_path / "partial")
+    part = parts.path("key")
+    role, fd = parts.claim(part)
+    assert role == "hold" and same_file(fd, part)
+    assert [p.name for p in parts.directory.iterdir()] == [part.name]  # no .new left behind
+    out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
+    other = multiprocessing.get_context("fork").Process(
+        target=_claim_in_another_process, args=(parts.directory, "key", out)
+    )
+    other.start()
+    other.join(10)
+    assert out.get(timeout=5) == "follow"  # flock is per open file: it sees the lock held
+    parts.release(fd, part)
+    assert not part.exists()
+    os.close(fd)
+
+
+def test_each_verdict_reads_from_the_mode(tmp_path: Path) -> None:
+    parts = PartFiles(tmp_path / "partial")
+    for mark, expected in ((mark_done, "ok"), (mark_cached, "cached"), (None, "failed")):
+        part = parts.path(expected)
+        _role, fd = parts.claim(part)
+        os.write(fd, b"12345")
+        if mark is not None:
+            mark(fd)
+        assert verdict(fd) == (expected, 5)
+        parts.release(fd, part)
+        os.close(fd)
+
+
+def test_an_unlocked_part_is_a_crashed_writers_and_is_taken_over(tmp_path: Path) -> None:
+    parts = PartFiles(tmp_path / "partial")
+    part = parts.path("key")
+    part.write_bytes(b"left by a writer that died")  # nobody holds its lock
+    role, fd = parts.claim(part)
+    assert role == "hold" and os.fstat(fd).st_size == 0  # a fresh file, not the leftover
+    reader = os.open(part, os.O_RDONLY)
+    assert not try_lock(reader, fcntl.LOCK_SH)  # and it is locked
+    os.close(reader)
+    parts.release(fd, part)
+    os.close(fd)
+
+
+def test_sweep_removes_only_what_nobody_holds(tmp_path: Path) -> None:
+    parts = PartFiles(tmp_path / "partial")
+    held = parts.path("held")
+    _role, fd = parts.claim(held)
+    (parts.directory / "0123.part").write_bytes(b"old")
+    (parts.directory / "0123.999.abcd.new").write_bytes(b"older")
+    parts.sweep()
+    assert [p.name for p in parts.directory.iterdir()] == [held.name]
+    parts.release(fd, held)
+    os.close(fd)
