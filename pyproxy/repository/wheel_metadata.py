@@ -33,6 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 from pyproxy.formats import wheel_zip
 from pyproxy.formats.wheel_zip import NotProducible
@@ -54,7 +55,9 @@ from pyproxy.stores.blobcache import OpenUpstream
 from pyproxy.stores.blobkeys import blob_key, made_metadata_key, metadata_key
 from pyproxy.stores.filecache import FileCache
 
-__all__ = ["WHOLE_WHEEL_LIMIT", "TooBigToWarm", "WheelMetadata", "offer_made", "wants_made"]
+__all__ = [
+    "WHOLE_WHEEL_LIMIT", "Marked", "TooBigToWarm", "WheelMetadata", "offer_made", "wants_made",
+]
 
 log = logging.getLogger("pyproxy.upstream.metadata")
 
@@ -67,9 +70,20 @@ _FACTS = 8192  # wheels whose verdict (made: sha256, or why not) this process re
 WHOLE_WHEEL_LIMIT = contextvars.ContextVar[int | None]("whole_wheel_limit", default=None)
 
 OpenWheel = Callable[[NormalizedName, str], Awaitable[FileSource]]
-# a marked page and the hashes (by filename) it was marked with
-Marked = tuple[ProjectPage, Mapping[str, str]]
 Origins = Callable[[], Collection[Origin]]
+
+
+class Marked(NamedTuple):
+    """A page with `.metadata` offered for its wheels, and the hashes (by filename) it offers."""
+
+    page: ProjectPage
+    made: Mapping[str, str]
+
+
+class _Held(NamedTuple):
+    revision: str  # of the upstream page that was marked
+    checked: float  # when the blob cache was last asked for made hashes (monotonic)
+    marked: Marked
 
 
 def wants_made(dist: DistFile) -> bool:
@@ -97,8 +111,8 @@ def offer_made(
                 marks.append(f"{dist.filename}={sha256}")
             if (
                 before is not None
-                and before[1].get(dist.filename) == sha256
-                and (kept := before[0].file(dist.filename)) is not None
+                and before.made.get(dist.filename) == sha256
+                and (kept := before.page.file(dist.filename)) is not None
             ):
                 dist = kept
             else:
@@ -128,10 +142,7 @@ class WheelMetadata:
         self._ranges = RangeMemory() if ranges is None else ranges
         self._blobs = blobs
         self._open_wheel = open_wheel
-        # name -> (upstream revision, when the cache was asked, the marked page, its hashes)
-        self._pages: BoundedLRU[
-            NormalizedName, tuple[str, float, ProjectPage, Mapping[str, str]]
-        ] = BoundedLRU(_PAGES)
+        self._pages: BoundedLRU[NormalizedName, _Held] = BoundedLRU(_PAGES)
         self._made: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> .metadata sha256
         self._bad: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> why not
 
@@ -139,11 +150,11 @@ class WheelMetadata:
         # on every request for the project or one of its files: the kept marks, if fresh
         held = self._pages.get(page.name)
         now = time.monotonic()
-        if held is not None and held[0] == page.revision and now - held[1] < _RECHECK_S:
-            return held[2]
+        if held is not None and held.revision == page.revision and now - held.checked < _RECHECK_S:
+            return held.marked.page
         wheels = [dist for dist in page.files if wants_made(dist)]
         if not wheels:
-            self._pages.put(page.name, (page.revision, now, page, {}))
+            self._pages.put(page.name, _Held(page.revision, now, Marked(page, {})))
             return page
         keys = {made_metadata_key(dist): dist.filename for dist in wheels}
         cached = await asyncio.to_thread(self._blobs.digests, list(keys))
@@ -151,17 +162,14 @@ class WheelMetadata:
         for dist in wheels:
             if (sha256 := self._made.get(blob_key(dist))) is not None:
                 made.setdefault(dist.filename, sha256)
-        before: Marked | None = None
-        if held is not None and held[0] == page.revision:  # the same page, rechecked
-            if held[3] == made:
-                self._pages.put(page.name, (page.revision, now, held[2], made))
-                return held[2]
-            before = (held[2], held[3])
-        # thousands of wheels take tens of ms: not on the event loop
-        marked = (offer_made(page, made, before)
-                  if len(wheels) <= _INLINE_WHEELS or before is not None
-                  else await asyncio.to_thread(offer_made, page, made))
-        self._pages.put(page.name, (page.revision, now, marked, made))
+        before = held.marked if held is not None and held.revision == page.revision else None
+        if before is not None and before.made == made:  # the same page, rechecked: unchanged
+            marked = before.page
+        else:  # thousands of wheels take tens of ms: not on the event loop, unless remarked
+            marked = (offer_made(page, made, before)
+                      if len(wheels) <= _INLINE_WHEELS or before is not None
+                      else await asyncio.to_thread(offer_made, page, made))
+        self._pages.put(page.name, _Held(page.revision, now, Marked(marked, made)))
         return marked
 
     async def open(self, project: NormalizedName, dist: DistFile, origins: Origins) -> FileSource:
@@ -229,7 +237,7 @@ class WheelMetadata:
             raise Unavailable(f"no metadata can be made from {dist.filename}: {exc}") from None
         self._made.put(wheel, hashlib.sha256(data).hexdigest())
         if (held := self._pages.get(project)) is not None:  # offer it with its hash
-            self._pages.put(project, (held[0], -math.inf, held[2], held[3]))
+            self._pages.put(project, held._replace(checked=-math.inf))
         return data
 
     async def _from_cached(self, wheel: str, project: NormalizedName) -> bytes | None:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import io
 import logging
@@ -52,14 +51,7 @@ from pyproxy.stores import proof
 from pyproxy.stores.blobindex import FLUSH_INTERVAL, KnownPaths, Uses
 from pyproxy.stores.changes import ChangeCounter
 from pyproxy.stores.flight import CHUNK_SIZE, Flight, HashMismatch, State, Tail, in_thread
-from pyproxy.stores.part_files import (
-    PartFiles,
-    mark_cached,
-    mark_done,
-    same_file,
-    try_lock,
-    verdict,
-)
+from pyproxy.stores.part_files import PartFiles, ended, mark_cached, mark_done, same_file
 
 __all__ = [
     "CHUNK_SIZE",
@@ -485,12 +477,11 @@ class BlobCache:
                     flight.written = grown
                     flight.notify()
                     delay = _POLL_MIN
-                if try_lock(flight.fd, fcntl.LOCK_SH):
+                if (end := ended(flight.fd)) is not None:
                     break
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX)
-            outcome, flight.written = verdict(flight.fd)
-            fcntl.flock(flight.fd, fcntl.LOCK_UN)
+            outcome, flight.written = end
             if outcome != "failed":
                 self._end(flight, outcome)
             else:

@@ -24,7 +24,7 @@ import stat
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["PartFiles", "Verdict", "mark_cached", "mark_done", "same_file", "try_lock", "verdict"]
+__all__ = ["PartFiles", "Verdict", "ended", "mark_cached", "mark_done", "same_file"]
 
 log = logging.getLogger("pyproxy.blobcache")
 
@@ -62,14 +62,25 @@ def mark_cached(fd: int) -> None:
     os.fchmod(fd, _CACHED_MODE)
 
 
-def verdict(fd: int) -> tuple[Verdict, int]:
-    """What the writer of the unlocked part file `fd` made of it, and the file's size."""
+def ended(fd: int) -> tuple[Verdict, int] | None:
+    """For a follower: None while the writer of part file `fd` holds it, else what the writer
+    made of it and the file's size."""
+    if not try_lock(fd, fcntl.LOCK_SH):
+        return None
     done = os.fstat(fd)
+    fcntl.flock(fd, fcntl.LOCK_UN)
     mode = stat.S_IMODE(done.st_mode)
     outcome: Verdict = (
         "ok" if mode == _DONE_MODE else "cached" if mode == _CACHED_MODE else "failed"
     )
     return outcome, done.st_size
+
+
+def _remove_if_abandoned(fd: int, path: Path) -> None:
+    """Remove `path` (open as `fd`, which nobody else holds locked): its writer crashed."""
+    if try_lock(fd, fcntl.LOCK_EX) and same_file(fd, path):
+        log.info("removing %s, left by an interrupted download", path.name)
+        os.unlink(path)
 
 
 class PartFiles:
@@ -95,9 +106,7 @@ class PartFiles:
                     if not try_lock(fd, fcntl.LOCK_SH):
                         return "follow", fd  # a live download
                     # unlocked: its writer finished and removed it just now, or crashed
-                    if try_lock(fd, fcntl.LOCK_EX) and same_file(fd, part):
-                        log.info("removing %s, left by an interrupted download", part.name)
-                        os.unlink(part)
+                    _remove_if_abandoned(fd, part)
                     os.close(fd)
                     continue
                 if fresh is None:
@@ -138,9 +147,7 @@ class PartFiles:
             except OSError:
                 continue
             try:
-                if try_lock(fd, fcntl.LOCK_EX) and same_file(fd, path):
-                    log.info("removing %s, left by an interrupted download", path.name)
-                    os.unlink(path)
+                _remove_if_abandoned(fd, path)
             finally:
                 os.close(fd)
 

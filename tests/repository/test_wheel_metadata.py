@@ -26,7 +26,7 @@ from pyproxy.model import (
 from pyproxy.repository import wheel_metadata
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.upstream import UpstreamRepository
-from pyproxy.repository.wheel_metadata import offer_made
+from pyproxy.repository.wheel_metadata import Marked, offer_made
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
 from tests.dists import core_metadata, make_wheel
@@ -252,7 +252,7 @@ def test_a_new_hash_remarks_only_its_wheel() -> None:
     ), revision="u1")
     first = offer_made(page, {})
     made = {wheels[1]: "ab" * 32}
-    second = offer_made(page, made, before=(first, {}))
+    second = offer_made(page, made, before=Marked(first, {}))
     assert second == offer_made(page, made)  # the same page, built from the earlier one
     assert second.revision != first.revision
     kept, remarked, also_kept = (second.file(name) for name in wheels)

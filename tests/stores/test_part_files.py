@@ -4,12 +4,11 @@ protocol end to end (killed writers, concurrent processes); these pin each step.
 
 from __future__ import annotations
 
-import fcntl
 import multiprocessing
 import os
 from pathlib import Path
 
-from pyproxy.stores.part_files import PartFiles, mark_cached, mark_done, same_file, try_lock, verdict
+from pyproxy.stores.part_files import PartFiles, ended, mark_cached, mark_done, same_file
 
 
 def _claim_in_another_process(partial: Path, key: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -45,8 +44,11 @@ def test_each_verdict_reads_from_the_mode(tmp_path: Path) -> None:
         os.write(fd, b"12345")
         if mark is not None:
             mark(fd)
-        assert verdict(fd) == (expected, 5)
+        follower = os.open(part, os.O_RDONLY)
+        assert ended(follower) is None  # its writer holds it
         parts.release(fd, part)
+        assert ended(follower) == (expected, 5)
+        os.close(follower)
         os.close(fd)
 
 
@@ -57,7 +59,7 @@ def test_an_unlocked_part_is_a_crashed_writers_and_is_taken_over(tmp_path: Path)
     role, fd = parts.claim(part)
     assert role == "hold" and os.fstat(fd).st_size == 0  # a fresh file, not the leftover
     reader = os.open(part, os.O_RDONLY)
-    assert not try_lock(reader, fcntl.LOCK_SH)  # and it is locked
+    assert ended(reader) is None  # and it is locked
     os.close(reader)
     parts.release(fd, part)
     os.close(fd)
