@@ -20,7 +20,7 @@ from typing import Any
 # label values are closed sets (route templates, never raw paths), so series stay bounded
 CACHE_RESULTS = ("hit", "miss", "coalesced")
 SERVED_SOURCES = ("cache", "upstream")
-UPSTREAM_KINDS = ("page", "file", "range", "head", "probe")
+UPSTREAM_KINDS = ("page", "file", "range", "probe")
 REFUSED_PAGE_REASONS = ("malformed", "not_a_page", "emptied")
 CUT_SHORT_CAUSES = ("client", "aborted")
 UPLOAD_REJECTIONS = (

@@ -22,7 +22,7 @@ import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -97,6 +97,38 @@ class RangeAnswer:
     body: bytes
     start: int
     total: int
+
+
+class WholeAnswer:
+    """A range upstream answered with the whole file (200), its body not read yet: `opener`
+    gives that body to the blob cache as the file's download (a fresh request once it was
+    taken or closed); `close` lets the connection go if nobody took it."""
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, body: AsyncIterator[bytes], again: OpenUpstream
+    ) -> None:
+        self.size = response.content_length
+        self._response: aiohttp.ClientResponse | None = response
+        self._body = body
+        self._again = again
+
+    def opener(self) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        response, self._response = self._response, None
+        if response is None:
+            return self._again()
+        return self._kept(response)
+
+    @asynccontextmanager
+    async def _kept(self, response: aiohttp.ClientResponse) -> AsyncIterator[AsyncIterator[bytes]]:
+        try:
+            yield self._body
+        finally:
+            response.release()
+
+    def close(self) -> None:
+        if self._response is not None:
+            self._response.close()
+            self._response = None
 
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
@@ -240,19 +272,21 @@ class UpstreamClient:
                         f"upstream sent no answer for a file within {self._deadline:g} s"
                     ) from None
             try:
-                if self._min_rate > 0:
-                    yield metered(
-                        partial(response.content.read, _CHUNK),
-                        min_rate=self._min_rate,
-                        window=self._rate_window,
-                        too_slow=self._too_slow,
-                    )
-                else:
-                    yield response.content.iter_chunked(_CHUNK)
+                yield self._body(response)
             finally:
                 response.release()
 
         return open_body
+
+    def _body(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        if self._min_rate > 0:
+            return metered(
+                partial(response.content.read, _CHUNK),
+                min_rate=self._min_rate,
+                window=self._rate_window,
+                too_slow=self._too_slow,
+            )
+        return response.content.iter_chunked(_CHUNK)
 
     async def read_range(
         self,
@@ -266,15 +300,42 @@ class UpstreamClient:
         is negative (a suffix range: the size need not be known). None when upstream does not
         do ranges (it answers 200 with the whole file, which is not read); Unavailable when it
         cannot answer. The answer is at most `length` bytes, however many upstream sends."""
+        answer = await self._ranged(url, start, length, file_origins, keep_whole=False)
+        assert not isinstance(answer, WholeAnswer)
+        return answer
+
+    async def read_tail(
+        self, url: str, length: int, *, file_origins: Callable[[], Collection[Origin]] = frozenset
+    ) -> RangeAnswer | WholeAnswer:
+        """A file's last `length` bytes, as read_range; from a host that does not do ranges,
+        its answer of the whole file, unread (the caller takes it or closes it)."""
+        answer = await self._ranged(url, -1, length, file_origins, keep_whole=True)
+        assert answer is not None
+        return answer
+
+    async def _ranged(
+        self,
+        url: str,
+        start: int,
+        length: int,
+        file_origins: Callable[[], Collection[Origin]],
+        *,
+        keep_whole: bool,
+    ) -> RangeAnswer | WholeAnswer | None:
         wanted = f"bytes=-{length}" if start < 0 else f"bytes={start}-{start + length - 1}"
         deadline = asyncio.timeout(self._deadline)
         with self._asking("range"):
             try:
                 async with deadline:
                     response = await self._get_file(url, file_origins, range_=wanted)
+                    kept = False
                     try:
                         if response.status == 200:
-                            return None
+                            if not keep_whole:
+                                return None
+                            kept = True
+                            again = self.opener(url, file_origins=file_origins)
+                            return WholeAnswer(response, self._body(response), again)
                         match = _CONTENT_RANGE.fullmatch(
                             response.headers.get("Content-Range", "").strip()
                         )
@@ -285,7 +346,8 @@ class UpstreamClient:
                             raise Unavailable("upstream answered a range it was not asked for")
                         body = await response.content.readexactly(last - first + 1)
                     finally:
-                        response.release()
+                        if not kept:
+                            response.release()
             except TimeoutError:
                 if not deadline.expired():
                     raise
@@ -298,17 +360,6 @@ class UpstreamClient:
                 raise Unavailable(f"cannot read from upstream: {_describe(exc)}") from None
         return RangeAnswer(body, first, total)
 
-    async def file_size(
-        self, url: str, *, file_origins: Callable[[], Collection[Origin]] = frozenset
-    ) -> int | None:
-        """A file's Content-Length as upstream answers a HEAD of it (None if it gives none);
-        raises Unavailable."""
-        with self._asking("head"):
-            async with asyncio.timeout(self._deadline):
-                response = await self._get_file(url, file_origins, method="HEAD")
-                response.release()
-                return response.content_length
-
     def _too_slow(self) -> None:
         metrics.UPSTREAM_ERRORS.labels("file").inc()
         self.last_failure = time.monotonic()
@@ -319,7 +370,6 @@ class UpstreamClient:
         file_origins: Callable[[], Collection[Origin]],
         *,
         range_: str | None = None,
-        method: str = "GET",
         accept: str | None = None,
     ) -> aiohttp.ClientResponse:
         """The 200 response for a file (or 206 for `range_`), redirects followed by our rules;
@@ -331,7 +381,7 @@ class UpstreamClient:
         for hop in range(MAX_FILE_REDIRECTS + 1):
             try:
                 response = await self.session.request(
-                    method,
+                    "GET",
                     url,
                     headers={
                         "Accept-Encoding": "identity", **extra, **self._credentials_for(url)

@@ -9,14 +9,17 @@ damaged zip, ...: what pip and uv cannot install either) gets an empty body (see
 
 Made (`open`), inside the blob cache's single flight for the `.metadata`'s key: from the cached
 wheel when there is one; else from ranges of the upstream wheel (its tail, then the member if
-the tail did not hold it: two small requests mostly); when upstream does not do ranges (at once
-for a host known to answer them with the whole file), or a range fails, from the whole wheel,
-fetched through the blob cache like any download of it (so one upstream download per file still
-holds) and read once cached. A wheel is judged unusable
-only on bytes the blob cache verified: what ranges find wrong is read again whole.
+the tail did not hold it: two small requests mostly); when upstream does not do ranges, or a
+range fails, from the whole wheel, fetched through the blob cache like any download of it (so
+one upstream download per file still holds) and read once cached. A host that answers the tail
+with the whole wheel has that answer taken as the download (no second request; a host known to
+do so is not asked for ranges again for a while). A wheel is judged unusable only on bytes the
+blob cache verified: what ranges find wrong is read again whole.
 
 The warm-up asks with `WHOLE_WHEEL_LIMIT` set: a wheel over it whose host does not do ranges is
-not read for it (`TooBigToWarm`, before any download starts that a client could join).
+not read for it (`TooBigToWarm`, before any download starts that a client could join). Where the
+page gives no size, the tail request tells it (Content-Range, or the whole answer's
+Content-Length, which is dropped unread when over the limit).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from typing import NamedTuple
 
 from pyproxy.formats import wheel_zip
 from pyproxy.formats.wheel_zip import NotProducible
-from pyproxy.lru import BoundedLRU
+from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
     FileSource,
@@ -48,7 +51,7 @@ from pyproxy.model import (
     Unavailable,
 )
 from pyproxy.repository.downloads import Origin
-from pyproxy.repository.http import UpstreamClient
+from pyproxy.repository.http import RangeAnswer, UpstreamClient, WholeAnswer
 from pyproxy.repository.misses import RangeMemory, host_of
 from pyproxy.stores import proof
 from pyproxy.stores.blobcache import OpenUpstream
@@ -65,6 +68,8 @@ _RECHECK_S = 30.0  # how long a page's marks hold before the blob cache is asked
 _PAGES = 2048
 _INLINE_WHEELS = 200
 _FACTS = 8192  # wheels whose verdict (made: sha256, or why not) this process remembers
+_TAILS = 64  # at most TAIL_BYTES each
+_TAIL_KEPT_S = 60.0
 
 # set by the warm-up: the biggest wheel it may have downloaded whole for its METADATA
 WHOLE_WHEEL_LIMIT = contextvars.ContextVar[int | None]("whole_wheel_limit", default=None)
@@ -145,6 +150,9 @@ class WheelMetadata:
         self._pages: BoundedLRU[NormalizedName, _Held] = BoundedLRU(_PAGES)
         self._made: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> .metadata sha256
         self._bad: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> why not
+        # tails the warm-up read to learn a size, for the making that follows (url -> when, tail)
+        self._tails: BoundedLRU[str, tuple[float, RangeAnswer]] = BoundedLRU(_TAILS)
+        self._asking: SingleFlight[str, RangeAnswer | WholeAnswer] = SingleFlight()
 
     async def mark(self, page: ProjectPage) -> ProjectPage:
         # on every request for the project or one of its files: the kept marks, if fresh
@@ -198,7 +206,7 @@ class WheelMetadata:
     async def _within(self, limit: int, dist: DistFile, origins: Origins, md: str | None) -> None:
         """TooBigToWarm unless the `.metadata` or wheel is cached, its host does ranges, or the
         wheel is at most `limit` bytes (upstream asked when the page does not say)."""
-        if self._ranges.serves(host_of(url := dist.upstream_url or "")):
+        if self._ranges.serves(host_of(dist.upstream_url or "")):
             return
         size = dist.size if dist.size is not None else self._ranges.size(blob_key(dist))
         if size is not None and size <= limit:
@@ -206,10 +214,42 @@ class WheelMetadata:
         for key, sha256 in ((metadata_key(dist), md), (blob_key(dist), dist.sha256)):
             if await self._blobs.hit(key, sha256=sha256, size=None) is not None:
                 return
-        if size is None and (size := await self._client.file_size(url, file_origins=origins)):
-            self._ranges.know_size(blob_key(dist), size)
+        if size is None:
+            size = await self._ask_size(dist, origins, limit)
         if size is None or size > limit:
             raise TooBigToWarm(f"{dist.filename} would be read whole: over {limit} bytes")
+
+    async def _ask_size(self, dist: DistFile, origins: Origins, limit: int) -> int | None:
+        """The wheel's size, from the tail `_from_ranges` reads first (no HEAD: a round trip
+        of its own): a range answered is kept for it; an answer of the whole wheel within
+        `limit` becomes the wheel's one download, and one over it is dropped unread."""
+        url = dist.upstream_url
+        assert url is not None
+        answer = await self._tail(url, origins)
+        if isinstance(answer, RangeAnswer):
+            self._ranges.learn(blob_key(dist), host_of(url), answer)
+            self._tails.put(url, (time.monotonic(), answer))
+            return answer.total
+        self._ranges.learn(blob_key(dist), host_of(url), None)
+        if answer.size is None or answer.size > limit:
+            answer.close()
+        else:
+            self._ranges.know_size(blob_key(dist), answer.size)
+            await self._download(dist, answer)
+        return answer.size
+
+    async def _download(self, dist: DistFile, whole: WholeAnswer) -> None:
+        """Upstream's answer of the whole wheel, as the blob cache's one download of it (unless
+        another is under way, or done: then it is let go); `_from_whole` reads it from there."""
+        try:
+            await self._blobs.fetch(
+                blob_key(dist), sha256=dist.sha256, size=dist.size, open_upstream=whole.opener,
+                filename=dist.filename,
+            )
+        except Unavailable as exc:  # `_from_whole` tries again
+            log.info("downloading %s failed: %s", dist.filename, exc)
+        finally:
+            whole.close()  # nothing if the download took it
 
     def _maker(self, project: NormalizedName, dist: DistFile, origins: Origins) -> OpenUpstream:
         @asynccontextmanager
@@ -258,12 +298,13 @@ class WheelMetadata:
         host = host_of(url)
         if self._ranges.refuses(host):
             return None
-        length = wheel_zip.TAIL_BYTES
         try:
-            tail = await self._client.read_range(url, -length, length, file_origins=origins)
-            self._ranges.learn(blob_key(dist), host, tail)
-            if tail is None:
+            tail = self._kept_tail(url) or await self._tail(url, origins)
+            if isinstance(tail, WholeAnswer):  # the one download: no second request
+                self._ranges.learn(blob_key(dist), host, None)
+                await self._download(dist, tail)
                 return None
+            self._ranges.learn(blob_key(dist), host, tail)
             if tail.start + len(tail.body) != tail.total or (
                 dist.size is not None and tail.total != dist.size
             ):
@@ -284,6 +325,17 @@ class WheelMetadata:
         except (Unavailable, NotProducible) as exc:
             log.info("reading %s in ranges failed (%s): reading it whole", dist.filename, exc)
             return None
+
+    async def _tail(self, url: str, origins: Origins) -> RangeAnswer | WholeAnswer:
+        """One request however many ask at once (the warm-up and a client's request, mostly):
+        an answer of the whole file is taken by one of them, let go by the others."""
+        return await self._asking.run(
+            url, lambda: self._client.read_tail(url, wheel_zip.TAIL_BYTES, file_origins=origins)
+        )
+
+    def _kept_tail(self, url: str) -> RangeAnswer | None:
+        kept = self._tails.pop(url)
+        return kept[1] if kept is not None and time.monotonic() - kept[0] < _TAIL_KEPT_S else None
 
     async def _from_whole(self, project: NormalizedName, dist: DistFile) -> bytes:
         source = await self._open_wheel(project, dist.filename)

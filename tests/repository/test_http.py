@@ -17,7 +17,14 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestServer
 
 from pyproxy.model import Unavailable
-from pyproxy.repository.http import PageAnswer, UpstreamClient, UpstreamError, redact
+from pyproxy.repository.http import (
+    PageAnswer,
+    RangeAnswer,
+    UpstreamClient,
+    UpstreamError,
+    WholeAnswer,
+    redact,
+)
 from tests.conftest import MakeClient, StartFake
 from tests.dists import make_sdist
 from tests.fake_upstream import FakeUpstream
@@ -407,6 +414,32 @@ async def test_read_range_is_none_when_upstream_sends_the_whole_file(
     try:
         client = open_client(str(server.make_url("/simple/")))
         assert await client.read_range(str(server.make_url("/files/f.whl")), 0, 10) is None
+    finally:
+        await server.close()
+
+
+async def test_read_tail_keeps_an_answer_of_the_whole_file_unread(open_client: OpenClient) -> None:
+    server = await ranged_server("whole")
+    try:
+        client = open_client(str(server.make_url("/simple/")))
+        url = str(server.make_url("/files/f.whl"))
+        whole = await client.read_tail(url, 64)
+        assert isinstance(whole, WholeAnswer) and whole.size == len(BODY)
+        for _ in range(2):  # that answer's body, then (taken) a request of its own
+            async with whole.opener() as chunks:
+                assert b"".join([chunk async for chunk in chunks]) == BODY
+        dropped = await client.read_tail(url, 64)
+        assert isinstance(dropped, WholeAnswer)
+        dropped.close()  # not taken: the connection goes, unread
+        dropped.close()
+        assert await client.read_range(url, 0, 10) is None  # the connection pool still serves
+    finally:
+        await server.close()
+    server = await ranged_server("ranges")
+    try:
+        client = open_client(str(server.make_url("/simple/")))
+        tail = await client.read_tail(str(server.make_url("/files/f.whl")), 64)
+        assert isinstance(tail, RangeAnswer) and tail.body == BODY[-64:]
     finally:
         await server.close()
 

@@ -162,7 +162,8 @@ async def test_without_ranges_the_one_whole_download(
     repo = make_repo(fake.index_url)
     assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META
     assert fake.ranges_of(fake.file_path(PROJECT, WHEEL)) == [TAIL]
-    assert _file_requests(fake) == 2  # the refused range, then the one download
+    # answered whole, the range is the one download; a failed one is followed by it
+    assert _file_requests(fake) == (1 if ranges == "not done" else 2)
     fake.reset_counters()
     wheel = await repo.open_file(PROJECT, WHEEL)  # the wheel itself is cached now
     assert isinstance(wheel, LocalFile)
@@ -181,6 +182,30 @@ async def test_a_host_that_answers_ranges_whole_is_not_asked_for_ranges_again(
     assert (await _read(await repo.open_metadata(PROJECT, other))) == META
     assert fake.ranges_of(fake.file_path(PROJECT, other)) == []
     assert _file_requests(fake, other) == 1  # the one whole download, no round trip before it
+
+
+@pytest.mark.parametrize("ranges", [True, False])
+async def test_the_warm_ups_size_question_is_the_tail_the_making_reads(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path, ranges: bool
+) -> None:
+    # an HTML page gives no size, which the warm-up needs (it reads no wheel over its limit
+    # whole): the tail request tells it, and what it brought is used, not asked for again
+    fake.formats, fake.serve_ranges = "html", ranges
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 300_000))
+    repo = make_repo(fake.index_url)
+    limit = wheel_metadata.WHOLE_WHEEL_LIMIT.set(10**6)
+    try:
+        assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META
+    finally:
+        wheel_metadata.WHOLE_WHEEL_LIMIT.reset(limit)
+    path = fake.file_path(PROJECT, WHEEL)
+    assert fake.count(path, "HEAD") == 0
+    assert fake.ranges_of(path) == [TAIL]  # the tail held METADATA; or it was the wheel itself
+    assert fake.count(path, "GET") == 1
+    fake.reset_counters()
+    wheel = await repo.open_file(PROJECT, WHEEL)
+    assert isinstance(wheel, LocalFile) is (not ranges)  # the answer of the whole was kept
+    assert fake.total == 0
 
 
 async def test_concurrent_requests_make_it_once(fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path) -> None:
@@ -220,9 +245,10 @@ async def test_an_unusable_wheel_gets_an_empty_body(
     repo = make_repo(fake.index_url)
     before = await repo.project_page(PROJECT)
     assert await _read(await repo.open_metadata(PROJECT, WHEEL)) == b""  # see _UNUSABLE
-    # judged on the verified wheel: ranges that find nothing are followed by the one download
+    # judged on the verified wheel: ranges that find nothing are followed by the one download;
+    # a range answered whole is that download
     path = fake.file_path(PROJECT, WHEEL)
-    assert fake.count(path, "GET") - len(fake.ranges_of(path)) == 1
+    assert fake.count(path, "GET") - len(fake.ranges_of(path)) == (1 if ranges else 0)
     after = await repo.project_page(PROJECT)
     assert after == before  # still offered, with no hash
     fake.reset_counters()

@@ -9,6 +9,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient
 
 from pyproxy import metrics
+from pyproxy.formats import wheel_zip
 from pyproxy.web.context import Services
 from tests.conftest import MakeClient, upload
 from tests.dists import make_wheel
@@ -113,14 +114,18 @@ async def test_a_wheel_over_the_limit_is_not_downloaded_whole_for_its_metadata(
     make_client: MakeClient, fake: FakeUpstream, tmp_path: Path,
 ) -> None:
     chain(fake, tmp_path)
-    fake.formats = "html"  # no sizes on the page: upstream is asked with a HEAD
+    fake.formats = "html"  # no sizes on the page: upstream's answer to the tail tells it
     fake.offer_metadata = False  # and no .metadata, no ranges: the wheel is the only source
     client, services = await make_client(upstream_url=fake.index_url,
                                          upstream_warm_up_max_file_size=100)
     skipped = value(metrics.WARMUP_SKIPPED, "size")
     await get(client, services, "/simple/app/")
-    assert fake.count(fake.file_path("app", APP), "HEAD") == 1
-    assert fake.count(fake.file_path("app", APP), "GET") == 0
+    path = fake.file_path("app", APP)
+    assert fake.count(path, "HEAD") == 0  # no round trip of its own for the size
+    assert fake.count(path, "GET") == 1 and fake.ranges_of(path) == [
+        f"bytes=-{wheel_zip.TAIL_BYTES}"]  # answered whole, dropped unread: nothing kept
+    assert services.health.blobs is not None
+    assert services.health.blobs.entries() == []
     assert value(metrics.WARMUP_SKIPPED, "size") == skipped + 1
     # the client asking itself gets it, made from the whole wheel
     assert await get(client, services, f"/files/app/{APP}.metadata") == "miss"
