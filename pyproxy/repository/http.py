@@ -1,9 +1,10 @@
 """The upstream index over HTTP: one pooled aiohttp client, which remembers no page.
 
 TLS checks against the configured CA bundle (else the system's); proxies come from the
-environment (HTTPS_PROXY / HTTP_PROXY / NO_PROXY), as corporate networks need; the index URL's
-user:password is sent to the index's own origin only, never to a file host. Every request is
-counted and timed, and its outcome kept for /ready (`last_success`, `last_failure`).
+environment (HTTPS_PROXY / HTTP_PROXY / NO_PROXY, repository/proxies.py), as corporate networks
+need; the index URL's user:password is sent to the index's own origin only, never to a file
+host (nor any credentials from ~/.netrc). Every request is counted and timed, and its outcome
+kept for /ready (`last_success`, `last_failure`).
 
 A file download follows at most MAX_FILE_REDIRECTS redirects, and only to an origin that the
 caller names (those its page links files on), the index's own, or one configured with
@@ -25,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable, Itera
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import aiohttp
@@ -41,6 +43,7 @@ from pyproxy.repository.downloads import (
     origin_of,
     redirect_target,
 )
+from pyproxy.repository.proxies import Proxies
 from pyproxy.stores.blobcache import OpenUpstream
 
 ACCEPT = (
@@ -170,6 +173,7 @@ class UpstreamClient:
             ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
         )
         self._session: aiohttp.ClientSession | None = None
+        self._proxies = Proxies()  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY
         # when (time.monotonic) upstream last answered, or last failed to: /ready reads them
         self.last_success: float | None = None
         self.last_failure: float | None = None
@@ -185,7 +189,7 @@ class UpstreamClient:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=100, ssl=self._ssl),
                 timeout=self._timeout,
-                trust_env=True,  # HTTPS_PROXY / HTTP_PROXY / NO_PROXY, as corporate networks need
+                trust_env=False,  # proxies: self._via; never ~/.netrc (repository/proxies.py)
             )
         return self._session
 
@@ -193,9 +197,17 @@ class UpstreamClient:
         if self._session is not None:
             await self._session.close()
 
+    def _via(self, url: str) -> dict[str, Any]:
+        proxy = self._proxies.for_url(url)
+        return {} if proxy is None else {"proxy": proxy.url, "proxy_headers": proxy.headers}
+
     def _credentials_for(self, url: str) -> dict[str, str]:
         # credentials go only to the index's own origin, never to a file host
-        return self._authorization if urlsplit(url)[:2] == self._index_origin else {}
+        mine = self._authorization if urlsplit(url)[:2] == self._index_origin else {}
+        proxy = self._proxies.for_url(url)
+        if proxy is None or url.startswith("https:"):  # CONNECT carries its proxy_headers
+            return mine
+        return {**mine, **proxy.headers}  # plain HTTP: the proxy reads them off the request
 
     async def get_page(
         self, url: str, *, etag: str | None = None, last_modified: str | None = None,
@@ -217,7 +229,7 @@ class UpstreamClient:
         with self._asking("page"):
             try:
                 async with deadline, self.session.get(
-                    url, headers=headers, auto_decompress=sink is None
+                    url, headers=headers, auto_decompress=sink is None, **self._via(url)
                 ) as response:
                     if response.status == 304 and (etag or last_modified):
                         return PageAnswer(304, url)
@@ -387,6 +399,7 @@ class UpstreamClient:
                         "Accept-Encoding": "identity", **extra, **self._credentials_for(url)
                     },
                     allow_redirects=False,
+                    **self._via(url),
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise Unavailable(f"cannot download from upstream: {_describe(exc)}") from None
@@ -411,7 +424,8 @@ class UpstreamClient:
         with self._asking("probe"):
             try:
                 async with self.session.head(
-                    self.index_url, headers=self._credentials_for(self.index_url)
+                    self.index_url, headers=self._credentials_for(self.index_url),
+                    **self._via(self.index_url),
                 ) as response:
                     status = response.status
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
