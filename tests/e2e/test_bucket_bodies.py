@@ -99,7 +99,7 @@ def test_private_bodies_live_in_the_bucket(
         third = make_wheel(tmp_path / "dists", name, "3.0")
         refused = twine_upload(server.upload_url, [third], server.user, server.password,
                                check=False)
-        assert refused.returncode != 0 and "503" in output(refused), describe(refused)
+        assert refused.returncode != 0 and "HTTPError: 503" in output(refused), describe(refused)
         assert third.name not in file_entries(server.simple_url, name)  # nothing recorded
     finally:
         s3.start()

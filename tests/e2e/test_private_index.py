@@ -214,7 +214,7 @@ def test_upload_needs_a_grant_on_someone_elses_project(pyproxy_server, tmp_path)
     assert resp.status == 403, str(resp)
     assert name in f"{resp.reason} {resp.body}", f"403 does not name the project: {resp}"
     proc = twine_upload(server.upload_url, [wheel], bob, bob_pw, check=False)
-    assert proc.returncode != 0 and "403" in output(proc), describe(proc)
+    assert proc.returncode != 0 and "HTTPError: 403" in output(proc), describe(proc)
 
     server.cli("grant", name, bob)
     twine_upload(server.upload_url, [wheel], bob, bob_pw)

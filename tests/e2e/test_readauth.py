@@ -96,7 +96,7 @@ def test_pip_with_netrc(server: PyproxyServer, tmp_path: Path) -> None:
 
 def test_uv_without_credentials_fails_with_401(server: PyproxyServer, tmp_path: Path) -> None:
     proc = uv_pip_install(server.simple_url, NAME, target=tmp_path / "target", check=False)
-    assert proc.returncode != 0 and "401" in output(proc), describe(proc)
+    assert proc.returncode != 0 and "401 Unauthorized" in output(proc), describe(proc)
 
 
 def test_uv_with_url_credentials(server: PyproxyServer, tmp_path: Path) -> None:
