@@ -241,7 +241,11 @@ class BlobCache:
         sha256 = sha256.lower() if sha256 else None
         self._uses.attach(asyncio.get_running_loop())
         # a blob this process has seen since the last removal: no thread, no system call
-        hit = self._known.get(key) or await asyncio.to_thread(self._look_up, key)
+        hit = self._known.get(key)
+        if hit is None:
+            if (flight := self._flights.get(key)) is not None and flight.verified:
+                await flight.ended()  # its client has had the bytes; the commit is a moment away
+            hit = await asyncio.to_thread(self._look_up, key)
         if hit is None:
             return None
         if (sha256 is None or hit.sha256 == sha256) and (size is None or hit.size == size):
@@ -265,6 +269,11 @@ class BlobCache:
         self._uses.close()
         self._cache.close()
         self._close_removals()
+
+    async def idle(self) -> None:
+        """Until this process's downloads have ended, their commits too (for tests)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def aclose(self) -> None:
         """Stop downloads in progress, wait for them to clean up, write the recorded uses, and
@@ -425,6 +434,7 @@ class BlobCache:
                 raise HashMismatch(f"{key!r}: upstream body has sha256 {actual}, expected {sha256}")
             if sha256 is None:
                 await in_thread(_prove, flight, filename)
+            flight.mark_verified()
             await in_thread(self._commit, flight, actual)
             self._end(flight, "ok")
         except asyncio.CancelledError:

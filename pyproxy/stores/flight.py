@@ -41,6 +41,9 @@ class Flight:
         self.written = 0  # bytes on disk that a reader may read
         self.reading = 0  # pread()s in progress in threads (the fd must outlive them)
         self.state: State = "running"
+        # all of it written and checked, the cache's commit (fsync, index) still to come: a
+        # network client may have its last byte, the cache's own readers wait for the end
+        self.verified = False
         # the failure's class and words only: the exception's traceback holds the frames that
         # hold this flight, a cycle that would keep the fd (and an unlinked file) until a gc
         self.failure: tuple[type[Unavailable], str] | None = None
@@ -57,6 +60,14 @@ class Flight:
         """Until there is a first byte to read, or the flight has ended."""
         while self.state == "running" and self.written == 0:
             await self.changed()
+
+    async def ended(self) -> None:
+        while self.state == "running":
+            await self.changed()
+
+    def mark_verified(self) -> None:
+        self.verified = True
+        self.notify()
 
     def finish(self, state: State, error: BaseException | None = None) -> None:
         self.state = state
@@ -128,11 +139,12 @@ class Tail:
 
     async def send_to(self, send: Callable[[int, int, int], Awaitable[int]]) -> None:
         """The rest, zero-copy: `send(fd, offset, count)` sends bytes of the file from its
-        descriptor (the kernel's sendfile) and says how many, as they become readable."""
-        while n := await self._ready():
+        descriptor (the kernel's sendfile) and says how many, as they become readable. For a
+        network client: it ends once the bytes are verified, not after the cache's commit."""
+        while n := await self._ready(until_verified=True):
             self._advance(await self._with_fd(lambda fd: send(fd, self._offset, n)))
 
-    async def _ready(self) -> int:
+    async def _ready(self, *, until_verified: bool = False) -> int:
         """Until there are bytes to read past the offset: how many (0: the end)."""
         while (flight := self._flight) is not None:
             if flight.state in ("failed", "cached"):  # its fd is closed or about to be
@@ -140,21 +152,24 @@ class Tail:
                 raise flight.consumer_error()
             # the last byte waits for the hash check, so a client never receives a complete
             # body that turns out to be wrong (it sees an aborted download instead)
-            if flight.state == "ok":
+            complete = flight.state == "ok" or flight.verified
+            if complete:
                 readable = flight.written
+            elif self._verified:
+                readable = 0
             else:
-                readable = 0 if self._verified else flight.written - 1
+                readable = flight.written - 1
             if self._stop is not None:
                 if self._offset >= self._stop:
                     break
-                if flight.state == "ok" and self._stop > flight.written:
+                if complete and self._stop > flight.written:
                     self._flight = None
                     raise Unavailable(f"the file for {flight.key!r} ends before the range")
                 readable = min(readable, self._stop)
             available = readable - self._offset
             if available > 0:
                 return available
-            if flight.state == "ok":
+            if flight.state == "ok" or (until_verified and flight.verified):
                 break
             await flight.changed()
         self._flight = None

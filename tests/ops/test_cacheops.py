@@ -140,6 +140,7 @@ async def test_verify_notices_a_truncated_file(
     client, services = proxy
     await _download(client, "c")
     assert services.health.blobs is not None
+    await services.health.blobs.idle()  # the client has its bytes before the cache commits
     (entry,) = services.health.blobs.entries()
     os.truncate(entry.path, 10)
     code, out, _ = run(services.settings.data_dir, capsys, "cache", "verify")

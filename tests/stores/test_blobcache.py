@@ -10,6 +10,7 @@ import os
 import signal
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from aiohttp.test_utils import TestClient
 from pyproxy.model import DistFile, FileSource, LocalFile, Origin, StreamedFile, Unavailable
 from pyproxy.stores.blobcache import BlobCache, HashMismatch
 from pyproxy.stores.blobkeys import blob_key, is_metadata_key, metadata_key, names_its_body
+from pyproxy.stores.flight import Tail
 from pyproxy.stores.part_files import PartFiles
 from pyproxy.web.context import Services
 from tests.blob_server import Blob, BlobServer, opener
@@ -154,6 +156,46 @@ async def test_fifty_concurrent_fetches_make_one_upstream_request(
     assert upstream.requests("b") == 1
     assert isinstance(await upstream.fetch(cache, "b"), LocalFile)
     assert upstream.requests("b") == 1
+
+
+async def test_a_network_client_ends_at_the_hash_check_the_cache_after_its_commit(
+    upstream: Upstream, cache: BlobCache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    blob = upstream.add("v", Blob(block(600 * KiB)))
+    release = threading.Event()  # the commit (fsync, index row) held until the test lets it
+    commit = cache._commit
+
+    def held_commit(flight: Any, sha256: str) -> None:
+        release.wait(30)
+        commit(flight, sha256)
+
+    monkeypatch.setattr(cache, "_commit", held_commit)
+    source = await upstream.fetch(cache, "v")
+    assert isinstance(source, StreamedFile) and isinstance(source.chunks, Tail)
+    sent = bytearray()
+
+    async def send(fd: int, offset: int, count: int) -> int:
+        data = os.pread(fd, count, offset)
+        sent.extend(data)
+        return len(data)
+
+    try:
+        # the web layer's sendfile loop has all of it once verified, the commit still held
+        await asyncio.wait_for(source.chunks.send_to(send), 30)
+        assert bytes(sent) == blob.block
+        # a request meanwhile, and the cache's own readers, wait for the commit
+        assert source.download is not None
+        own_reader = asyncio.ensure_future(body_of(
+            StreamedFile(chunks=Tail(source.download), size=blob.size, sha256=blob.sha256)))
+        request = asyncio.ensure_future(cache.hit("v", sha256=blob.sha256, size=blob.size))
+        await asyncio.sleep(0.2)
+        assert not own_reader.done() and not request.done()
+    finally:
+        release.set()
+    hit = await asyncio.wait_for(request, 30)
+    assert isinstance(hit, LocalFile) and hit.path.read_bytes() == blob.block
+    assert await asyncio.wait_for(own_reader, 30) == blob.block
+    assert upstream.requests("v") == 1
 
 
 async def _spawn(*args: str) -> asyncio.subprocess.Process:

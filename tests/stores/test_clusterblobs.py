@@ -140,6 +140,7 @@ async def test_a_file_the_cluster_holds_comes_from_the_bucket(
     status, body, _ = await b.get()
     assert status == 200 and body == body_of(fake)
     assert fake.count(fake.file_path("big", WHEEL)) == 0
+    await b.blobs.local.idle()  # the client has its bytes before the local copy is committed
     hit = await asyncio.to_thread(b.blobs.lookup, fake.file("big", WHEEL).sha256)
     assert isinstance(hit, LocalFile) and hit.size == len(body)
 
