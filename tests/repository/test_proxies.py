@@ -3,7 +3,12 @@ going through it: a real HTTP proxy written with aiohttp here, forwarding to a s
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import datetime
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +16,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.proxies import Proxies
@@ -135,3 +144,85 @@ async def test_no_netrc_credentials_go_anywhere(
         await client.close()
     for path in ("/simple/proj/", "/f/proj-1.0.tar.gz"):
         assert "Authorization" not in index.headers_for(path)[0]
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (the client trusts it as its CA)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(
+            [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+async def _connect_proxy(seen: list[tuple[str, str | None]]) -> asyncio.Server:
+    """An HTTP proxy that only tunnels (CONNECT), recording each target and its credentials."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        method, target, _ = head[0].split(" ")
+        fields = dict(line.split(": ", 1) for line in head[1:] if ": " in line)
+        seen.append((f"{method} {target}", fields.get("Proxy-Authorization")))
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_server(tunnel, "127.0.0.1", 0)
+
+
+async def test_an_https_upstream_is_reached_through_the_proxys_tunnel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cert, key = _tls_files(tmp_path)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def page(_request: web.Request) -> web.Response:
+        return web.json_response({"meta": {"api-version": "1.1"}, "name": "proj", "files": []},
+                                 content_type="application/vnd.pypi.simple.v1+json")
+
+    app = web.Application()
+    app.router.add_get("/simple/proj/", page)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    seen: list[tuple[str, str | None]] = []
+    proxy = await _connect_proxy(seen)
+    proxy_port = proxy.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTPS_PROXY", f"http://scout:s3cret@127.0.0.1:{proxy_port}")
+    client = UpstreamClient(f"https://127.0.0.1:{port}/simple/", timeout=5.0,
+                            ca_bundle=str(cert))
+    try:
+        answer = await client.get_page(f"https://127.0.0.1:{port}/simple/proj/")
+        assert answer.status == 200 and b'"proj"' in answer.body
+    finally:
+        await client.close()
+        proxy.close()
+        await runner.cleanup()
+    credentials = "Basic " + base64.b64encode(b"scout:s3cret").decode()
+    assert seen == [(f"CONNECT 127.0.0.1:{port}", credentials)]
