@@ -146,6 +146,13 @@ class PyproxyServer:
                     raise RuntimeError(f"{self.simple_url} did not answer within "
                                        f"{START_TIMEOUT}s")
                 time.sleep(0.05)
+            # the first worker may answer before the others listen: every worker, whatever
+            # /ready says of upstream ("1 of 2 workers serving" until then)
+            while "workers serving" in (ready := get(f"{self.url}/ready", timeout=5)).body:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not every worker serves within {START_TIMEOUT}s:"
+                                       f" {ready.body}")
+                time.sleep(0.05)
         except Exception as exc:
             self.stop()
             pytest.fail(f"starting {' '.join(cmd)} failed: {exc}\n--- pyproxy stderr ---\n"
