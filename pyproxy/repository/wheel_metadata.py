@@ -225,12 +225,10 @@ class WheelMetadata:
         `limit` becomes the wheel's one download, and one over it is dropped unread."""
         url = dist.upstream_url
         assert url is not None
-        answer = await self._tail(url, origins)
+        answer = await self._tail(dist, origins)
         if isinstance(answer, RangeAnswer):
-            self._ranges.learn(blob_key(dist), host_of(url), answer)
             self._tails.put(url, (time.monotonic(), answer))
             return answer.total
-        self._ranges.learn(blob_key(dist), host_of(url), None)
         if answer.size is None or answer.size > limit:
             answer.close()
         else:
@@ -295,16 +293,13 @@ class WheelMetadata:
         """None when upstream does not do ranges, or one of them failed."""
         url = dist.upstream_url
         assert url is not None
-        host = host_of(url)
-        if self._ranges.refuses(host):
+        if self._ranges.refuses(host_of(url)):
             return None
         try:
-            tail = self._kept_tail(url) or await self._tail(url, origins)
+            tail = self._kept_tail(url) or await self._tail(dist, origins)
             if isinstance(tail, WholeAnswer):  # the one download: no second request
-                self._ranges.learn(blob_key(dist), host, None)
                 await self._download(dist, tail)
                 return None
-            self._ranges.learn(blob_key(dist), host, tail)
             if tail.start + len(tail.body) != tail.total or (
                 dist.size is not None and tail.total != dist.size
             ):
@@ -326,12 +321,20 @@ class WheelMetadata:
             log.info("reading %s in ranges failed (%s): reading it whole", dist.filename, exc)
             return None
 
-    async def _tail(self, url: str, origins: Origins) -> RangeAnswer | WholeAnswer:
-        """One request however many ask at once (the warm-up and a client's request, mostly):
-        an answer of the whole file is taken by one of them, let go by the others."""
-        return await self._asking.run(
-            url, lambda: self._client.read_tail(url, wheel_zip.TAIL_BYTES, file_origins=origins)
-        )
+    async def _tail(self, dist: DistFile, origins: Origins) -> RangeAnswer | WholeAnswer:
+        """The wheel's tail, and what it tells of its host's ranges (remembered): one request
+        however many ask at once (the warm-up and a client's request, mostly); an answer of the
+        whole file is taken by one of them, let go by the others."""
+        url = dist.upstream_url
+        assert url is not None
+
+        async def ask() -> RangeAnswer | WholeAnswer:
+            answer = await self._client.read_tail(url, wheel_zip.TAIL_BYTES, file_origins=origins)
+            ranged = answer if isinstance(answer, RangeAnswer) else None
+            self._ranges.learn(blob_key(dist), host_of(url), ranged)
+            return answer
+
+        return await self._asking.run(url, ask)
 
     def _kept_tail(self, url: str) -> RangeAnswer | None:
         kept = self._tails.pop(url)
