@@ -6,7 +6,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 
-from pyproxy.repository.http import UpstreamClient, UpstreamError
+from pyproxy.repository.http import UpstreamClient
+from pyproxy.repository.http_answers import UpstreamError
 from pyproxy.stores.filecache import FileCache
 
 __all__ = ["Health"]

@@ -23,8 +23,7 @@ import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -43,6 +42,7 @@ from pyproxy.repository.downloads import (
     origin_of,
     redirect_target,
 )
+from pyproxy.repository.http_answers import PageAnswer, RangeAnswer, UpstreamError, WholeAnswer
 from pyproxy.repository.proxies import Proxies
 from pyproxy.stores.blobcache import OpenUpstream
 
@@ -74,64 +74,6 @@ def redact(url: str) -> str:
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-
-
-class UpstreamError(Exception):
-    """Upstream could not give a usable answer right now."""
-
-
-@dataclass(frozen=True, slots=True)
-class PageAnswer:
-    """What the index answered for a page."""
-
-    # 200; 304 (not modified: only when asked with validators); 404 (no such page: 404 or 410)
-    status: int
-    url: str  # the final URL (after redirects), against which relative links resolve
-    body: bytes = b""
-    content_type: str | None = None
-    etag: str | None = None
-    last_modified: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RangeAnswer:
-    """Part of an upstream file: `body` begins at byte `start` of a file of `total` bytes."""
-
-    body: bytes
-    start: int
-    total: int
-
-
-class WholeAnswer:
-    """A range upstream answered with the whole file (200), its body not read yet: `opener`
-    gives that body to the blob cache as the file's download (a fresh request once it was
-    taken or closed); `close` lets the connection go if nobody took it."""
-
-    def __init__(
-        self, response: aiohttp.ClientResponse, body: AsyncIterator[bytes], again: OpenUpstream
-    ) -> None:
-        self.size = response.content_length
-        self._response: aiohttp.ClientResponse | None = response
-        self._body = body
-        self._again = again
-
-    def opener(self) -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
-        response, self._response = self._response, None
-        if response is None:
-            return self._again()
-        return self._kept(response)
-
-    @asynccontextmanager
-    async def _kept(self, response: aiohttp.ClientResponse) -> AsyncIterator[AsyncIterator[bytes]]:
-        try:
-            yield self._body
-        finally:
-            response.release()
-
-    def close(self) -> None:
-        if self._response is not None:
-            self._response.close()
-            self._response = None
 
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import LocalFile, RemoteFile, StreamedFile, Unavailable
 from pyproxy.repository.downloads import origin_of
-from pyproxy.repository.http import RangeAnswer
+from pyproxy.repository.http_answers import RangeAnswer
 
 log = logging.getLogger("pyproxy.upstream")
 

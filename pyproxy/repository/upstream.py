@@ -48,7 +48,8 @@ from pyproxy.model import (
     Unavailable,
 )
 from pyproxy.repository.downloads import Origin, origin_of
-from pyproxy.repository.http import RangeAnswer, UpstreamClient, UpstreamError
+from pyproxy.repository.http import UpstreamClient
+from pyproxy.repository.http_answers import RangeAnswer, UpstreamError
 from pyproxy.repository.misses import RangeMemory, UpstreamMiss, host_of
 from pyproxy.repository.upstream_list import UpstreamList, upstream_failure
 from pyproxy.repository.wheel_metadata import WheelMetadata

@@ -31,7 +31,8 @@ from pyproxy import metrics
 from pyproxy.formats.answers import JSON_TYPE, Emptied, NotASimplePage
 from pyproxy.lru import SingleFlight
 from pyproxy.model import ProjectList, Unavailable
-from pyproxy.repository.http import UpstreamClient, UpstreamError, redact
+from pyproxy.repository.http import UpstreamClient, redact
+from pyproxy.repository.http_answers import UpstreamError
 from pyproxy.stores.pages import INDEX_KEY, PageCache, UpstreamFormatError
 from pyproxy.stores.project_list import (
     ListRecord,

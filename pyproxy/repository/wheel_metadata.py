@@ -51,7 +51,8 @@ from pyproxy.model import (
     Unavailable,
 )
 from pyproxy.repository.downloads import Origin
-from pyproxy.repository.http import RangeAnswer, UpstreamClient, WholeAnswer
+from pyproxy.repository.http import UpstreamClient
+from pyproxy.repository.http_answers import RangeAnswer, WholeAnswer
 from pyproxy.repository.misses import RangeMemory, host_of
 from pyproxy.stores import proof
 from pyproxy.stores.blobcache import OpenUpstream

@@ -17,14 +17,8 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestServer
 
 from pyproxy.model import Unavailable
-from pyproxy.repository.http import (
-    PageAnswer,
-    RangeAnswer,
-    UpstreamClient,
-    UpstreamError,
-    WholeAnswer,
-    redact,
-)
+from pyproxy.repository.http import UpstreamClient, redact
+from pyproxy.repository.http_answers import PageAnswer, RangeAnswer, UpstreamError, WholeAnswer
 from tests.conftest import MakeClient, StartFake
 from tests.dists import make_sdist
 from tests.fake_upstream import FakeUpstream
