@@ -23,7 +23,7 @@ from pyproxy.config import Settings
 from pyproxy.model import Unavailable
 from pyproxy.ops import cacheops
 from pyproxy.stores.blobcache import BlobEntry, OpenUpstream
-from pyproxy.stores.blobindex import FLUSH_INTERVAL
+from pyproxy.stores.blobuses import FLUSH_INTERVAL
 from pyproxy.stores.clustershare import EVICTOR, SharedFiles, object_key
 from pyproxy.stores.clusteruses import PendingUses
 from pyproxy.stores.object_file import open_object

@@ -18,7 +18,7 @@ either finds the `.part`, or finds the key committed.
 A hit never writes. The index is opened without an eviction policy (diskcache's LRU policy
 updates the row in a write transaction on every get), so a lookup is one read; a process keeps
 the paths it looked up and asks the index again only after some process removed a blob; and it
-records uses in memory, written in batches (see stores.blobindex). A hit this process has seen
+records uses in memory, written in batches (see stores.blobuses). A hit this process has seen
 since the last removal costs no thread hop and no system call here.
 
 Eviction is diskcache's own path (Cache.delete -> Disk.remove); we choose the victims ourselves
@@ -48,7 +48,8 @@ from pyproxy import metrics
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores import proof
-from pyproxy.stores.blobindex import FLUSH_INTERVAL, KnownPaths, Uses
+from pyproxy.stores.blobindex import KnownPaths
+from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses
 from pyproxy.stores.changes import ChangeCounter
 from pyproxy.stores.flight import CHUNK_SIZE, Flight, HashMismatch, State, Tail, in_thread
 from pyproxy.stores.part_files import PartFiles, ended, mark_cached, mark_done, same_file

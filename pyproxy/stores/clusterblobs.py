@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound
 from pyproxy.stores.blobcache import BlobCache, BlobEntry, OpenUpstream
-from pyproxy.stores.blobindex import FLUSH_INTERVAL
+from pyproxy.stores.blobuses import FLUSH_INTERVAL
 from pyproxy.stores.chunks import read_file
 from pyproxy.stores.clusterflight import ClusterFlight, db, refuse
 from pyproxy.stores.clustershare import SharedFiles, object_key
