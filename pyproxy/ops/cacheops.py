@@ -21,7 +21,8 @@ from pyproxy.datadir import DataDir
 from pyproxy.metrics import counter_values
 from pyproxy.model import ProjectPage
 from pyproxy.multiproc import live_directories
-from pyproxy.stores.blobcache import BlobCache, BlobEntry
+from pyproxy.stores.blobcache import BlobCache
+from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.blobkeys import (
     blob_key,
     is_metadata_key,

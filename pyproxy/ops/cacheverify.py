@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 from pyproxy.ops.cacheops import Cache, is_metadata
 from pyproxy.stores import proof
-from pyproxy.stores.blobcache import BlobEntry
+from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.blobkeys import is_provenance_key, names_its_body
 
 _CHUNK = 1024 * 1024

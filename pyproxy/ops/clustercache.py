@@ -22,7 +22,8 @@ from typing import BinaryIO
 from pyproxy.config import Settings
 from pyproxy.model import Unavailable
 from pyproxy.ops import cacheops
-from pyproxy.stores.blobcache import BlobEntry, OpenUpstream
+from pyproxy.stores.blobcache import OpenUpstream
+from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.blobuses import FLUSH_INTERVAL
 from pyproxy.stores.clustershare import EVICTOR, SharedFiles, object_key
 from pyproxy.stores.clusteruses import PendingUses

@@ -25,7 +25,8 @@ from pyproxy.ops.transfer_format import (
     read_jsonl,
     write_jsonl,
 )
-from pyproxy.stores.blobcache import BlobCache, BlobEntry, OpenUpstream
+from pyproxy.stores.blobcache import BlobCache, OpenUpstream
+from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.pages import PageCache
 
 

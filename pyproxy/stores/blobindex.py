@@ -1,24 +1,293 @@
-"""What one process knows of the blob cache's index without asking it, so that a hit never writes.
+"""The blob cache's committed files: diskcache's index and its files, looked up without a write,
+uses recorded in memory, evicted in least-recently-used order.
+
+Layout under `directory` (the cache's; stores.blobcache adds `partial/`):
+
+    blobs/             a diskcache.Cache: cache.db (the index) and xx/yy/<random>.val (the blobs)
+    removals           a counter every process maps, bumped before a blob file is removed
+
+A hit never writes. The index is opened without an eviction policy (diskcache's LRU policy
+updates the row in a write transaction on every get), so a lookup is one read; a process keeps
+the paths it looked up and asks the index again only after some process removed a blob
+(`KnownPaths`); and it records uses in memory, written in batches (stores.blobuses). A hit this
+process has seen since the last removal costs no thread hop and no system call.
 
 `KnownPaths` holds the blobs this process looked up (key -> LocalFile, the most recent few
-thousand) and trusts them while the cache's removal counter (a stores.changes.ChangeCounter,
-read from memory) still has the value read before the lookup. Every process bumps that counter
-before it removes a blob file (eviction, prune, verify, a replaced entry), after the index row
-is gone. A path handed out may still be removed before it is opened; since the counter moves
-before the file goes, the caller that then fails to open it finds it moved when it asks again.
+thousand) and trusts them while the removal counter (a stores.changes.ChangeCounter, read from
+memory) still has the value read before the lookup. Every process bumps that counter before it
+removes a blob file (eviction, prune, verify, a replaced entry), after the index row is gone. A
+path handed out may still be removed before it is opened; since the counter moves before the
+file goes, the caller that then fails to open it finds it moved when it asks again.
+
+Eviction is diskcache's own path (Cache.delete -> Disk.remove); we choose the victims ourselves
+in least-recently-used order of the recorded uses, because diskcache's built-in cull drops ten
+rows at a time, which can include the file just stored and does not guarantee the bound.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import sqlite3
 import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import diskcache
+from diskcache.core import MODE_BINARY, UNKNOWN
+
+from pyproxy import metrics
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import LocalFile
+from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses
 from pyproxy.stores.changes import ChangeCounter
 
-__all__ = ["KnownPaths"]
+__all__ = ["BlobEntry", "BlobIndex", "KnownPaths"]
+
+log = logging.getLogger("pyproxy.blobcache")
 
 _KNOWN_MAX = 10_000  # paths a process remembers (a few MB)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobEntry:
+    key: str
+    size: int
+    sha256: str
+    path: Path
+    stored: float  # unix time
+    accessed: float  # unix time, last use written to the index (or the store)
+
+
+class _Blob:
+    """A verified file that `_BlobDisk.store` links into diskcache's layout."""
+
+    __slots__ = ("path", "size")
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.path = path
+        self.size = size
+
+
+class _BlobDisk(diskcache.Disk):  # type: ignore[misc]  # diskcache ships no types
+    """A Disk that takes a finished file by hard link instead of copying it, and bumps the
+    removal counter before it removes one (every removal of a blob file comes through here)."""
+
+    removals: ChangeCounter | None = None
+
+    def store(self, value: Any, read: bool, key: Any = UNKNOWN) -> tuple[int, int, str | None, Any]:
+        if not isinstance(value, _Blob):
+            stored: tuple[int, int, str | None, Any] = super().store(value, read, key=key)
+            return stored
+        filename, full_path = self.filename(key, value)
+        for attempt in range(10):  # another process may remove the empty sub-directory meanwhile
+            os.makedirs(os.path.dirname(full_path), exist_ok=True)
+            try:
+                os.link(value.path, full_path)
+                break
+            except FileNotFoundError:
+                if attempt == 9 or not value.path.exists():
+                    raise
+        return value.size, MODE_BINARY, filename, None
+
+    def remove(self, file_path: str) -> None:
+        # the row is gone; before the file goes: whoever then fails to open it finds the
+        # counter moved when it looks the key up again
+        if self.removals is not None:
+            self.removals.bump()
+        super().remove(file_path)
+
+
+class BlobIndex:
+    """The committed blobs under `directory`, at most `max_size` bytes with the index."""
+
+    def __init__(
+        self, directory: Path, max_size: int, *, flush_interval: float = FLUSH_INTERVAL
+    ) -> None:
+        self.max_size = max_size
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._blobs = directory / "blobs"
+        self._removals = ChangeCounter(directory / "removals")
+        self._closed = False
+        self._cache = diskcache.Cache(
+            str(self._blobs),
+            disk=_BlobDisk,
+            size_limit=max_size,
+            eviction_policy="none",  # a get writes nothing; recency is ours, see _uses
+            statistics=0,  # hit counters would write on every get too
+            cull_limit=0,  # eviction is ours, see evict
+        )
+        disk = self._cache.disk
+        assert isinstance(disk, _BlobDisk)
+        disk.removals = self._removals
+        self._db = self._blobs / diskcache.core.DBNAME  # read directly by _query
+        self._known = KnownPaths(self._removals)
+        self._uses = Uses(self._db, flush_interval)
+        with contextlib.suppress(RuntimeError):  # made inside a server's loop: its timer writes
+            self._uses.attach(asyncio.get_running_loop())
+        self._order_by_use()
+
+    # -- lookups and uses ------------------------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The loop whose timer writes the uses recorded in this process."""
+        self._uses.attach(loop)
+
+    def known(self, key: str) -> LocalFile | None:
+        """A blob this process has looked up since the last removal: no thread, no system call.
+        Not a use."""
+        return self._known.get(key)
+
+    def lookup(self, key: str) -> LocalFile | None:
+        """A complete, verified blob, or None; a use. May read the index: call it in a thread."""
+        hit = self._known.get(key) or self.look_up(key)
+        if hit is not None:
+            self._uses.note(key)
+        return hit
+
+    def look_up(self, key: str) -> LocalFile | None:
+        """Blocking: what the index says (one read, no write), remembered in memory unless a
+        blob was removed meanwhile. Not a use."""
+        token = self._known.token()
+        try:
+            handle, sha256 = self._cache.get(key, read=True, tag=True, retry=True)
+        except (diskcache.Timeout, sqlite3.Error) as exc:
+            log.warning("cache index unavailable for %r: %s", key, exc)
+            return None
+        if handle is None:  # not there, or removed between the index's answer and the open
+            return None
+        if not isinstance(handle, io.BufferedReader) or not isinstance(sha256, str):
+            return None  # not one of ours
+        with handle:
+            size = os.fstat(handle.fileno()).st_size
+        hit = LocalFile(path=Path(handle.name), size=size, sha256=sha256, cache="hit")
+        self._known.remember(key, hit, token)
+        return hit
+
+    def note_use(self, key: str) -> None:
+        self._uses.note(key)
+
+    def flush_uses(self) -> int:
+        """Blocking: write this process's uses not yet written (one transaction, none if there
+        are none); how many. The server does it on its own every `flush_interval` seconds."""
+        return self._uses.flush()
+
+    # -- adding and removing ---------------------------------------------------------------------
+
+    def has_room(self, size: int) -> bool:
+        """Whether a blob of `size` bytes fits within `max_size` beside the index itself."""
+        overhead = self._cache.volume() - self._cache.reset("size")
+        return bool(size + overhead <= self.max_size)
+
+    def add(self, key: str, path: Path, size: int, sha256: str) -> None:
+        """Blocking: commit the verified file at `path` (linked, not copied) as `key`."""
+        self._cache.set(key, _Blob(path, size), tag=sha256, retry=True)
+
+    def drop(self, key: str) -> None:
+        """Blocking: remove `key`, which is not the file now announced."""
+        self._known.forget(key)
+        self._cache.delete(key, True)
+
+    def delete(self, key: str) -> bool:
+        return bool(self._cache.delete(key, retry=True))
+
+    def free_body(self, entry: BlobEntry) -> None:
+        """Remove a blob's file ahead of its row, so that a full disk has room to delete the
+        row: the removal counter moves first, as for every removal of a blob file."""
+        self._removals.bump()
+        entry.path.unlink(missing_ok=True)
+
+    def evict(self, protect: str | None = None, limit: int | None = None) -> list[tuple[str, int]]:
+        """Delete least recently used blobs (never `protect`) until the volume is within
+        `limit` (max_size)."""
+        limit = self.max_size if limit is None else limit
+        removed: list[tuple[str, int]] = []
+        if self._cache.volume() > limit:
+            self.flush_uses()  # the order is what the index holds: ours in it first
+        while (excess := self._cache.volume() - limit) > 0:
+            victims = self._query(
+                "SELECT key, size FROM Cache WHERE key != ? ORDER BY access_time LIMIT 64",
+                (protect or "",),
+            )
+            if not victims:
+                break
+            for key, size in victims:
+                if self._cache.delete(key, retry=True):
+                    log.debug("evicted %r (%d bytes)", key, size)
+                    metrics.CACHE_EVICTIONS.inc()
+                    metrics.CACHE_EVICTED_BYTES.inc(size)
+                    removed.append((key, size))
+                    excess -= size
+                if excess <= 0:
+                    break
+        return removed
+
+    # -- for stats, prune, verify ----------------------------------------------------------------
+
+    def volume(self) -> int:
+        """Bytes the cache holds: blobs plus its index (what `max_size` bounds)."""
+        return int(self._cache.volume())
+
+    def entries(self) -> list[BlobEntry]:
+        """Every committed blob, least recently used first (as far as uses have been written:
+        this process's are written first)."""
+        self.flush_uses()
+        rows = self._query(
+            "SELECT key, size, tag, filename, store_time, access_time FROM Cache"
+            " WHERE filename IS NOT NULL ORDER BY access_time"
+        )
+        return [
+            BlobEntry(key, size, tag, self._blobs / filename, stored, accessed)
+            for key, size, tag, filename, stored, accessed in rows
+            if isinstance(key, str) and isinstance(tag, str)
+        ]
+
+    def digests(self, keys: list[str]) -> dict[str, str]:
+        """The sha256 of each of `keys` that is a committed blob (one query per 500 keys; not a
+        use)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._query(
+                f"SELECT key, tag FROM Cache WHERE filename IS NOT NULL AND key IN ({marks})",
+                tuple(chunk),
+            )
+            found.update((key, tag) for key, tag in rows if isinstance(tag, str))
+        return found
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Write the recorded uses, and close."""
+        self._uses.close()
+        self._close()
+
+    async def aclose(self) -> None:
+        await self._uses.aclose()
+        self._close()
+
+    def _close(self) -> None:
+        self._cache.close()
+        if not self._closed:
+            self._closed = True
+            self._removals.close()
+
+    def _order_by_use(self) -> None:
+        """The index on access_time that eviction orders by (diskcache makes it only for its
+        own LRU policy; a cache made by an earlier pyproxy has it already)."""
+        with contextlib.closing(sqlite3.connect(self._db, timeout=60)) as db:
+            db.execute("CREATE INDEX IF NOT EXISTS Cache_access_time ON Cache (access_time)")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """A read of diskcache's Cache table, for what its API does not offer (order by use)."""
+        with contextlib.closing(sqlite3.connect(self._db, timeout=60)) as db:
+            return db.execute(sql, args).fetchall()
 
 
 class KnownPaths:

@@ -28,7 +28,8 @@ import logging
 from pathlib import Path
 
 from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound
-from pyproxy.stores.blobcache import BlobCache, BlobEntry, OpenUpstream
+from pyproxy.stores.blobcache import BlobCache, OpenUpstream
+from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.blobuses import FLUSH_INTERVAL
 from pyproxy.stores.chunks import read_file
 from pyproxy.stores.clusterflight import ClusterFlight, db, refuse

@@ -18,7 +18,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from pyproxy import metrics
-from pyproxy.stores.blobcache import BlobEntry, HashMismatch
+from pyproxy.stores.blobcache import HashMismatch
+from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.clusteruses import PendingUses
 from pyproxy.stores.objects import Bucket, BucketUnavailable
 from pyproxy.stores.pg.blobindex import PgBlobIndex
