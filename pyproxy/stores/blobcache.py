@@ -55,7 +55,6 @@ _ATTEMPTS = 3  # a fetch retries when another process's download failed before s
 _MISMATCHES = 1024  # keys remembered whose download failed its hash check
 
 
-
 def _prove(flight: Flight, filename: str | None) -> None:
     """In a thread: a body with no sha256 to match must be a well-formed file of its kind."""
     if filename is None:

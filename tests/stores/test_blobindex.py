@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import hashlib
+import time
 from pathlib import Path
 
 from pyproxy.model import LocalFile
-from pyproxy.stores.blobindex import KnownPaths
+from pyproxy.stores.blobindex import BlobIndex, KnownPaths
 from pyproxy.stores.changes import ChangeCounter
 
 
@@ -36,3 +38,60 @@ def test_known_paths_are_dropped_by_a_removal_and_stale_answers_never_kept(tmp_p
     finally:
         removals.close()
         other.close()
+
+
+def _verified(tmp_path: Path, name: str, data: bytes) -> tuple[Path, str]:
+    """A finished download, as the blob cache hands it to the index."""
+    path = tmp_path / "partial" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def test_a_committed_blob_is_linked_looked_up_once_and_known_until_a_removal(
+    tmp_path: Path,
+) -> None:
+    index = BlobIndex(tmp_path / "cache", 10 * 1024**2)
+    other = BlobIndex(tmp_path / "cache", 10 * 1024**2)  # another process on the same cache
+    try:
+        path, sha256 = _verified(tmp_path, "a", b"a" * 1000)
+        assert index.has_room(1000)
+        index.add("a", path, 1000, sha256)
+        path.unlink()  # a hard link: the cache's file outlives the download's
+        assert index.known("a") is None  # never looked up here yet
+        hit = index.look_up("a")
+        assert hit is not None and hit.size == 1000 and hit.sha256 == sha256
+        assert hit.path.read_bytes() == b"a" * 1000
+        assert index.known("a") == hit  # from memory from now on
+        assert index.lookup("a") == hit and index.flush_uses() == 1
+
+        path, sha256 = _verified(tmp_path, "b", b"b" * 10)
+        other.add("b", path, 10, sha256)
+        assert other.delete("b")  # a removal anywhere: what this process knew is asked again
+        assert index.known("a") is None
+        assert index.look_up("a") == hit and index.look_up("b") is None
+        assert index.digests(["a", "b", "c"]) == {"a": hit.sha256}
+    finally:
+        index.close()
+        other.close()
+
+
+def test_eviction_follows_the_recorded_uses_and_spares_the_protected_key(tmp_path: Path) -> None:
+    index = BlobIndex(tmp_path / "cache", 10 * 1024**2)
+    try:
+        for key in ("old", "used", "new"):
+            path, sha256 = _verified(tmp_path, key, key.encode() * 100_000)
+            index.add(key, path, path.stat().st_size, sha256)
+            time.sleep(0.01)  # distinct store times, in this order
+        index.lookup("old")  # used last: the least recently used is now "used"
+        assert not index.has_room(20 * 1024**2)
+        base = index.volume() - 300_000 - 400_000 - 300_000  # the index itself
+        removed = index.evict(protect="used", limit=base + 700_000)
+        assert removed == [("new", 300_000)]  # "used" is older, and protected
+        assert [entry.key for entry in index.entries()] == ["used", "old"]
+        index.drop("old")
+        assert index.look_up("old") is None
+        assert index.evict(limit=0) == [("used", 400_000)]
+        assert index.entries() == []
+    finally:
+        index.close()
