@@ -24,9 +24,8 @@ from pyproxy.model import Unavailable
 from pyproxy.ops import cacheops
 from pyproxy.stores.blobcache import OpenUpstream
 from pyproxy.stores.blobindex import BlobEntry
-from pyproxy.stores.blobuses import FLUSH_INTERVAL
+from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses
 from pyproxy.stores.clustershare import EVICTOR, SharedFiles, object_key
-from pyproxy.stores.clusteruses import PendingUses
 from pyproxy.stores.object_file import open_object
 from pyproxy.stores.objects import Bucket, BucketUnavailable
 from pyproxy.stores.pg.blobindex import PgBlobIndex
@@ -56,8 +55,8 @@ class SharedCache:
         self._index = PgBlobIndex(db.pool)
         self._bucket = bucket
         # a command notes no uses: this is only what SharedFiles flushes before it evicts
-        self._shared = SharedFiles(self._index, locks, bucket,
-                                   PendingUses(self._index.touch, FLUSH_INTERVAL), max_size)
+        uses = Uses(self._index.touch, FLUSH_INTERVAL, failures=(DatabaseUnavailable,))
+        self._shared = SharedFiles(self._index, locks, bucket, uses, max_size)
 
     # -- cacheops.Cache --------------------------------------------------------------------------
 

@@ -43,7 +43,7 @@ from diskcache.core import MODE_BINARY, UNKNOWN
 from pyproxy import metrics
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import LocalFile
-from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses
+from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses, sqlite_writer
 from pyproxy.stores.changes import ChangeCounter
 
 __all__ = ["BlobEntry", "BlobIndex", "KnownPaths"]
@@ -127,7 +127,7 @@ class BlobIndex:
         disk.removals = self._removals
         self._db = self._blobs / diskcache.core.DBNAME  # read directly by _query
         self._known = KnownPaths(self._removals)
-        self._uses = Uses(self._db, flush_interval)
+        self._uses = Uses(sqlite_writer(self._db), flush_interval, failures=(sqlite3.Error,))
         with contextlib.suppress(RuntimeError):  # made inside a server's loop: its timer writes
             self._uses.attach(asyncio.get_running_loop())
         self._order_by_use()

@@ -1,37 +1,50 @@
-"""Uses of the blob cache's entries, recorded in memory and written in batches, so that a hit
-never writes.
+"""Uses of cached files, recorded in memory and written in batches, so that a hit never writes.
 
-`Uses` records each use in memory (key -> unix time) and writes them to the index in one
-transaction (`UPDATE Cache SET access_time`, never backwards), `interval` seconds after the first
-use not yet written, and whenever eviction or a listing needs them. Eviction and `cache prune`
-order by what has been written: recency on disk lags by at most `interval` (and a worker killed
-with SIGKILL loses its last batch), which is all a least-recently-used bound needs.
+`Uses` records each use in memory (key -> unix time) and hands them to its writer in one batch
+`interval` seconds after the first use not yet written, and whenever eviction or a listing
+needs them: for the data directory's cache one SQLite transaction (`sqlite_writer`: `UPDATE
+Cache SET access_time`, never backwards), for a cluster one statement on its PostgreSQL index.
+Eviction and `cache prune` order by what has been written: recency there lags by at most
+`interval` (and a worker killed with SIGKILL loses its last batch), which is all a
+least-recently-used bound needs. A batch the store refused is kept for the next (newer uses
+winning) up to `_KEEP` keys; beyond that the oldest are dropped: recency is a hint for
+eviction, not a record. No timer runs while nothing waits to be written.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["FLUSH_INTERVAL", "Uses"]
+__all__ = ["FLUSH_INTERVAL", "Uses", "sqlite_writer"]
 
 log = logging.getLogger("pyproxy.blobcache")
 
 FLUSH_INTERVAL = 30.0  # seconds a use may wait in memory before it is written
+_KEEP = 100_000
+
+Writer = Callable[[dict[str, float]], None]  # blocking: key -> unix time
 
 
 class Uses:
-    """Uses of blobs, in memory until written in one transaction."""
+    """Uses of cached files, in memory until written in one batch by `write`; a batch that
+    raises one of `failures` is kept for the next try."""
 
-    def __init__(self, db: Path, interval: float = FLUSH_INTERVAL) -> None:
-        self._db = db
+    def __init__(
+        self, write: Writer, interval: float = FLUSH_INTERVAL, *,
+        failures: tuple[type[Exception], ...],
+    ) -> None:
+        self._write = write
+        self._failures = failures
         self.interval = interval
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # noted from the loop and from lookups in threads
         self._pending: dict[str, float] = {}
         self._armed = False  # a timer will write what is pending
         self._timer: asyncio.TimerHandle | None = None
@@ -75,24 +88,28 @@ class Uses:
             self._writing = asyncio.get_running_loop().run_in_executor(None, self.flush)
 
     def flush(self) -> int:
-        """Blocking: write the pending uses (no transaction when there are none); how many."""
+        """Blocking: write the pending uses (nothing when there are none); how many."""
         with self._lock:
             uses, self._pending = self._pending, {}
         if not uses:
             return 0
         try:
-            _write(self._db, uses)
-        except sqlite3.Error as exc:
+            self._write(uses)
+        except self._failures as exc:
             log.warning("could not record the use of %d cached files: %s", len(uses), exc)
             with self._lock:  # keep them for the next try, newer uses winning
                 for key, when in uses.items():
                     self._pending[key] = max(when, self._pending.get(key, 0.0))
+                if len(self._pending) > _KEEP:
+                    newest = sorted(self._pending.items(), key=lambda kv: kv[1])[-_KEEP:]
+                    self._pending = dict(newest)
             return 0
         return len(uses)
 
     def close(self) -> None:
         if self._timer is not None:
-            self._timer.cancel()
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                self._timer.cancel()
             self._timer = None
         self.flush()
 
@@ -104,6 +121,11 @@ class Uses:
             with contextlib.suppress(Exception):
                 await self._writing
         await asyncio.to_thread(self.flush)
+
+
+def sqlite_writer(db: Path) -> Writer:
+    """The writer of the data directory's cache index (diskcache's Cache table in `db`)."""
+    return functools.partial(_write, db)
 
 
 def _write(db: Path, uses: dict[str, float]) -> None:

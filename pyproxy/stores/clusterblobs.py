@@ -30,11 +30,10 @@ from pathlib import Path
 from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound
 from pyproxy.stores.blobcache import BlobCache, OpenUpstream
 from pyproxy.stores.blobindex import BlobEntry
-from pyproxy.stores.blobuses import FLUSH_INTERVAL
+from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses
 from pyproxy.stores.chunks import read_file
 from pyproxy.stores.clusterflight import ClusterFlight, db, refuse
 from pyproxy.stores.clustershare import SharedFiles, object_key
-from pyproxy.stores.clusteruses import PendingUses
 from pyproxy.stores.objects import Bucket
 from pyproxy.stores.peers import Peers, token_holds
 from pyproxy.stores.pg.blobindex import PgBlobIndex
@@ -62,7 +61,7 @@ class ClusterBlobCache:
         self._locks = locks
         self._secret = secret
         self._peers = Peers(secret)
-        self._uses = PendingUses(index.touch, flush_interval)
+        self._uses = Uses(index.touch, flush_interval, failures=(DatabaseUnavailable,))
         self.shared = SharedFiles(index, locks, bucket, self._uses, max_size)
         self._flight = ClusterFlight(local, self.shared, locks, self._peers, self.node_url)
         self._on_close = on_close  # the pool, closed last
@@ -77,7 +76,7 @@ class ClusterBlobCache:
         """As BlobCache.fetch, for the cluster: the local copy, else the one download of the
         cluster (from the bucket, the leader node, or upstream). Unavailable when the database
         or (for a file the cluster holds) the bucket cannot be reached."""
-        self._uses.start()
+        self._uses.attach(asyncio.get_running_loop())
         sha256 = sha256.lower() if sha256 else None
         cluster_body = self._flight.opener(key, sha256, size, open_upstream, filename)
         source = await self.local.fetch(
@@ -128,7 +127,7 @@ class ClusterBlobCache:
         blob = await db(self._index.get, key)
         if blob is None:
             return None
-        self._uses.start()
+        self._uses.attach(asyncio.get_running_loop())
         source = await self.local.fetch(
             key, sha256=blob.sha256, size=blob.size, open_upstream=self._flight.from_bucket(key),
             filename=filename,

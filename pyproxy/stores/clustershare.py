@@ -20,7 +20,7 @@ from pathlib import Path
 from pyproxy import metrics
 from pyproxy.stores.blobcache import HashMismatch
 from pyproxy.stores.blobindex import BlobEntry
-from pyproxy.stores.clusteruses import PendingUses
+from pyproxy.stores.blobuses import Uses
 from pyproxy.stores.objects import Bucket, BucketUnavailable
 from pyproxy.stores.pg.blobindex import PgBlobIndex
 from pyproxy.stores.pg.connect import DatabaseUnavailable
@@ -39,7 +39,7 @@ def object_key(key: str) -> str:
 
 class SharedFiles:
     def __init__(
-        self, index: PgBlobIndex, locks: AdvisoryLocks, bucket: Bucket, uses: PendingUses,
+        self, index: PgBlobIndex, locks: AdvisoryLocks, bucket: Bucket, uses: Uses,
         max_size: int,
     ) -> None:
         self.index = index
