@@ -5,6 +5,9 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
+from pyproxy.stores import blobuses
 from pyproxy.stores.blobuses import Uses, sqlite_writer
 
 
@@ -45,3 +48,36 @@ def test_uses_that_could_not_be_written_are_kept(tmp_path: Path) -> None:
         con.execute("INSERT INTO Cache VALUES ('a', 1, 0)")
     assert uses.flush() == 1
     assert _access_times(db)["a"] > 0
+
+
+class _Refused(Exception):
+    pass
+
+
+def test_a_refused_batch_keeps_only_the_newest_uses_and_other_errors_are_not_swallowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(blobuses, "_KEEP", 3)
+    written: list[dict[str, float]] = []
+    refuse = True
+
+    def write(uses: dict[str, float]) -> None:
+        if refuse:
+            raise _Refused("the database is down")
+        written.append(dict(uses))
+
+    uses = Uses(write, failures=(_Refused,))
+    for key in ("a", "b", "c", "d", "e"):
+        uses.note(key)
+        time.sleep(0.001)  # distinct times: the newest are kept
+    assert uses.flush() == 0
+    refuse = False
+    assert uses.flush() == 3 and sorted(written[0]) == ["c", "d", "e"]
+
+    def broken(uses: dict[str, float]) -> None:
+        raise ValueError("a bug, not a refusal")
+
+    uses = Uses(broken, failures=(_Refused,))
+    uses.note("a")
+    with pytest.raises(ValueError):
+        uses.flush()
