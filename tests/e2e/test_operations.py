@@ -137,8 +137,16 @@ def test_cache_stats_reports_the_running_servers_hit_ratio(pyproxy_factory: Serv
         server = pyproxy_factory.start(extra_args=["--upstream", fake.index_url, "--workers", "2"])
         before = json.loads(server.cli("cache", "stats", "--json").stdout)
         assert (before["hits"], before["misses"]) == (0, 0)
-        for _ in range(4):  # one miss, then hits, spread over both workers (new connections)
-            assert get(f"{server.url}/files/lib/lib-1.0-py3-none-any.whl").status == 200
+        url = f"{server.url}/files/lib/lib-1.0-py3-none-any.whl"
+        assert get(url).status == 200  # the miss
+        # the client has all of it once its hash is checked, the commit follows: until then a
+        # request in the other worker follows the download (coalesced), not a hit
+        deadline = time.monotonic() + 20
+        while json.loads(server.cli("cache", "stats", "--json").stdout)["files"] != 1:
+            assert time.monotonic() < deadline, "the download was never committed"
+            time.sleep(0.05)
+        for _ in range(3):  # hits, spread over both workers (new connections)
+            assert get(url).status == 200
         figures = json.loads(server.cli("cache", "stats", "--json").stdout)
         assert (figures["hits"], figures["misses"]) == (3, 1)
         text = server.cli("cache", "stats").stdout
