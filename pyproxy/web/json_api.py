@@ -1,5 +1,6 @@
 """The legacy JSON API: GET /pypi/<project>/json and /pypi/<project>/<version>/json, and the
-project document where pip-tools looks for it (/<project>/json, /simple/pypi/<project>/json).
+project document where older pip-tools look for it (/<project>/json, /simple/pypi/<project>/json);
+pip-tools 7.7 asks /pypi/<project>/json.
 
 Same repository (so the same private-wins rule) and the same file URLs as the Simple API.
 `info` says what web/metadata.py reads of the release's metadata.
