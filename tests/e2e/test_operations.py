@@ -19,6 +19,7 @@ from tests.dists import make_wheel
 from tests.e2e.clients import basic_auth, get, raw_request, raw_upload
 from tests.e2e.conftest import PyproxyServer, ServerFactory
 from tests.processes import children
+from tests.waiting import wait_until
 
 RUN = uuid.uuid4().hex[:6]
 
@@ -141,10 +142,8 @@ def test_cache_stats_reports_the_running_servers_hit_ratio(pyproxy_factory: Serv
         assert get(url).status == 200  # the miss
         # the client has all of it once its hash is checked, the commit follows: until then a
         # request in the other worker follows the download (coalesced), not a hit
-        deadline = time.monotonic() + 20
-        while json.loads(server.cli("cache", "stats", "--json").stdout)["files"] != 1:
-            assert time.monotonic() < deadline, "the download was never committed"
-            time.sleep(0.05)
+        wait_until(lambda: json.loads(server.cli("cache", "stats", "--json").stdout)["files"] == 1,
+                   20, "the download's commit")
         for _ in range(3):  # hits, spread over both workers (new connections)
             assert get(url).status == 200
         figures = json.loads(server.cli("cache", "stats", "--json").stdout)

@@ -30,6 +30,7 @@ from tests.e2e.clients import (
 )
 from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
 from tests.fake_upstream import CHUNK_SIZE, FakeUpstream
+from tests.waiting import wait_until
 
 EXIT_MARGIN = 5.0  # start-up of cancellation, closing stores, interpreter exit; a loaded machine
 
@@ -43,14 +44,6 @@ def grace_config(directory: Path, seconds: float) -> list[str]:
 
 def upload_temps(server: PyproxyServer) -> list[Path]:
     return sorted((server.data_dir / "private" / "tmp").glob("*"))
-
-
-def wait_for(condition, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def refuses_connections(server: PyproxyServer) -> bool:
@@ -111,11 +104,11 @@ def test_sigterm_lets_a_slow_upload_finish(pyproxy_factory: ServerFactory, tmp_p
     sock, rest = start_upload(server, wheel)
     try:
         # the handler has authenticated and opened its temp file: the upload is in flight
-        wait_for(lambda: upload_temps(server), 10, "the upload's temp file")
+        wait_until(lambda: upload_temps(server), 10, "the upload's temp file")
         signalled = terminate(server)
-        wait_for(lambda: refuses_connections(server), 3, "the listening socket to close")
+        wait_until(lambda: refuses_connections(server), 3, "the listening socket to close")
         # the stop has begun and is waiting for the upload, not exiting under it
-        wait_for(lambda: "stopping" in server.stderr_text(), 5, "the stopping line")
+        wait_until(lambda: "stopping" in server.stderr_text(), 5, "the stopping line")
         assert server.running, "pyproxy exited with an upload in flight"
         sock.sendall(rest)
         response = read_response(sock)
@@ -144,7 +137,7 @@ def test_upload_cut_off_by_the_grace_period_leaves_nothing(
     wheel = big_wheel(tmp_path / "dists", "cutup")
     sock, _ = start_upload(server, wheel)
     try:
-        wait_for(lambda: upload_temps(server), 10, "the upload's temp file")
+        wait_until(lambda: upload_temps(server), 10, "the upload's temp file")
         signalled = terminate(server)
         assert exit_code(server, 1 + EXIT_MARGIN) == 0
         elapsed = time.monotonic() - signalled
@@ -215,8 +208,8 @@ def start_download(server: PyproxyServer, upstream: FakeUpstream, project: str,
     download = Download(url)
     download.start()
     path = upstream.file_path(project, filename)
-    wait_for(lambda: upstream.count(path) > 0, 10, "pyproxy to ask upstream for the file")
-    wait_for(lambda: download.received > 0, 10, "the first bytes to reach the client")
+    wait_until(lambda: upstream.count(path) > 0, 10, "pyproxy to ask upstream for the file")
+    wait_until(lambda: download.received > 0, 10, "the first bytes to reach the client")
     return download
 
 
@@ -262,7 +255,7 @@ def test_sigterm_lets_a_slow_client_finish_a_cached_file(
     assert get(url).headers.get("x-pyproxy-cache") == "miss"  # now it is cached
     download = Download(url, pause=0.02)
     download.start()
-    wait_for(lambda: download.received > 0, 10, "the first bytes")
+    wait_until(lambda: download.received > 0, 10, "the first bytes")
     signalled = terminate(server)
     assert exit_code(server, 20 + EXIT_MARGIN) == 0, server.stderr_text()[-3000:]
     assert time.monotonic() - signalled < 20, "waited for the full grace period"

@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 
 from tests.e2e.clients import get
 from tests.e2e.conftest import PyproxyServer, ServerFactory
+from tests.waiting import wait_until
 
 
 def workers_of(server: PyproxyServer) -> set[int]:
@@ -37,16 +37,6 @@ def ready(server: PyproxyServer) -> tuple[int, str]:
     except OSError as exc:
         return 0, str(exc)
     return response.status, response.body.strip()
-
-
-def wait_until(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def test_a_killed_worker_is_replaced_and_ready_says_so_meanwhile(
