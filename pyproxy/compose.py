@@ -264,7 +264,13 @@ def build_services(settings: Settings) -> Services:
         layout = DataDir(settings.data_dir)
         blobs = file_cache(settings, layout)
         first_seen = first_seen_store(settings, private)
-        closers.append(_closer(first_seen.close))
+
+        async def close_first_seen() -> None:
+            for policed_repository in policed.values():
+                await policed_repository.settled()  # the times waiting to be recorded
+            first_seen.close()
+
+        closers.append(close_first_seen)
         watched: list[tuple[str, UpstreamClient]] = []
         default: Repository | None = None
         # a new private name is checked against upstream's own lists, whatever [policy] serves

@@ -22,7 +22,8 @@ from pyproxy.compose import (
     route_policy,
 )
 from pyproxy.config import Settings
-from pyproxy.model import NormalizedName
+from pyproxy.datadir import DataDir
+from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
 from pyproxy.repository.policy import PolicyRepository
@@ -30,6 +31,7 @@ from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.routes import FilesFrom, Routed
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.bucket_files import BucketFiles
+from pyproxy.stores.first_seen import FirstSeenStore
 from pyproxy.stores.objects import BucketUnavailable
 from pyproxy.upstream_settings import UpstreamSettings
 from tests.servers.s3 import S3Server
@@ -99,6 +101,29 @@ async def test_close_closes_the_upstream_client(tmp_path: Path) -> None:
     assert session.closed
     with pytest.raises(sqlite3.ProgrammingError):  # closed with the upstream side
         first_seen.record("foo", ["foo-1.0.tar.gz"], 0.0)
+
+
+class _UndatedPage:
+    """An upstream whose one page lists a file with no upload time."""
+
+    async def project_page(self, name: NormalizedName) -> ProjectPage:
+        return ProjectPage.build(name, (DistFile("foo-1.0.tar.gz", {}, origin=Origin.UPSTREAM),))
+
+
+async def test_close_records_the_first_seen_times_still_waiting(tmp_path: Path) -> None:
+    services = build_services(settings(tmp_path))
+    repository = services.repository
+    assert isinstance(repository, PrivateWins)
+    policed = repository.upstream
+    assert isinstance(policed, PolicyRepository)
+    policed.upstream = _UndatedPage()  # type: ignore[assignment]  # only its pages are asked for
+    await policed.project_page(NormalizedName("foo"))
+    await services.close()  # at once: the times wait to be recorded after the page is out
+    store = FirstSeenStore(DataDir(tmp_path / "data").first_seen)
+    try:
+        assert list(store.record("foo", [], 0.0)) == ["foo-1.0.tar.gz"]
+    finally:
+        store.close()
 
 
 async def test_the_policy_reaches_its_wrapper(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ not a rule needs it, so a cooldown switched on later has their history.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import math
@@ -57,6 +58,9 @@ log = logging.getLogger("pyproxy.policy")
 
 _PAGES = 4096
 _NEVER = math.inf
+# first-seen times no rule reads yet are recorded this long after the page that brought them,
+# not while it is rendered and sent (a cold page of thousands of undated files)
+_RECORD_AFTER = 0.5
 
 
 def policy_from_settings(settings: Settings) -> Policy:
@@ -162,6 +166,7 @@ class PolicyRepository:
         self._pages: BoundedLRU[NormalizedName, Filtered] = BoundedLRU(_PAGES)
         self._list: tuple[str, ProjectList] | None = None
         self._recording: set[asyncio.Task[None]] = set()
+        self._hurry = asyncio.Event()  # set: record those waiting now (see `settled`)
 
     # ---- the Repository ----
 
@@ -256,8 +261,8 @@ class PolicyRepository:
         if not undated or self.first_seen is None:
             return {}
         if not wait and not self.policy.active:
-            # no rule reads them now: recorded (for a cooldown switched on later) while the
-            # page is served, not before (thousands of rows on a cold HTML page)
+            # no rule reads them now: recorded (for a cooldown switched on later) after the
+            # page is served, not before
             task = asyncio.get_running_loop().create_task(self._record(page.name, undated, now))
             self._recording.add(task)
             task.add_done_callback(self._recording.discard)
@@ -266,13 +271,20 @@ class PolicyRepository:
 
     async def _record(self, name: NormalizedName, undated: list[str], now: float) -> None:
         assert self.first_seen is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._hurry.wait(), _RECORD_AFTER)
         try:
             await self.first_seen.times(name, undated, now)
         except Exception as exc:
             log.warning("the first-seen times of %s were not recorded: %s", name, exc)
 
     async def settled(self) -> None:
-        """Until the first-seen times being recorded are (for tests)."""
-        while self._recording:
-            await asyncio.gather(*self._recording, return_exceptions=True)
+        """Until the first-seen times waiting to be recorded are, recorded now (before the
+        store closes, and for tests)."""
+        self._hurry.set()
+        try:
+            while self._recording:
+                await asyncio.gather(*self._recording, return_exceptions=True)
+        finally:
+            self._hurry.clear()
 

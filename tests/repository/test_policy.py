@@ -7,6 +7,7 @@ clock is the test's, so a hold can be watched ending.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -298,11 +299,26 @@ async def test_sightings_are_kept_with_no_rule_in_force(
     repository = wrap(Pages(UNDATED, FOO), build_policy(), clock, first_seen)
     await repository.project_page(normalize("torch"))
     await repository.project_page(normalize("foo"))  # every file has an upload time
-    await repository.settled()  # recorded while the page was served
+    # recorded after the page is out, not while it is built; `settled` records them now
+    assert first_seen.record("torch", [], 0.0) == {}
+    clock.now = NOW + 60
+    await repository.settled()
     assert first_seen.record("torch", [], 0.0) == {
         "torch-1.0-py3-none-any.whl": NOW, "torch-2.0-py3-none-any.whl": NOW
     }
     assert first_seen.record("foo", [], 0.0) == {}
+
+
+async def test_sightings_are_recorded_soon_without_being_asked(
+    clock: Clock, first_seen: FirstSeenStore
+) -> None:
+    repository = wrap(Pages(UNDATED), build_policy(), clock, first_seen)
+    await repository.project_page(normalize("torch"))
+    deadline = asyncio.get_running_loop().time() + 5
+    while not first_seen.record("torch", [], 0.0):
+        assert asyncio.get_running_loop().time() < deadline, "never recorded"
+        await asyncio.sleep(0.05)
+    assert set(first_seen.record("torch", [], 0.0).values()) == {NOW}
 
 
 @pytest.mark.parametrize(
