@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+from collections.abc import Iterator
 from urllib.parse import urljoin
 
 from lxml import etree
@@ -17,9 +18,16 @@ from pyproxy.formats.dist_fields import (
     status_of,
 )
 from pyproxy.formats.links import Links
-from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage
+from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage, ProjectStatus
 
-__all__ = ["HtmlCollector", "check_simple_html", "collect_html", "project_page_from_html"]
+__all__ = [
+    "HtmlCollector",
+    "check_simple_html",
+    "collect_html",
+    "file_from_html",
+    "page_status",
+    "project_page_from_html",
+]
 
 
 class HtmlCollector:
@@ -87,39 +95,83 @@ def collect_html(body: bytes, charset: str | None) -> HtmlCollector:
 def project_page_from_html(
     html: HtmlCollector, page_url: str, name: NormalizedName
 ) -> ProjectPage:
+    files: dict[str, DistFile] = {}
+    links, listed = _listed(html, page_url)
+    for filename, url, fragment, attrib in listed:
+        if filename not in files:  # the first of a duplicated filename wins
+            files[filename] = _dist_file(filename, url, fragment, attrib, links)
+    return ProjectPage.build(name, tuple(files.values()), status=page_status(html))
+
+
+def file_from_html(
+    html: HtmlCollector, page_url: str, wanted: str
+) -> tuple[DistFile | None, frozenset[str]]:
+    """The file named `wanted` as project_page_from_html would list it (None: not listed), and
+    the directories of every file and provenance link the page has: one file of a page of
+    thousands without building the others."""
+    found: DistFile | None = None
+    directories: set[str] = set()
+    seen: set[str] = set()
+    links, listed = _listed(html, page_url)
+    for filename, url, fragment, attrib in listed:
+        if filename in seen:
+            continue
+        seen.add(filename)
+        directories.add(url.rpartition("/")[0])
+        provenance = attrib.get("data-provenance")
+        if provenance and (resolved := provenance_url(links, provenance)) is not None:
+            directories.add(resolved.rpartition("/")[0])
+        if found is None and filename == wanted:
+            found = _dist_file(filename, url, fragment, attrib, links)
+    return found, frozenset(directories)
+
+
+def page_status(html: HtmlCollector) -> ProjectStatus:
+    meta = html.meta
+    return status_of(meta.get("pypi:project-status"), meta.get("pypi:project-status-reason"))
+
+
+_Listed = tuple[str, str, str, dict[str, str]]  # filename, absolute URL, fragment, attributes
+
+
+def _listed(html: HtmlCollector, page_url: str) -> tuple[Links, Iterator[_Listed]]:
+    """The page's links and its anchors that name a file, in page order (duplicates kept)."""
     base_url = urljoin(page_url, html.base_href.strip()) if html.base_href else page_url
     links = Links(base_url)
-    files: dict[str, DistFile] = {}
-    for attrib, _text in html.anchors:
-        href = attrib.get("href")
-        if not href or not (resolved := links.resolve(href)):
-            continue
-        url, fragment = resolved
-        filename = safe_filename_from_url(url)
-        if not filename or filename in files:  # the first of a duplicated filename wins
-            continue
-        yanked_reason = attrib.get("data-yanked")
-        core_metadata = attrib.get("data-core-metadata")  # PEP 714: the new name first
-        if core_metadata is None:
-            core_metadata = attrib.get("data-dist-info-metadata")
-        provenance = provenance_url(links, attrib.get("data-provenance"))
-        files[filename] = DistFile(
-            filename=filename,
-            hashes=hashes_from_fragment(fragment, filename),
-            provenance=provenance is not None,
-            provenance_url=provenance,
-            requires_python=(attrib.get("data-requires-python") or "").strip() or None,
-            # present means yanked, whatever the value; a bare attribute reads as ""
-            yanked=yanked_reason is not None,
-            yanked_reason=yanked_reason or "",
-            core_metadata=core_metadata_from_attribute(core_metadata, filename),
-            origin=Origin.UPSTREAM,
-            upstream_url=url,
-        )
-    meta = html.meta
-    status = status_of(meta.get("pypi:project-status"), meta.get("pypi:project-status-reason"))
-    return ProjectPage.build(name, tuple(files.values()), status=status)
 
+    def anchors() -> Iterator[_Listed]:
+        for attrib, _text in html.anchors:
+            href = attrib.get("href")
+            if not href or not (resolved := links.resolve(href)):
+                continue
+            url, fragment = resolved
+            if filename := safe_filename_from_url(url):
+                yield filename, url, fragment, attrib
+
+    return links, anchors()
+
+
+def _dist_file(
+    filename: str, url: str, fragment: str, attrib: dict[str, str], links: Links
+) -> DistFile:
+    yanked_reason = attrib.get("data-yanked")
+    core_metadata = attrib.get("data-core-metadata")  # PEP 714: the new name first
+    if core_metadata is None:
+        core_metadata = attrib.get("data-dist-info-metadata")
+    provenance = provenance_url(links, attrib.get("data-provenance"))
+    return DistFile(
+        filename=filename,
+        hashes=hashes_from_fragment(fragment, filename),
+        provenance=provenance is not None,
+        provenance_url=provenance,
+        requires_python=(attrib.get("data-requires-python") or "").strip() or None,
+        # present means yanked, whatever the value; a bare attribute reads as ""
+        yanked=yanked_reason is not None,
+        yanked_reason=yanked_reason or "",
+        core_metadata=core_metadata_from_attribute(core_metadata, filename),
+        origin=Origin.UPSTREAM,
+        upstream_url=url,
+    )
 
 
 def check_simple_html(

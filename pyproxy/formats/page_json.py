@@ -19,7 +19,7 @@ from pyproxy.formats.dist_fields import checked_digest, is_safe_filename, proven
 from pyproxy.formats.links import Links
 from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage, ProjectStatus
 
-__all__ = ["load_json_object", "project_page_from_json"]
+__all__ = ["file_from_json", "load_json_object", "project_page_from_json"]
 
 
 def load_json_object(body: bytes) -> dict[str, Any]:
@@ -67,6 +67,33 @@ def project_page_from_json(
         extra_versions=tuple(versions),
         status=_status_from_json(document.get("project-status")),
     )
+
+
+def file_from_json(
+    document: dict[str, Any], page_url: str, wanted: str
+) -> tuple[DistFile | None, ProjectStatus, frozenset[str]]:
+    """The file named `wanted` as project_page_from_json would list it (None: not listed), the
+    project's status, and the directories of every file and provenance link the page has: one
+    file of a page of thousands without building the others. Only the entries it reads are
+    checked: for a page that has parsed whole before."""
+    raw_files = expect_json(document.get("files"), (list,), "'files'")
+    links = Links(page_url)
+    found: DistFile | None = None
+    directories: set[str] = set()
+    seen: set[str] = set()
+    for index, raw_file in enumerate(raw_files):
+        raw = expect_json(raw_file, (dict,), f"files[{index}]")
+        filename = expect_json(raw.get("filename"), (str,), f"files[{index}].filename")
+        if filename in seen:
+            continue
+        if filename == wanted:
+            found = _dist_file_from_json(raw, links, index)
+        seen.add(filename)
+        for key in ("url", "provenance"):
+            href = raw.get(key)
+            if isinstance(href, str) and href.strip() and (resolved := links.resolve(href)):
+                directories.add(resolved[0].rpartition("/")[0])
+    return found, _status_from_json(document.get("project-status")), frozenset(directories)
 
 
 def _dist_file_from_json(raw: dict[str, Any], links: Links, index: int) -> DistFile:

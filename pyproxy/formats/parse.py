@@ -15,12 +15,20 @@ the declaration counts.
 
 from __future__ import annotations
 
-from pyproxy.formats.answers import JSON_TYPE, split_content_type
-from pyproxy.formats.page_html import check_simple_html, collect_html, project_page_from_html
-from pyproxy.formats.page_json import load_json_object, project_page_from_json
-from pyproxy.model import NormalizedName, ProjectPage
+from dataclasses import dataclass
 
-__all__ = ["parse_project_page"]
+from pyproxy.formats.answers import JSON_TYPE, split_content_type
+from pyproxy.formats.page_html import (
+    check_simple_html,
+    collect_html,
+    file_from_html,
+    page_status,
+    project_page_from_html,
+)
+from pyproxy.formats.page_json import file_from_json, load_json_object, project_page_from_json
+from pyproxy.model import DistFile, NormalizedName, ProjectPage, ProjectStatus
+
+__all__ = ["ListedFile", "find_listed_file", "parse_project_page"]
 
 # what a distribution file's name ends with, whatever the era (eggs, installers, archives)
 _DIST_ENDINGS = (
@@ -46,3 +54,27 @@ def parse_project_page(
     has_dist = any(dist.filename.lower().endswith(_DIST_ENDINGS) for dist in page.files)
     check_simple_html(html, has_dist, require_marker, "links no distribution file")
     return page
+
+
+@dataclass(frozen=True, slots=True)
+class ListedFile:
+    """One file of a project page, as parse_project_page would list it."""
+
+    dist: DistFile | None  # None: the page lists no file of that name
+    status: ProjectStatus
+    directories: frozenset[str]  # of every file and provenance link: where downloads may go
+
+
+def find_listed_file(
+    body: bytes, content_type: str | None, page_url: str, filename: str
+) -> ListedFile:
+    """The file named `filename` in a page that parse_project_page has read whole before (a
+    stored page): a fraction of the work on a page of thousands of files, for a process that
+    has not parsed it (another worker, or after a restart) and is asked for one file."""
+    media_type, charset = split_content_type(content_type)
+    if media_type == JSON_TYPE:
+        dist, status, directories = file_from_json(load_json_object(body), page_url, filename)
+        return ListedFile(dist, status, directories)
+    html = collect_html(body, charset)
+    dist, directories = file_from_html(html, page_url, filename)
+    return ListedFile(dist, page_status(html), directories)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from pyproxy.formats.answers import JSON_TYPE, NotASimplePage, UpstreamFormatError
-from pyproxy.formats.parse import parse_project_page
+from pyproxy.formats.parse import find_listed_file, parse_project_page
 from pyproxy.formats.project_list import parse_project_list
 from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage, ProjectStatus
 from tests.fake_upstream import FakeUpstream, Formats
@@ -697,3 +697,50 @@ def test_json_provenance_of_another_type_is_refused() -> None:
 def test_html_provenance(attribute: str, url: str | None) -> None:
     dist = only_file(parse_html(f'<a href="/f/foo-1.0.tar.gz"{attribute}>foo-1.0.tar.gz</a>'))
     assert (dist.provenance, dist.provenance_url) == (url is not None, url)
+
+
+# -- one file of a stored page --------------------------------------------------------------------
+
+_TRICKY_HTML = html_page(
+    f'<a href="a/foo-1.0.tar.gz#sha256={SHA}" data-requires-python="&gt;=3.8">1</a>'
+    f'<a href="/b/foo-1.0.tar.gz#sha256={OTHER_SHA}" data-yanked>duplicate: the first wins</a>'
+    '<a href="http://127.0.0.3/c/foo-1.1%2Blocal-py3-none-any.whl" data-core-metadata="true"'
+    ' data-provenance="http://127.0.0.4/p/foo.provenance">2</a>'
+    '<a href="../..">not a file</a><a href="javascript:alert(1)">nor this</a>'
+    '<a href="mailto:someone@example.test">nor this</a><a href="?page=2">nor this</a>'
+    '<a href="d/foo-2.0.zip" data-yanked="broken">3</a>',
+    OTHER_BASE + '<meta name="pypi:project-status" content="archived">',
+)
+_TRICKY_JSON = json_page(
+    json_file(url="f/foo-1.0.tar.gz", size=10, **{"upload-time": "2024-05-06T07:08:09Z"}),
+    json_file(url="/g/foo-1.0.tar.gz", hashes={"sha256": OTHER_SHA}),
+    json_file(filename="foo-1.1-py3-none-any.whl", url="http://127.0.0.3/w/foo-1.1-py3-none-any.whl",
+              provenance="http://127.0.0.4/p/foo.provenance", **{"core-metadata": {"sha256": SHA}}),
+    json_file(filename="foo-2.0.tar.gz", url="foo-2.0.tar.gz", yanked="broken"),
+    **{"project-status": {"status": "quarantined", "reason": "malware"}},
+)
+
+
+@pytest.mark.parametrize(("body", "content_type"), [(_TRICKY_HTML, HTML), (_TRICKY_JSON, JSON_TYPE)],
+                         ids=["html", "json"])
+def test_one_file_of_a_page_is_the_file_the_whole_page_lists(
+    body: bytes, content_type: str
+) -> None:
+    page = parse_project_page(body, content_type, PAGE, FOO)
+    links = {dist.upstream_url for dist in page.files} | {
+        dist.provenance_url for dist in page.files if dist.provenance_url
+    }
+    directories = {str(url).rpartition("/")[0] for url in links}
+    assert len(page.files) == 3
+    for name in [dist.filename for dist in page.files] + ["foo-9.9.tar.gz"]:
+        listed = find_listed_file(body, content_type, PAGE, name)
+        assert listed.dist == page.file(name)
+        assert listed.status == page.status
+        assert listed.directories == directories
+
+
+def test_one_file_of_a_page_that_does_not_parse_is_an_error() -> None:
+    with pytest.raises(UpstreamFormatError):
+        find_listed_file(b"[1, 2]", JSON_TYPE, PAGE, "foo-1.0.tar.gz")
+    with pytest.raises(UpstreamFormatError):
+        find_listed_file(json_page({"filename": ["not", "a", "name"]}), JSON_TYPE, PAGE, "x")
