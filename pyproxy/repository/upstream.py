@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 from pyproxy import metrics
 from pyproxy.formats.answers import JSON_TYPE, Emptied
+from pyproxy.formats.parse import find_listed_file
 from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
@@ -71,6 +72,8 @@ log = logging.getLogger("pyproxy.upstream")
 _RETRY_AFTER_FAILURE_S = 30.0
 _LOCK_MARGIN_S = 10.0  # how much longer than a fetch's deadline to wait for another worker's
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
+_READ_ONE = 4096
+Origins = Callable[[], frozenset[Origin]]  # of a page's file links, asked at a redirect only
 
 Result = ProjectPage | None
 
@@ -139,6 +142,8 @@ class UpstreamRepository:
         self._page_ttl = page_ttl
         self._refreshing: SingleFlight[str, Result] = SingleFlight()
         self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
+        # page -> the stored revision one file was read from without parsing it whole
+        self._read_one: BoundedLRU[str, str] = BoundedLRU(_READ_ONE)
         self._list = UpstreamList(client, pages, ttl=index_ttl)
         self._ranges = RangeMemory()  # sizes upstream told, hosts that refuse ranges
         # `.metadata` for the wheels upstream offers none for
@@ -169,20 +174,57 @@ class UpstreamRepository:
         return page
 
     async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
-        page = await self._project_page(project)
-        dist = offered_file(page, filename)
+        dist, origins = await self._listed_file(project, filename)
         hit = await self.blobs.hit(blob_key(dist), sha256=dist.sha256, size=dist.size)
-        return hit if hit is not None else self._miss(page, dist)
+        return hit if hit is not None else self._miss(dist, origins)
+
+    async def _listed_file(
+        self, project: NormalizedName, filename: str
+    ) -> tuple[DistFile, Origins]:
+        """The file as its page lists it, and the origins of the page's links. A worker without
+        a fresh copy of the page in memory reads the one file from the stored copy the first
+        time (another worker, or the process before a restart, parsed it whole): a page of
+        thousands of files takes tens of milliseconds to parse, on a cold install's path. The
+        next time, the page is parsed whole and kept."""
+        stored = await self._stored_file(project, filename)
+        if stored is not None:
+            return stored
+        page = await self._project_page(project)
+        return offered_file(page, filename), self._origins_of(page)
+
+    async def _stored_file(
+        self, project: NormalizedName, filename: str
+    ) -> tuple[DistFile, Origins] | None:
+        """See `_listed_file`; None: parse the page whole."""
+        known = self.pages.known(project)
+        if known is not None and time.time() - known.fetched_at < self._page_ttl:
+            return None
+        record = await self._shared_record(project)
+        if (record is None or record.status != 200 or self._read_one.get(project) == record.revision
+                or time.time() - record.fetched_at >= self._page_ttl):
+            return None
+        self._read_one.put(project, record.revision)
+        try:
+            listed = await asyncio.to_thread(
+                find_listed_file, record.body, record.content_type, record.url, filename
+            )
+        except UpstreamFormatError:
+            return None  # stored by a pyproxy with laxer checks: the whole parse decides
+        if listed.dist is None or not listed.status.offers_files:
+            raise NotFound(f"no file {filename!r} in project {project!r}")
+        found = (origin_of(directory + "/") for directory in listed.directories)
+        origins = frozenset(origin for origin in found if origin is not None)
+        return listed.dist, lambda: origins
 
     async def _whole_file(self, project: NormalizedName, filename: str) -> FileSource:
         """The file itself, downloaded (or joined) on a miss: what making a .metadata reads."""
         opened = await self.open_file(project, filename)
         return await opened.whole() if isinstance(opened, RemoteFile) else opened
 
-    def _miss(self, page: ProjectPage, dist: DistFile) -> UpstreamMiss:
+    def _miss(self, dist: DistFile, origins: Origins) -> UpstreamMiss:
         """A file not in the cache: nothing is asked of upstream until the request needs it."""
         assert dist.upstream_url is not None
-        key, url, origins = blob_key(dist), dist.upstream_url, self._origins_of(page)
+        key, url = blob_key(dist), dist.upstream_url
 
         async def fetch() -> LocalFile | StreamedFile:
             return await self.blobs.fetch(
@@ -203,10 +245,14 @@ class UpstreamRepository:
         )
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
-        page = await self.project_page(project)
-        if (wheel := offered_file(page, filename)).metadata_from_wheel:
-            return await self.wheel_metadata.open(project, wheel, self._origins_of(page))
-        dist = offered_metadata(page, filename)
+        stored = await self._stored_file(project, filename)
+        if stored is not None and stored[0].core_metadata:
+            dist, origins = stored  # upstream's own: no `.metadata` to make, so no marks needed
+        else:
+            page = await self.project_page(project)
+            if (wheel := offered_file(page, filename)).metadata_from_wheel:
+                return await self.wheel_metadata.open(project, wheel, self._origins_of(page))
+            dist, origins = offered_metadata(page, filename), self._origins_of(page)
         assert dist.upstream_url is not None
         metadata = dist.core_metadata  # offered: True (hash unknown) or its hashes
         sha256 = None if isinstance(metadata, bool) else metadata.get("sha256")
@@ -217,9 +263,7 @@ class UpstreamRepository:
             metadata_key(dist),
             sha256=sha256,
             size=None,
-            open_upstream=self.client.opener(
-                dist.upstream_url + ".metadata", file_origins=self._origins_of(page)
-            ),
+            open_upstream=self.client.opener(dist.upstream_url + ".metadata", file_origins=origins),
             filename=filename + ".metadata",
         )
 
@@ -238,7 +282,7 @@ class UpstreamRepository:
             filename=filename + ".provenance",
         )
 
-    def _origins_of(self, page: ProjectPage) -> Callable[[], frozenset[Origin]]:
+    def _origins_of(self, page: ProjectPage) -> Origins:
         """The origins `page` links files (and provenance) on, worked out once per revision
         when first asked."""
 
