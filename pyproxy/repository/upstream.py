@@ -144,12 +144,16 @@ class UpstreamRepository:
         self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
         # page -> the stored revision one file was read from without parsing it whole
         self._read_one: BoundedLRU[str, str] = BoundedLRU(_READ_ONE)
+        self._parsing: dict[str, asyncio.Task[None]] = {}  # such pages, parsed whole meanwhile
         self._list = UpstreamList(client, pages, ttl=index_ttl)
         self._ranges = RangeMemory()  # sizes upstream told, hosts that refuse ranges
         # `.metadata` for the wheels upstream offers none for
         self.wheel_metadata = WheelMetadata(client, blobs, self._whole_file, self._ranges)
 
     async def close(self) -> None:
+        for parsing in self._parsing.values():
+            parsing.cancel()
+        await asyncio.gather(*self._parsing.values(), return_exceptions=True)
         await self.client.close()
         await self.blobs.aclose()
         self.pages.close()
@@ -185,7 +189,7 @@ class UpstreamRepository:
         a fresh copy of the page in memory reads the one file from the stored copy the first
         time (another worker, or the process before a restart, parsed it whole): a page of
         thousands of files takes tens of milliseconds to parse, on a cold install's path. The
-        next time, the page is parsed whole and kept."""
+        page is parsed whole and kept meanwhile."""
         stored = await self._stored_file(project, filename)
         if stored is not None:
             return stored
@@ -199,6 +203,9 @@ class UpstreamRepository:
         known = self.pages.known(project)
         if known is not None and time.time() - known.fetched_at < self._page_ttl:
             return None
+        if (parsing := self._parsing.get(project)) is not None:
+            await asyncio.shield(parsing)  # then in memory: not parsed twice at once
+            return None
         record = await self._shared_record(project)
         if (record is None or record.status != 200 or self._read_one.get(project) == record.revision
                 or time.time() - record.fetched_at >= self._page_ttl):
@@ -210,11 +217,25 @@ class UpstreamRepository:
             )
         except UpstreamFormatError:
             return None  # stored by a pyproxy with laxer checks: the whole parse decides
+        # parsed whole while this request goes on, so the next one finds it in memory
+        parsing = asyncio.get_running_loop().create_task(self._keep_parsed(project, record))
+        self._parsing[project] = parsing
+        parsing.add_done_callback(lambda _done: self._parsing.pop(project, None))
         if listed.dist is None or not listed.status.offers_files:
             raise NotFound(f"no file {filename!r} in project {project!r}")
         found = (origin_of(directory + "/") for directory in listed.directories)
         origins = frozenset(origin for origin in found if origin is not None)
         return listed.dist, lambda: origins
+
+    async def _keep_parsed(self, key: str, record: PageRecord) -> None:
+        try:
+            parsed = await self.pages.parsed(key, record)
+        except UpstreamFormatError as exc:
+            log.warning("the cached page of %s is unusable: %s", key, exc)
+            return
+        known = self.pages.known(key)
+        if known is None or known.fetched_at < record.fetched_at:  # else refreshed meanwhile
+            self.pages.keep(key, parsed)
 
     async def _whole_file(self, project: NormalizedName, filename: str) -> FileSource:
         """The file itself, downloaded (or joined) on a miss: what making a .metadata reads."""
