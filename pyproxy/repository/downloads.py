@@ -19,8 +19,8 @@ from urllib.parse import urljoin, urlsplit
 from pyproxy.model import Unavailable
 
 __all__ = [
-    "MAX_FILE_REDIRECTS", "REDIRECTS", "HostRule", "Origin", "Targets", "host_rule", "metered",
-    "origin_of", "redirect_target",
+    "MAX_FILE_REDIRECTS", "REDIRECTS", "HostRule", "Origin", "Origins", "Targets", "host_rule",
+    "metered", "origin_of", "redirect_target",
 ]
 
 MAX_FILE_REDIRECTS = 3
@@ -29,6 +29,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Origin = tuple[str, str, int]  # scheme, lower-case host, port
 HostRule = tuple[str, int | None]  # a files_from entry: lower-case host, its port or any
+# the origins a page links files on, where a redirect may lead: asked at a redirect only
+Origins = Callable[[], Collection[Origin]]
 
 
 def origin_of(url: str) -> Origin | None:

@@ -22,7 +22,7 @@ import asyncio
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from typing import Any
@@ -35,7 +35,7 @@ from pyproxy.model import Unavailable
 from pyproxy.repository.downloads import (
     MAX_FILE_REDIRECTS,
     REDIRECTS,
-    Origin,
+    Origins,
     Targets,
     host_rule,
     metered,
@@ -204,7 +204,7 @@ class UpstreamClient:
                 raise UpstreamError(_describe(exc)) from None
 
     def opener(
-        self, url: str, *, file_origins: Callable[[], Collection[Origin]] = frozenset,
+        self, url: str, *, file_origins: Origins = frozenset,
         accept: str | None = None,
     ) -> OpenUpstream:
         """For the blob cache: opens the body of a URL read from an upstream page.
@@ -248,7 +248,7 @@ class UpstreamClient:
         start: int,
         length: int,
         *,
-        file_origins: Callable[[], Collection[Origin]] = frozenset,
+        file_origins: Origins = frozenset,
     ) -> RangeAnswer | None:
         """`length` bytes of a file from byte `start`, or its last `length` bytes when `start`
         is negative (a suffix range: the size need not be known). None when upstream does not
@@ -259,7 +259,7 @@ class UpstreamClient:
         return answer
 
     async def read_tail(
-        self, url: str, length: int, *, file_origins: Callable[[], Collection[Origin]] = frozenset
+        self, url: str, length: int, *, file_origins: Origins = frozenset
     ) -> RangeAnswer | WholeAnswer:
         """A file's last `length` bytes, as read_range; from a host that does not do ranges,
         its answer of the whole file, unread (the caller takes it or closes it)."""
@@ -272,7 +272,7 @@ class UpstreamClient:
         url: str,
         start: int,
         length: int,
-        file_origins: Callable[[], Collection[Origin]],
+        file_origins: Origins,
         *,
         keep_whole: bool,
     ) -> RangeAnswer | WholeAnswer | None:
@@ -321,7 +321,7 @@ class UpstreamClient:
     async def _get_file(
         self,
         url: str,
-        file_origins: Callable[[], Collection[Origin]],
+        file_origins: Origins,
         *,
         range_: str | None = None,
         accept: str | None = None,

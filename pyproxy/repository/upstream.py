@@ -29,7 +29,6 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 
 from pyproxy import metrics
 from pyproxy.formats.answers import JSON_TYPE, Emptied
@@ -48,7 +47,7 @@ from pyproxy.model import (
     StreamedFile,
     Unavailable,
 )
-from pyproxy.repository.downloads import Origin, origin_of
+from pyproxy.repository.downloads import Origin, Origins, origin_of
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.http_answers import RangeAnswer, UpstreamError
 from pyproxy.repository.misses import RangeMemory, UpstreamMiss, host_of
@@ -73,7 +72,6 @@ _RETRY_AFTER_FAILURE_S = 30.0
 _LOCK_MARGIN_S = 10.0  # how much longer than a fetch's deadline to wait for another worker's
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
 _READ_ONE = 4096
-Origins = Callable[[], frozenset[Origin]]  # of a page's file links, asked at a redirect only
 
 Result = ProjectPage | None
 

@@ -33,7 +33,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -50,7 +50,7 @@ from pyproxy.model import (
     StreamedFile,
     Unavailable,
 )
-from pyproxy.repository.downloads import Origin
+from pyproxy.repository.downloads import Origins
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.http_answers import RangeAnswer, WholeAnswer
 from pyproxy.repository.misses import RangeMemory, host_of
@@ -76,7 +76,6 @@ _TAIL_KEPT_S = 60.0
 WHOLE_WHEEL_LIMIT = contextvars.ContextVar[int | None]("whole_wheel_limit", default=None)
 
 OpenWheel = Callable[[NormalizedName, str], Awaitable[FileSource]]
-Origins = Callable[[], Collection[Origin]]
 
 
 class Marked(NamedTuple):
