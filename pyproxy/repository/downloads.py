@@ -13,14 +13,14 @@ count, so only a slow upstream is judged slow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from urllib.parse import urljoin, urlsplit
 
 from pyproxy.model import Unavailable
 
 __all__ = [
     "MAX_FILE_REDIRECTS", "REDIRECTS", "HostRule", "Origin", "Origins", "Targets", "host_rule",
-    "metered", "origin_of", "redirect_target",
+    "metered", "origin_of", "origins_of", "redirect_target",
 ]
 
 MAX_FILE_REDIRECTS = 3
@@ -31,6 +31,12 @@ Origin = tuple[str, str, int]  # scheme, lower-case host, port
 HostRule = tuple[str, int | None]  # a files_from entry: lower-case host, its port or any
 # the origins a page links files on, where a redirect may lead: asked at a redirect only
 Origins = Callable[[], Collection[Origin]]
+
+
+def origins_of(urls: Iterable[str]) -> frozenset[Origin]:
+    """The origins of those of `urls` that are http(s) URLs."""
+    found = (origin_of(url) for url in urls)
+    return frozenset(origin for origin in found if origin is not None)
 
 
 def origin_of(url: str) -> Origin | None:

@@ -32,7 +32,6 @@ import time
 
 from pyproxy import metrics
 from pyproxy.formats.answers import JSON_TYPE, Emptied
-from pyproxy.formats.parse import find_listed_file
 from pyproxy.lru import BoundedLRU, SingleFlight
 from pyproxy.model import (
     DistFile,
@@ -47,10 +46,11 @@ from pyproxy.model import (
     StreamedFile,
     Unavailable,
 )
-from pyproxy.repository.downloads import Origin, Origins, origin_of
+from pyproxy.repository.downloads import Origin, Origins, origins_of
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.http_answers import RangeAnswer, UpstreamError
 from pyproxy.repository.misses import RangeMemory, UpstreamMiss, host_of
+from pyproxy.repository.stored_files import StoredFiles
 from pyproxy.repository.upstream_list import UpstreamList, upstream_failure
 from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
@@ -71,7 +71,6 @@ log = logging.getLogger("pyproxy.upstream")
 _RETRY_AFTER_FAILURE_S = 30.0
 _LOCK_MARGIN_S = 10.0  # how much longer than a fetch's deadline to wait for another worker's
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
-_READ_ONE = 4096
 
 Result = ProjectPage | None
 
@@ -140,18 +139,14 @@ class UpstreamRepository:
         self._page_ttl = page_ttl
         self._refreshing: SingleFlight[str, Result] = SingleFlight()
         self._file_origins: BoundedLRU[str, frozenset[Origin]] = BoundedLRU(_ORIGIN_SETS)
-        # page -> the stored revision one file was read from without parsing it whole
-        self._read_one: BoundedLRU[str, str] = BoundedLRU(_READ_ONE)
-        self._parsing: dict[str, asyncio.Task[None]] = {}  # such pages, parsed whole meanwhile
+        self._stored_files = StoredFiles(pages, page_ttl, self._shared_record)
         self._list = UpstreamList(client, pages, ttl=index_ttl)
         self._ranges = RangeMemory()  # sizes upstream told, hosts that refuse ranges
         # `.metadata` for the wheels upstream offers none for
         self.wheel_metadata = WheelMetadata(client, blobs, self._whole_file, self._ranges)
 
     async def close(self) -> None:
-        for parsing in self._parsing.values():
-            parsing.cancel()
-        await asyncio.gather(*self._parsing.values(), return_exceptions=True)
+        await self._stored_files.close()
         await self.client.close()
         await self.blobs.aclose()
         self.pages.close()
@@ -183,57 +178,13 @@ class UpstreamRepository:
     async def _listed_file(
         self, project: NormalizedName, filename: str
     ) -> tuple[DistFile, Origins]:
-        """The file as its page lists it, and the origins of the page's links. A worker without
-        a fresh copy of the page in memory reads the one file from the stored copy the first
-        time (another worker, or the process before a restart, parsed it whole): a page of
-        thousands of files takes tens of milliseconds to parse, on a cold install's path. The
-        page is parsed whole and kept meanwhile."""
-        stored = await self._stored_file(project, filename)
+        """The file as its page lists it, and the origins of the page's links: read from the
+        stored copy of a page this process has not parsed (repository/stored_files.py)."""
+        stored = await self._stored_files.find(project, filename)
         if stored is not None:
             return stored
         page = await self._project_page(project)
         return offered_file(page, filename), self._origins_of(page)
-
-    async def _stored_file(
-        self, project: NormalizedName, filename: str
-    ) -> tuple[DistFile, Origins] | None:
-        """See `_listed_file`; None: parse the page whole."""
-        known = self.pages.known(project)
-        if known is not None and time.time() - known.fetched_at < self._page_ttl:
-            return None
-        if (parsing := self._parsing.get(project)) is not None:
-            await asyncio.shield(parsing)  # then in memory: not parsed twice at once
-            return None
-        record = await self._shared_record(project)
-        if (record is None or record.status != 200 or self._read_one.get(project) == record.revision
-                or time.time() - record.fetched_at >= self._page_ttl):
-            return None
-        self._read_one.put(project, record.revision)
-        try:
-            listed = await asyncio.to_thread(
-                find_listed_file, record.body, record.content_type, record.url, filename
-            )
-        except UpstreamFormatError:
-            return None  # stored by a pyproxy with laxer checks: the whole parse decides
-        # parsed whole while this request goes on, so the next one finds it in memory
-        parsing = asyncio.get_running_loop().create_task(self._keep_parsed(project, record))
-        self._parsing[project] = parsing
-        parsing.add_done_callback(lambda _done: self._parsing.pop(project, None))
-        if listed.dist is None or not listed.status.offers_files:
-            raise NotFound(f"no file {filename!r} in project {project!r}")
-        found = (origin_of(directory + "/") for directory in listed.directories)
-        origins = frozenset(origin for origin in found if origin is not None)
-        return listed.dist, lambda: origins
-
-    async def _keep_parsed(self, key: str, record: PageRecord) -> None:
-        try:
-            parsed = await self.pages.parsed(key, record)
-        except UpstreamFormatError as exc:
-            log.warning("the cached page of %s is unusable: %s", key, exc)
-            return
-        known = self.pages.known(key)
-        if known is None or known.fetched_at < record.fetched_at:  # else refreshed meanwhile
-            self.pages.keep(key, parsed)
 
     async def _whole_file(self, project: NormalizedName, filename: str) -> FileSource:
         """The file itself, downloaded (or joined) on a miss: what making a .metadata reads."""
@@ -264,7 +215,7 @@ class UpstreamRepository:
         )
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
-        stored = await self._stored_file(project, filename)
+        stored = await self._stored_files.find(project, filename)
         if stored is not None and stored[0].core_metadata:
             dist, origins = stored  # upstream's own: no `.metadata` to make, so no marks needed
         else:
@@ -308,10 +259,9 @@ class UpstreamRepository:
         def origins() -> frozenset[Origin]:
             known = self._file_origins.get(page.revision)
             if known is None:
-                urls = [dist.upstream_url for dist in page.files]
+                urls = [dist.upstream_url or "" for dist in page.files]
                 urls += [dist.provenance_url for dist in page.files if dist.provenance_url]
-                found = (origin_of(url or "") for url in urls)
-                known = frozenset(origin for origin in found if origin is not None)
+                known = origins_of(urls)
                 self._file_origins.put(page.revision, known)
             return known
 

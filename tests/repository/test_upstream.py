@@ -24,9 +24,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from pyproxy import metrics
-from pyproxy.model import LocalFile, NormalizedName, NotFound, Origin, StreamedFile, Unavailable
+from pyproxy.model import NormalizedName, NotFound, Origin, Unavailable
 from pyproxy.repository.http import UpstreamClient
-from pyproxy.repository.misses import UpstreamMiss
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores import pages as page_store
 from pyproxy.stores.blobcache import BlobCache
@@ -207,62 +206,6 @@ async def test_page_cache_survives_a_restart(
     await third.project_page(_n("foo-bar"))
     assert fake.count(fake.page_path("foo-bar")) == 2
     assert fake.not_modified_count(fake.page_path("foo-bar")) == 1
-
-
-def _hold_whole_parses(upstream: UpstreamRepository, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
-    """The page store's whole parses of `upstream` wait until the event returned is set."""
-    release = asyncio.Event()
-    parsed = upstream.pages.parsed
-
-    async def held(key: str, record: page_store.PageRecord, **options: bool) -> page_store.Parsed:
-        await release.wait()
-        return await parsed(key, record, **options)
-
-    monkeypatch.setattr(upstream.pages, "parsed", held)
-    return release
-
-
-@pytest.mark.parametrize("formats", ["json", "html"])
-async def test_a_process_without_the_page_reads_one_file_from_the_stored_copy(
-    make_upstream: MakeUpstream, tmp_path: Path, formats: Formats, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async with FakeUpstream(formats=formats) as fake:
-        _fill(fake)
-        fake.add_file("q", "q-1.0.tar.gz", b"q")
-        fake.set_status("q", "quarantined", "malware")
-        cache_dir = tmp_path / "shared-pages"
-        first = make_upstream(fake.index_url, cache_dir=cache_dir)
-        page = await first.project_page(_n("foo-bar"))
-        await first.project_page(_n("q"))
-        # another worker (or a restart): the file, before the page is parsed whole
-        second = make_upstream(fake.index_url, cache_dir=cache_dir)
-        release = _hold_whole_parses(second, monkeypatch)
-        miss = await asyncio.wait_for(second.open_file(_n("foo-bar"), WHEEL), 10)
-        listed = page.file(WHEEL)
-        assert isinstance(miss, UpstreamMiss) and listed is not None
-        assert (miss.size, miss.sha256) == (listed.size, listed.sha256)
-        whole = await miss.whole()
-        assert isinstance(whole, StreamedFile)
-        assert b"".join([chunk async for chunk in whole.chunks]) == b"wheel " * 100
-        assert second.pages.known(_n("foo-bar")) is None
-        # meanwhile parsed whole and kept; the next request waits for that, not for a second
-        release.set()
-        hit = await second.open_file(_n("foo-bar"), WHEEL)
-        assert isinstance(hit, LocalFile)
-        kept = second.pages.known(_n("foo-bar"))
-        assert kept is not None and kept.result is not None and kept.result.files == page.files
-        third = make_upstream(fake.index_url, cache_dir=cache_dir)
-        with pytest.raises(NotFound):
-            await third.open_file(_n("foo-bar"), "foo_bar-9.9.tar.gz")
-        with pytest.raises(NotFound):
-            await third.open_file(_n("q"), "q-1.0.tar.gz")  # quarantined: no file offered
-        # upstream's own `.metadata` the same way
-        fourth = make_upstream(fake.index_url, cache_dir=cache_dir)
-        _hold_whole_parses(fourth, monkeypatch)
-        metadata = await asyncio.wait_for(fourth.open_metadata(_n("foo-bar"), WHEEL), 10)
-        assert isinstance(metadata, StreamedFile)
-        assert b"".join([chunk async for chunk in metadata.chunks]) == METADATA
-        assert fake.count(fake.page_path("foo-bar")) == 1
 
 
 async def test_upstream_404_is_not_found(fake: FakeUpstream, make_upstream: MakeUpstream) -> None:
