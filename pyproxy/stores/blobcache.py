@@ -164,14 +164,14 @@ class BlobCache:
         if hit is None:
             if (flight := self._flights.get(key)) is not None and flight.verified:
                 await flight.ended()  # its client has had the bytes; the commit is a moment away
-            hit = await asyncio.to_thread(index.look_up, key)
+            hit = await asyncio.to_thread(index.indexed, key)
         if hit is None:
             return None
         if (sha256 is None or hit.sha256 == sha256) and (size is None or hit.size == size):
             index.note_use(key)
             return hit
         log.warning("cached %r is not the file now announced; fetching it again", key)
-        await asyncio.to_thread(index.drop, key)
+        await asyncio.to_thread(index.delete, key)
         return None
 
     def mismatched(self, key: str) -> bool:
@@ -271,7 +271,7 @@ class BlobCache:
         key = flight.key
         try:
             # another process may have committed the key between our lookup and our claim
-            if await in_thread(self.index.look_up, key) is not None:
+            if await in_thread(self.index.indexed, key) is not None:
                 mark_cached(flight.fd)
                 self._end(flight, "cached")
                 return

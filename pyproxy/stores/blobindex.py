@@ -145,12 +145,12 @@ class BlobIndex:
 
     def lookup(self, key: str) -> LocalFile | None:
         """A complete, verified blob, or None; a use. May read the index: call it in a thread."""
-        hit = self._known.get(key) or self.look_up(key)
+        hit = self._known.get(key) or self.indexed(key)
         if hit is not None:
             self._uses.note(key)
         return hit
 
-    def look_up(self, key: str) -> LocalFile | None:
+    def indexed(self, key: str) -> LocalFile | None:
         """Blocking: what the index says (one read, no write), remembered in memory unless a
         blob was removed meanwhile. Not a use."""
         token = self._known.token()
@@ -188,12 +188,9 @@ class BlobIndex:
         """Blocking: commit the verified file at `path` (linked, not copied) as `key`."""
         self._cache.set(key, _Blob(path, size), tag=sha256, retry=True)
 
-    def drop(self, key: str) -> None:
-        """Blocking: remove `key`, which is not the file now announced."""
-        self._known.forget(key)
-        self._cache.delete(key, True)
-
     def delete(self, key: str) -> bool:
+        """Blocking: remove `key`; whether it was there."""
+        self._known.forget(key)
         return bool(self._cache.delete(key, retry=True))
 
     def free_body(self, entry: BlobEntry) -> None:

@@ -59,7 +59,7 @@ def test_a_committed_blob_is_linked_looked_up_once_and_known_until_a_removal(
         index.add("a", path, 1000, sha256)
         path.unlink()  # a hard link: the cache's file outlives the download's
         assert index.known("a") is None  # never looked up here yet
-        hit = index.look_up("a")
+        hit = index.indexed("a")
         assert hit is not None and hit.size == 1000 and hit.sha256 == sha256
         assert hit.path.read_bytes() == b"a" * 1000
         assert index.known("a") == hit  # from memory from now on
@@ -69,7 +69,7 @@ def test_a_committed_blob_is_linked_looked_up_once_and_known_until_a_removal(
         other.add("b", path, 10, sha256)
         assert other.delete("b")  # a removal anywhere: what this process knew is asked again
         assert index.known("a") is None
-        assert index.look_up("a") == hit and index.look_up("b") is None
+        assert index.indexed("a") == hit and index.indexed("b") is None
         assert index.digests(["a", "b", "c"]) == {"a": hit.sha256}
     finally:
         index.close()
@@ -89,8 +89,8 @@ def test_eviction_follows_the_recorded_uses_and_spares_the_protected_key(tmp_pat
         removed = index.evict(protect="used", limit=base + 700_000)
         assert removed == [("new", 300_000)]  # "used" is older, and protected
         assert [entry.key for entry in index.entries()] == ["used", "old"]
-        index.drop("old")
-        assert index.look_up("old") is None
+        assert index.delete("old") and not index.delete("old")
+        assert index.indexed("old") is None
         assert index.evict(limit=0) == [("used", 400_000)]
         assert index.entries() == []
     finally:
