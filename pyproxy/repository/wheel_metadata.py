@@ -122,7 +122,7 @@ def offer_made(
                 dist = kept
             else:
                 offer: Mapping[str, str] | bool = {"sha256": sha256} if sha256 else True
-                dist = dataclasses.replace(dist, core_metadata=offer, metadata_from_wheel=True)
+                dist = dist.offering(offer, from_wheel=True)
         files.append(dist)
     digest = hashlib.blake2b("\n".join(marks).encode(), digest_size=8).hexdigest()
     revision = f"{page.revision}~w{digest}" if page.revision else ""
