@@ -45,6 +45,7 @@ from pyproxy.lru import BoundedLRU
 from pyproxy.model import LocalFile
 from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses, sqlite_writer
 from pyproxy.stores.changes import ChangeCounter
+from pyproxy.stores.write_turns import WriteTurns
 
 __all__ = ["BlobEntry", "BlobIndex", "KnownPaths"]
 
@@ -127,7 +128,10 @@ class BlobIndex:
         disk.removals = self._removals
         self._db = self._blobs / diskcache.core.DBNAME  # read directly by _query
         self._known = KnownPaths(self._removals)
-        self._uses = Uses(sqlite_writer(self._db), flush_interval, failures=(sqlite3.Error,))
+        self._turns = WriteTurns(self._db)
+        self._uses = Uses(
+            sqlite_writer(self._db, self._turns), flush_interval, failures=(sqlite3.Error,)
+        )
         with contextlib.suppress(RuntimeError):  # made inside a server's loop: its timer writes
             self._uses.attach(asyncio.get_running_loop())
         self._order_by_use()
@@ -186,12 +190,14 @@ class BlobIndex:
 
     def add(self, key: str, path: Path, size: int, sha256: str) -> None:
         """Blocking: commit the verified file at `path` (linked, not copied) as `key`."""
-        self._cache.set(key, _Blob(path, size), tag=sha256, retry=True)
+        with self._turns.turn():
+            self._cache.set(key, _Blob(path, size), tag=sha256, retry=True)
 
     def delete(self, key: str) -> bool:
         """Blocking: remove `key`; whether it was there."""
         self._known.forget(key)
-        return bool(self._cache.delete(key, retry=True))
+        with self._turns.turn():
+            return bool(self._cache.delete(key, retry=True))
 
     def free_body(self, entry: BlobEntry) -> None:
         """Remove a blob's file ahead of its row, so that a full disk has room to delete the
@@ -214,7 +220,9 @@ class BlobIndex:
             if not victims:
                 break
             for key, size in victims:
-                if self._cache.delete(key, retry=True):
+                with self._turns.turn():
+                    deleted = self._cache.delete(key, retry=True)
+                if deleted:
                     log.debug("evicted %r (%d bytes)", key, size)
                     metrics.CACHE_EVICTIONS.inc()
                     metrics.CACHE_EVICTED_BYTES.inc(size)
@@ -271,6 +279,7 @@ class BlobIndex:
 
     def _close(self) -> None:
         self._cache.close()
+        self._turns.close()
         if not self._closed:
             self._closed = True
             self._removals.close()

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from pyproxy.stores.write_turns import WriteTurns
+
 __all__ = ["FLUSH_INTERVAL", "Uses", "sqlite_writer"]
 
 log = logging.getLogger("pyproxy.blobcache")
@@ -123,14 +125,17 @@ class Uses:
         await asyncio.to_thread(self.flush)
 
 
-def sqlite_writer(db: Path) -> Writer:
-    """The writer of the data directory's cache index (diskcache's Cache table in `db`)."""
-    return functools.partial(_write, db)
+def sqlite_writer(db: Path, turns: WriteTurns) -> Writer:
+    """The writer of the data directory's cache index (diskcache's Cache table in `db`), in
+    turn with the index's other writers."""
+    return functools.partial(_write, db, turns)
 
 
-def _write(db: Path, uses: dict[str, float]) -> None:
+def _write(db: Path, turns: WriteTurns, uses: dict[str, float]) -> None:
     rows = [(when, key, when) for key, when in uses.items()]
-    with contextlib.closing(sqlite3.connect(db, timeout=60, isolation_level=None)) as con:
+    with turns.turn(), contextlib.closing(
+        sqlite3.connect(db, timeout=60, isolation_level=None)
+    ) as con:
         con.execute("BEGIN IMMEDIATE")
         try:
             # diskcache stores a str key as itself with raw = 1; another process may have

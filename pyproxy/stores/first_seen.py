@@ -25,6 +25,7 @@ from typing import Protocol
 from pyproxy.lru import BoundedLRU
 from pyproxy.stores.space import is_disk_full
 from pyproxy.stores.sqlite import connect, write_transaction
+from pyproxy.stores.write_turns import WriteTurns
 
 __all__ = ["FirstSeen", "FirstSeenStore", "in_batches"]
 
@@ -68,12 +69,14 @@ class FirstSeenStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = connect(path, _SCHEMA)
         self._lock = threading.Lock()  # one connection, used from worker threads
+        self._turns = WriteTurns(path)  # with the other processes' writers
         self._memory: BoundedLRU[str, Mapping[str, float]] = BoundedLRU(memory_projects)
         self._warned = False
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._turns.close()
 
     async def times(
         self, project: str, filenames: Collection[str], now: float
@@ -114,7 +117,7 @@ class FirstSeenStore:
         transaction; every first-seen time of the project."""
         with self._lock:
             if filenames:
-                with write_transaction(self._db) as db:
+                with self._turns.turn(), write_transaction(self._db) as db:
                     # the first sighting committed stays, so every process reads one time
                     db.executemany(
                         "INSERT OR IGNORE INTO first_seen (project, filename, seen)"
@@ -146,7 +149,7 @@ class FirstSeenStore:
         with self._lock:
             for batch in in_batches(rows):
                 before = self._db.total_changes
-                with write_transaction(self._db) as db:
+                with self._turns.turn(), write_transaction(self._db) as db:
                     db.executemany(
                         "INSERT OR IGNORE INTO first_seen (project, filename, seen)"
                         " VALUES (?, ?, ?)", batch,

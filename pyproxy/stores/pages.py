@@ -45,6 +45,7 @@ from pyproxy.model import NormalizedName, ProjectPage
 from pyproxy.stores.keylock import KeyLocks, Turn
 from pyproxy.stores.project_list import ProjectListStore, SharedList
 from pyproxy.stores.space import is_disk_full
+from pyproxy.stores.write_turns import WriteTurns
 
 __all__ = [
     "INDEX_KEY", "PageCache", "PageRecord", "PageStore", "Parsed", "Turn", "UpstreamFormatError",
@@ -275,9 +276,11 @@ class PageStore(PageCache):
     def __init__(self, directory: Path, *, memory_bytes: int = MEMORY_BYTES) -> None:
         super().__init__(directory, memory_bytes=memory_bytes)
         self._disk = diskcache.Cache(str(directory), size_limit=_SIZE_LIMIT, disk=_RecordDisk)
+        self._turns = WriteTurns(directory / diskcache.core.DBNAME)
 
     def close(self) -> None:
         self._disk.close()
+        self._turns.close()
 
     def load(self, key: str) -> PageRecord | None:
         record = self._disk.get(key)
@@ -285,7 +288,8 @@ class PageStore(PageCache):
 
     def save(self, key: str, record: PageRecord) -> None:
         try:
-            self._disk.set(key, record)
+            with self._turns.turn():
+                self._disk.set(key, record)
         except (OSError, sqlite3.Error) as exc:
             if not is_disk_full(exc):
                 raise

@@ -9,6 +9,7 @@ import pytest
 
 from pyproxy.stores import blobuses
 from pyproxy.stores.blobuses import Uses, sqlite_writer
+from pyproxy.stores.write_turns import WriteTurns
 
 
 def _index(tmp_path: Path, rows: dict[str, float]) -> Path:
@@ -28,7 +29,7 @@ def _access_times(db: Path) -> dict[str, float]:
 def test_uses_are_written_once_and_never_backwards(tmp_path: Path) -> None:
     future = time.time() + 3600  # another process already wrote a later use of b
     db = _index(tmp_path, {"a": 1.0, "b": future})
-    uses = Uses(sqlite_writer(db), failures=(sqlite3.Error,))
+    uses = Uses(sqlite_writer(db, WriteTurns(db)), failures=(sqlite3.Error,))
     for key in ("a", "b", "a", "gone"):
         uses.note(key)  # no loop: nothing is armed, flush() writes them
     assert uses.flush() == 3
@@ -40,7 +41,7 @@ def test_uses_are_written_once_and_never_backwards(tmp_path: Path) -> None:
 def test_uses_that_could_not_be_written_are_kept(tmp_path: Path) -> None:
     db = tmp_path / "cache.db"
     sqlite3.connect(db).close()  # no Cache table: the write fails
-    uses = Uses(sqlite_writer(db), failures=(sqlite3.Error,))
+    uses = Uses(sqlite_writer(db, WriteTurns(db)), failures=(sqlite3.Error,))
     uses.note("a")
     assert uses.flush() == 0
     with contextlib.closing(sqlite3.connect(db)) as con, con:
