@@ -45,21 +45,13 @@ class WriteTurns:
     @contextmanager
     def turn(self) -> Iterator[None]:
         with self._threads:
-            fd = self._open()
-            if fd is None:
-                yield
-                return
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except OSError as exc:
-                log.debug("writing %s without a turn: %s", self.path, exc)
-                yield
-                return
+            fd = self._locked()
             try:
                 yield
             finally:
-                with contextlib.suppress(OSError):
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+                if fd is not None:
+                    with contextlib.suppress(OSError):
+                        fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         with self._threads:
@@ -67,15 +59,15 @@ class WriteTurns:
                 os.close(self._fd)
             self._fd = None
 
-    def _open(self) -> int | None:
+    def _locked(self) -> int | None:
+        """The descriptor, flock'd; None: the write goes on without a turn."""
         pid = os.getpid()
-        if self._fd is not None and self._pid == pid:
-            return self._fd
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if self._fd is None or self._pid != pid:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                self._pid = pid
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
         except OSError as exc:
-            log.debug("writing %s without turns: %s", self.path, exc)
-            self._fd = None
+            log.debug("writing %s without a turn: %s", self.path, exc)
             return None
-        self._pid = pid
         return self._fd
