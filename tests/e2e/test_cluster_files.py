@@ -22,6 +22,7 @@ from tests.e2e.test_pull_through import expected_tree, publish_tree, wheel_metad
 from tests.fake_upstream import FakeUpstream
 from tests.servers.postgres import free_port
 from tests.servers.s3 import S3Server
+from tests.waiting import wait_until
 
 RUN = uuid.uuid4().hex[:6]
 MiB = 1024 * 1024
@@ -54,9 +55,7 @@ def test_pip_through_node_a_then_node_b_serves_the_wheel_without_upstream(
     assert installed(tmp_path / "via-a") == {underscored(project): "1.0"}
     wheel_path = fake.file_path(project, wheel.name)
     assert fake.count(wheel_path) == 1
-    deadline = time.monotonic() + 10  # a shares it once verified
-    while time.monotonic() < deadline and not _listed(pg_dsn, wheel.name, wheel):
-        time.sleep(0.05)
+    wait_until(lambda: _listed(pg_dsn, wheel), 10, "a to share the wheel once verified")
     pip_install(b.simple_url, project, target=tmp_path / "via-b")
     assert installed(tmp_path / "via-b") == {underscored(project): "1.0"}
     assert fake.count(wheel_path) == 1  # b took it from the bucket
@@ -76,9 +75,8 @@ def test_an_offline_node_with_an_empty_data_dir_installs_what_another_node_cache
     wanted = tuple(f"{underscored(project)}-{version}-" for project, version in
                    ((tree.app, "1.0"), (tree.lib, "1.1"), (tree.base, "1.0")))
     fetched = [wheel for name, wheel in tree.wheels.items() if name.startswith(wanted)]
-    deadline = time.monotonic() + 10  # a shares each once verified
-    while time.monotonic() < deadline and not all(_listed(pg_dsn, "", w) for w in fetched):
-        time.sleep(0.05)
+    wait_until(lambda: all(_listed(pg_dsn, w) for w in fetched), 10,
+               "a to share each wheel once verified")
     a.stop()
     fake.stop_blocking()
 
@@ -94,7 +92,7 @@ def test_an_offline_node_with_an_empty_data_dir_installs_what_another_node_cache
         name for name in tree.wheels if name.startswith(wanted[2])]
 
 
-def _listed(dsn: str, _name: str, wheel: Path) -> bool:
+def _listed(dsn: str, wheel: Path) -> bool:
     sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
     with psycopg.connect(dsn) as conn:
         return conn.execute("SELECT 1 FROM cache_blobs WHERE key = %s", (sha256,)).fetchone() \
