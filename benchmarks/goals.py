@@ -69,6 +69,7 @@ def _issue13(results: dict) -> list[dict]:
                              f"{PAGES_NGINX_MIN:g} × nginx",
                          _at_least(_ratio(mine, theirs), PAGES_NGINX_MIN, "needs nginx"),
                          f"{mine:.0f} ÷ {theirs:.0f} = " if mine and theirs else ""))
+        rows += _ceiling(results, page, mine, theirs, workers)
     names = _get(case, "project_list", "names") or 0
     for fmt in ("html", "json"):
         got = _get(case, "project_list", fmt) or {}
@@ -82,6 +83,21 @@ def _issue13(results: dict) -> list[dict]:
                          f"{got.get('probes')} probes, p99 {got.get('probe_p99_ms')} ms, max "
                          if got.get("probes") else ""))
     return rows
+
+
+def _ceiling(results: dict, page: str, mine: float | None, nginx: float | None,
+             workers: int | None) -> list[dict]:
+    """Not goals: the same page served by bare aiohttp with as many processes (the
+    framework's own ceiling here), against nginx and against pyproxy."""
+    bare = _rps(results, "aiohttp", page) if _ok(results, "aiohttp") else None
+    if bare is None:
+        return []
+    rows = [(f"{page} req/s: bare aiohttp ({workers} processes, static) ÷ nginx",
+             _ratio(bare, nginx)),
+            (f"{page} req/s: pyproxy ({workers} workers) ÷ bare aiohttp", _ratio(mine, bare))]
+    return [{"issue": 13, "info": True, "met": None, "target": target,
+             "detail": "not measured" if ratio is None else f"{ratio:.2f}"}
+            for target, ratio in rows]
 
 
 def _nginx(results: dict, *path: str) -> float | None:

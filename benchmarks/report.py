@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-ORDER = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "cluster", "pyproxy-2w-lb",
-         "direct"]
+ORDER = ["pyproxy", "pyproxy-2w", "nginx", "aiohttp", "devpi", "proxpi", "cluster",
+         "pyproxy-2w-lb", "direct"]
 PYPROXIES = {"pyproxy": "1w", "pyproxy-2w": "2w"}
 PEERS = ["nginx", "devpi", "proxpi"]
 PAGE_CASES = ["small_html", "small_json", "huge_html", "huge_json"]

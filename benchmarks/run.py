@@ -36,7 +36,8 @@ from benchmarks.corpus import BIG, HUGE, META, METADATA_SUFFIX, SMALL, STAMPEDE,
 from benchmarks.measure import HTML_ACCEPT, JSON_ACCEPT, PIP_ACCEPT, RssSampler, fetch
 from benchmarks.servers import Server, Unavailable, Upstream
 
-ALL = ["pyproxy", "pyproxy-2w", "nginx", "devpi", "proxpi", "cluster", "pyproxy-2w-lb"]
+ALL = ["pyproxy", "pyproxy-2w", "nginx", "aiohttp", "devpi", "proxpi", "cluster",
+       "pyproxy-2w-lb"]
 INSTALLS = "installs"  # issue #13's install cases alone: no server rows, no project list
 STAMPEDE_CLIENTS = 50
 SMALL_FILE_CLIENTS = 32  # about as many requests as uv keeps in flight
@@ -189,6 +190,7 @@ def _servers(args: argparse.Namespace, work: Path, data: Corpus) -> list[Server]
         "pyproxy": lambda: servers.Pyproxy(work, 1),
         "pyproxy-2w": lambda: servers.Pyproxy(work, 2),
         "nginx": lambda: servers.Nginx(work, data.root),
+        "aiohttp": lambda: servers.StaticAiohttp(work, data.root, servers.default_workers()),
         "devpi": lambda: servers.Devpi(work),
         "proxpi": lambda: servers.Proxpi(work),
         "cluster": lambda: Cluster(work),

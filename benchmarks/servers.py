@@ -420,6 +420,32 @@ http {{
 """
 
 
+class StaticAiohttp(Server):
+    """The corpus tree served by bare aiohttp (benchmarks/static_aiohttp.py) with as many
+    processes as pyproxy has workers: the framework's own ceiling on this machine."""
+
+    name = "aiohttp"
+    kind = "static"
+
+    def __init__(self, work: Path, tree: Path, processes: int = 2) -> None:
+        super().__init__(work)
+        self.tree, self.processes = tree, processes
+
+    def version(self) -> str:
+        from importlib.metadata import version
+
+        return f"aiohttp {version('aiohttp')} on uvloop, {self.processes} process(es), static"
+
+    def start(self, upstream_url: str) -> None:
+        proc = Proc(self.name, [sys.executable, HERE / "static_aiohttp.py", "--root", self.tree,
+                                "--processes", str(self.processes)],
+                    self.log_dir, env=clean_env())
+        self.procs.append(proc.start())
+        origin = proc.wait_for_output(r"listening on (http://127\.0\.0\.1:\d+)").group(1)
+        self.index_url = origin + "/simple/"
+        wait_http(self.index_url, proc)
+
+
 def _venv_version(bin_dir: Path, distribution: str) -> str:
     proc = subprocess.run([bin_dir / "python", "-c", ("import importlib.metadata as m, sys; "
                            "print(m.version(sys.argv[1]))"), distribution],

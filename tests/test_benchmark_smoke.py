@@ -8,6 +8,7 @@ reports must carry its figure and a verdict that agrees with it.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 
 from benchmarks.measure import parse_wrk
 from benchmarks.realworld import uv_requests
-from benchmarks.servers import Upstream
+from benchmarks.servers import StaticAiohttp, Upstream
 from tests.processes import processes_mentioning
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,6 +123,35 @@ def test_html_only_upstream_offers_no_metadata_json_or_ranges(tree: Path) -> Non
         assert upstream.counts()[f"/files/p/{WHEEL}"] == 2
     finally:
         upstream.stop()
+
+
+def test_bare_aiohttp_serves_the_tree_as_nginx_does(tree: Path) -> None:
+    """The framework's ceiling row: pages by Accept, their .gz twins to clients that accept
+    gzip, files from disk; two processes, stopped with it."""
+    gzipped = gzip.compress(b"<a>compressed</a>")
+    (tree / "simple" / "p" / "index.html.gz").write_bytes(gzipped)
+    server = StaticAiohttp(tree.parent, tree, processes=2)
+    server.start("")
+    try:
+        assert len(server.pids()) == 3  # the parent and its two processes
+        page = server.page_url("p")
+        status, headers, body = _get(page)
+        assert (status, headers["Content-Type"]) == (200, "text/html")
+        assert body == (tree / "simple" / "p" / "index.html").read_bytes()
+        status, headers, body = _get(page, {"Accept": JSON_TYPE})
+        assert (status, headers["Content-Type"], body) == (200, JSON_TYPE, b'{"files": []}')
+        status, headers, body = _get(page, {"Accept-Encoding": "gzip"})
+        assert (headers["Content-Encoding"], body) == ("gzip", gzipped)
+        status, headers, body = _get(page, {"Accept": JSON_TYPE, "Accept-Encoding": "gzip"})
+        assert ("Content-Encoding" in headers, body) == (False, b'{"files": []}')  # no twin
+        origin = page.split("/simple/")[0]
+        assert _get(f"{origin}/files/p/{WHEEL}")[2] == bytes(range(256)) * 4
+        assert _get(f"{origin}/files/p/nope.whl")[0] == 404
+        assert _get(f"{origin}/files/%2e%2e/simple/p/index.html")[0] == 404
+        assert _get(server.page_url("nope"))[0] == 404
+    finally:
+        server.stop()
+    assert processes_mentioning(str(tree)) == []
 
 
 def test_uv_requests_per_wheel() -> None:
