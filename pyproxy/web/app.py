@@ -31,7 +31,7 @@ from pyproxy.web.small_files import SmallFiles
 async def _before_sending(request: web.Request, response: web.StreamResponse) -> None:
     """The one response hook (each hook is a coroutine call per response): CORS on every
     answer, `private` on personal ones, `Connection: close` once stopping."""
-    middleware.add_cors_headers(response)
+    middleware.add_cors_headers(request, response)
     readauth.keep_out_of_shared_caches(request, response)
     lifecycle.close_when_stopping(request, response)
 

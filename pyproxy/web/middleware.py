@@ -17,15 +17,20 @@ from pyproxy.web.lifecycle import IN_FLIGHT
 
 log = logging.getLogger("pyproxy.web")
 
+# on every answer (the Fetch standard reads only these off a response that is not a preflight's)
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": (
+        "Content-Length, Content-Range, ETag, Last-Modified, X-Pyproxy-Cache"
+    ),
+}
+# on the answers to preflights (OPTIONS) too: what the request to come may use
+PREFLIGHT_HEADERS = {
+    **CORS_HEADERS,
     "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
     "Access-Control-Allow-Headers": (
         "Accept, Authorization, Content-Type, If-Match, If-Modified-Since, If-None-Match,"
         " If-Range, If-Unmodified-Since, Range"
-    ),
-    "Access-Control-Expose-Headers": (
-        "Content-Length, Content-Range, ETag, Last-Modified, X-Pyproxy-Cache"
     ),
     "Access-Control-Max-Age": "86400",
 }
@@ -97,12 +102,14 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         in_flight.end()
 
 
-def add_cors_headers(response: web.StreamResponse) -> None:
+def add_cors_headers(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """Before any response goes out (app.py's one response hook): browsers (micropip) need CORS
     on 200s, redirects and errors alike; a handler may have set one of them itself."""
     headers = response.headers
-    for name, value in _CORS_ITEMS:
+    items = _PREFLIGHT_ITEMS if request.method == hdrs.METH_OPTIONS else _CORS_ITEMS
+    for name, value in items:
         headers.setdefault(name, value)
 
 
 _CORS_ITEMS = tuple(CORS_HEADERS.items())
+_PREFLIGHT_ITEMS = tuple(PREFLIGHT_HEADERS.items())

@@ -771,6 +771,10 @@ async def test_i72_cors_on_pages(client: TestClient, path: str, accept: str) -> 
     response = await get(client, path, accept, headers=ORIGIN)
     assert response.status == 200
     assert response.headers.get("Access-Control-Allow-Origin") == "*"
+    assert "ETag" in response.headers["Access-Control-Expose-Headers"]
+    # what only a preflight's answer means (the Fetch standard reads it nowhere else)
+    assert not {"Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
+                "Access-Control-Max-Age"} & set(response.headers)
     etag = response.headers["ETag"]
     cached = await get(client, path, accept, headers={**ORIGIN, "If-None-Match": etag})
     assert cached.status == 304
@@ -794,6 +798,7 @@ async def test_i73_preflight(client: TestClient, path: str) -> None:
     assert {"GET", "HEAD"} <= methods
     allowed = {h.strip().lower() for h in response.headers["Access-Control-Allow-Headers"].split(",")}
     assert {"accept", "authorization"} <= allowed
+    assert response.headers["Access-Control-Max-Age"] == "86400"
 
 
 # ---------------------------------------------------------------- pre-compressed pages
