@@ -56,15 +56,15 @@ def build_app(root: Path) -> web.Application:
             raise web.HTTPNotFound()
         return web.FileResponse(path)
 
+    async def root(_request: web.Request) -> web.StreamResponse:
+        return web.Response(text="<!DOCTYPE html><html><body></body></html>",
+                            content_type="text/html")
+
     app = web.Application()
     app.router.add_get("/simple/{project}/", page)
-    app.router.add_get("/simple/", lambda _request: _root())
+    app.router.add_get("/simple/", root)
     app.router.add_get("/files/{path:.+}", file)
     return app
-
-
-async def _root() -> web.Response:
-    return web.Response(text="<!DOCTYPE html><html><body></body></html>", content_type="text/html")
 
 
 def serve(root: Path, sock: socket.socket) -> None:
