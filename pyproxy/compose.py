@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pyproxy.config import DEFAULT_UPSTREAM, Settings
 from pyproxy.datadir import DataDir
 from pyproxy.health import Health
 from pyproxy.model import NormalizedName, PrivateCatalog, Repository
@@ -45,6 +44,7 @@ from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.routes import FilesFrom, Route, Routed, SingleUpstream, UpstreamRoutes
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.repository.warmup import Side, WarmUp
+from pyproxy.settings import DEFAULT_UPSTREAM, Settings
 from pyproxy.stores.auth import UserStore
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.filecache import FileCache

@@ -52,7 +52,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.web_runner import BaseRunner
 
 from pyproxy import compose
-from pyproxy.config import Settings
+from pyproxy.settings import Settings
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services

@@ -21,7 +21,6 @@ from pyproxy.compose import (
     private_bodies,
     route_policy,
 )
-from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.model import DistFile, NormalizedName, Origin, ProjectPage
 from pyproxy.repository.offline import OnlyCached
@@ -30,6 +29,7 @@ from pyproxy.repository.policy import PolicyRepository
 from pyproxy.repository.private import PrivateRepository
 from pyproxy.repository.routes import FilesFrom, Routed
 from pyproxy.repository.upstream import UpstreamRepository
+from pyproxy.settings import Settings
 from pyproxy.stores.bucket_files import BucketFiles
 from pyproxy.stores.first_seen import FirstSeenStore
 from pyproxy.stores.objects import BucketUnavailable
@@ -351,7 +351,7 @@ import asyncio, sys
 from pathlib import Path
 from pyproxy.cli import main
 from pyproxy.compose import build_services
-from pyproxy.config import Settings
+from pyproxy.settings import Settings
 from pyproxy.web.app import build_app
 
 async def serve_once() -> None:

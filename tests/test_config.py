@@ -10,13 +10,9 @@ from typing import Any
 import pytest
 
 from pyproxy import config
-from pyproxy.config import (
-    DEFAULT_UPSTREAM,
-    ConfigError,
-    Settings,
-    find_config_file,
-    load_settings,
-)
+from pyproxy.config import ConfigError, find_config_file, load_settings
+from pyproxy.config_values import available_cores
+from pyproxy.settings import DEFAULT_UPSTREAM, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 GiB = 1024**3
@@ -47,7 +43,7 @@ def test_defaults() -> None:
     assert settings == Settings()
     assert settings.host == "127.0.0.1"
     assert settings.port == 8080
-    assert settings.workers == config.available_cores()
+    assert settings.workers == available_cores()
     assert settings.data_dir == Path("pyproxy-data")
     assert settings.base_url == ""
     assert settings.page_max_age == 0
@@ -204,10 +200,10 @@ def test_cli_sets_each_key_as_text(key: tuple[str, str], tmp_path: Path) -> None
 
 def test_workers_auto_is_one_per_core(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[server]\nworkers = 'auto'\n")
-    assert load_settings(str(path), None, environ={}).workers == config.available_cores()
+    assert load_settings(str(path), None, environ={}).workers == available_cores()
     assert load_settings(None, None, environ={"PYPROXY_SERVER_WORKERS": "AUTO"}).workers == \
-        config.available_cores()
-    assert load_settings(None, {"workers": "auto"}, environ={}).workers == config.available_cores()
+        available_cores()
+    assert load_settings(None, {"workers": "auto"}, environ={}).workers == available_cores()
     assert load_settings(None, {"workers": "1"}, environ={}).workers == 1
 
 
@@ -622,4 +618,4 @@ def test_shipped_cluster_toml_is_a_valid_cluster() -> None:
     settings = load_settings(str(ROOT / "config" / "cluster.toml"), None, environ={})
     assert settings.storage_database.startswith("postgresql://")
     assert settings.storage_objects.startswith("s3://")
-    assert settings.storage_node_url and settings.workers == config.available_cores()
+    assert settings.storage_node_url and settings.workers == available_cores()

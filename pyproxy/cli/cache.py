@@ -12,9 +12,9 @@ from typing import Any
 
 import orjson
 
-from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops, cacheverify
+from pyproxy.settings import Settings
 from pyproxy.stores.space import Spare, with_room
 from pyproxy.units import human_size, parse_size
 

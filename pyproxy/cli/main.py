@@ -16,9 +16,10 @@ from pyproxy.cli import policy as cli_policy
 from pyproxy.cli import prefetch as cli_prefetch
 from pyproxy.cli import transfer as cli_transfer
 from pyproxy.compose import open_stores
-from pyproxy.config import ConfigError, Settings, load_settings
+from pyproxy.config import ConfigError, load_settings
 from pyproxy.datadir import DataDir
 from pyproxy.model import NotFound, normalize
+from pyproxy.settings import Settings
 from pyproxy.stores.auth import AuthError
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.outages import BucketUnavailable, DatabaseUnavailable, SchemaTooNew

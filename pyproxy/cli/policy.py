@@ -16,8 +16,8 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.version import InvalidVersion, Version
 
-from pyproxy.config import Settings
 from pyproxy.model import NotFound, Unavailable, normalize
+from pyproxy.settings import Settings
 
 Command = Callable[..., argparse.ArgumentParser]
 LoadSettings = Callable[[argparse.Namespace], Settings]

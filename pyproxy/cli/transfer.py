@@ -12,10 +12,10 @@ from typing import Any
 
 from pyproxy.cli.cache import open_cache
 from pyproxy.compose import first_seen_store, open_stores, page_cache
-from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.ops import cacheops, transfer, transfer_cache, transfer_first_seen, transfer_users
 from pyproxy.ops.transfer_format import Report, TransferError, TransferReport, read_manifest
+from pyproxy.settings import Settings
 from pyproxy.units import human_size
 
 Command = Callable[..., argparse.ArgumentParser]

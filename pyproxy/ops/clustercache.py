@@ -19,9 +19,9 @@ import time
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from pyproxy.config import Settings
 from pyproxy.model import Unavailable
 from pyproxy.ops import cacheops
+from pyproxy.settings import Settings
 from pyproxy.stores.blobcache import OpenUpstream
 from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses

@@ -35,7 +35,6 @@ from datetime import UTC, datetime
 from packaging.utils import canonicalize_version
 
 from pyproxy import metrics
-from pyproxy.config import Settings
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
     DistFile,
@@ -50,6 +49,7 @@ from pyproxy.model import (
 )
 from pyproxy.policy import Decision, Policy, build_policy
 from pyproxy.project_lists import filtered
+from pyproxy.settings import Settings
 from pyproxy.stores.first_seen import FirstSeen
 
 __all__ = ["Filtered", "PolicyRepository", "decisions", "filter_page", "policy_from_settings"]

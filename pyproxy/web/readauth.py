@@ -26,8 +26,8 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from pyproxy.access import ReadRestrictions
-from pyproxy.config import Settings
 from pyproxy.model import NormalizedName, PrivateCatalog, normalize
+from pyproxy.settings import Settings
 from pyproxy.stores.auth import TOKEN_USERNAME, Identity
 from pyproxy.stores.interfaces import UserStoreAPI
 from pyproxy.web.access_log import USER, request_value

@@ -21,8 +21,8 @@ from aiohttp import web
 
 from pyproxy import metrics, soon
 from pyproxy.compose import build_services, describe_upstream, open_stores, private_bodies
-from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
+from pyproxy.settings import Settings
 from pyproxy.stores.space import Spare, is_disk_full, with_room
 from pyproxy.web.access_log import runner_options
 from pyproxy.web.app import build_app

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyproxy.config import available_cores
+from pyproxy.config_values import available_cores
 from tests.access_log import access_records
 from tests.dists import make_wheel
 from tests.e2e.clients import basic_auth, get, raw_request, raw_upload

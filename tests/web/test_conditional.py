@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pyproxy.config import Settings
+from pyproxy.settings import Settings
 from pyproxy.web.conditional import none_match
 from tests.conftest import Seed, seeded_settings
 

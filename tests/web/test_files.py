@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 import pytest
 from aiohttp.test_utils import TestClient
 
-from pyproxy.config import Settings
+from pyproxy.settings import Settings
 from tests.conftest import Seed, seeded_settings
 from tests.dists import make_wheel
 from tests.fake_upstream import FakeUpstream

@@ -17,8 +17,8 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from pyproxy.config import Settings
 from pyproxy.model import normalize
+from pyproxy.settings import Settings
 from pyproxy.web.context import Services
 from tests.conftest import Seed, seeded_settings, upload
 from tests.dists import core_metadata, make_sdist, make_wheel

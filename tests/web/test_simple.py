@@ -27,11 +27,11 @@ from packaging.utils import canonicalize_name
 from pip._internal.index.collector import IndexContent, parse_links
 from pip._internal.models.link import Link
 
-from pyproxy.config import Settings
 from pyproxy.datadir import DataDir
 from pyproxy.formats.negotiate import Format
 from pyproxy.formats.render import render_project
 from pyproxy.model import DistFile, ProjectPage, ProjectStatus, version_of
+from pyproxy.settings import Settings
 from pyproxy.stores.project_list import ProjectListStore
 from pyproxy.stores.rendered_lists import RenderedLists
 from pyproxy.web.context import Services
