@@ -13,6 +13,7 @@ from typing import Any
 
 from pyproxy import policy
 from pyproxy.config_values import (
+    available_cores,
     is_authority,
     name_prefixes,
     rule_list,
@@ -97,6 +98,8 @@ _CHOICES = {
 }
 # lists of names or PEP 508 specifiers: each entry is checked when read
 _RULE_FIELDS = {"policy_exempt", "policy_deny", "policy_allow_only"}
+# a mistyped `workers = 100000` would fork until the machine stalls
+WORKERS_PER_CORE = 8
 def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
     if name == "trust_forwarded":
@@ -182,6 +185,10 @@ def _check(settings: Settings) -> None:
         fail("port", f"{settings.port} is not a TCP port")
     if settings.workers < 1:
         fail("workers", "must be at least 1")
+    if settings.workers > (most := WORKERS_PER_CORE * available_cores()):
+        fail("workers", f"{settings.workers} is more than {WORKERS_PER_CORE} per core ({most} on "
+                        "this machine): past one per core they only compete for the CPU, and "
+                        "each costs its own memory")
     if settings.max_connections < 1:
         fail("max_connections", "must be at least 1")
     if settings.password_threads < 1:

@@ -207,6 +207,14 @@ def test_workers_auto_is_one_per_core(tmp_path: Path) -> None:
     assert load_settings(None, {"workers": "1"}, environ={}).workers == 1
 
 
+def test_workers_are_bounded_per_core(tmp_path: Path) -> None:
+    most = config.WORKERS_PER_CORE * available_cores()
+    assert load_settings(None, {"workers": str(most)}, environ={}).workers == most
+    path = write_toml(tmp_path, "[server]\nworkers = 100000\n")
+    with pytest.raises(ConfigError, match=rf"server.workers: 100000 is more than 8 per core \({most} on"):
+        load_settings(str(path), None, environ={})
+
+
 def test_layers_file_then_environment_then_cli(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[server]\nport = 9001\nhost = '10.0.0.1'\nworkers = 3\n")
     environ = {"PYPROXY_SERVER_PORT": "9002", "PYPROXY_SERVER_HOST": "10.0.0.2"}

@@ -252,7 +252,8 @@ class _Slot:
     restart_at: float | None = None
 
 
-_SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT}
+_STOPS = {signal.SIGTERM, signal.SIGINT}
+_SIGNALS = {signal.SIGCHLD, *_STOPS}
 
 
 class _Supervisor:
@@ -275,6 +276,8 @@ class _Supervisor:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         try:
             for slot in self.slots:
+                if signal.sigpending() & _STOPS:  # stopped while starting: start no more
+                    break
                 self._start(slot, previous)
             while not self.stopping or any(slot.pid is not None for slot in self.slots):
                 due = [s.restart_at for s in self.slots if s.restart_at is not None]

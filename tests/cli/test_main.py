@@ -412,6 +412,7 @@ def test_config_file_not_utf8_exits_2(pyproxy, tmp_path: Path) -> None:  # type:
     [
         (("--port", "70000"), "server.port"),
         (("--workers", "0"), "server.workers"),
+        (("--workers", "100000"), "server.workers"),
         (("--upstream", "ftp://127.0.0.1/simple/"), "upstream.url"),
     ],
 )
