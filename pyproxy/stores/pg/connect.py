@@ -21,9 +21,15 @@ _KEEPALIVE = {
 }
 
 
+# a URL's user:password@, and libpq's password parameters, in a URL's query
+# (`?password=…&…`) or a key=value string (`password=… ` or quoted `password='…'`)
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*):[^@\s]*@")
+_PARAMETER_PASSWORD = re.compile(r"(?i)\b((?:ssl)?password)\s*=\s*('(?:[^'\\]|\\.)*'?|[^&\s]*)")
+
+
 def redact_dsn(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    return re.sub(r"(postgres(?:ql)?://[^:/@]*):[^@]*@", r"\1:***@", dsn)
+    """The DSN without its passwords, for messages."""
+    return _PARAMETER_PASSWORD.sub(r"\1=***", _URL_PASSWORD.sub(r"\1:***@", dsn))
 
 
 def describe(exc: BaseException) -> str:

@@ -65,6 +65,24 @@ def test_an_unreachable_database_is_one_line_without_the_password() -> None:
     assert redact_dsn(dsn) == "postgresql://pyproxy:***@127.0.0.1:1/pyproxy"
 
 
+@pytest.mark.parametrize(("dsn", "shown"), [
+    ("postgresql://pyproxy@127.0.0.1:1/db?password=s3cret",
+     "postgresql://pyproxy@127.0.0.1:1/db?password=***"),
+    ("postgresql://u@h/db?sslmode=require&sslpassword=s3cret&PASSWORD=s3cret&x=1",
+     "postgresql://u@h/db?sslmode=require&sslpassword=***&PASSWORD=***&x=1"),
+    ("host=h password=s3cret dbname=db", "host=h password=*** dbname=db"),
+    ("host=h password = 's3 \\' cret' dbname=db", "host=h password=*** dbname=db"),
+])
+def test_every_form_of_a_password_is_redacted(dsn: str, shown: str) -> None:
+    assert redact_dsn(dsn) == shown
+
+
+def test_a_password_in_the_query_is_never_shown() -> None:
+    with pytest.raises(DatabaseUnavailable) as caught:
+        open_pool("postgresql://pyproxy@127.0.0.1:1/pyproxy?password=s3cret")
+    assert "s3cret" not in str(caught.value) and "password=***" in str(caught.value)
+
+
 def test_a_pool_reaches_the_database(pg_dsn: str) -> None:
     pool = open_pool(pg_dsn)
     try:
