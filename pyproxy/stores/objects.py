@@ -41,10 +41,22 @@ class ObjectMissing(KeyError):
     """No object under that key."""
 
 
+_USERINFO = re.compile(r"(://)[^/@\s]*@")
+_S3_CODE = re.compile(r"<Code>([^<]{1,100})</Code>")
+# where obstore asks for credentials when the environment has none (EC2's metadata service)
+_METADATA_SERVICE = "169.254.169.254"
+
+
 def describe(exc: BaseException) -> str:
+    """One line of what obstore said, with S3's error code, and without secrets."""
     text = str(exc).strip()
+    if _METADATA_SERVICE in text:
+        return ("no credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are not set, and "
+                "no instance metadata service gave any")
     first = text.splitlines()[0] if text else type(exc).__name__
-    return _SECRET.sub(r"\1=***", first)[:300]
+    if (code := _S3_CODE.search(text)) is not None:  # the XML body's first line says nothing
+        first = f"{first.partition('<?xml')[0].rstrip(': ')}: {code.group(1)}"
+    return _SECRET.sub(r"\1=***", _USERINFO.sub(r"\1***@", first))[:300]
 
 
 def parse_bucket_url(url: str) -> tuple[str, str]:

@@ -121,6 +121,24 @@ def test_an_unreachable_bucket_is_one_line(s3: S3Server, bucket: str) -> None:
     assert "testing" not in str(refused.value)  # no credential in the message
 
 
+def test_a_missing_bucket_says_so_with_s3s_code(s3: S3Server, bucket: str) -> None:
+    endpoint = s3.endpoint.replace("http://", "http://joe:s3cret@")
+    with pytest.raises(BucketUnavailable) as caught:
+        Bucket("s3://no-such-bucket-here", endpoint=endpoint).check()
+    message = str(caught.value)
+    assert message.endswith("404 Not Found: NoSuchBucket") and "<?xml" not in message
+    assert "s3cret" not in message and "joe" not in message
+
+
+def test_no_credentials_is_said_as_such(s3: S3Server, bucket: str,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    with pytest.raises(BucketUnavailable, match="no credentials: AWS_ACCESS_KEY_ID and "
+                                                "AWS_SECRET_ACCESS_KEY are not set"):
+        Bucket(f"s3://{bucket}", endpoint=s3.endpoint).check()
+
+
 def test_no_region_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
         monkeypatch.delenv(name, raising=False)
