@@ -4,10 +4,12 @@ digests, the upload forms, who may read the restricted projects."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Literal
 
 from pyproxy.model import LocalFile, NormalizedName, NotFound, ProjectList, ProjectPage
+from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.notify import Changes, Listener
 from pyproxy.stores.pg.private_memory import Memory
@@ -28,6 +30,11 @@ class PrivateReads:
             listener.subscribe(TOPIC, self._changes.mark)
             listener.on_lost(self._changes.mark_all)
         self._memory = Memory(db, self._changes, listening=self._listening)
+        if listener is not None:
+            # every request asks whether its name is private: a worker that first asks while
+            # the database is down could answer nothing, not even an upstream page
+            with contextlib.suppress(DatabaseUnavailable):  # then on first use, as the rest
+                self._memory.catalog()
 
     def _listening(self) -> bool:
         return self._listener is None or self._listener.connected

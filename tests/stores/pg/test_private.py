@@ -113,6 +113,29 @@ def test_a_killed_listener_connection_reloads_everything(
     assert dist.yanked and dist.yanked_reason == "gap"  # dropped and reloaded
 
 
+def test_a_node_that_read_nothing_yet_knows_the_private_names_while_the_database_is_down(
+    pg_dsn: str, tmp_path: Path, postgres: PostgresServer
+) -> None:
+    writer, writer_users = open_cluster_stores(pg_dsn, PrivateFiles(tmp_path / "a"), listen=False)
+    writer_users.close()
+    upload(writer, "foo-1.0-py3-none-any.whl")
+    writer.restrict(FOO)
+    writer.close()
+    node, users = open_cluster_stores(pg_dsn, PrivateFiles(tmp_path / "b"), listen=True)
+    users.close()
+    try:
+        postgres.stop()
+        try:
+            # whether a name is private: asked of every request, upstream names included
+            assert node.has_project(FOO) and not node.has_project(normalize("bar"))
+            assert node.list_projects().names == ("foo",)
+            assert set(node.restricted_readers()) == {FOO}
+        finally:
+            postgres.start()
+    finally:
+        node.close()
+
+
 def test_database_down_reads_from_memory_writes_fail_then_recover(
     nodes: tuple[ClusterPrivateStore, ClusterPrivateStore], postgres: PostgresServer
 ) -> None:
