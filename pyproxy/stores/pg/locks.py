@@ -89,7 +89,8 @@ class AdvisoryLocks:
                 row = conn.execute(query, params).fetchone()
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 conn.close()
-                if attempt == 1:  # an idle connection broken by a server restart: once more
+                if attempt == 1:  # broken by a server restart, as the other idle ones then:
+                    self._drop_idle()  # once more, on a new connection
                     continue
                 raise DatabaseUnavailable(
                     f"the cluster database cannot lock: {describe(exc)}"
@@ -114,6 +115,10 @@ class AdvisoryLocks:
     def close(self) -> None:
         with self._guard:
             self._closed = True
+        self._drop_idle()
+
+    def _drop_idle(self) -> None:
+        with self._guard:
             idle, self._idle = self._idle, []
         for conn in idle:
             with contextlib.suppress(psycopg.Error):

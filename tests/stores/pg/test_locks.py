@@ -13,6 +13,7 @@ import pytest
 
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.locks import AdvisoryLocks
+from tests.servers.postgres import PostgresServer
 
 
 def test_one_holder_per_name_across_sessions(pg_dsn: str) -> None:
@@ -68,3 +69,17 @@ def test_an_unreachable_server_is_one_line() -> None:
     with pytest.raises(DatabaseUnavailable) as caught:
         locks.try_lock("blob:k")
     assert "s3cret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_after_a_server_restart_the_first_lock_is_taken(pg_dsn: str, postgres: PostgresServer) -> None:
+    locks = AdvisoryLocks(pg_dsn)
+    try:
+        query = "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))"
+        locks.warm("blob:warm", query, ("blob:warm",), connections=3)  # idle, all broken below
+        postgres.stop()
+        postgres.start()
+        held = locks.try_lock("blob:k")  # not a 503 per idle connection left from before
+        assert held is not None
+        locks.release(held)
+    finally:
+        locks.close()
