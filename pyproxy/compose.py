@@ -263,6 +263,8 @@ def build_services(settings: Settings) -> Services:
     if url is not None or settings.upstreams:
         layout = DataDir(settings.data_dir)
         blobs = file_cache(settings, layout)
+        if (cluster_blobs := _cluster_blobs(blobs, settings)) is not None:
+            _renewed_with_the_listener(cluster_blobs, _cluster(private))
         first_seen = first_seen_store(settings, private)
 
         async def close_first_seen() -> None:
@@ -362,6 +364,12 @@ def _closer(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
         close()
 
     return closing
+
+
+def _renewed_with_the_listener(blobs: ClusterBlobCache, shared: Shared) -> None:
+    """The file index's pool renewed when the private store's is: once the server is back."""
+    if shared.listener is not None and blobs.database is not None:
+        shared.listener.on_back(blobs.database.reset)
 
 
 def _cluster_blobs(blobs: FileCache | None, settings: Settings) -> ClusterBlobCache | None:

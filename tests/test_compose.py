@@ -6,10 +6,12 @@ upstream on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from pyproxy.stores.bucket_files import BucketFiles
 from pyproxy.stores.first_seen import FirstSeenStore
 from pyproxy.stores.objects import BucketUnavailable
 from pyproxy.upstream_settings import UpstreamSettings
+from tests.servers.postgres import PostgresServer
 from tests.servers.s3 import S3Server
 
 UPSTREAM = "http://127.0.0.1:9/simple/"  # the discard port: nothing answers there
@@ -344,6 +347,36 @@ async def test_a_database_setting_puts_the_page_caches_and_first_seen_times_in_i
     finally:
         await services.close()
     assert not listener.connected  # the pool and the listener closed with the last store
+
+
+async def test_the_file_index_pool_is_renewed_once_the_database_is_back(
+    tmp_path: Path, pg_dsn: str, s3: S3Server, bucket: str, postgres: PostgresServer
+) -> None:
+    from pyproxy.stores.pg.notify import wait_connected
+
+    services = build_services(settings(
+        tmp_path, storage_database=pg_dsn, storage_objects=f"s3://{bucket}",
+        storage_s3_endpoint=s3.endpoint, storage_node_url="http://127.0.0.1:9",
+    ))
+    try:
+        assert services.cluster_blobs is not None and services.cluster_blobs.database is not None
+        index = services.cluster_blobs.database
+        before = index.pool
+        listener = services.private._listener  # type: ignore[attr-defined]
+        postgres.stop()
+        try:
+            deadline = time.monotonic() + 10
+            while listener.connected:
+                assert time.monotonic() < deadline, "the listener did not notice"
+                await asyncio.sleep(0.02)
+        finally:
+            postgres.start()
+        assert await asyncio.to_thread(wait_connected, listener, 15)
+        # a pool that waited out its reconnect backoff would keep serving 503s long after
+        assert index.pool is not before
+        assert services.cluster_blobs.shared.index.get("no-such-key") is None
+    finally:
+        await services.close()
 
 
 _EMBEDDED = """

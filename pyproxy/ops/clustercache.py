@@ -52,7 +52,7 @@ class SharedCache:
         self.max_size = max_size
         self._db = db
         self._locks = locks
-        self._index = PgBlobIndex(db.pool)
+        self._index = PgBlobIndex(db)
         self._bucket = bucket
         # a command notes no uses: this is only what SharedFiles flushes before it evicts
         uses = Uses(self._index.touch, FLUSH_INTERVAL, failures=(DatabaseUnavailable,))

@@ -38,9 +38,9 @@ from pyproxy.stores.objects import Bucket
 from pyproxy.stores.peers import Peers, token_holds
 from pyproxy.stores.pg.blobindex import PgBlobIndex
 from pyproxy.stores.pg.claims import warm_claims
-from pyproxy.stores.pg.connect import DatabaseUnavailable, open_pool
+from pyproxy.stores.pg.connect import DatabaseUnavailable
+from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.locks import AdvisoryLocks
-from pyproxy.stores.pg.migrations import migrate
 
 log = logging.getLogger("pyproxy.cluster")
 
@@ -52,7 +52,7 @@ class ClusterBlobCache:
     def __init__(
         self, local: BlobCache, index: PgBlobIndex, locks: AdvisoryLocks, bucket: Bucket, *,
         node_url: str, max_size: int, secret: str, flush_interval: float = FLUSH_INTERVAL,
-        on_close: tuple[contextlib.AbstractContextManager[object], ...] = (),
+        database: Database | None = None,
     ) -> None:
         self.local = local
         self.max_size = max_size
@@ -64,7 +64,8 @@ class ClusterBlobCache:
         self._uses = Uses(index.touch, flush_interval, failures=(DatabaseUnavailable,))
         self.shared = SharedFiles(index, locks, bucket, self._uses, max_size)
         self._flight = ClusterFlight(local, self.shared, locks, self._peers, self.node_url)
-        self._on_close = on_close  # the pool, closed last
+        # the index's connections, closed last; renewed once the server is back (`reset`)
+        self.database = database
         self._closed = False
 
     # -- the interface (stores.blobcache.BlobCache's) -------------------------------------------
@@ -183,8 +184,8 @@ class ClusterBlobCache:
         self._uses.close()
         self.local.close()
         self._locks.close()  # its connections' locks go with them
-        for resource in self._on_close:
-            resource.__exit__(None, None, None)
+        if self.database is not None:
+            self.database.close()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -198,8 +199,8 @@ class ClusterBlobCache:
         await self._peers.close()
         await self.local.aclose()
         await asyncio.to_thread(self._locks.close)
-        for resource in self._on_close:
-            resource.__exit__(None, None, None)
+        if self.database is not None:
+            self.database.close()
 
     # -- for the leader's route (web/inflight.py) ------------------------------------------------
 
@@ -233,19 +234,17 @@ def open_cluster_blobs(
 ) -> ClusterBlobCache:
     """A node's cache: its schema migrated (safe when several nodes start at once), its lock
     connection open. DatabaseUnavailable when PostgreSQL cannot be reached."""
-    pool = open_pool(database, max_size=4)
+    pg = Database(database, max_size=4)  # migrated as it opens
     try:
-        with pool.connection() as conn:
-            migrate(conn)
-        index = PgBlobIndex(pool)
+        index = PgBlobIndex(pg)
         secret = index.secret()
         locks = AdvisoryLocks(database)
         warm_claims(locks)  # also opens the connection the first claim takes
     except BaseException:
-        pool.close()
+        pg.close()
         raise
     return ClusterBlobCache(
         BlobCache(directory, local_max_size, flush_interval=flush_interval), index, locks,
         Bucket(objects, endpoint=s3_endpoint), node_url=node_url, max_size=max_size,
-        secret=secret, flush_interval=flush_interval, on_close=(pool,),
+        secret=secret, flush_interval=flush_interval, database=pg,
     )

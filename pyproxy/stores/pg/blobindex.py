@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import PoolTimeout
 
 from pyproxy.stores.pg.connect import DatabaseUnavailable, describe
+from pyproxy.stores.pg.database import Database
 from pyproxy.stores.pg.migrations import Migration, register
 
 __all__ = ["IndexedBlob", "PgBlobIndex"]
@@ -115,15 +116,18 @@ _COLUMNS = "key, sha256, size, last_used, extract(epoch FROM created)"
 
 
 class PgBlobIndex:
-    def __init__(self, pool: ConnectionPool) -> None:
-        self._pool = pool
+    """On a Database of its own, so that once the server is back after an outage its pool is
+    renewed with the others (Database.reset), not left waiting out its reconnect backoff."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def _one(self, doing: str, query: Callable[[Conn], _T]) -> _T:
         """Run `query` in one transaction; once more on a fresh connection if the pooled one
         was broken (the server restarted meanwhile)."""
         for attempt in (1, 2):
             try:
-                with self._pool.connection(timeout=_WAIT_S) as conn:
+                with self._db.pool.connection(timeout=_WAIT_S) as conn:
                     return query(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
                 if attempt == 1 and not isinstance(exc, PoolTimeout):
