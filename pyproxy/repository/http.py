@@ -51,6 +51,9 @@ ACCEPT = (
     " text/html;q=0.01"
 )
 _CHUNK = 256 * 1024
+# a project page's body, as decompressed: the largest real ones are a few MB; a page (or a gzip
+# bomb) past this would be held whole in a worker's memory to be parsed
+PAGE_MAX_BYTES = 64 * 1024**2
 
 
 def pip_default_index() -> str:
@@ -180,7 +183,7 @@ class UpstreamClient:
                     if response.status != 200:
                         raise UpstreamError(f"answered HTTP {response.status}")
                     if sink is None:
-                        body = await response.read()
+                        body = await _bounded_body(response, PAGE_MAX_BYTES)
                     else:
                         body = b""
                         coding = response.headers.get("Content-Encoding", "identity").lower()
@@ -396,3 +399,17 @@ def _describe(exc: BaseException) -> str:
         return "timed out"
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
+
+
+async def _bounded_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body as decompressed, read in chunks; UpstreamError past `limit` bytes."""
+    length = response.content_length
+    if length is not None and "Content-Encoding" not in response.headers and length > limit:
+        raise UpstreamError(f"sent a page of {length} bytes, more than {limit} a page may have")
+    chunks, received = [], 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        received += len(chunk)
+        if received > limit:
+            raise UpstreamError(f"sent a page of more than {limit} bytes (as decompressed)")
+        chunks.append(chunk)
+    return b"".join(chunks)

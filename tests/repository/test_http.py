@@ -6,6 +6,7 @@ show). Against real servers on 127.0.0.1 (see tests/repository/conftest.py).
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -17,6 +18,7 @@ from aiohttp import ClientPayloadError, web
 from aiohttp.test_utils import TestServer
 
 from pyproxy.model import Unavailable
+from pyproxy.repository import http
 from pyproxy.repository.http import UpstreamClient, redact
 from pyproxy.repository.http_answers import PageAnswer, RangeAnswer, UpstreamError, WholeAnswer
 from tests.conftest import MakeClient, StartFake
@@ -88,6 +90,41 @@ async def test_validators_are_sent_and_304_is_not_modified(
     assert headers["If-Modified-Since"] == "Mon, 06 May 2024 07:08:09 GMT"
     assert headers["Accept"].startswith("application/vnd.pypi.simple.v1+json")
     assert client.last_success is not None and client.last_failure is None
+
+
+async def test_a_page_past_the_limit_is_an_upstream_error(
+    scripted_server: MakeScripted, open_client: OpenClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http, "PAGE_MAX_BYTES", 2**20)
+    scripted, origin = await scripted_server()
+    scripted.set("/simple/proj/", b"<html>" + b" " * 2**20, "text/html")
+    scripted.set("/simple/small/", b"<html>" + b" " * (2**20 - 6), "text/html")
+    client = open_client(f"{origin}/simple/")
+    with pytest.raises(UpstreamError, match=f"more than {2**20} a page may have"):
+        await client.get_page(f"{origin}/simple/proj/")
+    assert len((await client.get_page(f"{origin}/simple/small/")).body) == 2**20
+
+
+async def test_a_gzip_bomb_is_refused_as_it_inflates(
+    open_client: OpenClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(http, "PAGE_MAX_BYTES", 2**20)
+    bomb = gzip.compress(b"<html>" + b" " * 64 * 2**20)  # 64 KiB on the wire
+
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(body=bomb, headers={"Content-Encoding": "gzip",
+                                                "Content-Type": "text/html"})
+
+    app = web.Application()
+    app.router.add_get("/simple/proj/", page)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        origin = f"http://127.0.0.1:{server.port}"
+        with pytest.raises(UpstreamError, match="more than 1048576 bytes \\(as decompressed\\)"):
+            await open_client(f"{origin}/simple/").get_page(f"{origin}/simple/proj/")
+    finally:
+        await server.close()
 
 
 async def test_a_refused_connection_is_an_upstream_error(open_client: OpenClient) -> None:
