@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +19,7 @@ from pyproxy.cli import transfer as cli_transfer
 from pyproxy.compose import open_stores
 from pyproxy.config import ConfigError, load_settings
 from pyproxy.datadir import DataDir
-from pyproxy.model import NotFound, normalize
+from pyproxy.model import NotFound, Unavailable, normalize
 from pyproxy.settings import Settings
 from pyproxy.stores.auth import AuthError
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
@@ -318,12 +319,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pyproxy: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (CommandError, AuthError, NotFound, BucketUnavailable, DatabaseUnavailable,
-            SchemaTooNew) as exc:
+    except (CommandError, AuthError, NotFound, Unavailable, BucketUnavailable,
+            DatabaseUnavailable, SchemaTooNew) as exc:
         print(f"pyproxy: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pyproxy ... | head`: the reader has what it wanted
+        # what is still buffered would fail again as the interpreter exits
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except OSError as exc:
         print(f"pyproxy: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1

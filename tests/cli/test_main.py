@@ -7,8 +7,11 @@ cluster's PostgreSQL ([storage] database in a configuration file), where they mu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from pyproxy.access import ReadRestrictions, may_upload
 from pyproxy.cli import main as cli
 from pyproxy.compose import open_stores
 from pyproxy.config import load_settings
-from pyproxy.model import normalize
+from pyproxy.model import Unavailable, normalize
 from pyproxy.stores import auth
 from pyproxy.stores.auth import TOKEN_USERNAME, UserStore
 from pyproxy.stores.bucket_files import BucketFiles
@@ -579,3 +582,40 @@ def test_serve_with_an_unreachable_database_is_one_line_and_exit_1(
     assert "cannot connect to PostgreSQL at postgresql://pyproxy:***@127.0.0.1" in line
     assert "s3cr3t-pw" not in done.stderr + done.stdout
     assert "listening" not in done.stderr  # refused before it listens
+
+
+def test_a_store_that_is_unavailable_is_one_line_and_exit_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def unavailable(args: argparse.Namespace) -> int:  # as export finds a bucket that is down
+        raise Unavailable("private file 9358 is not copied to this node, and bucket "
+                          "s3://b cannot read private/9358: connection refused")
+
+    monkeypatch.setattr(cli, "cmd_yank", unavailable)
+    assert cli.main(["yank", "foo", "1.0", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert one_line_error(err).startswith("pyproxy: private file 9358 is not copied")
+    assert "Traceback" not in err
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reader, writer = os.pipe()
+    os.close(reader)  # `pyproxy ... | head -1`, once head has its line
+    pipe = os.fdopen(writer, "w")
+
+    def chatty(args: argparse.Namespace) -> int:
+        for line in range(100_000):
+            print(line, file=pipe, flush=True)
+        return 0
+
+    monkeypatch.setattr(cli, "cmd_yank", chatty)
+    monkeypatch.setattr(sys, "stdout", pipe)
+    try:
+        assert cli.main(["yank", "foo", "1.0", "--data-dir", str(tmp_path)]) == 1
+    finally:
+        monkeypatch.undo()
+        with contextlib.suppress(OSError):
+            pipe.close()
+    assert capsys.readouterr().err == ""
