@@ -12,6 +12,7 @@ A body moved in for a record that then failed to commit is removed by `collect_g
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -21,7 +22,8 @@ import orjson
 import psycopg
 
 from pyproxy.access import ROLES
-from pyproxy.model import NormalizedName, NotFound
+from pyproxy.model import NormalizedName, NotFound, Unavailable
+from pyproxy.stores.outages import DatabaseUnavailable
 from pyproxy.stores.pg.database import Connection
 from pyproxy.stores.pg.notify import notify
 from pyproxy.stores.pg.private_checks import check_duplicate, project_exists, project_roles
@@ -45,6 +47,7 @@ from pyproxy.stores.private_schema import (
     file_row,
 )
 
+log = logging.getLogger("pyproxy.private")
 _ATTEMPTS = 3  # a unique violation is looked at again: identical (False), refused, or retried
 
 
@@ -262,7 +265,11 @@ class PgPrivateStore(PrivateReads):
                 conn.execute("DELETE FROM private_projects WHERE name = %s", (project,))
             else:
                 _bump(conn, project)
-        self.collect_garbage()
+        try:
+            self.collect_garbage()
+        except (Unavailable, DatabaseUnavailable) as exc:  # removed all the same
+            log.warning("the removed files' bodies stay until the next collection (a node's"
+                        " start, or the next remove): %s", exc)
         return len(rows)
 
     def collect_garbage(self) -> int:

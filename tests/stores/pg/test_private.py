@@ -7,6 +7,7 @@ are answered from memory while writes fail with one line, until it is back.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,16 @@ import psycopg
 import pytest
 
 from pyproxy.model import normalize
+from pyproxy.stores.bucket_files import BucketFiles
+from pyproxy.stores.local_copies import LocalCopies
+from pyproxy.stores.objects import Bucket
 from pyproxy.stores.pg.cluster import ClusterPrivateStore, open_cluster_stores
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.notify import wait_connected
 from pyproxy.stores.private_files import PrivateFiles
 from pyproxy.stores.private_schema import NewFile
 from tests.servers.postgres import PostgresServer
+from tests.servers.s3 import S3Server
 from tests.stores.backends import settle
 
 FOO = normalize("foo")
@@ -173,3 +178,24 @@ def test_database_down_reads_from_memory_writes_fail_then_recover(
     settle(a)
     assert [f.filename for f in a.project_page(FOO).files] == [
         "foo-1.0-py3-none-any.whl", "foo-2.0-py3-none-any.whl"]
+
+
+def test_a_remove_with_the_bucket_down_is_done_and_its_bodies_wait(
+    pg_dsn: str, tmp_path: Path, s3: S3Server, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    files = BucketFiles(Bucket(f"s3://{bucket}/pyproxy", endpoint=s3.endpoint),
+                        tmp_path / "tmp", LocalCopies(tmp_path / "copies", 2**20))
+    store, users = open_cluster_stores(pg_dsn, files, listen=False)
+    users.close()
+    try:
+        upload(store, "foo-1.0-py3-none-any.whl")
+        s3.stop()
+        try:
+            with caplog.at_level(logging.WARNING, "pyproxy.private"):
+                assert store.remove(FOO, "1.0", forget_name=False) == 1  # not an error
+        finally:
+            s3.start()
+        assert "bodies stay until the next collection" in caplog.text
+        assert store.project_page(FOO).files == ()  # (moto forgets its objects as it stops)
+    finally:
+        store.close()
