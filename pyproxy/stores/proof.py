@@ -23,6 +23,8 @@ from collections.abc import Callable
 from typing import BinaryIO, Final
 
 from packaging.metadata import parse_email
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 __all__ = [
     "INTEGRITY_TYPE", "Unproven", "check_any_archive", "check_file", "check_kind", "kind_of",
@@ -75,11 +77,14 @@ def kind_of(filename: str) -> str | None:
 
 
 def check_file(filename: str, file: BinaryIO, size: int) -> None:
-    """Raise Unproven unless `file` (`size` bytes) is a well-formed file of `filename`'s kind."""
+    """Raise Unproven unless `file` (`size` bytes) is a well-formed file of `filename`'s kind;
+    a wheel's `.metadata` must also name the wheel's project and version."""
     kind = kind_of(filename)
     if kind is None:
         raise Unproven(f"there is no check for a file like {filename!r} without a sha256")
     check_kind(kind, file, size)
+    if kind == "metadata":
+        _check_metadata_names(filename.removesuffix(".metadata"), file)
 
 
 def check_kind(kind: str, file: BinaryIO, size: int) -> None:
@@ -244,6 +249,26 @@ def _check_metadata(file: BinaryIO, size: int) -> None:
         raise Unproven("not core metadata: no Metadata-Version")
     if not raw.get("name"):
         raise Unproven("not core metadata: no Name")
+
+
+def _check_metadata_names(wheel: str, file: BinaryIO) -> None:
+    """pip and uv refuse metadata of another project or version than the wheel's: kept, such a
+    body would stop every install of it until it is removed by hand."""
+    try:
+        name, version, _build, _tags = parse_wheel_filename(wheel)
+    except (InvalidWheelFilename, InvalidVersion):
+        return  # not a wheel's name: nothing to compare with
+    file.seek(0)
+    raw, _unparsed = parse_email(file.read(MAX_METADATA_BYTES))
+    said_name, said_version = str(raw.get("name", "")), str(raw.get("version", ""))
+    if canonicalize_name(said_name) != name:
+        raise Unproven(f"the core metadata of project {said_name!r}, not of {name!r}")
+    try:
+        same = Version(said_version) == version
+    except InvalidVersion:
+        same = False
+    if not same:
+        raise Unproven(f"the core metadata of version {said_version!r}, not of {str(version)!r}")
 
 
 MAX_PROVENANCE_BYTES: Final = 1024 * 1024  # a few attestations are some kilobytes

@@ -173,7 +173,7 @@ async def test_without_ranges_the_one_whole_download(
 async def test_a_host_that_answers_ranges_whole_is_not_asked_for_ranges_again(
     fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path
 ) -> None:
-    other = "demo_pkg-1.1-py3-none-any.whl"
+    other = "demo_pkg-1.0-py311-none-any.whl"  # its METADATA says 1.0, as the wheel's name must
     fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 300_000))
     fake.add_file(PROJECT, other, _big_wheel(tmp_path, 200_000))
     repo = make_repo(fake.index_url)

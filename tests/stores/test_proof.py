@@ -127,6 +127,15 @@ def test_metadata_needs_a_version_and_a_name_and_a_bound() -> None:
     assert "larger than" in refused("x.metadata", too_big)
 
 
+def test_a_wheels_metadata_must_name_its_project_and_version() -> None:
+    wheel = "Foo_Bar-1.0-py3-none-any.whl.metadata"
+    check(wheel, core_metadata("foo.bar", "1.0.0"))  # the same, as normalized
+    assert "of project 'otherproj', not of 'foo-bar'" in refused(wheel, core_metadata("otherproj", "1.0"))
+    assert "of version '2.0', not of '1.0'" in refused(wheel, core_metadata("foo-bar", "2.0"))
+    assert "of version 'one'" in refused(wheel, core_metadata("foo-bar", "one"))
+    check("not a wheel name.metadata", core_metadata("anything", "1.0"))
+
+
 def test_an_unknown_kind_is_never_proven() -> None:
     assert "no check" in refused("foo-1.0.win32.exe", b"MZ" + b"\x00" * 100)
 
