@@ -395,8 +395,22 @@ class UpstreamClient:
 
 
 def _describe(exc: BaseException) -> str:
+    """What went wrong, in words: aiohttp's own texts of these say little or nothing."""
     if isinstance(exc, asyncio.TimeoutError):
         return "timed out"
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return "redirected too many times"
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        url = redact(str(exc.args[0])) if exc.args else "?"
+        redirected = isinstance(exc, aiohttp.RedirectClientError)
+        return f"{'redirected to' if redirected else 'links to'} {url!r}, not a URL pyproxy fetches"
+    if isinstance(exc, aiohttp.ClientPayloadError):  # "400, message:\n  <what>"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = lines[-1] if lines else "cut short"
+        return f"sent a malformed body ({detail})"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return exc.message.strip().splitlines()[0] if exc.message.strip() else (
+            f"answered HTTP {exc.status}")
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0]
 

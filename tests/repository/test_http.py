@@ -127,6 +127,36 @@ async def test_a_gzip_bomb_is_refused_as_it_inflates(
         await server.close()
 
 
+async def test_failures_are_said_in_words_not_aiohttps_reprs(open_client: OpenClient) -> None:
+    async def loop(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/simple/loop/")
+
+    async def script(request: web.Request) -> web.Response:
+        raise web.HTTPFound("javascript:alert(1)")
+
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(body=b"not gzip at all", headers={"Content-Encoding": "gzip",
+                                                              "Content-Type": "text/html"})
+
+    app = web.Application()
+    for path, handler in (("loop", loop), ("script", script), ("garbage", garbage)):
+        app.router.add_get(f"/simple/{path}/", handler)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        origin = f"http://127.0.0.1:{server.port}"
+        client = open_client(f"{origin}/simple/")
+        for path, said in (
+            ("loop", "^redirected too many times$"),
+            ("script", "^redirected to 'javascript:alert\\(1\\)', not a URL pyproxy fetches$"),
+            ("garbage", "^sent a malformed body \\(Can not decode content-encoding: gzip\\)$"),
+        ):
+            with pytest.raises(UpstreamError, match=said):
+                await client.get_page(f"{origin}/simple/{path}/")
+    finally:
+        await server.close()
+
+
 async def test_a_refused_connection_is_an_upstream_error(open_client: OpenClient) -> None:
     server = TestServer(web.Application(), host="127.0.0.1")
     await server.start_server()
