@@ -139,6 +139,16 @@ def describe_route(upstream: UpstreamSettings, offline: bool) -> str:
     return f"{upstream.name} ({redact(upstream.url)}){_offline_note(offline)}"
 
 
+def describe_storage(settings: Settings) -> str:
+    """Where the shared state is, for the start-up log (the DSN's password never shown)."""
+    if not settings.storage_database:
+        return "SQLite and files in the data directory"
+    from pyproxy.stores.pg.connect import redact_dsn  # psycopg only for a cluster
+
+    return (f"PostgreSQL {redact_dsn(settings.storage_database)}, bucket "
+            f"{settings.storage_objects}, this node {settings.storage_node_url}")
+
+
 def describe_upstream(settings: Settings) -> str:
     """Every upstream, for the start-up log."""
     routes = "; ".join(

@@ -19,6 +19,7 @@ import pytest
 
 from pyproxy.compose import (
     build_services,
+    describe_storage,
     describe_upstream,
     private_bodies,
     route_policy,
@@ -158,6 +159,16 @@ async def test_the_policy_reaches_its_wrapper(tmp_path: Path) -> None:
 )
 def test_describe_upstream(tmp_path: Path, overrides: dict[str, object], described: str) -> None:
     assert describe_upstream(settings(tmp_path, **overrides)) == described
+
+
+def test_describe_storage_names_the_cluster_without_its_password(tmp_path: Path) -> None:
+    assert describe_storage(settings(tmp_path)) == "SQLite and files in the data directory"
+    cluster = settings(
+        tmp_path, storage_database="postgresql://px:s3cret@db:5432/px", storage_objects="s3://b/p",
+        storage_node_url="http://10.0.0.5:8080",
+    )
+    assert describe_storage(cluster) == ("PostgreSQL postgresql://px:***@db:5432/px, bucket "
+                                         "s3://b/p, this node http://10.0.0.5:8080")
 
 
 # ---- [[upstreams]]

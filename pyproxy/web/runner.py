@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from pyproxy import metrics, soon
-from pyproxy.compose import build_services, describe_upstream, open_stores, private_bodies
+from pyproxy.compose import (
+    build_services,
+    describe_storage,
+    describe_upstream,
+    open_stores,
+    private_bodies,
+)
 from pyproxy.datadir import DataDir
 from pyproxy.settings import Settings
 from pyproxy.stores.space import Spare, is_disk_full, with_room
@@ -234,8 +240,8 @@ def serve(settings: Settings) -> int:
     shown_host = f"[{host}]" if ":" in host else host
     print(f"pyproxy: listening on http://{shown_host}:{port}", file=sys.stderr, flush=True)
     log.info(
-        "data directory %s; upstream: %s; %d worker(s)",
-        settings.data_dir, describe_upstream(settings), workers,
+        "data directory %s; storage: %s; upstream: %s; %d worker(s)",
+        settings.data_dir, describe_storage(settings), describe_upstream(settings), workers,
     )
     if workers == 1:
         _run_worker(settings, sock, _Worker())
