@@ -14,6 +14,7 @@ import configparser
 import gzip
 import re
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -47,6 +48,10 @@ _CHUNK: Final = 64 * 1024
 _DRIVE = re.compile(r"^[A-Za-z]:")
 # importlib.metadata.EntryPoint.pattern: "module[.sub][:attr[.sub]] [extras]"
 _ENTRY_POINT_VALUE = re.compile(r"[\w.]+\s*(:\s*[\w.]+\s*)?(\[.*\]\s*)?", re.ASCII)
+# what the standard library's readers raise on a truncated or corrupt archive (besides
+# zipfile.BadZipFile / tarfile.TarError): gzip's EOFError, zlib.error, struct.error, OSError,
+# ValueError (e.g. a negative seek)
+_CORRUPT: Final = (EOFError, zlib.error, struct.error, OSError, ValueError)
 
 
 class InvalidArchive(Exception):
@@ -79,6 +84,24 @@ def _read_capped(stream: IO[bytes], limit: int, member: str) -> bytes:
     return data
 
 
+def _canonical_version(version: str) -> str:
+    """canonicalize_version, and a version with a number past int()'s digit limit
+    (sys.get_int_max_str_digits) left as it is, like any other invalid version."""
+    try:
+        return canonicalize_version(version)
+    except ValueError:
+        return version
+
+
+def _is_tarfile(path: Path) -> bool:
+    """tarfile.is_tarfile, False for a file it cannot even read a header of (a truncated or
+    corrupt gzip stream raises rather than answers)."""
+    try:
+        return tarfile.is_tarfile(path)
+    except (tarfile.TarError, *_CORRUPT):
+        return False
+
+
 def _exceeds_ratio(decompressed: int, compressed: int) -> bool:
     return (
         decompressed > COMPRESSION_RATIO_MIN_SIZE
@@ -100,13 +123,13 @@ def _dist_info(filename: str, archive: zipfile.ZipFile) -> str:
     literal = f"{name}-{version}.dist-info"
     if f"{literal}/WHEEL" in archive.NameToInfo:
         return literal
-    wanted = (canonicalize_name(name), canonicalize_version(version))
+    wanted = (canonicalize_name(name), _canonical_version(version))
     for member in archive.NameToInfo:
         top = member.split("/", 1)[0]
         stem = top.removesuffix(".dist-info")
         if stem != top and stem.count("-") == 1:
             dir_name, dir_version = stem.split("-")
-            if (canonicalize_name(dir_name), canonicalize_version(dir_version)) == wanted:
+            if (canonicalize_name(dir_name), _canonical_version(dir_version)) == wanted:
                 return top
     return literal
 
@@ -114,11 +137,13 @@ def _dist_info(filename: str, archive: zipfile.ZipFile) -> str:
 def _open_zip(path: Path) -> zipfile.ZipFile:
     if not zipfile.is_zipfile(path):
         raise InvalidArchive("File is not a zipfile")
-    if tarfile.is_tarfile(path):
+    if _is_tarfile(path):
         raise InvalidArchive("File is both a zip and a tar file")
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, ValueError, EOFError):
+    except NotImplementedError as exc:  # e.g. "zip file version 6.7"
+        raise InvalidArchive(f"ZIP archive not accepted: {exc} is not supported.") from None
+    except (zipfile.BadZipFile, *_CORRUPT):
         raise InvalidArchive("File is not a zipfile") from None
 
 
@@ -186,7 +211,12 @@ def _read_zip_member(archive: zipfile.ZipFile, member: str, limit: int) -> bytes
     try:
         with archive.open(info) as stream:
             return _read_capped(stream, limit, member)
-    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError):
+    except NotImplementedError as exc:  # e.g. "compressed patched data (flag bit 5)"
+        raise InvalidArchive(
+            f"ZIP archive not accepted: Member {_shown(member)} uses {exc}, which is not"
+            " supported."
+        ) from None
+    except (zipfile.BadZipFile, *_CORRUPT):
         raise InvalidArchive(
             f"ZIP archive not accepted: Corrupt member {_shown(member)}."
         ) from None
@@ -276,10 +306,17 @@ def _tar_member_problem(info: tarfile.TarInfo) -> str | None:
     return None
 
 
+_TRUNCATED_TAR: Final = "tar archive not accepted: The archive is truncated or corrupt."
+
+
 def _first_header_problem(path: Path) -> str | None:
     with path.open("rb") as raw:
         magic = raw.read(2)
-    if not tarfile.is_tarfile(path):
+    try:
+        is_tar = tarfile.is_tarfile(path)
+    except (tarfile.TarError, *_CORRUPT):  # it reads the first header: a cut gzip stream raises
+        return _TRUNCATED_TAR
+    if not is_tar:
         return "File is not a tarfile"
     if magic != _GZIP_MAGIC:
         return "tar archive not accepted: The archive is not gzip-compressed."
@@ -328,10 +365,8 @@ def sdist_core_metadata(path: Path) -> bytes:
             raise InvalidArchive(
                 f"File exceeds compression ratio of {COMPRESSION_RATIO_THRESHOLD}"
             ) from None
-        except (tarfile.TarError, EOFError, zlib.error, OSError):
-            raise InvalidArchive(
-                "tar archive not accepted: The archive is truncated or corrupt."
-            ) from None
+        except (tarfile.TarError, *_CORRUPT):
+            raise InvalidArchive(_TRUNCATED_TAR) from None
     if len(top_levels) != 1 or not nested_tops:
         raise InvalidArchive("Incorrect number of top-level directories in sdist")
     (top,) = top_levels

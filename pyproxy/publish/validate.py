@@ -19,6 +19,7 @@ checked; only `.whl` and `.tar.gz` are accepted. Every message is one line (HTTP
 from __future__ import annotations
 
 import re
+import sys
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from pyproxy.model import NormalizedName, normalize, valid_name
 from pyproxy.publish.rejections import UploadRejected
 
-__all__ = ["UploadForm", "validate_form"]
+__all__ = ["UploadForm", "overlong_number", "validate_form"]
 
 CORE_METADATA_HELP: Final = "https://packaging.python.org/specifications/core-metadata"
 
@@ -81,6 +82,10 @@ _FORM_TO_RAW: Final = {_FORM_RENAMES.get(raw, raw): raw for raw in _RAW_TYPES}
 # fields whose errors hide the others (Warehouse's order)
 _ERROR_ORDER: Final = ("metadata-version", "name", "version")
 _SUMMARY_LIMIT: Final = 512
+# fields holding version numbers: a number past int()'s digit limit (sys.get_int_max_str_digits,
+# 4300 by default) makes packaging's parsers raise a bare ValueError, here or when read later
+_VERSION_FIELDS: Final = ("version", "requires_python", "requires_dist", "provides_dist",
+                          "obsoletes_dist")
 
 
 def _as_lists(fields: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
@@ -105,6 +110,11 @@ def _sanitised(fields: dict[str, list[str]]) -> dict[str, list[str]]:
 def _first(fields: Mapping[str, list[str]], key: str) -> str | None:
     values = fields.get(key)
     return values[0] if values else None
+
+
+def _shortened(value: str) -> str:
+    """A value quoted in a message: a long one by its ends."""
+    return value[:30] + "..." + value[-30:] if len(value) > 60 else value
 
 
 def _check_action(fields: dict[str, list[str]]) -> None:
@@ -149,8 +159,7 @@ def _form_field_errors(fields: Mapping[str, list[str]]) -> dict[str, str]:
 def _form_error_message(fields: Mapping[str, list[str]], errors: dict[str, str]) -> str:
     field = "name" if "name" in errors else sorted(errors)[0]
     if field == "name":  # the one field with a description: Warehouse quotes the value
-        value = _first(fields, "name") or ""
-        shown = value[:30] + "..." + value[-30:] if len(value) > 60 else value
+        shown = _shortened(_first(fields, "name") or "")
         return (
             f"{shown!r} is an invalid value for Name. Error: {errors[field]} "
             f"See {CORE_METADATA_HELP} for more information."
@@ -222,6 +231,31 @@ def _raw_metadata(fields: Mapping[str, list[str]]) -> tuple[RawMetadata, list[In
     return typing.cast(RawMetadata, raw), errors
 
 
+def overlong_number(text: str) -> str | None:
+    """Why `text` (a version or a specifier) cannot be read: a run of digits longer than Python
+    converts to an int (the parsers of versions raise a bare ValueError); None if it can be."""
+    limit = sys.get_int_max_str_digits()
+    if limit and re.search(f"[0-9]{{{limit + 1},}}", text):
+        return f"a number in it has more than {limit} digits"
+    return None
+
+
+def _overlong_numbers(raw: RawMetadata) -> dict[str, InvalidMetadata]:
+    """RawMetadata key -> its error, for the version fields packaging cannot parse (it would
+    raise a bare ValueError)."""
+    errors: dict[str, InvalidMetadata] = {}
+    given = typing.cast(Mapping[str, "str | list[str]"], raw)
+    for key in _VERSION_FIELDS:
+        value = given.get(key, ())
+        for text in [value] if isinstance(value, str) else value:
+            if (why := overlong_number(text)) is not None:
+                field = key.replace("_", "-")  # packaging's name for it, as in its messages
+                message = f"{_shortened(text)!r} is invalid for {field!r}: {why}"
+                errors[key] = InvalidMetadata(field, message)
+                break
+    return errors
+
+
 def _policy_errors(meta: Metadata) -> list[InvalidMetadata]:
     """The public index's extra rules that a private index keeps."""
     errors: list[InvalidMetadata] = []
@@ -276,13 +310,21 @@ def _check_metadata(fields: Mapping[str, list[str]]) -> Metadata:
     raw, errors = _raw_metadata(fields)
     if errors:
         raise UploadRejected(_metadata_error_message(errors))
+    # left out of the parse (which would raise a bare ValueError), then reported in its order
+    overlong = _overlong_numbers(raw)
+    parsed = typing.cast(RawMetadata, {k: v for k, v in raw.items() if k not in overlong})
     try:
-        meta = Metadata.from_raw(raw)
+        meta = Metadata.from_raw(parsed)
     except ExceptionGroup as group:
         found = [e for e in group.exceptions if isinstance(e, InvalidMetadata)]
         if not found:
             raise
+        # without it, "'version' is a required field": the error is the dropped value's
+        dropped = {error.field for error in overlong.values()}
+        found = [e for e in found if e.field not in dropped] + list(overlong.values())
         raise UploadRejected(_metadata_error_message(found)) from None
+    if overlong:
+        raise UploadRejected(_metadata_error_message(list(overlong.values())))
     if errors := _policy_errors(meta):
         raise UploadRejected(_metadata_error_message(errors))
     return meta

@@ -24,7 +24,7 @@ from packaging.version import Version
 from pyproxy.model import valid_name
 from pyproxy.publish import archives
 from pyproxy.publish.rejections import UploadRejected
-from pyproxy.publish.validate import UploadForm
+from pyproxy.publish.validate import UploadForm, overlong_number
 
 __all__ = ["ValidatedFile", "validate_file"]
 
@@ -53,9 +53,13 @@ def _check_filename(filename: str, filetype: str) -> None:
             "Cannot upload a file with non-printable characters (ordinals 0-31) or the DEL "
             "character (ordinal 127) in the name."
         )
+    try:
+        encoded = filename.encode("utf-8")
+    except UnicodeEncodeError:  # aiohttp keeps a byte that is not UTF-8 as a lone surrogate
+        raise UploadRejected("Cannot upload a file whose name is not valid UTF-8.") from None
     if "/" in filename or "\\" in filename:
         raise UploadRejected("Cannot upload a file with '/' or '\\' in the name.")
-    if len(filename.encode("utf-8", "surrogatepass")) > _MAX_FILENAME_BYTES:
+    if len(encoded) > _MAX_FILENAME_BYTES:
         raise UploadRejected(f"Filename is too long: '{filename}'")
     match = _DIST_FILE.match(filename)
     if match is None:
@@ -163,6 +167,13 @@ def _file_metadata(form: UploadForm, filename: str, core_metadata: bytes) -> _Fi
     """The file's own name and version must be the form's: pip refuses a mismatch at install."""
     raw, _unparsed = parse_email(core_metadata)
     meta = Metadata.from_raw(raw, validate=False)  # only the fields used here are validated
+    # packaging would raise a bare ValueError for these
+    for field, value in (("version", raw.get("version")),
+                         ("requires-python", raw.get("requires_python"))):
+        if value is not None and (why := overlong_number(value)) is not None:
+            raise UploadRejected(
+                f"The metadata in {filename!r} is invalid: its {field!r} cannot be read ({why})."
+            )
     try:
         name, version = meta.name, meta.version
         meta.requires_python  # noqa: B018  # validates; it is served as data-requires-python

@@ -100,7 +100,13 @@ async def upload(request: web.Request) -> web.StreamResponse:
         metrics.UPLOADS_REJECTED.labels(rejection.kind or "malformed").inc()
         log.info("upload rejected (%d): %s", rejection.status, rejection.message)
         headers = readauth.AUTH_CHALLENGE if rejection.status == 401 else None
-        return text_error(rejection.status, rejection.message, headers)
+        response = text_error(rejection.status, rejection.message, headers)
+        if request.content.exception() is not None:
+            # the body cannot be read any further: the connection ends with this answer, and
+            # aiohttp is told the body is over (it would read on and log the error again)
+            request.content.feed_eof()
+            response.force_close()
+        return response
     metrics.UPLOADS_ACCEPTED.inc()
     return response
 
@@ -115,6 +121,8 @@ async def _upload(request: web.Request) -> web.StreamResponse:
         reader = await request.multipart()
     except (ValueError, AssertionError, HttpProcessingError) as exc:
         raise UploadRejected(f"Malformed multipart body: {_parse_error(exc)}") from None
+    except web.RequestPayloadError as exc:
+        raise _undecodable(request, exc) from None
 
     fields: dict[str, list[str]] = {key: [value] for key, value in request.query.items()}
     filename: str | None = None
@@ -145,6 +153,8 @@ async def _upload(request: web.Request) -> web.StreamResponse:
         except (ValueError, AssertionError, HttpProcessingError) as exc:
             # e.g. a part whose headers do not parse (aiohttp's InvalidHeader)
             raise UploadRejected(f"Malformed multipart body: {_parse_error(exc)}") from None
+        except web.RequestPayloadError as exc:
+            raise _undecodable(request, exc) from None
         published = await services.publisher.publish(
             Submission(fields, filename, content_type, body),
             Uploader(identity.user, admin=identity.admin),
@@ -152,6 +162,19 @@ async def _upload(request: web.Request) -> web.StreamResponse:
     if published is Published.ALREADY_STORED:
         return web.Response(text="OK: identical file already stored\n")
     return web.Response(text="OK\n")
+
+
+def _undecodable(request: web.Request, exc: web.RequestPayloadError) -> UploadRejected:
+    """The body itself could not be read: aiohttp could not undo its Content-Encoding (or its
+    chunked Transfer-Encoding)."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip()
+    cause = exc.__cause__ if isinstance(exc.__cause__, Exception) else exc
+    if encoding and encoding.lower() != "identity":
+        return UploadRejected(
+            f"Malformed request body: it could not be decoded as its Content-Encoding"
+            f" {encoding!r} says. Send the upload without Content-Encoding."
+        )
+    return UploadRejected(f"Malformed request body: {_parse_error(cause)}")
 
 
 def _parse_error(exc: Exception) -> str:

@@ -159,6 +159,35 @@ def _duplicate_member(path: Path) -> Path:
     return path
 
 
+def _central_headers(
+    path: Path, offset: int, change: Callable[[int], int], member: str | None = None
+) -> Path:
+    """Change the byte at `offset` of the central directory headers (of `member` only)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        name_length = int.from_bytes(data[at + 28 : at + 30], "little")
+        if member is None or data[at + 46 : at + 46 + name_length] == member.encode():
+            data[at + offset] = change(data[at + offset])
+        at = data.find(b"PK\x01\x02", at + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _future_zip_version(path: Path) -> Path:
+    """"Version needed to extract" 6.7 (zipfile's limit is 6.3): zipfile raises
+    NotImplementedError, not BadZipFile."""
+    return _central_headers(write_zip(path, wheel_members()), 6, lambda _: 67)
+
+
+def _truncated_wheel(keep: int) -> Callable[[Path], Path]:
+    def build(path: Path) -> Path:
+        write_zip(path, wheel_members())
+        path.write_bytes(path.read_bytes()[:keep])
+        return path
+    return build
+
+
 def _member(name: str) -> Callable[[Path], Path]:
     return lambda path: write_zip(path, wheel_members(**{name: b"pwned"}))
 
@@ -195,6 +224,13 @@ def _member(name: str) -> Callable[[Path], Path]:
             lambda p: write_zip(p, wheel_members(**{"foo-1.0.dist-info/WHEEL": None})),
             "WHEEL not found at foo-1.0.dist-info/WHEEL",
         ),
+        (
+            _future_zip_version,
+            "ZIP archive not accepted: zip file version 6.7 is not supported.",
+        ),
+        (_truncated_wheel(-30), "File is not a zipfile"),
+        (_truncated_wheel(100), "File is not a zipfile"),
+        (_truncated_wheel(0), "File is not a zipfile"),
     ],
 )
 def test_broken_wheels_are_refused(
@@ -205,6 +241,32 @@ def test_broken_wheels_are_refused(
         archives.check_wheel(path, WHEEL)
     assert caught.value.message == message
     assert type(caught.value) is InvalidArchive  # structural: the caller prefixes it
+
+
+def test_member_with_an_unsupported_feature_is_refused(tmp_path: Path) -> None:
+    """Flag bit 5 ("compressed patched data"): zipfile raises NotImplementedError on open."""
+    path = _central_headers(
+        write_zip(tmp_path / WHEEL, wheel_members()), 8, lambda flags: flags | 0x20,
+        "foo-1.0.dist-info/METADATA",
+    )
+    archives.check_wheel(path, WHEEL)
+    with pytest.raises(InvalidArchive) as caught:
+        archives.wheel_core_metadata(path, WHEEL)
+    assert caught.value.message == (
+        "ZIP archive not accepted: Member 'foo-1.0.dist-info/METADATA' uses compressed patched"
+        " data (flag bit 5), which is not supported."
+    )
+
+
+def test_dist_info_with_a_version_past_the_int_limit_is_not_taken(tmp_path: Path) -> None:
+    """canonicalize_version raises a bare ValueError for a number of more than 4300 digits."""
+    huge = "9" * 5000
+    members = {name.replace("foo-1.0.dist-info", f"foo-{huge}.dist-info"): data
+               for name, data in wheel_members().items()}
+    path = write_zip(tmp_path / WHEEL, members)
+    with pytest.raises(InvalidArchive) as caught:
+        archives.check_wheel(path, WHEEL)
+    assert caught.value.message == "WHEEL not found at foo-1.0.dist-info/WHEEL"
 
 
 def test_wheel_filename_without_name_and_version(tmp_path: Path) -> None:
@@ -370,6 +432,15 @@ def _truncated(path: Path) -> Path:
     return path
 
 
+def _cut_at(keep: int) -> Callable[[Path], Path]:
+    """Cut inside the first tar header: tarfile.is_tarfile raises EOFError, not False."""
+    def build(path: Path) -> Path:
+        write_tar_gz(path, [PKG_INFO, regular("foo-1.0/setup.py")])
+        path.write_bytes(path.read_bytes()[:keep])
+        return path
+    return build
+
+
 def _gzip_then_zip(path: Path) -> Path:
     write_tar_gz(path, [PKG_INFO])
     zipped = write_zip(path.with_suffix(".tmp"), wheel_members()).read_bytes()
@@ -408,6 +479,8 @@ def _sparse(path: Path) -> Path:
         (_plain_tar, "tar archive not accepted: The archive is not gzip-compressed."),
         (_gzip_then_zip, "File is both a zip and a tar file"),
         (_truncated, "tar archive not accepted: The archive is truncated or corrupt."),
+        (_cut_at(60), "tar archive not accepted: The archive is truncated or corrupt."),
+        (_cut_at(11), "tar archive not accepted: The archive is truncated or corrupt."),
         (
             _tar(PKG_INFO, regular("../evil.py")),
             "tar archive not accepted: Unsafe member path '../evil.py'.",

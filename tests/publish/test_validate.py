@@ -20,6 +20,9 @@ from pyproxy.publish.validate_file import validate_file
 from tests.dists import core_metadata, form_fields_for, make_sdist, make_wheel
 
 SEE = "See https://packaging.python.org/specifications/core-metadata for more information."
+# more digits than int() converts (sys.get_int_max_str_digits): packaging raises a bare ValueError
+HUGE = "9" * 5000
+HUGE_SHOWN = "9" * 30 + "..." + "9" * 30
 Fields = dict[str, list[str]]
 
 
@@ -241,6 +244,43 @@ def test_sdist_form_defaults_pyversion_to_source(tmp_path: Path) -> None:  # A15
         ({"version": [""]}, 400, f"'version' is a required field. {SEE}"),
         ({"version": ["dog"]}, 400, f"'dog' is invalid for 'version'. {SEE}"),
         ({"version": ["1.0.dev.a1"]}, 400, f"'1.0.dev.a1' is invalid for 'version'. {SEE}"),
+        *(
+            (
+                {"version": [version]},
+                400,
+                f"'{shown}' is invalid for 'version': a number in it has more than 4300 digits. {SEE}",
+            )
+            for version, shown in (
+                (HUGE, HUGE_SHOWN),
+                (f"1.{HUGE}", "1." + "9" * 28 + "..." + "9" * 30),
+                (f"{HUGE}!1.0", "9" * 30 + "..." + "9" * 26 + "!1.0"),
+                (f"1.0.post{HUGE}", "1.0.post" + "9" * 22 + "..." + "9" * 30),
+                (f"1.0+{HUGE}", "1.0+" + "9" * 26 + "..." + "9" * 30),
+            )
+        ),
+        (
+            {"requires_python": [f">={HUGE}"]},
+            400,
+            f"'>={'9' * 28}...{'9' * 30}' is invalid for 'requires-python': a number in it has"
+            f" more than 4300 digits. {SEE}",
+        ),
+        (
+            {"requires_dist": ["bar", f"baz>={HUGE}"]},
+            400,
+            f"'baz>={'9' * 25}...{'9' * 30}' is invalid for 'requires-dist': a number in it has"
+            f" more than 4300 digits. {SEE}",
+        ),
+        # in the metadata's order: metadata-version first, and the version before the rest
+        (
+            {"version": [HUGE], "metadata_version": ["9"]},
+            400,
+            f"'9' is not a valid metadata version. {SEE}",
+        ),
+        (
+            {"version": [HUGE], "summary": ["a\nb"]},
+            400,
+            f"'{HUGE_SHOWN}' is invalid for 'version': a number in it has more than 4300 digits. {SEE}",
+        ),
         # A20
         ({"summary": ["s" * 513]}, 400, f"'summary' field must be 512 characters or less. {SEE}"),
         ({"summary": ["one\ntwo"]}, 400, f"'summary' must be a single line. {SEE}"),
@@ -561,6 +601,9 @@ PEP_527 = "https://www.python.org/dev/peps/pep-0527"
             "Cannot upload a file with non-printable characters (ordinals 0-31)"
             " or the DEL character (ordinal 127) in the name.",
         ),
+        # a byte that is not UTF-8 in the part's filename: aiohttp makes it a lone surrogate
+        ("foo-1.0-py3-none-\udcff.whl", "Cannot upload a file whose name is not valid UTF-8."),
+        ("../\udcff.whl", "Cannot upload a file whose name is not valid UTF-8."),
         # A25
         ("../foo-1.0-py3-none-any.whl", "Cannot upload a file with '/' or '\\' in the name."),
         ("dir\\foo-1.0-py3-none-any.whl", "Cannot upload a file with '/' or '\\' in the name."),
@@ -726,6 +769,17 @@ def test_digests_compare_case_insensitively(wheel: Path) -> None:  # A32
             lambda d: make_wheel(d, "foo", "1.0", requires_python="3.8"),
             "The metadata in 'foo-1.0-py3-none-any.whl' is invalid: '3.8' is invalid for 'requires-python'.",
         ),
+        # numbers past int()'s digit limit: packaging would raise a bare ValueError
+        (
+            lambda d: make_wheel(d, "foo", "1.0", metadata=core_metadata("foo", HUGE)),
+            "The metadata in 'foo-1.0-py3-none-any.whl' is invalid: its 'version' cannot be read"
+            " (a number in it has more than 4300 digits).",
+        ),
+        (
+            lambda d: make_wheel(d, "foo", "1.0", requires_python=f">={HUGE}"),
+            "The metadata in 'foo-1.0-py3-none-any.whl' is invalid: its 'requires-python' cannot"
+            " be read (a number in it has more than 4300 digits).",
+        ),
     ],
 )
 def test_wheel_content_rejections(
@@ -863,6 +917,11 @@ def test_legacy_sdist_names_are_accepted_and_kept(  # A29, policy
     assert version_of(result.filename) == result.version
 
 
+def truncated(path: Path, keep: int) -> Path:
+    path.write_bytes(path.read_bytes()[:keep])
+    return path
+
+
 @pytest.mark.parametrize(
     ("build", "message"),
     [
@@ -883,6 +942,10 @@ def test_legacy_sdist_names_are_accepted_and_kept(  # A29, policy
             "Invalid distribution file. tar archive not accepted: Unsafe member path 'foo-1.0/../../etc/x'.",
         ),
         (lambda d: make_wheel(d, "foo", "1.0"), "Invalid distribution file. File is not a tarfile"),
+        (
+            lambda d: truncated(make_sdist(d, "foo", "1.0"), 60),  # inside the first header
+            "Invalid distribution file. tar archive not accepted: The archive is truncated or corrupt.",
+        ),
         (
             lambda d: make_sdist(d, "foo", "1.0", pkg_info=core_metadata("foo", "2.0")),
             "The metadata in 'foo-1.0.tar.gz' names 'foo' 2.0, but the upload form says 'foo' 1.0.",

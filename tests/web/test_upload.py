@@ -519,6 +519,117 @@ async def test_undecodable_field_is_a_400_not_a_500(
     assert leftovers(services) == []
 
 
+# ------------------------------------------------ malformed uploads: a 400, never a 500
+
+
+def raw_form(path: Path, filename: bytes | None = None, content: bytes | None = None,
+             boundary: str = "x") -> bytes:
+    """The body twine sends for `path`, written byte by byte (a part's filename as given);
+    the digests are those of `content` (default: the file's bytes)."""
+    data = path.read_bytes() if content is None else content
+    fields = {
+        **form_fields_for(path), ":action": ["file_upload"], "protocol_version": ["1"],
+        "sha256_digest": [hashlib.sha256(data).hexdigest()],
+        "md5_digest": [hashlib.md5(data).hexdigest()],
+    }
+    fields.pop("blake2_256_digest", None)
+    body = b""
+    for key, values in fields.items():
+        for value in values:
+            body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{key}\"\r\n\r\n"
+                     f"{value}\r\n").encode()
+    body += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"content\"; filename=\""
+             .encode() + (filename or path.name.encode()) + b"\"\r\n"
+             b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n")
+    return body + f"--{boundary}--\r\n".encode()
+
+
+async def post_raw(client: TestClient, body: bytes, **headers: str):
+    return await client.post(
+        "/legacy/", data=body,
+        headers={"Authorization": encode_basic_auth(USER, PASSWORD),
+                 "Content-Type": "multipart/form-data; boundary=x", **headers},
+    )
+
+
+def assert_handled(services: Services, caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing stored, no temp file left, and no traceback (aiohttp's nor pyproxy's) logged."""
+    assert stored_files(services) == [] and leftovers(services) == []
+    assert services.private.list_projects().names == ()
+    assert "Traceback" not in caplog.text and "nhandled" not in caplog.text
+
+
+async def test_filename_that_is_not_utf8_is_a_400(
+    client: TestClient, services: Services, dists: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp keeps the byte as a lone surrogate, which no store can write."""
+    body = raw_form(wheel(dists), filename=b"demo-1.0-py3-none-\xff.whl")
+    expected = "Cannot upload a file whose name is not valid UTF-8."
+    assert await assert_rejected(await post_raw(client, body), 400, expected) == expected
+    assert_handled(services, caplog)
+
+
+async def test_version_past_the_int_digit_limit_is_a_400(
+    client: TestClient, services: Services, dists: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """5000 digits: int() refuses more than 4300, and packaging lets its ValueError through."""
+    response = await upload(client, wheel(dists), version="9" * 5000)
+    reason = await assert_rejected(response, 400, f"'{'9' * 30}...{'9' * 30}' is invalid for 'version'")
+    assert "more than 4300 digits" in reason
+    assert_handled(services, caplog)
+
+
+@pytest.mark.parametrize("keep", [60, 200])
+async def test_truncated_sdist_is_a_400(
+    client: TestClient, services: Services, dists: Path, caplog: pytest.LogCaptureFixture,
+    keep: int,
+) -> None:
+    path = make_sdist(dists, "demo", "1.0", extra_members={"demo-1.0/data.bin": bytes(range(256)) * 40})
+    body = raw_form(path, content=path.read_bytes()[:keep])
+    expected = "Invalid distribution file. tar archive not accepted: The archive is truncated or corrupt."
+    assert await assert_rejected(await post_raw(client, body), 400, expected) == expected
+    assert_handled(services, caplog)
+
+
+UNDECODABLE = (
+    "Malformed request body: it could not be decoded as its Content-Encoding 'gzip' says."
+    " Send the upload without Content-Encoding."
+)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "expected"),
+    [
+        ("not-gzip-at-all", UNDECODABLE),
+        ("corrupt-inside", UNDECODABLE),  # noticed once the file part is being received
+        ("truncated", "Malformed multipart body: Reading after EOF"),  # decodes, then ends
+    ],
+)
+async def test_body_whose_content_encoding_does_not_decode_is_a_400(
+    client: TestClient, services: Services, dists: Path, caplog: pytest.LogCaptureFixture,
+    corrupt: str, expected: str,
+) -> None:
+    """aiohttp decodes a Content-Encoding of the whole body as it is read: broken data is a
+    RequestPayloadError, which must not become a 500 nor leave the temp file behind."""
+    import gzip
+
+    path = big_wheel(dists, "demo", 256 * 1024)
+    compressed = gzip.compress(raw_form(path), mtime=0)
+    middle = len(compressed) // 2
+    body = {
+        "not-gzip-at-all": b"garbage",
+        "corrupt-inside": compressed[:middle] + bytes(2000) + compressed[middle + 2000 :],
+        "truncated": compressed[:middle],
+    }[corrupt]
+    response = await post_raw(client, body, **{"Content-Encoding": "gzip"})
+    assert await assert_rejected(response, 400, expected) == expected
+    await asyncio.sleep(0.05)  # what aiohttp does after the response would be logged by now
+    assert_handled(services, caplog)
+    # a well-formed gzip body is decoded and accepted as before
+    response = await post_raw(client, gzip.compress(raw_form(path)), **{"Content-Encoding": "gzip"})
+    assert response.status == 200, await response.text()
+
+
 # --------------------------------------------------------------- rejections leave nothing
 
 
