@@ -20,7 +20,7 @@ from functools import lru_cache
 from packaging.markers import Marker
 from packaging.metadata import parse_email
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.specifiers import SpecifierSet
 from packaging.tags import Tag, parse_tag
 from packaging.version import InvalidVersion, Version
 
@@ -99,7 +99,7 @@ def dependencies(metadata: bytes, environment: ClientEnvironment | None) -> list
 def _python_ok(requires_python: str, python: Version) -> bool:
     try:
         return SpecifierSet(requires_python).contains(python, prereleases=True)
-    except InvalidSpecifier:
+    except ValueError:  # InvalidSpecifier, or a number too long for int()
         return True  # pip ignores a requires-python it cannot read
 
 
@@ -107,7 +107,7 @@ def _python_ok(requires_python: str, python: Version) -> bool:
 def _version(text: str) -> Version | None:
     try:
         return Version(text)
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or a number too long for int()
         return None
 
 

@@ -108,6 +108,12 @@ def test_newest_admitted_not_yanked_python_ok() -> None:
     assert pick(p, ">=4") is None
 
 
+def test_numbers_too_long_for_int_are_read_as_unreadable() -> None:
+    huge = "9" * 5000  # an upstream page's: int() refuses more than 4300 digits
+    p = page(dist("lib-1.0-py3-none-any.whl"), dist("lib-1.1-py3-none-any.whl", requires_python=f">={huge}"))
+    assert pick(p) == "lib-1.1-py3-none-any.whl"  # as pip: a requires-python it cannot read is ignored
+
+
 def test_prereleases_only_when_nothing_final_is_admitted() -> None:
     p = page(dist("lib-1.0-py3-none-any.whl"), dist("lib-2.0b1-py3-none-any.whl"))
     assert pick(p) == "lib-1.0-py3-none-any.whl"
