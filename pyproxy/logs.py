@@ -2,6 +2,10 @@
 
 Records may carry a `fields` dict (the access log does): the JSON formatter merges it into the
 object, and the text formatter shows the record's message, which renders the same fields.
+
+Text that came from a client may hold bytes that are not UTF-8 (aiohttp keeps them in header
+values as lone surrogates, "surrogateescape"): `printable` writes them as `\\xNN` escapes, and
+a JSON line falls back to it rather than failing to encode.
 """
 
 from __future__ import annotations
@@ -36,7 +40,43 @@ class JsonFormatter(logging.Formatter):
             document["message"] = record.getMessage()
         if record.exc_info:
             document["exception"] = self.formatException(record.exc_info)
+        return dumps(document)
+
+
+def printable(text: str) -> str:
+    """`text`, with each byte that is not UTF-8 (a lone surrogate, as aiohttp decodes a header
+    it could not read as UTF-8) written as a `\\xNN` escape: safe to encode, whatever the
+    client sent."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:  # a surrogate that stands for no byte: `\udNNN`
+            return text.encode("utf-8", "backslashreplace").decode()
+    return text
+
+
+def _printable_values(value: object) -> object:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable_values(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable_values(v) for v in value]
+    return value
+
+
+def dumps(document: dict[str, object]) -> str:
+    """One JSON line; text that is not UTF-8 is escaped (`printable`) rather than refused."""
+    try:
         return orjson.dumps(document, default=str).decode()
+    except orjson.JSONEncodeError:
+        return orjson.dumps(
+            _printable_values(document), default=lambda value: printable(str(value))
+        ).decode()
 
 
 def configure(level: str, log_format: str, stream: TextIO | None = None) -> logging.Handler:
@@ -107,7 +147,7 @@ class AccessSink:
                 "logger": logger,
                 **fields,
             }
-            line = orjson.dumps(document, default=str).decode()
+            line = dumps(document)
         else:
             line = f"{self._asctime(now)} INFO {logger}: {text}"
         self._lines.append(line)

@@ -83,6 +83,37 @@ def test_access_fast_path_writes_what_the_handler_would(
         assert len(slow) == len(fast)
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_bytes_that_are_not_utf8_are_written_escaped(root: logging.Logger, log_format: str) -> None:
+    """What a client sent may hold bytes that are not UTF-8 (lone surrogates, as aiohttp decodes
+    them): every line is still written, with \\xNN escapes, by the handler and the fast path."""
+    from pyproxy.web.access_log import _Line
+
+    stream = io.StringIO()
+    logs.configure("info", log_format, stream)
+    logging.getLogger("pyproxy.test").warning("GET %s failed", "/x/\udcff")
+    fields = {"method": "GET", "path": "/simple/x/", "status": 200, "bytes": 10,
+              "duration_ms": 1.5, "cache": "-", "remote": "127.0.0.1", "user": None,
+              "agent": "pip \udcff\udcfe é"}
+    assert logs.ACCESS_SINK is not None
+    logs.ACCESS_SINK.write("pyproxy.access", dict(fields), _Line(fields))
+    logs.ACCESS_SINK.flush()
+    warning, access = stream.getvalue().splitlines()
+    if log_format == "json":
+        assert json.loads(warning)["message"] == "GET /x/\\xff failed"
+        assert json.loads(access)["agent"] == "pip \\xff\\xfe é"
+    else:
+        assert warning.endswith("GET /x/\udcff failed")  # text: the stream's own error handler
+        assert access.endswith(' agent="pip \\\\xff\\\\xfe é"')
+
+
+def test_printable() -> None:
+    assert logs.printable("pip/25.1") == "pip/25.1"
+    assert logs.printable("jörg") == "jörg"
+    assert logs.printable("a\udcffb\udc80") == "a\\xffb\\x80"
+    assert logs.printable("\ud800") == "\\ud800"  # a surrogate no byte decodes to
+
+
 class _Writes(io.StringIO):
     """A stream that counts its writes."""
 

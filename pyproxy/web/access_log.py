@@ -9,7 +9,9 @@ One record per request on the "pyproxy.access" logger, at INFO, with these field
 bytes (sent, headers included), duration_ms, cache (hit | miss | coalesced | private | -, set
 by the file handler as request[CACHE_OUTCOME]), remote, user (request[USER], set by whatever
 authenticated the request), agent. Headers other than User-Agent are never read, so no
-Authorization value can reach the log; URL user info is not part of the request's path.
+Authorization value can reach the log; URL user info is not part of the request's path. The
+values a client chose are written whatever bytes they hold: bytes that are not UTF-8 as `\\xNN`
+escapes (`logs.printable`), the rest quoted and escaped as logfmt (or JSON) asks.
 
 A response whose body did not go out whole (the client went away, or its body failed and
 pyproxy aborted the connection) is recorded with the bytes that did go out and counted by
@@ -137,7 +139,7 @@ _MAX_HALVES = 4096
 def _logfmt(value: str | None) -> str:
     if value is None:
         return "-"
-    return value if _BARE.fullmatch(value) else orjson.dumps(value).decode()
+    return value if _BARE.fullmatch(value) else orjson.dumps(logs.printable(value)).decode()
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -156,17 +158,19 @@ class AccessLogger(AbstractAccessLogger):
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
+        printable = logs.printable  # the client's bytes, never a line that cannot be encoded
+        user = request_value(request, USER, None)
         fields = {
             "method": method,
-            "path": logged_path(request),
+            "path": printable(logged_path(request)),
             "status": status,
             # a body cut short never reached aiohttp's count (or reached it with a chunk too many)
             "bytes": response.body_length if cut is None else cut.sent,
             "duration_ms": round(time * 1000, 1),
             "cache": request_value(request, CACHE_OUTCOME, "-"),
-            "remote": request.remote,
-            "user": request_value(request, USER, None),
-            "agent": request.headers.get("User-Agent", "")[:_MAX_AGENT],
+            "remote": None if (remote := request.remote) is None else printable(remote),
+            "user": None if user is None else printable(user),
+            "agent": printable(request.headers.get("User-Agent", "")[:_MAX_AGENT]),
         }
         sink = logs.ACCESS_SINK
         if sink is not None and sink.active():

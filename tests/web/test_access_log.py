@@ -134,6 +134,25 @@ async def test_url_credentials_are_not_logged(
         assert secret not in output
 
 
+async def test_header_bytes_that_are_not_utf8_are_logged_escaped(
+    logged: TestClient, log_output: io.StringIO
+) -> None:
+    """A User-Agent of bytes that are not UTF-8 (aiohttp hands them on as lone surrogates) is
+    written as \\xNN escapes, in text and in JSON: the logger does not fail, so the request
+    gets its record and the next request on the connection (pipelined) its answer."""
+    answer = await raw_exchange(
+        logged,
+        b"GET /health HTTP/1.1\r\nHost: h\r\nUser-Agent: pip \xff\xfe\x80 \xc3\xa9\r\n\r\n"
+        b"GET /health HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+    )
+    assert answer.count(b"HTTP/1.1 200 OK\r\n") == 2, answer
+    first, second = await records(log_output, 2)
+    assert (first["path"], first["status"]) == ("/health", 200)
+    assert first["agent"] == "pip \\xff\\xfe\\x80 \u00e9"  # valid UTF-8 stays as it is
+    assert (second["path"], second["status"]) == ("/health", 200)
+    assert len(log_output.getvalue().splitlines()) == 2
+
+
 async def test_metrics_are_recorded_when_the_log_is_off(
     logged: TestClient, log_output: io.StringIO
 ) -> None:
