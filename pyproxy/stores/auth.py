@@ -113,15 +113,18 @@ def verify_password(password: str, stored: str) -> bool:
 
 
 def parse_basic(header: str | None) -> tuple[str, str] | None:
-    """(username, password) from an Authorization header, or None if absent or not Basic."""
+    """(username, password) from an Authorization header, or None if absent, not Basic or
+    malformed (whatever bytes it holds: aiohttp decodes a header that is not UTF-8 with
+    surrogates, and base64 refuses any text that is not ASCII)."""
     if not header:
         return None
     scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
         return None
     try:
+        # ValueError: not base64 (binascii.Error), not ASCII, or not UTF-8 once decoded
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:
         return None
     username, sep, password = decoded.partition(":")
     if not sep:

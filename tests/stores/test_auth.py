@@ -134,6 +134,12 @@ def test_parse_basic(header: str, expected: tuple[str, str]) -> None:
         "Basic YWxpY2U",  # bad padding
         basic(b"no colon here"),
         basic("alice:pässwörd".encode("latin-1")),  # not UTF-8
+        # not ASCII: raw bytes that are not UTF-8 (aiohttp decodes them as lone surrogates),
+        # and text that is
+        b"Basic \xff\xfe".decode("utf-8", "surrogateescape"),
+        "Basic ÿþ",
+        "Basic YWxpY2U6c2VjcmV0é",
+        "Basic \u2028",
     ],
 )
 def test_parse_basic_rejects(header: str | None) -> None:
