@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from packaging.utils import canonicalize_version
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from pyproxy.model import DistFile, ProjectPage
 
@@ -24,21 +24,34 @@ __all__ = [
 
 Releases = dict[str, list[DistFile]]  # version -> its files, oldest version first
 
+# Versions come from URLs and upstream pages, so any text: packaging raises InvalidVersion (a
+# ValueError) for one it cannot read, and a plain ValueError for one it reads but whose number
+# Python will not convert (more than 4300 digits, sys.get_int_max_str_digits). Both are "not a
+# valid version" here.
+
 
 def _release_key(version: str) -> str:
     """The spelling a release is known by: packaging's normal form ("1.0.0rc1" for
     "1.0.0-RC1"), or the string itself when it is not a valid version."""
     try:
         return str(Version(version))
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or a number too long to convert
         return version
 
 
 def _sort_key(version: str) -> tuple[int, Version | str]:
     try:
         return (1, Version(version))
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or a number too long to convert
         return (0, version)  # legacy versions sort before every valid one
+
+
+def _canonical(version: str) -> str | None:
+    """canonicalize_version, or None for a version it cannot read."""
+    try:
+        return canonicalize_version(version)
+    except ValueError:  # InvalidVersion, or a number too long to convert
+        return None
 
 
 def group_releases(page: ProjectPage) -> Releases:
@@ -105,9 +118,8 @@ def find_version(releases: Releases, requested: str) -> str | None:
     key = _release_key(requested)
     if key in releases:
         return key
-    try:
-        wanted = canonicalize_version(requested)
-    except InvalidVersion:
+    wanted = _canonical(requested)
+    if wanted is None:
         return None
-    matches = [v for v in releases if canonicalize_version(v) == wanted]
+    matches = [v for v in releases if _canonical(v) == wanted]
     return matches[0] if len(matches) == 1 else None

@@ -83,6 +83,26 @@ def test_find_version(requested: str, expected: str | None) -> None:
     assert find_version(versions("1.0", "2.0rc1"), requested) == expected
 
 
+LONG = "9" * 5000  # a release number Python will not convert (sys.get_int_max_str_digits)
+
+
+@pytest.mark.parametrize("requested", [LONG, f"1.{LONG}", f"{LONG}rc1", f"1.0.post{LONG}"])
+def test_find_version_of_a_number_too_long_to_convert_is_none(requested: str) -> None:
+    """packaging reads it, but raises ValueError converting its digits: no such release, not
+    an error (GET /pypi/<project>/<version>/json and /project/<project>/<version>/ are 404)."""
+    assert find_version(versions("1.0", "2.0rc1"), requested) is None
+
+
+def test_a_version_too_long_to_convert_is_an_invalid_one() -> None:
+    """An upstream page naming one: a release like any invalid version (sorted first, chosen
+    last), found by its exact spelling."""
+    releases = group_releases(page(dist("foo-1.0.tar.gz"), versions=(LONG,)))
+    assert list(releases) == [LONG, "1.0"]
+    assert choose_version(releases) == "1.0"
+    assert find_version(releases, LONG) == LONG
+    assert find_version(releases, "1.0.0") == "1.0"
+
+
 def test_group_releases_orders_versions_and_files_and_skips_unparsable_filenames() -> None:
     files = (
         dist("foo-10.0.tar.gz"), dist("foo-2.0.tar.gz"), dist("foo-2.0-py3-none-any.whl"),
