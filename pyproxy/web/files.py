@@ -75,12 +75,18 @@ def parse_range(header: str, size: int) -> ByteRange | None:
 
 
 def if_range_holds(if_range: str, etag: str, last_modified: float) -> bool:
+    """Whether a Range may be honoured under this If-Range: its entity tag or its date matches
+    the file's (RFC 9110 13.1.5). One that matches neither, or is neither (garbage, a date
+    that cannot be), does not hold: the whole file is sent, with 200."""
     if if_range.startswith('"'):
         return if_range == etag  # strong comparison; a weak tag never matches
-    if if_range.startswith("W/"):
+    if if_range.startswith("W/") or not if_range:
         return False
-    parsed = email.utils.parsedate_to_datetime(if_range) if if_range else None
-    return parsed is not None and int(parsed.timestamp()) == int(last_modified)
+    try:
+        parsed = email.utils.parsedate_to_datetime(if_range)
+        return int(parsed.timestamp()) == int(last_modified)
+    except (TypeError, ValueError, OverflowError):  # not an HTTP date, or not one that exists
+        return False
 
 
 class _Shrank(Exception):

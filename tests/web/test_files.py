@@ -233,6 +233,47 @@ async def test_f59_if_range(client: TestClient, seed: Seed) -> None:
         assert await by_date.read() == data[10:20]
 
 
+@pytest.mark.parametrize(
+    "if_range",
+    [
+        "garbage date",
+        "Mon, 32 Jan 2001 00:00:00 GMT",  # a date that does not exist
+        "Mon, 01 Jan 99999 00:00:00 GMT",  # a year datetime cannot hold
+        "Mon, 01 Jan 2001 99:00:00 GMT",
+        "1",
+        "W/",
+    ],
+)
+async def test_f59_an_if_range_that_is_neither_tag_nor_date_sends_the_whole_file(
+    client: TestClient, seed: Seed, if_range: str
+) -> None:
+    """RFC 9110 13.1.5: an If-Range that does not match, which one that cannot be read never
+    does, means the whole file with 200; never a 500. Asked twice: once read from disk, once
+    held in memory."""
+    data = seed.path(WHEEL_10).read_bytes()
+    for _ in range(2):
+        response = await client.get(
+            file_path(WHEEL_10), headers={"Range": "bytes=0-5", "If-Range": if_range}
+        )
+        assert response.status == 200, await response.text()
+        assert "Content-Range" not in response.headers
+        assert await response.read() == data
+
+
+@pytest.mark.parametrize("header", ["If-Modified-Since", "If-Unmodified-Since"])
+@pytest.mark.parametrize("value", ["garbage date", "Mon, 01 Jan 99999 00:00:00 GMT"])
+async def test_unreadable_date_conditions_are_ignored(
+    client: TestClient, seed: Seed, header: str, value: str
+) -> None:
+    """Files are immutable: pyproxy answers date conditions as if absent (RFC 9110 lets a
+    server ignore a date it cannot parse), ranged or not."""
+    data = seed.path(WHEEL_10).read_bytes()
+    whole = await client.get(file_path(WHEEL_10), headers={header: value})
+    assert whole.status == 200 and await whole.read() == data
+    ranged = await client.get(file_path(WHEEL_10), headers={header: value, "Range": "bytes=0-5"})
+    assert ranged.status == 206 and await ranged.read() == data[:6]
+
+
 async def test_f_if_none_match_304(client: TestClient, seed: Seed) -> None:
     etag = f'"{sha256(seed.path(WHEEL_10).read_bytes())}"'
     response = await client.get(file_path(WHEEL_10), headers={**ORIGIN, "If-None-Match": etag})
