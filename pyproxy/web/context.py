@@ -18,12 +18,23 @@ SERVICES = web.AppKey("services", Services)
 def origin(request: web.Request) -> str:
     """scheme://host[:port] for the absolute URLs pyproxy writes: `[server] base_url` when set;
     else X-Forwarded-Proto/-Host when `[server] trust_forwarded` trusts the peer; else the
-    request's own scheme and Host. A host that is not a plain host[:port] is a 400, never
-    written into a page."""
+    request's own scheme and Host, or, for an absolute-form request target
+    ("GET http://host:port/simple/ HTTP/1.1"), the target's authority, which replaces Host
+    (RFC 9112 3.2.2). A host that is not a plain host[:port] is a 400, never written into a
+    page."""
     settings = request.app[SERVICES].settings
     if settings.base_url:
         return settings.base_url.rstrip("/")
     scheme, host = request.scheme, request.host
+    target = _target_authority(request.raw_path)
+    if target is not None:
+        # aiohttp's `host` is then the target's host without its port, so the target is read
+        # here, and checked as a Host header is
+        if not _is_authority(target):
+            raise web.HTTPBadRequest(
+                text=f"the request target's authority {target[:64]!r} is not a host[:port]\n"
+            )
+        host = target
     trust = settings.trust_forwarded
     if trust is not False and trusted_peer(trust, request.remote):
         scheme = _first(request, "X-Forwarded-Proto", scheme).lower()
@@ -41,6 +52,22 @@ def origin(request: web.Request) -> str:
 
 # a server sees a handful of Host values: check each once (bounded: they are the clients')
 _is_authority = lru_cache(maxsize=256)(is_authority)
+
+
+def _target_authority(target: str) -> str | None:
+    """The authority of an absolute-form request target ("http://host:port/path?query": the
+    raw text between "//" and the path, user info and all, for the caller to check), or None
+    for the origin form ("/path"), which leaves the authority to Host."""
+    if target.startswith("/"):
+        return None
+    _scheme, sep, rest = target.partition("://")
+    if not sep:
+        return None  # "*" (OPTIONS) or the authority form (CONNECT): no route takes them
+    end = len(rest)
+    for delimiter in "/?#":
+        if (at := rest.find(delimiter)) != -1:
+            end = min(end, at)
+    return rest[:end]
 
 
 def _first(request: web.Request, header: str, default: str) -> str:

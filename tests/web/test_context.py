@@ -6,6 +6,9 @@ The private-only app runs on 127.0.0.1 over real HTTP, on a copy of the session'
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -136,3 +139,60 @@ async def test_landing_page_and_json_api_use_the_forwarded_origin(make_client: M
     # the JSON API caches per origin too
     document = await (await client.get("/pypi/foo-bar/json")).json()
     assert all(f["url"].startswith(own_origin(client)) for f in document["urls"])
+
+
+async def absolute_form(
+    client: TestClient, target: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
+    """GET with an absolute-form request target ("GET http://host:port/path HTTP/1.1", as a
+    client talking to a forward proxy sends it), Host naming the server: (status, body)."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    lines = {"Host": f"127.0.0.1:{client.port}", "Accept": JSON, **(headers or {}),
+             "Connection": "close"}
+    head = "".join(f"{name}: {value}\r\n" for name, value in lines.items())
+    writer.write(f"GET {target} HTTP/1.1\r\n{head}\r\n".encode())
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+async def test_an_absolute_form_target_names_the_origin_port_and_all(
+    make_client: MakeClient,
+) -> None:
+    """RFC 9112 3.2.2: the target's authority replaces Host, its port kept."""
+    client, _ = await make_client(seeded=True)
+    status, body = await absolute_form(client, f"http://mirror.example.test:8080{PAGE}")
+    assert status == 200, body
+    urls = [f["url"] for f in json.loads(body)["files"]]
+    assert f"http://mirror.example.test:8080/files/foo-bar/{WHEEL}" in urls
+    assert all(url.startswith("http://mirror.example.test:8080/files/") for url in urls)
+    status, body = await absolute_form(client, f"http://127.0.0.1:{client.port}{PAGE}?x=1")
+    assert status == 200, body
+    assert all(f["url"].startswith(own_origin(client) + "/files/")
+               for f in json.loads(body)["files"])
+    # a trusted proxy's X-Forwarded-Host still wins over both
+    trusted, _ = await make_client(seeded=True, trust_forwarded=True)
+    status, body = await absolute_form(trusted, f"http://mirror.example.test:8080{PAGE}", PROXY)
+    assert status == 200, body
+    assert all(f["url"].startswith("https://pkgs.example.test/files/")
+               for f in json.loads(body)["files"])
+
+
+@pytest.mark.parametrize(
+    "authority", ["user:secret@evil.example", "evil.example:99999", "evil.example:0", ""]
+)
+async def test_a_garbage_absolute_form_authority_is_refused(
+    make_client: MakeClient, authority: str
+) -> None:
+    """The target's authority is checked as Host is (or refused by aiohttp's parser first):
+    400, never written into a page, whatever the (valid) Host header says."""
+    client, _ = await make_client(seeded=True)
+    for path in (PAGE, "/", "/pypi/foo-bar/json", "/project/foo-bar/"):
+        status, body = await absolute_form(client, f"http://{authority}{path}")
+        assert status == 400, (path, body)
+        assert b"/files/" not in body and b"<a " not in body
+    status, body = await absolute_form(client, f"http://user:secret@evil.example{PAGE}")
+    assert b"is not a host[:port]" in body
