@@ -10,7 +10,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 __all__ = ["version_of"]
 
@@ -26,6 +26,8 @@ def version_of(filename: str) -> str | None:
             return _sdist_version(filename)
     except (InvalidWheelFilename, InvalidSdistFilename):
         pass
+    except ValueError:  # a number too long for int(): an upstream page's, not a version
+        return None
     # legacy names (eggs, old sdists with odd suffixes): "name-version[-pyX.Y].ext"
     stem = filename
     for suffix in (*_SDIST_SUFFIXES, ".egg", ".exe", ".msi", ".rpm", ".dmg"):
@@ -79,5 +81,5 @@ def _valid_name_and_tags(name: str, tags: str) -> bool:
 def _canonical_version(text: str) -> str | None:
     try:
         return str(Version(text))
-    except InvalidVersion:
+    except ValueError:  # InvalidVersion, or a number too long for int()
         return None

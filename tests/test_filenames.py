@@ -42,3 +42,9 @@ def test_the_version_is_canonical_and_each_wheel_judged_on_its_own() -> None:
 ])
 def test_other_distributions(filename: str, version: str | None) -> None:
     assert version_of(filename) == version
+
+
+def test_a_number_too_long_for_int_cannot_be_told() -> None:
+    huge = "9" * 5000  # int() refuses more than 4300 digits; an upstream page may list it
+    assert version_of(f"foo-{huge}-py3-none-any.whl") is None
+    assert version_of(f"foo-{huge}.tar.gz") is None
