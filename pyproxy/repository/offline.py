@@ -2,10 +2,15 @@
 
 A page is served as last fetched, whatever its age, and lists only the files (and `.metadata`,
 and PEP 740 provenance) whose bodies are cached, so an installer never picks a version it
-cannot download. The project list names the projects whose page is cached (not the cached
-index, which would name projects that cannot be served). On a cluster node "cached" is what the
-cluster holds: pages any node fetched (in PostgreSQL) and files in the bucket, which a node
-copies into its local copies when first asked (stores.clusterblobs, `present` and `cached`).
+cannot download. A cached wheel whose index offers no `.metadata` has the one pyproxy made from
+it (repository/wheel_metadata.py) offered with its sha256 when that is cached; when it is not,
+it is offered (hash unknown) and made from the cached wheel on request, never from upstream, so
+an install that resolved online on `.metadata` alone (uv skipping a wheel without usable
+METADATA, which gets an empty body) resolves the same offline. The project list names the
+projects whose page is cached (not the cached index, which would name projects that cannot be
+served). On a cluster node "cached" is what the cluster holds: pages any node fetched (in
+PostgreSQL) and files in the bucket, which a node copies into its local copies when first asked
+(stores.clusterblobs, `digests` and `cached`).
 """
 
 from __future__ import annotations
@@ -13,18 +18,28 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import io
 import logging
+import os
 import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
 
+from pyproxy.formats import wheel_zip
+from pyproxy.formats.wheel_zip import NotProducible
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import (
     DistFile,
     FileSource,
+    LocalFile,
     NormalizedName,
     NotFound,
     OpenedFile,
     ProjectList,
     ProjectPage,
+    StreamedFile,
+    Unavailable,
 )
 from pyproxy.repository.upstream import (
     UpstreamRepository,
@@ -32,7 +47,10 @@ from pyproxy.repository.upstream import (
     offered_metadata,
     offered_provenance,
 )
-from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
+from pyproxy.repository.wheel_metadata import wants_made
+from pyproxy.stores import proof
+from pyproxy.stores.blobcache import OpenUpstream
+from pyproxy.stores.blobkeys import blob_key, made_metadata_key, metadata_key, provenance_key
 
 log = logging.getLogger("pyproxy.upstream.offline")
 
@@ -40,22 +58,33 @@ log = logging.getLogger("pyproxy.upstream.offline")
 # `cache verify` removed drop off the page
 _OFFLINE_RECHECK_S = 10.0
 _OFFLINE_PAGES = 2048
+_VERDICTS = 8192  # cached wheels found to have no usable METADATA
 
 
-def _deliverable(dist: DistFile, cached: set[str]) -> DistFile:
-    """The file without the `.metadata` and provenance offers whose bodies are not cached."""
-    if dist.core_metadata and metadata_key(dist) not in cached:
+def _deliverable(dist: DistFile, cached: Mapping[str, str]) -> DistFile:
+    """The file without the `.metadata` and provenance offers whose bodies are not cached; a
+    wheel whose index offers no `.metadata` (and is itself cached) with pyproxy's own, with
+    its sha256 once that is cached (`cached`: key -> sha256)."""
+    if wants_made(dist):
+        made = cached.get(made_metadata_key(dist))
+        dist = dist.offering({"sha256": made} if made else True, from_wheel=True)
+    elif dist.core_metadata and metadata_key(dist) not in cached:
         dist = dataclasses.replace(dist, core_metadata=False)
     if dist.provenance and provenance_key(dist) not in cached:
         dist = dataclasses.replace(dist, provenance=False)
     return dist
 
 
-def only_cached(page: ProjectPage, cached: set[str]) -> ProjectPage:
+def _offered(dist: DistFile) -> str:
+    metadata = dist.core_metadata
+    return str(metadata) if isinstance(metadata, bool) else metadata.get("sha256", "")
+
+
+def only_cached(page: ProjectPage, cached: Mapping[str, str]) -> ProjectPage:
     """The page as offline pyproxy can deliver it: files (and .metadata, provenance) whose
-    bodies are cached."""
+    bodies are cached (`cached`: the cached keys of the page's bodies, with their sha256)."""
     files = tuple(_deliverable(dist, cached) for dist in page.files if blob_key(dist) in cached)
-    listed = "\n".join(f"{d.filename} {bool(d.core_metadata)} {d.provenance}" for d in files)
+    listed = "\n".join(f"{d.filename} {_offered(d)} {d.provenance}" for d in files)
     digest = hashlib.blake2b(listed.encode(), digest_size=8).hexdigest()
     return ProjectPage.build(
         page.name, files, status=page.status, revision=f"{page.revision}~{digest}"
@@ -72,6 +101,7 @@ class OnlyCached:
             _OFFLINE_PAGES
         )
         self._list: tuple[float, ProjectList] | None = None
+        self._unusable: BoundedLRU[str, str] = BoundedLRU(_VERDICTS)  # wheel key -> why
 
     async def list_projects(self) -> ProjectList:
         if self._list is not None and time.time() - self._list[0] < self.upstream.index_ttl:
@@ -97,8 +127,9 @@ class OnlyCached:
         keys = [blob_key(d) for d in page.files]
         keys += [metadata_key(d) for d in page.files if d.core_metadata]
         keys += [provenance_key(d) for d in page.files if d.provenance]
-        present = await asyncio.to_thread(self.upstream.blobs.present, keys)
-        deliverable = only_cached(page, present)
+        keys += [made_metadata_key(d) for d in page.files if wants_made(d)]
+        cached_keys = await asyncio.to_thread(self.upstream.blobs.digests, keys)
+        deliverable = only_cached(page, cached_keys)
         self._pages.put(name, (page.revision, now, deliverable))
         return deliverable
 
@@ -108,7 +139,40 @@ class OnlyCached:
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:
         dist = offered_metadata(await self.project_page(project), filename)
-        return await self._cached_only(metadata_key(dist), filename + ".metadata")
+        if not dist.metadata_from_wheel:  # upstream's own
+            return await self._cached_only(metadata_key(dist), filename + ".metadata")
+        hit = await self.upstream.blobs.cached(metadata_key(dist), filename=filename + ".metadata")
+        return hit if hit is not None else await self._made_from_cached(project, dist)
+
+    async def _made_from_cached(self, project: NormalizedName, dist: DistFile) -> FileSource:
+        """The `.metadata` of a cached wheel, made from it as online pyproxy makes it (and
+        cached so, under the same key): its METADATA, or an empty body when it has none that
+        is usable (what online pyproxy answers, so uv skips the version here too)."""
+        wheel = blob_key(dist)
+        if self._unusable.get(wheel) is not None:
+            return _unusable()
+        source = await self._cached_only(wheel, dist.filename)
+        if not isinstance(source, LocalFile):  # a cluster node copying it from the bucket
+            async for _chunk in source.chunks:
+                pass
+            hit = await asyncio.to_thread(self.upstream.blobs.lookup, wheel)
+            if hit is None:
+                raise Unavailable(f"{dist.filename} was copied, and not kept to be read")
+            source = hit
+        name = dist.filename + ".metadata"
+        try:
+            data = await asyncio.to_thread(_read_metadata, source.path, source.size, project, name)
+        except FileNotFoundError:  # evicted since
+            raise NotFound(f"{dist.filename!r} is not cached, and pyproxy is offline") from None
+        except NotProducible as exc:
+            log.warning("no metadata can be made from %s: %s", dist.filename, exc)
+            self._unusable.put(wheel, str(exc))
+            return _unusable()
+        made = await self.upstream.blobs.fetch(
+            metadata_key(dist), sha256=None, size=None, open_upstream=_opener(data), filename=name
+        )
+        self._pages.pop(project)  # the page offers its hash from now on
+        return made
 
     async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:
         dist = offered_provenance(await self.project_page(project), filename)
@@ -120,3 +184,41 @@ class OnlyCached:
         if hit is None:  # removed since the page was checked
             raise NotFound(f"{filename!r} is not cached, and pyproxy is offline")
         return hit
+
+
+def _read_metadata(path: Path, size: int, project: NormalizedName, name: str) -> bytes:
+    """The METADATA of the wheel at `path`, as the `.metadata` `name` (blocking); raises
+    NotProducible where online pyproxy would find it unusable too."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = wheel_zip.metadata_from(lambda start, n: os.pread(fd, n, start), size, project)
+    finally:
+        os.close(fd)
+    try:
+        proof.check_file(name, io.BytesIO(data), len(data))
+    except proof.Unproven as exc:
+        raise NotProducible(str(exc)) from None
+    return data
+
+
+def _opener(data: bytes) -> OpenUpstream:
+    @asynccontextmanager
+    async def open_() -> AsyncIterator[AsyncIterator[bytes]]:
+        yield _once(data)
+
+    return open_
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+# what a wheel without usable METADATA gets, as online (repository/wheel_metadata.py)
+_UNUSABLE = b""
+
+
+def _unusable() -> FileSource:
+    return StreamedFile(
+        chunks=_once(_UNUSABLE), size=len(_UNUSABLE),
+        sha256=hashlib.sha256(_UNUSABLE).hexdigest(), cache="miss",
+    )

@@ -5,6 +5,9 @@ version it cannot download. The same data directory serves online again with not
 
 from __future__ import annotations
 
+import hashlib
+import io
+import zipfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -184,3 +187,83 @@ async def test_offline_page_drops_a_file_removed_from_the_cache(
     assert second.status == 200, "the page changed, so its ETag must change"
     assert _filenames(orjson.loads(await second.read())) == ["foo-2.0-py3-none-any.whl"]
     assert (await client.get("/files/foo/foo-1.0-py3-none-any.whl")).status == 404
+
+
+# ---- the `.metadata` pyproxy makes for the wheels of an index that offers none
+
+
+@pytest.fixture
+async def html_only(fake_upstream: StartFake, tmp_path: Path) -> FakeUpstream:
+    """An HTML index without `.metadata` or ranges, with two real wheels and a damaged one."""
+    upstream = await fake_upstream(formats="html")
+    upstream.offer_metadata = False
+    for version in ("1.0", "2.0"):
+        wheel = make_wheel(tmp_path / "dists", "made", version, requires_dist=["attrs"])
+        upstream.add_file("made", wheel.name, wheel.read_bytes())
+    upstream.add_file("made", "made-3.0-py3-none-any.whl", b"not a zip at all")
+    return upstream
+
+
+def _member_metadata(body: bytes) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(body)) as wheel:
+        (name,) = [n for n in wheel.namelist() if n.endswith(".dist-info/METADATA")]
+        return wheel.read(name)
+
+
+async def _offline_on(make_client: MakeClient, tmp_path: Path, url: str, **more: Any) -> TestClient:
+    client, _ = await make_client(
+        data_dir=tmp_path / "data", upstream_url=url, upstream_timeout=1.0, **more
+    )
+    return client
+
+
+async def test_offline_offers_and_serves_the_metadata_made_from_a_wheel_online(
+    html_only: FakeUpstream, make_client: MakeClient, tmp_path: Path
+) -> None:
+    wheel = "made-1.0-py3-none-any.whl"
+    client = await _offline_on(make_client, tmp_path, html_only.index_url)
+    await _json(client, "/simple/made/")
+    online = await client.get(f"/files/made/{wheel}.metadata")  # made from the wheel, cached
+    assert online.status == 200
+    made = await online.read()
+    assert made == _member_metadata(html_only.file("made", wheel).body)
+    await make_client.close(client)
+    html_only.reset_counters()
+
+    client = await _offline_on(make_client, tmp_path, html_only.index_url, offline=True)
+    page = await _json(client, "/simple/made/")
+    assert _filenames(page) == [wheel]  # the one whose body is cached (the wheel, read whole)
+    assert page["files"][0]["core-metadata"] == {"sha256": hashlib.sha256(made).hexdigest()}
+    html = await (await client.get("/simple/made/", headers={"Accept": "text/html"})).text()
+    assert f'data-core-metadata="sha256={hashlib.sha256(made).hexdigest()}"' in html
+    served = await client.get(f"/files/made/{wheel}.metadata")
+    assert served.status == 200 and await served.read() == made
+    assert html_only.total == 0, html_only.requests
+
+
+async def test_offline_makes_the_metadata_of_a_cached_wheel_without_asking_upstream(
+    html_only: FakeUpstream, make_client: MakeClient, tmp_path: Path
+) -> None:
+    """A wheel downloaded online whose `.metadata` was never asked for (pip without
+    `.metadata` support, a prefetch): offered offline, made from the cached wheel, cached."""
+    client = await _offline_on(make_client, tmp_path, html_only.index_url)
+    await _json(client, "/simple/made/")
+    await _warm(client, "/files/made/made-2.0-py3-none-any.whl", "/files/made/made-3.0-py3-none-any.whl")
+    await make_client.close(client)
+    html_only.reset_counters()
+
+    client = await _offline_on(make_client, tmp_path, html_only.index_url, offline=True)
+    page = await _json(client, "/simple/made/")
+    offered = {f["filename"]: f.get("core-metadata") for f in page["files"]}
+    assert offered == {"made-2.0-py3-none-any.whl": True, "made-3.0-py3-none-any.whl": True}
+    served = await client.get("/files/made/made-2.0-py3-none-any.whl.metadata")
+    made = await served.read()
+    assert served.status == 200
+    assert made == _member_metadata(html_only.file("made", "made-2.0-py3-none-any.whl").body)
+    # no usable METADATA: the empty body online pyproxy gives too (uv skips the version)
+    damaged = await client.get("/files/made/made-3.0-py3-none-any.whl.metadata")
+    assert damaged.status == 200 and await damaged.read() == b""
+    after = await _json(client, "/simple/made/")
+    offered = {f["filename"]: f.get("core-metadata") for f in after["files"]}
+    assert offered["made-2.0-py3-none-any.whl"] == {"sha256": hashlib.sha256(made).hexdigest()}
+    assert html_only.total == 0, html_only.requests
