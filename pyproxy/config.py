@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import tomllib
@@ -15,8 +16,11 @@ from pyproxy import policy
 from pyproxy.config_values import (
     available_cores,
     is_authority,
+    is_http_url,
+    is_listen_host,
     name_prefixes,
     rule_list,
+    seconds,
     string_value,
     trusted_peers,
     worker_count,
@@ -100,6 +104,10 @@ _CHOICES = {
 _RULE_FIELDS = {"policy_exempt", "policy_deny", "policy_allow_only"}
 # a mistyped `workers = 100000` would fork until the machine stalls
 WORKERS_PER_CORE = 8
+# the largest whole number a setting takes: SQLite's, and far past any count or time in seconds
+_MAX_INT = 2**63 - 1
+
+
 def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     """Turn a TOML, environment or CLI value into the field's type, or raise ValueError."""
     if name == "trust_forwarded":
@@ -113,10 +121,7 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
     if name in _RATE_FIELDS:
         if isinstance(value, str):
             value = re.sub(r"\s*/\s*s\s*$", "", value, flags=re.IGNORECASE)
-        try:
-            return parse_size(value)
-        except ValueError:
-            raise ValueError(f"{value!r} is not a rate such as 10kB/s or 1MiB/s") from None
+        return parse_size(value, what="a rate such as 10kB/s or 1MiB/s")
     if name in _RULE_FIELDS:
         return rule_list(value, from_text=from_text)
     if name == "policy_min_age":
@@ -152,6 +157,8 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
             raise ValueError("expected a whole number")
         if value < 0:
             raise ValueError("cannot be negative")
+        if value > _MAX_INT:
+            raise ValueError(f"{value} is too large (at most {_MAX_INT})")
         return value
     if isinstance(default, float):
         if from_text and isinstance(value, str):
@@ -159,9 +166,7 @@ def _coerce(name: str, value: Any, *, from_text: bool) -> Any:
                 value = float(value)
             except ValueError:
                 raise ValueError(f"{value!r} is not a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-            raise ValueError("expected a positive number of seconds")
-        return float(value)
+        return seconds(value)
     if isinstance(default, tuple):
         if from_text and isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
@@ -195,10 +200,12 @@ def _check(settings: Settings) -> None:
         fail("password_threads", "must be at least 1")
     if settings.upstream_warm_up_concurrency < 1:
         fail("upstream_warm_up_concurrency", "must be at least 1 (warm_up = false turns it off)")
+    if not is_listen_host(settings.host):
+        fail("host", f"{settings.host!r} is not an IP address or host name to listen on")
     for name in ("upstream_url", "base_url"):
         url = getattr(settings, name)
-        if url and url != DEFAULT_UPSTREAM and not re.match(r"https?://[^/\s]+", url):
-            fail(name, f"{url!r} is not an http:// or https:// URL")
+        if url and url != DEFAULT_UPSTREAM and not is_http_url(url):
+            fail(name, f"{url!r} is not an http:// or https:// URL with a valid host[:port]")
     base = re.fullmatch(r"(https?)://([^/?#]*)/?", settings.base_url)
     if settings.base_url and (base is None or not is_authority(base.group(2))):
         fail("base_url", f"{settings.base_url!r} is not scheme://host[:port] (a path prefix is "
@@ -230,10 +237,11 @@ def _check_storage(settings: Settings, fail: Callable[[str, str], None]) -> None
         fail(f"storage_{unset}", f"storage.{set_} is set: several nodes need both a PostgreSQL "
                                  "database and a bucket (leave both empty for one box)")
     endpoint = settings.storage_s3_endpoint
-    if endpoint and not re.match(r"https?://[^/\s]+", endpoint):
-        fail("storage_s3_endpoint", f"{endpoint!r} is not an http:// or https:// URL")
+    if endpoint and not is_http_url(endpoint):
+        fail("storage_s3_endpoint", f"{endpoint!r} is not an http:// or https:// URL with a valid "
+                                    "host[:port]")
     node = settings.storage_node_url
-    if node and not re.fullmatch(r"https?://[^/\s?#]+/?", node):
+    if node and not (re.fullmatch(r"https?://[^/\s?#]+/?", node) and is_http_url(node)):
         fail("storage_node_url", f"{node!r} is not http://host:port")
     if database and not node:
         fail("storage_node_url", "a cluster node needs the URL the other nodes reach it at")
@@ -282,10 +290,36 @@ def _from_toml(path: Path) -> dict[str, Any]:
     return values
 
 
+# PYPROXY_<SECTION>_... of a section the file has: a setting, or a typo that must not pass
+# silently. Other PYPROXY_* names are no settings (PYPROXY_CONFIG, the tests' PYPROXY_SLOW_TESTS).
+_SECTIONS = frozenset(section for section, _ in _TOML_KEYS)
+_VARIABLES = {f"PYPROXY_{s}_{k}".upper(): name for (s, k), name in _TOML_KEYS.items()}
+
+
+def _unknown_variable(variable: str) -> str | None:
+    """Why PYPROXY_<known section>_<key> is not a setting; None for any other name."""
+    if not variable.startswith("PYPROXY_"):
+        return None
+    section = variable.removeprefix("PYPROXY_").partition("_")[0].lower()
+    if section == "upstreams":
+        return "unknown setting ([[upstreams]] are set in pyproxy.toml only)"
+    if section not in _SECTIONS:
+        return None
+    if variable.upper() in _VARIABLES:
+        return f"unknown setting (the names are upper case: {variable.upper()})"
+    key = variable.removeprefix("PYPROXY_").partition("_")[2].lower()
+    keys = [k for s, k in _TOML_KEYS if s == section]
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    hint = f" (did you mean {f'PYPROXY_{section}_{close[0]}'.upper()}?)" if close else ""
+    return f"unknown setting {section}.{key}{hint}"
+
+
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for (section, key), name in _TOML_KEYS.items():
-        variable = f"PYPROXY_{section}_{key}".upper()
+    for variable in sorted(environ):
+        if variable not in _VARIABLES and (why := _unknown_variable(variable)) is not None:
+            raise ConfigError(f"{variable}: {why}")
+    for variable, name in _VARIABLES.items():
         if variable in environ:
             try:
                 values[name] = _coerce(name, environ[variable], from_text=True)

@@ -5,9 +5,11 @@ takes which."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from pyproxy import policy
 from pyproxy.model import normalize
@@ -45,6 +47,61 @@ def is_authority(text: str) -> bool:
         except ValueError:
             return False
     return True
+
+
+_HTTP_URL = re.compile(r"https?://(?P<authority>[^/?#]*)(?P<rest>[/?#].*)?", re.DOTALL)
+
+
+def is_http_url(url: str) -> bool:
+    """An http:// or https:// URL whose host[:port], after any user:password@, is what
+    `is_authority` takes (a host name outside ASCII as IDNA spells it). False for what the HTTP
+    client could not parse or connect to: "http://[::1/simple/", "http://host:99999/"."""
+    match = _HTTP_URL.fullmatch(url)
+    if match is None:
+        return False
+    authority = match["authority"].rpartition("@")[2]
+    if not authority.isascii():
+        try:
+            authority = authority.encode("idna").decode("ascii")
+        except UnicodeError:
+            return False
+    try:  # what the parser the clients share cannot take ("[::1", a port past 65535)
+        parts = urlsplit(url)
+        _ = parts.hostname, parts.port
+    except ValueError:
+        return False
+    return is_authority(authority)
+
+
+def is_listen_host(text: str) -> bool:
+    """What [server] host may be: "" (every interface), an IPv4 or IPv6 address as the socket
+    takes it ("::", not "[::]") or a host name; not "host:port", nor text no resolver encodes."""
+    if text == "":
+        return True
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        pass
+    match = AUTHORITY.fullmatch(text)
+    return match is not None and match["ipv6"] is None and match["port"] is None and \
+        len(text) <= 253
+
+
+def seconds(value: Any) -> float:
+    """A positive, finite number of seconds (TOML's `nan` and `inf` are not: every timer built
+    on one would fail)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError("expected a positive number of seconds")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise ValueError(f"{value} is too large a number of seconds") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a number of seconds")
+    if number <= 0:
+        raise ValueError("expected a positive number of seconds")
+    return number
 
 
 def trusted_peers(value: Any, *, from_text: bool) -> bool | tuple[str, ...]:

@@ -65,6 +65,9 @@ _UNITS = {
     "d": 86400, "day": 86400, "days": 86400,
     "w": 604800, "week": 604800, "weeks": 604800,
 }
+# min_age: a century; more is no cooldown but a typo (and past the calendar's end, from upload
+# times to when a held file is available)
+MAX_DURATION = timedelta(days=36500)
 _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*")
 
 
@@ -79,6 +82,8 @@ def parse_duration(text: str) -> timedelta | None:
             raise ValueError(f"{text!r} is not a duration such as \"7d\", \"36h\" or \"1w\"")
         total += float(match.group(1)) * _UNITS[match.group(2)]
         position = match.end()
+    if total > MAX_DURATION.total_seconds():  # an upload time plus it must still be a date
+        raise ValueError(f"{text!r} is longer than {MAX_DURATION.days}d, the longest duration")
     return timedelta(seconds=total)
 
 
@@ -98,7 +103,10 @@ def parse_moment(text: str) -> datetime | None:
         if len(text) > 10:  # a date and time without an offset
             raise ValueError(f"{text!r} has no time zone: end it with \"Z\" (UTC) or \"+01:00\"")
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # "9999-12-31T23:00:00-05:00" is past the last day Python counts
+        raise ValueError(f"{text!r} is not a time between the years 1 and 9999 in UTC") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@
 A name goes to the first upstream whose `projects` match it, and to no other (no fall-through:
 the torchtriton case); every other name goes to `[upstream]`. Patterns are matched on PEP 503
 normalised names, so "Torch_Vision" and "torch-vision" are one pattern; `*` and `?` are the
-only wildcards. A leaf: imports nothing of pyproxy but the model, so config.py can use it.
+only wildcards. A leaf: imports nothing of pyproxy but the model and the single-value checks
+of config_values, so config.py can use it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pyproxy.config_values import is_http_url, seconds
 from pyproxy.model import NormalizedName, normalize, valid_name
 
 __all__ = [
@@ -43,6 +45,7 @@ PolicyValue = str | tuple[str, ...]
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 _RESERVED = frozenset({"default"})  # what pages call [upstream]
 _HOST = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")
+_MAX_INT = 2**63 - 1  # as config.py's: SQLite's largest
 
 
 class NamePatterns:
@@ -150,6 +153,13 @@ def _number(value: Any, where: str, kind: type) -> Any:
         raise ValueError(f"{where}: expected a {'number' if kind is float else 'whole number'}")
     if value < 0 or (kind is float and value == 0):
         raise ValueError(f"{where}: must be {'positive' if kind is float else 'at least 0'}")
+    if kind is float:
+        try:
+            return seconds(value)  # nan and inf are no timeouts
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    if value > _MAX_INT:
+        raise ValueError(f"{where}: {value} is too large (at most {_MAX_INT})")
     return kind(value)
 
 
@@ -165,8 +175,11 @@ def _one(table: Any, index: int) -> UpstreamSettings:
         )
     where = f"upstreams.{name}"
     url = table.get("url")
-    if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url):
-        raise ValueError(f"{where}.url: expected an http:// or https:// URL, not {url!r}")
+    if not isinstance(url, str) or not is_http_url(url):
+        raise ValueError(
+            f"{where}.url: expected an http:// or https:// URL with a valid host[:port], not"
+            f" {url!r}"
+        )
     if "projects" not in table:
         raise ValueError(f"{where}.projects: missing (the names this upstream serves)")
     projects = [

@@ -240,6 +240,30 @@ def test_os_environ_is_the_default_environment(monkeypatch: pytest.MonkeyPatch) 
 def test_unrelated_environment_is_ignored() -> None:
     settings = load_settings(None, None, environ={"PYPROXY": "x", "PORT": "1", "PYPROXY_CONFIGX": "y"})
     assert settings == Settings()
+    # PYPROXY_* names of no [section]: the tests' own switches, the file's name
+    assert load_settings(None, None, environ={
+        "PYPROXY_SLOW_TESTS": "1", "PYPROXY_TEST_BIG_MB": "5", "PYPROXY_CONFIG": "",
+        "PYPROXY_BOGUS_X": "1", "pyproxy_server_port": "1",
+    }) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("variable", "said"),
+    [
+        # a key no [section] has is refused as the file refuses it: a typo must not pass silently
+        ("PYPROXY_SERVER_BOGUS", "PYPROXY_SERVER_BOGUS: unknown setting server.bogus"),
+        ("PYPROXY_SERVER_PROT", "server.prot (did you mean PYPROXY_SERVER_PORT?)"),
+        ("PYPROXY_UPSTREAM_TIMOUT", "(did you mean PYPROXY_UPSTREAM_TIMEOUT?)"),
+        ("PYPROXY_CACHE_MAXSIZE", "(did you mean PYPROXY_CACHE_MAX_SIZE?)"),
+        ("PYPROXY_POLICY_", "PYPROXY_POLICY_: unknown setting"),
+        ("PYPROXY_Server_Port", "the names are upper case: PYPROXY_SERVER_PORT"),
+        ("PYPROXY_UPSTREAMS_GPU_URL", "[[upstreams]] are set in pyproxy.toml only"),
+    ],
+)
+def test_unknown_environment_settings_are_refused(variable: str, said: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(None, None, environ={variable: "1", "PYPROXY_SERVER_PORT": "9000"})
+    assert said in one_line(caught.value)
 
 
 @pytest.mark.parametrize(
@@ -285,6 +309,34 @@ def test_float_accepts_an_integer(tmp_path: Path) -> None:
     path = write_toml(tmp_path, "[upstream]\ntimeout = 5\n")
     settings = load_settings(str(path), None, environ={})
     assert settings.upstream_timeout == 5.0 and isinstance(settings.upstream_timeout, float)
+
+
+@pytest.mark.parametrize("host", ["", "0.0.0.0", "::", "::1", "fe80::1%eth0", "localhost",
+                                  "pyproxy_1.internal", "10.0.0.1"])
+def test_hosts_to_listen_on(host: str) -> None:
+    assert load_settings(None, {"host": host}, environ={}).host == host
+
+
+@pytest.mark.parametrize(
+    "url", ["https://user:pa%40ss@mirror.example.com/simple/", "http://[::1]:8080/simple/",
+            "https://b\u00fccher.example/simple/", "http://127.0.0.1:65535", "http://a_b:1/?x#y"],
+)
+def test_upstream_urls_with_a_valid_host(url: str) -> None:
+    assert load_settings(None, {"upstream_url": url}, environ={}).upstream_url == url
+
+
+def test_size_may_be_a_whole_float(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[cache]\nmax_size = 1e9\n[upstream]\npage_memory = 1024.0\n")
+    settings = load_settings(str(path), None, environ={})
+    assert (settings.cache_max_size, settings.upstream_page_memory) == (10**9, 1024)
+
+
+def test_largest_values_are_taken(tmp_path: Path) -> None:
+    path = write_toml(tmp_path, "[cache]\nmax_size = '1000000TB'\n[policy]\nmin_age = '36500d'\n"
+                                f"[upstream]\npage_ttl = {2**63 - 1}\ntimeout = 1e300\n")
+    settings = load_settings(str(path), None, environ={})
+    assert (settings.cache_max_size, settings.upstream_page_ttl) == (10**18, 2**63 - 1)
+    assert (settings.policy_min_age, settings.upstream_timeout) == ("36500d", 1e300)
 
 
 def test_port_zero_picks_a_free_port() -> None:
@@ -426,6 +478,49 @@ def test_sizes_in_the_file(toml_value: str, expected: int, tmp_path: Path) -> No
         ("[policy]\nmin_age = 7\n", "policy.min_age"),
         ("[policy]\nmissing_upload_time = 'ignore'\n", "policy.missing_upload_time"),
         ("[policy]\nexempt = 'certifi'\n", "policy.exempt"),
+        # nan and inf are no timeouts: every timer built on one fails
+        ("[upstream]\ntimeout = nan\n", "upstream.timeout"),
+        ("[upstream]\ntimeout = inf\n", "upstream.timeout"),
+        ("[upstream]\ndeadline = nan\n", "upstream.deadline"),
+        ("[upstream]\ndeadline = inf\n", "upstream.deadline"),
+        ("[upstream]\nrate_window = -inf\n", "upstream.rate_window"),
+        ("[server]\nshutdown_grace = inf\n", "server.shutdown_grace"),
+        ("[server]\nheader_timeout = nan\n", "server.header_timeout"),
+        ("[server]\nkeepalive_timeout = inf\n", "server.keepalive_timeout"),
+        ("[upstream]\ntimeout = 1" + "0" * 400 + "\n", "upstream.timeout"),  # no float holds it
+        ("[upstream]\npage_ttl = 99999999999999999999\n", "upstream.page_ttl"),
+        # sizes: whole bytes, at most an exabyte
+        ("[cache]\nmax_size = 1.5\n", "cache.max_size: 1.5 is not a whole number of bytes"),
+        ("[cache]\nmax_size = nan\n", "cache.max_size"),
+        ("[cache]\nmax_size = [1]\n", "cache.max_size"),
+        ("[cache]\nmax_size = '99999999999999999999999TiB'\n", "cache.max_size: "),
+        ("[cache]\nmax_size = 99999999999999999999\n", "the largest size"),
+        ("[upstream]\nmin_rate = '99999999999999999999TB/s'\n", "upstream.min_rate"),
+        ("[upstream]\nmin_rate = 2.5\n", "upstream.min_rate"),
+        ("[policy]\nmin_age = '99999999999999999999d'\n", "policy.min_age: "),
+        ("[policy]\nnot_after = '9999-12-31T23:00:00-05:00'\n", "policy.not_after: "),
+        # URLs the HTTP client cannot parse, or whose port no socket has
+        ("[upstream]\nurl = 'http://[::1/simple/'\n", "upstream.url"),
+        ("[upstream]\nurl = 'http://[::1'\n", "upstream.url"),
+        ("[upstream]\nurl = 'http://[::g]/simple/'\n", "upstream.url"),
+        ("[upstream]\nurl = 'http://127.0.0.1:99999/simple/'\n", "upstream.url"),
+        ("[upstream]\nurl = 'http://127.0.0.1:0/simple/'\n", "upstream.url"),
+        ("[upstream]\nurl = 'http://host name/simple/'\n", "upstream.url"),
+        ("[server]\nbase_url = 'http://[::1'\n", "server.base_url"),
+        ("[server]\nbase_url = 'http://packages.example.com:65536'\n", "server.base_url"),
+        ("[storage]\ns3_endpoint = 'http://[::1:9000'\n", "storage.s3_endpoint"),
+        ("[storage]\ns3_endpoint = 'http://minio:99999'\n", "storage.s3_endpoint"),
+        ("[storage]\ndatabase = 'postgresql://db/x'\nobjects = 's3://abc'\n"
+         "node_url = 'http://[::1'\n", "storage.node_url"),
+        ("[storage]\ndatabase = 'postgresql://db/x'\nobjects = 's3://abc'\n"
+         "node_url = 'http://10.0.0.5:80800'\n", "storage.node_url"),
+        ("[upstream]\nfiles_from = ['[::1']\n", "upstream.files_from"),
+        # what the socket cannot bind to
+        ("[server]\nhost = '\u00ff'\n", "server.host"),
+        ("[server]\nhost = 'not a host!!'\n", "server.host"),
+        ("[server]\nhost = '[::1]'\n", "server.host"),
+        ("[server]\nhost = '127.0.0.1:8080'\n", "server.host"),
+        ('[server]\nhost = "a\\u0000b"\n', "server.host"),  # a NUL
     ],
 )
 def test_bad_file_values(text: str, named: str, tmp_path: Path) -> None:
@@ -505,6 +600,19 @@ def test_ca_bundle_must_be_a_file_not_a_directory(tmp_path: Path) -> None:
         ("PYPROXY_POLICY_DENY", "evil-pkg, ~="),
         ("PYPROXY_POLICY_ALLOW_ONLY", "requests[socks]"),
         ("PYPROXY_POLICY_MISSING_UPLOAD_TIME", "first_seen"),
+        ("PYPROXY_UPSTREAM_TIMEOUT", "nan"),
+        ("PYPROXY_UPSTREAM_TIMEOUT", "inf"),
+        ("PYPROXY_UPSTREAM_DEADLINE", "-Infinity"),
+        ("PYPROXY_UPSTREAM_TIMEOUT", "1e400"),
+        ("PYPROXY_SERVER_SHUTDOWN_GRACE", "NaN"),
+        ("PYPROXY_UPSTREAM_PAGE_TTL", "99999999999999999999"),
+        ("PYPROXY_CACHE_MAX_SIZE", "99999999999999999999999TiB"),
+        ("PYPROXY_POLICY_MIN_AGE", "99999999999999999999d"),
+        ("PYPROXY_UPSTREAM_URL", "http://[::1"),
+        ("PYPROXY_UPSTREAM_URL", "http://127.0.0.1:99999/simple/"),
+        ("PYPROXY_STORAGE_S3_ENDPOINT", "http://[::1"),
+        ("PYPROXY_SERVER_HOST", "\udcff"),  # $'\xff' as os.environ decodes it
+        ("PYPROXY_SERVER_HOST", "no such host!"),
     ],
 )
 def test_bad_environment_values(variable: str, value: str) -> None:
@@ -524,6 +632,10 @@ def test_bad_environment_values(variable: str, value: str) -> None:
         ({"log_level": "chatty"}, "--log-level"),
         ({"log_format": "yaml"}, "--log-format"),
         ({"upstream_url": "file:///tmp/index"}, "upstream.url"),
+        ({"upstream_url": "http://[::1/simple/"}, "upstream.url"),
+        ({"upstream_url": "http://127.0.0.1:99999/simple/"}, "upstream.url"),
+        ({"host": "\udcff"}, "server.host"),
+        ({"host": "no such host!"}, "server.host"),
     ],
 )
 def test_bad_cli_values(overrides: dict[str, Any], named: str) -> None:

@@ -53,6 +53,14 @@ def test_parse_duration_refuses(text: str) -> None:
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["99999999999999999999d", "36501d", "5215w", "9" * 400 + "s"])
+def test_parse_duration_refuses_more_than_a_century(text: str) -> None:
+    # timedelta stops at 999999999 days, and an upload time plus a min_age must be a date
+    with pytest.raises(ValueError, match="is longer than 36500d, the longest duration"):
+        parse_duration(text)
+    assert parse_duration("36500d") == timedelta(days=36500)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -75,6 +83,9 @@ def test_parse_moment(text: str, expected: datetime | None) -> None:
         ("2026-11-20 10:00", "has no time zone"),
         ("tomorrow", "is not a time such as"),
         ("2026-02-30", "is not a time such as"),
+        # past the calendar's ends once in UTC
+        ("9999-12-31T23:00:00-05:00", "is not a time between the years 1 and 9999"),
+        ("0001-01-01T00:30:00+01:00", "is not a time between the years 1 and 9999"),
     ],
 )
 def test_parse_moment_refuses(text: str, said: str) -> None:

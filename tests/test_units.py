@@ -25,6 +25,10 @@ GiB = 1024**3
         ("1tib", 1024**4),
         ("  7 b ", 7),
         ("3G", 3 * 1000**3),
+        (1024.0, 1024),  # TOML's float, when it is whole
+        (1e9, 10**9),
+        ("1.13kb", 1130),  # exact: a float would make it 1129
+        ("1000000TB", 10**18),  # the largest
     ],
 )
 def test_parse_size(value: str | int, expected: int) -> None:
@@ -32,11 +36,32 @@ def test_parse_size(value: str | int, expected: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["", "GiB", "10 XB", "-5", -5, "ten", "1,000", "10 GiB extra", True]
+    "value", ["", "GiB", "10 XB", "-5", -5, "ten", "1,000", "10 GiB extra", True, None, [1],
+              -1.0]
 )
 def test_parse_size_rejects(value: object) -> None:
     with pytest.raises(ValueError):
         parse_size(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [1.5, 0.5, float("nan"), float("inf"), float("-inf")])
+def test_parse_size_refuses_a_float_that_is_no_whole_number(value: float) -> None:
+    with pytest.raises(ValueError, match="is not a whole number of bytes"):
+        parse_size(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["99999999999999999999999TiB", "1000000.001TB", "9" * 400, 10**18 + 1, 1e19, 2**64]
+)
+def test_parse_size_refuses_more_than_an_exabyte(value: str | int | float) -> None:
+    # SQLite stores at most 2**63 - 1; a float of "9" * 400 digits would be inf
+    with pytest.raises(ValueError, match="is more than 1000000 TB, the largest size"):
+        parse_size(value)
+
+
+def test_parse_size_says_what_was_expected() -> None:
+    with pytest.raises(ValueError, match="'fast' is not a rate such as 10kB/s"):
+        parse_size("fast", what="a rate such as 10kB/s")
 
 
 def test_human_size_is_decimal() -> None:

@@ -410,6 +410,18 @@ def test_config_file_not_utf8_exits_2(pyproxy, tmp_path: Path) -> None:  # type:
     assert "latin1.toml" in one_line_error(err)
 
 
+@pytest.fixture
+def no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that would start fails the test at once, rather than serving until killed."""
+    from pyproxy.web import runner
+
+    def serve(settings: object) -> int:
+        raise AssertionError(f"a server started with {settings}")
+
+    monkeypatch.setattr(runner, "serve", serve)
+
+
+@pytest.mark.usefixtures("no_server")
 @pytest.mark.parametrize(
     ("args", "named"),
     [
@@ -417,6 +429,9 @@ def test_config_file_not_utf8_exits_2(pyproxy, tmp_path: Path) -> None:  # type:
         (("--workers", "0"), "server.workers"),
         (("--workers", "100000"), "server.workers"),
         (("--upstream", "ftp://127.0.0.1/simple/"), "upstream.url"),
+        (("--upstream", "http://[::1/simple/"), "upstream.url"),
+        (("--upstream", "http://127.0.0.1:99999/simple/"), "upstream.url"),
+        (("--host", "\udcff"), "server.host"),  # $'\xff' as sys.argv decodes it
     ],
 )
 def test_serve_with_bad_settings_exits_2_before_listening(pyproxy, args: tuple[str, ...], named: str) -> None:  # type: ignore[no-untyped-def]
@@ -424,6 +439,52 @@ def test_serve_with_bad_settings_exits_2_before_listening(pyproxy, args: tuple[s
     assert code == 2 and out == ""
     line = one_line_error(err)
     assert "configuration error" in line and named in line and "listening" not in err
+
+
+@pytest.mark.usefixtures("no_server")
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[upstream]\ntimeout = nan\n", "upstream.timeout"),  # every upstream request a 500
+        ("[upstream]\ndeadline = inf\n", "upstream.deadline"),
+        ("[cache]\nmax_size = 1.5\n", "cache.max_size"),  # a traceback in parse_size
+        ("[cache]\nmax_size = '99999999999999999999999TiB'\n", "cache.max_size"),  # SQLite's
+        ("[policy]\nmin_age = '99999999999999999999d'\n", "policy.min_age"),  # a C int's
+        ("[upstream]\nurl = 'http://[::1/simple/'\n", "upstream.url"),  # crashed after listening
+        ("[upstream]\nurl = 'http://127.0.0.1:99999/simple/'\n", "upstream.url"),
+        ("[[upstreams]]\nname = 'gpu'\nurl = 'http://[::1/'\nprojects = ['torch']\n",
+         "upstreams.gpu.url"),
+    ],
+)
+def test_serve_with_a_bad_file_exits_2_before_listening(pyproxy, tmp_path: Path, text: str,  # type: ignore[no-untyped-def]
+                                                         named: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    code, out, err = pyproxy("serve", "--port", "0", "--config", str(path))
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert line.startswith("pyproxy: configuration error:") and named in line
+
+
+@pytest.mark.usefixtures("no_server")
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("PYPROXY_UPSTREAM_TIMEOUT", "nan"),
+        ("PYPROXY_UPSTREAM_URL", "http://[::1"),
+        ("PYPROXY_SERVER_HOST", "\udcff"),  # $'\xff' as os.environ decodes it
+        ("PYPROXY_SERVER_BOGUS", "1"),  # a key no [server] has, as in the file
+    ],
+)
+def test_serve_with_a_bad_environment_exits_2_before_listening(  # type: ignore[no-untyped-def]
+    pyproxy, monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    code, out, err = pyproxy("serve", "--port", "0")
+    assert code == 2 and out == ""
+    line = one_line_error(err)
+    assert line.startswith("pyproxy: configuration error:")
+    assert variable in line or variable.removeprefix("PYPROXY_").lower().replace("_", ".", 1) in line
 
 
 def test_missing_config_file_exits_2(pyproxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
