@@ -1,18 +1,21 @@
 """Upstream files not on disk yet, for HEAD and Range requests that should not wait for them.
 
 A HEAD needs the size and the hash: the page gives them (JSON), or upstream tells the size in
-the Content-Range of a one-byte suffix range (HTML pages give none), remembered per file. A Range
-starts (or joins) the one full download and is answered from its file as soon as the bytes are
-written; a range far ahead of the download (the tail of a zip, which uv reads first) is asked of
-upstream in a ranged request of its own, held in memory and never cached.
+its answer to a one-byte suffix range (HTML pages give none): the Content-Range, or from a host
+that answers ranges with the whole file the Content-Length of that answer (not read),
+remembered per file. A Range starts (or joins) the one full download and is answered from its
+file as soon as the bytes are written; a range far ahead of the download (the member a zip's
+directory points to) is asked of upstream in a ranged request of its own, held in memory and
+never cached.
 
 Bytes served before the full download is verified: only for a file whose page lists its sha256,
-of a known size (a ranged answer must be of a file of that size), and not after a download of it
-failed its hash check in this process. Those are bytes of the very file the sha256 names, as far
-as upstream can tell (a client reading upstream directly gets the same); a client that puts a
-whole file together checks it against the same sha256; and the last byte from the download's
-file waits for the hash check, so a whole body never arrives unverified from it. Otherwise a
-range waits for the verified file.
+of a known size (a ranged answer must be of a file of that size), not in a range that includes
+the file's last byte, and not after a download of it failed its hash check in this process.
+Those are bytes of the very file the sha256 names, as far as upstream can tell (a client reading
+upstream directly gets the same); a client that puts a whole file together checks it against the
+same sha256; and a range with the last byte, as the last byte of a whole body, waits for the
+hash check, so no complete file nor its end ever arrives unverified. Otherwise a range waits for
+the verified file.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pyproxy.lru import BoundedLRU
 from pyproxy.model import LocalFile, RemoteFile, StreamedFile, Unavailable
 from pyproxy.repository.downloads import origin_of
-from pyproxy.repository.http_answers import RangeAnswer
+from pyproxy.repository.http_answers import RangeAnswer, WholeAnswer
 
 log = logging.getLogger("pyproxy.upstream")
 
@@ -36,6 +39,19 @@ _ASK_AGAIN_S = 3600.0  # after which such a host is asked for ranges again
 
 Fetch = Callable[[], Awaitable[LocalFile | StreamedFile]]
 ReadRange = Callable[[int, int], Awaitable[RangeAnswer | None]]
+# a file's last n bytes, or upstream's answer of the whole file, unread (repository/http.py)
+ReadTail = Callable[[int], Awaitable[RangeAnswer | WholeAnswer]]
+
+
+def whole_size(answer: WholeAnswer) -> int | None:
+    """The file's size as an answer of the whole file tells it: its Content-Length, unless the
+    body is compressed (then that is not the file's size; pyproxy asks for none)."""
+    response = answer._response  # not taken yet: its headers are there to read
+    if response is not None:
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        if encoding not in ("", "identity"):
+            return None
+    return answer.size
 
 
 def host_of(url: str) -> str:
@@ -68,26 +84,40 @@ class RangeMemory:
         """Whether the host answered a range with its bytes lately (and has not refused since)."""
         return self._serving.get(host) is not None and not self.refuses(host)
 
-    def learn(self, key: str, host: str, answer: RangeAnswer | None) -> None:
+    def learn(
+        self, key: str, host: str, answer: RangeAnswer | None, whole: int | None = None
+    ) -> None:
+        """What a ranged request told: `answer`, or None when upstream answered it with the
+        whole file, whose size (`whole`, its Content-Length) is then the file's."""
         if answer is None:
-            log.info("upstream %s answers ranges with the whole file", host)
+            if not self.refuses(host):  # said once an hour, not once a file
+                log.info("upstream %s answers ranges with the whole file", host)
             self._refusing.put(host, self._clock())
             self._serving.pop(host)
+            if whole is not None:
+                self._sizes.put(key, whole)
         else:
             self._sizes.put(key, answer.total)
             self._serving.put(host, True)
 
-    async def ask_size(self, key: str, host: str, read_range: ReadRange) -> int | None:
+    async def ask_size(self, key: str, host: str, read_tail: ReadTail) -> int | None:
+        """The size upstream tells in its answer to a one-byte suffix range: the Content-Range,
+        or the Content-Length of an answer of the whole file (which is not read)."""
         known = self.size(key)
         if known is not None or self.refuses(host):
             return known
         try:
-            answer = await read_range(-1, 1)
+            answer = await read_tail(1)
         except Unavailable as exc:  # not remembered: it may answer next time
             log.info("upstream did not tell the size of %r: %s", key, exc)
             return None
-        self.learn(key, host, answer)
-        return None if answer is None else answer.total
+        if isinstance(answer, RangeAnswer):
+            self.learn(key, host, answer)
+            return answer.total
+        size = whole_size(answer)
+        answer.close()  # a HEAD starts no download
+        self.learn(key, host, None, size)
+        return size
 
 
 class UpstreamMiss(RemoteFile):
@@ -102,6 +132,7 @@ class UpstreamMiss(RemoteFile):
         sha256: str | None,
         fetch: Fetch,
         read_range: ReadRange,
+        read_tail: ReadTail,
         ranges: RangeMemory,
         mismatched: Callable[[str], bool],
     ) -> None:
@@ -110,6 +141,7 @@ class UpstreamMiss(RemoteFile):
         self._host = host
         self._fetch = fetch
         self._read_range = read_range
+        self._read_tail = read_tail
         self._ranges = ranges
         self._mismatched = mismatched
 
@@ -119,7 +151,7 @@ class UpstreamMiss(RemoteFile):
     async def total(self) -> int | None:
         if self.size is not None:
             return self.size
-        return await self._ranges.ask_size(self.key, self._host, self._read_range)
+        return await self._ranges.ask_size(self.key, self._host, self._read_tail)
 
     def known_size(self) -> int | None:
         return self.size if self.size is not None else self._ranges.size(self.key)
@@ -130,6 +162,8 @@ class UpstreamMiss(RemoteFile):
             raise Unavailable(f"{self.key!r} cannot be read in parts")
         total = self.size if self.size is not None else self._ranges.size(self.key)
         early = self.sha256 is not None and total is not None and not self._mismatched(self.key)
+        if early and stop == total:  # the file's last byte: only from the verified file
+            early = False
         if early and stop - download.written > NEAR and stop - start <= MAX_RANGE:
             body = await self._upstream_span(start, stop, total)
             if body is not None:

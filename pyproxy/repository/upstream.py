@@ -48,7 +48,7 @@ from pyproxy.model import (
 )
 from pyproxy.repository.downloads import Origin, Origins, origins_of
 from pyproxy.repository.http import UpstreamClient
-from pyproxy.repository.http_answers import RangeAnswer, UpstreamError
+from pyproxy.repository.http_answers import RangeAnswer, UpstreamError, WholeAnswer
 from pyproxy.repository.misses import RangeMemory, UpstreamMiss, host_of
 from pyproxy.repository.stored_files import StoredFiles
 from pyproxy.repository.upstream_list import UpstreamList, upstream_failure
@@ -208,10 +208,14 @@ class UpstreamRepository:
         async def read_range(start: int, length: int) -> RangeAnswer | None:
             return await self.client.read_range(url, start, length, file_origins=origins)
 
+        async def read_tail(length: int) -> RangeAnswer | WholeAnswer:
+            return await self.client.read_tail(url, length, file_origins=origins)
+
         sha256 = dist.sha256.lower() if dist.sha256 else None  # as the ETag of a cached file
         return UpstreamMiss(
             key, host=host_of(url), size=dist.size, sha256=sha256, fetch=fetch,
-            read_range=read_range, ranges=self._ranges, mismatched=self.blobs.mismatched,
+            read_range=read_range, read_tail=read_tail, ranges=self._ranges,
+            mismatched=self.blobs.mismatched,
         )
 
     async def open_metadata(self, project: NormalizedName, filename: str) -> FileSource:

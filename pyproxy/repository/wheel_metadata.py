@@ -11,15 +11,18 @@ Made (`open`), inside the blob cache's single flight for the `.metadata`'s key: 
 wheel when there is one; else from ranges of the upstream wheel (its tail, then the member if
 the tail did not hold it: two small requests mostly); when upstream does not do ranges, or a
 range fails, from the whole wheel, fetched through the blob cache like any download of it (so
-one upstream download per file still holds) and read once cached. A host that answers the tail
-with the whole wheel has that answer taken as the download (no second request; a host known to
-do so is not asked for ranges again for a while). A wheel is judged unusable only on bytes the
-blob cache verified: what ranges find wrong is read again whole.
+one upstream download per file still holds) and read once cached. The tail is asked inside the
+blob cache's single flight for the wheel itself (across worker processes too): a host that
+answers it with the whole wheel has that answer taken as the download (no second request), and
+a wheel another worker is downloading is read from that download, not asked for. A host known to
+answer ranges whole is not asked for ranges again for a while (RangeMemory). A wheel is judged
+unusable only on bytes the blob cache verified: what ranges find wrong is read again whole.
 
 The warm-up asks with `WHOLE_WHEEL_LIMIT` set: a wheel over it whose host does not do ranges is
 not read for it (`TooBigToWarm`, before any download starts that a client could join). Where the
 page gives no size, the tail request tells it (Content-Range, or the whole answer's
-Content-Length, which is dropped unread when over the limit).
+Content-Length, which is dropped unread when over the limit); of a host known to answer ranges
+whole, a GET without a Range does (its body likewise taken as the download, or dropped).
 """
 
 from __future__ import annotations
@@ -53,9 +56,9 @@ from pyproxy.model import (
 from pyproxy.repository.downloads import Origins
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.http_answers import RangeAnswer, WholeAnswer
-from pyproxy.repository.misses import RangeMemory, host_of
+from pyproxy.repository.misses import RangeMemory, host_of, whole_size
 from pyproxy.stores import proof
-from pyproxy.stores.blobcache import OpenUpstream
+from pyproxy.stores.blobcache import Ask, BlobCache, OpenUpstream
 from pyproxy.stores.blobkeys import blob_key, made_metadata_key, metadata_key
 from pyproxy.stores.filecache import FileCache
 
@@ -129,6 +132,13 @@ def offer_made(
     return dataclasses.replace(page, files=tuple(files), revision=revision)
 
 
+class _Dropped(NamedTuple):
+    """An answer of the whole wheel that the warm-up let go unread: over its limit, or of a
+    size it does not tell."""
+
+    size: int | None
+
+
 class TooBigToWarm(Unavailable):
     """The warm-up would have to download a wheel bigger than WHOLE_WHEEL_LIMIT whole."""
 
@@ -152,7 +162,9 @@ class WheelMetadata:
         self._bad: BoundedLRU[str, str] = BoundedLRU(_FACTS)  # wheel key -> why not
         # tails the warm-up read to learn a size, for the making that follows (url -> when, tail)
         self._tails: BoundedLRU[str, tuple[float, RangeAnswer]] = BoundedLRU(_TAILS)
-        self._asking: SingleFlight[str, RangeAnswer | WholeAnswer] = SingleFlight()
+        self._asking: SingleFlight[
+            str, RangeAnswer | LocalFile | StreamedFile | _Dropped
+        ] = SingleFlight()
 
     async def mark(self, page: ProjectPage) -> ProjectPage:
         # on every request for the project or one of its files: the kept marks, if fresh
@@ -204,8 +216,9 @@ class WheelMetadata:
             return _unusable()
 
     async def _within(self, limit: int, dist: DistFile, origins: Origins, md: str | None) -> None:
-        """TooBigToWarm unless the `.metadata` or wheel is cached, its host does ranges, or the
-        wheel is at most `limit` bytes (upstream asked when the page does not say)."""
+        """TooBigToWarm unless the `.metadata` or wheel is cached (or being downloaded), its
+        host does ranges, or the wheel is at most `limit` bytes (upstream asked when the page
+        does not say)."""
         if self._ranges.serves(host_of(dist.upstream_url or "")):
             return
         size = dist.size if dist.size is not None else self._ranges.size(blob_key(dist))
@@ -215,39 +228,109 @@ class WheelMetadata:
             if await self._blobs.hit(key, sha256=sha256, size=None) is not None:
                 return
         if size is None:
-            size = await self._ask_size(dist, origins, limit)
+            # no HEAD (a round trip of its own): the tail `_from_ranges` reads first, kept for
+            # it; an answer of the whole wheel within `limit` is the wheel's one download, one
+            # over it is dropped unread
+            first = await self._first_read(dist, origins, limit)
+            if isinstance(first, RangeAnswer):  # the host does ranges
+                self._tails.put(dist.upstream_url or "", (time.monotonic(), first))
+                return
+            if not isinstance(first, _Dropped):  # downloaded (or being so): read from that
+                return
+            size = first.size
         if size is None or size > limit:
             raise TooBigToWarm(f"{dist.filename} would be read whole: over {limit} bytes")
 
-    async def _ask_size(self, dist: DistFile, origins: Origins, limit: int) -> int | None:
-        """The wheel's size, from the tail `_from_ranges` reads first (no HEAD: a round trip
-        of its own): a range answered is kept for it; an answer of the whole wheel within
-        `limit` becomes the wheel's one download, and one over it is dropped unread."""
+    async def _first_read(
+        self, dist: DistFile, origins: Origins, limit: int | None
+    ) -> RangeAnswer | LocalFile | StreamedFile | _Dropped:
+        """The first read of a wheel not cached: its tail, and what that tells of its host's
+        ranges (remembered). Asked inside the blob cache's single flight for the wheel, across
+        worker processes too, so an answer of the whole wheel is its one download: that
+        download (or another's, already under way, or the cached wheel, and then nothing is
+        asked) is returned. With a `limit` (the warm-up's), an answer of a bigger or unsized
+        whole wheel is dropped unread. A host known to answer ranges whole is asked for the
+        whole wheel instead. One request however many ask in this process at once (the
+        warm-up and a client's request, mostly)."""
         url = dist.upstream_url
         assert url is not None
-        answer = await self._tail(dist, origins)
-        if isinstance(answer, RangeAnswer):
-            self._tails.put(url, (time.monotonic(), answer))
-            return answer.total
-        if answer.size is None or answer.size > limit:
-            answer.close()
-        else:
-            self._ranges.know_size(blob_key(dist), answer.size)
-            await self._download(dist, answer)
-        return answer.size
+        key, host = blob_key(dist), host_of(url)
+        told: list[RangeAnswer | _Dropped] = []
+        wholes: list[WholeAnswer] = []
 
-    async def _download(self, dist: DistFile, whole: WholeAnswer) -> None:
-        """Upstream's answer of the whole wheel, as the blob cache's one download of it (unless
-        another is under way, or done: then it is let go); `_from_whole` reads it from there."""
-        try:
-            await self._blobs.fetch(
-                blob_key(dist), sha256=dist.sha256, size=dist.size, open_upstream=whole.opener,
-                filename=dist.filename,
+        async def ask() -> OpenUpstream | None:
+            answer: RangeAnswer | WholeAnswer
+            if self._ranges.refuses(host):
+                answer = await self._whole_answer(url, origins)
+                size = whole_size(answer)
+                if size is not None:
+                    self._ranges.know_size(key, size)
+            else:
+                answer = await self._client.read_tail(
+                    url, wheel_zip.TAIL_BYTES, file_origins=origins
+                )
+                if isinstance(answer, RangeAnswer):
+                    self._ranges.learn(key, host, answer)
+                    told.append(answer)
+                    return None
+                size = whole_size(answer)
+                self._ranges.learn(key, host, None, size)
+            wholes.append(answer)
+            if limit is not None and (size is None or size > limit):
+                answer.close()
+                told.append(_Dropped(size))
+                return None
+            return answer.opener
+
+        async def read() -> RangeAnswer | LocalFile | StreamedFile | _Dropped:
+            try:
+                source = await self._fetch_first(dist, ask)
+            finally:
+                for whole in wholes:  # nothing if the download took it
+                    whole.close()
+            if isinstance(source, LocalFile | StreamedFile):
+                return source
+            return told[0] if told else _Dropped(None)
+
+        return await self._asking.run(url, read)
+
+    async def _fetch_first(self, dist: DistFile, ask: Ask) -> LocalFile | StreamedFile | None:
+        """The blob cache's fetch_first of the wheel (see `_first_read`)."""
+        key = blob_key(dist)
+        if isinstance(self._blobs, BlobCache):
+            return await self._blobs.fetch_first(
+                key, sha256=dist.sha256, size=dist.size, ask=ask, filename=dist.filename
             )
-        except Unavailable as exc:  # `_from_whole` tries again
-            log.info("downloading %s failed: %s", dist.filename, exc)
-        finally:
-            whole.close()  # nothing if the download took it
+        # a cluster's cache: one download per node and answer, the asking itself not in flight
+        if (hit := await self._blobs.hit(key, sha256=dist.sha256, size=dist.size)) is not None:
+            return hit
+        body = await ask()
+        if body is None:
+            return None
+        source = await self._blobs.fetch(
+            key, sha256=dist.sha256, size=dist.size, open_upstream=body, filename=dist.filename
+        )
+        assert isinstance(source, LocalFile | StreamedFile)
+        return source
+
+    async def _whole_answer(self, url: str, origins: Origins) -> WholeAnswer:
+        """The whole wheel from a host known to answer ranges with it: a GET without a Range,
+        its body unread (the warm-up reads its Content-Length first)."""
+        client = self._client
+        deadline = asyncio.timeout(client.deadline)
+        # UpstreamClient's own file request (redirect rules, credentials, proxies, metering)
+        with client._asking("file"):
+            try:
+                async with deadline:
+                    response = await client._get_file(url, origins)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise Unavailable(
+                    f"upstream sent no answer for a file within {client.deadline:g} s"
+                ) from None
+        again = client.opener(url, file_origins=origins)
+        return WholeAnswer(response, client._body(response), again)
 
     def _maker(self, project: NormalizedName, dist: DistFile, origins: Origins) -> OpenUpstream:
         @asynccontextmanager
@@ -296,9 +379,8 @@ class WheelMetadata:
         if self._ranges.refuses(host_of(url)):
             return None
         try:
-            tail = self._kept_tail(url) or await self._tail(dist, origins)
-            if isinstance(tail, WholeAnswer):  # the one download: no second request
-                await self._download(dist, tail)
+            tail = self._kept_tail(url) or await self._first_read(dist, origins, None)
+            if not isinstance(tail, RangeAnswer):  # the wheel's one download: read from it
                 return None
             if tail.start + len(tail.body) != tail.total or (
                 dist.size is not None and tail.total != dist.size
@@ -320,21 +402,6 @@ class WheelMetadata:
         except (Unavailable, NotProducible) as exc:
             log.info("reading %s in ranges failed (%s): reading it whole", dist.filename, exc)
             return None
-
-    async def _tail(self, dist: DistFile, origins: Origins) -> RangeAnswer | WholeAnswer:
-        """The wheel's tail, and what it tells of its host's ranges (remembered): one request
-        however many ask at once (the warm-up and a client's request, mostly); an answer of the
-        whole file is taken by one of them, let go by the others."""
-        url = dist.upstream_url
-        assert url is not None
-
-        async def ask() -> RangeAnswer | WholeAnswer:
-            answer = await self._client.read_tail(url, wheel_zip.TAIL_BYTES, file_origins=origins)
-            ranged = answer if isinstance(answer, RangeAnswer) else None
-            self._ranges.learn(blob_key(dist), host_of(url), ranged)
-            return answer
-
-        return await self._asking.run(url, ask)
 
     def _kept_tail(self, url: str) -> RangeAnswer | None:
         kept = self._tails.pop(url)

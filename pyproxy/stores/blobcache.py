@@ -25,7 +25,7 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from pyproxy.stores.part_files import PartFiles, ended, mark_cached, mark_done, 
 
 __all__ = [
     "CHUNK_SIZE",
+    "Ask",
     "BlobCache",
     "HashMismatch",
     "OpenUpstream",
@@ -48,6 +49,8 @@ __all__ = [
 log = logging.getLogger("pyproxy.blobcache")
 
 OpenUpstream = Callable[[], AbstractAsyncContextManager[AsyncIterator[bytes]]]
+# what the one who would download asks first: the body to download, or None for none
+Ask = Callable[[], Awaitable[OpenUpstream | None]]
 
 _POLL_MIN = 0.002  # seconds between looks at another process's download
 _POLL_MAX = 0.01  # a cold install waits on this chain of looks: at most 10 ms late
@@ -130,17 +133,51 @@ class BlobCache:
         before anything could be served. Once a StreamedFile is returned, a failure makes its
         iterator raise the same way, and nothing is cached. Without a `sha256`, the body is good
         only if it is a well-formed file of `filename`'s kind (see stores.proof); with neither,
-        it is never good.
+        it is never good. A key whose download failed its check in this process (`mismatched`)
+        is streamed only once verified whole.
         """
+        fetched = await self._fetch(key, sha256, size, filename, open_upstream, None)
+        assert fetched is not None  # only an `ask` declines
+        return fetched
+
+    async def fetch_first(
+        self,
+        key: str,
+        *,
+        sha256: str | None,
+        size: int | None,
+        ask: Ask,
+        filename: str | None = None,
+    ) -> FileSource | None:
+        """As fetch, where the one who would download asks first: `ask()` (awaited only then,
+        inside the single flight, across processes too) gives the body to download, or None for
+        no download after all. Then None is returned, nothing is cached, and whoever joined or
+        followed meanwhile looks the key up again (and downloads it, if it wants it). A hit, or
+        another's download of the key here or in another process, is returned as fetch returns
+        it, and `ask` is not called: so a request whose answer may be the whole file (a range
+        from a host that ignores ranges) is never a second download of it."""
+        return await self._fetch(key, sha256, size, filename, None, ask)
+
+    async def _fetch(
+        self,
+        key: str,
+        sha256: str | None,
+        size: int | None,
+        filename: str | None,
+        open_upstream: OpenUpstream | None,
+        ask: Ask | None,
+    ) -> FileSource | None:
         sha256 = sha256.lower() if sha256 else None
         for attempt in range(_ATTEMPTS):
             hit = await self.hit(key, sha256=sha256, size=size)
             if hit is not None:
                 return hit
             joined = self._flights.get(key)
-            flight = joined or self._start(key, sha256, size, open_upstream, filename)
+            flight = joined or self._start(key, sha256, size, filename, open_upstream, ask)
             await flight.settled()
             if flight.state == "cached":
+                if flight.declined and joined is None:
+                    return None  # our own `ask` said no
                 continue
             if flight.state == "failed":
                 if flight.remote and attempt + 1 < _ATTEMPTS:
@@ -149,8 +186,10 @@ class BlobCache:
             if size is None and flight.state == "ok":
                 size = flight.written
             outcome = "coalesced" if joined is not None or flight.remote else "miss"
+            # after a body that failed its check here, nothing goes out before verification
+            chunks = Tail(flight, verified=self.mismatched(key))
             return StreamedFile(
-                chunks=Tail(flight), size=size, sha256=sha256, cache=outcome, download=flight
+                chunks=chunks, size=size, sha256=sha256, cache=outcome, download=flight
             )
         raise Unavailable(f"could not obtain {key!r}")
 
@@ -235,8 +274,9 @@ class BlobCache:
         key: str,
         sha256: str | None,
         size: int | None,
-        open_upstream: OpenUpstream,
         filename: str | None,
+        open_upstream: OpenUpstream | None,
+        ask: Ask | None,
     ) -> Flight:
         part = self._parts.path(key)
         try:
@@ -249,7 +289,7 @@ class BlobCache:
         if flight.remote:
             job = self._follow_remote(flight)
         else:
-            job = self._download(flight, sha256, size, open_upstream, filename)
+            job = self._download(flight, sha256, size, filename, open_upstream, ask)
         task = asyncio.create_task(job, name=f"blobcache {role} {key}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -265,8 +305,9 @@ class BlobCache:
         flight: Flight,
         sha256: str | None,
         size: int | None,
-        open_upstream: OpenUpstream,
         filename: str | None,
+        open_upstream: OpenUpstream | None,
+        ask: Ask | None,
     ) -> None:
         key = flight.key
         try:
@@ -275,6 +316,14 @@ class BlobCache:
                 mark_cached(flight.fd)
                 self._end(flight, "cached")
                 return
+            if ask is not None:
+                open_upstream = await ask()
+                if open_upstream is None:  # no download after all: followers look again
+                    flight.declined = True
+                    mark_cached(flight.fd)
+                    self._end(flight, "cached")
+                    return
+            assert open_upstream is not None
             digest = hashlib.sha256()
             async with open_upstream() as body:
                 async for chunk in body:

@@ -44,6 +44,9 @@ class Flight:
         # all of it written and checked, the cache's commit (fsync, index) still to come: a
         # network client may have its last byte, the cache's own readers wait for the end
         self.verified = False
+        # its holder's `ask` chose not to download (stores.blobcache.BlobCache.fetch_first):
+        # it ended "cached", so that whoever joined it looks the key up again
+        self.declined = False
         # the failure's class and words only: the exception's traceback holds the frames that
         # hold this flight, a cycle that would keep the fd (and an unlinked file) until a gc
         self.failure: tuple[type[Unavailable], str] | None = None

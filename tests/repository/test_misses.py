@@ -4,11 +4,19 @@ what it remembers of upstream's ranges. The HTTP side is tests/web/test_cold.py.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
+from typing import cast
+
+import aiohttp
+import pytest
 
 from pyproxy.model import LocalFile, NormalizedName, StreamedFile
 from pyproxy.repository.http import UpstreamClient
-from pyproxy.repository.misses import RangeMemory, UpstreamMiss
+from pyproxy.repository.http_answers import WholeAnswer
+from pyproxy.repository.misses import RangeMemory, UpstreamMiss, whole_size
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
@@ -80,19 +88,68 @@ async def test_a_span_follows_the_download(fake: FakeUpstream, tmp_path: Path) -
         await upstream.close()
 
 
-async def test_a_host_that_refuses_ranges_is_asked_again_after_an_hour() -> None:
+class _Response:
+    """What a WholeAnswer reads of aiohttp's response to a range answered with the whole file."""
+
+    def __init__(self, length: int | None, encoding: str | None = None) -> None:
+        self.content_length = length
+        self.headers = {"Content-Encoding": encoding} if encoding else {}
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def release(self) -> None:
+        self.closed = True
+
+
+def _whole(length: int | None, encoding: str | None = None) -> WholeAnswer:
+    async def body() -> AsyncIterator[bytes]:
+        yield b""
+
+    def again() -> AbstractAsyncContextManager[AsyncIterator[bytes]]:
+        raise AssertionError("not asked again")
+
+    return WholeAnswer(cast(aiohttp.ClientResponse, _Response(length, encoding)), body(), again)
+
+
+async def test_a_host_that_refuses_ranges_is_asked_again_after_an_hour(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     now = [1000.0]
     memory = RangeMemory(clock=lambda: now[0])
-    asked: list[tuple[int, int]] = []
+    asked: list[int] = []
+    answers: list[WholeAnswer] = []
 
-    async def refusing(start: int, length: int) -> None:
-        asked.append((start, length))
+    async def refusing(length: int) -> WholeAnswer:
+        asked.append(length)
+        answers.append(_whole(5000))
+        return answers[-1]
 
-    assert await memory.ask_size("a", "http://h:80", refusing) is None
+    caplog.set_level(logging.INFO, "pyproxy.upstream")
+    # the whole answer's Content-Length is the size; its body is not read
+    assert await memory.ask_size("a", "http://h:80", refusing) == 5000
+    assert memory.size("a") == 5000 and all(answer.size == 5000 for answer in answers)
+    assert answers[0]._response is None  # closed unread: a HEAD starts no download
     assert memory.refuses("http://h:80") and not memory.refuses("http://other:80")
     assert await memory.ask_size("b", "http://h:80", refusing) is None
-    assert asked == [(-1, 1)]  # the second file's size was not asked of that host
+    assert asked == [1]  # the second file's size was not asked of that host
+    memory.learn("c", "http://h:80", None)  # told again, by another request meanwhile
+    refusals = [r for r in caplog.records if "answers ranges with the whole file" in r.message]
+    assert len(refusals) == 1  # said once, not once a file
     now[0] += 3601
     assert not memory.refuses("http://h:80")
-    assert await memory.ask_size("b", "http://h:80", refusing) is None
-    assert asked == [(-1, 1), (-1, 1)]
+    assert await memory.ask_size("b", "http://h:80", refusing) == 5000
+    assert asked == [1, 1]
+
+
+async def test_a_compressed_whole_answer_tells_no_size() -> None:
+    memory = RangeMemory()
+
+    async def gzipped(length: int) -> WholeAnswer:
+        return _whole(1234, "gzip")
+
+    assert await memory.ask_size("a", "http://h:80", gzipped) is None
+    assert memory.size("a") is None and memory.refuses("http://h:80")
+    assert whole_size(_whole(1234, "identity")) == 1234
+    assert whole_size(_whole(None)) is None

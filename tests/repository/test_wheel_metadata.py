@@ -208,6 +208,88 @@ async def test_the_warm_ups_size_question_is_the_tail_the_making_reads(
     assert fake.total == 0
 
 
+async def _warm(repo: UpstreamRepository, filename: str = WHEEL, limit: int = 10**6) -> bytes:
+    """The `.metadata` as the warm-up asks for it (a limit on what it may read whole)."""
+    token = wheel_metadata.WHOLE_WHEEL_LIMIT.set(limit)
+    try:
+        return await _read(await repo.open_metadata(PROJECT, filename))
+    finally:
+        wheel_metadata.WHOLE_WHEEL_LIMIT.reset(token)
+
+
+@pytest.mark.parametrize("ranges", [False, True])
+async def test_two_workers_warming_one_wheel_download_it_once(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path, ranges: bool
+) -> None:
+    """Two workers (each its repository and blob cache, on one cache directory: the part files'
+    locks are per open file, as between processes) warm the same wheel of an HTML page (no size)
+    at once: the tail request is asked inside the wheel's single flight, so a host that answers
+    it with the whole wheel sends it once, and the other worker reads that download."""
+    fake.formats, fake.serve_ranges = "html", ranges
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 600_000))
+    fake.chunk_delay = 0.02  # the download takes a while: the other worker comes meanwhile
+    workers = [make_repo(fake.index_url, files=tmp_path / "shared") for _ in range(2)]
+    for repo in workers:
+        await repo.project_page(PROJECT)  # each has the page (and knows nothing of the host)
+    assert await asyncio.gather(*(_warm(repo) for repo in workers)) == [META, META]
+    path = fake.file_path(PROJECT, WHEEL)
+    if not ranges:
+        assert fake.count(path, "GET") == 1, fake.ranges_of(path)  # one whole answer, kept
+    else:  # ranges of the tail (one each at most), and no download
+        assert fake.count(path, "GET") == len(fake.ranges_of(path)) <= 2
+    for repo in workers:
+        await repo.blobs.idle()
+    fake.reset_counters()
+    if not ranges:  # the wheel itself was cached by that one download
+        assert all([isinstance(await repo.open_file(PROJECT, WHEEL), LocalFile) for repo in workers])
+    assert fake.total == 0
+
+
+async def test_a_wheel_another_worker_is_downloading_is_not_asked_for(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path
+) -> None:
+    """A client's download of the wheel runs in one worker; the other, making the `.metadata`,
+    reads it from that download instead of asking upstream for the tail."""
+    fake.formats, fake.serve_ranges = "html", True
+    fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 600_000))
+    fake.chunk_delay = 0.02
+    first, second = (make_repo(fake.index_url, files=tmp_path / "shared") for _ in range(2))
+    download = await first.open_file(PROJECT, WHEEL)
+    assert isinstance(download, RemoteFile)
+    whole = await download.whole()  # under way
+    assert (await _read(await second.open_metadata(PROJECT, WHEEL))) == META
+    assert not isinstance(whole, LocalFile)
+    assert b"".join([chunk async for chunk in whole.chunks]) == fake.file(PROJECT, WHEEL).body
+    path = fake.file_path(PROJECT, WHEEL)
+    assert fake.count(path, "GET") == 1 and fake.ranges_of(path) == []
+
+
+async def test_the_warm_up_asks_a_host_known_to_refuse_ranges_for_none(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Learnt from one wheel, the refusal holds for the next ones: the warm-up's size question
+    is a plain GET (whose answer is the download), and the refusal is logged once."""
+    fake.formats = "html"  # no sizes, no ranges
+    others = [f"demo_pkg-1.0-py3{i}-none-any.whl" for i in range(3)]
+    big = "demo_pkg-1.0-py39-none-any.whl"
+    for i, filename in enumerate((WHEEL, *others, big)):  # each its own bytes (and blob key)
+        fake.add_file(PROJECT, filename, _big_wheel(tmp_path, 300_000 + i))
+    repo = make_repo(fake.index_url)
+    caplog.set_level("INFO", "pyproxy.upstream")
+    assert await _warm(repo) == META
+    assert fake.ranges_of(fake.file_path(PROJECT, WHEEL)) == [TAIL]
+    for filename in others:
+        assert await _warm(repo, filename) == META
+        path = fake.file_path(PROJECT, filename)
+        assert fake.ranges_of(path) == [] and fake.count(path, "GET") == 1, filename
+    told = [r for r in caplog.records if "answers ranges with the whole file" in r.getMessage()]
+    assert len(told) == 1
+    # a wheel over the limit is dropped unread, and not asked in ranges either
+    with pytest.raises(wheel_metadata.TooBigToWarm):
+        await _warm(repo, big, limit=200_000)
+    assert fake.ranges_of(fake.file_path(PROJECT, big)) == []
+
+
 async def test_concurrent_requests_make_it_once(fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path) -> None:
     fake.serve_ranges = True
     fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 1_000_000))

@@ -826,3 +826,61 @@ async def test_a_full_disk_still_hits_and_says_why_it_cannot_fetch(
             filler.unlink()
         finally:
             await cache.aclose()
+
+
+async def test_after_a_mismatch_a_download_is_streamed_only_once_verified(
+    upstream: Upstream, cache: BlobCache
+) -> None:
+    """Once a body failed its check here, the next download's readers get nothing before all of
+    it is verified: a wrong body again sends no byte."""
+    blob = upstream.add("m", Blob(block(MiB), pause_at=256 * KiB, pause=0.1, corrupt=True))
+    with pytest.raises(HashMismatch):
+        await body_of(await upstream.fetch(cache, "m"))  # streamed as it came, then aborted
+    assert cache.mismatched("m")
+    source = await upstream.fetch(cache, "m")
+    assert isinstance(source, StreamedFile)
+    received: list[bytes] = []
+    with pytest.raises(HashMismatch):
+        async for chunk in source.chunks:
+            received.append(chunk)
+    assert received == []
+    blob.corrupt = False
+    source = await upstream.fetch(cache, "m")
+    assert await body_of(source) == blob.block
+
+
+async def test_fetch_first_asks_only_the_one_who_would_download(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Two caches on one directory (their part files' locks are per open file, as between
+    processes): the one that would download asks; the other follows its download, unasked. An
+    ask that declines downloads nothing, and whoever waited looks again."""
+    blob = upstream.add("q", Blob(block(MiB), pause_at=256 * KiB, pause=0.3))
+    first, second = (BlobCache(tmp_path / "shared", max_size=64 * MiB) for _ in range(2))
+    asked: list[str] = []
+
+    def ask_of(who: str, *, declines: bool = False) -> Any:
+        async def ask() -> Any:
+            asked.append(who)
+            await asyncio.sleep(0.05)  # the other comes meanwhile
+            return None if declines else opener(upstream.session, upstream.url("q"))
+
+        return ask
+
+    try:
+        announced = {"sha256": blob.sha256, "size": blob.size}
+        declined = await first.fetch_first("q", ask=ask_of("first", declines=True), **announced)
+        assert declined is None and asked == ["first"] and upstream.requests("q") == 0
+        assert leftovers(first) == []
+        sources = await asyncio.gather(
+            first.fetch_first("q", ask=ask_of("first"), **announced),
+            second.fetch_first("q", ask=ask_of("second"), **announced),
+        )
+        assert len(asked) == 2  # one of the two asked, the other followed
+        assert [await body_of(s) for s in sources if s is not None] == [blob.block] * 2
+        assert upstream.requests("q") == 1
+        hit = await second.fetch_first("q", ask=ask_of("second"), **announced)
+        assert isinstance(hit, LocalFile) and len(asked) == 2
+    finally:
+        await first.aclose()
+        await second.aclose()

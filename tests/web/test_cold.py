@@ -4,6 +4,7 @@ real HTTP against the in-process app and a fake upstream with and without ranges
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from urllib.parse import quote
 
@@ -80,22 +81,34 @@ async def test_cold_head_without_a_size_asks_upstream_for_one_byte(make_client, 
     assert full_downloads(fake) == 0
 
 
-async def test_cold_head_without_a_size_or_upstream_ranges_promises_no_ranges(make_client, fake_upstream) -> None:
-    """A HEAD that says `Accept-Ranges: bytes` without a length makes uv give up ranges for the
-    index; without either it just downloads the wheel."""
-    fake = await fake_upstream(formats="html")
-    fake.add_generated_file("cold", WHEEL, 300_000)
+async def test_cold_head_and_ranges_from_an_upstream_without_ranges(make_client, fake_upstream) -> None:
+    """A host that answers the one-byte range with the whole file tells the size in that
+    answer's Content-Length (its body is not read): HEAD has it, ranges are 206 (416 past the
+    end), and that host is not asked for a range again."""
+    fake = await fake_upstream(formats="html")  # HTML pages give no size
+    dist = fake.add_generated_file("cold", WHEEL, 300_000)
+    other = fake.add_generated_file("cold", "cold-2.0-py3-none-any.whl", 300_000)
+    body = body_of(fake, dist)
     client = await app_for(make_client, fake)
-    head = await client.head(path_of())
-    assert head.status == 200
-    assert "Accept-Ranges" not in head.headers
-    assert "Content-Length" not in head.headers
-    again = await client.head(path_of())  # upstream's refusal is remembered
-    assert again.status == 200
-    assert fake.count(fake.file_path("cold", WHEEL)) == 1
+    for _ in range(2):  # asked once, then remembered
+        head = await client.head(path_of())
+        assert head.status == 200
+        assert int(head.headers["Content-Length"]) == dist.size
+        assert head.headers["Accept-Ranges"] == "bytes"
     assert fake.ranged == [(fake.file_path("cold", WHEEL), "bytes=-1")]
-    whole = await client.get(path_of(), headers={"Range": "bytes=0-9"})  # no size: the whole file
-    assert whole.status == 200
+    past = await client.get(path_of(), headers={"Range": f"bytes={dist.size + 1}-"})
+    assert past.status == 416
+    assert past.headers["Content-Range"] == f"bytes */{dist.size}"
+    for spec, expected in (("bytes=0-99", body[:100]), ("bytes=-100", body[-100:])):
+        part = await client.get(path_of(), headers={"Range": spec})
+        assert part.status == 206, spec
+        assert await part.read() == expected, spec
+    assert full_downloads(fake) == 1 and len(fake.ranged) == 1
+    head = await client.head(path_of(other.filename))  # no size asked: no Range for that host
+    assert "Content-Length" not in head.headers and "Accept-Ranges" not in head.headers
+    whole = await client.get(path_of(other.filename), headers={"Range": "bytes=0-9"})
+    assert whole.status == 200  # no size known: the whole file
+    assert len(fake.ranged) == 1
 
 
 # ------------------------------------------------------------------------------------ Range
@@ -121,18 +134,19 @@ async def test_a_range_is_answered_as_soon_as_the_download_wrote_it(make_client,
     assert full_downloads(json_fake) == 1 and json_fake.ranged == []
 
 
-async def test_the_tail_comes_from_an_upstream_range_while_downloading(make_client, json_fake: FakeUpstream) -> None:
+async def test_a_range_far_ahead_comes_from_an_upstream_range(make_client, json_fake: FakeUpstream) -> None:
     dist = json_fake.add_generated_file("cold", WHEEL, 4 * MiB)
     body = body_of(json_fake, dist)
     json_fake.serve_ranges = True
     json_fake.chunk_delay = 0.05  # the whole takes 3.2 s
     client = await app_for(make_client, json_fake)
-    tail = await client.get(path_of(), headers={"Range": "bytes=-16384"})
-    assert tail.status == 206
-    assert tail.headers["Content-Range"] == f"bytes {dist.size - 16384}-{dist.size - 1}/{dist.size}"
-    assert await tail.read() == body[-16384:]
+    start, stop = 3 * MiB, 3 * MiB + 16384  # the member a zip's directory points to, say
+    part = await client.get(path_of(), headers={"Range": f"bytes={start}-{stop - 1}"})
+    assert part.status == 206
+    assert part.headers["Content-Range"] == f"bytes {start}-{stop - 1}/{dist.size}"
+    assert await part.read() == body[start:stop]
     assert await cache_status(client) == "miss"
-    assert json_fake.ranged == [(json_fake.file_path("cold", WHEEL), f"bytes={dist.size - 16384}-{dist.size - 1}")]
+    assert json_fake.ranged == [(json_fake.file_path("cold", WHEEL), f"bytes={start}-{stop - 1}")]
     # the one full download went on: a GET joins it, and then the file is cached
     response = await client.get(path_of())
     assert response.headers["X-Pyproxy-Cache"] == "miss"
@@ -141,21 +155,78 @@ async def test_the_tail_comes_from_an_upstream_range_while_downloading(make_clie
     assert full_downloads(json_fake) == 1
 
 
-async def test_without_upstream_ranges_the_tail_waits_for_the_download(make_client, json_fake: FakeUpstream) -> None:
+async def test_a_range_with_the_last_byte_waits_for_the_verified_file(make_client, json_fake: FakeUpstream) -> None:
+    """The tail (which uv reads first) includes the file's last byte: never from an unverified
+    ranged read of upstream, whose bytes nobody checks; it waits for the verified download."""
+    dist = json_fake.add_generated_file("cold", WHEEL, 4 * MiB)
+    body = body_of(json_fake, dist)
+    json_fake.serve_ranges = True
+    client = await app_for(make_client, json_fake)
+    tail = await client.get(path_of(), headers={"Range": "bytes=-16384"})
+    assert tail.status == 206
+    assert tail.headers["Content-Range"] == f"bytes {dist.size - 16384}-{dist.size - 1}/{dist.size}"
+    assert await tail.read() == body[-16384:]
+    assert json_fake.ranged == []  # nothing asked in ranges: from the download
+    assert await cache_status(client) == "hit"
+    assert full_downloads(json_fake) == 1
+    # tampered bytes: the tail never goes out, not even in part
+    await make_client.close(client)
+    client = await app_for(make_client, json_fake)
+    json_fake.wrong_bytes = True
+    tail = await client.get(path_of(), headers={"Range": "bytes=-700000"})
+    if tail.status == 206:
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await tail.read()
+        assert tail.content.total_bytes == 0  # no byte of it went out
+    else:
+        assert tail.status == 503
+    assert json_fake.ranged == []
+
+
+async def test_after_a_failed_check_a_whole_file_waits_for_verification(make_client, json_fake: FakeUpstream) -> None:
+    """Once a download of the file failed its hash check in this worker, the next one's bytes
+    go out only once it is verified: a wrong body again sends nothing."""
+    json_fake.add_generated_file("cold", WHEEL, 3 * MiB)
+    json_fake.wrong_bytes = True
+    client = await app_for(make_client, json_fake)
+    for _ in range(2):
+        response = await client.get(path_of())
+        if response.status == 200:
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+            received = response.content.total_bytes
+        else:
+            assert response.status == 503
+            received = 0
+        if _ == 0:
+            assert received > 0  # the first streams as it comes (its last byte held back)
+        else:
+            assert received == 0  # after the failure: nothing before verification
+    json_fake.wrong_bytes = False
+    good = await client.get(path_of())
+    assert good.status == 200
+    assert await good.read() == body_of(json_fake, json_fake.file("cold", WHEEL))
+    assert await cache_status(client) == "hit"
+
+
+async def test_without_upstream_ranges_a_far_range_waits_for_the_download(make_client, json_fake: FakeUpstream) -> None:
     dist = json_fake.add_generated_file("cold", WHEEL, 3 * MiB)
     other = json_fake.add_generated_file("cold", "cold-2.0-py3-none-any.whl", 3 * MiB)
     body = body_of(json_fake, dist)
     client = await app_for(make_client, json_fake)
-    tail = await client.get(path_of(), headers={"Range": "bytes=-16384"})
-    assert tail.status == 206
-    assert await tail.read() == body[-16384:]
+    start, stop = 2 * MiB, 2 * MiB + 16384
+    wanted = {"Range": f"bytes={start}-{stop - 1}"}
+    part = await client.get(path_of(), headers=wanted)
+    assert part.status == 206
+    assert await part.read() == body[start:stop]
     # asked once for a range (answered with the whole file, not read), and the download
     assert json_fake.count(json_fake.file_path("cold", WHEEL)) == 2
-    assert json_fake.ranged == [(json_fake.file_path("cold", WHEEL), f"bytes={dist.size - 16384}-{dist.size - 1}")]
+    assert json_fake.ranged == [(json_fake.file_path("cold", WHEEL), f"bytes={start}-{stop - 1}")]
+    assert await (await client.get(path_of())).read() == body  # joins the download
     assert await cache_status(client) == "hit"
     # that host is not asked for ranges again for a while
-    tail = await client.get(path_of(other.filename), headers={"Range": "bytes=-16384"})
-    assert await tail.read() == body_of(json_fake, other)[-16384:]
+    part = await client.get(path_of(other.filename), headers=wanted)
+    assert await part.read() == body_of(json_fake, other)[start:stop]
     assert json_fake.count(json_fake.file_path("cold", other.filename)) == 1
     assert len(json_fake.ranged) == 1
 
@@ -233,18 +304,20 @@ async def test_a_body_that_fails_its_hash_never_completes_a_range(make_client, j
 
 
 async def test_an_upstream_range_of_another_size_is_not_served(make_client, json_fake: FakeUpstream) -> None:
-    """The page says one size, upstream's file has another: the range waits for the download,
-    which fails its check."""
+    """The page says one size, upstream's file has another: the range is not taken from
+    upstream's ranged answer but from the download (which then fails its check)."""
     dist = json_fake.add_generated_file("cold", WHEEL, 3 * MiB)
     json_fake.serve_ranges = True
     client = await app_for(make_client, json_fake)
     await client.get("/simple/cold/")  # the page (and its size) is read now
-    json_fake.add_generated_file("cold", WHEEL, 3 * MiB + 1)  # replaced, same name
-    response = await client.get(path_of(), headers={"Range": "bytes=-100"})
-    if response.status == 206:
-        with pytest.raises(aiohttp.ClientPayloadError):
-            await response.read()
+    replaced = json_fake.add_generated_file("cold", WHEEL, 3 * MiB + 1)  # replaced, same name
+    start = 2 * MiB
+    response = await client.get(path_of(), headers={"Range": f"bytes={start}-{start + 99}"})
+    if response.status == 206:  # from the download's file, if it got there before failing
+        with contextlib.suppress(aiohttp.ClientPayloadError):
+            assert await response.read() == body_of(json_fake, replaced)[start:start + 100]
     else:
         assert response.status == 503
     assert len(json_fake.ranged) == 1  # asked, and not served
     assert dist.size == 3 * MiB
+    assert await cache_status(client) == "miss"  # nothing of another size is cached
