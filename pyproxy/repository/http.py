@@ -270,6 +270,23 @@ class UpstreamClient:
         assert answer is not None
         return answer
 
+    async def read_whole(self, url: str, *, file_origins: Origins = frozenset) -> WholeAnswer:
+        """A file's answer of the whole file, its body unread (the caller takes it or closes
+        it): what a host known to answer ranges with the whole file is asked instead."""
+        deadline = asyncio.timeout(self._deadline)
+        with self._asking("file"):
+            try:
+                async with deadline:
+                    response = await self._get_file(url, file_origins)
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                raise Unavailable(
+                    f"upstream sent no answer for a file within {self._deadline:g} s"
+                ) from None
+        again = self.opener(url, file_origins=file_origins)
+        return WholeAnswer(response, self._body(response), again)
+
     async def _ranged(
         self,
         url: str,

@@ -48,7 +48,9 @@ class WholeAnswer:
     def __init__(
         self, response: aiohttp.ClientResponse, body: AsyncIterator[bytes], again: OpenUpstream
     ) -> None:
-        self.size = response.content_length
+        # the file's size, unless the body is compressed (pyproxy asks for none, a host may)
+        encoding = response.headers.get("Content-Encoding", "").strip().lower()
+        self.size = response.content_length if encoding in ("", "identity") else None
         self._response: aiohttp.ClientResponse | None = response
         self._body = body
         self._again = again

@@ -43,17 +43,6 @@ ReadRange = Callable[[int, int], Awaitable[RangeAnswer | None]]
 ReadTail = Callable[[int], Awaitable[RangeAnswer | WholeAnswer]]
 
 
-def whole_size(answer: WholeAnswer) -> int | None:
-    """The file's size as an answer of the whole file tells it: its Content-Length, unless the
-    body is compressed (then that is not the file's size; pyproxy asks for none)."""
-    response = answer._response  # not taken yet: its headers are there to read
-    if response is not None:
-        encoding = response.headers.get("Content-Encoding", "").strip().lower()
-        if encoding not in ("", "identity"):
-            return None
-    return answer.size
-
-
 def host_of(url: str) -> str:
     """scheme://host:port of a file URL (never its credentials), for the range memory."""
     origin = origin_of(url)
@@ -114,7 +103,7 @@ class RangeMemory:
         if isinstance(answer, RangeAnswer):
             self.learn(key, host, answer)
             return answer.total
-        size = whole_size(answer)
+        size = answer.size
         answer.close()  # a HEAD starts no download
         self.learn(key, host, None, size)
         return size

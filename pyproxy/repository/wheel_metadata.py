@@ -56,7 +56,7 @@ from pyproxy.model import (
 from pyproxy.repository.downloads import Origins
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.http_answers import RangeAnswer, WholeAnswer
-from pyproxy.repository.misses import RangeMemory, host_of, whole_size
+from pyproxy.repository.misses import RangeMemory, host_of
 from pyproxy.stores import proof
 from pyproxy.stores.blobcache import Ask, BlobCache, OpenUpstream
 from pyproxy.stores.blobkeys import blob_key, made_metadata_key, metadata_key
@@ -261,8 +261,8 @@ class WheelMetadata:
         async def ask() -> OpenUpstream | None:
             answer: RangeAnswer | WholeAnswer
             if self._ranges.refuses(host):
-                answer = await self._whole_answer(url, origins)
-                size = whole_size(answer)
+                answer = await self._client.read_whole(url, file_origins=origins)
+                size = answer.size
                 if size is not None:
                     self._ranges.know_size(key, size)
             else:
@@ -273,7 +273,7 @@ class WheelMetadata:
                     self._ranges.learn(key, host, answer)
                     told.append(answer)
                     return None
-                size = whole_size(answer)
+                size = answer.size
                 self._ranges.learn(key, host, None, size)
             wholes.append(answer)
             if limit is not None and (size is None or size > limit):
@@ -312,25 +312,6 @@ class WheelMetadata:
         )
         assert isinstance(source, LocalFile | StreamedFile)
         return source
-
-    async def _whole_answer(self, url: str, origins: Origins) -> WholeAnswer:
-        """The whole wheel from a host known to answer ranges with it: a GET without a Range,
-        its body unread (the warm-up reads its Content-Length first)."""
-        client = self._client
-        deadline = asyncio.timeout(client.deadline)
-        # UpstreamClient's own file request (redirect rules, credentials, proxies, metering)
-        with client._asking("file"):
-            try:
-                async with deadline:
-                    response = await client._get_file(url, origins)
-            except TimeoutError:
-                if not deadline.expired():
-                    raise
-                raise Unavailable(
-                    f"upstream sent no answer for a file within {client.deadline:g} s"
-                ) from None
-        again = client.opener(url, file_origins=origins)
-        return WholeAnswer(response, client._body(response), again)
 
     def _maker(self, project: NormalizedName, dist: DistFile, origins: Origins) -> OpenUpstream:
         @asynccontextmanager

@@ -16,7 +16,7 @@ import pytest
 from pyproxy.model import LocalFile, NormalizedName, StreamedFile
 from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.http_answers import WholeAnswer
-from pyproxy.repository.misses import RangeMemory, UpstreamMiss, whole_size
+from pyproxy.repository.misses import RangeMemory, UpstreamMiss
 from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
@@ -151,5 +151,6 @@ async def test_a_compressed_whole_answer_tells_no_size() -> None:
 
     assert await memory.ask_size("a", "http://h:80", gzipped) is None
     assert memory.size("a") is None and memory.refuses("http://h:80")
-    assert whole_size(_whole(1234, "identity")) == 1234
-    assert whole_size(_whole(None)) is None
+    assert _whole(1234, "identity").size == 1234
+    assert _whole(1234, "gzip").size is None
+    assert _whole(None).size is None
