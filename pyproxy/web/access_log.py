@@ -37,7 +37,9 @@ from aiohttp.http_exceptions import (
     BadStatusLine,
     HttpProcessingError,
     InvalidHeader,
+    InvalidURLError,
     LineTooLong,
+    TransferEncodingError,
 )
 
 from pyproxy import logs, metrics
@@ -204,22 +206,81 @@ class ProtocolLog(logging.LoggerAdapter[logging.Logger]):
 
 
 PROTOCOL_LOG = ProtocolLog(logging.getLogger("pyproxy.http"), {})
-# what the parser's own messages say before they quote the request: up to a colon or a quote
-_REASON = re.compile(r"[^:'\"\n]*")
+
+# The parsers' messages, and where they quote the client (see describe_refusal):
+# - aiohttp's C parser wraps llhttp's own reason: "<reason>:\n\n  b'<the bytes>'\n  <pointer>"
+#   (a BadStatusLine puts "Bad status line:\n  " before it);
+# - the pure-Python parser writes "<words>: <repr of the bytes>" or "<words> '<repr>'", and for
+#   two errors the client's bytes alone: InvalidURLError (the target), TransferEncodingError (a
+#   chunk-size line);
+# - both quote header names they chose ("Duplicate 'Content-Length' header found.") and llhttp
+#   and aiohttp their own constants in backquotes ("Data after `Connection: close`").
+_LLHTTP = re.compile(r"(?:Bad status line:\n  )?([^\n]*?):\n\n  ")
+_QUOTED = re.compile(
+    r"""(?P<bytes>(?<!\w)(?:bytearray\()?b(?P<bq>['"])(?:\\.|(?!(?P=bq)).)*(?:(?P=bq)\)?|$))"""
+    r"""|(?P<tick>`[^`]*(?:`|$))"""
+    r"""|(?<!\w)(?P<pq>['"])(?P<plain>(?:\\.|(?!(?P=pq)).)*)(?P<closed>(?P=pq))?""",
+    re.DOTALL,
+)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,40}")  # RFC 9110 token, short: a header name
+_CONSTANT = re.compile(r"`[\w\- :,]{1,40}`")  # a backquoted constant of the parser's own
+_PROSE = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)+")  # words only: "invalid char in url path"
+_CHUNKED_WORDS = (  # the pure-Python parser's own TransferEncodingError messages
+    "Not enough data", "Unexpected LF in chunk-extension", "Bad chunk-size line ending",
+    "Chunk size mismatch", "Bad trailer line ending",
+)
+
+
+def _words(text: str) -> str:
+    """The parser's own words in `text`: up to a colon (outside a quote) or a line's end, with a
+    quoted header name or backquoted constant kept and any other quote dropped (bytes, a value,
+    a URL, a line: what the client sent); "" when nothing readable is left."""
+    text = text.split("\n", 1)[0]
+    kept, done = [], 0
+    for quoted in [*_QUOTED.finditer(text), None]:
+        between = text[done:None if quoted is None else quoted.start()]
+        if ":" in between:
+            kept.append(between.split(":", 1)[0])
+            break
+        kept.append(between)
+        if quoted is None:
+            break
+        done = quoted.end()
+        constant = quoted["tick"] is not None and _CONSTANT.fullmatch(quoted[0])
+        if constant or (quoted["closed"] and _TOKEN.fullmatch(quoted["plain"])):
+            kept.append(quoted[0])
+    words = " ".join("".join(kept).split()).rstrip(" .")
+    if not words.isascii() or not words.isprintable():
+        return ""
+    first, _, rest = words.partition(" ")
+    if first[1:].islower():  # "Duplicate ..." -> "duplicate ...", but "Content-Length ..." stays
+        words = first[:1].lower() + first[1:] + (" " + rest if rest else "")
+    return words[:100]
 
 
 def describe_refusal(refused: HttpProcessingError) -> str:
-    """Why a request was refused, in words that quote nothing the client sent."""
+    """Why a request was refused, in words that quote nothing the client sent: the parser's own
+    words, with a header name it quotes, never a value, a URL, a request line or a body."""
+    message = refused.message
+    llhttp = _LLHTTP.match(message)
+    reason = _words(llhttp[1]) if llhttp else ""  # the C parser's: llhttp's reason
+    detail = f" ({reason})" if reason else ""
     if isinstance(refused, LineTooLong):
         return f"a line of its head is longer than {refused.args[1]} bytes"
     if isinstance(refused, BadHttpMethod):
-        if "HTTPS" in refused.message:
+        if "HTTPS" in message:
             return "HTTPS traffic on an HTTP port"
         return "a bad method in the request line"
     if isinstance(refused, BadStatusLine):
-        return "a bad request line"
+        return f"a bad request line{detail}"
+    if isinstance(refused, InvalidURLError):  # the Python parser's message is the target itself
+        return f"an invalid request target{detail if _PROSE.fullmatch(reason) else ''}"
     if isinstance(refused, InvalidHeader):
+        # a name aiohttp chose is a str ("Content-Length"); what the client sent comes as bytes
+        name = refused.args[0] if refused.args else None
+        if isinstance(name, str) and _TOKEN.fullmatch(name):
+            return f"an invalid {name!s} header"
         return "an invalid header"
-    match = _REASON.match(refused.message)
-    reason = match.group().strip() if match else ""
-    return reason[:100] or type(refused).__name__
+    if isinstance(refused, TransferEncodingError) and not message.startswith(_CHUNKED_WORDS):
+        return "a bad chunk size"  # the Python parser's message for it is the line itself
+    return (reason if llhttp else _words(message)) or type(refused).__name__

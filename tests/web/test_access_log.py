@@ -14,11 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web_protocol
 import pytest
 from aiohttp import encode_basic_auth
+from aiohttp.http_exceptions import (
+    BadHttpMessage,
+    HttpProcessingError,
+    InvalidHeader,
+    InvalidURLError,
+    TransferEncodingError,
+)
+from aiohttp.http_parser import HttpRequestParserPy
 from aiohttp.test_utils import TestClient
 
 from pyproxy.logs import TEXT_FORMAT, JsonFormatter
+from pyproxy.web.access_log import describe_refusal
 from tests.access_log import access_records
 from tests.conftest import PASSWORD, USER, MakeClient, upload
 from tests.dists import make_wheel
@@ -257,6 +267,122 @@ async def test_malformed_requests_get_one_warning_and_an_access_record(
     assert "a line of its head is longer than 8190 bytes" in lines[3]
     refused = [r for r in access_records(text) if r["status"] == 400]
     assert len(refused) == len(MALFORMED)
+
+
+SECRET = "refusal-secret-42"
+# a request aiohttp's parsers refuse, with a secret in it -> what the warning says, by parser
+REFUSED: dict[str, tuple[bytes, str, str]] = {
+    "duplicate Content-Length": (
+        b"POST /simple/ HTTP/1.1\r\nHost: h\r\nContent-Length: 17\r\nContent-Length: 18\r\n\r\n"
+        + SECRET.encode(),
+        "duplicate Content-Length", "duplicate 'Content-Length' header found"),
+    "missing Host": (
+        f"GET /simple/?token={SECRET} HTTP/1.1\r\nUser-Agent: a\r\n\r\n".encode(),
+        "missing 'Host' header in request", "missing 'Host' header in request"),
+    "header line without a colon": (
+        f"GET /simple/ HTTP/1.1\r\nHost: h\r\n{SECRET}\r\n\r\n".encode(),
+        "invalid header token", "an invalid header"),
+    "control character in a header value": (
+        f"GET /simple/ HTTP/1.1\r\nHost: h\r\nAuthorization: {SECRET}\x01\r\n\r\n".encode(),
+        "invalid header value char", "an invalid header"),
+    "bad Content-Length": (
+        f"POST /simple/ HTTP/1.1\r\nHost: h\r\nContent-Length: 5{SECRET}\r\n\r\n".encode(),
+        "invalid character in Content-Length", "an invalid Content-Length header"),
+    "invalid method": (
+        f"GE(T /simple/?{SECRET} HTTP/1.1\r\nHost: h\r\n\r\n".encode(),
+        "a bad method in the request line", "a bad method in the request line"),
+    "TLS on the HTTP port": (
+        b"\x16\x03\x01\x00\xa5" + SECRET.encode() + b"\r\n\r\n",
+        "HTTPS traffic on an HTTP port", "HTTPS traffic on an HTTP port"),
+    "too long a request line": (
+        f"GET /{SECRET}{'a' * 9000} HTTP/1.1\r\nHost: h\r\n\r\n".encode(),
+        "a line of its head is longer than 8190 bytes",
+        "a line of its head is longer than 8190 bytes"),
+    "control character in the target": (
+        f"GET /simple/\x01{SECRET} HTTP/1.1\r\nHost: h\r\n\r\n".encode(),
+        "an invalid request target (invalid char in url path)", "an invalid request target"),
+    "bad version": (
+        f"GET /{SECRET} HTTP/9.x\r\nHost: h\r\n\r\n".encode(),
+        "a bad request line (invalid minor version)", "a bad request line"),
+    "bad chunk size": (
+        f"POST /simple/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        f"zz{SECRET}\r\nabc\r\n0\r\n\r\n".encode(),
+        "invalid character in chunk size", "a bad chunk size"),
+    "Transfer-Encoding with Content-Length": (
+        f"POST /simple/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+        f"Content-Length: 3\r\n\r\n{SECRET}".encode(),
+        "Content-Length can't be present with Transfer-Encoding",
+        "Transfer-Encoding can't be present with Content-Length"),
+    "bad Transfer-Encoding": (
+        f"POST /simple/ HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {SECRET}\r\n\r\n".encode(),
+        "request has invalid `Transfer-Encoding`", "request has invalid `Transfer-Encoding`"),
+    "data after Connection: close": (
+        f"GET /health HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        f"GET /{SECRET} HTTP/1.1\r\n\r\n".encode(),
+        "data after `Connection: close`", "data after `Connection: close`"),
+}
+
+
+@pytest.fixture(params=["C", "Python"])
+def parser(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """aiohttp's request parser for the server's new connections: its C one (llhttp, the
+    default) or its pure-Python one (what runs without the C extension); their messages differ."""
+    if request.param == "Python":
+        monkeypatch.setattr(aiohttp.web_protocol, "HttpRequestParser", HttpRequestParserPy)
+    else:
+        assert aiohttp.web_protocol.HttpRequestParser is not HttpRequestParserPy
+    return str(request.param)
+
+
+async def test_refusals_say_why_in_words_and_quote_nothing_sent(
+    logged: TestClient, server_log: io.StringIO, parser: str
+) -> None:
+    """Each refusal's warning line is the parser's reason in whole words, a header name it
+    quotes kept, and nothing the client sent: no value, no URL, no body."""
+    said = {}
+    for name, (data, *_) in REFUSED.items():
+        before = len(warnings_in(server_log.getvalue()))
+        answer = await raw_exchange(logged, data)
+        assert b"HTTP/1.0 400 Bad Request\r\n" in answer, (name, answer)
+        [line] = warnings_in(server_log.getvalue())[before:]
+        head, _, said[name] = line.partition(
+            " WARNING pyproxy.web: refused a malformed request from 127.0.0.1 with 400: ")
+        assert head, line
+    text = server_log.getvalue()
+    assert SECRET not in text and "Traceback" not in text
+    column = 0 if parser == "C" else 1
+    assert said == {name: expected[column] for name, (_, *expected) in REFUSED.items()}
+
+
+@pytest.mark.parametrize(("refused", "said"), [
+    # quoted: a short header name stays; bytes, values, lines go, escaped quotes and all
+    (BadHttpMessage("Duplicate 'X-Api-Key' header found."), "duplicate 'X-Api-Key' header found"),
+    (BadHttpMessage("Bad thing 'a secret value' here"), "bad thing here"),
+    (BadHttpMessage("Bad thing 'x" + "y" * 40 + "' here"), "bad thing here"),
+    (BadHttpMessage("Bad thing b'it\\'s: s3cret' here"), "bad thing here"),
+    (BadHttpMessage("Bad thing bytearray(b\"s3cret\") here"), "bad thing here"),
+    (BadHttpMessage("Bad thing 's3cret"), "bad thing"),  # a quote left open: all of it goes
+    # an apostrophe is no quote; a backquoted constant keeps its colon
+    (BadHttpMessage("Transfer-Encoding can't be present"), "Transfer-Encoding can't be present"),
+    (BadHttpMessage("Data after `Connection: close`"), "data after `Connection: close`"),
+    # the words stop at a colon (what follows quotes the request) or a line's end
+    (BadHttpMessage("Unexpected LF in chunk-extension: b';s3cret'"),
+     "unexpected LF in chunk-extension"),
+    (BadHttpMessage("Invalid header token:\n\n  b'X(s3cret): v'\n     ^"), "invalid header token"),
+    (BadHttpMessage("s3cret\x00"), "BadHttpMessage"),  # nothing readable left
+    # the Python parser's messages that are the client's bytes alone
+    (TransferEncodingError("s3cret"), "a bad chunk size"),
+    (TransferEncodingError("Not enough data to satisfy transfer length header."),
+     "not enough data to satisfy transfer length header"),
+    (InvalidURLError("/s3cret"), "an invalid request target"),
+    (InvalidURLError("/s3cret:\n\n  b'x'"), "an invalid request target"),
+    (InvalidHeader(b"s3cret"), "an invalid header"),
+    (InvalidHeader("Content-Length"), "an invalid Content-Length header"),
+])
+def test_a_refusal_quotes_only_the_parsers_own_words(
+    refused: HttpProcessingError, said: str
+) -> None:
+    assert describe_refusal(refused) == said
 
 
 async def test_abandoned_downloads_record_the_bytes_sent(
