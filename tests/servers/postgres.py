@@ -2,7 +2,8 @@
 (initdb refuses root), on 127.0.0.1 and a free port, fsync off, stopped by its PID.
 
 `PostgresServer.start()` makes the cluster once; `stop()` and `start()` again are the fault tests'
-"database down" and "back"; `new_database()` gives each test a database of its own.
+"database down" and "back"; `new_database()` gives each test a database of its own. A watchdog
+(tests/servers/watchdog.py) stops the server and removes its directory if pytest dies first.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import uuid
 from pathlib import Path
 
 import psycopg
+
+from tests.servers.watchdog import Watchdog
 
 BIN_ROOTS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 USER = "pyproxy"
@@ -49,6 +52,9 @@ class PostgresServer:
         self.data = self.root / "data"
         self.port = free_port()
         self._made = False
+        # the postmaster, initdb, pg_ctl: all name the data directory on their command lines
+        self._watchdog = Watchdog(match=str(self.data), first_signal=signal.SIGINT,
+                                  remove=self.root)
 
     def _as_postgres(self, *args: str) -> None:
         command = [str(arg) for arg in args]
@@ -103,3 +109,4 @@ class PostgresServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+        self._watchdog.close()

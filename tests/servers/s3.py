@@ -1,7 +1,8 @@
 """A throwaway S3-compatible server for the tests: moto's server mode, which enforces conditional
 writes (a second `If-None-Match: *` PUT gets 412), in a process of its own on 127.0.0.1 and a
 free port, stopped by its PID. `stop()` and `start()` again are the "bucket down" fault tests;
-moto keeps its objects in memory, so a restart loses them (say so where it matters).
+moto keeps its objects in memory, so a restart loses them (say so where it matters). A watchdog
+(tests/servers/watchdog.py) stops the server if pytest dies first.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import uuid
 from pathlib import Path
 
 from tests.servers.postgres import free_port
+from tests.servers.watchdog import Watchdog
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
@@ -42,6 +44,7 @@ class S3Server:
     def __init__(self) -> None:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+        self._watchdog = Watchdog(match=" ".join(self._command()), first_signal=signal.SIGTERM)
 
     @property
     def endpoint(self) -> str:
@@ -51,10 +54,13 @@ class S3Server:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
-    def start(self) -> S3Server:
+    def _command(self) -> list[str]:
         moto_server = Path(sys.executable).with_name("moto_server")
+        return [str(moto_server), "-H", "127.0.0.1", "-p", str(self.port)]
+
+    def start(self) -> S3Server:
         self.proc = subprocess.Popen(
-            [str(moto_server), "-H", "127.0.0.1", "-p", str(self.port)],
+            self._command(),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
             env={**os.environ, **credentials()}, start_new_session=True,
         )
@@ -85,4 +91,6 @@ class S3Server:
         urllib.request.urlopen(request, timeout=10).close()
         return name
 
-    close = stop
+    def close(self) -> None:
+        self.stop()
+        self._watchdog.close()
