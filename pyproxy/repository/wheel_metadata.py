@@ -4,19 +4,23 @@ the wheel's own `*.dist-info/METADATA`, byte for byte, and cached like any upstr
 Offered on the page (`mark`): every such wheel gets `core-metadata`, `true` while its hash is
 unknown (PEP 714 allows it), its sha256 once it has been made (the page's revision changes with
 it). Which ones were made is read from the blob cache, per page, again after `_RECHECK_S`, so
-another worker's work shows too. A wheel whose METADATA cannot be had (no `.dist-info`, a
-damaged zip, ...: what pip and uv cannot install either) gets an empty body (see `_UNUSABLE`).
+another worker's work shows too; and so are the sizes of the page's cached files where the page
+gives none (an HTML-only upstream's; PEP 700 makes `size` mandatory in JSON): the size of the
+verified body, which changes the page's revision likewise. A wheel whose METADATA cannot be
+had (no `.dist-info`, a damaged zip, ...: what pip and uv cannot install either) gets an empty
+body (see `_UNUSABLE`).
 
 Made (`open`), inside the blob cache's single flight for the `.metadata`'s key: from the cached
 wheel when there is one; else from ranges of the upstream wheel (its tail, then the member if
 the tail did not hold it: two small requests mostly); when upstream does not do ranges, or a
 range fails, from the whole wheel, fetched through the blob cache like any download of it (so
 one upstream download per file still holds) and read once cached. The tail is asked inside the
-blob cache's single flight for the wheel itself (across worker processes too): a host that
-answers it with the whole wheel has that answer taken as the download (no second request), and
-a wheel another worker is downloading is read from that download, not asked for. A host known to
-answer ranges whole is not asked for ranges again for a while (RangeMemory). A wheel is judged
-unusable only on bytes the blob cache verified: what ranges find wrong is read again whole.
+blob cache's single flight for the wheel itself (across worker processes, and a cluster's nodes,
+too): a host that answers it with the whole wheel has that answer taken as the download (no
+second request), and a wheel another worker is downloading is read from that download, not asked
+for. A host known to answer ranges whole is not asked for ranges again for a while
+(RangeMemory). A wheel is judged unusable only on bytes the blob cache verified: what ranges
+find wrong is read again whole.
 
 The warm-up asks with `WHOLE_WHEEL_LIMIT` set: a wheel over it whose host does not do ranges is
 not read for it (`TooBigToWarm`, before any download starts that a client could join). Where the
@@ -39,6 +43,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import NamedTuple
 
 from pyproxy.formats import wheel_zip
@@ -58,7 +63,7 @@ from pyproxy.repository.http import UpstreamClient
 from pyproxy.repository.http_answers import RangeAnswer, WholeAnswer
 from pyproxy.repository.misses import RangeMemory, host_of
 from pyproxy.stores import proof
-from pyproxy.stores.blobcache import Ask, BlobCache, OpenUpstream
+from pyproxy.stores.blobcache import Ask, OpenUpstream
 from pyproxy.stores.blobkeys import blob_key, made_metadata_key, metadata_key
 from pyproxy.stores.filecache import FileCache
 
@@ -82,10 +87,12 @@ OpenWheel = Callable[[NormalizedName, str], Awaitable[FileSource]]
 
 
 class Marked(NamedTuple):
-    """A page with `.metadata` offered for its wheels, and the hashes (by filename) it offers."""
+    """A page with `.metadata` offered for its wheels, and the hashes (by filename) it offers;
+    with the sizes (by filename) it gives of cached files the upstream page gives none for."""
 
     page: ProjectPage
     made: Mapping[str, str]
+    sizes: Mapping[str, int] = MappingProxyType({})
 
 
 class _Held(NamedTuple):
@@ -104,28 +111,40 @@ def wants_made(dist: DistFile) -> bool:
 
 
 def offer_made(
-    page: ProjectPage, made: Mapping[str, str], before: Marked | None = None
+    page: ProjectPage, made: Mapping[str, str], before: Marked | None = None,
+    sizes: Mapping[str, int] = MappingProxyType({}),
 ) -> ProjectPage:
     """The page with `.metadata` offered for each wheel that wants one, with its sha256 if in
-    `made` (by filename); its revision says which hashes are known. `before`: an earlier
-    marking of this same page, whose files are kept where their hash is the same (a page of
-    thousands of wheels gains one hash at a time)."""
+    `made` (by filename), and with the size in `sizes` (by filename: of a cached file the page
+    gives no size for); its revision says which hashes and sizes are known. `before`: an
+    earlier marking of this same page, whose files are kept where their hash and size are the
+    same (a page of thousands of wheels gains one hash at a time)."""
     files: list[DistFile] = []
     marks: list[str] = []
     for dist in page.files:
-        if wants_made(dist):
-            sha256 = made.get(dist.filename)
-            if sha256:
-                marks.append(f"{dist.filename}={sha256}")
-            if (
-                before is not None
-                and before.made.get(dist.filename) == sha256
-                and (kept := before.page.file(dist.filename)) is not None
-            ):
-                dist = kept
-            else:
+        wanted = wants_made(dist)
+        size = sizes.get(dist.filename) if dist.size is None else None
+        if not wanted and size is None:
+            files.append(dist)
+            continue
+        sha256 = made.get(dist.filename) if wanted else None
+        if sha256:
+            marks.append(f"{dist.filename}={sha256}")
+        if size is not None:
+            marks.append(f"{dist.filename}#{size}")
+        if (
+            before is not None
+            and (not wanted or before.made.get(dist.filename) == sha256)
+            and before.sizes.get(dist.filename) == size
+            and (kept := before.page.file(dist.filename)) is not None
+        ):
+            dist = kept
+        else:
+            if wanted:
                 offer: Mapping[str, str] | bool = {"sha256": sha256} if sha256 else True
                 dist = dist.offering(offer, from_wheel=True)
+            if size is not None:
+                dist = dataclasses.replace(dist, size=size)
         files.append(dist)
     digest = hashlib.blake2b("\n".join(marks).encode(), digest_size=8).hexdigest()
     revision = f"{page.revision}~w{digest}" if page.revision else ""
@@ -167,30 +186,47 @@ class WheelMetadata:
         ] = SingleFlight()
 
     async def mark(self, page: ProjectPage) -> ProjectPage:
+        """The page with `.metadata` offered for its wheels (see `offer_made`), and the sizes
+        of its cached files where the page has none (an HTML-only upstream's: PEP 700), both
+        read from the blob cache in one thread hop, one batched query each."""
         # on every request for the project or one of its files: the kept marks, if fresh
         held = self._pages.get(page.name)
         now = time.monotonic()
         if held is not None and held.revision == page.revision and now - held.checked < _RECHECK_S:
             return held.marked.page
         wheels = [dist for dist in page.files if wants_made(dist)]
-        if not wheels:
+        unsized = [(dist.filename, blob_key(dist)) for dist in page.files
+                   if dist.size is None and dist.upstream_url is not None]
+        if not wheels and not unsized:
             self._pages.put(page.name, _Held(page.revision, now, Marked(page, {})))
             return page
         keys = {made_metadata_key(dist): dist.filename for dist in wheels}
-        cached = await asyncio.to_thread(self._blobs.digests, list(keys))
+        cached, lengths = await asyncio.to_thread(
+            self._cached, list(keys), [key for _, key in unsized]
+        )
         made = {keys[key]: sha256 for key, sha256 in cached.items()}
         for dist in wheels:
             if (sha256 := self._made.get(blob_key(dist))) is not None:
                 made.setdefault(dist.filename, sha256)
+        sizes = {name: lengths[key] for name, key in unsized if key in lengths}
         before = held.marked if held is not None and held.revision == page.revision else None
-        if before is not None and before.made == made:  # the same page, rechecked: unchanged
-            marked = before.page
-        else:  # thousands of wheels take tens of ms: not on the event loop, unless remarked
-            marked = (offer_made(page, made, before)
-                      if len(wheels) <= _INLINE_WHEELS or before is not None
-                      else await asyncio.to_thread(offer_made, page, made))
-        self._pages.put(page.name, _Held(page.revision, now, Marked(marked, made)))
+        if before is not None and before.made == made and before.sizes == sizes:
+            marked = before.page  # the same page, rechecked: unchanged
+        elif not made and not sizes and not wheels:
+            marked = page
+        else:  # thousands of files take tens of ms: not on the event loop, unless remarked
+            marked = (offer_made(page, made, before, sizes)
+                      if len(wheels) + len(sizes) <= _INLINE_WHEELS or before is not None
+                      else await asyncio.to_thread(offer_made, page, made, None, sizes))
+        self._pages.put(page.name, _Held(page.revision, now, Marked(marked, made, sizes)))
         return marked
+
+    def _cached(
+        self, made_keys: list[str], file_keys: list[str]
+    ) -> tuple[dict[str, str], dict[str, int]]:
+        """Blocking: the sha256 of each made `.metadata` cached, and the size of each file."""
+        digests = self._blobs.digests(made_keys) if made_keys else {}
+        return digests, self._blobs.sizes(file_keys) if file_keys else {}
 
     async def open(self, project: NormalizedName, dist: DistFile, origins: Origins) -> FileSource:
         """The `.metadata` of a wheel `mark` offers it for: cached, or made now; Unavailable
@@ -294,24 +330,12 @@ class WheelMetadata:
 
         return await self._asking.run(url, read)
 
-    async def _fetch_first(self, dist: DistFile, ask: Ask) -> LocalFile | StreamedFile | None:
-        """The blob cache's fetch_first of the wheel (see `_first_read`)."""
-        key = blob_key(dist)
-        if isinstance(self._blobs, BlobCache):
-            return await self._blobs.fetch_first(
-                key, sha256=dist.sha256, size=dist.size, ask=ask, filename=dist.filename
-            )
-        # a cluster's cache: one download per node and answer, the asking itself not in flight
-        if (hit := await self._blobs.hit(key, sha256=dist.sha256, size=dist.size)) is not None:
-            return hit
-        body = await ask()
-        if body is None:
-            return None
-        source = await self._blobs.fetch(
-            key, sha256=dist.sha256, size=dist.size, open_upstream=body, filename=dist.filename
+    async def _fetch_first(self, dist: DistFile, ask: Ask) -> FileSource | None:
+        """The blob cache's fetch_first of the wheel (see `_first_read`): on a cluster the
+        asking too is in the cluster's single flight."""
+        return await self._blobs.fetch_first(
+            blob_key(dist), sha256=dist.sha256, size=dist.size, ask=ask, filename=dist.filename
         )
-        assert isinstance(source, LocalFile | StreamedFile)
-        return source
 
     def _maker(self, project: NormalizedName, dist: DistFile, origins: Origins) -> OpenUpstream:
         @asynccontextmanager

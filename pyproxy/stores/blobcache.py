@@ -257,6 +257,10 @@ class BlobCache:
         """The sha256 of each of `keys` that is a committed blob (not a use)."""
         return self.index.digests(keys)
 
+    def sizes(self, keys: list[str]) -> dict[str, int]:
+        """The byte length of each of `keys` that is a committed blob: verified (not a use)."""
+        return self.index.sizes(keys)
+
     def delete(self, key: str) -> bool:
         return self.index.delete(key)
 

@@ -253,18 +253,29 @@ class BlobIndex:
         ]
 
     def digests(self, keys: list[str]) -> dict[str, str]:
-        """The sha256 of each of `keys` that is a committed blob (one query per 500 keys; not a
-        use)."""
-        found: dict[str, str] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._query(
-                f"SELECT key, tag FROM Cache WHERE filename IS NOT NULL AND key IN ({marks})",
-                tuple(chunk),
-            )
-            found.update((key, tag) for key, tag in rows if isinstance(tag, str))
-        return found
+        """The sha256 of each of `keys` that is a committed blob (not a use)."""
+        return {key: tag for key, tag in self._of(keys, "tag") if isinstance(tag, str)}
+
+    def sizes(self, keys: list[str]) -> dict[str, int]:
+        """The byte length of each of `keys` that is a committed blob (not a use)."""
+        return {key: size for key, size in self._of(keys, "size") if isinstance(size, int)}
+
+    def _of(self, keys: list[str], column: str) -> list[tuple[Any, ...]]:
+        """(key, `column`) of each of `keys` that is a committed blob: one connection, one
+        query per 500 keys."""
+        rows: list[tuple[Any, ...]] = []
+        if not keys:
+            return rows
+        with contextlib.closing(sqlite3.connect(self._db, timeout=60)) as db:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += db.execute(
+                    f"SELECT key, {column} FROM Cache"
+                    f" WHERE filename IS NOT NULL AND key IN ({marks})",
+                    tuple(chunk),
+                ).fetchall()
+        return rows
 
     # -- closing ---------------------------------------------------------------------------------
 

@@ -25,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pyproxy.model import FileSource, Forbidden, LocalFile, NotFound
-from pyproxy.stores.blobcache import BlobCache, OpenUpstream
+from pyproxy.stores.blobcache import Ask, BlobCache, OpenUpstream
 from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses
 from pyproxy.stores.chunks import read_file
@@ -46,6 +48,7 @@ log = logging.getLogger("pyproxy.cluster")
 
 __all__ = ["ClusterBlobCache", "object_key", "open_cluster_blobs"]
 
+_V = TypeVar("_V")
 
 
 class ClusterBlobCache:
@@ -84,6 +87,25 @@ class ClusterBlobCache:
             key, sha256=sha256, size=size, open_upstream=cluster_body, filename=filename
         )
         self._uses.note(key)
+        return source
+
+    async def fetch_first(
+        self, key: str, *, sha256: str | None, size: int | None, ask: Ask,
+        filename: str | None = None,
+    ) -> FileSource | None:
+        """As BlobCache.fetch_first, for the cluster: `ask` is called only by the node that
+        leads the cluster's download of `key` (in the one worker of it that downloads), never
+        when the local copy, the bucket or another node's download has it. None when it gives
+        no body: nothing is cached or shared, and whoever followed meanwhile, on this node or
+        another, looks again (and asks on its own)."""
+        self._uses.attach(asyncio.get_running_loop())
+        sha256 = sha256.lower() if sha256 else None
+        cluster_ask = self._flight.asker(key, sha256, size, ask, filename)
+        source = await self.local.fetch_first(
+            key, sha256=sha256, size=size, ask=cluster_ask, filename=filename
+        )
+        if source is not None:
+            self._uses.note(key)
         return source
 
     async def hit(self, key: str, *, sha256: str | None, size: int | None) -> LocalFile | None:
@@ -139,13 +161,23 @@ class ClusterBlobCache:
     def digests(self, keys: list[str]) -> dict[str, str]:
         """The sha256 of each of `keys` the cluster holds: this node's copies, then the shared
         index (only this node's when the database cannot be reached)."""
-        found = self.local.digests(keys)
+        return self._held(keys, self.local.digests, self.shared.index.digests)
+
+    def sizes(self, keys: list[str]) -> dict[str, int]:
+        """The byte length of each of `keys` the cluster holds, as `digests` (not a use)."""
+        return self._held(keys, self.local.sizes, self.shared.index.sizes)
+
+    def _held(
+        self, keys: list[str], local: Callable[[list[str]], dict[str, _V]],
+        shared: Callable[[list[str]], dict[str, _V]],
+    ) -> dict[str, _V]:
+        found = local(keys)
         rest = [key for key in keys if key not in found]
         if rest:
             try:
-                found.update(self.shared.index.digests(rest))
+                found.update(shared(rest))
             except DatabaseUnavailable as exc:
-                log.debug("cached digests unknown: %s", exc)
+                log.debug("cached files unknown beyond this node's: %s", exc)
         return found
 
     def flush_uses(self) -> int:

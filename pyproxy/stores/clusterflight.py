@@ -13,6 +13,9 @@ the same; a body with no sha256 listed cannot be joined from two sources and fai
 instead (the client sees an aborted download, never wrong bytes). A lock held for `_PATIENCE_S`
 with no leader to follow (a hung node) is gone around: the file is fetched and served, not
 shared.
+
+`asker` is the same for the local cache's fetch_first: the leader calls the `ask` (BlobCache's),
+inside the cluster's single flight, and an `ask` that gives no body lets the lead go at once.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TypeVar
 
 from pyproxy.model import LocalFile, Unavailable
-from pyproxy.stores.blobcache import BlobCache, OpenUpstream
+from pyproxy.stores.blobcache import Ask, BlobCache, OpenUpstream
 from pyproxy.stores.chunks import read_file, skip
 from pyproxy.stores.clustershare import SharedFiles, object_key
 from pyproxy.stores.objects import BucketUnavailable, ObjectMissing
@@ -110,9 +113,45 @@ class ClusterFlight:
         except BucketUnavailable as exc:
             raise Unavailable(str(exc)) from None
 
+    def asker(
+        self, key: str, sha256: str | None, size: int | None, ask: Ask, filename: str | None,
+    ) -> Ask:
+        """The cluster's `ask` for the local cache's fetch_first of `key`: run by the one
+        worker of the node that would download, it gives the cluster's download of `key` as
+        `body` does, where only a node that leads (holding `blob:<key>`'s lock) calls `ask`.
+        None when that `ask` gives no body: the lock is let go at once, nothing is shared, and
+        the nodes following meanwhile look again (one then leads and asks on its own). So the
+        answer is known before a byte is handed on: a download from the bucket or a leader
+        node is returned once its first bytes are in."""
+
+        async def cluster_ask() -> OpenUpstream | None:
+            body = self.body(key, sha256, size, None, filename, ask=ask)
+            try:
+                first = await anext(body)
+            except _Declined:
+                return None
+            except StopAsyncIteration:  # an empty file
+                first = b""
+            except BaseException:
+                await body.aclose()
+                raise
+
+            @contextlib.asynccontextmanager
+            async def cluster_body() -> AsyncIterator[AsyncIterator[bytes]]:
+                chunks = _after(first, body)
+                try:
+                    yield chunks
+                finally:
+                    await chunks.aclose()
+                    await body.aclose()
+
+            return cluster_body
+
+        return cluster_ask
+
     async def body(
-        self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream,
-        filename: str | None,
+        self, key: str, sha256: str | None, size: int | None, open_upstream: OpenUpstream | None,
+        filename: str | None, *, ask: Ask | None = None,
     ) -> AsyncGenerator[bytes, None]:
         sent = 0  # bytes handed on: a source taken over later starts after them
         delay = _POLL_MIN
@@ -135,8 +174,9 @@ class ClusterFlight:
                 except BucketUnavailable as exc:
                     raise Unavailable(str(exc)) from None
             if claim.lock is not None:
+                upstream = await self._upstream(key, open_upstream, ask, sent, claim.lock)
                 self._lead(key, claim.lock, sha256, size, filename)
-                async with open_upstream() as body:
+                async with upstream() as body:
                     async for chunk in skip(body, sent):
                         sent += len(chunk)
                         yield chunk
@@ -157,13 +197,47 @@ class ClusterFlight:
             if time.monotonic() > give_up:
                 log.warning("%r stayed locked for %gs with no node to follow: fetching it"
                             " from upstream without sharing it", key, _PATIENCE_S)
-                async with open_upstream() as body:
+                upstream = await self._upstream(key, open_upstream, ask, sent, None)
+                async with upstream() as body:
                     async for chunk in skip(body, sent):
                         sent += len(chunk)
                         yield chunk
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, _POLL_MAX)
+
+    async def _upstream(
+        self, key: str, open_upstream: OpenUpstream | None, ask: Ask | None, sent: int,
+        lock: HeldLock | None,
+    ) -> OpenUpstream:
+        """What to download from upstream: `open_upstream`, or the body `ask` gives. When it
+        gives none, the lead (`lock`, and this node's name in cache_inflight) is let go, and
+        that is _Declined, or, once bytes were handed on (a leader died midway), Unavailable."""
+        if ask is None:
+            assert open_upstream is not None
+            return open_upstream
+        try:
+            asked = await ask()
+        except BaseException:
+            if lock is not None:  # not awaited: a cancelled request lets go of it too
+                asyncio.get_running_loop().run_in_executor(None, self._let_go_lead, key, lock)
+            raise
+        if asked is not None:
+            return asked
+        if lock is not None:
+            await asyncio.to_thread(self._let_go_lead, key, lock)
+        if sent:
+            raise Unavailable(f"the download of {key!r} broke off, and upstream now answers"
+                              " with no body to continue it from")
+        raise _Declined(f"no download of {key!r} after all")
+
+    def _let_go_lead(self, key: str, lock: HeldLock) -> None:
+        """Blocking: end a lead that downloads nothing (no publisher was started for it)."""
+        try:
+            self._index.done(key, self.node_url)
+        except DatabaseUnavailable as exc:  # the next leader overwrites the row
+            log.debug("could not end the download of %r: %s", key, exc)
+        self._locks.release(lock)
 
     async def _claim(self, key: str, sha256: str | None) -> Claim:
         """claim_download in a thread; a request cancelled meanwhile lets go of a lock the
@@ -226,6 +300,17 @@ class ClusterFlight:
                 await asyncio.to_thread(self.shared.evict, self.shared.max_size, key)
             except (DatabaseUnavailable, BucketUnavailable) as exc:
                 log.warning("could not evict from the shared cache: %s", exc)
+
+
+class _Declined(Unavailable):
+    """The `ask` of the node that leads gave no body to download (see ClusterFlight.asker)."""
+
+
+async def _after(first: bytes, rest: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
 
 
 async def db(func: Callable[..., _T], *args: object) -> _T:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from pyproxy.model import FileSource, LocalFile
-from pyproxy.stores.blobcache import OpenUpstream
+from pyproxy.stores.blobcache import Ask, OpenUpstream
 
 __all__ = ["FileCache"]
 
@@ -18,6 +18,14 @@ class FileCache(Protocol):
         self, key: str, *, sha256: str | None, size: int | None, open_upstream: OpenUpstream,
         filename: str | None = None,
     ) -> FileSource: ...
+
+    async def fetch_first(
+        self, key: str, *, sha256: str | None, size: int | None, ask: Ask,
+        filename: str | None = None,
+    ) -> FileSource | None:
+        """As fetch, where the one who would download (of the machine, of the cluster) asks
+        first, inside the single flight: see BlobCache.fetch_first."""
+        ...
 
     async def hit(self, key: str, *, sha256: str | None, size: int | None) -> LocalFile | None:
         """The cached file if it is the one announced, starting nothing (a use)."""
@@ -40,7 +48,14 @@ class FileCache(Protocol):
         not cached (a use)."""
         ...
 
-    def digests(self, keys: list[str]) -> dict[str, str]: ...
+    def digests(self, keys: list[str]) -> dict[str, str]:
+        """The sha256 of each of `keys` that is cached (blocking; not a use)."""
+        ...
+
+    def sizes(self, keys: list[str]) -> dict[str, int]:
+        """The byte length of each of `keys` that is cached, committed once verified: one
+        query for them all (blocking; not a use)."""
+        ...
 
     def volume(self) -> int: ...
 

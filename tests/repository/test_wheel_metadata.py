@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
+import time
 import zipfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import orjson
 import pytest
+from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from pyproxy.formats import wheel_zip
 from pyproxy.model import (
@@ -29,7 +33,8 @@ from pyproxy.repository.upstream import UpstreamRepository
 from pyproxy.repository.wheel_metadata import Marked, offer_made
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.pages import PageStore
-from tests.dists import core_metadata, make_wheel
+from tests.conftest import MakeClient
+from tests.dists import core_metadata, make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
 
 PROJECT = NormalizedName("demo-pkg")
@@ -379,3 +384,146 @@ async def test_a_recheck_that_finds_nothing_new_keeps_the_marked_page(
     await _read(await repo.open_metadata(PROJECT, WHEEL))
     marked = (await repo.project_page(PROJECT)).file(WHEEL)
     assert marked is not None and marked.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
+
+
+class _Counted:
+    """The blob cache's `sizes`, counted: how many queries, for how many keys."""
+
+    def __init__(self, blobs: BlobCache) -> None:
+        self.calls: list[int] = []
+        self._sizes = blobs.sizes
+
+    def __call__(self, keys: list[str]) -> dict[str, int]:
+        self.calls.append(len(keys))
+        return self._sizes(keys)
+
+
+async def test_an_html_page_gives_the_sizes_of_its_cached_files(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PEP 700's mandatory `size`, which an HTML page cannot give: of the files pyproxy holds,
+    verified, in one query per page (the sdists and a file listed with no hash too), from the
+    next recheck on, with a new revision; none for a file not cached."""
+    old_sdist = make_sdist(tmp_path, "demo-pkg", "0.9").read_bytes()
+    async with FakeUpstream(formats="html") as html:
+        html.offer_metadata = False
+        html.add_file(PROJECT, WHEEL, make_wheel(tmp_path, "demo-pkg", "1.0", metadata=META).read_bytes())
+        html.add_file(PROJECT, SDIST, make_sdist(tmp_path, "demo-pkg", "1.0").read_bytes())
+        html.add_file(PROJECT, "demo_pkg-0.9.tar.gz", old_sdist, listed_hash=False)  # kept by URL
+        repo = make_repo(html.index_url)
+        assert isinstance(repo.blobs, BlobCache)
+        counted = _Counted(repo.blobs)
+        monkeypatch.setattr(repo.blobs, "sizes", counted)
+        cold = await repo.project_page(PROJECT)
+        assert [dist.size for dist in cold.files] == [None, None, None]
+        assert counted.calls == [3]  # every file of the page in one query
+        for name in (SDIST, "demo_pkg-0.9.tar.gz"):
+            await _read(await repo.open_file(PROJECT, name))
+        await repo.blobs.idle()
+        assert await repo.project_page(PROJECT) is cold  # the marks hold for _RECHECK_S
+        assert counted.calls == [3]  # the warm path asks nothing
+        monkeypatch.setattr(wheel_metadata, "_RECHECK_S", 0.0)
+        sized = await repo.project_page(PROJECT)
+        assert {dist.filename: dist.size for dist in sized.files} == {
+            WHEEL: None, SDIST: html.file(PROJECT, SDIST).size, "demo_pkg-0.9.tar.gz": len(old_sdist),
+        }
+        assert sized.revision != cold.revision and counted.calls == [3, 3]
+        assert await repo.project_page(PROJECT) is sized  # rechecked, nothing new: the same page
+        wheel = sized.file(WHEEL)
+        assert wheel is not None and wheel.core_metadata is True  # still offered
+
+
+async def test_a_page_without_wheels_gets_sizes_and_one_with_sizes_asks_none(
+    make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeUpstream(formats="json") as upstream:
+        upstream.add_file(PROJECT, SDIST, make_sdist(tmp_path, "demo-pkg", "1.0").read_bytes(), listed_size=False)
+        upstream.add_file("sized", "sized-1.0.tar.gz", make_sdist(tmp_path, "sized", "1.0").read_bytes())
+        repo = make_repo(upstream.index_url)
+        assert isinstance(repo.blobs, BlobCache)
+        counted = _Counted(repo.blobs)
+        monkeypatch.setattr(repo.blobs, "sizes", counted)
+        for project, filename in ((PROJECT, SDIST), (NormalizedName("sized"), "sized-1.0.tar.gz")):
+            before = await repo.project_page(project)
+            await _read(await repo.open_file(project, filename))
+            await repo.blobs.idle()
+            monkeypatch.setattr(wheel_metadata, "_RECHECK_S", 0.0)
+            after = await repo.project_page(project)
+            monkeypatch.setattr(wheel_metadata, "_RECHECK_S", 30.0)
+            dist = after.file(filename)
+            assert dist is not None and dist.size == upstream.file(project, filename).size
+            assert (after.revision != before.revision) == (project == PROJECT)
+        assert counted.calls == [1, 1]  # the sdist-only page, twice; the sized page never
+
+
+def test_a_size_remarks_only_its_file_and_never_one_the_page_gives() -> None:
+    names = ["demo_pkg-1.0.tar.gz", "demo_pkg-1.0-py3-none-any.whl", "demo_pkg-0.9.tar.gz"]
+    page = ProjectPage.build(PROJECT, tuple(
+        DistFile(name, {}, size=7 if name.startswith("demo_pkg-0.9") else None,
+                 origin=Origin.UPSTREAM, upstream_url=f"http://u/{name}") for name in names
+    ), revision="u1")
+    first = offer_made(page, {})
+    sizes = {names[0]: 5, names[2]: 99}  # the page gives the last one's: kept
+    second = offer_made(page, {}, Marked(first, {}), sizes)
+    assert second == offer_made(page, {}, None, sizes)
+    assert second.revision != first.revision
+    assert second.revision == offer_made(page, {}, None, {names[0]: 5}).revision
+    sized, kept, listed = (second.file(name) for name in names)
+    assert sized is not None and sized.size == 5 and sized.version == "1.0"
+    assert kept is first.file(names[1])
+    assert listed is not None and listed.size == 7
+    assert offer_made(page, {}, Marked(second, {}, sizes), {}) == first  # evicted since
+
+
+_SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+_SIZED_SDIST = "sized_pkg-1.0.tar.gz"
+_SIZED_WHEEL = "sized_pkg-1.0-py3-none-any.whl"
+
+
+async def _served_page(client: TestClient, accept: str) -> tuple[bytes, str]:
+    async with client.get("/simple/sized-pkg/", headers={"Accept": accept}) as response:
+        assert response.status == 200
+        return await response.read(), response.headers["ETag"]
+
+
+async def _served_sizes(client: TestClient) -> dict[str, int | None]:
+    body, _ = await _served_page(client, _SIMPLE_JSON)
+    return {entry["filename"]: entry.get("size") for entry in orjson.loads(body)["files"]}
+
+
+async def test_a_downloaded_file_of_an_html_upstream_gets_its_size_on_the_json_pages(
+    make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """End to end through the app: the JSON simple page and the legacy JSON API give the size
+    of a file of an HTML-only upstream once pyproxy holds it; the HTML page stays the same."""
+    async with FakeUpstream(formats="html") as fake:
+        fake.add_file("sized-pkg", _SIZED_SDIST, make_sdist(tmp_path, "sized-pkg", "1.0").read_bytes())
+        fake.add_file("sized-pkg", _SIZED_WHEEL, make_wheel(tmp_path, "sized-pkg", "1.0").read_bytes())
+        client, _ = await make_client(upstream_url=fake.index_url, upstream_warm_up=False)
+        html_before, html_etag = await _served_page(client, "text/html")
+        json_before, json_etag = await _served_page(client, _SIMPLE_JSON)
+        assert await _served_sizes(client) == {_SIZED_SDIST: None, _SIZED_WHEEL: None}  # HTML pages carry none
+
+        files = {entry["filename"]: entry["url"] for entry in orjson.loads(json_before)["files"]}
+        async with client.get(URL(files[_SIZED_SDIST]).path) as response:
+            assert response.status == 200
+            body = await response.read()
+        monkeypatch.setattr(wheel_metadata, "_RECHECK_S", 0.0)  # not 30 s from now
+        deadline = time.monotonic() + 5
+        while (sizes := await _served_sizes(client))[_SIZED_SDIST] is None:  # committed just after the body
+            assert time.monotonic() < deadline, sizes
+            await asyncio.sleep(0.02)
+        assert sizes == {_SIZED_SDIST: len(body), _SIZED_WHEEL: None}
+        json_after, json_etag_after = await _served_page(client, _SIMPLE_JSON)
+        assert json_etag_after != json_etag  # a new ETag: a client revalidating its copy gets the sizes
+        after = orjson.loads(json_after)
+        [sized] = [entry for entry in after["files"] if entry.pop("size", None) is not None]
+        assert sized["filename"] == _SIZED_SDIST and after == orjson.loads(json_before)  # nothing else
+
+        # no size in HTML: the same bytes, so the same ETag (of the body): still fresh for clients
+        assert await _served_page(client, "text/html") == (html_before, html_etag)
+
+        # (reading the wheel's METADATA for `info`, which then changes the pages: its hash)
+        async with client.get("/pypi/sized-pkg/json") as response:
+            legacy = orjson.loads(await response.read())
+        assert {e["filename"]: e["size"] for e in legacy["urls"]} == {_SIZED_SDIST: len(body), _SIZED_WHEEL: None}

@@ -884,3 +884,21 @@ async def test_fetch_first_asks_only_the_one_who_would_download(
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_sizes_are_of_verified_commits_only(upstream: Upstream, cache: BlobCache) -> None:
+    """What a page without sizes gets filled in from (repository/wheel_metadata.py): never the
+    size of a download in progress, nor of one that failed its check."""
+    gate = asyncio.Event()
+    blob = upstream.add("s", Blob(block(300 * KiB), pause_at=100 * KiB, gate=gate))
+    upstream.add("w", Blob(block(10 * KiB), corrupt=True))
+    source = await upstream.fetch(cache, "s")
+    assert isinstance(source, StreamedFile)
+    assert await asyncio.to_thread(cache.sizes, ["s"]) == {}  # in progress
+    gate.set()
+    assert await body_of(source) == blob.block
+    with pytest.raises(HashMismatch):
+        await body_of(await upstream.fetch(cache, "w"))
+    await cache.idle()
+    assert await asyncio.to_thread(cache.sizes, ["s", "w", "x"]) == {"s": blob.size}
+    assert cache.flush_uses() == 0  # asking is not a use

@@ -95,3 +95,19 @@ def test_eviction_follows_the_recorded_uses_and_spares_the_protected_key(tmp_pat
         assert index.entries() == []
     finally:
         index.close()
+
+
+def test_sizes_are_of_committed_blobs_in_one_connection_and_not_a_use(tmp_path: Path) -> None:
+    index = BlobIndex(tmp_path / "cache", 10 * 1024**2)
+    try:
+        assert index.sizes([]) == {}
+        for key, n in (("a", 1000), ("b", 0), ("c", 12)):
+            path, sha256 = _verified(tmp_path, key, key.encode() * n)
+            index.add(key, path, n, sha256)
+        index.delete("c")
+        keys = [f"missing-{i}" for i in range(1200)] + ["b", "c", "a"]  # three batches of keys
+        assert index.sizes(keys) == {"a": 1000, "b": 0}
+        assert index.digests(keys).keys() == {"a", "b"}
+        assert index.flush_uses() == 0  # not a use
+    finally:
+        index.close()

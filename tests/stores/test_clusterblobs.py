@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +17,15 @@ import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from pyproxy.model import LocalFile, Unavailable
+from pyproxy.model import FileSource, LocalFile, Unavailable
+from pyproxy.stores.blobcache import Ask, OpenUpstream
 from pyproxy.stores.clusterblobs import ClusterBlobCache, object_key
 from pyproxy.stores.objects import Bucket
 from pyproxy.stores.peers import PEER_HEADER, ROUTE_PREFIX, peer_token
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
 from tests.conftest import base_settings, open_services
+from tests.dists import core_metadata, make_wheel
 from tests.fake_upstream import FakeFile, FakeUpstream
 from tests.servers.postgres import PostgresServer, free_port
 from tests.servers.s3 import S3Server
@@ -30,6 +34,7 @@ KiB = 1024
 MiB = 1024 * KiB
 WHEEL = "big-1.0-py3-none-any.whl"
 FILE_PATH = "/files/big/" + WHEEL
+META = core_metadata("big", "4.0", summary="Read from the wheel")
 
 
 @dataclass
@@ -388,3 +393,151 @@ async def test_offline_with_the_database_down_serves_the_node_s_own_copies(
             await b.blobs.cached(other.sha256)
     finally:
         postgres.start()
+
+
+def _body_opener(data: bytes) -> OpenUpstream:
+    """An upstream body that takes a while (about 0.2 s): the other node comes meanwhile."""
+
+    @asynccontextmanager
+    async def opened() -> AsyncIterator[AsyncIterator[bytes]]:
+        async def chunks() -> AsyncIterator[bytes]:
+            for start in range(0, len(data), 64 * KiB):
+                await asyncio.sleep(0.01)
+                yield data[start:start + 64 * KiB]
+
+        yield chunks()
+
+    return opened
+
+
+async def _ask_of_each(
+    a: Node, b: Node, key: str, data: bytes, *, declines: bool
+) -> tuple[list[str], list[FileSource | None]]:
+    asked: list[str] = []
+
+    def ask_of(who: str) -> Ask:
+        async def ask() -> OpenUpstream | None:
+            asked.append(who)
+            await asyncio.sleep(0.1)  # the other node claims meanwhile
+            return None if declines else _body_opener(data)
+
+        return ask
+
+    sources = await asyncio.gather(*(
+        each.blobs.fetch_first(key, sha256=key, size=len(data), ask=ask_of(who), filename=WHEEL)
+        for who, each in (("a", a), ("b", b))
+    ))
+    return asked, list(sources)
+
+
+async def _read_source(source: FileSource | None) -> bytes:
+    assert source is not None
+    if isinstance(source, LocalFile):
+        return source.path.read_bytes()
+    return b"".join([chunk async for chunk in source.chunks])
+
+
+async def test_fetch_first_on_two_nodes_asks_once_and_both_get_the_download(
+    node: MakeNode, pg_dsn: str, s3: S3Server, bucket: str
+) -> None:
+    """The ask of a wheel's first read (wheel_metadata's tail request, which a host without
+    ranges answers whole) runs in the cluster's single flight: the leader node asks, the other
+    follows its download."""
+    data = random.Random(3).randbytes(1 * MiB)
+    key = hashlib.sha256(data).hexdigest()
+    a, b = await node(), await node()
+    asked, sources = await _ask_of_each(a, b, key, data, declines=False)
+    assert len(asked) == 1, asked
+    assert [await _read_source(source) for source in sources] == [data, data]
+    await _shared(pg_dsn, key)
+    assert Bucket(f"s3://{bucket}", endpoint=s3.endpoint).size(object_key(key)) == len(data)
+    assert rows(pg_dsn, "SELECT * FROM cache_inflight") == []
+    for each in (a, b):  # and each node has it now, unasked
+        await each.blobs.local.idle()
+        hit = await each.blobs.fetch_first(key, sha256=key, size=len(data), ask=_never)
+        assert isinstance(hit, LocalFile)
+
+
+async def test_fetch_first_whose_ask_gives_no_body_commits_nothing(
+    node: MakeNode, pg_dsn: str, s3: S3Server, bucket: str
+) -> None:
+    """A range answer (no body): None, nothing in the bucket or the index, the lead let go at
+    once; the node that followed meanwhile asks on its own."""
+    data = random.Random(4).randbytes(256 * KiB)
+    key = hashlib.sha256(data).hexdigest()
+    a, b = await node(), await node()
+    asked, sources = await _ask_of_each(a, b, key, data, declines=True)
+    assert sorted(asked) == ["a", "b"] and sources == [None, None]
+    store = Bucket(f"s3://{bucket}", endpoint=s3.endpoint)
+    assert dict(store.keys("cache/")) == {}
+    assert rows(pg_dsn, "SELECT key FROM cache_blobs") == []
+    assert rows(pg_dsn, "SELECT key FROM cache_inflight") == []
+    # no lock left held (taken here by a session that then ends)
+    assert rows(pg_dsn, f"SELECT pg_try_advisory_lock(hashtextextended('blob:{key}', 0))") == [(True,)]
+    for each in (a, b):
+        assert await asyncio.to_thread(each.blobs.lookup, key) is None
+    # and the next who asks with a body leads it
+    source = await a.blobs.fetch_first(
+        key, sha256=key, size=len(data), ask=lambda: _whole(data), filename=WHEEL
+    )
+    assert await _read_source(source) == data
+    await _shared(pg_dsn, key)
+
+
+async def _never() -> OpenUpstream | None:
+    raise AssertionError("asked, where the file is cached")
+
+
+async def _whole(data: bytes) -> OpenUpstream | None:
+    return _body_opener(data)
+
+
+async def test_sizes_are_of_what_the_cluster_holds_then_of_the_node_s_own(
+    node: MakeNode, fake: FakeUpstream, postgres: PostgresServer
+) -> None:
+    """What a page without sizes is given them from (repository/wheel_metadata.py): this node's
+    copies, then the shared index in one query; only this node's with the database down."""
+    held = add_wheel(fake, 64 * KiB)
+    add_wheel(fake, 64 * KiB, name="big-2.0-py3-none-any.whl")  # nobody fetched it
+    a, b = await node(), await node()
+    assert (await a.get())[0] == 200
+    await shared(a)
+    await a.blobs.local.idle()
+    keys = [held.sha256, fake.file("big", "big-2.0-py3-none-any.whl").sha256]
+    for each in (a, b):
+        assert await asyncio.to_thread(each.blobs.sizes, keys) == {held.sha256: held.size}
+    postgres.stop()
+    try:
+        assert await asyncio.to_thread(a.blobs.sizes, keys) == {held.sha256: held.size}
+        assert await asyncio.to_thread(b.blobs.sizes, keys) == {}
+    finally:
+        postgres.start()
+
+
+async def test_a_wheel_s_metadata_and_the_wheel_on_two_nodes_at_once_are_one_upstream_get(
+    node: MakeNode, fake: FakeUpstream, tmp_path: Any
+) -> None:
+    """Through the repository (repository/wheel_metadata.py): an upstream that offers no
+    `.metadata` and answers the tail request with the whole wheel is asked once, whether the
+    node making the `.metadata` leads (its answer is the cluster's download) or the node
+    downloading the wheel does (then the other follows it, unasked)."""
+    fake.offer_metadata, fake.serve_ranges = False, False
+    wheel = make_wheel(tmp_path, "big", "4.0", metadata=META, modules={"big/data.py": "x = 1\n" * 40_000})
+    fake.add_file("big", wheel.name, wheel.read_bytes())
+    fake.chunk_delay = 0.01  # the other node comes while the download runs
+    a, b = await node(upstream_warm_up=False), await node(upstream_warm_up=False)
+    for each in (a, b):
+        async with each.client.get("/simple/big/") as page:
+            assert page.status == 200
+    path = f"/files/big/{wheel.name}"
+    for first, second in ((a, b), (b, a)):
+        fake.reset_counters()
+        results = await asyncio.gather(first.get(path + ".metadata"), second.get(path))
+        assert [(status, body) for status, body, _ in results] == [(200, META), (200, wheel.read_bytes())]
+        assert fake.count(fake.file_path("big", wheel.name)) == 1, fake.requests
+        sha256 = fake.file("big", wheel.name).sha256
+        for each in (a, b):  # for the next round: nothing held, the wheel nor its .metadata
+            await shared(each)
+            await each.blobs.local.idle()
+            for key in (sha256, "meta:" + sha256):
+                each.blobs.delete(key)

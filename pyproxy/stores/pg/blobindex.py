@@ -204,6 +204,12 @@ class PgBlobIndex:
             "SELECT key, sha256 FROM cache_blobs WHERE key = ANY(%s)", (keys,)).fetchall())
         return {str(key): str(sha256) for key, sha256 in rows}
 
+    def sizes(self, keys: list[str]) -> dict[str, int]:
+        """The byte length of each of `keys` committed to the bucket (its bytes were checked)."""
+        rows = self._one("look up cached files", lambda c: c.execute(
+            "SELECT key, size FROM cache_blobs WHERE key = ANY(%s)", (keys,)).fetchall())
+        return {str(key): int(size) for key, size in rows}  # type: ignore[call-overload]
+
     # -- downloads in progress ---------------------------------------------------------------
 
     def lead(self, key: str, node_url: str) -> None:
