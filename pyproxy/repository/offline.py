@@ -61,10 +61,13 @@ _OFFLINE_PAGES = 2048
 _VERDICTS = 8192  # cached wheels found to have no usable METADATA
 
 
-def _deliverable(dist: DistFile, cached: Mapping[str, str]) -> DistFile:
+def _deliverable(dist: DistFile, cached: Mapping[str, str], sizes: Mapping[str, int]) -> DistFile:
     """The file without the `.metadata` and provenance offers whose bodies are not cached; a
     wheel whose index offers no `.metadata` (and is itself cached) with pyproxy's own, with
-    its sha256 once that is cached (`cached`: key -> sha256)."""
+    its sha256 once that is cached (`cached`: key -> sha256); with its cached body's size
+    where the page gives none (`sizes`: key -> bytes; PEP 700)."""
+    if dist.size is None and (size := sizes.get(blob_key(dist))) is not None:
+        dist = dataclasses.replace(dist, size=size)
     if wants_made(dist):
         made = cached.get(made_metadata_key(dist))
         dist = dist.offering({"sha256": made} if made else True, from_wheel=True)
@@ -80,11 +83,17 @@ def _offered(dist: DistFile) -> str:
     return str(metadata) if isinstance(metadata, bool) else metadata.get("sha256", "")
 
 
-def only_cached(page: ProjectPage, cached: Mapping[str, str]) -> ProjectPage:
+def only_cached(
+    page: ProjectPage, cached: Mapping[str, str], sizes: Mapping[str, int] | None = None
+) -> ProjectPage:
     """The page as offline pyproxy can deliver it: files (and .metadata, provenance) whose
-    bodies are cached (`cached`: the cached keys of the page's bodies, with their sha256)."""
-    files = tuple(_deliverable(dist, cached) for dist in page.files if blob_key(dist) in cached)
-    listed = "\n".join(f"{d.filename} {_offered(d)} {d.provenance}" for d in files)
+    bodies are cached (`cached`: the cached keys of the page's bodies, with their sha256;
+    `sizes`: the sizes of those the page gives none for)."""
+    sizes = sizes or {}
+    files = tuple(
+        _deliverable(dist, cached, sizes) for dist in page.files if blob_key(dist) in cached
+    )
+    listed = "\n".join(f"{d.filename} {_offered(d)} {d.provenance} {d.size}" for d in files)
     digest = hashlib.blake2b(listed.encode(), digest_size=8).hexdigest()
     return ProjectPage.build(
         page.name, files, status=page.status, revision=f"{page.revision}~{digest}"
@@ -128,10 +137,18 @@ class OnlyCached:
         keys += [metadata_key(d) for d in page.files if d.core_metadata]
         keys += [provenance_key(d) for d in page.files if d.provenance]
         keys += [made_metadata_key(d) for d in page.files if wants_made(d)]
-        cached_keys = await asyncio.to_thread(self.upstream.blobs.digests, keys)
-        deliverable = only_cached(page, cached_keys)
+        unsized = [blob_key(d) for d in page.files if d.size is None]
+        cached_keys, sizes = await asyncio.to_thread(self._looked_up, keys, unsized)
+        deliverable = only_cached(page, cached_keys, sizes)
         self._pages.put(name, (page.revision, now, deliverable))
         return deliverable
+
+    def _looked_up(
+        self, keys: list[str], unsized: list[str]
+    ) -> tuple[dict[str, str], dict[str, int]]:
+        """The cached keys' sha256, and the sizes of `unsized` (one thread hop for both)."""
+        blobs = self.upstream.blobs
+        return blobs.digests(keys), (blobs.sizes(unsized) if unsized else {})
 
     async def open_file(self, project: NormalizedName, filename: str) -> OpenedFile:
         dist = offered_file(await self.project_page(project), filename)

@@ -234,6 +234,8 @@ async def test_offline_offers_and_serves_the_metadata_made_from_a_wheel_online(
     page = await _json(client, "/simple/made/")
     assert _filenames(page) == [wheel]  # the one whose body is cached (the wheel, read whole)
     assert page["files"][0]["core-metadata"] == {"sha256": hashlib.sha256(made).hexdigest()}
+    # PEP 700: the HTML-only upstream gave no size; the cached body tells it
+    assert page["files"][0]["size"] == len(html_only.file("made", wheel).body)
     html = await (await client.get("/simple/made/", headers={"Accept": "text/html"})).text()
     assert f'data-core-metadata="sha256={hashlib.sha256(made).hexdigest()}"' in html
     served = await client.get(f"/files/made/{wheel}.metadata")
