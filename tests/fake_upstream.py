@@ -65,6 +65,7 @@ class FakeFile:
     metadata: bytes | None = None
     upload_time: datetime | None = None
     listed_hash: bool = True  # False: pages give no sha256 for the file or its .metadata
+    listed_metadata_hash: bool = True  # False: the .metadata's sha256 is not given either way
     listed_size: bool = True  # False: JSON pages give no size
     provenance: bytes | None = None  # PEP 740: served at the file URL + ".provenance"
 
@@ -159,11 +160,13 @@ class FakeUpstream:
         upload_time: datetime | None = None,  # None: no upload-time in JSON
         listed_hash: bool = True,
         listed_size: bool = True,
+        listed_metadata_hash: bool = True,
         provenance: bytes | None = None,
     ) -> FakeFile:
         """Add or replace a file; `metadata` is served at the file URL + ".metadata", a PEP
         740 `provenance` object at the file URL + ".provenance" (and linked from the pages).
-        `listed_hash`/`listed_size` False: the pages do not give its sha256 / size."""
+        `listed_hash`/`listed_size` False: the pages do not give its sha256 / size;
+        `listed_metadata_hash` False: nor its .metadata's sha256."""
         dist = FakeFile(
             filename=filename,
             size=len(body),
@@ -175,6 +178,7 @@ class FakeUpstream:
             upload_time=upload_time,
             listed_hash=listed_hash,
             listed_size=listed_size,
+            listed_metadata_hash=listed_metadata_hash,
             provenance=provenance,
         )
         return self._put(project, dist)
@@ -476,7 +480,7 @@ class FakeUpstream:
             if dist.yanked:
                 entry["yanked"] = dist.yanked
             if dist.metadata is not None and self.offer_metadata:
-                listed = {"sha256": dist.metadata_sha256} if dist.listed_hash else True
+                listed = {"sha256": dist.metadata_sha256} if _metadata_hashed(dist) else True
                 entry["core-metadata"] = listed
             if dist.provenance is not None:
                 entry["provenance"] = self._listed_file_url(name, dist.filename) + ".provenance"
@@ -508,7 +512,7 @@ class FakeUpstream:
                 reason_text = dist.yanked if isinstance(dist.yanked, str) else ""
                 attributes += f' data-yanked="{html.escape(reason_text)}"'
             if dist.metadata is not None and self.offer_metadata:
-                value = f"sha256={dist.metadata_sha256}" if dist.listed_hash else "true"
+                value = f"sha256={dist.metadata_sha256}" if _metadata_hashed(dist) else "true"
                 attributes += f' data-core-metadata="{value}" data-dist-info-metadata="{value}"'
             if dist.provenance is not None:
                 provenance = self._listed_file_url(name, dist.filename) + ".provenance"
@@ -739,3 +743,7 @@ def _version(filename: str) -> str | None:
     except (InvalidWheelFilename, InvalidSdistFilename):
         pass
     return None
+
+
+def _metadata_hashed(dist: FakeFile) -> bool:
+    return dist.listed_hash and dist.listed_metadata_hash

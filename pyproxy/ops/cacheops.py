@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from pyproxy.datadir import DataDir
 from pyproxy.metrics import counter_values
-from pyproxy.model import ProjectPage
+from pyproxy.model import DistFile, ProjectPage
 from pyproxy.multiproc import live_directories
 from pyproxy.stores.blobcache import BlobCache
 from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.blobkeys import (
     blob_key,
     is_metadata_key,
+    made_metadata_key,
     metadata_key,
     provenance_key,
 )
@@ -70,11 +71,20 @@ def names_in(pages: Iterable[ProjectPage], keys: set[str]) -> dict[str, str]:
         for dist in page.files:
             if dist.upstream_url is None:
                 continue
-            for key, suffix in ((blob_key(dist), ""), (metadata_key(dist), ".metadata"),
-                                (provenance_key(dist), ".provenance")):
+            for key, suffix in _keys_of(dist):
                 if key in keys:
                     names.setdefault(key, f"{page.name}/{dist.filename}{suffix}")
     return names
+
+
+def _keys_of(dist: DistFile) -> Iterator[tuple[str, str]]:
+    """The cache keys of an upstream file's bodies, with the suffix each adds to its name."""
+    yield blob_key(dist), ""
+    yield metadata_key(dist), ".metadata"
+    if dist.filename.endswith(".whl"):
+        yield made_metadata_key(dist), ".metadata"
+    if dist.provenance_url is not None:
+        yield provenance_key(dist), ".provenance"
 
 
 def hit_counts(data_dir: Path) -> tuple[int, int] | None:

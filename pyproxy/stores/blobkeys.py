@@ -13,6 +13,7 @@ __all__ = [
 ]
 
 _METADATA_PREFIX = "meta:"
+_MADE_PREFIX = "made:"
 _PROVENANCE_PREFIX = "prov:"
 
 
@@ -21,30 +22,46 @@ def blob_key(dist: DistFile) -> str:
     if dist.sha256:
         return dist.sha256
     assert dist.upstream_url is not None
-    return "url:" + hashlib.sha256(dist.upstream_url.encode()).hexdigest()
+    return _url_key(dist.upstream_url)
+
+
+def _url_key(url: str) -> str:
+    return "url:" + hashlib.sha256(url.encode()).hexdigest()
+
+
+# A body upstream lists no hash for is keyed by the URL it came from, never by its file's
+# sha256: another upstream (a route) may list a file of that sha256 beside a `.metadata` or
+# provenance object of its own, which would then be served for this file too.
 
 
 def metadata_key(dist: DistFile) -> str:
-    """Cache key of an upstream file's `.metadata`: one pyproxy makes from the wheel keeps its
-    wheel's key, also once its own sha256 is known."""
+    """Cache key of an upstream file's `.metadata`: the sha256 its page lists for it, else its
+    URL; one pyproxy makes from the wheel is made_metadata_key's, also once its sha256 is
+    known."""
     if dist.metadata_from_wheel:
         return made_metadata_key(dist)
     sha256 = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
-    return _METADATA_PREFIX + (sha256 or blob_key(dist))
+    if sha256:
+        return _METADATA_PREFIX + sha256
+    assert dist.upstream_url is not None
+    return _METADATA_PREFIX + _url_key(dist.upstream_url + ".metadata")
 
 
 def made_metadata_key(dist: DistFile) -> str:
-    """Cache key of the `.metadata` pyproxy makes from a wheel, whatever the page offers."""
-    return _METADATA_PREFIX + blob_key(dist)
+    """Cache key of the `.metadata` pyproxy makes from a wheel, whatever the page offers: of
+    its own (a body upstream lists under `metadata_key` could be anything), after the wheel's
+    key (the wheel's bytes decide it)."""
+    return _MADE_PREFIX + blob_key(dist)
 
 
 def is_metadata_key(key: str) -> bool:
-    return key.startswith(_METADATA_PREFIX)
+    return key.startswith((_METADATA_PREFIX, _MADE_PREFIX))
 
 
 def provenance_key(dist: DistFile) -> str:
     """Cache key of an upstream file's PEP 740 provenance object (never listed with a hash)."""
-    return _PROVENANCE_PREFIX + blob_key(dist)
+    assert dist.provenance_url is not None
+    return _PROVENANCE_PREFIX + _url_key(dist.provenance_url)
 
 
 def is_provenance_key(key: str) -> bool:
@@ -53,5 +70,5 @@ def is_provenance_key(key: str) -> bool:
 
 def names_its_body(key: str, sha256: str) -> bool:
     """Whether `key` is the sha256 upstream listed for the body cached under it, rather than a
-    stand-in for one it did not list (the file's URL; for a `.metadata`, its file's key)."""
+    stand-in for one it did not list (a URL's hash; the key of the wheel pyproxy made it from)."""
     return key.removeprefix(_METADATA_PREFIX).lower() == sha256.lower()

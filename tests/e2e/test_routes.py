@@ -9,15 +9,19 @@ name, whatever the routed upstream answers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.dists import make_wheel, underscored
+from tests.attestations import attest, provenance_of
+from tests.dists import core_metadata, make_wheel, underscored
 from tests.e2e.clients import (
     describe,
+    file_entries,
     get,
     installed,
     output,
@@ -125,3 +129,49 @@ def test_a_private_name_a_route_claims_wins_and_is_never_asked(
         assert installed(target) == {underscored(private): "1.0"}, describe(proc)
     assert gpu.total == 0, gpu.requests
     assert public.total == 0, public.requests
+
+
+@pytest.mark.parametrize("public_metadata", ["made", "unhashed"])
+def test_a_route_cannot_give_another_upstream_s_file_its_metadata_or_provenance(
+    pyproxy_factory, fake_factory, tmp_path, public_metadata
+):
+    """The routed index lists a file of the same sha256 as one of the public index (under its
+    very name), with a `.metadata` and a provenance object of its own and no hash for either.
+    Asked for first, they stay the routed name's: the public file's `.metadata` is still its
+    wheel's METADATA (made by pyproxy, or its index's), its provenance its index's, and uv
+    installs it without the dependency the routed `.metadata` names."""
+    public, gpu = fake_factory("json"), fake_factory("json")
+    victim, evil = f"rt-victim-{RUN}-{public_metadata}", f"rt-evil-{RUN}-{public_metadata}"
+    wheel = make_wheel(tmp_path / "dists", victim, "1.0")
+    body, sha256 = wheel.read_bytes(), hashlib.sha256(wheel.read_bytes()).hexdigest()
+    with zipfile.ZipFile(wheel) as archive:
+        genuine = archive.read(next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA")))
+    attestation = attest(wheel.name, sha256)
+    public.offer_metadata = public_metadata == "unhashed"
+    public.add_file(victim, wheel.name, body, metadata=genuine, listed_metadata_hash=False,
+                    provenance=provenance_of(attestation))
+    publish(public, make_wheel(tmp_path / "dists", evil, "6.6.6"), evil)
+    forged = core_metadata(victim, "1.0", requires_dist=[evil])
+    forged_attestation = attest(wheel.name, sha256, predicate_type="https://forged.test/v1")
+    gpu.add_file(TORCH, wheel.name, body, metadata=forged, listed_metadata_hash=False,
+                 provenance=provenance_of(forged_attestation))
+    server = start(pyproxy_factory, public, gpu, tmp_path)
+
+    routed = file_entries(server.simple_url, TORCH)[wheel.name]
+    assert routed["hashes"] == {"sha256": sha256} and routed["core-metadata"] is True
+    assert get(routed["url"] + ".metadata").content == forged
+    assert attestations_at(routed["provenance"]) == [json.loads(forged_attestation.model_dump_json())]
+
+    entry = file_entries(server.simple_url, victim)[wheel.name]
+    assert get(entry["url"] + ".metadata").content == genuine
+    assert attestations_at(entry["provenance"]) == [json.loads(attestation.model_dump_json())]
+    target = tmp_path / "uv"
+    proc = uv_pip_install(server.simple_url, f"{victim}==1.0", target=target)
+    assert installed(target) == {underscored(victim): "1.0"}, describe(proc)
+
+
+def attestations_at(url: str) -> list[dict]:
+    response = get(url, accept="application/vnd.pypi.integrity.v1+json")
+    assert response.status == 200, str(response)
+    (bundle,) = json.loads(response.body)["attestation_bundles"]
+    return bundle["attestations"]

@@ -24,7 +24,15 @@ from aiohttp.test_utils import TestClient
 
 from pyproxy.model import DistFile, FileSource, LocalFile, Origin, StreamedFile, Unavailable
 from pyproxy.stores.blobcache import BlobCache, HashMismatch
-from pyproxy.stores.blobkeys import blob_key, is_metadata_key, metadata_key, names_its_body
+from pyproxy.stores.blobkeys import (
+    blob_key,
+    is_metadata_key,
+    is_provenance_key,
+    made_metadata_key,
+    metadata_key,
+    names_its_body,
+    provenance_key,
+)
 from pyproxy.stores.flight import Tail
 from pyproxy.stores.part_files import PartFiles
 from pyproxy.web.context import Services
@@ -603,13 +611,18 @@ _SHA = "ab" * 32
 _URL = "http://127.0.0.1:9/f/x-1.0.tar.gz"
 
 
+def _url_key(url: str) -> str:
+    return "url:" + hashlib.sha256(url.encode()).hexdigest()
+
+
 @pytest.mark.parametrize(
     ("hashes", "core_metadata", "blob", "metadata"),
     [
         ({"sha256": _SHA}, {"sha256": "cd" * 32}, _SHA, "meta:" + "cd" * 32),
-        ({"sha256": _SHA}, True, _SHA, "meta:" + _SHA),  # metadata hash unknown: the file's
-        ({}, True, "url:" + hashlib.sha256(_URL.encode()).hexdigest(),
-         "meta:url:" + hashlib.sha256(_URL.encode()).hexdigest()),
+        # metadata hash unknown: keyed by where it comes from, not by its file's sha256 (which
+        # another upstream could list beside a `.metadata` of its own)
+        ({"sha256": _SHA}, True, _SHA, "meta:" + _url_key(_URL + ".metadata")),
+        ({}, True, _url_key(_URL), "meta:" + _url_key(_URL + ".metadata")),
     ],
     ids=["both-hashes", "file-hash-only", "no-hash"],
 )
@@ -617,9 +630,30 @@ def test_cache_keys_of_an_upstream_file(
     hashes: dict[str, str], core_metadata: dict[str, str] | bool, blob: str, metadata: str
 ) -> None:
     dist = DistFile("x-1.0.tar.gz", hashes, core_metadata=core_metadata,
-                    origin=Origin.UPSTREAM, upstream_url=_URL)
+                    origin=Origin.UPSTREAM, upstream_url=_URL, provenance=True,
+                    provenance_url=_URL + ".provenance")
     assert blob_key(dist) == blob and not is_metadata_key(blob_key(dist))
     assert metadata_key(dist) == metadata and is_metadata_key(metadata_key(dist))
+    assert provenance_key(dist) == "prov:" + _url_key(_URL + ".provenance")
+    assert is_provenance_key(provenance_key(dist)) and not is_metadata_key(provenance_key(dist))
+
+
+def test_the_metadata_pyproxy_makes_has_keys_no_upstream_answer_can_take() -> None:
+    """Made from the wheel's own bytes: keyed after the wheel, apart from every key a body
+    upstream lists (with or without a hash) is cached under, however a page names it."""
+    wheel = DistFile("x-1.0-py3-none-any.whl", {"sha256": _SHA}, origin=Origin.UPSTREAM,
+                     upstream_url=_URL)
+    made = made_metadata_key(wheel)
+    assert made == "made:" + _SHA and is_metadata_key(made)
+    assert metadata_key(wheel.offering(True, from_wheel=True)) == made
+    # a page (another upstream's) listing a file of that sha256 with a `.metadata` or
+    # provenance of its own, hashed (even with the wheel's hash) or not
+    for offer in (True, {"sha256": _SHA}, {"sha256": "cd" * 32}):
+        other = DistFile("evil-1.0-py3-none-any.whl", {"sha256": _SHA}, core_metadata=offer,
+                         origin=Origin.UPSTREAM, upstream_url="http://127.0.0.1:7/evil.whl",
+                         provenance=True, provenance_url="http://127.0.0.1:7/evil.prov")
+        assert made not in (metadata_key(other), provenance_key(other), blob_key(other))
+    assert not names_its_body(made, _SHA)
 
 
 @pytest.mark.parametrize(
@@ -628,7 +662,8 @@ def test_cache_keys_of_an_upstream_file(
         (_SHA, _SHA, True),
         (_SHA.upper(), _SHA, True),
         ("meta:" + "cd" * 32, "cd" * 32, True),  # the .metadata's own listed hash
-        ("meta:" + _SHA, "cd" * 32, False),  # keyed by its file's hash: none was listed
+        ("made:" + _SHA, "cd" * 32, False),  # made by pyproxy: keyed by its wheel's hash
+        ("meta:url:" + _SHA, _SHA, False),
         ("url:" + _SHA, _SHA, False),
     ],
 )

@@ -539,5 +539,5 @@ async def test_a_wheel_s_metadata_and_the_wheel_on_two_nodes_at_once_are_one_ups
         for each in (a, b):  # for the next round: nothing held, the wheel nor its .metadata
             await shared(each)
             await each.blobs.local.idle()
-            for key in (sha256, "meta:" + sha256):
+            for key in (sha256, "made:" + sha256):
                 each.blobs.delete(key)
