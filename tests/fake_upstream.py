@@ -126,6 +126,9 @@ class FakeUpstream:
         self.offer_metadata = True  # False: pages offer no .metadata, and none is served
         self.serve_ranges = False  # True: files answer `Range: bytes=a-b` / `bytes=-n` with 206
         self.range_status: int | None = None  # answer every ranged file request with this
+        # path -> other bytes that ranged requests of that file are cut from (a host whose
+        # ranges are not of the file it serves whole)
+        self.ranges_from: dict[str, bytes] = {}
 
         # what happened
         self.requests: list[tuple[str, str]] = []  # (method, path), every request on both apps
@@ -590,6 +593,8 @@ class FakeUpstream:
         if self.error_page_files and (dist is not None or owner is not None):
             return web.Response(body=_ERROR_PAGE, headers={"Content-Type": HTML_TYPE})
         if dist is not None:
+            if (other := self.ranges_from.get(request.path)) and "Range" in request.headers:
+                return await self._send(request, iter([other]), len(other), dist.sha256)
             return await self._send(request, dist.chunks(), dist.size, dist.sha256)
         if (
             owner is not None

@@ -29,6 +29,7 @@ from pyproxy.stores.blobkeys import (
     made_metadata_key,
     metadata_key,
     provenance_key,
+    ranged_metadata_key,
 )
 from pyproxy.stores.pages import PageStore
 from pyproxy.stores.space import Spare, is_disk_full, with_room
@@ -83,6 +84,7 @@ def _keys_of(dist: DistFile) -> Iterator[tuple[str, str]]:
     yield metadata_key(dist), ".metadata"
     if dist.filename.endswith(".whl"):
         yield made_metadata_key(dist), ".metadata"
+        yield ranged_metadata_key(dist), ".metadata"
     if dist.provenance_url is not None:
         yield provenance_key(dist), ".provenance"
 

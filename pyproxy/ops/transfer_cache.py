@@ -120,9 +120,12 @@ def _local_body(
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 # the keys stores.blobkeys makes: blob_key (a file's sha256, or "url:" + the hash of its URL),
 # metadata_key ("meta:" + the .metadata's sha256, or + "url:" and the hash of its URL),
-# made_metadata_key ("made:" + its wheel's blob_key) and provenance_key ("prov:url:" + ...);
-# "meta:" + a sha256 the record's does not match is how older versions keyed what they made
-_CACHE_KEY = re.compile(r"(?P<meta>meta:|made:|prov:)?(?P<url>url:)?(?P<hex>[0-9a-f]{64})")
+# made_metadata_key and ranged_metadata_key ("made:" or "ranged:" + its wheel's blob_key) and
+# provenance_key ("prov:url:" + ...); "meta:" + a sha256 the record's does not match is how
+# older versions keyed what they made
+_CACHE_KEY = re.compile(
+    r"(?P<meta>meta:|made:|ranged:|prov:)?(?P<url>url:)?(?P<hex>[0-9a-f]{64})"
+)
 
 
 def _record_problem(key: str, sha256: str, body_name: object) -> str | None:

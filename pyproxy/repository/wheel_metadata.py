@@ -14,12 +14,15 @@ Made (`open`), inside the blob cache's single flight for the `.metadata`'s key: 
 wheel when there is one; else from ranges of the upstream wheel (its tail, then the member if
 the tail did not hold it: two small requests mostly); when upstream does not do ranges, or a
 range fails, from the whole wheel, fetched through the blob cache like any download of it (so
-one upstream download per file still holds) and read once cached. The tail is asked inside the
-blob cache's single flight for the wheel itself (across worker processes, and a cluster's nodes,
-too): a host that answers it with the whole wheel has that answer taken as the download (no
-second request), and a wheel another worker is downloading is read from that download, not asked
-for. A host known to answer ranges whole is not asked for ranges again for a while
-(RangeMemory). A wheel is judged unusable only on bytes the blob cache verified: what ranges
+one upstream download per file still holds) and read once cached. Ranges come with no hash, so
+what they give is kept apart (`ranged_metadata_key`) and served, but never offered with its
+hash: once the wheel itself is cached (verified), the `.metadata` is made from it, and that one
+is offered with its hash and served from then on (a difference is logged). The tail is asked
+inside the blob cache's single flight for the wheel itself (across worker processes, and a
+cluster's nodes, too): a host that answers it with the whole wheel has that answer taken as
+the download (no second request), and a wheel another worker is downloading is read from that
+download, not asked for. A host known to answer ranges whole is not asked for ranges again for
+a while (RangeMemory). A wheel is judged unusable only on bytes the blob cache verified: what ranges
 find wrong is read again whole.
 
 The warm-up asks with `WHOLE_WHEEL_LIMIT` set: a wheel over it whose host does not do ranges is
@@ -64,7 +67,12 @@ from pyproxy.repository.http_answers import RangeAnswer, WholeAnswer
 from pyproxy.repository.misses import RangeMemory, host_of
 from pyproxy.stores import proof
 from pyproxy.stores.blobcache import Ask, OpenUpstream
-from pyproxy.stores.blobkeys import blob_key, made_metadata_key, metadata_key
+from pyproxy.stores.blobkeys import (
+    blob_key,
+    made_metadata_key,
+    metadata_key,
+    ranged_metadata_key,
+)
 from pyproxy.stores.filecache import FileCache
 
 __all__ = [
@@ -238,18 +246,51 @@ class WheelMetadata:
         limit = WHOLE_WHEEL_LIMIT.get()
         if limit is not None:  # the warm-up asks
             await self._within(limit, dist, origins, listed)
+        name = dist.filename + ".metadata"
         try:
+            if (hit := await self._blobs.hit(metadata_key(dist), sha256=listed, size=None)):
+                return hit
+            if (ranged := await self._ranged(project, dist, origins)) is not None:
+                return ranged
             return await self._blobs.fetch(
                 metadata_key(dist),
                 sha256=listed,
                 size=None,
                 open_upstream=self._maker(project, dist, origins),
-                filename=dist.filename + ".metadata",
+                filename=name,
             )
         except Unavailable:
             if self._bad.get(blob_key(dist)) is None:
                 raise
             return _unusable()
+
+    async def _ranged(
+        self, project: NormalizedName, dist: DistFile, origins: Origins
+    ) -> FileSource | None:
+        """The `.metadata` made from ranges of the wheel, kept under a key of its own until the
+        wheel is verified (then `_make` makes it from the cached wheel, and the page offers
+        its hash); None when the wheel is cached, its host does no ranges, or they failed."""
+        if self._ranges.refuses(host_of(dist.upstream_url or "")) or (
+            await self._blobs.hit(blob_key(dist), sha256=dist.sha256, size=dist.size)
+        ):
+            return None
+
+        async def ask() -> OpenUpstream | None:
+            data = await self._from_ranges(project, dist, origins)
+            if data is None:
+                return None
+            try:
+                proof.check_file(dist.filename + ".metadata", io.BytesIO(data), len(data))
+            except proof.Unproven as exc:  # judged on the wheel's verified bytes only
+                log.info("the metadata ranges of %s gave is unusable (%s): reading it whole",
+                         dist.filename, exc)
+                return None
+            return _opener(data)
+
+        return await self._blobs.fetch_first(
+            ranged_metadata_key(dist), sha256=None, size=None, ask=ask,
+            filename=dist.filename + ".metadata",
+        )
 
     async def _within(self, limit: int, dist: DistFile, origins: Origins, md: str | None) -> None:
         """TooBigToWarm unless the `.metadata` or wheel is cached (or being downloaded), its
@@ -346,12 +387,11 @@ class WheelMetadata:
         return make
 
     async def _make(self, project: NormalizedName, dist: DistFile, origins: Origins) -> bytes:
+        """From the wheel's verified bytes: the cached wheel, else its one download."""
         wheel = blob_key(dist)
         try:
             data = await self._from_cached(wheel, project)
             if data is None:
-                data = await self._from_ranges(project, dist, origins)
-            if data is None:  # the verdict on a wheel is given on its verified bytes only
                 data = await self._from_whole(project, dist)
             try:
                 proof.check_file(dist.filename + ".metadata", io.BytesIO(data), len(data))
@@ -364,7 +404,23 @@ class WheelMetadata:
         self._made.put(wheel, hashlib.sha256(data).hexdigest())
         if (held := self._pages.get(project)) is not None:  # offer it with its hash
             self._pages.put(project, held._replace(checked=-math.inf))
+        await asyncio.to_thread(self._compare_ranged, dist, data)
         return data
+
+    def _compare_ranged(self, dist: DistFile, data: bytes) -> None:
+        """Blocking: warn when what ranges of the wheel gave differs from its verified METADATA
+        (a host whose ranges are not of the file it lists): served until now, never again."""
+        ranged = self._blobs.lookup(ranged_metadata_key(dist))
+        if ranged is None:
+            return
+        try:
+            differs = ranged.size != len(data) or ranged.path.read_bytes() != data
+        except FileNotFoundError:
+            return
+        if differs:
+            log.warning("upstream's ranges of %s gave another METADATA than the verified wheel"
+                        " holds: the host answers ranges with other bytes than the file",
+                        dist.filename)
 
     async def _from_cached(self, wheel: str, project: NormalizedName) -> bytes | None:
         hit = await asyncio.to_thread(self._blobs.lookup, wheel)
@@ -443,6 +499,14 @@ def _unusable() -> FileSource:
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
     yield data
+
+
+def _opener(data: bytes) -> OpenUpstream:
+    @asynccontextmanager
+    async def body() -> AsyncIterator[AsyncIterator[bytes]]:
+        yield _once(data)
+
+    return body
 
 
 def _read_file(path: Path, size: int, project: NormalizedName) -> bytes:

@@ -9,11 +9,12 @@ from pyproxy.model import DistFile
 
 __all__ = [
     "blob_key", "is_metadata_key", "is_provenance_key", "made_metadata_key", "metadata_key",
-    "names_its_body", "provenance_key",
+    "names_its_body", "provenance_key", "ranged_metadata_key",
 ]
 
 _METADATA_PREFIX = "meta:"
 _MADE_PREFIX = "made:"
+_RANGED_PREFIX = "ranged:"
 _PROVENANCE_PREFIX = "prov:"
 
 
@@ -54,8 +55,15 @@ def made_metadata_key(dist: DistFile) -> str:
     return _MADE_PREFIX + blob_key(dist)
 
 
+def ranged_metadata_key(dist: DistFile) -> str:
+    """Cache key of a `.metadata` pyproxy made from ranges of a wheel not verified yet: apart
+    from made_metadata_key's, because a range comes with no hash (a host may answer ranges
+    with other bytes than the file it serves whole)."""
+    return _RANGED_PREFIX + blob_key(dist)
+
+
 def is_metadata_key(key: str) -> bool:
-    return key.startswith((_METADATA_PREFIX, _MADE_PREFIX))
+    return key.startswith((_METADATA_PREFIX, _MADE_PREFIX, _RANGED_PREFIX))
 
 
 def provenance_key(dist: DistFile) -> str:

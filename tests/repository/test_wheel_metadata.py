@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import random
 import time
 import zipfile
@@ -87,6 +88,22 @@ def _big_wheel(directory: Path, size: int = 5 * 1024 * 1024, *, metadata_last: b
     return path.read_bytes()
 
 
+def _stored_metadata_wheel(metadata: bytes) -> bytes:
+    """A wheel whose METADATA is stored (not compressed), all else fixed: two of them with
+    METADATA of one length have every member at the same offset."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for name, data, method in [
+            ("demo_pkg/data.bin", random.Random(7).randbytes(300_000), zipfile.ZIP_DEFLATED),
+            ("demo_pkg-1.0.dist-info/METADATA", metadata, zipfile.ZIP_STORED),
+            ("demo_pkg-1.0.dist-info/WHEEL", b"Wheel-Version: 1.0\nRoot-Is-Purelib: true\n",
+             zipfile.ZIP_STORED),
+            ("demo_pkg-1.0.dist-info/RECORD", b"", zipfile.ZIP_STORED),
+        ]:
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data, method)
+    return out.getvalue()
+
+
 async def _read(opened: OpenedFile) -> bytes:
     source = await opened.whole() if isinstance(opened, RemoteFile) else opened  # a miss
     if isinstance(source, LocalFile):
@@ -123,14 +140,23 @@ async def test_a_cold_5mb_wheel_in_two_small_ranges(fake: FakeUpstream, make_rep
     ranges = fake.ranges_of(fake.file_path(PROJECT, WHEEL))
     assert ranges == [TAIL]  # METADATA is near the end: the tail held it
     assert _file_requests(fake) == len(ranges)  # no full download
+    # kept, but not offered with its hash: ranges come with none, the wheel is not verified
     after = await repo.project_page(PROJECT)
     dist = after.file(WHEEL)
-    assert dist is not None and dist.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
-    assert after.revision != before.revision
+    assert dist is not None and dist.core_metadata is True
     fake.reset_counters()
     again = await repo.open_metadata(PROJECT, WHEEL)
     assert isinstance(again, LocalFile) and again.path.read_bytes() == META
     assert fake.total == 0
+    # once the wheel is: made from it, and offered with its hash
+    await _read(await repo.open_file(PROJECT, WHEEL))
+    await asyncio.sleep(0.05)  # committed
+    assert (await _read(await repo.open_metadata(PROJECT, WHEEL))) == META
+    verified = await repo.project_page(PROJECT)
+    dist = verified.file(WHEEL)
+    assert dist is not None and dist.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
+    assert verified.revision != before.revision
+    assert _file_requests(fake) == 1  # the wheel's one download
 
 
 async def test_metadata_far_from_the_tail_takes_one_more_range(
@@ -304,18 +330,54 @@ async def test_concurrent_requests_make_it_once(fake: FakeUpstream, make_repo: M
     assert _file_requests(fake) == 1
 
 
-async def test_another_worker_made_it(fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path) -> None:
+async def test_another_worker_made_it(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wheel_metadata, "_RECHECK_S", 0.0)  # each page asks the cache anew
     fake.serve_ranges = True
     fake.add_file(PROJECT, WHEEL, _big_wheel(tmp_path, 300_000))
     first = make_repo(fake.index_url, files=tmp_path / "shared")
     second = make_repo(fake.index_url, files=tmp_path / "shared")
     await _read(await first.open_metadata(PROJECT, WHEEL))
     await asyncio.sleep(0.05)
+    await second.project_page(PROJECT)
+    fake.reset_counters()
+    made = await second.open_metadata(PROJECT, WHEEL)
+    assert isinstance(made, LocalFile) and made.path.read_bytes() == META
+    assert fake.total == 0
+    await _read(await first.open_file(PROJECT, WHEEL))  # verified: made anew, with its hash
+    await _read(await first.open_metadata(PROJECT, WHEEL))
+    await asyncio.sleep(0.05)
     dist = (await second.project_page(PROJECT)).file(WHEEL)
     assert dist is not None and dist.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
-    fake.reset_counters()
-    assert isinstance(await second.open_metadata(PROJECT, WHEEL), LocalFile)
-    assert fake.total == 0
+
+
+async def test_ranges_of_other_bytes_than_the_file_never_outlast_its_verified_download(
+    fake: FakeUpstream, make_repo: MakeRepo, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host whose ranges are cut from another wheel (of the same length, naming one more
+    dependency): what they give is served while it is all there is, never with a hash; once
+    the wheel is downloaded and verified, its own METADATA is, with its hash, on every worker."""
+    fake.serve_ranges = True
+    forged_meta = META.replace(b"attrs>=22", b"evil-dep1")  # the same length: the same layout
+    body, forged = _stored_metadata_wheel(META), _stored_metadata_wheel(forged_meta)
+    assert len(forged) == len(body) and forged != body
+    fake.add_file(PROJECT, WHEEL, body)
+    fake.ranges_from[fake.file_path(PROJECT, WHEEL)] = forged
+    first = make_repo(fake.index_url, files=tmp_path / "shared")
+    second = make_repo(fake.index_url, files=tmp_path / "shared")
+    assert await _read(await first.open_metadata(PROJECT, WHEEL)) == forged_meta  # all there is
+    assert (await first.project_page(PROJECT)).file(WHEEL).core_metadata is True  # type: ignore[union-attr]
+    assert await _read(await first.open_file(PROJECT, WHEEL)) == body  # verified, cached
+    await asyncio.sleep(0.05)
+    with caplog.at_level("WARNING", logger="pyproxy.upstream.metadata"):
+        assert await _read(await first.open_metadata(PROJECT, WHEEL)) == META
+    assert "gave another METADATA than the verified wheel" in caplog.text
+    for repo in (first, second):
+        assert await _read(await repo.open_metadata(PROJECT, WHEEL)) == META
+        dist = (await repo.project_page(PROJECT)).file(WHEEL)
+        assert dist is not None and dist.core_metadata == {"sha256": hashlib.sha256(META).hexdigest()}
+    assert _file_requests(fake) == 2  # the tail, then the wheel's one download
 
 
 @pytest.mark.parametrize("ranges", [True, False])
