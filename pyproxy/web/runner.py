@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import errno
 import gc
 import logging
 import os
@@ -44,9 +46,29 @@ _FDS_PER_CONNECTION = 3  # its socket, a file being sent, an upstream connection
 _FDS_RESERVED = 64  # stores, logs, the listening socket
 
 
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _refuse_a_port_in_use(host: str, port: int) -> None:
+    """OSError if a server listens on the port: with SO_REUSEPORT the workers would share it
+    with that one (an older pyproxy not stopped yet, a second one started by mistake), each
+    taking a part of the connections. A bind without it is refused then, as one worker's is."""
+    probe = socket.socket(_family(host), socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no server
+        probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        raise OSError(errno.EADDRINUSE, f"{host}:{port} is in use by another server"
+                      " (a pyproxy still running?)") from None
+    finally:
+        probe.close()
+
+
 def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -235,6 +257,8 @@ def serve(settings: Settings) -> int:
     workers = settings.workers
     if workers > 1 and not metrics.multiprocess():
         log.warning("metrics are per worker: there is no shared directory for their values")
+    if workers > 1 and settings.port:
+        _refuse_a_port_in_use(settings.host, settings.port)
     sock = _listening_socket(settings.host, settings.port, reuse_port=workers > 1)
     host, port = sock.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
@@ -306,12 +330,14 @@ class _Supervisor:
         return self.status
 
     def _start(self, slot: _Slot, sigmask: Iterable[int]) -> None:
+        supervisor = os.getpid()
         pid = os.fork()
         if pid == 0:
             signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
             self.reserved.close()
             code = 0
             try:
+                _stop_with(supervisor)
                 sock = _listening_socket(self.host, self.port, reuse_port=True)
                 _run_worker(self.settings, sock, _Worker(self.capacity, slot.index))
             except BaseException as exc:
@@ -357,6 +383,22 @@ class _Supervisor:
             if slot.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.pid, signum)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with(supervisor: int) -> None:
+    """A worker is told to stop (SIGTERM: a graceful stop) when its supervisor dies, however
+    (a SIGKILL too): else it would go on serving, unsupervised, beside a restarted pyproxy."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("worker %d will not stop with its supervisor: prctl failed (%s)",
+                    os.getpid(), os.strerror(ctypes.get_errno()))
+    if os.getppid() != supervisor:  # it died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _how_it_ended(code: int) -> str:

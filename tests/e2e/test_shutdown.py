@@ -28,8 +28,9 @@ from tests.e2e.clients import (
     raw_upload,
     upload_request,
 )
-from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
+from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory, pyproxy_command
 from tests.fake_upstream import CHUNK_SIZE, FakeUpstream
+from tests.processes import children
 from tests.waiting import wait_until
 
 EXIT_MARGIN = 5.0  # start-up of cancellation, closing stores, interpreter exit; a loaded machine
@@ -289,3 +290,37 @@ def test_download_longer_than_the_grace_period_is_cut(
     served = get(file_entries(restarted.simple_url, "longdown")[fake.filename]["url"].split("#")[0])
     assert served.status == 200 and served.headers.get("x-pyproxy-cache") == "miss"
     assert hashlib.sha256(served.content).hexdigest() == fake.sha256
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_second_server_on_a_port_in_use_is_refused(
+    pyproxy_factory: ServerFactory, tmp_path: Path, workers: int
+) -> None:
+    """Workers share their port with SO_REUSEPORT: without a check, a second pyproxy (or an
+    old one not stopped yet) on the same port would start, and each would take a part of the
+    connections. It stops at once with one line instead; the first goes on serving."""
+    first = pyproxy_factory.start(user=None, extra_args=["--workers", "2"])
+    second = subprocess.run(
+        [*pyproxy_command(), "serve", "--data-dir", str(tmp_path / "second"), "--no-upstream",
+         "--host", "127.0.0.1", "--port", str(first.port), "--workers", str(workers)],
+        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+    assert second.returncode == 1, second.stderr[-2000:]
+    assert "listening on" not in second.stderr
+    assert second.stderr.strip().splitlines()[-1].startswith("pyproxy: "), second.stderr[-2000:]
+    assert "in use" in second.stderr, second.stderr[-2000:]
+    assert get(first.simple_url).status == 200
+
+
+def test_workers_stop_when_their_supervisor_is_killed(pyproxy_factory: ServerFactory) -> None:
+    """SIGKILL leaves the supervisor no time to pass a stop on: each worker is told by the
+    kernel instead, and stops (gracefully), so none goes on serving unsupervised."""
+    server = pyproxy_factory.start(user=None, extra_args=["--workers", "2"])
+    assert server.proc is not None
+    workers = wait_until(lambda: len(children(server.proc.pid)) == 2 and children(server.proc.pid),
+                         10, "two workers")
+    server.proc.kill()
+    server.proc.wait(10)
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), 20,
+               "the workers to exit")
+    assert refuses_connections(server)
