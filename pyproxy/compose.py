@@ -35,7 +35,7 @@ from pyproxy.datadir import DataDir
 from pyproxy.health import Health
 from pyproxy.model import NormalizedName, PrivateCatalog, Repository
 from pyproxy.publish.service import Publisher
-from pyproxy.publish.upstream_names import ListedUpstream
+from pyproxy.publish.upstream_names import ListedUpstream, RoutedUpstream, UpstreamNames
 from pyproxy.repository.http import UpstreamClient, pip_default_index, redact
 from pyproxy.repository.offline import OnlyCached
 from pyproxy.repository.overlay import PrivateWins
@@ -266,7 +266,7 @@ def build_services(settings: Settings) -> Services:
     names: UpstreamRoutes = SingleUpstream(describe_default(settings))
     policed: dict[str, PolicyRepository] = {}  # by upstream name, "" for [upstream]
     sides: dict[str, Side] = {}  # the same, for the warm-up
-    upstream_names: ListedUpstream | None = None
+    upstream_names: UpstreamNames | None = None
     blobs: FileCache | None = None
     warmup: WarmUp | None = None
     url = upstream_url(settings)
@@ -331,8 +331,16 @@ def build_services(settings: Settings) -> Services:
             repository, default, settings.merge, private_prefixes=settings.reserved_prefixes
         )
         repository = overlay
-        # for uploads: the names upstream serves (offline: those it can serve)
-        upstream_names = ListedUpstream(unfiltered.list_projects)
+        # for uploads: the names upstream serves (offline: those it can serve), each asked of
+        # the upstream serving it, never of the merged list, which drops a list that failed
+        if isinstance(unfiltered, Routed):
+            default_names = (
+                None if unfiltered.default is None
+                else ListedUpstream(unfiltered.default.list_projects)
+            )
+            upstream_names = RoutedUpstream(unfiltered.is_routed, default_names)
+        else:
+            upstream_names = ListedUpstream(unfiltered.list_projects)
         health = Health(watched, blobs)
         if settings.upstream_warm_up and not settings.offline:
             warmup = WarmUp(

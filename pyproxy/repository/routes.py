@@ -86,6 +86,10 @@ class Routed:
         """The route that claims `name`; None for the default upstream."""
         return next((route for route in self.route_list if route.claims(name)), None)
 
+    def is_routed(self, name: NormalizedName) -> bool:
+        """Whether a route claims `name` (else the default upstream serves it, if any)."""
+        return self.route_for(name) is not None
+
     def _repository_for(self, name: NormalizedName) -> Repository:
         route = self.route_for(name)
         if route is not None:
@@ -107,7 +111,9 @@ class Routed:
 
     async def list_projects(self) -> ProjectList:
         """Every upstream's list, each name only from the upstream that serves it; an upstream
-        that cannot answer leaves its names out (logged), all failing is Unavailable."""
+        that cannot answer leaves its names out (logged), all failing is Unavailable. For
+        `/simple/` only: a name missing here may be one whose upstream's list failed, so the
+        upload check never reads it (publish/upstream_names.py RoutedUpstream)."""
         sources: list[tuple[Route | None, Repository]] = [
             (route, route.repository) for route in self.route_list
         ]

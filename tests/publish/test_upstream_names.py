@@ -1,6 +1,8 @@
 """pyproxy.publish.upstream_names.ListedUpstream: is a name on upstream's list? One lookup per
 question, in the list's own index (a set for a list in memory, a query for one on disk), never
-the list loaded; the upstream repository's own list is tested in tests/repository/."""
+the list loaded; the upstream repository's own list is tested in tests/repository/.
+RoutedUpstream: with routes, a routed name is upstream's and any other is the default's to say
+(end to end, over real routes: tests/e2e/test_name_claims.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pyproxy.model import Listed, NormalizedName, ProjectList, Unavailable, normalize
-from pyproxy.publish.upstream_names import ListedUpstream
+from pyproxy.publish.upstream_names import ListedUpstream, RoutedUpstream
 
 
 class Lists:
@@ -75,3 +77,32 @@ async def test_an_unavailable_list_is_not_a_no() -> None:
     listed = ListedUpstream(source)
     with pytest.raises(Unavailable):
         await listed.lists(normalize("a"))
+
+
+def routed_gpu(name: NormalizedName) -> bool:
+    return name == "torch" or name.startswith("nvidia-")
+
+
+async def test_a_routed_name_is_upstream_s_without_asking_a_list() -> None:
+    default = Lists(ProjectList(("requests",), revision="r1"))
+    default.listing = Unavailable("the default upstream's list is down")
+    names = RoutedUpstream(routed_gpu, ListedUpstream(default))
+    assert await names.lists(normalize("torch"))
+    assert await names.lists(normalize("NVIDIA_new"))  # the route claims it, listed or not
+    assert default.calls == 0
+
+
+async def test_any_other_name_is_the_default_list_s_to_say() -> None:
+    default = Lists(ProjectList(("requests",), revision="r1"))
+    names = RoutedUpstream(routed_gpu, ListedUpstream(default))
+    assert await names.lists(normalize("Requests"))
+    assert not await names.lists(normalize("ours"))
+    default.listing = Unavailable("upstream index unavailable (503) and no copy is cached")
+    with pytest.raises(Unavailable):
+        await names.lists(normalize("ours"))
+
+
+async def test_without_a_default_upstream_an_unrouted_name_is_nobody_s() -> None:
+    names = RoutedUpstream(routed_gpu, None)
+    assert not await names.lists(normalize("ours"))
+    assert await names.lists(normalize("torch"))
