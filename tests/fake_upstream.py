@@ -129,6 +129,9 @@ class FakeUpstream:
         # path -> other bytes that ranged requests of that file are cut from (a host whose
         # ranges are not of the file it serves whole)
         self.ranges_from: dict[str, bytes] = {}
+        # True: .tar.gz files are sent as they are, labelled `Content-Encoding: gzip` (S3
+        # objects uploaded so, Apache's AddEncoding)
+        self.gzip_labelled_sdists = False
 
         # what happened
         self.requests: list[tuple[str, str]] = []  # (method, path), every request on both apps
@@ -622,6 +625,8 @@ class FakeUpstream:
         response.content_type = "application/octet-stream"
         response.content_length = size
         response.etag = sha256
+        if self.gzip_labelled_sdists and request.path.endswith(".tar.gz"):
+            response.headers["Content-Encoding"] = "gzip"
         spec = (wanted or "").strip().removeprefix("bytes=")
         if self.serve_ranges and spec and "," not in spec:
             response.headers["Accept-Ranges"] = "bytes"

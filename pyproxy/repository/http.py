@@ -285,7 +285,7 @@ class UpstreamClient:
                     f"upstream sent no answer for a file within {self._deadline:g} s"
                 ) from None
         again = self.opener(url, file_origins=file_origins)
-        return WholeAnswer(response, self._body(response), again)
+        return WholeAnswer(response, self._body(response), again, decoded=not kept_as_sent(url))
 
     async def _ranged(
         self,
@@ -309,7 +309,10 @@ class UpstreamClient:
                                 return None
                             kept = True
                             again = self.opener(url, file_origins=file_origins)
-                            return WholeAnswer(response, self._body(response), again)
+                            return WholeAnswer(
+                                response, self._body(response), again,
+                                decoded=not kept_as_sent(url),
+                            )
                         match = _CONTENT_RANGE.fullmatch(
                             response.headers.get("Content-Range", "").strip()
                         )
@@ -350,6 +353,7 @@ class UpstreamClient:
         Unavailable if none."""
         allowed: Targets | None = None
         extra = {"Range": range_} if range_ else {}
+        as_sent = kept_as_sent(url)
         if accept:
             extra["Accept"] = accept
         for hop in range(MAX_FILE_REDIRECTS + 1):
@@ -361,6 +365,7 @@ class UpstreamClient:
                         "Accept-Encoding": "identity", **extra, **self._credentials_for(url)
                     },
                     allow_redirects=False,
+                    auto_decompress=not as_sent,
                     **self._via(url),
                 )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
@@ -409,6 +414,15 @@ class UpstreamClient:
                 self.last_failure = time.monotonic()
                 raise
         self.last_success = time.monotonic()
+
+
+def kept_as_sent(url: str) -> bool:
+    """Whether a file is taken as its bytes are sent, whatever Content-Encoding says: one whose
+    own name says it is gzip (an sdist), which a host may send with `Content-Encoding: gzip`
+    naming that very compression (S3 objects uploaded so, Apache's AddEncoding). pip keeps
+    every file as sent, so the listed sha256 is of those bytes; undone, they would be a tar.
+    Other files are undone as usual (a host that compresses them anyway)."""
+    return urlsplit(url).path.lower().endswith((".gz", ".tgz"))
 
 
 def _describe(exc: BaseException) -> str:

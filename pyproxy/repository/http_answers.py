@@ -46,11 +46,15 @@ class WholeAnswer:
     taken or closed); `close` lets the connection go if nobody took it."""
 
     def __init__(
-        self, response: aiohttp.ClientResponse, body: AsyncIterator[bytes], again: OpenUpstream
+        self, response: aiohttp.ClientResponse, body: AsyncIterator[bytes], again: OpenUpstream,
+        *, decoded: bool = True,
     ) -> None:
-        # the file's size, unless the body is compressed (pyproxy asks for none, a host may)
+        # the file's size, unless the body is compressed and undone (pyproxy asks for none, a
+        # host may; `decoded` False: taken as sent, see http.kept_as_sent)
         encoding = response.headers.get("Content-Encoding", "").strip().lower()
-        self.size = response.content_length if encoding in ("", "identity") else None
+        self.size = (
+            response.content_length if encoding in ("", "identity") or not decoded else None
+        )
         self._response: aiohttp.ClientResponse | None = response
         self._body = body
         self._again = again

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dists import make_wheel, underscored
+from tests.dists import make_sdist, make_wheel, underscored
 from tests.e2e.clients import (
     SIMPLE_JSON,
     describe,
@@ -269,6 +269,29 @@ def test_pip_refuses_a_wrong_bytes_upstream_file(fake_factory, pyproxy_factory, 
     fake.wrong_bytes = False
     pip_install(server.simple_url, project, target=tmp_path / "pip2")
     assert installed(tmp_path / "pip2") == {underscored(project): "1.0"}
+
+
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_an_sdist_labelled_gzip_is_cached_as_sent(fake_factory, pyproxy_factory, tmp_path, client):
+    """A host that labels a .tar.gz `Content-Encoding: gzip` (S3, Apache's AddEncoding) sends
+    the file as it is: pip and uv going to it directly keep those bytes, and so does pyproxy
+    (undone, they would be a tar whose sha256 is not the listed one: a 503 for good)."""
+    fake = fake_factory("json")
+    project = pname("labelled")
+    sdist = make_sdist(tmp_path / "dists", project, "1.0")
+    fake.add_file(project, sdist.name, sdist.read_bytes())
+    fake.gzip_labelled_sdists = True
+    server = start_proxy(pyproxy_factory, fake, tmp_path)
+    install = pip_install if client == "pip" else uv_pip_install
+    target = tmp_path / client
+    proc = install(server.simple_url, project, target=target,
+                   extra_args=["--no-build-isolation"])  # the build needs no index
+    assert installed(target) == {underscored(project): "1.0"}, describe(proc)
+    url = f"{server.url}/files/{project}/{sdist.name}"
+    cached = get(url)
+    assert cached.status == 200 and cached.headers.get("x-pyproxy-cache") == "hit", str(cached)
+    assert cached.content == sdist.read_bytes()
+    assert fake.count(fake.file_path(project, sdist.name)) == 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pyproxy.repository import http
 from pyproxy.repository.http import UpstreamClient, redact
 from pyproxy.repository.http_answers import PageAnswer, RangeAnswer, UpstreamError, WholeAnswer
 from tests.conftest import MakeClient, StartFake
-from tests.dists import make_sdist
+from tests.dists import make_sdist, make_wheel
 from tests.fake_upstream import FakeUpstream
 from tests.repository.conftest import JSON_TYPE, MakeScripted, Scripted, good_page
 
@@ -512,5 +512,41 @@ async def test_a_range_other_than_asked_is_unavailable(open_client: OpenClient, 
         client = open_client(str(server.make_url("/simple/")))
         with pytest.raises(Unavailable):
             await client.read_range(str(server.make_url("/files/f.whl")), 0, 10)
+    finally:
+        await server.close()
+
+
+async def test_a_gzip_file_labelled_gzip_is_kept_as_sent_other_files_are_undone(
+    open_client: OpenClient, tmp_path: Path
+) -> None:
+    """`Content-Encoding: gzip` on an sdist names its own compression (S3, Apache's
+    AddEncoding): pip keeps the bytes as sent, and the listed sha256 is theirs. A wheel a host
+    compresses anyway (though asked for identity) is undone, as before."""
+    sdist = make_sdist(tmp_path, "demo", "1.0").read_bytes()
+    wheel = make_wheel(tmp_path, "demo", "1.0").read_bytes()
+
+    async def labelled(request: web.Request) -> web.Response:
+        return web.Response(body=sdist, headers={"Content-Encoding": "gzip"})
+
+    async def compressed(request: web.Request) -> web.Response:
+        return web.Response(body=gzip.compress(wheel), headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_get("/f/demo-1.0.tar.gz", labelled)
+    app.router.add_get("/f/demo-1.0-py3-none-any.whl", compressed)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        origin = f"http://127.0.0.1:{server.port}"
+        client = open_client(f"{origin}/simple/")
+        for name, expected in (("demo-1.0.tar.gz", sdist), ("demo-1.0-py3-none-any.whl", wheel)):
+            async with client.opener(f"{origin}/f/{name}")() as body:
+                assert b"".join([chunk async for chunk in body]) == expected, name
+        whole = await client.read_whole(f"{origin}/f/demo-1.0.tar.gz")
+        assert whole.size == len(sdist)
+        whole.close()
+        whole = await client.read_whole(f"{origin}/f/demo-1.0-py3-none-any.whl")
+        assert whole.size is None
+        whole.close()
     finally:
         await server.close()
