@@ -152,7 +152,8 @@ class ClusterBlobCache:
             return None
         self._uses.attach(asyncio.get_running_loop())
         source = await self.local.fetch(
-            key, sha256=blob.sha256, size=blob.size, open_upstream=self._flight.from_bucket(key),
+            key, sha256=blob.sha256, size=blob.size,
+            open_upstream=self._flight.from_bucket(key, blob.sha256, blob.size),
             filename=filename,
         )
         self._uses.note(key)

@@ -14,6 +14,14 @@ instead (the client sees an aborted download, never wrong bytes). A lock held fo
 with no leader to follow (a hung node) is gone around: the file is fetched and served, not
 shared.
 
+A read from the bucket is checked against the index's row (clustershare.checked): an object
+damaged in the bucket is removed with its row, and the request goes on to the next source (in
+effect upstream) if none of the object's bytes were handed on yet, which is so for an object
+read in one chunk (up to 1 MiB); otherwise its check can only fail at its end, once the first
+chunks have gone to the client, who then sees an aborted download, and the next request fetches
+the file anew. The local cache never sees such a body end, so it is not taken for a mismatch
+of upstream's.
+
 `asker` is the same for the local cache's fetch_first: the leader calls the `ask` (BlobCache's),
 inside the cluster's single flight, and an `ask` that gives no body lets the lead go at once.
 """
@@ -31,7 +39,7 @@ from typing import TypeVar
 from pyproxy.model import LocalFile, Unavailable
 from pyproxy.stores.blobcache import Ask, BlobCache, OpenUpstream
 from pyproxy.stores.chunks import read_file, skip
-from pyproxy.stores.clustershare import SharedFiles, object_key
+from pyproxy.stores.clustershare import DamagedObject, SharedFiles, checked, object_key
 from pyproxy.stores.objects import BucketUnavailable, ObjectMissing
 from pyproxy.stores.peers import PeerFailed, Peers
 from pyproxy.stores.pg.claims import Claim, claim_download
@@ -88,13 +96,14 @@ class ClusterFlight:
 
         return cluster_body
 
-    def from_bucket(self, key: str) -> OpenUpstream:
-        """The shared copy of a key the index lists, as an "upstream" for the local cache: for
-        offline mode, which must never reach upstream (nor lead a download)."""
+    def from_bucket(self, key: str, sha256: str, size: int) -> OpenUpstream:
+        """The shared copy of a key the index lists (with that `sha256` and `size`), as an
+        "upstream" for the local cache: for offline mode, which must never reach upstream (nor
+        lead a download)."""
 
         @contextlib.asynccontextmanager
         async def bucket_body() -> AsyncIterator[AsyncIterator[bytes]]:
-            body = self._bucket_chunks(key)
+            body = self._bucket_chunks(key, sha256, size)
             try:
                 yield body
             finally:
@@ -102,16 +111,35 @@ class ClusterFlight:
 
         return bucket_body
 
-    async def _bucket_chunks(self, key: str) -> AsyncGenerator[bytes, None]:
+    async def _bucket_chunks(self, key: str, sha256: str, size: int) -> AsyncGenerator[bytes, None]:
+        name = object_key(key)
         try:
-            async for chunk in self.shared.bucket.stream(object_key(key)):
+            async for chunk in checked(self.shared.bucket.stream(name), name, sha256, size):
                 yield chunk
         except ObjectMissing:
             log.warning("the index lists %r, the bucket has no object: forgetting it", key)
             await db(self._index.forget, key)
             raise Unavailable(f"{key!r} is gone from the bucket") from None
+        except DamagedObject as exc:  # offline: nowhere else to go
+            raise Unavailable(await self._damaged(key, sha256, size, exc)) from None
         except BucketUnavailable as exc:
             raise Unavailable(str(exc)) from None
+
+    async def _damaged(self, key: str, sha256: str, size: int, exc: DamagedObject) -> str:
+        """Log the damaged object and remove it (stores.clustershare.forget_damaged): what to
+        tell the request that read it."""
+        name = object_key(key)
+        log.error("damaged object in the bucket: %s (%s): removing it and its index row, so"
+                  " that %r is fetched anew", name, exc, key)
+        said = f"the cluster's copy of {key!r} in the bucket is damaged ({exc})"
+        try:
+            if await self.shared.forget_damaged(key, sha256, size):
+                return f"{said}; it is removed, and fetched anew by the next request"
+        except (BucketUnavailable, DatabaseUnavailable) as err:
+            log.warning("could not remove the damaged %s: %s", name, err)
+            return f"{said}, and could not be removed: {err}"
+        log.info("%s: left to the node that holds its lock, or committed anew meanwhile", name)
+        return f"{said}; another node is fetching it anew"
 
     def asker(
         self, key: str, sha256: str | None, size: int | None, ask: Ask, filename: str | None,
@@ -154,6 +182,7 @@ class ClusterFlight:
         filename: str | None, *, ask: Ask | None = None,
     ) -> AsyncGenerator[bytes, None]:
         sent = 0  # bytes handed on: a source taken over later starts after them
+        damaged = False  # a damaged object found in the bucket once (then gone) in this request
         delay = _POLL_MIN
         give_up = time.monotonic() + _PATIENCE_S
         while True:
@@ -162,8 +191,12 @@ class ClusterFlight:
                                   " it cannot be continued from another source")
             claim = await self._claim(key, sha256)
             if claim.committed is not None:
+                name, before = object_key(key), sent
                 try:
-                    async for chunk in skip(self.shared.bucket.stream(object_key(key)), sent):
+                    # checked from its first byte: the bytes `sent` are skipped after the check
+                    object_chunks = checked(self.shared.bucket.stream(name), name,
+                                            *claim.committed)
+                    async for chunk in skip(object_chunks, sent):
                         sent += len(chunk)
                         yield chunk
                     return
@@ -171,6 +204,12 @@ class ClusterFlight:
                     log.warning("the index lists %r, the bucket has no object: forgetting it", key)
                     await db(self._index.forget, key)
                     continue
+                except DamagedObject as exc:
+                    message = await self._damaged(key, *claim.committed, exc)
+                    if sent > before or damaged:  # its wrong bytes went on; or it came back
+                        raise Unavailable(message) from None
+                    damaged = True
+                    continue  # none of it went on: the next source (upstream, once it is gone)
                 except BucketUnavailable as exc:
                     raise Unavailable(str(exc)) from None
             if claim.lock is not None:

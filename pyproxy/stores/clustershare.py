@@ -7,6 +7,10 @@ in the bucket); it is listed only afterwards. Eviction runs on one node at a tim
 advisory lock `cache:evict`), least recently used first, object before row: a node that still
 read the row finds the object gone and fetches the file anew. Private bodies live under
 `private/` and are not in this index, so nothing here ever touches them.
+
+A read from the bucket is checked against its row (`checked`): an object damaged there (same
+key, other bytes: bit rot, a bad restore) is removed with its row (`forget_damaged`), object
+first, so that the file is fetched and committed anew rather than served wrong forever.
 """
 
 from __future__ import annotations
@@ -14,19 +18,21 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 from pyproxy import metrics
+from pyproxy.model import Unavailable
 from pyproxy.stores.blobcache import HashMismatch
 from pyproxy.stores.blobindex import BlobEntry
 from pyproxy.stores.blobuses import Uses
-from pyproxy.stores.objects import Bucket, BucketUnavailable
+from pyproxy.stores.objects import Bucket, BucketUnavailable, ObjectMissing
 from pyproxy.stores.pg.blobindex import PgBlobIndex
+from pyproxy.stores.pg.claims import download_lock
 from pyproxy.stores.pg.connect import DatabaseUnavailable
 from pyproxy.stores.pg.locks import AdvisoryLocks
 
-__all__ = ["EVICTOR", "SharedFiles", "object_key"]
+__all__ = ["EVICTOR", "DamagedObject", "SharedFiles", "checked", "object_key"]
 
 log = logging.getLogger("pyproxy.clusterblobs")
 
@@ -35,6 +41,32 @@ EVICTOR = "cache:evict"  # the advisory lock of the one node that evicts at a ti
 
 def object_key(key: str) -> str:
     return "cache/" + key
+
+
+class DamagedObject(Unavailable):
+    """An object in the bucket that is not the file its index row lists (size or sha256)."""
+
+
+async def checked(
+    chunks: AsyncIterator[bytes], name: str, sha256: str, size: int
+) -> AsyncGenerator[bytes, None]:
+    """An object's bytes, checked against the size and sha256 its row lists: DamagedObject
+    where they differ. The chunk that completes `size` goes on only once the sha256 matched, so
+    an object read in one chunk (up to 1 MiB: stores.objects' chunks) is caught before any of
+    it is handed on; in a longer one the chunks before the last have gone on by then."""
+    digest, count = hashlib.sha256(), 0
+    async for chunk in chunks:
+        count += len(chunk)
+        if count > size:
+            raise DamagedObject(f"{name} holds more than the {size} bytes its row lists")
+        await asyncio.to_thread(digest.update, chunk)  # off the loop: hashing releases the GIL
+        if count == size and (actual := digest.hexdigest()) != sha256:
+            raise DamagedObject(f"{name} has sha256 {actual}, its row lists {sha256}")
+        yield chunk
+    if count != size:
+        raise DamagedObject(f"{name} holds {count} bytes, its row lists {size}")
+    if not size and digest.hexdigest() != sha256:  # no chunk to check above
+        raise DamagedObject(f"{name} is empty, its row lists sha256 {sha256}")
 
 
 class SharedFiles:
@@ -100,6 +132,41 @@ class SharedFiles:
     def delete(self, key: str) -> bool:
         self.bucket.delete(object_key(key))
         return self.index.forget(key) is not None
+
+    async def forget_damaged(self, key: str, sha256: str, size: int) -> bool:
+        """Remove `key`'s object, which a read found damaged (not the `sha256` and `size` its
+        row listed), and then its row; True if this call did. Only under the key's lock, so no
+        node is committing the key meanwhile, and only if the row still lists that file (or
+        none) and the object in the bucket still is not it: another node that found the damage
+        first may have removed it and committed the file again (If-None-Match: *), and its
+        good object and row must stay. False when another node holds the lock: it downloads
+        the file anew, or removes the damage itself. BucketUnavailable, DatabaseUnavailable."""
+        name = object_key(key)
+        lock = await asyncio.to_thread(self._locks.try_lock, download_lock(key))
+        if lock is None:
+            return False
+        try:
+            row = await asyncio.to_thread(self.index.get, key)
+            if row is not None and (row.sha256, row.size) != (sha256, size):
+                return False  # the index lists another file under the key now: not ours
+            try:
+                async for _ in checked(self.bucket.stream(name), name, sha256, size):
+                    pass
+                return False  # whole again: re-committed since the damaged read
+            except DamagedObject:
+                pass
+            except ObjectMissing:
+                if row is None:
+                    return False  # both gone already
+            # object before row: if this stops between them, the row names a missing object,
+            # which a read forgets; never a row vouching for the damaged bytes (nor a leader's
+            # conditional create that finds them there and takes them for its own)
+            await self.bucket.delete_async(name)
+            if row is not None:
+                await asyncio.to_thread(self.index.forget, key)
+            return True
+        finally:
+            await asyncio.to_thread(self._locks.release, lock)  # runs on if we are cancelled
 
     # -- eviction --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import psycopg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -20,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from pyproxy.model import FileSource, LocalFile, Unavailable
 from pyproxy.stores.blobcache import Ask, OpenUpstream
 from pyproxy.stores.clusterblobs import ClusterBlobCache, object_key
-from pyproxy.stores.objects import Bucket
+from pyproxy.stores.objects import Bucket, ObjectMissing
 from pyproxy.stores.peers import PEER_HEADER, ROUTE_PREFIX, peer_token
 from pyproxy.web.app import build_app
 from pyproxy.web.context import Services
@@ -541,3 +542,131 @@ async def test_a_wheel_s_metadata_and_the_wheel_on_two_nodes_at_once_are_one_ups
             await each.blobs.local.idle()
             for key in (sha256, "made:" + sha256):
                 each.blobs.delete(key)
+
+
+# -- an object damaged in the bucket (bit rot, a bad restore): removed, and fetched anew -------
+
+
+async def _damage(store: Bucket, key: str) -> None:
+    """Same length, other bytes (one flipped), written over the object in the bucket."""
+    name = object_key(key)
+    body = bytearray(b"".join([chunk async for chunk in store.stream(name)]))
+    body[len(body) // 2] ^= 0xFF
+    await store.delete_async(name)
+    assert await store._create(name, bytes(body))
+
+
+async def _in_bucket(store: Bucket, key: str) -> bytes | None:
+    try:
+        return b"".join([chunk async for chunk in store.stream(object_key(key))])
+    except ObjectMissing:
+        return None
+
+
+async def _damaged_on_a(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str, store: Bucket, size: int, **b_settings: Any
+) -> tuple[Node, FakeFile]:
+    """a fetched and shared the file, its object was then damaged; b (which holds no copy of
+    its own) has the project's page: only the file is cold on it."""
+    dist = add_wheel(fake, size)
+    a = await node()
+    assert (await a.get())[0] == 200
+    await shared(a)
+    await _shared(pg_dsn, dist.sha256)
+    b = await node(**b_settings)
+    async with b.client.get("/simple/big/") as page:
+        assert page.status == 200
+    await _damage(store, dist.sha256)
+    fake.reset_counters()
+    return b, dist
+
+
+async def _attempt(each: Node) -> tuple[int, bytes] | None:
+    """(status, body), None if the download was aborted (the client saw it cut short)."""
+    try:
+        status, body, _ = await each.get()
+    except aiohttp.ClientPayloadError:
+        return None
+    return status, body
+
+
+async def test_a_damaged_object_is_removed_and_the_next_request_fetches_the_file_anew(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str, s3: S3Server, bucket: str
+) -> None:
+    """3 MiB: the bucket's first chunks are on their way to the client before the last one
+    shows the damage, so that request cannot be saved (aborted, never a complete 200); the
+    object and its row go, and the next request is one upstream GET, served whole."""
+    store = Bucket(f"s3://{bucket}", endpoint=s3.endpoint)
+    b, dist = await _damaged_on_a(node, fake, pg_dsn, store, 3 * MiB)
+    expected = body_of(fake)
+    first = await _attempt(b)
+    assert first is None or first[0] == 503, "wrong bytes served as a whole file"
+    assert await _in_bucket(store, dist.sha256) is None
+    assert rows(pg_dsn, f"SELECT 1 FROM cache_blobs WHERE key = '{dist.sha256}'") == []
+    assert fake.count(fake.file_path("big", WHEEL)) == 0
+    assert await _attempt(b) == (200, expected)
+    assert fake.count(fake.file_path("big", WHEEL)) == 1
+    await shared(b)  # and it is shared again, whole
+    assert await _in_bucket(store, dist.sha256) == expected
+    assert rows(pg_dsn, f"SELECT size FROM cache_blobs WHERE key = '{dist.sha256}'") == [(dist.size,)]
+
+
+async def test_a_damaged_object_of_one_chunk_is_fetched_anew_by_the_request_that_found_it(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str, s3: S3Server, bucket: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A file of one bucket chunk (up to 1 MiB) is checked before any of it is handed on: the
+    request that finds the damage goes on to upstream (one GET) and is served whole."""
+    store = Bucket(f"s3://{bucket}", endpoint=s3.endpoint)
+    b, dist = await _damaged_on_a(node, fake, pg_dsn, store, 256 * KiB)
+    expected = body_of(fake)
+    assert await _attempt(b) == (200, expected)
+    assert fake.count(fake.file_path("big", WHEEL)) == 1
+    assert f"damaged object in the bucket: {object_key(dist.sha256)}" in caplog.text
+    assert "upstream body has sha256" not in caplog.text  # it was the bucket's, not upstream's
+    await shared(b)
+    assert await _in_bucket(store, dist.sha256) == expected
+    assert await _attempt(b) == (200, expected)  # b's own copy now
+    assert fake.count(fake.file_path("big", WHEEL)) == 1
+
+
+async def test_an_offline_node_answers_503_for_a_damaged_object_and_removes_it(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str, s3: S3Server, bucket: str
+) -> None:
+    """Offline, never upstream: a clear 503 (no byte was sent), the object and row removed."""
+    store = Bucket(f"s3://{bucket}", endpoint=s3.endpoint)
+    b, dist = await _damaged_on_a(node, fake, pg_dsn, store, 256 * KiB, offline=True)
+    async with b.client.get(FILE_PATH) as response:
+        assert response.status == 503
+        assert "damaged" in await response.text()
+    assert await _in_bucket(store, dist.sha256) is None
+    assert rows(pg_dsn, f"SELECT 1 FROM cache_blobs WHERE key = '{dist.sha256}'") == []
+    assert fake.requests == []
+
+
+async def test_a_damaged_object_is_left_alone_once_re_committed_or_while_a_node_holds_its_lock(
+    node: MakeNode, fake: FakeUpstream, pg_dsn: str, s3: S3Server, bucket: str
+) -> None:
+    """The removal (after a read that found the object damaged) runs under the key's lock, and
+    only while the object is still damaged: a node that removed it first and committed the file
+    again (If-None-Match: *) must not see its good object and row undone."""
+    store = Bucket(f"s3://{bucket}", endpoint=s3.endpoint)
+    b, dist = await _damaged_on_a(node, fake, pg_dsn, store, 256 * KiB)
+    shared_files = b.blobs.shared
+    with psycopg.connect(pg_dsn, autocommit=True) as other:  # another node downloads it
+        other.execute(f"SELECT pg_advisory_lock(hashtextextended('blob:{dist.sha256}', 0))")
+        assert not await shared_files.forget_damaged(dist.sha256, dist.sha256, dist.size)
+        other.execute(f"SELECT pg_advisory_unlock(hashtextextended('blob:{dist.sha256}', 0))")
+    assert await _in_bucket(store, dist.sha256) is not None
+    # re-committed meanwhile: the good bytes again, under the same key and row
+    await store.delete_async(object_key(dist.sha256))
+    assert await store._create(object_key(dist.sha256), body_of(fake))
+    assert not await shared_files.forget_damaged(dist.sha256, dist.sha256, dist.size)
+    assert await _in_bucket(store, dist.sha256) == body_of(fake)
+    assert rows(pg_dsn, f"SELECT size FROM cache_blobs WHERE key = '{dist.sha256}'") == [(dist.size,)]
+    # still damaged: removed, object before row
+    await _damage(store, dist.sha256)
+    assert await shared_files.forget_damaged(dist.sha256, dist.sha256, dist.size)
+    assert await _in_bucket(store, dist.sha256) is None
+    assert rows(pg_dsn, f"SELECT 1 FROM cache_blobs WHERE key = '{dist.sha256}'") == []
+    assert fake.requests == []

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from pyproxy.stores.pg.locks import AdvisoryLocks, HeldLock
 
-__all__ = ["Claim", "claim_download", "warm_claims"]
+__all__ = ["Claim", "claim_download", "download_lock", "warm_claims"]
 
 log = logging.getLogger("pyproxy.clusterblobs")
 
@@ -39,8 +39,14 @@ class Claim:
     leader: str | None = None
 
 
+def download_lock(key: str) -> str:
+    """The advisory lock of `key`'s download: its leader holds it from its claim until the
+    object and the row are committed."""
+    return "blob:" + key
+
+
 def claim_download(locks: AdvisoryLocks, key: str, sha256: str | None, node_url: str) -> Claim:
-    name = "blob:" + key
+    name = download_lock(key)
     params = {"key": key, "sha256": sha256, "lock": name, "node": node_url}
     lock, (held, size, leader, other) = locks.try_lock_with(name, _CLAIM, params)
     if other is not None:
