@@ -19,6 +19,12 @@ removes a blob file (eviction, prune, verify, a replaced entry), after the index
 path handed out may still be removed before it is opened; since the counter moves before the
 file goes, the caller that then fails to open it finds it moved when it asks again.
 
+The cache may be deleted by hand at any time, a blob file or all of `directory`, with no counter
+moving. A reader that then fails to open a path it was handed reports it (`vanished`): the row
+that names it is deleted and the counter bumped, as for any removal, so every process looks the
+key up again and misses. An index whose database file is gone is made anew on the next miss
+(`_renew_if_gone`). Neither costs a hit anything: the failed open is the only sign needed.
+
 Eviction is diskcache's own path (Cache.delete -> Disk.remove); we choose the victims ourselves
 in least-recently-used order of the recorded uses, because diskcache's built-in cull drops ten
 rows at a time, which can include the file just stored and does not guarantee the bound.
@@ -33,6 +39,7 @@ import logging
 import os
 import sqlite3
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,11 +54,27 @@ from pyproxy.stores.blobuses import FLUSH_INTERVAL, Uses, sqlite_writer
 from pyproxy.stores.changes import ChangeCounter
 from pyproxy.stores.write_turns import WriteTurns
 
-__all__ = ["BlobEntry", "BlobIndex", "KnownPaths"]
+__all__ = ["BlobEntry", "BlobIndex", "KnownPaths", "vanished"]
 
 log = logging.getLogger("pyproxy.blobcache")
 
 _KNOWN_MAX = 10_000  # paths a process remembers (a few MB)
+
+# the indexes open in this process, for `vanished`: a reader holds a path, not its index
+_OPEN: weakref.WeakSet[BlobIndex] = weakref.WeakSet()
+_OPEN_LOCK = threading.Lock()
+
+
+def vanished(path: Path) -> bool:
+    """Blocking: a reader could not open `path` (ENOENT), a blob's file a lookup handed out;
+    whether an index of this process holds it (then see BlobIndex.vanished)."""
+    with _OPEN_LOCK:
+        indexes = list(_OPEN)
+    for index in indexes:
+        if index.holds(path):
+            index.vanished(path)
+            return True
+    return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,20 +136,13 @@ class BlobIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._blobs = directory / "blobs"
-        self._removals = ChangeCounter(directory / "removals")
+        self._removals_path = directory / "removals"
+        self._removals = ChangeCounter(self._removals_path)
+        self._removals_id = _identity(self._removals_path)
         self._closed = False
-        self._cache = diskcache.Cache(
-            str(self._blobs),
-            disk=_BlobDisk,
-            size_limit=max_size,
-            eviction_policy="none",  # a get writes nothing; recency is ours, see _uses
-            statistics=0,  # hit counters would write on every get too
-            cull_limit=0,  # eviction is ours, see evict
-        )
-        disk = self._cache.disk
-        assert isinstance(disk, _BlobDisk)
-        disk.removals = self._removals
         self._db = self._blobs / diskcache.core.DBNAME  # read directly by _query
+        self._renewing = threading.Lock()
+        self._cache, self._db_id = self._open_cache()
         self._known = KnownPaths(self._removals)
         self._turns = WriteTurns(self._db)
         self._uses = Uses(
@@ -135,6 +151,24 @@ class BlobIndex:
         with contextlib.suppress(RuntimeError):  # made inside a server's loop: its timer writes
             self._uses.attach(asyncio.get_running_loop())
         self._order_by_use()
+        with _OPEN_LOCK:
+            _OPEN.add(self)
+
+    def _open_cache(self) -> tuple[diskcache.Cache, tuple[int, int] | None]:
+        """diskcache's Cache on `blobs/` (made, with its index, if missing), and the identity of
+        its index file."""
+        cache = diskcache.Cache(
+            str(self._blobs),
+            disk=_BlobDisk,
+            size_limit=self.max_size,
+            eviction_policy="none",  # a get writes nothing; recency is ours, see _uses
+            statistics=0,  # hit counters would write on every get too
+            cull_limit=0,  # eviction is ours, see evict
+        )
+        disk = cache.disk
+        assert isinstance(disk, _BlobDisk)
+        disk.removals = self._removals
+        return cache, _identity(self._db)
 
     # -- lookups and uses ------------------------------------------------------------------------
 
@@ -162,8 +196,11 @@ class BlobIndex:
             handle, sha256 = self._cache.get(key, read=True, tag=True, retry=True)
         except (diskcache.Timeout, sqlite3.Error) as exc:
             log.warning("cache index unavailable for %r: %s", key, exc)
+            self._renew_if_gone()
             return None
         if handle is None:  # not there, or removed between the index's answer and the open
+            # a miss: one stat (a download follows anyway) for an index deleted by hand
+            self._renew_if_gone()
             return None
         if not isinstance(handle, io.BufferedReader) or not isinstance(sha256, str):
             return None  # not one of ours
@@ -175,6 +212,58 @@ class BlobIndex:
 
     def note_use(self, key: str) -> None:
         self._uses.note(key)
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is where this index keeps its blobs' files."""
+        return path.is_relative_to(self._blobs)
+
+    def vanished(self, path: Path) -> None:
+        """Blocking: the blob file at `path`, handed out by a lookup, could not be opened: it
+        was deleted by something other than pyproxy (an operator, a disk cleaner), which moved
+        no counter. Its row goes, if it still names that file (another process may have fetched
+        the key anew meanwhile), and the counter moves, as for any removal: every process then
+        asks the index again, misses, and fetches the file anew."""
+        filename = str(path.relative_to(self._blobs))
+        try:
+            with self._turns.turn(), contextlib.closing(
+                sqlite3.connect(self._db, timeout=60, isolation_level=None)
+            ) as db:
+                # the triggers diskcache made keep its count and size right
+                deleted = db.execute("DELETE FROM Cache WHERE filename = ?", (filename,)).rowcount
+        except sqlite3.Error as exc:  # the index itself may be gone: renewed below
+            log.warning("could not forget %s in the cache index: %s", filename, exc)
+            deleted = -1
+        if deleted > 0:
+            log.warning("cached file %s was deleted outside pyproxy: fetching it anew", filename)
+        # as for any removal; if pyproxy removed it, it bumped already: once more costs every
+        # process one more look at the index per key, never a stale path
+        self._removals.bump()
+        self._renew_if_gone()
+
+    def _renew_if_gone(self) -> None:
+        """Blocking: when the index file was deleted (`rm -rf` of the cache, by hand), start an
+        empty one (or open the one another process started), with its directory and counter."""
+        if _identity(self._db) == self._db_id:
+            return
+        with self._renewing:
+            if _identity(self._db) == self._db_id:
+                return  # another thread did
+            log.warning("the cache index %s is gone: starting it anew", self._db)
+            try:
+                self._blobs.mkdir(parents=True, exist_ok=True)
+                if _identity(self._removals_path) != self._removals_id:
+                    # the old one stays open: a thread may be reading it (one descriptor)
+                    self._removals = ChangeCounter(self._removals_path)
+                    self._removals_id = _identity(self._removals_path)
+                old = self._cache
+                self._cache, self._db_id = self._open_cache()
+                self._order_by_use()
+            except (OSError, sqlite3.Error, diskcache.Timeout) as exc:
+                log.error("cannot start the cache index %s anew: %s", self._db, exc)
+                return
+            self._known = KnownPaths(self._removals)  # what the old index said is void
+            self._turns.close()  # its lock file went too: the next turn opens the new one
+            old.close()  # this thread's connection; the others' go with the object
 
     def flush_uses(self) -> int:
         """Blocking: write this process's uses not yet written (one transaction, none if there
@@ -289,6 +378,8 @@ class BlobIndex:
         self._close()
 
     def _close(self) -> None:
+        with _OPEN_LOCK:
+            _OPEN.discard(self)
         self._cache.close()
         self._turns.close()
         if not self._closed:
@@ -305,6 +396,14 @@ class BlobIndex:
         """A read of diskcache's Cache table, for what its API does not offer (order by use)."""
         with contextlib.closing(sqlite3.connect(self._db, timeout=60)) as db:
             return db.execute(sql, args).fetchall()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:  # gone (or unreadable: then renewing fails, and says why)
+        return None
+    return found.st_dev, found.st_ino
 
 
 class KnownPaths:

@@ -110,7 +110,7 @@ class PartFiles:
                     os.close(fd)
                     continue
                 if fresh is None:
-                    fresh = self._new_locked_file(part)
+                    fresh = self._fresh_file(part)
                 try:
                     os.link(fresh[1], part)
                 except FileExistsError:
@@ -129,6 +129,15 @@ class PartFiles:
                 with contextlib.suppress(OSError):
                     os.unlink(fresh[1])
                 os.close(fresh[0])
+
+    def _fresh_file(self, part: Path) -> tuple[int, Path]:
+        """_new_locked_file, in a `partial/` made again if it is gone: the cache may be
+        deleted by hand at any time (`rm -rf`), and made only at start it would stay gone."""
+        try:
+            return self._new_locked_file(part)
+        except FileNotFoundError:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            return self._new_locked_file(part)
 
     @staticmethod
     def release(fd: int, part: Path) -> None:

@@ -46,7 +46,8 @@ async def download(request: web.Request) -> web.StreamResponse:
         except FileNotFoundError:
             if attempt == 2:
                 raise
-            # evicted from the cache between lookup and open: look it up (or fetch it) again
+            # evicted between lookup and open, or deleted by hand (send_local had the index
+            # forget it): looking it up again misses, and fetches it anew
             continue
         warmup.file_served(request, project, filename, source)
         return response

@@ -11,6 +11,7 @@ from typing import BinaryIO
 from aiohttp import hdrs, web
 
 from pyproxy.model import LocalFile
+from pyproxy.stores.blobindex import vanished
 from pyproxy.web.conditional import none_match
 from pyproxy.web.files import (
     CACHE_STATUS,
@@ -52,8 +53,15 @@ def _open_checked(
     file: LocalFile, check: bool
 ) -> tuple[BinaryIO, os.stat_result, bytes | None, bool]:
     """In a thread: open_for_sending's answer, and whether the bytes read are all of `file`
-    (checked only when asked: a file small enough to be kept in memory)."""
-    fobj, stat, body = open_for_sending(file.path)
+    (checked only when asked: a file small enough to be kept in memory). FileNotFoundError
+    when the file is gone; a cached one is then forgotten, so that looking it up again misses."""
+    try:
+        fobj, stat, body = open_for_sending(file.path)
+    except FileNotFoundError:
+        # evicted (the index knows), or deleted by hand (it does not): the failed open is the
+        # only sign, so a hit costs no stat
+        vanished(file.path)
+        raise
     try:
         return fobj, stat, body, check and body is not None and verify(file, body)
     except BaseException:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from pathlib import Path
 
 from pyproxy.model import LocalFile
-from pyproxy.stores.blobindex import BlobIndex, KnownPaths
+from pyproxy.stores.blobindex import BlobIndex, KnownPaths, vanished
 from pyproxy.stores.changes import ChangeCounter
 
 
@@ -111,3 +112,50 @@ def test_sizes_are_of_committed_blobs_in_one_connection_and_not_a_use(tmp_path: 
         assert index.flush_uses() == 0  # not a use
     finally:
         index.close()
+
+
+def test_a_blob_deleted_by_hand_is_forgotten_by_every_process_once_a_reader_misses_it(
+    tmp_path: Path,
+) -> None:
+    index = BlobIndex(tmp_path / "cache", 10 * 1024**2)
+    other = BlobIndex(tmp_path / "cache", 10 * 1024**2)  # another process on the same cache
+    try:
+        path, sha256 = _verified(tmp_path, "a", b"a" * 1000)
+        index.add("a", path, 1000, sha256)
+        kept, _ = _verified(tmp_path, "b", b"b" * 1000)
+        index.add("b", kept, 1000, hashlib.sha256(b"b" * 1000).hexdigest())
+        hit = index.lookup("a")
+        assert hit is not None and other.lookup("a") == hit
+        hit.path.unlink()  # `find blobs -name '*.val' -delete`: no counter moves
+        assert index.known("a") == hit  # trusted: a hit costs no stat
+
+        assert vanished(hit.path)  # what a reader whose open failed reports
+        assert index.known("a") is None and other.known("a") is None
+        assert index.lookup("a") is None and other.lookup("a") is None
+        assert index.sizes(["a", "b"]) == {"b": 1000}  # its row went, the others stay
+        assert not vanished(tmp_path / "elsewhere" / "x")  # not a blob of ours: nothing
+    finally:
+        index.close()
+        other.close()
+
+
+def test_an_index_deleted_by_hand_is_started_anew_on_the_next_miss(tmp_path: Path) -> None:
+    index = BlobIndex(tmp_path / "cache", 10 * 1024**2)
+    other = BlobIndex(tmp_path / "cache", 10 * 1024**2)  # another process on the same cache
+    try:
+        path, sha256 = _verified(tmp_path, "a", b"a" * 1000)
+        index.add("a", path, 1000, sha256)
+        assert index.lookup("a") is not None and other.lookup("a") is not None
+        shutil.rmtree(tmp_path / "cache")  # `rm -rf cache/files`
+
+        assert index.indexed("a") is None  # a miss: the index is started anew
+        path, sha256 = _verified(tmp_path, "b", b"b" * 1000)
+        index.add("b", path, 1000, sha256)
+        assert index.lookup("b") is not None
+        assert index.volume() < 10 * 1024**2 and index.sizes(["a", "b"]) == {"b": 1000}
+        assert other.indexed("a") is None  # the other process opens the new one
+        assert other.indexed("b") is not None
+        assert other.known("a") is None  # what it knew of the old one is void
+    finally:
+        index.close()
+        other.close()

@@ -75,3 +75,13 @@ def test_sweep_removes_only_what_nobody_holds(tmp_path: Path) -> None:
     assert [p.name for p in parts.directory.iterdir()] == [held.name]
     parts.release(fd, held)
     os.close(fd)
+
+
+def test_a_claim_makes_a_removed_directory_again(tmp_path: Path) -> None:
+    parts = PartFiles(tmp_path / "partial")
+    os.rmdir(parts.directory)  # `rm -rf cache/files` while the server runs
+    part = parts.path("key")
+    role, fd = parts.claim(part)
+    assert role == "hold" and same_file(fd, part)
+    parts.release(fd, part)
+    os.close(fd)
