@@ -12,7 +12,13 @@ with the `Tail` its readers follow), woken by an asyncio.Event. Across processes
 follows it (polls its size and its lock, a few ms apart) and reads the writer's verdict from its
 mode once unlocked. A writer links the verified file into the index (the commit) before it
 removes `<h>.part`, and removes `<h>.part` before it unlocks. So a newcomer either finds the
-`.part`, or finds the key committed.
+`.part`, or finds the key committed. A writer whose download failed notes why in the file, and
+its followers fail with that, asking upstream nothing: one request however many processes ask.
+Only a writer that left no verdict (killed mid-download) is taken over by a follower's retry.
+
+Small kinds (`.metadata`, `.provenance`) are cut off past their kind's limit (as stores.proof
+bounds them), and served only once whole and verified: a wrong one is a 503, never a 200
+aborted part-way.
 
 A hit never writes, and one this process has seen since the last removal costs no thread hop
 and no system call (stores.blobindex).
@@ -35,8 +41,25 @@ from pyproxy.model import FileSource, LocalFile, StreamedFile, Unavailable
 from pyproxy.stores import proof
 from pyproxy.stores.blobindex import BlobEntry, BlobIndex
 from pyproxy.stores.blobuses import FLUSH_INTERVAL
-from pyproxy.stores.flight import CHUNK_SIZE, Flight, HashMismatch, State, Tail, in_thread
-from pyproxy.stores.part_files import PartFiles, ended, mark_cached, mark_done, same_file
+from pyproxy.stores.flight import (
+    CHUNK_SIZE,
+    Flight,
+    HashMismatch,
+    NothingAsked,
+    State,
+    Tail,
+    in_thread,
+)
+from pyproxy.stores.part_files import (
+    PartFiles,
+    ended,
+    mark_cached,
+    mark_done,
+    mark_failed,
+    noted_failure,
+    same_file,
+    written,
+)
 
 __all__ = [
     "CHUNK_SIZE",
@@ -54,8 +77,18 @@ Ask = Callable[[], Awaitable[OpenUpstream | None]]
 
 _POLL_MIN = 0.002  # seconds between looks at another process's download
 _POLL_MAX = 0.01  # a cold install waits on this chain of looks: at most 10 ms late
-_ATTEMPTS = 3  # a fetch retries when another process's download failed before serving it
+_ATTEMPTS = 3  # a fetch retries when another process's download died before serving it
 _MISMATCHES = 1024  # keys remembered whose download failed its hash check
+# the most a body of these kinds (stores.proof.kind_of) can be; the rest of upstream's is not read
+_LIMITS = {
+    "metadata": (proof.MAX_METADATA_BYTES, "a core metadata file"),
+    "provenance": (proof.MAX_PROVENANCE_BYTES, "a provenance object"),
+}
+
+
+def _limit_of(filename: str | None) -> tuple[int, str] | None:
+    kind = proof.kind_of(filename) if filename is not None else None
+    return _LIMITS.get(kind) if kind is not None else None
 
 
 def _prove(flight: Flight, filename: str | None) -> None:
@@ -174,13 +207,16 @@ class BlobCache:
                 return hit
             joined = self._flights.get(key)
             flight = joined or self._start(key, sha256, size, filename, open_upstream, ask)
-            await flight.settled()
+            if _limit_of(filename) is None:
+                await flight.settled()
+            else:  # a few KB: sent once checked, so a bad one fails here, a clean 503
+                await flight.ended()
             if flight.state == "cached":
                 if flight.declined and joined is None:
                     return None  # our own `ask` said no
                 continue
             if flight.state == "failed":
-                if flight.remote and attempt + 1 < _ATTEMPTS:
+                if flight.abandoned and attempt + 1 < _ATTEMPTS:
                     continue  # another process's download died before it could serve us
                 raise flight.consumer_error()
             if size is None and flight.state == "ok":
@@ -328,11 +364,17 @@ class BlobCache:
                     self._end(flight, "cached")
                     return
             assert open_upstream is not None
+            limit = _limit_of(filename)
             digest = hashlib.sha256()
             async with open_upstream() as body:
                 async for chunk in body:
                     if not chunk:
                         continue
+                    if limit is not None and flight.written + len(chunk) > limit[0]:
+                        raise HashMismatch(
+                            f"{filename}: upstream sent more than {limit[0]} bytes, more than"
+                            f" {limit[1]} can be: download aborted"
+                        )
                     if size is not None and flight.written + len(chunk) > size:
                         raise HashMismatch(f"{key!r}: upstream sent more than {size} bytes")
                     await in_thread(_write_all, flight.fd, chunk, flight.written, digest)
@@ -361,9 +403,21 @@ class BlobCache:
             if isinstance(exc, HashMismatch):
                 self._mismatched.put(key, True)
             self._end(flight, "failed", exc)
+            if not isinstance(exc, NothingAsked):
+                self._note_failure(flight)
         finally:
             self._parts.release(flight.fd, flight.part)
             flight.let_go()
+
+    @staticmethod
+    def _note_failure(flight: Flight) -> None:
+        """The failure, for the other processes following the download (before it unlocks):
+        they fail with the same words rather than each ask upstream again."""
+        kind, problem = flight.failure or (Unavailable, "")
+        try:
+            mark_failed(flight.fd, "mismatch" if kind is HashMismatch else "unavailable", problem)
+        except OSError as exc:  # then they take it for a writer that died, and try themselves
+            log.debug("cannot note the failure of %r: %s", flight.key, exc)
 
     def _commit(self, flight: Flight, sha256: str) -> None:
         """In a thread. Afterwards the flight's bytes are final, whatever became of the index."""
@@ -395,8 +449,8 @@ class BlobCache:
         delay = _POLL_MIN
         try:
             while True:
-                grown = os.fstat(flight.fd).st_size
-                if grown > flight.written:
+                grown = written(flight.fd)
+                if grown is not None and grown > flight.written:
                     flight.written = grown
                     flight.notify()
                     delay = _POLL_MIN
@@ -405,10 +459,19 @@ class BlobCache:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _POLL_MAX)
             outcome, flight.written = end
-            if outcome != "failed":
+            if outcome in ("ok", "cached"):
                 self._end(flight, outcome)
+            elif outcome == "error" and (noted := noted_failure(flight.fd)) is not None:
+                kind, problem = noted
+                # its writer logged it: one line, however many processes followed
+                log.debug("the download of %r in another process failed: %s", flight.key, problem)
+                error = HashMismatch(problem) if kind == "mismatch" else Unavailable(problem)
+                self._end(flight, "failed", error)
             else:
-                log.warning("the download of %r in another process failed", flight.key)
+                flight.abandoned = True
+                log.warning(
+                    "the download of %r in another process ended without a verdict", flight.key
+                )
                 self._end(flight, "failed", Unavailable("the download in another worker failed"))
         except asyncio.CancelledError:
             self._end(flight, "failed", Unavailable("the cache was closed"))

@@ -40,6 +40,7 @@ from pyproxy.model import LocalFile, Unavailable
 from pyproxy.stores.blobcache import Ask, BlobCache, OpenUpstream
 from pyproxy.stores.chunks import read_file, skip
 from pyproxy.stores.clustershare import DamagedObject, SharedFiles, checked, object_key
+from pyproxy.stores.flight import NothingAsked
 from pyproxy.stores.objects import BucketUnavailable, ObjectMissing
 from pyproxy.stores.peers import PeerFailed, Peers
 from pyproxy.stores.pg.claims import Claim, claim_download
@@ -56,7 +57,7 @@ _PATIENCE_S = 10.0  # a lock held this long with no leader to follow: fetch upst
 _T = TypeVar("_T")
 
 
-class NotInFlight(Unavailable):
+class NotInFlight(NothingAsked):
     """Asked for bytes this node neither has nor is downloading."""
 
 

@@ -25,6 +25,11 @@ class HashMismatch(Unavailable):
     sha256 announced, a body that is not a well-formed file of its kind)."""
 
 
+class NothingAsked(Unavailable):
+    """An opener that refused to download, asking upstream nothing: no verdict on the file, so
+    the processes following the download try themselves."""
+
+
 State = Literal["running", "ok", "failed", "cached"]
 
 
@@ -47,6 +52,9 @@ class Flight:
         # its holder's `ask` chose not to download (stores.blobcache.BlobCache.fetch_first):
         # it ended "cached", so that whoever joined it looks the key up again
         self.declined = False
+        # another process's download that ended with no verdict (its process died, or was
+        # stopped): unlike a failure it noted, another attempt may take the download over
+        self.abandoned = False
         # the failure's class and words only: the exception's traceback holds the frames that
         # hold this flight, a cycle that would keep the fd (and an unlinked file) until a gc
         self.failure: tuple[type[Unavailable], str] | None = None

@@ -937,3 +937,144 @@ async def test_sizes_are_of_verified_commits_only(upstream: Upstream, cache: Blo
     await cache.idle()
     assert await asyncio.to_thread(cache.sizes, ["s", "w", "x"]) == {"s": blob.size}
     assert cache.flush_uses() == 0  # asking is not a use
+
+
+# -- a failed download, and its followers in other processes -----------------------------------
+
+
+async def _until_requested(upstream: Upstream, name: str, count: int = 1) -> None:
+    for _ in range(2000):
+        if upstream.requests(name) >= count:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{name} was not requested {count} times")
+
+
+@pytest.mark.parametrize("breakage", ["500", "corrupt"])
+async def test_a_failed_download_hands_its_failure_to_its_followers(
+    upstream: Upstream, tmp_path: Path, breakage: str
+) -> None:
+    """Two caches on one directory (their part files' locks are per open file, as between
+    processes): when the download the second follows fails cleanly, the second fails with the
+    same error and words, and asks upstream nothing (it used to retry: a GET per attempt)."""
+    blob = Blob(block(64 * KiB), delay=0.3)  # slow: the second comes while the first waits
+    if breakage == "500":
+        blob.status = 500
+    else:
+        blob.corrupt = True
+    upstream.add("x", blob)
+    first, second = (BlobCache(tmp_path / "shared", max_size=64 * MiB) for _ in range(2))
+
+    async def whole(cache: BlobCache) -> bytes:
+        return await body_of(await upstream.fetch(cache, "x"))
+
+    try:
+        held = asyncio.create_task(whole(first))
+        await _until_requested(upstream, "x")  # so the first holds the part file
+        followed = asyncio.create_task(whole(second))
+        errors = await asyncio.wait_for(asyncio.gather(held, followed, return_exceptions=True), 10)
+        kind = HashMismatch if breakage == "corrupt" else Unavailable
+        assert [type(e) for e in errors] == [kind, kind]
+        assert str(errors[1]) == str(errors[0])
+        assert upstream.requests("x") == 1
+        assert leftovers(first) == [] and first.lookup("x") is None
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_a_follower_takes_over_from_a_killed_writer_only(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """Across real processes: a download that failed is not asked of upstream again by the
+    process that followed it; one whose process was killed (no verdict) is taken over at once
+    by the follower, before it served a byte, and its client gets the file."""
+    directory = str(tmp_path / "cache")
+    failing = upstream.add("r", Blob(block(64 * KiB), delay=0.5, status=500))
+    writer = await _spawn(directory, upstream.url("r"), "r", failing.sha256, str(failing.size), "1")
+    assert writer.stdin is not None
+    writer.stdin.write(b"go\n")
+    await _until_requested(upstream, "r")
+    cache = BlobCache(tmp_path / "cache", max_size=64 * MiB)
+    try:
+        with pytest.raises(Unavailable) as followed:
+            await asyncio.wait_for(upstream.fetch(cache, "r"), 10)
+        out, _ = await asyncio.wait_for(writer.communicate(), 10)
+        assert json.loads(out) == [{"error": repr(Unavailable(str(followed.value)))}]
+        assert str(followed.value) == "upstream answered 500"
+        assert upstream.requests("r") == 1
+
+        gate = asyncio.Event()  # headers, then no byte until set
+        blob = upstream.add("k", Blob(block(MiB), pause_at=0, gate=gate))
+        killed = await _spawn(directory, upstream.url("k"), "k", blob.sha256, str(blob.size), "1")
+        assert killed.stdin is not None
+        killed.stdin.write(b"go\n")
+        await _until_requested(upstream, "k")
+        follower = asyncio.create_task(upstream.fetch(cache, "k"))
+        await asyncio.sleep(0.2)
+        assert not follower.done()  # following the other's download: nothing written yet
+        killed.send_signal(signal.SIGKILL)
+        await killed.wait()
+        gate.set()
+        source = await asyncio.wait_for(follower, 5)
+        assert await asyncio.wait_for(digest_of(source), 10) == (blob.sha256, blob.size)
+        assert upstream.requests("k") == 2
+        await cache.idle()
+        assert cache.lookup("k") is not None and leftovers(cache) == []
+    finally:
+        await cache.aclose()
+
+
+@pytest.mark.parametrize(
+    ("suffix", "limit"),
+    [(".metadata", 10 * MiB), (".provenance", MiB)],  # stores.proof's bounds of each kind
+)
+async def test_a_small_kinds_body_is_cut_off_past_its_limit(
+    upstream: Upstream, cache: BlobCache, caplog: pytest.LogCaptureFixture, suffix: str,
+    limit: int,
+) -> None:
+    """A `.metadata` (or `.provenance`) answered with 100 MB is abandoned once past its kind's
+    limit, not streamed whole to a client before its hash check fails; it fails before anything
+    is served (a 503, not an aborted 200), and nothing is cached."""
+    upstream.add("big", Blob(block(MiB), repeat=100))
+    with caplog.at_level(logging.WARNING, logger="pyproxy.blobcache"), pytest.raises(
+        HashMismatch, match=f"more than {limit} bytes"
+    ):
+        await upstream.fetch(
+            cache, "big", sha256="ab" * 32, size=None, filename="foo-1.0-py3-none-any.whl" + suffix
+        )
+    failed = [r for r in caplog.records if "failed after" in r.getMessage()]
+    assert len(failed) == 1  # logged once
+    assert failed[0].args is not None and failed[0].args[1] <= limit  # type: ignore[index]
+    await cache.idle()
+    assert cache.lookup("big") is None and leftovers(cache) == [] and blob_files(cache) == []
+
+
+async def test_a_cluster_nodes_refusal_is_no_verdict_its_followers_take(
+    upstream: Upstream, tmp_path: Path
+) -> None:
+    """A look at the local cache that must never download (stores.clusterflight.refuse) asked
+    upstream nothing: a process that followed it downloads the file itself (as before)."""
+    from pyproxy.stores.clusterflight import NotInFlight
+
+    blob = upstream.add("n", Blob(block(64 * KiB)))
+
+    @asynccontextmanager
+    async def refusing() -> AsyncIterator[AsyncIterator[bytes]]:
+        await asyncio.sleep(0.3)  # the other comes meanwhile
+        raise NotInFlight("not downloading that file here")
+        yield
+
+    first, second = (BlobCache(tmp_path / "shared", max_size=64 * MiB) for _ in range(2))
+    try:
+        announced = {"sha256": blob.sha256, "size": blob.size}
+        refused = asyncio.create_task(first.fetch("n", open_upstream=refusing, **announced))
+        await asyncio.sleep(0.1)
+        source = await asyncio.wait_for(upstream.fetch(second, "n"), 10)
+        with pytest.raises(Unavailable, match="not downloading that file here"):
+            await refused
+        assert await body_of(source) == blob.block
+        assert upstream.requests("n") == 1
+    finally:
+        await first.aclose()
+        await second.aclose()

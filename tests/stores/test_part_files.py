@@ -8,7 +8,16 @@ import multiprocessing
 import os
 from pathlib import Path
 
-from pyproxy.stores.part_files import PartFiles, ended, mark_cached, mark_done, same_file
+from pyproxy.stores.part_files import (
+    PartFiles,
+    ended,
+    mark_cached,
+    mark_done,
+    mark_failed,
+    noted_failure,
+    same_file,
+    written,
+)
 
 
 def _claim_in_another_process(partial: Path, key: str, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -74,6 +83,38 @@ def test_sweep_removes_only_what_nobody_holds(tmp_path: Path) -> None:
     parts.sweep()
     assert [p.name for p in parts.directory.iterdir()] == [held.name]
     parts.release(fd, held)
+    os.close(fd)
+
+
+def test_a_noted_failure_is_a_verdict_and_never_read_as_body(tmp_path: Path) -> None:
+    parts = PartFiles(tmp_path / "partial")
+    part = parts.path("key")
+    _role, fd = parts.claim(part)
+    os.write(fd, b"12345")
+    follower = os.open(part, os.O_RDONLY)
+    assert written(follower) == 5
+    assert mark_failed(fd, "unavailable", "upstream answered\nHTTP 500")
+    assert written(follower) is None  # the note that follows the body is no more body
+    assert ended(follower) is None  # its writer holds it
+    parts.release(fd, part)
+    assert ended(follower) == ("error", 5)
+    assert noted_failure(follower) == ("unavailable", "upstream answered HTTP 500")
+    os.close(follower)
+    os.close(fd)
+
+
+def test_a_failure_with_no_note_reads_as_no_verdict(tmp_path: Path) -> None:
+    parts = PartFiles(tmp_path / "partial")
+    part = parts.path("key")
+    _role, fd = parts.claim(part)
+    os.write(fd, b"12345")
+    assert mark_failed(fd, "unavailable", "gone")
+    os.ftruncate(fd, 5)  # as when the note could not be written (a full disk)
+    follower = os.open(part, os.O_RDONLY)
+    parts.release(fd, part)
+    assert ended(follower) == ("failed", 5)  # like a writer that died: a follower tries itself
+    assert noted_failure(follower) is None
+    os.close(follower)
     os.close(fd)
 
 
