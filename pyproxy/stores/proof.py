@@ -1,25 +1,39 @@
 """Is a body the kind of file its name says? The proof for files upstream lists without a sha256.
 
 Without a hash, anything that came back with a 200 (an error page, a login form, a redirect's
-target) would be cached as the file for good. So such a body must at least be a well-formed
-archive of its kind: a zip whose central directory parses member by member (wheels, `.zip`
-sdists, eggs), a tar whose first header is sound under its compression (sdists), core
-metadata with a Metadata-Version and a Name (`.metadata`), or a PEP 740 provenance object
-(`.provenance`). A zip's directory sits at its end, which also shows the download is complete.
+target, a body cut short or damaged on the way) would be cached as the file for good. So such a
+body must be a whole, well-formed archive of its kind, as an installer will read it:
 
-Every check reads an open file in bounded pieces; nothing reads the whole file into memory.
-Pure: no I/O beyond the file object it is given, no knowledge of the cache.
+- a zip (wheels, `.zip` sdists, eggs): its central directory parses member by member; each
+  member's local header agrees with its directory entry (name, method, and CRC-32 and sizes
+  unless they are in a data descriptor); each member's data, stored, deflate, bzip2 or LZMA
+  (what zipfile, so pip, reads), decompresses to its recorded size and CRC-32;
+- a tar, plain or under gzip or bzip2 (sdists): every compressed stream the tar is in is read to
+  its end, where zlib or bz2 checks its CRC and length; every header is sound and every
+  member's data there, up to the end-of-archive marker. What follows the stream where the tar
+  ends tarfile never reads, so neither does the check (nor does it refuse it);
+- core metadata with a Metadata-Version and a Name (`.metadata`), or a PEP 740 provenance
+  object (`.provenance`).
+
+So a check reads the whole file once (and decompresses it): linear in its size, run in a thread
+once per download without a hash and by `pyproxy cache verify`. It reads in bounded pieces and
+decompresses with bounded output, so memory does not grow with the file's size (nor with what a
+member decompresses to). Pure: no I/O beyond the file object it is given, no knowledge of the
+cache.
 """
 
 from __future__ import annotations
 
 import bz2
+import itertools
 import json
+import lzma
 import re
 import struct
 import tarfile
+import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import BinaryIO, Final
 
 from packaging.metadata import parse_email
@@ -34,7 +48,10 @@ INTEGRITY_TYPE: Final = "application/vnd.pypi.integrity.v1+json"  # a provenance
 MAX_METADATA_BYTES: Final = 10 * 1024 * 1024  # as an upload's core metadata
 _TAR_BLOCK: Final = 512
 _CHUNK: Final = 64 * 1024
-_HEAD_INPUT: Final = 1024 * 1024  # compressed bytes read at most to reach the first tar header
+_ZERO_BLOCK: Final = bytes(_TAR_BLOCK)  # a tar's end-of-archive marker
+# the member types whose header tarfile reads no data after, whatever their size field says
+_TAR_NO_DATA: Final = frozenset({tarfile.LNKTYPE, tarfile.SYMTYPE, tarfile.DIRTYPE,
+                                 tarfile.FIFOTYPE, tarfile.CHRTYPE, tarfile.BLKTYPE})
 
 _EOCD = struct.Struct("<4s4H2LH")  # end of central directory record
 _EOCD_SIG: Final = b"PK\x05\x06"
@@ -44,7 +61,13 @@ _ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
 _ZIP64_EOCD_SIG: Final = b"PK\x06\x06"
 _CENTRAL = struct.Struct("<4s4B4HL2L5H2L")  # central directory file header
 _CENTRAL_SIG: Final = b"PK\x01\x02"
+_LOCAL = struct.Struct("<4s2B4HL2L2H")  # local file header
 _LOCAL_SIG: Final = b"PK\x03\x04"
+# the compression methods zipfile (pip's reader) can decompress
+_ZIP_METHODS: Final = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2,
+                                 zipfile.ZIP_LZMA})
+_METHOD_NAMES: Final = {0: "stored", 1: "shrink", 6: "implode", 8: "deflate", 9: "deflate64",
+                        12: "bzip2", 14: "lzma", 93: "zstandard", 95: "xz", 98: "ppmd"}
 _MAX_COMMENT: Final = 0xFFFF
 _METADATA_VERSION = re.compile(r"\d+\.\d+")
 
@@ -141,6 +164,29 @@ def _end_of_directory(file: BinaryIO, size: int) -> tuple[int, int, int, int]:
     return fields[7], fields[8], fields[9], record_at
 
 
+def _zip64_values(extra: bytes, fields: tuple[int, ...], what: str) -> list[int]:
+    """`fields` with each 0xFFFFFFFF replaced from the zip64 extra field, in order, as zipfile
+    reads them."""
+    values = list(fields)
+    if 0xFFFFFFFF not in values:
+        return values
+    data = b""
+    at = 0
+    while at + 4 <= len(extra):
+        tag, length = struct.unpack_from("<HH", extra, at)
+        if tag == 0x0001:
+            data = extra[at + 4 : at + 4 + length]
+            break
+        at += 4 + length
+    for index, value in enumerate(values):
+        if value == 0xFFFFFFFF:
+            if len(data) < 8:
+                raise Unproven(f"{what}: a zip64 size or offset without its zip64 extra field")
+            values[index] = int.from_bytes(data[:8], "little")
+            data = data[8:]
+    return values
+
+
 def _check_zip(file: BinaryIO, size: int) -> None:
     entries, cd_size, cd_offset, cd_end = _end_of_directory(file, size)
     cd_start = cd_end - cd_size
@@ -150,42 +196,234 @@ def _check_zip(file: BinaryIO, size: int) -> None:
     if entries == 0:
         raise Unproven("an empty zip file")
     file.seek(cd_start)
-    first_member: int | None = None
     for index in range(entries):
         header = file.read(_CENTRAL.size)
         if len(header) != _CENTRAL.size or not header.startswith(_CENTRAL_SIG):
             raise Unproven(f"zip central directory entry {index + 1} of {entries} is damaged")
         fields = _CENTRAL.unpack(header)
-        variable = fields[12] + fields[13] + fields[14]  # name, extra field, comment
-        offset = fields[18]  # of the member's local header
-        if len(file.read(variable)) != variable:
+        name_length, extra_length, comment_length = fields[12:15]
+        name = file.read(name_length)
+        extra = file.read(extra_length)
+        if len(name) + len(extra) + len(file.read(comment_length)) != (
+            name_length + extra_length + comment_length
+        ):
             raise Unproven(f"zip central directory entry {index + 1} of {entries} is cut short")
-        if offset != 0xFFFFFFFF:  # else the offset is in a zip64 extra field
-            if prefix + offset >= cd_start:
-                raise Unproven(f"zip member {index + 1} starts after the central directory")
-            first_member = offset if first_member is None else min(first_member, offset)
         if file.tell() > cd_end:
             raise Unproven("the zip central directory overruns its recorded size")
+        member = _Member(index, entries, name, fields, extra)
+        here = file.tell()
+        _check_member(file, member, prefix, cd_start)  # reads elsewhere: come back after
+        file.seek(here)
     if file.tell() != cd_end:
         raise Unproven("the zip central directory does not end where recorded")
-    if first_member is not None and _read_at(file, prefix + first_member, 4) != _LOCAL_SIG:
-        raise Unproven("the first zip member has no local file header")
+
+
+class _Member:
+    """A zip member as its central directory entry describes it."""
+
+    def __init__(self, index: int, entries: int, name: bytes, fields: tuple[int, ...],
+                 extra: bytes) -> None:
+        self.name = name
+        self.label = f"zip member {index + 1} of {entries} ({name.decode('utf-8', 'replace')!r})"
+        self.flags, self.method, self.crc = fields[5], fields[6], fields[9]
+        self.size, self.compressed, self.offset = _zip64_values(
+            extra, (fields[11], fields[10], fields[18]), self.label)
+
+
+def _check_member(file: BinaryIO, member: _Member, prefix: int, cd_start: int) -> None:
+    """The member's local header agrees with its central directory entry, and its data
+    decompresses to its recorded size and CRC-32 (what zipfile, so pip, checks on install)."""
+    label = member.label
+    if member.flags & 0x41:  # traditional or strong encryption: no installer has the password
+        raise Unproven(f"{label} is encrypted")
+    if member.flags & 0x20:
+        raise Unproven(f"{label} is compressed patch data, which zipfile cannot read")
+    if member.method not in _ZIP_METHODS:
+        method = _METHOD_NAMES.get(member.method, "unknown")
+        raise Unproven(f"{label} is compressed with method {member.method} ({method}), which"
+                       " zipfile, and so pip, cannot read")
+    at = prefix + member.offset
+    local = _read_at(file, at, _LOCAL.size)
+    if len(local) != _LOCAL.size or not local.startswith(_LOCAL_SIG):
+        raise Unproven(f"{label} has no local file header")
+    _sig, _version, _system, flags, method, _time, _date, crc, compressed, size, name_length, \
+        extra_length = _LOCAL.unpack(local)
+    if file.read(name_length) != member.name:  # zipfile refuses that too
+        raise Unproven(f"the local file header of {label} names another file")
+    if method != member.method:
+        raise Unproven(f"the local file header of {label} gives compression method {method},"
+                       f" its central directory entry {member.method}")
+    if not flags & 0x08:  # else these are in a data descriptor after the data, not here
+        # (a reader that streams the archive, not seeking its directory, goes by these)
+        size, compressed = _zip64_values(file.read(extra_length), (size, compressed), label)
+        if (crc, compressed, size) != (member.crc, member.compressed, member.size):
+            raise Unproven(f"the local file header of {label} disagrees with its central"
+                           " directory entry on its CRC-32 or sizes")
+    start = at + _LOCAL.size + name_length + extra_length
+    if start + member.compressed > cd_start:
+        raise Unproven(f"{label} overruns the zip central directory")
+    _check_member_data(file, member, start)
+
+
+def _member_pieces(file: BinaryIO, start: int, count: int) -> Iterator[bytes]:
+    file.seek(start)
+    while count:
+        data = file.read(min(_CHUNK, count))
+        if not data:
+            raise Unproven("a zip file cut short")
+        count -= len(data)
+        yield data
+
+
+def _inflated(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    decompressor = zlib.decompressobj(-zlib.MAX_WBITS)
+    for piece in pieces:
+        data = piece
+        while data and not decompressor.eof:  # output bounded: a bomb costs no memory
+            yield decompressor.decompress(data, _CHUNK)
+            data = decompressor.unconsumed_tail
+    while not decompressor.eof and (out := decompressor.decompress(b"", _CHUNK)):
+        yield out
+
+
+def _unpacked(pieces: Iterator[bytes], decompressor: bz2.BZ2Decompressor | lzma.LZMADecompressor
+              ) -> Iterator[bytes]:
+    for piece in pieces:
+        if decompressor.eof:
+            break
+        yield decompressor.decompress(piece, _CHUNK)
+        while not decompressor.needs_input and not decompressor.eof:
+            yield decompressor.decompress(b"", _CHUNK)
+
+
+def _lzma_member(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """zipfile's LZMA: a version, the size of the properties, LZMA1 properties, raw LZMA1."""
+    head = b""
+    for piece in pieces:
+        head += piece
+        if len(head) >= 4 and len(head) >= 4 + int.from_bytes(head[2:4], "little"):
+            break
+    if len(head) < 9 or head[2:4] != b"\x05\x00" or head[4] >= 9 * 5 * 5:
+        raise lzma.LZMAError("no valid LZMA properties")
+    lc, rest = head[4] % 9, head[4] // 9
+    lzma1 = {"id": lzma.FILTER_LZMA1, "lc": lc, "lp": rest % 5, "pb": rest // 5,
+             "dict_size": int.from_bytes(head[5:9], "little")}
+    decompressor = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=[lzma1])
+    yield from _unpacked(itertools.chain([head[9:]], pieces), decompressor)
+
+
+def _check_member_data(file: BinaryIO, member: _Member, start: int) -> None:
+    label = member.label
+    pieces = _member_pieces(file, start, member.compressed)
+    if member.method == zipfile.ZIP_STORED and member.compressed != member.size:
+        raise Unproven(f"{label} is stored, but its sizes differ")
+    outputs = {
+        zipfile.ZIP_STORED: lambda: pieces,
+        zipfile.ZIP_DEFLATED: lambda: _inflated(pieces),
+        zipfile.ZIP_BZIP2: lambda: _unpacked(pieces, bz2.BZ2Decompressor()),
+        zipfile.ZIP_LZMA: lambda: _lzma_member(pieces),
+    }
+    crc = produced = 0
+    try:
+        for out in outputs[member.method]():
+            produced += len(out)
+            if produced > member.size:
+                raise Unproven(f"{label} decompresses to more than its {member.size} bytes")
+            crc = zlib.crc32(out, crc)
+    except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
+        method = _METHOD_NAMES[member.method]
+        raise Unproven(f"{label} has damaged {method} data: {exc}") from None
+    if produced != member.size:
+        raise Unproven(f"{label} decompresses to {produced} bytes, not its {member.size}")
+    if crc != member.crc:
+        raise Unproven(f"{label} fails its CRC-32 check: its data is damaged")
 
 
 # ------------------------------------------------------------------------------------------ tar
 
 
-def _check_tar_header(block: bytes) -> None:
+def _check_tar_header(block: bytes) -> tarfile.TarInfo:
     if len(block) < _TAR_BLOCK:
         raise Unproven("shorter than one tar header")
     try:
-        tarfile.TarInfo.frombuf(block[:_TAR_BLOCK], "utf-8", "surrogateescape")
+        return tarfile.TarInfo.frombuf(block[:_TAR_BLOCK], "utf-8", "surrogateescape")
     except tarfile.HeaderError as exc:
         raise Unproven(f"no valid tar header at the start: {exc}") from None
 
 
+class _TarWalk:
+    """Follows a tar fed to it in order, in pieces of any size, holding one block at most: each
+    header must be sound and each member's data there, up to the end-of-archive marker (the
+    zero block where tarfile stops reading; what follows it tarfile never reads)."""
+
+    def __init__(self) -> None:
+        self.ended = False
+        self._block = bytearray()
+        self._at = 0  # offset of the block being gathered
+        self._skip = 0  # data bytes of the last member still to come
+        self._member = ""
+        self._data = 0  # the last member's data, in whole blocks
+        self._extended = False  # an old GNU sparse header's extension blocks follow
+
+    def feed(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and not self.ended:
+            if self._skip:
+                taken = min(self._skip, len(view))
+                self._skip -= taken
+                self._at += taken
+                view = view[taken:]
+                continue
+            wanted = _TAR_BLOCK - len(self._block)
+            self._block += view[:wanted]
+            view = view[wanted:]
+            if len(self._block) == _TAR_BLOCK:
+                block = bytes(self._block)
+                self._block.clear()
+                self._header(block)
+                self._at += _TAR_BLOCK
+
+    def _header(self, block: bytes) -> None:
+        if self._extended:
+            self._extended = bool(block[504])
+            if not self._extended:
+                self._skip = self._data
+            return
+        if self._at and block == _ZERO_BLOCK:
+            self.ended = True
+            return
+        if not self._at:
+            info = _check_tar_header(block)
+        else:
+            try:
+                info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+            except tarfile.HeaderError as exc:
+                raise Unproven(f"a damaged tar header at byte {self._at}: {exc}") from None
+        # as tarfile: every type but these has `size` bytes of data after its header
+        self._data = 0 if info.type in _TAR_NO_DATA else -(-info.size // _TAR_BLOCK) * _TAR_BLOCK
+        self._member = info.name
+        if info.type == tarfile.GNUTYPE_SPARSE and block[482]:
+            self._extended = True
+        else:
+            self._skip = self._data
+
+    def finish(self) -> None:
+        """At the end of the data: raise Unproven unless the archive ended."""
+        if self.ended:
+            return
+        if not self._at:
+            raise Unproven("shorter than one tar header")
+        if self._skip:
+            raise Unproven(f"a tar cut short: {self._skip} bytes of {self._member!r} missing")
+        raise Unproven("a tar cut short: no end-of-archive marker after its last member")
+
+
 def _check_tar(file: BinaryIO, size: int) -> None:
-    _check_tar_header(_read_at(file, 0, _TAR_BLOCK))
+    file.seek(0)
+    walk = _TarWalk()
+    while not walk.ended and (data := file.read(_CHUNK)):
+        walk.feed(data)
+    walk.finish()
 
 
 def _check_tar_gz(file: BinaryIO, size: int) -> None:
@@ -195,41 +433,54 @@ def _check_tar_gz(file: BinaryIO, size: int) -> None:
     if head[3] & 0xE0:
         raise Unproven("a gzip header with reserved flags set")
     file.seek(0)
-    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # parses the gzip header
-    out = b""
+    walk = _TarWalk()
     data = b""
-    consumed = 0
     try:
-        while len(out) < _TAR_BLOCK and not decompressor.eof:
-            if not data:
-                if consumed >= _HEAD_INPUT or not (data := file.read(_CHUNK)):
-                    break
-                consumed += len(data)
-            out += decompressor.decompress(data, _TAR_BLOCK - len(out))
-            data = decompressor.unconsumed_tail
+        # member by member (gzip allows several, and zero bytes between them, as GzipFile
+        # reads them): each to its end, where zlib checks its CRC-32 and length, until the tar
+        # in them ends; what follows that member tarfile never reads
+        while True:
+            decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header too
+            while not decompressor.eof:
+                if not data and not (data := file.read(_CHUNK)):
+                    # some output may be pending inside zlib still
+                    if not (out := decompressor.decompress(b"", _CHUNK)):
+                        raise Unproven("a gzip stream cut short: no end-of-stream marker")
+                    walk.feed(out)
+                    continue
+                walk.feed(decompressor.decompress(data, _CHUNK))  # bounded: a bomb costs no memory
+                data = decompressor.unconsumed_tail
+            if walk.ended:
+                return
+            data = decompressor.unused_data
+            while not (data := data.lstrip(b"\x00")):
+                if not (data := file.read(_CHUNK)):
+                    walk.finish()  # the stream ends before the tar does: raises
     except zlib.error as exc:
         raise Unproven(f"a damaged gzip stream: {exc}") from None
-    _check_tar_header(out)
 
 
 def _check_tar_bz2(file: BinaryIO, size: int) -> None:
     if _read_at(file, 0, 3) != b"BZh":
         raise Unproven("not bzip2-compressed")
     file.seek(0)
-    decompressor = bz2.BZ2Decompressor()
-    out = b""
-    consumed = 0
+    walk = _TarWalk()
+    data = b""
     try:
-        while len(out) < _TAR_BLOCK and not decompressor.eof:
-            data = b""
-            if decompressor.needs_input:
-                if consumed >= _HEAD_INPUT or not (data := file.read(_CHUNK)):
-                    break
-                consumed += len(data)
-            out += decompressor.decompress(data, _TAR_BLOCK - len(out))
+        # stream by stream, each to its end (where bz2 checks its CRCs), until the tar ends
+        while True:
+            decompressor = bz2.BZ2Decompressor()
+            while not decompressor.eof:
+                if decompressor.needs_input and not data and not (data := file.read(_CHUNK)):
+                    raise Unproven("a bzip2 stream cut short: no end-of-stream marker")
+                walk.feed(decompressor.decompress(data, _CHUNK))
+                data = b""
+            if walk.ended:
+                return
+            if not (data := decompressor.unused_data) and not (data := file.read(_CHUNK)):
+                walk.finish()  # raises
     except (OSError, EOFError) as exc:
         raise Unproven(f"a damaged bzip2 stream: {exc}") from None
-    _check_tar_header(out)
 
 
 # ------------------------------------------------------------------------------------- metadata
