@@ -45,6 +45,7 @@ from pyproxy.repository.downloads import (
 from pyproxy.repository.http_answers import PageAnswer, RangeAnswer, UpstreamError, WholeAnswer
 from pyproxy.repository.proxies import Proxies
 from pyproxy.stores.blobcache import OpenUpstream
+from pyproxy.stores.flight import FileGone
 
 ACCEPT = (
     "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.1,"
@@ -374,6 +375,8 @@ class UpstreamClient:
                 return response
             location = response.headers.get("Location")
             response.release()
+            if response.status in (404, 410):
+                raise FileGone(f"upstream answered HTTP {response.status} for a file")
             if response.status not in REDIRECTS or not location:
                 raise Unavailable(f"upstream answered HTTP {response.status} for a file")
             if hop == MAX_FILE_REDIRECTS:

@@ -55,6 +55,7 @@ from pyproxy.repository.upstream_list import UpstreamList, upstream_failure
 from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
 from pyproxy.stores.filecache import FileCache
+from pyproxy.stores.flight import FileGone, HashMismatch
 from pyproxy.stores.outages import DatabaseUnavailable
 from pyproxy.stores.pages import (
     PageCache,
@@ -71,6 +72,7 @@ log = logging.getLogger("pyproxy.upstream")
 _RETRY_AFTER_FAILURE_S = 30.0
 _LOCK_MARGIN_S = 10.0  # how much longer than a fetch's deadline to wait for another worker's
 _ORIGIN_SETS = 64  # pages whose file origins are remembered (computed at a redirect only)
+_UNUSABLE_METADATA = 4096
 
 Result = ProjectPage | None
 
@@ -142,6 +144,8 @@ class UpstreamRepository:
         self._stored_files = StoredFiles(pages, page_ttl, self._shared_record)
         self._list = UpstreamList(client, pages, ttl=index_ttl)
         self._ranges = RangeMemory()  # sizes upstream told, hosts that refuse ranges
+        # upstream `.metadata` found missing or wrong (key -> when): made from the wheel instead
+        self._unusable_metadata: BoundedLRU[str, float] = BoundedLRU(_UNUSABLE_METADATA)
         # `.metadata` for the wheels upstream offers none for
         self.wheel_metadata = WheelMetadata(client, blobs, self._whole_file, self._ranges)
 
@@ -233,12 +237,34 @@ class UpstreamRepository:
         # the warm path: cached, so no opener for upstream to build (fetch looks it up too)
         if (hit := await self.blobs.hit(metadata_key(dist), sha256=sha256, size=None)) is not None:
             return hit
+        if not dist.filename.endswith(".whl"):
+            return await self._upstream_metadata(dist, sha256, origins)
+        # upstream's own failed before: the one made from the wheel, if it was
+        made = dist.offering(metadata, from_wheel=True)
+        if (hit := await self.blobs.hit(metadata_key(made), sha256=sha256, size=None)) is not None:
+            return hit
+        gone_at = self._unusable_metadata.get(metadata_key(dist))
+        if gone_at is None or time.monotonic() - gone_at > self._page_ttl:
+            try:
+                return await self._upstream_metadata(dist, sha256, origins)
+            except (FileGone, HashMismatch) as exc:
+                log.warning("upstream's .metadata of %s is unusable (%s): making it from the"
+                            " wheel", filename, exc)
+                self._unusable_metadata.put(metadata_key(dist), time.monotonic())
+        # PEP 658's file is the wheel's METADATA: made from it (checked against the hash the
+        # page lists, if any), where upstream offers one it has not, or a wrong one
+        return await self.wheel_metadata.open(project, made, origins)
+
+    async def _upstream_metadata(
+        self, dist: DistFile, sha256: str | None, origins: Origins
+    ) -> FileSource:
+        assert dist.upstream_url is not None
         return await self.blobs.fetch(
             metadata_key(dist),
             sha256=sha256,
             size=None,
             open_upstream=self.client.opener(dist.upstream_url + ".metadata", file_origins=origins),
-            filename=filename + ".metadata",
+            filename=dist.filename + ".metadata",
         )
 
     async def open_provenance(self, project: NormalizedName, filename: str) -> FileSource:

@@ -250,7 +250,7 @@ class WheelMetadata:
         try:
             if (hit := await self._blobs.hit(metadata_key(dist), sha256=listed, size=None)):
                 return hit
-            if (ranged := await self._ranged(project, dist, origins)) is not None:
+            if (ranged := await self._ranged(project, dist, origins, listed)) is not None:
                 return ranged
             return await self._blobs.fetch(
                 metadata_key(dist),
@@ -265,7 +265,7 @@ class WheelMetadata:
             return _unusable()
 
     async def _ranged(
-        self, project: NormalizedName, dist: DistFile, origins: Origins
+        self, project: NormalizedName, dist: DistFile, origins: Origins, listed: str | None
     ) -> FileSource | None:
         """The `.metadata` made from ranges of the wheel, kept under a key of its own until the
         wheel is verified (then `_make` makes it from the cached wheel, and the page offers
@@ -288,7 +288,7 @@ class WheelMetadata:
             return _opener(data)
 
         return await self._blobs.fetch_first(
-            ranged_metadata_key(dist), sha256=None, size=None, ask=ask,
+            ranged_metadata_key(dist), sha256=listed, size=None, ask=ask,
             filename=dist.filename + ".metadata",
         )
 

@@ -43,6 +43,7 @@ from pyproxy.stores.blobindex import BlobEntry, BlobIndex
 from pyproxy.stores.blobuses import FLUSH_INTERVAL
 from pyproxy.stores.flight import (
     CHUNK_SIZE,
+    FileGone,
     Flight,
     HashMismatch,
     NothingAsked,
@@ -84,6 +85,11 @@ _LIMITS = {
     "metadata": (proof.MAX_METADATA_BYTES, "a core metadata file"),
     "provenance": (proof.MAX_PROVENANCE_BYTES, "a provenance object"),
 }
+
+
+# the failures a writer notes for its followers by kind (any other is "unavailable")
+_NOTED: dict[type[Unavailable], str] = {HashMismatch: "mismatch", FileGone: "gone"}
+_NOTED_KINDS = {word: kind for kind, word in _NOTED.items()}
 
 
 def _limit_of(filename: str | None) -> tuple[int, str] | None:
@@ -415,7 +421,7 @@ class BlobCache:
         they fail with the same words rather than each ask upstream again."""
         kind, problem = flight.failure or (Unavailable, "")
         try:
-            mark_failed(flight.fd, "mismatch" if kind is HashMismatch else "unavailable", problem)
+            mark_failed(flight.fd, _NOTED.get(kind, "unavailable"), problem)
         except OSError as exc:  # then they take it for a writer that died, and try themselves
             log.debug("cannot note the failure of %r: %s", flight.key, exc)
 
@@ -465,7 +471,7 @@ class BlobCache:
                 kind, problem = noted
                 # its writer logged it: one line, however many processes followed
                 log.debug("the download of %r in another process failed: %s", flight.key, problem)
-                error = HashMismatch(problem) if kind == "mismatch" else Unavailable(problem)
+                error = _NOTED_KINDS.get(kind, Unavailable)(problem)
                 self._end(flight, "failed", error)
             else:
                 flight.abandoned = True

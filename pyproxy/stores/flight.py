@@ -25,6 +25,11 @@ class HashMismatch(Unavailable):
     sha256 announced, a body that is not a well-formed file of its kind)."""
 
 
+class FileGone(Unavailable):
+    """Upstream answered that it has no such file (404, 410): not a failure of the moment, so
+    what a page offers may be had another way (a `.metadata` from its wheel)."""
+
+
 class NothingAsked(Unavailable):
     """An opener that refused to download, asking upstream nothing: no verdict on the file, so
     the processes following the download try themselves."""
@@ -111,6 +116,8 @@ class Flight:
 def _failure_of(key: str, error: BaseException) -> tuple[type[Unavailable], str]:
     if isinstance(error, HashMismatch):
         return HashMismatch, str(error)
+    if isinstance(error, FileGone):
+        return FileGone, str(error)
     if isinstance(error, Unavailable):
         return Unavailable, str(error)
     if is_disk_full(error):

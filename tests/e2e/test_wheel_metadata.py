@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from tests.dists import make_wheel, underscored
-from tests.e2e.clients import installed, output, pip_install, uv_pip_install
+from tests.e2e.clients import file_entries, installed, output, pip_install, uv_pip_install
 from tests.e2e.test_pull_through import expected_tree, pname, publish_tree, start_proxy
 from tests.fake_upstream import FakeUpstream
 
@@ -95,3 +95,36 @@ def test_a_newest_wheel_without_usable_metadata(fake_factory, pyproxy_factory, t
             if kind == "no METADATA":
                 assert "Bad metadata" in text or "invalid" in text.lower(), (attempt, text)
     assert server.requests(status=404) == 0 and server.requests(status=503) == 0
+
+
+@pytest.mark.parametrize("fault", ["404", "wrong body"])
+@pytest.mark.parametrize("client", ["pip", "uv"])
+def test_an_upstream_metadata_that_is_missing_or_wrong_is_made_from_the_wheel(
+    fake_factory, pyproxy_factory, tmp_path, client, fault
+):
+    """An index that offers `.metadata` (with its hash) and then has none (404: a proxy in
+    front of another, pulp_python#1083), or sends other bytes: the file is the wheel's METADATA
+    (PEP 658), so pyproxy makes it from the wheel, checked against the listed hash, and pip
+    and uv install; once upstream's failed, it is not asked for again."""
+    fake = fake_factory("json")
+    tree = publish_tree(fake, tmp_path / "dists")
+    server = start_proxy(pyproxy_factory, fake, tmp_path)
+    wheels = [(project, name) for name in tree.wheels for project in (tree.app, tree.lib, tree.base)
+              if name.startswith(underscored(project) + "-")]
+    for project in (tree.app, tree.lib, tree.base):
+        file_entries(server.simple_url, project)  # pyproxy holds the pages: the listed hashes
+    for project, name in wheels:
+        if fault == "404":
+            fake.fail_paths[fake.file_path(project, name) + ".metadata"] = 404
+        else:
+            fake.file(project, name).metadata += b"Requires-Dist: evil-dep\n"
+    fake.reset_counters()
+    proc = INSTALL[client](server.simple_url, tree.app, target=tmp_path / "t")
+    assert installed(tmp_path / "t") == expected_tree(tree), output(proc)
+    asked = Counter(path for _method, path in fake.requests if path.endswith(".metadata"))
+    # the warm-up's request and the client's may both ask before either has failed
+    assert asked and all(count <= 2 for count in asked.values()), asked
+    fake.reset_counters()
+    proc = INSTALL[client](server.simple_url, tree.app, target=tmp_path / "again")
+    assert installed(tmp_path / "again") == expected_tree(tree), output(proc)
+    assert not [path for _method, path in fake.requests if path.endswith(".metadata")], fake.requests
