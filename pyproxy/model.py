@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mappin
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from packaging.utils import NormalizedName, canonicalize_name
 
-from pyproxy.filenames import version_of
+from pyproxy.filenames import reader_of, version_of
 
 __all__ = [
     "DistFile",
@@ -65,9 +65,6 @@ class Origin(enum.Enum):
     UPSTREAM = "upstream"
 
 
-_NOT_READ: Final = "\0"  # no version reads so (a NUL is in no filename)
-
-
 @dataclass(frozen=True, slots=True)
 class DistFile:
     filename: str
@@ -88,9 +85,13 @@ class DistFile:
     # `provenance_url` is where pyproxy fetches it
     provenance: bool = False
     provenance_url: str | None = None
-    # read from the filename on first use, then kept: a page's files are asked for it again and
-    # again (the page, the policy, the first-seen record, the warm-up's pick)
-    _version: str | None = field(init=False, default=_NOT_READ, repr=False, compare=False)
+    # (the project it was read with, the version) from the filename, read once and kept: a
+    # page's files are asked for it again and again (the page, the policy, the first-seen
+    # record, the warm-up's pick). The page the file is on reads it with its project's name
+    # (ProjectPage): only so does "foo-2.0-1.tar.gz" read as pip reads it (2.0.post1, not "1")
+    _read: tuple[str | None, str | None] | None = field(
+        init=False, default=None, repr=False, compare=False
+    )
 
     @property
     def sha256(self) -> str | None:
@@ -98,11 +99,13 @@ class DistFile:
 
     @property
     def version(self) -> str | None:
-        version = self._version
-        if version == _NOT_READ:
-            version = version_of(self.filename)
-            object.__setattr__(self, "_version", version)
-        return version
+        """The version as pip reads it, for a file on a page (of its project); for one on
+        none, as version_of reads a name without its project."""
+        read = self._read
+        if read is None:
+            read = (None, version_of(self.filename))
+            object.__setattr__(self, "_read", read)
+        return read[1]
 
     def offering(self, core_metadata: Mapping[str, str] | bool, *, from_wheel: bool) -> DistFile:
         """This file with `core_metadata` and `metadata_from_wheel` set, its version kept if
@@ -123,7 +126,7 @@ class DistFile:
             provenance=self.provenance,
             provenance_url=self.provenance_url,
         )
-        object.__setattr__(copy, "_version", self._version)
+        object.__setattr__(copy, "_read", self._read)
         return copy
 
 
@@ -151,7 +154,10 @@ class ProjectPage:
     _by_filename: Mapping[str, DistFile] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_by_filename", {dist.filename: dist for dist in self.files})
+        files = _read_with(self.name, self.files)
+        if files is not self.files:
+            object.__setattr__(self, "files", files)
+        object.__setattr__(self, "_by_filename", {dist.filename: dist for dist in files})
 
     @classmethod
     def build(
@@ -164,8 +170,11 @@ class ProjectPage:
         revision: str = "",
     ) -> ProjectPage:
         """A page whose `versions` are those of its files plus any given, without duplicates."""
+        files = _read_with(name, files)  # the versions as pip reads them, before they are listed
+        # each file's version from its slot, read just now (not one property call per file)
+        read = (r[1] for f in files if (r := f._read) is not None)
         seen: dict[str, None] = {}
-        for version in (*extra_versions, *(f.version for f in files)):
+        for version in (*extra_versions, *read):
             if version is not None:
                 seen.setdefault(version, None)
         return cls(
@@ -178,6 +187,37 @@ class ProjectPage:
 
     def file(self, filename: str) -> DistFile | None:
         return self._by_filename.get(filename)
+
+
+# the slot's own setter (DistFile is frozen): a third less than object.__setattr__, on each
+# of a page's thousands of files
+_set_read = DistFile.__dict__["_read"].__set__
+
+
+def _read_with(project: NormalizedName, files: tuple[DistFile, ...]) -> tuple[DistFile, ...]:
+    """`files` with their versions read with `project`'s name, each once (a page of thousands
+    of files is built on a cold install's path, and again for each filtered copy of it). One
+    read with another project's (it is on that project's page too) is copied and the copy
+    read, not changed under the other page; the same tuple if none was."""
+    foreign, version = False, reader_of(project)
+    for dist in files:
+        read = dist._read
+        if read is None or read[0] is None:
+            _set_read(dist, (project, version(dist.filename)))
+        elif read[0] != project:
+            foreign = True
+    if not foreign:
+        return files
+    return tuple(_copy_for(dist, project) for dist in files)
+
+
+def _copy_for(dist: DistFile, project: NormalizedName) -> DistFile:
+    read = dist._read
+    if read is not None and read[0] == project:
+        return dist
+    copy = dist.offering(dist.core_metadata, from_wheel=dist.metadata_from_wheel)
+    _set_read(copy, (project, version_of(dist.filename, project)))
+    return copy
 
 
 Listed = tuple[NormalizedName, str]  # a project in a list: (normalised name, display name)

@@ -11,8 +11,10 @@ The rules, in the order they are applied:
 
 The time rules read the file's upstream upload time. Without one, `missing_upload_time` says:
 "first-seen" (use when pyproxy first saw the file), "deny" (hold it back) or "allow" (the time
-rules do not apply to it). A file whose version cannot be told is matched by `deny` (fail
-closed) and by no `exempt` or versioned `allow_only` entry.
+rules do not apply to it). A file's version is what pip reads from its filename with the
+project's name (model.ProjectPage reads it so: "foo-2.0-1.tar.gz" of foo is 2.0.post1). A file
+whose version cannot be told (named for another project, or no valid version after the name) is
+matched by `deny` (fail closed) and by no `exempt` or versioned `allow_only` entry.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pyproxy.model import DistFile, Origin, normalize, valid_name
+from pyproxy.model import DistFile, Origin, ProjectPage, normalize, valid_name
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,36 @@ def test_offering_is_replace_of_those_two_fields_with_every_other_field_kept() -
     assert offered == dataclasses.replace(dist, core_metadata=True, metadata_from_wheel=True)
     assert dist.version == "1.0" and offered.version == "1.0"
     assert dist.offering(False, from_wheel=False).version == "1.0"
+
+
+def dist(filename: str) -> DistFile:
+    return DistFile(filename=filename, hashes={})
+
+
+def test_a_pages_files_carry_the_version_read_with_its_name() -> None:
+    # the policy, `versions` and the releases read dist.version: pip's, not what follows the last '-'
+    files = (dist("foo-2.0-1.tar.gz"), dist("foo-1-2.tar.gz"), dist("bar-3.0.tar.gz"),
+             dist("foo-1.0-py3-none-any.whl"), dist("bar-3.0-py3-none-any.whl"))
+    page = ProjectPage.build(normalize("foo"), files)
+    assert [d.version for d in page.files] == ["2.0.post1", "1.post2", None, "1.0", None]
+    assert page.versions == ("2.0.post1", "1.post2", "1.0")  # no bogus "1", "2" or "3.0"
+    direct = ProjectPage(name=normalize("foo"), files=(dist("foo-2.0-1.zip"),))
+    assert direct.files[0].version == "2.0.post1"  # however the page is made
+
+
+def test_a_version_read_without_the_project_is_read_again_on_its_page() -> None:
+    early = dist("foo-2.0-1.tar.gz")
+    assert early.version == "1"  # on no page: the last '-' (what private upload names allow)
+    page = ProjectPage.build(normalize("foo"), (early,))
+    assert page.files[0].version == "2.0.post1" and page.versions == ("2.0.post1",)
+    assert page.files[0].offering(True, from_wheel=False).version == "2.0.post1"
+    assert dataclasses.replace(page, revision="r").files[0].version == "2.0.post1"
+
+
+def test_a_file_on_two_projects_pages_has_each_ones_version() -> None:
+    shared = dist("foo-1-2.tar.gz")
+    of_foo = ProjectPage.build(normalize("foo"), (shared,))
+    of_foo_1 = ProjectPage.build(normalize("foo-1"), (shared,))
+    assert (of_foo.files[0].version, of_foo_1.files[0].version) == ("1.post2", "2")
+    assert of_foo.versions == ("1.post2",) and of_foo_1.versions == ("2",)
+    assert of_foo_1.file("foo-1-2.tar.gz") is of_foo_1.files[0]

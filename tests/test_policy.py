@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from pyproxy.model import normalize
+from pyproxy.model import DistFile, ProjectPage, normalize
 from pyproxy.policy import (
     Decision,
     Policy,
@@ -259,6 +259,56 @@ def test_allow_only_decides_projects() -> None:
     refused = policy.project(normalize("flask"))
     assert not refused.served and refused.reason is Reason.ALLOW_ONLY
     assert build_policy().project(normalize("anything")).served
+
+
+# ---- on a page's files: the version pip reads, with the project's name ----
+
+
+def on_page(name: str, *filenames: str) -> dict[str, str | None]:
+    """Each file's version as its page has it (what repository/policy.py hands to decide)."""
+    page = ProjectPage.build(normalize(name), tuple(DistFile(filename=f, hashes={}) for f in filenames))
+    return {dist.filename: dist.version for dist in page.files}
+
+
+# "foo-2.0-1.tar.gz" is 2.0.post1 to pip and uv; read as "1" it slipped past every specifier
+SDISTS = ("foo-2.0-1.tar.gz", "foo-2.0-1.tar.bz2", "foo-2.0-1.zip")
+OTHER = "bar-1.0.tar.gz"  # another project's name on foo's page: no version of foo's
+
+
+@pytest.mark.parametrize("filename", SDISTS)
+def test_deny_with_a_specifier_holds_a_post_release_spelled_with_a_dash(filename: str) -> None:
+    policy = build_policy(deny=["foo>=2"])
+    version = on_page("foo", filename)[filename]
+    assert decide(policy, "foo", version, NOW - 100 * DAY).reason is Reason.DENY
+
+
+@pytest.mark.parametrize("filename", SDISTS)
+def test_allow_only_with_a_specifier_refuses_it(filename: str) -> None:
+    policy = build_policy(allow_only=["foo<2"])
+    version = on_page("foo", filename)[filename]
+    decision = decide(policy, "foo", version, NOW - 100 * DAY)
+    assert decision.reason is Reason.ALLOW_ONLY and "version 2.0.post1 is not admitted" in decision.basis
+
+
+def test_exempt_with_equals_exempts_the_version_pip_reads() -> None:
+    policy = build_policy(min_age="7d", exempt=["foo==1"])
+    versions = on_page("foo", "foo-2.0-1.tar.gz", "foo-1-2.tar.gz")
+    assert decide(policy, "foo", versions["foo-2.0-1.tar.gz"], NOW - DAY).reason is Reason.MIN_AGE
+    # the same name under project foo is 1.post2, not 2
+    assert versions["foo-1-2.tar.gz"] == "1.post2"
+    exempt_post = build_policy(min_age="7d", exempt=["foo==1.post2"])
+    assert decide(exempt_post, "foo", versions["foo-1-2.tar.gz"], NOW - DAY).served
+
+
+def test_a_file_of_another_name_fails_closed() -> None:
+    version = on_page("foo", OTHER)[OTHER]
+    assert version is None
+    young, old = NOW - DAY, NOW - 100 * DAY
+    assert decide(build_policy(deny=["foo>=2"]), "foo", version, old).reason is Reason.DENY
+    assert decide(build_policy(allow_only=["foo<2"]), "foo", version, old).reason is Reason.ALLOW_ONLY
+    assert decide(build_policy(min_age="7d", exempt=["foo==1.0"]), "foo", version, young).reason \
+        is Reason.MIN_AGE
+    assert decide(build_policy(min_age="7d"), "foo", version, young).reason is Reason.MIN_AGE
 
 
 # ---- what the messages say ----

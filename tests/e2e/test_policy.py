@@ -10,6 +10,7 @@ of an HTML-only upstream.
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -22,7 +23,7 @@ import pytest
 from pyproxy.datadir import DataDir
 from pyproxy.policy import format_moment
 from pyproxy.stores.first_seen import FirstSeenStore
-from tests.dists import make_wheel
+from tests.dists import make_sdist, make_wheel
 from tests.e2e.clients import (
     SIMPLE_HTML,
     SIMPLE_JSON,
@@ -32,6 +33,7 @@ from tests.e2e.clients import (
     installed,
     output,
     pip_install,
+    run,
     uv_pip_install,
 )
 from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory
@@ -308,3 +310,51 @@ def test_missing_upload_time(mode: str, start: Start, undated: FakeUpstream,
     else:
         assert installed(tmp_path / "target") == {X.replace("-", "_"): "2.0"}
     server.stop()
+
+
+# ---- an sdist whose version has a '-': "P-2.0-1.tar.gz" is P 2.0.post1 to pip ----
+
+DASHED = pname("dashed")  # a '-' in the project's name too, as in the names of old sdists
+DASHED_OLD, DASHED_POST = f"{DASHED}-1.0.tar.gz", f"{DASHED}-2.0-1.tar.gz"
+
+
+@pytest.fixture(scope="module")
+def dashed(module_fake_factory: FakeFactory, module_pyproxy_factory: ServerFactory,
+           tmp_path_factory: pytest.TempPathFactory) -> tuple[PyproxyServer, list[str]]:
+    """A server denying DASHED>=2, and the arguments `pyproxy policy check` needs for it."""
+    # HTML: `versions` are then pyproxy's own, from the filenames (the fake's JSON would list
+    # packaging's parse_sdist_filename reading, "1", as an upstream-declared version)
+    fake = module_fake_factory("html")
+    directory = tmp_path_factory.mktemp("dashed")
+    for version, filename in (("1.0", DASHED_OLD), ("2.0.post1", DASHED_POST)):
+        sdist = make_sdist(directory, DASHED, version, filename=filename)
+        fake.add_file(DASHED, sdist.name, sdist.read_bytes())
+    config = tmp_path_factory.mktemp("config") / "pyproxy.toml"
+    config.write_text(f'[upstream]\nurl = "{fake.index_url}"\n[policy]\ndeny = ["{DASHED}>=2"]\n')
+    args = ["--config", str(config)]
+    server = module_pyproxy_factory.start(None, user=None, extra_args=["--upstream", fake.index_url, *args])
+    return server, args
+
+
+def pip_download(index_url: str, requirement: str, dest: Path) -> tuple[int, list[str]]:
+    """pip's exit code and what it saved; the sdist's metadata is prepared with this venv's
+    setuptools (--no-build-isolation: the index has no build dependencies)."""
+    proc = run([sys.executable, "-m", "pip", "download", "--isolated", "--no-cache-dir",
+                "--disable-pip-version-check", "--no-input", "--no-deps", "--no-build-isolation",
+                "--index-url", index_url, "--dest", str(dest), requirement], check=False)
+    return proc.returncode, sorted(p.name for p in dest.iterdir()) if dest.exists() else []
+
+
+def test_deny_reads_an_sdists_version_as_pip_does(dashed: tuple[PyproxyServer, list[str]],
+                                                 tmp_path: Path) -> None:
+    server, args = dashed
+    # read as "1" (what follows the last '-'), it passed "DASHED>=2" (200)
+    assert f'deny "{DASHED}>=2"' in refused(server, DASHED, DASHED_POST)
+    page = json.loads(get(f"{server.simple_url}{DASHED}/", accept=SIMPLE_JSON).body)
+    assert [f["filename"] for f in page["files"]] == [DASHED_OLD] and page["versions"] == ["1.0"]
+    assert DASHED_POST not in get(f"{server.simple_url}{DASHED}/", accept=SIMPLE_HTML).body
+    # real pip: the newest it can have is 1.0, and 2.0.post1 it cannot have at all
+    assert pip_download(server.simple_url, DASHED, tmp_path / "newest") == (0, [DASHED_OLD])
+    assert pip_download(server.simple_url, f"{DASHED}==2.0.post1", tmp_path / "post")[0] != 0
+    checked = server.cli("policy", "check", DASHED, *args).stdout
+    assert f"{DASHED}: 1 of 2 upstream files held back" in checked

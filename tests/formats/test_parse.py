@@ -500,6 +500,16 @@ def test_json_upload_time(text: str | None, moment: datetime | None) -> None:
         assert dist.upload_time.tzinfo in (UTC, UTC)
 
 
+def test_versions_are_read_with_the_pages_project_name() -> None:
+    # as pip reads them: "foo-2.0-1" is foo 2.0.post1; a file named for another project has no version of foo
+    names = ["foo-2.0-1.tar.gz", "Foo-3.0-2.zip", "foo-4.0-1.tar.bz2", "bar-5.0.tar.gz", "foo-6.0-1-py3-none-any.whl"]
+    html = parse_html("".join(f'<a href="/f/{name}">{name}</a>' for name in names))
+    json = parse_json(*(json_file(filename=name, url=f"http://127.0.0.1:9000/f/{name}") for name in names))
+    for page in (html, json):
+        assert [dist.version for dist in page.files] == ["2.0.post1", "3.0.post2", "4.0.post1", None, "6.0"]
+        assert page.versions == ("2.0.post1", "3.0.post2", "4.0.post1", "6.0")
+
+
 def test_json_versions_merge_with_file_versions() -> None:
     page = parse_json(json_file(filename="foo-2.0.tar.gz"), versions=["1.0", "2.0", "3.0"])
     assert page.versions == ("1.0", "2.0", "3.0")

@@ -44,7 +44,9 @@ def test_versions_newest_first_by_packaging_then_invalid_then_unversioned() -> N
         page(
             dist("foo-1.9.tar.gz"), dist("foo-1.10-py3-none-any.whl"), dist("foo-1.10.tar.gz"),
             dist("foo-2.0rc1.tar.gz"), dist("foo-banana.tar.gz"), dist("README.txt"),
-            versions=("3.0",),  # PEP 700: listed, no files
+            # PEP 700: listed, no files; "banana" only so: a file's version is what pip reads,
+            # and "foo-banana.tar.gz" has none (it is among the other files)
+            versions=("3.0", "banana"),
         ),
         url_of,
     )
@@ -55,6 +57,7 @@ def test_versions_newest_first_by_packaging_then_invalid_then_unversioned() -> N
     assert [f.filename for f in ten.files] == ["foo-1.10-py3-none-any.whl", "foo-1.10.tar.gz"]
     assert ten.files[0].url == url_of(dist("foo-1.10-py3-none-any.whl"))
     assert view.versions[0].files == () and not view.versions[0].yanked
+    assert "foo-banana.tar.gz" in [f.filename for f in view.versions[-1].files]
     assert view.current is ten  # the very object listed, so the template can open it
 
 
