@@ -273,6 +273,8 @@ def open_cluster_blobs(
         secret = index.secret()
         locks = AdvisoryLocks(database)
         warm_claims(locks)  # also opens the connection the first claim takes
+        if node_url:  # a node (not an operator's command)
+            _say_other_bounds(node_url, max_size, index.other_bounds(node_url, max_size))
     except BaseException:
         pg.close()
         raise
@@ -281,3 +283,14 @@ def open_cluster_blobs(
         Bucket(objects, endpoint=s3_endpoint), node_url=node_url, max_size=max_size,
         secret=secret, flush_interval=flush_interval, database=pg,
     )
+
+
+def _say_other_bounds(node_url: str, max_size: int, others: dict[str, int]) -> None:
+    """Each node evicts the shared cache down to its own [cache] max_size: one set lower than
+    the others' shrinks the cache for all of them, unsaid but for this."""
+    if not others:
+        return
+    said = ", ".join(f"{node} {size} bytes" for node, size in others.items())
+    log.warning("[cache] max_size is %d bytes on this node (%s), and differs on others: %s; the"
+                " smallest bound evicts the shared cache for all: set the same on every node",
+                max_size, node_url, said)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -670,3 +671,21 @@ async def test_a_damaged_object_is_left_alone_once_re_committed_or_while_a_node_
     assert await _in_bucket(store, dist.sha256) is None
     assert rows(pg_dsn, f"SELECT 1 FROM cache_blobs WHERE key = '{dist.sha256}'") == []
     assert fake.requests == []
+
+
+async def test_a_node_whose_max_size_differs_from_the_others_says_so(
+    node: MakeNode, pg_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each node evicts the shared cache down to its own [cache] max_size, so one set lower
+    shrinks it for all: the node that starts so names the others' bounds (each node records
+    its own), and nodes that agree say nothing."""
+    with caplog.at_level(logging.WARNING, logger="pyproxy.cluster"):
+        first = await node(cache_max_size=2**30)
+        await node(cache_max_size=2**30)
+        assert "differs on others" not in caplog.text
+        await node(cache_max_size=10 * MiB)
+    (said,) = [r.getMessage() for r in caplog.records if "differs on others" in r.getMessage()]
+    assert f"is {10 * MiB} bytes on this node" in said
+    assert f"{first.blobs.node_url} {2**30} bytes" in said
+    assert sorted(size for (size,) in rows(pg_dsn, "SELECT max_size FROM cache_bounds")) == [
+        10 * MiB, 2**30, 2**30]

@@ -57,6 +57,14 @@ register(Migration(20, "cluster blob cache", """
 register(Migration(32, "cache_blobs.last_used in fractional seconds", """
     ALTER TABLE cache_blobs ALTER COLUMN last_used TYPE double precision
 """))
+# each node's [cache] max_size, so that a node whose bound differs from the others' says so
+register(Migration(35, "cache_bounds: each node's [cache] max_size", """
+    CREATE TABLE cache_bounds (
+        node_url text PRIMARY KEY,
+        max_size bigint NOT NULL,
+        seen_at timestamptz NOT NULL DEFAULT now()
+    )
+"""))
 # a download's claim in one round trip (stores.pg.claims): each statement of a volatile
 # function reads a fresh snapshot, so the look after the lock sees a commit made before it
 register(Migration(34, "cache_claim: a download's claim in one statement", """
@@ -187,6 +195,21 @@ class PgBlobIndex:
         rows = self._one("list the cache", lambda c: c.execute(
             f"SELECT {_COLUMNS} FROM cache_blobs ORDER BY last_used, key").fetchall())
         return [_blob(row) for row in rows]
+
+    def other_bounds(self, node_url: str, max_size: int) -> dict[str, int]:
+        """Record `node_url`'s [cache] max_size; the other bounds of nodes started within a
+        week, by node, where they differ from it."""
+        def note(conn: Conn) -> list[tuple[object, ...]]:
+            conn.execute(
+                "INSERT INTO cache_bounds (node_url, max_size) VALUES (%s, %s) ON CONFLICT"
+                " (node_url) DO UPDATE SET max_size = excluded.max_size, seen_at = now()",
+                (node_url, max_size))
+            return conn.execute(
+                "SELECT node_url, max_size FROM cache_bounds WHERE node_url != %s AND"
+                " max_size != %s AND seen_at > now() - interval '7 days' ORDER BY node_url",
+                (node_url, max_size)).fetchall()
+        rows = self._one("record the cache's bound", note)
+        return {str(node): int(size) for node, size in rows}  # type: ignore[call-overload]
 
     def least_used(self, limit: int, protect: str = "") -> list[tuple[str, int]]:
         rows = self._one("list the cache", lambda c: c.execute(
