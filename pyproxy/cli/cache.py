@@ -1,5 +1,6 @@
 """`pyproxy cache stats|prune|verify`: the command-line side of pyproxy.cacheops, on the data
-directory's cache, or with [storage] set on the cluster's shared one (ops.clustercache)."""
+directory's cache, or with [storage] set on the cluster's shared one (ops.clustercache).
+`verify` checks the private files' bodies too (never removing one), unless --no-private."""
 
 from __future__ import annotations
 
@@ -173,7 +174,40 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
         print(f"removed {label}: {damaged.reason}")
     print(f"checked {result.checked} files ({human_size(result.bytes)}):"
           f" {len(result.damaged)} damaged and removed")
-    return 1 if result.damaged else 0
+    private_ok = True if args.no_private else _verify_private(settings)
+    return 1 if result.damaged or not private_ok else 0
+
+
+def _verify_private(settings: Settings) -> bool:
+    """The private bodies (in the bucket on a cluster): each bad one named, none removed; a
+    cluster node puts back what its own local copies hold. False if any was bad."""
+    if not settings.storage_database and not DataDir(settings.data_dir).private.is_dir():
+        return True  # no private store here: nothing to check
+    from pyproxy.compose import open_stores
+
+    private, users = open_stores(settings)
+    try:
+        total = len(private.file_records())
+        with _progress(total) as advance:
+            result = cacheverify.verify_private(private, advance)
+    finally:
+        private.close()
+        users.close()
+    for bad in result.damaged:
+        if bad.repaired:
+            print(f"repaired private file {bad.project} {bad.filename}: {bad.reason};"
+                  " put back from this node's local copy")
+        else:
+            print(f"damaged private file {bad.project} {bad.filename}: {bad.reason}; not"
+                  " removed: upload the same file again (twine upload) to repair it")
+    for filename, why in result.unchecked:
+        print(f"could not check private file {filename}: {why}")
+    repaired = sum(bad.repaired for bad in result.damaged)
+    unchecked = f", {len(result.unchecked)} not checked" if result.unchecked else ""
+    print(f"checked {result.checked} private files ({human_size(result.bytes)}):"
+          f" {len(result.damaged)} damaged ({repaired} repaired from this node's local"
+          f" copies){unchecked}")
+    return not result.damaged and not result.unchecked
 
 
 class _progress:
@@ -219,5 +253,8 @@ def add_parsers(commands: Any, command: Command, settings: LoadSettings) -> None
                             "SIZE (e.g. 5GiB)")
     prune.add_argument("--older-than", type=_days_argument, metavar="DAYS",
                        help="remove files not used for DAYS days")
-    command("verify", bound(cmd_verify),
-            "re-hash every cached file; remove those that changed or are malformed", sub)
+    verify = command("verify", bound(cmd_verify),
+                     "re-hash every cached file, removing those that changed or are malformed;"
+                     " then every private file's body, reporting (never removing) bad ones", sub)
+    verify.add_argument("--no-private", action="store_true",
+                        help="check only the upstream cache, not the private files' bodies")

@@ -79,7 +79,13 @@ def cmd_export(args: argparse.Namespace, settings: Settings) -> int:
         opened_users.close()
         if blobs is not None:
             blobs.close()
-    return _summary(result, "exported", cache=args.include_cache, users=args.include_users)
+    status = _summary(result, "exported", cache=args.include_cache, users=args.include_users)
+    if (Path(args.directory) / transfer.INCOMPLETE).exists():
+        print(f"pyproxy: the export in {args.directory} is incomplete: private files could not"
+              f" be read (above); it has {transfer.INCOMPLETE} instead of a manifest, and"
+              " import refuses it", file=sys.stderr)
+        return 1
+    return status
 
 
 def cmd_import(args: argparse.Namespace, settings: Settings) -> int:

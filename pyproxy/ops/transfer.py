@@ -1,6 +1,8 @@
 """`pyproxy export` / `pyproxy import`: a portable directory for air-gapped networks.
 
-Layout of an export (the manifest is written last, so a directory without it is incomplete):
+Layout of an export (the manifest is written last, so a directory without it is incomplete;
+an export that could not read a private file carries on, then writes its manifest as
+`pyproxy-export.incomplete.json` instead, naming the files missing, so import refuses it):
 
     pyproxy-export.json          format version, when, and the counts below
     private/projects.jsonl       every private name (also those reserved without files), whether
@@ -23,6 +25,7 @@ skips what the target already holds. The cache's part (cache/) is ops.transfer_c
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,7 +34,7 @@ from typing import Any
 
 import orjson
 
-from pyproxy.model import NotFound, normalize
+from pyproxy.model import NotFound, Unavailable, normalize
 from pyproxy.ops.transfer_cache import ExportableCache, export_blobs, export_pages
 from pyproxy.ops.transfer_first_seen import export_first_seen
 from pyproxy.ops.transfer_format import (
@@ -41,7 +44,6 @@ from pyproxy.ops.transfer_format import (
     TransferError,
     TransferReport,
     body_path,
-    copy_durably,
     read_jsonl,
     write_jsonl,
 )
@@ -51,8 +53,16 @@ from pyproxy.publish.service import Kept, Published, Publisher, Submission, Uplo
 from pyproxy.stores.first_seen import FirstSeen
 from pyproxy.stores.interfaces import PrivateStoreAPI, UserStoreAPI
 from pyproxy.stores.pages import PageCache
+from pyproxy.stores.private_files import NotLocal
+from pyproxy.stores.private_schema import FileRecord
 
 # ----------------------------------------------------------------------------------- export
+
+INCOMPLETE = "pyproxy-export.incomplete.json"  # in place of MANIFEST: import refuses it
+
+
+class BadBody(Exception):
+    """The private file's body is not the one its record names (damaged where it is kept)."""
 
 
 def export(
@@ -74,14 +84,24 @@ def export(
     projects = exported_projects(private)
     write_jsonl(target / "private" / "projects.jsonl", projects)
     records = []
+    unreadable: list[dict[str, str]] = []
     for record in exported_files(private):
         filename = str(record["filename"])
+        body = target / "private" / "files" / filename
         try:
-            size = copy_durably(
-                private.files.path(str(record["sha256"])), target / "private" / "files" / filename
-            )
-        except FileNotFoundError:  # removed meanwhile by `pyproxy remove`
-            report.private.fail(filename, "removed during the export")
+            if (problem := record.pop("_unreadable", None)) is not None:
+                raise BadBody(problem)
+            size = _copy_checked(private, record, body)
+        except (FileNotFoundError, Unavailable, BadBody) as exc:
+            body.unlink(missing_ok=True)  # no half-copied or damaged file is left
+            if not private.has_file(normalize(str(record["name"])), filename):
+                report.private.fail(filename, "removed during the export")
+                continue
+            # lost or damaged (in the bucket, on disk), or the bucket down: named, and the
+            # others still exported
+            why = ("its body is missing" if isinstance(exc, FileNotFoundError) else str(exc))
+            report.private.fail(filename, f"not exported: {why}")
+            unreadable.append({"filename": filename, "why": why})
             continue
         records.append(record)
         report.private.copied += 1
@@ -106,10 +126,32 @@ def export(
         "users": report.users.copied,
         "first_seen": report.first_seen.copied,
     }
+    # a private file that could not be read makes the export incomplete: the only copy of a
+    # package must not look exported (a cached upstream file can be fetched again)
+    if unreadable:
+        manifest["unreadable_private_files"] = unreadable
     partial = target / (MANIFEST + ".part")
     partial.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-    os.replace(partial, target / MANIFEST)
+    os.replace(partial, target / (INCOMPLETE if unreadable else MANIFEST))
     return report
+
+
+def _copy_checked(private: PrivateStoreAPI, record: dict[str, Any], target: Path) -> int:
+    """Copy a private file's body into the export, durably, checking it is the record's bytes
+    as it goes (BadBody if not); its size."""
+    sha256, size = str(record["sha256"]), int(record["size"])
+    digest, written = hashlib.sha256(), 0
+    with open(private.files.path(sha256), "rb") as reader, open(target, "wb") as writer:
+        while chunk := reader.read(CHUNK):
+            digest.update(chunk)
+            writer.write(chunk)
+            written += len(chunk)
+        if written != size or digest.hexdigest() != sha256:
+            raise BadBody(f"its body is damaged: {written} bytes with sha256"
+                          f" {digest.hexdigest()}, {size} bytes with sha256 {sha256} recorded")
+        writer.flush()
+        os.fsync(writer.fileno())
+    return written
 
 
 def exported_projects(private: PrivateStoreAPI) -> list[dict[str, Any]]:
@@ -125,18 +167,28 @@ def exported_projects(private: PrivateStoreAPI) -> list[dict[str, Any]]:
 
 
 def exported_files(private: PrivateStoreAPI) -> list[dict[str, Any]]:
-    """Every file's record, oldest first, as files.jsonl holds it."""
-    return [
-        {
-            "filename": record.filename, "name": record.display_name, "version": record.version,
-            "filetype": record.filetype, "size": record.size, "sha256": record.sha256,
-            "blake2_256": record.blake2_256, "md5": record.md5,
-            "upload_time": record.upload_time, "uploader": record.uploader,
-            "yanked_reason": record.yanked_reason, "fields": record.fields,
-            "attestations": _attestations(private, record.display_name, record.filename),
-        }
-        for record in private.file_records()
-    ]
+    """Every file's record, oldest first, as files.jsonl holds it (with `_unreadable`, why its
+    attestations could not be read, for export to take out)."""
+    return [_exported_file(private, record) for record in private.file_records()]
+
+
+def _exported_file(private: PrivateStoreAPI, record: FileRecord) -> dict[str, Any]:
+    try:
+        attestations, unreadable = _attestations(private, record.display_name,
+                                                 record.filename), None
+    except Unavailable as exc:
+        attestations, unreadable = None, f"its provenance: {exc}"
+    exported: dict[str, Any] = {
+        "filename": record.filename, "name": record.display_name, "version": record.version,
+        "filetype": record.filetype, "size": record.size, "sha256": record.sha256,
+        "blake2_256": record.blake2_256, "md5": record.md5,
+        "upload_time": record.upload_time, "uploader": record.uploader,
+        "yanked_reason": record.yanked_reason, "fields": record.fields,
+        "attestations": attestations,
+    }
+    if unreadable is not None:
+        exported["_unreadable"] = unreadable
+    return exported
 
 
 def _attestations(private: PrivateStoreAPI, shown: str, filename: str) -> list[Any] | None:
@@ -144,7 +196,11 @@ def _attestations(private: PrivateStoreAPI, shown: str, filename: str) -> list[A
     as an upload's `attestations` field, so they are checked again and the same provenance
     object is built from them."""
     try:
-        body = private.open_provenance(normalize(shown), filename).path.read_bytes()
+        try:
+            path = private.open_provenance(normalize(shown), filename).path
+        except NotLocal as elsewhere:  # a cluster's, not copied here: downloaded (Unavailable)
+            path = private.files.path(elsewhere.sha256)
+        body = path.read_bytes()
     except (NotFound, FileNotFoundError):  # none, or removed meanwhile
         return None
     provenance = orjson.loads(body)  # a store's own object, at most MAX_PROVENANCE_BYTES

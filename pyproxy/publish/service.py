@@ -14,8 +14,10 @@ read, as the public index orders them):
 3. the file itself (`validate.validate_file`: name, digests, archive, metadata), in a thread,
    then the PEP 740 attestations sent with it, if any (`attestations.provenance_for`);
 4. the record is built and stored: the identical file already stored is a success that writes
-   nothing; otherwise `PrivateStore.add_file` re-checks duplicates and the permission under its
-   write lock, so two uploads racing each other cannot both win.
+   nothing, unless its stored body is missing or damaged (`_mend`: the upload's verified bytes
+   are written back, so re-running `twine upload` repairs it); otherwise
+   `PrivateStore.add_file` re-checks duplicates and the permission under its write lock, so
+   two uploads racing each other cannot both win.
 
 The body arrives first, through `receiving()`: a temp file in the store's area, hashed while it
 is written. Every refusal is an `UploadRejected` with a one-line message in the public index's
@@ -37,13 +39,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pyproxy.access import Claim, RoleRows, may_claim, may_upload, under_prefix
-from pyproxy.model import NormalizedName, Unavailable, normalize
+from pyproxy.model import LocalFile, NormalizedName, NotFound, Unavailable, normalize
 from pyproxy.publish.attestations import provenance_for
 from pyproxy.publish.rejections import UploadRejected, missing_file
 from pyproxy.publish.upstream_names import UpstreamNames
 from pyproxy.publish.validate import UploadForm, validate_form
 from pyproxy.publish.validate_file import ValidatedFile, validate_file
 from pyproxy.stores.interfaces import PrivateStoreAPI
+from pyproxy.stores.private import write_side_body
+from pyproxy.stores.private_files import NotLocal
 from pyproxy.stores.private_schema import NewFile, StoreRejected
 from pyproxy.stores.space import is_disk_full
 
@@ -104,6 +108,7 @@ class Published(enum.Enum):
     STORED = "stored"
     ALREADY_STORED = "already stored"  # the identical file was there: nothing written
     STORED_MEANWHILE = "stored meanwhile"  # an identical upload committed while this one ran
+    REPAIRED = "repaired"  # the identical file was there, its body missing or damaged: rewritten
 
 
 def not_allowed(user: str, project: NormalizedName) -> UploadRejected:
@@ -271,6 +276,9 @@ class Publisher:
         try:
             # in a thread: on a cluster these are database round trips
             if await asyncio.to_thread(self.store.find_duplicate, new):
+                with _507_when_full(f"the repair of {new.filename}"):
+                    if await asyncio.to_thread(self._mend, new, body.path):
+                        return Published.REPAIRED
                 log.info("identical re-upload of %s by %s: nothing to do", new.filename,
                          new.uploader)
                 return Published.ALREADY_STORED
@@ -285,6 +293,48 @@ class Publisher:
             new.filename, new.size, new.uploader,
         )
         return Published.STORED if stored else Published.STORED_MEANWHILE
+
+    def _mend(self, new: NewFile, body: Path) -> bool:
+        """Blocking. An identical re-upload: write back the stored bodies that are missing or
+        damaged (the file's, and its .metadata and provenance when this upload makes the same
+        ones) from this upload's bytes, verified again; True if any was. A body that is fine
+        costs a HEAD on a cluster (its ETag against the md5), a read of it on one box."""
+        files = self.store.files
+        mended = False
+        problem = files.problem(new.sha256, new.size, md5=new.md5)
+        if problem is not None:
+            log.error("identical re-upload of %s by %s: %s: writing it again", new.filename,
+                      new.uploader, problem)
+            mended = files.restore(new.sha256, body)
+        for kind, side in (("metadata", new.core_metadata), ("provenance", new.provenance)):
+            if side is None or self._recorded_side(kind, new) != hashlib.sha256(side).hexdigest():
+                continue  # none, or not the one recorded (other attestations)
+            digest = hashlib.sha256(side).hexdigest()
+            md5 = hashlib.md5(side, usedforsecurity=False).hexdigest()
+            problem = files.problem(digest, len(side), md5=md5)
+            if problem is None:
+                continue
+            log.error("identical re-upload of %s by %s: its %s: %s: writing it again",
+                      new.filename, new.uploader, kind, problem)
+            with files.temporary_file() as temp:
+                write_side_body(temp, side)
+                mended = files.restore(digest, temp) or mended
+        return mended
+
+    def _recorded_side(self, kind: str, new: NewFile) -> str | None:
+        """The sha256 of the file's recorded .metadata or provenance (None: it has none)."""
+        open_body = self.store.open_metadata if kind == "metadata" else self.store.open_provenance
+        try:
+            found: LocalFile = open_body(new.project, new.filename)
+        except NotLocal as missing:  # a cluster node without a copy: the record names it
+            return missing.sha256
+        except NotFound:
+            return None
+        except FileNotFoundError:  # one box, its body gone: made from the same file, so taken
+            return hashlib.sha256(  # to be this one's (were it not, GC removes it again)
+                (new.core_metadata if kind == "metadata" else new.provenance) or b""
+            ).hexdigest()
+        return found.sha256
 
     async def _authorise(self, form: UploadForm, uploader: Uploader) -> Allowed | None:
         """Refuse an uploader without the right to this name; what the store re-checks under

@@ -213,12 +213,19 @@ class Bucket:
 
     def size(self, key: str) -> int | None:
         """The object's size, None if there is none."""
+        head = self.head(key)
+        return None if head is None else head[0]
+
+    def head(self, key: str) -> tuple[int, str] | None:
+        """The object's size and ETag (unquoted; "" if the store gives none), None if there is
+        none."""
         try:
-            return int(obstore.head(self._store, key)["size"])
+            meta = obstore.head(self._store, key)
         except (NotFoundError, FileNotFoundError):
             return None
         except BaseError as exc:
             raise self._unavailable(exc, f"look up {key}") from None
+        return int(meta["size"]), str(meta.get("e_tag") or "").strip('"')
 
     def download(self, key: str, target: Path) -> int:
         """Copy the object into `target` (written whole, then the caller renames it); its size.

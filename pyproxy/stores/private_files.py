@@ -11,11 +11,18 @@ still being written.
 On a cluster node the bodies live in the bucket instead (stores/bucket_files.BucketFiles, the
 same interface): a body may then have no local copy yet, so the store asks `local()` for one
 without blocking and, when it raises NotLocal, the repository awaits `fetch()`.
+
+Bodies are the only copy of the company's packages, so nothing here deletes one its record
+refers to because it is damaged: `problem()` says why a body is not its record's bytes (for
+`pyproxy cache verify` and an identical re-upload), and `restore()` writes verified bytes back
+(the re-upload's, or on a cluster a node's own local copy, `heal()`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import logging
 import os
 import tempfile
 from collections.abc import Container, Iterator
@@ -25,7 +32,10 @@ from typing import Protocol
 
 from pyproxy.model import FileSource, LocalFile
 
+log = logging.getLogger("pyproxy.private_files")
+
 _TEMP_PREFIX = "upload-"
+_READ = 1024 * 1024
 _TEMP_SUFFIX = ".part"
 
 
@@ -48,6 +58,35 @@ class FileBodies(Protocol):
     def move_into_place(self, source: Path, sha256: str) -> None: ...
     def sweep_temporary(self) -> int: ...
     def remove_unreferenced(self, referenced: Container[str]) -> int: ...
+    def problem(
+        self, sha256: str, size: int | None, *, md5: str | None = None
+    ) -> str | None: ...
+    def restore(self, sha256: str, source: Path) -> bool: ...
+    def heal(self, sha256: str, size: int | None) -> bool: ...
+
+
+class Unrestorable(Exception):
+    """The bytes offered to put a body back are not that body's: nothing was written."""
+
+
+def digests(path: Path) -> tuple[int, str, str]:
+    """(size, sha256, md5) of a file, in one read."""
+    sha256, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    size = 0
+    with path.open("rb") as body:
+        while chunk := body.read(_READ):
+            sha256.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return size, sha256.hexdigest(), md5.hexdigest()
+
+
+def verified(source: Path, sha256: str) -> tuple[int, str]:
+    """(size, md5) of `source` if it holds the body `sha256`; else Unrestorable."""
+    size, actual, md5 = digests(source)
+    if actual != sha256.lower():
+        raise Unrestorable(f"{source} is not the body {sha256} (sha256 {actual})")
+    return size, md5
 
 
 class UploadTemps:
@@ -107,7 +146,12 @@ class PrivateFiles:
         """Rename an fsync'd temp file to its content address (call under the write lock)."""
         target = self.path(sha256)
         if target.exists():
-            return  # content-addressed: the same bytes are already there
+            # content-addressed: the same bytes should be there (another file's .metadata may
+            # be them), unless they were damaged since: then these, once verified, replace them
+            size, actual, _md5 = digests(source)
+            if actual == sha256 and self.problem(sha256, size) is not None:
+                self.restore(sha256, source)
+            return
         target.parent.mkdir(parents=True, exist_ok=True)
         os.replace(source, target)
         fsync_directory(target.parent)
@@ -124,6 +168,39 @@ class PrivateFiles:
                 blob.unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    def problem(self, sha256: str, size: int | None, *, md5: str | None = None
+                ) -> str | None:
+        """Why the body on disk is not the record's (`size` bytes, `sha256`); None if it is.
+        A disk has no checksum to vouch for it, so it is read whole (cheaper than the upload
+        that asks): blocking. `md5` is for the bucket's ETag, not used here."""
+        try:
+            actual_size, actual, _md5 = digests(self.path(sha256))
+        except FileNotFoundError:
+            return "its body is missing from the data directory"
+        if size is not None and actual_size != size:
+            return f"its body on disk is {actual_size} bytes, {size} recorded"
+        if actual != sha256:
+            return f"its body on disk has sha256 {actual}"
+        return None
+
+    def restore(self, sha256: str, source: Path) -> bool:
+        """Put the body back from `source` (a temp file from `temporary_file()`, moved away),
+        once its sha256 is checked (Unrestorable if it is not the body). The rename replaces a
+        damaged body whole: a reader sees the old bytes or the new. True: written."""
+        verified(source, sha256)
+        fsync_file(source)
+        target = self.path(sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
+        fsync_directory(target.parent)
+        log.warning("repaired private file %s: its body was written again in %s", sha256,
+                    target)
+        return True
+
+    def heal(self, sha256: str, size: int | None) -> bool:
+        """One box has no other copy to heal a body from: False (a re-upload restores it)."""
+        return False
 
 
 def _abandoned(path: Path) -> bool:

@@ -134,6 +134,31 @@ async def test_the_identical_file_again_writes_nothing(
     assert temp_files(store) == []
 
 
+async def test_the_identical_file_again_writes_back_its_damaged_or_lost_bodies(
+    publisher: Publisher, store: PrivateStoreAPI, dists: Path
+) -> None:
+    wheel = make_wheel(dists, "demo", "1.0")
+    sha256 = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    attestations = json.dumps([json.loads(attest(wheel.name, sha256).model_dump_json())])
+    await publish(publisher, wheel, attestations=attestations)
+    assert isinstance(store.files, PrivateFiles)
+    project = normalize("demo")
+    body = store.files.path(sha256)
+    metadata = store.open_metadata(project, wheel.name).path
+    provenance = store.open_provenance(project, wheel.name).path
+    kept = metadata.read_bytes(), provenance.read_bytes()
+    body.write_bytes(bytes(255 - byte for byte in wheel.read_bytes()))  # same length
+    metadata.unlink()
+    provenance.unlink()
+    serial = store.project_serial(project)
+    assert await publish(publisher, wheel, attestations=attestations) is Published.REPAIRED
+    assert body.read_bytes() == wheel.read_bytes()
+    assert (metadata.read_bytes(), provenance.read_bytes()) == kept
+    assert store.project_serial(project) == serial  # the record is untouched
+    assert temp_files(store) == []
+    assert await publish(publisher, wheel) is Published.ALREADY_STORED  # fine now: nothing
+
+
 def test_received_hashes_and_counts_what_it_writes(publisher: Publisher) -> None:
     data = b"x" * 70_000 + b"tail"
     with publisher.receiving() as body:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pyproxy.model import LocalFile, StreamedFile, Unavailable
+from pyproxy.stores import private_files
 from pyproxy.stores.bucket_files import BucketFiles
 from pyproxy.stores.local_copies import Copy, LocalCopies
 from pyproxy.stores.objects import Bucket
@@ -198,3 +199,109 @@ async def test_a_local_copy_damaged_on_disk_is_fetched_again(node: Node) -> None
     with pytest.raises(NotLocal):
         files.local(digest, 1000)
     assert read(await files.fetch(digest, 1000)) == b"y" * 1000
+
+
+# -- repairs: a damaged or lost object put back, never from unverified bytes ----------------------
+
+
+def damage(files: BucketFiles, body: bytes) -> None:
+    """The object's bytes replaced by as many others, past the conditional create (a bad
+    restore)."""
+    files.bucket.delete(files.key(sha(body)))
+    temp = files.staging / "damaged"
+    temp.write_bytes(bytes(255 - byte for byte in body))
+    files.bucket.put_file(files.key(sha(body)), temp)
+    temp.unlink()
+
+
+def md5(body: bytes) -> str:
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+
+@pytest.mark.parametrize("length", [100_000, 11 * 1024 * 1024])  # one PUT; a one-part copy
+def test_a_fine_object_is_vouched_for_by_a_head(
+    node: Node, monkeypatch: pytest.MonkeyPatch, length: int
+) -> None:
+    files = node(max_size=1)
+    body = os.urandom(length)
+    digest = store(files, body)
+
+    def no_read(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the object was read: a HEAD should have done")
+
+    monkeypatch.setattr(files.bucket, "chunks", no_read)
+    assert files.problem(digest, length, md5=md5(body)) is None
+
+
+def test_problem_names_a_damaged_or_missing_object(node: Node) -> None:
+    files = node()
+    body = os.urandom(5000)
+    digest = store(files, body)
+    assert files.problem(digest, len(body)) is None  # read and hashed: no md5 given
+    damage(files, body)
+    for given in (md5(body), None):  # its ETag says otherwise, then the read confirms it
+        assert "the bucket's object has sha256" in str(files.problem(digest, 5000, md5=given))
+    assert "is 5000 bytes, 4999 recorded" in str(files.problem(digest, 4999))
+    files.bucket.delete(files.key(digest))
+    assert files.problem(digest, 5000) == "its body is missing from the bucket"
+
+
+def test_restore_writes_only_the_verified_body_back(node: Node, tmp_path: Path) -> None:
+    files = node()
+    body = os.urandom(5000)
+    digest = store(files, body)
+    damage(files, body)
+    other = tmp_path / "other"
+    other.write_bytes(os.urandom(5000))
+    with pytest.raises(private_files.Unrestorable):
+        files.restore(digest, other)
+    assert files.problem(digest, 5000) is not None  # untouched by the wrong bytes
+    good = tmp_path / "good"
+    good.write_bytes(body)
+    assert files.restore(digest, good) is True
+    assert files.problem(digest, 5000) is None
+    assert files.restore(digest, good) is False  # fine already: nothing written
+    files.bucket.delete(files.key(digest))
+    assert files.restore(digest, good) is True  # lost: a conditional create
+    assert files.problem(digest, 5000) is None
+
+
+def test_the_same_bytes_uploaded_again_replace_a_damaged_object(node: Node) -> None:
+    files = node()
+    body = b"Metadata-Version: 2.1\nName: shared\n"  # two wheels of a release may share it
+    digest = store(files, body)
+    damage(files, body)
+    assert store(node(), body) == digest  # another file's upload, on another node
+    assert files.problem(digest, len(body)) is None
+
+
+def test_heal_puts_back_only_a_good_local_copy(node: Node) -> None:
+    holder, damaged_holder = node(), node()
+    body = os.urandom(5000)
+    digest = store(holder, body)
+    store(damaged_holder, body)
+    damage(holder, body)
+    damaged_holder.copies.path(digest).write_bytes(b"x" * 5000)  # damaged on that disk
+    assert damaged_holder.heal(digest, 5000) is False
+    assert damaged_holder.copies.find(digest) is None  # dropped, not put back
+    assert holder.problem(digest, 5000) is not None
+    assert holder.heal(digest, 5000) is True
+    assert holder.problem(digest, 5000) is None
+    assert node().heal(digest, 5000) is False  # no copy here
+
+
+async def test_serving_a_local_copy_puts_the_bucket_object_back(node: Node) -> None:
+    holder = node()
+    body = os.urandom(5000)
+    digest = store(holder, body)
+    damage(holder, body)
+    assert holder.local(digest, 5000).path.read_bytes() == body  # and checked in the background
+    for _ in range(200):
+        if await asyncio.to_thread(holder.problem, digest, 5000) is None:
+            break
+        await asyncio.sleep(0.05)
+    assert read(await node().fetch(digest, 5000)) == body  # another node reads it again
+    damage(holder, body)
+    holder.local(digest, 5000)  # checked once per audit_interval only
+    await asyncio.sleep(0.5)
+    assert holder.problem(digest, 5000) is not None

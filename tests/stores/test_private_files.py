@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from pyproxy.stores import private_files
 from pyproxy.stores.private_files import PrivateFiles
 
 
@@ -88,3 +89,31 @@ def test_remove_unreferenced(files: PrivateFiles) -> None:
     assert files.remove_unreferenced({kept}) == 1
     assert files.path(kept).exists() and not files.path(dropped).exists()
     assert files.remove_unreferenced({kept}) == 0
+
+
+def test_problem_and_restore_of_a_body_on_disk(files: PrivateFiles, tmp_path: Path) -> None:
+    body = b"the company's own package" * 100
+    sha256 = _stored(files, body)
+    assert files.problem(sha256, len(body)) is None
+    files.path(sha256).write_bytes(bytes(255 - byte for byte in body))  # same length
+    assert "its body on disk has sha256" in str(files.problem(sha256, len(body)))
+    with files.temporary_file() as wrong:
+        wrong.write_bytes(b"other bytes")
+        with pytest.raises(private_files.Unrestorable):
+            files.restore(sha256, wrong)
+    assert files.path(sha256).read_bytes() != body  # not replaced by the wrong bytes
+    with files.temporary_file() as good:
+        good.write_bytes(body)
+        assert files.restore(sha256, good) is True
+    assert files.path(sha256).read_bytes() == body and files.problem(sha256, len(body)) is None
+    files.path(sha256).unlink()
+    assert files.problem(sha256, len(body)) == "its body is missing from the data directory"
+    assert files.heal(sha256, len(body)) is False  # one box: no other copy
+
+
+def test_the_same_bytes_moved_in_again_replace_a_damaged_body(files: PrivateFiles) -> None:
+    body = b"Metadata-Version: 2.1\nName: shared\n"  # two wheels of a release may share it
+    sha256 = _stored(files, body)
+    files.path(sha256).write_bytes(b"x" * len(body))
+    assert _stored(files, body) == sha256
+    assert files.path(sha256).read_bytes() == body
