@@ -55,7 +55,7 @@ from pyproxy.repository.upstream_list import UpstreamList, upstream_failure
 from pyproxy.repository.wheel_metadata import WheelMetadata
 from pyproxy.stores.blobkeys import blob_key, metadata_key, provenance_key
 from pyproxy.stores.filecache import FileCache
-from pyproxy.stores.flight import FileGone, HashMismatch
+from pyproxy.stores.flight import FileGone, HashMismatch, TooLarge
 from pyproxy.stores.outages import DatabaseUnavailable
 from pyproxy.stores.pages import (
     PageCache,
@@ -248,11 +248,15 @@ class UpstreamRepository:
             try:
                 return await self._upstream_metadata(dist, sha256, origins)
             except (FileGone, HashMismatch) as exc:
+                # other bytes than a listed hash, not a body any .metadata could be (an
+                # error page, more than one can hold): upstream's answer of the moment
+                if isinstance(exc, HashMismatch) and (sha256 is None or isinstance(exc, TooLarge)):
+                    raise
                 log.warning("upstream's .metadata of %s is unusable (%s): making it from the"
                             " wheel", filename, exc)
                 self._unusable_metadata.put(metadata_key(dist), time.monotonic())
         # PEP 658's file is the wheel's METADATA: made from it (checked against the hash the
-        # page lists, if any), where upstream offers one it has not, or a wrong one
+        # page lists), where upstream offers one it has not, or one of other bytes
         return await self.wheel_metadata.open(project, made, origins)
 
     async def _upstream_metadata(

@@ -49,6 +49,7 @@ from pyproxy.stores.flight import (
     NothingAsked,
     State,
     Tail,
+    TooLarge,
     in_thread,
 )
 from pyproxy.stores.part_files import (
@@ -88,7 +89,9 @@ _LIMITS = {
 
 
 # the failures a writer notes for its followers by kind (any other is "unavailable")
-_NOTED: dict[type[Unavailable], str] = {HashMismatch: "mismatch", FileGone: "gone"}
+_NOTED: dict[type[Unavailable], str] = {
+    HashMismatch: "mismatch", TooLarge: "too large", FileGone: "gone",
+}
 _NOTED_KINDS = {word: kind for kind, word in _NOTED.items()}
 
 
@@ -377,7 +380,7 @@ class BlobCache:
                     if not chunk:
                         continue
                     if limit is not None and flight.written + len(chunk) > limit[0]:
-                        raise HashMismatch(
+                        raise TooLarge(
                             f"{filename}: upstream sent more than {limit[0]} bytes, more than"
                             f" {limit[1]} can be: download aborted"
                         )

@@ -25,6 +25,10 @@ class HashMismatch(Unavailable):
     sha256 announced, a body that is not a well-formed file of its kind)."""
 
 
+class TooLarge(HashMismatch):
+    """Upstream sent more than a file of its kind can be (a `.metadata`, a provenance object)."""
+
+
 class FileGone(Unavailable):
     """Upstream answered that it has no such file (404, 410): not a failure of the moment, so
     what a page offers may be had another way (a `.metadata` from its wheel)."""
@@ -114,10 +118,8 @@ class Flight:
 
 
 def _failure_of(key: str, error: BaseException) -> tuple[type[Unavailable], str]:
-    if isinstance(error, HashMismatch):
-        return HashMismatch, str(error)
-    if isinstance(error, FileGone):
-        return FileGone, str(error)
+    if isinstance(error, (HashMismatch, FileGone)):
+        return type(error), str(error)  # which one, for the `.metadata` made instead
     if isinstance(error, Unavailable):
         return Unavailable, str(error)
     if is_disk_full(error):
