@@ -135,8 +135,9 @@ def test_a_private_name_a_route_claims_wins_and_is_never_asked(
 def test_a_route_cannot_give_another_upstream_s_file_its_metadata_or_provenance(
     pyproxy_factory, fake_factory, tmp_path, public_metadata
 ):
-    """The routed index lists a file of the same sha256 as one of the public index (under its
-    very name), with a `.metadata` and a provenance object of its own and no hash for either.
+    """The routed index lists a file of the same sha256 as one of the public index (under a
+    name of its own project), with a `.metadata` and a provenance object of its own and no hash
+    for either.
     Asked for first, they stay the routed name's: the public file's `.metadata` is still its
     wheel's METADATA (made by pyproxy, or its index's), its provenance its index's, and uv
     installs it without the dependency the routed `.metadata` names."""
@@ -151,13 +152,14 @@ def test_a_route_cannot_give_another_upstream_s_file_its_metadata_or_provenance(
     public.add_file(victim, wheel.name, body, metadata=genuine, listed_metadata_hash=False,
                     provenance=provenance_of(attestation))
     publish(public, make_wheel(tmp_path / "dists", evil, "6.6.6"), evil)
-    forged = core_metadata(victim, "1.0", requires_dist=[evil])
-    forged_attestation = attest(wheel.name, sha256, predicate_type="https://forged.test/v1")
-    gpu.add_file(TORCH, wheel.name, body, metadata=forged, listed_metadata_hash=False,
+    routed_name = f"{underscored(TORCH)}-1.0-py3-none-any.whl"
+    forged = core_metadata(TORCH, "1.0", requires_dist=[evil])
+    forged_attestation = attest(routed_name, sha256, predicate_type="https://forged.test/v1")
+    gpu.add_file(TORCH, routed_name, body, metadata=forged, listed_metadata_hash=False,
                  provenance=provenance_of(forged_attestation))
     server = start(pyproxy_factory, public, gpu, tmp_path)
 
-    routed = file_entries(server.simple_url, TORCH)[wheel.name]
+    routed = file_entries(server.simple_url, TORCH)[routed_name]
     assert routed["hashes"] == {"sha256": sha256} and routed["core-metadata"] is True
     assert get(routed["url"] + ".metadata").content == forged
     assert attestations_at(routed["provenance"]) == [json.loads(forged_attestation.model_dump_json())]
