@@ -118,8 +118,9 @@ def _check_sdist_name(form: UploadForm, filename: str) -> None:
 
     Unlike the public index today, a name part not spelled as PEP 625 wants ("my-pkg-1.0.tar.gz",
     "My.Pkg-1.0.tar.gz", as setuptools wrote before 69.3) is accepted and kept, as that index did
-    for years. The version part must be the normalised release: every reader of filenames
-    (`model.version_of`, installers) takes the version after the last '-'.
+    for years. The version part must be the normalised release (which has no '-'), so every
+    reader of filenames agrees on it: installers and `model.version_of` take what follows the
+    name and its '-', older readers what follows the last '-'.
     """
     try:
         parse_sdist_filename(filename)

@@ -49,4 +49,4 @@ def _removed_sdist(db: sqlite3.Connection, new: NewFile) -> str | None:
         "SELECT filename FROM tombstones WHERE project = ? AND filename LIKE '%.tar.gz'",
         (new.project,),
     )
-    return next((name for (name,) in rows if version_of(name) == release), None)
+    return next((name for (name,) in rows if version_of(name, new.project) == release), None)

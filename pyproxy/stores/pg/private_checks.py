@@ -62,4 +62,6 @@ def _removed_sdist(conn: Connection, new: NewFile) -> str | None:
         "SELECT filename FROM private_tombstones WHERE project = %s AND filename LIKE '%%.tar.gz'",
         (new.project,),
     )
-    return next((str(name) for (name,) in rows if version_of(str(name)) == release), None)
+    return next(
+        (str(name) for (name,) in rows if version_of(str(name), new.project) == release), None
+    )
