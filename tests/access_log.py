@@ -26,11 +26,11 @@ def parse_access_line(line: str) -> dict[str, Any] | None:
             return None
         if not isinstance(record, dict) or record.get("logger") != "pyproxy.access":
             return None
-        return {key: record[key] for key in FIELDS}
+        return {**{key: record[key] for key in FIELDS}, "cut": record.get("cut")}
     match = _TEXT.search(line)
     if match is None:
         return None
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {"cut": None}  # only a body cut short says why
     for key, raw in _PAIR.findall(match["fields"]):
         value: Any = json.loads(raw) if raw.startswith('"') else raw
         if key in ("status", "bytes"):

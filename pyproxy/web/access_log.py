@@ -119,7 +119,7 @@ class _Line:
         # the same client asking for the same thing writes the same line but for the duration:
         # its two halves are quoted once (bounded: the values are the clients')
         key = (f["method"], f["path"], f["status"], f["bytes"], f["cache"], f["remote"],
-               f["user"], f["agent"])
+               f["user"], f["agent"], f.get("cut"))
         halves = _HALVES.get(key)
         if halves is None:
             if len(_HALVES) >= _MAX_HALVES:
@@ -129,7 +129,7 @@ class _Line:
                 f"method={f['method']} path={_logfmt(f['path'])} status={f['status']}"
                 f" bytes={f['bytes']} duration_ms=",
                 f" cache={f['cache']} remote={_logfmt(f['remote'])} user={_logfmt(f['user'])}"
-                f" agent={_logfmt(f['agent'])}",
+                f" agent={_logfmt(f['agent'])}" + (f" cut={f['cut']}" if f.get("cut") else ""),
             )
         return f"{halves[0]}{f['duration_ms']}{halves[1]}"
 
@@ -173,6 +173,8 @@ class AccessLogger(AbstractAccessLogger):
             "remote": None if (remote := request.remote) is None else printable(remote),
             "user": None if user is None else printable(user),
             "agent": printable(request.headers.get("User-Agent", "")[:_MAX_AGENT]),
+            # a status sent before the body went wrong (or the client left) is not the outcome
+            "cut": None if cut is None else cut.cause,
         }
         sink = logs.ACCESS_SINK
         if sink is not None and sink.active():

@@ -5,6 +5,8 @@ that really went out."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import re
 import socket
 import struct
@@ -115,7 +117,7 @@ def test_abandoned_downloads(
                           line)
         assert match and " WARNING pyproxy.web: " in line, line
         body = int(match[1])
-        assert record["status"] == 200
+        assert record["status"] == 200 and record["cut"] == "client"
         assert read - 1000 < body < BIG  # at least what the client read (less its headers)
         assert 100 < record["bytes"] - body < 1000  # the head, and nothing counted twice
         sent.append(body)
@@ -126,3 +128,23 @@ def test_abandoned_downloads(
     assert counter(server, "pyproxy_served_bytes_total", source="cache") == sent[1]
     labels = {"route": FILES_ROUTE, "method": "GET", "status": "200"}
     assert counter(server, "pyproxy_http_requests_total", **labels) == 2
+
+
+def test_a_download_whose_body_fails_its_check_is_logged_as_cut_short(
+    pyproxy_factory: ServerFactory, fake_factory: FakeFactory
+) -> None:
+    """Its 200 went out before the last byte showed the body wrong: the access record says the
+    response was aborted, so a log reader does not count it a success."""
+    fake = fake_factory()
+    dist = fake.add_generated_file("wrong", "wrong-1.0.tar.gz", 2 * 1024 * 1024)
+    server = pyproxy_factory.start(user=None, extra_args=["--upstream", fake.index_url])
+    path = f"/files/wrong/{dist.filename}"
+    assert raw_request("GET", server.simple_url + "wrong/").status == 200
+    fake.wrong_bytes = True
+    with contextlib.suppress(OSError, http.client.HTTPException):
+        raw_request("GET", server.url + path)
+    [record] = wait_for(server, "GET", path, 1)
+    assert (record["status"], record["cut"], record["cache"]) == (200, "aborted", "miss")
+    assert f"path={path} status=200 " in server.stderr_text()
+    assert counter(server, "pyproxy_http_responses_cut_short_total", cause="aborted") == 1
+    assert "Traceback" not in server.stderr_text()

@@ -473,9 +473,10 @@ def test_a_line_quoted_once_per_client_and_thing_asked_keeps_its_own_values() ->
 
     base = {"method": "GET", "path": "/simple/a b/", "status": 200, "bytes": 10,
             "duration_ms": 1.5, "cache": "-", "remote": "127.0.0.1", "user": None,
-            "agent": 'pip/25 {"x": "y"}'}
+            "agent": 'pip/25 {"x": "y"}', "cut": None}
     variants = [base, {**base, "duration_ms": 7.25}, {**base, "agent": "uv/0.9"},
-                {**base, "user": "alice", "duration_ms": 0.1}, {**base, "status": 304}, base]
+                {**base, "user": "alice", "duration_ms": 0.1}, {**base, "status": 304},
+                {**base, "cut": "aborted"}, base]
     for fields in variants * 2:
         line = f"2026-01-01 00:00:00,000 INFO pyproxy.access: {_Line(fields)}"
         assert parse_access_line(line) == fields
