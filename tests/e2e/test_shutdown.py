@@ -8,8 +8,10 @@ raw socket (uploads) or come from the fake upstream's `chunk_delay` (downloads).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -30,7 +32,7 @@ from tests.e2e.clients import (
 )
 from tests.e2e.conftest import FakeFactory, PyproxyServer, ServerFactory, pyproxy_command
 from tests.fake_upstream import CHUNK_SIZE, FakeUpstream
-from tests.processes import children
+from tests.processes import children, session_members
 from tests.waiting import wait_until
 
 EXIT_MARGIN = 5.0  # start-up of cancellation, closing stores, interpreter exit; a loaded machine
@@ -300,15 +302,24 @@ def test_a_second_server_on_a_port_in_use_is_refused(
     old one not stopped yet) on the same port would start, and each would take a part of the
     connections. It stops at once with one line instead; the first goes on serving."""
     first = pyproxy_factory.start(user=None, extra_args=["--workers", "2"])
-    second = subprocess.run(
+    # its own session: should it start after all, it and its workers are stopped with it
+    second = subprocess.Popen(
         [*pyproxy_command(), "serve", "--data-dir", str(tmp_path / "second"), "--no-upstream",
          "--host", "127.0.0.1", "--port", str(first.port), "--workers", str(workers)],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        start_new_session=True,
     )
-    assert second.returncode == 1, second.stderr[-2000:]
-    assert "listening on" not in second.stderr
-    assert second.stderr.strip().splitlines()[-1].startswith("pyproxy: "), second.stderr[-2000:]
-    assert "in use" in second.stderr, second.stderr[-2000:]
+    try:
+        _, stderr = second.communicate(timeout=60)
+    finally:
+        for pid in session_members(second.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        second.wait(10)
+    assert second.returncode == 1, stderr[-2000:]
+    assert "listening on" not in stderr
+    assert stderr.strip().splitlines()[-1].startswith("pyproxy: "), stderr[-2000:]
+    assert "in use" in stderr, stderr[-2000:]
     assert get(first.simple_url).status == 200
 
 
