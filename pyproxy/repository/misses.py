@@ -28,6 +28,7 @@ from pyproxy.lru import BoundedLRU
 from pyproxy.model import LocalFile, RemoteFile, StreamedFile, Unavailable
 from pyproxy.repository.downloads import origin_of
 from pyproxy.repository.http_answers import RangeAnswer, WholeAnswer
+from pyproxy.stores.chunks import once
 
 log = logging.getLogger("pyproxy.upstream")
 
@@ -156,7 +157,7 @@ class UpstreamMiss(RemoteFile):
         if early and stop - download.written > NEAR and stop - start <= MAX_RANGE:
             body = await self._upstream_span(start, stop, total)
             if body is not None:
-                return _once(body)
+                return once(body)
         return download.span(start, stop, verified=not early)
 
     async def _upstream_span(self, start: int, stop: int, total: int | None) -> bytes | None:
@@ -181,6 +182,3 @@ class UpstreamMiss(RemoteFile):
             return None
         return answer.body
 
-
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    yield body

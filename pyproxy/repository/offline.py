@@ -22,8 +22,7 @@ import io
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 from pyproxy.formats import wheel_zip
@@ -38,7 +37,6 @@ from pyproxy.model import (
     OpenedFile,
     ProjectList,
     ProjectPage,
-    StreamedFile,
     Unavailable,
 )
 from pyproxy.repository.upstream import (
@@ -47,10 +45,10 @@ from pyproxy.repository.upstream import (
     offered_metadata,
     offered_provenance,
 )
-from pyproxy.repository.wheel_metadata import wants_made
+from pyproxy.repository.wheel_metadata import unusable, wants_made
 from pyproxy.stores import proof
-from pyproxy.stores.blobcache import OpenUpstream
 from pyproxy.stores.blobkeys import blob_key, made_metadata_key, metadata_key, provenance_key
+from pyproxy.stores.chunks import held
 
 log = logging.getLogger("pyproxy.upstream.offline")
 
@@ -167,7 +165,7 @@ class OnlyCached:
         is usable (what online pyproxy answers, so uv skips the version here too)."""
         wheel = blob_key(dist)
         if self._unusable.get(wheel) is not None:
-            return _unusable()
+            return unusable()
         source = await self._cached_only(wheel, dist.filename)
         if not isinstance(source, LocalFile):  # a cluster node copying it from the bucket
             async for _chunk in source.chunks:
@@ -184,9 +182,9 @@ class OnlyCached:
         except NotProducible as exc:
             log.warning("no metadata can be made from %s: %s", dist.filename, exc)
             self._unusable.put(wheel, str(exc))
-            return _unusable()
+            return unusable()
         made = await self.upstream.blobs.fetch(
-            metadata_key(dist), sha256=None, size=None, open_upstream=_opener(data), filename=name
+            metadata_key(dist), sha256=None, size=None, open_upstream=held(data), filename=name
         )
         self._pages.pop(project)  # the page offers its hash from now on
         return made
@@ -216,26 +214,3 @@ def _read_metadata(path: Path, size: int, project: NormalizedName, name: str) ->
     except proof.Unproven as exc:
         raise NotProducible(str(exc)) from None
     return data
-
-
-def _opener(data: bytes) -> OpenUpstream:
-    @asynccontextmanager
-    async def open_() -> AsyncIterator[AsyncIterator[bytes]]:
-        yield _once(data)
-
-    return open_
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-# what a wheel without usable METADATA gets, as online (repository/wheel_metadata.py)
-_UNUSABLE = b""
-
-
-def _unusable() -> FileSource:
-    return StreamedFile(
-        chunks=_once(_UNUSABLE), size=len(_UNUSABLE),
-        sha256=hashlib.sha256(_UNUSABLE).hexdigest(), cache="miss",
-    )

@@ -73,10 +73,12 @@ from pyproxy.stores.blobkeys import (
     metadata_key,
     ranged_metadata_key,
 )
+from pyproxy.stores.chunks import held, once
 from pyproxy.stores.filecache import FileCache
 
 __all__ = [
-    "WHOLE_WHEEL_LIMIT", "Marked", "TooBigToWarm", "WheelMetadata", "offer_made", "wants_made",
+    "WHOLE_WHEEL_LIMIT", "Marked", "TooBigToWarm", "WheelMetadata", "offer_made", "unusable",
+    "wants_made",
 ]
 
 log = logging.getLogger("pyproxy.upstream.metadata")
@@ -241,7 +243,7 @@ class WheelMetadata:
         when the wheel cannot be read now. For a wheel that has no usable METADATA (nobody can
         install it), an empty body: see `_UNUSABLE`."""
         if self._bad.get(blob_key(dist)) is not None:
-            return _unusable()
+            return unusable()
         listed = None if isinstance(dist.core_metadata, bool) else dist.core_metadata.get("sha256")
         limit = WHOLE_WHEEL_LIMIT.get()
         if limit is not None:  # the warm-up asks
@@ -262,7 +264,7 @@ class WheelMetadata:
         except Unavailable:
             if self._bad.get(blob_key(dist)) is None:
                 raise
-            return _unusable()
+            return unusable()
 
     async def _ranged(
         self, project: NormalizedName, dist: DistFile, origins: Origins, listed: str | None
@@ -275,21 +277,22 @@ class WheelMetadata:
         ):
             return None
 
+        name = dist.filename + ".metadata"
+
         async def ask() -> OpenUpstream | None:
             data = await self._from_ranges(project, dist, origins)
             if data is None:
                 return None
             try:
-                proof.check_file(dist.filename + ".metadata", io.BytesIO(data), len(data))
+                proof.check_file(name, io.BytesIO(data), len(data))
             except proof.Unproven as exc:  # judged on the wheel's verified bytes only
                 log.info("the metadata ranges of %s gave is unusable (%s): reading it whole",
                          dist.filename, exc)
                 return None
-            return _opener(data)
+            return held(data)
 
         return await self._blobs.fetch_first(
-            ranged_metadata_key(dist), sha256=listed, size=None, ask=ask,
-            filename=dist.filename + ".metadata",
+            ranged_metadata_key(dist), sha256=listed, size=None, ask=ask, filename=name
         )
 
     async def _within(self, limit: int, dist: DistFile, origins: Origins, md: str | None) -> None:
@@ -382,7 +385,7 @@ class WheelMetadata:
         @asynccontextmanager
         async def make() -> AsyncIterator[AsyncIterator[bytes]]:
             data = await self._make(project, dist, origins)
-            yield _once(data)
+            yield once(data)
 
         return make
 
@@ -490,23 +493,12 @@ class WheelMetadata:
 _UNUSABLE = b""
 
 
-def _unusable() -> FileSource:
+def unusable() -> FileSource:
+    """The `.metadata` of a wheel without usable METADATA (online, and offline likewise)."""
     return StreamedFile(
-        chunks=_once(_UNUSABLE), size=len(_UNUSABLE),
+        chunks=once(_UNUSABLE), size=len(_UNUSABLE),
         sha256=hashlib.sha256(_UNUSABLE).hexdigest(), cache="miss",
     )
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-def _opener(data: bytes) -> OpenUpstream:
-    @asynccontextmanager
-    async def body() -> AsyncIterator[AsyncIterator[bytes]]:
-        yield _once(data)
-
-    return body
 
 
 def _read_file(path: Path, size: int, project: NormalizedName) -> bytes:

@@ -1,14 +1,15 @@
 """Byte streams as the caches pass them on: a stream without its first bytes, a file read in
-chunks off the loop."""
+chunks off the loop, bytes held in memory (as a stream, and as a blob cache's opener)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
-__all__ = ["read_file", "skip"]
+__all__ = ["held", "once", "read_file", "skip"]
 
 CHUNK = 256 * 1024
 
@@ -34,3 +35,18 @@ async def read_file(path: Path) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         os.close(fd)
+
+
+async def once(data: bytes) -> AsyncIterator[bytes]:
+    """`data` as a stream of one chunk."""
+    yield data
+
+
+def held(data: bytes) -> Callable[[], AbstractAsyncContextManager[AsyncIterator[bytes]]]:
+    """Bytes made in memory (a `.metadata`), as the opener of a body the blob cache downloads."""
+
+    @asynccontextmanager
+    async def body() -> AsyncIterator[AsyncIterator[bytes]]:
+        yield once(data)
+
+    return body
