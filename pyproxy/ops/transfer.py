@@ -25,7 +25,6 @@ skips what the target already holds. The cache's part (cache/) is ops.transfer_c
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -44,6 +43,7 @@ from pyproxy.ops.transfer_format import (
     TransferError,
     TransferReport,
     body_path,
+    copy_durably,
     read_jsonl,
     write_jsonl,
 )
@@ -140,17 +140,10 @@ def _copy_checked(private: PrivateStoreAPI, record: dict[str, Any], target: Path
     """Copy a private file's body into the export, durably, checking it is the record's bytes
     as it goes (BadBody if not); its size."""
     sha256, size = str(record["sha256"]), int(record["size"])
-    digest, written = hashlib.sha256(), 0
-    with open(private.files.path(sha256), "rb") as reader, open(target, "wb") as writer:
-        while chunk := reader.read(CHUNK):
-            digest.update(chunk)
-            writer.write(chunk)
-            written += len(chunk)
-        if written != size or digest.hexdigest() != sha256:
-            raise BadBody(f"its body is damaged: {written} bytes with sha256"
-                          f" {digest.hexdigest()}, {size} bytes with sha256 {sha256} recorded")
-        writer.flush()
-        os.fsync(writer.fileno())
+    written, actual = copy_durably(private.files.path(sha256), target)
+    if written != size or actual != sha256:
+        raise BadBody(f"its body is damaged: {written} bytes with sha256 {actual}, {size}"
+                      f" bytes with sha256 {sha256} recorded")
     return written
 
 

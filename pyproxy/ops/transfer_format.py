@@ -74,9 +74,16 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             yield record
 
 
-def copy_durably(source: Path, target: Path) -> int:
-    with open(source, "rb") as reader:
-        return copy_stream_durably(reader, target)
+def copy_durably(source: Path, target: Path) -> tuple[int, str]:
+    """Copy `source` to `target`, fsync'd: the size and sha256 of what was copied, read once."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while chunk := reader.read(CHUNK):
+            digest.update(chunk)
+            writer.write(chunk)
+        writer.flush()
+        os.fsync(writer.fileno())
+        return writer.tell(), digest.hexdigest()
 
 
 def copy_stream_durably(reader: BinaryIO, target: Path) -> int:
